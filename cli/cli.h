@@ -1,0 +1,59 @@
+/* Shared pieces of the monoquant command-line tool. The CLI uses only the public header. */
+#ifndef MQ_CLI_H
+#define MQ_CLI_H
+
+#include "monoquant.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+
+/* Exit codes (docs/CLI.md). */
+enum {
+    EXIT_OK = 0,
+    EXIT_GENERAL = 1,     /* out of memory, cancelled, internal */
+    EXIT_CONFIG = 2,      /* usage or configuration error */
+    EXIT_QUANT = 3,       /* quantization error; warnings under --strict */
+    EXIT_VALIDATION = 4,  /* validation failed */
+    EXIT_IO = 5           /* I/O or format error */
+};
+
+typedef struct cli_opts {
+    bool quiet;           /* -q: errors only */
+    int verbose;          /* -v: more detail */
+    bool progress;        /* progress bar on stderr */
+} cli_opts;
+
+extern cli_opts g_cli;    /* set once by main from the global flags and the environment */
+
+int cli_exit_code(mq_status st);
+/* Prints "monoquant: error: <message>" and returns the exit code for st. */
+int cli_fail(mq_ctx *ctx, mq_status st);
+/* Prints "monoquant <cmd>: <message>" for usage errors and returns EXIT_CONFIG. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void cli_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Progress bar on stderr (only when g_cli.progress); install with mq_ctx_set_progress. */
+int cli_progress(void *ud, const char *what, uint64_t done, uint64_t total);
+void cli_progress_done(void);
+
+/* Option parsing helpers: value of "--name=value" or "--name value" (advancing *i). Returns
+ * NULL if argv[*i] is not that option; sets *missing when the value is absent. */
+const char *cli_opt_value(int argc, char **argv, int *i, const char *name, bool *missing);
+bool cli_parse_int(const char *s, long long lo, long long hi, long long *out);
+bool cli_parse_double(const char *s, double *out);
+
+/* Formats a byte count as "12.3 MB" into buf. */
+const char *cli_bytes(uint64_t n, char *buf, size_t cap);
+/* Writes s as a JSON string literal (quotes included). */
+void cli_json_string(FILE *f, const char *s);
+
+/* Subcommands: argv[0] is the subcommand name. */
+int cmd_info(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+int cmd_dequantize(int argc, char **argv);
+int cmd_validate(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
+int cmd_calibrate(int argc, char **argv);
+
+#endif

@@ -1,0 +1,139 @@
+/* CLI helpers: exit codes, messages, progress bar, option parsing. */
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+int cli_exit_code(mq_status st) {
+    switch (st) {
+    case MQ_OK: return EXIT_OK;
+    case MQ_ERR_INVALID: return EXIT_CONFIG;
+    case MQ_ERR_IO:
+    case MQ_ERR_FORMAT:
+    case MQ_ERR_UNSUPPORTED: return EXIT_IO;
+    case MQ_ERR_QUANT: return EXIT_QUANT;
+    case MQ_ERR_VALIDATION: return EXIT_VALIDATION;
+    default: return EXIT_GENERAL;
+    }
+}
+
+int cli_fail(mq_ctx *ctx, mq_status st) {
+    cli_progress_done();
+    const char *msg = ctx ? mq_ctx_message(ctx) : "";
+    fprintf(stderr, "monoquant: error: %s\n", *msg ? msg : mq_status_str(st));
+    return cli_exit_code(st);
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "monoquant %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n(see 'monoquant %s --help')\n", cmd);
+    va_end(ap);
+    return EXIT_CONFIG;
+}
+
+void cli_warn(const char *fmt, ...) {
+    cli_progress_done();
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "monoquant: warning: ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+void cli_info(const char *fmt, ...) {
+    if (g_cli.quiet) return;
+    cli_progress_done();
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static bool bar_shown;
+
+int cli_progress(void *ud, const char *what, uint64_t done, uint64_t total) {
+    (void)ud;
+    if (!g_cli.progress) return 0;
+    double frac = total ? (double)done / (double)total : 1.0;
+    if (frac > 1) frac = 1;
+    int width = 30, fill = (int)(frac * width);
+    char bar[64];
+    for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
+    bar[width] = 0;
+    fprintf(stderr, "\r[%s] %5.1f%%  %-40.40s", bar, frac * 100, what ? what : "");
+    fflush(stderr);
+    bar_shown = true;
+    return 0;
+}
+
+void cli_progress_done(void) {
+    if (!bar_shown) return;
+    fprintf(stderr, "\r%*s\r", 80, "");
+    fflush(stderr);
+    bar_shown = false;
+}
+
+const char *cli_opt_value(int argc, char **argv, int *i, const char *name, bool *missing) {
+    const char *a = argv[*i];
+    size_t k = strlen(name);
+    *missing = false;
+    if (strncmp(a, name, k) != 0) return NULL;
+    if (a[k] == '=') return a + k + 1;
+    if (a[k] != 0) return NULL;
+    if (*i + 1 >= argc) {
+        *missing = true;
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+bool cli_parse_int(const char *s, long long lo, long long hi, long long *out) {
+    if (!s || !*s) return false;
+    errno = 0;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+bool cli_parse_double(const char *s, double *out) {
+    if (!s || !*s) return false;
+    errno = 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (errno || *end || isnan(v)) return false;
+    *out = v;
+    return true;
+}
+
+const char *cli_bytes(uint64_t n, char *buf, size_t cap) {
+    static const char *const units[] = {"B", "KB", "MB", "GB", "TB"};
+    double v = (double)n;
+    int u = 0;
+    while (v >= 1000 && u < 4) v /= 1000, u++;
+    if (u == 0) snprintf(buf, cap, "%llu B", (unsigned long long)n);
+    else snprintf(buf, cap, "%.1f %s", v, units[u]);
+    return buf;
+}
+
+void cli_json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+        else if (*p == '\n') fputs("\\n", f);
+        else if (*p == '\t') fputs("\\t", f);
+        else if (*p == '\r') fputs("\\r", f);
+        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+        else fputc(*p, f);
+    }
+    fputc('"', f);
+}

@@ -1,0 +1,351 @@
+/*
+ * monoquant — model-weight quantization in C11.
+ *
+ * This header is the manual. Conventions that hold for every function:
+ *
+ *  - Errors. Every fallible call returns an mq_status. MQ_OK is 0. On failure the context
+ *    (mq_ctx) the call was made with holds a message naming the file, the tensor and what is
+ *    wrong: mq_ctx_message(). The library never prints, never exits, never aborts on bad input.
+ *  - Contexts. An mq_ctx carries the error message, the thread count, the instruction-set level
+ *    and an optional progress callback. A context and every object created with it must be used
+ *    by one thread at a time; use one context per thread. There is no global mutable state.
+ *  - Ownership. Objects come from mq_<object>_create/open and go back with mq_<object>_free;
+ *    every free function accepts NULL. Pointers returned by accessors (names, tensor data)
+ *    stay valid until the object they came from is freed. Output buffers are provided by the
+ *    caller and sized by a *_size / layout function.
+ *  - Threads. Functions that do bulk work split rows across the context's thread pool; their
+ *    results are bit-identical for every thread count.
+ */
+#ifndef MONOQUANT_H
+#define MONOQUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define MQ_API __attribute__((visibility("default")))
+#else
+#define MQ_API
+#endif
+
+#define MQ_VERSION_MAJOR 0
+#define MQ_VERSION_MINOR 1
+#define MQ_VERSION_PATCH 0
+#define MQ_VERSION_STRING "0.1.0"
+
+/* Version of the library actually linked, e.g. "0.1.0". */
+MQ_API const char *mq_version(void);
+
+/* ======================================================================================
+ * Status and context
+ * ====================================================================================== */
+
+typedef enum mq_status {
+    MQ_OK = 0,
+    MQ_ERR_INVALID,     /* bad argument, option or configuration (CLI exit 2) */
+    MQ_ERR_IO,          /* a file could not be opened, read, written or renamed (exit 5) */
+    MQ_ERR_FORMAT,      /* a file is malformed or of an unsupported kind (exit 5) */
+    MQ_ERR_UNSUPPORTED, /* well-formed input that this version cannot handle (exit 5) */
+    MQ_ERR_QUANT,       /* quantization failed, e.g. NaN/Inf in a tensor (exit 3) */
+    MQ_ERR_VALIDATION,  /* a validation check failed (exit 4) */
+    MQ_ERR_NOMEM,       /* out of memory (exit 1) */
+    MQ_ERR_CANCELLED,   /* the progress callback asked to stop (exit 1) */
+    MQ_ERR_INTERNAL     /* a bug in monoquant (exit 1) */
+} mq_status;
+
+/* Short constant name of a status, e.g. "invalid argument". Never NULL. */
+MQ_API const char *mq_status_str(mq_status st);
+
+typedef struct mq_ctx mq_ctx;
+
+/* Optional allocator. alloc(ud, n) returns NULL on failure; free(ud, p) accepts NULL. Both
+ * may be called from the context's worker threads at once: they must be thread-safe. */
+typedef struct mq_allocator {
+    void *(*alloc)(void *ud, size_t size);
+    void (*free)(void *ud, void *ptr);
+    void *ud;
+} mq_allocator;
+
+/* Progress callback: called from the calling thread only, a few times a second at most.
+ * `what` names the current step (a tensor name), done/total count bytes or items.
+ * Return nonzero to cancel: the running call then fails with MQ_ERR_CANCELLED. */
+typedef int (*mq_progress_fn)(void *ud, const char *what, uint64_t done, uint64_t total);
+
+/* Creates a context. Returns NULL only when memory is exhausted. The context reads the
+ * environment once: MQ_ISA=scalar|avx2|avx512 caps the instruction-set level. */
+MQ_API mq_ctx *mq_ctx_create(void);
+/* As mq_ctx_create, with every allocation going through `alloc` (copied). */
+MQ_API mq_ctx *mq_ctx_create_with_allocator(const mq_allocator *alloc);
+MQ_API void mq_ctx_free(mq_ctx *ctx);
+
+/* Message of the last failure on this context ("" when none). Valid until the next call. */
+MQ_API const char *mq_ctx_message(const mq_ctx *ctx);
+/* Status of the last failure on this context (MQ_OK when none). */
+MQ_API mq_status mq_ctx_status(const mq_ctx *ctx);
+MQ_API void mq_ctx_clear_error(mq_ctx *ctx);
+
+/* Worker threads for bulk work; 0 (the default) means one per online CPU. */
+MQ_API mq_status mq_ctx_set_threads(mq_ctx *ctx, int threads);
+MQ_API int mq_ctx_threads(const mq_ctx *ctx);
+
+MQ_API void mq_ctx_set_progress(mq_ctx *ctx, mq_progress_fn fn, void *ud);
+
+/* Instruction-set levels. The context starts at the best level the CPU and the OS support
+ * (XGETBV checked), capped by MQ_ISA. Setting a level above what is supported fails. */
+typedef enum mq_isa { MQ_ISA_SCALAR = 0, MQ_ISA_AVX2 = 1, MQ_ISA_AVX512 = 2 } mq_isa;
+MQ_API mq_isa mq_ctx_isa(const mq_ctx *ctx);
+MQ_API mq_status mq_ctx_set_isa(mq_ctx *ctx, mq_isa isa);
+MQ_API const char *mq_isa_name(mq_isa isa);
+/* Best level this machine supports, ignoring MQ_ISA. */
+MQ_API mq_isa mq_isa_supported(void);
+
+/* ======================================================================================
+ * Data types and conversions
+ * ====================================================================================== */
+
+typedef enum mq_dtype {
+    MQ_DTYPE_INVALID = 0,
+    MQ_BOOL, MQ_U8, MQ_I8, MQ_I16, MQ_U16, MQ_I32, MQ_U32, MQ_I64, MQ_U64,
+    MQ_F16, MQ_BF16, MQ_F32, MQ_F64,
+    MQ_F8_E4M3, MQ_F8_E5M2, MQ_F8_E8M0, /* pass-through only */
+    MQ_C64,                             /* pass-through only */
+    MQ_DTYPE_COUNT
+} mq_dtype;
+
+/* safetensors name ("F32", "BF16", ...); "invalid" for an unknown value. */
+MQ_API const char *mq_dtype_name(mq_dtype dt);
+/* Parses a safetensors dtype name (exact, case-sensitive); MQ_DTYPE_INVALID if unknown. */
+MQ_API mq_dtype mq_dtype_from_name(const char *name);
+/* Bytes per element (0 for MQ_DTYPE_INVALID). */
+MQ_API size_t mq_dtype_size(mq_dtype dt);
+/* 1 for F16, BF16, F32, F64. */
+MQ_API int mq_dtype_is_float(mq_dtype dt);
+
+/* Converts n elements between F64, F32, F16 and BF16 (any pair, same type allowed: a copy).
+ * Narrowing rounds to nearest, ties to even; NaN stays NaN (quiet), Inf stays Inf; F16
+ * subnormals are exact. Results are bit-identical on every instruction-set path.
+ * MQ_ERR_INVALID for other dtypes. src and dst must not overlap. */
+MQ_API mq_status mq_convert(mq_ctx *ctx, mq_dtype dst_dtype, void *dst, mq_dtype src_dtype,
+                            const void *src, size_t n);
+
+/* Scalar conversions (the reference for every vector path). */
+MQ_API float mq_f16_to_f32(uint16_t h);
+MQ_API uint16_t mq_f32_to_f16(float f);
+MQ_API float mq_bf16_to_f32(uint16_t b);
+MQ_API uint16_t mq_f32_to_bf16(float f);
+
+/* ======================================================================================
+ * Tensors and models (reading checkpoints)
+ * ====================================================================================== */
+
+#define MQ_MAX_DIMS 8
+
+/* A view of one tensor. `data` points into the model's memory (a read-only mapping of the
+ * file, or a buffer the model owns) and stays valid until the model is freed. Little-endian,
+ * row-major, contiguous. */
+typedef struct mq_tensor {
+    const char *name;
+    mq_dtype dtype;
+    int ndim;                      /* 0 for a scalar */
+    int64_t shape[MQ_MAX_DIMS];
+    uint64_t numel;                /* product of shape (1 for a scalar) */
+    uint64_t nbytes;               /* numel * mq_dtype_size(dtype) */
+    const void *data;
+} mq_tensor;
+
+typedef enum mq_format {
+    MQ_FORMAT_AUTO = 0,     /* from the file's contents (reading) or extension (writing) */
+    MQ_FORMAT_SAFETENSORS,  /* .safetensors, a sharded index, or a folder of shards */
+    MQ_FORMAT_PYTORCH       /* torch.save zip archive: .pt, .pth, .bin */
+} mq_format;
+
+MQ_API const char *mq_format_name(mq_format fmt);
+
+typedef struct mq_model mq_model;
+
+typedef struct mq_open_options {
+    mq_format format;       /* MQ_FORMAT_AUTO: detect */
+    const char *key;        /* PyTorch: the entry of a nested dict that holds the tensors
+                               (e.g. "state_dict"); NULL: find it */
+} mq_open_options;
+
+/* Opens a checkpoint: a .safetensors file, a *.index.json of shards, a folder holding either,
+ * or a PyTorch zip checkpoint. The input is never modified. opts may be NULL. */
+MQ_API mq_status mq_model_open(mq_ctx *ctx, const char *path, const mq_open_options *opts,
+                               mq_model **out);
+MQ_API void mq_model_free(mq_model *model);
+
+MQ_API mq_format mq_model_format(const mq_model *model);
+MQ_API size_t mq_model_tensor_count(const mq_model *model);
+/* Tensor i in file order (shards in index order). NULL when i is out of range. */
+MQ_API const mq_tensor *mq_model_tensor(const mq_model *model, size_t i);
+/* Index of the named tensor, or -1. */
+MQ_API long mq_model_find(const mq_model *model, const char *name);
+/* Number of files the model spans (1 unless sharded). */
+MQ_API size_t mq_model_file_count(const mq_model *model);
+
+/* String metadata (__metadata__ of safetensors; merged across shards). */
+MQ_API size_t mq_model_metadata_count(const mq_model *model);
+MQ_API const char *mq_model_metadata_key(const mq_model *model, size_t i);
+MQ_API const char *mq_model_metadata_value(const mq_model *model, size_t i);
+/* Value for key, or NULL. */
+MQ_API const char *mq_model_metadata_get(const mq_model *model, const char *key);
+
+/* Layer kind a tensor looks like, from its name and shape. */
+typedef enum mq_layer_kind {
+    MQ_KIND_OTHER = 0, MQ_KIND_LINEAR, MQ_KIND_CONV, MQ_KIND_EMBEDDING, MQ_KIND_NORM,
+    MQ_KIND_BIAS, MQ_KIND_RNN
+} mq_layer_kind;
+MQ_API mq_layer_kind mq_classify_tensor(const mq_tensor *t);
+MQ_API const char *mq_layer_kind_name(mq_layer_kind kind);
+
+/* ======================================================================================
+ * Writing checkpoints (streaming)
+ * ====================================================================================== */
+
+typedef struct mq_tensor_desc {
+    const char *name;
+    mq_dtype dtype;
+    int ndim;
+    int64_t shape[MQ_MAX_DIMS];
+} mq_tensor_desc;
+
+typedef struct mq_kv {
+    const char *key;
+    const char *value;
+} mq_kv;
+
+typedef struct mq_writer mq_writer;
+
+/* Starts writing `n` tensors to `path` in the given order. The header (safetensors) is
+ * written first, so the data is then streamed with mq_writer_write: the bytes of tensor 0,
+ * then tensor 1, ..., in any chunk sizes. Everything goes to a temporary file in the
+ * destination folder; mq_writer_commit checks that every byte arrived, fsyncs and renames it
+ * into place. Freeing an uncommitted writer removes the temporary file: on any failure the
+ * destination is untouched. `meta` entries are stored as string metadata (safetensors:
+ * __metadata__ beside "format": "pt"). Names, descs and meta are copied. fmt AUTO: from the
+ * extension (.safetensors, else .pt/.pth/.bin for PyTorch). */
+MQ_API mq_status mq_writer_open(mq_ctx *ctx, const char *path, mq_format fmt,
+                                const mq_tensor_desc *tensors, size_t n, const mq_kv *meta,
+                                size_t nmeta, mq_writer **out);
+MQ_API mq_status mq_writer_write(mq_writer *w, const void *data, size_t nbytes);
+MQ_API mq_status mq_writer_commit(mq_writer *w);
+MQ_API void mq_writer_free(mq_writer *w);
+
+/* ======================================================================================
+ * Quantization arithmetic on one tensor in memory
+ *
+ * A tensor of shape [d0, d1, ...] is viewed as a matrix [rows = d0, cols = d1*d2*...]:
+ * rows are output channels (Linear out_features, Conv out_channels), cols the input
+ * dimension. Conventions follow PyTorch's observers (see docs/FORMAT.md): asymmetric ranges
+ * are widened to include 0, scale >= FLT_EPSILON, zero points rounded and clamped, rounding
+ * half to even.
+ * ====================================================================================== */
+
+typedef enum mq_qtype {
+    MQ_Q_NONE = 0,   /* keep the tensor as it is */
+    MQ_Q_INT8,       /* [-128, 127] */
+    MQ_Q_UINT8,      /* [0, 255] */
+    MQ_Q_INT4,       /* [-8, 7], packed eight per int32 word */
+    MQ_Q_UINT4,      /* [0, 15], packed eight per int32 word */
+    MQ_Q_FP16,       /* plain cast */
+    MQ_Q_BF16        /* plain cast */
+} mq_qtype;
+
+typedef enum mq_scheme { MQ_SYMMETRIC = 0, MQ_ASYMMETRIC = 1 } mq_scheme;
+
+typedef enum mq_granularity {
+    MQ_PER_TENSOR = 0,
+    MQ_PER_CHANNEL,  /* one scale per row */
+    MQ_PER_GROUP     /* one scale per group_size consecutive elements of a row */
+} mq_granularity;
+
+typedef enum mq_scale_search {
+    MQ_SEARCH_MINMAX = 0, /* scale from the min/max range */
+    MQ_SEARCH_MSE         /* clipping search minimizing the (weighted) squared error */
+} mq_scale_search;
+
+typedef struct mq_qspec {
+    mq_qtype type;
+    mq_scheme scheme;
+    mq_granularity granularity;
+    int group_size;           /* MQ_PER_GROUP; a row shorter than a group is one group and
+                                 a last partial group is allowed */
+    mq_scale_search search;
+    const float *importance;  /* optional, `cols` weights >= 0 (e.g. mean of x^2 per input
+                                 channel): the scale search minimizes the weighted error */
+} mq_qspec;
+
+/* Defaults: INT8 symmetric per channel, min/max; group_size 128. */
+MQ_API void mq_qspec_default(mq_qspec *spec);
+
+/* Storage layout of a quantized tensor (docs/FORMAT.md). */
+typedef struct mq_qlayout {
+    int64_t rows, cols;
+    int64_t groups_per_row;    /* 1 per channel, ceil(cols/group_size) per group */
+    int64_t nscales;           /* 1 per tensor, rows per channel, rows*groups_per_row */
+    mq_dtype data_dtype;       /* I8, U8, I32 (packed 4-bit) or F16/BF16 */
+    int ndata_dims;            /* data tensor shape: original shape (8-bit, casts), */
+    int64_t data_shape[MQ_MAX_DIMS]; /* or [rows, ceil(cols/8)] (4-bit) */
+    uint64_t data_bytes;
+    uint64_t row_bytes;        /* bytes of one row of data */
+    mq_dtype scale_dtype;      /* F32 */
+    int has_zero_point;        /* asymmetric integer types */
+    mq_dtype zero_point_dtype; /* I8/U8 for 8-bit, I8 for 4-bit, stored unpacked */
+} mq_qlayout;
+
+/* Fills the layout for a tensor of `shape` (ndim >= 1) quantized with `spec`. */
+MQ_API mq_status mq_qlayout_init(mq_ctx *ctx, const mq_qspec *spec, int ndim,
+                                 const int64_t *shape, mq_qlayout *out);
+
+/* Quantizes rows [row_begin, row_end) of `src` (the whole tensor, F32/F16/BF16/F64, rows x
+ * cols row-major). `data` receives those rows only (row_end-row_begin rows of row_bytes);
+ * `scale` and `zero_point` (NULL when the layout has none) are whole-tensor arrays of which
+ * only the entries of these rows are written. MQ_PER_TENSOR: the call with row_begin == 0
+ * computes the tensor's parameters over all rows and later calls reuse scale[0]/zero_point[0].
+ * NaN or Inf in the tensor: MQ_ERR_QUANT naming the row. */
+MQ_API mq_status mq_quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *layout,
+                                  mq_dtype src_dtype, const void *src, int64_t row_begin,
+                                  int64_t row_end, void *data, float *scale, void *zero_point);
+
+/* Inverse: rows [row_begin, row_end) to F32 (`out` receives those rows only). `data` points
+ * at the whole quantized tensor. */
+MQ_API mq_status mq_dequantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *layout,
+                                    const void *data, const float *scale, const void *zero_point,
+                                    int64_t row_begin, int64_t row_end, float *out);
+
+/* Error figures of an approximation `b` of reference `a` (n elements). */
+typedef struct mq_error_stats {
+    double sqnr_db;        /* 10 log10(sum a^2 / sum (a-b)^2); +inf when exact */
+    double rel_fro;        /* ||a-b|| / ||a|| */
+    double max_abs;        /* max |a-b| */
+    double mse;            /* mean (a-b)^2 */
+    double cosine;         /* cosine similarity */
+} mq_error_stats;
+MQ_API void mq_error_stats_compute(const float *a, const float *b, size_t n,
+                                   mq_error_stats *out);
+
+/* ====== section: pipeline (quantize a whole checkpoint) ================================ */
+
+/* ====== end of section: pipeline ======================================================= */
+
+
+
+/* ====== section: calibration (observers) =============================================== */
+
+/* ====== end of section: calibration ==================================================== */
+
+
+
+/* ====== section: kernels (quantized Linear / Conv2d) =================================== */
+
+/* ====== end of section: kernels ======================================================== */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MONOQUANT_H */

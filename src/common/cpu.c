@@ -1,0 +1,54 @@
+/* Run-time CPU feature detection: CPUID for the instructions, XGETBV for the OS saving the
+ * vector registers (a CPU that has AVX-512 under an OS that does not enable it must not use it). */
+#include "common/internal.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+
+static uint64_t xgetbv0(void) {
+    uint32_t eax, edx;
+    __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+    return ((uint64_t)edx << 32) | eax;
+}
+
+void mq__cpu_detect(mq_cpu *cpu, mq_isa *best) {
+    unsigned a, b, c, d;
+    *cpu = (mq_cpu){0};
+    *best = MQ_ISA_SCALAR;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return;
+    bool osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
+    bool fma = (c >> 12) & 1, f16c = (c >> 29) & 1;
+    if (!osxsave || !avx) return;
+    uint64_t xcr0 = xgetbv0();
+    bool os_avx = (xcr0 & 0x6) == 0x6;             /* XMM and YMM state */
+    bool os_avx512 = os_avx && (xcr0 & 0xe0) == 0xe0; /* opmask, ZMM_Hi256, Hi16_ZMM */
+    if (!os_avx) return;
+    unsigned max = __get_cpuid_max(0, 0);
+    if (max < 7) return;
+    __cpuid_count(7, 0, a, b, c, d);
+    cpu->avx2 = (b >> 5) & 1;
+    cpu->fma = fma;
+    cpu->f16c = f16c;
+    if (os_avx512) {
+        cpu->avx512f = (b >> 16) & 1;
+        cpu->avx512dq = (b >> 17) & 1;
+        cpu->avx512bw = (b >> 30) & 1;
+        cpu->avx512vl = (b >> 31) & 1;
+        cpu->avx512vnni = (c >> 11) & 1;
+        unsigned a1, b1, c1, d1;
+        __cpuid_count(7, 1, a1, b1, c1, d1);
+        cpu->avx512bf16 = (a1 >> 5) & 1;
+        cpu->avxvnni = (a1 >> 4) & 1;
+        (void)b1; (void)c1; (void)d1;
+    }
+    if (cpu->avx2 && cpu->fma && cpu->f16c) *best = MQ_ISA_AVX2;
+    if (*best == MQ_ISA_AVX2 && cpu->avx512f && cpu->avx512bw && cpu->avx512vl && cpu->avx512dq &&
+        cpu->avx512vnni)
+        *best = MQ_ISA_AVX512;
+}
+#else
+void mq__cpu_detect(mq_cpu *cpu, mq_isa *best) {
+    *cpu = (mq_cpu){0};
+    *best = MQ_ISA_SCALAR;
+}
+#endif

@@ -1,0 +1,127 @@
+/* Internal helpers shared by every module: errors, allocation, threads, CPU features.
+ * Names with a double underscore are private to the library. */
+#ifndef MQ_INTERNAL_H
+#define MQ_INTERNAL_H
+
+#include "monoquant.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MQ_HIDDEN __attribute__((visibility("hidden")))
+
+#if defined(__GNUC__)
+#define MQ_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define MQ_PRINTF(a, b)
+#endif
+
+#define MQ_MSG_MAX 1024
+
+/* CPU features, read once per context. */
+typedef struct mq_cpu {
+    bool avx2, fma, f16c;                      /* AVX2 level: all three */
+    bool avx512f, avx512bw, avx512vl, avx512dq; /* AVX-512 level: these */
+    bool avx512vnni, avx512bf16, avxvnni;
+} mq_cpu;
+
+typedef struct mq_pool mq_pool;
+
+struct mq_ctx {
+    mq_status status;
+    char message[MQ_MSG_MAX];
+    mq_allocator alloc;
+    int threads;          /* requested; 0 = online CPUs */
+    mq_isa isa;           /* current level */
+    mq_isa isa_max;       /* best the machine supports */
+    mq_cpu cpu;
+    mq_progress_fn progress;
+    void *progress_ud;
+    uint64_t progress_last_ns;
+    mq_pool *pool;        /* created on first parallel call */
+    bool in_parallel;     /* a parallel job runs: mq__fail serializes, first failure wins */
+    void *err_mu;         /* pthread_mutex_t, for mq__fail during parallel jobs */
+};
+
+/* Records a failure on ctx and returns st. The message should name the file, the tensor and
+ * the problem. Safe to call from inside an mq__parallel_for range function (the first failure
+ * recorded during a job is kept). */
+MQ_HIDDEN mq_status mq__fail(mq_ctx *ctx, mq_status st, const char *fmt, ...) MQ_PRINTF(3, 4);
+/* Prefixes the current message with "<prefix>: " (for adding the file name on the way up). */
+MQ_HIDDEN mq_status mq__fail_prefix(mq_ctx *ctx, const char *fmt, ...) MQ_PRINTF(2, 3);
+
+#define MQ_TRY(expr)                          \
+    do {                                      \
+        mq_status mq__st = (expr);            \
+        if (mq__st != MQ_OK) return mq__st;   \
+    } while (0)
+
+/* Allocation through the context's allocator. mq__malloc fails with MQ_ERR_NOMEM recorded. */
+MQ_HIDDEN void *mq__malloc(mq_ctx *ctx, size_t n);
+MQ_HIDDEN void *mq__calloc(mq_ctx *ctx, size_t count, size_t size);
+MQ_HIDDEN void *mq__realloc(mq_ctx *ctx, void *p, size_t old_size, size_t new_size);
+MQ_HIDDEN void mq__free(mq_ctx *ctx, void *p);
+MQ_HIDDEN char *mq__strdup(mq_ctx *ctx, const char *s);
+MQ_HIDDEN char *mq__strndup(mq_ctx *ctx, const char *s, size_t n);
+/* Grows *items (capacity *cap, element size elem) to hold at least need elements. */
+MQ_HIDDEN mq_status mq__grow(mq_ctx *ctx, void **items, size_t *cap, size_t need, size_t elem);
+
+/* Overflow-checked arithmetic: return false on overflow. */
+static inline bool mq__mul_u64(uint64_t a, uint64_t b, uint64_t *out) {
+    return !__builtin_mul_overflow(a, b, out);
+}
+static inline bool mq__add_u64(uint64_t a, uint64_t b, uint64_t *out) {
+    return !__builtin_add_overflow(a, b, out);
+}
+
+/* Progress: reports at most every 100 ms (and always when done == total). Returns
+ * MQ_ERR_CANCELLED when the callback asks to stop. */
+MQ_HIDDEN mq_status mq__progress(mq_ctx *ctx, const char *what, uint64_t done, uint64_t total);
+
+/* Runs fn over [0, n) split into chunks of `grain` items (the last may be shorter), on the
+ * context's threads. Chunk boundaries do not depend on the thread count, so a fn that writes
+ * only its own chunk's outputs gives identical results for any thread count. fn returns a
+ * status; the first failure (lowest chunk) is returned and remaining chunks are skipped.
+ * `tid` is in [0, threads) and can index per-thread scratch. */
+typedef mq_status (*mq_range_fn)(void *arg, int64_t begin, int64_t end, int tid);
+MQ_HIDDEN mq_status mq__parallel_for(mq_ctx *ctx, int64_t n, int64_t grain, mq_range_fn fn,
+                                     void *arg);
+/* Number of threads mq__parallel_for will use (>= 1). */
+MQ_HIDDEN int mq__thread_count(mq_ctx *ctx);
+MQ_HIDDEN void mq__pool_free(mq_ctx *ctx);
+
+MQ_HIDDEN void mq__cpu_detect(mq_cpu *cpu, mq_isa *best);
+MQ_HIDDEN uint64_t mq__now_ns(void);
+
+/* Loads a little-endian integer from unaligned memory. */
+static inline uint64_t mq__load_le64(const void *p) {
+    const uint8_t *b = (const uint8_t *)p;
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | b[i];
+    return v;
+}
+static inline uint32_t mq__load_le32(const void *p) {
+    const uint8_t *b = (const uint8_t *)p;
+    return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+static inline uint16_t mq__load_le16(const void *p) {
+    const uint8_t *b = (const uint8_t *)p;
+    return (uint16_t)(b[0] | b[1] << 8);
+}
+static inline void mq__store_le64(void *p, uint64_t v) {
+    uint8_t *b = (uint8_t *)p;
+    for (int i = 0; i < 8; i++) b[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void mq__store_le32(void *p, uint32_t v) {
+    uint8_t *b = (uint8_t *)p;
+    for (int i = 0; i < 4; i++) b[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void mq__store_le16(void *p, uint16_t v) {
+    uint8_t *b = (uint8_t *)p;
+    b[0] = (uint8_t)v;
+    b[1] = (uint8_t)(v >> 8);
+}
+
+#endif

@@ -1,0 +1,287 @@
+/* mq_model: opening a checkpoint of any supported kind, and the accessors. */
+#include "io/model_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+const char *mq_format_name(mq_format fmt) {
+    switch (fmt) {
+    case MQ_FORMAT_AUTO: return "auto";
+    case MQ_FORMAT_SAFETENSORS: return "safetensors";
+    case MQ_FORMAT_PYTORCH: return "pytorch";
+    }
+    return "unknown";
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+/* Detects the format of a regular file from its first bytes. */
+static mq_status sniff_file(mq_ctx *ctx, const char *path, mq_format *fmt, bool *is_index) {
+    *is_index = false;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return mq__fail(ctx, MQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    uint8_t head[16] = {0};
+    ssize_t got = read(fd, head, sizeof head);
+    close(fd);
+    if (got < 0) return mq__fail(ctx, MQ_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
+    if (got >= 4 && head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4) {
+        *fmt = MQ_FORMAT_PYTORCH;
+        return MQ_OK;
+    }
+    if (got >= 2 && head[0] == 0x80 && head[1] >= 2 && head[1] <= 5)
+        return mq__fail(ctx, MQ_ERR_UNSUPPORTED,
+                        "%s: a legacy (pre-1.6, non-zip) PyTorch checkpoint is not supported; "
+                        "re-save it with torch.save in a current PyTorch", path);
+    if (ends_with(path, ".json")) {
+        *is_index = true;
+        *fmt = MQ_FORMAT_SAFETENSORS; /* refined by the index reader */
+        return MQ_OK;
+    }
+    *fmt = MQ_FORMAT_SAFETENSORS;
+    return MQ_OK;
+}
+
+static void model_release(mq_model *m) {
+    mq_ctx *ctx = m->ctx;
+    for (size_t i = 0; i < m->ntensors; i++) mq__free(ctx, (void *)m->tensors[i].name);
+    for (size_t i = 0; i < m->nmeta; i++) {
+        mq__free(ctx, (void *)m->meta[i].key);
+        mq__free(ctx, (void *)m->meta[i].value);
+    }
+    for (size_t i = 0; i < m->nmaps; i++) {
+        if (m->maps[i].addr && m->maps[i].len) munmap(m->maps[i].addr, m->maps[i].len);
+        mq__free(ctx, m->maps[i].path);
+    }
+    for (size_t i = 0; i < m->nowned; i++) mq__free(ctx, m->owned[i]);
+    mq__free(ctx, m->tensors);
+    mq__free(ctx, m->meta);
+    mq__free(ctx, m->maps);
+    mq__free(ctx, m->owned);
+    mq__free(ctx, m->hash);
+    mq__free(ctx, m->path);
+}
+
+void mq_model_free(mq_model *m) {
+    if (!m) return;
+    mq_ctx *ctx = m->ctx;
+    model_release(m);
+    mq__free(ctx, m);
+}
+
+mq_status mq_model_open(mq_ctx *ctx, const char *path, const mq_open_options *opts,
+                        mq_model **out) {
+    if (!ctx || !path || !out) return mq__fail(ctx, MQ_ERR_INVALID, "mq_model_open: NULL argument");
+    *out = NULL;
+    mq_model *m = (mq_model *)mq__calloc(ctx, 1, sizeof *m);
+    if (!m) return MQ_ERR_NOMEM;
+    m->ctx = ctx;
+    m->path = mq__strdup(ctx, path);
+    if (!m->path) {
+        mq__free(ctx, m);
+        return MQ_ERR_NOMEM;
+    }
+    mq_status st;
+    char *resolved = NULL;
+    const char *file = path;
+    mq_format fmt = opts ? opts->format : MQ_FORMAT_AUTO;
+    bool is_index = false;
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        st = mq__fail(ctx, MQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        goto done;
+    }
+    if (S_ISDIR(sb.st_mode)) {
+        st = mq__resolve_dir(ctx, path, &resolved, &fmt);
+        if (st != MQ_OK) goto done;
+        file = resolved;
+        is_index = ends_with(file, ".json");
+    } else if (!S_ISREG(sb.st_mode)) {
+        st = mq__fail(ctx, MQ_ERR_IO, "%s: not a regular file or folder", path);
+        goto done;
+    } else {
+        mq_format sniffed = MQ_FORMAT_SAFETENSORS;
+        st = sniff_file(ctx, path, &sniffed, &is_index);
+        if (st != MQ_OK) goto done;
+        if (fmt == MQ_FORMAT_AUTO) fmt = sniffed;
+    }
+    m->format = fmt;
+    if (is_index) st = mq__sharded_read(m, file);
+    else if (fmt == MQ_FORMAT_PYTORCH) st = mq__pytorch_read(m, file, opts ? opts->key : NULL);
+    else st = mq__safetensors_read(m, file);
+    if (st == MQ_OK && !m->hash) st = mq__model_index(m, file);
+done:
+    mq__free(ctx, resolved);
+    if (st != MQ_OK) {
+        mq_model_free(m);
+        return st;
+    }
+    *out = m;
+    return MQ_OK;
+}
+
+mq_format mq_model_format(const mq_model *m) { return m->format; }
+size_t mq_model_tensor_count(const mq_model *m) { return m->ntensors; }
+const mq_tensor *mq_model_tensor(const mq_model *m, size_t i) {
+    return i < m->ntensors ? &m->tensors[i] : NULL;
+}
+size_t mq_model_file_count(const mq_model *m) { return m->nmaps ? m->nmaps : 1; }
+size_t mq_model_metadata_count(const mq_model *m) { return m->nmeta; }
+const char *mq_model_metadata_key(const mq_model *m, size_t i) {
+    return i < m->nmeta ? m->meta[i].key : NULL;
+}
+const char *mq_model_metadata_value(const mq_model *m, size_t i) {
+    return i < m->nmeta ? m->meta[i].value : NULL;
+}
+const char *mq_model_metadata_get(const mq_model *m, const char *key) {
+    for (size_t i = 0; i < m->nmeta; i++)
+        if (!strcmp(m->meta[i].key, key)) return m->meta[i].value;
+    return NULL;
+}
+
+static uint64_t hash_name(const char *s) {
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h;
+}
+
+long mq_model_find(const mq_model *m, const char *name) {
+    if (!m->hash) {
+        for (size_t i = 0; i < m->ntensors; i++)
+            if (!strcmp(m->tensors[i].name, name)) return (long)i;
+        return -1;
+    }
+    size_t mask = m->hash_cap - 1;
+    for (size_t j = hash_name(name) & mask;; j = (j + 1) & mask) {
+        long idx = m->hash[j];
+        if (idx < 0) return -1;
+        if (!strcmp(m->tensors[idx].name, name)) return idx;
+    }
+}
+
+mq_status mq__model_index(mq_model *m, const char *where) {
+    size_t cap = 16;
+    while (cap < m->ntensors * 2 + 1) cap *= 2;
+    long *h = (long *)mq__malloc(m->ctx, cap * sizeof *h);
+    if (!h) return MQ_ERR_NOMEM;
+    for (size_t j = 0; j < cap; j++) h[j] = -1;
+    size_t mask = cap - 1;
+    for (size_t i = 0; i < m->ntensors; i++) {
+        size_t j = hash_name(m->tensors[i].name) & mask;
+        for (; h[j] >= 0; j = (j + 1) & mask) {
+            if (!strcmp(m->tensors[h[j]].name, m->tensors[i].name)) {
+                mq__free(m->ctx, h);
+                return mq__fail(m->ctx, MQ_ERR_FORMAT, "%s: duplicate tensor name '%s'", where,
+                                m->tensors[i].name);
+            }
+        }
+        h[j] = (long)i;
+    }
+    mq__free(m->ctx, m->hash);
+    m->hash = h;
+    m->hash_cap = cap;
+    return MQ_OK;
+}
+
+mq_status mq__model_map_file(mq_model *m, const char *path, const uint8_t **addr, size_t *len) {
+    mq_ctx *ctx = m->ctx;
+    MQ_TRY(mq__grow(ctx, (void **)&m->maps, &m->cap_maps, m->nmaps + 1, sizeof *m->maps));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return mq__fail(ctx, MQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        int e = errno;
+        close(fd);
+        return mq__fail(ctx, MQ_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return mq__fail(ctx, MQ_ERR_IO, "%s: not a regular file", path);
+    }
+    size_t n = (size_t)sb.st_size;
+    void *p = NULL;
+    if (n) {
+        p = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            return mq__fail(ctx, MQ_ERR_IO, "%s: cannot map: %s", path, strerror(e));
+        }
+    }
+    close(fd);
+    char *pc = mq__strdup(ctx, path);
+    if (!pc) {
+        if (p) munmap(p, n);
+        return MQ_ERR_NOMEM;
+    }
+    m->maps[m->nmaps++] = (mq_mapping){p, n, pc};
+    *addr = (const uint8_t *)p;
+    *len = n;
+    return MQ_OK;
+}
+
+mq_status mq__model_add_tensor(mq_model *m, const char *name, size_t name_len, mq_dtype dtype,
+                               int ndim, const int64_t *shape, const void *data, uint64_t nbytes) {
+    mq_ctx *ctx = m->ctx;
+    if (ndim < 0 || ndim > MQ_MAX_DIMS)
+        return mq__fail(ctx, MQ_ERR_UNSUPPORTED, "tensor '%.*s' has %d dimensions (at most %d)",
+                        (int)name_len, name, ndim, MQ_MAX_DIMS);
+    MQ_TRY(mq__grow(ctx, (void **)&m->tensors, &m->cap_tensors, m->ntensors + 1,
+                    sizeof *m->tensors));
+    char *nm = mq__strndup(ctx, name, name_len);
+    if (!nm) return MQ_ERR_NOMEM;
+    mq_tensor *t = &m->tensors[m->ntensors++];
+    memset(t, 0, sizeof *t);
+    t->name = nm;
+    t->dtype = dtype;
+    t->ndim = ndim;
+    t->numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        t->shape[i] = shape[i];
+        t->numel *= (uint64_t)shape[i]; /* callers validated the product */
+    }
+    t->nbytes = nbytes;
+    t->data = data;
+    return MQ_OK;
+}
+
+mq_status mq__model_set_meta(mq_model *m, const char *key, size_t key_len, const char *value,
+                             size_t value_len) {
+    mq_ctx *ctx = m->ctx;
+    char *v = mq__strndup(ctx, value, value_len);
+    if (!v) return MQ_ERR_NOMEM;
+    for (size_t i = 0; i < m->nmeta; i++) {
+        if (strlen(m->meta[i].key) == key_len && !memcmp(m->meta[i].key, key, key_len)) {
+            mq__free(ctx, (void *)m->meta[i].value);
+            m->meta[i].value = v;
+            return MQ_OK;
+        }
+    }
+    char *k = mq__strndup(ctx, key, key_len);
+    mq_status st = k ? mq__grow(ctx, (void **)&m->meta, &m->cap_meta, m->nmeta + 1, sizeof *m->meta)
+                     : MQ_ERR_NOMEM;
+    if (st != MQ_OK) {
+        mq__free(ctx, k);
+        mq__free(ctx, v);
+        return st;
+    }
+    m->meta[m->nmeta++] = (mq_kv){k, v};
+    return MQ_OK;
+}
+
+mq_status mq__model_own(mq_model *m, void *buf) {
+    mq_status st = mq__grow(m->ctx, (void **)&m->owned, &m->cap_owned, m->nowned + 1,
+                            sizeof *m->owned);
+    if (st != MQ_OK) {
+        mq__free(m->ctx, buf);
+        return st;
+    }
+    m->owned[m->nowned++] = buf;
+    return MQ_OK;
+}

@@ -1,0 +1,266 @@
+/* mq_writer: temporary file, bounded buffer, per-tensor accounting, fsync + rename. */
+#include "io/writer_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define WRITER_BUF (4u << 20)
+
+static bool has_suffix(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+static mq_status flush_buf(mq_writer *w) {
+    size_t off = 0;
+    while (off < w->buf_len) {
+        ssize_t k = write(w->fd, w->buf + off, w->buf_len - off);
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            w->failed = true;
+            return mq__fail(w->ctx, MQ_ERR_IO, "%s: write failed: %s", w->path, strerror(errno));
+        }
+        off += (size_t)k;
+    }
+    w->buf_len = 0;
+    return MQ_OK;
+}
+
+mq_status mq__writer_out(mq_writer *w, const void *data, size_t n) {
+    const uint8_t *p = (const uint8_t *)data;
+    w->pos += n;
+    while (n) {
+        if (w->buf_len == w->buf_cap) MQ_TRY(flush_buf(w));
+        size_t k = w->buf_cap - w->buf_len;
+        if (k > n) k = n;
+        memcpy(w->buf + w->buf_len, p, k);
+        w->buf_len += k;
+        p += k;
+        n -= k;
+    }
+    return MQ_OK;
+}
+
+mq_status mq__writer_patch(mq_writer *w, uint64_t offset, const void *data, size_t n) {
+    MQ_TRY(flush_buf(w));
+    const uint8_t *p = (const uint8_t *)data;
+    while (n) {
+        ssize_t k = pwrite(w->fd, p, n, (off_t)offset);
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            w->failed = true;
+            return mq__fail(w->ctx, MQ_ERR_IO, "%s: write failed: %s", w->path, strerror(errno));
+        }
+        p += k;
+        n -= (size_t)k;
+        offset += (uint64_t)k;
+    }
+    return MQ_OK;
+}
+
+static void writer_release(mq_writer *w) {
+    mq_ctx *ctx = w->ctx;
+    if (w->be && w->be->release) w->be->release(w);
+    if (w->fd >= 0) close(w->fd);
+    if (!w->committed && w->tmp_path) unlink(w->tmp_path);
+    for (size_t i = 0; i < w->n; i++) mq__free(ctx, (void *)w->tensors[i].name);
+    for (size_t i = 0; i < w->nmeta; i++) {
+        mq__free(ctx, (void *)w->meta[i].key);
+        mq__free(ctx, (void *)w->meta[i].value);
+    }
+    mq__free(ctx, w->tensors);
+    mq__free(ctx, w->sizes);
+    mq__free(ctx, w->meta);
+    mq__free(ctx, w->buf);
+    mq__free(ctx, w->path);
+    mq__free(ctx, w->tmp_path);
+}
+
+void mq_writer_free(mq_writer *w) {
+    if (!w) return;
+    mq_ctx *ctx = w->ctx;
+    writer_release(w);
+    mq__free(ctx, w);
+}
+
+static mq_status copy_inputs(mq_writer *w, const mq_tensor_desc *t, size_t n, const mq_kv *meta,
+                             size_t nmeta) {
+    mq_ctx *ctx = w->ctx;
+    w->tensors = (mq_tensor_desc *)mq__calloc(ctx, n ? n : 1, sizeof *w->tensors);
+    w->sizes = (uint64_t *)mq__calloc(ctx, n ? n : 1, sizeof *w->sizes);
+    w->meta = (mq_kv *)mq__calloc(ctx, nmeta ? nmeta : 1, sizeof *w->meta);
+    if (!w->tensors || !w->sizes || !w->meta) return MQ_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        if (!t[i].name || !*t[i].name)
+            return mq__fail(ctx, MQ_ERR_INVALID, "%s: tensor %zu has no name", w->path, i);
+        if (t[i].ndim < 0 || t[i].ndim > MQ_MAX_DIMS)
+            return mq__fail(ctx, MQ_ERR_INVALID, "%s: tensor '%s' has %d dimensions", w->path,
+                            t[i].name, t[i].ndim);
+        size_t es = mq_dtype_size(t[i].dtype);
+        if (!es)
+            return mq__fail(ctx, MQ_ERR_INVALID, "%s: tensor '%s' has an invalid dtype", w->path,
+                            t[i].name);
+        uint64_t bytes = es;
+        for (int d = 0; d < t[i].ndim; d++) {
+            if (t[i].shape[d] < 0 || !mq__mul_u64(bytes, (uint64_t)t[i].shape[d], &bytes))
+                return mq__fail(ctx, MQ_ERR_INVALID, "%s: tensor '%s' has an invalid shape",
+                                w->path, t[i].name);
+        }
+        w->tensors[i] = t[i];
+        w->tensors[i].name = NULL;
+        w->n = i + 1;
+        w->tensors[i].name = mq__strdup(ctx, t[i].name);
+        if (!w->tensors[i].name) return MQ_ERR_NOMEM;
+        w->sizes[i] = bytes;
+    }
+    w->n = n;
+    for (size_t i = 0; i < nmeta; i++) {
+        if (!meta[i].key || !meta[i].value)
+            return mq__fail(ctx, MQ_ERR_INVALID, "%s: metadata entry %zu is NULL", w->path, i);
+        w->meta[i].key = mq__strdup(ctx, meta[i].key);
+        w->meta[i].value = mq__strdup(ctx, meta[i].value);
+        w->nmeta = i + 1;
+        if (!w->meta[i].key || !w->meta[i].value) return MQ_ERR_NOMEM;
+    }
+    return MQ_OK;
+}
+
+static mq_status open_temp(mq_writer *w) {
+    mq_ctx *ctx = w->ctx;
+    size_t n = strlen(w->path) + 32;
+    w->tmp_path = (char *)mq__malloc(ctx, n);
+    if (!w->tmp_path) return MQ_ERR_NOMEM;
+    /* beside the destination, so the final rename stays on one file system */
+    for (unsigned attempt = 0; attempt < 100; attempt++) {
+        snprintf(w->tmp_path, n, "%s.tmp-%ld-%u", w->path, (long)getpid(), attempt);
+        w->fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (w->fd >= 0) return MQ_OK;
+        if (errno != EEXIST) break;
+    }
+    int e = errno;
+    mq__free(ctx, w->tmp_path);
+    w->tmp_path = NULL;
+    return mq__fail(ctx, MQ_ERR_IO, "%s: cannot create a temporary file beside it: %s", w->path,
+                    strerror(e));
+}
+
+mq_status mq_writer_open(mq_ctx *ctx, const char *path, mq_format fmt,
+                         const mq_tensor_desc *tensors, size_t n, const mq_kv *meta, size_t nmeta,
+                         mq_writer **out) {
+    if (!ctx || !path || !out || (n && !tensors) || (nmeta && !meta))
+        return mq__fail(ctx, MQ_ERR_INVALID, "mq_writer_open: NULL argument");
+    *out = NULL;
+    if (fmt == MQ_FORMAT_AUTO) {
+        if (has_suffix(path, ".pt") || has_suffix(path, ".pth") || has_suffix(path, ".bin"))
+            fmt = MQ_FORMAT_PYTORCH;
+        else fmt = MQ_FORMAT_SAFETENSORS;
+    }
+    mq_writer *w = (mq_writer *)mq__calloc(ctx, 1, sizeof *w);
+    if (!w) return MQ_ERR_NOMEM;
+    w->ctx = ctx;
+    w->fd = -1;
+    w->format = fmt;
+    w->be = fmt == MQ_FORMAT_PYTORCH ? &mq__pytorch_backend : &mq__safetensors_backend;
+    mq_status st = MQ_ERR_NOMEM;
+    w->path = mq__strdup(ctx, path);
+    w->buf_cap = WRITER_BUF;
+    w->buf = (uint8_t *)mq__malloc(ctx, w->buf_cap);
+    if (w->path && w->buf) st = copy_inputs(w, tensors, n, meta, nmeta);
+    if (st == MQ_OK) st = open_temp(w);
+    if (st == MQ_OK) st = w->be->begin(w);
+    if (st != MQ_OK) {
+        mq_writer_free(w);
+        return st;
+    }
+    *out = w;
+    return MQ_OK;
+}
+
+/* Moves past finished tensors (including empty ones), calling the hooks. */
+static mq_status advance(mq_writer *w) {
+    while (w->cur < w->n) {
+        if (!w->started_cur) {
+            if (w->be->tensor_begin) MQ_TRY(w->be->tensor_begin(w, w->cur));
+            w->started_cur = true;
+        }
+        if (w->cur_done < w->sizes[w->cur]) return MQ_OK;
+        if (w->be->tensor_end) MQ_TRY(w->be->tensor_end(w, w->cur));
+        w->cur++;
+        w->cur_done = 0;
+        w->started_cur = false;
+    }
+    return MQ_OK;
+}
+
+mq_status mq_writer_write(mq_writer *w, const void *data, size_t nbytes) {
+    if (w->failed) return mq__fail(w->ctx, MQ_ERR_INVALID, "%s: writer already failed", w->path);
+    const uint8_t *p = (const uint8_t *)data;
+    mq_status st = advance(w);
+    while (st == MQ_OK && nbytes) {
+        if (w->cur >= w->n) {
+            st = mq__fail(w->ctx, MQ_ERR_INVALID, "%s: %zu bytes written beyond the last tensor",
+                          w->path, nbytes);
+            break;
+        }
+        uint64_t left = w->sizes[w->cur] - w->cur_done;
+        size_t k = nbytes < left ? nbytes : (size_t)left;
+        if (w->be->observe) w->be->observe(w, p, k);
+        st = mq__writer_out(w, p, k);
+        w->cur_done += k;
+        p += k;
+        nbytes -= k;
+        if (st == MQ_OK) st = advance(w);
+    }
+    if (st != MQ_OK) w->failed = true;
+    return st;
+}
+
+static mq_status sync_dir(mq_writer *w) {
+    char *dir = mq__strdup(w->ctx, w->path);
+    if (!dir) return MQ_ERR_NOMEM;
+    char *slash = strrchr(dir, '/');
+    if (slash == dir) slash[1] = 0;
+    else if (slash) *slash = 0;
+    else strcpy(dir, ".");
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    mq__free(w->ctx, dir);
+    if (fd >= 0) {
+        fsync(fd); /* best effort: some file systems refuse a directory fsync */
+        close(fd);
+    }
+    return MQ_OK;
+}
+
+mq_status mq_writer_commit(mq_writer *w) {
+    if (w->failed) return mq__fail(w->ctx, MQ_ERR_INVALID, "%s: writer already failed", w->path);
+    if (w->committed) return MQ_OK;
+    mq_status st = advance(w);
+    if (st == MQ_OK && w->cur < w->n)
+        st = mq__fail(w->ctx, MQ_ERR_INVALID,
+                      "%s: tensor '%s' is incomplete: %llu of %llu bytes written", w->path,
+                      w->tensors[w->cur].name, (unsigned long long)w->cur_done,
+                      (unsigned long long)w->sizes[w->cur]);
+    if (st == MQ_OK && w->be->finish) st = w->be->finish(w);
+    if (st == MQ_OK) st = flush_buf(w);
+    if (st == MQ_OK && fsync(w->fd) != 0)
+        st = mq__fail(w->ctx, MQ_ERR_IO, "%s: fsync failed: %s", w->path, strerror(errno));
+    if (st == MQ_OK) {
+        int fd = w->fd;
+        w->fd = -1;
+        if (close(fd) != 0)
+            st = mq__fail(w->ctx, MQ_ERR_IO, "%s: close failed: %s", w->path, strerror(errno));
+    }
+    if (st == MQ_OK && rename(w->tmp_path, w->path) != 0)
+        st = mq__fail(w->ctx, MQ_ERR_IO, "%s: cannot rename the temporary file into place: %s",
+                      w->path, strerror(errno));
+    if (st != MQ_OK) {
+        w->failed = true;
+        return st;
+    }
+    w->committed = true;
+    return sync_dir(w);
+}

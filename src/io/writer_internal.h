@@ -1,0 +1,54 @@
+/* The streaming writer shared by the output formats. Common code owns the temporary file,
+ * a bounded output buffer, the byte accounting per tensor and the final fsync + rename; a
+ * backend adds the format's framing through the hooks below. */
+#ifndef MQ_WRITER_INTERNAL_H
+#define MQ_WRITER_INTERNAL_H
+
+#include "common/internal.h"
+
+typedef struct mq_writer_backend {
+    /* After the temporary file is open, before any tensor data: e.g. the safetensors header. */
+    mq_status (*begin)(mq_writer *w);
+    /* Before the first byte of tensor i (called for empty tensors too). */
+    mq_status (*tensor_begin)(mq_writer *w, size_t i);
+    /* Sees every data byte of the current tensor before it is written (e.g. a CRC). May be NULL. */
+    void (*observe)(mq_writer *w, const void *data, size_t n);
+    /* After the last byte of tensor i. */
+    mq_status (*tensor_end)(mq_writer *w, size_t i);
+    /* After the last tensor: trailers (e.g. the zip central directory). */
+    mq_status (*finish)(mq_writer *w);
+    /* Releases backend state. */
+    void (*release)(mq_writer *w);
+} mq_writer_backend;
+
+struct mq_writer {
+    mq_ctx *ctx;
+    mq_format format;
+    char *path;          /* destination */
+    char *tmp_path;      /* temporary file beside it */
+    int fd;
+    mq_tensor_desc *tensors; /* copies; names owned */
+    uint64_t *sizes;         /* bytes of each tensor */
+    size_t n;
+    mq_kv *meta;             /* copies, owned */
+    size_t nmeta;
+    size_t cur;              /* tensor being written */
+    uint64_t cur_done;       /* its bytes so far */
+    bool started_cur;        /* tensor_begin called for cur */
+    uint8_t *buf;            /* bounded output buffer */
+    size_t buf_len, buf_cap;
+    uint64_t pos;            /* file offset of the next byte (buffer included) */
+    bool failed, committed;
+    const mq_writer_backend *be;
+    void *state;             /* backend state */
+};
+
+/* Appends bytes to the file through the buffer. */
+MQ_HIDDEN mq_status mq__writer_out(mq_writer *w, const void *data, size_t n);
+/* Overwrites bytes at an earlier offset (flushes the buffer first). */
+MQ_HIDDEN mq_status mq__writer_patch(mq_writer *w, uint64_t offset, const void *data, size_t n);
+
+MQ_HIDDEN extern const mq_writer_backend mq__safetensors_backend;
+MQ_HIDDEN extern const mq_writer_backend mq__pytorch_backend;
+
+#endif

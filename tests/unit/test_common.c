@@ -1,0 +1,108 @@
+/* Contexts, status strings, dtypes, the thread pool. */
+#include "harness.h"
+#include "monoquant.h"
+
+#include <math.h>
+#include <stdint.h>
+
+TEST(status_strings) {
+    for (int s = MQ_OK; s <= MQ_ERR_INTERNAL; s++) CHECK(mq_status_str((mq_status)s)[0] != 0);
+    CHECK_EQ_STR(mq_status_str(MQ_OK), "ok");
+    CHECK_EQ_STR(mq_version(), MQ_VERSION_STRING);
+}
+
+TEST(ctx_settings) {
+    mq_ctx *ctx = mq_ctx_create();
+    CHECK(ctx != NULL);
+    CHECK_EQ_STR(mq_ctx_message(ctx), "");
+    CHECK_EQ_INT(mq_ctx_set_threads(ctx, -1), MQ_ERR_INVALID);
+    CHECK_MSG_HAS(ctx, "thread count");
+    CHECK_EQ_INT(mq_ctx_status(ctx), MQ_ERR_INVALID);
+    mq_ctx_clear_error(ctx);
+    CHECK_EQ_INT(mq_ctx_status(ctx), MQ_OK);
+    CHECK_EQ_INT(mq_ctx_set_threads(ctx, 3), MQ_OK);
+    CHECK_EQ_INT(mq_ctx_threads(ctx), 3);
+    CHECK_EQ_INT(mq_ctx_set_isa(ctx, MQ_ISA_SCALAR), MQ_OK);
+    CHECK_EQ_INT(mq_ctx_isa(ctx), MQ_ISA_SCALAR);
+    CHECK(mq_isa_supported() >= MQ_ISA_SCALAR);
+    mq_ctx_free(ctx);
+    mq_ctx_free(NULL);
+}
+
+TEST(dtype_names) {
+    for (int d = 1; d < MQ_DTYPE_COUNT; d++) {
+        CHECK_EQ_INT(mq_dtype_from_name(mq_dtype_name((mq_dtype)d)), d);
+        CHECK(mq_dtype_size((mq_dtype)d) > 0);
+    }
+    CHECK_EQ_INT(mq_dtype_from_name("f32"), MQ_DTYPE_INVALID);
+    CHECK_EQ_INT(mq_dtype_size(MQ_BF16), 2);
+    CHECK_EQ_INT(mq_dtype_size(MQ_F64), 8);
+}
+
+static uint32_t f2u(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static float u2f(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+TEST(half_scalar) {
+    CHECK_EQ_INT(mq_f32_to_f16(1.0f), 0x3c00);
+    CHECK_EQ_INT(mq_f32_to_f16(-2.0f), 0xc000);
+    CHECK_EQ_INT(mq_f32_to_f16(65504.0f), 0x7bff);
+    CHECK_EQ_INT(mq_f32_to_f16(65519.0f), 0x7bff);
+    CHECK_EQ_INT(mq_f32_to_f16(65520.0f), 0x7c00); /* tie rounds to even: Inf */
+    CHECK_EQ_INT(mq_f32_to_f16(INFINITY), 0x7c00);
+    CHECK_EQ_INT(mq_f32_to_f16(0x1p-24f), 0x0001);  /* smallest subnormal */
+    CHECK_EQ_INT(mq_f32_to_f16(0x1p-25f), 0x0000);  /* tie to even: 0 */
+    CHECK_EQ_INT(mq_f32_to_f16(0x1.8p-25f), 0x0001);
+    CHECK_EQ_INT(mq_f32_to_f16(1.0f + 0x1p-11f), 0x3c00); /* tie: even */
+    CHECK_EQ_INT(mq_f32_to_f16(1.0f + 0x1.8p-11f), 0x3c01);
+    CHECK((mq_f32_to_f16(NAN) & 0x7e00) == 0x7e00);
+    /* every half round-trips exactly */
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = mq_f16_to_f32((uint16_t)h);
+        if (isnan(f)) continue;
+        if (mq_f32_to_f16(f) != h) bad++;
+    }
+    CHECK_EQ_INT(bad, 0);
+}
+
+TEST(bf16_scalar) {
+    CHECK_EQ_INT(mq_f32_to_bf16(1.0f), 0x3f80);
+    CHECK_EQ_INT(mq_f32_to_bf16(u2f(0x3f808000u)), 0x3f80); /* tie to even (down) */
+    CHECK_EQ_INT(mq_f32_to_bf16(u2f(0x3f818000u)), 0x3f82); /* tie to even (up) */
+    CHECK_EQ_INT(mq_f32_to_bf16(u2f(0x3f808001u)), 0x3f81);
+    CHECK_EQ_INT(mq_f32_to_bf16(u2f(0x7f7fffffu)), 0x7f80); /* max float rounds to Inf */
+    CHECK_EQ_INT(mq_f32_to_bf16(-INFINITY), 0xff80);
+    CHECK(isnan(mq_bf16_to_f32(mq_f32_to_bf16(NAN))));
+    CHECK(isnan(mq_bf16_to_f32(mq_f32_to_bf16(u2f(0x7f800001u))))); /* NaN must not become Inf */
+    CHECK_EQ_INT(f2u(mq_bf16_to_f32(0x0001)), 0x00010000u);
+}
+
+TEST(convert_f64_single_rounding) {
+    mq_ctx *ctx = mq_ctx_create();
+    /* 1 + 2^-11 + 2^-40 is just above the f16 tie: correct rounding goes up. Through a
+     * plain f32 it would round to the tie first and then to even (down). */
+    double d = 1.0 + 0x1p-11 + 0x1p-40;
+    uint16_t h = 0;
+    CHECK_EQ_INT(mq_convert(ctx, MQ_F16, &h, MQ_F64, &d, 1), MQ_OK);
+    CHECK_EQ_INT(h, 0x3c01);
+    CHECK_EQ_INT(mq_convert(ctx, MQ_I8, &h, MQ_F64, &d, 1), MQ_ERR_INVALID);
+    mq_ctx_free(ctx);
+}
+
+int main(void) {
+    RUN(status_strings);
+    RUN(ctx_settings);
+    RUN(dtype_names);
+    RUN(half_scalar);
+    RUN(bf16_scalar);
+    RUN(convert_f64_single_rounding);
+    return test_summary();
+}
