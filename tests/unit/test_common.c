@@ -97,7 +97,92 @@ TEST(convert_f64_single_rounding) {
     mq_ctx_free(ctx);
 }
 
+/* Internal thread pool (the unit test sees src/ too). */
+#include "common/internal.h"
+
+typedef struct sum_arg {
+    const int *v;
+    long long *partial; /* one slot per chunk */
+    int64_t grain;
+    int fail_at;        /* chunk index that fails, or -1 */
+} sum_arg;
+
+static mq_status sum_chunk(void *varg, int64_t b, int64_t e, int tid) {
+    sum_arg *a = (sum_arg *)varg;
+    (void)tid;
+    long long s = 0;
+    for (int64_t i = b; i < e; i++) s = s * 31 + a->v[i]; /* order-sensitive within a chunk */
+    a->partial[b / a->grain] = s;
+    return (b / a->grain) == a->fail_at ? MQ_ERR_QUANT : MQ_OK;
+}
+
+TEST(parallel_for_is_thread_count_independent) {
+    enum { N = 100003, G = 1000 };
+    static int v[N];
+    static long long p1[N / G + 1], pk[N / G + 1];
+    for (int i = 0; i < N; i++) v[i] = (i * 7919) % 1013;
+    mq_ctx *ctx = mq_ctx_create();
+    mq_ctx_set_threads(ctx, 1);
+    sum_arg a = {v, p1, G, -1};
+    CHECK_EQ_INT(mq__parallel_for(ctx, N, G, sum_chunk, &a), MQ_OK);
+    for (int t = 2; t <= 5; t++) {
+        mq_ctx_set_threads(ctx, t);
+        memset(pk, 0, sizeof pk);
+        sum_arg b = {v, pk, G, -1};
+        for (int rep = 0; rep < 20; rep++)
+            CHECK_EQ_INT(mq__parallel_for(ctx, N, G, sum_chunk, &b), MQ_OK);
+        CHECK(memcmp(p1, pk, sizeof pk) == 0);
+    }
+    mq_ctx_free(ctx);
+}
+
+TEST(parallel_for_reports_failure) {
+    enum { N = 50000, G = 100 };
+    static int v[N];
+    static long long p[N / G + 1];
+    mq_ctx *ctx = mq_ctx_create();
+    mq_ctx_set_threads(ctx, 3);
+    sum_arg a = {v, p, G, 7};
+    CHECK_EQ_INT(mq__parallel_for(ctx, N, G, sum_chunk, &a), MQ_ERR_QUANT);
+    a.fail_at = -1;
+    CHECK_EQ_INT(mq__parallel_for(ctx, N, G, sum_chunk, &a), MQ_OK); /* pool still usable */
+    CHECK_EQ_INT(mq__parallel_for(ctx, 0, G, sum_chunk, &a), MQ_OK);
+    mq_ctx_free(ctx);
+}
+
+static int allocs_left;
+static void *failing_alloc(void *ud, size_t n) {
+    (void)ud;
+    if (allocs_left-- <= 0) return NULL;
+    return malloc(n);
+}
+static void plain_free(void *ud, void *p) {
+    (void)ud;
+    free(p);
+}
+
+TEST(allocation_failure_is_reported) {
+    mq_allocator al = {failing_alloc, plain_free, NULL};
+    allocs_left = 0;
+    CHECK(mq_ctx_create_with_allocator(&al) == NULL);
+    allocs_left = 2; /* the context and its mutex */
+    mq_ctx *ctx = mq_ctx_create_with_allocator(&al);
+    CHECK(ctx != NULL);
+    if (!ctx) return;
+    mq_ctx_set_threads(ctx, 2);
+    int v[4000];
+    long long p[40];
+    memset(v, 0, sizeof v);
+    sum_arg a = {v, p, 100, -1};
+    CHECK_EQ_INT(mq__parallel_for(ctx, 4000, 100, sum_chunk, &a), MQ_ERR_NOMEM);
+    CHECK_MSG_HAS(ctx, "out of memory");
+    mq_ctx_free(ctx);
+}
+
 int main(void) {
+    RUN(parallel_for_is_thread_count_independent);
+    RUN(parallel_for_reports_failure);
+    RUN(allocation_failure_is_reported);
     RUN(status_strings);
     RUN(ctx_settings);
     RUN(dtype_names);
