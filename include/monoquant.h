@@ -331,6 +331,158 @@ MQ_API void mq_error_stats_compute(const float *a, const float *b, size_t n,
 
 /* ====== section: pipeline (quantize a whole checkpoint) ================================ */
 
+/* What happens to one input tensor. */
+typedef enum mq_action {
+    MQ_ACTION_KEEP = 0,   /* copied unchanged (its reason says why) */
+    MQ_ACTION_QUANTIZE,   /* stored as integers + scales (docs/FORMAT.md) */
+    MQ_ACTION_CAST        /* stored as F16 or BF16 under its own name */
+} mq_action;
+
+/* Per-layer override: tensors whose name matches `pattern` (fnmatch glob, e.g.
+ * "blocks.*.mlp.*") get `type` instead of the default. The last matching rule wins. A rule
+ * overrides the type selection (--types) and the 4-bit default skip list, but not the
+ * include/exclude patterns, --min-params, or tensors that cannot be quantized (1-D, integer).
+ * A rule to a different bit width than the default uses per-channel granularity for 8-bit
+ * and groups of spec.group_size for 4-bit; otherwise the default spec's settings. */
+typedef struct mq_layer_rule {
+    const char *pattern;
+    mq_qtype type;        /* MQ_Q_NONE keeps the tensor */
+} mq_layer_rule;
+
+/* Bit for a kind in mq_quantize_options.kinds. */
+#define MQ_KIND_BIT(kind) (1u << (unsigned)(kind))
+
+typedef struct mq_quantize_options {
+    mq_qspec spec;             /* default target (spec.importance is ignored) */
+    unsigned kinds;            /* MQ_KIND_BIT()s of the layer kinds to quantize */
+    const char *const *include; /* if any: only names matching one of these globs */
+    size_t ninclude;
+    const char *const *exclude; /* names matching any of these globs are kept */
+    size_t nexclude;
+    uint64_t min_params;       /* tensors with fewer elements are kept */
+    const mq_layer_rule *rules;
+    size_t nrules;
+    int default_skip;          /* 4-bit targets skip embeddings, norms, output heads
+                                  (lm_head, output, classifier, head) and tensors under
+                                  512 elements (they stay in their dtype) */
+    int skip_nonfinite;        /* a tensor with NaN/Inf is kept (with a reason) instead of
+                                  failing with MQ_ERR_QUANT */
+    int error_stats;           /* compute per-tensor error figures (costs one dequantization) */
+    double sqnr_warn_db;       /* warn when a quantized tensor's SQNR is below this (0: never) */
+    const char *calibration;   /* statistics file from `monoquant calibrate`, or NULL: stores
+                                  input_scale/zero_point and weights the scale search */
+    mq_format out_format;      /* MQ_FORMAT_AUTO: from the output extension */
+    int dry_run;               /* plan only: nothing is read beyond the header, nothing written */
+} mq_quantize_options;
+
+/* Defaults: INT8 symmetric per channel (min/max), kinds linear+conv+rnn, default_skip 1,
+ * error_stats 1, sqnr_warn_db 0, everything else 0/NULL. */
+MQ_API void mq_quantize_options_default(mq_quantize_options *opts);
+
+typedef struct mq_tensor_report {
+    const char *name;          /* input tensor name */
+    mq_layer_kind kind;
+    mq_dtype dtype;            /* input dtype */
+    int ndim;
+    int64_t shape[MQ_MAX_DIMS];
+    uint64_t numel;
+    mq_action action;
+    mq_qspec spec;             /* target (type MQ_Q_NONE when kept; importance NULL) */
+    const char *reason;        /* why kept, e.g. "norm", "embedding (4-bit default skip)";
+                                  NULL when converted */
+    uint64_t bytes_in;         /* tensor data bytes in the input */
+    uint64_t bytes_out;        /* bytes of every output tensor it became (scales included) */
+    int has_error;             /* error figures below are valid */
+    mq_error_stats error;      /* of the dequantized tensor against the input */
+    int has_input_params;      /* input_scale/input_zero_point stored (calibration) */
+} mq_tensor_report;
+
+typedef struct mq_report {
+    mq_tensor_report *tensors; /* one per input tensor, in file order */
+    size_t ntensors;
+    size_t nquantized, ncast, nkept;
+    uint64_t bytes_in, bytes_out;        /* tensor data bytes */
+    uint64_t file_bytes_in, file_bytes_out; /* whole files (0 for a dry run's output) */
+    char **warnings;           /* human-readable, e.g. "blocks.0.fc.weight: SQNR 12.1 dB ..." */
+    size_t nwarnings;
+    char *config_json;         /* the quantization_config stored in the output */
+    double seconds;            /* wall time of the call */
+} mq_report;
+
+/* Quantizes the checkpoint `in` (anything mq_model_open reads) into `out` following `opts`
+ * (NULL: defaults). Streams: memory stays bounded by a few chunk buffers and the largest
+ * tensor's scales, whatever the model size. The output is written to a temporary file and
+ * renamed into place; `in` is never modified, and an `out` that resolves to the input file
+ * fails with MQ_ERR_INVALID. `out` may be NULL for a dry run. On success, and for a dry run,
+ * *report (if report is not NULL) receives a report to free with mq_report_free; on failure
+ * *report is NULL. The output is byte-identical for every thread count. */
+MQ_API mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
+                                  const mq_quantize_options *opts, mq_report **report);
+MQ_API void mq_report_free(mq_report *report);
+
+/* Short scheme name of a spec for file names and messages: "int8", "int4-g128",
+ * "uint8-asym"...; "fp16", "bf16", "none". Writes at most cap bytes (NUL included). */
+MQ_API const char *mq_qspec_name(const mq_qspec *spec, char *buf, size_t cap);
+/* "none", "int8", "uint8", "int4", "uint4", "fp16", "bf16". */
+MQ_API const char *mq_qtype_name(mq_qtype type);
+
+/* ---- reading quantized checkpoints back ----------------------------------------------- */
+
+/* A checkpoint seen as its logical (original) tensors: quantized ones are reassembled from
+ * their data, scale, zero point and shape tensors (docs/FORMAT.md); plain checkpoints work
+ * too (every tensor MQ_Q_NONE). */
+typedef struct mq_qmodel mq_qmodel;
+
+typedef struct mq_qtensor {
+    const char *name;          /* original tensor name */
+    mq_layer_kind kind;
+    mq_dtype dtype;            /* original dtype (metadata; F32 when unknown) */
+    int ndim;
+    int64_t shape[MQ_MAX_DIMS];
+    uint64_t numel;
+    mq_qspec spec;             /* how it is stored; type MQ_Q_NONE: plain */
+    mq_qlayout layout;         /* when quantized */
+    const mq_tensor *data;     /* the stored tensor (plain data, packed or 8-bit values) */
+    const mq_tensor *scale, *zero_point, *shape_tensor; /* NULL when absent */
+    const mq_tensor *input_scale, *input_zero_point;     /* NULL when absent */
+    uint64_t stored_bytes;     /* bytes of every stored tensor it uses */
+} mq_qtensor;
+
+/* Opens `path` (any checkpoint mq_model_open reads) and checks its structure: every quantized
+ * tensor's companions exist with the dtypes and shapes its layout requires, packed sizes
+ * match, the recorded original shapes agree, no stored tensor is left unexplained. A
+ * failure is MQ_ERR_VALIDATION naming the tensor (MQ_ERR_IO/FORMAT for unreadable files). */
+MQ_API mq_status mq_qmodel_open(mq_ctx *ctx, const char *path, mq_qmodel **out);
+MQ_API void mq_qmodel_free(mq_qmodel *qm);
+MQ_API const mq_model *mq_qmodel_model(const mq_qmodel *qm);
+MQ_API size_t mq_qmodel_count(const mq_qmodel *qm);
+MQ_API const mq_qtensor *mq_qmodel_tensor(const mq_qmodel *qm, size_t i);
+/* Index of the logical tensor `name`, or -1. */
+MQ_API long mq_qmodel_find(const mq_qmodel *qm, const char *name);
+/* 1 when the checkpoint holds at least one quantized tensor. */
+MQ_API int mq_qmodel_is_quantized(const mq_qmodel *qm);
+
+/* Checks the values of logical tensor i: scales finite and > 0, zero points within the
+ * integer range, input scales finite and > 0. MQ_ERR_VALIDATION naming the tensor. */
+MQ_API mq_status mq_qmodel_verify(mq_qmodel *qm, size_t i);
+
+/* Rows [row_begin, row_end) of logical tensor i (rows = shape[0], cols = the rest) as F32
+ * into `out`. Plain tensors must have a float dtype. */
+MQ_API mq_status mq_qmodel_read_rows(mq_qmodel *qm, size_t i, int64_t row_begin,
+                                     int64_t row_end, float *out);
+
+/* Error figures of tensor `j` of `b` against the reference tensor `i` of `a` (both read as
+ * F32, in bounded chunks). The element counts must match. */
+MQ_API mq_status mq_qmodel_error(mq_qmodel *a, size_t i, mq_qmodel *b, size_t j,
+                                 mq_error_stats *out);
+
+/* Writes every logical tensor of `in` as a plain checkpoint `out` with the original names
+ * and shapes: quantized tensors dequantized to `dtype` (MQ_DTYPE_INVALID: their original
+ * dtype), plain tensors unchanged. Streams like mq_quantize_file. fmt AUTO: from the
+ * extension. */
+MQ_API mq_status mq_dequantize_file(mq_ctx *ctx, const char *in, const char *out,
+                                    mq_dtype dtype, mq_format fmt);
+
 /* ====== end of section: pipeline ======================================================= */
 
 
