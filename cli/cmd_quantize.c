@@ -18,7 +18,11 @@ typedef struct qstate {
     char *owned[3 * MAX_LIST + 64]; /* strings copied from the config file */
     size_t nowned;
     bool include_from_cfg, exclude_from_cfg, rules_from_cfg;
-    bool gran_set, scheme_set;
+    bool gran_set, scheme_set, search_set, group_set;
+    mq_scheme scheme;
+    mq_granularity gran;
+    mq_scale_search search;
+    int group_size;
     int threads;
     bool json, strict, dry_run;
     double min_sqnr;
@@ -36,7 +40,7 @@ static void help(FILE *f) {
         "  --scheme sym|asym      symmetric (default) or asymmetric (zero points)\n"
         "  --granularity G        tensor, channel (8-bit default), group (4-bit default)\n"
         "  --group-size N         elements per group along the input dimension (128)\n"
-        "  --search minmax|mse    scale from the range, or a clipping search (minmax)\n"
+        "  --search minmax|mse    scale from the range, or a clipping search (4-bit default)\n"
         "selection:\n"
         "  --types LIST           layer kinds to quantize: linear,conv,rnn,embedding,other\n"
         "                         (default linear,conv,rnn)\n"
@@ -101,24 +105,26 @@ static int apply(qstate *q, const char *name, const char *v, bool from_cfg) {
             return cli_usage_error(cmd, "--%s: unknown value '%s'", name, v);
         q->o.spec.type = t;
     } else if (!strcmp(name, "scheme")) {
-        if (!strcmp(v, "sym") || !strcmp(v, "symmetric")) q->o.spec.scheme = MQ_SYMMETRIC;
-        else if (!strcmp(v, "asym") || !strcmp(v, "asymmetric")) q->o.spec.scheme = MQ_ASYMMETRIC;
+        if (!strcmp(v, "sym") || !strcmp(v, "symmetric")) q->scheme = MQ_SYMMETRIC;
+        else if (!strcmp(v, "asym") || !strcmp(v, "asymmetric")) q->scheme = MQ_ASYMMETRIC;
         else return cli_usage_error(cmd, "--scheme: expected sym or asym, got '%s'", v);
         q->scheme_set = true;
     } else if (!strcmp(name, "granularity")) {
-        if (!strcmp(v, "tensor")) q->o.spec.granularity = MQ_PER_TENSOR;
-        else if (!strcmp(v, "channel")) q->o.spec.granularity = MQ_PER_CHANNEL;
-        else if (!strcmp(v, "group")) q->o.spec.granularity = MQ_PER_GROUP;
+        if (!strcmp(v, "tensor")) q->gran = MQ_PER_TENSOR;
+        else if (!strcmp(v, "channel")) q->gran = MQ_PER_CHANNEL;
+        else if (!strcmp(v, "group")) q->gran = MQ_PER_GROUP;
         else return cli_usage_error(cmd, "--granularity: expected tensor, channel or group");
         q->gran_set = true;
     } else if (!strcmp(name, "group-size")) {
         if (!cli_parse_int(v, 1, 1 << 30, &n))
             return cli_usage_error(cmd, "--group-size: expected a positive integer, got '%s'", v);
-        q->o.spec.group_size = (int)n;
+        q->group_size = (int)n;
+        q->group_set = true;
     } else if (!strcmp(name, "search")) {
-        if (!strcmp(v, "minmax")) q->o.spec.search = MQ_SEARCH_MINMAX;
-        else if (!strcmp(v, "mse")) q->o.spec.search = MQ_SEARCH_MSE;
+        if (!strcmp(v, "minmax")) q->search = MQ_SEARCH_MINMAX;
+        else if (!strcmp(v, "mse")) q->search = MQ_SEARCH_MSE;
         else return cli_usage_error(cmd, "--search: expected minmax or mse, got '%s'", v);
+        q->search_set = true;
     } else if (!strcmp(name, "types")) {
         if (!parse_kinds(v, &q->o.kinds))
             return cli_usage_error(cmd, "--types: expected a list of linear, conv, rnn, "
@@ -287,11 +293,13 @@ static int parse_args(qstate *q, int argc, char **argv) {
         if (r) return r;
     }
     if (!q->model) return cli_usage_error("quantize", "no input model (--model FILE)");
+    /* the type's recommended settings, then what was given explicitly */
     mq_qspec *s = &q->o.spec;
-    bool four = s->type == MQ_Q_INT4 || s->type == MQ_Q_UINT4;
-    if (!q->gran_set) s->granularity = four ? MQ_PER_GROUP : MQ_PER_CHANNEL;
-    if (!q->scheme_set)
-        s->scheme = (s->type == MQ_Q_UINT8 || s->type == MQ_Q_UINT4) ? MQ_ASYMMETRIC : MQ_SYMMETRIC;
+    mq_qspec_recommended(s, s->type);
+    if (q->scheme_set) s->scheme = q->scheme;
+    if (q->gran_set) s->granularity = q->gran;
+    if (q->search_set) s->search = q->search;
+    if (q->group_set) s->group_size = q->group_size;
     q->o.include = q->include;
     q->o.exclude = q->exclude;
     q->o.rules = q->rules;

@@ -386,8 +386,8 @@ typedef enum mq_action {
  * "blocks.*.mlp.*") get `type` instead of the default. The last matching rule wins. A rule
  * overrides the type selection (--types) and the 4-bit default skip list, but not the
  * include/exclude patterns, --min-params, or tensors that cannot be quantized (1-D, integer).
- * A rule to a different bit width than the default uses per-channel granularity for 8-bit
- * and groups of spec.group_size for 4-bit; otherwise the default spec's settings. */
+ * A rule to the default's type uses the default spec; to another type, the settings of
+ * mq_qspec_recommended for that type with the default's group size. */
 typedef struct mq_layer_rule {
     const char *pattern;
     mq_qtype type;        /* MQ_Q_NONE keeps the tensor */

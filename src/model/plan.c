@@ -175,17 +175,14 @@ static uint64_t desc_bytes(const mq_tensor_desc *d) {
     return b;
 }
 
-/* The target spec for a tensor matched by a rule of type t. */
+/* The target spec for a tensor matched by a rule of type t: the default spec for the same
+ * type, else the recommended settings for t with the default's group size. */
 static mq_qspec rule_spec(const mq_qspec *def, mq_qtype t) {
     mq_qspec s = *def;
-    s.type = t;
-    if (is_int_type(t) && is_4bit(t) != is_4bit(def->type)) {
-        s.granularity = is_4bit(t) ? MQ_PER_GROUP : MQ_PER_CHANNEL;
-        if (s.group_size <= 0) s.group_size = 128;
+    if (t != def->type) {
+        mq_qspec_recommended(&s, t);
+        if (def->group_size > 0) s.group_size = def->group_size;
     }
-    if (is_int_type(t) && is_int_type(def->type) && (t == MQ_Q_UINT8 || t == MQ_Q_UINT4) !=
-                                                       (def->type == MQ_Q_UINT8 || def->type == MQ_Q_UINT4))
-        s.scheme = (t == MQ_Q_UINT8 || t == MQ_Q_UINT4) ? MQ_ASYMMETRIC : MQ_SYMMETRIC;
     s.importance = NULL;
     return s;
 }
