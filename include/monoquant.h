@@ -406,9 +406,11 @@ typedef struct mq_quantize_options {
     uint64_t min_params;       /* tensors with fewer elements are kept */
     const mq_layer_rule *rules;
     size_t nrules;
-    int default_skip;          /* 4-bit targets skip embeddings, norms, output heads
-                                  (lm_head, output, classifier, head) and tensors under
-                                  512 elements (they stay in their dtype) */
+    int default_skip;          /* 4-bit targets skip embeddings, norms, output heads (layers
+                                  named lm_head, output, head, classifier, score, embed_out,
+                                  and the last Linear outside numbered blocks, e.g. a
+                                  classifier's fc2) and tensors under 512 elements (they
+                                  stay in their dtype) */
     int skip_nonfinite;        /* a tensor with NaN/Inf is kept (with a reason) instead of
                                   failing with MQ_ERR_QUANT */
     int error_stats;           /* compute per-tensor error figures (costs one dequantization) */

@@ -103,6 +103,21 @@ int mq__is_head_name(const char *name) {
     return 0;
 }
 
+/* 1 when a dot-separated component is all digits (a numbered block, "layers.3."). */
+static int has_numbered_part(const char *name) {
+    const char *p = name;
+    while (*p) {
+        const char *e = strchr(p, '.');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        size_t k = 0;
+        while (k < n && p[k] >= '0' && p[k] <= '9') k++;
+        if (n && k == n) return 1;
+        if (!e) break;
+        p = e + 1;
+    }
+    return 0;
+}
+
 static bool matches(const char *pattern, const char *name) {
     return fnmatch(pattern, name, 0) == 0;
 }
@@ -212,8 +227,10 @@ static int has_nonfinite(const mq_tensor *t) {
 }
 
 /* Decides the action for one tensor (reasons for everything kept). */
-static mq_status decide(mq__plan *p, const mq_quantize_options *o, mq__plan_entry *e) {
+static mq_status decide(mq__plan *p, const mq_quantize_options *o, mq__plan_entry *e,
+                        bool last_linear) {
     const mq_tensor *t = e->src;
+    bool head = mq__is_head_name(t->name) || last_linear;
     e->spec = o->spec;
     e->spec.importance = NULL;
     if (!mq_dtype_is_float(t->dtype))
@@ -247,7 +264,7 @@ static mq_status decide(mq__plan *p, const mq_quantize_options *o, mq__plan_entr
         if (is_4bit(o->spec.type) && o->default_skip) {
             if (e->kind == MQ_KIND_EMBEDDING)
                 return set_reason(p, e, "embedding (4-bit default skip)");
-            if (mq__is_head_name(t->name))
+            if (head)
                 return set_reason(p, e, "output head (4-bit default skip)");
             if (t->numel < DEFAULT_SKIP_MIN_ELEMENTS)
                 return set_reason(p, e, "%llu elements, under %d (4-bit default skip)",
@@ -256,7 +273,7 @@ static mq_status decide(mq__plan *p, const mq_quantize_options *o, mq__plan_entr
     }
     if (o->skip_nonfinite && !o->dry_run && has_nonfinite(t))
         return set_reason(p, e, "contains NaN or Inf (--skip-nonfinite)");
-    if (is_4bit(e->spec.type) && (e->kind == MQ_KIND_EMBEDDING || mq__is_head_name(t->name)))
+    if (is_4bit(e->spec.type) && (e->kind == MQ_KIND_EMBEDDING || head))
         MQ_TRY(mq__plan_warn(p, "%s: 4-bit on an %s is risky (quality loss concentrates there)",
                              t->name, e->kind == MQ_KIND_EMBEDDING ? "embedding" : "output head"));
     e->action = is_int_type(e->spec.type) ? MQ_ACTION_QUANTIZE : MQ_ACTION_CAST;
@@ -336,11 +353,17 @@ mq_status mq__plan_build(mq_ctx *ctx, const mq_model *model, const mq_quantize_o
 #if !MQ__HAVE_CALIB
     (void)stats;
 #endif
+    /* the last Linear outside numbered blocks is the output head (a classifier's fc2) */
+    size_t last_linear = n;
+    for (size_t i = 0; i < n; i++) {
+        const mq_tensor *t = mq_model_tensor(model, i);
+        if (mq_classify_tensor(t) == MQ_KIND_LINEAR && !has_numbered_part(t->name)) last_linear = i;
+    }
     for (size_t i = 0; i < n; i++) {
         mq__plan_entry *e = &p->entries[i];
         e->src = mq_model_tensor(model, i);
         e->kind = mq_classify_tensor(e->src);
-        MQ_TRY(decide(p, o, e));
+        MQ_TRY(decide(p, o, e, i == last_linear));
         if (e->action == MQ_ACTION_QUANTIZE) {
             mq_status st = mq_qlayout_init(ctx, &e->spec, e->src->ndim, e->src->shape, &e->layout);
             if (st != MQ_OK) return mq__fail_prefix(ctx, "tensor '%s'", e->src->name);
