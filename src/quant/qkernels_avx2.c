@@ -100,6 +100,18 @@ static float sqerr_avx2(const float *x, const float *w, size_t n, const mq_qroun
     return mq__sum_lanes16(lanes);
 }
 
+static void pack4_avx2(const uint8_t *codes, size_t n, uint8_t *dst) {
+    const __m256i pair = _mm256_set1_epi16(0x1001); /* even code * 1 + odd code * 16 */
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m256i a = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(codes + i)), pair);
+        __m256i b = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(codes + i + 32)), pair);
+        __m256i v = _mm256_permute4x64_epi64(_mm256_packus_epi16(a, b), 0xd8);
+        _mm256_storeu_si256((__m256i *)(dst + i / 2), v);
+    }
+    if (i < n) mq__pack4_ref(codes + i, n - i, dst + i / 2);
+}
+
 static void dequantize_avx2(const uint8_t *codes, size_t n, uint8_t flip, float sub,
                             float scale, float *out) {
     const __m256 vsub = _mm256_set1_ps(sub), vscale = _mm256_set1_ps(scale);
@@ -114,6 +126,7 @@ static void dequantize_avx2(const uint8_t *codes, size_t n, uint8_t flip, float 
 }
 
 const mq_qkernels *mq__qkernels_avx2(const mq_cpu *cpu) {
-    static const mq_qkernels k = {minmax_avx2, quantize_avx2, sqerr_avx2, dequantize_avx2};
+    static const mq_qkernels k = {minmax_avx2, quantize_avx2, sqerr_avx2, pack4_avx2,
+                                  dequantize_avx2};
     return cpu->avx2 && cpu->fma ? &k : NULL;
 }

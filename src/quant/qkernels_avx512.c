@@ -59,6 +59,16 @@ static float sqerr_avx512(const float *x, const float *w, size_t n, const mq_qro
     return mq__sum_lanes16(lanes);
 }
 
+static void pack4_avx512(const uint8_t *codes, size_t n, uint8_t *dst) {
+    const __m512i pair = _mm512_set1_epi16(0x1001); /* even code * 1 + odd code * 16 */
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m512i v = _mm512_maddubs_epi16(_mm512_loadu_si512(codes + i), pair);
+        _mm256_storeu_si256((__m256i *)(dst + i / 2), _mm512_cvtepi16_epi8(v));
+    }
+    if (i < n) mq__pack4_ref(codes + i, n - i, dst + i / 2);
+}
+
 static void dequantize_avx512(const uint8_t *codes, size_t n, uint8_t flip, float sub,
                               float scale, float *out) {
     const __m512 vsub = _mm512_set1_ps(sub), vscale = _mm512_set1_ps(scale);
@@ -73,6 +83,6 @@ static void dequantize_avx512(const uint8_t *codes, size_t n, uint8_t flip, floa
 
 const mq_qkernels *mq__qkernels_avx512(const mq_cpu *cpu) {
     static const mq_qkernels k = {minmax_avx512, quantize_avx512, sqerr_avx512,
-                                  dequantize_avx512};
+                                  pack4_avx512, dequantize_avx512};
     return cpu->avx512f && cpu->avx512bw && cpu->avx512vl && cpu->avx512dq ? &k : NULL;
 }

@@ -20,6 +20,8 @@ typedef struct mq_qkernels {
     void (*quantize)(const float *x, size_t n, const mq_qround *p, int32_t add, uint8_t *codes);
     /* Sum of w[i] * (x[i] - round(clamp(x[i] * inv, lo, hi)) * scale)^2 (w NULL: 1). */
     float (*sqerr)(const float *x, const float *w, size_t n, const mq_qround *p);
+    /* dst[i] = codes[2i] | codes[2i+1] << 4 for i < n / 2 (codes < 16, n even). */
+    void (*pack4)(const uint8_t *codes, size_t n, uint8_t *dst);
     /* out[i] = ((float)(codes[i] ^ flip) - sub) * scale. */
     void (*dequantize)(const uint8_t *codes, size_t n, uint8_t flip, float sub, float scale,
                        float *out);
@@ -36,6 +38,7 @@ MQ_HIDDEN void mq__quantize_ref(const float *x, size_t n, const mq_qround *p, in
                                 uint8_t *codes);
 MQ_HIDDEN void mq__dequantize_ref(const uint8_t *codes, size_t n, uint8_t flip, float sub,
                                   float scale, float *out);
+MQ_HIDDEN void mq__pack4_ref(const uint8_t *codes, size_t n, uint8_t *dst);
 /* The fixed reduction of the 16 error lanes. */
 MQ_HIDDEN float mq__sum_lanes16(const float lanes[16]);
 

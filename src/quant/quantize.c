@@ -133,10 +133,10 @@ static mq_qparam choose(const qjob *j, const float *x, const float *w, size_t n,
     return cand[best];
 }
 
-static void pack4(const uint8_t *codes, int64_t cols, uint8_t *dst, uint64_t row_bytes) {
+static void pack4(const qjob *j, const uint8_t *codes, int64_t cols, uint8_t *dst,
+                  uint64_t row_bytes) {
     int64_t pairs = cols / 2;
-    for (int64_t i = 0; i < pairs; i++)
-        dst[i] = (uint8_t)(codes[2 * i] | codes[2 * i + 1] << 4);
+    j->k->pack4(codes, (size_t)pairs * 2, dst);
     int64_t b = pairs;
     if (cols & 1) dst[b++] = codes[cols - 1];
     memset(dst + b, 0, (size_t)row_bytes - (size_t)b);
@@ -194,7 +194,7 @@ static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst) {
         mq__qround_init(&j->f, p, &qr);
         j->k->quantize(x + c0, (size_t)n, &qr, p.zp + add_off, codes + c0);
     }
-    if (j->f.packed4) pack4(codes, L->cols, dst, L->row_bytes);
+    if (j->f.packed4) pack4(j, codes, L->cols, dst, L->row_bytes);
     return MQ_OK;
 }
 
