@@ -121,6 +121,43 @@ static double sqnr_absmax7(const buffers *b, int64_t g) {
     return st.sqnr_db;
 }
 
+/* Best possible SQNR of a 4-bit grid with one f32 scale and an integer zero point per group,
+ * by exhaustive search (range ratios 0.300 .. 1.300 in steps of 0.005, every zero point) on
+ * the first `rows` rows: the ceiling any scale rule can reach in this format. */
+static double sqnr_ceiling(const buffers *b, int64_t rows, int64_t g, int asym) {
+    double sig = 0, err = 0;
+    int64_t n = rows * b->cols;
+    for (int64_t i0 = 0; i0 < n; i0 += g) {
+        int64_t m = i0 + g < n ? g : n - i0;
+        const float *x = b->f32 + i0;
+        float lo = 0, hi = 0;
+        for (int64_t i = 0; i < m; i++) {
+            lo = x[i] < lo ? x[i] : lo;
+            hi = x[i] > hi ? x[i] : hi;
+            sig += (double)x[i] * x[i];
+        }
+        double best = 1e300;
+        int qmin = asym ? 0 : -8, qmax = asym ? 15 : 7;
+        for (int k = 0; k <= 200; k++) {
+            float r = 0.3f + 0.005f * (float)k;
+            float s = asym ? (hi - lo) * r / 15.0f : (-lo > hi ? -lo : hi) * r / 7.5f;
+            if (!(s > 0)) s = 1;
+            for (int zp = 0; zp <= (asym ? 15 : 0); zp++) {
+                double e = 0;
+                for (int64_t i = 0; i < m && e < best; i++) {
+                    float q = nearbyintf(x[i] / s) + (float)zp;
+                    q = q < (float)qmin ? (float)qmin : q > (float)qmax ? (float)qmax : q;
+                    double d = (double)x[i] - (double)((q - (float)zp) * s);
+                    e += d * d;
+                }
+                if (e < best) best = e;
+            }
+        }
+        err += best;
+    }
+    return 10.0 * log10(sig / err);
+}
+
 int main(int argc, char **argv) {
     buffers b = {4096, 4096, 0, 0, 0, 0, 0, 0};
     if (argc == 3) {
@@ -159,6 +196,7 @@ int main(int argc, char **argv) {
         {"bf16 -> INT4 g128 min/max", MQ_Q_INT4, MQ_PER_GROUP, MQ_SEARCH_MINMAX, MQ_BF16, 3},
         {"f32  -> INT4 g128 MSE search", MQ_Q_INT4, MQ_PER_GROUP, MQ_SEARCH_MSE, MQ_F32, 1},
         {"bf16 -> INT4 g128 MSE search", MQ_Q_INT4, MQ_PER_GROUP, MQ_SEARCH_MSE, MQ_BF16, 1},
+        {"f32  -> UINT4 g128 asym MSE", MQ_Q_UINT4, MQ_PER_GROUP, MQ_SEARCH_MSE, MQ_F32, 1},
         {"f32  -> INT8 per channel MSE", MQ_Q_INT8, MQ_PER_CHANNEL, MQ_SEARCH_MSE, MQ_F32, 1},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
@@ -169,6 +207,7 @@ int main(int argc, char **argv) {
             spec.type = cases[c].type;
             spec.granularity = cases[c].gran;
             spec.search = cases[c].search;
+            if (cases[c].type == MQ_Q_UINT4) spec.scheme = MQ_ASYMMETRIC;
             double t = time_quantize(ctx, &spec, &b, cases[c].src, cases[c].reps);
             double in = (double)n * (double)mq_dtype_size(cases[c].src) / t;
             printf("%-34s %7d %10.2f %7.2f\n", cases[c].name, th, in / 1e9, in / bw);
@@ -178,8 +217,8 @@ int main(int argc, char **argv) {
     mq_ctx_set_threads(ctx, 0);
     printf("\nSQNR (dB) on Gaussian weights, %lld x %lld, seed fixed\n", (long long)b.rows,
            (long long)b.cols);
-    printf("%-10s %12s %12s %12s %12s %12s\n", "target", "max|w|/7", "sym min/max", "sym MSE",
-           "asym min/max", "asym MSE");
+    printf("%-10s %12s %12s %12s %12s %12s %14s\n", "target", "max|w|/7", "sym min/max",
+           "sym MSE", "asym min/max", "asym MSE", "ceiling s / a");
     int groups[2] = {128, 32};
     for (int gi = 0; gi < 2; gi++) {
         double v[4];
@@ -193,8 +232,10 @@ int main(int argc, char **argv) {
             spec.search = k % 2 ? MQ_SEARCH_MSE : MQ_SEARCH_MINMAX;
             v[k] = sqnr(ctx, &spec, &b);
         }
-        printf("INT4 g%-4d %12.2f %12.2f %12.2f %12.2f %12.2f\n", groups[gi],
-               sqnr_absmax7(&b, groups[gi]), v[0], v[1], v[2], v[3]);
+        int64_t crows = b.rows < 32 ? b.rows : 32;
+        printf("INT4 g%-4d %12.2f %12.2f %12.2f %12.2f %12.2f %6.2f/%6.2f\n", groups[gi],
+               sqnr_absmax7(&b, groups[gi]), v[0], v[1], v[2], v[3],
+               sqnr_ceiling(&b, crows, groups[gi], 0), sqnr_ceiling(&b, crows, groups[gi], 1));
     }
     {
         double v[4];
@@ -207,6 +248,8 @@ int main(int argc, char **argv) {
             v[k] = sqnr(ctx, &spec, &b);
         }
         printf("INT8 chan  %12s %12.2f %12.2f %12.2f %12.2f\n", "-", v[0], v[1], v[2], v[3]);
+        printf("ceiling: exhaustive search over ratio x zero point on the first %lld rows\n",
+               (long long)(b.rows < 32 ? b.rows : 32));
     }
     mq_ctx_free(ctx);
     free(b.f32);

@@ -55,13 +55,20 @@ typedef struct mq_qparam {
     int32_t zp;
 } mq_qparam;
 
-#define MQ_MAX_CANDIDATES 64
+/* A candidate of the scale search and the range ratio it came from. */
+typedef struct mq_qcand {
+    mq_qparam p;
+    float ratio;
+} mq_qcand;
+
+#define MQ_MAX_CANDIDATES 16
 
 MQ_HIDDEN bool mq__qformat(mq_qtype type, mq_qformat *out);
-/* Candidate parameters for a range [mn, mx] (mn <= mx, finite): candidate 0 is PyTorch's
- * min/max choice; with MQ_SEARCH_MSE clipped ranges follow. Returns the count. */
-MQ_HIDDEN int mq__qcandidates(const mq_qformat *f, mq_scheme scheme, mq_scale_search search,
-                              float mn, float mx, mq_qparam *out);
+/* Candidates for a range [mn, mx] (finite, mn <= mx). Stage 0: candidate 0 is PyTorch's
+ * min/max rule, then clipped ranges on a coarse grid of ratios; stage 1: the neighbours of
+ * the stage-0 winner's ratio `center`. Returns the count (<= MQ_MAX_CANDIDATES). */
+MQ_HIDDEN int mq__qcandidates(const mq_qformat *f, mq_scheme scheme, float mn, float mx,
+                              int stage, float center, mq_qcand *out);
 MQ_HIDDEN void mq__qround_init(const mq_qformat *f, mq_qparam p, mq_qround *out);
 
 #endif
