@@ -54,9 +54,13 @@ static float sqerr_avx512(const float *x, const float *w, size_t n, const mq_qro
         if (w) e = _mm512_mul_ps(e, _mm512_maskz_loadu_ps(m, w + i));
         acc = _mm512_add_ps(acc, e);
     }
-    float lanes[16];
-    _mm512_storeu_ps(lanes, acc);
-    return mq__sum_lanes16(lanes);
+    /* mq__sum_lanes16's tree in registers: lanes i + 8, then i + 4, i + 2, i + 1 */
+    __m256 v = _mm256_add_ps(_mm512_castps512_ps256(acc),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_movehdup_ps(q));
+    return _mm_cvtss_f32(q);
 }
 
 static void pack4_avx512(const uint8_t *codes, size_t n, uint8_t *dst) {

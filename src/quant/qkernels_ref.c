@@ -43,9 +43,9 @@ void mq__pack4_ref(const uint8_t *codes, size_t n, uint8_t *dst) {
 }
 
 float mq__sum_lanes16(const float lanes[16]) {
-    float s[16];
-    for (int i = 0; i < 16; i++) s[i] = lanes[i];
-    for (int w = 8; w >= 1; w /= 2)
+    float s[8];
+    for (int i = 0; i < 8; i++) s[i] = lanes[i] + lanes[i + 8];
+    for (int w = 4; w >= 1; w /= 2)
         for (int i = 0; i < w; i++) s[i] = s[i] + s[i + w];
     return s[0];
 }

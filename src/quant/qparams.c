@@ -52,6 +52,12 @@ static mq_qparam asymmetric_param(const mq_qformat *f, float lo, float hi, float
     return (mq_qparam){s, clamp_i32(zp, f->qmin, f->qmax)};
 }
 
+mq_qparam mq__qparam_minmax(const mq_qformat *f, mq_scheme scheme, float mn, float mx) {
+    float lo = mn < 0.0f ? mn : 0.0f, hi = mx > 0.0f ? mx : 0.0f;
+    return scheme == MQ_SYMMETRIC ? symmetric_param(f, lo, hi, 1.0f)
+                                  : asymmetric_param(f, lo, hi, 1.0f);
+}
+
 int mq__qcandidates(const mq_qformat *f, mq_scheme scheme, float mn, float mx, int stage,
                     float center, mq_qcand *out) {
     float lo = mn < 0.0f ? mn : 0.0f, hi = mx > 0.0f ? mx : 0.0f;

@@ -64,6 +64,8 @@ typedef struct mq_qcand {
 #define MQ_MAX_CANDIDATES 16
 
 MQ_HIDDEN bool mq__qformat(mq_qtype type, mq_qformat *out);
+/* PyTorch's min/max rule for a range [mn, mx]. */
+MQ_HIDDEN mq_qparam mq__qparam_minmax(const mq_qformat *f, mq_scheme scheme, float mn, float mx);
 /* Candidates for a range [mn, mx] (finite, mn <= mx). Stage 0: candidate 0 is PyTorch's
  * min/max rule, then clipped ranges on a coarse grid of ratios; stage 1: the neighbours of
  * the stage-0 winner's ratio `center`. Returns the count (<= MQ_MAX_CANDIDATES). */

@@ -133,9 +133,10 @@ static int best_candidate(const qjob *j, const mq_qcand *cand, int nc, const flo
 /* Parameters of one group (or row): min/max, or the two-stage search. */
 static mq_qparam choose(const qjob *j, const float *x, const float *w, size_t n, float mn,
                         float mx) {
+    if (j->spec->search != MQ_SEARCH_MSE) return mq__qparam_minmax(&j->f, j->spec->scheme, mn, mx);
     mq_qcand cand[MQ_MAX_CANDIDATES];
     int nc = mq__qcandidates(&j->f, j->spec->scheme, mn, mx, 0, 1.0f, cand);
-    if (j->spec->search != MQ_SEARCH_MSE || nc == 1) return cand[0].p;
+    if (nc == 1) return cand[0].p;
     float e0, e1;
     mq_qcand win = cand[best_candidate(j, cand, nc, x, w, n, &e0)];
     nc = mq__qcandidates(&j->f, j->spec->scheme, mn, mx, 1, win.ratio, cand);
