@@ -279,10 +279,11 @@ typedef enum mq_granularity {
 
 typedef enum mq_scale_search {
     MQ_SEARCH_MINMAX = 0, /* scale from the min/max range (PyTorch's observers) */
-    MQ_SEARCH_MSE         /* per group / row / tensor: the min/max candidate and clipped ranges
-                             (ratios 1.1 .. 0.5 of the range for symmetric; 1.0 .. 0.5 times
-                             three zero points for asymmetric) are tried and the one with the
-                             least (weighted) squared error is kept; ties keep min/max */
+    MQ_SEARCH_MSE         /* per group / row / tensor: the min/max candidate, then clipped
+                             ranges (ratios 1.1 .. 0.5 of the range, then the winner's
+                             neighbours and, for asymmetric, zero points one step either
+                             way); the least (weighted) squared error wins, ties keep
+                             min/max (docs/QUANTIZATION.md) */
 } mq_scale_search;
 
 typedef struct mq_qspec {
@@ -303,7 +304,7 @@ MQ_API void mq_qspec_default(mq_qspec *spec);
 /* Recommended settings for a target type:
  *   INT8, UINT8: per channel, min/max (bit-identical to PyTorch), symmetric for INT8,
  *                asymmetric for UINT8;
- *   INT4, UINT4: per group of 128, MSE search (measured +0.8 to +1.3 dB SQNR over min/max on
+ *   INT4, UINT4: per group of 128, MSE search (measured +0.8 dB SQNR over min/max on
  *                Gaussian weights, docs/QUANTIZATION.md), symmetric for INT4 (the
  *                compressed-tensors "uint4b8" layout), asymmetric for UINT4;
  *   FP16, BF16, NONE: casts (scheme and granularity unused). */

@@ -65,6 +65,15 @@ static inline __m256 err8(__m256 x, __m256 scale, __m256 inv, __m256 lo, __m256 
     return _mm256_mul_ps(d, d);
 }
 
+/* mq__sum_lanes16's tree in registers: lanes i + 8, then i + 4, i + 2, i + 1. */
+static inline float sum_lanes16_avx2(__m256 lo, __m256 hi) {
+    __m256 v = _mm256_add_ps(lo, hi);
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_movehdup_ps(q));
+    return _mm_cvtss_f32(q);
+}
+
 static float sqerr_avx2(const float *x, const float *w, size_t n, const mq_qround *p) {
     const __m256 scale = _mm256_set1_ps(p->scale), inv = _mm256_set1_ps(p->inv),
                  lo = _mm256_set1_ps(p->lo), hi = _mm256_set1_ps(p->hi);
@@ -94,10 +103,19 @@ static float sqerr_avx2(const float *x, const float *w, size_t n, const mq_qroun
         acc0 = _mm256_add_ps(acc0, e0);
         acc1 = _mm256_add_ps(acc1, e1);
     }
-    float lanes[16];
-    _mm256_storeu_ps(lanes, acc0);
-    _mm256_storeu_ps(lanes + 8, acc1);
-    return mq__sum_lanes16(lanes);
+    return sum_lanes16_avx2(acc0, acc1);
+}
+
+static void pack4_avx2(const uint8_t *codes, size_t n, uint8_t *dst) {
+    const __m256i pair = _mm256_set1_epi16(0x1001); /* even code * 1 + odd code * 16 */
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m256i a = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(codes + i)), pair);
+        __m256i b = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(codes + i + 32)), pair);
+        __m256i v = _mm256_permute4x64_epi64(_mm256_packus_epi16(a, b), 0xd8);
+        _mm256_storeu_si256((__m256i *)(dst + i / 2), v);
+    }
+    if (i < n) mq__pack4_ref(codes + i, n - i, dst + i / 2);
 }
 
 static void dequantize_avx2(const uint8_t *codes, size_t n, uint8_t flip, float sub,
@@ -114,6 +132,7 @@ static void dequantize_avx2(const uint8_t *codes, size_t n, uint8_t flip, float 
 }
 
 const mq_qkernels *mq__qkernels_avx2(const mq_cpu *cpu) {
-    static const mq_qkernels k = {minmax_avx2, quantize_avx2, sqerr_avx2, dequantize_avx2};
+    static const mq_qkernels k = {minmax_avx2, quantize_avx2, sqerr_avx2, pack4_avx2,
+                                  dequantize_avx2};
     return cpu->avx2 && cpu->fma ? &k : NULL;
 }

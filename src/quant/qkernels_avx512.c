@@ -54,9 +54,23 @@ static float sqerr_avx512(const float *x, const float *w, size_t n, const mq_qro
         if (w) e = _mm512_mul_ps(e, _mm512_maskz_loadu_ps(m, w + i));
         acc = _mm512_add_ps(acc, e);
     }
-    float lanes[16];
-    _mm512_storeu_ps(lanes, acc);
-    return mq__sum_lanes16(lanes);
+    /* mq__sum_lanes16's tree in registers: lanes i + 8, then i + 4, i + 2, i + 1 */
+    __m256 v = _mm256_add_ps(_mm512_castps512_ps256(acc),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_movehdup_ps(q));
+    return _mm_cvtss_f32(q);
+}
+
+static void pack4_avx512(const uint8_t *codes, size_t n, uint8_t *dst) {
+    const __m512i pair = _mm512_set1_epi16(0x1001); /* even code * 1 + odd code * 16 */
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m512i v = _mm512_maddubs_epi16(_mm512_loadu_si512(codes + i), pair);
+        _mm256_storeu_si256((__m256i *)(dst + i / 2), _mm512_cvtepi16_epi8(v));
+    }
+    if (i < n) mq__pack4_ref(codes + i, n - i, dst + i / 2);
 }
 
 static void dequantize_avx512(const uint8_t *codes, size_t n, uint8_t flip, float sub,
@@ -73,6 +87,6 @@ static void dequantize_avx512(const uint8_t *codes, size_t n, uint8_t flip, floa
 
 const mq_qkernels *mq__qkernels_avx512(const mq_cpu *cpu) {
     static const mq_qkernels k = {minmax_avx512, quantize_avx512, sqerr_avx512,
-                                  dequantize_avx512};
+                                  pack4_avx512, dequantize_avx512};
     return cpu->avx512f && cpu->avx512bw && cpu->avx512vl && cpu->avx512dq ? &k : NULL;
 }

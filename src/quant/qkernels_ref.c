@@ -38,10 +38,14 @@ void mq__quantize_ref(const float *x, size_t n, const mq_qround *p, int32_t add,
     for (size_t i = 0; i < n; i++) codes[i] = (uint8_t)((int32_t)clamp_round(x[i], p) + add);
 }
 
+void mq__pack4_ref(const uint8_t *codes, size_t n, uint8_t *dst) {
+    for (size_t i = 0; i < n / 2; i++) dst[i] = (uint8_t)(codes[2 * i] | codes[2 * i + 1] << 4);
+}
+
 float mq__sum_lanes16(const float lanes[16]) {
-    float s[16];
-    for (int i = 0; i < 16; i++) s[i] = lanes[i];
-    for (int w = 8; w >= 1; w /= 2)
+    float s[8];
+    for (int i = 0; i < 8; i++) s[i] = lanes[i] + lanes[i + 8];
+    for (int w = 4; w >= 1; w /= 2)
         for (int i = 0; i < w; i++) s[i] = s[i] + s[i + w];
     return s[0];
 }
@@ -70,7 +74,7 @@ void mq__dequantize_ref(const uint8_t *codes, size_t n, uint8_t flip, float sub,
 
 const mq_qkernels *mq__qkernels_ref(void) {
     static const mq_qkernels k = {mq__minmax_ref, mq__quantize_ref, sqerr_ref,
-                                  mq__dequantize_ref};
+                                  mq__pack4_ref, mq__dequantize_ref};
     return &k;
 }
 

@@ -52,28 +52,40 @@ static mq_qparam asymmetric_param(const mq_qformat *f, float lo, float hi, float
     return (mq_qparam){s, clamp_i32(zp, f->qmin, f->qmax)};
 }
 
-int mq__qcandidates(const mq_qformat *f, mq_scheme scheme, mq_scale_search search, float mn,
-                    float mx, mq_qparam *out) {
+mq_qparam mq__qparam_minmax(const mq_qformat *f, mq_scheme scheme, float mn, float mx) {
     float lo = mn < 0.0f ? mn : 0.0f, hi = mx > 0.0f ? mx : 0.0f;
+    return scheme == MQ_SYMMETRIC ? symmetric_param(f, lo, hi, 1.0f)
+                                  : asymmetric_param(f, lo, hi, 1.0f);
+}
+
+int mq__qcandidates(const mq_qformat *f, mq_scheme scheme, float mn, float mx, int stage,
+                    float center, mq_qcand *out) {
+    float lo = mn < 0.0f ? mn : 0.0f, hi = mx > 0.0f ? mx : 0.0f;
+    bool sym = scheme == MQ_SYMMETRIC;
     int n = 0;
-    if (scheme == MQ_SYMMETRIC) {
-        out[n++] = symmetric_param(f, lo, hi, 1.0f);
-        if (search != MQ_SEARCH_MSE || (lo == 0.0f && hi == 0.0f)) return n;
-        /* ratios above 1 matter: the positive side of [qmin, qmax] is one step shorter */
-        for (int k = 0; k <= 24; k++) {
-            if (k == 4) continue; /* 1.0: candidate 0 */
-            out[n++] = symmetric_param(f, lo, hi, 1.1f - 0.025f * (float)k);
+    if (stage == 0) {
+        /* candidate 0: PyTorch's rule; then ratios 1.1 (symmetric only: the positive side
+         * of [qmin, qmax] is one step shorter) down to 0.5 in steps of 0.05 */
+        out[n++] = (mq_qcand){sym ? symmetric_param(f, lo, hi, 1.0f)
+                                  : asymmetric_param(f, lo, hi, 1.0f), 1.0f};
+        if (lo == 0.0f && hi == 0.0f) return n; /* nothing to search */
+        for (int k = sym ? -2 : 1; k <= 10; k++) {
+            if (k == 0) continue;
+            float r = 1.0f - 0.05f * (float)k;
+            out[n++] = (mq_qcand){sym ? symmetric_param(f, lo, hi, r)
+                                      : asymmetric_param(f, lo, hi, r), r};
         }
         return n;
     }
-    out[n++] = asymmetric_param(f, lo, hi, 1.0f);
-    if (search != MQ_SEARCH_MSE || lo == hi) return n;
-    for (int k = 0; k <= 20; k++) {
-        mq_qparam p = asymmetric_param(f, lo, hi, 1.0f - 0.025f * (float)k);
-        if (k > 0) out[n++] = p;
-        /* a zero point one step either way shifts the clipped range */
-        if (p.zp > f->qmin) out[n++] = (mq_qparam){p.scale, p.zp - 1};
-        if (p.zp < f->qmax) out[n++] = (mq_qparam){p.scale, p.zp + 1};
+    /* stage 1: the neighbours half a step either side of the stage-0 winner, and for
+     * asymmetric ranges the zero point one step either way at those three ratios */
+    for (int k = -1; k <= 1; k++) {
+        float r = center + 0.025f * (float)k;
+        mq_qparam p = sym ? symmetric_param(f, lo, hi, r) : asymmetric_param(f, lo, hi, r);
+        if (k != 0) out[n++] = (mq_qcand){p, r};
+        if (sym) continue;
+        if (p.zp > f->qmin) out[n++] = (mq_qcand){{p.scale, p.zp - 1}, r};
+        if (p.zp < f->qmax) out[n++] = (mq_qcand){{p.scale, p.zp + 1}, r};
     }
     return n;
 }

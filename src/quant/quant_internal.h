@@ -20,6 +20,8 @@ typedef struct mq_qkernels {
     void (*quantize)(const float *x, size_t n, const mq_qround *p, int32_t add, uint8_t *codes);
     /* Sum of w[i] * (x[i] - round(clamp(x[i] * inv, lo, hi)) * scale)^2 (w NULL: 1). */
     float (*sqerr)(const float *x, const float *w, size_t n, const mq_qround *p);
+    /* dst[i] = codes[2i] | codes[2i+1] << 4 for i < n / 2 (codes < 16, n even). */
+    void (*pack4)(const uint8_t *codes, size_t n, uint8_t *dst);
     /* out[i] = ((float)(codes[i] ^ flip) - sub) * scale. */
     void (*dequantize)(const uint8_t *codes, size_t n, uint8_t flip, float sub, float scale,
                        float *out);
@@ -36,6 +38,7 @@ MQ_HIDDEN void mq__quantize_ref(const float *x, size_t n, const mq_qround *p, in
                                 uint8_t *codes);
 MQ_HIDDEN void mq__dequantize_ref(const uint8_t *codes, size_t n, uint8_t flip, float sub,
                                   float scale, float *out);
+MQ_HIDDEN void mq__pack4_ref(const uint8_t *codes, size_t n, uint8_t *dst);
 /* The fixed reduction of the 16 error lanes. */
 MQ_HIDDEN float mq__sum_lanes16(const float lanes[16]);
 
@@ -52,13 +55,22 @@ typedef struct mq_qparam {
     int32_t zp;
 } mq_qparam;
 
-#define MQ_MAX_CANDIDATES 64
+/* A candidate of the scale search and the range ratio it came from. */
+typedef struct mq_qcand {
+    mq_qparam p;
+    float ratio;
+} mq_qcand;
+
+#define MQ_MAX_CANDIDATES 16
 
 MQ_HIDDEN bool mq__qformat(mq_qtype type, mq_qformat *out);
-/* Candidate parameters for a range [mn, mx] (mn <= mx, finite): candidate 0 is PyTorch's
- * min/max choice; with MQ_SEARCH_MSE clipped ranges follow. Returns the count. */
-MQ_HIDDEN int mq__qcandidates(const mq_qformat *f, mq_scheme scheme, mq_scale_search search,
-                              float mn, float mx, mq_qparam *out);
+/* PyTorch's min/max rule for a range [mn, mx]. */
+MQ_HIDDEN mq_qparam mq__qparam_minmax(const mq_qformat *f, mq_scheme scheme, float mn, float mx);
+/* Candidates for a range [mn, mx] (finite, mn <= mx). Stage 0: candidate 0 is PyTorch's
+ * min/max rule, then clipped ranges on a coarse grid of ratios; stage 1: the neighbours of
+ * the stage-0 winner's ratio `center`. Returns the count (<= MQ_MAX_CANDIDATES). */
+MQ_HIDDEN int mq__qcandidates(const mq_qformat *f, mq_scheme scheme, float mn, float mx,
+                              int stage, float center, mq_qcand *out);
 MQ_HIDDEN void mq__qround_init(const mq_qformat *f, mq_qparam p, mq_qround *out);
 
 #endif

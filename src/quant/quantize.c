@@ -46,7 +46,7 @@ typedef struct qjob {
     float *chunk_min, *chunk_max;
     double *chunk_err;
     int ncand;
-    mq_qparam cand[MQ_MAX_CANDIDATES];
+    mq_qcand cand[MQ_MAX_CANDIDATES];
 } qjob;
 
 static mq_status alloc_scratch(qjob *j) {
@@ -113,30 +113,41 @@ static void store_zp(const qjob *j, int64_t i, int32_t v) {
     if (j->zp) j->zp[i] = (uint8_t)v; /* two's complement for I8 */
 }
 
-/* Picks among the candidates the one with the least (weighted) squared error on x[0, n);
- * the first wins ties. */
-static mq_qparam choose(const qjob *j, const float *x, const float *w, size_t n, float mn,
-                        float mx) {
-    mq_qparam cand[MQ_MAX_CANDIDATES];
-    int nc = mq__qcandidates(&j->f, j->spec->scheme, j->spec->search, mn, mx, cand);
-    int best = 0;
-    float best_err = 0;
-    for (int c = 0; c < nc && nc > 1; c++) {
+/* Index of the candidate with the least (weighted) squared error on x[0, n); the first wins
+ * ties, so min/max is kept unless clipping helps. */
+static int best_candidate(const qjob *j, const mq_qcand *cand, int nc, const float *x,
+                          const float *w, size_t n, float *err) {
+    int best = -1;
+    for (int c = 0; c < nc; c++) {
         mq_qround qr;
-        mq__qround_init(&j->f, cand[c], &qr);
+        mq__qround_init(&j->f, cand[c].p, &qr);
         float e = j->k->sqerr(x, w, n, &qr);
-        if (c == 0 || e < best_err) {
+        if (best < 0 || e < *err) {
             best = c;
-            best_err = e;
+            *err = e;
         }
     }
-    return cand[best];
+    return best;
 }
 
-static void pack4(const uint8_t *codes, int64_t cols, uint8_t *dst, uint64_t row_bytes) {
+/* Parameters of one group (or row): min/max, or the two-stage search. */
+static mq_qparam choose(const qjob *j, const float *x, const float *w, size_t n, float mn,
+                        float mx) {
+    if (j->spec->search != MQ_SEARCH_MSE) return mq__qparam_minmax(&j->f, j->spec->scheme, mn, mx);
+    mq_qcand cand[MQ_MAX_CANDIDATES];
+    int nc = mq__qcandidates(&j->f, j->spec->scheme, mn, mx, 0, 1.0f, cand);
+    if (nc == 1) return cand[0].p;
+    float e0, e1;
+    mq_qcand win = cand[best_candidate(j, cand, nc, x, w, n, &e0)];
+    nc = mq__qcandidates(&j->f, j->spec->scheme, mn, mx, 1, win.ratio, cand);
+    int b = best_candidate(j, cand, nc, x, w, n, &e1);
+    return b >= 0 && e1 < e0 ? cand[b].p : win.p;
+}
+
+static void pack4(const qjob *j, const uint8_t *codes, int64_t cols, uint8_t *dst,
+                  uint64_t row_bytes) {
     int64_t pairs = cols / 2;
-    for (int64_t i = 0; i < pairs; i++)
-        dst[i] = (uint8_t)(codes[2 * i] | codes[2 * i + 1] << 4);
+    j->k->pack4(codes, (size_t)pairs * 2, dst);
     int64_t b = pairs;
     if (cols & 1) dst[b++] = codes[cols - 1];
     memset(dst + b, 0, (size_t)row_bytes - (size_t)b);
@@ -194,7 +205,7 @@ static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst) {
         mq__qround_init(&j->f, p, &qr);
         j->k->quantize(x + c0, (size_t)n, &qr, p.zp + add_off, codes + c0);
     }
-    if (j->f.packed4) pack4(codes, L->cols, dst, L->row_bytes);
+    if (j->f.packed4) pack4(j, codes, L->cols, dst, L->row_bytes);
     return MQ_OK;
 }
 
@@ -219,16 +230,32 @@ static mq_status tensor_minmax_range(void *arg, int64_t b, int64_t e, int tid) {
     return MQ_OK;
 }
 
-/* Per tensor, pass 2 (MSE search): each candidate's error over each chunk of rows. */
+/* Per tensor, search passes: each candidate's error over each chunk of rows. */
 static mq_status tensor_error_range(void *arg, int64_t b, int64_t e, int tid) {
     qjob *j = (qjob *)arg;
-    double *err = j->chunk_err + (size_t)(b / j->grain) * (size_t)j->ncand;
+    double *err = j->chunk_err + (size_t)(b / j->grain) * MQ_MAX_CANDIDATES;
     for (int64_t r = b; r < e; r++) {
         const float *x = load_row(j, tid, r);
         for (int c = 0; c < j->ncand; c++) {
             mq_qround qr;
-            mq__qround_init(&j->f, j->cand[c], &qr);
+            mq__qround_init(&j->f, j->cand[c].p, &qr);
             err[c] += (double)j->k->sqerr(x, j->w, (size_t)j->lay->cols, &qr);
+        }
+    }
+    return MQ_OK;
+}
+
+/* Errors of j->cand over the whole tensor (summed in chunk order); the best index. */
+static mq_status tensor_best(qjob *j, int64_t nchunks, int *best, double *best_err) {
+    memset(j->chunk_err, 0, (size_t)nchunks * MQ_MAX_CANDIDATES * sizeof(double));
+    MQ_TRY(mq__parallel_for(j->ctx, j->lay->rows, j->grain, tensor_error_range, j));
+    *best = -1;
+    for (int c = 0; c < j->ncand; c++) {
+        double e = 0;
+        for (int64_t k = 0; k < nchunks; k++) e += j->chunk_err[(size_t)k * MQ_MAX_CANDIDATES + (size_t)c];
+        if (*best < 0 || e < *best_err) {
+            *best = c;
+            *best_err = e;
         }
     }
     return MQ_OK;
@@ -245,26 +272,23 @@ static mq_status tensor_params(qjob *j) {
         mn = j->chunk_min[c] < mn ? j->chunk_min[c] : mn;
         mx = j->chunk_max[c] > mx ? j->chunk_max[c] : mx;
     }
-    j->ncand = mq__qcandidates(&j->f, j->spec->scheme, j->spec->search, mn, mx, j->cand);
-    int best = 0;
-    if (j->ncand > 1) {
-        j->chunk_err = (double *)mq__calloc(j->ctx, (size_t)nchunks * (size_t)j->ncand,
-                                            sizeof(double));
+    j->ncand = mq__qcandidates(&j->f, j->spec->scheme, mn, mx, 0, 1.0f, j->cand);
+    mq_qcand win = j->cand[0];
+    if (j->spec->search == MQ_SEARCH_MSE && j->ncand > 1) {
+        j->chunk_err = (double *)mq__malloc(j->ctx, (size_t)nchunks * MQ_MAX_CANDIDATES *
+                                                        sizeof(double));
         if (!j->chunk_err) return MQ_ERR_NOMEM;
-        MQ_TRY(mq__parallel_for(j->ctx, rows, j->grain, tensor_error_range, j));
-        double best_err = 0;
-        for (int c = 0; c < j->ncand; c++) {
-            double e = 0;
-            for (int64_t k = 0; k < nchunks; k++) e += j->chunk_err[(size_t)k * (size_t)j->ncand + (size_t)c];
-            if (c == 0 || e < best_err) {
-                best = c;
-                best_err = e;
-            }
-        }
+        int b0, b1;
+        double e0, e1;
+        MQ_TRY(tensor_best(j, nchunks, &b0, &e0));
+        win = j->cand[b0];
+        j->ncand = mq__qcandidates(&j->f, j->spec->scheme, mn, mx, 1, win.ratio, j->cand);
+        MQ_TRY(tensor_best(j, nchunks, &b1, &e1));
+        if (b1 >= 0 && e1 < e0) win = j->cand[b1];
     }
-    j->tensor_param = j->cand[best];
-    j->scale[0] = j->tensor_param.scale;
-    store_zp(j, 0, j->tensor_param.zp);
+    j->tensor_param = win.p;
+    j->scale[0] = win.p.scale;
+    store_zp(j, 0, win.p.zp);
     return MQ_OK;
 }
 

@@ -5,6 +5,7 @@ import ctypes as C
 import json
 import os
 import struct
+import subprocess
 import sys
 
 import numpy as np
@@ -15,7 +16,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import FIXTURES, case, finish  # noqa: E402
 
 BUILD = os.environ.get("BUILD", "build")
-lib = C.CDLL(os.path.join(os.path.abspath(BUILD), "libmonoquant.so"))
+try:
+    lib = C.CDLL(os.path.join(os.path.abspath(BUILD), "libmonoquant.so"))
+except OSError as e:
+    # a sanitizer build (make asan): the interpreter needs the sanitizer runtime preloaded
+    if "__asan" not in str(e) or os.environ.get("MQ_ASAN_PRELOADED"):
+        raise
+    rt = subprocess.run(["clang", "-print-file-name=libclang_rt.asan-x86_64.so"],
+                        capture_output=True, text=True, check=True).stdout.strip()
+    env = dict(os.environ, LD_PRELOAD=rt, MQ_ASAN_PRELOADED="1",
+               ASAN_OPTIONS="detect_leaks=0:" + os.environ.get("ASAN_OPTIONS", ""))
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
 
 MQ_I8, MQ_U8, MQ_F16, MQ_BF16, MQ_F32, MQ_F64 = 3, 2, 10, 11, 12, 13
 Q_INT8, Q_UINT8 = 1, 2
