@@ -150,8 +150,11 @@ mq_status mq_observer_options_parse(mq_ctx *ctx, const char *text, mq_observer_o
             return mq__fail(ctx, MQ_ERR_FORMAT, "observer options: bad value '%s' for '%s'", v, k);
     }
     if (o.granularity == MQ_PER_TENSOR) o.channels = 0;
-    mq_status st = check_options(ctx, &o);
-    if (st != MQ_OK) return mq__fail_prefix(ctx, "observer options '%s'", text);
+    if (check_options(ctx, &o) != MQ_OK) {
+        char why[MQ_MSG_MAX];
+        snprintf(why, sizeof why, "%s", mq_ctx_message(ctx));
+        return mq__fail(ctx, MQ_ERR_FORMAT, "observer options '%s': %s", text, why);
+    }
     *out = o;
     return MQ_OK;
 }
