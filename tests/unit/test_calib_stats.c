@@ -7,10 +7,13 @@
 #include <stdio.h>
 #include <string.h>
 
-static char path_buf[512];
+/* Each call returns a fresh buffer (a few are live at once). */
 static const char *tmp_path(const char *name) {
-    snprintf(path_buf, sizeof path_buf, "%s/calib_%s", test_tmpdir(), name);
-    return path_buf;
+    static char bufs[8][512];
+    static int next;
+    char *b = bufs[next++ % 8];
+    snprintf(b, sizeof bufs[0], "%s/calib_%s", test_tmpdir(), name);
+    return b;
 }
 
 static mq_calibrator *make_cal(mq_ctx *ctx, mq_observer_kind kind, bool per_channel) {
@@ -185,7 +188,7 @@ TEST(invalid_statistics_files) {
     CHECK_EQ_INT(mq_calib_stats_open(ctx, p, &s), MQ_ERR_FORMAT);
     CHECK_MSG_HAS(ctx, "x.observer");
     CHECK(s == NULL);
-    CHECK_EQ_INT(mq_calib_stats_open(ctx, tmp_path("missing.safetensors"), &s), MQ_ERR_IO);
+    CHECK_EQ_INT(mq_calib_stats_open(ctx, tmp_path("never_written.safetensors"), &s), MQ_ERR_IO);
     /* an ordinary checkpoint is not a statistics file */
     float w[4] = {1, 2, 3, 4};
     mq_tensor_desc d = {"fc.weight", MQ_F32, 2, {2, 2}};
