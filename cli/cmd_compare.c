@@ -43,7 +43,13 @@ int cmd_compare(int argc, char **argv) {
     }
     uint64_t bytes_a = 0, bytes_b = 0;
     size_t only_a = 0, only_b = 0, differ = 0;
-    if (json) printf("{\"a\": \"%s\", \"b\": \"%s\", \"tensors\": [", pa, pb);
+    if (json) {
+        printf("{\"a\": ");
+        cli_json_string(stdout, pa);
+        printf(", \"b\": ");
+        cli_json_string(stdout, pb);
+        printf(", \"tensors\": [");
+    }
     else fprintf(stdout, "%-40s %-10s %-10s %9s %9s %10s\n", "tensor", "A", "B", "SQNR dB",
                  "rel.err", "max abs");
     size_t shown = 0;

@@ -299,6 +299,8 @@ static int parse_args(qstate *q, int argc, char **argv) {
     /* min/max scales for every type: on the LM fixture the MSE clipping search raised INT4
      * SQNR but lost more perplexity (clipped outliers matter), docs/CLI.md */
     s->search = MQ_SEARCH_MINMAX;
+    /* with calibration statistics the search weights errors by activation energy */
+    if (q->o.calibration) s->search = MQ_SEARCH_MSE;
     if (q->scheme_set) s->scheme = q->scheme;
     if (q->gran_set) s->granularity = q->gran;
     if (q->search_set) s->search = q->search;
@@ -396,7 +398,7 @@ static void print_json(const qstate *q, const char *out, const mq_report *r) {
 static void print_report(const qstate *q, const char *out, const mq_report *r) {
     if (g_cli.quiet) return;
     char scheme[64], b1[32], b2[32];
-    FILE *f = stderr;
+    FILE *f = stdout;
     cli_progress_done();
     fprintf(f, "%s -> %s (%s)%s\n", q->model, out ? out : "(dry run)",
             mq_qspec_name(&q->o.spec, scheme, sizeof scheme), q->dry_run ? " plan:" : "");

@@ -69,9 +69,13 @@ int cmd_validate(int argc, char **argv) {
     }
     size_t n = mq_qmodel_count(qm), nq = 0, failures = 0, warnings = 0;
     uint64_t stored = 0, ref_bytes = 0;
-    if (o.json) printf("{\"checkpoint\": \"%s\", \"tensors\": [", o.q);
+    if (o.json) {
+        printf("{\"checkpoint\": ");
+        cli_json_string(stdout, o.q);
+        printf(", \"tensors\": [");
+    }
     else if (!g_cli.quiet)
-        fprintf(stderr, "  %-40s %-12s %9s %9s %10s  %s\n", "tensor", "stored as", "SQNR dB",
+        printf("  %-40s %-12s %9s %9s %10s  %s\n", "tensor", "stored as", "SQNR dB",
                 "rel.err", "max abs", "status");
     for (size_t i = 0; i < n; i++) {
         const mq_qtensor *t = mq_qmodel_tensor(qm, i);
@@ -135,11 +139,10 @@ int cmd_validate(int argc, char **argv) {
             }
             printf("}");
         } else if (!g_cli.quiet && (quantized || problem[0] || g_cli.verbose)) {
-            fprintf(stderr, "  %-40s %-12s", t->name, scheme);
-            if (has_err)
-                fprintf(stderr, " %9.2f %9.5f %10.3g", es.sqnr_db, es.rel_fro, es.max_abs);
-            else fprintf(stderr, " %9s %9s %10s", "-", "-", "-");
-            fprintf(stderr, "  %s\n", problem[0] ? problem : "ok");
+            printf("  %-40s %-12s", t->name, scheme);
+            if (has_err) printf(" %9.2f %9.5f %10.3g", es.sqnr_db, es.rel_fro, es.max_abs);
+            else printf(" %9s %9s %10s", "-", "-", "-");
+            printf("  %s\n", problem[0] ? problem : "ok");
         }
         if (risky) cli_warn("%s: 4-bit on an %s", t->name,
                             t->kind == MQ_KIND_EMBEDDING ? "embedding" : "output head");
@@ -153,11 +156,11 @@ int cmd_validate(int argc, char **argv) {
                "\"reference_bytes\": %llu, \"failures\": %zu, \"warnings\": %zu}\n", nq, n,
                (unsigned long long)stored, (unsigned long long)ref_bytes, failures, warnings);
     } else if (!g_cli.quiet) {
-        fprintf(stderr, "%zu of %zu tensors quantized; %s", nq, n, cli_bytes(stored, b1, sizeof b1));
+        printf("%zu of %zu tensors quantized; %s", nq, n, cli_bytes(stored, b1, sizeof b1));
         if (ref)
-            fprintf(stderr, " vs reference %s (%.2fx smaller)", cli_bytes(ref_bytes, b2, sizeof b2),
+            printf(" vs reference %s (%.2fx smaller)", cli_bytes(ref_bytes, b2, sizeof b2),
                     stored ? (double)ref_bytes / (double)stored : 0);
-        fprintf(stderr, "; %s\n", failures ? "FAILED" : "ok");
+        printf("; %s\n", failures ? "FAILED" : "ok");
     }
     if (failures) {
         fprintf(stderr, "monoquant: error: validation failed: %zu problem(s)\n", failures);

@@ -426,17 +426,15 @@ mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
     }
     if (!out && !opts->dry_run)
         return mq__fail(ctx, MQ_ERR_INVALID, "mq_quantize_file: no output path");
-    if (opts->calibration && !MQ__HAVE_CALIB)
-        return mq__fail(ctx, MQ_ERR_UNSUPPORTED,
-                        "%s: static quantization needs calibration support, which this build "
-                        "lacks", opts->calibration);
     uint64_t t0 = mq__now_ns();
     mq_model *m = NULL;
     mq__plan plan = {0};
     mq_report *rep = NULL;
+    mq_calib_stats *stats = NULL;
     mq_status st = mq_model_open(ctx, in, NULL, &m);
     if (st == MQ_OK && out) st = check_not_input(ctx, m, in, out);
-    if (st == MQ_OK) st = mq__plan_build(ctx, m, opts, NULL, &plan);
+    if (st == MQ_OK && opts->calibration) st = mq_calib_stats_open(ctx, opts->calibration, &stats);
+    if (st == MQ_OK) st = mq__plan_build(ctx, m, opts, stats, &plan);
     if (st == MQ_OK) st = mq__report_from_plan(ctx, &plan, &rep);
     if (st == MQ_OK) rep->file_bytes_in = input_file_bytes(m, in);
     if (st == MQ_OK && !opts->dry_run) st = run(ctx, m, &plan, out, opts, rep);
@@ -446,6 +444,7 @@ mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
         rep->seconds = (double)(mq__now_ns() - t0) / 1e9;
     }
     mq__plan_free(&plan);
+    mq_calib_stats_free(stats);
     mq_model_free(m);
     if (st != MQ_OK || !report) {
         mq_report_free(rep);

@@ -5,11 +5,6 @@
 
 #include "common/internal.h"
 
-/* Static quantization needs the calibration statistics API (mq_calib_stats_*). */
-#ifndef MQ__HAVE_CALIB
-#define MQ__HAVE_CALIB 0
-#endif
-
 /* Metadata keys (docs/FORMAT.md). */
 #define MQ__META_CONFIG "quantization_config"
 #define MQ__META_FORMAT "monoquant_format"
@@ -52,12 +47,10 @@ typedef struct mq__plan {
     size_t nwarnings, cap_warnings;
 } mq__plan;
 
-struct mq_calib_stats;
-
 /* Builds the plan for `model`. `stats` (may be NULL) supplies calibration statistics. */
 MQ_HIDDEN mq_status mq__plan_build(mq_ctx *ctx, const mq_model *model,
                                    const mq_quantize_options *opts,
-                                   const struct mq_calib_stats *stats, mq__plan *plan);
+                                   const mq_calib_stats *stats, mq__plan *plan);
 MQ_HIDDEN void mq__plan_free(mq__plan *plan);
 MQ_HIDDEN mq_status mq__plan_warn(mq__plan *plan, const char *fmt, ...) MQ_PRINTF(2, 3);
 /* 1 when a layer named like an output head (lm_head, output, head, classifier, score). */

@@ -308,7 +308,6 @@ static mq_status plan_quantized_outputs(mq__plan *p, mq__plan_entry *e) {
     return MQ_OK;
 }
 
-#if MQ__HAVE_CALIB
 /* Statistics for the layer of a `<layer>.weight` tensor: activation parameters and the
  * per-column importance (Conv: each input channel repeated kh*kw times). */
 static mq_status attach_stats(mq__plan *p, mq__plan_entry *e, const mq_calib_stats *stats) {
@@ -340,19 +339,15 @@ static mq_status attach_stats(mq__plan *p, mq__plan_entry *e, const mq_calib_sta
     }
     return MQ_OK;
 }
-#endif
 
 mq_status mq__plan_build(mq_ctx *ctx, const mq_model *model, const mq_quantize_options *o,
-                         const struct mq_calib_stats *stats, mq__plan *p) {
+                         const mq_calib_stats *stats, mq__plan *p) {
     memset(p, 0, sizeof *p);
     p->ctx = ctx;
     size_t n = mq_model_tensor_count(model);
     p->entries = (mq__plan_entry *)mq__calloc(ctx, n ? n : 1, sizeof *p->entries);
     if (!p->entries) return MQ_ERR_NOMEM;
     p->n = n;
-#if !MQ__HAVE_CALIB
-    (void)stats;
-#endif
     /* the last Linear outside numbered blocks is the output head (a classifier's fc2) */
     size_t last_linear = n;
     for (size_t i = 0; i < n; i++) {
@@ -367,9 +362,7 @@ mq_status mq__plan_build(mq_ctx *ctx, const mq_model *model, const mq_quantize_o
         if (e->action == MQ_ACTION_QUANTIZE) {
             mq_status st = mq_qlayout_init(ctx, &e->spec, e->src->ndim, e->src->shape, &e->layout);
             if (st != MQ_OK) return mq__fail_prefix(ctx, "tensor '%s'", e->src->name);
-#if MQ__HAVE_CALIB
             if (stats) MQ_TRY(attach_stats(p, e, stats));
-#endif
         }
         e->first_out = p->nouts;
         const mq_tensor *t = e->src;
