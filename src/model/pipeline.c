@@ -238,11 +238,16 @@ typedef struct meta_list {
 
 static mq_status meta_put(mq_ctx *ctx, meta_list *ml, const char *key, const char *value,
                           bool own_key, bool own_value) {
-    MQ_TRY(mq__grow(ctx, (void **)&ml->kv, &ml->cap, ml->n + 1, sizeof *ml->kv));
-    MQ_TRY(mq__grow(ctx, (void **)&ml->owned, &ml->cap_owned, ml->nowned + 2, sizeof *ml->owned));
+    mq_status st = mq__grow(ctx, (void **)&ml->kv, &ml->cap, ml->n + 1, sizeof *ml->kv);
+    if (st == MQ_OK)
+        st = mq__grow(ctx, (void **)&ml->owned, &ml->cap_owned, ml->nowned + 2, sizeof *ml->owned);
+    if (st != MQ_OK || !key || !value) {
+        if (own_key) mq__free(ctx, (void *)key);
+        if (own_value) mq__free(ctx, (void *)value);
+        return st != MQ_OK ? st : MQ_ERR_NOMEM;
+    }
     if (own_key) ml->owned[ml->nowned++] = (char *)key;
     if (own_value) ml->owned[ml->nowned++] = (char *)value;
-    if (!key || !value) return MQ_ERR_NOMEM;
     for (size_t i = 0; i < ml->n; i++)
         if (!strcmp(ml->kv[i].key, key)) {
             ml->kv[i].value = value;
