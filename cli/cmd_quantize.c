@@ -476,6 +476,7 @@ int cmd_quantize(int argc, char **argv) {
     }
     if (q->json) print_json(q, q->dry_run ? NULL : out, rep);
     else print_report(q, q->dry_run ? NULL : out, rep);
+    fflush(stdout);
     for (size_t i = 0; i < rep->nwarnings; i++) cli_warn("%s", rep->warnings[i]);
     if (q->strict && rep->nwarnings) {
         fprintf(stderr, "monoquant: error: %zu warning(s) under --strict%s\n", rep->nwarnings,

@@ -162,6 +162,7 @@ int cmd_validate(int argc, char **argv) {
                     stored ? (double)ref_bytes / (double)stored : 0);
         printf("; %s\n", failures ? "FAILED" : "ok");
     }
+    fflush(stdout);
     if (failures) {
         fprintf(stderr, "monoquant: error: validation failed: %zu problem(s)\n", failures);
         rc = EXIT_VALIDATION;
