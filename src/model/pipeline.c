@@ -27,7 +27,7 @@ typedef struct stream {
     const mq_quantize_options *opts;
     mq_report *rep;
     uint8_t *out;        /* converted chunk */
-    float *ref, *deq;    /* F32 scratch: input and dequantized chunk */
+    float *deq;          /* F32 scratch: the dequantized chunk */
     size_t out_cap, f32_cap;
     float *scale;        /* whole-tensor scales */
     uint8_t *zp;
@@ -76,20 +76,6 @@ static mq_status copy_tensor(stream *s, const mq__plan_entry *e) {
     return MQ_OK;
 }
 
-/* Input elements [off, off+n) as F32 in s->ref (or a direct pointer for F32 input). */
-static mq_status input_f32(stream *s, const mq_tensor *t, uint64_t off, size_t n,
-                           const float **out) {
-    size_t es = mq_dtype_size(t->dtype);
-    const uint8_t *src = (const uint8_t *)t->data + off * es;
-    if (t->dtype == MQ_F32) {
-        *out = (const float *)src;
-        return MQ_OK;
-    }
-    MQ_TRY(mq_convert(s->ctx, MQ_F32, s->ref, t->dtype, src, n));
-    *out = s->ref;
-    return MQ_OK;
-}
-
 static mq_status nonfinite_error(stream *s, const mq_tensor *t) {
     return mq__fail(s->ctx, MQ_ERR_QUANT,
                     "tensor '%s': contains NaN or Inf (--skip-nonfinite keeps such tensors "
@@ -105,11 +91,9 @@ static mq_status cast_tensor(stream *s, const mq__plan_entry *e, mq__err_acc *ac
         const uint8_t *src = (const uint8_t *)t->data + off * es;
         MQ_TRY(mq_convert(s->ctx, dt, s->out, t->dtype, src, n));
         MQ_TRY(mq_writer_write(s->w, s->out, n * 2));
-        const float *ref;
-        MQ_TRY(input_f32(s, t, off, n, &ref));
         MQ_TRY(mq_convert(s->ctx, MQ_F32, s->deq, dt, s->out, n));
         double before = acc->sum_a2;
-        MQ_TRY(mq__err_acc_add(s->ctx, acc, ref, s->deq, n));
+        MQ_TRY(mq__err_acc_add(s->ctx, acc, t->dtype, src, s->deq, n));
         if (!isfinite(acc->sum_a2) && isfinite(before)) return nonfinite_error(s, t);
         release_input(s->model, src, n * es);
         MQ_TRY(progress(s, t->name, n * es));
@@ -150,9 +134,8 @@ static mq_status quantize_tensor(stream *s, const mq__plan_entry *e, mq__err_acc
             MQ_TRY(mq_dequantize_rows(ctx, &spec, &cl, s->out, s->scale + sofs,
                                       zsz ? s->zp + sofs * zsz : NULL, 0, nr, s->deq));
             size_t n = (size_t)((uint64_t)nr * (uint64_t)L->cols);
-            const float *ref;
-            MQ_TRY(input_f32(s, t, (uint64_t)rb * (uint64_t)L->cols, n, &ref));
-            MQ_TRY(mq__err_acc_add(ctx, acc, ref, s->deq, n));
+            MQ_TRY(mq__err_acc_add(ctx, acc, t->dtype, (const uint8_t *)t->data + (uint64_t)rb * row_in,
+                                   s->deq, n));
         }
         /* per-tensor parameters need every row on the first call: keep the pages until then */
         if (spec.granularity != MQ_PER_TENSOR)
@@ -200,14 +183,11 @@ static mq_status size_buffers(stream *s, const mq__plan *p) {
         }
     }
     MQ_TRY(ensure(s->ctx, (void **)&s->out, &s->out_cap, out_need));
-    MQ_TRY(ensure(s->ctx, (void **)&s->ref, &s->f32_cap, f32_need));
-    s->deq = (float *)mq__malloc(s->ctx, f32_need);
-    return s->deq ? MQ_OK : MQ_ERR_NOMEM;
+    return ensure(s->ctx, (void **)&s->deq, &s->f32_cap, f32_need);
 }
 
 static void free_stream(stream *s) {
     mq__free(s->ctx, s->out);
-    mq__free(s->ctx, s->ref);
     mq__free(s->ctx, s->deq);
     mq__free(s->ctx, s->scale);
     mq__free(s->ctx, s->zp);

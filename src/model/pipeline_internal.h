@@ -65,9 +65,10 @@ typedef struct mq__err_acc {
     double sum_a2, sum_b2, sum_ab, sum_d2, max_abs;
     uint64_t n;
 } mq__err_acc;
-/* Adds n pairs (parallel over the context's threads, deterministic). */
-MQ_HIDDEN mq_status mq__err_acc_add(mq_ctx *ctx, mq__err_acc *acc, const float *a,
-                                    const float *b, size_t n);
+/* Adds n pairs: reference `a` of a float dtype, approximation `b` (parallel over the
+ * context's threads, deterministic). */
+MQ_HIDDEN mq_status mq__err_acc_add(mq_ctx *ctx, mq__err_acc *acc, mq_dtype a_dtype,
+                                    const void *a, const float *b, size_t n);
 MQ_HIDDEN void mq__err_acc_finish(const mq__err_acc *acc, mq_error_stats *out);
 
 /* Growable string for JSON text. On allocation failure `failed` is set and later

@@ -422,7 +422,7 @@ mq_status mq_qmodel_error(mq_qmodel *a, size_t i, mq_qmodel *b, size_t j, mq_err
         int64_t re = rb + step < rows ? rb + step : rows;
         MQ_TRY(mq_qmodel_read_rows(a, i, rb, re, fa));
         MQ_TRY(mq_qmodel_read_rows(b, j, rb, re, fb));
-        MQ_TRY(mq__err_acc_add(ctx, &acc, fa, fb, (size_t)((uint64_t)(re - rb) * cols)));
+        MQ_TRY(mq__err_acc_add(ctx, &acc, MQ_F32, fa, fb, (size_t)((uint64_t)(re - rb) * cols)));
     }
     mq__err_acc_finish(&acc, out);
     return MQ_OK;

@@ -77,38 +77,86 @@ void mq__sb_free(mq__sb *sb) {
 /* ---- error figures -------------------------------------------------------------------- */
 
 #define ERR_GRAIN 16384
+#define LANES 16
 
 typedef struct err_job {
-    const float *a, *b;
+    mq_dtype a_dtype;
+    const void *a;
+    const float *b;
     mq__err_acc *parts;
 } err_job;
 
+/* Sums of one block of LANES-wide float accumulators. */
+typedef struct lanes {
+    float a2[LANES], b2[LANES], ab[LANES], d2[LANES], mx[LANES];
+} lanes;
+
+static inline void lanes_add(lanes *l, int k, float a, float b) {
+    float d = a - b, ad = d < 0 ? -d : d;
+    l->a2[k] += a * a;
+    l->b2[k] += b * b;
+    l->ab[k] += a * b;
+    l->d2[k] += d * d;
+    l->mx[k] = ad > l->mx[k] ? ad : l->mx[k];
+}
+
+static inline float bf16_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Sums over one chunk in LANES float accumulators (a chunk is short enough for float), then
+ * in double. One loop per reference dtype, so that the common ones vectorize. */
 static mq_status err_range(void *arg, int64_t begin, int64_t end, int tid) {
     (void)tid;
     err_job *j = (err_job *)arg;
+    lanes l;
+    memset(&l, 0, sizeof l);
+    const float *b = j->b;
+    int64_t i = begin, vend = begin + (end - begin) / LANES * LANES;
+    if (j->a_dtype == MQ_F32) {
+        const float *a = (const float *)j->a;
+        for (; i < vend; i += LANES)
+            for (int k = 0; k < LANES; k++) lanes_add(&l, k, a[i + k], b[i + k]);
+    } else if (j->a_dtype == MQ_BF16) {
+        const uint16_t *a = (const uint16_t *)j->a;
+        for (; i < vend; i += LANES)
+            for (int k = 0; k < LANES; k++) lanes_add(&l, k, bf16_f32(a[i + k]), b[i + k]);
+    }
+    for (int k = 0; i < end; i++, k = (k + 1) % LANES) {
+        float a;
+        switch (j->a_dtype) {
+        case MQ_F32: a = ((const float *)j->a)[i]; break;
+        case MQ_BF16: a = bf16_f32(((const uint16_t *)j->a)[i]); break;
+        case MQ_F16: a = mq_f16_to_f32(((const uint16_t *)j->a)[i]); break;
+        default: a = (float)((const double *)j->a)[i]; break;
+        }
+        lanes_add(&l, k, a, b[i]);
+    }
     mq__err_acc acc = {0};
-    for (int64_t i = begin; i < end; i++) {
-        double a = j->a[i], b = j->b[i], d = a - b;
-        acc.sum_a2 += a * a;
-        acc.sum_b2 += b * b;
-        acc.sum_ab += a * b;
-        acc.sum_d2 += d * d;
-        if (fabs(d) > acc.max_abs || isnan(d)) acc.max_abs = fabs(d);
+    for (int k = 0; k < LANES; k++) {
+        acc.sum_a2 += l.a2[k];
+        acc.sum_b2 += l.b2[k];
+        acc.sum_ab += l.ab[k];
+        acc.sum_d2 += l.d2[k];
+        if (l.mx[k] > acc.max_abs || isnan(l.mx[k])) acc.max_abs = l.mx[k];
     }
     acc.n = (uint64_t)(end - begin);
     j->parts[begin / ERR_GRAIN] = acc;
     return MQ_OK;
 }
 
-mq_status mq__err_acc_add(mq_ctx *ctx, mq__err_acc *acc, const float *a, const float *b,
-                          size_t n) {
+mq_status mq__err_acc_add(mq_ctx *ctx, mq__err_acc *acc, mq_dtype a_dtype, const void *a,
+                          const float *b, size_t n) {
     if (!n) return MQ_OK;
     size_t nparts = (n + ERR_GRAIN - 1) / ERR_GRAIN;
     mq__err_acc stack_parts[64];
     mq__err_acc *parts = nparts <= 64 ? stack_parts
                                       : (mq__err_acc *)mq__malloc(ctx, nparts * sizeof *parts);
     if (!parts) return MQ_ERR_NOMEM;
-    err_job j = {a, b, parts};
+    err_job j = {a_dtype, a, b, parts};
     mq_status st = nparts == 1 ? err_range(&j, 0, (int64_t)n, 0)
                                : mq__parallel_for(ctx, (int64_t)n, ERR_GRAIN, err_range, &j);
     /* summed in chunk order: identical for any thread count */
