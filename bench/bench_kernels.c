@@ -2,7 +2,7 @@
  * weight type and mode, weights hot (one copy, cache-resident where it fits) and cold (cycled
  * through copies larger than the caches), on 1 and 2 threads. Prints GFLOP/s, weight GB/s,
  * and ratios to f32 weights and to a read-bandwidth loop measured in the same run.
- * BENCH_QUICK=1 runs one shape only. */
+ * BENCH_SHAPE=0|1|2 runs one shape only. */
 #include "monoquant.h"
 
 #include <immintrin.h>
@@ -99,7 +99,7 @@ static mq_linear *make(mq_ctx *ctx, const kind *k, int64_t N, int64_t K, void *w
 #define MAXCOPIES 40
 
 int main(void) {
-    const int quick = getenv("BENCH_QUICK") != NULL;
+    const char *only = getenv("BENCH_SHAPE");
     mq_ctx *ctx = mq_ctx_create();
     const size_t rbytes = 512u << 20;
     char *rbuf = aligned_alloc(64, rbytes);
@@ -121,7 +121,8 @@ int main(void) {
     mq_convert(ctx, MQ_BF16, wbf, MQ_F32, wf, maxe);
     printf("%-5s %-12s %-8s %-4s %2s %9s %8s %8s %8s %8s\n", "M", "N x K", "type", "w", "th",
            "ms", "GFLOP/s", "wGB/s", "x f32", "x readBW");
-    for (size_t s = 0; s < (quick ? 1 : 3); s++) {
+    for (size_t s = 0; s < 3; s++) {
+        if (only && (size_t)atoi(only) != s) continue;
         int64_t M = shapes[s].M, N = shapes[s].N, K = shapes[s].K;
         float *x = malloc((size_t)(M * K) * 4), *y = malloc((size_t)(M * N) * 4);
         for (int64_t i = 0; i < M * K; i++) x[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;

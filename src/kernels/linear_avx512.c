@@ -227,13 +227,13 @@ typedef void (*tile_body)(const mq__lin *, const mq__act *, int64_t, int64_t, fl
 #define INST_ALL(name, fn)                                                                      \
     INST(name, fn, 1, 1) INST(name, fn, 2, 1) INST(name, fn, 3, 1) INST(name, fn, 4, 1)        \
     INST(name, fn, 1, 2) INST(name, fn, 2, 2) INST(name, fn, 3, 2) INST(name, fn, 4, 2)        \
-    INST(name, fn, 1, 4)                                                                        \
+    INST(name, fn, 1, 4) INST(name, fn, 2, 4) INST(name, fn, 3, 4) INST(name, fn, 4, 4)        \
     static const tile_body name##_table[5][3] = {                                              \
         {0, 0, 0},                                                                              \
         {name##_1x1, name##_1x2, name##_1x4},                                                   \
-        {name##_2x1, name##_2x2, 0},                                                            \
-        {name##_3x1, name##_3x2, 0},                                                            \
-        {name##_4x1, name##_4x2, 0}};
+        {name##_2x1, name##_2x2, name##_2x4},                                                   \
+        {name##_3x1, name##_3x2, name##_3x4},                                                   \
+        {name##_4x1, name##_4x2, name##_4x4}};
 
 INST_ALL(flt, float_tile)
 INST_ALL(wo, wonly_tile)
@@ -244,8 +244,11 @@ INST_ALL(itg, int_tile)
 static void drive(const tile_body (*tab)[3], const mq__lin *L, const mq__act *A, int64_t m0,
                   int64_t m1, int64_t b0, int64_t b1, float *y, int64_t ldy) {
     int64_t b = b0;
-    if (m1 - m0 == 1)
-        for (; b + 4 <= b1; b += 4) tab[1][2](L, A, m0, b, y, ldy);
+    for (; b + 4 <= b1; b += 4)
+        for (int64_t m = m0; m < m1; m += 4) {
+            int mr = m1 - m >= 4 ? 4 : (int)(m1 - m);
+            tab[mr][2](L, A, m, b, y, ldy);
+        }
     for (; b < b1; b += 2) {
         int nb = b + 2 <= b1 ? 2 : 1;
         for (int64_t m = m0; m < m1; m += 4) {
