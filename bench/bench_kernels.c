@@ -26,33 +26,39 @@ static uint32_t rnd(void) {
     return (uint32_t)(rng >> 11);
 }
 
-/* ---- read bandwidth baseline ---- */
+/* ---- read bandwidth baseline: four interleaved streams of 64-byte loads (as the kernels
+ * read four channel blocks), over `chunk` bytes at rotating offsets in a `total`-byte buffer:
+ * total == chunk is the hot case, a large total the cold case. ---- */
 typedef struct rd_arg {
     const char *p;
     size_t n;
     uint64_t sum;
 } rd_arg;
 
-__attribute__((target("avx2"))) static void *read_loop(void *v) {
+__attribute__((target("avx512f"))) static void *read_loop(void *v) {
     rd_arg *a = (rd_arg *)v;
-    __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
-    for (size_t i = 0; i + 128 <= a->n; i += 128) {
-        s0 = _mm256_add_epi64(s0, _mm256_load_si256((const __m256i *)(a->p + i)));
-        s1 = _mm256_add_epi64(s1, _mm256_load_si256((const __m256i *)(a->p + i + 32)));
-        s2 = _mm256_add_epi64(s2, _mm256_load_si256((const __m256i *)(a->p + i + 64)));
-        s3 = _mm256_add_epi64(s3, _mm256_load_si256((const __m256i *)(a->p + i + 96)));
+    size_t q = a->n / 4 / 64 * 64;
+    __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
+    for (size_t i = 0; i < q; i += 64) {
+        s0 = _mm512_add_epi64(s0, _mm512_load_si512(a->p + i));
+        s1 = _mm512_add_epi64(s1, _mm512_load_si512(a->p + q + i));
+        s2 = _mm512_add_epi64(s2, _mm512_load_si512(a->p + 2 * q + i));
+        s3 = _mm512_add_epi64(s3, _mm512_load_si512(a->p + 3 * q + i));
     }
-    __m256i s = _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3));
-    uint64_t t[4];
-    _mm256_storeu_si256((__m256i *)t, s);
-    a->sum = t[0] + t[1] + t[2] + t[3];
+    a->sum = (uint64_t)_mm512_reduce_add_epi64(
+        _mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3)));
     return NULL;
 }
 
-static double read_bw(const char *buf, size_t n, int threads) {
+static char *rbuf;
+#define RBUF_BYTES (512ull << 20)
+
+static double read_bw(size_t total, size_t chunk, int threads, int reps) {
     double best = 1e30;
-    for (int r = 0; r < 5; r++) {
-        rd_arg a[2] = {{buf, n / threads, 0}, {buf + n / threads, n / threads, 0}};
+    chunk = chunk / 512 * 512;
+    for (int r = 0; r < reps; r++) {
+        size_t off = total == chunk ? 0 : (size_t)r * chunk % (total - chunk) / 64 * 64;
+        rd_arg a[2] = {{rbuf + off, chunk / threads, 0}, {rbuf + off + chunk / threads, chunk / threads, 0}};
         pthread_t t;
         double t0 = now_s();
         if (threads == 2) pthread_create(&t, NULL, read_loop, &a[1]);
@@ -61,7 +67,7 @@ static double read_bw(const char *buf, size_t n, int threads) {
         double dt = now_s() - t0;
         if (dt < best) best = dt;
     }
-    return (double)n / best / 1e9;
+    return (double)chunk / best / 1e9;
 }
 
 /* ---- layers ---- */
@@ -95,19 +101,21 @@ static mq_linear *make(mq_ctx *ctx, const kind *k, int64_t N, int64_t K, void *w
     return lin;
 }
 
-#define COLD_BYTES (320ull << 20)
+#define COLD_BYTES (256ull << 20)
 #define MAXCOPIES 40
 
 int main(void) {
     const char *only = getenv("BENCH_SHAPE");
     mq_ctx *ctx = mq_ctx_create();
-    const size_t rbytes = 512u << 20;
-    char *rbuf = aligned_alloc(64, rbytes);
-    memset(rbuf, 1, rbytes);
-    double bw[3] = {0, read_bw(rbuf, rbytes, 1), read_bw(rbuf, rbytes, 2)};
-    free(rbuf);
-    printf("isa %s; read bandwidth (512 MiB, best of 5): 1 thread %.1f GB/s, 2 threads %.1f GB/s\n",
-           mq_isa_name(mq_ctx_isa(ctx)), bw[1], bw[2]);
+    if (!__builtin_cpu_supports("avx512f")) {
+        printf("bench_kernels: needs AVX-512 for its read-bandwidth baseline\n");
+        return 0;
+    }
+    rbuf = aligned_alloc(64, RBUF_BYTES);
+    memset(rbuf, 1, RBUF_BYTES);
+    printf("isa %s; read bandwidth, 16 MiB chunks cycled through %llu MiB: 1 thread %.1f GB/s, "
+           "2 threads %.1f GB/s\n", mq_isa_name(mq_ctx_isa(ctx)), RBUF_BYTES >> 20,
+           read_bw(RBUF_BYTES, 16u << 20, 1, 40), read_bw(RBUF_BYTES, 16u << 20, 2, 40));
     static const struct { int64_t M, N, K; } shapes[] = {{1, 4096, 4096}, {1, 11008, 4096},
                                                          {32, 4096, 4096}};
     /* source weights, shared by all copies: random codes and floats */
@@ -119,14 +127,14 @@ int main(void) {
     for (size_t i = 0; i < maxe; i++) wb[i] = rnd();
     uint16_t *wbf = (uint16_t *)malloc(maxe * 2);
     mq_convert(ctx, MQ_BF16, wbf, MQ_F32, wf, maxe);
-    printf("%-5s %-12s %-8s %-4s %2s %9s %8s %8s %8s %8s\n", "M", "N x K", "type", "w", "th",
-           "ms", "GFLOP/s", "wGB/s", "x f32", "x readBW");
+    printf("%-5s %-12s %-8s %-4s %2s %9s %8s %8s %7s %8s %6s %6s\n", "M", "N x K", "type", "w",
+           "th", "ms", "GFLOP/s", "wGB/s", "x f32", "x readBW", "rdGB/s", "x 1th");
     for (size_t s = 0; s < 3; s++) {
         if (only && (size_t)atoi(only) != s) continue;
         int64_t M = shapes[s].M, N = shapes[s].N, K = shapes[s].K;
         float *x = malloc((size_t)(M * K) * 4), *y = malloc((size_t)(M * N) * 4);
         for (int64_t i = 0; i < M * K; i++) x[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
-        double f32_ms[2][3] = {{0}};
+        double f32_ms[2][3] = {{0}}, one_ms = 0;
         for (size_t ki = 0; ki < NKINDS; ki++) {
             const kind *k = &kinds[ki];
             void *src = k->type == MQ_Q_NONE ? (void *)wf : k->type == MQ_Q_BF16 ? (void *)wbf
@@ -154,12 +162,14 @@ int main(void) {
                     }
                     double ms = best * 1e3, gflops = 2.0 * M * N * K / best / 1e9;
                     double gbs = (double)wbytes / best / 1e9;
+                    double rd = read_bw(cold ? RBUF_BYTES : wbytes, wbytes, th, cold ? 12 : 20);
                     if (ki == 0) f32_ms[cold][th] = ms;
+                    if (th == 1) one_ms = ms;
                     char shape[32];
                     snprintf(shape, sizeof shape, "%lldx%lld", (long long)N, (long long)K);
-                    printf("%-5lld %-12s %-8s %-4s %2d %9.3f %8.1f %8.1f %8.2f %8.2f\n",
+                    printf("%-5lld %-12s %-8s %-4s %2d %9.3f %8.1f %8.1f %7.2f %8.2f %6.1f %6.2f\n",
                            (long long)M, shape, k->name, cold ? "cold" : "hot", th, ms, gflops,
-                           gbs, f32_ms[cold][th] / ms, gbs / bw[th]);
+                           gbs, f32_ms[cold][th] / ms, gbs / rd, rd, one_ms / ms);
                     fflush(stdout);
                 }
             for (int c = 0; c < copies; c++) mq_linear_free(lin[c]);
@@ -171,6 +181,7 @@ int main(void) {
     free(sc);
     free(wb);
     free(wbf);
+    free(rbuf);
     mq_ctx_free(ctx);
     return 0;
 }
