@@ -725,6 +725,109 @@ MQ_API const char *mq_calib_stats_layer(const mq_calib_stats *stats, size_t i);
 
 /* ====== section: kernels (quantized Linear / Conv2d) =================================== */
 
+/* Quantized layers that run: y = x W^T + b for Linear, and Conv2d, over weights in the formats
+ * of the quantization section (docs/KERNELS.md). Activations are f32, row-major.
+ *
+ * Modes (how activations meet the weights):
+ *  - MQ_ACT_F32: weight-only; activations stay f32, weights are dequantized on the fly. The
+ *    only mode for F32/FP16/BF16 weights.
+ *  - MQ_ACT_DYNAMIC: each activation row is quantized at run time to int8, symmetric:
+ *    sx = max|x| / 127, a = clamp(round_half_even(x / sx), -127, 127); then exact integer
+ *    dot products (VNNI vpdpbusd where present) per weight group, scaled back in f32.
+ *  - MQ_ACT_STATIC: as dynamic, with the stored input_scale / input_zero_point (PyTorch
+ *    quint8 convention): q = clamp(round_half_even(x / input_scale) + zero_point, 0, 255).
+ *
+ * Every instruction-set path gives the same bits as the scalar reference, for every mode and
+ * thread count (fixed summation order; see docs/KERNELS.md). Non-finite activations give
+ * unspecified (but never crashing) outputs. */
+
+typedef enum mq_act_mode { MQ_ACT_F32 = 0, MQ_ACT_DYNAMIC = 1, MQ_ACT_STATIC = 2 } mq_act_mode;
+
+/* The weights of one Linear layer, W [out_features, in_features] = [N, K], in their stored
+ * format. Pointers need no alignment. mq_linear_create copies (repacks) everything it needs:
+ * the caller may free or unmap these buffers as soon as it returns.
+ *   type MQ_Q_NONE: weight F32 [N, K] (`weight_dtype` may also say F16/BF16: same as FP16/BF16)
+ *   MQ_Q_FP16 / MQ_Q_BF16: weight F16 / BF16 [N, K]
+ *   MQ_Q_INT8 / MQ_Q_UINT8: weight I8 / U8 [N, K]; scale F32 [N] (MQ_PER_CHANNEL) or [1]
+ *     (MQ_PER_TENSOR); asymmetric: zero_point I8 / U8 of the same count.
+ *   MQ_Q_INT4 / MQ_Q_UINT4: weight I32 [N, ceil(K/8)], eight 4-bit values per word, lowest
+ *     bits first; INT4 values v in [-8, 7] are stored as v + 8, UINT4 as v; scale F32
+ *     [N, ceil(K/group_size)] (MQ_PER_GROUP; group_size a multiple of 8 unless it covers the
+ *     whole row) or [N] (MQ_PER_CHANNEL: one group per row); asymmetric: zero_point I8 of the
+ *     same count, in [-8, 7] (INT4) or [0, 15] (UINT4). Element value: (v - zero_point) * scale.
+ * bias: F32 [N] or NULL. Dynamic/static modes need an integer type and K <= 32768 per group
+ * (per row for 8-bit). */
+typedef struct mq_linear_desc {
+    mq_qtype type;
+    mq_scheme scheme;            /* integer types: symmetric (no zero point) or asymmetric */
+    mq_granularity granularity;  /* see above; MQ_PER_CHANNEL when 0 is not meant */
+    int group_size;              /* MQ_PER_GROUP */
+    int64_t out_features;        /* N >= 1 */
+    int64_t in_features;         /* K >= 1 */
+    mq_dtype weight_dtype;       /* MQ_Q_NONE only: F32 (0 means F32), F16 or BF16 */
+    const void *weight;
+    const float *scale;
+    const void *zero_point;
+    const float *bias;
+    mq_act_mode act;
+    float input_scale;           /* MQ_ACT_STATIC: > 0 */
+    int input_zero_point;        /* MQ_ACT_STATIC: [0, 255] */
+} mq_linear_desc;
+
+/* Zeroes *desc and sets out_features/in_features, type, weight: F32 weight-only by default. */
+MQ_API void mq_linear_desc_init(mq_linear_desc *desc, mq_qtype type, int64_t out_features,
+                                int64_t in_features, const void *weight);
+
+typedef struct mq_linear mq_linear;
+
+/* Validates the description and repacks the weights into the kernel layout (owned by the
+ * object). MQ_ERR_INVALID for a malformed description, MQ_ERR_UNSUPPORTED for a valid one this
+ * version cannot run (message says which), MQ_ERR_FORMAT for zero points out of range. */
+MQ_API mq_status mq_linear_create(mq_ctx *ctx, const mq_linear_desc *desc, mq_linear **out);
+MQ_API void mq_linear_free(mq_linear *lin);
+MQ_API int64_t mq_linear_out_features(const mq_linear *lin);
+MQ_API int64_t mq_linear_in_features(const mq_linear *lin);
+/* Bytes of the repacked weights, scales and constants the object holds. */
+MQ_API uint64_t mq_linear_weight_bytes(const mq_linear *lin);
+
+/* y [M, N] = x [M, K] W^T + b, on the context's threads and instruction-set level. The object
+ * keeps scratch memory between calls (grown as needed), so it is used by one call at a time. */
+MQ_API mq_status mq_linear_forward(mq_ctx *ctx, mq_linear *lin, const float *x, int64_t M,
+                                   float *y);
+
+/* Runs `lin` and the plain f32 layer with weights `ref_weight` (F32 [N, K], e.g. the original
+ * or dequantized weights) and the same bias on the same inputs, and compares the outputs
+ * (reference first) into *out. x: [M, K] inputs, or NULL for M rows of N(0, 1) values drawn
+ * from `seed`. This is the check behind `monoquant validate --run`. */
+MQ_API mq_status mq_linear_check(mq_ctx *ctx, mq_linear *lin, const float *ref_weight,
+                                 const float *bias, const float *x, int64_t M, uint64_t seed,
+                                 mq_error_stats *out);
+
+/* Conv2d over NCHW f32 input: weight [C_out, C_in / groups, kh, kw] as in mq_linear_desc with
+ * K = C_in / groups * kh * kw (type NONE/F32, FP16, BF16, INT8, UINT8, and 4-bit with groups
+ * along the flattened C*kh*kw), out_features = C_out. Runs as im2col + the Linear kernels. */
+typedef struct mq_conv2d_desc {
+    mq_linear_desc w;            /* out_features = C_out, in_features = C_in / groups * kh * kw */
+    int64_t in_channels;         /* C_in */
+    int kernel_h, kernel_w;
+    int stride_h, stride_w;      /* >= 1 */
+    int pad_h, pad_w;            /* >= 0, zero padding */
+    int dilation_h, dilation_w;  /* >= 1 */
+    int groups;                  /* >= 1, divides C_in and C_out */
+} mq_conv2d_desc;
+
+typedef struct mq_conv2d mq_conv2d;
+
+/* As mq_linear_create; 0 for stride, dilation or groups means 1. */
+MQ_API mq_status mq_conv2d_create(mq_ctx *ctx, const mq_conv2d_desc *desc, mq_conv2d **out);
+MQ_API void mq_conv2d_free(mq_conv2d *conv);
+/* Output height and width for an input of h x w; MQ_ERR_INVALID if the kernel does not fit. */
+MQ_API mq_status mq_conv2d_output_size(mq_ctx *ctx, const mq_conv2d *conv, int64_t h,
+                                       int64_t w, int64_t *out_h, int64_t *out_w);
+/* y [batch, C_out, out_h, out_w] from x [batch, C_in, h, w]. One call at a time per object. */
+MQ_API mq_status mq_conv2d_forward(mq_ctx *ctx, mq_conv2d *conv, const float *x, int64_t batch,
+                                   int64_t h, int64_t w, float *y);
+
 /* ====== end of section: kernels ======================================================== */
 
 #ifdef __cplusplus
