@@ -58,6 +58,7 @@ static mq_status check_archive(pt_reader *r) {
     }
     const mq_zip_entry *bo = find_record(r, "byteorder", 9);
     if (bo) {
+        MQ_TRY(mq__zip_stored(r->ctx, r->path, bo));
         const char *s = (const char *)r->zip.data + bo->data_off;
         if (bo->size == 3 && !memcmp(s, "big", 3))
             return mq__fail(r->ctx, MQ_ERR_UNSUPPORTED,
@@ -257,6 +258,7 @@ static mq_status add_tensor(pt_reader *r, const mq_pk_tensor *t) {
     if (!e)
         return mq__fail(r->ctx, MQ_ERR_FORMAT, "%s: tensor '%s': storage record '%s%s' is missing",
                         r->path, nm, r->root, rel);
+    MQ_TRY(mq__zip_stored(r->ctx, r->path, e));
     if (e->size != s->u.storage.nbytes)
         return mq__fail(r->ctx, MQ_ERR_FORMAT,
                         "%s: tensor '%s': storage record '%s%s' holds %llu bytes, the pickle says "
@@ -323,6 +325,7 @@ static mq_status collect(pt_reader *r, const mq_pk_obj *o, int depth) {
 static mq_status read_metadata(pt_reader *r) {
     const mq_zip_entry *e = find_record(r, METADATA_RECORD, strlen(METADATA_RECORD));
     if (!e) return MQ_OK;
+    MQ_TRY(mq__zip_stored(r->ctx, r->path, e));
     MQ_TRY(check_crc(r, e, METADATA_RECORD));
     mq_pk_arena *arena = NULL;
     const mq_pk_obj *d = NULL;
@@ -352,6 +355,7 @@ static mq_status read_archive(pt_reader *r, const char *key) {
     if (!pkl)
         return mq__fail(r->ctx, MQ_ERR_FORMAT,
                         "%s: no '%sdata.pkl' record: not a torch.save checkpoint", r->path, r->root);
+    MQ_TRY(mq__zip_stored(r->ctx, r->path, pkl));
     MQ_TRY(check_crc(r, pkl, "data.pkl"));
     mq_pk_arena *arena = NULL;
     const mq_pk_obj *root = NULL;

@@ -213,11 +213,7 @@ static mq_status read_entry(mq_ctx *ctx, const char *path, const uint8_t *d, siz
                         shown);
     if (flags & 0x41)
         return mq__fail(ctx, MQ_ERR_FORMAT, "%s: zip entry '%s' is encrypted", path, shown);
-    if (method != 0)
-        return mq__fail(ctx, MQ_ERR_FORMAT,
-                        "%s: zip entry '%s' is compressed (method %u); only stored entries are "
-                        "supported (torch.save writes them stored)", path, shown, method);
-    if (csize != usize)
+    if (method == 0 && csize != usize)
         return mq__fail(ctx, MQ_ERR_FORMAT,
                         "%s: zip entry '%s' is stored but its sizes differ (%llu vs %llu)", path,
                         shown, (unsigned long long)csize, (unsigned long long)usize);
@@ -250,13 +246,13 @@ static mq_status read_entry(mq_ctx *ctx, const char *path, const uint8_t *d, siz
                             "directory", path, shown);
     }
     uint64_t data_off = lho + LOCAL_LEN + lnlen + lxlen; /* each term < 2^32 + small */
-    if (!in_range(data_off, usize, e->cd_off))
+    if (!in_range(data_off, csize, e->cd_off))
         return mq__fail(ctx, MQ_ERR_FORMAT,
                         "%s: zip entry '%s': %llu bytes at offset %llu reach past the entries' "
-                        "area (%llu bytes)", path, shown, (unsigned long long)usize,
+                        "area (%llu bytes)", path, shown, (unsigned long long)csize,
                         (unsigned long long)data_off, (unsigned long long)e->cd_off);
     (void)len;
-    *out = (mq_zip_entry){name, nlen, lho, data_off, usize, crc};
+    *out = (mq_zip_entry){name, nlen, lho, data_off, csize, usize, crc, method};
     *cursor = p + total;
     return MQ_OK;
 }
@@ -320,6 +316,15 @@ void mq__zip_close(mq_ctx *ctx, mq_zip *z) {
     mq__free(ctx, z->entries);
     mq__free(ctx, (void *)z->by_name);
     memset(z, 0, sizeof *z);
+}
+
+mq_status mq__zip_stored(mq_ctx *ctx, const char *path, const mq_zip_entry *e) {
+    if (e->method == 0) return MQ_OK;
+    char shown[160];
+    printable(e->name, e->name_len, shown, sizeof shown);
+    return mq__fail(ctx, MQ_ERR_FORMAT,
+                    "%s: zip entry '%s' is compressed (method %u); only stored entries are "
+                    "supported (torch.save writes them stored)", path, shown, e->method);
 }
 
 const mq_zip_entry *mq__zip_find(const mq_zip *z, const char *name, size_t name_len) {
