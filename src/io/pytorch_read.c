@@ -2,8 +2,8 @@
  * in <root>/data.pkl is run by the bounded interpreter in pickle.c (nothing is executed);
  * tensors are views of the <root>/data/<key> records, zero-copy when contiguous and aligned,
  * otherwise gathered into a buffer the model owns. */
-#include "io/model_internal.h"
 #include "io/pickle.h"
+#include "io/pytorch_internal.h"
 #include "io/zip.h"
 
 #include <stdio.h>
@@ -345,10 +345,7 @@ static mq_status read_metadata(pt_reader *r) {
     return st;
 }
 
-static mq_status read_archive(pt_reader *r, const char *key) {
-    const uint8_t *data;
-    size_t len;
-    MQ_TRY(mq__model_map_file(r->m, r->path, &data, &len));
+static mq_status read_archive(pt_reader *r, const uint8_t *data, size_t len, const char *key) {
     MQ_TRY(mq__zip_open(r->ctx, r->path, data, len, &r->zip));
     MQ_TRY(check_archive(r));
     const mq_zip_entry *pkl = find_record(r, "data.pkl", 8);
@@ -371,15 +368,23 @@ static mq_status read_archive(pt_reader *r, const char *key) {
     return st;
 }
 
-mq_status mq__pytorch_read(mq_model *m, const char *path, const char *key) {
+mq_status mq__pytorch_read_mem(mq_model *m, const char *path, const uint8_t *data, size_t len,
+                               const char *key) {
     pt_reader r;
     memset(&r, 0, sizeof r);
     r.m = m;
     r.ctx = m->ctx;
     r.path = path;
-    mq_status st = read_archive(&r, key);
+    mq_status st = read_archive(&r, data, len, key);
     mq__zip_close(r.ctx, &r.zip);
     mq__free(r.ctx, r.root);
     mq__free(r.ctx, r.name);
     return st;
+}
+
+mq_status mq__pytorch_read(mq_model *m, const char *path, const char *key) {
+    const uint8_t *data;
+    size_t len;
+    MQ_TRY(mq__model_map_file(m, path, &data, &len));
+    return mq__pytorch_read_mem(m, path, data, len, key);
 }
