@@ -11,6 +11,7 @@
 
 #define MAX_NESTING 64             /* nested dicts/lists walked when looking for tensors */
 #define MAX_VISITS (1ull << 24)    /* objects visited in one walk (shared references) */
+#define VISITS_PER_BYTE 16        /* ... and at most this many per pickle byte (plus 2^20) */
 #define METADATA_RECORD "monoquant_metadata.pkl"
 
 typedef struct pt_reader {
@@ -22,7 +23,7 @@ typedef struct pt_reader {
     size_t root_len;
     char *name;              /* current dotted tensor name */
     size_t name_len, name_cap;
-    uint64_t visits;
+    uint64_t visits, max_visits;
 } pt_reader;
 
 static const mq_zip_entry *find_record(pt_reader *r, const char *rel, size_t rel_len) {
@@ -90,7 +91,7 @@ static bool is_container(const mq_pk_obj *o) {
 
 static mq_status holds_tensors(pt_reader *r, const mq_pk_obj *o, int depth, bool *out) {
     *out = false;
-    if (++r->visits > MAX_VISITS)
+    if (++r->visits > r->max_visits)
         return mq__fail(r->ctx, MQ_ERR_FORMAT, "%s: the pickle's object graph is too large", r->path);
     if (o->kind == MQ_PK_TENSOR) {
         *out = true;
@@ -300,7 +301,7 @@ static mq_status add_tensor(pt_reader *r, const mq_pk_tensor *t) {
 
 /* Adds every tensor under `o`, naming each by its path of keys joined with dots. */
 static mq_status collect(pt_reader *r, const mq_pk_obj *o, int depth) {
-    if (++r->visits > MAX_VISITS)
+    if (++r->visits > r->max_visits)
         return mq__fail(r->ctx, MQ_ERR_FORMAT, "%s: the pickle's object graph is too large", r->path);
     if (o->kind == MQ_PK_TENSOR) return add_tensor(r, o->u.tensor);
     if (!is_container(o)) return MQ_OK; /* numbers, strings, None: not tensors */
@@ -357,6 +358,9 @@ static mq_status read_archive(pt_reader *r, const uint8_t *data, size_t len, con
     mq_pk_arena *arena = NULL;
     const mq_pk_obj *root = NULL;
     MQ_TRY(mq__pk_load(r->ctx, r->path, data + pkl->data_off, (size_t)pkl->size, &arena, &root));
+    /* shared references could make a small pickle name millions of tensors */
+    r->max_visits = pkl->size * VISITS_PER_BYTE + (1u << 20);
+    if (r->max_visits > MAX_VISITS) r->max_visits = MAX_VISITS;
     const mq_pk_obj *sd = NULL;
     mq_status st = select_dict(r, root, key, &sd);
     if (st == MQ_OK) {
