@@ -3,12 +3,24 @@ tests: open a checkpoint and read its tensors as torch tensors, or write tensors
 mq_writer_*."""
 import ctypes
 import os
+import subprocess
+import sys
 
-import numpy as np
 import torch
 
 LIB = os.path.join(os.environ.get("BUILD", "build"), "libmonoquant.so")
-_L = ctypes.CDLL(os.path.abspath(LIB))
+try:
+    _L = ctypes.CDLL(os.path.abspath(LIB))
+except OSError as e:
+    # A sanitizer build (make asan) needs its runtime loaded first: run again with it preloaded.
+    if "__asan" not in str(e) or os.environ.get("MQ_ASAN_PRELOADED"):
+        raise
+    rt = subprocess.run(["clang", "-print-file-name=libclang_rt.asan-x86_64.so"],
+                        capture_output=True, text=True, check=True).stdout.strip()
+    env = dict(os.environ, LD_PRELOAD=rt, MQ_ASAN_PRELOADED="1",
+               ASAN_OPTIONS="detect_leaks=0:" + os.environ.get("ASAN_OPTIONS", ""))
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
 
 MAX_DIMS = 8
 # mq_dtype values (include/monoquant.h)
