@@ -1,7 +1,7 @@
 /* PyTorch checkpoint reader: the zip archive torch.save writes (PyTorch >= 1.6). The pickle
  * in <root>/data.pkl is run by the bounded interpreter in pickle.c (nothing is executed);
- * tensors are views of the <root>/data/<key> records, zero-copy when contiguous and aligned,
- * otherwise gathered into a buffer the model owns. */
+ * tensors are views of the <root>/data/<key> records, zero-copy when contiguous, otherwise
+ * gathered into a buffer the model owns. */
 #include "io/pickle.h"
 #include "io/pytorch_internal.h"
 #include "io/zip.h"
@@ -286,15 +286,14 @@ static mq_status add_tensor(pt_reader *r, const mq_pk_tensor *t) {
                         "%s: tensor '%s': offset and strides reach element %llu of a storage of %llu",
                         r->path, nm, (unsigned long long)last, (unsigned long long)avail);
     const uint8_t *first = base + (size_t)t->offset * es;
-    if (contiguous && ((uintptr_t)first % es) == 0)
+    if (contiguous) /* zero-copy; possibly unaligned, which mq_tensor allows */
         return mq__model_add_tensor(r->m, nm, r->name_len, t->dtype, t->ndim, t->shape, first,
                                     nbytes);
     if (nbytes > SIZE_MAX)
         return mq__fail(r->ctx, MQ_ERR_NOMEM, "%s: tensor '%s' is too large", r->path, nm);
     uint8_t *buf = (uint8_t *)mq__malloc(r->ctx, (size_t)nbytes);
     if (!buf) return MQ_ERR_NOMEM;
-    if (contiguous) memcpy(buf, first, (size_t)nbytes);
-    else gather(buf, base, t, es);
+    gather(buf, base, t, es);
     MQ_TRY(mq__model_own(r->m, buf));
     return mq__model_add_tensor(r->m, nm, r->name_len, t->dtype, t->ndim, t->shape, buf, nbytes);
 }

@@ -200,7 +200,7 @@ def rezipped_and_zip64_extra_fields_read():
     p = save(sd, "plain.pt")
     q = os.path.join(TMP, "zip64.pt")
     rezip(p, q, force_zip64=True)
-    expect_same(read(q), sd)  # data no longer aligned: read through a copy
+    expect_same(read(q), sd)  # data no longer 64-byte aligned
 
 
 @case
@@ -239,6 +239,11 @@ for fixture in ["lm/lm_fortunes", "cnn/cnn_digits"]:
             assert mq.same(got[k], twin[k]), k
         ref = torch.load(os.path.join(FIXTURES, fixture + ".pt"), weights_only=True)
         expect_same(got, ref)
+        # and through monoquant's own safetensors reader
+        twin_mq = read(os.path.join(FIXTURES, fixture + ".safetensors"))
+        assert list(twin_mq) == list(got), (list(twin_mq), list(got))
+        for k in twin_mq:
+            assert mq.same(got[k], twin_mq[k]), k
     fixture_matches_safetensors_twin.__name__ = "fixture_" + fixture.split("/")[1]
     case(fixture_matches_safetensors_twin)
 
