@@ -212,6 +212,32 @@ def compressed_entry_rejected():
     assert st == 3 and "compressed" in msg and "tocompress/data.pkl" in msg, (st, msg)
 
 
+@case
+def sharded_bin_index():
+    d = os.path.join(TMP, "sharded")
+    os.makedirs(d, exist_ok=True)
+    sd = Net().state_dict()
+    names = list(sd)
+    half = len(names) // 2
+    shards = {"pytorch_model-00001-of-00002.bin": names[:half],
+              "pytorch_model-00002-of-00002.bin": names[half:]}
+    weight_map = {}
+    for fname, keys in shards.items():
+        torch.save(collections.OrderedDict((k, sd[k]) for k in keys), os.path.join(d, fname))
+        weight_map.update({k: fname for k in keys})
+    with open(os.path.join(d, "pytorch_model.bin.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": 0}, "weight_map": weight_map}, f)
+    got = read(os.path.join(d, "pytorch_model.bin.index.json"))
+    assert sorted(got) == sorted(sd), (sorted(got), sorted(sd))
+    for k in sd:
+        assert mq.same(got[k], sd[k]), k
+    # a folder holding one pytorch_model.bin
+    d2 = os.path.join(TMP, "single")
+    os.makedirs(d2, exist_ok=True)
+    torch.save(sd, os.path.join(d2, "pytorch_model.bin"))
+    expect_same(read(d2), sd)
+
+
 def read_safetensors(path):
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
