@@ -111,6 +111,11 @@ expect_out q_skip_nonfinite_reason 'b\.weight +contains NaN or Inf'
 "$MQ" -q quantize "$LM" --bits 4 --threads 3 -o "$T/t3.safetensors" &&
 cmp -s "$T/t1.safetensors" "$T/t3.safetensors" && ok q_threads_identical || notok q_threads_identical "outputs differ"
 
+# PyTorch in and out: the same tensors as through safetensors
+expect_exit 0 q_pt -- "$MQ" quantize "$FIXTURES/lm/lm_fortunes.pt" --bits 4 --threads 1 -o "$T/t1.pt"
+expect_exit 0 q_pt_compare -- "$MQ" compare "$T/t1.pt" "$T/t1.safetensors"
+expect_out q_pt_same '0 tensors differ, 0 only in A, 0 only in B'
+
 # dequantize: original names, shapes and dtypes
 expect_exit 0 dq_run -- "$MQ" dequantize "$T/t1.safetensors" -o "$T/t1.dq.safetensors"
 expect_exit 0 dq_info -- "$MQ" info "$T/t1.dq.safetensors"
