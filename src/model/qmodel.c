@@ -16,6 +16,7 @@ struct mq_qmodel {
     size_t n;
     int quantized;
     void **aligned;        /* per logical tensor: aligned copies of scale and zero point */
+    long *logical_of;      /* per stored tensor: its logical tensor, or -1 (companions) */
     float *buf;            /* scratch for mq_qmodel_error */
     size_t buf_cap;
 };
@@ -49,6 +50,7 @@ void mq_qmodel_free(mq_qmodel *qm) {
     }
     mq__free(ctx, qm->t);
     mq__free(ctx, qm->aligned);
+    mq__free(ctx, qm->logical_of);
     mq__free(ctx, qm->buf);
     mq_model_free(qm->model);
     mq__free(ctx, qm);
@@ -61,9 +63,18 @@ const mq_qtensor *mq_qmodel_tensor(const mq_qmodel *qm, size_t i) {
 }
 int mq_qmodel_is_quantized(const mq_qmodel *qm) { return qm->quantized; }
 
+/* Index of a stored tensor (the model keeps its tensors in one array). */
+static size_t stored_index(const mq_model *m, const mq_tensor *x) {
+    return (size_t)(x - mq_model_tensor(m, 0));
+}
+
 long mq_qmodel_find(const mq_qmodel *qm, const char *name) {
-    for (size_t i = 0; i < qm->n; i++)
-        if (!strcmp(qm->t[i].name, name)) return (long)i;
+    /* a logical tensor is stored under its own name (plain, 8-bit) or as <name>_packed */
+    long j = mq_model_find(qm->model, name);
+    if (j >= 0 && qm->logical_of[j] >= 0) return qm->logical_of[j];
+    const mq_tensor *x = find2(qm->model, name, strlen(name), MQ__SUFFIX_PACKED);
+    if (x && qm->logical_of[stored_index(qm->model, x)] >= 0)
+        return qm->logical_of[stored_index(qm->model, x)];
     return -1;
 }
 
@@ -188,21 +199,17 @@ static mq_status assemble(mq_qmodel *qm, const char *path, mq_qtensor *q, const 
     return MQ_OK;
 }
 
-static bool is_companion(const mq_qtensor *t, size_t n, const mq_tensor *x) {
-    for (size_t i = 0; i < n; i++)
-        if (x == t[i].scale || x == t[i].zero_point || x == t[i].shape_tensor ||
-            x == t[i].input_scale || x == t[i].input_zero_point)
-            return true;
-    return false;
-}
-
 static mq_status open_logical(mq_qmodel *qm, const char *path) {
     mq_ctx *ctx = qm->ctx;
     const mq_model *m = qm->model;
     size_t ns = mq_model_tensor_count(m);
     qm->t = (mq_qtensor *)mq__calloc(ctx, ns ? ns : 1, sizeof *qm->t);
     qm->aligned = (void **)mq__calloc(ctx, ns ? 2 * ns : 1, sizeof *qm->aligned);
-    if (!qm->t || !qm->aligned) return MQ_ERR_NOMEM;
+    /* pass 1 marks each stored tensor: -1 plain, -2 companion, k >= 0 quantized entry k */
+    qm->logical_of = (long *)mq__malloc(ctx, (ns ? ns : 1) * sizeof *qm->logical_of);
+    if (!qm->t || !qm->aligned || !qm->logical_of) return MQ_ERR_NOMEM;
+    long *role = qm->logical_of;
+    for (size_t i = 0; i < ns; i++) role[i] = -1;
     /* pass 1: quantized tensors */
     for (size_t i = 0; i < ns; i++) {
         const mq_tensor *x = mq_model_tensor(m, i);
@@ -218,32 +225,33 @@ static mq_status open_logical(mq_qmodel *qm, const char *path) {
         MQ_TRY(assemble(qm, path, q, x, base_len, packed));
         q->kind = mq_classify_tensor(&(mq_tensor){.name = q->name, .ndim = q->ndim});
         qm->quantized = 1;
+        const mq_tensor *comp[] = {q->scale, q->zero_point, q->shape_tensor, q->input_scale,
+                                   q->input_zero_point};
+        for (size_t k = 0; k < 5; k++)
+            if (comp[k]) role[stored_index(m, comp[k])] = -2;
+        role[i] = (long)(qm->n - 1);
     }
-    size_t nq = qm->n;
     /* pass 2: everything else, in file order (then the quantized ones are moved into it) */
     mq_qtensor *all = (mq_qtensor *)mq__calloc(ctx, ns ? ns : 1, sizeof *all);
     if (!all) return MQ_ERR_NOMEM;
     size_t n = 0;
     for (size_t i = 0; i < ns; i++) {
         const mq_tensor *x = mq_model_tensor(m, i);
-        size_t k = 0;
-        while (k < nq && qm->t[k].data != x) k++;
-        if (k < nq) {
-            all[n++] = qm->t[k];
+        if (role[i] >= 0) {
+            all[n] = qm->t[role[i]];
+            role[i] = (long)n++;
             continue;
         }
-        if (is_companion(qm->t, nq, x)) continue;
+        if (role[i] == -2) continue;
+        role[i] = (long)n;
         mq_qtensor *q = &all[n++];
         q->name = mq__strdup(ctx, x->name);
         if (!q->name) {
             /* keep every owned name reachable for mq_qmodel_free: move the quantized tensors
              * not reached yet behind the others */
             n--;
-            for (size_t k2 = 0; k2 < nq; k2++) {
-                bool moved = false;
-                for (size_t j = 0; j < n && !moved; j++) moved = all[j].data == qm->t[k2].data;
-                if (!moved) all[n++] = qm->t[k2];
-            }
+            for (size_t k2 = i + 1; k2 < ns; k2++)
+                if (role[k2] >= 0) all[n++] = qm->t[role[k2]];
             mq__free(ctx, qm->t);
             qm->t = all;
             qm->n = n;
@@ -272,6 +280,8 @@ static mq_status open_logical(mq_qmodel *qm, const char *path) {
     mq__free(ctx, qm->t);
     qm->t = all;
     qm->n = n;
+    for (size_t i = 0; i < ns; i++)
+        if (role[i] < 0) role[i] = -1;
     /* every quantized tensor recorded in the metadata must be there */
     for (size_t i = 0; i < mq_model_metadata_count(m); i++) {
         const char *key = mq_model_metadata_key(m, i);
