@@ -11,12 +11,6 @@ static void help(FILE *f) {
                "tensors are dequantized; names match across plain and quantized layouts.\n");
 }
 
-static void json_num(double v) {
-    if (isnan(v)) fputs("null", stdout);
-    else if (isinf(v)) fputs(v > 0 ? "1e999" : "-1e999", stdout);
-    else printf("%.6g", v);
-}
-
 int cmd_compare(int argc, char **argv) {
     const char *pa = NULL, *pb = NULL;
     bool json = false;
@@ -91,12 +85,7 @@ int cmd_compare(int argc, char **argv) {
                 printf(", \"note\": ");
                 cli_json_string(stdout, note);
             } else {
-                printf(", \"sqnr_db\": ");
-                json_num(es.sqnr_db);
-                printf(", \"rel_error\": ");
-                json_num(es.rel_fro);
-                printf(", \"max_abs_error\": ");
-                json_num(es.max_abs);
+                cli_json_error_stats(stdout, &es);
             }
             printf("}");
         } else if (diff || g_cli.verbose) {

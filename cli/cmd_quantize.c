@@ -342,12 +342,6 @@ static const char *action_name(mq_action a) {
     return a == MQ_ACTION_QUANTIZE ? "quantized" : a == MQ_ACTION_CAST ? "cast" : "kept";
 }
 
-static void json_num(FILE *f, double v) {
-    if (isnan(v)) fputs("null", f);
-    else if (isinf(v)) fputs(v > 0 ? "1e999" : "-1e999", f);
-    else fprintf(f, "%.6g", v);
-}
-
 static void print_json(const qstate *q, const char *out, const mq_report *r) {
     FILE *f = stdout;
     char scheme[64];
@@ -361,7 +355,7 @@ static void print_json(const qstate *q, const char *out, const mq_report *r) {
             mq_qspec_name(&q->o.spec, scheme, sizeof scheme), q->dry_run ? "true" : "false",
             (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out,
             (unsigned long long)r->file_bytes_in, (unsigned long long)r->file_bytes_out);
-    json_num(f, r->bytes_out ? (double)r->bytes_in / (double)r->bytes_out : 0);
+    cli_json_number(f, r->bytes_out ? (double)r->bytes_in / (double)r->bytes_out : 0);
     fprintf(f, ", \"seconds\": %.3f, \"quantized\": %zu, \"cast\": %zu, \"kept\": %zu, "
                "\"tensors\": [", r->seconds, r->nquantized, r->ncast, r->nkept);
     for (size_t i = 0; i < r->ntensors; i++) {
@@ -378,12 +372,7 @@ static void print_json(const qstate *q, const char *out, const mq_report *r) {
             cli_json_string(f, t->reason);
         }
         if (t->has_error) {
-            fputs(", \"sqnr_db\": ", f);
-            json_num(f, t->error.sqnr_db);
-            fputs(", \"rel_error\": ", f);
-            json_num(f, t->error.rel_fro);
-            fputs(", \"max_abs_error\": ", f);
-            json_num(f, t->error.max_abs);
+            cli_json_error_stats(f, &t->error);
         }
         fputs("}", f);
     }

@@ -48,12 +48,6 @@ static int parse(vopts *o, int argc, char **argv) {
     return 0;
 }
 
-static void json_num(double v) {
-    if (isnan(v)) fputs("null", stdout);
-    else if (isinf(v)) fputs(v > 0 ? "1e999" : "-1e999", stdout);
-    else printf("%.6g", v);
-}
-
 int cmd_validate(int argc, char **argv) {
     vopts o = {0};
     int rc = parse(&o, argc, argv);
@@ -130,12 +124,7 @@ int cmd_validate(int argc, char **argv) {
                 cli_json_string(stdout, problem);
             }
             if (has_err) {
-                printf(", \"sqnr_db\": ");
-                json_num(es.sqnr_db);
-                printf(", \"rel_error\": ");
-                json_num(es.rel_fro);
-                printf(", \"max_abs_error\": ");
-                json_num(es.max_abs);
+                cli_json_error_stats(stdout, &es);
             }
             printf("}");
         } else if (!g_cli.quiet && (quantized || problem[0] || g_cli.verbose)) {

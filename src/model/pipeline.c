@@ -25,7 +25,6 @@ typedef struct stream {
     const mq_model *model;
     mq_writer *w;
     const mq_quantize_options *opts;
-    mq_report *rep;
     uint8_t *out;        /* converted chunk */
     float *deq;          /* F32 scratch: the dequantized chunk */
     size_t out_cap, f32_cap;
@@ -344,7 +343,7 @@ done:
 static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *out,
                      const mq_quantize_options *o, mq_report *rep) {
     meta_list ml = {0};
-    stream s = {.ctx = ctx, .model = m, .opts = o, .rep = rep, .total = p->bytes_in};
+    stream s = {.ctx = ctx, .model = m, .opts = o, .total = p->bytes_in};
     char *cfg_final = NULL;
     mq_status st = build_meta(ctx, m, p, o, &ml);
     if (st == MQ_OK)
