@@ -160,6 +160,30 @@ PY
 expect_exit 4 v_missing_shape -- "$MQ" validate "$T/noshape.safetensors"
 expect_out v_missing_shape_msg "blocks\.0\.attn\.qkv\.weight.*_shape"
 
+# static quantization: calibration statistics give input scales on every calibrated layer
+"$PYTHON" - "$T/act.safetensors" <<'PY'
+import json, random, struct, sys
+random.seed(1)
+layers = [("conv1", [4, 1, 8, 8]), ("conv2", [4, 32, 8, 8]), ("fc1", [16, 1024]), ("fc2", [16, 128])]
+hdr, blobs, off = {}, [], 0
+for name, shape in layers:
+    n = 1
+    for d in shape: n *= d
+    data = struct.pack(f"<{n}f", *[abs(random.gauss(0, 1)) for _ in range(n)])
+    hdr[name] = {"dtype": "F32", "shape": shape, "data_offsets": [off, off + len(data)]}
+    off += len(data); blobs.append(data)
+h = json.dumps(hdr).encode(); h += b" " * (-len(h) % 8)
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+PY
+expect_exit 0 s_calibrate -- "$MQ" calibrate --model "$CNN" --activations "$T/act.safetensors" -o "$T/stats.safetensors"
+expect_exit 0 s_quantize -- "$MQ" quantize "$CNN" --calibration "$T/stats.safetensors" -o "$T/static.safetensors" --json
+grep -q '"name": "fc1.weight".*"action": "quantized"' "$T/out" && ok s_quantized || notok s_quantized "fc1 not quantized"
+expect_exit 0 s_info -- "$MQ" info "$T/static.safetensors"
+expect_out s_input_scale '^  fc1\.input_scale +F32 +\[1\]'
+expect_out s_input_zero_point '^  conv2\.input_zero_point +U8 +\[1\]'
+expect_exit 0 s_validate -- "$MQ" validate "$T/static.safetensors" --reference "$CNN"
+expect_exit 5 s_missing_stats -- "$MQ" quantize "$CNN" --calibration "$T/none.safetensors" -o "$T/x.safetensors"
+
 # compare: plain vs quantized, matched by name
 expect_exit 0 c_run -- "$MQ" compare "$LM" "$T/t1.safetensors"
 expect_out c_summary 'B is 5\.[0-9]+x smaller; 16 tensors differ, 0 only in A, 0 only in B'
