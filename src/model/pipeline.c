@@ -46,7 +46,7 @@ static mq_status ensure(mq_ctx *ctx, void **buf, size_t *cap, size_t need) {
 
 /* Drops consumed input pages from this process (they stay in the page cache). Only for
  * ranges inside a read-only file mapping of the model; owned buffers are left alone. */
-static void release_input(const mq_model *m, const void *p, uint64_t n) {
+void mq__release_input(const mq_model *m, const void *p, uint64_t n) {
     uintptr_t b = (uintptr_t)p, e = b + (uintptr_t)n;
     for (size_t i = 0; i < m->nmaps; i++) {
         uintptr_t mb = (uintptr_t)m->maps[i].addr, me = mb + m->maps[i].len;
@@ -69,7 +69,7 @@ static mq_status copy_tensor(stream *s, const mq__plan_entry *e) {
     for (uint64_t off = 0; off < t->nbytes; off += COPY_SLICE) {
         uint64_t k = t->nbytes - off < COPY_SLICE ? t->nbytes - off : COPY_SLICE;
         MQ_TRY(mq_writer_write(s->w, p + off, (size_t)k));
-        release_input(s->model, p + off, k);
+        mq__release_input(s->model, p + off, k);
         MQ_TRY(progress(s, t->name, k));
     }
     return MQ_OK;
@@ -94,7 +94,7 @@ static mq_status cast_tensor(stream *s, const mq__plan_entry *e, mq__err_acc *ac
         double before = acc->sum_a2;
         MQ_TRY(mq__err_acc_add(s->ctx, acc, t->dtype, src, s->deq, n));
         if (!isfinite(acc->sum_a2) && isfinite(before)) return nonfinite_error(s, t);
-        release_input(s->model, src, n * es);
+        mq__release_input(s->model, src, n * es);
         MQ_TRY(progress(s, t->name, n * es));
     }
     return MQ_OK;
@@ -138,11 +138,11 @@ static mq_status quantize_tensor(stream *s, const mq__plan_entry *e, mq__err_acc
         }
         /* per-tensor parameters need every row on the first call: keep the pages until then */
         if (spec.granularity != MQ_PER_TENSOR)
-            release_input(s->model, (const uint8_t *)t->data + (uint64_t)rb * row_in,
+            mq__release_input(s->model, (const uint8_t *)t->data + (uint64_t)rb * row_in,
                           (uint64_t)nr * row_in);
         MQ_TRY(progress(s, t->name, (uint64_t)nr * row_in));
     }
-    if (spec.granularity == MQ_PER_TENSOR) release_input(s->model, t->data, t->nbytes);
+    if (spec.granularity == MQ_PER_TENSOR) mq__release_input(s->model, t->data, t->nbytes);
     /* companions, in plan order: scale, zero point, shape, input parameters */
     MQ_TRY(mq_writer_write(s->w, s->scale, (size_t)L->nscales * sizeof(float)));
     if (zsz) MQ_TRY(mq_writer_write(s->w, s->zp, (size_t)L->nscales * zsz));

@@ -56,6 +56,10 @@ MQ_HIDDEN mq_status mq__plan_warn(mq__plan *plan, const char *fmt, ...) MQ_PRINT
 /* 1 when a layer named like an output head (lm_head, output, head, classifier, score). */
 MQ_HIDDEN int mq__is_head_name(const char *name);
 
+/* Drops consumed input pages [p, p+n) from the process when they lie in a read-only file
+ * mapping of the model (they stay in the page cache); owned buffers are left alone. */
+MQ_HIDDEN void mq__release_input(const mq_model *m, const void *p, uint64_t n);
+
 /* "type scheme granularity group_size search dtype", the per-tensor metadata value. */
 MQ_HIDDEN void mq__spec_to_meta(const mq_qspec *spec, mq_dtype orig, char *buf, size_t cap);
 MQ_HIDDEN int mq__spec_from_meta(const char *s, mq_qspec *spec, mq_dtype *orig);

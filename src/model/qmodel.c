@@ -454,6 +454,7 @@ static mq_status write_plain(mq_qmodel *qm, mq_writer *w, const mq_tensor_desc *
         mq_dtype dt = descs[i].dtype;
         if (q->spec.type == MQ_Q_NONE || (dt == q->data->dtype && q->spec.type >= MQ_Q_FP16)) {
             MQ_TRY(mq_writer_write(w, q->data->data, (size_t)q->data->nbytes));
+            mq__release_input(qm->model, q->data->data, q->data->nbytes);
             continue;
         }
         int64_t rows = rows_of(q);
@@ -468,6 +469,7 @@ static mq_status write_plain(mq_qmodel *qm, mq_writer *w, const mq_tensor_desc *
             MQ_TRY(mq_writer_write(w, conv, n * mq_dtype_size(dt)));
             MQ_TRY(mq__progress(ctx, q->name, (uint64_t)i, (uint64_t)qm->n));
         }
+        mq__release_input(qm->model, q->data->data, q->data->nbytes);
     }
     return MQ_OK;
 }
