@@ -420,8 +420,11 @@ typedef struct mq_quantize_options {
                                   failing with MQ_ERR_QUANT */
     int error_stats;           /* compute per-tensor error figures (costs one dequantization) */
     double sqnr_warn_db;       /* warn when a quantized tensor's SQNR is below this (0: never) */
-    const char *calibration;   /* statistics file from `monoquant calibrate`, or NULL: stores
-                                  input_scale/zero_point and weights the scale search */
+    const char *calibration;   /* statistics file from `monoquant calibrate`, or NULL: every
+                                  quantized `<layer>.weight` with statistics gets
+                                  `<layer>.input_scale` / `input_zero_point`, and its mean
+                                  x^2 per input channel becomes spec.importance (used by
+                                  MQ_SEARCH_MSE: activation-aware scales) */
     mq_format out_format;      /* MQ_FORMAT_AUTO: from the output extension */
     int dry_run;               /* plan only: nothing is read beyond the header, nothing written */
 } mq_quantize_options;
