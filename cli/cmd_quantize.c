@@ -297,10 +297,9 @@ static int parse_args(qstate *q, int argc, char **argv) {
     mq_qspec *s = &q->o.spec;
     mq_qspec_recommended(s, s->type);
     /* min/max scales for every type: on the LM fixture the MSE clipping search raised INT4
-     * SQNR but lost more perplexity (clipped outliers matter), docs/CLI.md */
+     * SQNR but lost more perplexity (clipped outliers matter), also when weighted by
+     * calibration statistics (docs/CLI.md) */
     s->search = MQ_SEARCH_MINMAX;
-    /* with calibration statistics the search weights errors by activation energy */
-    if (q->o.calibration) s->search = MQ_SEARCH_MSE;
     if (q->scheme_set) s->scheme = q->scheme;
     if (q->gran_set) s->granularity = q->gran;
     if (q->search_set) s->search = q->search;
