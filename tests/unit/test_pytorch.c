@@ -51,7 +51,7 @@ static int data_matches(const mq_tensor *t, size_t i) {
 
 TEST(round_trip_every_dtype_with_metadata) {
     mq_ctx *ctx = mq_ctx_create();
-    const mq_dtype dts[] = {MQ_F32, MQ_F16, MQ_BF16, MQ_F64, MQ_I64, MQ_I32,
+    const mq_dtype dts[] = {MQ_F32, MQ_F16, MQ_BF16, MQ_F64,  MQ_I64, MQ_I32,
                             MQ_I16, MQ_I8,  MQ_U8,   MQ_BOOL, MQ_C64};
     enum { N = sizeof dts / sizeof *dts + 2 };
     mq_tensor_desc d[N];
@@ -65,8 +65,8 @@ TEST(round_trip_every_dtype_with_metadata) {
         d[i].shape[0] = (int64_t)i + 1;
         d[i].shape[1] = 37;
     }
-    d[N - 2].ndim = 0;                      /* a scalar */
-    d[N - 1].shape[0] = 0;                  /* an empty tensor */
+    d[N - 2].ndim = 0;     /* a scalar */
+    d[N - 1].shape[0] = 0; /* an empty tensor */
     mq_kv meta[2] = {{"quantization", "{\"bits\": 8}"}, {"note", "x"}};
     const char *p = tmp_path("rt.pt");
     CHECK_EQ_INT(write_file(ctx, p, d, N, meta, 2, 5), MQ_OK);
@@ -139,6 +139,62 @@ TEST(crc32_known_values) {
     CHECK_EQ_INT(mq__crc32_update(&c, part, "6789", 4), 0xCBF43926u);
 }
 
+TEST(crc32_combine_matches_one_pass) {
+    mq_crc32 c;
+    mq__crc32_init(&c);
+    enum { N = 3000 };
+    static uint8_t buf[N];
+    for (size_t i = 0; i < N; i++) buf[i] = (uint8_t)(i * 131 + (i >> 5));
+    uint32_t whole = mq__crc32_update(&c, 0, buf, N);
+    for (size_t cut = 0; cut <= N; cut += 97) {
+        uint32_t a = mq__crc32_update(&c, 0, buf, cut),
+                 b = mq__crc32_update(&c, 0, buf + cut, N - cut);
+        CHECK_EQ_INT(mq__crc32_combine(&c, a, b, N - cut), whole);
+    }
+}
+
+/* A large tensor written in one chunk: the CRC is computed in pieces on several threads. */
+TEST(parallel_crc_same_file_for_any_thread_count) {
+    const size_t n = (5u << 20) + 3;
+    uint8_t *data = (uint8_t *)malloc(n);
+    for (size_t i = 0; i < n; i++) data[i] = (uint8_t)(i * 2654435761u >> 11);
+    mq_tensor_desc d = {"big", MQ_U8, 1, {(int64_t)n}};
+    uint8_t *files[2] = {NULL, NULL};
+    long sizes[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {
+        mq_ctx *ctx = mq_ctx_create();
+        mq_ctx_set_threads(ctx, k ? 3 : 1);
+        const char *p = tmp_path(k ? "crc3.pt" : "crc1.pt");
+        mq_writer *w = NULL;
+        CHECK_EQ_INT(mq_writer_open(ctx, p, MQ_FORMAT_PYTORCH, &d, 1, NULL, 0, &w), MQ_OK);
+        CHECK_EQ_INT(mq_writer_write(w, data, n), MQ_OK);
+        CHECK_EQ_INT(mq_writer_commit(w), MQ_OK);
+        mq_writer_free(w);
+        mq_ctx_free(ctx);
+        FILE *f = fopen(p, "rb");
+        fseek(f, 0, SEEK_END);
+        sizes[k] = ftell(f);
+        fseek(f, 0, SEEK_SET);
+        files[k] = (uint8_t *)malloc((size_t)sizes[k]);
+        CHECK_EQ_INT(fread(files[k], 1, (size_t)sizes[k], f), sizes[k]);
+        fclose(f);
+    }
+    CHECK(sizes[0] == sizes[1] && !memcmp(files[0], files[1], (size_t)sizes[0]));
+    /* and the recorded CRC is the one-pass CRC */
+    mq_ctx *ctx = mq_ctx_create();
+    mq_zip z;
+    CHECK_EQ_INT(mq__zip_open(ctx, "crc3.pt", files[1], (size_t)sizes[1], &z), MQ_OK);
+    const mq_zip_entry *e = mq__zip_find(&z, "archive/data/0", 14);
+    mq_crc32 c;
+    mq__crc32_init(&c);
+    CHECK(e && e->crc == mq__crc32_update(&c, 0, data, n));
+    mq__zip_close(ctx, &z);
+    mq_ctx_free(ctx);
+    free(files[0]);
+    free(files[1]);
+    free(data);
+}
+
 static mq_status pk(mq_ctx *ctx, const char *bytes, size_t n, mq_pk_arena **a,
                     const mq_pk_obj **root) {
     return mq__pk_load(ctx, "t.pkl", (const uint8_t *)bytes, n, a, root);
@@ -172,7 +228,11 @@ TEST(pickle_rejections_name_opcode_and_offset) {
     mq_ctx *ctx = mq_ctx_create();
     mq_pk_arena *a = NULL;
     const mq_pk_obj *r = NULL;
-    CHECK_EQ_INT(pk(ctx, "\x80\x02" "cos\nsystem\n.", 14, &a, &r), MQ_ERR_FORMAT);
+    CHECK_EQ_INT(pk(ctx,
+                    "\x80\x02"
+                    "cos\nsystem\n.",
+                    14, &a, &r),
+                 MQ_ERR_FORMAT);
     CHECK_MSG_HAS(ctx, "global 'os.system' is not allowed");
     CHECK_MSG_HAS(ctx, "byte 2");
     CHECK_EQ_INT(pk(ctx, "\x80\x02NN\x94.", 6, &a, &r), MQ_ERR_FORMAT); /* MEMOIZE */
@@ -186,7 +246,10 @@ TEST(pickle_rejections_name_opcode_and_offset) {
     CHECK_EQ_INT(pk(ctx, "\x80\x02]K\x01u.", 7, &a, &r), MQ_ERR_FORMAT);
     CHECK_EQ_INT(pk(ctx, "\x80\x09.", 3, &a, &r), MQ_ERR_FORMAT);
     CHECK_MSG_HAS(ctx, "protocol");
-    CHECK_EQ_INT(pk(ctx, "\x80\x02" "ctorch._utils\n_rebuild_sparse_tensor\n)R.", 44, &a, &r),
+    CHECK_EQ_INT(pk(ctx,
+                    "\x80\x02"
+                    "ctorch._utils\n_rebuild_sparse_tensor\n)R.",
+                    44, &a, &r),
                  MQ_ERR_UNSUPPORTED);
     CHECK(a == NULL && r == NULL);
     mq_ctx_free(ctx);
@@ -267,10 +330,14 @@ TEST(reader_appends_and_key_option) {
     /* {"model": {"w": tensor}, "ema": {"w": tensor}} written by hand */
     static const char pkl[] =
         "\x80\x02}(X\x05\0\0\0model}X\x01\0\0\0wctorch._utils\n_rebuild_tensor_v2\n"
-        "((X\x07\0\0\0storagectorch\nFloatStorage\nX\x01\0\0\x00" "0X\x03\0\0\0cpuK\x04tQ"
-        "K\0K\x04\x85K\x01\x85\x89" "ccollections\nOrderedDict\n)RtRsX\x03\0\0\0ema}X\x01\0\0\0w"
+        "((X\x07\0\0\0storagectorch\nFloatStorage\nX\x01\0\0\x00"
+        "0X\x03\0\0\0cpuK\x04tQ"
+        "K\0K\x04\x85K\x01\x85\x89"
+        "ccollections\nOrderedDict\n)RtRsX\x03\0\0\0ema}X\x01\0\0\0w"
         "ctorch._utils\n_rebuild_tensor_v2\n((X\x07\0\0\0storagectorch\nFloatStorage\n"
-        "X\x01\0\0\x00" "0X\x03\0\0\0cpuK\x04tQK\x01K\x02\x85K\x01\x85\x89" "ccollections\nOrderedDict\n"
+        "X\x01\0\0\x00"
+        "0X\x03\0\0\0cpuK\x04tQK\x01K\x02\x85K\x01\x85\x89"
+        "ccollections\nOrderedDict\n"
         ")RtRsu.";
     static uint8_t buf[2048];
     const char *names[] = {"r/data.pkl", "r/data/0"};
@@ -285,7 +352,7 @@ TEST(reader_appends_and_key_option) {
     CHECK_EQ_INT(mq__pytorch_read_mem(m, "h.pt", buf, n, "ema"), MQ_OK);
     CHECK_EQ_INT(m->ntensors, 2); /* appended */
     CHECK_EQ_INT(m->tensors[1].shape[0], 2);
-    CHECK(!memcmp(m->tensors[1].data, "456789ab", 8)); /* storage offset 1 element */
+    CHECK(!memcmp(m->tensors[1].data, "456789ab", 8));       /* storage offset 1 element */
     CHECK_EQ_INT(mq__model_index(m, "h.pt"), MQ_ERR_FORMAT); /* both are named "w" */
     CHECK_EQ_INT(mq__pytorch_read_mem(m, "h.pt", buf, n, "."), MQ_OK);
     CHECK_EQ_STR(m->tensors[2].name, "model.w");
@@ -364,6 +431,8 @@ int main(void) {
     RUN(round_trip_every_dtype_with_metadata);
     RUN(zip64_many_entries);
     RUN(crc32_known_values);
+    RUN(crc32_combine_matches_one_pass);
+    RUN(parallel_crc_same_file_for_any_thread_count);
     RUN(pickle_scalars);
     RUN(pickle_rejections_name_opcode_and_offset);
     RUN(zip_reader_basics);
