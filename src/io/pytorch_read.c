@@ -179,12 +179,10 @@ static mq_status select_dict(pt_reader *r, const mq_pk_obj *root, const char *ke
             found = v;
         }
     }
-    if (candidates == 1 && found->kind == MQ_PK_DICT) {
-        *out = found;
-        return MQ_OK;
-    }
-    if (candidates == 0) {
-        *out = root; /* no tensors at all: an empty state dict */
+    if (candidates <= 1) {
+        /* one dict of tensors; or tensors in one list (named by index under its key); or
+         * no tensors at all (an empty state dict) */
+        *out = candidates == 1 && found->kind == MQ_PK_DICT ? found : root;
         return MQ_OK;
     }
     MQ_TRY(list_keys(r, root, true, keys, sizeof keys));

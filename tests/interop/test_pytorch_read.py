@@ -149,6 +149,10 @@ def nested_modules_flatten_with_dots():
     # a top-level tensor makes the top level the state dict; sub-dicts flatten
     ck2 = {"a": t1, "sub": {"b": t2}}
     expect_same(read(save(ck2, "dotted2.pt")), collections.OrderedDict([("a", t1), ("sub.b", t2)]))
+    # tensors only inside one list: named by index under the list's key
+    ck3 = {"step": 1, "layers": [t1, (t2, t3)]}
+    expect_same(read(save(ck3, "dotted3.pt")),
+                collections.OrderedDict([("layers.0", t1), ("layers.1.0", t2), ("layers.1.1", t3)]))
 
 
 @case
