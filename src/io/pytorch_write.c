@@ -34,7 +34,8 @@ typedef struct pt_state {
     uint32_t crc; /* of the tensor being streamed */
     pt_record *recs;
     size_t nrecs, cap;
-    uint32_t *piece_crc; /* per-piece CRCs of a large chunk */
+    uint64_t zip64_limit; /* sizes and offsets from here on take their ZIP64 forms */
+    uint32_t *piece_crc;  /* per-piece CRCs of a large chunk */
     size_t piece_cap;
     uint8_t *pk; /* pickle being built */
     size_t pk_len, pk_cap;
@@ -180,7 +181,8 @@ static mq_status add_record(mq_writer *w, const char *name, uint64_t size, pt_re
 static mq_status local_header(mq_writer *w, const pt_record *r) {
     uint8_t h[30 + 256 + 20 + 4 + ALIGN];
     size_t nlen = strlen(r->name);
-    bool zip64 = r->size >= U32_MAX;
+    const pt_state *s = (const pt_state *)w->state;
+    bool zip64 = r->size >= s->zip64_limit;
     size_t x64 = zip64 ? 20 : 0;
     uint64_t base = r->header_off + 30 + nlen + x64;
     size_t pad = (size_t)((ALIGN - (base + 4) % ALIGN) % ALIGN);
@@ -226,7 +228,7 @@ static mq_status central_directory(mq_writer *w) {
         const pt_record *r = &s->recs[i];
         uint8_t h[46 + 256 + 28];
         size_t nlen = strlen(r->name);
-        bool big_size = r->size >= U32_MAX, big_off = r->header_off >= U32_MAX;
+        bool big_size = r->size >= s->zip64_limit, big_off = r->header_off >= s->zip64_limit;
         size_t xlen = (big_size || big_off) ? 4 + (big_size ? 16 : 0) + (big_off ? 8 : 0) : 0;
         memset(h, 0, sizeof h);
         mq__store_le32(h, 0x02014b50u);
@@ -255,7 +257,7 @@ static mq_status central_directory(mq_writer *w) {
         MQ_TRY(mq__writer_out(w, h, 46 + nlen + xlen));
     }
     uint64_t cd_size = w->pos - cd_off, count = s->nrecs;
-    bool zip64 = count >= 0xFFFF || cd_off >= U32_MAX || cd_size >= U32_MAX;
+    bool zip64 = count >= 0xFFFF || cd_off >= s->zip64_limit || cd_size >= s->zip64_limit;
     if (zip64) {
         uint8_t e64[56 + 20] = {0};
         uint64_t e64_off = w->pos;
@@ -317,6 +319,7 @@ static mq_status pt_begin(mq_writer *w) {
     pt_state *s = (pt_state *)mq__calloc(w->ctx, 1, sizeof *s);
     if (!s) return MQ_ERR_NOMEM;
     w->state = s;
+    s->zip64_limit = U32_MAX;
     mq__crc32_init(&s->tab);
     MQ_TRY(build_state_pickle(w));
     MQ_TRY(whole_record(w, ROOT "data.pkl", s->pk, s->pk_len));
@@ -413,3 +416,8 @@ static void pt_release(mq_writer *w) {
 
 const mq_writer_backend mq__pytorch_backend = {pt_begin,      pt_tensor_begin, pt_observe,
                                                pt_tensor_end, pt_finish,       pt_release};
+
+void mq__pytorch_writer_set_zip64_limit(mq_writer *w, uint64_t limit) {
+    pt_state *s = (pt_state *)w->state;
+    if (w->be == &mq__pytorch_backend && s) s->zip64_limit = limit < U32_MAX ? limit : U32_MAX;
+}

@@ -19,10 +19,14 @@ static const char *tmp_path(const char *name) {
 }
 
 /* Writes tensors whose byte j is (seed + j) mod 251, in chunks of `chunk` bytes. */
+static uint64_t zip64_limit = UINT64_MAX; /* test setting: force ZIP64 forms from here */
+
 static mq_status write_file(mq_ctx *ctx, const char *path, const mq_tensor_desc *d, size_t n,
                             const mq_kv *meta, size_t nmeta, size_t chunk) {
     mq_writer *w = NULL;
     mq_status st = mq_writer_open(ctx, path, MQ_FORMAT_PYTORCH, d, n, meta, nmeta, &w);
+    if (st == MQ_OK && zip64_limit != UINT64_MAX)
+        mq__pytorch_writer_set_zip64_limit(w, zip64_limit);
     for (size_t i = 0; st == MQ_OK && i < n; i++) {
         size_t bytes = mq_dtype_size(d[i].dtype);
         for (int k = 0; k < d[i].ndim; k++) bytes *= (size_t)d[i].shape[k];
@@ -127,6 +131,58 @@ TEST(zip64_many_entries) {
     mq_model_free(m);
     free(d);
     free(names);
+    mq_ctx_free(ctx);
+}
+
+/* The set of tensors the interop test checks against torch (byte j of tensor i is
+ * (7 i + j) mod 251). */
+static const mq_tensor_desc zip64_set[] = {
+    {"a.weight", MQ_F32, 2, {3, 5}}, {"b", MQ_I64, 1, {2}},    {"c", MQ_BF16, 1, {4}},
+    {"scalar", MQ_F32, 0, {0}},      {"empty", MQ_I8, 1, {0}},
+};
+
+static mq_status write_zip64_set(const char *path) {
+    mq_ctx *ctx = mq_ctx_create();
+    mq_kv meta = {"quantization", "{\"bits\": 4}"};
+    zip64_limit = 0; /* every record after the pickle and byteorder */
+    mq_status st = write_file(ctx, path, zip64_set, 5, &meta, 1, 3);
+    zip64_limit = UINT64_MAX;
+    mq_ctx_free(ctx);
+    return st;
+}
+
+TEST(zip64_forms_of_sizes_and_offsets) {
+    const char *p = tmp_path("z64.pt");
+    CHECK_EQ_INT(write_zip64_set(p), MQ_OK);
+    mq_ctx *ctx = mq_ctx_create();
+    mq_model *m = NULL;
+    CHECK_EQ_INT(mq_model_open(ctx, p, NULL, &m), MQ_OK);
+    if (m) {
+        CHECK_EQ_INT(mq_model_tensor_count(m), 5);
+        for (size_t i = 0; i < 5 && i < mq_model_tensor_count(m); i++) {
+            CHECK_EQ_STR(mq_model_tensor(m, i)->name, zip64_set[i].name);
+            CHECK(data_matches(mq_model_tensor(m, i), i));
+        }
+        CHECK_EQ_STR(mq_model_metadata_get(m, "quantization"), "{\"bits\": 4}");
+    }
+    mq_model_free(m);
+    /* the central entries of the data records carry ZIP64 sizes and offsets */
+    FILE *f = fopen(p, "rb");
+    static uint8_t buf[8192];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    mq_zip z;
+    CHECK_EQ_INT(mq__zip_open(ctx, "z64.pt", buf, n, &z), MQ_OK);
+    int zip64_entries = 0;
+    for (size_t off = 0; off + 46 < n; off++) {
+        if (mq__load_le32(buf + off) != 0x02014b50u) continue;
+        if (mq__load_le32(buf + off + 20) == 0xFFFFFFFFu &&
+            mq__load_le32(buf + off + 42) == 0xFFFFFFFFu)
+            zip64_entries++;
+    }
+    CHECK_EQ_INT(zip64_entries, 9); /* every central entry: the directory comes last */
+    CHECK_EQ_INT(mq__load_le32(buf + n - 22 - 20 - 56), 0x06064b50u);
+    mq__zip_close(ctx, &z);
     mq_ctx_free(ctx);
 }
 
@@ -424,12 +480,15 @@ TEST(allocation_failures_are_clean) {
     }
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    /* helper mode for tests/interop/test_pytorch_write.py */
+    if (argc == 3 && !strcmp(argv[1], "write-zip64")) return write_zip64_set(argv[2]) != MQ_OK;
     const char *base = getenv("TEST_TMPDIR");
     snprintf(tmpdir, sizeof tmpdir, "%s/pytorchXXXXXX", base && *base ? base : "/tmp");
     if (!mkdtemp(tmpdir)) return 1;
     RUN(round_trip_every_dtype_with_metadata);
     RUN(zip64_many_entries);
+    RUN(zip64_forms_of_sizes_and_offsets);
     RUN(crc32_known_values);
     RUN(crc32_combine_matches_one_pass);
     RUN(parallel_crc_same_file_for_any_thread_count);
