@@ -293,7 +293,11 @@ static bool valid_utf8(const char *str) {
                 : (*p & 0xF0) == 0xE0 ? 2
                 : (*p & 0xF8) == 0xF0 ? 3
                                       : -1;
-        if (n < 0 || (n == 1 && *p < 0xC2)) return false;
+        if (n < 0 || (n == 1 && *p < 0xC2) || *p > 0xF4) return false;
+        /* no overlong forms, nothing above U+10FFFF (surrogates pass, as Python allows) */
+        if ((*p == 0xE0 && p[1] < 0xA0) || (*p == 0xF0 && p[1] < 0x90) ||
+            (*p == 0xF4 && p[1] > 0x8F))
+            return false;
         p++;
         for (int k = 0; k < n; k++, p++)
             if ((*p & 0xC0) != 0x80) return false;

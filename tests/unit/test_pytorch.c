@@ -480,6 +480,30 @@ TEST(allocation_failures_are_clean) {
     }
 }
 
+TEST(writer_refuses_what_torch_cannot_load) {
+    mq_ctx *ctx = mq_ctx_create();
+    mq_writer *w = NULL;
+    mq_tensor_desc bad_dtype = {"u", MQ_U16, 1, {2}};
+    CHECK_EQ_INT(
+        mq_writer_open(ctx, tmp_path("bad.pt"), MQ_FORMAT_PYTORCH, &bad_dtype, 1, NULL, 0, &w),
+        MQ_ERR_UNSUPPORTED);
+    CHECK_MSG_HAS(ctx, "U16");
+    static const char *const bad_names[] = {"\xff", "\xc0\x80", "\xe0\x80\x80", "\xf4\x90\x80\x80",
+                                            "a\xc3"};
+    for (size_t i = 0; i < sizeof bad_names / sizeof *bad_names; i++) {
+        mq_tensor_desc d = {bad_names[i], MQ_F32, 1, {1}};
+        CHECK_EQ_INT(mq_writer_open(ctx, tmp_path("bad.pt"), MQ_FORMAT_PYTORCH, &d, 1, NULL, 0, &w),
+                     MQ_ERR_INVALID);
+        CHECK_MSG_HAS(ctx, "UTF-8");
+    }
+    CHECK(access(tmp_path("bad.pt"), F_OK) != 0);
+    mq_tensor_desc ok = {"caf\xc3\xa9.\xe2\x9c\x93", MQ_F32, 1, {1}};
+    CHECK_EQ_INT(mq_writer_open(ctx, tmp_path("ok.pt"), MQ_FORMAT_PYTORCH, &ok, 1, NULL, 0, &w),
+                 MQ_OK);
+    mq_writer_free(w);
+    mq_ctx_free(ctx);
+}
+
 int main(int argc, char **argv) {
     /* helper mode for tests/interop/test_pytorch_write.py */
     if (argc == 3 && !strcmp(argv[1], "write-zip64")) return write_zip64_set(argv[2]) != MQ_OK;
@@ -497,6 +521,7 @@ int main(int argc, char **argv) {
     RUN(zip_reader_basics);
     RUN(reader_appends_and_key_option);
     RUN(allocation_failures_are_clean);
+    RUN(writer_refuses_what_torch_cannot_load);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) return 1;
