@@ -505,7 +505,7 @@ TEST(writer_refuses_what_torch_cannot_load) {
 }
 
 int main(int argc, char **argv) {
-    /* helper mode for tests/interop/test_pytorch_write.py */
+    /* `test_pytorch write-zip64 PATH` writes the ZIP64 sample tests/interop checks with torch */
     if (argc == 3 && !strcmp(argv[1], "write-zip64")) return write_zip64_set(argv[2]) != MQ_OK;
     const char *base = getenv("TEST_TMPDIR");
     snprintf(tmpdir, sizeof tmpdir, "%s/pytorchXXXXXX", base && *base ? base : "/tmp");
