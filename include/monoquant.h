@@ -174,7 +174,9 @@ typedef struct mq_model mq_model;
 typedef struct mq_open_options {
     mq_format format;       /* MQ_FORMAT_AUTO: detect */
     const char *key;        /* PyTorch: the entry of a nested dict that holds the tensors
-                               (e.g. "state_dict"); NULL: find it */
+                               (e.g. "state_dict"); "." for the top level; NULL: the top level
+                               if it holds tensors, else the one entry that does (several such
+                               entries: MQ_ERR_INVALID listing them) */
 } mq_open_options;
 
 /* Opens a checkpoint: a .safetensors file, a *.index.json of shards, a folder holding either,

@@ -54,28 +54,45 @@ static const struct {
     const char *name;
     mq_dtype dtype;
 } storage_table[] = {
-    {"FloatStorage", MQ_F32}, {"DoubleStorage", MQ_F64}, {"HalfStorage", MQ_F16},
-    {"BFloat16Storage", MQ_BF16}, {"LongStorage", MQ_I64}, {"IntStorage", MQ_I32},
-    {"ShortStorage", MQ_I16}, {"CharStorage", MQ_I8}, {"ByteStorage", MQ_U8},
-    {"BoolStorage", MQ_BOOL}, {"ComplexFloatStorage", MQ_C64},
+    {"FloatStorage", MQ_F32},     {"DoubleStorage", MQ_F64},       {"HalfStorage", MQ_F16},
+    {"BFloat16Storage", MQ_BF16}, {"LongStorage", MQ_I64},         {"IntStorage", MQ_I32},
+    {"ShortStorage", MQ_I16},     {"CharStorage", MQ_I8},          {"ByteStorage", MQ_U8},
+    {"BoolStorage", MQ_BOOL},     {"ComplexFloatStorage", MQ_C64},
 };
 
 /* Storage classes PyTorch allows but that have no dtype here. */
 static const char *const storage_unsupported[] = {
-    "ComplexDoubleStorage", "QUInt8Storage", "QInt8Storage", "QInt32Storage",
-    "QUInt4x2Storage", "QUInt2x4Storage",
+    "ComplexDoubleStorage", "QUInt8Storage",   "QInt8Storage",
+    "QInt32Storage",        "QUInt4x2Storage", "QUInt2x4Storage",
 };
 
 static const struct {
     const char *name;
     mq_dtype dtype;
 } dtype_table[] = {
-    {"float32", MQ_F32}, {"float", MQ_F32}, {"float64", MQ_F64}, {"double", MQ_F64},
-    {"float16", MQ_F16}, {"half", MQ_F16}, {"bfloat16", MQ_BF16}, {"int64", MQ_I64},
-    {"long", MQ_I64}, {"int32", MQ_I32}, {"int", MQ_I32}, {"int16", MQ_I16},
-    {"short", MQ_I16}, {"int8", MQ_I8}, {"uint8", MQ_U8}, {"bool", MQ_BOOL},
-    {"complex64", MQ_C64}, {"uint16", MQ_U16}, {"uint32", MQ_U32}, {"uint64", MQ_U64},
-    {"float8_e4m3fn", MQ_F8_E4M3}, {"float8_e5m2", MQ_F8_E5M2}, {"float8_e8m0fnu", MQ_F8_E8M0},
+    {"float32", MQ_F32},
+    {"float", MQ_F32},
+    {"float64", MQ_F64},
+    {"double", MQ_F64},
+    {"float16", MQ_F16},
+    {"half", MQ_F16},
+    {"bfloat16", MQ_BF16},
+    {"int64", MQ_I64},
+    {"long", MQ_I64},
+    {"int32", MQ_I32},
+    {"int", MQ_I32},
+    {"int16", MQ_I16},
+    {"short", MQ_I16},
+    {"int8", MQ_I8},
+    {"uint8", MQ_U8},
+    {"bool", MQ_BOOL},
+    {"complex64", MQ_C64},
+    {"uint16", MQ_U16},
+    {"uint32", MQ_U32},
+    {"uint64", MQ_U64},
+    {"float8_e4m3fn", MQ_F8_E4M3},
+    {"float8_e5m2", MQ_F8_E5M2},
+    {"float8_e8m0fnu", MQ_F8_E8M0},
 };
 
 static const struct {
@@ -124,7 +141,7 @@ typedef struct pk_vm {
     mq_ctx *ctx;
     const char *where;
     const uint8_t *p, *end, *start;
-    size_t op_off;       /* offset of the opcode being run */
+    size_t op_off; /* offset of the opcode being run */
     uint8_t op;
     mq_pk_arena *arena;
     mq_pk_obj **stack;
@@ -160,7 +177,8 @@ static mq_status push(pk_vm *vm, mq_pk_obj *o) {
     if (!o) return oom(vm);
     if (vm->sp == vm->stack_cap) {
         if (vm->sp >= MQ_PK_MAX_STACK) return vm_fail(vm, "%s", "stack too deep");
-        MQ_TRY(mq__grow(vm->ctx, (void **)&vm->stack, &vm->stack_cap, vm->sp + 1, sizeof *vm->stack));
+        MQ_TRY(
+            mq__grow(vm->ctx, (void **)&vm->stack, &vm->stack_cap, vm->sp + 1, sizeof *vm->stack));
     }
     vm->stack[vm->sp++] = o;
     return MQ_OK;
@@ -238,8 +256,10 @@ static mq_status op_global(pk_vm *vm) {
         }
     }
     const char *cls = NULL;
-    if (!strncmp(full, "torch.cuda.", 11)) cls = full + 11;
-    else if (!strncmp(full, "torch.", 6)) cls = full + 6;
+    if (!strncmp(full, "torch.cuda.", 11))
+        cls = full + 11;
+    else if (!strncmp(full, "torch.", 6))
+        cls = full + 6;
     if (cls) {
         for (size_t i = 0; i < sizeof storage_table / sizeof *storage_table; i++) {
             if (!strcmp(storage_table[i].name, cls)) {
@@ -265,15 +285,18 @@ static mq_status op_global(pk_vm *vm) {
             }
         }
     }
-    return vm_fail(vm, "global '%s' is not allowed (only state-dict types are; nothing is "
-                       "executed)", full);
+    return vm_fail(vm,
+                   "global '%s' is not allowed (only state-dict types are; nothing is "
+                   "executed)",
+                   full);
 }
 
-static bool is_int(const mq_pk_obj *o) { return o->kind == MQ_PK_INT || o->kind == MQ_PK_BOOL; }
+static bool is_int(const mq_pk_obj *o) {
+    return o->kind == MQ_PK_INT || o->kind == MQ_PK_BOOL;
+}
 
 /* Reads an int tuple (a shape or strides). */
-static mq_status int_tuple(pk_vm *vm, const mq_pk_obj *t, const char *what, int *n,
-                           int64_t *out) {
+static mq_status int_tuple(pk_vm *vm, const mq_pk_obj *t, const char *what, int *n, int64_t *out) {
     if (t->kind != MQ_PK_TUPLE && t->kind != MQ_PK_LIST)
         return vm_fail(vm, "tensor %s is not a tuple", what);
     if (t->u.seq.n > MQ_MAX_DIMS)
@@ -290,7 +313,9 @@ static mq_status int_tuple(pk_vm *vm, const mq_pk_obj *t, const char *what, int 
 
 static mq_status rebuild_tensor(pk_vm *vm, mq_pk_global id, const mq_pk_obj *args,
                                 mq_pk_obj **out) {
-    size_t n = args->u.seq.n, min = id == MQ_G_REBUILD_TENSOR ? 4 : id == MQ_G_REBUILD_TENSOR_V3 ? 7 : 6;
+    size_t n = args->u.seq.n, min = id == MQ_G_REBUILD_TENSOR      ? 4
+                                    : id == MQ_G_REBUILD_TENSOR_V3 ? 7
+                                                                   : 6;
     if (n < min || n > min + 1 || (id == MQ_G_REBUILD_TENSOR && n != 4))
         return vm_fail(vm, "%s", "wrong number of arguments to a tensor rebuild function");
     mq_pk_obj *const *a = args->u.seq.items;
@@ -323,7 +348,8 @@ static mq_status rebuild_tensor(pk_vm *vm, mq_pk_global id, const mq_pk_obj *arg
 /* Interprets a call of an allowed global on an argument tuple. */
 static mq_status call(pk_vm *vm, const mq_pk_obj *fn, const mq_pk_obj *args, int depth,
                       mq_pk_obj **out) {
-    if (fn->kind != MQ_PK_GLOBAL) return vm_fail(vm, "%s", "REDUCE on something that is not a global");
+    if (fn->kind != MQ_PK_GLOBAL)
+        return vm_fail(vm, "%s", "REDUCE on something that is not a global");
     if (args->kind != MQ_PK_TUPLE) return vm_fail(vm, "%s", "REDUCE arguments are not a tuple");
     size_t n = args->u.seq.n;
     mq_pk_obj *const *a = args->u.seq.items;
@@ -334,11 +360,11 @@ static mq_status call(pk_vm *vm, const mq_pk_obj *fn, const mq_pk_obj *args, int
         return *out ? MQ_OK : oom(vm);
     case MQ_G_REBUILD_TENSOR:
     case MQ_G_REBUILD_TENSOR_V2:
-    case MQ_G_REBUILD_TENSOR_V3:
-        return rebuild_tensor(vm, fn->u.global.id, args, out);
+    case MQ_G_REBUILD_TENSOR_V3: return rebuild_tensor(vm, fn->u.global.id, args, out);
     case MQ_G_REBUILD_PARAMETER:
     case MQ_G_REBUILD_PARAMETER_STATE:
-        if (n != (fn->u.global.id == MQ_G_REBUILD_PARAMETER ? 3u : 4u) || a[0]->kind != MQ_PK_TENSOR)
+        if (n != (fn->u.global.id == MQ_G_REBUILD_PARAMETER ? 3u : 4u) ||
+            a[0]->kind != MQ_PK_TENSOR)
             return vm_fail(vm, "%s", "bad arguments to _rebuild_parameter");
         *out = a[0];
         return MQ_OK;
@@ -347,7 +373,8 @@ static mq_status call(pk_vm *vm, const mq_pk_obj *fn, const mq_pk_obj *args, int
             (a[1]->u.global.id != MQ_G_TENSOR && a[1]->u.global.id != MQ_G_PARAMETER) || depth > 0)
             return vm_fail(vm, "%s", "bad arguments to _rebuild_from_type_v2");
         MQ_TRY(call(vm, a[0], a[2], depth + 1, out));
-        if ((*out)->kind != MQ_PK_TENSOR) return vm_fail(vm, "%s", "_rebuild_from_type_v2 of a non-tensor");
+        if ((*out)->kind != MQ_PK_TENSOR)
+            return vm_fail(vm, "%s", "_rebuild_from_type_v2 of a non-tensor");
         return MQ_OK;
     case MQ_G_SIZE:
         if (n != 1 || (a[0]->kind != MQ_PK_TUPLE && a[0]->kind != MQ_PK_LIST))
@@ -365,8 +392,7 @@ static mq_status call(pk_vm *vm, const mq_pk_obj *fn, const mq_pk_obj *args, int
         return mq__fail(vm->ctx, MQ_ERR_UNSUPPORTED,
                         "%s: '%s' (a sparse, quantized, nested or meta tensor) is not supported",
                         vm->where, fn->u.global.name);
-    default:
-        return vm_fail(vm, "calling '%s' is not allowed", fn->u.global.name);
+    default: return vm_fail(vm, "calling '%s' is not allowed", fn->u.global.name);
     }
 }
 
@@ -374,7 +400,8 @@ static mq_status op_persid(pk_vm *vm) {
     mq_pk_obj *pid = NULL;
     MQ_TRY(pop(vm, &pid));
     if (pid->kind != MQ_PK_TUPLE || pid->u.seq.n != 5)
-        return vm_fail(vm, "%s", "persistent id is not a 5-tuple ('storage', class, key, location, numel)");
+        return vm_fail(vm, "%s",
+                       "persistent id is not a 5-tuple ('storage', class, key, location, numel)");
     mq_pk_obj *const *a = pid->u.seq.items;
     if (a[0]->kind != MQ_PK_STR || a[0]->u.str.len != 7 || memcmp(a[0]->u.str.s, "storage", 7))
         return vm_fail(vm, "%s", "persistent id is not a storage");
@@ -396,10 +423,12 @@ static mq_status op_persid(pk_vm *vm) {
 static mq_status memo_put(pk_vm *vm, uint64_t idx) {
     mq_pk_obj *t = top_above_mark(vm);
     if (!t) return vm_fail(vm, "%s", "memo store from an empty stack");
-    if (idx >= vm->memo_limit) return vm_fail(vm, "%s", "memo index larger than the pickle justifies");
+    if (idx >= vm->memo_limit)
+        return vm_fail(vm, "%s", "memo index larger than the pickle justifies");
     if (idx >= vm->memo_cap) {
         size_t old = vm->memo_cap;
-        MQ_TRY(mq__grow(vm->ctx, (void **)&vm->memo, &vm->memo_cap, (size_t)idx + 1, sizeof *vm->memo));
+        MQ_TRY(mq__grow(vm->ctx, (void **)&vm->memo, &vm->memo_cap, (size_t)idx + 1,
+                        sizeof *vm->memo));
         memset(vm->memo + old, 0, (vm->memo_cap - old) * sizeof *vm->memo);
     }
     vm->memo[idx] = t;
@@ -443,18 +472,21 @@ static mq_status step(pk_vm *vm, const mq_pk_obj **root, bool *done) {
         MQ_TRY(pop(vm, &a));
         o = top_above_mark(vm);
         if (!o || (o->kind != MQ_PK_TENSOR && o->kind != MQ_PK_DICT))
-            return vm_fail(vm, "%s", "BUILD is allowed on tensors, parameters and OrderedDicts only");
+            return vm_fail(vm, "%s",
+                           "BUILD is allowed on tensors, parameters and OrderedDicts only");
         if (o->kind == MQ_PK_TENSOR && a->kind != MQ_PK_TUPLE && a->kind != MQ_PK_DICT &&
             a->kind != MQ_PK_NONE)
             return vm_fail(vm, "%s", "BUILD of a tensor with an unexpected state");
         return MQ_OK; /* state (attributes such as _metadata) is not needed */
-    case '(': /* MARK */
+    case '(':         /* MARK */
         if (vm->nmarks == MQ_PK_MAX_MARKS) return vm_fail(vm, "%s", "MARKs nested too deeply");
         vm->marks[vm->nmarks++] = vm->sp;
         return MQ_OK;
     case 't': MQ_TRY(pop_mark(vm, MQ_PK_TUPLE, &o)); return push(vm, o);
     case ')': return push(vm, new_obj(vm, MQ_PK_TUPLE));
-    case 0x85: case 0x86: case 0x87: { /* TUPLE1..3 */
+    case 0x85:
+    case 0x86:
+    case 0x87: { /* TUPLE1..3 */
         size_t n = (size_t)(vm->op - 0x84);
         mq_pk_obj *items[3];
         for (size_t i = n; i-- > 0;) MQ_TRY(pop(vm, &items[i]));
@@ -469,15 +501,18 @@ static mq_status step(pk_vm *vm, const mq_pk_obj **root, bool *done) {
     case 'a': /* APPEND */
         MQ_TRY(pop(vm, &a));
         o = top_above_mark(vm);
-        if (!o || o->kind != MQ_PK_LIST) return vm_fail(vm, "%s", "APPEND to something that is not a list");
+        if (!o || o->kind != MQ_PK_LIST)
+            return vm_fail(vm, "%s", "APPEND to something that is not a list");
         return seq_add(vm, o, a);
-    case 'e': case 'u': { /* APPENDS, SETITEMS */
+    case 'e':
+    case 'u': { /* APPENDS, SETITEMS */
         MQ_TRY(pop_mark(vm, MQ_PK_TUPLE, &a));
         o = top_above_mark(vm);
         mq_pk_kind want = vm->op == 'e' ? MQ_PK_LIST : MQ_PK_DICT;
         if (!o || o->kind != want)
-            return vm_fail(vm, "%s", vm->op == 'e' ? "APPENDS to something that is not a list"
-                                                   : "SETITEMS on something that is not a dict");
+            return vm_fail(vm, "%s",
+                           vm->op == 'e' ? "APPENDS to something that is not a list"
+                                         : "SETITEMS on something that is not a dict");
         if (vm->op == 'u' && a->u.seq.n % 2) return vm_fail(vm, "%s", "SETITEMS with an odd count");
         for (size_t i = 0; i < a->u.seq.n; i++) MQ_TRY(seq_add(vm, o, a->u.seq.items[i]));
         return MQ_OK;
@@ -486,20 +521,26 @@ static mq_status step(pk_vm *vm, const mq_pk_obj **root, bool *done) {
         MQ_TRY(pop(vm, &a));
         MQ_TRY(pop(vm, &b));
         o = top_above_mark(vm);
-        if (!o || o->kind != MQ_PK_DICT) return vm_fail(vm, "%s", "SETITEM on something that is not a dict");
+        if (!o || o->kind != MQ_PK_DICT)
+            return vm_fail(vm, "%s", "SETITEM on something that is not a dict");
         MQ_TRY(seq_add(vm, o, b));
         return seq_add(vm, o, a);
     case 'N': return push(vm, new_obj(vm, MQ_PK_NONE));
-    case 0x88: case 0x89:
+    case 0x88:
+    case 0x89:
         o = new_obj(vm, MQ_PK_BOOL);
         if (o) o->u.i = vm->op == 0x88;
         return push(vm, o);
-    case 'J': case 'K': case 'M': { /* BININT, BININT1, BININT2 */
+    case 'J':
+    case 'K':
+    case 'M': { /* BININT, BININT1, BININT2 */
         size_t n = vm->op == 'J' ? 4 : vm->op == 'K' ? 1 : 2;
         MQ_TRY(need(vm, n));
         o = new_obj(vm, MQ_PK_INT);
-        if (o) o->u.i = n == 4 ? (int64_t)(int32_t)mq__load_le32(vm->p)
-                        : n == 2 ? (int64_t)mq__load_le16(vm->p) : (int64_t)vm->p[0];
+        if (o)
+            o->u.i = n == 4   ? (int64_t)(int32_t)mq__load_le32(vm->p)
+                     : n == 2 ? (int64_t)mq__load_le16(vm->p)
+                              : (int64_t)vm->p[0];
         vm->p += n;
         return push(vm, o);
     }
@@ -525,7 +566,8 @@ static mq_status step(pk_vm *vm, const mq_pk_obj **root, bool *done) {
         if (o) memcpy(&o->u.f, &v, sizeof v);
         return push(vm, o);
     }
-    case 'X': case 'U': { /* BINUNICODE, SHORT_BINSTRING */
+    case 'X':
+    case 'U': { /* BINUNICODE, SHORT_BINSTRING */
         size_t hdr = vm->op == 'X' ? 4 : 1;
         MQ_TRY(need(vm, hdr));
         size_t n = vm->op == 'X' ? mq__load_le32(vm->p) : vm->p[0];
@@ -541,10 +583,22 @@ static mq_status step(pk_vm *vm, const mq_pk_obj **root, bool *done) {
         return push(vm, o);
     }
     case 'Q': return op_persid(vm);
-    case 'h': MQ_TRY(need(vm, 1)); vm->p += 1; return memo_get(vm, vm->p[-1]);
-    case 'j': MQ_TRY(need(vm, 4)); vm->p += 4; return memo_get(vm, mq__load_le32(vm->p - 4));
-    case 'q': MQ_TRY(need(vm, 1)); vm->p += 1; return memo_put(vm, vm->p[-1]);
-    case 'r': MQ_TRY(need(vm, 4)); vm->p += 4; return memo_put(vm, mq__load_le32(vm->p - 4));
+    case 'h':
+        MQ_TRY(need(vm, 1));
+        vm->p += 1;
+        return memo_get(vm, vm->p[-1]);
+    case 'j':
+        MQ_TRY(need(vm, 4));
+        vm->p += 4;
+        return memo_get(vm, mq__load_le32(vm->p - 4));
+    case 'q':
+        MQ_TRY(need(vm, 1));
+        vm->p += 1;
+        return memo_put(vm, vm->p[-1]);
+    case 'r':
+        MQ_TRY(need(vm, 4));
+        vm->p += 4;
+        return memo_put(vm, mq__load_le32(vm->p - 4));
     default: {
         char name[8];
         snprintf(name, sizeof name, "'%c'", vm->op >= 0x20 && vm->op < 0x7F ? vm->op : '?');

@@ -9,9 +9,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#define MAX_NESTING 64             /* nested dicts/lists walked when looking for tensors */
-#define MAX_VISITS (1ull << 24)    /* objects visited in one walk (shared references) */
-#define VISITS_PER_BYTE 16        /* ... and at most this many per pickle byte (plus 2^20) */
+#define MAX_NESTING     64           /* nested dicts/lists walked when looking for tensors */
+#define MAX_VISITS      (1ull << 24) /* objects visited in one walk (shared references) */
+#define VISITS_PER_BYTE 16           /* ... and at most this many per pickle byte (plus 2^20) */
 #define METADATA_RECORD "monoquant_metadata.pkl"
 
 typedef struct pt_reader {
@@ -19,9 +19,9 @@ typedef struct pt_reader {
     mq_ctx *ctx;
     const char *path;
     mq_zip zip;
-    char *root;              /* "<root>/" */
+    char *root; /* "<root>/" */
     size_t root_len;
-    char *name;              /* current dotted tensor name */
+    char *name; /* current dotted tensor name */
     size_t name_len, name_cap;
     uint64_t visits, max_visits;
 } pt_reader;
@@ -48,14 +48,16 @@ static mq_status check_archive(pt_reader *r) {
     if (find_record(r, "constants.pkl", 13) || find_record(r, "code/", 5))
         return mq__fail(r->ctx, MQ_ERR_UNSUPPORTED,
                         "%s: a TorchScript archive (torch.jit.save) is not supported; save the "
-                        "model's state_dict with torch.save instead", r->path);
+                        "model's state_dict with torch.save instead",
+                        r->path);
     for (size_t i = 0; i < r->zip.n; i++) {
         const mq_zip_entry *e = &r->zip.entries[i];
         if (e->name_len > r->root_len + 5 && !memcmp(e->name, r->root, r->root_len) &&
             !memcmp(e->name + r->root_len, "code/", 5))
             return mq__fail(r->ctx, MQ_ERR_UNSUPPORTED,
                             "%s: a TorchScript archive (torch.jit.save) is not supported; save "
-                            "the model's state_dict with torch.save instead", r->path);
+                            "the model's state_dict with torch.save instead",
+                            r->path);
     }
     const mq_zip_entry *bo = find_record(r, "byteorder", 9);
     if (bo) {
@@ -92,7 +94,8 @@ static bool is_container(const mq_pk_obj *o) {
 static mq_status holds_tensors(pt_reader *r, const mq_pk_obj *o, int depth, bool *out) {
     *out = false;
     if (++r->visits > r->max_visits)
-        return mq__fail(r->ctx, MQ_ERR_FORMAT, "%s: the pickle's object graph is too large", r->path);
+        return mq__fail(r->ctx, MQ_ERR_FORMAT, "%s: the pickle's object graph is too large",
+                        r->path);
     if (o->kind == MQ_PK_TENSOR) {
         *out = true;
         return MQ_OK;
@@ -123,7 +126,8 @@ static mq_status list_keys(pt_reader *r, const mq_pk_obj *d, bool only_tensors, 
         bool t = true;
         if (only_tensors) MQ_TRY(holds_tensors(r, d->u.seq.items[i + 1], 1, &t));
         if (!t || key->kind != MQ_PK_STR) continue;
-        int w = snprintf(out + k, cap - k, "%s'%.*s'", k ? ", " : "", (int)(key->u.str.len > 64 ? 64 : key->u.str.len), key->u.str.s);
+        int w = snprintf(out + k, cap - k, "%s'%.*s'", k ? ", " : "",
+                         (int)(key->u.str.len > 64 ? 64 : key->u.str.len), key->u.str.s);
         if (w < 0 || (size_t)w >= cap - k) {
             if (cap > 4) memcpy(out + cap - 4, "...", 4);
             break;
@@ -139,7 +143,8 @@ static mq_status select_dict(pt_reader *r, const mq_pk_obj *root, const char *ke
     if (root->kind != MQ_PK_DICT)
         return mq__fail(r->ctx, MQ_ERR_FORMAT,
                         "%s: the checkpoint holds no dict of tensors (its top-level object is not "
-                        "a dict)", r->path);
+                        "a dict)",
+                        r->path);
     if (key && strcmp(key, ".") != 0) {
         for (size_t i = 0; i + 1 < root->u.seq.n; i += 2) {
             if (key_is(root->u.seq.items[i], key)) {
@@ -174,18 +179,17 @@ static mq_status select_dict(pt_reader *r, const mq_pk_obj *root, const char *ke
             found = v;
         }
     }
-    if (candidates == 1 && found->kind == MQ_PK_DICT) {
-        *out = found;
-        return MQ_OK;
-    }
-    if (candidates == 0) {
-        *out = root; /* no tensors at all: an empty state dict */
+    if (candidates <= 1) {
+        /* one dict of tensors; or tensors in one list (named by index under its key); or
+         * no tensors at all (an empty state dict) */
+        *out = candidates == 1 && found->kind == MQ_PK_DICT ? found : root;
         return MQ_OK;
     }
     MQ_TRY(list_keys(r, root, true, keys, sizeof keys));
     return mq__fail(r->ctx, MQ_ERR_INVALID,
                     "%s: several entries hold tensors (%s); choose one with the key option "
-                    "(\".\" takes them all, with dotted names)", r->path, keys);
+                    "(\".\" takes them all, with dotted names)",
+                    r->path, keys);
 }
 
 /* ---- tensors ---------------------------------------------------------------------------- */
@@ -198,14 +202,16 @@ static mq_status name_push(pt_reader *r, const mq_pk_obj *key, size_t *saved) {
         s = key->u.str.s;
         n = key->u.str.len;
         if (memchr(s, 0, n))
-            return mq__fail(r->ctx, MQ_ERR_FORMAT, "%s: a tensor name contains a NUL byte", r->path);
+            return mq__fail(r->ctx, MQ_ERR_FORMAT, "%s: a tensor name contains a NUL byte",
+                            r->path);
     } else if (key->kind == MQ_PK_INT) {
         n = (size_t)snprintf(num, sizeof num, "%lld", (long long)key->u.i);
         s = num;
     } else {
         return mq__fail(r->ctx, MQ_ERR_FORMAT,
                         "%s: a dict holding tensors has a key that is neither a string nor an "
-                        "integer", r->path);
+                        "integer",
+                        r->path);
     }
     *saved = r->name_len;
     size_t need = r->name_len + 1 + n + 1;
@@ -229,7 +235,8 @@ static void gather(uint8_t *dst, const uint8_t *base, const mq_pk_tensor *t, siz
             memcpy(dst, src, (size_t)inner * es);
             dst += (size_t)inner * es;
         } else {
-            for (int64_t j = 0; j < inner; j++, dst += es) memcpy(dst, src + (size_t)(j * inner_stride) * es, es);
+            for (int64_t j = 0; j < inner; j++, dst += es)
+                memcpy(dst, src + (size_t)(j * inner_stride) * es, es);
         }
         int d = nd - 2;
         for (; d >= 0; d--) {
@@ -253,7 +260,8 @@ static mq_status add_tensor(pt_reader *r, const mq_pk_tensor *t) {
     const mq_pk_obj *s = t->storage;
     char rel[300];
     if (s->u.storage.key_len > 200)
-        return mq__fail(r->ctx, MQ_ERR_FORMAT, "%s: tensor '%s': storage key too long", r->path, nm);
+        return mq__fail(r->ctx, MQ_ERR_FORMAT, "%s: tensor '%s': storage key too long", r->path,
+                        nm);
     int rl = snprintf(rel, sizeof rel, "data/%.*s", (int)s->u.storage.key_len, s->u.storage.key);
     const mq_zip_entry *e = find_record(r, rel, (size_t)rl);
     if (!e)
@@ -263,10 +271,12 @@ static mq_status add_tensor(pt_reader *r, const mq_pk_tensor *t) {
     if (e->size != s->u.storage.nbytes)
         return mq__fail(r->ctx, MQ_ERR_FORMAT,
                         "%s: tensor '%s': storage record '%s%s' holds %llu bytes, the pickle says "
-                        "%llu", r->path, nm, r->root, rel, (unsigned long long)e->size,
+                        "%llu",
+                        r->path, nm, r->root, rel, (unsigned long long)e->size,
                         (unsigned long long)s->u.storage.nbytes);
     const uint8_t *base = r->zip.data + e->data_off;
-    if (numel == 0) return mq__model_add_tensor(r->m, nm, r->name_len, t->dtype, t->ndim, t->shape, base, 0);
+    if (numel == 0)
+        return mq__model_add_tensor(r->m, nm, r->name_len, t->dtype, t->ndim, t->shape, base, 0);
     /* last element reached, in elements from the storage start */
     uint64_t last = (uint64_t)t->offset;
     bool contiguous = true;
@@ -275,16 +285,18 @@ static mq_status add_tensor(pt_reader *r, const mq_pk_tensor *t) {
         uint64_t reach;
         if (!mq__mul_u64((uint64_t)(t->shape[d] - 1), (uint64_t)t->stride[d], &reach) ||
             !mq__add_u64(last, reach, &last))
-            return mq__fail(r->ctx, MQ_ERR_FORMAT, "%s: tensor '%s': strides overflow", r->path, nm);
+            return mq__fail(r->ctx, MQ_ERR_FORMAT, "%s: tensor '%s': strides overflow", r->path,
+                            nm);
         if (t->shape[d] != 1 && (uint64_t)t->stride[d] != expect) contiguous = false;
         expect *= (uint64_t)t->shape[d];
     }
     (void)span;
     uint64_t avail = e->size / es;
     if (last >= avail)
-        return mq__fail(r->ctx, MQ_ERR_FORMAT,
-                        "%s: tensor '%s': offset and strides reach element %llu of a storage of %llu",
-                        r->path, nm, (unsigned long long)last, (unsigned long long)avail);
+        return mq__fail(
+            r->ctx, MQ_ERR_FORMAT,
+            "%s: tensor '%s': offset and strides reach element %llu of a storage of %llu", r->path,
+            nm, (unsigned long long)last, (unsigned long long)avail);
     const uint8_t *first = base + (size_t)t->offset * es;
     if (contiguous) /* zero-copy; possibly unaligned, which mq_tensor allows */
         return mq__model_add_tensor(r->m, nm, r->name_len, t->dtype, t->ndim, t->shape, first,
@@ -301,7 +313,8 @@ static mq_status add_tensor(pt_reader *r, const mq_pk_tensor *t) {
 /* Adds every tensor under `o`, naming each by its path of keys joined with dots. */
 static mq_status collect(pt_reader *r, const mq_pk_obj *o, int depth) {
     if (++r->visits > r->max_visits)
-        return mq__fail(r->ctx, MQ_ERR_FORMAT, "%s: the pickle's object graph is too large", r->path);
+        return mq__fail(r->ctx, MQ_ERR_FORMAT, "%s: the pickle's object graph is too large",
+                        r->path);
     if (o->kind == MQ_PK_TENSOR) return add_tensor(r, o->u.tensor);
     if (!is_container(o)) return MQ_OK; /* numbers, strings, None: not tensors */
     if (depth >= MAX_NESTING)
@@ -332,7 +345,8 @@ static mq_status read_metadata(pt_reader *r) {
     MQ_TRY(mq__pk_load(r->ctx, r->path, r->zip.data + e->data_off, (size_t)e->size, &arena, &d));
     mq_status st = MQ_OK;
     if (d->kind != MQ_PK_DICT)
-        st = mq__fail(r->ctx, MQ_ERR_FORMAT, "%s: record '%s' is not a dict", r->path, METADATA_RECORD);
+        st = mq__fail(r->ctx, MQ_ERR_FORMAT, "%s: record '%s' is not a dict", r->path,
+                      METADATA_RECORD);
     for (size_t i = 0; st == MQ_OK && i + 1 < d->u.seq.n; i += 2) {
         const mq_pk_obj *k = d->u.seq.items[i], *v = d->u.seq.items[i + 1];
         if (k->kind != MQ_PK_STR || v->kind != MQ_PK_STR)
@@ -351,7 +365,8 @@ static mq_status read_archive(pt_reader *r, const uint8_t *data, size_t len, con
     const mq_zip_entry *pkl = find_record(r, "data.pkl", 8);
     if (!pkl)
         return mq__fail(r->ctx, MQ_ERR_FORMAT,
-                        "%s: no '%sdata.pkl' record: not a torch.save checkpoint", r->path, r->root);
+                        "%s: no '%sdata.pkl' record: not a torch.save checkpoint", r->path,
+                        r->root);
     MQ_TRY(mq__zip_stored(r->ctx, r->path, pkl));
     MQ_TRY(check_crc(r, pkl, "data.pkl"));
     mq_pk_arena *arena = NULL;

@@ -18,9 +18,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#define ROOT "archive/"
-#define ALIGN 64u
-#define U32_MAX 0xFFFFFFFFull
+#define ROOT      "archive/"
+#define ALIGN     64u
+#define U32_MAX   0xFFFFFFFFull
+#define CRC_PIECE ((size_t)1 << 20)
 
 typedef struct pt_record {
     char *name;
@@ -30,10 +31,13 @@ typedef struct pt_record {
 
 typedef struct pt_state {
     mq_crc32 tab;
-    uint32_t crc;            /* of the tensor being streamed */
+    uint32_t crc; /* of the tensor being streamed */
     pt_record *recs;
     size_t nrecs, cap;
-    uint8_t *pk;             /* pickle being built */
+    uint64_t zip64_limit; /* sizes and offsets from here on take their ZIP64 forms */
+    uint32_t *piece_crc;  /* per-piece CRCs of a large chunk */
+    size_t piece_cap;
+    uint8_t *pk; /* pickle being built */
     size_t pk_len, pk_cap;
 } pt_state;
 
@@ -47,7 +51,9 @@ static mq_status pk_put(mq_writer *w, const void *p, size_t n) {
     return MQ_OK;
 }
 
-static mq_status pk_op(mq_writer *w, uint8_t op) { return pk_put(w, &op, 1); }
+static mq_status pk_op(mq_writer *w, uint8_t op) {
+    return pk_put(w, &op, 1);
+}
 
 static mq_status pk_str(mq_writer *w, const char *str) {
     size_t n = strlen(str);
@@ -109,7 +115,7 @@ static mq_status pk_tensor(mq_writer *w, size_t i) {
     MQ_TRY(pk_str(w, t->name));
     MQ_TRY(pk_global(w, "torch._utils", "_rebuild_tensor_v2"));
     MQ_TRY(pk_op(w, '('));
-    MQ_TRY(pk_op(w, '('));                      /* persistent id */
+    MQ_TRY(pk_op(w, '(')); /* persistent id */
     MQ_TRY(pk_str(w, "storage"));
     MQ_TRY(pk_global(w, "torch", mq__pk_storage_name(t->dtype)));
     MQ_TRY(pk_str(w, key));
@@ -117,13 +123,13 @@ static mq_status pk_tensor(mq_writer *w, size_t i) {
     MQ_TRY(pk_int(w, w->sizes[i] / mq_dtype_size(t->dtype)));
     MQ_TRY(pk_op(w, 't'));
     MQ_TRY(pk_op(w, 'Q'));
-    MQ_TRY(pk_int(w, 0));                       /* storage offset */
+    MQ_TRY(pk_int(w, 0)); /* storage offset */
     MQ_TRY(pk_tuple_of(w, t->ndim, t->shape));
     MQ_TRY(pk_tuple_of(w, t->ndim, stride));
-    MQ_TRY(pk_op(w, 0x89));                     /* requires_grad False */
+    MQ_TRY(pk_op(w, 0x89)); /* requires_grad False */
     MQ_TRY(pk_global(w, "collections", "OrderedDict"));
     MQ_TRY(pk_op(w, ')'));
-    MQ_TRY(pk_op(w, 'R'));                      /* backward hooks: OrderedDict() */
+    MQ_TRY(pk_op(w, 'R')); /* backward hooks: OrderedDict() */
     MQ_TRY(pk_op(w, 't'));
     return pk_op(w, 'R');
 }
@@ -175,7 +181,8 @@ static mq_status add_record(mq_writer *w, const char *name, uint64_t size, pt_re
 static mq_status local_header(mq_writer *w, const pt_record *r) {
     uint8_t h[30 + 256 + 20 + 4 + ALIGN];
     size_t nlen = strlen(r->name);
-    bool zip64 = r->size >= U32_MAX;
+    const pt_state *s = (const pt_state *)w->state;
+    bool zip64 = r->size >= s->zip64_limit;
     size_t x64 = zip64 ? 20 : 0;
     uint64_t base = r->header_off + 30 + nlen + x64;
     size_t pad = (size_t)((ALIGN - (base + 4) % ALIGN) % ALIGN);
@@ -183,8 +190,8 @@ static mq_status local_header(mq_writer *w, const pt_record *r) {
     memset(h, 0, sizeof h);
     mq__store_le32(h, 0x04034b50u);
     mq__store_le16(h + 4, zip64 ? 45 : 20);
-    mq__store_le16(h + 10, 0);        /* time */
-    mq__store_le16(h + 12, 0x21);     /* 1980-01-01 */
+    mq__store_le16(h + 10, 0);    /* time */
+    mq__store_le16(h + 12, 0x21); /* 1980-01-01 */
     mq__store_le32(h + 14, r->crc);
     mq__store_le32(h + 18, zip64 ? (uint32_t)U32_MAX : (uint32_t)r->size);
     mq__store_le32(h + 22, zip64 ? (uint32_t)U32_MAX : (uint32_t)r->size);
@@ -221,7 +228,7 @@ static mq_status central_directory(mq_writer *w) {
         const pt_record *r = &s->recs[i];
         uint8_t h[46 + 256 + 28];
         size_t nlen = strlen(r->name);
-        bool big_size = r->size >= U32_MAX, big_off = r->header_off >= U32_MAX;
+        bool big_size = r->size >= s->zip64_limit, big_off = r->header_off >= s->zip64_limit;
         size_t xlen = (big_size || big_off) ? 4 + (big_size ? 16 : 0) + (big_off ? 8 : 0) : 0;
         memset(h, 0, sizeof h);
         mq__store_le32(h, 0x02014b50u);
@@ -250,7 +257,7 @@ static mq_status central_directory(mq_writer *w) {
         MQ_TRY(mq__writer_out(w, h, 46 + nlen + xlen));
     }
     uint64_t cd_size = w->pos - cd_off, count = s->nrecs;
-    bool zip64 = count >= 0xFFFF || cd_off >= U32_MAX || cd_size >= U32_MAX;
+    bool zip64 = count >= 0xFFFF || cd_off >= s->zip64_limit || cd_size >= s->zip64_limit;
     if (zip64) {
         uint8_t e64[56 + 20] = {0};
         uint64_t e64_off = w->pos;
@@ -281,9 +288,16 @@ static mq_status central_directory(mq_writer *w) {
 static bool valid_utf8(const char *str) {
     const uint8_t *p = (const uint8_t *)str;
     while (*p) {
-        int n = *p < 0x80 ? 0 : (*p & 0xE0) == 0xC0 ? 1 : (*p & 0xF0) == 0xE0 ? 2
-              : (*p & 0xF8) == 0xF0 ? 3 : -1;
-        if (n < 0 || (n == 1 && *p < 0xC2)) return false;
+        int n = *p < 0x80             ? 0
+                : (*p & 0xE0) == 0xC0 ? 1
+                : (*p & 0xF0) == 0xE0 ? 2
+                : (*p & 0xF8) == 0xF0 ? 3
+                                      : -1;
+        if (n < 0 || (n == 1 && *p < 0xC2) || *p > 0xF4) return false;
+        /* no overlong forms, nothing above U+10FFFF (surrogates pass, as Python allows) */
+        if ((*p == 0xE0 && p[1] < 0xA0) || (*p == 0xF0 && p[1] < 0x90) ||
+            (*p == 0xF4 && p[1] > 0x8F))
+            return false;
         p++;
         for (int k = 0; k < n; k++, p++)
             if ((*p & 0xC0) != 0x80) return false;
@@ -296,19 +310,20 @@ static mq_status pt_begin(mq_writer *w) {
         if (!mq__pk_storage_name(w->tensors[i].dtype))
             return mq__fail(w->ctx, MQ_ERR_UNSUPPORTED,
                             "%s: tensor '%s': dtype %s has no PyTorch storage type; write "
-                            "safetensors instead", w->path, w->tensors[i].name,
-                            mq_dtype_name(w->tensors[i].dtype));
+                            "safetensors instead",
+                            w->path, w->tensors[i].name, mq_dtype_name(w->tensors[i].dtype));
         if (!valid_utf8(w->tensors[i].name))
             return mq__fail(w->ctx, MQ_ERR_INVALID, "%s: tensor name '%s' is not valid UTF-8",
                             w->path, w->tensors[i].name);
     }
     for (size_t i = 0; i < w->nmeta; i++)
         if (!valid_utf8(w->meta[i].key) || !valid_utf8(w->meta[i].value))
-            return mq__fail(w->ctx, MQ_ERR_INVALID, "%s: metadata '%s' is not valid UTF-8",
-                            w->path, w->meta[i].key);
+            return mq__fail(w->ctx, MQ_ERR_INVALID, "%s: metadata '%s' is not valid UTF-8", w->path,
+                            w->meta[i].key);
     pt_state *s = (pt_state *)mq__calloc(w->ctx, 1, sizeof *s);
     if (!s) return MQ_ERR_NOMEM;
     w->state = s;
+    s->zip64_limit = U32_MAX;
     mq__crc32_init(&s->tab);
     MQ_TRY(build_state_pickle(w));
     MQ_TRY(whole_record(w, ROOT "data.pkl", s->pk, s->pk_len));
@@ -325,8 +340,43 @@ static mq_status pt_tensor_begin(mq_writer *w, size_t i) {
     return local_header(w, r);
 }
 
+typedef struct crc_job {
+    const mq_crc32 *tab;
+    const uint8_t *data;
+    size_t n;
+    uint32_t *out;
+} crc_job;
+
+static mq_status crc_pieces(void *arg, int64_t begin, int64_t end, int tid) {
+    (void)tid;
+    const crc_job *j = (const crc_job *)arg;
+    for (int64_t i = begin; i < end; i++) {
+        size_t off = (size_t)i * CRC_PIECE, len = j->n - off < CRC_PIECE ? j->n - off : CRC_PIECE;
+        j->out[i] = mq__crc32_update(j->tab, 0, j->data + off, len);
+    }
+    return MQ_OK;
+}
+
+/* CRC-32 of the data going by. Large chunks are split into pieces checksummed on the
+ * context's threads and combined: the result is the same as one serial pass. */
 static void pt_observe(mq_writer *w, const void *data, size_t n) {
     pt_state *s = (pt_state *)w->state;
+    size_t pieces = n / CRC_PIECE + (n % CRC_PIECE != 0);
+    if (pieces >= 2 && mq__thread_count(w->ctx) > 1) {
+        crc_job j = {&s->tab, (const uint8_t *)data, n, NULL};
+        if (mq__grow(w->ctx, (void **)&s->piece_crc, &s->piece_cap, pieces, sizeof *s->piece_crc) ==
+            MQ_OK) {
+            j.out = s->piece_crc;
+            if (mq__parallel_for(w->ctx, (int64_t)pieces, 1, crc_pieces, &j) == MQ_OK) {
+                for (size_t i = 0; i < pieces; i++) {
+                    size_t len = n - i * CRC_PIECE < CRC_PIECE ? n - i * CRC_PIECE : CRC_PIECE;
+                    s->crc = mq__crc32_combine(&s->tab, s->crc, s->piece_crc[i], len);
+                }
+                return;
+            }
+        }
+        mq_ctx_clear_error(w->ctx); /* the attempt failed: fall back to one pass */
+    }
     s->crc = mq__crc32_update(&s->tab, s->crc, data, n);
 }
 
@@ -363,9 +413,15 @@ static void pt_release(mq_writer *w) {
     for (size_t i = 0; i < s->nrecs; i++) mq__free(w->ctx, s->recs[i].name);
     mq__free(w->ctx, s->recs);
     mq__free(w->ctx, s->pk);
+    mq__free(w->ctx, s->piece_crc);
     mq__free(w->ctx, s);
     w->state = NULL;
 }
 
 const mq_writer_backend mq__pytorch_backend = {pt_begin,      pt_tensor_begin, pt_observe,
                                                pt_tensor_end, pt_finish,       pt_release};
+
+void mq__pytorch_writer_set_zip64_limit(mq_writer *w, uint64_t limit) {
+    pt_state *s = (pt_state *)w->state;
+    if (w->be == &mq__pytorch_backend && s) s->zip64_limit = limit < U32_MAX ? limit : U32_MAX;
+}

@@ -7,16 +7,27 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SIG_LOCAL 0x04034b50u
-#define SIG_CENTRAL 0x02014b50u
-#define SIG_EOCD 0x06054b50u
-#define SIG_EOCD64 0x06064b50u
+#define SIG_LOCAL     0x04034b50u
+#define SIG_CENTRAL   0x02014b50u
+#define SIG_EOCD      0x06054b50u
+#define SIG_EOCD64    0x06064b50u
 #define SIG_LOCATOR64 0x07064b50u
-#define EOCD_LEN 22u
-#define EOCD64_LEN 56u
+#define EOCD_LEN      22u
+#define EOCD64_LEN    56u
 #define LOCATOR64_LEN 20u
-#define CENTRAL_LEN 46u
-#define LOCAL_LEN 30u
+#define CENTRAL_LEN   46u
+#define LOCAL_LEN     30u
+
+/* Product of two polynomials modulo the CRC polynomial, in the reflected bit order the CRC
+ * uses (bit 31 is x^0). */
+static uint32_t mulmod(uint32_t a, uint32_t b) {
+    uint32_t prod = 0;
+    for (uint32_t bit = 1u << 31; bit; bit >>= 1) {
+        if (a & bit) prod ^= b;
+        b = (b >> 1) ^ (0xEDB88320u & (0u - (b & 1))); /* b *= x */
+    }
+    return prod;
+}
 
 void mq__crc32_init(mq_crc32 *c) {
     for (uint32_t i = 0; i < 256; i++) {
@@ -24,9 +35,21 @@ void mq__crc32_init(mq_crc32 *c) {
         for (int k = 0; k < 8; k++) r = (r >> 1) ^ (0xEDB88320u & (0u - (r & 1)));
         c->t[0][i] = r;
     }
+    c->pow[0] = 1u << 30; /* x^1 */
+    for (int k = 1; k < 64; k++) c->pow[k] = mulmod(c->pow[k - 1], c->pow[k - 1]);
     for (int s = 1; s < 8; s++)
         for (int i = 0; i < 256; i++)
             c->t[s][i] = (c->t[s - 1][i] >> 8) ^ c->t[0][c->t[s - 1][i] & 0xFF];
+}
+
+uint32_t mq__crc32_combine(const mq_crc32 *c, uint32_t crc_a, uint32_t crc_b, uint64_t len_b) {
+    /* CRC(A B) = CRC(A) * x^(8 len_b) + CRC(B) for the pre- and post-inverted CRC */
+    uint32_t shift = 1u << 31; /* x^0 */
+    uint64_t bits = len_b;
+    /* x^(8 len) is the product of x^(2^k) over the set bits of 8 len */
+    for (int k = 3; bits && k < 64; k++, bits >>= 1)
+        if (bits & 1) shift = mulmod(shift, c->pow[k]);
+    return mulmod(shift, crc_a) ^ crc_b;
 }
 
 uint32_t mq__crc32_update(const mq_crc32 *c, uint32_t crc, const void *data, size_t n) {
@@ -118,21 +141,23 @@ static mq_status find_eocd(mq_ctx *ctx, const char *path, const uint8_t *d, size
     e->end = pos;
     bool need64 = n_total == 0xFFFF || n_disk == 0xFFFF || cd_size == 0xFFFFFFFFu ||
                   cd_off == 0xFFFFFFFFu || disk == 0xFFFF || cd_disk == 0xFFFF;
-    bool has_locator = pos >= LOCATOR64_LEN &&
-                       mq__load_le32(d + pos - LOCATOR64_LEN) == SIG_LOCATOR64;
+    bool has_locator =
+        pos >= LOCATOR64_LEN && mq__load_le32(d + pos - LOCATOR64_LEN) == SIG_LOCATOR64;
     if (need64 || has_locator) {
         if (!has_locator)
-            return mq__fail(ctx, MQ_ERR_FORMAT, "%s: ZIP64 end-of-central-directory locator missing",
-                            path);
+            return mq__fail(ctx, MQ_ERR_FORMAT,
+                            "%s: ZIP64 end-of-central-directory locator missing", path);
         const uint8_t *loc = d + pos - LOCATOR64_LEN;
         uint64_t off64 = mq__load_le64(loc + 8);
         if (mq__load_le32(loc + 4) != 0 || mq__load_le32(loc + 16) > 1)
-            return mq__fail(ctx, MQ_ERR_UNSUPPORTED, "%s: multi-disk zip archives are not supported",
-                            path);
+            return mq__fail(ctx, MQ_ERR_UNSUPPORTED,
+                            "%s: multi-disk zip archives are not supported", path);
         if (!in_range(off64, EOCD64_LEN, pos - LOCATOR64_LEN) ||
             mq__load_le32(d + off64) != SIG_EOCD64)
-            return mq__fail(ctx, MQ_ERR_FORMAT, "%s: ZIP64 end-of-central-directory record missing "
-                            "or outside the file", path);
+            return mq__fail(ctx, MQ_ERR_FORMAT,
+                            "%s: ZIP64 end-of-central-directory record missing "
+                            "or outside the file",
+                            path);
         const uint8_t *r64 = d + off64;
         disk = mq__load_le32(r64 + 16) ? 1 : 0;
         cd_disk = mq__load_le32(r64 + 20) ? 1 : 0;
@@ -142,8 +167,8 @@ static mq_status find_eocd(mq_ctx *ctx, const char *path, const uint8_t *d, size
         e->cd_off = mq__load_le64(r64 + 48);
         e->end = off64;
         if (on_disk != e->count)
-            return mq__fail(ctx, MQ_ERR_UNSUPPORTED, "%s: multi-disk zip archives are not supported",
-                            path);
+            return mq__fail(ctx, MQ_ERR_UNSUPPORTED,
+                            "%s: multi-disk zip archives are not supported", path);
     } else if (n_disk != n_total) {
         disk = 1;
     }
@@ -153,13 +178,14 @@ static mq_status find_eocd(mq_ctx *ctx, const char *path, const uint8_t *d, size
     if (!in_range(e->cd_off, e->cd_size, e->end) || e->cd_off + e->cd_size != e->end)
         return mq__fail(ctx, MQ_ERR_FORMAT,
                         "%s: zip central directory (offset %llu, %llu bytes) does not end where "
-                        "the end record starts (%llu)", path, (unsigned long long)e->cd_off,
-                        (unsigned long long)e->cd_size, (unsigned long long)e->end);
+                        "the end record starts (%llu)",
+                        path, (unsigned long long)e->cd_off, (unsigned long long)e->cd_size,
+                        (unsigned long long)e->end);
     if (e->count > e->cd_size / CENTRAL_LEN || e->count > MQ_ZIP_MAX_ENTRIES)
         return mq__fail(ctx, MQ_ERR_FORMAT,
                         "%s: zip archive claims %llu entries, more than its central directory "
-                        "(%llu bytes) can hold", path, (unsigned long long)e->count,
-                        (unsigned long long)e->cd_size);
+                        "(%llu bytes) can hold",
+                        path, (unsigned long long)e->count, (unsigned long long)e->cd_size);
     return MQ_OK;
 }
 
@@ -173,9 +199,21 @@ static bool read_zip64_extra(const uint8_t *x, size_t xlen, uint64_t *usize, uin
         if (id == 0x0001) {
             const uint8_t *f = x + i + 4;
             size_t k = 0;
-            if (need_u) { if (k + 8 > n) return false; *usize = mq__load_le64(f + k); k += 8; }
-            if (need_c) { if (k + 8 > n) return false; *csize = mq__load_le64(f + k); k += 8; }
-            if (need_o) { if (k + 8 > n) return false; *lho = mq__load_le64(f + k); k += 8; }
+            if (need_u) {
+                if (k + 8 > n) return false;
+                *usize = mq__load_le64(f + k);
+                k += 8;
+            }
+            if (need_c) {
+                if (k + 8 > n) return false;
+                *csize = mq__load_le64(f + k);
+                k += 8;
+            }
+            if (need_o) {
+                if (k + 8 > n) return false;
+                *lho = mq__load_le64(f + k);
+                k += 8;
+            }
             return true;
         }
         i += 4 + (size_t)n;
@@ -193,7 +231,8 @@ static mq_status read_entry(mq_ctx *ctx, const char *path, const uint8_t *d, siz
     uint16_t flags = mq__load_le16(c + 8), method = mq__load_le16(c + 10);
     uint32_t crc = mq__load_le32(c + 16);
     uint64_t csize = mq__load_le32(c + 20), usize = mq__load_le32(c + 24);
-    uint16_t nlen = mq__load_le16(c + 28), xlen = mq__load_le16(c + 30), clen = mq__load_le16(c + 32);
+    uint16_t nlen = mq__load_le16(c + 28), xlen = mq__load_le16(c + 30),
+             clen = mq__load_le16(c + 32);
     uint16_t disk = mq__load_le16(c + 34);
     uint64_t lho = mq__load_le32(c + 42);
     uint64_t total = (uint64_t)CENTRAL_LEN + nlen + xlen + clen;
@@ -203,10 +242,10 @@ static mq_status read_entry(mq_ctx *ctx, const char *path, const uint8_t *d, siz
     const char *name = (const char *)c + CENTRAL_LEN;
     char shown[160];
     printable(name, nlen, shown, sizeof shown);
-    if (!read_zip64_extra(c + CENTRAL_LEN + nlen, xlen, &usize, &csize, &lho,
-                          usize == 0xFFFFFFFFu, csize == 0xFFFFFFFFu, lho == 0xFFFFFFFFu))
-        return mq__fail(ctx, MQ_ERR_FORMAT, "%s: zip entry '%s': malformed ZIP64 extra field",
-                        path, shown);
+    if (!read_zip64_extra(c + CENTRAL_LEN + nlen, xlen, &usize, &csize, &lho, usize == 0xFFFFFFFFu,
+                          csize == 0xFFFFFFFFu, lho == 0xFFFFFFFFu))
+        return mq__fail(ctx, MQ_ERR_FORMAT, "%s: zip entry '%s': malformed ZIP64 extra field", path,
+                        shown);
     if (!name_is_safe(name, nlen))
         return mq__fail(ctx, MQ_ERR_FORMAT,
                         "%s: zip entry '%s': unsafe name (empty, absolute, NUL or '..')", path,
@@ -243,14 +282,16 @@ static mq_status read_entry(mq_ctx *ctx, const char *path, const uint8_t *d, siz
         if (lcrc != crc || (!zip64 && (lcs != csize || lus != usize)))
             return mq__fail(ctx, MQ_ERR_FORMAT,
                             "%s: zip entry '%s': local header CRC or sizes differ from the central "
-                            "directory", path, shown);
+                            "directory",
+                            path, shown);
     }
     uint64_t data_off = lho + LOCAL_LEN + lnlen + lxlen; /* each term < 2^32 + small */
     if (!in_range(data_off, csize, e->cd_off))
         return mq__fail(ctx, MQ_ERR_FORMAT,
                         "%s: zip entry '%s': %llu bytes at offset %llu reach past the entries' "
-                        "area (%llu bytes)", path, shown, (unsigned long long)csize,
-                        (unsigned long long)data_off, (unsigned long long)e->cd_off);
+                        "area (%llu bytes)",
+                        path, shown, (unsigned long long)csize, (unsigned long long)data_off,
+                        (unsigned long long)e->cd_off);
     (void)len;
     *out = (mq_zip_entry){name, nlen, lho, data_off, csize, usize, crc, method};
     *cursor = p + total;
@@ -270,8 +311,8 @@ static mq_status check_layout(mq_ctx *ctx, const char *path, mq_zip *z) {
             char sa[160], sb[160];
             printable(a->name, a->name_len, sa, sizeof sa);
             printable(b->name, b->name_len, sb, sizeof sb);
-            st = mq__fail(ctx, MQ_ERR_FORMAT, "%s: zip entries '%s' and '%s' overlap", path, sa,
-                          sb);
+            st =
+                mq__fail(ctx, MQ_ERR_FORMAT, "%s: zip entries '%s' and '%s' overlap", path, sa, sb);
         }
     }
     mq__free(ctx, tmp);
@@ -324,7 +365,8 @@ mq_status mq__zip_stored(mq_ctx *ctx, const char *path, const mq_zip_entry *e) {
     printable(e->name, e->name_len, shown, sizeof shown);
     return mq__fail(ctx, MQ_ERR_FORMAT,
                     "%s: zip entry '%s' is compressed (method %u); only stored entries are "
-                    "supported (torch.save writes them stored)", path, shown, e->method);
+                    "supported (torch.save writes them stored)",
+                    path, shown, e->method);
 }
 
 const mq_zip_entry *mq__zip_find(const mq_zip *z, const char *name, size_t name_len) {
@@ -336,8 +378,10 @@ const mq_zip_entry *mq__zip_find(const mq_zip *z, const char *name, size_t name_
         int c = memcmp(m->name, name, k);
         if (!c) c = m->name_len < name_len ? -1 : m->name_len > name_len;
         if (!c) return m;
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return NULL;
 }

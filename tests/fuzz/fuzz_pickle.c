@@ -9,8 +9,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static size_t put_record(uint8_t *out, size_t pos, const char *name, const uint8_t *d,
-                         size_t n, uint32_t crc, uint8_t *cd, size_t *cdpos) {
+static size_t put_record(uint8_t *out, size_t pos, const char *name, const uint8_t *d, size_t n,
+                         uint32_t crc, uint8_t *cd, size_t *cdpos) {
     size_t nl = strlen(name);
     uint8_t *h = out + pos;
     memset(h, 0, 30);

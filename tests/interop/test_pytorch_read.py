@@ -149,6 +149,10 @@ def nested_modules_flatten_with_dots():
     # a top-level tensor makes the top level the state dict; sub-dicts flatten
     ck2 = {"a": t1, "sub": {"b": t2}}
     expect_same(read(save(ck2, "dotted2.pt")), collections.OrderedDict([("a", t1), ("sub.b", t2)]))
+    # tensors only inside one list: named by index under the list's key
+    ck3 = {"step": 1, "layers": [t1, (t2, t3)]}
+    expect_same(read(save(ck3, "dotted3.pt")),
+                collections.OrderedDict([("layers.0", t1), ("layers.1.0", t2), ("layers.1.1", t3)]))
 
 
 @case
@@ -236,6 +240,49 @@ def sharded_bin_index():
     os.makedirs(d2, exist_ok=True)
     torch.save(sd, os.path.join(d2, "pytorch_model.bin"))
     expect_same(read(d2), sd)
+
+
+def bu(text):  # BINUNICODE
+    b = text.encode()
+    return b"X" + struct.pack("<I", len(b)) + b
+
+
+def ints(v):
+    return b"(" + b"".join(b"J" + struct.pack("<i", x) for x in v) + b"t"
+
+
+def pid(storage_class, key, numel):
+    return b"(" + bu("storage") + storage_class + bu(key) + bu("cpu") + b"J" + struct.pack("<i", numel) + b"tQ"
+
+
+HOOKS = b"ccollections\nOrderedDict\n)R"
+
+
+@case
+def newer_torch_rebuild_forms():
+    """_rebuild_tensor_v3 on an untyped storage, _rebuild_from_type_v2, _rebuild_parameter
+    _with_state and NEWOBJ Parameter, as newer PyTorch versions and other writers emit."""
+    raw = torch.arange(16, dtype=torch.float16)
+    v3 = (b"ctorch._utils\n_rebuild_tensor_v3\n(" + pid(b"ctorch\nUntypedStorage\n", "0", 32) +
+          b"J\x02\0\0\0" + ints((2, 3)) + ints((3, 1)) + b"\x89" + HOOKS + b"ctorch\nfloat16\nt" + b"R")
+    v2 = (b"ctorch._utils\n_rebuild_tensor_v2\n(" + pid(b"ctorch\nHalfStorage\n", "1", 16) +
+          b"J\0\0\0\0" + ints((4, 4)) + ints((1, 4)) + b"\x89" + HOOKS + b"t")
+    from_type = (b"ctorch._tensor\n_rebuild_from_type_v2\n(ctorch._utils\n_rebuild_tensor_v2\n"
+                 b"ctorch\nTensor\n(" + v2[len(b"ctorch._utils\n_rebuild_tensor_v2\n("):] + b"}tR")
+    param_state = (b"ctorch._utils\n_rebuild_parameter_with_state\n(" + v2 + b"R\x88" + HOOKS + b"}tR")
+    newobj = b"ctorch.nn.parameter\nParameter\n(" + v2 + b"R\x88t\x81"
+    pkl = (b"\x80\x02ccollections\nOrderedDict\n)R(" + bu("v3") + v3 + bu("from_type") + from_type +
+           bu("param_state") + param_state + bu("newobj") + newobj + b"u.")
+    p = os.path.join(TMP, "newer.pt")
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("archive/data.pkl", pkl)
+        z.writestr("archive/data/0", raw.numpy().tobytes())
+        z.writestr("archive/data/1", raw.numpy().tobytes())
+        z.writestr("archive/byteorder", "little")
+    got = read(p)
+    t = raw.reshape(4, 4).t().contiguous()
+    expect_same(got, collections.OrderedDict([("v3", raw[2:8].reshape(2, 3)), ("from_type", t),
+                                              ("param_state", t), ("newobj", t)]))
 
 
 def read_safetensors(path):

@@ -155,6 +155,33 @@ def unsupported_dtype_refused():
 
 
 @case
+def zip64_sizes_and_offsets_load_in_torch():
+    # the unit test binary writes a file whose records all use ZIP64 sizes and offsets (as
+    # files over 4 GiB do), with byte j of tensor i = (7 i + j) mod 251
+    import subprocess
+    p = path("z64.pt")
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # (set under make asan)
+    r = subprocess.run([os.path.join(os.environ.get("BUILD", "build"), "tests", "test_pytorch"),
+                        "write-zip64", p], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-500:]
+    specs = [("a.weight", torch.float32, (3, 5)), ("b", torch.int64, (2,)),
+             ("c", torch.bfloat16, (4,)), ("scalar", torch.float32, ()), ("empty", torch.int8, (0,))]
+    want = collections.OrderedDict()
+    for i, (name, dt, shape) in enumerate(specs):
+        n = int(torch.tensor(shape).prod()) * torch.tensor([], dtype=dt).element_size()
+        raw = bytearray((7 * i + j) % 251 for j in range(n))
+        want[name] = (torch.frombuffer(raw, dtype=dt) if n else torch.empty(0, dtype=dt)).reshape(shape)
+    with zipfile.ZipFile(p) as z:
+        assert z.testzip() is None
+        assert all(info.header_offset >= 0 for info in z.infolist())
+    expect_same(torch_load(p), want)
+    m = mq.Model(p)
+    assert m.meta("quantization") == '{"bits": 4}'
+    expect_same(m.dict(), want)
+    m.close()
+
+
+@case
 def fixture_round_trip_identical():
     src = os.path.join(FIXTURES, "lm", "lm_fortunes.pt")
     sd = mq.Model(src).dict()

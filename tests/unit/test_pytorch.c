@@ -19,10 +19,14 @@ static const char *tmp_path(const char *name) {
 }
 
 /* Writes tensors whose byte j is (seed + j) mod 251, in chunks of `chunk` bytes. */
+static uint64_t zip64_limit = UINT64_MAX; /* test setting: force ZIP64 forms from here */
+
 static mq_status write_file(mq_ctx *ctx, const char *path, const mq_tensor_desc *d, size_t n,
                             const mq_kv *meta, size_t nmeta, size_t chunk) {
     mq_writer *w = NULL;
     mq_status st = mq_writer_open(ctx, path, MQ_FORMAT_PYTORCH, d, n, meta, nmeta, &w);
+    if (st == MQ_OK && zip64_limit != UINT64_MAX)
+        mq__pytorch_writer_set_zip64_limit(w, zip64_limit);
     for (size_t i = 0; st == MQ_OK && i < n; i++) {
         size_t bytes = mq_dtype_size(d[i].dtype);
         for (int k = 0; k < d[i].ndim; k++) bytes *= (size_t)d[i].shape[k];
@@ -51,7 +55,7 @@ static int data_matches(const mq_tensor *t, size_t i) {
 
 TEST(round_trip_every_dtype_with_metadata) {
     mq_ctx *ctx = mq_ctx_create();
-    const mq_dtype dts[] = {MQ_F32, MQ_F16, MQ_BF16, MQ_F64, MQ_I64, MQ_I32,
+    const mq_dtype dts[] = {MQ_F32, MQ_F16, MQ_BF16, MQ_F64,  MQ_I64, MQ_I32,
                             MQ_I16, MQ_I8,  MQ_U8,   MQ_BOOL, MQ_C64};
     enum { N = sizeof dts / sizeof *dts + 2 };
     mq_tensor_desc d[N];
@@ -65,8 +69,8 @@ TEST(round_trip_every_dtype_with_metadata) {
         d[i].shape[0] = (int64_t)i + 1;
         d[i].shape[1] = 37;
     }
-    d[N - 2].ndim = 0;                      /* a scalar */
-    d[N - 1].shape[0] = 0;                  /* an empty tensor */
+    d[N - 2].ndim = 0;     /* a scalar */
+    d[N - 1].shape[0] = 0; /* an empty tensor */
     mq_kv meta[2] = {{"quantization", "{\"bits\": 8}"}, {"note", "x"}};
     const char *p = tmp_path("rt.pt");
     CHECK_EQ_INT(write_file(ctx, p, d, N, meta, 2, 5), MQ_OK);
@@ -130,6 +134,58 @@ TEST(zip64_many_entries) {
     mq_ctx_free(ctx);
 }
 
+/* The set of tensors the interop test checks against torch (byte j of tensor i is
+ * (7 i + j) mod 251). */
+static const mq_tensor_desc zip64_set[] = {
+    {"a.weight", MQ_F32, 2, {3, 5}}, {"b", MQ_I64, 1, {2}},    {"c", MQ_BF16, 1, {4}},
+    {"scalar", MQ_F32, 0, {0}},      {"empty", MQ_I8, 1, {0}},
+};
+
+static mq_status write_zip64_set(const char *path) {
+    mq_ctx *ctx = mq_ctx_create();
+    mq_kv meta = {"quantization", "{\"bits\": 4}"};
+    zip64_limit = 0; /* every record after the pickle and byteorder */
+    mq_status st = write_file(ctx, path, zip64_set, 5, &meta, 1, 3);
+    zip64_limit = UINT64_MAX;
+    mq_ctx_free(ctx);
+    return st;
+}
+
+TEST(zip64_forms_of_sizes_and_offsets) {
+    const char *p = tmp_path("z64.pt");
+    CHECK_EQ_INT(write_zip64_set(p), MQ_OK);
+    mq_ctx *ctx = mq_ctx_create();
+    mq_model *m = NULL;
+    CHECK_EQ_INT(mq_model_open(ctx, p, NULL, &m), MQ_OK);
+    if (m) {
+        CHECK_EQ_INT(mq_model_tensor_count(m), 5);
+        for (size_t i = 0; i < 5 && i < mq_model_tensor_count(m); i++) {
+            CHECK_EQ_STR(mq_model_tensor(m, i)->name, zip64_set[i].name);
+            CHECK(data_matches(mq_model_tensor(m, i), i));
+        }
+        CHECK_EQ_STR(mq_model_metadata_get(m, "quantization"), "{\"bits\": 4}");
+    }
+    mq_model_free(m);
+    /* the central entries of the data records carry ZIP64 sizes and offsets */
+    FILE *f = fopen(p, "rb");
+    static uint8_t buf[8192];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    mq_zip z;
+    CHECK_EQ_INT(mq__zip_open(ctx, "z64.pt", buf, n, &z), MQ_OK);
+    int zip64_entries = 0;
+    for (size_t off = 0; off + 46 < n; off++) {
+        if (mq__load_le32(buf + off) != 0x02014b50u) continue;
+        if (mq__load_le32(buf + off + 20) == 0xFFFFFFFFu &&
+            mq__load_le32(buf + off + 42) == 0xFFFFFFFFu)
+            zip64_entries++;
+    }
+    CHECK_EQ_INT(zip64_entries, 9); /* every central entry: the directory comes last */
+    CHECK_EQ_INT(mq__load_le32(buf + n - 22 - 20 - 56), 0x06064b50u);
+    mq__zip_close(ctx, &z);
+    mq_ctx_free(ctx);
+}
+
 TEST(crc32_known_values) {
     mq_crc32 c;
     mq__crc32_init(&c);
@@ -137,6 +193,62 @@ TEST(crc32_known_values) {
     CHECK_EQ_INT(mq__crc32_update(&c, 0, "", 0), 0);
     uint32_t part = mq__crc32_update(&c, 0, "12345", 5);
     CHECK_EQ_INT(mq__crc32_update(&c, part, "6789", 4), 0xCBF43926u);
+}
+
+TEST(crc32_combine_matches_one_pass) {
+    mq_crc32 c;
+    mq__crc32_init(&c);
+    enum { N = 3000 };
+    static uint8_t buf[N];
+    for (size_t i = 0; i < N; i++) buf[i] = (uint8_t)(i * 131 + (i >> 5));
+    uint32_t whole = mq__crc32_update(&c, 0, buf, N);
+    for (size_t cut = 0; cut <= N; cut += 97) {
+        uint32_t a = mq__crc32_update(&c, 0, buf, cut),
+                 b = mq__crc32_update(&c, 0, buf + cut, N - cut);
+        CHECK_EQ_INT(mq__crc32_combine(&c, a, b, N - cut), whole);
+    }
+}
+
+/* A large tensor written in one chunk: the CRC is computed in pieces on several threads. */
+TEST(parallel_crc_same_file_for_any_thread_count) {
+    const size_t n = (5u << 20) + 3;
+    uint8_t *data = (uint8_t *)malloc(n);
+    for (size_t i = 0; i < n; i++) data[i] = (uint8_t)(i * 2654435761u >> 11);
+    mq_tensor_desc d = {"big", MQ_U8, 1, {(int64_t)n}};
+    uint8_t *files[2] = {NULL, NULL};
+    long sizes[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {
+        mq_ctx *ctx = mq_ctx_create();
+        mq_ctx_set_threads(ctx, k ? 3 : 1);
+        const char *p = tmp_path(k ? "crc3.pt" : "crc1.pt");
+        mq_writer *w = NULL;
+        CHECK_EQ_INT(mq_writer_open(ctx, p, MQ_FORMAT_PYTORCH, &d, 1, NULL, 0, &w), MQ_OK);
+        CHECK_EQ_INT(mq_writer_write(w, data, n), MQ_OK);
+        CHECK_EQ_INT(mq_writer_commit(w), MQ_OK);
+        mq_writer_free(w);
+        mq_ctx_free(ctx);
+        FILE *f = fopen(p, "rb");
+        fseek(f, 0, SEEK_END);
+        sizes[k] = ftell(f);
+        fseek(f, 0, SEEK_SET);
+        files[k] = (uint8_t *)malloc((size_t)sizes[k]);
+        CHECK_EQ_INT(fread(files[k], 1, (size_t)sizes[k], f), sizes[k]);
+        fclose(f);
+    }
+    CHECK(sizes[0] == sizes[1] && !memcmp(files[0], files[1], (size_t)sizes[0]));
+    /* and the recorded CRC is the one-pass CRC */
+    mq_ctx *ctx = mq_ctx_create();
+    mq_zip z;
+    CHECK_EQ_INT(mq__zip_open(ctx, "crc3.pt", files[1], (size_t)sizes[1], &z), MQ_OK);
+    const mq_zip_entry *e = mq__zip_find(&z, "archive/data/0", 14);
+    mq_crc32 c;
+    mq__crc32_init(&c);
+    CHECK(e && e->crc == mq__crc32_update(&c, 0, data, n));
+    mq__zip_close(ctx, &z);
+    mq_ctx_free(ctx);
+    free(files[0]);
+    free(files[1]);
+    free(data);
 }
 
 static mq_status pk(mq_ctx *ctx, const char *bytes, size_t n, mq_pk_arena **a,
@@ -172,7 +284,11 @@ TEST(pickle_rejections_name_opcode_and_offset) {
     mq_ctx *ctx = mq_ctx_create();
     mq_pk_arena *a = NULL;
     const mq_pk_obj *r = NULL;
-    CHECK_EQ_INT(pk(ctx, "\x80\x02" "cos\nsystem\n.", 14, &a, &r), MQ_ERR_FORMAT);
+    CHECK_EQ_INT(pk(ctx,
+                    "\x80\x02"
+                    "cos\nsystem\n.",
+                    14, &a, &r),
+                 MQ_ERR_FORMAT);
     CHECK_MSG_HAS(ctx, "global 'os.system' is not allowed");
     CHECK_MSG_HAS(ctx, "byte 2");
     CHECK_EQ_INT(pk(ctx, "\x80\x02NN\x94.", 6, &a, &r), MQ_ERR_FORMAT); /* MEMOIZE */
@@ -186,7 +302,10 @@ TEST(pickle_rejections_name_opcode_and_offset) {
     CHECK_EQ_INT(pk(ctx, "\x80\x02]K\x01u.", 7, &a, &r), MQ_ERR_FORMAT);
     CHECK_EQ_INT(pk(ctx, "\x80\x09.", 3, &a, &r), MQ_ERR_FORMAT);
     CHECK_MSG_HAS(ctx, "protocol");
-    CHECK_EQ_INT(pk(ctx, "\x80\x02" "ctorch._utils\n_rebuild_sparse_tensor\n)R.", 44, &a, &r),
+    CHECK_EQ_INT(pk(ctx,
+                    "\x80\x02"
+                    "ctorch._utils\n_rebuild_sparse_tensor\n)R.",
+                    44, &a, &r),
                  MQ_ERR_UNSUPPORTED);
     CHECK(a == NULL && r == NULL);
     mq_ctx_free(ctx);
@@ -267,10 +386,14 @@ TEST(reader_appends_and_key_option) {
     /* {"model": {"w": tensor}, "ema": {"w": tensor}} written by hand */
     static const char pkl[] =
         "\x80\x02}(X\x05\0\0\0model}X\x01\0\0\0wctorch._utils\n_rebuild_tensor_v2\n"
-        "((X\x07\0\0\0storagectorch\nFloatStorage\nX\x01\0\0\x00" "0X\x03\0\0\0cpuK\x04tQ"
-        "K\0K\x04\x85K\x01\x85\x89" "ccollections\nOrderedDict\n)RtRsX\x03\0\0\0ema}X\x01\0\0\0w"
+        "((X\x07\0\0\0storagectorch\nFloatStorage\nX\x01\0\0\x00"
+        "0X\x03\0\0\0cpuK\x04tQ"
+        "K\0K\x04\x85K\x01\x85\x89"
+        "ccollections\nOrderedDict\n)RtRsX\x03\0\0\0ema}X\x01\0\0\0w"
         "ctorch._utils\n_rebuild_tensor_v2\n((X\x07\0\0\0storagectorch\nFloatStorage\n"
-        "X\x01\0\0\x00" "0X\x03\0\0\0cpuK\x04tQK\x01K\x02\x85K\x01\x85\x89" "ccollections\nOrderedDict\n"
+        "X\x01\0\0\x00"
+        "0X\x03\0\0\0cpuK\x04tQK\x01K\x02\x85K\x01\x85\x89"
+        "ccollections\nOrderedDict\n"
         ")RtRsu.";
     static uint8_t buf[2048];
     const char *names[] = {"r/data.pkl", "r/data/0"};
@@ -285,7 +408,7 @@ TEST(reader_appends_and_key_option) {
     CHECK_EQ_INT(mq__pytorch_read_mem(m, "h.pt", buf, n, "ema"), MQ_OK);
     CHECK_EQ_INT(m->ntensors, 2); /* appended */
     CHECK_EQ_INT(m->tensors[1].shape[0], 2);
-    CHECK(!memcmp(m->tensors[1].data, "456789ab", 8)); /* storage offset 1 element */
+    CHECK(!memcmp(m->tensors[1].data, "456789ab", 8));       /* storage offset 1 element */
     CHECK_EQ_INT(mq__model_index(m, "h.pt"), MQ_ERR_FORMAT); /* both are named "w" */
     CHECK_EQ_INT(mq__pytorch_read_mem(m, "h.pt", buf, n, "."), MQ_OK);
     CHECK_EQ_STR(m->tensors[2].name, "model.w");
@@ -357,18 +480,48 @@ TEST(allocation_failures_are_clean) {
     }
 }
 
-int main(void) {
+TEST(writer_refuses_what_torch_cannot_load) {
+    mq_ctx *ctx = mq_ctx_create();
+    mq_writer *w = NULL;
+    mq_tensor_desc bad_dtype = {"u", MQ_U16, 1, {2}};
+    CHECK_EQ_INT(
+        mq_writer_open(ctx, tmp_path("bad.pt"), MQ_FORMAT_PYTORCH, &bad_dtype, 1, NULL, 0, &w),
+        MQ_ERR_UNSUPPORTED);
+    CHECK_MSG_HAS(ctx, "U16");
+    static const char *const bad_names[] = {"\xff", "\xc0\x80", "\xe0\x80\x80", "\xf4\x90\x80\x80",
+                                            "a\xc3"};
+    for (size_t i = 0; i < sizeof bad_names / sizeof *bad_names; i++) {
+        mq_tensor_desc d = {bad_names[i], MQ_F32, 1, {1}};
+        CHECK_EQ_INT(mq_writer_open(ctx, tmp_path("bad.pt"), MQ_FORMAT_PYTORCH, &d, 1, NULL, 0, &w),
+                     MQ_ERR_INVALID);
+        CHECK_MSG_HAS(ctx, "UTF-8");
+    }
+    CHECK(access(tmp_path("bad.pt"), F_OK) != 0);
+    mq_tensor_desc ok = {"caf\xc3\xa9.\xe2\x9c\x93", MQ_F32, 1, {1}};
+    CHECK_EQ_INT(mq_writer_open(ctx, tmp_path("ok.pt"), MQ_FORMAT_PYTORCH, &ok, 1, NULL, 0, &w),
+                 MQ_OK);
+    mq_writer_free(w);
+    mq_ctx_free(ctx);
+}
+
+int main(int argc, char **argv) {
+    /* `test_pytorch write-zip64 PATH` writes the ZIP64 sample tests/interop checks with torch */
+    if (argc == 3 && !strcmp(argv[1], "write-zip64")) return write_zip64_set(argv[2]) != MQ_OK;
     const char *base = getenv("TEST_TMPDIR");
     snprintf(tmpdir, sizeof tmpdir, "%s/pytorchXXXXXX", base && *base ? base : "/tmp");
     if (!mkdtemp(tmpdir)) return 1;
     RUN(round_trip_every_dtype_with_metadata);
     RUN(zip64_many_entries);
+    RUN(zip64_forms_of_sizes_and_offsets);
     RUN(crc32_known_values);
+    RUN(crc32_combine_matches_one_pass);
+    RUN(parallel_crc_same_file_for_any_thread_count);
     RUN(pickle_scalars);
     RUN(pickle_rejections_name_opcode_and_offset);
     RUN(zip_reader_basics);
     RUN(reader_appends_and_key_option);
     RUN(allocation_failures_are_clean);
+    RUN(writer_refuses_what_torch_cannot_load);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) return 1;
