@@ -327,7 +327,17 @@ static mq_status job_init(mq_ctx *ctx, qjob *j, const mq_qspec *spec, const mq_q
     j->grain = chunk_rows(lay->cols);
     mq_dtype want = j->is_cast ? (spec->type == MQ_Q_FP16 ? MQ_F16 : MQ_BF16)
                   : spec->type == MQ_Q_INT8 ? MQ_I8 : spec->type == MQ_Q_UINT8 ? MQ_U8 : MQ_I32;
-    if (spec->type == MQ_Q_NONE || lay->data_dtype != want)
+    bool ok = spec->type != MQ_Q_NONE && lay->data_dtype == want;
+    if (ok && !j->is_cast) {
+        int64_t ns = spec->granularity == MQ_PER_TENSOR ? 1
+                   : spec->granularity == MQ_PER_CHANNEL ? lay->rows
+                   : lay->rows * lay->groups_per_row;
+        bool zp = spec->scheme == MQ_ASYMMETRIC || j->f.qmin == 0;
+        ok = lay->nscales == ns && (lay->has_zero_point != 0) == zp &&
+             (spec->granularity == MQ_PER_GROUP || lay->groups_per_row == 1) &&
+             lay->group_size * (lay->groups_per_row - 1) + lay->last_group_size == lay->cols;
+    }
+    if (!ok)
         return mq__fail(ctx, MQ_ERR_INVALID, "quantize: the layout does not match the spec "
                         "(use mq_qlayout_init)");
     return MQ_OK;

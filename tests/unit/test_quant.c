@@ -716,6 +716,17 @@ TEST(bad_arguments) {
     other.type = MQ_Q_INT4;
     CHECK_EQ_INT(mq_quantize_rows(ctx, &other, &L, MQ_F32, x, 0, 2, data, scale, zp), MQ_ERR_INVALID);
     CHECK_MSG_HAS(ctx, "layout");
+    other = s;
+    other.scheme = MQ_SYMMETRIC; /* UINT8 symmetric also stores its zero point: still fine */
+    CHECK_EQ_INT(mq_quantize_rows(ctx, &other, &L, MQ_F32, x, 0, 2, data, scale, zp), MQ_OK);
+    CHECK_EQ_INT(zp[0], 128);
+    other.granularity = MQ_PER_TENSOR; /* 2 scales in the layout */
+    CHECK_EQ_INT(mq_quantize_rows(ctx, &other, &L, MQ_F32, x, 0, 2, data, scale, zp), MQ_ERR_INVALID);
+    mq_qspec i8 = make_spec(MQ_Q_INT8, MQ_SYMMETRIC, MQ_PER_CHANNEL, 0);
+    mq_qlayout L8;
+    CHECK_EQ_INT(mq_qlayout_init(ctx, &i8, 2, shape, &L8), MQ_OK);
+    i8.scheme = MQ_ASYMMETRIC; /* the layout has no zero points */
+    CHECK_EQ_INT(mq_quantize_rows(ctx, &i8, &L8, MQ_F32, x, 0, 2, data, scale, zp), MQ_ERR_INVALID);
     CHECK_EQ_INT(mq_quantize_rows(ctx, &s, &L, MQ_F32, x, 1, 1, data, scale, zp), MQ_OK);
     mq_ctx_free(ctx);
 }
