@@ -17,6 +17,8 @@ typedef struct scratch {
     float *row;      /* cols f32 */
     uint8_t *stage;  /* cols * 8 bytes: an unaligned source row, or cast output */
     uint8_t *codes;  /* cols * 2 bytes: codes, or cast output */
+    mq_qround *qr;   /* groups_per_row: rounding parameters of a row's groups */
+    int32_t *add;    /* groups_per_row: code offsets */
 } scratch;
 
 typedef struct qjob {
@@ -49,9 +51,13 @@ typedef struct qjob {
     mq_qcand cand[MQ_MAX_CANDIDATES];
 } qjob;
 
+static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
+
 static mq_status alloc_scratch(qjob *j) {
-    size_t cols = (size_t)j->lay->cols;
-    size_t per = (cols * 4 + 63) / 64 * 64 + (cols * 8 + 63) / 64 * 64 + (cols * 2 + 63) / 64 * 64;
+    size_t cols = (size_t)j->lay->cols, gpr = (size_t)j->lay->groups_per_row;
+    /* cols, groups_per_row < 2^60 (mq_qlayout_init): no overflow below */
+    size_t per = round64(cols * 4) + round64(cols * 8) + round64(cols * 2) +
+                 round64(gpr * sizeof(mq_qround)) + round64(gpr * 4);
     j->nscratch = mq__thread_count(j->ctx);
     if (per > SIZE_MAX / 2 / (size_t)j->nscratch)
         return mq__fail(j->ctx, MQ_ERR_NOMEM, "quantize: rows of %zu elements are too wide",
@@ -62,11 +68,15 @@ static mq_status alloc_scratch(qjob *j) {
     uint8_t *p = (uint8_t *)(((uintptr_t)j->block + 63) & ~(uintptr_t)63);
     for (int t = 0; t < j->nscratch; t++) {
         j->sc[t].row = (float *)p;
-        p += (cols * 4 + 63) / 64 * 64;
+        p += round64(cols * 4);
         j->sc[t].stage = p;
-        p += (cols * 8 + 63) / 64 * 64;
+        p += round64(cols * 8);
         j->sc[t].codes = p;
-        p += (cols * 2 + 63) / 64 * 64;
+        p += round64(cols * 2);
+        j->sc[t].qr = (mq_qround *)p;
+        p += round64(gpr * sizeof(mq_qround));
+        j->sc[t].add = (int32_t *)p;
+        p += round64(gpr * 4);
     }
     return MQ_OK;
 }
@@ -186,7 +196,10 @@ static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst) {
     const mq_qlayout *L = j->lay;
     const float *x = load_row(j, tid, r);
     uint8_t *codes = j->f.packed4 ? j->sc[tid].codes : dst;
-    int32_t add_off = j->f.code_offset;
+    mq_qround *qr = j->sc[tid].qr;
+    int32_t *add = j->sc[tid].add;
+    /* parameters of every group first, then the quantization: the divisions of one group
+     * overlap the work of the others */
     for (int64_t g = 0; g < L->groups_per_row; g++) {
         int64_t c0 = g * L->group_size;
         int64_t n = g + 1 < L->groups_per_row ? L->group_size : L->last_group_size;
@@ -201,9 +214,13 @@ static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst) {
             j->scale[si] = p.scale;
             store_zp(j, si, p.zp);
         }
-        mq_qround qr;
-        mq__qround_init(&j->f, p, &qr);
-        j->k->quantize(x + c0, (size_t)n, &qr, p.zp + add_off, codes + c0);
+        mq__qround_init(&j->f, p, &qr[g]);
+        add[g] = p.zp + j->f.code_offset;
+    }
+    for (int64_t g = 0; g < L->groups_per_row; g++) {
+        int64_t c0 = g * L->group_size;
+        int64_t n = g + 1 < L->groups_per_row ? L->group_size : L->last_group_size;
+        j->k->quantize(x + c0, (size_t)n, &qr[g], add[g], codes + c0);
     }
     if (j->f.packed4) pack4(j, codes, L->cols, dst, L->row_bytes);
     return MQ_OK;
