@@ -90,6 +90,14 @@ static void free_job(qjob *j) {
 }
 
 /* Source bytes of row r at an address aligned for their dtype (staged when not). */
+/* The pool never runs more threads than mq__thread_count said when the scratch was sized
+ * (a change of thread count recreates it); checked anyway, as indexing depends on it. */
+static mq_status check_tid(const qjob *j, int tid) {
+    if (tid >= 0 && tid < j->nscratch) return MQ_OK;
+    return mq__fail(j->ctx, MQ_ERR_INTERNAL, "quantize: worker %d without scratch (%d)", tid,
+                    j->nscratch);
+}
+
 static const void *aligned_src_row(qjob *j, int tid, int64_t r) {
     size_t n = (size_t)j->lay->cols * j->esz;
     const uint8_t *p = j->src + (size_t)r * n;
@@ -228,6 +236,7 @@ static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst) {
 
 static mq_status quantize_range(void *arg, int64_t b, int64_t e, int tid) {
     qjob *j = (qjob *)arg;
+    MQ_TRY(check_tid(j, tid));
     for (int64_t i = b; i < e; i++)
         MQ_TRY(quantize_row(j, tid, j->row_begin + i, j->data + (size_t)i * j->lay->row_bytes));
     return MQ_OK;
@@ -236,6 +245,7 @@ static mq_status quantize_range(void *arg, int64_t b, int64_t e, int tid) {
 /* Per tensor, pass 1: min and max of each chunk of rows. */
 static mq_status tensor_minmax_range(void *arg, int64_t b, int64_t e, int tid) {
     qjob *j = (qjob *)arg;
+    MQ_TRY(check_tid(j, tid));
     int64_t cols = j->lay->cols, c = b / j->grain;
     for (int64_t r = b; r < e; r++) {
         const float *x = load_row(j, tid, r);
@@ -250,6 +260,7 @@ static mq_status tensor_minmax_range(void *arg, int64_t b, int64_t e, int tid) {
 /* Per tensor, search passes: each candidate's error over each chunk of rows. */
 static mq_status tensor_error_range(void *arg, int64_t b, int64_t e, int tid) {
     qjob *j = (qjob *)arg;
+    MQ_TRY(check_tid(j, tid));
     double *err = j->chunk_err + (size_t)(b / j->grain) * MQ_MAX_CANDIDATES;
     for (int64_t r = b; r < e; r++) {
         const float *x = load_row(j, tid, r);
@@ -405,6 +416,7 @@ mq_status mq_quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *
 
 static mq_status dequantize_range(void *arg, int64_t b, int64_t e, int tid) {
     qjob *j = (qjob *)arg;
+    MQ_TRY(check_tid(j, tid));
     const mq_qlayout *L = j->lay;
     for (int64_t i = b; i < e; i++) {
         int64_t r = j->row_begin + i;

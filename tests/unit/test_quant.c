@@ -679,6 +679,26 @@ TEST(mse_search_lowers_the_error) {
     mq_ctx_free(ctx);
 }
 
+/* Values on the min/max grid have no error: the search keeps min/max (ties keep it). */
+TEST(mse_search_keeps_exact_min_max) {
+    mq_ctx *ctx = new_ctx(1);
+    float x[32];
+    for (int i = 0; i < 32; i++) x[i] = (float)(i % 16) * 0.5f; /* 0 .. 7.5: scale 0.5 */
+    int64_t shape[2] = {2, 16};
+    mq_qspec s = make_spec(MQ_Q_UINT4, MQ_ASYMMETRIC, MQ_PER_CHANNEL, 0);
+    qres a = quantize(ctx, &s, 2, shape, x);
+    s.search = MQ_SEARCH_MSE;
+    qres b = quantize(ctx, &s, 2, shape, x);
+    CHECK(same_result(&a, &b));
+    CHECK(b.scale[0] == 0.5f && b.zp[0] == 0);
+    float out[32];
+    CHECK_EQ_INT(mq_dequantize_rows(ctx, &s, &b.L, b.data, b.scale, b.zp, 0, 2, out), MQ_OK);
+    CHECK(!memcmp(out, x, sizeof x));
+    qres_free(&a);
+    qres_free(&b);
+    mq_ctx_free(ctx);
+}
+
 TEST(recommended_specs) {
     mq_qspec s;
     mq_qspec_default(&s);
@@ -805,6 +825,7 @@ int main(void) {
     RUN(casts_round_to_nearest_even);
     RUN(dequantize_every_type_within_half_step);
     RUN(mse_search_lowers_the_error);
+    RUN(mse_search_keeps_exact_min_max);
     RUN(recommended_specs);
     RUN(bad_arguments);
     RUN(allocation_failures_are_clean);
