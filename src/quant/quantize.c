@@ -55,7 +55,9 @@ static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
 static mq_status alloc_scratch(qjob *j) {
     size_t cols = (size_t)j->lay->cols, gpr = (size_t)j->lay->groups_per_row;
-    /* cols, groups_per_row < 2^60 (mq_qlayout_init): no overflow below */
+    if (cols > SIZE_MAX / 64 || gpr > cols)
+        return mq__fail(j->ctx, MQ_ERR_NOMEM, "quantize: rows of %zu elements are too wide",
+                        cols);
     size_t per = round64(cols * 4) + round64(cols * 8) + round64(cols * 2) +
                  round64(gpr * sizeof(mq_qround)) + round64(gpr * 4);
     j->nscratch = mq__thread_count(j->ctx);
