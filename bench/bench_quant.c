@@ -158,6 +158,63 @@ static double sqnr_ceiling(const buffers *b, int64_t rows, int64_t g, int asym) 
     return 10.0 * log10(sig / err);
 }
 
+/* SQNR over every 2-D ".weight" of the trained LM fixture (all tensors' errors pooled). */
+static void fixture_sqnr(mq_ctx *ctx) {
+    const char *dir = getenv("FIXTURES");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/lm/lm_fortunes.safetensors", dir && *dir ? dir : "../shared/fixtures");
+    mq_model *m;
+    if (mq_model_open(ctx, path, NULL, &m) != MQ_OK) {
+        printf("\n(LM fixture not found: %s)\n", mq_ctx_message(ctx));
+        return;
+    }
+    printf("\nSQNR (dB) pooled over the 2-D weights of %s\n", path);
+    printf("%-10s %12s %12s %12s %12s %12s\n", "target", "max|w|/7", "sym min/max", "sym MSE",
+           "asym min/max", "asym MSE");
+    for (int gi = 0; gi < 2; gi++) {
+        int g = gi ? 32 : 128;
+        double sig[6] = {0}, err[6] = {0};
+        for (size_t t = 0; t < mq_model_tensor_count(m); t++) {
+            const mq_tensor *tt = mq_model_tensor(m, t);
+            size_t len = strlen(tt->name);
+            if (tt->ndim != 2 || tt->dtype != MQ_F32 || len < 7 || strcmp(tt->name + len - 7, ".weight"))
+                continue;
+            size_t n = (size_t)tt->numel;
+            buffers b = {tt->shape[0], tt->shape[1], malloc(n * 4), NULL, malloc(n + 64),
+                         malloc(n * 4 + 64), malloc(n + 64), malloc(n * 4)};
+            memcpy(b.f32, tt->data, n * 4);
+            for (int k = 0; k < 5; k++) {
+                double db;
+                if (k == 0) {
+                    db = sqnr_absmax7(&b, g);
+                } else {
+                    mq_qspec spec;
+                    mq_qspec_default(&spec);
+                    spec.type = k < 3 ? MQ_Q_INT4 : MQ_Q_UINT4;
+                    spec.scheme = k < 3 ? MQ_SYMMETRIC : MQ_ASYMMETRIC;
+                    spec.granularity = MQ_PER_GROUP;
+                    spec.group_size = g;
+                    spec.search = k % 2 ? MQ_SEARCH_MINMAX : MQ_SEARCH_MSE;
+                    db = sqnr(ctx, &spec, &b);
+                }
+                double s2 = 0;
+                for (size_t i = 0; i < n; i++) s2 += (double)b.f32[i] * b.f32[i];
+                sig[k] += s2;
+                err[k] += s2 / pow(10.0, db / 10.0);
+            }
+            free(b.f32);
+            free(b.data);
+            free(b.scale);
+            free(b.zp);
+            free(b.deq);
+        }
+        printf("INT4 g%-4d", g);
+        for (int k = 0; k < 5; k++) printf(" %12.2f", 10.0 * log10(sig[k] / err[k]));
+        printf("\n");
+    }
+    mq_model_free(m);
+}
+
 int main(int argc, char **argv) {
     buffers b = {4096, 4096, 0, 0, 0, 0, 0, 0};
     if (argc == 3) {
@@ -261,6 +318,7 @@ int main(int argc, char **argv) {
         printf("ceiling: exhaustive search over ratio x zero point on the first %lld rows\n",
                (long long)(b.rows < 32 ? b.rows : 32));
     }
+    fixture_sqnr(ctx);
     mq_ctx_free(ctx);
     free(b.f32);
     free(b.bf16);
