@@ -158,6 +158,63 @@ static double sqnr_ceiling(const buffers *b, int64_t rows, int64_t g, int asym) 
     return 10.0 * log10(sig / err);
 }
 
+/* SQNR over every 2-D ".weight" of the trained LM fixture (all tensors' errors pooled). */
+static void fixture_sqnr(mq_ctx *ctx) {
+    const char *dir = getenv("FIXTURES");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/lm/lm_fortunes.safetensors", dir && *dir ? dir : "../shared/fixtures");
+    mq_model *m;
+    if (mq_model_open(ctx, path, NULL, &m) != MQ_OK) {
+        printf("\n(LM fixture not found: %s)\n", mq_ctx_message(ctx));
+        return;
+    }
+    printf("\nSQNR (dB) pooled over the 2-D weights of %s\n", path);
+    printf("%-10s %12s %12s %12s %12s %12s\n", "target", "max|w|/7", "sym min/max", "sym MSE",
+           "asym min/max", "asym MSE");
+    for (int gi = 0; gi < 2; gi++) {
+        int g = gi ? 32 : 128;
+        double sig[6] = {0}, err[6] = {0};
+        for (size_t t = 0; t < mq_model_tensor_count(m); t++) {
+            const mq_tensor *tt = mq_model_tensor(m, t);
+            size_t len = strlen(tt->name);
+            if (tt->ndim != 2 || tt->dtype != MQ_F32 || len < 7 || strcmp(tt->name + len - 7, ".weight"))
+                continue;
+            size_t n = (size_t)tt->numel;
+            buffers b = {tt->shape[0], tt->shape[1], malloc(n * 4), NULL, malloc(n + 64),
+                         malloc(n * 4 + 64), malloc(n + 64), malloc(n * 4)};
+            memcpy(b.f32, tt->data, n * 4);
+            for (int k = 0; k < 5; k++) {
+                double db;
+                if (k == 0) {
+                    db = sqnr_absmax7(&b, g);
+                } else {
+                    mq_qspec spec;
+                    mq_qspec_default(&spec);
+                    spec.type = k < 3 ? MQ_Q_INT4 : MQ_Q_UINT4;
+                    spec.scheme = k < 3 ? MQ_SYMMETRIC : MQ_ASYMMETRIC;
+                    spec.granularity = MQ_PER_GROUP;
+                    spec.group_size = g;
+                    spec.search = k % 2 ? MQ_SEARCH_MINMAX : MQ_SEARCH_MSE;
+                    db = sqnr(ctx, &spec, &b);
+                }
+                double s2 = 0;
+                for (size_t i = 0; i < n; i++) s2 += (double)b.f32[i] * b.f32[i];
+                sig[k] += s2;
+                err[k] += s2 / pow(10.0, db / 10.0);
+            }
+            free(b.f32);
+            free(b.data);
+            free(b.scale);
+            free(b.zp);
+            free(b.deq);
+        }
+        printf("INT4 g%-4d", g);
+        for (int k = 0; k < 5; k++) printf(" %12.2f", 10.0 * log10(sig[k] / err[k]));
+        printf("\n");
+    }
+    mq_model_free(m);
+}
+
 int main(int argc, char **argv) {
     buffers b = {4096, 4096, 0, 0, 0, 0, 0, 0};
     if (argc == 3) {
@@ -176,11 +233,15 @@ int main(int argc, char **argv) {
 
     mq_ctx *ctx = mq_ctx_create();
     if (!ctx) return 1;
-    double bw = memcpy_bw(b.deq, b.f32, n * 4, 5);
-    printf("tensor %lld x %lld, isa %s; memcpy %.2f GB/s (warm buffers, 1 thread)\n",
-           (long long)b.rows, (long long)b.cols, mq_isa_name(mq_ctx_isa(ctx)), bw / 1e9);
-    printf("throughput = input bytes / s; ratio = throughput / memcpy bandwidth\n");
-    printf("%-34s %7s %10s %7s\n", "case", "threads", "GB/s in", "ratio");
+    printf("tensor %lld x %lld, isa %s\n", (long long)b.rows, (long long)b.cols,
+           mq_isa_name(mq_ctx_isa(ctx)));
+    printf("throughput = input bytes / s (best of 3); ratio = throughput / memcpy bandwidth\n"
+           "(bytes copied / s, 1 thread, warm %lld MB buffers, best of 3, measured just "
+           "before each case)\n", (long long)(n * 4 >> 20));
+    printf("in cache = the first 64 rows (1 MB of f32) quantized again and again: the kernels'\n"
+           "own speed, without memory traffic\n");
+    printf("%-34s %7s %10s %12s %7s %10s\n", "case", "threads", "GB/s in", "memcpy GB/s",
+           "ratio", "in cache");
 
     struct {
         const char *name;
@@ -194,10 +255,10 @@ int main(int argc, char **argv) {
         {"bf16 -> INT8 per channel min/max", MQ_Q_INT8, MQ_PER_CHANNEL, MQ_SEARCH_MINMAX, MQ_BF16, 3},
         {"f32  -> INT4 g128 min/max", MQ_Q_INT4, MQ_PER_GROUP, MQ_SEARCH_MINMAX, MQ_F32, 3},
         {"bf16 -> INT4 g128 min/max", MQ_Q_INT4, MQ_PER_GROUP, MQ_SEARCH_MINMAX, MQ_BF16, 3},
-        {"f32  -> INT4 g128 MSE search", MQ_Q_INT4, MQ_PER_GROUP, MQ_SEARCH_MSE, MQ_F32, 1},
-        {"bf16 -> INT4 g128 MSE search", MQ_Q_INT4, MQ_PER_GROUP, MQ_SEARCH_MSE, MQ_BF16, 1},
-        {"f32  -> UINT4 g128 asym MSE", MQ_Q_UINT4, MQ_PER_GROUP, MQ_SEARCH_MSE, MQ_F32, 1},
-        {"f32  -> INT8 per channel MSE", MQ_Q_INT8, MQ_PER_CHANNEL, MQ_SEARCH_MSE, MQ_F32, 1},
+        {"f32  -> INT4 g128 MSE search", MQ_Q_INT4, MQ_PER_GROUP, MQ_SEARCH_MSE, MQ_F32, 3},
+        {"bf16 -> INT4 g128 MSE search", MQ_Q_INT4, MQ_PER_GROUP, MQ_SEARCH_MSE, MQ_BF16, 3},
+        {"f32  -> UINT4 g128 asym MSE", MQ_Q_UINT4, MQ_PER_GROUP, MQ_SEARCH_MSE, MQ_F32, 3},
+        {"f32  -> INT8 per channel MSE", MQ_Q_INT8, MQ_PER_CHANNEL, MQ_SEARCH_MSE, MQ_F32, 3},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         for (int th = 1; th <= 2; th++) {
@@ -208,9 +269,15 @@ int main(int argc, char **argv) {
             spec.granularity = cases[c].gran;
             spec.search = cases[c].search;
             if (cases[c].type == MQ_Q_UINT4) spec.scheme = MQ_ASYMMETRIC;
+            double bw = memcpy_bw(b.deq, b.f32, n * 4, 3);
             double t = time_quantize(ctx, &spec, &b, cases[c].src, cases[c].reps);
             double in = (double)n * (double)mq_dtype_size(cases[c].src) / t;
-            printf("%-34s %7d %10.2f %7.2f\n", cases[c].name, th, in / 1e9, in / bw);
+            buffers small = b;
+            small.rows = b.rows < 64 ? b.rows : 64;
+            double ts = time_quantize(ctx, &spec, &small, cases[c].src, 10);
+            double ins = (double)(small.rows * b.cols) * (double)mq_dtype_size(cases[c].src) / ts;
+            printf("%-34s %7d %10.2f %12.2f %7.2f %10.2f\n", cases[c].name, th, in / 1e9,
+                   bw / 1e9, in / bw, ins / 1e9);
         }
     }
 
@@ -251,6 +318,7 @@ int main(int argc, char **argv) {
         printf("ceiling: exhaustive search over ratio x zero point on the first %lld rows\n",
                (long long)(b.rows < 32 ? b.rows : 32));
     }
+    fixture_sqnr(ctx);
     mq_ctx_free(ctx);
     free(b.f32);
     free(b.bf16);

@@ -355,14 +355,15 @@ MQ_API mq_status mq_qlayout_init(mq_ctx *ctx, const mq_qspec *spec, int ndim,
  * row_begin == 0 computes the tensor's parameters over all rows and later calls reuse
  * scale[0]/zero_point[0]. `spec` and `layout` must be those given to mq_qlayout_init.
  * Rows are split across the context's threads; the bytes do not depend on the thread count
- * or the instruction-set level. NaN or Inf in the tensor (or, for FP16, a value beyond its
- * range): MQ_ERR_QUANT naming the row. */
+ * or the instruction-set level; each call allocates about 14 bytes per column per thread of
+ * scratch. NaN or Inf in the tensor (or, for FP16, a value beyond its range): MQ_ERR_QUANT
+ * naming the row and column. */
 MQ_API mq_status mq_quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *layout,
                                   mq_dtype src_dtype, const void *src, int64_t row_begin,
                                   int64_t row_end, void *data, float *scale, void *zero_point);
 
-/* Inverse: rows [row_begin, row_end) to F32 (`out` receives those rows only). `data` points
- * at the whole quantized tensor. */
+/* Inverse: rows [row_begin, row_end) to F32 (`out` receives those rows only). `data`,
+ * `scale` and `zero_point` are the whole tensor's arrays (any alignment for `data`). */
 MQ_API mq_status mq_dequantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *layout,
                                     const void *data, const float *scale, const void *zero_point,
                                     int64_t row_begin, int64_t row_end, float *out);

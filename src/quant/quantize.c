@@ -17,6 +17,8 @@ typedef struct scratch {
     float *row;      /* cols f32 */
     uint8_t *stage;  /* cols * 8 bytes: an unaligned source row, or cast output */
     uint8_t *codes;  /* cols * 2 bytes: codes, or cast output */
+    mq_qround *qr;   /* groups_per_row: rounding parameters of a row's groups */
+    int32_t *add;    /* groups_per_row: code offsets */
 } scratch;
 
 typedef struct qjob {
@@ -49,9 +51,15 @@ typedef struct qjob {
     mq_qcand cand[MQ_MAX_CANDIDATES];
 } qjob;
 
+static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
+
 static mq_status alloc_scratch(qjob *j) {
-    size_t cols = (size_t)j->lay->cols;
-    size_t per = (cols * 4 + 63) / 64 * 64 + (cols * 8 + 63) / 64 * 64 + (cols * 2 + 63) / 64 * 64;
+    size_t cols = (size_t)j->lay->cols, gpr = (size_t)j->lay->groups_per_row;
+    if (cols > SIZE_MAX / 64 || gpr > cols)
+        return mq__fail(j->ctx, MQ_ERR_NOMEM, "quantize: rows of %zu elements are too wide",
+                        cols);
+    size_t per = round64(cols * 4) + round64(cols * 8) + round64(cols * 2) +
+                 round64(gpr * sizeof(mq_qround)) + round64(gpr * 4);
     j->nscratch = mq__thread_count(j->ctx);
     if (per > SIZE_MAX / 2 / (size_t)j->nscratch)
         return mq__fail(j->ctx, MQ_ERR_NOMEM, "quantize: rows of %zu elements are too wide",
@@ -62,11 +70,15 @@ static mq_status alloc_scratch(qjob *j) {
     uint8_t *p = (uint8_t *)(((uintptr_t)j->block + 63) & ~(uintptr_t)63);
     for (int t = 0; t < j->nscratch; t++) {
         j->sc[t].row = (float *)p;
-        p += (cols * 4 + 63) / 64 * 64;
+        p += round64(cols * 4);
         j->sc[t].stage = p;
-        p += (cols * 8 + 63) / 64 * 64;
+        p += round64(cols * 8);
         j->sc[t].codes = p;
-        p += (cols * 2 + 63) / 64 * 64;
+        p += round64(cols * 2);
+        j->sc[t].qr = (mq_qround *)p;
+        p += round64(gpr * sizeof(mq_qround));
+        j->sc[t].add = (int32_t *)p;
+        p += round64(gpr * 4);
     }
     return MQ_OK;
 }
@@ -80,6 +92,14 @@ static void free_job(qjob *j) {
 }
 
 /* Source bytes of row r at an address aligned for their dtype (staged when not). */
+/* The pool never runs more threads than mq__thread_count said when the scratch was sized
+ * (a change of thread count recreates it); checked anyway, as indexing depends on it. */
+static mq_status check_tid(const qjob *j, int tid) {
+    if (tid >= 0 && tid < j->nscratch) return MQ_OK;
+    return mq__fail(j->ctx, MQ_ERR_INTERNAL, "quantize: worker %d without scratch (%d)", tid,
+                    j->nscratch);
+}
+
 static const void *aligned_src_row(qjob *j, int tid, int64_t r) {
     size_t n = (size_t)j->lay->cols * j->esz;
     const uint8_t *p = j->src + (size_t)r * n;
@@ -186,7 +206,10 @@ static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst) {
     const mq_qlayout *L = j->lay;
     const float *x = load_row(j, tid, r);
     uint8_t *codes = j->f.packed4 ? j->sc[tid].codes : dst;
-    int32_t add_off = j->f.code_offset;
+    mq_qround *qr = j->sc[tid].qr;
+    int32_t *add = j->sc[tid].add;
+    /* parameters of every group first, then the quantization: the divisions of one group
+     * overlap the work of the others */
     for (int64_t g = 0; g < L->groups_per_row; g++) {
         int64_t c0 = g * L->group_size;
         int64_t n = g + 1 < L->groups_per_row ? L->group_size : L->last_group_size;
@@ -201,9 +224,13 @@ static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst) {
             j->scale[si] = p.scale;
             store_zp(j, si, p.zp);
         }
-        mq_qround qr;
-        mq__qround_init(&j->f, p, &qr);
-        j->k->quantize(x + c0, (size_t)n, &qr, p.zp + add_off, codes + c0);
+        mq__qround_init(&j->f, p, &qr[g]);
+        add[g] = p.zp + j->f.code_offset;
+    }
+    for (int64_t g = 0; g < L->groups_per_row; g++) {
+        int64_t c0 = g * L->group_size;
+        int64_t n = g + 1 < L->groups_per_row ? L->group_size : L->last_group_size;
+        j->k->quantize(x + c0, (size_t)n, &qr[g], add[g], codes + c0);
     }
     if (j->f.packed4) pack4(j, codes, L->cols, dst, L->row_bytes);
     return MQ_OK;
@@ -211,6 +238,7 @@ static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst) {
 
 static mq_status quantize_range(void *arg, int64_t b, int64_t e, int tid) {
     qjob *j = (qjob *)arg;
+    MQ_TRY(check_tid(j, tid));
     for (int64_t i = b; i < e; i++)
         MQ_TRY(quantize_row(j, tid, j->row_begin + i, j->data + (size_t)i * j->lay->row_bytes));
     return MQ_OK;
@@ -219,6 +247,7 @@ static mq_status quantize_range(void *arg, int64_t b, int64_t e, int tid) {
 /* Per tensor, pass 1: min and max of each chunk of rows. */
 static mq_status tensor_minmax_range(void *arg, int64_t b, int64_t e, int tid) {
     qjob *j = (qjob *)arg;
+    MQ_TRY(check_tid(j, tid));
     int64_t cols = j->lay->cols, c = b / j->grain;
     for (int64_t r = b; r < e; r++) {
         const float *x = load_row(j, tid, r);
@@ -233,6 +262,7 @@ static mq_status tensor_minmax_range(void *arg, int64_t b, int64_t e, int tid) {
 /* Per tensor, search passes: each candidate's error over each chunk of rows. */
 static mq_status tensor_error_range(void *arg, int64_t b, int64_t e, int tid) {
     qjob *j = (qjob *)arg;
+    MQ_TRY(check_tid(j, tid));
     double *err = j->chunk_err + (size_t)(b / j->grain) * MQ_MAX_CANDIDATES;
     for (int64_t r = b; r < e; r++) {
         const float *x = load_row(j, tid, r);
@@ -327,7 +357,17 @@ static mq_status job_init(mq_ctx *ctx, qjob *j, const mq_qspec *spec, const mq_q
     j->grain = chunk_rows(lay->cols);
     mq_dtype want = j->is_cast ? (spec->type == MQ_Q_FP16 ? MQ_F16 : MQ_BF16)
                   : spec->type == MQ_Q_INT8 ? MQ_I8 : spec->type == MQ_Q_UINT8 ? MQ_U8 : MQ_I32;
-    if (spec->type == MQ_Q_NONE || lay->data_dtype != want)
+    bool ok = spec->type != MQ_Q_NONE && lay->data_dtype == want;
+    if (ok && !j->is_cast) {
+        int64_t ns = spec->granularity == MQ_PER_TENSOR ? 1
+                   : spec->granularity == MQ_PER_CHANNEL ? lay->rows
+                   : lay->rows * lay->groups_per_row;
+        bool zp = spec->scheme == MQ_ASYMMETRIC || j->f.qmin == 0;
+        ok = lay->nscales == ns && (lay->has_zero_point != 0) == zp &&
+             (spec->granularity == MQ_PER_GROUP || lay->groups_per_row == 1) &&
+             lay->group_size * (lay->groups_per_row - 1) + lay->last_group_size == lay->cols;
+    }
+    if (!ok)
         return mq__fail(ctx, MQ_ERR_INVALID, "quantize: the layout does not match the spec "
                         "(use mq_qlayout_init)");
     return MQ_OK;
@@ -378,6 +418,7 @@ mq_status mq_quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *
 
 static mq_status dequantize_range(void *arg, int64_t b, int64_t e, int tid) {
     qjob *j = (qjob *)arg;
+    MQ_TRY(check_tid(j, tid));
     const mq_qlayout *L = j->lay;
     for (int64_t i = b; i < e; i++) {
         int64_t r = j->row_begin + i;

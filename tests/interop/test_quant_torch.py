@@ -1,6 +1,8 @@
 """INT8/UINT8 quantization is bit-identical to PyTorch: MinMaxObserver / PerChannelMinMaxObserver
 qparams followed by quantize_per_tensor / quantize_per_channel (qint8 and quint8, affine and
-symmetric), and dequantize. The C library is called through ctypes, public API only."""
+symmetric), and dequantize. INT4/UINT4 groups match the same formulas written in numpy, and
+their packed words decode as documented (eight per int32, lowest bits first, INT4 + 8).
+The C library is called through ctypes, public API only."""
 import ctypes as C
 import json
 import os
@@ -28,10 +30,10 @@ except OSError as e:
                ASAN_OPTIONS="detect_leaks=0:" + os.environ.get("ASAN_OPTIONS", ""))
     os.execve(sys.executable, [sys.executable] + sys.argv, env)
 
-MQ_I8, MQ_U8, MQ_F16, MQ_BF16, MQ_F32, MQ_F64 = 3, 2, 10, 11, 12, 13
-Q_INT8, Q_UINT8 = 1, 2
+MQ_I8, MQ_U8, MQ_I32, MQ_F16, MQ_BF16, MQ_F32, MQ_F64 = 3, 2, 6, 10, 11, 12, 13
+Q_INT8, Q_UINT8, Q_INT4, Q_UINT4 = 1, 2, 3, 4
 SYM, ASYM = 0, 1
-PER_TENSOR, PER_CHANNEL = 0, 1
+PER_TENSOR, PER_CHANNEL, PER_GROUP = 0, 1, 2
 
 
 class QSpec(C.Structure):
@@ -72,11 +74,11 @@ def ptr(a):
     return a.ctypes.data_as(C.c_void_p) if a is not None else None
 
 
-def mq_quantize(x, qtype, scheme, gran, src_dtype=MQ_F32, chunks=1):
-    """Returns (scales, zero points or None, int data, layout) from the C library."""
+def mq_quantize(x, qtype, scheme, gran, src_dtype=MQ_F32, chunks=1, group=128):
+    """Returns (scales, zero points or None, data, dequantized) from the C library."""
     spec = QSpec()
     lib.mq_qspec_default(C.byref(spec))
-    spec.type, spec.scheme, spec.granularity = qtype, scheme, gran
+    spec.type, spec.scheme, spec.granularity, spec.group_size = qtype, scheme, gran, group
     shape = (C.c_int64 * x.ndim)(*x.shape)
     lay = QLayout()
     st = lib.mq_qlayout_init(ctx, C.byref(spec), x.ndim, shape, C.byref(lay))
@@ -85,6 +87,7 @@ def mq_quantize(x, qtype, scheme, gran, src_dtype=MQ_F32, chunks=1):
     src = np.ascontiguousarray(src)
     qdt = np.int8 if lay.data_dtype == MQ_I8 else np.uint8
     data = np.zeros(lay.data_bytes, dtype=qdt)
+    packed = lay.data_dtype == MQ_I32
     scale = np.zeros(lay.nscales, dtype=np.float32)
     zp = np.zeros(lay.nscales, dtype=np.int8 if lay.zero_point_dtype == MQ_I8 else np.uint8) \
         if lay.has_zero_point else None
@@ -100,6 +103,8 @@ def mq_quantize(x, qtype, scheme, gran, src_dtype=MQ_F32, chunks=1):
     st = lib.mq_dequantize_rows(ctx, C.byref(spec), C.byref(lay), ptr(data), ptr(scale), ptr(zp),
                                 0, lay.rows, ptr(deq))
     assert st == 0, lib.mq_ctx_message(ctx)
+    if packed:
+        return scale, zp, data.view("<u4").reshape(lay.rows, -1), deq.reshape(x.shape)
     return scale, zp, data.reshape(x.shape), deq.reshape(x.shape)
 
 
@@ -205,6 +210,61 @@ def int8_fixture_lm_tensors_match_torch():
     assert len(names) >= 10, names
     for k in names:
         compare(np.ascontiguousarray(sd[k]), k)
+
+
+def numpy_4bit(x, group, signed, symmetric):
+    """The documented formulas in numpy float32 (IEEE, like the C code), group by group."""
+    qmin, qmax = (-8, 7) if signed else (0, 15)
+    eps = np.finfo(np.float32).eps
+    rows, cols = x.shape
+    scales, zps, q = [], [], np.zeros(x.shape, np.int64)
+    for r in range(rows):
+        for c0 in range(0, cols, group):
+            g = x[r, c0:c0 + group]
+            lo, hi = min(g.min(), np.float32(0)), max(g.max(), np.float32(0))
+            if symmetric:
+                s = np.float32(max(-lo, hi)) / np.float32(7.5)
+                s = max(s, eps)
+                zp = 0 if signed else 8
+            else:
+                s = np.float32(hi - lo) / np.float32(15)
+                s = max(s, eps)
+                zp = int(np.clip(qmin - np.rint(lo / s), qmin, qmax))
+            inv = np.float32(1) / np.float32(s)
+            q[r, c0:c0 + group] = np.clip(np.rint(g * inv) + zp, qmin, qmax)
+            scales.append(np.float32(s))
+            zps.append(zp)
+    return np.array(scales, np.float32), np.array(zps), q
+
+
+@case
+def int4_matches_numpy_reference_and_uint4b8_packing():
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((5, 70)) * 0.2).astype(np.float32)
+    x[1] = np.abs(x[1])  # one-sided row
+    for qtype, scheme, group in ((Q_INT4, SYM, 32), (Q_UINT4, ASYM, 16), (Q_INT4, ASYM, 70),
+                                 (Q_UINT4, SYM, 8)):
+        signed = qtype == Q_INT4
+        ms, mz, words, deq = mq_quantize(x, qtype, scheme, PER_GROUP, group=group)
+        ns, nz, nq = numpy_4bit(x, group, signed, scheme == SYM)
+        tag = f"type {qtype} scheme {scheme} group {group}"
+        assert ms.view(np.uint32).tolist() == ns.view(np.uint32).tolist(), f"{tag}: scales"
+        if mz is not None:
+            assert mz.astype(np.int64).tolist() == nz.tolist(), f"{tag}: zero points"
+        # unpack the I32 words: eight codes per word, lowest bits first; INT4 stored + 8
+        codes = np.stack([(words >> np.uint32(4 * k)) & np.uint32(15) for k in range(8)], axis=2)
+        codes = codes.reshape(x.shape[0], -1)[:, :x.shape[1]].astype(np.int64)
+        values = codes - 8 if signed else codes
+        assert (values == nq).all(), f"{tag}: values differ"
+        full = np.stack([(words >> np.uint32(4 * k)) & np.uint32(15) for k in range(8)], axis=2)
+        assert (full.reshape(x.shape[0], -1)[:, x.shape[1]:] == 0).all(), f"{tag}: padding"
+        # dequantization: (q - zp) * scale with the group's parameters
+        gi = np.arange(x.shape[1]) // group
+        gpr = -(-x.shape[1] // group)
+        sc = ns.reshape(x.shape[0], gpr)[:, gi]
+        zp = nz.reshape(x.shape[0], gpr)[:, gi]
+        want = ((nq - zp).astype(np.float32) * sc).astype(np.float32)
+        assert (deq.view(np.uint32) == want.view(np.uint32)).all(), f"{tag}: dequantized"
 
 
 finish()

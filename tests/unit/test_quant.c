@@ -679,6 +679,26 @@ TEST(mse_search_lowers_the_error) {
     mq_ctx_free(ctx);
 }
 
+/* Values on the min/max grid have no error: the search keeps min/max (ties keep it). */
+TEST(mse_search_keeps_exact_min_max) {
+    mq_ctx *ctx = new_ctx(1);
+    float x[32];
+    for (int i = 0; i < 32; i++) x[i] = (float)(i % 16) * 0.5f; /* 0 .. 7.5: scale 0.5 */
+    int64_t shape[2] = {2, 16};
+    mq_qspec s = make_spec(MQ_Q_UINT4, MQ_ASYMMETRIC, MQ_PER_CHANNEL, 0);
+    qres a = quantize(ctx, &s, 2, shape, x);
+    s.search = MQ_SEARCH_MSE;
+    qres b = quantize(ctx, &s, 2, shape, x);
+    CHECK(same_result(&a, &b));
+    CHECK(b.scale[0] == 0.5f && b.zp[0] == 0);
+    float out[32];
+    CHECK_EQ_INT(mq_dequantize_rows(ctx, &s, &b.L, b.data, b.scale, b.zp, 0, 2, out), MQ_OK);
+    CHECK(!memcmp(out, x, sizeof x));
+    qres_free(&a);
+    qres_free(&b);
+    mq_ctx_free(ctx);
+}
+
 TEST(recommended_specs) {
     mq_qspec s;
     mq_qspec_default(&s);
@@ -716,6 +736,17 @@ TEST(bad_arguments) {
     other.type = MQ_Q_INT4;
     CHECK_EQ_INT(mq_quantize_rows(ctx, &other, &L, MQ_F32, x, 0, 2, data, scale, zp), MQ_ERR_INVALID);
     CHECK_MSG_HAS(ctx, "layout");
+    other = s;
+    other.scheme = MQ_SYMMETRIC; /* UINT8 symmetric also stores its zero point: still fine */
+    CHECK_EQ_INT(mq_quantize_rows(ctx, &other, &L, MQ_F32, x, 0, 2, data, scale, zp), MQ_OK);
+    CHECK_EQ_INT(zp[0], 128);
+    other.granularity = MQ_PER_TENSOR; /* 2 scales in the layout */
+    CHECK_EQ_INT(mq_quantize_rows(ctx, &other, &L, MQ_F32, x, 0, 2, data, scale, zp), MQ_ERR_INVALID);
+    mq_qspec i8 = make_spec(MQ_Q_INT8, MQ_SYMMETRIC, MQ_PER_CHANNEL, 0);
+    mq_qlayout L8;
+    CHECK_EQ_INT(mq_qlayout_init(ctx, &i8, 2, shape, &L8), MQ_OK);
+    i8.scheme = MQ_ASYMMETRIC; /* the layout has no zero points */
+    CHECK_EQ_INT(mq_quantize_rows(ctx, &i8, &L8, MQ_F32, x, 0, 2, data, scale, zp), MQ_ERR_INVALID);
     CHECK_EQ_INT(mq_quantize_rows(ctx, &s, &L, MQ_F32, x, 1, 1, data, scale, zp), MQ_OK);
     mq_ctx_free(ctx);
 }
@@ -794,6 +825,7 @@ int main(void) {
     RUN(casts_round_to_nearest_even);
     RUN(dequantize_every_type_within_half_step);
     RUN(mse_search_lowers_the_error);
+    RUN(mse_search_keeps_exact_min_max);
     RUN(recommended_specs);
     RUN(bad_arguments);
     RUN(allocation_failures_are_clean);
