@@ -248,7 +248,7 @@ static int by_offsets(const void *a, const void *b) {
 
 /* The entries, sorted by offsets, must cover [0, data_len) exactly. */
 static mq_status check_tiling(st_reader *r, uint64_t data_len) {
-    qsort(r->e, r->n, sizeof *r->e, by_offsets);
+    if (r->n) qsort(r->e, r->n, sizeof *r->e, by_offsets);
     uint64_t pos = 0;
     for (size_t i = 0; i < r->n; i++) {
         st_entry *e = &r->e[i];

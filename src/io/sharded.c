@@ -270,7 +270,7 @@ static mq_status load_shards(index_reader *r) {
     size_t *order = (size_t *)mq__malloc(r->ctx, (r->nshards ? r->nshards : 1) * sizeof *order);
     if (!order) return MQ_ERR_NOMEM;
     for (size_t i = 0; i < r->nshards; i++) order[i] = i;
-    qsort_r(order, r->nshards, sizeof *order, by_file, r->shards);
+    if (r->nshards) qsort_r(order, r->nshards, sizeof *order, by_file, r->shards);
     mq_status st = MQ_OK;
     mq_format kind = MQ_FORMAT_AUTO;
     for (size_t o = 0; st == MQ_OK && o < r->nshards; o++) {
