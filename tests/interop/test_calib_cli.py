@@ -96,6 +96,21 @@ def per_channel_scales():
 
 
 @case
+def pytorch_files_give_the_same_statistics():
+    """torch.save'd activations (the recorder's tensors) read through the .pt reader."""
+    pt = os.path.join(TMP, "acts_pt")
+    os.makedirs(pt, exist_ok=True)
+    for i, b in enumerate(BATCHES):
+        torch.save({k: torch.from_numpy(v.copy()) for k, v in b.items()},
+                   os.path.join(pt, f"batch_{i:05d}.pt"))
+    a, _ = run("histogram")
+    out = os.path.join(TMP, "stats_pt.safetensors")
+    mq("calibrate", "--model", MODEL, "--activations", pt, "-o", out, "--observer", "histogram")
+    b, _ = read_st(out)
+    return all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@case
 def every_observer_writes_a_usable_file():
     for k in ("histogram", "entropy", "percentile", "mse"):
         st, meta = run(k)
