@@ -497,7 +497,7 @@ static mq_status qp_range(void *arg, int64_t begin, int64_t end, int tid) {
     for (int64_t c = begin; c < end; c++) {
         float mn = obs->min_val[c], mx = obs->max_val[c];
         const double *h = obs->hist ? obs->hist + (size_t)c * (size_t)bins : NULL;
-        mq_search_scratch *s = &j->scratch[tid];
+        mq_search_scratch *s = j->scratch ? &j->scratch[tid] : NULL;
         switch (o->kind) {
         case MQ_OBS_HISTOGRAM:
             mq__search_l2(h, bins, mn, mx, nlevels, s, &j->lo[c], &j->hi[c]);

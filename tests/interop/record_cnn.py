@@ -24,6 +24,25 @@ def load_eval_module(fixtures):
     return mod
 
 
+def record(out, fixtures, batches, batch_size):
+    """Records `batches` forward passes of `batch_size` training images; returns the file count."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    ev = load_eval_module(fixtures)
+    model = ev.Net()
+    model.load_state_dict(ev.load_weights(os.path.join(fixtures, "cnn", "cnn_digits.safetensors")))
+    model.eval()
+    d = load_digits()
+    x_train, _, _, _ = train_test_split(d.images.astype(np.uint8), d.target, test_size=0.25,
+                                        random_state=0, stratify=d.target)
+    x = ev.preprocess(x_train)
+    rec = ActivationRecorder(model, max_rows=batches * batch_size)
+    with rec, torch.no_grad():
+        for i in range(batches):
+            model(x[i * batch_size:(i + 1) * batch_size])
+    return rec.save_batches(out)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("out")
@@ -31,21 +50,7 @@ def main():
     p.add_argument("--batches", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=64)
     a = p.parse_args()
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    ev = load_eval_module(a.fixtures)
-    model = ev.Net()
-    model.load_state_dict(ev.load_weights(os.path.join(a.fixtures, "cnn", "cnn_digits.safetensors")))
-    model.eval()
-    d = load_digits()
-    x_train, _, _, _ = train_test_split(d.images.astype(np.uint8), d.target, test_size=0.25,
-                                        random_state=0, stratify=d.target)
-    x = ev.preprocess(x_train)
-    rec = ActivationRecorder(model, max_rows=a.batches * a.batch_size)
-    with rec, torch.no_grad():
-        for i in range(a.batches):
-            model(x[i * a.batch_size:(i + 1) * a.batch_size])
-    n = rec.save_batches(a.out)
+    n = record(a.out, a.fixtures, a.batches, a.batch_size)
     print(f"{n} batches -> {a.out}")
 
 
