@@ -14,6 +14,16 @@
 #define UNROLL _Pragma("GCC unroll 8")
 #endif
 
+/* acc + x * w, fused; the asm form keeps GCC from copying accumulators around (as dpbusd). */
+INLINE __m512 fma_acc(__m512 acc, __m512 x, __m512 w) {
+#if defined(__clang__)
+    return _mm512_fmadd_ps(x, w, acc);
+#else
+    __asm__("vfmadd231ps %2, %1, %0" : "+v"(acc) : "v"(x), "v"(w));
+    return acc;
+#endif
+}
+
 INLINE __m512 load_wf(const mq__lin *L, int64_t b, int64_t k) {
     int64_t i = (b * L->K + k) * MQ__LANES;
     if (L->kind == MQ__W_F32) return _mm512_load_ps((const float *)L->w + i);
@@ -44,7 +54,7 @@ UNROLL
         for (int r = 0; r < MR; r++) {
             __m512 xv = _mm512_set1_ps(x[r * L->Kp + k]);
 UNROLL
-            for (int j = 0; j < NB; j++) acc[r][j] = _mm512_fmadd_ps(xv, w[j], acc[r][j]);
+            for (int j = 0; j < NB; j++) acc[r][j] = fma_acc(acc[r][j], xv, w[j]);
         }
     }
 UNROLL
@@ -113,7 +123,7 @@ UNROLL
                     __m512 xv = _mm512_set1_ps(x[r * L->Kp + k + i]);
 UNROLL
                     for (int j = 0; j < NB; j++)
-                        part[r][j] = _mm512_fmadd_ps(xv, w[j], part[r][j]);
+                        part[r][j] = fma_acc(part[r][j], xv, w[j]);
                 }
             }
         }
@@ -137,6 +147,17 @@ INLINE void wonly_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b,
                        int64_t ldy, const int MR, const int NB) {
     if (L->kind == MQ__W_I4) wonly_tile_k(L, A, m, b, y, ldy, MR, NB, true);
     else wonly_tile_k(L, A, m, b, y, ldy, MR, NB, false);
+}
+
+/* acc += u8 a x s8 w per 32-bit lane (vpdpbusd). GCC 12 surrounds the builtin with register
+ * copies and spills in these tiles; the asm form with a tied operand avoids them. */
+INLINE __m512i dpbusd(__m512i acc, __m512i a, __m512i w) {
+#if defined(__clang__)
+    return _mm512_dpbusd_epi32(acc, a, w);
+#else
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(w));
+    return acc;
+#endif
 }
 
 INLINE __m512i bcast32(const uint8_t *p) {
@@ -182,8 +203,8 @@ UNROLL
                     __m512i a0 = bcast32(xu + r * L->Kp + k), a1 = bcast32(xu + r * L->Kp + k + 4);
 UNROLL
                     for (int j = 0; j < NB; j++) {
-                        dot[r][j] = _mm512_dpbusd_epi32(dot[r][j], a0, lo[j]);
-                        dot[r][j] = _mm512_dpbusd_epi32(dot[r][j], a1, hi[j]);
+                        dot[r][j] = dpbusd(dot[r][j], a0, lo[j]);
+                        dot[r][j] = dpbusd(dot[r][j], a1, hi[j]);
                     }
                 }
             }
@@ -198,7 +219,7 @@ UNROLL
                 for (int r = 0; r < MR; r++) {
                     __m512i a = bcast32(xu + r * L->Kp + k);
 UNROLL
-                    for (int j = 0; j < NB; j++) dot[r][j] = _mm512_dpbusd_epi32(dot[r][j], a, v[j]);
+                    for (int j = 0; j < NB; j++) dot[r][j] = dpbusd(dot[r][j], a, v[j]);
                 }
             }
         }
