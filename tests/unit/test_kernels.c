@@ -300,6 +300,53 @@ TEST(activation_edges) {
     mq_ctx_free(ctx);
 }
 
+/* Weight, scale, zero-point and bias buffers at odd addresses (straight from a mapped file)
+ * give the same layer. */
+TEST(unaligned_buffers) {
+    static const mq_qtype types[] = {MQ_Q_NONE, MQ_Q_FP16, MQ_Q_INT8, MQ_Q_UINT8, MQ_Q_INT4};
+    for (int t = 0; t < 5; t++) {
+        layer l;
+        make_layer(&l, types[t], t == 3 ? MQ_ASYMMETRIC : MQ_SYMMETRIC,
+                   types[t] == MQ_Q_INT4 ? MQ_PER_GROUP : MQ_PER_CHANNEL, 16, 21, 40, MQ_ACT_F32);
+        l.d.bias = l.bias;
+        size_t wb = types[t] == MQ_Q_NONE ? 21 * 40 * 4 : types[t] == MQ_Q_FP16 ? 21 * 40 * 2
+                  : types[t] == MQ_Q_INT4 ? 21 * 5 * 4 : 21 * 40;
+        size_t ns = types[t] == MQ_Q_INT4 ? 21 * 3 : 21;
+        char *buf = malloc(wb + ns * 5 + 21 * 4 + 16);
+        mq_linear_desc u = l.d;
+        char *p = buf + 1;
+        memcpy(p, l.w, wb);
+        u.weight = p;
+        p += wb + 1;
+        if (l.scale) {
+            memcpy(p, l.scale, ns * 4);
+            u.scale = (const float *)(void *)p;
+            p += ns * 4 + 1;
+        }
+        if (l.d.zero_point) {
+            memcpy(p, l.zp, ns);
+            u.zero_point = p;
+            p += ns + 1;
+        }
+        memcpy(p, l.bias, 21 * 4);
+        u.bias = (const float *)(void *)p;
+        mq_ctx *ctx = mq_ctx_create();
+        mq_linear *a = NULL, *b = NULL;
+        CHECK_EQ_INT(mq_linear_create(ctx, &l.d, &a), MQ_OK);
+        CHECK_EQ_INT(mq_linear_create(ctx, &u, &b), MQ_OK);
+        float x[3 * 40], ya[3 * 21], yb[3 * 21];
+        for (int i = 0; i < 3 * 40; i++) x[i] = frand();
+        CHECK_EQ_INT(mq_linear_forward(ctx, a, x, 3, ya), MQ_OK);
+        CHECK_EQ_INT(mq_linear_forward(ctx, b, x, 3, yb), MQ_OK);
+        CHECK_MSG(!memcmp(ya, yb, sizeof ya), "type %d", (int)types[t]);
+        mq_linear_free(a);
+        mq_linear_free(b);
+        mq_ctx_free(ctx);
+        free(buf);
+        layer_free(&l);
+    }
+}
+
 TEST(description_errors) {
     mq_ctx *ctx = mq_ctx_create();
     mq_linear *lin = (mq_linear *)&ctx; /* must be reset to NULL on failure */
@@ -360,6 +407,7 @@ int main(void) {
     RUN(int4_all_modes);
     RUN(larger_shapes);
     RUN(activation_edges);
+    RUN(unaligned_buffers);
     RUN(description_errors);
     return test_summary();
 }
