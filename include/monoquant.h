@@ -366,15 +366,16 @@ typedef enum mq_act_mode { MQ_ACT_F32 = 0, MQ_ACT_DYNAMIC = 1, MQ_ACT_STATIC = 2
  * the caller may free or unmap these buffers as soon as it returns.
  *   type MQ_Q_NONE: weight F32 [N, K] (`weight_dtype` may also say F16/BF16: same as FP16/BF16)
  *   MQ_Q_FP16 / MQ_Q_BF16: weight F16 / BF16 [N, K]
- *   MQ_Q_INT8 / MQ_Q_UINT8: weight I8 / U8 [N, K]; scale F32 [N] (MQ_PER_CHANNEL) or [1]
- *     (MQ_PER_TENSOR); asymmetric: zero_point I8 / U8 of the same count.
+ *   MQ_Q_INT8 / MQ_Q_UINT8: weight I8 / U8 [N, K].
  *   MQ_Q_INT4 / MQ_Q_UINT4: weight I32 [N, ceil(K/8)], eight 4-bit values per word, lowest
- *     bits first; INT4 values v in [-8, 7] are stored as v + 8, UINT4 as v; scale F32
+ *     bits first; INT4 values v in [-8, 7] are stored as v + 8, UINT4 as v.
+ *   Integer types: scale F32 [1] (MQ_PER_TENSOR), [N] (MQ_PER_CHANNEL) or
  *     [N, ceil(K/group_size)] (MQ_PER_GROUP; group_size a multiple of 8 unless it covers the
- *     whole row) or [N] (MQ_PER_CHANNEL: one group per row); asymmetric: zero_point I8 of the
- *     same count, in [-8, 7] (INT4) or [0, 15] (UINT4). Element value: (v - zero_point) * scale.
- * bias: F32 [N] or NULL. Dynamic/static modes need an integer type and K <= 32768 per group
- * (per row for 8-bit). */
+ *     whole row); zero_point (I8/U8 for 8-bit, I8 for 4-bit: in [-8, 7] for INT4, [0, 15] for
+ *     UINT4) of the same count, or NULL for 0; required when asymmetric, and used whenever
+ *     given. Element value: (v - zero_point) * scale.
+ * bias: F32 [N] or NULL. Dynamic/static modes need an integer type and groups of at most 32768
+ * elements (a per-tensor or per-channel row longer than that is split internally). */
 typedef struct mq_linear_desc {
     mq_qtype type;
     mq_scheme scheme;            /* integer types: symmetric (no zero point) or asymmetric */
@@ -395,6 +396,13 @@ typedef struct mq_linear_desc {
 /* Zeroes *desc and sets out_features/in_features, type, weight: F32 weight-only by default. */
 MQ_API void mq_linear_desc_init(mq_linear_desc *desc, mq_qtype type, int64_t out_features,
                                 int64_t in_features, const void *weight);
+
+/* mq_linear_desc_init plus type, scheme, granularity and group size from a quantization spec
+ * and the stored tensors (data, scale, zero point or NULL: see mq_qlayout). */
+MQ_API void mq_linear_desc_from_qspec(mq_linear_desc *desc, const mq_qspec *spec,
+                                      int64_t out_features, int64_t in_features,
+                                      const void *data, const float *scale,
+                                      const void *zero_point);
 
 typedef struct mq_linear mq_linear;
 

@@ -35,12 +35,10 @@ static uint64_t row_bytes(const mq_linear_desc *w, int64_t K) {
 
 /* Scale (and zero point) entries per output channel; 0 when one is shared by the tensor. */
 static int64_t params_per_row(const mq_linear_desc *w, int64_t K) {
-    if (w->type == MQ_Q_INT4 || w->type == MQ_Q_UINT4) {
-        if (w->granularity == MQ_PER_GROUP && w->group_size > 0 && w->group_size < K)
-            return (K + w->group_size - 1) / w->group_size;
-        return 1;
-    }
-    return w->granularity == MQ_PER_TENSOR ? 0 : 1;
+    if (w->granularity == MQ_PER_TENSOR) return 0;
+    if (w->granularity == MQ_PER_GROUP && w->group_size > 0 && w->group_size < K)
+        return (K + w->group_size - 1) / w->group_size;
+    return 1;
 }
 
 mq_status mq_conv2d_create(mq_ctx *ctx, const mq_conv2d_desc *desc, mq_conv2d **out) {

@@ -42,6 +42,10 @@ static uint16_t f2h(float f) {
     return h;
 }
 
+/* Zero points stored and used although the scheme says symmetric (unsigned symmetric layouts
+ * store their constant mid-range zero point). */
+static int force_zp;
+
 static void make_layer(layer *l, mq_qtype t, mq_scheme sch, mq_granularity gran, int gs, int64_t N,
                        int64_t K, mq_act_mode act) {
     memset(l, 0, sizeof *l);
@@ -90,13 +94,14 @@ static void make_layer(layer *l, mq_qtype t, mq_scheme sch, mq_granularity gran,
         ((uint8_t *)l->zp)[i] = (uint8_t)zp;
     }
     l->d.scale = l->scale;
-    l->d.zero_point = sch == MQ_ASYMMETRIC ? l->zp : NULL;
+    bool use_zp = sch == MQ_ASYMMETRIC || force_zp;
+    l->d.zero_point = use_zp ? l->zp : NULL;
     int64_t words = (K + 7) / 8;
     l->w = calloc((size_t)(four ? N * words * 4 : N * K) + 1, 1);
     for (int64_t n = 0; n < N; n++)
         for (int64_t k = 0; k < K; k++) {
             int64_t si = gran == MQ_PER_TENSOR ? 0 : (l->G == 1 ? n : n * l->G + k / l->gs);
-            int zp = sch == MQ_ASYMMETRIC ? (uns ? ((uint8_t *)l->zp)[si] : ((int8_t *)l->zp)[si]) : 0;
+            int zp = use_zp ? (uns ? ((uint8_t *)l->zp)[si] : ((int8_t *)l->zp)[si]) : 0;
             int v;
             if (four) {
                 v = uns ? (int)(rnd() % 16) : (int)(rnd() % 16) - 8;
@@ -238,6 +243,38 @@ TEST(int8_all_modes) {
         sweep(MQ_Q_INT8, MQ_SYMMETRIC, MQ_PER_TENSOR, 0, (mq_act_mode)act, 5);
         sweep(MQ_Q_UINT8, MQ_ASYMMETRIC, MQ_PER_TENSOR, 0, (mq_act_mode)act, 5);
     }
+}
+
+/* INT8 per group, 4-bit per tensor, unsigned symmetric with stored zero points. */
+TEST(other_granularities) {
+    for (int act = 0; act < 3; act++) {
+        sweep(MQ_Q_INT8, MQ_SYMMETRIC, MQ_PER_GROUP, 8, (mq_act_mode)act, 5);
+        sweep(MQ_Q_UINT8, MQ_ASYMMETRIC, MQ_PER_GROUP, 32, (mq_act_mode)act, 5);
+        sweep(MQ_Q_INT4, MQ_SYMMETRIC, MQ_PER_TENSOR, 0, (mq_act_mode)act, 4);
+        sweep(MQ_Q_UINT4, MQ_ASYMMETRIC, MQ_PER_TENSOR, 0, (mq_act_mode)act, 4);
+        force_zp = 1;
+        sweep(MQ_Q_UINT8, MQ_SYMMETRIC, MQ_PER_CHANNEL, 0, (mq_act_mode)act, 5);
+        sweep(MQ_Q_UINT4, MQ_SYMMETRIC, MQ_PER_GROUP, 16, (mq_act_mode)act, 5);
+        force_zp = 0;
+    }
+    /* the description built from a quantization spec is the same layer */
+    layer l;
+    make_layer(&l, MQ_Q_UINT4, MQ_ASYMMETRIC, MQ_PER_GROUP, 16, 9, 50, MQ_ACT_F32);
+    mq_qspec spec;
+    memset(&spec, 0, sizeof spec);
+    spec.type = MQ_Q_UINT4;
+    spec.scheme = MQ_ASYMMETRIC;
+    spec.granularity = MQ_PER_GROUP;
+    spec.group_size = 16;
+    mq_linear_desc d;
+    mq_linear_desc_from_qspec(&d, &spec, 9, 50, l.w, l.scale, l.zp);
+    CHECK(d.type == l.d.type && d.scheme == l.d.scheme && d.granularity == l.d.granularity &&
+          d.group_size == 16 && d.weight == l.w && d.scale == l.scale && d.zero_point == l.zp &&
+          d.act == MQ_ACT_F32 && d.bias == NULL);
+    l.d = d;
+    memset(l.bias, 0, 9 * 4);
+    check_layer(&l, 3, "from qspec");
+    layer_free(&l);
 }
 
 TEST(int4_all_modes) {
@@ -405,6 +442,7 @@ int main(void) {
     RUN(float_weights);
     RUN(int8_all_modes);
     RUN(int4_all_modes);
+    RUN(other_granularities);
     RUN(larger_shapes);
     RUN(activation_edges);
     RUN(unaligned_buffers);
