@@ -3,15 +3,15 @@ dequantized weights, on every instruction-set path, calling libmonoquant through
 Checks the geometry (stride, padding, dilation, groups), the stored layouts (INT8, packed
 INT4 words, zero points) and the arithmetic against an independent implementation."""
 import ctypes as C
-import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+import mqlib
 from harness import case, finish
 
-LIB = C.CDLL(os.path.join(os.environ.get("BUILD", "build"), "libmonoquant.so"))
+LIB = mqlib.load()
 Q_NONE, Q_INT8, Q_UINT8, Q_INT4, Q_UINT4 = 0, 1, 2, 3, 4
 PER_TENSOR, PER_CHANNEL, PER_GROUP = 0, 1, 2
 
