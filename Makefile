@@ -15,6 +15,12 @@ CFLAGS   ?= -O2 -g
 ALLCFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden \
             -Iinclude $(if $(filter cli/% examples/%,$<),,-Isrc) $(EXTRA_CFLAGS)
 LDLIBS   := -lm -lpthread
+# `make V=1` shows the full commands.
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
 
 # Per-ISA sources are named *_avx2.c / *_avx512.c and compiled with their own flags;
 # the library picks a path at run time after checking the CPU and the OS.
@@ -44,33 +50,41 @@ lib: $(STATIC) $(SHARED)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALLCFLAGS) $(if $(findstring _avx512,$<),$(AVX512_FLAGS),$(if $(findstring _avx2,$<),$(AVX2_FLAGS))) -MMD -MP -c $< -o $@
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(ALLCFLAGS) $(if $(findstring _avx512,$<),$(AVX512_FLAGS),$(if $(findstring _avx2,$<),$(AVX2_FLAGS))) -MMD -MP -c $< -o $@
 
 $(STATIC): $(LIB_OBJ)
 	@rm -f $@
-	$(AR) rcs $@ $^
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)$(AR) rcs $@ $^
 
 $(SHARED): $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,libmonoquant.so.0 -o $@ $^ $(LDLIBS)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -shared -Wl,-soname,libmonoquant.so.0 -o $@ $^ $(LDLIBS)
 
 $(CLI): $(CLI_OBJ) $(STATIC)
-	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(STATIC) $(LDLIBS)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(STATIC) $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c tests/harness.h $(STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALLCFLAGS) -Itests -o $@ $< $(STATIC) $(LDLIBS)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(ALLCFLAGS) -Itests -o $@ $< $(STATIC) $(LDLIBS)
 
 $(BUILD)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALLCFLAGS) -o $@ $< tests/fuzz/replay_main.c $(STATIC) $(LDLIBS)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(ALLCFLAGS) -o $@ $< tests/fuzz/replay_main.c $(STATIC) $(LDLIBS)
 
 $(BUILD)/bench/%: bench/%.c $(STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALLCFLAGS) -Ibench -o $@ $< $(STATIC) $(LDLIBS)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(ALLCFLAGS) -Ibench -o $@ $< $(STATIC) $(LDLIBS)
 
 $(BUILD)/examples/%: examples/%.c $(STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALLCFLAGS) -o $@ $< $(STATIC) $(LDLIBS)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(ALLCFLAGS) -o $@ $< $(STATIC) $(LDLIBS)
 
 unit: $(UNIT_BIN) $(REPLAY_BIN)
 

@@ -1,9 +1,174 @@
-/* monoquant info (not implemented yet). */
+/* monoquant info FILE|DIR [--json]: what a checkpoint holds. */
 #include "cli.h"
 
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void info_usage(FILE *f) {
+    fprintf(f, "usage: monoquant info [--json] FILE|DIR\n\n"
+               "Describes a checkpoint (.safetensors, a sharded *.index.json, a folder, or a\n"
+               "PyTorch .pt/.pth/.bin): format, files, tensor and parameter counts, bytes per\n"
+               "dtype, metadata, and one line per tensor (name, dtype, shape, bytes, layer kind).\n\n"
+               "  --json      one JSON document on stdout instead of the text report\n"
+               "  -h, --help  this help\n\n"
+               "Exit codes: 0 ok, 2 usage, 5 the file cannot be read or is malformed.\n");
+}
+
+/* 1234567 -> "1,234,567" */
+static const char *grouped(uint64_t v, char *buf, size_t cap) {
+    char tmp[32];
+    int n = snprintf(tmp, sizeof tmp, "%" PRIu64, v);
+    size_t o = 0;
+    for (int i = 0; i < n && o + 2 < cap; i++) {
+        if (i && (n - i) % 3 == 0) buf[o++] = ',';
+        buf[o++] = tmp[i];
+    }
+    buf[o] = 0;
+    return buf;
+}
+
+static void shape_text(const mq_tensor *t, char *buf, size_t cap) {
+    size_t o = (size_t)snprintf(buf, cap, "[");
+    for (int d = 0; d < t->ndim && o < cap; d++)
+        o += (size_t)snprintf(buf + o, cap - o, "%s%" PRId64, d ? ", " : "", t->shape[d]);
+    if (o < cap) snprintf(buf + o, cap - o, "]");
+}
+
+typedef struct dtype_totals {
+    uint64_t tensors, params, bytes;
+} dtype_totals;
+
+static void print_text(const char *path, const mq_model *m, const dtype_totals *by,
+                       uint64_t params, uint64_t bytes) {
+    char a[64], b[64];
+    size_t n = mq_model_tensor_count(m);
+    printf("path:        %s\n", path);
+    printf("format:      %s\n", mq_format_name(mq_model_format(m)));
+    printf("files:       %zu\n", mq_model_file_count(m));
+    printf("tensors:     %zu\n", n);
+    printf("parameters:  %s\n", grouped(params, a, sizeof a));
+    printf("data:        %s (%s bytes)\n", cli_bytes(bytes, b, sizeof b), grouped(bytes, a, sizeof a));
+    printf("dtypes:\n");
+    for (int d = 1; d < MQ_DTYPE_COUNT; d++) {
+        if (!by[d].tensors) continue;
+        char p[64];
+        printf("  %-8s %6" PRIu64 " tensors %15s parameters %12s\n", mq_dtype_name((mq_dtype)d),
+               by[d].tensors, grouped(by[d].params, p, sizeof p),
+               cli_bytes(by[d].bytes, b, sizeof b));
+    }
+    size_t nm = mq_model_metadata_count(m);
+    printf("metadata:    %zu entr%s\n", nm, nm == 1 ? "y" : "ies");
+    for (size_t i = 0; i < nm; i++) {
+        const char *v = mq_model_metadata_value(m, i);
+        int len = (int)strlen(v);
+        bool cut = !g_cli.verbose && len > 100;
+        printf("  %s = %.*s%s\n", mq_model_metadata_key(m, i), cut ? 100 : len, v,
+               cut ? " ... (-v shows all)" : "");
+    }
+    int w = 4;
+    for (size_t i = 0; i < n; i++) {
+        int k = (int)strlen(mq_model_tensor(m, i)->name);
+        if (k > w) w = k;
+    }
+    if (w > 60) w = 60;
+    printf("\n  %-*s  %-7s  %-20s  %12s  %s\n", w, "name", "dtype", "shape", "bytes", "kind");
+    for (size_t i = 0; i < n; i++) {
+        const mq_tensor *t = mq_model_tensor(m, i);
+        char shape[256];
+        shape_text(t, shape, sizeof shape);
+        printf("  %-*s  %-7s  %-20s  %12s  %s\n", w, t->name, mq_dtype_name(t->dtype), shape,
+               grouped(t->nbytes, a, sizeof a), mq_layer_kind_name(mq_classify_tensor(t)));
+    }
+}
+
+static void print_json(const char *path, const mq_model *m, const dtype_totals *by,
+                       uint64_t params, uint64_t bytes) {
+    size_t n = mq_model_tensor_count(m);
+    printf("{\"path\": ");
+    cli_json_string(stdout, path);
+    printf(", \"format\": \"%s\", \"file_count\": %zu, \"tensor_count\": %zu, "
+           "\"parameter_count\": %" PRIu64 ", \"total_bytes\": %" PRIu64 ",\n \"dtypes\": {",
+           mq_format_name(mq_model_format(m)), mq_model_file_count(m), n, params, bytes);
+    bool first = true;
+    for (int d = 1; d < MQ_DTYPE_COUNT; d++) {
+        if (!by[d].tensors) continue;
+        printf("%s\"%s\": {\"tensors\": %" PRIu64 ", \"parameters\": %" PRIu64 ", \"bytes\": %"
+               PRIu64 "}", first ? "" : ", ", mq_dtype_name((mq_dtype)d), by[d].tensors,
+               by[d].params, by[d].bytes);
+        first = false;
+    }
+    printf("},\n \"metadata\": {");
+    for (size_t i = 0; i < mq_model_metadata_count(m); i++) {
+        printf("%s", i ? ", " : "");
+        cli_json_string(stdout, mq_model_metadata_key(m, i));
+        printf(": ");
+        cli_json_string(stdout, mq_model_metadata_value(m, i));
+    }
+    printf("},\n \"tensors\": [");
+    for (size_t i = 0; i < n; i++) {
+        const mq_tensor *t = mq_model_tensor(m, i);
+        printf("%s\n  {\"name\": ", i ? "," : "");
+        cli_json_string(stdout, t->name);
+        printf(", \"dtype\": \"%s\", \"shape\": [", mq_dtype_name(t->dtype));
+        for (int d = 0; d < t->ndim; d++) printf("%s%" PRId64, d ? ", " : "", t->shape[d]);
+        printf("], \"bytes\": %" PRIu64 ", \"kind\": \"%s\"}", t->nbytes,
+               mq_layer_kind_name(mq_classify_tensor(t)));
+    }
+    printf("%s]}\n", n ? "\n " : "");
+}
+
 int cmd_info(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "monoquant: 'info' is not implemented yet\n");
-    return EXIT_GENERAL;
+    bool json = false;
+    const char *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--json")) json = true;
+        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            info_usage(stdout);
+            return EXIT_OK;
+        } else if (a[0] == '-' && a[1] != 0) {
+            return cli_usage_error("info", "unknown option '%s'", a);
+        } else if (path) {
+            return cli_usage_error("info", "one checkpoint at a time (got '%s' and '%s')", path, a);
+        } else {
+            path = a;
+        }
+    }
+    if (!path) return cli_usage_error("info", "missing the checkpoint to describe");
+
+    mq_ctx *ctx = mq_ctx_create();
+    if (!ctx) {
+        fprintf(stderr, "monoquant: error: out of memory\n");
+        return EXIT_GENERAL;
+    }
+    mq_model *m = NULL;
+    mq_status st = mq_model_open(ctx, path, NULL, &m);
+    if (st != MQ_OK) {
+        int rc = cli_fail(ctx, st);
+        mq_ctx_free(ctx);
+        return rc;
+    }
+    dtype_totals by[MQ_DTYPE_COUNT];
+    memset(by, 0, sizeof by);
+    uint64_t params = 0, bytes = 0;
+    for (size_t i = 0; i < mq_model_tensor_count(m); i++) {
+        const mq_tensor *t = mq_model_tensor(m, i);
+        int d = (int)t->dtype > 0 && t->dtype < MQ_DTYPE_COUNT ? (int)t->dtype : 0;
+        by[d].tensors++;
+        by[d].params += t->numel;
+        by[d].bytes += t->nbytes;
+        params += t->numel;
+        bytes += t->nbytes;
+    }
+    if (json) print_json(path, m, by, params, bytes);
+    else print_text(path, m, by, params, bytes);
+    int rc = EXIT_OK;
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "monoquant: error: cannot write to standard output\n");
+        rc = EXIT_IO;
+    }
+    mq_model_free(m);
+    mq_ctx_free(ctx);
+    return rc;
 }

@@ -146,7 +146,11 @@ MQ_API uint16_t mq_f32_to_bf16(float f);
 
 /* A view of one tensor. `data` points into the model's memory (a read-only mapping of the
  * file, or a buffer the model owns) and stays valid until the model is freed. Little-endian,
- * row-major, contiguous. */
+ * row-major, contiguous. `data` may be UNALIGNED for the dtype: safetensors places data right
+ * after a header of any length, so a file not written by an aligning writer gives e.g. F32
+ * views at odd addresses. Read elements with memcpy (or unaligned vector loads), never by
+ * casting to `const float *` and dereferencing; library functions that take tensor data
+ * accept any alignment. Zero-size tensors (nbytes == 0) have a `data` that must not be read. */
 typedef struct mq_tensor {
     const char *name;
     mq_dtype dtype;

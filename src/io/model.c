@@ -35,7 +35,10 @@ static mq_status sniff_file(mq_ctx *ctx, const char *path, mq_format *fmt, bool 
         *fmt = MQ_FORMAT_PYTORCH;
         return MQ_OK;
     }
-    if (got >= 2 && head[0] == 0x80 && head[1] >= 2 && head[1] <= 5)
+    /* A pickle starts with PROTO (0x80, version). So can a safetensors header length (e.g.
+     * 640 = 80 02 00 ...), but that one has zero high bytes: a header is at most 100 MB. */
+    bool length_like = got >= 8 && !head[4] && !head[5] && !head[6] && !head[7];
+    if (got >= 2 && head[0] == 0x80 && head[1] >= 2 && head[1] <= 5 && !length_like)
         return mq__fail(ctx, MQ_ERR_UNSUPPORTED,
                         "%s: a legacy (pre-1.6, non-zip) PyTorch checkpoint is not supported; "
                         "re-save it with torch.save in a current PyTorch", path);

@@ -102,7 +102,7 @@ TEST(convert_f64_single_rounding) {
 
 typedef struct sum_arg {
     const int *v;
-    long long *partial; /* one slot per chunk */
+    unsigned long long *partial; /* one slot per chunk */
     int64_t grain;
     int fail_at;        /* chunk index that fails, or -1 */
 } sum_arg;
@@ -110,7 +110,7 @@ typedef struct sum_arg {
 static mq_status sum_chunk(void *varg, int64_t b, int64_t e, int tid) {
     sum_arg *a = (sum_arg *)varg;
     (void)tid;
-    long long s = 0;
+    unsigned long long s = 0;
     for (int64_t i = b; i < e; i++) s = s * 31 + a->v[i]; /* order-sensitive within a chunk */
     a->partial[b / a->grain] = s;
     return (b / a->grain) == a->fail_at ? MQ_ERR_QUANT : MQ_OK;
@@ -119,7 +119,7 @@ static mq_status sum_chunk(void *varg, int64_t b, int64_t e, int tid) {
 TEST(parallel_for_is_thread_count_independent) {
     enum { N = 100003, G = 1000 };
     static int v[N];
-    static long long p1[N / G + 1], pk[N / G + 1];
+    static unsigned long long p1[N / G + 1], pk[N / G + 1];
     for (int i = 0; i < N; i++) v[i] = (i * 7919) % 1013;
     mq_ctx *ctx = mq_ctx_create();
     mq_ctx_set_threads(ctx, 1);
@@ -139,7 +139,7 @@ TEST(parallel_for_is_thread_count_independent) {
 TEST(parallel_for_reports_failure) {
     enum { N = 50000, G = 100 };
     static int v[N];
-    static long long p[N / G + 1];
+    static unsigned long long p[N / G + 1];
     mq_ctx *ctx = mq_ctx_create();
     mq_ctx_set_threads(ctx, 3);
     sum_arg a = {v, p, G, 7};
@@ -171,7 +171,7 @@ TEST(allocation_failure_is_reported) {
     if (!ctx) return;
     mq_ctx_set_threads(ctx, 2);
     int v[4000];
-    long long p[40];
+    unsigned long long p[40];
     memset(v, 0, sizeof v);
     sum_arg a = {v, p, 100, -1};
     CHECK_EQ_INT(mq__parallel_for(ctx, 4000, 100, sum_chunk, &a), MQ_ERR_NOMEM);
