@@ -81,6 +81,12 @@ static mq_status check_desc(mq_ctx *ctx, const mq_linear_desc *d, mq__lin *L, in
     L->K = d->in_features;
     L->nblk = (L->N + MQ__LANES - 1) / MQ__LANES;
     L->act = d->act;
+    /* bounds every size derived below (weights, tables: at most 4 bytes per padded cell) */
+    uint64_t cells;
+    if (!mq__mul_u64((uint64_t)L->nblk * MQ__LANES, (uint64_t)L->K + MQ__KALIGN, &cells) ||
+        cells > ((uint64_t)1 << 60))
+        return mq__fail(ctx, MQ_ERR_NOMEM, "%s: a [%lld, %lld] weight is too large", w,
+                        (long long)L->N, (long long)L->K);
     if (d->act != MQ_ACT_F32 && d->act != MQ_ACT_DYNAMIC && d->act != MQ_ACT_STATIC)
         return mq__fail(ctx, MQ_ERR_INVALID, "%s: unknown activation mode %d", w, (int)d->act);
     switch (d->type) {

@@ -393,6 +393,9 @@ TEST(description_errors) {
     CHECK_EQ_INT(mq_linear_create(ctx, &d, &lin), MQ_ERR_INVALID);
     CHECK(lin == NULL);
     CHECK_MSG_HAS(ctx, "shape");
+    mq_linear_desc_init(&d, MQ_Q_NONE, (int64_t)1 << 40, (int64_t)1 << 40, w);
+    CHECK_EQ_INT(mq_linear_create(ctx, &d, &lin), MQ_ERR_NOMEM);
+    CHECK_MSG_HAS(ctx, "too large");
     mq_linear_desc_init(&d, MQ_Q_NONE, 8, 8, w);
     d.act = MQ_ACT_DYNAMIC;
     CHECK_EQ_INT(mq_linear_create(ctx, &d, &lin), MQ_ERR_UNSUPPORTED);
