@@ -383,7 +383,7 @@ typedef enum mq_act_mode { MQ_ACT_F32 = 0, MQ_ACT_DYNAMIC = 1, MQ_ACT_STATIC = 2
 typedef struct mq_linear_desc {
     mq_qtype type;
     mq_scheme scheme;            /* integer types: symmetric (no zero point) or asymmetric */
-    mq_granularity granularity;  /* see above; MQ_PER_CHANNEL when 0 is not meant */
+    mq_granularity granularity;  /* integer types, see above */
     int group_size;              /* MQ_PER_GROUP */
     int64_t out_features;        /* N >= 1 */
     int64_t in_features;         /* K >= 1 */
@@ -397,7 +397,8 @@ typedef struct mq_linear_desc {
     int input_zero_point;        /* MQ_ACT_STATIC: [0, 255] */
 } mq_linear_desc;
 
-/* Zeroes *desc and sets out_features/in_features, type, weight: F32 weight-only by default. */
+/* Zeroes *desc, then sets type, out_features, in_features and weight, with MQ_PER_CHANNEL,
+ * group_size 128, weight_dtype F32, symmetric, no bias, MQ_ACT_F32 (weight-only). */
 MQ_API void mq_linear_desc_init(mq_linear_desc *desc, mq_qtype type, int64_t out_features,
                                 int64_t in_features, const void *weight);
 
@@ -412,7 +413,9 @@ typedef struct mq_linear mq_linear;
 
 /* Validates the description and repacks the weights into the kernel layout (owned by the
  * object). MQ_ERR_INVALID for a malformed description, MQ_ERR_UNSUPPORTED for a valid one this
- * version cannot run (message says which), MQ_ERR_FORMAT for zero points out of range. */
+ * version cannot run (message says which), MQ_ERR_FORMAT for non-finite scales or zero points
+ * out of range. The object allocates through `ctx`: free it before the context. *out is NULL
+ * on failure. */
 MQ_API mq_status mq_linear_create(mq_ctx *ctx, const mq_linear_desc *desc, mq_linear **out);
 MQ_API void mq_linear_free(mq_linear *lin);
 MQ_API int64_t mq_linear_out_features(const mq_linear *lin);
@@ -420,8 +423,9 @@ MQ_API int64_t mq_linear_in_features(const mq_linear *lin);
 /* Bytes of the repacked weights, scales and constants the object holds. */
 MQ_API uint64_t mq_linear_weight_bytes(const mq_linear *lin);
 
-/* y [M, N] = x [M, K] W^T + b, on the context's threads and instruction-set level. The object
- * keeps scratch memory between calls (grown as needed), so it is used by one call at a time. */
+/* y [M, N] = x [M, K] W^T + b, on the context's threads and instruction-set level; x and y
+ * must not overlap. The object keeps scratch memory between calls (grown as needed), so it is
+ * used by one call at a time. */
 MQ_API mq_status mq_linear_forward(mq_ctx *ctx, mq_linear *lin, const float *x, int64_t M,
                                    float *y);
 
