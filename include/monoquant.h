@@ -754,19 +754,20 @@ typedef enum mq_act_mode { MQ_ACT_F32 = 0, MQ_ACT_DYNAMIC = 1, MQ_ACT_STATIC = 2
  * the caller may free or unmap these buffers as soon as it returns.
  *   type MQ_Q_NONE: weight F32 [N, K] (`weight_dtype` may also say F16/BF16: same as FP16/BF16)
  *   MQ_Q_FP16 / MQ_Q_BF16: weight F16 / BF16 [N, K]
- *   MQ_Q_INT8 / MQ_Q_UINT8: weight I8 / U8 [N, K]; scale F32 [N] (MQ_PER_CHANNEL) or [1]
- *     (MQ_PER_TENSOR); asymmetric: zero_point I8 / U8 of the same count.
+ *   MQ_Q_INT8 / MQ_Q_UINT8: weight I8 / U8 [N, K].
  *   MQ_Q_INT4 / MQ_Q_UINT4: weight I32 [N, ceil(K/8)], eight 4-bit values per word, lowest
- *     bits first; INT4 values v in [-8, 7] are stored as v + 8, UINT4 as v; scale F32
+ *     bits first; INT4 values v in [-8, 7] are stored as v + 8, UINT4 as v.
+ *   Integer types: scale F32 [1] (MQ_PER_TENSOR), [N] (MQ_PER_CHANNEL) or
  *     [N, ceil(K/group_size)] (MQ_PER_GROUP; group_size a multiple of 8 unless it covers the
- *     whole row) or [N] (MQ_PER_CHANNEL: one group per row); asymmetric: zero_point I8 of the
- *     same count, in [-8, 7] (INT4) or [0, 15] (UINT4). Element value: (v - zero_point) * scale.
- * bias: F32 [N] or NULL. Dynamic/static modes need an integer type and K <= 32768 per group
- * (per row for 8-bit). */
+ *     whole row); zero_point (I8/U8 for 8-bit, I8 for 4-bit: in [-8, 7] for INT4, [0, 15] for
+ *     UINT4) of the same count, or NULL for 0; required when asymmetric, and used whenever
+ *     given. Element value: (v - zero_point) * scale.
+ * bias: F32 [N] or NULL. Dynamic/static modes need an integer type and groups of at most 32768
+ * elements (a per-tensor or per-channel row longer than that is split internally). */
 typedef struct mq_linear_desc {
     mq_qtype type;
     mq_scheme scheme;            /* integer types: symmetric (no zero point) or asymmetric */
-    mq_granularity granularity;  /* see above; MQ_PER_CHANNEL when 0 is not meant */
+    mq_granularity granularity;  /* integer types, see above */
     int group_size;              /* MQ_PER_GROUP */
     int64_t out_features;        /* N >= 1 */
     int64_t in_features;         /* K >= 1 */
@@ -780,15 +781,25 @@ typedef struct mq_linear_desc {
     int input_zero_point;        /* MQ_ACT_STATIC: [0, 255] */
 } mq_linear_desc;
 
-/* Zeroes *desc and sets out_features/in_features, type, weight: F32 weight-only by default. */
+/* Zeroes *desc, then sets type, out_features, in_features and weight, with MQ_PER_CHANNEL,
+ * group_size 128, weight_dtype F32, symmetric, no bias, MQ_ACT_F32 (weight-only). */
 MQ_API void mq_linear_desc_init(mq_linear_desc *desc, mq_qtype type, int64_t out_features,
                                 int64_t in_features, const void *weight);
+
+/* mq_linear_desc_init plus type, scheme, granularity and group size from a quantization spec
+ * and the stored tensors (data, scale, zero point or NULL: see mq_qlayout). */
+MQ_API void mq_linear_desc_from_qspec(mq_linear_desc *desc, const mq_qspec *spec,
+                                      int64_t out_features, int64_t in_features,
+                                      const void *data, const float *scale,
+                                      const void *zero_point);
 
 typedef struct mq_linear mq_linear;
 
 /* Validates the description and repacks the weights into the kernel layout (owned by the
  * object). MQ_ERR_INVALID for a malformed description, MQ_ERR_UNSUPPORTED for a valid one this
- * version cannot run (message says which), MQ_ERR_FORMAT for zero points out of range. */
+ * version cannot run (message says which), MQ_ERR_FORMAT for non-finite scales or zero points
+ * out of range. The object allocates through `ctx`: free it before the context. *out is NULL
+ * on failure. */
 MQ_API mq_status mq_linear_create(mq_ctx *ctx, const mq_linear_desc *desc, mq_linear **out);
 MQ_API void mq_linear_free(mq_linear *lin);
 MQ_API int64_t mq_linear_out_features(const mq_linear *lin);
@@ -796,8 +807,9 @@ MQ_API int64_t mq_linear_in_features(const mq_linear *lin);
 /* Bytes of the repacked weights, scales and constants the object holds. */
 MQ_API uint64_t mq_linear_weight_bytes(const mq_linear *lin);
 
-/* y [M, N] = x [M, K] W^T + b, on the context's threads and instruction-set level. The object
- * keeps scratch memory between calls (grown as needed), so it is used by one call at a time. */
+/* y [M, N] = x [M, K] W^T + b, on the context's threads and instruction-set level; x and y
+ * must not overlap. The object keeps scratch memory between calls (grown as needed), so it is
+ * used by one call at a time. */
 MQ_API mq_status mq_linear_forward(mq_ctx *ctx, mq_linear *lin, const float *x, int64_t M,
                                    float *y);
 

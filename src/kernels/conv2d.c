@@ -35,12 +35,10 @@ static uint64_t row_bytes(const mq_linear_desc *w, int64_t K) {
 
 /* Scale (and zero point) entries per output channel; 0 when one is shared by the tensor. */
 static int64_t params_per_row(const mq_linear_desc *w, int64_t K) {
-    if (w->type == MQ_Q_INT4 || w->type == MQ_Q_UINT4) {
-        if (w->granularity == MQ_PER_GROUP && w->group_size > 0 && w->group_size < K)
-            return (K + w->group_size - 1) / w->group_size;
-        return 1;
-    }
-    return w->granularity == MQ_PER_TENSOR ? 0 : 1;
+    if (w->granularity == MQ_PER_TENSOR) return 0;
+    if (w->granularity == MQ_PER_GROUP && w->group_size > 0 && w->group_size < K)
+        return (K + w->group_size - 1) / w->group_size;
+    return 1;
 }
 
 mq_status mq_conv2d_create(mq_ctx *ctx, const mq_conv2d_desc *desc, mq_conv2d **out) {
@@ -116,23 +114,35 @@ mq_status mq_conv2d_output_size(mq_ctx *ctx, const mq_conv2d *c, int64_t h, int6
     return MQ_OK;
 }
 
-/* cols[p][k], p = output pixel, k = (c, i, j), zeros where the kernel reads padding. */
-static void im2col(const mq_conv2d *c, const float *x, int64_t h, int64_t w, int64_t oh,
-                   int64_t ow, float *cols) {
+typedef struct im2col_job {
+    const mq_conv2d *c;
+    const float *x;
+    int64_t h, w, ow;
+    float *cols;
+} im2col_job;
+
+/* cols[p][k] for the output rows [oy0, oy1): p = output pixel, k = (c, i, j), zeros where the
+ * kernel reads padding. */
+static mq_status im2col_rows(void *arg, int64_t oy0, int64_t oy1, int tid) {
+    (void)tid;
+    const im2col_job *jb = (const im2col_job *)arg;
+    const mq_conv2d *c = jb->c;
     const mq_conv2d_desc *d = &c->d;
-    for (int64_t oy = 0; oy < oh; oy++)
+    int64_t h = jb->h, w = jb->w, ow = jb->ow;
+    for (int64_t oy = oy0; oy < oy1; oy++)
         for (int64_t ox = 0; ox < ow; ox++) {
-            float *row = cols + (oy * ow + ox) * c->K;
+            float *row = jb->cols + (oy * ow + ox) * c->K;
             for (int64_t ch = 0; ch < c->icg; ch++)
                 for (int i = 0; i < d->kernel_h; i++) {
                     int64_t iy = oy * d->stride_h - d->pad_h + (int64_t)i * d->dilation_h;
-                    const float *src = x + (ch * h + iy) * w;
+                    const float *src = jb->x + (ch * h + iy) * w;
                     for (int j = 0; j < d->kernel_w; j++) {
                         int64_t ix = ox * d->stride_w - d->pad_w + (int64_t)j * d->dilation_w;
                         *row++ = iy >= 0 && iy < h && ix >= 0 && ix < w ? src[ix] : 0.0f;
                     }
                 }
         }
+    return MQ_OK;
 }
 
 mq_status mq_conv2d_forward(mq_ctx *ctx, mq_conv2d *c, const float *x, int64_t batch, int64_t h,
@@ -159,7 +169,8 @@ mq_status mq_conv2d_forward(mq_ctx *ctx, mq_conv2d *c, const float *x, int64_t b
     int64_t cin = c->d.in_channels, cout = c->d.w.out_features;
     for (int64_t b = 0; b < batch; b++)
         for (int g = 0; g < c->d.groups; g++) {
-            im2col(c, x + (b * cin + g * c->icg) * h * w, h, w, oh, ow, cols);
+            im2col_job jb = {c, x + (b * cin + g * c->icg) * h * w, h, w, ow, cols};
+            MQ_TRY(mq__parallel_for(ctx, oh, 4, im2col_rows, &jb));
             MQ_TRY(mq_linear_forward(ctx, c->lin[g], cols, (int64_t)P, out));
             float *yb = y + (b * cout + g * c->ocg) * (int64_t)P;
             for (int64_t p = 0; p < (int64_t)P; p++)

@@ -10,8 +10,8 @@
  *    and k4..k7 in the high nibbles; w = nibble - zq (zq = zero point + 8 for INT4).
  * Kp is K rounded up to 8; padded weights are 0 (nibble = zq) and padded activations equal
  * the activation zero point, so padding adds exactly nothing to any sum.
- * Per (channel, group) tables, [nblk][G][16]: scale (f32); zpw (int32, 8-bit asymmetric
- * zero point, shifted like w); zq4 (4-bit zero point replicated in four bytes); k1 (int32,
+ * Per (channel, group) tables, [nblk][G][16]: scale (f32); zpw (int32, 8-bit zero point,
+ * shifted like w); zq4 (4-bit zero point replicated in four bytes); k1 (int32,
  * -za * sum(w) + n * za * zpw: the weight side of the zero-point expansion).
  *
  * Integer modes: with xu the u8 activations and za their zero point, per group
@@ -34,8 +34,8 @@ typedef struct mq__lin {
     int64_t N, K, Kp;   /* Kp: K for float kinds, K rounded up to 8 for integer kinds */
     int64_t nblk;       /* ceil(N / 16) */
     int64_t gs, G;      /* group length in k (padded space) and groups per row */
-    bool has_zpw;       /* 8-bit asymmetric */
-    bool has_zq4;       /* 4-bit asymmetric (else zq = 8 for INT4, and UINT4 is invalid) */
+    bool has_zpw;       /* 8-bit with zero points */
+    bool has_zq4;       /* 4-bit with zero points (else zq = 8 for INT4, 0 for UINT4) */
     int za;             /* activation zero point: 128 dynamic, input zero point static */
     float in_scale;     /* static */
     void *w;            /* layout above */
@@ -52,7 +52,7 @@ typedef struct mq__act {
     int64_t M;
     const float *xf;    /* weight-only: [M][Kp] f32, zero-padded */
     const uint8_t *xu;  /* integer modes: [M][Kp] u8, padded with za */
-    const int32_t *xusum; /* [M][G], 8-bit asymmetric only */
+    const int32_t *xusum; /* [M][G], 8-bit with zero points only */
     const float *sx;    /* [M] activation scales */
 } mq__act;
 

@@ -42,6 +42,17 @@ void mq_linear_desc_init(mq_linear_desc *desc, mq_qtype type, int64_t out_featur
     desc->weight = weight;
 }
 
+void mq_linear_desc_from_qspec(mq_linear_desc *desc, const mq_qspec *spec, int64_t out_features,
+                               int64_t in_features, const void *data, const float *scale,
+                               const void *zero_point) {
+    mq_linear_desc_init(desc, spec->type, out_features, in_features, data);
+    desc->scheme = spec->scheme;
+    desc->granularity = spec->granularity;
+    desc->group_size = spec->group_size;
+    desc->scale = scale;
+    desc->zero_point = zero_point;
+}
+
 void mq_linear_free(mq_linear *lin) {
     if (!lin) return;
     mq_ctx *ctx = lin->ctx;
@@ -70,6 +81,12 @@ static mq_status check_desc(mq_ctx *ctx, const mq_linear_desc *d, mq__lin *L, in
     L->K = d->in_features;
     L->nblk = (L->N + MQ__LANES - 1) / MQ__LANES;
     L->act = d->act;
+    /* bounds every size derived below (weights, tables: at most 4 bytes per padded cell) */
+    uint64_t cells;
+    if (!mq__mul_u64((uint64_t)L->nblk * MQ__LANES, (uint64_t)L->K + MQ__KALIGN, &cells) ||
+        cells > ((uint64_t)1 << 60))
+        return mq__fail(ctx, MQ_ERR_NOMEM, "%s: a [%lld, %lld] weight is too large", w,
+                        (long long)L->N, (long long)L->K);
     if (d->act != MQ_ACT_F32 && d->act != MQ_ACT_DYNAMIC && d->act != MQ_ACT_STATIC)
         return mq__fail(ctx, MQ_ERR_INVALID, "%s: unknown activation mode %d", w, (int)d->act);
     switch (d->type) {
@@ -104,31 +121,23 @@ static mq_status check_desc(mq_ctx *ctx, const mq_linear_desc *d, mq__lin *L, in
         return mq__fail(ctx, MQ_ERR_INVALID, "%s: asymmetric weights without zero points", w);
     L->Kp = (L->K + MQ__KALIGN - 1) / MQ__KALIGN * MQ__KALIGN;
     int64_t split = d->act == MQ_ACT_F32 ? L->Kp : MQ__MAX_GROUP; /* int32-exact group length */
-    if (is_int8(d->type)) {
-        if (d->granularity == MQ_PER_TENSOR) *src_groups = 0;
-        else if (d->granularity == MQ_PER_CHANNEL) *src_groups = 1;
-        else
-            return mq__fail(ctx, MQ_ERR_UNSUPPORTED, "%s: 8-bit weights per group are not "
-                            "supported (per tensor or per channel only)", w);
+    if (d->granularity == MQ_PER_TENSOR || d->granularity == MQ_PER_CHANNEL ||
+        (d->granularity == MQ_PER_GROUP && d->group_size >= L->K)) {
+        *src_groups = d->granularity == MQ_PER_TENSOR ? 0 : 1; /* one scale for the row */
         L->gs = L->Kp <= split ? L->Kp : split;
+    } else if (d->granularity == MQ_PER_GROUP) {
+        if (d->group_size < 1)
+            return mq__fail(ctx, MQ_ERR_INVALID, "%s: group size %d", w, d->group_size);
+        if (d->group_size % MQ__KALIGN)
+            return mq__fail(ctx, MQ_ERR_UNSUPPORTED, "%s: group size %d is not a multiple of %d",
+                            w, d->group_size, MQ__KALIGN);
+        if (d->group_size > split)
+            return mq__fail(ctx, MQ_ERR_UNSUPPORTED, "%s: group size %d is above %d for "
+                            "integer activations", w, d->group_size, (int)split);
+        *src_groups = (L->K + d->group_size - 1) / d->group_size;
+        L->gs = d->group_size;
     } else {
-        if (d->granularity == MQ_PER_CHANNEL || d->group_size >= L->K) {
-            *src_groups = 1;
-            L->gs = L->Kp <= split ? L->Kp : split;
-        } else if (d->granularity == MQ_PER_GROUP) {
-            if (d->group_size < 1)
-                return mq__fail(ctx, MQ_ERR_INVALID, "%s: group size %d", w, d->group_size);
-            if (d->group_size % MQ__KALIGN)
-                return mq__fail(ctx, MQ_ERR_UNSUPPORTED, "%s: group size %d is not a multiple of "
-                                "%d", w, d->group_size, MQ__KALIGN);
-            if (d->group_size > split)
-                return mq__fail(ctx, MQ_ERR_UNSUPPORTED, "%s: group size %d is above %d for "
-                                "integer activations", w, d->group_size, (int)split);
-            *src_groups = (L->K + d->group_size - 1) / d->group_size;
-            L->gs = d->group_size;
-        } else {
-            return mq__fail(ctx, MQ_ERR_UNSUPPORTED, "%s: 4-bit weights per tensor", w);
-        }
+        return mq__fail(ctx, MQ_ERR_INVALID, "%s: unknown granularity %d", w, (int)d->granularity);
     }
     L->G = (L->Kp + L->gs - 1) / L->gs;
     if (d->act == MQ_ACT_STATIC) {
@@ -142,8 +151,10 @@ static mq_status check_desc(mq_ctx *ctx, const mq_linear_desc *d, mq__lin *L, in
     } else {
         L->za = 128;
     }
-    L->has_zpw = is_int8(d->type) && d->scheme == MQ_ASYMMETRIC;
-    L->has_zq4 = is_int4(d->type) && d->scheme == MQ_ASYMMETRIC;
+    /* a given zero point is used whatever the scheme (unsigned symmetric layouts store their
+     * constant mid-range zero point) */
+    L->has_zpw = is_int8(d->type) && d->zero_point;
+    L->has_zq4 = is_int4(d->type) && d->zero_point;
     L->zq_const = d->type == MQ_Q_INT4 ? 8 : 0;
     return MQ_OK;
 }

@@ -7,6 +7,12 @@
 #include <immintrin.h>
 
 #define INLINE static inline __attribute__((always_inline))
+/* Loops over the tile's rows and blocks must unroll fully so accumulators live in registers. */
+#if defined(__clang__)
+#define UNROLL _Pragma("clang loop unroll(full)")
+#else
+#define UNROLL _Pragma("GCC unroll 8")
+#endif
 
 INLINE __m256 load_wf(const mq__lin *L, int64_t b, int64_t k, int h) {
     int64_t i = (b * L->K + k) * MQ__LANES + 8 * h;
@@ -34,25 +40,25 @@ INLINE __m256 bias_half(const mq__lin *L, int64_t b, int h) {
 INLINE void float_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
                        int64_t ldy, const int MR, const int NB) {
     __m256 acc[4][4];
-#pragma GCC unroll 4
+UNROLL
     for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
+UNROLL
         for (int j = 0; j < 2 * NB; j++) acc[r][j] = _mm256_setzero_ps();
     const float *x = A->xf + m * L->Kp;
     for (int64_t k = 0; k < L->K; k++) {
         __m256 w[4];
-#pragma GCC unroll 4
+UNROLL
         for (int j = 0; j < 2 * NB; j++) w[j] = load_wf(L, b + j / 2, k, j % 2);
-#pragma GCC unroll 4
+UNROLL
         for (int r = 0; r < MR; r++) {
             __m256 xv = _mm256_broadcast_ss(x + r * L->Kp + k);
-#pragma GCC unroll 4
+UNROLL
             for (int j = 0; j < 2 * NB; j++) acc[r][j] = _mm256_fmadd_ps(xv, w[j], acc[r][j]);
         }
     }
-#pragma GCC unroll 4
+UNROLL
     for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
+UNROLL
         for (int j = 0; j < 2 * NB; j++)
             store_out(L, y + (m + r) * ldy, b + j / 2, j % 2,
                       _mm256_add_ps(acc[r][j], bias_half(L, b + j / 2, j % 2)));
@@ -63,19 +69,18 @@ INLINE __m256i table_half(const void *t, const mq__lin *L, int64_t b, int64_t g,
     return _mm256_load_si256((const __m256i *)((const int32_t *)t + mq__gidx(L, b, g) + 8 * h));
 }
 
-INLINE void wonly_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
-                       int64_t ldy, const int MR, const int NB) {
+INLINE void wonly_tile_k(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
+                         int64_t ldy, const int MR, const int NB, const bool four) {
     __m256 acc[4][4], part[4][4];
     const float *x = A->xf + m * L->Kp;
-    const bool four = L->kind == MQ__W_I4;
-#pragma GCC unroll 4
+UNROLL
     for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
+UNROLL
         for (int j = 0; j < 2 * NB; j++) acc[r][j] = _mm256_setzero_ps();
     for (int64_t g = 0; g < L->G; g++) {
         int64_t k0 = g * L->gs, k1 = k0 + L->gs < L->Kp ? k0 + L->gs : L->Kp;
         __m256i zero[4];
-#pragma GCC unroll 4
+UNROLL
         for (int j = 0; j < 2 * NB; j++) {
             if (four && L->has_zq4)
                 zero[j] = _mm256_and_si256(table_half(L->zq4, L, b + j / 2, g, j % 2),
@@ -84,14 +89,14 @@ INLINE void wonly_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b,
             else if (L->has_zpw) zero[j] = table_half(L->zpw, L, b + j / 2, g, j % 2);
             else zero[j] = _mm256_setzero_si256();
         }
-#pragma GCC unroll 4
+UNROLL
         for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
+UNROLL
             for (int j = 0; j < 2 * NB; j++) part[r][j] = _mm256_setzero_ps();
         const int step = four ? 8 : 4;
         for (int64_t k = k0; k < k1; k += step) {
             __m256i v[4];
-#pragma GCC unroll 4
+UNROLL
             for (int j = 0; j < 2 * NB; j++) {
                 int64_t bb = b + j / 2;
                 const char *p = four ? (const char *)((const uint32_t *)L->w +
@@ -100,10 +105,10 @@ INLINE void wonly_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b,
                                                       (bb * (L->Kp / 4) + k / 4) * MQ__LANES * 4);
                 v[j] = _mm256_load_si256((const __m256i *)(p + 32 * (j % 2)));
             }
-#pragma GCC unroll 8
+UNROLL
             for (int i = 0; i < step; i++) {
                 __m256 w[4];
-#pragma GCC unroll 4
+UNROLL
                 for (int j = 0; j < 2 * NB; j++) {
                     __m256i e;
                     if (four)
@@ -113,28 +118,35 @@ INLINE void wonly_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b,
                         e = _mm256_srai_epi32(_mm256_slli_epi32(v[j], 24 - 8 * i), 24);
                     w[j] = _mm256_cvtepi32_ps(_mm256_sub_epi32(e, zero[j]));
                 }
-#pragma GCC unroll 4
+UNROLL
                 for (int r = 0; r < MR; r++) {
                     __m256 xv = _mm256_broadcast_ss(x + r * L->Kp + k + i);
-#pragma GCC unroll 4
+UNROLL
                     for (int j = 0; j < 2 * NB; j++)
                         part[r][j] = _mm256_fmadd_ps(xv, w[j], part[r][j]);
                 }
             }
         }
-#pragma GCC unroll 4
+UNROLL
         for (int j = 0; j < 2 * NB; j++) {
             __m256 s = _mm256_load_ps(L->scale + mq__gidx(L, b + j / 2, g) + 8 * (j % 2));
-#pragma GCC unroll 4
+UNROLL
             for (int r = 0; r < MR; r++) acc[r][j] = _mm256_fmadd_ps(s, part[r][j], acc[r][j]);
         }
     }
-#pragma GCC unroll 4
+UNROLL
     for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
+UNROLL
         for (int j = 0; j < 2 * NB; j++)
             store_out(L, y + (m + r) * ldy, b + j / 2, j % 2,
                       _mm256_add_ps(acc[r][j], bias_half(L, b + j / 2, j % 2)));
+}
+
+/* The step loop over a word's k values must have a constant trip count to unroll. */
+INLINE void wonly_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
+                       int64_t ldy, const int MR, const int NB) {
+    if (L->kind == MQ__W_I4) wonly_tile_k(L, A, m, b, y, ldy, MR, NB, true);
+    else wonly_tile_k(L, A, m, b, y, ldy, MR, NB, false);
 }
 
 /* Exact sum over each 32-bit lane of u8 activations (a, the same four bytes in every lane)
@@ -163,25 +175,25 @@ INLINE void int_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, f
     const uint8_t *xu = A->xu + m * L->Kp;
     const bool four = L->kind == MQ__W_I4;
     const __m256i low4 = _mm256_set1_epi8(15);
-#pragma GCC unroll 4
+UNROLL
     for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
+UNROLL
         for (int j = 0; j < 2 * NB; j++) acc[r][j] = _mm256_setzero_ps();
     for (int64_t g = 0; g < L->G; g++) {
         int64_t k0 = g * L->gs, k1 = k0 + L->gs < L->Kp ? k0 + L->gs : L->Kp;
-#pragma GCC unroll 4
+UNROLL
         for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
+UNROLL
             for (int j = 0; j < 2 * NB; j++) dot[r][j] = _mm256_setzero_si256();
         if (four) {
             __m256i zq[4];
-#pragma GCC unroll 4
+UNROLL
             for (int j = 0; j < 2 * NB; j++)
                 zq[j] = L->has_zq4 ? table_half(L->zq4, L, b + j / 2, g, j % 2)
                                    : _mm256_set1_epi8((char)L->zq_const);
             for (int64_t k = k0; k < k1; k += 8) {
                 __m256i lo_e[4], lo_o[4], hi_e[4], hi_o[4];
-#pragma GCC unroll 4
+UNROLL
                 for (int j = 0; j < 2 * NB; j++) {
                     const uint32_t *p = (const uint32_t *)L->w +
                                         ((b + j / 2) * (L->Kp / 8) + k / 8) * MQ__LANES + 8 * (j % 2);
@@ -193,10 +205,10 @@ INLINE void int_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, f
                     hi_e[j] = _mm256_srai_epi16(_mm256_slli_epi16(hi, 8), 8);
                     hi_o[j] = _mm256_srai_epi16(hi, 8);
                 }
-#pragma GCC unroll 4
+UNROLL
                 for (int r = 0; r < MR; r++) {
                     act4 a0 = act_pairs(xu + r * L->Kp + k), a1 = act_pairs(xu + r * L->Kp + k + 4);
-#pragma GCC unroll 4
+UNROLL
                     for (int j = 0; j < 2 * NB; j++) {
                         dot[r][j] = dot4(dot[r][j], a0, lo_e[j], lo_o[j]);
                         dot[r][j] = dot4(dot[r][j], a1, hi_e[j], hi_o[j]);
@@ -206,7 +218,7 @@ INLINE void int_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, f
         } else {
             for (int64_t k = k0; k < k1; k += 4) {
                 __m256i we[4], wo[4];
-#pragma GCC unroll 4
+UNROLL
                 for (int j = 0; j < 2 * NB; j++) {
                     const int8_t *p = (const int8_t *)L->w +
                                       ((b + j / 2) * (L->Kp / 4) + k / 4) * MQ__LANES * 4 + 32 * (j % 2);
@@ -214,20 +226,20 @@ INLINE void int_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, f
                     we[j] = _mm256_srai_epi16(_mm256_slli_epi16(v, 8), 8);
                     wo[j] = _mm256_srai_epi16(v, 8);
                 }
-#pragma GCC unroll 4
+UNROLL
                 for (int r = 0; r < MR; r++) {
                     act4 a = act_pairs(xu + r * L->Kp + k);
-#pragma GCC unroll 4
+UNROLL
                     for (int j = 0; j < 2 * NB; j++) dot[r][j] = dot4(dot[r][j], a, we[j], wo[j]);
                 }
             }
         }
-#pragma GCC unroll 4
+UNROLL
         for (int j = 0; j < 2 * NB; j++) {
             int64_t ti = mq__gidx(L, b + j / 2, g) + 8 * (j % 2);
             __m256 s = _mm256_load_ps(L->scale + ti);
             __m256i k1v = _mm256_load_si256((const __m256i *)(L->k1 + ti));
-#pragma GCC unroll 4
+UNROLL
             for (int r = 0; r < MR; r++) {
                 __m256i d = _mm256_add_epi32(dot[r][j], k1v);
                 if (L->has_zpw)
@@ -238,10 +250,10 @@ INLINE void int_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, f
             }
         }
     }
-#pragma GCC unroll 4
+UNROLL
     for (int r = 0; r < MR; r++) {
         __m256 sx = _mm256_set1_ps(A->sx[m + r]);
-#pragma GCC unroll 4
+UNROLL
         for (int j = 0; j < 2 * NB; j++)
             store_out(L, y + (m + r) * ldy, b + j / 2, j % 2,
                       _mm256_fmadd_ps(acc[r][j], sx, bias_half(L, b + j / 2, j % 2)));

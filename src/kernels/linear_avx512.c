@@ -7,6 +7,22 @@
 #include <immintrin.h>
 
 #define INLINE static inline __attribute__((always_inline))
+/* Loops over the tile's rows and blocks must unroll fully so accumulators live in registers. */
+#if defined(__clang__)
+#define UNROLL _Pragma("clang loop unroll(full)")
+#else
+#define UNROLL _Pragma("GCC unroll 8")
+#endif
+
+/* acc + x * w, fused; the asm form keeps GCC from copying accumulators around (as dpbusd). */
+INLINE __m512 fma_acc(__m512 acc, __m512 x, __m512 w) {
+#if defined(__clang__)
+    return _mm512_fmadd_ps(x, w, acc);
+#else
+    __asm__("vfmadd231ps %2, %1, %0" : "+v"(acc) : "v"(x), "v"(w));
+    return acc;
+#endif
+}
 
 INLINE __m512 load_wf(const mq__lin *L, int64_t b, int64_t k) {
     int64_t i = (b * L->K + k) * MQ__LANES;
@@ -25,25 +41,25 @@ INLINE void store_out(const mq__lin *L, float *y, int64_t b, __m512 v) {
 INLINE void float_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
                        int64_t ldy, const int MR, const int NB) {
     __m512 acc[4][4];
-#pragma GCC unroll 4
+UNROLL
     for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
+UNROLL
         for (int j = 0; j < NB; j++) acc[r][j] = _mm512_setzero_ps();
     const float *x = A->xf + m * L->Kp;
     for (int64_t k = 0; k < L->K; k++) {
         __m512 w[4];
-#pragma GCC unroll 4
+UNROLL
         for (int j = 0; j < NB; j++) w[j] = load_wf(L, b + j, k);
-#pragma GCC unroll 4
+UNROLL
         for (int r = 0; r < MR; r++) {
             __m512 xv = _mm512_set1_ps(x[r * L->Kp + k]);
-#pragma GCC unroll 4
-            for (int j = 0; j < NB; j++) acc[r][j] = _mm512_fmadd_ps(xv, w[j], acc[r][j]);
+UNROLL
+            for (int j = 0; j < NB; j++) acc[r][j] = fma_acc(acc[r][j], xv, w[j]);
         }
     }
-#pragma GCC unroll 4
+UNROLL
     for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
+UNROLL
         for (int j = 0; j < NB; j++)
             store_out(L, y + (m + r) * ldy, b + j,
                       _mm512_add_ps(acc[r][j], _mm512_load_ps(L->bias + (b + j) * MQ__LANES)));
@@ -56,32 +72,31 @@ INLINE __m512i zq4_lanes(const mq__lin *L, int64_t b, int64_t g) {
     return _mm512_set1_epi32(L->zq_const);
 }
 
-INLINE void wonly_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
-                       int64_t ldy, const int MR, const int NB) {
+INLINE void wonly_tile_k(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
+                         int64_t ldy, const int MR, const int NB, const bool four) {
     __m512 acc[4][4], part[4][4];
     const float *x = A->xf + m * L->Kp;
-    const bool four = L->kind == MQ__W_I4;
-#pragma GCC unroll 4
+UNROLL
     for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
+UNROLL
         for (int j = 0; j < NB; j++) acc[r][j] = _mm512_setzero_ps();
     for (int64_t g = 0; g < L->G; g++) {
         int64_t k0 = g * L->gs, k1 = k0 + L->gs < L->Kp ? k0 + L->gs : L->Kp;
         __m512i zero[4];
-#pragma GCC unroll 4
+UNROLL
         for (int j = 0; j < NB; j++) {
             if (four) zero[j] = zq4_lanes(L, b + j, g);
             else if (L->has_zpw) zero[j] = _mm512_load_si512(L->zpw + mq__gidx(L, b + j, g));
             else zero[j] = _mm512_setzero_si512();
         }
-#pragma GCC unroll 4
+UNROLL
         for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
+UNROLL
             for (int j = 0; j < NB; j++) part[r][j] = _mm512_setzero_ps();
         const int step = four ? 8 : 4;
         for (int64_t k = k0; k < k1; k += step) {
             __m512i v[4];
-#pragma GCC unroll 4
+UNROLL
             for (int j = 0; j < NB; j++) {
                 if (four)
                     v[j] = _mm512_load_si512((const uint32_t *)L->w +
@@ -90,10 +105,10 @@ INLINE void wonly_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b,
                     v[j] = _mm512_load_si512((const int8_t *)L->w +
                                              ((b + j) * (L->Kp / 4) + k / 4) * MQ__LANES * 4);
             }
-#pragma GCC unroll 8
+UNROLL
             for (int i = 0; i < step; i++) {
                 __m512 w[4];
-#pragma GCC unroll 4
+UNROLL
                 for (int j = 0; j < NB; j++) {
                     __m512i e;
                     if (four)
@@ -103,28 +118,46 @@ INLINE void wonly_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b,
                         e = _mm512_srai_epi32(_mm512_slli_epi32(v[j], 24 - 8 * i), 24);
                     w[j] = _mm512_cvtepi32_ps(_mm512_sub_epi32(e, zero[j]));
                 }
-#pragma GCC unroll 4
+UNROLL
                 for (int r = 0; r < MR; r++) {
                     __m512 xv = _mm512_set1_ps(x[r * L->Kp + k + i]);
-#pragma GCC unroll 4
+UNROLL
                     for (int j = 0; j < NB; j++)
-                        part[r][j] = _mm512_fmadd_ps(xv, w[j], part[r][j]);
+                        part[r][j] = fma_acc(part[r][j], xv, w[j]);
                 }
             }
         }
-#pragma GCC unroll 4
+UNROLL
         for (int j = 0; j < NB; j++) {
             __m512 s = _mm512_load_ps(L->scale + mq__gidx(L, b + j, g));
-#pragma GCC unroll 4
+UNROLL
             for (int r = 0; r < MR; r++) acc[r][j] = _mm512_fmadd_ps(s, part[r][j], acc[r][j]);
         }
     }
-#pragma GCC unroll 4
+UNROLL
     for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
+UNROLL
         for (int j = 0; j < NB; j++)
             store_out(L, y + (m + r) * ldy, b + j,
                       _mm512_add_ps(acc[r][j], _mm512_load_ps(L->bias + (b + j) * MQ__LANES)));
+}
+
+/* The step loop over a word's k values must have a constant trip count to unroll. */
+INLINE void wonly_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
+                       int64_t ldy, const int MR, const int NB) {
+    if (L->kind == MQ__W_I4) wonly_tile_k(L, A, m, b, y, ldy, MR, NB, true);
+    else wonly_tile_k(L, A, m, b, y, ldy, MR, NB, false);
+}
+
+/* acc += u8 a x s8 w per 32-bit lane (vpdpbusd). GCC 12 surrounds the builtin with register
+ * copies and spills in these tiles; the asm form with a tied operand avoids them. */
+INLINE __m512i dpbusd(__m512i acc, __m512i a, __m512i w) {
+#if defined(__clang__)
+    return _mm512_dpbusd_epi32(acc, a, w);
+#else
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(w));
+    return acc;
+#endif
 }
 
 INLINE __m512i bcast32(const uint8_t *p) {
@@ -140,38 +173,38 @@ INLINE void int_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, f
     const uint8_t *xu = A->xu + m * L->Kp;
     const bool four = L->kind == MQ__W_I4;
     const __m512i low4 = _mm512_set1_epi8(15);
-#pragma GCC unroll 4
+UNROLL
     for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
+UNROLL
         for (int j = 0; j < NB; j++) acc[r][j] = _mm512_setzero_ps();
     for (int64_t g = 0; g < L->G; g++) {
         int64_t k0 = g * L->gs, k1 = k0 + L->gs < L->Kp ? k0 + L->gs : L->Kp;
-#pragma GCC unroll 4
+UNROLL
         for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
+UNROLL
             for (int j = 0; j < NB; j++) dot[r][j] = _mm512_setzero_si512();
         if (four) {
             __m512i zq[4];
-#pragma GCC unroll 4
+UNROLL
             for (int j = 0; j < NB; j++)
                 zq[j] = L->has_zq4 ? _mm512_load_si512(L->zq4 + mq__gidx(L, b + j, g))
                                    : _mm512_set1_epi8((char)L->zq_const);
             const uint32_t *w = (const uint32_t *)L->w + k0 / 8 * MQ__LANES;
             for (int64_t k = k0; k < k1; k += 8, w += MQ__LANES) {
                 __m512i lo[4], hi[4];
-#pragma GCC unroll 4
+UNROLL
                 for (int j = 0; j < NB; j++) {
                     __m512i v = _mm512_load_si512(w + (b + j) * (L->Kp / 8) * MQ__LANES);
                     lo[j] = _mm512_sub_epi8(_mm512_and_si512(v, low4), zq[j]);
                     hi[j] = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), low4), zq[j]);
                 }
-#pragma GCC unroll 4
+UNROLL
                 for (int r = 0; r < MR; r++) {
                     __m512i a0 = bcast32(xu + r * L->Kp + k), a1 = bcast32(xu + r * L->Kp + k + 4);
-#pragma GCC unroll 4
+UNROLL
                     for (int j = 0; j < NB; j++) {
-                        dot[r][j] = _mm512_dpbusd_epi32(dot[r][j], a0, lo[j]);
-                        dot[r][j] = _mm512_dpbusd_epi32(dot[r][j], a1, hi[j]);
+                        dot[r][j] = dpbusd(dot[r][j], a0, lo[j]);
+                        dot[r][j] = dpbusd(dot[r][j], a1, hi[j]);
                     }
                 }
             }
@@ -179,23 +212,23 @@ INLINE void int_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, f
             const int8_t *w = (const int8_t *)L->w + k0 / 4 * MQ__LANES * 4;
             for (int64_t k = k0; k < k1; k += 4, w += MQ__LANES * 4) {
                 __m512i v[4];
-#pragma GCC unroll 4
+UNROLL
                 for (int j = 0; j < NB; j++)
                     v[j] = _mm512_load_si512(w + (b + j) * (L->Kp / 4) * MQ__LANES * 4);
-#pragma GCC unroll 4
+UNROLL
                 for (int r = 0; r < MR; r++) {
                     __m512i a = bcast32(xu + r * L->Kp + k);
-#pragma GCC unroll 4
-                    for (int j = 0; j < NB; j++) dot[r][j] = _mm512_dpbusd_epi32(dot[r][j], a, v[j]);
+UNROLL
+                    for (int j = 0; j < NB; j++) dot[r][j] = dpbusd(dot[r][j], a, v[j]);
                 }
             }
         }
-#pragma GCC unroll 4
+UNROLL
         for (int j = 0; j < NB; j++) {
             int64_t ti = mq__gidx(L, b + j, g);
             __m512 s = _mm512_load_ps(L->scale + ti);
             __m512i k1v = _mm512_load_si512(L->k1 + ti);
-#pragma GCC unroll 4
+UNROLL
             for (int r = 0; r < MR; r++) {
                 __m512i d = _mm512_add_epi32(dot[r][j], k1v);
                 if (L->has_zpw)
@@ -206,10 +239,10 @@ INLINE void int_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, f
             }
         }
     }
-#pragma GCC unroll 4
+UNROLL
     for (int r = 0; r < MR; r++) {
         __m512 sx = _mm512_set1_ps(A->sx[m + r]);
-#pragma GCC unroll 4
+UNROLL
         for (int j = 0; j < NB; j++)
             store_out(L, y + (m + r) * ldy, b + j,
                       _mm512_fmadd_ps(acc[r][j], sx, _mm512_load_ps(L->bias + (b + j) * MQ__LANES)));

@@ -1,14 +1,14 @@
 """Our f32 -> bf16 / f16 rounding equals PyTorch's .to(torch.bfloat16 / torch.float16), on
 every instruction-set path, calling libmonoquant through ctypes."""
 import ctypes
-import os
 
 import numpy as np
 import torch
 
+import mqlib
 from harness import case, finish
 
-LIB = ctypes.CDLL(os.path.join(os.environ.get("BUILD", "build"), "libmonoquant.so"))
+LIB = mqlib.load()
 LIB.mq_ctx_create.restype = ctypes.c_void_p
 LIB.mq_ctx_free.argtypes = [ctypes.c_void_p]
 LIB.mq_ctx_set_isa.argtypes = [ctypes.c_void_p, ctypes.c_int]

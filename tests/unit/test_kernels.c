@@ -42,6 +42,10 @@ static uint16_t f2h(float f) {
     return h;
 }
 
+/* Zero points stored and used although the scheme says symmetric (unsigned symmetric layouts
+ * store their constant mid-range zero point). */
+static int force_zp;
+
 static void make_layer(layer *l, mq_qtype t, mq_scheme sch, mq_granularity gran, int gs, int64_t N,
                        int64_t K, mq_act_mode act) {
     memset(l, 0, sizeof *l);
@@ -90,13 +94,14 @@ static void make_layer(layer *l, mq_qtype t, mq_scheme sch, mq_granularity gran,
         ((uint8_t *)l->zp)[i] = (uint8_t)zp;
     }
     l->d.scale = l->scale;
-    l->d.zero_point = sch == MQ_ASYMMETRIC ? l->zp : NULL;
+    bool use_zp = sch == MQ_ASYMMETRIC || force_zp;
+    l->d.zero_point = use_zp ? l->zp : NULL;
     int64_t words = (K + 7) / 8;
     l->w = calloc((size_t)(four ? N * words * 4 : N * K) + 1, 1);
     for (int64_t n = 0; n < N; n++)
         for (int64_t k = 0; k < K; k++) {
             int64_t si = gran == MQ_PER_TENSOR ? 0 : (l->G == 1 ? n : n * l->G + k / l->gs);
-            int zp = sch == MQ_ASYMMETRIC ? (uns ? ((uint8_t *)l->zp)[si] : ((int8_t *)l->zp)[si]) : 0;
+            int zp = use_zp ? (uns ? ((uint8_t *)l->zp)[si] : ((int8_t *)l->zp)[si]) : 0;
             int v;
             if (four) {
                 v = uns ? (int)(rnd() % 16) : (int)(rnd() % 16) - 8;
@@ -240,6 +245,38 @@ TEST(int8_all_modes) {
     }
 }
 
+/* INT8 per group, 4-bit per tensor, unsigned symmetric with stored zero points. */
+TEST(other_granularities) {
+    for (int act = 0; act < 3; act++) {
+        sweep(MQ_Q_INT8, MQ_SYMMETRIC, MQ_PER_GROUP, 8, (mq_act_mode)act, 5);
+        sweep(MQ_Q_UINT8, MQ_ASYMMETRIC, MQ_PER_GROUP, 32, (mq_act_mode)act, 5);
+        sweep(MQ_Q_INT4, MQ_SYMMETRIC, MQ_PER_TENSOR, 0, (mq_act_mode)act, 4);
+        sweep(MQ_Q_UINT4, MQ_ASYMMETRIC, MQ_PER_TENSOR, 0, (mq_act_mode)act, 4);
+        force_zp = 1;
+        sweep(MQ_Q_UINT8, MQ_SYMMETRIC, MQ_PER_CHANNEL, 0, (mq_act_mode)act, 5);
+        sweep(MQ_Q_UINT4, MQ_SYMMETRIC, MQ_PER_GROUP, 16, (mq_act_mode)act, 5);
+        force_zp = 0;
+    }
+    /* the description built from a quantization spec is the same layer */
+    layer l;
+    make_layer(&l, MQ_Q_UINT4, MQ_ASYMMETRIC, MQ_PER_GROUP, 16, 9, 50, MQ_ACT_F32);
+    mq_qspec spec;
+    memset(&spec, 0, sizeof spec);
+    spec.type = MQ_Q_UINT4;
+    spec.scheme = MQ_ASYMMETRIC;
+    spec.granularity = MQ_PER_GROUP;
+    spec.group_size = 16;
+    mq_linear_desc d;
+    mq_linear_desc_from_qspec(&d, &spec, 9, 50, l.w, l.scale, l.zp);
+    CHECK(d.type == l.d.type && d.scheme == l.d.scheme && d.granularity == l.d.granularity &&
+          d.group_size == 16 && d.weight == l.w && d.scale == l.scale && d.zero_point == l.zp &&
+          d.act == MQ_ACT_F32 && d.bias == NULL);
+    l.d = d;
+    memset(l.bias, 0, 9 * 4);
+    check_layer(&l, 3, "from qspec");
+    layer_free(&l);
+}
+
 TEST(int4_all_modes) {
     static const int gss[] = {8, 16, 32, 64, 128};
     for (int act = 0; act < 3; act++)
@@ -300,6 +337,53 @@ TEST(activation_edges) {
     mq_ctx_free(ctx);
 }
 
+/* Weight, scale, zero-point and bias buffers at odd addresses (straight from a mapped file)
+ * give the same layer. */
+TEST(unaligned_buffers) {
+    static const mq_qtype types[] = {MQ_Q_NONE, MQ_Q_FP16, MQ_Q_INT8, MQ_Q_UINT8, MQ_Q_INT4};
+    for (int t = 0; t < 5; t++) {
+        layer l;
+        make_layer(&l, types[t], t == 3 ? MQ_ASYMMETRIC : MQ_SYMMETRIC,
+                   types[t] == MQ_Q_INT4 ? MQ_PER_GROUP : MQ_PER_CHANNEL, 16, 21, 40, MQ_ACT_F32);
+        l.d.bias = l.bias;
+        size_t wb = types[t] == MQ_Q_NONE ? 21 * 40 * 4 : types[t] == MQ_Q_FP16 ? 21 * 40 * 2
+                  : types[t] == MQ_Q_INT4 ? 21 * 5 * 4 : 21 * 40;
+        size_t ns = types[t] == MQ_Q_INT4 ? 21 * 3 : 21;
+        char *buf = malloc(wb + ns * 5 + 21 * 4 + 16);
+        mq_linear_desc u = l.d;
+        char *p = buf + 1;
+        memcpy(p, l.w, wb);
+        u.weight = p;
+        p += wb + 1;
+        if (l.scale) {
+            memcpy(p, l.scale, ns * 4);
+            u.scale = (const float *)(void *)p;
+            p += ns * 4 + 1;
+        }
+        if (l.d.zero_point) {
+            memcpy(p, l.zp, ns);
+            u.zero_point = p;
+            p += ns + 1;
+        }
+        memcpy(p, l.bias, 21 * 4);
+        u.bias = (const float *)(void *)p;
+        mq_ctx *ctx = mq_ctx_create();
+        mq_linear *a = NULL, *b = NULL;
+        CHECK_EQ_INT(mq_linear_create(ctx, &l.d, &a), MQ_OK);
+        CHECK_EQ_INT(mq_linear_create(ctx, &u, &b), MQ_OK);
+        float x[3 * 40], ya[3 * 21], yb[3 * 21];
+        for (int i = 0; i < 3 * 40; i++) x[i] = frand();
+        CHECK_EQ_INT(mq_linear_forward(ctx, a, x, 3, ya), MQ_OK);
+        CHECK_EQ_INT(mq_linear_forward(ctx, b, x, 3, yb), MQ_OK);
+        CHECK_MSG(!memcmp(ya, yb, sizeof ya), "type %d", (int)types[t]);
+        mq_linear_free(a);
+        mq_linear_free(b);
+        mq_ctx_free(ctx);
+        free(buf);
+        layer_free(&l);
+    }
+}
+
 TEST(description_errors) {
     mq_ctx *ctx = mq_ctx_create();
     mq_linear *lin = (mq_linear *)&ctx; /* must be reset to NULL on failure */
@@ -309,6 +393,9 @@ TEST(description_errors) {
     CHECK_EQ_INT(mq_linear_create(ctx, &d, &lin), MQ_ERR_INVALID);
     CHECK(lin == NULL);
     CHECK_MSG_HAS(ctx, "shape");
+    mq_linear_desc_init(&d, MQ_Q_NONE, (int64_t)1 << 40, (int64_t)1 << 40, w);
+    CHECK_EQ_INT(mq_linear_create(ctx, &d, &lin), MQ_ERR_NOMEM);
+    CHECK_MSG_HAS(ctx, "too large");
     mq_linear_desc_init(&d, MQ_Q_NONE, 8, 8, w);
     d.act = MQ_ACT_DYNAMIC;
     CHECK_EQ_INT(mq_linear_create(ctx, &d, &lin), MQ_ERR_UNSUPPORTED);
@@ -358,8 +445,10 @@ int main(void) {
     RUN(float_weights);
     RUN(int8_all_modes);
     RUN(int4_all_modes);
+    RUN(other_granularities);
     RUN(larger_shapes);
     RUN(activation_edges);
+    RUN(unaligned_buffers);
     RUN(description_errors);
     return test_summary();
 }

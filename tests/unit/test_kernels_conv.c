@@ -236,9 +236,61 @@ TEST(linear_check) {
     mq_ctx_free(ctx);
 }
 
+/* Allocation k fails, for every k: each call fails cleanly with MQ_ERR_NOMEM (ASan builds
+ * also check that nothing leaks), and once enough allocations succeed everything works. */
+static int alloc_budget;
+static void *budget_alloc(void *ud, size_t n) {
+    (void)ud;
+    return alloc_budget-- > 0 ? malloc(n) : NULL;
+}
+static void budget_free(void *ud, void *p) {
+    (void)ud;
+    free(p);
+}
+
+TEST(allocation_failures) {
+    enum { N = 20, K = 27 };
+    int8_t w[N * K];
+    float sc[N], wf[N * K], x[2 * 3 * 5 * 5], y[2 * N * 9];
+    for (int i = 0; i < N * K; i++) w[i] = (int8_t)(i * 7), wf[i] = frand();
+    for (int i = 0; i < N; i++) sc[i] = 0.01f;
+    for (int i = 0; i < 2 * 3 * 5 * 5; i++) x[i] = frand();
+    mq_allocator al = {budget_alloc, budget_free, NULL};
+    int succeeded = 0;
+    for (int k = 0; k < 40 && !succeeded; k++) {
+        alloc_budget = 1000;
+        mq_ctx *ctx = mq_ctx_create_with_allocator(&al);
+        mq_ctx_set_threads(ctx, 1);
+        mq_conv2d_desc d;
+        memset(&d, 0, sizeof d);
+        mq_linear_desc_init(&d.w, MQ_Q_INT8, N, K, w);
+        d.w.scale = sc;
+        d.w.act = MQ_ACT_DYNAMIC;
+        d.in_channels = 3;
+        d.kernel_h = d.kernel_w = 3;
+        alloc_budget = k;
+        mq_conv2d *c = NULL;
+        mq_status st = mq_conv2d_create(ctx, &d, &c);
+        if (st == MQ_OK) st = mq_conv2d_forward(ctx, c, x, 2, 5, 5, y);
+        mq_error_stats es;
+        mq_linear *lin = NULL;
+        if (st == MQ_OK) st = mq_linear_create(ctx, &d.w, &lin);
+        if (st == MQ_OK) st = mq_linear_check(ctx, lin, wf, NULL, NULL, 2, 1, &es);
+        CHECK_MSG(st == MQ_OK || st == MQ_ERR_NOMEM, "allocation %d: %s", k, mq_status_str(st));
+        if (st == MQ_ERR_NOMEM) CHECK_MSG_HAS(ctx, "memory");
+        succeeded = st == MQ_OK;
+        mq_linear_free(lin);
+        mq_conv2d_free(c);
+        alloc_budget = 1000;
+        mq_ctx_free(ctx);
+    }
+    CHECK(succeeded);
+}
+
 int main(void) {
     RUN(conv2d_matches_direct);
     RUN(conv2d_errors);
     RUN(linear_check);
+    RUN(allocation_failures);
     return test_summary();
 }
