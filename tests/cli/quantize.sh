@@ -186,6 +186,9 @@ expect_exit 0 s_info -- "$MQ" info "$T/static.safetensors"
 expect_out s_input_scale '^  fc1\.input_scale +F32 +\[1\]'
 expect_out s_input_zero_point '^  conv2\.input_zero_point +U8 +\[1\]'
 expect_exit 0 s_validate -- "$MQ" validate "$T/static.safetensors" --reference "$CNN"
+# activation-weighted search (conv importance expanded over kh*kw columns)
+expect_exit 0 s_weighted -- "$MQ" quantize "$CNN" --bits 4 --no-default-skip --search mse --calibration "$T/stats.safetensors" -o "$T/awq.safetensors"
+expect_exit 0 s_weighted_validate -- "$MQ" validate "$T/awq.safetensors" --reference "$CNN" --min-sqnr 10
 expect_exit 5 s_missing_stats -- "$MQ" quantize "$CNN" --calibration "$T/none.safetensors" -o "$T/x.safetensors"
 
 # compare: plain vs quantized, matched by name
