@@ -243,23 +243,32 @@ MQ_API mq_status mq_writer_commit(mq_writer *w);
 MQ_API void mq_writer_free(mq_writer *w);
 
 /* ======================================================================================
- * Quantization arithmetic on one tensor in memory
+ * Quantization arithmetic on one tensor in memory  (docs/QUANTIZATION.md)
  *
  * A tensor of shape [d0, d1, ...] is viewed as a matrix [rows = d0, cols = d1*d2*...]:
  * rows are output channels (Linear out_features, Conv out_channels), cols the input
- * dimension. Conventions follow PyTorch's observers (see docs/FORMAT.md): asymmetric ranges
- * are widened to include 0, scale >= FLT_EPSILON, zero points rounded and clamped, rounding
- * half to even.
+ * dimension (a 1-D tensor is [d0, 1]). Conventions follow PyTorch's observers and
+ * quantize functions, so that INT8/UINT8 results are bit-identical to torch's MinMaxObserver /
+ * PerChannelMinMaxObserver followed by quantize_per_tensor / quantize_per_channel:
+ *   min' = min(min, 0), max' = max(max, 0)                      (range includes 0)
+ *   symmetric:  scale = max(-min', max') / ((qmax - qmin) / 2)  zero point 0 (signed types)
+ *               or the mid-range (qmin + qmax + 1) / 2 (unsigned: 128, 8)
+ *   asymmetric: scale = (max' - min') / (qmax - qmin),
+ *               zero point = clamp(qmin - round(min' / scale), qmin, qmax)
+ *   scale = max(scale, FLT_EPSILON), all in float32;
+ *   q = clamp(zero point + round(x * (1.0f / scale)), qmin, qmax), round half to even;
+ *   dequantized x = (q - zero point) * scale.
+ * MQ_SEARCH_MSE replaces min/max by a search over clipped ranges (see mq_qspec).
  * ====================================================================================== */
 
 typedef enum mq_qtype {
-    MQ_Q_NONE = 0,   /* keep the tensor as it is */
+    MQ_Q_NONE = 0,   /* keep the tensor as it is (no layout) */
     MQ_Q_INT8,       /* [-128, 127] */
     MQ_Q_UINT8,      /* [0, 255] */
-    MQ_Q_INT4,       /* [-8, 7], packed eight per int32 word */
+    MQ_Q_INT4,       /* [-8, 7], packed eight per int32 word, stored as value + 8 */
     MQ_Q_UINT4,      /* [0, 15], packed eight per int32 word */
-    MQ_Q_FP16,       /* plain cast */
-    MQ_Q_BF16        /* plain cast */
+    MQ_Q_FP16,       /* plain cast, round to nearest even; no scales */
+    MQ_Q_BF16        /* plain cast, round to nearest even; no scales */
 } mq_qtype;
 
 typedef enum mq_scheme { MQ_SYMMETRIC = 0, MQ_ASYMMETRIC = 1 } mq_scheme;
@@ -271,63 +280,100 @@ typedef enum mq_granularity {
 } mq_granularity;
 
 typedef enum mq_scale_search {
-    MQ_SEARCH_MINMAX = 0, /* scale from the min/max range */
-    MQ_SEARCH_MSE         /* clipping search minimizing the (weighted) squared error */
+    MQ_SEARCH_MINMAX = 0, /* scale from the min/max range (PyTorch's observers) */
+    MQ_SEARCH_MSE         /* per group / row / tensor: the min/max candidate, then clipped
+                             ranges (ratios 1.1 .. 0.5 of the range, then the winner's
+                             neighbours and, for asymmetric, zero points one step either
+                             way); the least (weighted) squared error wins, ties keep
+                             min/max (docs/QUANTIZATION.md) */
 } mq_scale_search;
 
 typedef struct mq_qspec {
     mq_qtype type;
     mq_scheme scheme;
     mq_granularity granularity;
-    int group_size;           /* MQ_PER_GROUP; a row shorter than a group is one group and
-                                 a last partial group is allowed */
+    int group_size;           /* MQ_PER_GROUP (>= 1); a row shorter than a group is one group
+                                 and a last partial group is allowed */
     mq_scale_search search;
-    const float *importance;  /* optional, `cols` weights >= 0 (e.g. mean of x^2 per input
-                                 channel): the scale search minimizes the weighted error */
+    const float *importance;  /* optional, `cols` finite weights >= 0 (e.g. the mean of x^2 per
+                                 input channel from calibration): the scale search minimizes
+                                 the error weighted by importance[col]. Not copied. */
 } mq_qspec;
 
 /* Defaults: INT8 symmetric per channel, min/max; group_size 128. */
 MQ_API void mq_qspec_default(mq_qspec *spec);
 
-/* Storage layout of a quantized tensor (docs/FORMAT.md). */
+/* Recommended settings for a target type:
+ *   INT8, UINT8: per channel, min/max (bit-identical to PyTorch), symmetric for INT8,
+ *                asymmetric for UINT8;
+ *   INT4, UINT4: per group of 128, MSE search (measured +0.8 dB SQNR over min/max on
+ *                Gaussian weights, docs/QUANTIZATION.md), symmetric for INT4 (the
+ *                compressed-tensors "uint4b8" layout), asymmetric for UINT4;
+ *   FP16, BF16, NONE: casts (scheme and granularity unused). */
+MQ_API void mq_qspec_recommended(mq_qspec *spec, mq_qtype type);
+
+/* Storage layout of a quantized tensor (docs/QUANTIZATION.md, docs/FORMAT.md).
+ * Data: 8-bit types keep the original shape, one byte per element. 4-bit types are
+ * [rows, ceil(cols/8)] I32: eight values per little-endian word, lowest bits first, along
+ * the row (two per byte, low nibble first); INT4 values are stored as value + 8; the unused
+ * nibbles at the end of a row are 0. Casts keep the shape.
+ * Scales: F32, nscales = 1 (per tensor), rows (per channel) or rows * groups_per_row (per
+ * group, row-major: scale[row * groups_per_row + group]). Zero points: same count and order,
+ * unpacked, holding the integer zero point (INT4: in [-8, 7], not offset by 8). */
 typedef struct mq_qlayout {
     int64_t rows, cols;
-    int64_t groups_per_row;    /* 1 per channel, ceil(cols/group_size) per group */
-    int64_t nscales;           /* 1 per tensor, rows per channel, rows*groups_per_row */
+    int64_t groups_per_row;    /* 1 per tensor / per channel, ceil(cols/group_size) per group,
+                                  0 for casts */
+    int64_t nscales;           /* 1 per tensor, rows per channel, rows*groups_per_row; 0 casts */
     mq_dtype data_dtype;       /* I8, U8, I32 (packed 4-bit) or F16/BF16 */
     int ndata_dims;            /* data tensor shape: original shape (8-bit, casts), */
     int64_t data_shape[MQ_MAX_DIMS]; /* or [rows, ceil(cols/8)] (4-bit) */
     uint64_t data_bytes;
     uint64_t row_bytes;        /* bytes of one row of data */
-    mq_dtype scale_dtype;      /* F32 */
-    int has_zero_point;        /* asymmetric integer types */
+    mq_dtype scale_dtype;      /* F32 (MQ_DTYPE_INVALID for casts) */
+    int has_zero_point;        /* asymmetric integer types, and unsigned symmetric ones (their
+                                  constant mid-range zero point is stored too) */
     mq_dtype zero_point_dtype; /* I8/U8 for 8-bit, I8 for 4-bit, stored unpacked */
+    /* added after the first draft: */
+    int64_t group_size;        /* elements per group: cols unless per group, where it is
+                                  min(spec group_size, cols) */
+    int64_t last_group_size;   /* elements in the last group of a row (a partial group when
+                                  < group_size) */
+    int qmin, qmax;            /* integer range of the type (0, 0 for casts) */
 } mq_qlayout;
 
-/* Fills the layout for a tensor of `shape` (ndim >= 1) quantized with `spec`. */
+/* Fills the layout for a tensor of `shape` (1 <= ndim <= MQ_MAX_DIMS, every dim >= 1)
+ * quantized with `spec`. MQ_ERR_INVALID for an empty tensor, MQ_Q_NONE, a bad group size or
+ * sizes that overflow. */
 MQ_API mq_status mq_qlayout_init(mq_ctx *ctx, const mq_qspec *spec, int ndim,
                                  const int64_t *shape, mq_qlayout *out);
 
 /* Quantizes rows [row_begin, row_end) of `src` (the whole tensor, F32/F16/BF16/F64, rows x
- * cols row-major). `data` receives those rows only (row_end-row_begin rows of row_bytes);
- * `scale` and `zero_point` (NULL when the layout has none) are whole-tensor arrays of which
- * only the entries of these rows are written. MQ_PER_TENSOR: the call with row_begin == 0
- * computes the tensor's parameters over all rows and later calls reuse scale[0]/zero_point[0].
- * NaN or Inf in the tensor: MQ_ERR_QUANT naming the row. */
+ * cols row-major, any alignment). `data` receives those rows only (row_end-row_begin rows of
+ * row_bytes); `scale` and `zero_point` (NULL when the layout has none) are whole-tensor arrays
+ * of which only the entries of these rows are written. MQ_PER_TENSOR: the call with
+ * row_begin == 0 computes the tensor's parameters over all rows and later calls reuse
+ * scale[0]/zero_point[0]. `spec` and `layout` must be those given to mq_qlayout_init.
+ * Rows are split across the context's threads; the bytes do not depend on the thread count
+ * or the instruction-set level; each call allocates about 14 bytes per column per thread of
+ * scratch. NaN or Inf in the tensor (or, for FP16, a value beyond its range): MQ_ERR_QUANT
+ * naming the row and column. */
 MQ_API mq_status mq_quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *layout,
                                   mq_dtype src_dtype, const void *src, int64_t row_begin,
                                   int64_t row_end, void *data, float *scale, void *zero_point);
 
-/* Inverse: rows [row_begin, row_end) to F32 (`out` receives those rows only). `data` points
- * at the whole quantized tensor. */
+/* Inverse: rows [row_begin, row_end) to F32 (`out` receives those rows only). `data`,
+ * `scale` and `zero_point` are the whole tensor's arrays (any alignment for `data`). */
 MQ_API mq_status mq_dequantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *layout,
                                     const void *data, const float *scale, const void *zero_point,
                                     int64_t row_begin, int64_t row_end, float *out);
 
-/* Error figures of an approximation `b` of reference `a` (n elements). */
+/* Error figures of an approximation `b` of reference `a` (n elements), accumulated in
+ * double. n == 0 or a == b gives sqnr_db +inf, rel_fro 0, cosine 1 (cosine 1 also when both
+ * are all zero; 0 when only one is). */
 typedef struct mq_error_stats {
     double sqnr_db;        /* 10 log10(sum a^2 / sum (a-b)^2); +inf when exact */
-    double rel_fro;        /* ||a-b|| / ||a|| */
+    double rel_fro;        /* ||a-b|| / ||a|| (+inf when a is 0 and b is not) */
     double max_abs;        /* max |a-b| */
     double mse;            /* mean (a-b)^2 */
     double cosine;         /* cosine similarity */
