@@ -389,6 +389,185 @@ MQ_API void mq_error_stats_compute(const float *a, const float *b, size_t n,
 
 /* ====== section: calibration (observers) =============================================== */
 
+/* Observers turn the values a layer sees (its input activations) into quantization
+ * parameters. They are model-agnostic: any inference engine can feed them, batch by batch,
+ * through the functions below; `monoquant calibrate` feeds them from recorded activations.
+ * Conventions follow PyTorch's observers (docs/CALIBRATION.md):
+ *  - MQ_OBS_MINMAX: running min/max (torch MinMaxObserver, PerChannelMinMaxObserver).
+ *  - MQ_OBS_MOVING_AVERAGE: min/max averaged over batches, v += c * (batch - v), the first
+ *    batch taken as it is (torch MovingAverage[PerChannel]MinMaxObserver).
+ *  - MQ_OBS_HISTOGRAM: a histogram re-binned as the range grows, then the L2-minimizing range
+ *    search of torch HistogramObserver.
+ *  - MQ_OBS_ENTROPY: the histogram, then the threshold minimizing the KL divergence between
+ *    the clipped distribution and its quantized version (TensorRT-style).
+ *  - MQ_OBS_PERCENTILE: the histogram, then the range holding `percentile` % of the values.
+ *  - MQ_OBS_MSE: the histogram, then the clipping range minimizing the expected squared
+ *    error (rounding noise inside, clipping error outside).
+ * The range (lo, hi) an observer settles on becomes a scale and zero point as everywhere in
+ * monoquant: asymmetric ranges widened to include 0, scale >= FLT_EPSILON, zero points rounded
+ * half to even and clamped; symmetric UINT8 has zero point 128 (UINT4: 8).
+ *
+ * Threads: an observer is not shared between threads. To calibrate in parallel, give each
+ * thread (or shard) its own observer and combine them with mq_observer_merge. */
+
+typedef enum mq_observer_kind {
+    MQ_OBS_MINMAX = 0,
+    MQ_OBS_MOVING_AVERAGE,
+    MQ_OBS_HISTOGRAM,
+    MQ_OBS_ENTROPY,
+    MQ_OBS_PERCENTILE,
+    MQ_OBS_MSE
+} mq_observer_kind;
+
+/* "minmax", "moving_average", "histogram", "entropy", "percentile", "mse". */
+MQ_API const char *mq_observer_kind_name(mq_observer_kind kind);
+/* Parses a kind name (also "moving-average", "kl" for entropy). Returns 0 if unknown. */
+MQ_API int mq_observer_kind_from_name(const char *name, mq_observer_kind *out);
+
+typedef struct mq_observer_options {
+    mq_observer_kind kind;
+    mq_qtype type;              /* MQ_Q_UINT8 (default), MQ_Q_INT8, MQ_Q_INT4, MQ_Q_UINT4 */
+    mq_scheme scheme;           /* MQ_ASYMMETRIC (default) or MQ_SYMMETRIC */
+    mq_granularity granularity; /* MQ_PER_TENSOR (default) or MQ_PER_CHANNEL */
+    int64_t channels;           /* MQ_PER_CHANNEL: number of channels (> 0) */
+    double averaging_constant;  /* MQ_OBS_MOVING_AVERAGE: in (0, 1], default 0.01 */
+    int bins;                   /* histogram kinds: default 2048 */
+    int upsample_rate;          /* histogram re-binning when the range grows: default 128 */
+    double percentile;          /* MQ_OBS_PERCENTILE: in (50, 100], default 99.999 */
+} mq_observer_options;
+
+/* The defaults above for `kind` (the defaults of PyTorch's observers). */
+MQ_API void mq_observer_options_default(mq_observer_options *opts, mq_observer_kind kind);
+
+/* The options as one line of text, e.g. "histogram type=uint8 scheme=asymmetric
+ * granularity=tensor channels=1 bins=2048 upsample=128". Writes at most cap bytes
+ * (NUL included) and returns the length of the full text. */
+MQ_API size_t mq_observer_options_format(const mq_observer_options *opts, char *buf, size_t cap);
+/* Parses that text (keys may be left out: defaults of the kind). */
+MQ_API mq_status mq_observer_options_parse(mq_ctx *ctx, const char *text,
+                                           mq_observer_options *out);
+
+typedef struct mq_observer mq_observer;
+
+/* Creates an empty observer. opts NULL: MQ_OBS_MINMAX with defaults. The observer keeps
+ * `ctx` for its errors and allocations. */
+MQ_API mq_status mq_observer_create(mq_ctx *ctx, const mq_observer_options *opts,
+                                    mq_observer **out);
+MQ_API void mq_observer_free(mq_observer *obs);
+MQ_API const mq_observer_options *mq_observer_get_options(const mq_observer *obs);
+
+/* Observes one batch: a contiguous row-major [rows, cols] float matrix. Per channel, the
+ * channels are the columns (cols must equal opts.channels). A batch with no elements is
+ * ignored. NaN or Inf: MQ_ERR_QUANT naming the element, and the observer is unchanged. */
+MQ_API mq_status mq_observer_update(mq_observer *obs, const float *x, int64_t rows,
+                                    int64_t cols);
+/* Observes one batch held in any layout: `ndim` (1..MQ_MAX_DIMS) dims of `shape`, element
+ * strides `strides` (NULL: contiguous row-major; >= 0), element type F32, F16, BF16 or F64.
+ * Per channel, `channel_axis` (negative counts from the end) is the channel dimension and
+ * every other dimension is reduced, e.g. axis 1 for Conv inputs [N, C, H, W], -1 for Linear
+ * inputs [..., in_features]; per tensor it is ignored. */
+MQ_API mq_status mq_observer_update_strided(mq_observer *obs, mq_dtype dtype, const void *x,
+                                            int ndim, const int64_t *shape,
+                                            const int64_t *strides, int channel_axis);
+
+/* Folds `src` into `dst` (same options, else MQ_ERR_INVALID); src is unchanged.
+ *  - MINMAX: exact: equals one observer that saw both streams.
+ *  - MOVING_AVERAGE: moving averages depend on the order of batches and cannot be merged
+ *    exactly; the result is the average of both, weighted by their batch counts.
+ *  - histogram kinds: the histograms are added on the union of both ranges. Exact (equal to
+ *    one observer that saw both streams) when both have the same range; otherwise src's
+ *    counts are spread over dst's grid in proportion to overlap, the approximation the
+ *    observer makes itself whenever a new batch widens its range. */
+MQ_API mq_status mq_observer_merge(mq_observer *dst, const mq_observer *src);
+
+/* Values observed so far (all channels), and batches (update calls with data). */
+MQ_API uint64_t mq_observer_count(const mq_observer *obs);
+MQ_API uint64_t mq_observer_batches(const mq_observer *obs);
+/* Number of parameter pairs: 1 per tensor, opts.channels per channel. */
+MQ_API int64_t mq_observer_nparams(const mq_observer *obs);
+
+/* Computes the quantization parameters: `scale` and `zero_point` receive
+ * mq_observer_nparams(obs) entries each; `lo`/`hi` (may be NULL) the chosen range before
+ * widening. An observer that saw nothing gives scale 1, zero point 0 and range [0, 0] (as
+ * PyTorch): check mq_observer_count. Histogram searches run channels on the thread pool. */
+MQ_API mq_status mq_observer_qparams(const mq_observer *obs, float *scale, int32_t *zero_point,
+                                     float *lo, float *hi);
+
+/* State as a set of named tensors, for saving anywhere (e.g. a safetensors file beside the
+ * text of mq_observer_options_format): "min_val", "max_val" F32 [nparams]; "count",
+ * "batches" I64 [1]; histogram kinds add "histogram" F64 [nparams, bins]. Tensor data points
+ * into the observer and stays valid until it is next updated, merged or freed. */
+MQ_API size_t mq_observer_state_count(const mq_observer *obs);
+MQ_API mq_status mq_observer_state_tensor(const mq_observer *obs, size_t i, mq_tensor *out);
+/* Restores one state tensor by name (dtype, shape and values are checked: MQ_ERR_FORMAT).
+ * Restore every tensor of the state, into an observer created with the saved options. */
+MQ_API mq_status mq_observer_state_set(mq_observer *obs, const mq_tensor *t);
+
+/* ---- calibrating a whole model: per-layer observers and input-channel statistics ---- */
+
+/* A set of layers, each with an observer (built from one set of options) and statistics of
+ * its input channels: the count of rows, the mean of x^2 and max |x| per channel. This is
+ * what `monoquant calibrate` runs; an inference engine can feed it directly and save a
+ * statistics file for `monoquant quantize --calibration`. Not shared between threads. */
+typedef struct mq_calibrator mq_calibrator;
+
+/* opts: the observer of every layer; per channel, its channels are set per layer. */
+MQ_API mq_status mq_calibrator_create(mq_ctx *ctx, const mq_observer_options *opts,
+                                      mq_calibrator **out);
+MQ_API void mq_calibrator_free(mq_calibrator *cal);
+/* Declares a layer and its number of input channels. Idempotent for equal channels;
+ * MQ_ERR_INVALID when declared again with other channels. */
+MQ_API mq_status mq_calibrator_add_layer(mq_calibrator *cal, const char *layer,
+                                         int64_t channels);
+/* One batch of inputs of a declared layer: contiguous, dtype F32/F16/BF16/F64, `shape`
+ * [..., channels] (Linear: leading dims are rows) with channel_axis -1, or [N, C, H, W]
+ * (Conv) with channel_axis 1. MQ_ERR_INVALID when the channel dimension does not match. */
+MQ_API mq_status mq_calibrator_update(mq_calibrator *cal, const char *layer, mq_dtype dtype,
+                                      const void *x, int ndim, const int64_t *shape,
+                                      int channel_axis);
+/* Layers in declaration order; NULL past the end. */
+MQ_API size_t mq_calibrator_layer_count(const mq_calibrator *cal);
+MQ_API const char *mq_calibrator_layer_name(const mq_calibrator *cal, size_t i);
+/* Rows observed by a layer (0: it saw no data), or 0 when it is unknown. */
+MQ_API uint64_t mq_calibrator_layer_rows(const mq_calibrator *cal, const char *layer);
+/* The layer's observer (NULL when unknown), e.g. to read its qparams. */
+MQ_API const mq_observer *mq_calibrator_observer(const mq_calibrator *cal, const char *layer);
+/* Folds src into dst layer by layer (same options; layers only in src are added). */
+MQ_API mq_status mq_calibrator_merge(mq_calibrator *dst, const mq_calibrator *src);
+/* Computes every layer's qparams (progress reported per layer) and writes the statistics
+ * file (safetensors; layout in docs/CALIBRATION.md). Layers that saw no data are left out.
+ * meta: extra string metadata (may be NULL). */
+MQ_API mq_status mq_calibrator_save(mq_calibrator *cal, const char *path, const mq_kv *meta,
+                                    size_t nmeta);
+
+/* Statistics written by `monoquant calibrate` (a safetensors file), read back for static
+ * quantization and activation-aware weight quantization. */
+typedef struct mq_calib_stats mq_calib_stats;
+MQ_API mq_status mq_calib_stats_open(mq_ctx *ctx, const char *path, mq_calib_stats **out);
+MQ_API void mq_calib_stats_free(mq_calib_stats *stats);
+typedef struct mq_layer_stats {
+    const char *layer;        /* layer prefix, e.g. "blocks.0.mlp.fc" */
+    int64_t channels;         /* input channels (Linear in_features, Conv in_channels) */
+    uint64_t count;           /* rows (samples) observed */
+    const float *mean_sq;     /* [channels] mean of x^2 per input channel */
+    const float *max_abs;     /* [channels] max |x| per input channel */
+    mq_qtype input_type;      /* MQ_Q_INT8 or MQ_Q_UINT8 */
+    float input_scale;        /* per-tensor activation scale */
+    int32_t input_zero_point;
+    const char *observer;     /* e.g. "minmax", "histogram" */
+    /* additions: */
+    mq_scheme input_scheme;
+    float input_min, input_max;          /* the range the observer chose */
+    const float *channel_input_scale;    /* [channels] when calibrated per channel, else NULL */
+    const int32_t *channel_input_zero_point;
+} mq_layer_stats;
+/* Fills *out for `layer` and returns 1, or returns 0 when the layer has no statistics.
+ * Pointers stay valid until the stats object is freed. */
+MQ_API int mq_calib_stats_find(const mq_calib_stats *stats, const char *layer, mq_layer_stats *out);
+/* Layers in the file, in file order (for listing). */
+MQ_API size_t mq_calib_stats_count(const mq_calib_stats *stats);
+MQ_API const char *mq_calib_stats_layer(const mq_calib_stats *stats, size_t i);
+
 /* ====== end of section: calibration ==================================================== */
 
 
