@@ -174,7 +174,9 @@ typedef struct mq_model mq_model;
 typedef struct mq_open_options {
     mq_format format;       /* MQ_FORMAT_AUTO: detect */
     const char *key;        /* PyTorch: the entry of a nested dict that holds the tensors
-                               (e.g. "state_dict"); NULL: find it */
+                               (e.g. "state_dict"); "." for the top level; NULL: the top level
+                               if it holds tensors, else the one entry that does (several such
+                               entries: MQ_ERR_INVALID listing them) */
 } mq_open_options;
 
 /* Opens a checkpoint: a .safetensors file, a *.index.json of shards, a folder holding either,
@@ -241,23 +243,32 @@ MQ_API mq_status mq_writer_commit(mq_writer *w);
 MQ_API void mq_writer_free(mq_writer *w);
 
 /* ======================================================================================
- * Quantization arithmetic on one tensor in memory
+ * Quantization arithmetic on one tensor in memory  (docs/QUANTIZATION.md)
  *
  * A tensor of shape [d0, d1, ...] is viewed as a matrix [rows = d0, cols = d1*d2*...]:
  * rows are output channels (Linear out_features, Conv out_channels), cols the input
- * dimension. Conventions follow PyTorch's observers (see docs/FORMAT.md): asymmetric ranges
- * are widened to include 0, scale >= FLT_EPSILON, zero points rounded and clamped, rounding
- * half to even.
+ * dimension (a 1-D tensor is [d0, 1]). Conventions follow PyTorch's observers and
+ * quantize functions, so that INT8/UINT8 results are bit-identical to torch's MinMaxObserver /
+ * PerChannelMinMaxObserver followed by quantize_per_tensor / quantize_per_channel:
+ *   min' = min(min, 0), max' = max(max, 0)                      (range includes 0)
+ *   symmetric:  scale = max(-min', max') / ((qmax - qmin) / 2)  zero point 0 (signed types)
+ *               or the mid-range (qmin + qmax + 1) / 2 (unsigned: 128, 8)
+ *   asymmetric: scale = (max' - min') / (qmax - qmin),
+ *               zero point = clamp(qmin - round(min' / scale), qmin, qmax)
+ *   scale = max(scale, FLT_EPSILON), all in float32;
+ *   q = clamp(zero point + round(x * (1.0f / scale)), qmin, qmax), round half to even;
+ *   dequantized x = (q - zero point) * scale.
+ * MQ_SEARCH_MSE replaces min/max by a search over clipped ranges (see mq_qspec).
  * ====================================================================================== */
 
 typedef enum mq_qtype {
-    MQ_Q_NONE = 0,   /* keep the tensor as it is */
+    MQ_Q_NONE = 0,   /* keep the tensor as it is (no layout) */
     MQ_Q_INT8,       /* [-128, 127] */
     MQ_Q_UINT8,      /* [0, 255] */
-    MQ_Q_INT4,       /* [-8, 7], packed eight per int32 word */
+    MQ_Q_INT4,       /* [-8, 7], packed eight per int32 word, stored as value + 8 */
     MQ_Q_UINT4,      /* [0, 15], packed eight per int32 word */
-    MQ_Q_FP16,       /* plain cast */
-    MQ_Q_BF16        /* plain cast */
+    MQ_Q_FP16,       /* plain cast, round to nearest even; no scales */
+    MQ_Q_BF16        /* plain cast, round to nearest even; no scales */
 } mq_qtype;
 
 typedef enum mq_scheme { MQ_SYMMETRIC = 0, MQ_ASYMMETRIC = 1 } mq_scheme;
@@ -269,63 +280,100 @@ typedef enum mq_granularity {
 } mq_granularity;
 
 typedef enum mq_scale_search {
-    MQ_SEARCH_MINMAX = 0, /* scale from the min/max range */
-    MQ_SEARCH_MSE         /* clipping search minimizing the (weighted) squared error */
+    MQ_SEARCH_MINMAX = 0, /* scale from the min/max range (PyTorch's observers) */
+    MQ_SEARCH_MSE         /* per group / row / tensor: the min/max candidate, then clipped
+                             ranges (ratios 1.1 .. 0.5 of the range, then the winner's
+                             neighbours and, for asymmetric, zero points one step either
+                             way); the least (weighted) squared error wins, ties keep
+                             min/max (docs/QUANTIZATION.md) */
 } mq_scale_search;
 
 typedef struct mq_qspec {
     mq_qtype type;
     mq_scheme scheme;
     mq_granularity granularity;
-    int group_size;           /* MQ_PER_GROUP; a row shorter than a group is one group and
-                                 a last partial group is allowed */
+    int group_size;           /* MQ_PER_GROUP (>= 1); a row shorter than a group is one group
+                                 and a last partial group is allowed */
     mq_scale_search search;
-    const float *importance;  /* optional, `cols` weights >= 0 (e.g. mean of x^2 per input
-                                 channel): the scale search minimizes the weighted error */
+    const float *importance;  /* optional, `cols` finite weights >= 0 (e.g. the mean of x^2 per
+                                 input channel from calibration): the scale search minimizes
+                                 the error weighted by importance[col]. Not copied. */
 } mq_qspec;
 
 /* Defaults: INT8 symmetric per channel, min/max; group_size 128. */
 MQ_API void mq_qspec_default(mq_qspec *spec);
 
-/* Storage layout of a quantized tensor (docs/FORMAT.md). */
+/* Recommended settings for a target type:
+ *   INT8, UINT8: per channel, min/max (bit-identical to PyTorch), symmetric for INT8,
+ *                asymmetric for UINT8;
+ *   INT4, UINT4: per group of 128, MSE search (measured +0.8 dB SQNR over min/max on
+ *                Gaussian weights, docs/QUANTIZATION.md), symmetric for INT4 (the
+ *                compressed-tensors "uint4b8" layout), asymmetric for UINT4;
+ *   FP16, BF16, NONE: casts (scheme and granularity unused). */
+MQ_API void mq_qspec_recommended(mq_qspec *spec, mq_qtype type);
+
+/* Storage layout of a quantized tensor (docs/QUANTIZATION.md, docs/FORMAT.md).
+ * Data: 8-bit types keep the original shape, one byte per element. 4-bit types are
+ * [rows, ceil(cols/8)] I32: eight values per little-endian word, lowest bits first, along
+ * the row (two per byte, low nibble first); INT4 values are stored as value + 8; the unused
+ * nibbles at the end of a row are 0. Casts keep the shape.
+ * Scales: F32, nscales = 1 (per tensor), rows (per channel) or rows * groups_per_row (per
+ * group, row-major: scale[row * groups_per_row + group]). Zero points: same count and order,
+ * unpacked, holding the integer zero point (INT4: in [-8, 7], not offset by 8). */
 typedef struct mq_qlayout {
     int64_t rows, cols;
-    int64_t groups_per_row;    /* 1 per channel, ceil(cols/group_size) per group */
-    int64_t nscales;           /* 1 per tensor, rows per channel, rows*groups_per_row */
+    int64_t groups_per_row;    /* 1 per tensor / per channel, ceil(cols/group_size) per group,
+                                  0 for casts */
+    int64_t nscales;           /* 1 per tensor, rows per channel, rows*groups_per_row; 0 casts */
     mq_dtype data_dtype;       /* I8, U8, I32 (packed 4-bit) or F16/BF16 */
     int ndata_dims;            /* data tensor shape: original shape (8-bit, casts), */
     int64_t data_shape[MQ_MAX_DIMS]; /* or [rows, ceil(cols/8)] (4-bit) */
     uint64_t data_bytes;
     uint64_t row_bytes;        /* bytes of one row of data */
-    mq_dtype scale_dtype;      /* F32 */
-    int has_zero_point;        /* asymmetric integer types */
+    mq_dtype scale_dtype;      /* F32 (MQ_DTYPE_INVALID for casts) */
+    int has_zero_point;        /* asymmetric integer types, and unsigned symmetric ones (their
+                                  constant mid-range zero point is stored too) */
     mq_dtype zero_point_dtype; /* I8/U8 for 8-bit, I8 for 4-bit, stored unpacked */
+    /* added after the first draft: */
+    int64_t group_size;        /* elements per group: cols unless per group, where it is
+                                  min(spec group_size, cols) */
+    int64_t last_group_size;   /* elements in the last group of a row (a partial group when
+                                  < group_size) */
+    int qmin, qmax;            /* integer range of the type (0, 0 for casts) */
 } mq_qlayout;
 
-/* Fills the layout for a tensor of `shape` (ndim >= 1) quantized with `spec`. */
+/* Fills the layout for a tensor of `shape` (1 <= ndim <= MQ_MAX_DIMS, every dim >= 1)
+ * quantized with `spec`. MQ_ERR_INVALID for an empty tensor, MQ_Q_NONE, a bad group size or
+ * sizes that overflow. */
 MQ_API mq_status mq_qlayout_init(mq_ctx *ctx, const mq_qspec *spec, int ndim,
                                  const int64_t *shape, mq_qlayout *out);
 
 /* Quantizes rows [row_begin, row_end) of `src` (the whole tensor, F32/F16/BF16/F64, rows x
- * cols row-major). `data` receives those rows only (row_end-row_begin rows of row_bytes);
- * `scale` and `zero_point` (NULL when the layout has none) are whole-tensor arrays of which
- * only the entries of these rows are written. MQ_PER_TENSOR: the call with row_begin == 0
- * computes the tensor's parameters over all rows and later calls reuse scale[0]/zero_point[0].
- * NaN or Inf in the tensor: MQ_ERR_QUANT naming the row. */
+ * cols row-major, any alignment). `data` receives those rows only (row_end-row_begin rows of
+ * row_bytes); `scale` and `zero_point` (NULL when the layout has none) are whole-tensor arrays
+ * of which only the entries of these rows are written. MQ_PER_TENSOR: the call with
+ * row_begin == 0 computes the tensor's parameters over all rows and later calls reuse
+ * scale[0]/zero_point[0]. `spec` and `layout` must be those given to mq_qlayout_init.
+ * Rows are split across the context's threads; the bytes do not depend on the thread count
+ * or the instruction-set level; each call allocates about 14 bytes per column per thread of
+ * scratch. NaN or Inf in the tensor (or, for FP16, a value beyond its range): MQ_ERR_QUANT
+ * naming the row and column. */
 MQ_API mq_status mq_quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *layout,
                                   mq_dtype src_dtype, const void *src, int64_t row_begin,
                                   int64_t row_end, void *data, float *scale, void *zero_point);
 
-/* Inverse: rows [row_begin, row_end) to F32 (`out` receives those rows only). `data` points
- * at the whole quantized tensor. */
+/* Inverse: rows [row_begin, row_end) to F32 (`out` receives those rows only). `data`,
+ * `scale` and `zero_point` are the whole tensor's arrays (any alignment for `data`). */
 MQ_API mq_status mq_dequantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *layout,
                                     const void *data, const float *scale, const void *zero_point,
                                     int64_t row_begin, int64_t row_end, float *out);
 
-/* Error figures of an approximation `b` of reference `a` (n elements). */
+/* Error figures of an approximation `b` of reference `a` (n elements), accumulated in
+ * double. n == 0 or a == b gives sqnr_db +inf, rel_fro 0, cosine 1 (cosine 1 also when both
+ * are all zero; 0 when only one is). */
 typedef struct mq_error_stats {
     double sqnr_db;        /* 10 log10(sum a^2 / sum (a-b)^2); +inf when exact */
-    double rel_fro;        /* ||a-b|| / ||a|| */
+    double rel_fro;        /* ||a-b|| / ||a|| (+inf when a is 0 and b is not) */
     double max_abs;        /* max |a-b| */
     double mse;            /* mean (a-b)^2 */
     double cosine;         /* cosine similarity */
@@ -340,6 +388,185 @@ MQ_API void mq_error_stats_compute(const float *a, const float *b, size_t n,
 
 
 /* ====== section: calibration (observers) =============================================== */
+
+/* Observers turn the values a layer sees (its input activations) into quantization
+ * parameters. They are model-agnostic: any inference engine can feed them, batch by batch,
+ * through the functions below; `monoquant calibrate` feeds them from recorded activations.
+ * Conventions follow PyTorch's observers (docs/CALIBRATION.md):
+ *  - MQ_OBS_MINMAX: running min/max (torch MinMaxObserver, PerChannelMinMaxObserver).
+ *  - MQ_OBS_MOVING_AVERAGE: min/max averaged over batches, v += c * (batch - v), the first
+ *    batch taken as it is (torch MovingAverage[PerChannel]MinMaxObserver).
+ *  - MQ_OBS_HISTOGRAM: a histogram re-binned as the range grows, then the L2-minimizing range
+ *    search of torch HistogramObserver.
+ *  - MQ_OBS_ENTROPY: the histogram, then the threshold minimizing the KL divergence between
+ *    the clipped distribution and its quantized version (TensorRT-style).
+ *  - MQ_OBS_PERCENTILE: the histogram, then the range holding `percentile` % of the values.
+ *  - MQ_OBS_MSE: the histogram, then the clipping range minimizing the expected squared
+ *    error (rounding noise inside, clipping error outside).
+ * The range (lo, hi) an observer settles on becomes a scale and zero point as everywhere in
+ * monoquant: asymmetric ranges widened to include 0, scale >= FLT_EPSILON, zero points rounded
+ * half to even and clamped; symmetric UINT8 has zero point 128 (UINT4: 8).
+ *
+ * Threads: an observer is not shared between threads. To calibrate in parallel, give each
+ * thread (or shard) its own observer and combine them with mq_observer_merge. */
+
+typedef enum mq_observer_kind {
+    MQ_OBS_MINMAX = 0,
+    MQ_OBS_MOVING_AVERAGE,
+    MQ_OBS_HISTOGRAM,
+    MQ_OBS_ENTROPY,
+    MQ_OBS_PERCENTILE,
+    MQ_OBS_MSE
+} mq_observer_kind;
+
+/* "minmax", "moving_average", "histogram", "entropy", "percentile", "mse". */
+MQ_API const char *mq_observer_kind_name(mq_observer_kind kind);
+/* Parses a kind name (also "moving-average", "kl" for entropy). Returns 0 if unknown. */
+MQ_API int mq_observer_kind_from_name(const char *name, mq_observer_kind *out);
+
+typedef struct mq_observer_options {
+    mq_observer_kind kind;
+    mq_qtype type;              /* MQ_Q_UINT8 (default), MQ_Q_INT8, MQ_Q_INT4, MQ_Q_UINT4 */
+    mq_scheme scheme;           /* MQ_ASYMMETRIC (default) or MQ_SYMMETRIC */
+    mq_granularity granularity; /* MQ_PER_TENSOR (default) or MQ_PER_CHANNEL */
+    int64_t channels;           /* MQ_PER_CHANNEL: number of channels (> 0) */
+    double averaging_constant;  /* MQ_OBS_MOVING_AVERAGE: in (0, 1], default 0.01 */
+    int bins;                   /* histogram kinds: default 2048 */
+    int upsample_rate;          /* histogram re-binning when the range grows: default 128 */
+    double percentile;          /* MQ_OBS_PERCENTILE: in (50, 100], default 99.999 */
+} mq_observer_options;
+
+/* The defaults above for `kind` (the defaults of PyTorch's observers). */
+MQ_API void mq_observer_options_default(mq_observer_options *opts, mq_observer_kind kind);
+
+/* The options as one line of text, e.g. "histogram type=uint8 scheme=asymmetric
+ * granularity=tensor channels=1 bins=2048 upsample=128". Writes at most cap bytes
+ * (NUL included) and returns the length of the full text. */
+MQ_API size_t mq_observer_options_format(const mq_observer_options *opts, char *buf, size_t cap);
+/* Parses that text (keys may be left out: defaults of the kind). */
+MQ_API mq_status mq_observer_options_parse(mq_ctx *ctx, const char *text,
+                                           mq_observer_options *out);
+
+typedef struct mq_observer mq_observer;
+
+/* Creates an empty observer. opts NULL: MQ_OBS_MINMAX with defaults. The observer keeps
+ * `ctx` for its errors and allocations. */
+MQ_API mq_status mq_observer_create(mq_ctx *ctx, const mq_observer_options *opts,
+                                    mq_observer **out);
+MQ_API void mq_observer_free(mq_observer *obs);
+MQ_API const mq_observer_options *mq_observer_get_options(const mq_observer *obs);
+
+/* Observes one batch: a contiguous row-major [rows, cols] float matrix. Per channel, the
+ * channels are the columns (cols must equal opts.channels). A batch with no elements is
+ * ignored. NaN or Inf: MQ_ERR_QUANT naming the element, and the observer is unchanged. */
+MQ_API mq_status mq_observer_update(mq_observer *obs, const float *x, int64_t rows,
+                                    int64_t cols);
+/* Observes one batch held in any layout: `ndim` (1..MQ_MAX_DIMS) dims of `shape`, element
+ * strides `strides` (NULL: contiguous row-major; >= 0), element type F32, F16, BF16 or F64.
+ * Per channel, `channel_axis` (negative counts from the end) is the channel dimension and
+ * every other dimension is reduced, e.g. axis 1 for Conv inputs [N, C, H, W], -1 for Linear
+ * inputs [..., in_features]; per tensor it is ignored. */
+MQ_API mq_status mq_observer_update_strided(mq_observer *obs, mq_dtype dtype, const void *x,
+                                            int ndim, const int64_t *shape,
+                                            const int64_t *strides, int channel_axis);
+
+/* Folds `src` into `dst` (same options, else MQ_ERR_INVALID); src is unchanged.
+ *  - MINMAX: exact: equals one observer that saw both streams.
+ *  - MOVING_AVERAGE: moving averages depend on the order of batches and cannot be merged
+ *    exactly; the result is the average of both, weighted by their batch counts.
+ *  - histogram kinds: the histograms are added on the union of both ranges. Exact (equal to
+ *    one observer that saw both streams) when both have the same range; otherwise src's
+ *    counts are spread over dst's grid in proportion to overlap, the approximation the
+ *    observer makes itself whenever a new batch widens its range. */
+MQ_API mq_status mq_observer_merge(mq_observer *dst, const mq_observer *src);
+
+/* Values observed so far (all channels), and batches (update calls with data). */
+MQ_API uint64_t mq_observer_count(const mq_observer *obs);
+MQ_API uint64_t mq_observer_batches(const mq_observer *obs);
+/* Number of parameter pairs: 1 per tensor, opts.channels per channel. */
+MQ_API int64_t mq_observer_nparams(const mq_observer *obs);
+
+/* Computes the quantization parameters: `scale` and `zero_point` receive
+ * mq_observer_nparams(obs) entries each; `lo`/`hi` (may be NULL) the chosen range before
+ * widening. An observer that saw nothing gives scale 1, zero point 0 and range [0, 0] (as
+ * PyTorch): check mq_observer_count. Histogram searches run channels on the thread pool. */
+MQ_API mq_status mq_observer_qparams(const mq_observer *obs, float *scale, int32_t *zero_point,
+                                     float *lo, float *hi);
+
+/* State as a set of named tensors, for saving anywhere (e.g. a safetensors file beside the
+ * text of mq_observer_options_format): "min_val", "max_val" F32 [nparams]; "count",
+ * "batches" I64 [1]; histogram kinds add "histogram" F64 [nparams, bins]. Tensor data points
+ * into the observer and stays valid until it is next updated, merged or freed. */
+MQ_API size_t mq_observer_state_count(const mq_observer *obs);
+MQ_API mq_status mq_observer_state_tensor(const mq_observer *obs, size_t i, mq_tensor *out);
+/* Restores one state tensor by name (dtype, shape and values are checked: MQ_ERR_FORMAT).
+ * Restore every tensor of the state, into an observer created with the saved options. */
+MQ_API mq_status mq_observer_state_set(mq_observer *obs, const mq_tensor *t);
+
+/* ---- calibrating a whole model: per-layer observers and input-channel statistics ---- */
+
+/* A set of layers, each with an observer (built from one set of options) and statistics of
+ * its input channels: the count of rows, the mean of x^2 and max |x| per channel. This is
+ * what `monoquant calibrate` runs; an inference engine can feed it directly and save a
+ * statistics file for `monoquant quantize --calibration`. Not shared between threads. */
+typedef struct mq_calibrator mq_calibrator;
+
+/* opts: the observer of every layer; per channel, its channels are set per layer. */
+MQ_API mq_status mq_calibrator_create(mq_ctx *ctx, const mq_observer_options *opts,
+                                      mq_calibrator **out);
+MQ_API void mq_calibrator_free(mq_calibrator *cal);
+/* Declares a layer and its number of input channels. Idempotent for equal channels;
+ * MQ_ERR_INVALID when declared again with other channels. */
+MQ_API mq_status mq_calibrator_add_layer(mq_calibrator *cal, const char *layer,
+                                         int64_t channels);
+/* One batch of inputs of a declared layer: contiguous, dtype F32/F16/BF16/F64, `shape`
+ * [..., channels] (Linear: leading dims are rows) with channel_axis -1, or [N, C, H, W]
+ * (Conv) with channel_axis 1. MQ_ERR_INVALID when the channel dimension does not match. */
+MQ_API mq_status mq_calibrator_update(mq_calibrator *cal, const char *layer, mq_dtype dtype,
+                                      const void *x, int ndim, const int64_t *shape,
+                                      int channel_axis);
+/* Layers in declaration order; NULL past the end. */
+MQ_API size_t mq_calibrator_layer_count(const mq_calibrator *cal);
+MQ_API const char *mq_calibrator_layer_name(const mq_calibrator *cal, size_t i);
+/* Rows observed by a layer (0: it saw no data), or 0 when it is unknown. */
+MQ_API uint64_t mq_calibrator_layer_rows(const mq_calibrator *cal, const char *layer);
+/* The layer's observer (NULL when unknown), e.g. to read its qparams. */
+MQ_API const mq_observer *mq_calibrator_observer(const mq_calibrator *cal, const char *layer);
+/* Folds src into dst layer by layer (same options; layers only in src are added). */
+MQ_API mq_status mq_calibrator_merge(mq_calibrator *dst, const mq_calibrator *src);
+/* Computes every layer's qparams (progress reported per layer) and writes the statistics
+ * file (safetensors; layout in docs/CALIBRATION.md). Layers that saw no data are left out.
+ * meta: extra string metadata (may be NULL). */
+MQ_API mq_status mq_calibrator_save(mq_calibrator *cal, const char *path, const mq_kv *meta,
+                                    size_t nmeta);
+
+/* Statistics written by `monoquant calibrate` (a safetensors file), read back for static
+ * quantization and activation-aware weight quantization. */
+typedef struct mq_calib_stats mq_calib_stats;
+MQ_API mq_status mq_calib_stats_open(mq_ctx *ctx, const char *path, mq_calib_stats **out);
+MQ_API void mq_calib_stats_free(mq_calib_stats *stats);
+typedef struct mq_layer_stats {
+    const char *layer;        /* layer prefix, e.g. "blocks.0.mlp.fc" */
+    int64_t channels;         /* input channels (Linear in_features, Conv in_channels) */
+    uint64_t count;           /* rows (samples) observed */
+    const float *mean_sq;     /* [channels] mean of x^2 per input channel */
+    const float *max_abs;     /* [channels] max |x| per input channel */
+    mq_qtype input_type;      /* MQ_Q_INT8 or MQ_Q_UINT8 */
+    float input_scale;        /* per-tensor activation scale */
+    int32_t input_zero_point;
+    const char *observer;     /* e.g. "minmax", "histogram" */
+    /* additions: */
+    mq_scheme input_scheme;
+    float input_min, input_max;          /* the range the observer chose */
+    const float *channel_input_scale;    /* [channels] when calibrated per channel, else NULL */
+    const int32_t *channel_input_zero_point;
+} mq_layer_stats;
+/* Fills *out for `layer` and returns 1, or returns 0 when the layer has no statistics.
+ * Pointers stay valid until the stats object is freed. */
+MQ_API int mq_calib_stats_find(const mq_calib_stats *stats, const char *layer, mq_layer_stats *out);
+/* Layers in the file, in file order (for listing). */
+MQ_API size_t mq_calib_stats_count(const mq_calib_stats *stats);
+MQ_API const char *mq_calib_stats_layer(const mq_calib_stats *stats, size_t i);
 
 /* ====== end of section: calibration ==================================================== */
 

@@ -219,20 +219,23 @@ mq_status mq_writer_write(mq_writer *w, const void *data, size_t nbytes) {
     return st;
 }
 
-static mq_status sync_dir(mq_writer *w) {
-    char *dir = mq__strdup(w->ctx, w->path);
-    if (!dir) return MQ_ERR_NOMEM;
-    char *slash = strrchr(dir, '/');
-    if (slash == dir) slash[1] = 0;
-    else if (slash) *slash = 0;
-    else strcpy(dir, ".");
+/* Makes the rename durable. Best effort and allocation-free: the file is already complete and
+ * in place, so nothing here can fail the commit. */
+static void sync_dir(const char *path) {
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    size_t n = slash ? (size_t)(slash - path) : 0;
+    if (!slash) strcpy(dir, ".");
+    else if (n == 0) strcpy(dir, "/");
+    else if (n < sizeof dir) {
+        memcpy(dir, path, n);
+        dir[n] = 0;
+    } else return;
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    mq__free(w->ctx, dir);
     if (fd >= 0) {
-        fsync(fd); /* best effort: some file systems refuse a directory fsync */
+        fsync(fd); /* some file systems refuse a directory fsync */
         close(fd);
     }
-    return MQ_OK;
 }
 
 mq_status mq_writer_commit(mq_writer *w) {
@@ -262,5 +265,6 @@ mq_status mq_writer_commit(mq_writer *w) {
         return st;
     }
     w->committed = true;
-    return sync_dir(w);
+    sync_dir(w->path);
+    return MQ_OK;
 }

@@ -1,0 +1,115 @@
+/* PyTorch checkpoint I/O throughput as ratios to memcpy bandwidth measured in the same run:
+ * CRC-32 (what the writer adds per byte), writing a .pt through mq_writer (page cache), and
+ * opening it again (zero-copy) and reading every tensor byte.
+ *   build/bench/bench_pytorch [MiB [tensors]]      (default 256 MiB in 16 tensors) */
+#include "io/zip.h"
+#include "monoquant.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n);
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    memset(p, 1, n); /* first touch outside the timings */
+    return p;
+}
+
+int main(int argc, char **argv) {
+    size_t mib = argc > 1 ? (size_t)atol(argv[1]) : 256, nt = argc > 2 ? (size_t)atol(argv[2]) : 16;
+    if (!mib || !nt) return 2;
+    size_t total = mib << 20, per = total / nt / 4 * 4;
+    uint8_t *src = (uint8_t *)xmalloc(per), *dst = (uint8_t *)xmalloc(per);
+    for (size_t i = 0; i < per; i++) src[i] = (uint8_t)(i * 2654435761u >> 13);
+    double best_copy = 0;
+    for (int r = 0; r < 5; r++) {
+        double t = now();
+        memcpy(dst, src, per);
+        t = now() - t;
+        if ((double)per / t > best_copy) best_copy = (double)per / t;
+    }
+    mq_crc32 *c = (mq_crc32 *)malloc(sizeof *c);
+    mq__crc32_init(c);
+    double best_crc = 0;
+    volatile uint32_t sink = 0;
+    for (int r = 0; r < 3; r++) {
+        double t = now();
+        sink ^= mq__crc32_update(c, 0, src, per);
+        t = now() - t;
+        if ((double)per / t > best_crc) best_crc = (double)per / t;
+    }
+    char path[256];
+    snprintf(path, sizeof path, "%s/bench_pytorch_%ld.pt",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (long)getpid());
+    mq_tensor_desc *d = (mq_tensor_desc *)calloc(nt, sizeof *d);
+    char(*names)[48] = calloc(nt, 48);
+    for (size_t i = 0; i < nt; i++) {
+        snprintf(names[i], 48, "layers.%zu.weight", i);
+        d[i] = (mq_tensor_desc){names[i], MQ_F32, 2, {(int64_t)(per / 4 / 1024), 1024}};
+        if (per / 4 % 1024) d[i].shape[0] = (int64_t)(per / 4), d[i].ndim = 1;
+    }
+    mq_ctx *ctx = mq_ctx_create();
+    mq_writer *w = NULL;
+    double best_write = 0, best_read = 0, open_s = 1e9;
+    for (int r = 0; r < 3; r++) {
+        double t = now();
+        mq_status st = mq_writer_open(ctx, path, MQ_FORMAT_PYTORCH, d, nt, NULL, 0, &w);
+        for (size_t i = 0; st == MQ_OK && i < nt; i++) st = mq_writer_write(w, src, per);
+        if (st == MQ_OK) st = mq_writer_commit(w);
+        t = now() - t;
+        mq_writer_free(w);
+        if (st != MQ_OK) {
+            fprintf(stderr, "write: %s\n", mq_ctx_message(ctx));
+            return 1;
+        }
+        if ((double)(per * nt) / t > best_write) best_write = (double)(per * nt) / t;
+        mq_model *m = NULL;
+        t = now();
+        st = mq_model_open(ctx, path, NULL, &m);
+        double to = now() - t;
+        if (st != MQ_OK) {
+            fprintf(stderr, "read: %s\n", mq_ctx_message(ctx));
+            return 1;
+        }
+        if (to < open_s) open_s = to;
+        uint64_t acc = 0;
+        for (size_t i = 0; i < mq_model_tensor_count(m); i++) {
+            const mq_tensor *tt = mq_model_tensor(m, i);
+            const uint8_t *p = (const uint8_t *)tt->data;
+            for (uint64_t j = 0; j < tt->nbytes; j += 64) acc += p[j];
+        }
+        t = now() - t;
+        sink ^= (uint32_t)acc;
+        if ((double)(per * nt) / t > best_read) best_read = (double)(per * nt) / t;
+        mq_model_free(m);
+    }
+    unlink(path);
+    printf("pytorch I/O, %zu MiB in %zu tensors (best of 3; memcpy of %zu MiB warmed: %.2f GB/s)\n",
+           (per * nt) >> 20, nt, per >> 20, best_copy / 1e9);
+    printf("  crc32 (slice-by-8)     %6.2f GB/s  %5.2fx memcpy\n", best_crc / 1e9,
+           best_crc / best_copy);
+    printf("  write .pt (page cache) %6.2f GB/s  %5.2fx memcpy\n", best_write / 1e9,
+           best_write / best_copy);
+    printf("  open + touch each page %6.2f GB/s  %5.2fx memcpy  (open alone %.2f ms)\n",
+           best_read / 1e9, best_read / best_copy, open_s * 1e3);
+    mq_ctx_free(ctx);
+    free(c);
+    free(d);
+    free(names);
+    free(src);
+    free(dst);
+    return (int)(sink & 0);
+}

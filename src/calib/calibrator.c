@@ -1,0 +1,372 @@
+/* mq_calibrator: an observer and input-channel statistics per layer, saved as a statistics
+ * file (docs/CALIBRATION.md). */
+#include "calib/calib_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct cal_layer {
+    char *name;
+    int64_t channels;
+    mq_observer *obs;
+    double *sum_sq;  /* [channels] */
+    float *max_abs;  /* [channels] */
+    uint64_t rows;
+} cal_layer;
+
+struct mq_calibrator {
+    mq_ctx *ctx;
+    mq_observer_options opts;
+    cal_layer *layers;
+    size_t n, cap;
+};
+
+mq_status mq_calibrator_create(mq_ctx *ctx, const mq_observer_options *opts,
+                               mq_calibrator **out) {
+    if (!ctx || !out) return mq__fail(ctx, MQ_ERR_INVALID, "mq_calibrator_create: NULL argument");
+    *out = NULL;
+    mq_observer_options o;
+    if (opts) o = *opts;
+    else mq_observer_options_default(&o, MQ_OBS_MINMAX);
+    /* validate once, with a stand-in channel count */
+    mq_observer_options probe = o;
+    if (probe.granularity == MQ_PER_CHANNEL) probe.channels = 1;
+    mq_observer *test;
+    MQ_TRY(mq_observer_create(ctx, &probe, &test));
+    mq_observer_free(test);
+    mq_calibrator *cal = (mq_calibrator *)mq__calloc(ctx, 1, sizeof *cal);
+    if (!cal) return MQ_ERR_NOMEM;
+    cal->ctx = ctx;
+    cal->opts = o;
+    *out = cal;
+    return MQ_OK;
+}
+
+static void layer_release(mq_ctx *ctx, cal_layer *l) {
+    mq__free(ctx, l->name);
+    mq_observer_free(l->obs);
+    mq__free(ctx, l->sum_sq);
+    mq__free(ctx, l->max_abs);
+}
+
+void mq_calibrator_free(mq_calibrator *cal) {
+    if (!cal) return;
+    for (size_t i = 0; i < cal->n; i++) layer_release(cal->ctx, &cal->layers[i]);
+    mq__free(cal->ctx, cal->layers);
+    mq__free(cal->ctx, cal);
+}
+
+static cal_layer *find_layer(const mq_calibrator *cal, const char *name) {
+    for (size_t i = 0; i < cal->n; i++)
+        if (!strcmp(cal->layers[i].name, name)) return &cal->layers[i];
+    return NULL;
+}
+
+mq_status mq_calibrator_add_layer(mq_calibrator *cal, const char *layer, int64_t channels) {
+    if (!cal || !layer || !*layer) return mq__fail(cal ? cal->ctx : NULL, MQ_ERR_INVALID,
+                                                   "calibrator: a layer needs a name");
+    mq_ctx *ctx = cal->ctx;
+    if (channels <= 0 || channels > (1ll << 32))
+        return mq__fail(ctx, MQ_ERR_INVALID, "calibrator: layer '%s': %lld input channels",
+                        layer, (long long)channels);
+    cal_layer *old = find_layer(cal, layer);
+    if (old) {
+        if (old->channels == channels) return MQ_OK;
+        return mq__fail(ctx, MQ_ERR_INVALID, "calibrator: layer '%s' was declared with %lld input "
+                        "channels, now %lld", layer, (long long)old->channels,
+                        (long long)channels);
+    }
+    MQ_TRY(mq__grow(ctx, (void **)&cal->layers, &cal->cap, cal->n + 1, sizeof *cal->layers));
+    cal_layer l;
+    memset(&l, 0, sizeof l);
+    l.channels = channels;
+    l.name = mq__strdup(ctx, layer);
+    l.sum_sq = (double *)mq__calloc(ctx, (size_t)channels, sizeof(double));
+    l.max_abs = (float *)mq__calloc(ctx, (size_t)channels, sizeof(float));
+    mq_status st = l.name && l.sum_sq && l.max_abs ? MQ_OK : MQ_ERR_NOMEM;
+    if (st == MQ_OK) {
+        mq_observer_options o = cal->opts;
+        if (o.granularity == MQ_PER_CHANNEL) o.channels = channels;
+        st = mq_observer_create(ctx, &o, &l.obs);
+    }
+    if (st != MQ_OK) {
+        layer_release(ctx, &l);
+        return st;
+    }
+    cal->layers[cal->n++] = l;
+    return MQ_OK;
+}
+
+typedef struct stats_pass {
+    double *sum_sq;
+    float *max_abs;
+} stats_pass;
+
+static bool stats_chunk(void *arg, const float *v, int64_t n, int64_t ch, int step,
+                        uint64_t first) {
+    (void)first;
+    stats_pass *p = (stats_pass *)arg;
+    if (step == 0) {
+        double s = 0;
+        float m = p->max_abs[ch];
+        for (int64_t i = 0; i < n; i++) {
+            s += (double)v[i] * v[i];
+            float a = fabsf(v[i]);
+            m = a > m ? a : m;
+        }
+        p->sum_sq[ch] += s;
+        p->max_abs[ch] = m;
+    } else {
+        double *s = p->sum_sq + ch;
+        float *m = p->max_abs + ch;
+        for (int64_t i = 0; i < n; i++) {
+            s[i] += (double)v[i] * v[i];
+            float a = fabsf(v[i]);
+            m[i] = a > m[i] ? a : m[i];
+        }
+    }
+    return true;
+}
+
+mq_status mq_calibrator_update(mq_calibrator *cal, const char *layer, mq_dtype dtype,
+                               const void *x, int ndim, const int64_t *shape, int channel_axis) {
+    if (!cal || !layer) return MQ_ERR_INVALID;
+    mq_ctx *ctx = cal->ctx;
+    cal_layer *l = find_layer(cal, layer);
+    if (!l) return mq__fail(ctx, MQ_ERR_INVALID, "calibrator: unknown layer '%s'", layer);
+    char what[300];
+    snprintf(what, sizeof what, "layer '%.200s'", layer);
+    mq_batch_view view;
+    MQ_TRY(mq__batch_view_init(ctx, what, dtype, x, ndim, shape, NULL, channel_axis, false,
+                               l->channels, &view));
+    mq_status st = mq_observer_update_strided(l->obs, dtype, x, ndim, shape, NULL, channel_axis);
+    if (st != MQ_OK) return mq__fail_prefix(ctx, "%s", what);
+    stats_pass sp = {l->sum_sq, l->max_abs};
+    mq__batch_view_walk(&view, stats_chunk, &sp);
+    l->rows += view.numel / (uint64_t)l->channels;
+    return MQ_OK;
+}
+
+size_t mq_calibrator_layer_count(const mq_calibrator *cal) { return cal ? cal->n : 0; }
+const char *mq_calibrator_layer_name(const mq_calibrator *cal, size_t i) {
+    return cal && i < cal->n ? cal->layers[i].name : NULL;
+}
+uint64_t mq_calibrator_layer_rows(const mq_calibrator *cal, const char *layer) {
+    const cal_layer *l = cal && layer ? find_layer(cal, layer) : NULL;
+    return l ? l->rows : 0;
+}
+const mq_observer *mq_calibrator_observer(const mq_calibrator *cal, const char *layer) {
+    const cal_layer *l = cal && layer ? find_layer(cal, layer) : NULL;
+    return l ? l->obs : NULL;
+}
+
+mq_status mq_calibrator_merge(mq_calibrator *dst, const mq_calibrator *src) {
+    if (!dst || !src || dst == src) return MQ_ERR_INVALID;
+    mq_ctx *ctx = dst->ctx;
+    /* check everything first so a failure leaves dst as it was */
+    for (size_t i = 0; i < src->n; i++) {
+        const cal_layer *s = &src->layers[i];
+        const cal_layer *d = find_layer(dst, s->name);
+        if (d && d->channels != s->channels)
+            return mq__fail(ctx, MQ_ERR_INVALID, "calibrator merge: layer '%s' has %lld input "
+                            "channels in one and %lld in the other", s->name,
+                            (long long)d->channels, (long long)s->channels);
+    }
+    mq_observer_options a = dst->opts, b = src->opts;
+    a.channels = b.channels = 0;
+    char ta[256], tb[256];
+    mq_observer_options_format(&a, ta, sizeof ta);
+    mq_observer_options_format(&b, tb, sizeof tb);
+    if (strcmp(ta, tb))
+        return mq__fail(ctx, MQ_ERR_INVALID, "calibrator merge: options differ ('%s' and '%s')",
+                        ta, tb);
+    for (size_t i = 0; i < src->n; i++) {
+        const cal_layer *s = &src->layers[i];
+        MQ_TRY(mq_calibrator_add_layer(dst, s->name, s->channels));
+        cal_layer *d = find_layer(dst, s->name);
+        MQ_TRY(mq_observer_merge(d->obs, s->obs));
+        for (int64_t c = 0; c < s->channels; c++) {
+            d->sum_sq[c] += s->sum_sq[c];
+            if (s->max_abs[c] > d->max_abs[c]) d->max_abs[c] = s->max_abs[c];
+        }
+        d->rows += s->rows;
+    }
+    return MQ_OK;
+}
+
+/* ---- saving ---- */
+
+#define LAYER_FIXED 6 /* input_scale, input_zero_point, input_range, count, mean_sq, max_abs */
+
+typedef struct layer_out {
+    cal_layer *l;
+    float scale, range[2];
+    int32_t zp;
+    float *ch_scale;   /* per channel */
+    int32_t *ch_zp;
+    float *mean_sq;
+    int64_t count;
+    char *obs_text;
+} layer_out;
+
+static mq_status compute_layer(mq_calibrator *cal, cal_layer *l, layer_out *o) {
+    mq_ctx *ctx = cal->ctx;
+    int64_t np = mq_observer_nparams(l->obs);
+    o->l = l;
+    o->count = (int64_t)l->rows;
+    o->mean_sq = (float *)mq__malloc(ctx, (size_t)l->channels * sizeof(float));
+    float *lo = (float *)mq__malloc(ctx, (size_t)np * 2 * sizeof(float));
+    o->ch_scale = (float *)mq__malloc(ctx, (size_t)np * sizeof(float));
+    o->ch_zp = (int32_t *)mq__malloc(ctx, (size_t)np * sizeof(int32_t));
+    char text[512];
+    mq_observer_options_format(mq_observer_get_options(l->obs), text, sizeof text);
+    o->obs_text = mq__strdup(ctx, text);
+    mq_status st = o->mean_sq && lo && o->ch_scale && o->ch_zp && o->obs_text ? MQ_OK
+                                                                             : MQ_ERR_NOMEM;
+    if (st == MQ_OK) st = mq_observer_qparams(l->obs, o->ch_scale, o->ch_zp, lo, lo + np);
+    if (st == MQ_OK) {
+        float rlo = lo[0], rhi = lo[np];
+        for (int64_t c = 1; c < np; c++) {
+            if (lo[c] < rlo) rlo = lo[c];
+            if (lo[np + c] > rhi) rhi = lo[np + c];
+        }
+        const mq_observer *obs = l->obs;
+        if (np == 1) {
+            o->scale = o->ch_scale[0];
+            o->zp = o->ch_zp[0];
+        } else {
+            mq__obs_range_qparams(rlo, rhi, obs->opts.type, obs->opts.scheme, obs->qmin,
+                                  obs->qmax, &o->scale, &o->zp);
+        }
+        o->range[0] = rlo, o->range[1] = rhi;
+        for (int64_t c = 0; c < l->channels; c++)
+            o->mean_sq[c] = (float)(l->sum_sq[c] / (double)l->rows);
+    }
+    mq__free(ctx, lo);
+    return st;
+}
+
+static void desc(mq_ctx *ctx, mq_tensor_desc *d, char **names, size_t *k, const char *layer,
+                 const char *suffix, mq_dtype dt, int ndim, int64_t d0, int64_t d1) {
+    size_t len = strlen(layer) + strlen(suffix) + 2;
+    names[*k] = (char *)mq__malloc(ctx, len);
+    if (names[*k]) snprintf(names[*k], len, "%s.%s", layer, suffix);
+    d->name = names[*k];
+    d->dtype = dt;
+    d->ndim = ndim;
+    d->shape[0] = d0;
+    d->shape[1] = d1;
+    (*k)++;
+}
+
+mq_status mq_calibrator_save(mq_calibrator *cal, const char *path, const mq_kv *meta,
+                             size_t nmeta) {
+    if (!cal || !path) return MQ_ERR_INVALID;
+    mq_ctx *ctx = cal->ctx;
+    size_t nl = 0;
+    for (size_t i = 0; i < cal->n; i++) nl += cal->layers[i].rows > 0;
+    bool per_channel = cal->opts.granularity == MQ_PER_CHANNEL;
+    size_t per_layer = LAYER_FIXED + (per_channel ? 2 : 0) + 5;
+    layer_out *outs = (layer_out *)mq__calloc(ctx, nl ? nl : 1, sizeof *outs);
+    mq_tensor_desc *descs = (mq_tensor_desc *)mq__calloc(ctx, nl * per_layer + 1, sizeof *descs);
+    char **names = (char **)mq__calloc(ctx, nl * per_layer + 1, sizeof *names);
+    mq_kv *kv = (mq_kv *)mq__calloc(ctx, nl + nmeta + 2, sizeof *kv);
+    const void **data = (const void **)mq__calloc(ctx, nl * per_layer + 1, sizeof *data);
+    mq_writer *w = NULL;
+    size_t nd = 0, nkv = 0;
+    mq_status st = outs && descs && names && kv && data ? MQ_OK : MQ_ERR_NOMEM;
+    char obs_text[512];
+    mq_observer_options common = cal->opts;
+    common.channels = 0;
+    mq_observer_options_format(&common, obs_text, sizeof obs_text);
+    if (st == MQ_OK) {
+        kv[nkv++] = (mq_kv){"monoquant.calibration", "1"};
+        kv[nkv++] = (mq_kv){"monoquant.observer", obs_text};
+        for (size_t i = 0; i < nmeta; i++) kv[nkv++] = meta[i];
+    }
+    size_t done = 0;
+    for (size_t i = 0; st == MQ_OK && i < cal->n; i++) {
+        cal_layer *l = &cal->layers[i];
+        if (!l->rows) continue;
+        st = mq__progress(ctx, l->name, done, nl);
+        if (st != MQ_OK) break;
+        layer_out *o = &outs[done++];
+        st = compute_layer(cal, l, o);
+        if (st != MQ_OK) {
+            mq__fail_prefix(ctx, "layer '%s'", l->name);
+            break;
+        }
+        kv[nkv++] = (mq_kv){NULL, o->obs_text}; /* key set below */
+        int64_t C = l->channels;
+        size_t first = nd;
+        desc(ctx, &descs[nd], names, &nd, l->name, "input_scale", MQ_F32, 1, 1, 0);
+        data[nd - 1] = &o->scale;
+        desc(ctx, &descs[nd], names, &nd, l->name, "input_zero_point", MQ_I32, 1, 1, 0);
+        data[nd - 1] = &o->zp;
+        desc(ctx, &descs[nd], names, &nd, l->name, "input_range", MQ_F32, 1, 2, 0);
+        data[nd - 1] = o->range;
+        desc(ctx, &descs[nd], names, &nd, l->name, "count", MQ_I64, 1, 1, 0);
+        data[nd - 1] = &o->count;
+        desc(ctx, &descs[nd], names, &nd, l->name, "mean_sq", MQ_F32, 1, C, 0);
+        data[nd - 1] = o->mean_sq;
+        desc(ctx, &descs[nd], names, &nd, l->name, "max_abs", MQ_F32, 1, C, 0);
+        data[nd - 1] = l->max_abs;
+        if (per_channel) {
+            desc(ctx, &descs[nd], names, &nd, l->name, "channel_input_scale", MQ_F32, 1, C, 0);
+            data[nd - 1] = o->ch_scale;
+            desc(ctx, &descs[nd], names, &nd, l->name, "channel_input_zero_point", MQ_I32, 1, C, 0);
+            data[nd - 1] = o->ch_zp;
+        }
+        size_t ns = mq_observer_state_count(l->obs);
+        for (size_t s = 0; s < ns; s++) {
+            mq_tensor t;
+            mq_observer_state_tensor(l->obs, s, &t);
+            char suffix[64];
+            snprintf(suffix, sizeof suffix, "observer.%s", t.name);
+            desc(ctx, &descs[nd], names, &nd, l->name, suffix, t.dtype, t.ndim, t.shape[0],
+                 t.ndim > 1 ? t.shape[1] : 0);
+            data[nd - 1] = t.data;
+        }
+        for (size_t k = first; k < nd; k++)
+            if (!names[k]) st = mq__fail(ctx, MQ_ERR_NOMEM, "out of memory");
+    }
+    /* metadata keys "<layer>.observer": the full options, channels included */
+    char **meta_keys = st == MQ_OK ? (char **)mq__calloc(ctx, nl + 1, sizeof *meta_keys) : NULL;
+    if (st == MQ_OK && !meta_keys) st = MQ_ERR_NOMEM;
+    for (size_t i = 0, m = 2 + nmeta; st == MQ_OK && i < done; i++, m++) {
+        size_t len = strlen(outs[i].l->name) + 10;
+        meta_keys[i] = (char *)mq__malloc(ctx, len);
+        if (!meta_keys[i]) {
+            st = MQ_ERR_NOMEM;
+            break;
+        }
+        snprintf(meta_keys[i], len, "%s.observer", outs[i].l->name);
+        kv[m].key = meta_keys[i];
+    }
+    if (st == MQ_OK) st = mq__progress(ctx, "writing", nl, nl);
+    if (st == MQ_OK) st = mq_writer_open(ctx, path, MQ_FORMAT_SAFETENSORS, descs, nd, kv, nkv, &w);
+    for (size_t k = 0; st == MQ_OK && k < nd; k++) {
+        uint64_t bytes = mq_dtype_size(descs[k].dtype) * (uint64_t)descs[k].shape[0] *
+                         (uint64_t)(descs[k].ndim > 1 ? descs[k].shape[1] : 1);
+        st = mq_writer_write(w, data[k], (size_t)bytes);
+    }
+    if (st == MQ_OK) st = mq_writer_commit(w);
+    mq_writer_free(w);
+    for (size_t i = 0; i < done; i++) {
+        mq__free(ctx, outs[i].ch_scale);
+        mq__free(ctx, outs[i].ch_zp);
+        mq__free(ctx, outs[i].mean_sq);
+        mq__free(ctx, outs[i].obs_text);
+        if (meta_keys) mq__free(ctx, meta_keys[i]);
+    }
+    if (names)
+        for (size_t k = 0; k < nd; k++) mq__free(ctx, names[k]);
+    mq__free(ctx, meta_keys);
+    mq__free(ctx, outs);
+    mq__free(ctx, descs);
+    mq__free(ctx, names);
+    mq__free(ctx, kv);
+    mq__free(ctx, data);
+    return st;
+}

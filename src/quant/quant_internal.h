@@ -1,0 +1,76 @@
+/* Quantization kernels on f32 spans. qkernels_ref.c is the specification; the vector files
+ * (qkernels_<isa>.c) must give identical bytes and identical error sums (the squared error is
+ * summed in 16 float lanes, element i into lane i % 16, then reduced in a fixed tree). */
+#ifndef MQ_QUANT_INTERNAL_H
+#define MQ_QUANT_INTERNAL_H
+
+#include "common/internal.h"
+
+/* Rounding of x * inv clamped to [lo, hi], where lo = qmin - zp and hi = qmax - zp are
+ * integers: clamping before rounding equals PyTorch's clamp(zp + round(x * inv)). */
+typedef struct mq_qround {
+    float scale, inv;  /* inv = 1.0f / scale */
+    float lo, hi;
+} mq_qround;
+
+typedef struct mq_qkernels {
+    /* Min and max of x[0, n), n >= 1. Returns false when x holds a NaN or an Inf. */
+    bool (*minmax)(const float *x, size_t n, float *mn, float *mx);
+    /* codes[i] = (uint8_t)((int)round(clamp(x[i] * inv, lo, hi)) + add). */
+    void (*quantize)(const float *x, size_t n, const mq_qround *p, int32_t add, uint8_t *codes);
+    /* Sum of w[i] * (x[i] - round(clamp(x[i] * inv, lo, hi)) * scale)^2 (w NULL: 1). */
+    float (*sqerr)(const float *x, const float *w, size_t n, const mq_qround *p);
+    /* dst[i] = codes[2i] | codes[2i+1] << 4 for i < n / 2 (codes < 16, n even). */
+    void (*pack4)(const uint8_t *codes, size_t n, uint8_t *dst);
+    /* out[i] = ((float)(codes[i] ^ flip) - sub) * scale. */
+    void (*dequantize)(const uint8_t *codes, size_t n, uint8_t flip, float sub, float scale,
+                       float *out);
+} mq_qkernels;
+
+MQ_HIDDEN const mq_qkernels *mq__qkernels(const mq_ctx *ctx);
+MQ_HIDDEN const mq_qkernels *mq__qkernels_ref(void);
+MQ_HIDDEN const mq_qkernels *mq__qkernels_avx2(const mq_cpu *cpu);
+MQ_HIDDEN const mq_qkernels *mq__qkernels_avx512(const mq_cpu *cpu);
+
+/* Scalar pieces the vector files reuse for their tails. */
+MQ_HIDDEN bool mq__minmax_ref(const float *x, size_t n, float *mn, float *mx);
+MQ_HIDDEN void mq__quantize_ref(const float *x, size_t n, const mq_qround *p, int32_t add,
+                                uint8_t *codes);
+MQ_HIDDEN void mq__dequantize_ref(const uint8_t *codes, size_t n, uint8_t flip, float sub,
+                                  float scale, float *out);
+MQ_HIDDEN void mq__pack4_ref(const uint8_t *codes, size_t n, uint8_t *dst);
+/* The fixed reduction of the 16 error lanes. */
+MQ_HIDDEN float mq__sum_lanes16(const float lanes[16]);
+
+/* Integer format of a quantized type. */
+typedef struct mq_qformat {
+    int32_t qmin, qmax;
+    int32_t code_offset;   /* stored code = q + code_offset (8 for INT4, else 0) */
+    bool packed4;          /* two codes per byte */
+} mq_qformat;
+
+/* Parameters of one group: scale and integer zero point. */
+typedef struct mq_qparam {
+    float scale;
+    int32_t zp;
+} mq_qparam;
+
+/* A candidate of the scale search and the range ratio it came from. */
+typedef struct mq_qcand {
+    mq_qparam p;
+    float ratio;
+} mq_qcand;
+
+#define MQ_MAX_CANDIDATES 16
+
+MQ_HIDDEN bool mq__qformat(mq_qtype type, mq_qformat *out);
+/* PyTorch's min/max rule for a range [mn, mx]. */
+MQ_HIDDEN mq_qparam mq__qparam_minmax(const mq_qformat *f, mq_scheme scheme, float mn, float mx);
+/* Candidates for a range [mn, mx] (finite, mn <= mx). Stage 0: candidate 0 is PyTorch's
+ * min/max rule, then clipped ranges on a coarse grid of ratios; stage 1: the neighbours of
+ * the stage-0 winner's ratio `center`. Returns the count (<= MQ_MAX_CANDIDATES). */
+MQ_HIDDEN int mq__qcandidates(const mq_qformat *f, mq_scheme scheme, float mn, float mx,
+                              int stage, float center, mq_qcand *out);
+MQ_HIDDEN void mq__qround_init(const mq_qformat *f, mq_qparam p, mq_qround *out);
+
+#endif

@@ -1,0 +1,467 @@
+/* mq_quantize_rows / mq_dequantize_rows: rows split across the thread pool in chunks whose
+ * boundaries depend only on the tensor's width, each row converted to f32 in per-thread
+ * scratch, then quantized group by group with the kernels of quant_internal.h. */
+#include "quant/quant_internal.h"
+
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+/* Rows per parallel chunk: about 32 K elements, whatever the thread count. */
+static int64_t chunk_rows(int64_t cols) {
+    int64_t g = 32768 / cols;
+    return g < 1 ? 1 : g;
+}
+
+typedef struct scratch {
+    float *row;      /* cols f32 */
+    uint8_t *stage;  /* cols * 8 bytes: an unaligned source row, or cast output */
+    uint8_t *codes;  /* cols * 2 bytes: codes, or cast output */
+    mq_qround *qr;   /* groups_per_row: rounding parameters of a row's groups */
+    int32_t *add;    /* groups_per_row: code offsets */
+} scratch;
+
+typedef struct qjob {
+    mq_ctx *ctx;
+    const mq_qspec *spec;
+    const mq_qlayout *lay;
+    const mq_qkernels *k;
+    mq_qformat f;
+    bool is_cast;
+    mq_dtype src_dtype;   /* quantize: the source; dequantize: the data (casts) */
+    size_t esz;
+    const uint8_t *src;
+    int64_t row_begin, grain;
+    uint8_t *data;        /* quantize output */
+    const uint8_t *qdata; /* dequantize input */
+    float *scale;
+    const float *cscale;
+    uint8_t *zp;          /* I8 or U8 entries */
+    const uint8_t *czp;
+    float *out;
+    const float *w;
+    scratch *sc;
+    int nscratch;
+    void *block;
+    /* per tensor */
+    mq_qparam tensor_param;
+    float *chunk_min, *chunk_max;
+    double *chunk_err;
+    int ncand;
+    mq_qcand cand[MQ_MAX_CANDIDATES];
+} qjob;
+
+static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
+
+static mq_status alloc_scratch(qjob *j) {
+    size_t cols = (size_t)j->lay->cols, gpr = (size_t)j->lay->groups_per_row;
+    if (cols > SIZE_MAX / 64 || gpr > cols)
+        return mq__fail(j->ctx, MQ_ERR_NOMEM, "quantize: rows of %zu elements are too wide",
+                        cols);
+    size_t per = round64(cols * 4) + round64(cols * 8) + round64(cols * 2) +
+                 round64(gpr * sizeof(mq_qround)) + round64(gpr * 4);
+    j->nscratch = mq__thread_count(j->ctx);
+    if (per > SIZE_MAX / 2 / (size_t)j->nscratch)
+        return mq__fail(j->ctx, MQ_ERR_NOMEM, "quantize: rows of %zu elements are too wide",
+                        cols);
+    j->sc = (scratch *)mq__calloc(j->ctx, (size_t)j->nscratch, sizeof *j->sc);
+    j->block = mq__malloc(j->ctx, per * (size_t)j->nscratch + 64);
+    if (!j->sc || !j->block) return MQ_ERR_NOMEM;
+    uint8_t *p = (uint8_t *)(((uintptr_t)j->block + 63) & ~(uintptr_t)63);
+    for (int t = 0; t < j->nscratch; t++) {
+        j->sc[t].row = (float *)p;
+        p += round64(cols * 4);
+        j->sc[t].stage = p;
+        p += round64(cols * 8);
+        j->sc[t].codes = p;
+        p += round64(cols * 2);
+        j->sc[t].qr = (mq_qround *)p;
+        p += round64(gpr * sizeof(mq_qround));
+        j->sc[t].add = (int32_t *)p;
+        p += round64(gpr * 4);
+    }
+    return MQ_OK;
+}
+
+static void free_job(qjob *j) {
+    mq__free(j->ctx, j->block);
+    mq__free(j->ctx, j->sc);
+    mq__free(j->ctx, j->chunk_min);
+    mq__free(j->ctx, j->chunk_max);
+    mq__free(j->ctx, j->chunk_err);
+}
+
+/* Source bytes of row r at an address aligned for their dtype (staged when not). */
+/* The pool never runs more threads than mq__thread_count said when the scratch was sized
+ * (a change of thread count recreates it); checked anyway, as indexing depends on it. */
+static mq_status check_tid(const qjob *j, int tid) {
+    if (tid >= 0 && tid < j->nscratch) return MQ_OK;
+    return mq__fail(j->ctx, MQ_ERR_INTERNAL, "quantize: worker %d without scratch (%d)", tid,
+                    j->nscratch);
+}
+
+static const void *aligned_src_row(qjob *j, int tid, int64_t r) {
+    size_t n = (size_t)j->lay->cols * j->esz;
+    const uint8_t *p = j->src + (size_t)r * n;
+    if (((uintptr_t)p & (j->esz - 1)) == 0) return p;
+    memcpy(j->sc[tid].stage, p, n);
+    return j->sc[tid].stage;
+}
+
+/* Row r as f32. */
+static const float *load_row(qjob *j, int tid, int64_t r) {
+    const void *p = aligned_src_row(j, tid, r);
+    if (j->src_dtype == MQ_F32) return (const float *)p;
+    mq_convert(j->ctx, MQ_F32, j->sc[tid].row, j->src_dtype, p, (size_t)j->lay->cols);
+    return j->sc[tid].row;
+}
+
+static mq_status not_finite(qjob *j, int64_t r, const float *x, int64_t c0, int64_t n) {
+    int64_t c = c0;
+    while (c < c0 + n && isfinite(x[c])) c++;
+    return mq__fail(j->ctx, MQ_ERR_QUANT, "quantize: row %lld, column %lld holds %s",
+                    (long long)r, (long long)c,
+                    c < c0 + n ? (isnan(x[c]) ? "a NaN" : "an Inf") : "a NaN or an Inf");
+}
+
+static int32_t load_zp(const qjob *j, const uint8_t *zp, int64_t i) {
+    if (!zp) return j->f.qmin < 0 ? 0 : (j->f.qmin + j->f.qmax + 1) / 2;
+    return j->lay->zero_point_dtype == MQ_U8 ? (int32_t)zp[i] : (int32_t)(int8_t)zp[i];
+}
+
+static void store_zp(const qjob *j, int64_t i, int32_t v) {
+    if (j->zp) j->zp[i] = (uint8_t)v; /* two's complement for I8 */
+}
+
+/* Index of the candidate with the least (weighted) squared error on x[0, n); the first wins
+ * ties, so min/max is kept unless clipping helps. */
+static int best_candidate(const qjob *j, const mq_qcand *cand, int nc, const float *x,
+                          const float *w, size_t n, float *err) {
+    int best = -1;
+    for (int c = 0; c < nc; c++) {
+        mq_qround qr;
+        mq__qround_init(&j->f, cand[c].p, &qr);
+        float e = j->k->sqerr(x, w, n, &qr);
+        if (best < 0 || e < *err) {
+            best = c;
+            *err = e;
+        }
+    }
+    return best;
+}
+
+/* Parameters of one group (or row): min/max, or the two-stage search. */
+static mq_qparam choose(const qjob *j, const float *x, const float *w, size_t n, float mn,
+                        float mx) {
+    if (j->spec->search != MQ_SEARCH_MSE) return mq__qparam_minmax(&j->f, j->spec->scheme, mn, mx);
+    mq_qcand cand[MQ_MAX_CANDIDATES];
+    int nc = mq__qcandidates(&j->f, j->spec->scheme, mn, mx, 0, 1.0f, cand);
+    if (nc == 1) return cand[0].p;
+    float e0, e1;
+    mq_qcand win = cand[best_candidate(j, cand, nc, x, w, n, &e0)];
+    nc = mq__qcandidates(&j->f, j->spec->scheme, mn, mx, 1, win.ratio, cand);
+    int b = best_candidate(j, cand, nc, x, w, n, &e1);
+    return b >= 0 && e1 < e0 ? cand[b].p : win.p;
+}
+
+static void pack4(const qjob *j, const uint8_t *codes, int64_t cols, uint8_t *dst,
+                  uint64_t row_bytes) {
+    int64_t pairs = cols / 2;
+    j->k->pack4(codes, (size_t)pairs * 2, dst);
+    int64_t b = pairs;
+    if (cols & 1) dst[b++] = codes[cols - 1];
+    memset(dst + b, 0, (size_t)row_bytes - (size_t)b);
+}
+
+static void unpack4(const uint8_t *src, int64_t cols, uint8_t *codes) {
+    for (int64_t i = 0; i < cols / 2; i++) {
+        codes[2 * i] = src[i] & 15;
+        codes[2 * i + 1] = src[i] >> 4;
+    }
+    if (cols & 1) codes[cols - 1] = src[cols / 2] & 15;
+}
+
+static mq_status cast_row(qjob *j, int tid, int64_t r, uint8_t *dst) {
+    int64_t cols = j->lay->cols;
+    const float *x = load_row(j, tid, r);
+    float mn, mx;
+    if (!j->k->minmax(x, (size_t)cols, &mn, &mx)) return not_finite(j, r, x, 0, cols);
+    if (j->lay->data_dtype == MQ_F16 &&
+        ((mq_f32_to_f16(mx) & 0x7fff) == 0x7c00 || (mq_f32_to_f16(mn) & 0x7fff) == 0x7c00))
+        return mq__fail(j->ctx, MQ_ERR_QUANT,
+                        "quantize: row %lld holds a value beyond the F16 range (%g .. %g)",
+                        (long long)r, (double)mn, (double)mx);
+    /* F64 converts straight to the target (one rounding); the other sources are exact in f32 */
+    mq_dtype from = j->src_dtype == MQ_F64 ? MQ_F64 : MQ_F32;
+    const void *p = from == MQ_F64 ? aligned_src_row(j, tid, r) : (const void *)x;
+    bool aligned = ((uintptr_t)dst & 1) == 0;
+    void *to = aligned ? (void *)dst : (void *)j->sc[tid].codes;
+    mq_convert(j->ctx, j->lay->data_dtype, to, from, p, (size_t)cols);
+    if (!aligned) memcpy(dst, to, (size_t)j->lay->row_bytes);
+    return MQ_OK;
+}
+
+static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst) {
+    if (j->is_cast) return cast_row(j, tid, r, dst);
+    const mq_qlayout *L = j->lay;
+    const float *x = load_row(j, tid, r);
+    uint8_t *codes = j->f.packed4 ? j->sc[tid].codes : dst;
+    mq_qround *qr = j->sc[tid].qr;
+    int32_t *add = j->sc[tid].add;
+    /* parameters of every group first, then the quantization: the divisions of one group
+     * overlap the work of the others */
+    for (int64_t g = 0; g < L->groups_per_row; g++) {
+        int64_t c0 = g * L->group_size;
+        int64_t n = g + 1 < L->groups_per_row ? L->group_size : L->last_group_size;
+        float mn, mx;
+        if (!j->k->minmax(x + c0, (size_t)n, &mn, &mx)) return not_finite(j, r, x, c0, n);
+        mq_qparam p;
+        if (j->spec->granularity == MQ_PER_TENSOR) {
+            p = j->tensor_param;
+        } else {
+            p = choose(j, x + c0, j->w ? j->w + c0 : NULL, (size_t)n, mn, mx);
+            int64_t si = r * L->groups_per_row + g;
+            j->scale[si] = p.scale;
+            store_zp(j, si, p.zp);
+        }
+        mq__qround_init(&j->f, p, &qr[g]);
+        add[g] = p.zp + j->f.code_offset;
+    }
+    for (int64_t g = 0; g < L->groups_per_row; g++) {
+        int64_t c0 = g * L->group_size;
+        int64_t n = g + 1 < L->groups_per_row ? L->group_size : L->last_group_size;
+        j->k->quantize(x + c0, (size_t)n, &qr[g], add[g], codes + c0);
+    }
+    if (j->f.packed4) pack4(j, codes, L->cols, dst, L->row_bytes);
+    return MQ_OK;
+}
+
+static mq_status quantize_range(void *arg, int64_t b, int64_t e, int tid) {
+    qjob *j = (qjob *)arg;
+    MQ_TRY(check_tid(j, tid));
+    for (int64_t i = b; i < e; i++)
+        MQ_TRY(quantize_row(j, tid, j->row_begin + i, j->data + (size_t)i * j->lay->row_bytes));
+    return MQ_OK;
+}
+
+/* Per tensor, pass 1: min and max of each chunk of rows. */
+static mq_status tensor_minmax_range(void *arg, int64_t b, int64_t e, int tid) {
+    qjob *j = (qjob *)arg;
+    MQ_TRY(check_tid(j, tid));
+    int64_t cols = j->lay->cols, c = b / j->grain;
+    for (int64_t r = b; r < e; r++) {
+        const float *x = load_row(j, tid, r);
+        float mn, mx;
+        if (!j->k->minmax(x, (size_t)cols, &mn, &mx)) return not_finite(j, r, x, 0, cols);
+        if (r == b || mn < j->chunk_min[c]) j->chunk_min[c] = mn;
+        if (r == b || mx > j->chunk_max[c]) j->chunk_max[c] = mx;
+    }
+    return MQ_OK;
+}
+
+/* Per tensor, search passes: each candidate's error over each chunk of rows. */
+static mq_status tensor_error_range(void *arg, int64_t b, int64_t e, int tid) {
+    qjob *j = (qjob *)arg;
+    MQ_TRY(check_tid(j, tid));
+    double *err = j->chunk_err + (size_t)(b / j->grain) * MQ_MAX_CANDIDATES;
+    for (int64_t r = b; r < e; r++) {
+        const float *x = load_row(j, tid, r);
+        for (int c = 0; c < j->ncand; c++) {
+            mq_qround qr;
+            mq__qround_init(&j->f, j->cand[c].p, &qr);
+            err[c] += (double)j->k->sqerr(x, j->w, (size_t)j->lay->cols, &qr);
+        }
+    }
+    return MQ_OK;
+}
+
+/* Errors of j->cand over the whole tensor (summed in chunk order); the best index. */
+static mq_status tensor_best(qjob *j, int64_t nchunks, int *best, double *best_err) {
+    memset(j->chunk_err, 0, (size_t)nchunks * MQ_MAX_CANDIDATES * sizeof(double));
+    MQ_TRY(mq__parallel_for(j->ctx, j->lay->rows, j->grain, tensor_error_range, j));
+    *best = -1;
+    for (int c = 0; c < j->ncand; c++) {
+        double e = 0;
+        for (int64_t k = 0; k < nchunks; k++) e += j->chunk_err[(size_t)k * MQ_MAX_CANDIDATES + (size_t)c];
+        if (*best < 0 || e < *best_err) {
+            *best = c;
+            *best_err = e;
+        }
+    }
+    return MQ_OK;
+}
+
+static mq_status tensor_params(qjob *j) {
+    int64_t rows = j->lay->rows, nchunks = (rows + j->grain - 1) / j->grain;
+    j->chunk_min = (float *)mq__malloc(j->ctx, (size_t)nchunks * sizeof(float));
+    j->chunk_max = (float *)mq__malloc(j->ctx, (size_t)nchunks * sizeof(float));
+    if (!j->chunk_min || !j->chunk_max) return MQ_ERR_NOMEM;
+    MQ_TRY(mq__parallel_for(j->ctx, rows, j->grain, tensor_minmax_range, j));
+    float mn = j->chunk_min[0], mx = j->chunk_max[0];
+    for (int64_t c = 1; c < nchunks; c++) {
+        mn = j->chunk_min[c] < mn ? j->chunk_min[c] : mn;
+        mx = j->chunk_max[c] > mx ? j->chunk_max[c] : mx;
+    }
+    j->ncand = mq__qcandidates(&j->f, j->spec->scheme, mn, mx, 0, 1.0f, j->cand);
+    mq_qcand win = j->cand[0];
+    if (j->spec->search == MQ_SEARCH_MSE && j->ncand > 1) {
+        j->chunk_err = (double *)mq__malloc(j->ctx, (size_t)nchunks * MQ_MAX_CANDIDATES *
+                                                        sizeof(double));
+        if (!j->chunk_err) return MQ_ERR_NOMEM;
+        int b0, b1;
+        double e0, e1;
+        MQ_TRY(tensor_best(j, nchunks, &b0, &e0));
+        win = j->cand[b0];
+        j->ncand = mq__qcandidates(&j->f, j->spec->scheme, mn, mx, 1, win.ratio, j->cand);
+        MQ_TRY(tensor_best(j, nchunks, &b1, &e1));
+        if (b1 >= 0 && e1 < e0) win = j->cand[b1];
+    }
+    j->tensor_param = win.p;
+    j->scale[0] = win.p.scale;
+    store_zp(j, 0, win.p.zp);
+    return MQ_OK;
+}
+
+static mq_status check_args(mq_ctx *ctx, const char *what, const mq_qspec *spec,
+                            const mq_qlayout *lay, int64_t row_begin, int64_t row_end,
+                            const void *in, const void *out, const void *scale,
+                            const void *zero_point) {
+    if (!spec || !lay || !in || !out)
+        return mq__fail(ctx, MQ_ERR_INVALID, "%s: NULL argument", what);
+    mq_qformat f;
+    bool quant = mq__qformat(spec->type, &f);
+    if (lay->rows < 1 || lay->cols < 1 || lay->row_bytes < 1 ||
+        (quant && (lay->groups_per_row < 1 || lay->group_size < 1 || lay->qmin != f.qmin ||
+                   lay->nscales < 1)))
+        return mq__fail(ctx, MQ_ERR_INVALID, "%s: the layout does not match the spec "
+                        "(use mq_qlayout_init)", what);
+    if (row_begin < 0 || row_end < row_begin || row_end > lay->rows)
+        return mq__fail(ctx, MQ_ERR_INVALID, "%s: rows [%lld, %lld) outside [0, %lld)", what,
+                        (long long)row_begin, (long long)row_end, (long long)lay->rows);
+    if (quant && !scale)
+        return mq__fail(ctx, MQ_ERR_INVALID, "%s: scale array is NULL", what);
+    if (quant && lay->has_zero_point && !zero_point)
+        return mq__fail(ctx, MQ_ERR_INVALID, "%s: zero-point array is NULL", what);
+    return MQ_OK;
+}
+
+static mq_status job_init(mq_ctx *ctx, qjob *j, const mq_qspec *spec, const mq_qlayout *lay,
+                          int64_t row_begin) {
+    memset(j, 0, sizeof *j);
+    j->ctx = ctx;
+    j->spec = spec;
+    j->lay = lay;
+    j->k = mq__qkernels(ctx);
+    j->is_cast = !mq__qformat(spec->type, &j->f);
+    j->row_begin = row_begin;
+    j->grain = chunk_rows(lay->cols);
+    mq_dtype want = j->is_cast ? (spec->type == MQ_Q_FP16 ? MQ_F16 : MQ_BF16)
+                  : spec->type == MQ_Q_INT8 ? MQ_I8 : spec->type == MQ_Q_UINT8 ? MQ_U8 : MQ_I32;
+    bool ok = spec->type != MQ_Q_NONE && lay->data_dtype == want;
+    if (ok && !j->is_cast) {
+        int64_t ns = spec->granularity == MQ_PER_TENSOR ? 1
+                   : spec->granularity == MQ_PER_CHANNEL ? lay->rows
+                   : lay->rows * lay->groups_per_row;
+        bool zp = spec->scheme == MQ_ASYMMETRIC || j->f.qmin == 0;
+        ok = lay->nscales == ns && (lay->has_zero_point != 0) == zp &&
+             (spec->granularity == MQ_PER_GROUP || lay->groups_per_row == 1) &&
+             lay->group_size * (lay->groups_per_row - 1) + lay->last_group_size == lay->cols;
+    }
+    if (!ok)
+        return mq__fail(ctx, MQ_ERR_INVALID, "quantize: the layout does not match the spec "
+                        "(use mq_qlayout_init)");
+    return MQ_OK;
+}
+
+mq_status mq_quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *layout,
+                           mq_dtype src_dtype, const void *src, int64_t row_begin,
+                           int64_t row_end, void *data, float *scale, void *zero_point) {
+    MQ_TRY(check_args(ctx, "quantize", spec, layout, row_begin, row_end, src, data, scale,
+                      zero_point));
+    if (!mq_dtype_is_float(src_dtype))
+        return mq__fail(ctx, MQ_ERR_INVALID, "quantize: source dtype %s is not a float type",
+                        mq_dtype_name(src_dtype));
+    qjob j;
+    MQ_TRY(job_init(ctx, &j, spec, layout, row_begin));
+    j.src_dtype = src_dtype;
+    j.esz = mq_dtype_size(src_dtype);
+    j.src = (const uint8_t *)src;
+    j.data = (uint8_t *)data;
+    j.scale = scale;
+    j.zp = layout->has_zero_point ? (uint8_t *)zero_point : NULL;
+    if (!j.is_cast && spec->importance) {
+        for (int64_t c = 0; c < layout->cols; c++)
+            if (!(spec->importance[c] >= 0.0f && spec->importance[c] <= FLT_MAX))
+                return mq__fail(ctx, MQ_ERR_INVALID,
+                                "quantize: importance[%lld] = %g (must be finite and >= 0)",
+                                (long long)c, (double)spec->importance[c]);
+        j.w = spec->importance;
+    }
+    mq_status st = alloc_scratch(&j);
+    if (st == MQ_OK && !j.is_cast && spec->granularity == MQ_PER_TENSOR) {
+        if (row_begin == 0) {
+            st = tensor_params(&j);
+        } else {
+            j.tensor_param.scale = scale[0];
+            j.tensor_param.zp = load_zp(&j, j.zp, 0);
+            if (!(scale[0] >= FLT_EPSILON && scale[0] <= FLT_MAX) ||
+                j.tensor_param.zp < j.f.qmin || j.tensor_param.zp > j.f.qmax)
+                st = mq__fail(ctx, MQ_ERR_INVALID, "quantize: per-tensor scale[0] = %g is not "
+                              "set (quantize rows from 0 first)", (double)scale[0]);
+        }
+    }
+    if (st == MQ_OK)
+        st = mq__parallel_for(ctx, row_end - row_begin, j.grain, quantize_range, &j);
+    free_job(&j);
+    return st;
+}
+
+static mq_status dequantize_range(void *arg, int64_t b, int64_t e, int tid) {
+    qjob *j = (qjob *)arg;
+    MQ_TRY(check_tid(j, tid));
+    const mq_qlayout *L = j->lay;
+    for (int64_t i = b; i < e; i++) {
+        int64_t r = j->row_begin + i;
+        const uint8_t *row = j->qdata + (size_t)r * L->row_bytes;
+        float *out = j->out + (size_t)i * (size_t)L->cols;
+        if (j->is_cast) {
+            const void *p = row;
+            if ((uintptr_t)row & 1) p = memcpy(j->sc[tid].stage, row, (size_t)L->row_bytes);
+            mq_convert(j->ctx, MQ_F32, out, L->data_dtype, p, (size_t)L->cols);
+            continue;
+        }
+        const uint8_t *codes = row;
+        if (j->f.packed4) {
+            unpack4(row, L->cols, j->sc[tid].codes);
+            codes = j->sc[tid].codes;
+        }
+        uint8_t flip = L->data_dtype == MQ_I8 ? 0x80 : 0;
+        float bias = L->data_dtype == MQ_I8 ? 128.0f : (float)j->f.code_offset;
+        for (int64_t g = 0; g < L->groups_per_row; g++) {
+            int64_t c0 = g * L->group_size;
+            int64_t n = g + 1 < L->groups_per_row ? L->group_size : L->last_group_size;
+            int64_t si = j->spec->granularity == MQ_PER_TENSOR ? 0 : r * L->groups_per_row + g;
+            float sub = bias + (float)load_zp(j, j->czp, si);
+            j->k->dequantize(codes + c0, (size_t)n, flip, sub, j->cscale[si], out + c0);
+        }
+    }
+    return MQ_OK;
+}
+
+mq_status mq_dequantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *layout,
+                             const void *data, const float *scale, const void *zero_point,
+                             int64_t row_begin, int64_t row_end, float *out) {
+    MQ_TRY(check_args(ctx, "dequantize", spec, layout, row_begin, row_end, data, out, scale,
+                      zero_point));
+    qjob j;
+    MQ_TRY(job_init(ctx, &j, spec, layout, row_begin));
+    j.qdata = (const uint8_t *)data;
+    j.cscale = scale;
+    j.czp = layout->has_zero_point ? (const uint8_t *)zero_point : NULL;
+    j.out = out;
+    mq_status st = alloc_scratch(&j);
+    if (st == MQ_OK)
+        st = mq__parallel_for(ctx, row_end - row_begin, j.grain, dequantize_range, &j);
+    free_job(&j);
+    return st;
+}
