@@ -394,6 +394,14 @@ int cmd_calibrate(int argc, char **argv) {
             warn(&r, "layer '%s'%s: no activations were recorded; it gets no statistics", prefix,
                  l->kind == MQ_KIND_CONV ? " (conv)" : "");
     }
+    size_t fed = 0;
+    for (size_t i = 0; i < nlayers; i++) fed += mq_calibrator_layer_rows(cal, layers[i].name) > 0;
+    if (!fed) {
+        fprintf(stderr, "monoquant: error: no layer of %s received activations; nothing written\n",
+                model_path);
+        rc = EXIT_QUANT;
+        goto done;
+    }
     if (strict && r.warnings) {
         fprintf(stderr, "monoquant: error: %u warning%s under --strict; nothing written\n",
                 r.warnings, r.warnings == 1 ? "" : "s");

@@ -58,6 +58,8 @@ expect_exit 0 unknown_layer_warns -- "$MQ" calibrate --model "$T/model.safetenso
 expect_out unknown_layer_named "'zz' match no Linear or Conv layer"
 expect_exit 0 shape_warns -- "$MQ" calibrate --model "$T/model.safetensors" --activations "$T/a0.safetensors" "$T/shape.safetensors" -o "$T/u.safetensors"
 expect_out shape_named "wrong shape: 'm' expects \[\.\.\., 2\]"
+expect_exit 3 no_layer_fed -- "$MQ" calibrate --model "$T/model.safetensors" --activations "$T/unknown.safetensors" -o "$T/u.safetensors"
+expect_out no_layer_fed_named "no layer of .* received activations"
 expect_exit 3 nan_is_an_error -- "$MQ" calibrate --model "$T/model.safetensors" --activations "$T/nan.safetensors" -o "$T/u.safetensors"
 expect_out nan_named "nan at \[0, 1\]"
 finish

@@ -2,10 +2,23 @@
 interop tests."""
 import ctypes as C
 import os
+import subprocess
+import sys
 
 import numpy as np
 
-LIB = C.CDLL(os.path.join(os.environ.get("BUILD", "build"), "libmonoquant.so"))
+try:
+    LIB = C.CDLL(os.path.abspath(os.path.join(os.environ.get("BUILD", "build"), "libmonoquant.so")))
+except OSError as e:
+    # A sanitizer build (make asan) needs its runtime loaded first: run again with it preloaded.
+    if "__asan" not in str(e) or os.environ.get("MQ_ASAN_PRELOADED"):
+        raise
+    rt = subprocess.run(["clang", "-print-file-name=libclang_rt.asan-x86_64.so"],
+                        capture_output=True, text=True, check=True).stdout.strip()
+    env = dict(os.environ, LD_PRELOAD=rt, MQ_ASAN_PRELOADED="1",
+               ASAN_OPTIONS="detect_leaks=0:" + os.environ.get("ASAN_OPTIONS", ""))
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
 
 KINDS = {"minmax": 0, "moving_average": 1, "histogram": 2, "entropy": 3, "percentile": 4, "mse": 5}
 QTYPES = {"int8": 1, "uint8": 2, "int4": 3, "uint4": 4}
