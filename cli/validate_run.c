@@ -94,7 +94,7 @@ int validate_run(const validate_run_opts *o, mq_ctx *ctx, mq_qmodel *qm, mq_qmod
     mq_status st = MQ_OK;
     if (o->activations && (st = mq_model_open(ctx, o->activations, NULL, &s.acts)) != MQ_OK)
         return cli_fail(ctx, st);
-    size_t n = mq_qmodel_count(qm), nrun = 0, failures = 0, notrun = 0;
+    size_t n = mq_qmodel_count(qm), nrun = 0, failures = 0, notrun = 0, nfallback = 0;
     double worst = INFINITY;
     if (o->json) {
         printf("{\"checkpoint\": ");
@@ -105,11 +105,13 @@ int validate_run(const validate_run_opts *o, mq_ctx *ctx, mq_qmodel *qm, mq_qmod
         printf(", \"mode\": \"%s\", \"rows\": %lld, \"seed\": %llu, \"layers\": [", mode_name(o->act),
                (long long)o->rows, (unsigned long long)o->seed);
     } else if (!g_cli.quiet) {
-        printf("output error of each quantized layer against the f32 layer with %s weights,\n"
-               "on %lld input rows (seed %llu)\n", o->ref ? "the reference" : "its dequantized",
+        printf("output error of each quantized layer against the f32 layer with %s weights;\n"
+               "inputs: %sM = %lld rows of N(0, 1) values (seed %llu)\n",
+               o->ref ? "the reference" : "its own dequantized",
+               o->activations ? "the first recorded rows (at most M) where the activations hold the layer,\n        else " : "",
                (long long)o->rows, (unsigned long long)o->seed);
-        printf("  %-32s %-10s %-8s %-12s %9s %9s %10s  %s\n", "layer", "format", "mode", "input",
-               "SQNR dB", "rel.err", "max abs", "status");
+        printf("  %-32s %-10s %-8s %-8s %5s %9s %9s %10s  %s\n", "layer", "format", "mode",
+               "input", "rows", "SQNR dB", "rel.err", "max abs", "status");
     }
     bool progress = g_cli.progress && !o->json;
     for (size_t i = 0; i < n; i++) {
@@ -148,6 +150,7 @@ int validate_run(const validate_run_opts *o, mq_ctx *ctx, mq_qmodel *qm, mq_qmod
             } else {
                 ran = true;
                 nrun++;
+                nfallback += o->act == MQ_ACT_STATIC && c.act == MQ_ACT_DYNAMIC;
                 if (c.error.sqnr_db < worst) worst = c.error.sqnr_db;
                 if (o->has_min && !(c.error.sqnr_db >= o->min_sqnr)) {
                     snprintf(problem, sizeof problem, "BELOW --min-sqnr %.2f", o->min_sqnr);
@@ -174,8 +177,11 @@ int validate_run(const validate_run_opts *o, mq_ctx *ctx, mq_qmodel *qm, mq_qmod
             if (ran) cli_json_error_stats(stdout, &c.error);
             printf("}");
         } else if (!g_cli.quiet) {
-            printf("  %-32s %-10s %-8s %-12s", layer, scheme, ran ? mode_name(c.act) : "-",
-                   ran ? note : "-");
+            if (ran)
+                printf("  %-32s %-10s %-8s %-8s %5lld", layer, scheme, mode_name(c.act),
+                       x ? "recorded" : "random", (long long)rows);
+            else
+                printf("  %-32s %-10s %-8s %-8s %5s", layer, scheme, "-", "-", "-");
             if (ran) printf(" %9.2f %9.5f %10.3g", c.error.sqnr_db, c.error.rel_fro, c.error.max_abs);
             else printf(" %9s %9s %10s", "-", "-", "-");
             printf("  %s\n", problem[0] ? problem : "ok");
@@ -192,6 +198,7 @@ int validate_run(const validate_run_opts *o, mq_ctx *ctx, mq_qmodel *qm, mq_qmod
         printf("%zu layer(s) run", nrun);
         if (nrun) printf(", worst output SQNR %.2f dB", worst);
         if (notrun) printf(", %zu not run", notrun);
+        if (nfallback) printf(", %zu dynamic (no stored input scale)", nfallback);
         printf("; %s\n", failures ? "FAILED" : "ok");
     }
     fflush(stdout);
