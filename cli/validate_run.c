@@ -108,7 +108,8 @@ int validate_run(const validate_run_opts *o, mq_ctx *ctx, mq_qmodel *qm, mq_qmod
         printf("output error of each quantized layer against the f32 layer with %s weights;\n"
                "inputs: %sM = %lld rows of N(0, 1) values (seed %llu)\n",
                o->ref ? "the reference" : "its own dequantized",
-               o->activations ? "the first recorded rows (at most M) where the activations hold the layer,\n        else " : "",
+               o->activations ? "the first recorded rows (at most M) where the activations hold "
+                                "the layer,\n        else " : "",
                (long long)o->rows, (unsigned long long)o->seed);
         printf("  %-32s %-10s %-8s %-8s %5s %9s %9s %10s  %s\n", "layer", "format", "mode",
                "input", "rows", "SQNR dB", "rel.err", "max abs", "status");
