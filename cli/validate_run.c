@@ -95,6 +95,7 @@ int validate_run(const validate_run_opts *o, mq_ctx *ctx, mq_qmodel *qm, mq_qmod
     if (o->activations && (st = mq_model_open(ctx, o->activations, NULL, &s.acts)) != MQ_OK)
         return cli_fail(ctx, st);
     size_t n = mq_qmodel_count(qm), nrun = 0, failures = 0, notrun = 0, nfallback = 0;
+    size_t nrows = 0;
     double worst = INFINITY;
     if (o->json) {
         printf("{\"checkpoint\": ");
@@ -160,7 +161,7 @@ int validate_run(const validate_run_opts *o, mq_ctx *ctx, mq_qmodel *qm, mq_qmod
             }
         }
         if (o->json) {
-            printf("%s\n  {\"layer\": ", nrun + failures + notrun > 1 ? "," : "");
+            printf("%s\n  {\"layer\": ", nrows++ ? "," : "");
             cli_json_string(stdout, layer);
             printf(", \"tensor\": ");
             cli_json_string(stdout, t->name);

@@ -44,6 +44,9 @@ if ! cmp -s "$T/r4.json" "$T/r4c.json" && grep -q '"rows": 4' "$T/r4c.json"; the
 expect_exit 4 below_floor -- "$MQ" validate "$T/lm8.safetensors" --reference "$LM" --run --min-sqnr 99
 expect_out below_floor_flagged "BELOW --min-sqnr 99"
 expect_out below_floor_summary "FAILED"
+"$MQ" validate "$T/lm8.safetensors" --reference "$LM" --run --min-sqnr 99 --json > "$T/f.json" 2> /dev/null
+if "$PY" -c 'import json, sys; d = json.load(open(sys.argv[1])); assert d["failures"] == 17 and not d["layers"][0]["ok"]' "$T/f.json" 2> "$T/py"
+then ok below_floor_json; else notok below_floor_json "$(cat "$T/py")"; fi
 expect_exit 0 above_floor -- "$MQ" validate "$T/lm8.safetensors" --reference "$LM" --run --min-sqnr 30
 
 # Conv layers run as their flattened matrix
