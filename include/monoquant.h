@@ -540,6 +540,42 @@ MQ_API mq_status mq_qmodel_error(mq_qmodel *a, size_t i, mq_qmodel *b, size_t j,
 MQ_API mq_status mq_dequantize_file(mq_ctx *ctx, const char *in, const char *out,
                                     mq_dtype dtype, mq_format fmt);
 
+/* ---- running quantized layers (`monoquant validate --run`) ---------------------------- */
+
+/* 1 when logical tensor i can run as a layer: quantized (INT8/UINT8/INT4/UINT4) or cast
+ * (FP16/BF16), with at least 2 dims. A Conv weight [C_out, C_in/groups, kh, kw] runs as the
+ * Linear [C_out, C_in/groups*kh*kw] it is flattened to, which is the product an im2col
+ * convolution computes per patch (mq_conv2d runs exactly that). */
+MQ_API int mq_qmodel_runnable(const mq_qmodel *qm, size_t i);
+
+typedef struct mq_layer_check {
+    int64_t out_features;      /* N */
+    int64_t in_features;       /* K (Conv: C_in/groups * kh * kw) */
+    int act;                   /* the mq_act_mode (kernels section) the layer ran in */
+    int against_reference;     /* 1: compared with the reference checkpoint's weights,
+                                  0: with the checkpoint's own dequantized weights */
+    int has_bias;              /* `<layer>.bias` was found and added to both outputs */
+    mq_error_stats error;      /* of the quantized layer's output against the f32 layer's */
+} mq_layer_check;
+
+/* Runs logical tensor i of `qm` (mq_qmodel_runnable; its name ends in "weight") through the
+ * quantized kernels (mq_linear_create from its stored tensors) and the plain f32 layer on the
+ * same inputs, with `<layer>.bias` of `qm` (float, N values) added to both when present, and
+ * fills *out (mq_linear_check). The f32 layer's weights are the tensor of the same name in
+ * `ref` (any float dtype, converted with mq_convert; same element count), or, with `ref`
+ * NULL, the dequantized weights of `qm` itself: then the figures isolate the kernels' own
+ * error (activation quantization and summation order), not the weight quantization.
+ * x: [M, K] f32 inputs, or NULL for M rows of N(0, 1) values drawn from `seed`.
+ * act: an mq_act_mode. FP16/BF16 casts always run weight-only (MQ_ACT_F32); MQ_ACT_STATIC
+ * uses the stored `<layer>.input_scale` / `input_zero_point` (a U8 zero point as PyTorch's
+ * quint8; an I8 one as qint8, run shifted by 128, which is the same arithmetic) and runs
+ * dynamic when the checkpoint has none; out->act says what ran. Memory: the f32 reference
+ * weights (N*K*4 bytes) plus the kernel's copy of the layer. MQ_ERR_UNSUPPORTED for a layout
+ * the kernels cannot run (e.g. a group size that is not a multiple of 8). */
+MQ_API mq_status mq_qmodel_check_layer(mq_qmodel *qm, size_t i, mq_qmodel *ref, int act,
+                                       const float *x, int64_t M, uint64_t seed,
+                                       mq_layer_check *out);
+
 /* ====== end of section: pipeline ======================================================= */
 
 

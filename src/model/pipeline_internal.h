@@ -56,6 +56,9 @@ MQ_HIDDEN mq_status mq__plan_warn(mq__plan *plan, const char *fmt, ...) MQ_PRINT
  * embed_out). */
 MQ_HIDDEN int mq__is_head_name(const char *name);
 
+/* The context a quantized checkpoint was opened with. */
+MQ_HIDDEN mq_ctx *mq__qmodel_ctx(const mq_qmodel *qm);
+
 /* Drops consumed input pages [p, p+n) from the process when they lie in a read-only file
  * mapping of the model (they stay in the page cache); owned buffers are left alone. */
 MQ_HIDDEN void mq__release_input(const mq_model *m, const void *p, uint64_t n);
