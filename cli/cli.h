@@ -47,6 +47,10 @@ bool cli_parse_double(const char *s, double *out);
 const char *cli_bytes(uint64_t n, char *buf, size_t cap);
 /* Writes s as a JSON string literal (quotes included). */
 void cli_json_string(FILE *f, const char *s);
+/* Writes a JSON number (%.6g; NaN as null, infinities as +-1e999). */
+void cli_json_number(FILE *f, double v);
+/* Writes `, "sqnr_db": .., "rel_error": .., "max_abs_error": ..`. */
+void cli_json_error_stats(FILE *f, const mq_error_stats *e);
 
 /* Subcommands: argv[0] is the subcommand name. */
 int cmd_info(int argc, char **argv);

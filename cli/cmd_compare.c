@@ -1,9 +1,114 @@
-/* monoquant compare (not implemented yet). */
+/* monoquant compare: two checkpoints tensor by tensor (plain or quantized, matched by the
+ * original names). */
 #include "cli.h"
 
+#include <math.h>
+#include <string.h>
+
+static void help(FILE *f) {
+    fprintf(f, "usage: monoquant compare A B [--json]\n\n"
+               "Sizes, compression ratio and per-tensor differences of B against A. Quantized\n"
+               "tensors are dequantized; names match across plain and quantized layouts.\n");
+}
+
 int cmd_compare(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "monoquant: 'compare' is not implemented yet\n");
-    return EXIT_GENERAL;
+    const char *pa = NULL, *pb = NULL;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            help(stdout);
+            return EXIT_OK;
+        } else if (!strcmp(argv[i], "--json")) json = true;
+        else if (argv[i][0] == '-') return cli_usage_error("compare", "unknown option '%s'", argv[i]);
+        else if (!pa) pa = argv[i];
+        else if (!pb) pb = argv[i];
+        else return cli_usage_error("compare", "unexpected argument '%s'", argv[i]);
+    }
+    if (!pb) return cli_usage_error("compare", "needs two checkpoints");
+    mq_ctx *ctx = mq_ctx_create();
+    if (!ctx) return EXIT_GENERAL;
+    mq_qmodel *a = NULL, *b = NULL;
+    mq_status st = mq_qmodel_open(ctx, pa, &a);
+    if (st == MQ_OK) st = mq_qmodel_open(ctx, pb, &b);
+    int rc = EXIT_OK;
+    if (st != MQ_OK) {
+        rc = cli_fail(ctx, st);
+        goto done;
+    }
+    uint64_t bytes_a = 0, bytes_b = 0;
+    size_t only_a = 0, only_b = 0, differ = 0;
+    if (json) {
+        printf("{\"a\": ");
+        cli_json_string(stdout, pa);
+        printf(", \"b\": ");
+        cli_json_string(stdout, pb);
+        printf(", \"tensors\": [");
+    }
+    else fprintf(stdout, "%-40s %-10s %-10s %9s %9s %10s\n", "tensor", "A", "B", "SQNR dB",
+                 "rel.err", "max abs");
+    size_t shown = 0;
+    for (size_t i = 0; i < mq_qmodel_count(a); i++) bytes_a += mq_qmodel_tensor(a, i)->stored_bytes;
+    for (size_t j = 0; j < mq_qmodel_count(b); j++) {
+        const mq_qtensor *tb = mq_qmodel_tensor(b, j);
+        bytes_b += tb->stored_bytes;
+        long i = mq_qmodel_find(a, tb->name);
+        if (i < 0) {
+            only_b++;
+            continue;
+        }
+        const mq_qtensor *ta = mq_qmodel_tensor(a, (size_t)i);
+        char sa[48], sb[48];
+        if (ta->spec.type == MQ_Q_NONE) snprintf(sa, sizeof sa, "%s", mq_dtype_name(ta->data->dtype));
+        else mq_qspec_name(&ta->spec, sa, sizeof sa);
+        if (tb->spec.type == MQ_Q_NONE) snprintf(sb, sizeof sb, "%s", mq_dtype_name(tb->data->dtype));
+        else mq_qspec_name(&tb->spec, sb, sizeof sb);
+        mq_error_stats es;
+        bool floats = (ta->spec.type != MQ_Q_NONE || mq_dtype_is_float(ta->data->dtype)) &&
+                      (tb->spec.type != MQ_Q_NONE || mq_dtype_is_float(tb->data->dtype));
+        bool same_bytes = ta->spec.type == MQ_Q_NONE && tb->spec.type == MQ_Q_NONE &&
+                          ta->data->dtype == tb->data->dtype && ta->data->nbytes == tb->data->nbytes &&
+                          !memcmp(ta->data->data, tb->data->data, (size_t)ta->data->nbytes);
+        const char *note = NULL;
+        if (ta->numel != tb->numel || ta->ndim != tb->ndim) note = "shapes differ";
+        else if (same_bytes) {
+            es = (mq_error_stats){INFINITY, 0, 0, 0, 1};
+        } else if (!floats) note = "integer tensors differ";
+        else if (mq_qmodel_error(a, (size_t)i, b, j, &es) != MQ_OK) note = mq_ctx_message(ctx);
+        bool diff = note || es.max_abs != 0;
+        differ += diff;
+        if (json) {
+            printf("%s\n  {\"name\": ", shown++ ? "," : "");
+            cli_json_string(stdout, tb->name);
+            printf(", \"a\": \"%s\", \"b\": \"%s\", \"bytes_a\": %llu, \"bytes_b\": %llu", sa, sb,
+                   (unsigned long long)ta->stored_bytes, (unsigned long long)tb->stored_bytes);
+            if (note) {
+                printf(", \"note\": ");
+                cli_json_string(stdout, note);
+            } else {
+                cli_json_error_stats(stdout, &es);
+            }
+            printf("}");
+        } else if (diff || g_cli.verbose) {
+            printf("%-40s %-10s %-10s", tb->name, sa, sb);
+            if (note) printf(" %s\n", note);
+            else printf(" %9.2f %9.5f %10.3g\n", es.sqnr_db, es.rel_fro, es.max_abs);
+        }
+    }
+    for (size_t i = 0; i < mq_qmodel_count(a); i++)
+        if (mq_qmodel_find(b, mq_qmodel_tensor(a, i)->name) < 0) only_a++;
+    char b1[32], b2[32];
+    double ratio = bytes_b ? (double)bytes_a / (double)bytes_b : 0;
+    if (json)
+        printf("],\n \"bytes_a\": %llu, \"bytes_b\": %llu, \"ratio\": %.4f, \"differ\": %zu, "
+               "\"only_a\": %zu, \"only_b\": %zu}\n", (unsigned long long)bytes_a,
+               (unsigned long long)bytes_b, ratio, differ, only_a, only_b);
+    else
+        printf("A %s, B %s: B is %.2fx smaller; %zu tensors differ, %zu only in A, %zu only in B\n",
+               cli_bytes(bytes_a, b1, sizeof b1), cli_bytes(bytes_b, b2, sizeof b2), ratio, differ,
+               only_a, only_b);
+done:
+    mq_qmodel_free(a);
+    mq_qmodel_free(b);
+    mq_ctx_free(ctx);
+    return rc;
 }

@@ -1,9 +1,167 @@
-/* monoquant validate (not implemented yet). */
+/* monoquant validate: integrity of a quantized checkpoint, its error figures against the
+ * reference, sizes, and warnings about risky choices. */
 #include "cli.h"
 
+#include <math.h>
+#include <string.h>
+
+static void help(FILE *f) {
+    fprintf(f,
+        "usage: monoquant validate Q [--reference ORIG] [--min-sqnr DB] [--json] [--strict]\n\n"
+        "Checks a quantized checkpoint: structure (shapes, packed sizes, companions, metadata),\n"
+        "values (scales finite and > 0, zero points in range), and with --reference the\n"
+        "per-tensor SQNR, relative and max abs error against the original, plus sizes.\n"
+        "Exit 4 when a check fails or a tensor's SQNR is below --min-sqnr; under --strict\n"
+        "warnings fail too (exit 3).\n");
+}
+
+typedef struct vopts {
+    const char *q, *ref;
+    double min_sqnr;
+    bool has_min, json, strict;
+} vopts;
+
+static int parse(vopts *o, int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        bool missing = false;
+        const char *v;
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            help(stdout);
+            return -1;
+        } else if (!strcmp(argv[i], "--json")) o->json = true;
+        else if (!strcmp(argv[i], "--strict")) o->strict = true;
+        else if (!strcmp(argv[i], "-q") || !strcmp(argv[i], "--quiet")) g_cli.quiet = true;
+        else if ((v = cli_opt_value(argc, argv, &i, "--reference", &missing))) o->ref = v;
+        else if (!missing && (v = cli_opt_value(argc, argv, &i, "--min-sqnr", &missing))) {
+            if (!cli_parse_double(v, &o->min_sqnr))
+                return cli_usage_error("validate", "--min-sqnr: expected dB, got '%s'", v);
+            o->has_min = true;
+        } else if (!missing && !strcmp(argv[i], "--run")) {
+            return cli_usage_error("validate", "--run (running each layer through the kernels) "
+                                   "is not available in this build");
+        } else if (missing) return cli_usage_error("validate", "%s needs a value", argv[i]);
+        else if (argv[i][0] == '-') return cli_usage_error("validate", "unknown option '%s'", argv[i]);
+        else if (!o->q) o->q = argv[i];
+        else return cli_usage_error("validate", "unexpected argument '%s'", argv[i]);
+    }
+    if (!o->q) return cli_usage_error("validate", "no checkpoint given");
+    return 0;
+}
+
 int cmd_validate(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "monoquant: 'validate' is not implemented yet\n");
-    return EXIT_GENERAL;
+    vopts o = {0};
+    int rc = parse(&o, argc, argv);
+    if (rc) return rc < 0 ? EXIT_OK : rc;
+    mq_ctx *ctx = mq_ctx_create();
+    if (!ctx) return EXIT_GENERAL;
+    mq_qmodel *qm = NULL, *ref = NULL;
+    mq_status st = mq_qmodel_open(ctx, o.q, &qm);
+    if (st == MQ_OK && o.ref) st = mq_qmodel_open(ctx, o.ref, &ref);
+    if (st != MQ_OK) {
+        rc = cli_fail(ctx, st);
+        goto done;
+    }
+    size_t n = mq_qmodel_count(qm), nq = 0, failures = 0, warnings = 0;
+    uint64_t stored = 0, ref_bytes = 0;
+    if (o.json) {
+        printf("{\"checkpoint\": ");
+        cli_json_string(stdout, o.q);
+        printf(", \"tensors\": [");
+    }
+    else if (!g_cli.quiet)
+        printf("  %-40s %-12s %9s %9s %10s  %s\n", "tensor", "stored as", "SQNR dB",
+                "rel.err", "max abs", "status");
+    for (size_t i = 0; i < n; i++) {
+        const mq_qtensor *t = mq_qmodel_tensor(qm, i);
+        stored += t->stored_bytes;
+        bool quantized = t->spec.type != MQ_Q_NONE;
+        nq += quantized;
+        char scheme[64], problem[600] = "";
+        mq_qspec_name(&t->spec, scheme, sizeof scheme);
+        mq_status vs = mq_qmodel_verify(qm, i);
+        if (vs != MQ_OK) snprintf(problem, sizeof problem, "%s", mq_ctx_message(ctx)), failures++;
+        mq_error_stats es;
+        bool has_err = false;
+        if (ref) {
+            long j = mq_qmodel_find(ref, t->name);
+            if (j < 0) {
+                snprintf(problem, sizeof problem, "not in the reference");
+                failures++;
+            } else {
+                const mq_qtensor *r = mq_qmodel_tensor(ref, (size_t)j);
+                ref_bytes += r->stored_bytes;
+                bool shape_ok = r->ndim == t->ndim;
+                for (int d = 0; shape_ok && d < t->ndim; d++) shape_ok = r->shape[d] == t->shape[d];
+                if (!shape_ok) {
+                    snprintf(problem, sizeof problem, "shape differs from the reference");
+                    failures++;
+                } else if (quantized && vs == MQ_OK) {
+                    mq_status es_st = mq_qmodel_error(ref, (size_t)j, qm, i, &es);
+                    if (es_st != MQ_OK) {
+                        snprintf(problem, sizeof problem, "%s", mq_ctx_message(ctx));
+                        failures++;
+                    } else {
+                        has_err = true;
+                        if (o.has_min && es.sqnr_db < o.min_sqnr) {
+                            snprintf(problem, sizeof problem, "SQNR %.2f dB below --min-sqnr %.2f",
+                                     es.sqnr_db, o.min_sqnr);
+                            failures++;
+                        }
+                    }
+                }
+            }
+        }
+        bool four = t->spec.type == MQ_Q_INT4 || t->spec.type == MQ_Q_UINT4;
+        bool risky = four && (t->kind == MQ_KIND_EMBEDDING || strstr(t->name, "lm_head"));
+        warnings += risky;
+        if (o.json) {
+            printf("%s\n  {\"name\": ", i ? "," : "");
+            cli_json_string(stdout, t->name);
+            printf(", \"stored_as\": \"%s\", \"bytes\": %llu, \"ok\": %s", scheme,
+                   (unsigned long long)t->stored_bytes, problem[0] ? "false" : "true");
+            if (problem[0]) {
+                printf(", \"problem\": ");
+                cli_json_string(stdout, problem);
+            }
+            if (has_err) {
+                cli_json_error_stats(stdout, &es);
+            }
+            printf("}");
+        } else if (!g_cli.quiet && (quantized || problem[0] || g_cli.verbose)) {
+            printf("  %-40s %-12s", t->name, scheme);
+            if (has_err) printf(" %9.2f %9.5f %10.3g", es.sqnr_db, es.rel_fro, es.max_abs);
+            else printf(" %9s %9s %10s", "-", "-", "-");
+            printf("  %s\n", problem[0] ? problem : "ok");
+        }
+        if (risky) cli_warn("%s: 4-bit on an %s", t->name,
+                            t->kind == MQ_KIND_EMBEDDING ? "embedding" : "output head");
+    }
+    bool all_quantized = nq == n && n > 0;
+    if (!nq) cli_warn("%s holds no quantized tensor", o.q), warnings++;
+    if (all_quantized) cli_warn("every tensor is quantized, norms and biases included"), warnings++;
+    char b1[32], b2[32];
+    if (o.json) {
+        printf("],\n \"quantized\": %zu, \"tensors_total\": %zu, \"bytes\": %llu, "
+               "\"reference_bytes\": %llu, \"failures\": %zu, \"warnings\": %zu}\n", nq, n,
+               (unsigned long long)stored, (unsigned long long)ref_bytes, failures, warnings);
+    } else if (!g_cli.quiet) {
+        printf("%zu of %zu tensors quantized; %s", nq, n, cli_bytes(stored, b1, sizeof b1));
+        if (ref)
+            printf(" vs reference %s (%.2fx smaller)", cli_bytes(ref_bytes, b2, sizeof b2),
+                    stored ? (double)ref_bytes / (double)stored : 0);
+        printf("; %s\n", failures ? "FAILED" : "ok");
+    }
+    fflush(stdout);
+    if (failures) {
+        fprintf(stderr, "monoquant: error: validation failed: %zu problem(s)\n", failures);
+        rc = EXIT_VALIDATION;
+    } else if (o.strict && warnings) {
+        fprintf(stderr, "monoquant: error: %zu warning(s) under --strict\n", warnings);
+        rc = EXIT_QUANT;
+    }
+done:
+    mq_qmodel_free(qm);
+    mq_qmodel_free(ref);
+    mq_ctx_free(ctx);
+    return rc;
 }

@@ -137,3 +137,18 @@ void cli_json_string(FILE *f, const char *s) {
     }
     fputc('"', f);
 }
+
+void cli_json_number(FILE *f, double v) {
+    if (isnan(v)) fputs("null", f);
+    else if (isinf(v)) fputs(v > 0 ? "1e999" : "-1e999", f); /* parses as +-Infinity */
+    else fprintf(f, "%.6g", v);
+}
+
+void cli_json_error_stats(FILE *f, const mq_error_stats *e) {
+    fputs(", \"sqnr_db\": ", f);
+    cli_json_number(f, e->sqnr_db);
+    fputs(", \"rel_error\": ", f);
+    cli_json_number(f, e->rel_fro);
+    fputs(", \"max_abs_error\": ", f);
+    cli_json_number(f, e->max_abs);
+}

@@ -383,6 +383,163 @@ MQ_API void mq_error_stats_compute(const float *a, const float *b, size_t n,
 
 /* ====== section: pipeline (quantize a whole checkpoint) ================================ */
 
+/* What happens to one input tensor. */
+typedef enum mq_action {
+    MQ_ACTION_KEEP = 0,   /* copied unchanged (its reason says why) */
+    MQ_ACTION_QUANTIZE,   /* stored as integers + scales (docs/FORMAT.md) */
+    MQ_ACTION_CAST        /* stored as F16 or BF16 under its own name */
+} mq_action;
+
+/* Per-layer override: tensors whose name matches `pattern` (fnmatch glob, e.g.
+ * "blocks.*.mlp.*") get `type` instead of the default. The last matching rule wins. A rule
+ * overrides the type selection (--types) and the 4-bit default skip list, but not the
+ * include/exclude patterns, --min-params, or tensors that cannot be quantized (1-D, integer).
+ * A rule to the default's type uses the default spec; to another type, the settings of
+ * mq_qspec_recommended for that type with the default's group size. */
+typedef struct mq_layer_rule {
+    const char *pattern;
+    mq_qtype type;        /* MQ_Q_NONE keeps the tensor */
+} mq_layer_rule;
+
+/* Bit for a kind in mq_quantize_options.kinds. */
+#define MQ_KIND_BIT(kind) (1u << (unsigned)(kind))
+
+typedef struct mq_quantize_options {
+    mq_qspec spec;             /* default target (spec.importance is ignored) */
+    unsigned kinds;            /* MQ_KIND_BIT()s of the layer kinds to quantize */
+    const char *const *include; /* if any: only names matching one of these globs */
+    size_t ninclude;
+    const char *const *exclude; /* names matching any of these globs are kept */
+    size_t nexclude;
+    uint64_t min_params;       /* tensors with fewer elements are kept */
+    const mq_layer_rule *rules;
+    size_t nrules;
+    int default_skip;          /* 4-bit targets skip embeddings, norms, output heads (layers
+                                  named lm_head, output, head, classifier, score, embed_out,
+                                  and the last Linear outside numbered blocks, e.g. a
+                                  classifier's fc2) and tensors under 512 elements (they
+                                  stay in their dtype) */
+    int skip_nonfinite;        /* a tensor with NaN/Inf is kept (with a reason) instead of
+                                  failing with MQ_ERR_QUANT */
+    int error_stats;           /* compute per-tensor error figures (costs one dequantization) */
+    double sqnr_warn_db;       /* warn when a quantized tensor's SQNR is below this (0: never) */
+    const char *calibration;   /* statistics file from `monoquant calibrate`, or NULL: every
+                                  quantized `<layer>.weight` with statistics gets
+                                  `<layer>.input_scale` / `input_zero_point`, and its mean
+                                  x^2 per input channel becomes spec.importance (used by
+                                  MQ_SEARCH_MSE: activation-aware scales) */
+    mq_format out_format;      /* MQ_FORMAT_AUTO: from the output extension */
+    int dry_run;               /* plan only: nothing is read beyond the header, nothing written */
+} mq_quantize_options;
+
+/* Defaults: INT8 symmetric per channel (min/max), kinds linear+conv+rnn, default_skip 1,
+ * error_stats 1, sqnr_warn_db 0, everything else 0/NULL. */
+MQ_API void mq_quantize_options_default(mq_quantize_options *opts);
+
+typedef struct mq_tensor_report {
+    const char *name;          /* input tensor name */
+    mq_layer_kind kind;
+    mq_dtype dtype;            /* input dtype */
+    int ndim;
+    int64_t shape[MQ_MAX_DIMS];
+    uint64_t numel;
+    mq_action action;
+    mq_qspec spec;             /* target (type MQ_Q_NONE when kept; importance NULL) */
+    const char *reason;        /* why kept, e.g. "norm", "embedding (4-bit default skip)";
+                                  NULL when converted */
+    uint64_t bytes_in;         /* tensor data bytes in the input */
+    uint64_t bytes_out;        /* bytes of every output tensor it became (scales included) */
+    int has_error;             /* error figures below are valid */
+    mq_error_stats error;      /* of the dequantized tensor against the input */
+    int has_input_params;      /* input_scale/input_zero_point stored (calibration) */
+} mq_tensor_report;
+
+typedef struct mq_report {
+    mq_tensor_report *tensors; /* one per input tensor, in file order */
+    size_t ntensors;
+    size_t nquantized, ncast, nkept;
+    uint64_t bytes_in, bytes_out;        /* tensor data bytes */
+    uint64_t file_bytes_in, file_bytes_out; /* whole files (0 for a dry run's output) */
+    char **warnings;           /* human-readable, e.g. "blocks.0.fc.weight: SQNR 12.1 dB ..." */
+    size_t nwarnings;
+    char *config_json;         /* the quantization_config stored in the output */
+    double seconds;            /* wall time of the call */
+} mq_report;
+
+/* Quantizes the checkpoint `in` (anything mq_model_open reads) into `out` following `opts`
+ * (NULL: defaults). Streams: memory stays bounded by a few chunk buffers and the largest
+ * tensor's scales, whatever the model size. The output is written to a temporary file and
+ * renamed into place; `in` is never modified, and an `out` that resolves to the input file
+ * fails with MQ_ERR_INVALID. `out` may be NULL for a dry run. On success, and for a dry run,
+ * *report (if report is not NULL) receives a report to free with mq_report_free; on failure
+ * *report is NULL. The output is byte-identical for every thread count. */
+MQ_API mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
+                                  const mq_quantize_options *opts, mq_report **report);
+MQ_API void mq_report_free(mq_report *report);
+
+/* Short scheme name of a spec for file names and messages: "int8", "int4-g128",
+ * "uint8-asym"...; "fp16", "bf16", "none". Writes at most cap bytes (NUL included). */
+MQ_API const char *mq_qspec_name(const mq_qspec *spec, char *buf, size_t cap);
+/* "none", "int8", "uint8", "int4", "uint4", "fp16", "bf16". */
+MQ_API const char *mq_qtype_name(mq_qtype type);
+
+/* ---- reading quantized checkpoints back ----------------------------------------------- */
+
+/* A checkpoint seen as its logical (original) tensors: quantized ones are reassembled from
+ * their data, scale, zero point and shape tensors (docs/FORMAT.md); plain checkpoints work
+ * too (every tensor MQ_Q_NONE). */
+typedef struct mq_qmodel mq_qmodel;
+
+typedef struct mq_qtensor {
+    const char *name;          /* original tensor name */
+    mq_layer_kind kind;
+    mq_dtype dtype;            /* original dtype (metadata; F32 when unknown) */
+    int ndim;
+    int64_t shape[MQ_MAX_DIMS];
+    uint64_t numel;
+    mq_qspec spec;             /* how it is stored; type MQ_Q_NONE: plain */
+    mq_qlayout layout;         /* when quantized */
+    const mq_tensor *data;     /* the stored tensor (plain data, packed or 8-bit values) */
+    const mq_tensor *scale, *zero_point, *shape_tensor; /* NULL when absent */
+    const mq_tensor *input_scale, *input_zero_point;     /* NULL when absent */
+    uint64_t stored_bytes;     /* bytes of every stored tensor it uses */
+} mq_qtensor;
+
+/* Opens `path` (any checkpoint mq_model_open reads) and checks its structure: every quantized
+ * tensor's companions exist with the dtypes and shapes its layout requires, packed sizes
+ * match, the recorded original shapes agree, no stored tensor is left unexplained. A
+ * failure is MQ_ERR_VALIDATION naming the tensor (MQ_ERR_IO/FORMAT for unreadable files). */
+MQ_API mq_status mq_qmodel_open(mq_ctx *ctx, const char *path, mq_qmodel **out);
+MQ_API void mq_qmodel_free(mq_qmodel *qm);
+MQ_API const mq_model *mq_qmodel_model(const mq_qmodel *qm);
+MQ_API size_t mq_qmodel_count(const mq_qmodel *qm);
+MQ_API const mq_qtensor *mq_qmodel_tensor(const mq_qmodel *qm, size_t i);
+/* Index of the logical tensor `name`, or -1. */
+MQ_API long mq_qmodel_find(const mq_qmodel *qm, const char *name);
+/* 1 when the checkpoint holds at least one quantized tensor. */
+MQ_API int mq_qmodel_is_quantized(const mq_qmodel *qm);
+
+/* Checks the values of logical tensor i: scales finite and > 0, zero points within the
+ * integer range, input scales finite and > 0. MQ_ERR_VALIDATION naming the tensor. */
+MQ_API mq_status mq_qmodel_verify(mq_qmodel *qm, size_t i);
+
+/* Rows [row_begin, row_end) of logical tensor i (rows = shape[0], cols = the rest) as F32
+ * into `out`. Plain tensors must have a float dtype. */
+MQ_API mq_status mq_qmodel_read_rows(mq_qmodel *qm, size_t i, int64_t row_begin,
+                                     int64_t row_end, float *out);
+
+/* Error figures of tensor `j` of `b` against the reference tensor `i` of `a` (both read as
+ * F32, in bounded chunks). The element counts must match. */
+MQ_API mq_status mq_qmodel_error(mq_qmodel *a, size_t i, mq_qmodel *b, size_t j,
+                                 mq_error_stats *out);
+
+/* Writes every logical tensor of `in` as a plain checkpoint `out` with the original names
+ * and shapes: quantized tensors dequantized to `dtype` (MQ_DTYPE_INVALID: their original
+ * dtype), plain tensors unchanged. Streams like mq_quantize_file. fmt AUTO: from the
+ * extension. */
+MQ_API mq_status mq_dequantize_file(mq_ctx *ctx, const char *in, const char *out,
+                                    mq_dtype dtype, mq_format fmt);
+
 /* ====== end of section: pipeline ======================================================= */
 
 
@@ -573,6 +730,121 @@ MQ_API const char *mq_calib_stats_layer(const mq_calib_stats *stats, size_t i);
 
 
 /* ====== section: kernels (quantized Linear / Conv2d) =================================== */
+
+/* Quantized layers that run: y = x W^T + b for Linear, and Conv2d, over weights in the formats
+ * of the quantization section (docs/KERNELS.md). Activations are f32, row-major.
+ *
+ * Modes (how activations meet the weights):
+ *  - MQ_ACT_F32: weight-only; activations stay f32, weights are dequantized on the fly. The
+ *    only mode for F32/FP16/BF16 weights.
+ *  - MQ_ACT_DYNAMIC: each activation row is quantized at run time to int8, symmetric:
+ *    sx = max|x| / 127, a = clamp(round_half_even(x / sx), -127, 127); then exact integer
+ *    dot products (VNNI vpdpbusd where present) per weight group, scaled back in f32.
+ *  - MQ_ACT_STATIC: as dynamic, with the stored input_scale / input_zero_point (PyTorch
+ *    quint8 convention): q = clamp(round_half_even(x / input_scale) + zero_point, 0, 255).
+ *
+ * Every instruction-set path gives the same bits as the scalar reference, for every mode and
+ * thread count (fixed summation order; see docs/KERNELS.md). Non-finite activations give
+ * unspecified (but never crashing) outputs. */
+
+typedef enum mq_act_mode { MQ_ACT_F32 = 0, MQ_ACT_DYNAMIC = 1, MQ_ACT_STATIC = 2 } mq_act_mode;
+
+/* The weights of one Linear layer, W [out_features, in_features] = [N, K], in their stored
+ * format. Pointers need no alignment. mq_linear_create copies (repacks) everything it needs:
+ * the caller may free or unmap these buffers as soon as it returns.
+ *   type MQ_Q_NONE: weight F32 [N, K] (`weight_dtype` may also say F16/BF16: same as FP16/BF16)
+ *   MQ_Q_FP16 / MQ_Q_BF16: weight F16 / BF16 [N, K]
+ *   MQ_Q_INT8 / MQ_Q_UINT8: weight I8 / U8 [N, K].
+ *   MQ_Q_INT4 / MQ_Q_UINT4: weight I32 [N, ceil(K/8)], eight 4-bit values per word, lowest
+ *     bits first; INT4 values v in [-8, 7] are stored as v + 8, UINT4 as v.
+ *   Integer types: scale F32 [1] (MQ_PER_TENSOR), [N] (MQ_PER_CHANNEL) or
+ *     [N, ceil(K/group_size)] (MQ_PER_GROUP; group_size a multiple of 8 unless it covers the
+ *     whole row); zero_point (I8/U8 for 8-bit, I8 for 4-bit: in [-8, 7] for INT4, [0, 15] for
+ *     UINT4) of the same count, or NULL for 0; required when asymmetric, and used whenever
+ *     given. Element value: (v - zero_point) * scale.
+ * bias: F32 [N] or NULL. Dynamic/static modes need an integer type and groups of at most 32768
+ * elements (a per-tensor or per-channel row longer than that is split internally). */
+typedef struct mq_linear_desc {
+    mq_qtype type;
+    mq_scheme scheme;            /* integer types: symmetric (no zero point) or asymmetric */
+    mq_granularity granularity;  /* integer types, see above */
+    int group_size;              /* MQ_PER_GROUP */
+    int64_t out_features;        /* N >= 1 */
+    int64_t in_features;         /* K >= 1 */
+    mq_dtype weight_dtype;       /* MQ_Q_NONE only: F32 (0 means F32), F16 or BF16 */
+    const void *weight;
+    const float *scale;
+    const void *zero_point;
+    const float *bias;
+    mq_act_mode act;
+    float input_scale;           /* MQ_ACT_STATIC: > 0 */
+    int input_zero_point;        /* MQ_ACT_STATIC: [0, 255] */
+} mq_linear_desc;
+
+/* Zeroes *desc, then sets type, out_features, in_features and weight, with MQ_PER_CHANNEL,
+ * group_size 128, weight_dtype F32, symmetric, no bias, MQ_ACT_F32 (weight-only). */
+MQ_API void mq_linear_desc_init(mq_linear_desc *desc, mq_qtype type, int64_t out_features,
+                                int64_t in_features, const void *weight);
+
+/* mq_linear_desc_init plus type, scheme, granularity and group size from a quantization spec
+ * and the stored tensors (data, scale, zero point or NULL: see mq_qlayout). */
+MQ_API void mq_linear_desc_from_qspec(mq_linear_desc *desc, const mq_qspec *spec,
+                                      int64_t out_features, int64_t in_features,
+                                      const void *data, const float *scale,
+                                      const void *zero_point);
+
+typedef struct mq_linear mq_linear;
+
+/* Validates the description and repacks the weights into the kernel layout (owned by the
+ * object). MQ_ERR_INVALID for a malformed description, MQ_ERR_UNSUPPORTED for a valid one this
+ * version cannot run (message says which), MQ_ERR_FORMAT for non-finite scales or zero points
+ * out of range. The object allocates through `ctx`: free it before the context. *out is NULL
+ * on failure. */
+MQ_API mq_status mq_linear_create(mq_ctx *ctx, const mq_linear_desc *desc, mq_linear **out);
+MQ_API void mq_linear_free(mq_linear *lin);
+MQ_API int64_t mq_linear_out_features(const mq_linear *lin);
+MQ_API int64_t mq_linear_in_features(const mq_linear *lin);
+/* Bytes of the repacked weights, scales and constants the object holds. */
+MQ_API uint64_t mq_linear_weight_bytes(const mq_linear *lin);
+
+/* y [M, N] = x [M, K] W^T + b, on the context's threads and instruction-set level; x and y
+ * must not overlap. The object keeps scratch memory between calls (grown as needed), so it is
+ * used by one call at a time. */
+MQ_API mq_status mq_linear_forward(mq_ctx *ctx, mq_linear *lin, const float *x, int64_t M,
+                                   float *y);
+
+/* Runs `lin` and the plain f32 layer with weights `ref_weight` (F32 [N, K], e.g. the original
+ * or dequantized weights) and the same bias on the same inputs, and compares the outputs
+ * (reference first) into *out. x: [M, K] inputs, or NULL for M rows of N(0, 1) values drawn
+ * from `seed`. This is the check behind `monoquant validate --run`. */
+MQ_API mq_status mq_linear_check(mq_ctx *ctx, mq_linear *lin, const float *ref_weight,
+                                 const float *bias, const float *x, int64_t M, uint64_t seed,
+                                 mq_error_stats *out);
+
+/* Conv2d over NCHW f32 input: weight [C_out, C_in / groups, kh, kw] as in mq_linear_desc with
+ * K = C_in / groups * kh * kw (type NONE/F32, FP16, BF16, INT8, UINT8, and 4-bit with groups
+ * along the flattened C*kh*kw), out_features = C_out. Runs as im2col + the Linear kernels. */
+typedef struct mq_conv2d_desc {
+    mq_linear_desc w;            /* out_features = C_out, in_features = C_in / groups * kh * kw */
+    int64_t in_channels;         /* C_in */
+    int kernel_h, kernel_w;
+    int stride_h, stride_w;      /* >= 1 */
+    int pad_h, pad_w;            /* >= 0, zero padding */
+    int dilation_h, dilation_w;  /* >= 1 */
+    int groups;                  /* >= 1, divides C_in and C_out */
+} mq_conv2d_desc;
+
+typedef struct mq_conv2d mq_conv2d;
+
+/* As mq_linear_create; 0 for stride, dilation or groups means 1. */
+MQ_API mq_status mq_conv2d_create(mq_ctx *ctx, const mq_conv2d_desc *desc, mq_conv2d **out);
+MQ_API void mq_conv2d_free(mq_conv2d *conv);
+/* Output height and width for an input of h x w; MQ_ERR_INVALID if the kernel does not fit. */
+MQ_API mq_status mq_conv2d_output_size(mq_ctx *ctx, const mq_conv2d *conv, int64_t h,
+                                       int64_t w, int64_t *out_h, int64_t *out_w);
+/* y [batch, C_out, out_h, out_w] from x [batch, C_in, h, w]. One call at a time per object. */
+MQ_API mq_status mq_conv2d_forward(mq_ctx *ctx, mq_conv2d *conv, const float *x, int64_t batch,
+                                   int64_t h, int64_t w, float *y);
 
 /* ====== end of section: kernels ======================================================== */
 

@@ -99,17 +99,17 @@ static float f64_to_f32_odd(double d) {
     return bits_f32(f32_bits(f) | 1u);
 }
 
-void mq__f16_to_f32_ref(const uint16_t *src, float *dst, size_t n) {
-    for (size_t i = 0; i < n; i++) dst[i] = mq_f16_to_f32(src[i]);
+void mq__f16_to_f32_ref(const void *src, void *dst, size_t n) {
+    for (size_t i = 0; i < n; i++) mq__st_f32(dst, i, mq_f16_to_f32(mq__ld_u16(src, i)));
 }
-void mq__f32_to_f16_ref(const float *src, uint16_t *dst, size_t n) {
-    for (size_t i = 0; i < n; i++) dst[i] = mq_f32_to_f16(src[i]);
+void mq__f32_to_f16_ref(const void *src, void *dst, size_t n) {
+    for (size_t i = 0; i < n; i++) mq__st_u16(dst, i, mq_f32_to_f16(mq__ld_f32(src, i)));
 }
-void mq__bf16_to_f32_ref(const uint16_t *src, float *dst, size_t n) {
-    for (size_t i = 0; i < n; i++) dst[i] = mq_bf16_to_f32(src[i]);
+void mq__bf16_to_f32_ref(const void *src, void *dst, size_t n) {
+    for (size_t i = 0; i < n; i++) mq__st_f32(dst, i, mq_bf16_to_f32(mq__ld_u16(src, i)));
 }
-void mq__f32_to_bf16_ref(const float *src, uint16_t *dst, size_t n) {
-    for (size_t i = 0; i < n; i++) dst[i] = mq_f32_to_bf16(src[i]);
+void mq__f32_to_bf16_ref(const void *src, void *dst, size_t n) {
+    for (size_t i = 0; i < n; i++) mq__st_u16(dst, i, mq_f32_to_bf16(mq__ld_f32(src, i)));
 }
 
 const mq_convert_fns *mq__convert_fns(const mq_ctx *ctx) {
@@ -124,11 +124,11 @@ const mq_convert_fns *mq__convert_fns(const mq_ctx *ctx) {
 /* Converts one element of any float type to F32 (F64 rounded to odd when `odd`). */
 static float load_f32(mq_dtype dt, const void *src, size_t i, bool odd) {
     switch (dt) {
-    case MQ_F32: return ((const float *)src)[i];
-    case MQ_F16: return mq_f16_to_f32(((const uint16_t *)src)[i]);
-    case MQ_BF16: return mq_bf16_to_f32(((const uint16_t *)src)[i]);
+    case MQ_F32: return mq__ld_f32(src, i);
+    case MQ_F16: return mq_f16_to_f32(mq__ld_u16(src, i));
+    case MQ_BF16: return mq_bf16_to_f32(mq__ld_u16(src, i));
     default: {
-        double d = ((const double *)src)[i];
+        double d = mq__ld_f64(src, i);
         return odd ? f64_to_f32_odd(d) : (float)d;
     }
     }
@@ -140,6 +140,8 @@ mq_status mq_convert(mq_ctx *ctx, mq_dtype dst_dtype, void *dst, mq_dtype src_dt
         return mq__fail(ctx, MQ_ERR_INVALID, "conversion from %s to %s is not supported",
                         mq_dtype_name(src_dtype), mq_dtype_name(dst_dtype));
     if (n == 0) return MQ_OK;
+    if (n > SIZE_MAX / 8)
+        return mq__fail(ctx, MQ_ERR_INVALID, "conversion of %zu elements: size overflows", n);
     if (dst_dtype == src_dtype) {
         memcpy(dst, src, n * mq_dtype_size(src_dtype));
         return MQ_OK;
@@ -150,19 +152,16 @@ mq_status mq_convert(mq_ctx *ctx, mq_dtype dst_dtype, void *dst, mq_dtype src_dt
     else if (src_dtype == MQ_F32 && dst_dtype == MQ_F16) fn->f32_to_f16(src, dst, n);
     else if (src_dtype == MQ_F32 && dst_dtype == MQ_BF16) fn->f32_to_bf16(src, dst, n);
     else if (dst_dtype == MQ_F64) {
-        double *d = (double *)dst;
-        for (size_t i = 0; i < n; i++) d[i] = (double)load_f32(src_dtype, src, i, false);
+        for (size_t i = 0; i < n; i++) mq__st_f64(dst, i, (double)load_f32(src_dtype, src, i, false));
     } else if (dst_dtype == MQ_F32) {
-        float *d = (float *)dst;
-        for (size_t i = 0; i < n; i++) d[i] = load_f32(src_dtype, src, i, false);
+        for (size_t i = 0; i < n; i++) mq__st_f32(dst, i, load_f32(src_dtype, src, i, false));
     } else {
         /* to F16/BF16 from F64, F16 or BF16: through F32 (exact for F16/BF16 sources, rounded
          * to odd for F64, so the result is rounded once) */
-        uint16_t *d = (uint16_t *)dst;
         bool to_half = dst_dtype == MQ_F16;
         for (size_t i = 0; i < n; i++) {
             float f = load_f32(src_dtype, src, i, true);
-            d[i] = to_half ? mq_f32_to_f16(f) : mq_f32_to_bf16(f);
+            mq__st_u16(dst, i, to_half ? mq_f32_to_f16(f) : mq_f32_to_bf16(f));
         }
     }
     return MQ_OK;

@@ -1,0 +1,187 @@
+/* Quantized Linear throughput: GEMV 4096x4096 and 11008x4096, GEMM 4096x4096 at M = 32, per
+ * weight type and mode, weights hot (one copy, cache-resident where it fits) and cold (cycled
+ * through copies larger than the caches), on 1 and 2 threads. Prints GFLOP/s, weight GB/s,
+ * and ratios to f32 weights and to a read-bandwidth loop measured in the same run.
+ * BENCH_SHAPE=0|1|2 runs one shape only. */
+#include "monoquant.h"
+
+#include <immintrin.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t rng = 88172645463325252ull;
+static uint32_t rnd(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 11);
+}
+
+/* ---- read bandwidth baseline: four interleaved streams of 64-byte loads (as the kernels
+ * read four channel blocks), over `chunk` bytes at rotating offsets in a `total`-byte buffer:
+ * total == chunk is the hot case, a large total the cold case. ---- */
+typedef struct rd_arg {
+    const char *p;
+    size_t n;
+    uint64_t sum;
+} rd_arg;
+
+__attribute__((target("avx512f"))) static void *read_loop(void *v) {
+    rd_arg *a = (rd_arg *)v;
+    size_t q = a->n / 4 / 64 * 64;
+    __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
+    for (size_t i = 0; i < q; i += 64) {
+        s0 = _mm512_add_epi64(s0, _mm512_load_si512(a->p + i));
+        s1 = _mm512_add_epi64(s1, _mm512_load_si512(a->p + q + i));
+        s2 = _mm512_add_epi64(s2, _mm512_load_si512(a->p + 2 * q + i));
+        s3 = _mm512_add_epi64(s3, _mm512_load_si512(a->p + 3 * q + i));
+    }
+    a->sum = (uint64_t)_mm512_reduce_add_epi64(
+        _mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3)));
+    return NULL;
+}
+
+static char *rbuf;
+#define RBUF_BYTES (512ull << 20)
+
+static double read_bw(size_t total, size_t chunk, int threads, int reps) {
+    double best = 1e30;
+    chunk = chunk / 512 * 512;
+    for (int r = 0; r < reps; r++) {
+        size_t off = total == chunk ? 0 : (size_t)r * chunk % (total - chunk) / 64 * 64;
+        rd_arg a[2] = {{rbuf + off, chunk / threads, 0}, {rbuf + off + chunk / threads, chunk / threads, 0}};
+        pthread_t t;
+        double t0 = now_s();
+        if (threads == 2) pthread_create(&t, NULL, read_loop, &a[1]);
+        read_loop(&a[0]);
+        if (threads == 2) pthread_join(t, NULL);
+        double dt = now_s() - t0;
+        if (dt < best) best = dt;
+    }
+    return (double)chunk / best / 1e9;
+}
+
+/* ---- layers ---- */
+typedef struct kind {
+    const char *name;
+    mq_qtype type;
+    mq_act_mode act;
+} kind;
+
+static const kind kinds[] = {
+    {"f32", MQ_Q_NONE, MQ_ACT_F32},       {"bf16", MQ_Q_BF16, MQ_ACT_F32},
+    {"int8-dyn", MQ_Q_INT8, MQ_ACT_DYNAMIC}, {"int4-dyn", MQ_Q_INT4, MQ_ACT_DYNAMIC},
+    {"int8-w", MQ_Q_INT8, MQ_ACT_F32},    {"int4-w", MQ_Q_INT4, MQ_ACT_F32},
+};
+#define NKINDS (sizeof kinds / sizeof kinds[0])
+
+static mq_linear *make(mq_ctx *ctx, const kind *k, int64_t N, int64_t K, void *wbuf, float *sc) {
+    mq_linear_desc d;
+    mq_linear_desc_init(&d, k->type, N, K, wbuf);
+    d.act = k->act;
+    d.scale = sc;
+    if (k->type == MQ_Q_INT4) {
+        d.granularity = MQ_PER_GROUP;
+        d.group_size = 128;
+    }
+    mq_linear *lin = NULL;
+    if (mq_linear_create(ctx, &d, &lin) != MQ_OK) {
+        fprintf(stderr, "create %s: %s\n", k->name, mq_ctx_message(ctx));
+        exit(1);
+    }
+    return lin;
+}
+
+#define COLD_BYTES (256ull << 20)
+#define MAXCOPIES 40
+
+int main(void) {
+    const char *only = getenv("BENCH_SHAPE");
+    mq_ctx *ctx = mq_ctx_create();
+    if (!__builtin_cpu_supports("avx512f")) {
+        printf("bench_kernels: needs AVX-512 for its read-bandwidth baseline\n");
+        return 0;
+    }
+    rbuf = aligned_alloc(64, RBUF_BYTES);
+    memset(rbuf, 1, RBUF_BYTES);
+    printf("isa %s; read bandwidth, 16 MiB chunks cycled through %llu MiB: 1 thread %.1f GB/s, "
+           "2 threads %.1f GB/s\n", mq_isa_name(mq_ctx_isa(ctx)), RBUF_BYTES >> 20,
+           read_bw(RBUF_BYTES, 16u << 20, 1, 40), read_bw(RBUF_BYTES, 16u << 20, 2, 40));
+    static const struct { int64_t M, N, K; } shapes[] = {{1, 4096, 4096}, {1, 11008, 4096},
+                                                         {32, 4096, 4096}};
+    /* source weights, shared by all copies: random codes and floats */
+    size_t maxe = 11008u * 4096u;
+    float *wf = malloc(maxe * 4), *sc = malloc(11008u * 64 * 4);
+    for (size_t i = 0; i < maxe; i++) wf[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-4f;
+    for (size_t i = 0; i < 11008u * 64; i++) sc[i] = 1e-3f * (float)(rnd() % 100 + 1);
+    uint32_t *wb = (uint32_t *)malloc(maxe * 4); /* codes for every format */
+    for (size_t i = 0; i < maxe; i++) wb[i] = rnd();
+    uint16_t *wbf = (uint16_t *)malloc(maxe * 2);
+    mq_convert(ctx, MQ_BF16, wbf, MQ_F32, wf, maxe);
+    printf("%-5s %-12s %-8s %-4s %2s %9s %8s %8s %7s %8s %6s %6s\n", "M", "N x K", "type", "w",
+           "th", "ms", "GFLOP/s", "wGB/s", "x f32", "x readBW", "rdGB/s", "x 1th");
+    for (size_t s = 0; s < 3; s++) {
+        if (only && (size_t)atoi(only) != s) continue;
+        int64_t M = shapes[s].M, N = shapes[s].N, K = shapes[s].K;
+        float *x = malloc((size_t)(M * K) * 4), *y = malloc((size_t)(M * N) * 4);
+        for (int64_t i = 0; i < M * K; i++) x[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
+        double f32_ms[2][3] = {{0}}, one_ms = 0;
+        for (size_t ki = 0; ki < NKINDS; ki++) {
+            const kind *k = &kinds[ki];
+            void *src = k->type == MQ_Q_NONE ? (void *)wf : k->type == MQ_Q_BF16 ? (void *)wbf
+                                                                                    : (void *)wb;
+            mq_linear *lin[MAXCOPIES];
+            lin[0] = make(ctx, k, N, K, src, sc);
+            uint64_t wbytes = mq_linear_weight_bytes(lin[0]);
+            int copies = (int)((COLD_BYTES + wbytes - 1) / wbytes);
+            if (copies < 2) copies = 2;
+            if (copies > MAXCOPIES) copies = MAXCOPIES;
+            for (int c = 1; c < copies; c++) lin[c] = make(ctx, k, N, K, src, sc);
+            for (int cold = 0; cold < 2; cold++)
+                for (int th = 1; th <= 2; th++) {
+                    mq_ctx_set_threads(ctx, th);
+                    mq_linear_forward(ctx, lin[0], x, M, y); /* warm scratch and pool */
+                    int reps = cold ? copies * (M > 1 ? 1 : 3) : (M > 1 ? 5 : 30);
+                    if (reps < 4) reps = 4;
+                    double best = 1e30;
+                    for (int r = 0; r < reps; r++) {
+                        mq_linear *l = lin[cold ? r % copies : 0];
+                        double t0 = now_s();
+                        mq_linear_forward(ctx, l, x, M, y);
+                        double dt = now_s() - t0;
+                        if (dt < best) best = dt;
+                    }
+                    double ms = best * 1e3, gflops = 2.0 * M * N * K / best / 1e9;
+                    double gbs = (double)wbytes / best / 1e9;
+                    double rd = read_bw(cold ? RBUF_BYTES : wbytes, wbytes, th, cold ? 12 : 20);
+                    if (ki == 0) f32_ms[cold][th] = ms;
+                    if (th == 1) one_ms = ms;
+                    char shape[32];
+                    snprintf(shape, sizeof shape, "%lldx%lld", (long long)N, (long long)K);
+                    printf("%-5lld %-12s %-8s %-4s %2d %9.3f %8.1f %8.1f %7.2f %8.2f %6.1f %6.2f\n",
+                           (long long)M, shape, k->name, cold ? "cold" : "hot", th, ms, gflops,
+                           gbs, f32_ms[cold][th] / ms, gbs / rd, rd, one_ms / ms);
+                    fflush(stdout);
+                }
+            for (int c = 0; c < copies; c++) mq_linear_free(lin[c]);
+        }
+        free(x);
+        free(y);
+    }
+    free(wf);
+    free(sc);
+    free(wb);
+    free(wbf);
+    free(rbuf);
+    mq_ctx_free(ctx);
+    return 0;
+}

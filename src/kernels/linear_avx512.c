@@ -1,0 +1,311 @@
+/* AVX-512 Linear kernels (VNNI vpdpbusd for integer activations). Sixteen output channels
+ * per register; tiles of MR rows x NB channel blocks keep their accumulators in registers.
+ * Each lane performs the reference's operations in the reference's order (kernels.h), so
+ * results are bit-identical to linear_ref.c. */
+#include "kernels/kernels.h"
+
+#include <immintrin.h>
+
+#define INLINE static inline __attribute__((always_inline))
+/* Loops over the tile's rows and blocks must unroll fully so accumulators live in registers. */
+#if defined(__clang__)
+#define UNROLL _Pragma("clang loop unroll(full)")
+#else
+#define UNROLL _Pragma("GCC unroll 8")
+#endif
+
+/* acc + x * w, fused; the asm form keeps GCC from copying accumulators around (as dpbusd). */
+INLINE __m512 fma_acc(__m512 acc, __m512 x, __m512 w) {
+#if defined(__clang__)
+    return _mm512_fmadd_ps(x, w, acc);
+#else
+    __asm__("vfmadd231ps %2, %1, %0" : "+v"(acc) : "v"(x), "v"(w));
+    return acc;
+#endif
+}
+
+INLINE __m512 load_wf(const mq__lin *L, int64_t b, int64_t k) {
+    int64_t i = (b * L->K + k) * MQ__LANES;
+    if (L->kind == MQ__W_F32) return _mm512_load_ps((const float *)L->w + i);
+    __m256i h = _mm256_load_si256((const __m256i *)((const uint16_t *)L->w + i));
+    if (L->kind == MQ__W_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+INLINE void store_out(const mq__lin *L, float *y, int64_t b, __m512 v) {
+    int64_t n0 = b * MQ__LANES, left = L->N - n0;
+    if (left >= MQ__LANES) _mm512_storeu_ps(y + n0, v);
+    else _mm512_mask_storeu_ps(y + n0, (__mmask16)((1u << left) - 1u), v);
+}
+
+INLINE void float_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
+                       int64_t ldy, const int MR, const int NB) {
+    __m512 acc[4][4];
+UNROLL
+    for (int r = 0; r < MR; r++)
+UNROLL
+        for (int j = 0; j < NB; j++) acc[r][j] = _mm512_setzero_ps();
+    const float *x = A->xf + m * L->Kp;
+    for (int64_t k = 0; k < L->K; k++) {
+        __m512 w[4];
+UNROLL
+        for (int j = 0; j < NB; j++) w[j] = load_wf(L, b + j, k);
+UNROLL
+        for (int r = 0; r < MR; r++) {
+            __m512 xv = _mm512_set1_ps(x[r * L->Kp + k]);
+UNROLL
+            for (int j = 0; j < NB; j++) acc[r][j] = fma_acc(acc[r][j], xv, w[j]);
+        }
+    }
+UNROLL
+    for (int r = 0; r < MR; r++)
+UNROLL
+        for (int j = 0; j < NB; j++)
+            store_out(L, y + (m + r) * ldy, b + j,
+                      _mm512_add_ps(acc[r][j], _mm512_load_ps(L->bias + (b + j) * MQ__LANES)));
+}
+
+/* Zero point (nibble value of w = 0) of the 4-bit group, as 32-bit lanes. */
+INLINE __m512i zq4_lanes(const mq__lin *L, int64_t b, int64_t g) {
+    if (L->has_zq4) return _mm512_and_si512(_mm512_load_si512(L->zq4 + mq__gidx(L, b, g)),
+                                            _mm512_set1_epi32(15));
+    return _mm512_set1_epi32(L->zq_const);
+}
+
+INLINE void wonly_tile_k(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
+                         int64_t ldy, const int MR, const int NB, const bool four) {
+    __m512 acc[4][4], part[4][4];
+    const float *x = A->xf + m * L->Kp;
+UNROLL
+    for (int r = 0; r < MR; r++)
+UNROLL
+        for (int j = 0; j < NB; j++) acc[r][j] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < L->G; g++) {
+        int64_t k0 = g * L->gs, k1 = k0 + L->gs < L->Kp ? k0 + L->gs : L->Kp;
+        __m512i zero[4];
+UNROLL
+        for (int j = 0; j < NB; j++) {
+            if (four) zero[j] = zq4_lanes(L, b + j, g);
+            else if (L->has_zpw) zero[j] = _mm512_load_si512(L->zpw + mq__gidx(L, b + j, g));
+            else zero[j] = _mm512_setzero_si512();
+        }
+UNROLL
+        for (int r = 0; r < MR; r++)
+UNROLL
+            for (int j = 0; j < NB; j++) part[r][j] = _mm512_setzero_ps();
+        const int step = four ? 8 : 4;
+        for (int64_t k = k0; k < k1; k += step) {
+            __m512i v[4];
+UNROLL
+            for (int j = 0; j < NB; j++) {
+                if (four)
+                    v[j] = _mm512_load_si512((const uint32_t *)L->w +
+                                             ((b + j) * (L->Kp / 8) + k / 8) * MQ__LANES);
+                else
+                    v[j] = _mm512_load_si512((const int8_t *)L->w +
+                                             ((b + j) * (L->Kp / 4) + k / 4) * MQ__LANES * 4);
+            }
+UNROLL
+            for (int i = 0; i < step; i++) {
+                __m512 w[4];
+UNROLL
+                for (int j = 0; j < NB; j++) {
+                    __m512i e;
+                    if (four)
+                        e = _mm512_and_si512(_mm512_srli_epi32(v[j], 8 * (i % 4) + 4 * (i / 4)),
+                                             _mm512_set1_epi32(15));
+                    else
+                        e = _mm512_srai_epi32(_mm512_slli_epi32(v[j], 24 - 8 * i), 24);
+                    w[j] = _mm512_cvtepi32_ps(_mm512_sub_epi32(e, zero[j]));
+                }
+UNROLL
+                for (int r = 0; r < MR; r++) {
+                    __m512 xv = _mm512_set1_ps(x[r * L->Kp + k + i]);
+UNROLL
+                    for (int j = 0; j < NB; j++)
+                        part[r][j] = fma_acc(part[r][j], xv, w[j]);
+                }
+            }
+        }
+UNROLL
+        for (int j = 0; j < NB; j++) {
+            __m512 s = _mm512_load_ps(L->scale + mq__gidx(L, b + j, g));
+UNROLL
+            for (int r = 0; r < MR; r++) acc[r][j] = _mm512_fmadd_ps(s, part[r][j], acc[r][j]);
+        }
+    }
+UNROLL
+    for (int r = 0; r < MR; r++)
+UNROLL
+        for (int j = 0; j < NB; j++)
+            store_out(L, y + (m + r) * ldy, b + j,
+                      _mm512_add_ps(acc[r][j], _mm512_load_ps(L->bias + (b + j) * MQ__LANES)));
+}
+
+/* The step loop over a word's k values must have a constant trip count to unroll. */
+INLINE void wonly_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
+                       int64_t ldy, const int MR, const int NB) {
+    if (L->kind == MQ__W_I4) wonly_tile_k(L, A, m, b, y, ldy, MR, NB, true);
+    else wonly_tile_k(L, A, m, b, y, ldy, MR, NB, false);
+}
+
+/* acc += u8 a x s8 w per 32-bit lane (vpdpbusd). GCC 12 surrounds the builtin with register
+ * copies and spills in these tiles; the asm form with a tied operand avoids them. */
+INLINE __m512i dpbusd(__m512i acc, __m512i a, __m512i w) {
+#if defined(__clang__)
+    return _mm512_dpbusd_epi32(acc, a, w);
+#else
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(w));
+    return acc;
+#endif
+}
+
+INLINE __m512i bcast32(const uint8_t *p) {
+    int32_t v;
+    __builtin_memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+INLINE void int_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
+                     int64_t ldy, const int MR, const int NB) {
+    __m512 acc[4][4];
+    __m512i dot[4][4];
+    const uint8_t *xu = A->xu + m * L->Kp;
+    const bool four = L->kind == MQ__W_I4;
+    const __m512i low4 = _mm512_set1_epi8(15);
+UNROLL
+    for (int r = 0; r < MR; r++)
+UNROLL
+        for (int j = 0; j < NB; j++) acc[r][j] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < L->G; g++) {
+        int64_t k0 = g * L->gs, k1 = k0 + L->gs < L->Kp ? k0 + L->gs : L->Kp;
+UNROLL
+        for (int r = 0; r < MR; r++)
+UNROLL
+            for (int j = 0; j < NB; j++) dot[r][j] = _mm512_setzero_si512();
+        if (four) {
+            __m512i zq[4];
+UNROLL
+            for (int j = 0; j < NB; j++)
+                zq[j] = L->has_zq4 ? _mm512_load_si512(L->zq4 + mq__gidx(L, b + j, g))
+                                   : _mm512_set1_epi8((char)L->zq_const);
+            const uint32_t *w = (const uint32_t *)L->w + k0 / 8 * MQ__LANES;
+            for (int64_t k = k0; k < k1; k += 8, w += MQ__LANES) {
+                __m512i lo[4], hi[4];
+UNROLL
+                for (int j = 0; j < NB; j++) {
+                    __m512i v = _mm512_load_si512(w + (b + j) * (L->Kp / 8) * MQ__LANES);
+                    lo[j] = _mm512_sub_epi8(_mm512_and_si512(v, low4), zq[j]);
+                    hi[j] = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), low4), zq[j]);
+                }
+UNROLL
+                for (int r = 0; r < MR; r++) {
+                    __m512i a0 = bcast32(xu + r * L->Kp + k), a1 = bcast32(xu + r * L->Kp + k + 4);
+UNROLL
+                    for (int j = 0; j < NB; j++) {
+                        dot[r][j] = dpbusd(dot[r][j], a0, lo[j]);
+                        dot[r][j] = dpbusd(dot[r][j], a1, hi[j]);
+                    }
+                }
+            }
+        } else {
+            const int8_t *w = (const int8_t *)L->w + k0 / 4 * MQ__LANES * 4;
+            for (int64_t k = k0; k < k1; k += 4, w += MQ__LANES * 4) {
+                __m512i v[4];
+UNROLL
+                for (int j = 0; j < NB; j++)
+                    v[j] = _mm512_load_si512(w + (b + j) * (L->Kp / 4) * MQ__LANES * 4);
+UNROLL
+                for (int r = 0; r < MR; r++) {
+                    __m512i a = bcast32(xu + r * L->Kp + k);
+UNROLL
+                    for (int j = 0; j < NB; j++) dot[r][j] = dpbusd(dot[r][j], a, v[j]);
+                }
+            }
+        }
+UNROLL
+        for (int j = 0; j < NB; j++) {
+            int64_t ti = mq__gidx(L, b + j, g);
+            __m512 s = _mm512_load_ps(L->scale + ti);
+            __m512i k1v = _mm512_load_si512(L->k1 + ti);
+UNROLL
+            for (int r = 0; r < MR; r++) {
+                __m512i d = _mm512_add_epi32(dot[r][j], k1v);
+                if (L->has_zpw)
+                    d = _mm512_sub_epi32(d, _mm512_mullo_epi32(
+                                                _mm512_load_si512(L->zpw + ti),
+                                                _mm512_set1_epi32(A->xusum[(m + r) * L->G + g])));
+                acc[r][j] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(d), acc[r][j]);
+            }
+        }
+    }
+UNROLL
+    for (int r = 0; r < MR; r++) {
+        __m512 sx = _mm512_set1_ps(A->sx[m + r]);
+UNROLL
+        for (int j = 0; j < NB; j++)
+            store_out(L, y + (m + r) * ldy, b + j,
+                      _mm512_fmadd_ps(acc[r][j], sx, _mm512_load_ps(L->bias + (b + j) * MQ__LANES)));
+    }
+}
+
+typedef void (*tile_body)(const mq__lin *, const mq__act *, int64_t, int64_t, float *, int64_t);
+
+/* Instantiations: MR rows x NB channel blocks. */
+#define INST(name, fn, MR, NB)                                                                  \
+    static void name##_##MR##x##NB(const mq__lin *L, const mq__act *A, int64_t m, int64_t b,  \
+                                   float *y, int64_t ldy) {                                     \
+        fn(L, A, m, b, y, ldy, MR, NB);                                                         \
+    }
+#define INST_ALL(name, fn)                                                                      \
+    INST(name, fn, 1, 1) INST(name, fn, 2, 1) INST(name, fn, 3, 1) INST(name, fn, 4, 1)        \
+    INST(name, fn, 1, 2) INST(name, fn, 2, 2) INST(name, fn, 3, 2) INST(name, fn, 4, 2)        \
+    INST(name, fn, 1, 4) INST(name, fn, 2, 4) INST(name, fn, 3, 4) INST(name, fn, 4, 4)        \
+    static const tile_body name##_table[5][3] = {                                              \
+        {0, 0, 0},                                                                              \
+        {name##_1x1, name##_1x2, name##_1x4},                                                   \
+        {name##_2x1, name##_2x2, name##_2x4},                                                   \
+        {name##_3x1, name##_3x2, name##_3x4},                                                   \
+        {name##_4x1, name##_4x2, name##_4x4}};
+
+INST_ALL(flt, float_tile)
+INST_ALL(wo, wonly_tile)
+INST_ALL(itg, int_tile)
+
+/* Covers rows [m0, m1) x blocks [b0, b1): four blocks at a time for single rows (more
+ * independent accumulators while streaming weights), else 4 x 2 tiles. */
+static void drive(const tile_body (*tab)[3], const mq__lin *L, const mq__act *A, int64_t m0,
+                  int64_t m1, int64_t b0, int64_t b1, float *y, int64_t ldy) {
+    int64_t b = b0;
+    for (; b + 4 <= b1; b += 4)
+        for (int64_t m = m0; m < m1; m += 4) {
+            int mr = m1 - m >= 4 ? 4 : (int)(m1 - m);
+            tab[mr][2](L, A, m, b, y, ldy);
+        }
+    for (; b < b1; b += 2) {
+        int nb = b + 2 <= b1 ? 2 : 1;
+        for (int64_t m = m0; m < m1; m += 4) {
+            int mr = m1 - m >= 4 ? 4 : (int)(m1 - m);
+            tab[mr][nb - 1](L, A, m, b, y, ldy);
+        }
+    }
+}
+
+static void tile_float(const mq__lin *L, const mq__act *A, int64_t m0, int64_t m1, int64_t b0,
+                       int64_t b1, float *y, int64_t ldy) {
+    drive(flt_table, L, A, m0, m1, b0, b1, y, ldy);
+}
+static void tile_wonly(const mq__lin *L, const mq__act *A, int64_t m0, int64_t m1, int64_t b0,
+                       int64_t b1, float *y, int64_t ldy) {
+    drive(wo_table, L, A, m0, m1, b0, b1, y, ldy);
+}
+static void tile_integer(const mq__lin *L, const mq__act *A, int64_t m0, int64_t m1, int64_t b0,
+                         int64_t b1, float *y, int64_t ldy) {
+    drive(itg_table, L, A, m0, m1, b0, b1, y, ldy);
+}
+
+static const mq__linear_fns fns = {tile_float, tile_wonly, tile_integer};
+
+const mq__linear_fns *mq__linear_fns_avx512(const mq_cpu *cpu) {
+    return cpu->avx512f && cpu->avx512bw && cpu->avx512vnni && cpu->f16c && cpu->fma ? &fns : NULL;
+}

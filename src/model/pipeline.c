@@ -1,0 +1,439 @@
+/* mq_quantize_file: plan -> header -> stream each tensor in row chunks through the
+ * quantizer into the writer -> error figures -> commit. Buffers are allocated once at their
+ * largest chunk size and reused; input pages already consumed are handed back to the kernel,
+ * so memory stays bounded whatever the model size. */
+#include "model/pipeline_internal.h"
+#include "io/model_internal.h"
+#include "io/writer_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Elements per chunk: a few MB of F32 scratch, enough rows for every thread. */
+#define CHUNK_ELEMS ((int64_t)1 << 20)
+/* Bytes of an unconverted tensor passed to the writer at a time. */
+#define COPY_SLICE ((uint64_t)8 << 20)
+
+typedef struct stream {
+    mq_ctx *ctx;
+    const mq_model *model;
+    mq_writer *w;
+    const mq_quantize_options *opts;
+    uint8_t *out;        /* converted chunk */
+    float *deq;          /* F32 scratch: the dequantized chunk */
+    size_t out_cap, f32_cap;
+    float *scale;        /* whole-tensor scales */
+    uint8_t *zp;
+    size_t scale_cap, zp_cap;
+    uint64_t done, total; /* input bytes, for progress */
+} stream;
+
+static mq_status ensure(mq_ctx *ctx, void **buf, size_t *cap, size_t need) {
+    if (need <= *cap) return MQ_OK;
+    mq__free(ctx, *buf);
+    *cap = 0;
+    *buf = mq__malloc(ctx, need);
+    if (!*buf) return MQ_ERR_NOMEM;
+    *cap = need;
+    return MQ_OK;
+}
+
+/* Drops consumed input pages from this process (they stay in the page cache). Only for
+ * ranges inside a read-only file mapping of the model; owned buffers are left alone. */
+void mq__release_input(const mq_model *m, const void *p, uint64_t n) {
+    uintptr_t b = (uintptr_t)p, e = b + (uintptr_t)n;
+    for (size_t i = 0; i < m->nmaps; i++) {
+        uintptr_t mb = (uintptr_t)m->maps[i].addr, me = mb + m->maps[i].len;
+        if (!m->maps[i].addr || b < mb || e > me) continue;
+        uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+        uintptr_t ab = (b + page - 1) & ~(page - 1), ae = e & ~(page - 1);
+        if (ae > ab) madvise((void *)ab, ae - ab, MADV_DONTNEED);
+        return;
+    }
+}
+
+static mq_status progress(stream *s, const char *name, uint64_t add) {
+    s->done += add;
+    return mq__progress(s->ctx, name, s->done, s->total);
+}
+
+static mq_status copy_tensor(stream *s, const mq__plan_entry *e) {
+    const mq_tensor *t = e->src;
+    const uint8_t *p = (const uint8_t *)t->data;
+    for (uint64_t off = 0; off < t->nbytes; off += COPY_SLICE) {
+        uint64_t k = t->nbytes - off < COPY_SLICE ? t->nbytes - off : COPY_SLICE;
+        MQ_TRY(mq_writer_write(s->w, p + off, (size_t)k));
+        mq__release_input(s->model, p + off, k);
+        MQ_TRY(progress(s, t->name, k));
+    }
+    return MQ_OK;
+}
+
+static mq_status nonfinite_error(stream *s, const mq_tensor *t) {
+    return mq__fail(s->ctx, MQ_ERR_QUANT,
+                    "tensor '%s': contains NaN or Inf (--skip-nonfinite keeps such tensors "
+                    "unconverted)", t->name);
+}
+
+static mq_status cast_tensor(stream *s, const mq__plan_entry *e, mq__err_acc *acc) {
+    const mq_tensor *t = e->src;
+    mq_dtype dt = e->spec.type == MQ_Q_FP16 ? MQ_F16 : MQ_BF16;
+    size_t es = mq_dtype_size(t->dtype);
+    for (uint64_t off = 0; off < t->numel; off += (uint64_t)CHUNK_ELEMS) {
+        size_t n = (size_t)(t->numel - off < (uint64_t)CHUNK_ELEMS ? t->numel - off : CHUNK_ELEMS);
+        const uint8_t *src = (const uint8_t *)t->data + off * es;
+        MQ_TRY(mq_convert(s->ctx, dt, s->out, t->dtype, src, n));
+        MQ_TRY(mq_writer_write(s->w, s->out, n * 2));
+        MQ_TRY(mq_convert(s->ctx, MQ_F32, s->deq, dt, s->out, n));
+        double before = acc->sum_a2;
+        MQ_TRY(mq__err_acc_add(s->ctx, acc, t->dtype, src, s->deq, n));
+        if (!isfinite(acc->sum_a2) && isfinite(before)) return nonfinite_error(s, t);
+        mq__release_input(s->model, src, n * es);
+        MQ_TRY(progress(s, t->name, n * es));
+    }
+    return MQ_OK;
+}
+
+static mq_status quantize_tensor(stream *s, const mq__plan_entry *e, mq__err_acc *acc) {
+    mq_ctx *ctx = s->ctx;
+    const mq_tensor *t = e->src;
+    const mq_qlayout *L = &e->layout;
+    mq_qspec spec = e->spec;
+    spec.importance = e->importance;
+    int64_t rows_per_chunk = CHUNK_ELEMS / (L->cols ? L->cols : 1);
+    if (rows_per_chunk < 1) rows_per_chunk = 1;
+    size_t zsz = L->has_zero_point ? mq_dtype_size(L->zero_point_dtype) : 0;
+    MQ_TRY(ensure(ctx, (void **)&s->scale, &s->scale_cap, (size_t)L->nscales * sizeof(float)));
+    if (zsz) MQ_TRY(ensure(ctx, (void **)&s->zp, &s->zp_cap, (size_t)L->nscales * zsz));
+    size_t es = mq_dtype_size(t->dtype);
+    uint64_t row_in = (uint64_t)L->cols * es;
+    int64_t scales_per_row = spec.granularity == MQ_PER_TENSOR ? 0 : L->groups_per_row;
+    for (int64_t rb = 0; rb < L->rows; rb += rows_per_chunk) {
+        int64_t re = rb + rows_per_chunk < L->rows ? rb + rows_per_chunk : L->rows;
+        int64_t nr = re - rb;
+        mq_status st = mq_quantize_rows(ctx, &spec, L, t->dtype, t->data, rb, re, s->out,
+                                        s->scale, zsz ? s->zp : NULL);
+        if (st == MQ_ERR_QUANT && !strstr(mq_ctx_message(ctx), t->name))
+            return mq__fail_prefix(ctx, "tensor '%s'", t->name);
+        if (st != MQ_OK) return st;
+        MQ_TRY(mq_writer_write(s->w, s->out, (size_t)((uint64_t)nr * L->row_bytes)));
+        if (s->opts->error_stats) {
+            int64_t shape[MQ_MAX_DIMS];
+            memcpy(shape, t->shape, sizeof shape);
+            shape[0] = nr;
+            mq_qlayout cl;
+            MQ_TRY(mq_qlayout_init(ctx, &spec, t->ndim, shape, &cl));
+            size_t sofs = (size_t)(rb * scales_per_row);
+            MQ_TRY(mq_dequantize_rows(ctx, &spec, &cl, s->out, s->scale + sofs,
+                                      zsz ? s->zp + sofs * zsz : NULL, 0, nr, s->deq));
+            size_t n = (size_t)((uint64_t)nr * (uint64_t)L->cols);
+            MQ_TRY(mq__err_acc_add(ctx, acc, t->dtype, (const uint8_t *)t->data + (uint64_t)rb * row_in,
+                                   s->deq, n));
+        }
+        /* per-tensor parameters need every row on the first call: keep the pages until then */
+        if (spec.granularity != MQ_PER_TENSOR)
+            mq__release_input(s->model, (const uint8_t *)t->data + (uint64_t)rb * row_in,
+                          (uint64_t)nr * row_in);
+        MQ_TRY(progress(s, t->name, (uint64_t)nr * row_in));
+    }
+    if (spec.granularity == MQ_PER_TENSOR) mq__release_input(s->model, t->data, t->nbytes);
+    /* companions, in plan order: scale, zero point, shape, input parameters */
+    MQ_TRY(mq_writer_write(s->w, s->scale, (size_t)L->nscales * sizeof(float)));
+    if (zsz) MQ_TRY(mq_writer_write(s->w, s->zp, (size_t)L->nscales * zsz));
+    if (e->spec.type == MQ_Q_INT4 || e->spec.type == MQ_Q_UINT4) {
+        uint8_t dims[MQ_MAX_DIMS * 8];
+        for (int d = 0; d < t->ndim; d++) mq__store_le64(dims + 8 * d, (uint64_t)t->shape[d]);
+        MQ_TRY(mq_writer_write(s->w, dims, (size_t)t->ndim * 8));
+    }
+    if (e->has_input_params) {
+        uint8_t sc[4], zp = (uint8_t)e->input_zero_point;
+        uint32_t bits;
+        memcpy(&bits, &e->input_scale, 4);
+        mq__store_le32(sc, bits);
+        MQ_TRY(mq_writer_write(s->w, sc, 4));
+        MQ_TRY(mq_writer_write(s->w, &zp, 1));
+    }
+    return MQ_OK;
+}
+
+/* Sizes the scratch buffers for the largest chunk of the plan. */
+static mq_status size_buffers(stream *s, const mq__plan *p) {
+    size_t out_need = 1, f32_need = 1;
+    for (size_t i = 0; i < p->n; i++) {
+        const mq__plan_entry *e = &p->entries[i];
+        if (e->action == MQ_ACTION_CAST) {
+            uint64_t n = e->src->numel < (uint64_t)CHUNK_ELEMS ? e->src->numel : CHUNK_ELEMS;
+            if (n * 2 > out_need) out_need = (size_t)n * 2;
+            if (n * 4 > f32_need) f32_need = (size_t)n * 4;
+        } else if (e->action == MQ_ACTION_QUANTIZE) {
+            const mq_qlayout *L = &e->layout;
+            int64_t r = CHUNK_ELEMS / (L->cols ? L->cols : 1);
+            if (r < 1) r = 1;
+            if (r > L->rows) r = L->rows;
+            uint64_t ob = (uint64_t)r * L->row_bytes, fb = (uint64_t)r * (uint64_t)L->cols * 4;
+            if (ob > out_need) out_need = (size_t)ob;
+            if (fb > f32_need) f32_need = (size_t)fb;
+        }
+    }
+    MQ_TRY(ensure(s->ctx, (void **)&s->out, &s->out_cap, out_need));
+    return ensure(s->ctx, (void **)&s->deq, &s->f32_cap, f32_need);
+}
+
+static void free_stream(stream *s) {
+    mq__free(s->ctx, s->out);
+    mq__free(s->ctx, s->deq);
+    mq__free(s->ctx, s->scale);
+    mq__free(s->ctx, s->zp);
+}
+
+/* Refuses an output that is the input (or one of its shards). */
+static mq_status check_not_input(mq_ctx *ctx, const mq_model *m, const char *in, const char *out) {
+    struct stat so;
+    if (stat(out, &so) != 0) return MQ_OK;
+    struct stat si;
+    if (stat(in, &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)
+        return mq__fail(ctx, MQ_ERR_INVALID, "%s: the output is the input file; refusing to "
+                        "overwrite it", out);
+    for (size_t i = 0; i < m->nmaps; i++)
+        if (stat(m->maps[i].path, &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)
+            return mq__fail(ctx, MQ_ERR_INVALID, "%s: the output is an input file (%s); "
+                            "refusing to overwrite it", out, m->maps[i].path);
+    return MQ_OK;
+}
+
+/* ---- metadata ------------------------------------------------------------------------- */
+
+typedef struct meta_list {
+    mq_kv *kv;
+    char **owned;
+    size_t n, cap, nowned, cap_owned;
+} meta_list;
+
+static mq_status meta_put(mq_ctx *ctx, meta_list *ml, const char *key, const char *value,
+                          bool own_key, bool own_value) {
+    mq_status st = mq__grow(ctx, (void **)&ml->kv, &ml->cap, ml->n + 1, sizeof *ml->kv);
+    if (st == MQ_OK)
+        st = mq__grow(ctx, (void **)&ml->owned, &ml->cap_owned, ml->nowned + 2, sizeof *ml->owned);
+    if (st != MQ_OK || !key || !value) {
+        if (own_key) mq__free(ctx, (void *)key);
+        if (own_value) mq__free(ctx, (void *)value);
+        return st != MQ_OK ? st : MQ_ERR_NOMEM;
+    }
+    if (own_key) ml->owned[ml->nowned++] = (char *)key;
+    if (own_value) ml->owned[ml->nowned++] = (char *)value;
+    for (size_t i = 0; i < ml->n; i++)
+        if (!strcmp(ml->kv[i].key, key)) {
+            ml->kv[i].value = value;
+            return MQ_OK;
+        }
+    ml->kv[ml->n++] = (mq_kv){key, value};
+    return MQ_OK;
+}
+
+static void meta_free(mq_ctx *ctx, meta_list *ml) {
+    for (size_t i = 0; i < ml->nowned; i++) mq__free(ctx, ml->owned[i]);
+    mq__free(ctx, ml->owned);
+    mq__free(ctx, ml->kv);
+}
+
+/* Room reserved in the stored config for the error figures, filled in after the data. */
+static size_t error_room(const mq__plan *p) { return (p->nquantized + p->ncast) * 120 + 16; }
+
+static mq_status build_meta(mq_ctx *ctx, const mq_model *m, const mq__plan *p,
+                            const mq_quantize_options *o, meta_list *ml) {
+    for (size_t i = 0; i < mq_model_metadata_count(m); i++) {
+        const char *k = mq_model_metadata_key(m, i);
+        if (!strcmp(k, "format") || !strncmp(k, MQ__META_TENSOR_PREFIX,
+                                             strlen(MQ__META_TENSOR_PREFIX)))
+            continue;
+        MQ_TRY(meta_put(ctx, ml, k, mq_model_metadata_value(m, i), false, false));
+    }
+    char *cfg = NULL;
+    MQ_TRY(mq__config_json(ctx, p, o, NULL, &cfg));
+    size_t len = strlen(cfg), room = error_room(p);
+    char *padded = (char *)mq__realloc(ctx, cfg, len + 1, len + room + 1);
+    if (!padded) {
+        mq__free(ctx, cfg);
+        return MQ_ERR_NOMEM;
+    }
+    memset(padded + len, ' ', room);
+    padded[len + room] = 0;
+    MQ_TRY(meta_put(ctx, ml, MQ__META_CONFIG, padded, false, true));
+    char scheme[64];
+    mq_qspec_name(&o->spec, scheme, sizeof scheme);
+    MQ_TRY(meta_put(ctx, ml, MQ__META_SCHEME, mq__strdup(ctx, scheme), false, true));
+    MQ_TRY(meta_put(ctx, ml, MQ__META_FORMAT, MQ__FORMAT_VERSION, false, false));
+    for (size_t i = 0; i < p->n; i++) {
+        const mq__plan_entry *e = &p->entries[i];
+        if (e->action == MQ_ACTION_KEEP) continue;
+        size_t k = strlen(MQ__META_TENSOR_PREFIX) + strlen(e->src->name) + 1;
+        char *key = (char *)mq__malloc(ctx, k);
+        char val[160];
+        if (key) snprintf(key, k, "%s%s", MQ__META_TENSOR_PREFIX, e->src->name);
+        mq__spec_to_meta(&e->spec, e->src->dtype, val, sizeof val);
+        MQ_TRY(meta_put(ctx, ml, key, mq__strdup(ctx, val), true, true));
+    }
+    return MQ_OK;
+}
+
+/* JSON-escaped text as the safetensors header holds it (no quotes). */
+static mq_status escaped(mq_ctx *ctx, const char *s, mq__sb *out) {
+    out->ctx = ctx;
+    mq__sb_json_str(out, s);
+    if (out->failed) return MQ_ERR_NOMEM;
+    memmove(out->s, out->s + 1, out->len - 2);
+    out->len -= 2;
+    out->s[out->len] = 0;
+    return MQ_OK;
+}
+
+/* Replaces the stored config (reserved with trailing spaces) by the one with the error
+ * figures, in place in the safetensors header. Left as it is when the header does not hold
+ * the expected bytes (e.g. another output format). */
+static mq_status patch_config(mq_ctx *ctx, mq_writer *w, const mq__plan *p, const char *old_cfg,
+                              const char *new_cfg) {
+    if (w->format != MQ_FORMAT_SAFETENSORS) return MQ_OK;
+    mq__sb eo = {0}, en = {0};
+    mq_status st = escaped(ctx, old_cfg, &eo);
+    if (st == MQ_OK) st = escaped(ctx, new_cfg, &en);
+    size_t room = error_room(p);
+    uint8_t *hdr = NULL;
+    int fd = -1;
+    if (st != MQ_OK || en.len > eo.len + room) goto done;
+    st = mq__writer_patch(w, 0, "", 0); /* flushes */
+    if (st != MQ_OK) goto done;
+    fd = open(w->tmp_path, O_RDONLY | O_CLOEXEC);
+    uint8_t lenb[8];
+    if (fd < 0 || pread(fd, lenb, 8, 0) != 8) goto done;
+    uint64_t hlen = mq__load_le64(lenb);
+    if (hlen > ((uint64_t)100 << 20) || hlen < eo.len) goto done;
+    hdr = (uint8_t *)mq__malloc(ctx, (size_t)hlen);
+    if (!hdr) {
+        st = MQ_ERR_NOMEM;
+        goto done;
+    }
+    if (pread(fd, hdr, (size_t)hlen, 8) != (ssize_t)hlen) goto done;
+    const char *key = "\"" MQ__META_CONFIG "\":";
+    uint8_t *k = (uint8_t *)memmem(hdr, (size_t)hlen, key, strlen(key));
+    if (!k) goto done;
+    uint8_t *v = (uint8_t *)memmem(k, (size_t)(hdr + hlen - k), eo.s, eo.len);
+    if (!v || (size_t)(hdr + hlen - v) < eo.len + room + 1) goto done;
+    for (size_t i = 0; i < room; i++)
+        if (v[eo.len + i] != ' ') goto done;
+    if (v[eo.len + room] != '"') goto done;
+    memset(v, ' ', eo.len + room);
+    memcpy(v, en.s, en.len);
+    st = mq__writer_patch(w, 8 + (uint64_t)(v - hdr), v, eo.len + room);
+done:
+    if (fd >= 0) close(fd);
+    mq__free(ctx, hdr);
+    mq__sb_free(&eo);
+    mq__sb_free(&en);
+    return st;
+}
+
+/* ---- the call ------------------------------------------------------------------------- */
+
+static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *out,
+                     const mq_quantize_options *o, mq_report *rep) {
+    meta_list ml = {0};
+    stream s = {.ctx = ctx, .model = m, .opts = o, .total = p->bytes_in};
+    char *cfg_final = NULL;
+    mq_status st = build_meta(ctx, m, p, o, &ml);
+    if (st == MQ_OK)
+        st = mq_writer_open(ctx, out, o->out_format, p->outs, p->nouts, ml.kv, ml.n, &s.w);
+    if (st == MQ_OK) st = size_buffers(&s, p);
+    for (size_t i = 0; st == MQ_OK && i < p->n; i++) {
+        const mq__plan_entry *e = &p->entries[i];
+        mq__err_acc acc = {0};
+        if (e->action == MQ_ACTION_KEEP) st = copy_tensor(&s, e);
+        else if (e->action == MQ_ACTION_CAST) st = cast_tensor(&s, e, &acc);
+        else st = quantize_tensor(&s, e, &acc);
+        if (st != MQ_OK || e->action == MQ_ACTION_KEEP) continue;
+        if (e->action == MQ_ACTION_CAST || o->error_stats) {
+            mq_tensor_report *tr = &rep->tensors[i];
+            tr->has_error = 1;
+            mq__err_acc_finish(&acc, &tr->error);
+            if (o->sqnr_warn_db > 0 && tr->error.sqnr_db < o->sqnr_warn_db)
+                st = mq__plan_warn(p, "%s: SQNR %.1f dB is below the floor of %.1f dB", e->src->name,
+                                   tr->error.sqnr_db, o->sqnr_warn_db);
+        }
+    }
+    if (st == MQ_OK) st = mq__config_json(ctx, p, o, rep, &cfg_final);
+    if (st == MQ_OK) {
+        const char *old = NULL;
+        for (size_t i = 0; i < ml.n; i++)
+            if (!strcmp(ml.kv[i].key, MQ__META_CONFIG)) old = ml.kv[i].value;
+        size_t room = error_room(p);
+        /* the stored value is the plain config followed by `room` spaces */
+        char *plain = old ? mq__strndup(ctx, old, strlen(old) - room) : NULL;
+        if (old && !plain) st = MQ_ERR_NOMEM;
+        if (plain) st = patch_config(ctx, s.w, p, plain, cfg_final);
+        mq__free(ctx, plain);
+    }
+    if (st == MQ_OK) st = mq_writer_commit(s.w);
+    if (st == MQ_OK) {
+        rep->config_json = cfg_final;
+        cfg_final = NULL;
+        struct stat so;
+        if (stat(out, &so) == 0) rep->file_bytes_out = (uint64_t)so.st_size;
+    }
+    mq__free(ctx, cfg_final);
+    mq_writer_free(s.w);
+    free_stream(&s);
+    meta_free(ctx, &ml);
+    return st;
+}
+
+static uint64_t input_file_bytes(const mq_model *m, const char *in) {
+    uint64_t n = 0;
+    for (size_t i = 0; i < m->nmaps; i++) n += m->maps[i].len;
+    struct stat si;
+    if (!n && stat(in, &si) == 0 && S_ISREG(si.st_mode)) n = (uint64_t)si.st_size;
+    return n;
+}
+
+mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
+                           const mq_quantize_options *opts, mq_report **report) {
+    if (report) *report = NULL;
+    if (!ctx || !in) return mq__fail(ctx, MQ_ERR_INVALID, "mq_quantize_file: NULL argument");
+    mq_quantize_options defaults;
+    if (!opts) {
+        mq_quantize_options_default(&defaults);
+        opts = &defaults;
+    }
+    if (!out && !opts->dry_run)
+        return mq__fail(ctx, MQ_ERR_INVALID, "mq_quantize_file: no output path");
+    uint64_t t0 = mq__now_ns();
+    mq_model *m = NULL;
+    mq__plan plan = {0};
+    mq_report *rep = NULL;
+    mq_calib_stats *stats = NULL;
+    mq_status st = mq_model_open(ctx, in, NULL, &m);
+    if (st == MQ_OK && out) st = check_not_input(ctx, m, in, out);
+    if (st == MQ_OK && opts->calibration) st = mq_calib_stats_open(ctx, opts->calibration, &stats);
+    if (st == MQ_OK) st = mq__plan_build(ctx, m, opts, stats, &plan);
+    if (st == MQ_OK) st = mq__report_from_plan(ctx, &plan, &rep);
+    if (st == MQ_OK) rep->file_bytes_in = input_file_bytes(m, in);
+    if (st == MQ_OK && !opts->dry_run) st = run(ctx, m, &plan, out, opts, rep);
+    if (st == MQ_OK && opts->dry_run) st = mq__config_json(ctx, &plan, opts, rep, &rep->config_json);
+    if (st == MQ_OK) {
+        mq__report_take_warnings(rep, &plan);
+        rep->seconds = (double)(mq__now_ns() - t0) / 1e9;
+    }
+    mq__plan_free(&plan);
+    mq_calib_stats_free(stats);
+    mq_model_free(m);
+    if (st != MQ_OK || !report) {
+        mq_report_free(rep);
+        return st;
+    }
+    *report = rep;
+    return MQ_OK;
+}

@@ -1,0 +1,101 @@
+/* Shared by the pipeline sources: the plan (what becomes of each input tensor), output
+ * naming, error-figure accumulation and the JSON text builder for the metadata. */
+#ifndef MQ_PIPELINE_INTERNAL_H
+#define MQ_PIPELINE_INTERNAL_H
+
+#include "common/internal.h"
+
+/* Metadata keys (docs/FORMAT.md). */
+#define MQ__META_CONFIG "quantization_config"
+#define MQ__META_FORMAT "monoquant_format"
+#define MQ__META_SCHEME "quantization_scheme"
+#define MQ__META_TENSOR_PREFIX "monoquant."
+#define MQ__FORMAT_VERSION "1"
+
+/* Suffixes appended to a quantized tensor's name for its companions. */
+#define MQ__SUFFIX_SCALE "_scale"
+#define MQ__SUFFIX_ZERO "_zero_point"
+#define MQ__SUFFIX_PACKED "_packed"
+#define MQ__SUFFIX_SHAPE "_shape"
+
+typedef struct mq__plan_entry {
+    const mq_tensor *src;
+    mq_layer_kind kind;
+    mq_action action;
+    mq_qspec spec;
+    mq_qlayout layout;      /* MQ_ACTION_QUANTIZE */
+    char *reason;           /* owned; NULL when converted */
+    size_t first_out, nout; /* its output tensors in plan->outs */
+    int has_input_params;   /* input_scale / input_zero_point follow */
+    float input_scale;
+    int32_t input_zero_point;
+    mq_dtype input_zp_dtype;
+    const float *importance; /* [cols] from calibration, owned by the plan or NULL */
+    float *importance_owned;
+    uint64_t bytes_out;
+} mq__plan_entry;
+
+typedef struct mq__plan {
+    mq_ctx *ctx;
+    mq__plan_entry *entries;
+    size_t n;
+    mq_tensor_desc *outs;   /* names owned */
+    size_t nouts, cap_outs;
+    size_t nquantized, ncast, nkept;
+    uint64_t bytes_in, bytes_out;
+    char **warnings;
+    size_t nwarnings, cap_warnings;
+} mq__plan;
+
+/* Builds the plan for `model`. `stats` (may be NULL) supplies calibration statistics. */
+MQ_HIDDEN mq_status mq__plan_build(mq_ctx *ctx, const mq_model *model,
+                                   const mq_quantize_options *opts,
+                                   const mq_calib_stats *stats, mq__plan *plan);
+MQ_HIDDEN void mq__plan_free(mq__plan *plan);
+MQ_HIDDEN mq_status mq__plan_warn(mq__plan *plan, const char *fmt, ...) MQ_PRINTF(2, 3);
+/* 1 when a layer named like an output head (lm_head, output, head, classifier, score). */
+MQ_HIDDEN int mq__is_head_name(const char *name);
+
+/* Drops consumed input pages [p, p+n) from the process when they lie in a read-only file
+ * mapping of the model (they stay in the page cache); owned buffers are left alone. */
+MQ_HIDDEN void mq__release_input(const mq_model *m, const void *p, uint64_t n);
+
+/* "type scheme granularity group_size search dtype", the per-tensor metadata value. */
+MQ_HIDDEN void mq__spec_to_meta(const mq_qspec *spec, mq_dtype orig, char *buf, size_t cap);
+MQ_HIDDEN int mq__spec_from_meta(const char *s, mq_qspec *spec, mq_dtype *orig);
+
+/* Error figures accumulated over chunks, in a fixed order (thread-count independent). */
+typedef struct mq__err_acc {
+    double sum_a2, sum_b2, sum_ab, sum_d2, max_abs;
+    uint64_t n;
+} mq__err_acc;
+/* Adds n pairs: reference `a` of a float dtype, approximation `b` (parallel over the
+ * context's threads, deterministic). */
+MQ_HIDDEN mq_status mq__err_acc_add(mq_ctx *ctx, mq__err_acc *acc, mq_dtype a_dtype,
+                                    const void *a, const float *b, size_t n);
+MQ_HIDDEN void mq__err_acc_finish(const mq__err_acc *acc, mq_error_stats *out);
+
+/* Growable string for JSON text. On allocation failure `failed` is set and later
+ * appends do nothing. */
+typedef struct mq__sb {
+    mq_ctx *ctx;
+    char *s;
+    size_t len, cap;
+    int failed;
+} mq__sb;
+MQ_HIDDEN void mq__sb_add(mq__sb *sb, const char *s);
+MQ_HIDDEN void mq__sb_addf(mq__sb *sb, const char *fmt, ...) MQ_PRINTF(2, 3);
+MQ_HIDDEN void mq__sb_json_str(mq__sb *sb, const char *s);
+MQ_HIDDEN void mq__sb_json_num(mq__sb *sb, double v);
+MQ_HIDDEN void mq__sb_free(mq__sb *sb);
+
+/* The quantization_config JSON for a plan; `with_errors` adds the error figures. */
+MQ_HIDDEN mq_status mq__config_json(mq_ctx *ctx, const mq__plan *plan,
+                                    const mq_quantize_options *opts, const mq_report *rep,
+                                    char **out);
+/* Report from a plan (figures filled by the caller). */
+MQ_HIDDEN mq_status mq__report_from_plan(mq_ctx *ctx, mq__plan *plan, mq_report **out);
+/* Moves the plan's warnings into the report. */
+MQ_HIDDEN void mq__report_take_warnings(mq_report *report, mq__plan *plan);
+
+#endif

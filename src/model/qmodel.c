@@ -1,0 +1,528 @@
+/* Reading quantized checkpoints back: logical tensors reassembled from their data, scale,
+ * zero-point and shape tensors; structural and value checks; dequantization; comparison;
+ * mq_dequantize_file. */
+#include "model/pipeline_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define CHUNK_ELEMS ((int64_t)1 << 20)
+
+struct mq_qmodel {
+    mq_ctx *ctx;
+    mq_model *model;
+    mq_qtensor *t;
+    size_t n;
+    int quantized;
+    void **aligned;        /* per logical tensor: aligned copies of scale and zero point */
+    long *logical_of;      /* per stored tensor: its logical tensor, or -1 (companions) */
+    float *buf;            /* scratch for mq_qmodel_error */
+    size_t buf_cap;
+};
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+/* The stored tensor named base+suffix, or NULL. */
+static const mq_tensor *find2(const mq_model *m, const char *base, size_t base_len,
+                              const char *suffix) {
+    char name[1024];
+    size_t k = strlen(suffix);
+    if (base_len + k >= sizeof name) return NULL;
+    memcpy(name, base, base_len);
+    memcpy(name + base_len, suffix, k + 1);
+    long i = mq_model_find(m, name);
+    return i < 0 ? NULL : mq_model_tensor(m, (size_t)i);
+}
+
+void mq_qmodel_free(mq_qmodel *qm) {
+    if (!qm) return;
+    mq_ctx *ctx = qm->ctx;
+    for (size_t i = 0; i < qm->n; i++) {
+        mq__free(ctx, (void *)qm->t[i].name);
+        if (qm->aligned) {
+            mq__free(ctx, qm->aligned[2 * i]);
+            mq__free(ctx, qm->aligned[2 * i + 1]);
+        }
+    }
+    mq__free(ctx, qm->t);
+    mq__free(ctx, qm->aligned);
+    mq__free(ctx, qm->logical_of);
+    mq__free(ctx, qm->buf);
+    mq_model_free(qm->model);
+    mq__free(ctx, qm);
+}
+
+const mq_model *mq_qmodel_model(const mq_qmodel *qm) { return qm->model; }
+size_t mq_qmodel_count(const mq_qmodel *qm) { return qm->n; }
+const mq_qtensor *mq_qmodel_tensor(const mq_qmodel *qm, size_t i) {
+    return i < qm->n ? &qm->t[i] : NULL;
+}
+int mq_qmodel_is_quantized(const mq_qmodel *qm) { return qm->quantized; }
+
+/* Index of a stored tensor (the model keeps its tensors in one array). */
+static size_t stored_index(const mq_model *m, const mq_tensor *x) {
+    return (size_t)(x - mq_model_tensor(m, 0));
+}
+
+long mq_qmodel_find(const mq_qmodel *qm, const char *name) {
+    /* a logical tensor is stored under its own name (plain, 8-bit) or as <name>_packed */
+    long j = mq_model_find(qm->model, name);
+    if (j >= 0 && qm->logical_of[j] >= 0) return qm->logical_of[j];
+    const mq_tensor *x = find2(qm->model, name, strlen(name), MQ__SUFFIX_PACKED);
+    if (x && qm->logical_of[stored_index(qm->model, x)] >= 0)
+        return qm->logical_of[stored_index(qm->model, x)];
+    return -1;
+}
+
+static mq_status bad(mq_ctx *ctx, const char *path, const char *name, const char *what) {
+    return mq__fail(ctx, MQ_ERR_VALIDATION, "%s: tensor '%s': %s", path, name, what);
+}
+
+/* Spec of a quantized tensor without our metadata (e.g. another tool's output): inferred
+ * from the stored dtypes and shapes. */
+static void infer_spec(const mq_tensor *data, const mq_tensor *scale, const mq_tensor *zp,
+                       int packed, int64_t cols, mq_qspec *s) {
+    mq_qspec_default(s);
+    s->scheme = zp ? MQ_ASYMMETRIC : MQ_SYMMETRIC;
+    if (packed) s->type = zp ? MQ_Q_UINT4 : MQ_Q_INT4;
+    else s->type = data->dtype == MQ_U8 ? MQ_Q_UINT8 : MQ_Q_INT8;
+    int64_t g = scale->ndim == 2 ? scale->shape[1] : 1;
+    if (scale->numel == 1 && data->shape[0] != 1) s->granularity = MQ_PER_TENSOR;
+    else if (g <= 1) s->granularity = MQ_PER_CHANNEL;
+    else {
+        s->granularity = MQ_PER_GROUP;
+        s->group_size = (int)((cols + g - 1) / g);
+    }
+}
+
+/* Checks a companion's dtype and element count against the layout. */
+static mq_status check_companion(mq_ctx *ctx, const char *path, const mq_tensor *c,
+                                 mq_dtype dtype, uint64_t numel) {
+    char what[200];
+    if (c->dtype != dtype || c->numel != numel) {
+        snprintf(what, sizeof what, "is %s with %llu elements, expected %s with %llu",
+                 mq_dtype_name(c->dtype), (unsigned long long)c->numel, mq_dtype_name(dtype),
+                 (unsigned long long)numel);
+        return bad(ctx, path, c->name, what);
+    }
+    return MQ_OK;
+}
+
+/* Fills a quantized logical tensor from its stored tensors. */
+static mq_status assemble(mq_qmodel *qm, const char *path, mq_qtensor *q, const mq_tensor *data,
+                          size_t base_len, int packed) {
+    mq_ctx *ctx = qm->ctx;
+    const mq_model *m = qm->model;
+    const char *base = data->name;
+    q->data = data;
+    q->scale = find2(m, base, base_len, MQ__SUFFIX_SCALE);
+    q->zero_point = find2(m, base, base_len, MQ__SUFFIX_ZERO);
+    q->shape_tensor = packed ? find2(m, base, base_len, MQ__SUFFIX_SHAPE) : NULL;
+    const char *dot = NULL;
+    for (size_t k = 0; k < base_len; k++)
+        if (base[k] == '.') dot = base + k;
+    if (dot && (size_t)(base + base_len - dot) == strlen(".weight") &&
+        !strncmp(dot, ".weight", 7)) {
+        q->input_scale = find2(m, base, (size_t)(dot - base), ".input_scale");
+        q->input_zero_point = find2(m, base, (size_t)(dot - base), ".input_zero_point");
+    }
+    if (packed) {
+        if (!q->shape_tensor) return bad(ctx, path, q->name, "packed 4-bit data without its _shape");
+        const mq_tensor *st = q->shape_tensor;
+        if (st->dtype != MQ_I64 || st->ndim != 1 || st->numel < 1 || st->numel > MQ_MAX_DIMS)
+            return bad(ctx, path, st->name, "must be I64 [ndim]");
+        q->ndim = (int)st->numel;
+        for (int d = 0; d < q->ndim; d++) {
+            q->shape[d] = (int64_t)mq__load_le64((const uint8_t *)st->data + 8 * d);
+            if (q->shape[d] < 0) return bad(ctx, path, st->name, "negative dimension");
+        }
+    } else {
+        q->ndim = data->ndim;
+        memcpy(q->shape, data->shape, sizeof q->shape);
+    }
+    q->numel = 1;
+    for (int d = 0; d < q->ndim; d++)
+        if (!mq__mul_u64(q->numel, (uint64_t)q->shape[d], &q->numel))
+            return bad(ctx, path, q->name, "shape overflows");
+    if (q->ndim < 1) return bad(ctx, path, q->name, "quantized tensor without dimensions");
+    int64_t cols = q->shape[0] ? (int64_t)(q->numel / (uint64_t)q->shape[0]) : 0;
+    char key[1100];
+    snprintf(key, sizeof key, "%s%s", MQ__META_TENSOR_PREFIX, q->name);
+    const char *meta = mq_model_metadata_get(m, key);
+    mq_dtype orig = MQ_F32;
+    if (meta) {
+        if (!mq__spec_from_meta(meta, &q->spec, &orig))
+            return bad(ctx, path, q->name, "unreadable entry in the metadata");
+    } else {
+        infer_spec(data, q->scale, q->zero_point, packed, cols, &q->spec);
+    }
+    q->dtype = orig;
+    bool spec_packed = q->spec.type == MQ_Q_INT4 || q->spec.type == MQ_Q_UINT4;
+    if (q->spec.type < MQ_Q_INT8 || q->spec.type > MQ_Q_UINT4 || spec_packed != (packed != 0))
+        return bad(ctx, path, q->name, "metadata type does not match the stored tensors");
+    mq_status st = mq_qlayout_init(ctx, &q->spec, q->ndim, q->shape, &q->layout);
+    if (st != MQ_OK) return mq__fail(ctx, MQ_ERR_VALIDATION, "%s: tensor '%s': %s", path, q->name,
+                                     mq_ctx_message(ctx));
+    const mq_qlayout *L = &q->layout;
+    char what[256];
+    bool shape_ok = data->dtype == L->data_dtype && data->ndim == L->ndata_dims;
+    for (int d = 0; shape_ok && d < L->ndata_dims; d++) shape_ok = data->shape[d] == L->data_shape[d];
+    if (!shape_ok) {
+        snprintf(what, sizeof what, "stored as %s with %d dims, the layout needs %s [%lld, ...] "
+                 "(%llu bytes)", mq_dtype_name(data->dtype), data->ndim,
+                 mq_dtype_name(L->data_dtype), (long long)L->data_shape[0],
+                 (unsigned long long)L->data_bytes);
+        return bad(ctx, path, data->name, what);
+    }
+    MQ_TRY(check_companion(ctx, path, q->scale, L->scale_dtype, (uint64_t)L->nscales));
+    if (L->has_zero_point) {
+        if (!q->zero_point) return bad(ctx, path, q->name, "asymmetric but no _zero_point");
+        MQ_TRY(check_companion(ctx, path, q->zero_point, L->zero_point_dtype,
+                               (uint64_t)L->nscales));
+    } else if (q->zero_point) {
+        return bad(ctx, path, q->zero_point->name, "symmetric tensor with a zero point");
+    }
+    if (q->input_scale) MQ_TRY(check_companion(ctx, path, q->input_scale, MQ_F32, 1));
+    if (q->input_zero_point && (q->input_zero_point->numel != 1 ||
+                                (q->input_zero_point->dtype != MQ_I8 &&
+                                 q->input_zero_point->dtype != MQ_U8)))
+        return bad(ctx, path, q->input_zero_point->name, "must be one I8 or U8 value");
+    q->stored_bytes = data->nbytes + q->scale->nbytes;
+    const mq_tensor *extra[] = {q->zero_point, q->shape_tensor, q->input_scale,
+                                q->input_zero_point};
+    for (size_t k = 0; k < 4; k++)
+        if (extra[k]) q->stored_bytes += extra[k]->nbytes;
+    return MQ_OK;
+}
+
+static mq_status open_logical(mq_qmodel *qm, const char *path) {
+    mq_ctx *ctx = qm->ctx;
+    const mq_model *m = qm->model;
+    size_t ns = mq_model_tensor_count(m);
+    qm->t = (mq_qtensor *)mq__calloc(ctx, ns ? ns : 1, sizeof *qm->t);
+    qm->aligned = (void **)mq__calloc(ctx, ns ? 2 * ns : 1, sizeof *qm->aligned);
+    /* pass 1 marks each stored tensor: -1 plain, -2 companion, k >= 0 quantized entry k */
+    qm->logical_of = (long *)mq__malloc(ctx, (ns ? ns : 1) * sizeof *qm->logical_of);
+    if (!qm->t || !qm->aligned || !qm->logical_of) return MQ_ERR_NOMEM;
+    long *role = qm->logical_of;
+    for (size_t i = 0; i < ns; i++) role[i] = -1;
+    /* pass 1: quantized tensors */
+    for (size_t i = 0; i < ns; i++) {
+        const mq_tensor *x = mq_model_tensor(m, i);
+        size_t len = strlen(x->name);
+        int packed = ends_with(x->name, MQ__SUFFIX_PACKED) && x->dtype == MQ_I32;
+        size_t base_len = packed ? len - strlen(MQ__SUFFIX_PACKED) : len;
+        if (!packed && x->dtype != MQ_I8 && x->dtype != MQ_U8) continue;
+        if (!find2(m, x->name, base_len, MQ__SUFFIX_SCALE)) continue;
+        mq_qtensor *q = &qm->t[qm->n];
+        q->name = mq__strndup(ctx, x->name, base_len);
+        if (!q->name) return MQ_ERR_NOMEM;
+        qm->n++;
+        MQ_TRY(assemble(qm, path, q, x, base_len, packed));
+        q->kind = mq_classify_tensor(&(mq_tensor){.name = q->name, .ndim = q->ndim});
+        qm->quantized = 1;
+        const mq_tensor *comp[] = {q->scale, q->zero_point, q->shape_tensor, q->input_scale,
+                                   q->input_zero_point};
+        for (size_t k = 0; k < 5; k++)
+            if (comp[k]) role[stored_index(m, comp[k])] = -2;
+        role[i] = (long)(qm->n - 1);
+    }
+    /* pass 2: everything else, in file order (then the quantized ones are moved into it) */
+    mq_qtensor *all = (mq_qtensor *)mq__calloc(ctx, ns ? ns : 1, sizeof *all);
+    if (!all) return MQ_ERR_NOMEM;
+    size_t n = 0;
+    for (size_t i = 0; i < ns; i++) {
+        const mq_tensor *x = mq_model_tensor(m, i);
+        if (role[i] >= 0) {
+            all[n] = qm->t[role[i]];
+            role[i] = (long)n++;
+            continue;
+        }
+        if (role[i] == -2) continue;
+        role[i] = (long)n;
+        mq_qtensor *q = &all[n++];
+        q->name = mq__strdup(ctx, x->name);
+        if (!q->name) {
+            /* keep every owned name reachable for mq_qmodel_free: move the quantized tensors
+             * not reached yet behind the others */
+            n--;
+            for (size_t k2 = i + 1; k2 < ns; k2++)
+                if (role[k2] >= 0) all[n++] = qm->t[role[k2]];
+            mq__free(ctx, qm->t);
+            qm->t = all;
+            qm->n = n;
+            return MQ_ERR_NOMEM;
+        }
+        q->kind = mq_classify_tensor(x);
+        q->dtype = x->dtype;
+        q->ndim = x->ndim;
+        memcpy(q->shape, x->shape, sizeof q->shape);
+        q->numel = x->numel;
+        q->data = x;
+        q->stored_bytes = x->nbytes;
+        mq_qspec_default(&q->spec);
+        q->spec.type = MQ_Q_NONE;
+        char key[1100];
+        snprintf(key, sizeof key, "%s%s", MQ__META_TENSOR_PREFIX, x->name);
+        const char *meta = mq_model_metadata_get(m, key);
+        mq_dtype orig;
+        mq_qspec s;
+        if (meta && mq__spec_from_meta(meta, &s, &orig) &&
+            (s.type == MQ_Q_FP16 || s.type == MQ_Q_BF16)) {
+            q->spec = s;
+            q->dtype = orig;
+        }
+    }
+    mq__free(ctx, qm->t);
+    qm->t = all;
+    qm->n = n;
+    for (size_t i = 0; i < ns; i++)
+        if (role[i] < 0) role[i] = -1;
+    /* every quantized tensor recorded in the metadata must be there */
+    for (size_t i = 0; i < mq_model_metadata_count(m); i++) {
+        const char *key = mq_model_metadata_key(m, i);
+        size_t pl = strlen(MQ__META_TENSOR_PREFIX);
+        if (strncmp(key, MQ__META_TENSOR_PREFIX, pl) != 0) continue;
+        long j = mq_qmodel_find(qm, key + pl);
+        mq_qspec s;
+        mq_dtype orig;
+        if (!mq__spec_from_meta(mq_model_metadata_value(m, i), &s, &orig))
+            return bad(ctx, path, key + pl, "unreadable entry in the metadata");
+        if (j < 0) return bad(ctx, path, key + pl, "listed in the metadata but not stored");
+        if (qm->t[j].spec.type != s.type)
+            return bad(ctx, path, key + pl, "stored differently than the metadata says");
+        if ((s.type == MQ_Q_FP16 && qm->t[j].data->dtype != MQ_F16) ||
+            (s.type == MQ_Q_BF16 && qm->t[j].data->dtype != MQ_BF16))
+            return bad(ctx, path, key + pl, "cast tensor with the wrong dtype");
+    }
+    return MQ_OK;
+}
+
+mq_status mq_qmodel_open(mq_ctx *ctx, const char *path, mq_qmodel **out) {
+    if (!ctx || !path || !out) return mq__fail(ctx, MQ_ERR_INVALID, "mq_qmodel_open: NULL argument");
+    *out = NULL;
+    mq_qmodel *qm = (mq_qmodel *)mq__calloc(ctx, 1, sizeof *qm);
+    if (!qm) return MQ_ERR_NOMEM;
+    qm->ctx = ctx;
+    mq_status st = mq_model_open(ctx, path, NULL, &qm->model);
+    if (st == MQ_OK) st = open_logical(qm, path);
+    if (st != MQ_OK) {
+        mq_qmodel_free(qm);
+        return st;
+    }
+    *out = qm;
+    return MQ_OK;
+}
+
+/* Scale and zero point of tensor i at aligned addresses (copied once if the file has them
+ * at odd offsets). */
+static mq_status params(mq_qmodel *qm, size_t i, const float **scale, const void **zp) {
+    const mq_qtensor *q = &qm->t[i];
+    const mq_tensor *src[2] = {q->scale, q->zero_point};
+    const void *res[2] = {NULL, NULL};
+    for (int k = 0; k < 2; k++) {
+        if (!src[k]) continue;
+        res[k] = src[k]->data;
+        if ((uintptr_t)res[k] % 4 == 0) continue;
+        if (!qm->aligned[2 * i + (size_t)k]) {
+            void *c = mq__malloc(qm->ctx, (size_t)src[k]->nbytes ? (size_t)src[k]->nbytes : 1);
+            if (!c) return MQ_ERR_NOMEM;
+            memcpy(c, src[k]->data, (size_t)src[k]->nbytes);
+            qm->aligned[2 * i + (size_t)k] = c;
+        }
+        res[k] = qm->aligned[2 * i + (size_t)k];
+    }
+    *scale = (const float *)res[0];
+    *zp = res[1];
+    return MQ_OK;
+}
+
+mq_status mq_qmodel_verify(mq_qmodel *qm, size_t i) {
+    mq_ctx *ctx = qm->ctx;
+    if (i >= qm->n) return mq__fail(ctx, MQ_ERR_INVALID, "tensor index %zu out of range", i);
+    const mq_qtensor *q = &qm->t[i];
+    if (q->spec.type < MQ_Q_INT8 || q->spec.type > MQ_Q_UINT4) return MQ_OK;
+    const float *scale;
+    const void *zp;
+    MQ_TRY(params(qm, i, &scale, &zp));
+    for (int64_t k = 0; k < q->layout.nscales; k++)
+        if (!isfinite(scale[k]) || !(scale[k] > 0))
+            return mq__fail(ctx, MQ_ERR_VALIDATION, "tensor '%s': scale %lld is %g (must be "
+                            "finite and > 0)", q->name, (long long)k, (double)scale[k]);
+    if (zp) {
+        int lo = 0, hi = 0;
+        switch (q->spec.type) {
+        case MQ_Q_INT8: lo = -128, hi = 127; break;
+        case MQ_Q_UINT8: lo = 0, hi = 255; break;
+        case MQ_Q_INT4: lo = -8, hi = 7; break;
+        default: lo = 0, hi = 15; break;
+        }
+        for (int64_t k = 0; k < q->layout.nscales; k++) {
+            int v = q->layout.zero_point_dtype == MQ_U8 ? ((const uint8_t *)zp)[k]
+                                                         : ((const int8_t *)zp)[k];
+            if (v < lo || v > hi)
+                return mq__fail(ctx, MQ_ERR_VALIDATION, "tensor '%s': zero point %lld is %d, "
+                                "outside [%d, %d]", q->name, (long long)k, v, lo, hi);
+        }
+    }
+    if (q->input_scale) {
+        float s;
+        memcpy(&s, q->input_scale->data, 4);
+        if (!isfinite(s) || !(s > 0))
+            return mq__fail(ctx, MQ_ERR_VALIDATION, "tensor '%s': input_scale is %g", q->name,
+                            (double)s);
+    }
+    return MQ_OK;
+}
+
+mq_status mq_qmodel_read_rows(mq_qmodel *qm, size_t i, int64_t rb, int64_t re, float *out) {
+    mq_ctx *ctx = qm->ctx;
+    if (i >= qm->n) return mq__fail(ctx, MQ_ERR_INVALID, "tensor index %zu out of range", i);
+    const mq_qtensor *q = &qm->t[i];
+    int64_t rows = q->ndim ? q->shape[0] : 1;
+    uint64_t cols = rows ? q->numel / (uint64_t)rows : 0;
+    if (rb < 0 || re < rb || re > rows)
+        return mq__fail(ctx, MQ_ERR_INVALID, "tensor '%s': rows [%lld, %lld) out of range",
+                        q->name, (long long)rb, (long long)re);
+    if (q->spec.type >= MQ_Q_INT8 && q->spec.type <= MQ_Q_UINT4) {
+        const float *scale;
+        const void *zp;
+        MQ_TRY(params(qm, i, &scale, &zp));
+        return mq_dequantize_rows(ctx, &q->spec, &q->layout, q->data->data, scale, zp, rb, re,
+                                  out);
+    }
+    if (!mq_dtype_is_float(q->data->dtype))
+        return mq__fail(ctx, MQ_ERR_INVALID, "tensor '%s': %s is not a floating-point tensor",
+                        q->name, mq_dtype_name(q->data->dtype));
+    size_t es = mq_dtype_size(q->data->dtype);
+    return mq_convert(ctx, MQ_F32, out, q->data->dtype,
+                      (const uint8_t *)q->data->data + (uint64_t)rb * cols * es,
+                      (size_t)((uint64_t)(re - rb) * cols));
+}
+
+static int64_t rows_of(const mq_qtensor *q) { return q->ndim ? q->shape[0] : 1; }
+
+mq_status mq_qmodel_error(mq_qmodel *a, size_t i, mq_qmodel *b, size_t j, mq_error_stats *out) {
+    mq_ctx *ctx = b->ctx;
+    if (i >= a->n || j >= b->n) return mq__fail(ctx, MQ_ERR_INVALID, "tensor index out of range");
+    const mq_qtensor *qa = &a->t[i], *qb = &b->t[j];
+    int64_t rows = rows_of(qb);
+    if (qa->numel != qb->numel || rows_of(qa) != rows)
+        return mq__fail(ctx, MQ_ERR_INVALID, "tensor '%s': %llu elements in %lld rows vs %llu in "
+                        "%lld rows", qb->name, (unsigned long long)qa->numel,
+                        (long long)rows_of(qa), (unsigned long long)qb->numel, (long long)rows);
+    uint64_t cols = rows ? qb->numel / (uint64_t)rows : 0;
+    int64_t step = cols ? CHUNK_ELEMS / (int64_t)cols : rows;
+    if (step < 1) step = 1;
+    size_t need = (size_t)((uint64_t)(step < rows ? step : rows) * cols * 2 + 1) * sizeof(float);
+    if (need > b->buf_cap) {
+        mq__free(ctx, b->buf);
+        b->buf_cap = 0;
+        b->buf = (float *)mq__malloc(ctx, need);
+        if (!b->buf) return MQ_ERR_NOMEM;
+        b->buf_cap = need;
+    }
+    float *fa = b->buf, *fb = b->buf + need / sizeof(float) / 2;
+    mq__err_acc acc = {0};
+    for (int64_t rb = 0; rb < rows; rb += step) {
+        int64_t re = rb + step < rows ? rb + step : rows;
+        MQ_TRY(mq_qmodel_read_rows(a, i, rb, re, fa));
+        MQ_TRY(mq_qmodel_read_rows(b, j, rb, re, fb));
+        MQ_TRY(mq__err_acc_add(ctx, &acc, MQ_F32, fa, fb, (size_t)((uint64_t)(re - rb) * cols)));
+    }
+    mq__err_acc_finish(&acc, out);
+    return MQ_OK;
+}
+
+/* ---- mq_dequantize_file --------------------------------------------------------------- */
+
+static bool our_key(const char *k) {
+    return !strcmp(k, "format") || !strcmp(k, MQ__META_CONFIG) || !strcmp(k, MQ__META_SCHEME) ||
+           !strcmp(k, MQ__META_FORMAT) ||
+           !strncmp(k, MQ__META_TENSOR_PREFIX, strlen(MQ__META_TENSOR_PREFIX));
+}
+
+static mq_status write_plain(mq_qmodel *qm, mq_writer *w, const mq_tensor_desc *descs,
+                             float *f32, void *conv, size_t chunk_elems) {
+    mq_ctx *ctx = qm->ctx;
+    for (size_t i = 0; i < qm->n; i++) {
+        const mq_qtensor *q = &qm->t[i];
+        mq_dtype dt = descs[i].dtype;
+        if (q->spec.type == MQ_Q_NONE || (dt == q->data->dtype && q->spec.type >= MQ_Q_FP16)) {
+            MQ_TRY(mq_writer_write(w, q->data->data, (size_t)q->data->nbytes));
+            mq__release_input(qm->model, q->data->data, q->data->nbytes);
+            continue;
+        }
+        int64_t rows = rows_of(q);
+        uint64_t cols = rows ? q->numel / (uint64_t)rows : 0;
+        int64_t step = cols ? (int64_t)(chunk_elems / cols) : rows;
+        if (step < 1) step = 1;
+        for (int64_t rb = 0; rb < rows; rb += step) {
+            int64_t re = rb + step < rows ? rb + step : rows;
+            size_t n = (size_t)((uint64_t)(re - rb) * cols);
+            MQ_TRY(mq_qmodel_read_rows(qm, i, rb, re, f32));
+            MQ_TRY(mq_convert(ctx, dt, conv, MQ_F32, f32, n));
+            MQ_TRY(mq_writer_write(w, conv, n * mq_dtype_size(dt)));
+            MQ_TRY(mq__progress(ctx, q->name, (uint64_t)i, (uint64_t)qm->n));
+        }
+        mq__release_input(qm->model, q->data->data, q->data->nbytes);
+    }
+    return MQ_OK;
+}
+
+mq_status mq_dequantize_file(mq_ctx *ctx, const char *in, const char *out, mq_dtype dtype,
+                             mq_format fmt) {
+    if (!ctx || !in || !out) return mq__fail(ctx, MQ_ERR_INVALID, "mq_dequantize_file: NULL argument");
+    if (dtype != MQ_DTYPE_INVALID && !mq_dtype_is_float(dtype))
+        return mq__fail(ctx, MQ_ERR_INVALID, "dequantize: %s is not a floating-point dtype",
+                        mq_dtype_name(dtype));
+    mq_qmodel *qm = NULL;
+    MQ_TRY(mq_qmodel_open(ctx, in, &qm));
+    mq_writer *w = NULL;
+    mq_kv *meta = NULL;
+    float *f32 = NULL;
+    void *conv = NULL;
+    size_t nmeta = 0, chunk = 1;
+    mq_status st = MQ_ERR_NOMEM;
+    mq_tensor_desc *descs = (mq_tensor_desc *)mq__calloc(ctx, qm->n ? qm->n : 1, sizeof *descs);
+    size_t nm = mq_model_metadata_count(qm->model);
+    meta = (mq_kv *)mq__calloc(ctx, nm ? nm : 1, sizeof *meta);
+    if (!descs || !meta) goto done;
+    for (size_t i = 0; i < nm; i++) {
+        const char *k = mq_model_metadata_key(qm->model, i);
+        if (!our_key(k)) meta[nmeta++] = (mq_kv){k, mq_model_metadata_value(qm->model, i)};
+    }
+    for (size_t i = 0; i < qm->n; i++) {
+        const mq_qtensor *q = &qm->t[i];
+        descs[i].name = q->name;
+        descs[i].ndim = q->ndim;
+        memcpy(descs[i].shape, q->shape, sizeof descs[i].shape);
+        descs[i].dtype = q->spec.type == MQ_Q_NONE ? q->data->dtype
+                         : dtype != MQ_DTYPE_INVALID ? dtype : q->dtype;
+        if (q->spec.type != MQ_Q_NONE) {
+            int64_t rows = rows_of(q);
+            uint64_t cols = rows ? q->numel / (uint64_t)rows : 0;
+            uint64_t c = cols > (uint64_t)CHUNK_ELEMS ? cols : (uint64_t)CHUNK_ELEMS;
+            if (c > q->numel) c = q->numel;
+            if (c > chunk) chunk = (size_t)c;
+        }
+    }
+    f32 = (float *)mq__malloc(ctx, chunk * sizeof(float));
+    conv = mq__malloc(ctx, chunk * 8);
+    if (!f32 || !conv) goto done;
+    st = mq_writer_open(ctx, out, fmt, descs, qm->n, meta, nmeta, &w);
+    if (st == MQ_OK) st = write_plain(qm, w, descs, f32, conv, chunk);
+    if (st == MQ_OK) st = mq_writer_commit(w);
+done:
+    mq_writer_free(w);
+    mq__free(ctx, f32);
+    mq__free(ctx, conv);
+    mq__free(ctx, descs);
+    mq__free(ctx, meta);
+    mq_qmodel_free(qm);
+    return st;
+}

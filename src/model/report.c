@@ -1,0 +1,358 @@
+/* Reports, the quantization_config JSON stored in the output, and error-figure
+ * accumulation. */
+#include "model/pipeline_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ---- string builder ------------------------------------------------------------------- */
+
+static void sb_reserve(mq__sb *sb, size_t extra) {
+    if (sb->failed) return;
+    size_t need = sb->len + extra + 1;
+    if (need <= sb->cap) return;
+    size_t cap = sb->cap ? sb->cap : 256;
+    while (cap < need) cap *= 2;
+    char *s = (char *)mq__realloc(sb->ctx, sb->s, sb->cap, cap);
+    if (!s) {
+        sb->failed = 1;
+        return;
+    }
+    sb->s = s;
+    sb->cap = cap;
+}
+
+void mq__sb_add(mq__sb *sb, const char *s) {
+    size_t k = strlen(s);
+    sb_reserve(sb, k);
+    if (sb->failed) return;
+    memcpy(sb->s + sb->len, s, k + 1);
+    sb->len += k;
+}
+
+void mq__sb_addf(mq__sb *sb, const char *fmt, ...) {
+    char buf[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (k < 0) return;
+    if ((size_t)k < sizeof buf) {
+        mq__sb_add(sb, buf);
+        return;
+    }
+    sb_reserve(sb, (size_t)k);
+    if (sb->failed) return;
+    va_start(ap, fmt);
+    vsnprintf(sb->s + sb->len, (size_t)k + 1, fmt, ap);
+    va_end(ap);
+    sb->len += (size_t)k;
+}
+
+void mq__sb_json_str(mq__sb *sb, const char *s) {
+    mq__sb_add(sb, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        char esc[8];
+        if (*p == '"' || *p == '\\') snprintf(esc, sizeof esc, "\\%c", *p);
+        else if (*p < 0x20) snprintf(esc, sizeof esc, "\\u%04x", *p);
+        else esc[0] = (char)*p, esc[1] = 0;
+        mq__sb_add(sb, esc);
+    }
+    mq__sb_add(sb, "\"");
+}
+
+void mq__sb_json_num(mq__sb *sb, double v) {
+    if (isnan(v)) mq__sb_add(sb, "null");
+    else if (isinf(v)) mq__sb_add(sb, v > 0 ? "1e999" : "-1e999");
+    else mq__sb_addf(sb, "%.6g", v);
+}
+
+void mq__sb_free(mq__sb *sb) {
+    mq__free(sb->ctx, sb->s);
+    sb->s = NULL;
+    sb->len = sb->cap = 0;
+}
+
+/* ---- error figures -------------------------------------------------------------------- */
+
+#define ERR_GRAIN 16384
+#define LANES 16
+
+typedef struct err_job {
+    mq_dtype a_dtype;
+    const void *a;
+    const float *b;
+    mq__err_acc *parts;
+} err_job;
+
+/* Sums of one block of LANES-wide float accumulators. */
+typedef struct lanes {
+    float a2[LANES], b2[LANES], ab[LANES], d2[LANES], mx[LANES];
+} lanes;
+
+static inline void lanes_add(lanes *l, int k, float a, float b) {
+    float d = a - b, ad = d < 0 ? -d : d;
+    l->a2[k] += a * a;
+    l->b2[k] += b * b;
+    l->ab[k] += a * b;
+    l->d2[k] += d * d;
+    l->mx[k] = ad > l->mx[k] ? ad : l->mx[k];
+}
+
+static inline float bf16_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Sums over one chunk in LANES float accumulators (a chunk is short enough for float), then
+ * in double. One loop per reference dtype, so that the common ones vectorize. */
+static mq_status err_range(void *arg, int64_t begin, int64_t end, int tid) {
+    (void)tid;
+    err_job *j = (err_job *)arg;
+    lanes l;
+    memset(&l, 0, sizeof l);
+    const float *b = j->b;
+    int64_t i = begin, vend = begin + (end - begin) / LANES * LANES;
+    if (j->a_dtype == MQ_F32) {
+        const float *a = (const float *)j->a;
+        for (; i < vend; i += LANES)
+            for (int k = 0; k < LANES; k++) lanes_add(&l, k, a[i + k], b[i + k]);
+    } else if (j->a_dtype == MQ_BF16) {
+        const uint16_t *a = (const uint16_t *)j->a;
+        for (; i < vend; i += LANES)
+            for (int k = 0; k < LANES; k++) lanes_add(&l, k, bf16_f32(a[i + k]), b[i + k]);
+    }
+    for (int k = 0; i < end; i++, k = (k + 1) % LANES) {
+        float a;
+        switch (j->a_dtype) {
+        case MQ_F32: a = ((const float *)j->a)[i]; break;
+        case MQ_BF16: a = bf16_f32(((const uint16_t *)j->a)[i]); break;
+        case MQ_F16: a = mq_f16_to_f32(((const uint16_t *)j->a)[i]); break;
+        default: a = (float)((const double *)j->a)[i]; break;
+        }
+        lanes_add(&l, k, a, b[i]);
+    }
+    mq__err_acc acc = {0};
+    for (int k = 0; k < LANES; k++) {
+        acc.sum_a2 += l.a2[k];
+        acc.sum_b2 += l.b2[k];
+        acc.sum_ab += l.ab[k];
+        acc.sum_d2 += l.d2[k];
+        if (l.mx[k] > acc.max_abs || isnan(l.mx[k])) acc.max_abs = l.mx[k];
+    }
+    acc.n = (uint64_t)(end - begin);
+    j->parts[begin / ERR_GRAIN] = acc;
+    return MQ_OK;
+}
+
+mq_status mq__err_acc_add(mq_ctx *ctx, mq__err_acc *acc, mq_dtype a_dtype, const void *a,
+                          const float *b, size_t n) {
+    if (!n) return MQ_OK;
+    size_t nparts = (n + ERR_GRAIN - 1) / ERR_GRAIN;
+    mq__err_acc stack_parts[64];
+    mq__err_acc *parts = nparts <= 64 ? stack_parts
+                                      : (mq__err_acc *)mq__malloc(ctx, nparts * sizeof *parts);
+    if (!parts) return MQ_ERR_NOMEM;
+    err_job j = {a_dtype, a, b, parts};
+    mq_status st = nparts == 1 ? err_range(&j, 0, (int64_t)n, 0)
+                               : mq__parallel_for(ctx, (int64_t)n, ERR_GRAIN, err_range, &j);
+    /* summed in chunk order: identical for any thread count */
+    for (size_t k = 0; st == MQ_OK && k < nparts; k++) {
+        acc->sum_a2 += parts[k].sum_a2;
+        acc->sum_b2 += parts[k].sum_b2;
+        acc->sum_ab += parts[k].sum_ab;
+        acc->sum_d2 += parts[k].sum_d2;
+        if (parts[k].max_abs > acc->max_abs || isnan(parts[k].max_abs))
+            acc->max_abs = parts[k].max_abs;
+        acc->n += parts[k].n;
+    }
+    if (parts != stack_parts) mq__free(ctx, parts);
+    return st;
+}
+
+void mq__err_acc_finish(const mq__err_acc *a, mq_error_stats *out) {
+    memset(out, 0, sizeof *out);
+    out->max_abs = a->max_abs;
+    out->mse = a->n ? a->sum_d2 / (double)a->n : 0;
+    if (a->sum_d2 == 0) out->sqnr_db = INFINITY;
+    else if (a->sum_a2 == 0) out->sqnr_db = -INFINITY;
+    else out->sqnr_db = 10 * log10(a->sum_a2 / a->sum_d2);
+    out->rel_fro = a->sum_a2 > 0 ? sqrt(a->sum_d2 / a->sum_a2) : (a->sum_d2 > 0 ? INFINITY : 0);
+    double den = sqrt(a->sum_a2) * sqrt(a->sum_b2);
+    out->cosine = den > 0 ? a->sum_ab / den : (a->sum_a2 == a->sum_b2 ? 1 : 0);
+}
+
+/* ---- quantization_config -------------------------------------------------------------- */
+
+static void json_str_list(mq__sb *sb, const char *const *items, size_t n) {
+    mq__sb_add(sb, "[");
+    for (size_t i = 0; i < n; i++) {
+        if (i) mq__sb_add(sb, ", ");
+        mq__sb_json_str(sb, items[i]);
+    }
+    mq__sb_add(sb, "]");
+}
+
+static void json_spec(mq__sb *sb, const mq_qspec *s) {
+    char name[64];
+    mq__sb_addf(sb, "\"type\": \"%s\", \"scheme_name\": \"%s\"", mq_qtype_name(s->type),
+                mq_qspec_name(s, name, sizeof name));
+    if (s->type >= MQ_Q_INT8 && s->type <= MQ_Q_UINT4) {
+        static const char *const gran[] = {"tensor", "channel", "group"};
+        int bits = (s->type == MQ_Q_INT4 || s->type == MQ_Q_UINT4) ? 4 : 8;
+        mq__sb_addf(sb, ", \"bits\": %d, \"symmetric\": %s, \"granularity\": \"%s\"", bits,
+                    s->scheme == MQ_SYMMETRIC ? "true" : "false",
+                    gran[(unsigned)s->granularity < 3 ? s->granularity : 0]);
+        if (s->granularity == MQ_PER_GROUP) mq__sb_addf(sb, ", \"group_size\": %d", s->group_size);
+        mq__sb_addf(sb, ", \"scale_search\": \"%s\"", s->search == MQ_SEARCH_MSE ? "mse" : "minmax");
+    }
+}
+
+mq_status mq__config_json(mq_ctx *ctx, const mq__plan *p, const mq_quantize_options *o,
+                          const mq_report *rep, char **out) {
+    mq__sb sb = {.ctx = ctx};
+    mq__sb_add(&sb, "{\"quant_method\": \"monoquant\", \"version\": \"" MQ_VERSION_STRING
+                    "\", \"format_version\": " MQ__FORMAT_VERSION ", ");
+    json_spec(&sb, &o->spec);
+    mq__sb_add(&sb, ", \"types\": [");
+    int first = 1;
+    for (int k = 0; k <= MQ_KIND_RNN; k++) {
+        if (!(o->kinds & MQ_KIND_BIT(k))) continue;
+        mq__sb_addf(&sb, "%s\"%s\"", first ? "" : ", ", mq_layer_kind_name((mq_layer_kind)k));
+        first = 0;
+    }
+    mq__sb_add(&sb, "], \"include\": ");
+    json_str_list(&sb, o->include, o->ninclude);
+    mq__sb_add(&sb, ", \"exclude\": ");
+    json_str_list(&sb, o->exclude, o->nexclude);
+    mq__sb_addf(&sb, ", \"min_params\": %llu, \"default_skip\": %s, \"layer_rules\": [",
+                (unsigned long long)o->min_params, o->default_skip ? "true" : "false");
+    for (size_t i = 0; i < o->nrules; i++) {
+        mq__sb_add(&sb, i ? ", {\"pattern\": " : "{\"pattern\": ");
+        mq__sb_json_str(&sb, o->rules[i].pattern);
+        mq__sb_addf(&sb, ", \"type\": \"%s\"}", mq_qtype_name(o->rules[i].type));
+    }
+    mq__sb_add(&sb, "], \"activations\": ");
+    if (o->calibration) mq__sb_add(&sb, "{\"static\": true, \"input_scale\": \"per_tensor\"}");
+    else mq__sb_add(&sb, "null");
+    mq__sb_add(&sb, ", \"quantized\": {");
+    first = 1;
+    for (size_t i = 0; i < p->n; i++) {
+        const mq__plan_entry *e = &p->entries[i];
+        if (e->action == MQ_ACTION_KEEP) continue;
+        mq__sb_add(&sb, first ? "" : ", ");
+        first = 0;
+        mq__sb_json_str(&sb, e->src->name);
+        mq__sb_addf(&sb, ": {\"kind\": \"%s\", \"dtype\": \"%s\", ", mq_layer_kind_name(e->kind),
+                    mq_dtype_name(e->src->dtype));
+        json_spec(&sb, &e->spec);
+        if (e->has_input_params) mq__sb_add(&sb, ", \"input_params\": true");
+        if (rep && rep->tensors[i].has_error) {
+            const mq_error_stats *er = &rep->tensors[i].error;
+            mq__sb_add(&sb, ", \"sqnr_db\": ");
+            mq__sb_json_num(&sb, er->sqnr_db);
+            mq__sb_add(&sb, ", \"rel_error\": ");
+            mq__sb_json_num(&sb, er->rel_fro);
+            mq__sb_add(&sb, ", \"max_abs_error\": ");
+            mq__sb_json_num(&sb, er->max_abs);
+        }
+        mq__sb_add(&sb, "}");
+    }
+    mq__sb_add(&sb, "}, \"skipped\": {");
+    first = 1;
+    for (size_t i = 0; i < p->n; i++) {
+        const mq__plan_entry *e = &p->entries[i];
+        if (e->action != MQ_ACTION_KEEP) continue;
+        mq__sb_add(&sb, first ? "" : ", ");
+        first = 0;
+        mq__sb_json_str(&sb, e->src->name);
+        mq__sb_add(&sb, ": ");
+        mq__sb_json_str(&sb, e->reason ? e->reason : "");
+    }
+    mq__sb_addf(&sb, "}, \"bytes_in\": %llu, \"bytes_out\": %llu}",
+                (unsigned long long)p->bytes_in, (unsigned long long)p->bytes_out);
+    if (sb.failed) {
+        mq__sb_free(&sb);
+        return mq__fail(ctx, MQ_ERR_NOMEM, "out of memory building the quantization config");
+    }
+    *out = sb.s;
+    return MQ_OK;
+}
+
+/* ---- reports -------------------------------------------------------------------------- */
+
+/* The public struct plus what freeing it needs. */
+typedef struct report_box {
+    mq_report pub;
+    mq_ctx *ctx;
+} report_box;
+
+mq_status mq__report_from_plan(mq_ctx *ctx, mq__plan *p, mq_report **out) {
+    report_box *box = (report_box *)mq__calloc(ctx, 1, sizeof *box);
+    if (!box) return MQ_ERR_NOMEM;
+    box->ctx = ctx;
+    mq_report *r = &box->pub;
+    r->tensors = (mq_tensor_report *)mq__calloc(ctx, p->n ? p->n : 1, sizeof *r->tensors);
+    if (!r->tensors) {
+        mq__free(ctx, box);
+        return MQ_ERR_NOMEM;
+    }
+    r->ntensors = p->n;
+    for (size_t i = 0; i < p->n; i++) {
+        mq__plan_entry *e = &p->entries[i];
+        mq_tensor_report *t = &r->tensors[i];
+        t->name = mq__strdup(ctx, e->src->name);
+        t->reason = e->reason ? mq__strdup(ctx, e->reason) : NULL;
+        if (!t->name || (e->reason && !t->reason)) {
+            r->ntensors = i + 1;
+            mq_report_free(r);
+            return MQ_ERR_NOMEM;
+        }
+        t->kind = e->kind;
+        t->dtype = e->src->dtype;
+        t->ndim = e->src->ndim;
+        memcpy(t->shape, e->src->shape, sizeof t->shape);
+        t->numel = e->src->numel;
+        t->action = e->action;
+        t->spec = e->spec;
+        t->spec.importance = NULL;
+        t->bytes_in = e->src->nbytes;
+        t->bytes_out = e->bytes_out;
+        t->has_input_params = e->has_input_params;
+    }
+    r->nquantized = p->nquantized;
+    r->ncast = p->ncast;
+    r->nkept = p->nkept;
+    r->bytes_in = p->bytes_in;
+    r->bytes_out = p->bytes_out;
+    *out = r;
+    return MQ_OK;
+}
+
+void mq__report_take_warnings(mq_report *r, mq__plan *p) {
+    report_box *box = (report_box *)r;
+    for (size_t i = 0; i < r->nwarnings; i++) mq__free(box->ctx, r->warnings[i]);
+    mq__free(box->ctx, r->warnings);
+    r->warnings = p->warnings;
+    r->nwarnings = p->nwarnings;
+    p->warnings = NULL;
+    p->nwarnings = p->cap_warnings = 0;
+}
+
+void mq_report_free(mq_report *r) {
+    if (!r) return;
+    report_box *box = (report_box *)r;
+    mq_ctx *ctx = box->ctx;
+    for (size_t i = 0; i < r->ntensors; i++) {
+        mq__free(ctx, (void *)r->tensors[i].name);
+        mq__free(ctx, (void *)r->tensors[i].reason);
+    }
+    for (size_t i = 0; i < r->nwarnings; i++) mq__free(ctx, r->warnings[i]);
+    mq__free(ctx, r->warnings);
+    mq__free(ctx, r->tensors);
+    mq__free(ctx, r->config_json);
+    mq__free(ctx, box);
+}

@@ -1,0 +1,240 @@
+/* mq_quantize_file end to end on synthetic checkpoints: output identical for any thread
+ * count, error figures that agree with the file read back, NaN handling, refusing the
+ * input as output, allocation failures, and mq_dequantize_file. */
+#include "harness.h"
+#include "monoquant.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static char in_path[512], out1[512], out2[512], deq[512];
+
+/* Two weights (F32 [96, 200] and BF16 [40, 130]) and a bias; `nan_at` >= 0 puts a NaN
+ * into the first weight. */
+static int write_model(const char *path, long nan_at) {
+    mq_ctx *ctx = mq_ctx_create();
+    mq_tensor_desc d[3] = {{"a.weight", MQ_F32, 2, {96, 200}}, {"a.bias", MQ_F32, 1, {96}},
+                           {"b.weight", MQ_BF16, 2, {40, 130}}};
+    mq_writer *w = NULL;
+    int ok = mq_writer_open(ctx, path, MQ_FORMAT_AUTO, d, 3, NULL, 0, &w) == MQ_OK;
+    uint32_t seed = 7;
+    for (int t = 0; ok && t < 3; t++) {
+        uint64_t n = (uint64_t)d[t].shape[0] * (d[t].ndim > 1 ? (uint64_t)d[t].shape[1] : 1);
+        for (uint64_t j = 0; ok && j < n; j++) {
+            seed = seed * 1664525u + 1013904223u;
+            float v = ((float)(seed >> 8) / 16777216.0f - 0.5f) * (j % 17 == 0 ? 3.0f : 0.3f);
+            if (t == 0 && (long)j == nan_at) v = NAN;
+            if (d[t].dtype == MQ_BF16) {
+                uint16_t h = mq_f32_to_bf16(v);
+                ok = mq_writer_write(w, &h, 2) == MQ_OK;
+            } else {
+                ok = mq_writer_write(w, &v, 4) == MQ_OK;
+            }
+        }
+    }
+    ok = ok && mq_writer_commit(w) == MQ_OK;
+    mq_writer_free(w);
+    mq_ctx_free(ctx);
+    return ok;
+}
+
+static int same_files(const char *a, const char *b) {
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int same = fa && fb;
+    while (same) {
+        int ca = fgetc(fa), cb = fgetc(fb);
+        if (ca != cb) same = 0;
+        if (ca == EOF || cb == EOF) break;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
+}
+
+static void int4_options(mq_quantize_options *o) {
+    mq_quantize_options_default(o);
+    mq_qspec_recommended(&o->spec, MQ_Q_INT4);
+    o->default_skip = 0;
+}
+
+TEST(threads_identical_output) {
+    mq_quantize_options o;
+    int4_options(&o);
+    for (int k = 0; k < 2; k++) {
+        mq_ctx *ctx = mq_ctx_create();
+        mq_ctx_set_threads(ctx, k ? 3 : 1);
+        mq_report *r = NULL;
+        CHECK_EQ_INT(mq_quantize_file(ctx, in_path, k ? out2 : out1, &o, &r), MQ_OK);
+        CHECK(r && r->nquantized == 2 && r->nkept == 1);
+        CHECK(r && r->file_bytes_out > 0 && r->bytes_out < r->bytes_in / 3);
+        mq_report_free(r);
+        mq_ctx_free(ctx);
+    }
+    CHECK(same_files(out1, out2));
+}
+
+TEST(error_figures_match_file) {
+    mq_ctx *ctx = mq_ctx_create();
+    mq_quantize_options o;
+    int4_options(&o);
+    mq_report *r = NULL;
+    CHECK_EQ_INT(mq_quantize_file(ctx, in_path, out1, &o, &r), MQ_OK);
+    mq_qmodel *ref = NULL, *q = NULL;
+    CHECK_EQ_INT(mq_qmodel_open(ctx, in_path, &ref), MQ_OK);
+    CHECK_EQ_INT(mq_qmodel_open(ctx, out1, &q), MQ_OK);
+    if (!r || !ref || !q) goto out;
+    CHECK(mq_qmodel_is_quantized(q));
+    CHECK(!mq_qmodel_is_quantized(ref));
+    CHECK_EQ_INT(mq_qmodel_count(q), 3);
+    for (size_t i = 0; i < r->ntensors; i++) {
+        const mq_tensor_report *t = &r->tensors[i];
+        long j = mq_qmodel_find(q, t->name);
+        CHECK(j >= 0);
+        if (j < 0) continue;
+        const mq_qtensor *qt = mq_qmodel_tensor(q, (size_t)j);
+        CHECK_EQ_INT(qt->ndim, t->ndim);
+        CHECK_EQ_INT(qt->shape[0], t->shape[0]);
+        CHECK_EQ_INT(qt->dtype, t->dtype);
+        CHECK_EQ_INT(mq_qmodel_verify(q, (size_t)j), MQ_OK);
+        if (t->action != MQ_ACTION_QUANTIZE) continue;
+        CHECK_EQ_INT(qt->spec.type, MQ_Q_INT4);
+        mq_error_stats es;
+        CHECK_EQ_INT(mq_qmodel_error(ref, i, q, (size_t)j, &es), MQ_OK);
+        CHECK_MSG(fabs(es.sqnr_db - t->error.sqnr_db) < 1e-9, "%s: %g vs %g", t->name, es.sqnr_db,
+                  t->error.sqnr_db);
+        CHECK(es.max_abs == t->error.max_abs);
+        CHECK(t->error.sqnr_db > 3 && t->error.sqnr_db < 60);
+        CHECK(t->error.cosine > 0.9);
+    }
+    /* the stored config carries the same figures */
+    const char *cfg = mq_model_metadata_get(mq_qmodel_model(q), "quantization_config");
+    CHECK(cfg && strstr(cfg, "\"sqnr_db\": "));
+    CHECK(cfg && strstr(cfg, "\"a.bias\": \"bias (1-D)\""));
+out:
+    mq_qmodel_free(ref);
+    mq_qmodel_free(q);
+    mq_report_free(r);
+    mq_ctx_free(ctx);
+}
+
+TEST(dequantize_file_roundtrip) {
+    mq_ctx *ctx = mq_ctx_create();
+    CHECK_EQ_INT(mq_dequantize_file(ctx, out1, deq, MQ_DTYPE_INVALID, MQ_FORMAT_AUTO), MQ_OK);
+    mq_model *m = NULL, *orig = NULL;
+    CHECK_EQ_INT(mq_model_open(ctx, deq, NULL, &m), MQ_OK);
+    CHECK_EQ_INT(mq_model_open(ctx, in_path, NULL, &orig), MQ_OK);
+    if (m && orig) {
+        CHECK_EQ_INT(mq_model_tensor_count(m), 3);
+        for (size_t i = 0; i < 3; i++) {
+            const mq_tensor *a = mq_model_tensor(orig, i), *b = mq_model_tensor(m, i);
+            CHECK_EQ_STR(a->name, b->name);
+            CHECK_EQ_INT(a->dtype, b->dtype); /* original dtypes, BF16 included */
+            CHECK_EQ_INT(a->numel, b->numel);
+        }
+        /* the bias is copied bit for bit */
+        const mq_tensor *a = mq_model_tensor(orig, 1), *b = mq_model_tensor(m, 1);
+        CHECK(!memcmp(a->data, b->data, (size_t)a->nbytes));
+    }
+    mq_model_free(m);
+    mq_model_free(orig);
+    CHECK_EQ_INT(mq_dequantize_file(ctx, out1, deq, MQ_I8, MQ_FORMAT_AUTO), MQ_ERR_INVALID);
+    mq_ctx_free(ctx);
+}
+
+TEST(refuses_input_as_output) {
+    mq_ctx *ctx = mq_ctx_create();
+    mq_report *r = (mq_report *)1;
+    CHECK_EQ_INT(mq_quantize_file(ctx, in_path, in_path, NULL, &r), MQ_ERR_INVALID);
+    CHECK(r == NULL);
+    CHECK_MSG_HAS(ctx, "the output is the input");
+    CHECK_EQ_INT(mq_quantize_file(ctx, in_path, NULL, NULL, NULL), MQ_ERR_INVALID);
+    mq_ctx_free(ctx);
+}
+
+TEST(nan_fails_or_is_skipped) {
+    char nan_path[600], nan_out[600];
+    snprintf(nan_path, sizeof nan_path, "%s/test_pipeline_nan.safetensors", test_tmpdir());
+    snprintf(nan_out, sizeof nan_out, "%s/test_pipeline_nan.q.safetensors", test_tmpdir());
+    CHECK(write_model(nan_path, 1234));
+    mq_ctx *ctx = mq_ctx_create();
+    mq_quantize_options o;
+    mq_quantize_options_default(&o);
+    CHECK_EQ_INT(mq_quantize_file(ctx, nan_path, nan_out, &o, NULL), MQ_ERR_QUANT);
+    CHECK_MSG_HAS(ctx, "a.weight");
+    FILE *f = fopen(nan_out, "rb");
+    CHECK(f == NULL); /* nothing left behind */
+    if (f) fclose(f);
+    o.skip_nonfinite = 1;
+    mq_report *r = NULL;
+    CHECK_EQ_INT(mq_quantize_file(ctx, nan_path, nan_out, &o, &r), MQ_OK);
+    CHECK(r && r->tensors[0].action == MQ_ACTION_KEEP);
+    CHECK(r && r->tensors[0].reason && strstr(r->tensors[0].reason, "NaN"));
+    CHECK(r && r->tensors[2].action == MQ_ACTION_QUANTIZE);
+    mq_report_free(r);
+    mq_ctx_free(ctx);
+    remove(nan_path);
+    remove(nan_out);
+}
+
+/* Allocator failing the Nth allocation. */
+typedef struct fail_alloc {
+    long left;
+    long live;
+} fail_alloc;
+static void *fa_alloc(void *ud, size_t n) {
+    fail_alloc *f = (fail_alloc *)ud;
+    if (f->left-- == 0) return NULL;
+    void *p = malloc(n ? n : 1);
+    if (p) f->live++;
+    return p;
+}
+static void fa_free(void *ud, void *p) {
+    if (p) ((fail_alloc *)ud)->live--, free(p);
+}
+
+TEST(allocation_failures_are_clean) {
+    mq_quantize_options o;
+    int4_options(&o);
+    int succeeded = 0;
+    for (long n = 0; n < 400 && !succeeded; n += 3) {
+        fail_alloc f = {n, 0};
+        mq_allocator a = {fa_alloc, fa_free, &f};
+        mq_ctx *ctx = mq_ctx_create_with_allocator(&a);
+        if (!ctx) continue;
+        mq_ctx_set_threads(ctx, 1);
+        mq_report *r = NULL;
+        mq_status st = mq_quantize_file(ctx, in_path, out2, &o, &r);
+        if (st == MQ_OK) succeeded = 1;
+        else CHECK_MSG(st == MQ_ERR_NOMEM, "allocation %ld: status %d (%s)", n, st,
+                       mq_ctx_message(ctx));
+        mq_report_free(r);
+        mq_ctx_free(ctx);
+        CHECK_MSG(f.live == 0, "allocation %ld: %ld blocks leaked", n, f.live);
+    }
+    CHECK(succeeded);
+    CHECK(same_files(out1, out2));
+}
+
+int main(void) {
+    const char *d = test_tmpdir();
+    snprintf(in_path, sizeof in_path, "%s/test_pipeline_in.safetensors", d);
+    snprintf(out1, sizeof out1, "%s/test_pipeline_out1.safetensors", d);
+    snprintf(out2, sizeof out2, "%s/test_pipeline_out2.safetensors", d);
+    snprintf(deq, sizeof deq, "%s/test_pipeline_deq.safetensors", d);
+    if (!write_model(in_path, -1)) {
+        printf("not ok setup: cannot write %s\n", in_path);
+        return 1;
+    }
+    RUN(threads_identical_output);
+    RUN(error_figures_match_file);
+    RUN(dequantize_file_roundtrip);
+    RUN(refuses_input_as_output);
+    RUN(nan_fails_or_is_skipped);
+    RUN(allocation_failures_are_clean);
+    if (!getenv("KEEP")) remove(in_path);
+    remove(out1);
+    remove(out2);
+    remove(deq);
+    return test_summary();
+}
