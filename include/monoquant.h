@@ -281,11 +281,17 @@ typedef enum mq_granularity {
 
 typedef enum mq_scale_search {
     MQ_SEARCH_MINMAX = 0, /* scale from the min/max range (PyTorch's observers) */
-    MQ_SEARCH_MSE         /* per group / row / tensor: the min/max candidate, then clipped
+    MQ_SEARCH_MSE,        /* per group / row / tensor: the min/max candidate, then clipped
                              ranges (ratios 1.1 .. 0.5 of the range, then the winner's
                              neighbours and, for asymmetric, zero points one step either
                              way); the least (weighted) squared error wins, ties keep
                              min/max (docs/QUANTIZATION.md) */
+    MQ_SEARCH_GPTQ        /* needs spec.hessian: each row is quantized column by column, left
+                             to right, and each column's rounding error is spread over the
+                             columns not yet quantized through the inverse Hessian (GPTQ,
+                             docs/QUANTIZATION.md); a group's scale / zero point follow the
+                             min/max rule on its error-updated weights when the group starts.
+                             An identity Hessian gives exactly MQ_SEARCH_MINMAX's bytes. */
 } mq_scale_search;
 
 typedef struct mq_qspec {
@@ -298,6 +304,18 @@ typedef struct mq_qspec {
     const float *importance;  /* optional, `cols` finite weights >= 0 (e.g. the mean of x^2 per
                                  input channel from calibration): the scale search minimizes
                                  the error weighted by importance[col]. Not copied. */
+    /* added after the first draft: */
+    const float *hessian;     /* MQ_SEARCH_GPTQ only: cols x cols, row-major, symmetric (the
+                                 lower triangle is read), finite: the mean of x x^T over the
+                                 layer's calibration inputs (`<layer>.hessian` of
+                                 `monoquant calibrate --hessian`). Dampened by 1 % of its mean
+                                 diagonal (a zero diagonal entry, a channel never active,
+                                 becomes 1 first); not positive definite then: MQ_ERR_QUANT
+                                 naming the column. Each mq_quantize_rows call factorizes it
+                                 (O(cols^3), double precision; 8 * 2 * cols^2 bytes of scratch):
+                                 quantize a tensor in as few calls as memory allows. The bytes
+                                 do not depend on the row chunking or the thread count.
+                                 Not copied. */
 } mq_qspec;
 
 /* Defaults: INT8 symmetric per channel, min/max; group_size 128. */
