@@ -694,6 +694,13 @@ MQ_API void mq_calibrator_free(mq_calibrator *cal);
  * MQ_ERR_INVALID when declared again with other channels. */
 MQ_API mq_status mq_calibrator_add_layer(mq_calibrator *cal, const char *layer,
                                          int64_t channels);
+/* Also accumulate, per layer, the sum of x x^T over input rows (double precision), saved as
+ * `<layer>.hessian` F32 [channels, channels] (the mean over rows) for GPTQ
+ * (MQ_SEARCH_GPTQ). Only for inputs whose channel axis is the last (Linear); a layer that
+ * receives another layout (Conv) gets none. Costs 8 * channels^2 bytes per layer and
+ * rows * channels^2 / 2 multiply-adds per batch, split over the context's threads (the sums do
+ * not depend on the thread count). Call before adding layers; MQ_ERR_INVALID after. */
+MQ_API mq_status mq_calibrator_set_hessian(mq_calibrator *cal, int enable);
 /* One batch of inputs of a declared layer: contiguous, dtype F32/F16/BF16/F64, `shape`
  * [..., channels] (Linear: leading dims are rows) with channel_axis -1, or [N, C, H, W]
  * (Conv) with channel_axis 1. MQ_ERR_INVALID when the channel dimension does not match. */
@@ -726,6 +733,9 @@ typedef struct mq_layer_stats {
     uint64_t count;           /* rows (samples) observed */
     const float *mean_sq;     /* [channels] mean of x^2 per input channel */
     const float *max_abs;     /* [channels] max |x| per input channel */
+    const float *hessian;     /* [channels, channels] mean of x x^T, or NULL (calibrated
+                                 without --hessian, or a Conv layer); see
+                                 mq_calibrator_set_hessian */
     mq_qtype input_type;      /* MQ_Q_INT8 or MQ_Q_UINT8 */
     float input_scale;        /* per-tensor activation scale */
     int32_t input_zero_point;

@@ -106,6 +106,7 @@ static mq_status quantize_tensor(stream *s, const mq__plan_entry *e, mq__err_acc
     const mq_qlayout *L = &e->layout;
     mq_qspec spec = e->spec;
     spec.importance = e->importance;
+    spec.hessian = e->hessian;
     int64_t rows_per_chunk = CHUNK_ELEMS / (L->cols ? L->cols : 1);
     if (rows_per_chunk < 1) rows_per_chunk = 1;
     size_t zsz = L->has_zero_point ? mq_dtype_size(L->zero_point_dtype) : 0;

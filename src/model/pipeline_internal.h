@@ -32,6 +32,7 @@ typedef struct mq__plan_entry {
     mq_dtype input_zp_dtype;
     const float *importance; /* [cols] from calibration, owned by the plan or NULL */
     float *importance_owned;
+    const float *hessian;    /* [cols, cols] from calibration (owned by the stats) or NULL */
     uint64_t bytes_out;
 } mq__plan_entry;
 
