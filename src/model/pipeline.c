@@ -5,6 +5,7 @@
 #include "model/pipeline_internal.h"
 #include "io/model_internal.h"
 #include "io/writer_internal.h"
+#include "quant/quant_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -100,7 +101,8 @@ static mq_status cast_tensor(stream *s, const mq__plan_entry *e, mq__err_acc *ac
     return MQ_OK;
 }
 
-static mq_status quantize_tensor(stream *s, const mq__plan_entry *e, mq__err_acc *acc) {
+static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc *acc,
+                                 const double *factor) {
     mq_ctx *ctx = s->ctx;
     const mq_tensor *t = e->src;
     const mq_qlayout *L = &e->layout;
@@ -118,8 +120,8 @@ static mq_status quantize_tensor(stream *s, const mq__plan_entry *e, mq__err_acc
     for (int64_t rb = 0; rb < L->rows; rb += rows_per_chunk) {
         int64_t re = rb + rows_per_chunk < L->rows ? rb + rows_per_chunk : L->rows;
         int64_t nr = re - rb;
-        mq_status st = mq_quantize_rows(ctx, &spec, L, t->dtype, t->data, rb, re, s->out,
-                                        s->scale, zsz ? s->zp : NULL);
+        mq_status st = mq__quantize_rows_factored(ctx, &spec, L, t->dtype, t->data, rb, re,
+                                                  s->out, s->scale, zsz ? s->zp : NULL, factor);
         if (st == MQ_ERR_QUANT && !strstr(mq_ctx_message(ctx), t->name))
             return mq__fail_prefix(ctx, "tensor '%s'", t->name);
         if (st != MQ_OK) return st;
@@ -161,6 +163,19 @@ static mq_status quantize_tensor(stream *s, const mq__plan_entry *e, mq__err_acc
         MQ_TRY(mq_writer_write(s->w, &zp, 1));
     }
     return MQ_OK;
+}
+
+/* GPTQ: the Hessian is factorized once per tensor, not once per chunk of rows. */
+static mq_status quantize_tensor(stream *s, const mq__plan_entry *e, mq__err_acc *acc) {
+    double *factor = NULL;
+    if (e->spec.search == MQ_SEARCH_GPTQ && e->hessian && e->spec.type != MQ_Q_FP16 &&
+        e->spec.type != MQ_Q_BF16) {
+        mq_status st = mq__gptq_factor(s->ctx, e->hessian, e->layout.cols, &factor);
+        if (st != MQ_OK) return mq__fail_prefix(s->ctx, "tensor '%s'", e->src->name);
+    }
+    mq_status st = quantize_chunks(s, e, acc, factor);
+    mq__free(s->ctx, factor);
+    return st;
 }
 
 /* Sizes the scratch buffers for the largest chunk of the plan. */

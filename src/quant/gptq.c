@@ -70,23 +70,31 @@ mq_status mq__gptq_factor(mq_ctx *ctx, const float *h, int64_t cols, double **ou
                           (long long)bad);
     }
     if (st == MQ_OK) {
-        /* b = L^-1 (lower), by forward substitution one column of the identity at a time */
+        /* b = L^-1 (lower), row by row: row i = -(sum_k<i L[i][k] row k) / L[i][i]; the
+         * loops run along rows (contiguous) */
         memset(b, 0, n * n * sizeof(double));
-        for (size_t j = 0; j < n; j++) {
-            b[j * n + j] = 1.0 / a[j * n + j];
-            for (size_t i = j + 1; i < n; i++) {
-                double s = 0;
-                for (size_t k = j; k < i; k++) s += a[i * n + k] * b[k * n + j];
-                b[i * n + j] = -s / a[i * n + i];
+        for (size_t i = 0; i < n; i++) {
+            double *bi = b + i * n;
+            const double *li = a + i * n;
+            for (size_t k = 0; k < i; k++) {
+                double f = li[k];
+                const double *bk = b + k * n;
+                for (size_t j = 0; j <= k; j++) bi[j] += f * bk[j];
+            }
+            double inv = 1.0 / li[i];
+            for (size_t j = 0; j < i; j++) bi[j] = -bi[j] * inv;
+            bi[i] = inv;
+        }
+        /* a (lower) = H^-1 = L^-T L^-1 = sum over rows k of b: b[k]^T b[k] */
+        for (size_t i = 0; i < n; i++) memset(a + i * n, 0, (i + 1) * sizeof(double));
+        for (size_t k = 0; k < n; k++) {
+            const double *bk = b + k * n;
+            for (size_t i = 0; i <= k; i++) {
+                double f = bk[i];
+                double *ai = a + i * n;
+                for (size_t j = 0; j <= i; j++) ai[j] += f * bk[j];
             }
         }
-        /* a (lower) = H^-1 = L^-T L^-1: element (i, j), i >= j, sums over rows k >= i of b */
-        for (size_t i = 0; i < n; i++)
-            for (size_t j = 0; j <= i; j++) {
-                double s = 0;
-                for (size_t k = i; k < n; k++) s += b[k * n + i] * b[k * n + j];
-                a[i * n + j] = s;
-            }
         double pivot = 0;
         int64_t bad = cholesky_lower(a, cols, &pivot);
         if (bad >= 0)

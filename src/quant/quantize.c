@@ -42,6 +42,7 @@ typedef struct qjob {
     float *out;
     const float *w;
     const double *gptq_u; /* GPTQ: the factor of mq__gptq_factor */
+    double *gptq_u_owned;
     scratch *sc;
     int nscratch;
     void *block;
@@ -96,7 +97,7 @@ static void free_job(qjob *j) {
     mq__free(j->ctx, j->chunk_min);
     mq__free(j->ctx, j->chunk_max);
     mq__free(j->ctx, j->chunk_err);
-    mq__free(j->ctx, (void *)j->gptq_u);
+    mq__free(j->ctx, j->gptq_u_owned);
 }
 
 /* Source bytes of row r at an address aligned for their dtype (staged when not). */
@@ -427,9 +428,10 @@ static mq_status job_init(mq_ctx *ctx, qjob *j, const mq_qspec *spec, const mq_q
     return MQ_OK;
 }
 
-mq_status mq_quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *layout,
-                           mq_dtype src_dtype, const void *src, int64_t row_begin,
-                           int64_t row_end, void *data, float *scale, void *zero_point) {
+static mq_status quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *layout,
+                               mq_dtype src_dtype, const void *src, int64_t row_begin,
+                               int64_t row_end, void *data, float *scale, void *zero_point,
+                               const double *factor) {
     MQ_TRY(check_args(ctx, "quantize", spec, layout, row_begin, row_end, src, data, scale,
                       zero_point));
     if (!mq_dtype_is_float(src_dtype))
@@ -454,9 +456,14 @@ mq_status mq_quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *
     if (!j.is_cast && spec->search == MQ_SEARCH_GPTQ) {
         if (!spec->hessian)
             return mq__fail(ctx, MQ_ERR_INVALID, "quantize: MQ_SEARCH_GPTQ needs spec.hessian");
-        double *u = NULL;
-        MQ_TRY(mq__gptq_factor(ctx, spec->hessian, layout->cols, &u));
-        j.gptq_u = u;
+        if (factor) {
+            j.gptq_u = factor;
+        } else {
+            double *u = NULL;
+            MQ_TRY(mq__gptq_factor(ctx, spec->hessian, layout->cols, &u));
+            j.gptq_u = u;
+            j.gptq_u_owned = u;
+        }
     } else if (!j.is_cast && spec->search != MQ_SEARCH_MINMAX && spec->search != MQ_SEARCH_MSE) {
         return mq__fail(ctx, MQ_ERR_INVALID, "quantize: unknown scale search %d",
                         (int)spec->search);
@@ -478,6 +485,22 @@ mq_status mq_quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *
         st = mq__parallel_for(ctx, row_end - row_begin, j.grain, quantize_range, &j);
     free_job(&j);
     return st;
+}
+
+mq_status mq_quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *layout,
+                           mq_dtype src_dtype, const void *src, int64_t row_begin,
+                           int64_t row_end, void *data, float *scale, void *zero_point) {
+    return quantize_rows(ctx, spec, layout, src_dtype, src, row_begin, row_end, data, scale,
+                         zero_point, NULL);
+}
+
+mq_status mq__quantize_rows_factored(mq_ctx *ctx, const mq_qspec *spec,
+                                     const mq_qlayout *layout, mq_dtype src_dtype,
+                                     const void *src, int64_t row_begin, int64_t row_end,
+                                     void *data, float *scale, void *zero_point,
+                                     const double *factor) {
+    return quantize_rows(ctx, spec, layout, src_dtype, src, row_begin, row_end, data, scale,
+                         zero_point, factor);
 }
 
 static mq_status dequantize_range(void *arg, int64_t b, int64_t e, int tid) {

@@ -3,6 +3,7 @@
  * chunking, Hessian errors, and the unchanged storage layout. */
 #include "harness.h"
 #include "monoquant.h"
+#include "quant/quant_internal.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -194,6 +195,37 @@ TEST(threads_and_chunking_do_not_change_bytes) {
     mq_ctx_free(ctx);
 }
 
+/* The pipeline's path: one factorization shared by every chunk of rows. */
+TEST(shared_factor_gives_the_same_bytes) {
+    mq_ctx *ctx = mq_ctx_create();
+    float *w = malloc(ROWS * COLS * sizeof(float)), *h = malloc(COLS * COLS * sizeof(float));
+    make_problem(ROWS, COLS, 300, w, h);
+    mq_qspec q = spec_of(MQ_Q_UINT4, MQ_ASYMMETRIC, MQ_PER_GROUP, 128, MQ_SEARCH_GPTQ, h);
+    qres ref = run_q(ctx, &q, ROWS, COLS, w, 1);
+    double *u = NULL;
+    CHECK(ref.st == MQ_OK && mq__gptq_factor(ctx, h, COLS, &u) == MQ_OK && u);
+    uint8_t *data = calloc(1, ref.L.data_bytes);
+    float *scale = calloc((size_t)ref.L.nscales, sizeof(float));
+    uint8_t *zp = calloc((size_t)ref.L.nscales, 1);
+    for (int64_t b = 0; b < ROWS && u; b += 7) {
+        int64_t e = b + 7 < ROWS ? b + 7 : ROWS;
+        CHECK(mq__quantize_rows_factored(ctx, &q, &ref.L, MQ_F32, w, b, e,
+                                         data + (size_t)b * ref.L.row_bytes, scale, zp,
+                                         u) == MQ_OK);
+    }
+    CHECK(!memcmp(data, ref.data, ref.L.data_bytes));
+    CHECK(!memcmp(scale, ref.scale, (size_t)ref.L.nscales * sizeof(float)));
+    CHECK(!memcmp(zp, ref.zp, (size_t)ref.L.nscales));
+    mq__free(ctx, u);
+    free(data);
+    free(scale);
+    free(zp);
+    qres_free(&ref);
+    free(w);
+    free(h);
+    mq_ctx_free(ctx);
+}
+
 TEST(bad_hessians_fail) {
     mq_ctx *ctx = mq_ctx_create();
     enum { C = 16 };
@@ -278,6 +310,7 @@ int main(void) {
     RUN(gptq_lowers_output_error);
     RUN(diagonal_hessian_is_round_to_nearest);
     RUN(threads_and_chunking_do_not_change_bytes);
+    RUN(shared_factor_gives_the_same_bytes);
     RUN(bad_hessians_fail);
     RUN(layout_unchanged);
     return test_summary();
