@@ -377,6 +377,11 @@ static void print_json(const qstate *q, const char *out, const mq_report *r) {
         if (t->has_error) {
             cli_json_error_stats(f, &t->error);
         }
+        if (t->has_output_error) {
+            fputs(", \"output_sqnr_db\": ", f);
+            if (isfinite(t->output_sqnr_db)) fprintf(f, "%.4f", t->output_sqnr_db);
+            else fputs("null", f);
+        }
         fputs("}", f);
     }
     fputs("],\n \"warnings\": [", f);
@@ -394,8 +399,10 @@ static void print_report(const qstate *q, const char *out, const mq_report *r) {
     cli_progress_done();
     fprintf(f, "%s -> %s (%s)%s\n", q->model, out ? out : "(dry run)",
             mq_qspec_name(&q->o.spec, scheme, sizeof scheme), q->dry_run ? " plan:" : "");
-    fprintf(f, "  %-40s %-9s %-12s %9s %9s %10s\n", "tensor", "kind", "stored as", "SQNR dB",
-            "rel.err", "max abs");
+    bool out_col = false; /* output SQNR on the calibration inputs (Hessians) */
+    for (size_t i = 0; i < r->ntensors; i++) out_col |= r->tensors[i].has_output_error != 0;
+    fprintf(f, "  %-40s %-9s %-12s %9s %9s %10s%s\n", "tensor", "kind", "stored as", "SQNR dB",
+            "rel.err", "max abs", out_col ? "  output SQNR dB" : "");
     size_t one_d = 0;
     for (size_t i = 0; i < r->ntensors; i++) {
         const mq_tensor_report *t = &r->tensors[i];
@@ -406,8 +413,9 @@ static void print_report(const qstate *q, const char *out, const mq_report *r) {
         fprintf(f, "  %-40s %-9s %-12s", t->name, mq_layer_kind_name(t->kind),
                 mq_qspec_name(&t->spec, scheme, sizeof scheme));
         if (t->has_error)
-            fprintf(f, " %9.2f %9.5f %10.3g\n", t->error.sqnr_db, t->error.rel_fro, t->error.max_abs);
-        else fputs("\n", f);
+            fprintf(f, " %9.2f %9.5f %10.3g", t->error.sqnr_db, t->error.rel_fro, t->error.max_abs);
+        if (t->has_output_error) fprintf(f, " %16.2f", t->output_sqnr_db);
+        fputs("\n", f);
     }
     bool header = false;
     for (size_t i = 0; i < r->ntensors; i++) {

@@ -470,6 +470,12 @@ typedef struct mq_tensor_report {
     int has_error;             /* error figures below are valid */
     mq_error_stats error;      /* of the dequantized tensor against the input */
     int has_input_params;      /* input_scale/input_zero_point stored (calibration) */
+    /* added after the first draft: */
+    int has_output_error;      /* the calibration statistics hold the layer's Hessian H and
+                                  error figures were asked for */
+    double output_sqnr_db;     /* 10 log10(sum w^T H w / sum d^T H d) over rows, d = w - the
+                                  dequantized w: the SQNR of the layer's outputs X W^T on the
+                                  calibration inputs (what GPTQ minimizes); +inf when exact */
 } mq_tensor_report;
 
 typedef struct mq_report {

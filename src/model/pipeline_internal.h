@@ -69,6 +69,8 @@ MQ_HIDDEN int mq__spec_from_meta(const char *s, mq_qspec *spec, mq_dtype *orig);
 typedef struct mq__err_acc {
     double sum_a2, sum_b2, sum_ab, sum_d2, max_abs;
     uint64_t n;
+    double out_a, out_d;   /* sums of w^T H w and d^T H d (calibration Hessian), */
+    int has_out;           /* when has_out */
 } mq__err_acc;
 /* Adds n pairs: reference `a` of a float dtype, approximation `b` (parallel over the
  * context's threads, deterministic). */
