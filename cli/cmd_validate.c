@@ -21,6 +21,20 @@ typedef struct vopts {
     bool has_min, json, strict;
 } vopts;
 
+/* A layer named like an output head ("lm_head.weight", "model.output.weight"). */
+static bool head_name(const char *name) {
+    static const char *const heads[] = {"lm_head", "output", "head", "classifier", "score",
+                                        "embed_out"};
+    const char *dot = strrchr(name, '.');
+    if (!dot) return false;
+    const char *start = dot;
+    while (start > name && start[-1] != '.') start--;
+    for (size_t i = 0; i < sizeof heads / sizeof *heads; i++)
+        if (strlen(heads[i]) == (size_t)(dot - start) && !strncmp(start, heads[i], (size_t)(dot - start)))
+            return true;
+    return false;
+}
+
 static int parse(vopts *o, int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         bool missing = false;
@@ -112,7 +126,7 @@ int cmd_validate(int argc, char **argv) {
             }
         }
         bool four = t->spec.type == MQ_Q_INT4 || t->spec.type == MQ_Q_UINT4;
-        bool risky = four && (t->kind == MQ_KIND_EMBEDDING || strstr(t->name, "lm_head"));
+        bool risky = four && (t->kind == MQ_KIND_EMBEDDING || head_name(t->name));
         warnings += risky;
         if (o.json) {
             printf("%s\n  {\"name\": ", i ? "," : "");

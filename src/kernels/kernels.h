@@ -54,6 +54,8 @@ typedef struct mq__act {
     const uint8_t *xu;  /* integer modes: [M][Kp] u8, padded with za */
     const int32_t *xusum; /* [M][G], 8-bit with zero points only */
     const float *sx;    /* [M] activation scales */
+    int64_t k0, k1;     /* float weights, vector paths: the k range of a partial pass, whose
+                           partial sums wait in y between passes (stored exactly) */
 } mq__act;
 
 /* Computes y[m][n] for m in [m0, m1) and channels in blocks [b0, b1) (n < N); y is [M][ldy]. */

@@ -411,7 +411,7 @@ static mq_status forward_with(mq_ctx *ctx, mq_linear *lin, const float *x, int64
     if (!s) return MQ_ERR_NOMEM;
     s += (64 - ((uintptr_t)s & 63)) & 63;
     fwd_job j = {.L = L, .x = x, .y = y};
-    mq__act A = {.M = M};
+    mq__act A = {.M = M, .k0 = 0, .k1 = L->K};
     if (L->act == MQ_ACT_F32 && (L->kind == MQ__W_I8 || L->kind == MQ__W_I4)) {
         j.xf = (float *)s;
         A.xf = j.xf;

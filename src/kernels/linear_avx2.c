@@ -14,11 +14,21 @@
 #define UNROLL _Pragma("GCC unroll 8")
 #endif
 
-INLINE __m256 load_wf(const mq__lin *L, int64_t b, int64_t k, int h) {
+/* acc + x * w, fused; the asm form keeps GCC from copying accumulators around. */
+INLINE __m256 fma_acc(__m256 acc, __m256 x, __m256 w) {
+#if defined(__clang__)
+    return _mm256_fmadd_ps(x, w, acc);
+#else
+    __asm__("vfmadd231ps %2, %1, %0" : "+x"(acc) : "x"(x), "x"(w));
+    return acc;
+#endif
+}
+
+INLINE __m256 load_wf(const mq__lin *L, int64_t b, int64_t k, int h, const mq__wkind kind) {
     int64_t i = (b * L->K + k) * MQ__LANES + 8 * h;
-    if (L->kind == MQ__W_F32) return _mm256_load_ps((const float *)L->w + i);
+    if (kind == MQ__W_F32) return _mm256_load_ps((const float *)L->w + i);
     __m128i v = _mm_load_si128((const __m128i *)((const uint16_t *)L->w + i));
-    if (L->kind == MQ__W_F16) return _mm256_cvtph_ps(v);
+    if (kind == MQ__W_F16) return _mm256_cvtph_ps(v);
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
 }
 
@@ -37,8 +47,8 @@ INLINE __m256 bias_half(const mq__lin *L, int64_t b, int h) {
     return _mm256_load_ps(L->bias + b * MQ__LANES + 8 * h);
 }
 
-INLINE void float_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
-                       int64_t ldy, const int MR, const int NB) {
+INLINE void float_tile_k(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
+                         int64_t ldy, const int MR, const int NB, const mq__wkind kind) {
     __m256 acc[4][4];
 UNROLL
     for (int r = 0; r < MR; r++)
@@ -48,12 +58,12 @@ UNROLL
     for (int64_t k = 0; k < L->K; k++) {
         __m256 w[4];
 UNROLL
-        for (int j = 0; j < 2 * NB; j++) w[j] = load_wf(L, b + j / 2, k, j % 2);
+        for (int j = 0; j < 2 * NB; j++) w[j] = load_wf(L, b + j / 2, k, j % 2, kind);
 UNROLL
         for (int r = 0; r < MR; r++) {
             __m256 xv = _mm256_broadcast_ss(x + r * L->Kp + k);
 UNROLL
-            for (int j = 0; j < 2 * NB; j++) acc[r][j] = _mm256_fmadd_ps(xv, w[j], acc[r][j]);
+            for (int j = 0; j < 2 * NB; j++) acc[r][j] = fma_acc(acc[r][j], xv, w[j]);
         }
     }
 UNROLL
@@ -62,6 +72,14 @@ UNROLL
         for (int j = 0; j < 2 * NB; j++)
             store_out(L, y + (m + r) * ldy, b + j / 2, j % 2,
                       _mm256_add_ps(acc[r][j], bias_half(L, b + j / 2, j % 2)));
+}
+
+/* One instantiation per stored type, so the conversion is not chosen inside the k loop. */
+INLINE void float_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
+                       int64_t ldy, const int MR, const int NB) {
+    if (L->kind == MQ__W_F32) float_tile_k(L, A, m, b, y, ldy, MR, NB, MQ__W_F32);
+    else if (L->kind == MQ__W_F16) float_tile_k(L, A, m, b, y, ldy, MR, NB, MQ__W_F16);
+    else float_tile_k(L, A, m, b, y, ldy, MR, NB, MQ__W_BF16);
 }
 
 /* Loads the 8 lanes of half h of channel block b from a [nblk][G][16] table. */
@@ -123,7 +141,7 @@ UNROLL
                     __m256 xv = _mm256_broadcast_ss(x + r * L->Kp + k + i);
 UNROLL
                     for (int j = 0; j < 2 * NB; j++)
-                        part[r][j] = _mm256_fmadd_ps(xv, w[j], part[r][j]);
+                        part[r][j] = fma_acc(part[r][j], xv, w[j]);
                 }
             }
         }

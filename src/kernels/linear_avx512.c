@@ -24,11 +24,11 @@ INLINE __m512 fma_acc(__m512 acc, __m512 x, __m512 w) {
 #endif
 }
 
-INLINE __m512 load_wf(const mq__lin *L, int64_t b, int64_t k) {
+INLINE __m512 load_wf(const mq__lin *L, int64_t b, int64_t k, const mq__wkind kind) {
     int64_t i = (b * L->K + k) * MQ__LANES;
-    if (L->kind == MQ__W_F32) return _mm512_load_ps((const float *)L->w + i);
+    if (kind == MQ__W_F32) return _mm512_load_ps((const float *)L->w + i);
     __m256i h = _mm256_load_si256((const __m256i *)((const uint16_t *)L->w + i));
-    if (L->kind == MQ__W_F16) return _mm512_cvtph_ps(h);
+    if (kind == MQ__W_F16) return _mm512_cvtph_ps(h);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
@@ -38,18 +38,24 @@ INLINE void store_out(const mq__lin *L, float *y, int64_t b, __m512 v) {
     else _mm512_mask_storeu_ps(y + n0, (__mmask16)((1u << left) - 1u), v);
 }
 
-INLINE void float_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
-                       int64_t ldy, const int MR, const int NB) {
+INLINE void float_tile_k(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
+                         int64_t ldy, const int MR, const int NB, const mq__wkind kind) {
     __m512 acc[4][4];
+    const bool first = A->k0 == 0, last = A->k1 == L->K;
 UNROLL
     for (int r = 0; r < MR; r++)
 UNROLL
-        for (int j = 0; j < NB; j++) acc[r][j] = _mm512_setzero_ps();
+        for (int j = 0; j < NB; j++) {
+            int64_t n0 = (b + j) * MQ__LANES, left = L->N - n0;
+            __mmask16 keep = left >= MQ__LANES ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
+            acc[r][j] = first ? _mm512_setzero_ps()
+                              : _mm512_maskz_loadu_ps(keep, y + (m + r) * ldy + n0);
+        }
     const float *x = A->xf + m * L->Kp;
-    for (int64_t k = 0; k < L->K; k++) {
+    for (int64_t k = A->k0; k < A->k1; k++) {
         __m512 w[4];
 UNROLL
-        for (int j = 0; j < NB; j++) w[j] = load_wf(L, b + j, k);
+        for (int j = 0; j < NB; j++) w[j] = load_wf(L, b + j, k, kind);
 UNROLL
         for (int r = 0; r < MR; r++) {
             __m512 xv = _mm512_set1_ps(x[r * L->Kp + k]);
@@ -62,7 +68,16 @@ UNROLL
 UNROLL
         for (int j = 0; j < NB; j++)
             store_out(L, y + (m + r) * ldy, b + j,
-                      _mm512_add_ps(acc[r][j], _mm512_load_ps(L->bias + (b + j) * MQ__LANES)));
+                      last ? _mm512_add_ps(acc[r][j], _mm512_load_ps(L->bias + (b + j) * MQ__LANES))
+                           : acc[r][j]);
+}
+
+/* One instantiation per stored type, so the conversion is not chosen inside the k loop. */
+INLINE void float_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
+                       int64_t ldy, const int MR, const int NB) {
+    if (L->kind == MQ__W_F32) float_tile_k(L, A, m, b, y, ldy, MR, NB, MQ__W_F32);
+    else if (L->kind == MQ__W_F16) float_tile_k(L, A, m, b, y, ldy, MR, NB, MQ__W_F16);
+    else float_tile_k(L, A, m, b, y, ldy, MR, NB, MQ__W_BF16);
 }
 
 /* Zero point (nibble value of w = 0) of the 4-bit group, as 32-bit lanes. */
@@ -291,9 +306,16 @@ static void drive(const tile_body (*tab)[3], const mq__lin *L, const mq__act *A,
     }
 }
 
+/* With several row tiles, passes over k blocks keep the weights of the channel tile in L1/L2
+ * while every row tile uses them (the sums continue exactly across passes). */
 static void tile_float(const mq__lin *L, const mq__act *A, int64_t m0, int64_t m1, int64_t b0,
                        int64_t b1, float *y, int64_t ldy) {
-    drive(flt_table, L, A, m0, m1, b0, b1, y, ldy);
+    mq__act P = *A;
+    int64_t kb = m1 - m0 > 4 ? 256 : L->K;
+    for (P.k0 = 0; P.k0 < L->K; P.k0 = P.k1) {
+        P.k1 = L->K - P.k0 > kb ? P.k0 + kb : L->K;
+        drive(flt_table, L, &P, m0, m1, b0, b1, y, ldy);
+    }
 }
 static void tile_wonly(const mq__lin *L, const mq__act *A, int64_t m0, int64_t m1, int64_t b0,
                        int64_t b1, float *y, int64_t ldy) {

@@ -30,9 +30,8 @@ typedef struct mq__plan_entry {
     float input_scale;
     int32_t input_zero_point;
     mq_dtype input_zp_dtype;
-    const float *importance; /* [cols] from calibration, owned by the plan or NULL */
-    float *importance_owned;
-    const float *hessian;    /* [cols, cols] from calibration (owned by the stats) or NULL */
+    float *importance;      /* [cols] mean x^2 from calibration (owned), or NULL */
+    const float *hessian;   /* [cols, cols] from calibration (owned by the stats) or NULL */
     uint64_t bytes_out;
 } mq__plan_entry;
 
@@ -54,7 +53,8 @@ MQ_HIDDEN mq_status mq__plan_build(mq_ctx *ctx, const mq_model *model,
                                    const mq_calib_stats *stats, mq__plan *plan);
 MQ_HIDDEN void mq__plan_free(mq__plan *plan);
 MQ_HIDDEN mq_status mq__plan_warn(mq__plan *plan, const char *fmt, ...) MQ_PRINTF(2, 3);
-/* 1 when a layer named like an output head (lm_head, output, head, classifier, score). */
+/* 1 for a layer named like an output head (lm_head, output, head, classifier, score,
+ * embed_out). */
 MQ_HIDDEN int mq__is_head_name(const char *name);
 
 /* Drops consumed input pages [p, p+n) from the process when they lie in a read-only file
@@ -92,7 +92,7 @@ MQ_HIDDEN void mq__sb_json_str(mq__sb *sb, const char *s);
 MQ_HIDDEN void mq__sb_json_num(mq__sb *sb, double v);
 MQ_HIDDEN void mq__sb_free(mq__sb *sb);
 
-/* The quantization_config JSON for a plan; `with_errors` adds the error figures. */
+/* The quantization_config JSON for a plan; with a report, its error figures too. */
 MQ_HIDDEN mq_status mq__config_json(mq_ctx *ctx, const mq__plan *plan,
                                     const mq_quantize_options *opts, const mq_report *rep,
                                     char **out);

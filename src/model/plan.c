@@ -127,7 +127,7 @@ void mq__plan_free(mq__plan *p) {
     mq_ctx *ctx = p->ctx;
     for (size_t i = 0; i < p->n; i++) {
         mq__free(ctx, p->entries[i].reason);
-        mq__free(ctx, p->entries[i].importance_owned);
+        mq__free(ctx, p->entries[i].importance);
     }
     for (size_t i = 0; i < p->nouts; i++) mq__free(ctx, (void *)p->outs[i].name);
     for (size_t i = 0; i < p->nwarnings; i++) mq__free(ctx, p->warnings[i]);
@@ -336,7 +336,6 @@ static mq_status attach_stats(mq__plan *p, mq__plan_entry *e, const mq_calib_sta
         if (!imp) return MQ_ERR_NOMEM;
         int64_t rep = cols / ls.channels;
         for (int64_t c = 0; c < cols; c++) imp[c] = ls.mean_sq[c / rep];
-        e->importance_owned = imp;
         e->importance = imp;
     }
     if (ls.hessian && ls.channels == cols) e->hessian = ls.hessian; /* Linear only */

@@ -135,6 +135,10 @@ expect_out v_min_sqnr_msg 'below --min-sqnr 30'
 expect_exit 0 v_json -- "$MQ" validate "$T/t1.safetensors" --json
 "$PYTHON" -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["quantized"]==16 and d["failures"]==0' "$T/out" &&
     ok v_json_doc || notok v_json_doc "bad JSON"
+"$MQ" -q quantize "$LM" --bits 4 --no-default-skip -o "$T/head4.safetensors" 2>/dev/null
+expect_exit 0 v_head_warning -- "$MQ" validate "$T/head4.safetensors"
+expect_out v_head_warning_msg 'warning: lm_head\.weight: 4-bit on an output head'
+expect_exit 3 v_head_strict -- "$MQ" validate "$T/head4.safetensors" --strict
 # a zero scale: value check fails
 "$PYTHON" - "$T/t1.safetensors" "$T/zero.safetensors" <<'PY'
 import json, struct, sys
@@ -182,6 +186,9 @@ expect_exit 0 s_info -- "$MQ" info "$T/static.safetensors"
 expect_out s_input_scale '^  fc1\.input_scale +F32 +\[1\]'
 expect_out s_input_zero_point '^  conv2\.input_zero_point +U8 +\[1\]'
 expect_exit 0 s_validate -- "$MQ" validate "$T/static.safetensors" --reference "$CNN"
+# activation-weighted search (conv importance expanded over kh*kw columns)
+expect_exit 0 s_weighted -- "$MQ" quantize "$CNN" --bits 4 --no-default-skip --search mse --calibration "$T/stats.safetensors" -o "$T/awq.safetensors"
+expect_exit 0 s_weighted_validate -- "$MQ" validate "$T/awq.safetensors" --reference "$CNN" --min-sqnr 10
 expect_exit 5 s_missing_stats -- "$MQ" quantize "$CNN" --calibration "$T/none.safetensors" -o "$T/x.safetensors"
 
 # compare: plain vs quantized, matched by name

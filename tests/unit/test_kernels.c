@@ -303,6 +303,13 @@ TEST(larger_shapes) {
     make_layer(&l, MQ_Q_BF16, MQ_SYMMETRIC, MQ_PER_CHANNEL, 0, 1030, 77, MQ_ACT_F32);
     check_layer(&l, 1, "bf16 1030x77 M 1");
     layer_free(&l);
+    /* several passes over k blocks with partial sums kept in y, partial last block */
+    make_layer(&l, MQ_Q_NONE, MQ_SYMMETRIC, MQ_PER_CHANNEL, 0, 41, 700, MQ_ACT_F32);
+    check_layer(&l, 9, "f32 41x700 M 9");
+    layer_free(&l);
+    make_layer(&l, MQ_Q_FP16, MQ_SYMMETRIC, MQ_PER_CHANNEL, 0, 70, 513, MQ_ACT_F32);
+    check_layer(&l, 6, "f16 70x513 M 6");
+    layer_free(&l);
 }
 
 /* Activations at the edges: all zero rows, huge values, static clamping at both ends. */
