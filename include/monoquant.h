@@ -281,11 +281,17 @@ typedef enum mq_granularity {
 
 typedef enum mq_scale_search {
     MQ_SEARCH_MINMAX = 0, /* scale from the min/max range (PyTorch's observers) */
-    MQ_SEARCH_MSE         /* per group / row / tensor: the min/max candidate, then clipped
+    MQ_SEARCH_MSE,        /* per group / row / tensor: the min/max candidate, then clipped
                              ranges (ratios 1.1 .. 0.5 of the range, then the winner's
                              neighbours and, for asymmetric, zero points one step either
                              way); the least (weighted) squared error wins, ties keep
                              min/max (docs/QUANTIZATION.md) */
+    MQ_SEARCH_GPTQ        /* needs spec.hessian: each row is quantized column by column, left
+                             to right, and each column's rounding error is spread over the
+                             columns not yet quantized through the inverse Hessian (GPTQ,
+                             docs/QUANTIZATION.md); a group's scale / zero point follow the
+                             min/max rule on its error-updated weights when the group starts.
+                             An identity Hessian gives exactly MQ_SEARCH_MINMAX's bytes. */
 } mq_scale_search;
 
 typedef struct mq_qspec {
@@ -298,6 +304,18 @@ typedef struct mq_qspec {
     const float *importance;  /* optional, `cols` finite weights >= 0 (e.g. the mean of x^2 per
                                  input channel from calibration): the scale search minimizes
                                  the error weighted by importance[col]. Not copied. */
+    /* added after the first draft: */
+    const float *hessian;     /* MQ_SEARCH_GPTQ only: cols x cols, row-major, symmetric (the
+                                 lower triangle is read), finite: the mean of x x^T over the
+                                 layer's calibration inputs (`<layer>.hessian` of
+                                 `monoquant calibrate --hessian`). Dampened by 1 % of its mean
+                                 diagonal (a zero diagonal entry, a channel never active,
+                                 becomes 1 first); not positive definite then: MQ_ERR_QUANT
+                                 naming the column. Each mq_quantize_rows call factorizes it
+                                 (O(cols^3), double precision; 8 * 2 * cols^2 bytes of scratch):
+                                 quantize a tensor in as few calls as memory allows. The bytes
+                                 do not depend on the row chunking or the thread count.
+                                 Not copied. */
 } mq_qspec;
 
 /* Defaults: INT8 symmetric per channel, min/max; group_size 128. */
@@ -452,6 +470,12 @@ typedef struct mq_tensor_report {
     int has_error;             /* error figures below are valid */
     mq_error_stats error;      /* of the dequantized tensor against the input */
     int has_input_params;      /* input_scale/input_zero_point stored (calibration) */
+    /* added after the first draft: */
+    int has_output_error;      /* the calibration statistics hold the layer's Hessian H and
+                                  error figures were asked for */
+    double output_sqnr_db;     /* 10 log10(sum w^T H w / sum d^T H d) over rows, d = w - the
+                                  dequantized w: the SQNR of the layer's outputs X W^T on the
+                                  calibration inputs (what GPTQ minimizes); +inf when exact */
 } mq_tensor_report;
 
 typedef struct mq_report {
@@ -712,6 +736,13 @@ MQ_API void mq_calibrator_free(mq_calibrator *cal);
  * MQ_ERR_INVALID when declared again with other channels. */
 MQ_API mq_status mq_calibrator_add_layer(mq_calibrator *cal, const char *layer,
                                          int64_t channels);
+/* Also accumulate, per layer, the sum of x x^T over input rows (double precision), saved as
+ * `<layer>.hessian` F32 [channels, channels] (the mean over rows) for GPTQ
+ * (MQ_SEARCH_GPTQ). Only for inputs whose channel axis is the last (Linear); a layer that
+ * receives another layout (Conv) gets none. Costs 8 * channels^2 bytes per layer and
+ * rows * channels^2 / 2 multiply-adds per batch, split over the context's threads (the sums do
+ * not depend on the thread count). Call before adding layers; MQ_ERR_INVALID after. */
+MQ_API mq_status mq_calibrator_set_hessian(mq_calibrator *cal, int enable);
 /* One batch of inputs of a declared layer: contiguous, dtype F32/F16/BF16/F64, `shape`
  * [..., channels] (Linear: leading dims are rows) with channel_axis -1, or [N, C, H, W]
  * (Conv) with channel_axis 1. MQ_ERR_INVALID when the channel dimension does not match. */
@@ -744,6 +775,9 @@ typedef struct mq_layer_stats {
     uint64_t count;           /* rows (samples) observed */
     const float *mean_sq;     /* [channels] mean of x^2 per input channel */
     const float *max_abs;     /* [channels] max |x| per input channel */
+    const float *hessian;     /* [channels, channels] mean of x x^T, or NULL (calibrated
+                                 without --hessian, or a Conv layer); see
+                                 mq_calibrator_set_hessian */
     mq_qtype input_type;      /* MQ_Q_INT8 or MQ_Q_UINT8 */
     float input_scale;        /* per-tensor activation scale */
     int32_t input_zero_point;
