@@ -90,4 +90,17 @@ static inline const char *test_fixtures(void) {
     return d && *d ? d : "../shared/fixtures";
 }
 
+/* Allocator callbacks for out-of-memory paths: allocations succeed while test_allocs_left
+ * stays positive, then fail. Use as {test_failing_alloc, test_plain_free, NULL}. */
+static long test_allocs_left;
+static inline void *test_failing_alloc(void *ud, size_t n) {
+    (void)ud;
+    if (test_allocs_left-- <= 0) return NULL;
+    return malloc(n);
+}
+static inline void test_plain_free(void *ud, void *p) {
+    (void)ud;
+    free(p);
+}
+
 #endif
