@@ -23,10 +23,7 @@ static mq_observer *make(mq_ctx *ctx, mq_observer_kind kind, mq_qtype type, mq_s
 /* Deterministic pseudo-normal values. */
 static uint64_t rng_state = 88172645463325252ull;
 static double uniform01(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / 9007199254740992.0;
+    return (double)(test_xorshift64(&rng_state) >> 11) / 9007199254740992.0;
 }
 static float gauss(void) {
     double u = uniform01() + 1e-12, v = uniform01();
