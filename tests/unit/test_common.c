@@ -150,22 +150,11 @@ TEST(parallel_for_reports_failure) {
     mq_ctx_free(ctx);
 }
 
-static int allocs_left;
-static void *failing_alloc(void *ud, size_t n) {
-    (void)ud;
-    if (allocs_left-- <= 0) return NULL;
-    return malloc(n);
-}
-static void plain_free(void *ud, void *p) {
-    (void)ud;
-    free(p);
-}
-
 TEST(allocation_failure_is_reported) {
-    mq_allocator al = {failing_alloc, plain_free, NULL};
-    allocs_left = 0;
+    mq_allocator al = {test_failing_alloc, test_plain_free, NULL};
+    test_allocs_left = 0;
     CHECK(mq_ctx_create_with_allocator(&al) == NULL);
-    allocs_left = 2; /* the context and its mutex */
+    test_allocs_left = 2; /* the context and its mutex */
     mq_ctx *ctx = mq_ctx_create_with_allocator(&al);
     CHECK(ctx != NULL);
     if (!ctx) return;

@@ -417,17 +417,6 @@ TEST(reader_appends_and_key_option) {
     mq_ctx_free(ctx);
 }
 
-static long allocs_left;
-static void *failing_alloc(void *ud, size_t n) {
-    (void)ud;
-    if (allocs_left-- <= 0) return NULL;
-    return malloc(n);
-}
-static void plain_free(void *ud, void *p) {
-    (void)ud;
-    free(p);
-}
-
 TEST(allocation_failures_are_clean) {
     mq_ctx *ctx = mq_ctx_create();
     mq_tensor_desc d[2] = {{"a", MQ_F32, 2, {3, 4}}, {"b", MQ_I64, 0, {0}}};
@@ -435,12 +424,12 @@ TEST(allocation_failures_are_clean) {
     const char *p = tmp_path("af.pt");
     CHECK_EQ_INT(write_file(ctx, p, d, 2, &meta, 1, 7), MQ_OK);
     mq_ctx_free(ctx);
-    mq_allocator al = {failing_alloc, plain_free, NULL};
+    mq_allocator al = {test_failing_alloc, test_plain_free, NULL};
     int succeeded = 0;
     for (long k = 2; k < 200 && !succeeded; k++) {
-        allocs_left = 1000;
+        test_allocs_left = 1000;
         mq_ctx *c = mq_ctx_create_with_allocator(&al);
-        allocs_left = k;
+        test_allocs_left = k;
         mq_model *m = NULL;
         mq_status st = mq_model_open(c, p, NULL, &m);
         if (st == MQ_OK) {
@@ -452,18 +441,18 @@ TEST(allocation_failures_are_clean) {
             CHECK(m == NULL);
         }
         mq_model_free(m);
-        allocs_left = 1000;
+        test_allocs_left = 1000;
         mq_ctx_free(c);
     }
     CHECK(succeeded);
     /* the writer too: failures leave no file behind */
     for (long k = 2; k < 200; k++) {
-        allocs_left = 1000;
+        test_allocs_left = 1000;
         mq_ctx *c = mq_ctx_create_with_allocator(&al);
-        allocs_left = k;
+        test_allocs_left = k;
         const char *q = tmp_path("af2.pt");
         mq_status st = write_file(c, q, d, 2, &meta, 1, 7);
-        allocs_left = 1000;
+        test_allocs_left = 1000;
         mq_ctx_free(c);
         if (st == MQ_OK) break;
         CHECK_EQ_INT(st, MQ_ERR_NOMEM);
