@@ -50,6 +50,9 @@ static void help(FILE *f) {
         "  --layer GLOB=BITS      per-layer override: 8, 4, uint8, uint4, fp16, bf16, none\n"
         "  --no-default-skip      4-bit: also quantize embeddings, output heads, tensors < 512\n"
         "  --skip-nonfinite       keep tensors holding NaN/Inf instead of failing\n"
+        "input:\n"
+        "  --key K                PyTorch input: the entry holding the tensors (e.g. model,\n"
+        "                         state_dict; '.' the top level), when several entries do\n"
         "output and run:\n"
         "  -o, --output FILE      output path\n"
         "  --format F             safetensors or pt (default: from the output extension)\n"
@@ -159,6 +162,7 @@ static int apply(qstate *q, const char *name, const char *v, bool from_cfg) {
         else if (!strcmp(v, "safetensors")) q->o.out_format = MQ_FORMAT_SAFETENSORS;
         else return cli_usage_error(cmd, "--format: expected pt or safetensors, got '%s'", v);
     } else if (!strcmp(name, "calibration")) q->o.calibration = v;
+    else if (!strcmp(name, "key")) q->o.key = v;
     else if (!strcmp(name, "threads")) {
         if (!cli_parse_int(v, 0, 1024, &n))
             return cli_usage_error(cmd, "--threads: expected 0..1024, got '%s'", v);

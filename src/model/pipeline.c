@@ -415,7 +415,8 @@ mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
     mq__plan plan = {0};
     mq_report *rep = NULL;
     mq_calib_stats *stats = NULL;
-    mq_status st = mq_model_open(ctx, in, NULL, &m);
+    mq_open_options oo = {MQ_FORMAT_AUTO, opts->key};
+    mq_status st = mq_model_open(ctx, in, &oo, &m);
     if (st == MQ_OK && out) st = check_not_input(ctx, m, in, out);
     if (st == MQ_OK && opts->calibration) st = mq_calib_stats_open(ctx, opts->calibration, &stats);
     if (st == MQ_OK) st = mq__plan_build(ctx, m, opts, stats, &plan);
