@@ -295,7 +295,7 @@ static mq_status escaped(mq_ctx *ctx, const char *s, mq__sb *out) {
 
 /* Replaces the stored config (reserved with trailing spaces) by the one with the error
  * figures, in place in the safetensors header. Left as it is when the header does not hold
- * the expected bytes (e.g. another output format). */
+ * the expected bytes. */
 static mq_status patch_config(mq_ctx *ctx, mq_writer *w, const mq__plan *p, const char *old_cfg,
                               const char *new_cfg) {
     if (w->format != MQ_FORMAT_SAFETENSORS) return MQ_OK;
@@ -366,7 +366,10 @@ static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *ou
         }
     }
     if (st == MQ_OK) st = mq__config_json(ctx, p, o, rep, &cfg_final);
-    if (st == MQ_OK) {
+    if (st == MQ_OK && s.w->be->meta_at_end) {
+        /* the metadata is written at commit: store the final config as it is */
+        st = mq__writer_set_meta(s.w, MQ__META_CONFIG, cfg_final);
+    } else if (st == MQ_OK) {
         const char *old = NULL;
         for (size_t i = 0; i < ml.n; i++)
             if (!strcmp(ml.kv[i].key, MQ__META_CONFIG)) old = ml.kv[i].value;
