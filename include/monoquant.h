@@ -433,6 +433,10 @@ typedef struct mq_quantize_options {
     /* additions: */
     const char *key;           /* PyTorch input: the entry holding the tensors, as
                                   mq_open_options.key ("." the top level; NULL: found) */
+    int strict;                /* any warning fails the call with MQ_ERR_QUANT, its message
+                                  listing the warnings. Decided before the output is committed:
+                                  the destination stays untouched and no temporary file is
+                                  left. A dry run fails the same way (no report). */
 } mq_quantize_options;
 
 /* Defaults: INT8 symmetric per channel (min/max), kinds linear+conv+rnn, default_skip 1,

@@ -340,12 +340,32 @@ done:
 
 /* ---- the call ------------------------------------------------------------------------- */
 
+/* Strict mode: any warning fails the call, listing the warnings. `path` names the output
+ * (`written`: one was to be written) or, for a dry run, the input. */
+static mq_status strict_check(mq_ctx *ctx, const mq__plan *p, const mq_quantize_options *o,
+                              const char *path, bool written) {
+    if (!o->strict || !p->nwarnings) return MQ_OK;
+    char list[MQ_MSG_MAX];
+    size_t len = 0;
+    list[0] = 0;
+    for (size_t i = 0; i < p->nwarnings && len + 1 < sizeof list; i++) {
+        int k = snprintf(list + len, sizeof list - len, "%s%s", i ? "; " : "", p->warnings[i]);
+        if (k < 0) break;
+        len += (size_t)k;
+    }
+    return mq__fail(ctx, MQ_ERR_QUANT, "%s: %zu warning%s under strict mode%s: %s", path,
+                    p->nwarnings, p->nwarnings == 1 ? "" : "s", written ? ", nothing written" : "",
+                    list);
+}
+
 static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *out,
                      const mq_quantize_options *o, mq_report *rep) {
     meta_list ml = {0};
     stream s = {.ctx = ctx, .model = m, .opts = o, .total = p->bytes_in};
     char *cfg_final = NULL;
-    mq_status st = build_meta(ctx, m, p, o, &ml);
+    /* warnings of the plan are known before anything is written */
+    mq_status st = strict_check(ctx, p, o, out, true);
+    if (st == MQ_OK) st = build_meta(ctx, m, p, o, &ml);
     if (st == MQ_OK)
         st = mq_writer_open(ctx, out, o->out_format, p->outs, p->nouts, ml.kv, ml.n, &s.w);
     if (st == MQ_OK) st = size_buffers(&s, p);
@@ -365,6 +385,8 @@ static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *ou
                                    tr->error.sqnr_db, o->sqnr_warn_db);
         }
     }
+    /* strict: decided before the commit, so the destination stays untouched */
+    if (st == MQ_OK) st = strict_check(ctx, p, o, out, true);
     if (st == MQ_OK) st = mq__config_json(ctx, p, o, rep, &cfg_final);
     if (st == MQ_OK && s.w->be->meta_at_end) {
         /* the metadata is written at commit: store the final config as it is */
@@ -426,6 +448,7 @@ mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
     if (st == MQ_OK) st = mq__report_from_plan(ctx, &plan, &rep);
     if (st == MQ_OK) rep->file_bytes_in = input_file_bytes(m, in);
     if (st == MQ_OK && !opts->dry_run) st = run(ctx, m, &plan, out, opts, rep);
+    if (st == MQ_OK && opts->dry_run) st = strict_check(ctx, &plan, opts, in, false);
     if (st == MQ_OK && opts->dry_run) st = mq__config_json(ctx, &plan, opts, rep, &rep->config_json);
     if (st == MQ_OK) {
         mq__report_take_warnings(rep, &plan);
