@@ -12,7 +12,8 @@ static void calibrate_usage(FILE *f) {
         "usage: monoquant calibrate --model M [--key K] --activations FILE|DIR [FILE|DIR...]\n"
         "                           -o OUT\n"
         "                           [--observer KIND] [--per-channel] [--scheme sym|asym]\n"
-        "                           [--dtype uint8|int8|uint4|int4] [--strict] [--json]\n\n"
+        "                           [--dtype uint8|int8|uint4|int4] [--hessian] [--strict]\n"
+        "                           [--json]\n\n"
         "Observes the recorded inputs of every Linear and Conv layer of model M and writes\n"
         "calibration statistics (safetensors, docs/CALIBRATION.md): per layer the activation\n"
         "scale and zero point, and per input channel the mean of x^2 and max |x|.\n"
@@ -35,6 +36,9 @@ static void calibrate_usage(FILE *f) {
         "  --bins N            histogram bins (2048)\n"
         "  --percentile P      percentile observer (99.999)\n"
         "  --threads N         worker threads (0: all CPUs)\n"
+        "  --hessian           also store <layer>.hessian, the mean of x x^T of each Linear\n"
+        "                      layer's inputs, for `quantize --search gptq` (Conv layers get\n"
+        "                      none; costs 8 * in_features^2 bytes of memory per layer)\n"
         "  --strict            warnings (unknown or missing layers, shape mismatches, layers\n"
         "                      without data) are errors: exit 3, nothing written\n"
         "  --json              per-layer results as JSON on stdout\n"
@@ -223,7 +227,7 @@ static void print_json(const mq_calib_stats *s, const char *out) {
 int cmd_calibrate(int argc, char **argv) {
     const char *model_path = NULL, *out = NULL, *kind_s = "minmax";
     str_list acts = {0}, files = {0};
-    bool per_channel = false, strict = false, json = false, after_acts = false;
+    bool per_channel = false, hessian = false, strict = false, json = false, after_acts = false;
     mq_observer_options opts;
     mq_observer_options_default(&opts, MQ_OBS_MINMAX);
     const char *scheme_s = NULL, *dtype_s = NULL, *avg_s = NULL, *bins_s = NULL,
@@ -253,6 +257,7 @@ int cmd_calibrate(int argc, char **argv) {
         else if ((v = cli_opt_value(argc, argv, &i, "--threads", &missing))) threads_s = v;
         else if ((v = cli_opt_value(argc, argv, &i, "--key", &missing))) model_key = v;
         else if (!strcmp(a, "--per-channel")) per_channel = true;
+        else if (!strcmp(a, "--hessian")) hessian = true;
         else if (!strcmp(a, "--strict")) strict = true;
         else if (!strcmp(a, "--json")) json = true;
         else if (missing) {
@@ -328,6 +333,7 @@ int cmd_calibrate(int argc, char **argv) {
     model_layer *layers = NULL;
     size_t nlayers = 0;
     mq_status st = mq_calibrator_create(ctx, &opts, &cal);
+    if (st == MQ_OK && hessian) st = mq_calibrator_set_hessian(cal, 1);
     if (st != MQ_OK) {
         rc = cli_usage_error("calibrate", "%s", mq_ctx_message(ctx));
         goto done;

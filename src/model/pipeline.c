@@ -5,6 +5,7 @@
 #include "model/pipeline_internal.h"
 #include "io/model_internal.h"
 #include "io/writer_internal.h"
+#include "quant/quant_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -100,12 +101,40 @@ static mq_status cast_tensor(stream *s, const mq__plan_entry *e, mq__err_acc *ac
     return MQ_OK;
 }
 
-static mq_status quantize_tensor(stream *s, const mq__plan_entry *e, mq__err_acc *acc) {
+/* Output error on the calibration inputs: sums of a^T H a and d^T H d for rows [0, nr) of
+ * the chunk (a the source, d = a - deq), in row order. `row` holds cols floats. */
+static void output_error_add(const mq_tensor *t, const float *h, int64_t cols, const void *src,
+                             const float *deq, int64_t nr, float *row, mq_ctx *ctx,
+                             mq__err_acc *acc) {
+    size_t n = (size_t)cols, es = mq_dtype_size(t->dtype);
+    for (int64_t r = 0; r < nr; r++) {
+        mq_convert(ctx, MQ_F32, row, t->dtype, (const uint8_t *)src + (size_t)r * n * es, n);
+        const float *b = deq + (size_t)r * n;
+        double qa = 0, qd = 0;
+        for (size_t i = 0; i < n; i++) {
+            const float *hi = h + i * n;
+            double ha = 0, hd = 0;
+            for (size_t k = 0; k < n; k++) {
+                ha += (double)hi[k] * row[k];
+                hd += (double)hi[k] * ((double)row[k] - b[k]);
+            }
+            qa += row[i] * ha;
+            qd += ((double)row[i] - b[i]) * hd;
+        }
+        acc->out_a += qa;
+        acc->out_d += qd;
+    }
+    acc->has_out = 1;
+}
+
+static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc *acc,
+                                 const double *factor) {
     mq_ctx *ctx = s->ctx;
     const mq_tensor *t = e->src;
     const mq_qlayout *L = &e->layout;
     mq_qspec spec = e->spec;
     spec.importance = e->importance;
+    spec.hessian = e->hessian;
     int64_t rows_per_chunk = CHUNK_ELEMS / (L->cols ? L->cols : 1);
     if (rows_per_chunk < 1) rows_per_chunk = 1;
     size_t zsz = L->has_zero_point ? mq_dtype_size(L->zero_point_dtype) : 0;
@@ -117,8 +146,8 @@ static mq_status quantize_tensor(stream *s, const mq__plan_entry *e, mq__err_acc
     for (int64_t rb = 0; rb < L->rows; rb += rows_per_chunk) {
         int64_t re = rb + rows_per_chunk < L->rows ? rb + rows_per_chunk : L->rows;
         int64_t nr = re - rb;
-        mq_status st = mq_quantize_rows(ctx, &spec, L, t->dtype, t->data, rb, re, s->out,
-                                        s->scale, zsz ? s->zp : NULL);
+        mq_status st = mq__quantize_rows_factored(ctx, &spec, L, t->dtype, t->data, rb, re,
+                                                  s->out, s->scale, zsz ? s->zp : NULL, factor);
         if (st == MQ_ERR_QUANT && !strstr(mq_ctx_message(ctx), t->name))
             return mq__fail_prefix(ctx, "tensor '%s'", t->name);
         if (st != MQ_OK) return st;
@@ -135,6 +164,14 @@ static mq_status quantize_tensor(stream *s, const mq__plan_entry *e, mq__err_acc
             size_t n = (size_t)((uint64_t)nr * (uint64_t)L->cols);
             MQ_TRY(mq__err_acc_add(ctx, acc, t->dtype, (const uint8_t *)t->data + (uint64_t)rb * row_in,
                                    s->deq, n));
+            if (e->hessian && t->ndim == 2) {
+                float *row = (float *)mq__malloc(ctx, (size_t)L->cols * sizeof(float));
+                if (!row) return MQ_ERR_NOMEM;
+                output_error_add(t, e->hessian, L->cols,
+                                 (const uint8_t *)t->data + (uint64_t)rb * row_in, s->deq, nr,
+                                 row, ctx, acc);
+                mq__free(ctx, row);
+            }
         }
         /* per-tensor parameters need every row on the first call: keep the pages until then */
         if (spec.granularity != MQ_PER_TENSOR)
@@ -160,6 +197,19 @@ static mq_status quantize_tensor(stream *s, const mq__plan_entry *e, mq__err_acc
         MQ_TRY(mq_writer_write(s->w, &zp, 1));
     }
     return MQ_OK;
+}
+
+/* GPTQ: the Hessian is factorized once per tensor, not once per chunk of rows. */
+static mq_status quantize_tensor(stream *s, const mq__plan_entry *e, mq__err_acc *acc) {
+    double *factor = NULL;
+    if (e->spec.search == MQ_SEARCH_GPTQ && e->hessian && e->spec.type != MQ_Q_FP16 &&
+        e->spec.type != MQ_Q_BF16) {
+        mq_status st = mq__gptq_factor(s->ctx, e->hessian, e->layout.cols, &factor);
+        if (st != MQ_OK) return mq__fail_prefix(s->ctx, "tensor '%s'", e->src->name);
+    }
+    mq_status st = quantize_chunks(s, e, acc, factor);
+    mq__free(s->ctx, factor);
+    return st;
 }
 
 /* Sizes the scratch buffers for the largest chunk of the plan. */
@@ -380,6 +430,10 @@ static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *ou
             mq_tensor_report *tr = &rep->tensors[i];
             tr->has_error = 1;
             mq__err_acc_finish(&acc, &tr->error);
+            if (acc.has_out) {
+                tr->has_output_error = 1;
+                tr->output_sqnr_db = acc.out_d > 0 ? 10 * log10(acc.out_a / acc.out_d) : INFINITY;
+            }
             if (o->sqnr_warn_db > 0 && tr->error.sqnr_db < o->sqnr_warn_db)
                 st = mq__plan_warn(p, "%s: SQNR %.1f dB is below the floor of %.1f dB", e->src->name,
                                    tr->error.sqnr_db, o->sqnr_warn_db);

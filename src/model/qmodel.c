@@ -57,6 +57,7 @@ void mq_qmodel_free(mq_qmodel *qm) {
 }
 
 const mq_model *mq_qmodel_model(const mq_qmodel *qm) { return qm->model; }
+mq_ctx *mq__qmodel_ctx(const mq_qmodel *qm) { return qm->ctx; }
 size_t mq_qmodel_count(const mq_qmodel *qm) { return qm->n; }
 const mq_qtensor *mq_qmodel_tensor(const mq_qmodel *qm, size_t i) {
     return i < qm->n ? &qm->t[i] : NULL;

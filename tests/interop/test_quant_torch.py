@@ -39,7 +39,8 @@ PER_TENSOR, PER_CHANNEL, PER_GROUP = 0, 1, 2
 class QSpec(C.Structure):
     _fields_ = [("type", C.c_int), ("scheme", C.c_int), ("granularity", C.c_int),
                 ("group_size", C.c_int), ("search", C.c_int),
-                ("importance", C.POINTER(C.c_float))]
+                ("importance", C.POINTER(C.c_float)),
+                ("hessian", C.POINTER(C.c_float))]
 
 
 class QLayout(C.Structure):
