@@ -9,7 +9,8 @@
 
 static void calibrate_usage(FILE *f) {
     fprintf(f,
-        "usage: monoquant calibrate --model M --activations FILE|DIR [FILE|DIR...] -o OUT\n"
+        "usage: monoquant calibrate --model M [--key K] --activations FILE|DIR [FILE|DIR...]\n"
+        "                           -o OUT\n"
         "                           [--observer KIND] [--per-channel] [--scheme sym|asym]\n"
         "                           [--dtype uint8|int8|uint4|int4] [--hessian] [--strict]\n"
         "                           [--json]\n\n"
@@ -21,6 +22,8 @@ static void calibrate_usage(FILE *f) {
         "for Linear and [N, C, H, W] for Conv. Each file is one batch; files are read in the\n"
         "order given, a folder's files in name order (tools/record_activations.py writes them).\n\n"
         "  --model M           the checkpoint whose layers are calibrated\n"
+        "  --key K             PyTorch model: the entry holding its tensors (e.g. model,\n"
+        "                      state_dict; '.' the top level)\n"
         "  --activations F     a file or folder of recorded activations (repeatable)\n"
         "  -o, --output OUT    statistics file to write (.safetensors)\n"
         "  --observer KIND     minmax (default), moving_average, histogram, entropy,\n"
@@ -228,7 +231,7 @@ int cmd_calibrate(int argc, char **argv) {
     mq_observer_options opts;
     mq_observer_options_default(&opts, MQ_OBS_MINMAX);
     const char *scheme_s = NULL, *dtype_s = NULL, *avg_s = NULL, *bins_s = NULL,
-               *pct_s = NULL, *threads_s = NULL;
+               *pct_s = NULL, *threads_s = NULL, *model_key = NULL;
     int rc = EXIT_OK;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -252,6 +255,7 @@ int cmd_calibrate(int argc, char **argv) {
         else if ((v = cli_opt_value(argc, argv, &i, "--bins", &missing))) bins_s = v;
         else if ((v = cli_opt_value(argc, argv, &i, "--percentile", &missing))) pct_s = v;
         else if ((v = cli_opt_value(argc, argv, &i, "--threads", &missing))) threads_s = v;
+        else if ((v = cli_opt_value(argc, argv, &i, "--key", &missing))) model_key = v;
         else if (!strcmp(a, "--per-channel")) per_channel = true;
         else if (!strcmp(a, "--hessian")) hessian = true;
         else if (!strcmp(a, "--strict")) strict = true;
@@ -334,7 +338,8 @@ int cmd_calibrate(int argc, char **argv) {
         rc = cli_usage_error("calibrate", "%s", mq_ctx_message(ctx));
         goto done;
     }
-    st = mq_model_open(ctx, model_path, NULL, &model);
+    mq_open_options model_opts = {MQ_FORMAT_AUTO, model_key};
+    st = mq_model_open(ctx, model_path, &model_opts, &model);
     if (st != MQ_OK) {
         rc = cli_fail(ctx, st);
         goto done;

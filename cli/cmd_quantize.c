@@ -53,6 +53,9 @@ static void help(FILE *f) {
         "  --layer GLOB=BITS      per-layer override: 8, 4, uint8, uint4, fp16, bf16, none\n"
         "  --no-default-skip      4-bit: also quantize embeddings, output heads, tensors < 512\n"
         "  --skip-nonfinite       keep tensors holding NaN/Inf instead of failing\n"
+        "input:\n"
+        "  --key K                PyTorch input: the entry holding the tensors (e.g. model,\n"
+        "                         state_dict; '.' the top level), when several entries do\n"
         "output and run:\n"
         "  -o, --output FILE      output path\n"
         "  --format F             safetensors or pt (default: from the output extension)\n"
@@ -63,7 +66,7 @@ static void help(FILE *f) {
         "  --no-error-stats       skip the per-tensor error figures (faster)\n"
         "  --dry-run              print the plan, write nothing\n"
         "  --json                 machine-readable summary on stdout\n"
-        "  --strict               warnings are errors (exit 3)\n"
+        "  --strict               warnings are errors: exit 3, nothing written\n"
         "  -q, --quiet            errors only\n");
 }
 
@@ -163,6 +166,7 @@ static int apply(qstate *q, const char *name, const char *v, bool from_cfg) {
         else if (!strcmp(v, "safetensors")) q->o.out_format = MQ_FORMAT_SAFETENSORS;
         else return cli_usage_error(cmd, "--format: expected pt or safetensors, got '%s'", v);
     } else if (!strcmp(name, "calibration")) q->o.calibration = v;
+    else if (!strcmp(name, "key")) q->o.key = v;
     else if (!strcmp(name, "threads")) {
         if (!cli_parse_int(v, 0, 1024, &n))
             return cli_usage_error(cmd, "--threads: expected 0..1024, got '%s'", v);
@@ -313,6 +317,8 @@ static int parse_args(qstate *q, int argc, char **argv) {
     q->o.rules = q->rules;
     q->o.sqnr_warn_db = q->min_sqnr;
     q->o.dry_run = q->dry_run;
+    /* a dry run still prints its plan under --strict: checked here after the report */
+    q->o.strict = q->strict && !q->dry_run;
     return 0;
 }
 
@@ -500,9 +506,8 @@ int cmd_quantize(int argc, char **argv) {
     else print_report(q, q->dry_run ? NULL : out, rep);
     fflush(stdout);
     for (size_t i = 0; i < rep->nwarnings; i++) cli_warn("%s", rep->warnings[i]);
-    if (q->strict && rep->nwarnings) {
-        fprintf(stderr, "monoquant: error: %zu warning(s) under --strict%s\n", rep->nwarnings,
-                q->dry_run ? "" : " (the output was written)");
+    if (q->strict && rep->nwarnings) { /* a dry run: a real run fails before its commit */
+        fprintf(stderr, "monoquant: error: %zu warning(s) under --strict\n", rep->nwarnings);
         rc = EXIT_QUANT;
     }
 done:

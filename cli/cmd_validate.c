@@ -10,12 +10,14 @@ static void help(FILE *f) {
         "usage: monoquant validate Q [--reference ORIG] [--min-sqnr DB] [--json] [--strict]\n"
         "       monoquant validate Q [--reference ORIG] --run [--mode weight|dynamic|static]\n"
         "                          [--rows M] [--seed N] [--activations FILE] [--min-sqnr DB]\n"
-        "                          [--json] [--strict]\n\n"
+        "                          [--json] [--strict]\n"
+        "       (both take --key K and --reference-key K)\n\n"
         "Checks a quantized checkpoint: structure (shapes, packed sizes, companions, metadata),\n"
         "values (scales finite and > 0, zero points in range), and with --reference the\n"
         "per-tensor SQNR, relative and max abs error against the original, plus sizes.\n"
         "Exit 4 when a check fails or a tensor's SQNR is below --min-sqnr; under --strict\n"
-        "warnings fail too (exit 3).\n\n"
+        "warnings fail too (exit 3). --key K: for PyTorch inputs, the entry holding the\n"
+        "tensors ('.' the top level); --reference-key K sets it for ORIG alone.\n\n"
         "--run runs each quantized layer (Linear; Conv as its flattened [out, in*kh*kw]\n"
         "matrix, the product of an im2col convolution) through the quantized kernels and\n"
         "the f32 layer on the same inputs, and reports the output SQNR, relative and max abs\n"
@@ -32,6 +34,7 @@ static void help(FILE *f) {
 
 typedef struct vopts {
     const char *q, *ref;
+    const char *key, *ref_key;
     double min_sqnr;
     bool has_min, json, strict, run;
     validate_run_opts r;
@@ -63,6 +66,9 @@ static int parse(vopts *o, int argc, char **argv) {
         else if (!strcmp(argv[i], "--strict")) o->strict = true;
         else if (!strcmp(argv[i], "-q") || !strcmp(argv[i], "--quiet")) g_cli.quiet = true;
         else if ((v = cli_opt_value(argc, argv, &i, "--reference", &missing))) o->ref = v;
+        else if (!missing && (v = cli_opt_value(argc, argv, &i, "--reference-key", &missing)))
+            o->ref_key = v;
+        else if (!missing && (v = cli_opt_value(argc, argv, &i, "--key", &missing))) o->key = v;
         else if (!missing && (v = cli_opt_value(argc, argv, &i, "--min-sqnr", &missing))) {
             if (!cli_parse_double(v, &o->min_sqnr))
                 return cli_usage_error("validate", "--min-sqnr: expected dB, got '%s'", v);
@@ -106,8 +112,10 @@ int cmd_validate(int argc, char **argv) {
     mq_ctx *ctx = mq_ctx_create();
     if (!ctx) return EXIT_GENERAL;
     mq_qmodel *qm = NULL, *ref = NULL;
-    mq_status st = mq_qmodel_open(ctx, o.q, &qm);
-    if (st == MQ_OK && o.ref) st = mq_qmodel_open(ctx, o.ref, &ref);
+    mq_open_options oq = {MQ_FORMAT_AUTO, o.key};
+    mq_open_options orf = {MQ_FORMAT_AUTO, o.ref_key ? o.ref_key : o.key};
+    mq_status st = mq_qmodel_open_with_options(ctx, o.q, &oq, &qm);
+    if (st == MQ_OK && o.ref) st = mq_qmodel_open_with_options(ctx, o.ref, &orf, &ref);
     if (st != MQ_OK) {
         rc = cli_fail(ctx, st);
         goto done;

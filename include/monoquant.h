@@ -448,6 +448,13 @@ typedef struct mq_quantize_options {
                                   MQ_SEARCH_MSE: activation-aware scales) */
     mq_format out_format;      /* MQ_FORMAT_AUTO: from the output extension */
     int dry_run;               /* plan only: nothing is read beyond the header, nothing written */
+    /* additions: */
+    const char *key;           /* PyTorch input: the entry holding the tensors, as
+                                  mq_open_options.key ("." the top level; NULL: found) */
+    int strict;                /* any warning fails the call with MQ_ERR_QUANT, its message
+                                  listing the warnings. Decided before the output is committed:
+                                  the destination stays untouched and no temporary file is
+                                  left. A dry run fails the same way (no report). */
 } mq_quantize_options;
 
 /* Defaults: INT8 symmetric per channel (min/max), kinds linear+conv+rnn, default_skip 1,
@@ -534,6 +541,10 @@ typedef struct mq_qtensor {
  * match, the recorded original shapes agree, no stored tensor is left unexplained. A
  * failure is MQ_ERR_VALIDATION naming the tensor (MQ_ERR_IO/FORMAT for unreadable files). */
 MQ_API mq_status mq_qmodel_open(mq_ctx *ctx, const char *path, mq_qmodel **out);
+/* As mq_qmodel_open, with open options (e.g. the key of a nested PyTorch checkpoint); opts
+ * may be NULL. */
+MQ_API mq_status mq_qmodel_open_with_options(mq_ctx *ctx, const char *path,
+                                             const mq_open_options *opts, mq_qmodel **out);
 MQ_API void mq_qmodel_free(mq_qmodel *qm);
 MQ_API const mq_model *mq_qmodel_model(const mq_qmodel *qm);
 MQ_API size_t mq_qmodel_count(const mq_qmodel *qm);
@@ -563,6 +574,9 @@ MQ_API mq_status mq_qmodel_error(mq_qmodel *a, size_t i, mq_qmodel *b, size_t j,
  * extension. */
 MQ_API mq_status mq_dequantize_file(mq_ctx *ctx, const char *in, const char *out,
                                     mq_dtype dtype, mq_format fmt);
+/* As mq_dequantize_file, from a checkpoint already open (e.g. with open options). */
+MQ_API mq_status mq_qmodel_dequantize(mq_qmodel *qm, const char *out, mq_dtype dtype,
+                                      mq_format fmt);
 
 /* ---- running quantized layers (`monoquant validate --run`) ---------------------------- */
 

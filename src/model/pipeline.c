@@ -345,7 +345,7 @@ static mq_status escaped(mq_ctx *ctx, const char *s, mq__sb *out) {
 
 /* Replaces the stored config (reserved with trailing spaces) by the one with the error
  * figures, in place in the safetensors header. Left as it is when the header does not hold
- * the expected bytes (e.g. another output format). */
+ * the expected bytes. */
 static mq_status patch_config(mq_ctx *ctx, mq_writer *w, const mq__plan *p, const char *old_cfg,
                               const char *new_cfg) {
     if (w->format != MQ_FORMAT_SAFETENSORS) return MQ_OK;
@@ -390,12 +390,32 @@ done:
 
 /* ---- the call ------------------------------------------------------------------------- */
 
+/* Strict mode: any warning fails the call, listing the warnings. `path` names the output
+ * (`written`: one was to be written) or, for a dry run, the input. */
+static mq_status strict_check(mq_ctx *ctx, const mq__plan *p, const mq_quantize_options *o,
+                              const char *path, bool written) {
+    if (!o->strict || !p->nwarnings) return MQ_OK;
+    char list[MQ_MSG_MAX];
+    size_t len = 0;
+    list[0] = 0;
+    for (size_t i = 0; i < p->nwarnings && len + 1 < sizeof list; i++) {
+        int k = snprintf(list + len, sizeof list - len, "%s%s", i ? "; " : "", p->warnings[i]);
+        if (k < 0) break;
+        len += (size_t)k;
+    }
+    return mq__fail(ctx, MQ_ERR_QUANT, "%s: %zu warning%s under strict mode%s: %s", path,
+                    p->nwarnings, p->nwarnings == 1 ? "" : "s", written ? ", nothing written" : "",
+                    list);
+}
+
 static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *out,
                      const mq_quantize_options *o, mq_report *rep) {
     meta_list ml = {0};
     stream s = {.ctx = ctx, .model = m, .opts = o, .total = p->bytes_in};
     char *cfg_final = NULL;
-    mq_status st = build_meta(ctx, m, p, o, &ml);
+    /* warnings of the plan are known before anything is written */
+    mq_status st = strict_check(ctx, p, o, out, true);
+    if (st == MQ_OK) st = build_meta(ctx, m, p, o, &ml);
     if (st == MQ_OK)
         st = mq_writer_open(ctx, out, o->out_format, p->outs, p->nouts, ml.kv, ml.n, &s.w);
     if (st == MQ_OK) st = size_buffers(&s, p);
@@ -419,8 +439,13 @@ static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *ou
                                    tr->error.sqnr_db, o->sqnr_warn_db);
         }
     }
+    /* strict: decided before the commit, so the destination stays untouched */
+    if (st == MQ_OK) st = strict_check(ctx, p, o, out, true);
     if (st == MQ_OK) st = mq__config_json(ctx, p, o, rep, &cfg_final);
-    if (st == MQ_OK) {
+    if (st == MQ_OK && s.w->be->meta_at_end) {
+        /* the metadata is written at commit: store the final config as it is */
+        st = mq__writer_set_meta(s.w, MQ__META_CONFIG, cfg_final);
+    } else if (st == MQ_OK) {
         const char *old = NULL;
         for (size_t i = 0; i < ml.n; i++)
             if (!strcmp(ml.kv[i].key, MQ__META_CONFIG)) old = ml.kv[i].value;
@@ -469,13 +494,15 @@ mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
     mq__plan plan = {0};
     mq_report *rep = NULL;
     mq_calib_stats *stats = NULL;
-    mq_status st = mq_model_open(ctx, in, NULL, &m);
+    mq_open_options oo = {MQ_FORMAT_AUTO, opts->key};
+    mq_status st = mq_model_open(ctx, in, &oo, &m);
     if (st == MQ_OK && out) st = check_not_input(ctx, m, in, out);
     if (st == MQ_OK && opts->calibration) st = mq_calib_stats_open(ctx, opts->calibration, &stats);
     if (st == MQ_OK) st = mq__plan_build(ctx, m, opts, stats, &plan);
     if (st == MQ_OK) st = mq__report_from_plan(ctx, &plan, &rep);
     if (st == MQ_OK) rep->file_bytes_in = input_file_bytes(m, in);
     if (st == MQ_OK && !opts->dry_run) st = run(ctx, m, &plan, out, opts, rep);
+    if (st == MQ_OK && opts->dry_run) st = strict_check(ctx, &plan, opts, in, false);
     if (st == MQ_OK && opts->dry_run) st = mq__config_json(ctx, &plan, opts, rep, &rep->config_json);
     if (st == MQ_OK) {
         mq__report_take_warnings(rep, &plan);

@@ -150,6 +150,17 @@ TEST(parallel_for_reports_failure) {
     mq_ctx_free(ctx);
 }
 
+TEST(online_cpus_counted_once) {
+    mq_ctx *ctx = mq_ctx_create();
+    CHECK_EQ_INT(ctx->online_cpus, mq__online_cpus());
+    CHECK_EQ_INT(mq_ctx_threads(ctx), ctx->online_cpus); /* threads 0: the cached count */
+    ctx->online_cpus = 3; /* stands in for a count that changed since creation */
+    CHECK_EQ_INT(mq__thread_count(ctx), 3);
+    CHECK_EQ_INT(mq_ctx_set_threads(ctx, 2), MQ_OK);
+    CHECK_EQ_INT(mq__thread_count(ctx), 2);
+    mq_ctx_free(ctx);
+}
+
 TEST(allocation_failure_is_reported) {
     mq_allocator al = {test_failing_alloc, test_plain_free, NULL};
     test_allocs_left = 0;
@@ -172,6 +183,7 @@ int main(void) {
     RUN(parallel_for_is_thread_count_independent);
     RUN(parallel_for_reports_failure);
     RUN(allocation_failure_is_reported);
+    RUN(online_cpus_counted_once);
     RUN(status_strings);
     RUN(ctx_settings);
     RUN(dtype_names);

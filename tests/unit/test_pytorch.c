@@ -4,6 +4,7 @@
 #include "io/model_internal.h"
 #include "io/pickle.h"
 #include "io/pytorch_internal.h"
+#include "io/writer_internal.h"
 #include "io/zip.h"
 
 #include <stdint.h>
@@ -493,6 +494,42 @@ TEST(writer_refuses_what_torch_cannot_load) {
     mq_ctx_free(ctx);
 }
 
+/* .pt metadata is written at commit: values set after the data land in the file. */
+TEST(metadata_set_before_commit) {
+    mq_ctx *ctx = mq_ctx_create();
+    mq_tensor_desc d = {"w", MQ_F32, 2, {2, 3}};
+    mq_kv meta[] = {{"config", "draft   "}, {"model", "m"}};
+    float v[6] = {1, 2, 3, 4, 5, 6};
+    mq_writer *w = NULL;
+    CHECK_EQ_INT(mq_writer_open(ctx, tmp_path("meta.pt"), MQ_FORMAT_PYTORCH, &d, 1, meta, 2, &w),
+                 MQ_OK);
+    CHECK_EQ_INT(mq_writer_write(w, v, sizeof v), MQ_OK);
+    CHECK_EQ_INT(mq__writer_set_meta(w, "config", "{\"sqnr_db\": 41.5}"), MQ_OK);
+    CHECK_EQ_INT(mq__writer_set_meta(w, "added", "late"), MQ_OK);
+    CHECK_EQ_INT(mq_writer_commit(w), MQ_OK);
+    CHECK_EQ_INT(mq__writer_set_meta(w, "config", "too late"), MQ_ERR_INTERNAL);
+    mq_writer_free(w);
+    mq_model *m = NULL;
+    CHECK_EQ_INT(mq_model_open(ctx, tmp_path("meta.pt"), NULL, &m), MQ_OK);
+    if (m) {
+        CHECK_EQ_INT(mq_model_metadata_count(m), 3);
+        CHECK_EQ_STR(mq_model_metadata_get(m, "config"), "{\"sqnr_db\": 41.5}");
+        CHECK_EQ_STR(mq_model_metadata_get(m, "model"), "m");
+        CHECK_EQ_STR(mq_model_metadata_get(m, "added"), "late");
+        CHECK_EQ_INT(mq_model_tensor_count(m), 1);
+    }
+    mq_model_free(m);
+    /* safetensors writes its header first: its metadata cannot change this way */
+    CHECK_EQ_INT(mq_writer_open(ctx, tmp_path("meta.safetensors"), MQ_FORMAT_SAFETENSORS, &d, 1,
+                                meta, 2, &w),
+                 MQ_OK);
+    CHECK_EQ_INT(mq__writer_set_meta(w, "config", "x"), MQ_ERR_INTERNAL);
+    CHECK_MSG_HAS(ctx, "can no longer change");
+    mq_writer_free(w);
+    CHECK(access(tmp_path("meta.safetensors"), F_OK) != 0);
+    mq_ctx_free(ctx);
+}
+
 int main(int argc, char **argv) {
     /* `test_pytorch write-zip64 PATH` writes the ZIP64 sample tests/interop checks with torch */
     if (argc == 3 && !strcmp(argv[1], "write-zip64")) return write_zip64_set(argv[2]) != MQ_OK;
@@ -511,6 +548,7 @@ int main(int argc, char **argv) {
     RUN(reader_appends_and_key_option);
     RUN(allocation_failures_are_clean);
     RUN(writer_refuses_what_torch_cannot_load);
+    RUN(metadata_set_before_commit);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) return 1;
