@@ -88,7 +88,8 @@ MQ_API const char *mq_ctx_message(const mq_ctx *ctx);
 MQ_API mq_status mq_ctx_status(const mq_ctx *ctx);
 MQ_API void mq_ctx_clear_error(mq_ctx *ctx);
 
-/* Worker threads for bulk work; 0 (the default) means one per online CPU. */
+/* Worker threads for bulk work; 0 (the default) means one per online CPU (counted when the
+ * context was created). */
 MQ_API mq_status mq_ctx_set_threads(mq_ctx *ctx, int threads);
 MQ_API int mq_ctx_threads(const mq_ctx *ctx);
 
