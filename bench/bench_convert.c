@@ -1,33 +1,16 @@
 /* Float conversion throughput on every instruction-set path, as a ratio to memcpy of the same
  * bytes (read + written) measured in the same run. Buffers are touched before timing. */
+#include "bench_util.h"
 #include "monoquant.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 #ifndef N
 #define N (8u << 20) /* elements: 32 MiB of f32, larger than the last-level cache */
 #endif
 #define REPS 7
-
-static double best_memcpy(void *dst, const void *src, size_t bytes) {
-    double best = 1e30;
-    for (int r = 0; r < REPS; r++) {
-        double t = now_s();
-        memcpy(dst, src, bytes);
-        t = now_s() - t;
-        if (t < best) best = t;
-    }
-    return best;
-}
 
 int main(void) {
     float *f = aligned_alloc(64, (size_t)N * 4), *f2 = aligned_alloc(64, (size_t)N * 4);
@@ -41,8 +24,7 @@ int main(void) {
     memset(f2, 0, (size_t)N * 4);
     memset(h, 0, (size_t)N * 2);
     /* memcpy of the bytes each conversion moves: 4N -> 2N is about a 3N-byte copy */
-    double t_copy = best_memcpy(f2, f, (size_t)N * 3 / 2 * 2);
-    double copy_gbs = (double)N * 6 / t_copy / 1e9;
+    double copy_gbs = bench_memcpy_bw(f2, f, (size_t)N * 3 / 2 * 2, REPS) / 1e9;
     printf("memcpy baseline: %.2f GB/s (read+write %u MiB per pass)\n", copy_gbs, 3 * N * 2 >> 20);
     printf("%-8s %-12s %10s %10s %8s\n", "isa", "conversion", "Melem/s", "GB/s", "x memcpy");
     mq_ctx *ctx = mq_ctx_create();
@@ -56,9 +38,9 @@ int main(void) {
             const void *src = cv[c].src == MQ_F32 ? (const void *)f : (const void *)h;
             double best = 1e30;
             for (int r = 0; r < REPS; r++) {
-                double t = now_s();
+                double t = bench_now();
                 if (mq_convert(ctx, cv[c].dst, dst, cv[c].src, src, N) != MQ_OK) return 1;
-                t = now_s() - t;
+                t = bench_now() - t;
                 if (t < best) best = t;
             }
             double gbs = (double)N * 6 / best / 1e9;

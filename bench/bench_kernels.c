@@ -3,6 +3,7 @@
  * through copies larger than the caches), on 1 and 2 threads. Prints GFLOP/s, weight GB/s,
  * and ratios to f32 weights and to a read-bandwidth loop measured in the same run.
  * BENCH_SHAPE=0|1|2 runs one shape only. */
+#include "bench_util.h"
 #include "monoquant.h"
 
 #include <immintrin.h>
@@ -10,21 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static uint64_t rng = 88172645463325252ull;
-static uint32_t rnd(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng >> 11);
-}
+static uint32_t rnd(void) { return (uint32_t)(bench_xorshift64(&rng) >> 11); }
 
 /* ---- read bandwidth baseline: four interleaved streams of 64-byte loads (as the kernels
  * read four channel blocks), over `chunk` bytes at rotating offsets in a `total`-byte buffer:
@@ -60,11 +49,11 @@ static double read_bw(size_t total, size_t chunk, int threads, int reps) {
         size_t off = total == chunk ? 0 : (size_t)r * chunk % (total - chunk) / 64 * 64;
         rd_arg a[2] = {{rbuf + off, chunk / threads, 0}, {rbuf + off + chunk / threads, chunk / threads, 0}};
         pthread_t t;
-        double t0 = now_s();
+        double t0 = bench_now();
         if (threads == 2) pthread_create(&t, NULL, read_loop, &a[1]);
         read_loop(&a[0]);
         if (threads == 2) pthread_join(t, NULL);
-        double dt = now_s() - t0;
+        double dt = bench_now() - t0;
         if (dt < best) best = dt;
     }
     return (double)chunk / best / 1e9;
@@ -155,9 +144,9 @@ int main(void) {
                     double best = 1e30;
                     for (int r = 0; r < reps; r++) {
                         mq_linear *l = lin[cold ? r % copies : 0];
-                        double t0 = now_s();
+                        double t0 = bench_now();
                         mq_linear_forward(ctx, l, x, M, y);
-                        double dt = now_s() - t0;
+                        double dt = bench_now() - t0;
                         if (dt < best) best = dt;
                     }
                     double ms = best * 1e3, gflops = 2.0 * M * N * K / best / 1e9;

@@ -4,6 +4,7 @@
  * the baseline is `cp` followed by `sync` of the copy (plain `cp` is shown too). Prints time
  * ratios (goal: <= 2x) and the child's peak RSS (goal: <= 100 MB, independent of the model
  * size). BENCH_MB sets the model size (1024), BENCH_TMPDIR the scratch folder (/tmp). */
+#include "bench_util.h"
 #include "monoquant.h"
 
 #include <fcntl.h>
@@ -12,18 +13,11 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* Runs argv, returns wall seconds and the child's peak RSS in MB. */
 static int run(char *const argv[], double *secs, double *rss_mb) {
-    double t0 = now();
+    double t0 = bench_now();
     pid_t pid = fork();
     if (pid < 0) return 0;
     if (pid == 0) {
@@ -33,7 +27,7 @@ static int run(char *const argv[], double *secs, double *rss_mb) {
     int status;
     struct rusage ru;
     if (wait4(pid, &status, 0, &ru) != pid) return 0;
-    *secs = now() - t0;
+    *secs = bench_now() - t0;
     *rss_mb = (double)ru.ru_maxrss / 1024.0;
     return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }

@@ -2,6 +2,7 @@
  * CRC-32 (what the writer adds per byte), writing a .pt through mq_writer (page cache), and
  * opening it again (zero-copy) and reading every tensor byte.
  *   build/bench/bench_pytorch [MiB [tensors]]      (default 256 MiB in 16 tensors) */
+#include "bench_util.h"
 #include "io/zip.h"
 #include "monoquant.h"
 
@@ -9,46 +10,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void *xmalloc(size_t n) {
-    void *p = malloc(n);
-    if (!p) {
-        fprintf(stderr, "out of memory\n");
-        exit(1);
-    }
-    memset(p, 1, n); /* first touch outside the timings */
-    return p;
-}
 
 int main(int argc, char **argv) {
     size_t mib = argc > 1 ? (size_t)atol(argv[1]) : 256, nt = argc > 2 ? (size_t)atol(argv[2]) : 16;
     if (!mib || !nt) return 2;
     size_t total = mib << 20, per = total / nt / 4 * 4;
-    uint8_t *src = (uint8_t *)xmalloc(per), *dst = (uint8_t *)xmalloc(per);
+    uint8_t *src = (uint8_t *)bench_xmalloc(per), *dst = (uint8_t *)bench_xmalloc(per);
     for (size_t i = 0; i < per; i++) src[i] = (uint8_t)(i * 2654435761u >> 13);
-    double best_copy = 0;
-    for (int r = 0; r < 5; r++) {
-        double t = now();
-        memcpy(dst, src, per);
-        t = now() - t;
-        if ((double)per / t > best_copy) best_copy = (double)per / t;
-    }
+    double best_copy = bench_memcpy_bw(dst, src, per, 5);
     mq_crc32 *c = (mq_crc32 *)malloc(sizeof *c);
     mq__crc32_init(c);
     double best_crc = 0;
     volatile uint32_t sink = 0;
     for (int r = 0; r < 3; r++) {
-        double t = now();
+        double t = bench_now();
         sink ^= mq__crc32_update(c, 0, src, per);
-        t = now() - t;
+        t = bench_now() - t;
         if ((double)per / t > best_crc) best_crc = (double)per / t;
     }
     char path[256];
@@ -65,11 +43,11 @@ int main(int argc, char **argv) {
     mq_writer *w = NULL;
     double best_write = 0, best_read = 0, open_s = 1e9;
     for (int r = 0; r < 3; r++) {
-        double t = now();
+        double t = bench_now();
         mq_status st = mq_writer_open(ctx, path, MQ_FORMAT_PYTORCH, d, nt, NULL, 0, &w);
         for (size_t i = 0; st == MQ_OK && i < nt; i++) st = mq_writer_write(w, src, per);
         if (st == MQ_OK) st = mq_writer_commit(w);
-        t = now() - t;
+        t = bench_now() - t;
         mq_writer_free(w);
         if (st != MQ_OK) {
             fprintf(stderr, "write: %s\n", mq_ctx_message(ctx));
@@ -77,9 +55,9 @@ int main(int argc, char **argv) {
         }
         if ((double)(per * nt) / t > best_write) best_write = (double)(per * nt) / t;
         mq_model *m = NULL;
-        t = now();
+        t = bench_now();
         st = mq_model_open(ctx, path, NULL, &m);
-        double to = now() - t;
+        double to = bench_now() - t;
         if (st != MQ_OK) {
             fprintf(stderr, "read: %s\n", mq_ctx_message(ctx));
             return 1;
@@ -91,7 +69,7 @@ int main(int argc, char **argv) {
             const uint8_t *p = (const uint8_t *)tt->data;
             for (uint64_t j = 0; j < tt->nbytes; j += 64) acc += p[j];
         }
-        t = now() - t;
+        t = bench_now() - t;
         sink ^= (uint32_t)acc;
         if ((double)(per * nt) / t > best_read) best_read = (double)(per * nt) / t;
         mq_model_free(m);

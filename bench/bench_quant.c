@@ -1,6 +1,7 @@
 /* Quantization throughput as a ratio to memcpy bandwidth measured in the same run (warmed
  * buffers), and the SQNR of each scale rule on Gaussian weights (fixed seed).
  *   build/bench/bench_quant [rows cols]      (default 4096 4096) */
+#include "bench_util.h"
 #include "monoquant.h"
 
 #include <math.h>
@@ -8,20 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static double uniform01(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return ((double)(rng_state >> 11) + 0.5) * 0x1p-53;
+    return ((double)(bench_xorshift64(&rng_state) >> 11) + 0.5) * 0x1p-53;
 }
 static void gaussian(float *x, size_t n) {
     for (size_t i = 0; i + 1 < n; i += 2) {
@@ -30,28 +21,6 @@ static void gaussian(float *x, size_t n) {
         x[i + 1] = (float)(r * sin(t));
     }
     if (n & 1) x[n - 1] = (float)sqrt(-2.0 * log(uniform01()));
-}
-
-static void *xmalloc(size_t n) {
-    void *p = malloc(n);
-    if (!p) {
-        fprintf(stderr, "out of memory\n");
-        exit(1);
-    }
-    memset(p, 1, n); /* first touch outside the timings */
-    return p;
-}
-
-/* Best of `reps` memcpy runs, bytes copied per second. */
-static double memcpy_bw(void *dst, const void *src, size_t n, int reps) {
-    double best = 0;
-    for (int r = 0; r < reps; r++) {
-        double t = now();
-        memcpy(dst, src, n);
-        t = now() - t;
-        if (t > 0 && (double)n / t > best) best = (double)n / t;
-    }
-    return best;
 }
 
 typedef struct buffers {
@@ -83,9 +52,9 @@ static double time_quantize(mq_ctx *ctx, const mq_qspec *spec, const buffers *b,
     mq_qlayout lay;
     double best = 1e30;
     for (int r = 0; r < reps; r++) {
-        double t = now();
+        double t = bench_now();
         if (quantize_once(ctx, spec, b, dt, &lay)) exit(1);
-        t = now() - t;
+        t = bench_now() - t;
         if (t < best) best = t;
     }
     return best;
@@ -222,12 +191,12 @@ int main(int argc, char **argv) {
         b.cols = atoll(argv[2]);
     }
     size_t n = (size_t)(b.rows * b.cols);
-    b.f32 = xmalloc(n * 4);
-    b.bf16 = xmalloc(n * 2);
-    b.data = xmalloc(n);
-    b.scale = xmalloc(n / 8 * 4 + 64);
-    b.zp = xmalloc(n / 8 + 64);
-    b.deq = xmalloc(n * 4);
+    b.f32 = bench_xmalloc(n * 4);
+    b.bf16 = bench_xmalloc(n * 2);
+    b.data = bench_xmalloc(n);
+    b.scale = bench_xmalloc(n / 8 * 4 + 64);
+    b.zp = bench_xmalloc(n / 8 + 64);
+    b.deq = bench_xmalloc(n * 4);
     gaussian(b.f32, n);
     for (size_t i = 0; i < n; i++) b.bf16[i] = mq_f32_to_bf16(b.f32[i]);
 
@@ -269,7 +238,7 @@ int main(int argc, char **argv) {
             spec.granularity = cases[c].gran;
             spec.search = cases[c].search;
             if (cases[c].type == MQ_Q_UINT4) spec.scheme = MQ_ASYMMETRIC;
-            double bw = memcpy_bw(b.deq, b.f32, n * 4, 3);
+            double bw = bench_memcpy_bw(b.deq, b.f32, n * 4, 3);
             double t = time_quantize(ctx, &spec, &b, cases[c].src, cases[c].reps);
             double in = (double)n * (double)mq_dtype_size(cases[c].src) / t;
             buffers small = b;

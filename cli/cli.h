@@ -52,6 +52,18 @@ void cli_json_number(FILE *f, double v);
 /* Writes `, "sqnr_db": .., "rel_error": .., "max_abs_error": ..`. */
 void cli_json_error_stats(FILE *f, const mq_error_stats *e);
 
+/* validate --run (cli/validate_run.c). */
+typedef struct validate_run_opts {
+    const char *q, *ref, *activations;
+    int act;              /* mq_act_mode */
+    long long rows;       /* input rows per layer */
+    unsigned long long seed;
+    double min_sqnr;
+    bool has_min, json, strict;
+} validate_run_opts;
+bool validate_parse_mode(const char *s, int *act);
+int validate_run(const validate_run_opts *o, mq_ctx *ctx, mq_qmodel *qm, mq_qmodel *ref);
+
 /* Subcommands: argv[0] is the subcommand name. */
 int cmd_info(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);

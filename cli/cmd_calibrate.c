@@ -9,9 +9,11 @@
 
 static void calibrate_usage(FILE *f) {
     fprintf(f,
-        "usage: monoquant calibrate --model M --activations FILE|DIR [FILE|DIR...] -o OUT\n"
+        "usage: monoquant calibrate --model M [--key K] --activations FILE|DIR [FILE|DIR...]\n"
+        "                           -o OUT\n"
         "                           [--observer KIND] [--per-channel] [--scheme sym|asym]\n"
-        "                           [--dtype uint8|int8|uint4|int4] [--strict] [--json]\n\n"
+        "                           [--dtype uint8|int8|uint4|int4] [--hessian] [--strict]\n"
+        "                           [--json]\n\n"
         "Observes the recorded inputs of every Linear and Conv layer of model M and writes\n"
         "calibration statistics (safetensors, docs/CALIBRATION.md): per layer the activation\n"
         "scale and zero point, and per input channel the mean of x^2 and max |x|.\n"
@@ -20,6 +22,8 @@ static void calibrate_usage(FILE *f) {
         "for Linear and [N, C, H, W] for Conv. Each file is one batch; files are read in the\n"
         "order given, a folder's files in name order (tools/record_activations.py writes them).\n\n"
         "  --model M           the checkpoint whose layers are calibrated\n"
+        "  --key K             PyTorch model: the entry holding its tensors (e.g. model,\n"
+        "                      state_dict; '.' the top level)\n"
         "  --activations F     a file or folder of recorded activations (repeatable)\n"
         "  -o, --output OUT    statistics file to write (.safetensors)\n"
         "  --observer KIND     minmax (default), moving_average, histogram, entropy,\n"
@@ -32,6 +36,9 @@ static void calibrate_usage(FILE *f) {
         "  --bins N            histogram bins (2048)\n"
         "  --percentile P      percentile observer (99.999)\n"
         "  --threads N         worker threads (0: all CPUs)\n"
+        "  --hessian           also store <layer>.hessian, the mean of x x^T of each Linear\n"
+        "                      layer's inputs, for `quantize --search gptq` (Conv layers get\n"
+        "                      none; costs 8 * in_features^2 bytes of memory per layer)\n"
         "  --strict            warnings (unknown or missing layers, shape mismatches, layers\n"
         "                      without data) are errors: exit 3, nothing written\n"
         "  --json              per-layer results as JSON on stdout\n"
@@ -220,11 +227,11 @@ static void print_json(const mq_calib_stats *s, const char *out) {
 int cmd_calibrate(int argc, char **argv) {
     const char *model_path = NULL, *out = NULL, *kind_s = "minmax";
     str_list acts = {0}, files = {0};
-    bool per_channel = false, strict = false, json = false, after_acts = false;
+    bool per_channel = false, hessian = false, strict = false, json = false, after_acts = false;
     mq_observer_options opts;
     mq_observer_options_default(&opts, MQ_OBS_MINMAX);
     const char *scheme_s = NULL, *dtype_s = NULL, *avg_s = NULL, *bins_s = NULL,
-               *pct_s = NULL, *threads_s = NULL;
+               *pct_s = NULL, *threads_s = NULL, *model_key = NULL;
     int rc = EXIT_OK;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -248,7 +255,9 @@ int cmd_calibrate(int argc, char **argv) {
         else if ((v = cli_opt_value(argc, argv, &i, "--bins", &missing))) bins_s = v;
         else if ((v = cli_opt_value(argc, argv, &i, "--percentile", &missing))) pct_s = v;
         else if ((v = cli_opt_value(argc, argv, &i, "--threads", &missing))) threads_s = v;
+        else if ((v = cli_opt_value(argc, argv, &i, "--key", &missing))) model_key = v;
         else if (!strcmp(a, "--per-channel")) per_channel = true;
+        else if (!strcmp(a, "--hessian")) hessian = true;
         else if (!strcmp(a, "--strict")) strict = true;
         else if (!strcmp(a, "--json")) json = true;
         else if (missing) {
@@ -324,11 +333,13 @@ int cmd_calibrate(int argc, char **argv) {
     model_layer *layers = NULL;
     size_t nlayers = 0;
     mq_status st = mq_calibrator_create(ctx, &opts, &cal);
+    if (st == MQ_OK && hessian) st = mq_calibrator_set_hessian(cal, 1);
     if (st != MQ_OK) {
         rc = cli_usage_error("calibrate", "%s", mq_ctx_message(ctx));
         goto done;
     }
-    st = mq_model_open(ctx, model_path, NULL, &model);
+    mq_open_options model_opts = {MQ_FORMAT_AUTO, model_key};
+    st = mq_model_open(ctx, model_path, &model_opts, &model);
     if (st != MQ_OK) {
         rc = cli_fail(ctx, st);
         goto done;

@@ -6,30 +6,40 @@
 #include <string.h>
 
 static void help(FILE *f) {
-    fprintf(f, "usage: monoquant compare A B [--json]\n\n"
+    fprintf(f, "usage: monoquant compare A B [--json] [--key K] [--key-a K] [--key-b K]\n\n"
                "Sizes, compression ratio and per-tensor differences of B against A. Quantized\n"
-               "tensors are dequantized; names match across plain and quantized layouts.\n");
+               "tensors are dequantized; names match across plain and quantized layouts.\n"
+               "--key K: for PyTorch inputs, the entry holding the tensors ('.' the top level);\n"
+               "--key-a / --key-b set it for one side only.\n");
 }
 
 int cmd_compare(int argc, char **argv) {
-    const char *pa = NULL, *pb = NULL;
-    bool json = false;
+    const char *pa = NULL, *pb = NULL, *v;
+    bool json = false, missing = false;
+    mq_open_options oa = {MQ_FORMAT_AUTO, NULL}, ob = {MQ_FORMAT_AUTO, NULL};
+    const char *key = NULL, *key_a = NULL, *key_b = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             help(stdout);
             return EXIT_OK;
         } else if (!strcmp(argv[i], "--json")) json = true;
+        else if ((v = cli_opt_value(argc, argv, &i, "--key", &missing))) key = v;
+        else if (!missing && (v = cli_opt_value(argc, argv, &i, "--key-a", &missing))) key_a = v;
+        else if (!missing && (v = cli_opt_value(argc, argv, &i, "--key-b", &missing))) key_b = v;
+        else if (missing) return cli_usage_error("compare", "%s needs a value", argv[i]);
         else if (argv[i][0] == '-') return cli_usage_error("compare", "unknown option '%s'", argv[i]);
         else if (!pa) pa = argv[i];
         else if (!pb) pb = argv[i];
         else return cli_usage_error("compare", "unexpected argument '%s'", argv[i]);
     }
     if (!pb) return cli_usage_error("compare", "needs two checkpoints");
+    oa.key = key_a ? key_a : key;
+    ob.key = key_b ? key_b : key;
     mq_ctx *ctx = mq_ctx_create();
     if (!ctx) return EXIT_GENERAL;
     mq_qmodel *a = NULL, *b = NULL;
-    mq_status st = mq_qmodel_open(ctx, pa, &a);
-    if (st == MQ_OK) st = mq_qmodel_open(ctx, pb, &b);
+    mq_status st = mq_qmodel_open_with_options(ctx, pa, &oa, &a);
+    if (st == MQ_OK) st = mq_qmodel_open_with_options(ctx, pb, &ob, &b);
     int rc = EXIT_OK;
     if (st != MQ_OK) {
         rc = cli_fail(ctx, st);

@@ -4,16 +4,19 @@
 #include <string.h>
 
 static void help(FILE *f) {
-    fprintf(f, "usage: monoquant dequantize IN -o OUT [--dtype f32|f16|bf16] [--format F]\n\n"
+    fprintf(f, "usage: monoquant dequantize IN -o OUT [--dtype f32|f16|bf16] [--format F]\n"
+               "                            [--key K]\n\n"
                "Rebuilds a plain checkpoint with the original tensor names and shapes, loadable\n"
                "by the original architecture. Quantized tensors become --dtype (default: their\n"
-               "original dtype); the others are copied unchanged.\n");
+               "original dtype); the others are copied unchanged. --key K: for a PyTorch input,\n"
+               "the entry holding the tensors ('.' the top level).\n");
 }
 
 int cmd_dequantize(int argc, char **argv) {
     const char *in = NULL, *out = NULL;
     mq_dtype dtype = MQ_DTYPE_INVALID;
     mq_format fmt = MQ_FORMAT_AUTO;
+    mq_open_options oo = {MQ_FORMAT_AUTO, NULL};
     int threads = 0;
     for (int i = 1; i < argc; i++) {
         bool missing = false;
@@ -35,6 +38,8 @@ int cmd_dequantize(int argc, char **argv) {
             if (!strcmp(v, "pt")) fmt = MQ_FORMAT_PYTORCH;
             else if (!strcmp(v, "safetensors")) fmt = MQ_FORMAT_SAFETENSORS;
             else return cli_usage_error("dequantize", "--format: expected pt or safetensors");
+        } else if (!missing && (v = cli_opt_value(argc, argv, &i, "--key", &missing))) {
+            oo.key = v;
         } else if (!missing && (v = cli_opt_value(argc, argv, &i, "--threads", &missing))) {
             long long n;
             if (!cli_parse_int(v, 0, 1024, &n)) return cli_usage_error("dequantize", "bad --threads");
@@ -54,7 +59,10 @@ int cmd_dequantize(int argc, char **argv) {
     if (!ctx) return EXIT_GENERAL;
     mq_status st = mq_ctx_set_threads(ctx, threads);
     if (g_cli.progress) mq_ctx_set_progress(ctx, cli_progress, NULL);
-    if (st == MQ_OK) st = mq_dequantize_file(ctx, in, out, dtype, fmt);
+    mq_qmodel *qm = NULL;
+    if (st == MQ_OK) st = mq_qmodel_open_with_options(ctx, in, &oo, &qm);
+    if (st == MQ_OK) st = mq_qmodel_dequantize(qm, out, dtype, fmt);
+    mq_qmodel_free(qm);
     cli_progress_done();
     int rc = st == MQ_OK ? EXIT_OK : cli_fail(ctx, st);
     if (st == MQ_OK) cli_info("%s -> %s", in, out);

@@ -6,11 +6,13 @@
 #include <string.h>
 
 static void info_usage(FILE *f) {
-    fprintf(f, "usage: monoquant info [--json] FILE|DIR\n\n"
+    fprintf(f, "usage: monoquant info [--json] [--key K] FILE|DIR\n\n"
                "Describes a checkpoint (.safetensors, a sharded *.index.json, a folder, or a\n"
                "PyTorch .pt/.pth/.bin): format, files, tensor and parameter counts, bytes per\n"
                "dtype, metadata, and one line per tensor (name, dtype, shape, bytes, layer kind).\n\n"
                "  --json      one JSON document on stdout instead of the text report\n"
+               "  --key K     PyTorch: the entry holding the tensors (e.g. model, state_dict;\n"
+               "              '.' for the top level); needed when several entries hold tensors\n"
                "  -h, --help  this help\n\n"
                "Exit codes: 0 ok, 2 usage, 5 the file cannot be read or is malformed.\n");
 }
@@ -119,11 +121,14 @@ static void print_json(const char *path, const mq_model *m, const dtype_totals *
 }
 
 int cmd_info(int argc, char **argv) {
-    bool json = false;
-    const char *path = NULL;
+    bool json = false, missing = false;
+    const char *path = NULL, *v;
+    mq_open_options oo = {MQ_FORMAT_AUTO, NULL};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--json")) json = true;
+        else if ((v = cli_opt_value(argc, argv, &i, "--key", &missing))) oo.key = v;
+        else if (missing) return cli_usage_error("info", "--key needs a value");
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             info_usage(stdout);
             return EXIT_OK;
@@ -143,7 +148,7 @@ int cmd_info(int argc, char **argv) {
         return EXIT_GENERAL;
     }
     mq_model *m = NULL;
-    mq_status st = mq_model_open(ctx, path, NULL, &m);
+    mq_status st = mq_model_open(ctx, path, &oo, &m);
     if (st != MQ_OK) {
         int rc = cli_fail(ctx, st);
         mq_ctx_free(ctx);

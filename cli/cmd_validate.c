@@ -7,18 +7,38 @@
 
 static void help(FILE *f) {
     fprintf(f,
-        "usage: monoquant validate Q [--reference ORIG] [--min-sqnr DB] [--json] [--strict]\n\n"
+        "usage: monoquant validate Q [--reference ORIG] [--min-sqnr DB] [--json] [--strict]\n"
+        "       monoquant validate Q [--reference ORIG] --run [--mode weight|dynamic|static]\n"
+        "                          [--rows M] [--seed N] [--activations FILE] [--min-sqnr DB]\n"
+        "                          [--json] [--strict]\n"
+        "       (both take --key K and --reference-key K)\n\n"
         "Checks a quantized checkpoint: structure (shapes, packed sizes, companions, metadata),\n"
         "values (scales finite and > 0, zero points in range), and with --reference the\n"
         "per-tensor SQNR, relative and max abs error against the original, plus sizes.\n"
         "Exit 4 when a check fails or a tensor's SQNR is below --min-sqnr; under --strict\n"
-        "warnings fail too (exit 3).\n");
+        "warnings fail too (exit 3). --key K: for PyTorch inputs, the entry holding the\n"
+        "tensors ('.' the top level); --reference-key K sets it for ORIG alone.\n\n"
+        "--run runs each quantized layer (Linear; Conv as its flattened [out, in*kh*kw]\n"
+        "matrix, the product of an im2col convolution) through the quantized kernels and\n"
+        "the f32 layer on the same inputs, and reports the output SQNR, relative and max abs\n"
+        "error: against the --reference weights, else against the dequantized weights (the\n"
+        "kernels' own error). Layers below --min-sqnr fail (exit 4).\n"
+        "  --mode M           weight (default: f32 activations), dynamic (int8 per row at run\n"
+        "                     time), static (stored input_scale/zero point; dynamic without)\n"
+        "  --rows M           input rows per layer (default 16)\n"
+        "  --seed N           seed of the N(0, 1) random inputs (default 0)\n"
+        "  --activations F    recorded layer inputs (safetensors/.pt, calibration format:\n"
+        "                     tensor '<layer>' [..., in_features]); its first M rows are used\n"
+        "                     for layers it has, random inputs for the others\n");
 }
 
 typedef struct vopts {
     const char *q, *ref;
+    const char *key, *ref_key;
     double min_sqnr;
-    bool has_min, json, strict;
+    bool has_min, json, strict, run;
+    validate_run_opts r;
+    const char *run_only;   /* an option given that only --run takes */
 } vopts;
 
 /* A layer named like an output head ("lm_head.weight", "model.output.weight"). */
@@ -46,33 +66,64 @@ static int parse(vopts *o, int argc, char **argv) {
         else if (!strcmp(argv[i], "--strict")) o->strict = true;
         else if (!strcmp(argv[i], "-q") || !strcmp(argv[i], "--quiet")) g_cli.quiet = true;
         else if ((v = cli_opt_value(argc, argv, &i, "--reference", &missing))) o->ref = v;
+        else if (!missing && (v = cli_opt_value(argc, argv, &i, "--reference-key", &missing)))
+            o->ref_key = v;
+        else if (!missing && (v = cli_opt_value(argc, argv, &i, "--key", &missing))) o->key = v;
         else if (!missing && (v = cli_opt_value(argc, argv, &i, "--min-sqnr", &missing))) {
             if (!cli_parse_double(v, &o->min_sqnr))
                 return cli_usage_error("validate", "--min-sqnr: expected dB, got '%s'", v);
             o->has_min = true;
-        } else if (!missing && !strcmp(argv[i], "--run")) {
-            return cli_usage_error("validate", "--run (running each layer through the kernels) "
-                                   "is not available in this build");
+        } else if (!missing && !strcmp(argv[i], "--run")) o->run = true;
+        else if (!missing && (v = cli_opt_value(argc, argv, &i, "--mode", &missing))) {
+            if (!validate_parse_mode(v, &o->r.act))
+                return cli_usage_error("validate", "--mode: expected weight, dynamic or static, "
+                                       "got '%s'", v);
+            o->run_only = "--mode";
+        } else if (!missing && (v = cli_opt_value(argc, argv, &i, "--rows", &missing))) {
+            if (!cli_parse_int(v, 1, 1 << 20, &o->r.rows))
+                return cli_usage_error("validate", "--rows: expected 1 to 1048576, got '%s'", v);
+            o->run_only = "--rows";
+        } else if (!missing && (v = cli_opt_value(argc, argv, &i, "--seed", &missing))) {
+            long long seed;
+            if (!cli_parse_int(v, 0, INT64_MAX, &seed))
+                return cli_usage_error("validate", "--seed: expected a number >= 0, got '%s'", v);
+            o->r.seed = (unsigned long long)seed;
+            o->run_only = "--seed";
+        } else if (!missing && (v = cli_opt_value(argc, argv, &i, "--activations", &missing))) {
+            o->r.activations = v;
+            o->run_only = "--activations";
         } else if (missing) return cli_usage_error("validate", "%s needs a value", argv[i]);
         else if (argv[i][0] == '-') return cli_usage_error("validate", "unknown option '%s'", argv[i]);
         else if (!o->q) o->q = argv[i];
         else return cli_usage_error("validate", "unexpected argument '%s'", argv[i]);
     }
     if (!o->q) return cli_usage_error("validate", "no checkpoint given");
+    if (o->run_only && !o->run)
+        return cli_usage_error("validate", "%s needs --run", o->run_only);
     return 0;
 }
 
 int cmd_validate(int argc, char **argv) {
     vopts o = {0};
+    o.r.rows = 16;
+    o.r.act = MQ_ACT_F32;
     int rc = parse(&o, argc, argv);
     if (rc) return rc < 0 ? EXIT_OK : rc;
     mq_ctx *ctx = mq_ctx_create();
     if (!ctx) return EXIT_GENERAL;
     mq_qmodel *qm = NULL, *ref = NULL;
-    mq_status st = mq_qmodel_open(ctx, o.q, &qm);
-    if (st == MQ_OK && o.ref) st = mq_qmodel_open(ctx, o.ref, &ref);
+    mq_open_options oq = {MQ_FORMAT_AUTO, o.key};
+    mq_open_options orf = {MQ_FORMAT_AUTO, o.ref_key ? o.ref_key : o.key};
+    mq_status st = mq_qmodel_open_with_options(ctx, o.q, &oq, &qm);
+    if (st == MQ_OK && o.ref) st = mq_qmodel_open_with_options(ctx, o.ref, &orf, &ref);
     if (st != MQ_OK) {
         rc = cli_fail(ctx, st);
+        goto done;
+    }
+    if (o.run) {
+        o.r.q = o.q, o.r.ref = o.ref, o.r.min_sqnr = o.min_sqnr, o.r.has_min = o.has_min;
+        o.r.json = o.json, o.r.strict = o.strict;
+        rc = validate_run(&o.r, ctx, qm, ref);
         goto done;
     }
     size_t n = mq_qmodel_count(qm), nq = 0, failures = 0, warnings = 0;

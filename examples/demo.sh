@@ -15,6 +15,11 @@ echo
 echo "== monoquant validate demo.int4-g128.safetensors --reference --min-sqnr 8 (integrity + error figures)"
 "$mq" validate "$dir/demo.int4-g128.safetensors" --reference "$model" --min-sqnr 8
 echo
+echo "== monoquant validate demo.int8.safetensors --reference --run --mode dynamic (run each layer through the kernels)"
+"$mq" --no-progress validate "$dir/demo.int8.safetensors" --reference "$model" --run --mode dynamic \
+    --min-sqnr 20 > "$dir/demo.validate-run.txt"
+head -n 7 "$dir/demo.validate-run.txt"; echo "   ..."; tail -n 1 "$dir/demo.validate-run.txt"
+echo
 echo "== monoquant info demo.int4-g128.safetensors"
 "$mq" info "$dir/demo.int4-g128.safetensors" | head -n 16
 echo "   ..."

@@ -88,7 +88,8 @@ MQ_API const char *mq_ctx_message(const mq_ctx *ctx);
 MQ_API mq_status mq_ctx_status(const mq_ctx *ctx);
 MQ_API void mq_ctx_clear_error(mq_ctx *ctx);
 
-/* Worker threads for bulk work; 0 (the default) means one per online CPU. */
+/* Worker threads for bulk work; 0 (the default) means one per online CPU (counted when the
+ * context was created). */
 MQ_API mq_status mq_ctx_set_threads(mq_ctx *ctx, int threads);
 MQ_API int mq_ctx_threads(const mq_ctx *ctx);
 
@@ -281,11 +282,17 @@ typedef enum mq_granularity {
 
 typedef enum mq_scale_search {
     MQ_SEARCH_MINMAX = 0, /* scale from the min/max range (PyTorch's observers) */
-    MQ_SEARCH_MSE         /* per group / row / tensor: the min/max candidate, then clipped
+    MQ_SEARCH_MSE,        /* per group / row / tensor: the min/max candidate, then clipped
                              ranges (ratios 1.1 .. 0.5 of the range, then the winner's
                              neighbours and, for asymmetric, zero points one step either
                              way); the least (weighted) squared error wins, ties keep
                              min/max (docs/QUANTIZATION.md) */
+    MQ_SEARCH_GPTQ        /* needs spec.hessian: each row is quantized column by column, left
+                             to right, and each column's rounding error is spread over the
+                             columns not yet quantized through the inverse Hessian (GPTQ,
+                             docs/QUANTIZATION.md); a group's scale / zero point follow the
+                             min/max rule on its error-updated weights when the group starts.
+                             An identity Hessian gives exactly MQ_SEARCH_MINMAX's bytes. */
 } mq_scale_search;
 
 typedef struct mq_qspec {
@@ -298,6 +305,18 @@ typedef struct mq_qspec {
     const float *importance;  /* optional, `cols` finite weights >= 0 (e.g. the mean of x^2 per
                                  input channel from calibration): the scale search minimizes
                                  the error weighted by importance[col]. Not copied. */
+    /* added after the first draft: */
+    const float *hessian;     /* MQ_SEARCH_GPTQ only: cols x cols, row-major, symmetric (the
+                                 lower triangle is read), finite: the mean of x x^T over the
+                                 layer's calibration inputs (`<layer>.hessian` of
+                                 `monoquant calibrate --hessian`). Dampened by 1 % of its mean
+                                 diagonal (a zero diagonal entry, a channel never active,
+                                 becomes 1 first); not positive definite then: MQ_ERR_QUANT
+                                 naming the column. Each mq_quantize_rows call factorizes it
+                                 (O(cols^3), double precision; 8 * 2 * cols^2 bytes of scratch):
+                                 quantize a tensor in as few calls as memory allows. The bytes
+                                 do not depend on the row chunking or the thread count.
+                                 Not copied. */
 } mq_qspec;
 
 /* Defaults: INT8 symmetric per channel, min/max; group_size 128. */
@@ -430,6 +449,13 @@ typedef struct mq_quantize_options {
                                   MQ_SEARCH_MSE: activation-aware scales) */
     mq_format out_format;      /* MQ_FORMAT_AUTO: from the output extension */
     int dry_run;               /* plan only: nothing is read beyond the header, nothing written */
+    /* additions: */
+    const char *key;           /* PyTorch input: the entry holding the tensors, as
+                                  mq_open_options.key ("." the top level; NULL: found) */
+    int strict;                /* any warning fails the call with MQ_ERR_QUANT, its message
+                                  listing the warnings. Decided before the output is committed:
+                                  the destination stays untouched and no temporary file is
+                                  left. A dry run fails the same way (no report). */
 } mq_quantize_options;
 
 /* Defaults: INT8 symmetric per channel (min/max), kinds linear+conv+rnn, default_skip 1,
@@ -452,6 +478,12 @@ typedef struct mq_tensor_report {
     int has_error;             /* error figures below are valid */
     mq_error_stats error;      /* of the dequantized tensor against the input */
     int has_input_params;      /* input_scale/input_zero_point stored (calibration) */
+    /* added after the first draft: */
+    int has_output_error;      /* the calibration statistics hold the layer's Hessian H and
+                                  error figures were asked for */
+    double output_sqnr_db;     /* 10 log10(sum w^T H w / sum d^T H d) over rows, d = w - the
+                                  dequantized w: the SQNR of the layer's outputs X W^T on the
+                                  calibration inputs (what GPTQ minimizes); +inf when exact */
 } mq_tensor_report;
 
 typedef struct mq_report {
@@ -510,6 +542,10 @@ typedef struct mq_qtensor {
  * match, the recorded original shapes agree, no stored tensor is left unexplained. A
  * failure is MQ_ERR_VALIDATION naming the tensor (MQ_ERR_IO/FORMAT for unreadable files). */
 MQ_API mq_status mq_qmodel_open(mq_ctx *ctx, const char *path, mq_qmodel **out);
+/* As mq_qmodel_open, with open options (e.g. the key of a nested PyTorch checkpoint); opts
+ * may be NULL. */
+MQ_API mq_status mq_qmodel_open_with_options(mq_ctx *ctx, const char *path,
+                                             const mq_open_options *opts, mq_qmodel **out);
 MQ_API void mq_qmodel_free(mq_qmodel *qm);
 MQ_API const mq_model *mq_qmodel_model(const mq_qmodel *qm);
 MQ_API size_t mq_qmodel_count(const mq_qmodel *qm);
@@ -539,6 +575,45 @@ MQ_API mq_status mq_qmodel_error(mq_qmodel *a, size_t i, mq_qmodel *b, size_t j,
  * extension. */
 MQ_API mq_status mq_dequantize_file(mq_ctx *ctx, const char *in, const char *out,
                                     mq_dtype dtype, mq_format fmt);
+/* As mq_dequantize_file, from a checkpoint already open (e.g. with open options). */
+MQ_API mq_status mq_qmodel_dequantize(mq_qmodel *qm, const char *out, mq_dtype dtype,
+                                      mq_format fmt);
+
+/* ---- running quantized layers (`monoquant validate --run`) ---------------------------- */
+
+/* 1 when logical tensor i can run as a layer: quantized (INT8/UINT8/INT4/UINT4) or cast
+ * (FP16/BF16), with at least 2 dims. A Conv weight [C_out, C_in/groups, kh, kw] runs as the
+ * Linear [C_out, C_in/groups*kh*kw] it is flattened to, which is the product an im2col
+ * convolution computes per patch (mq_conv2d runs exactly that). */
+MQ_API int mq_qmodel_runnable(const mq_qmodel *qm, size_t i);
+
+typedef struct mq_layer_check {
+    int64_t out_features;      /* N */
+    int64_t in_features;       /* K (Conv: C_in/groups * kh * kw) */
+    int act;                   /* the mq_act_mode (kernels section) the layer ran in */
+    int against_reference;     /* 1: compared with the reference checkpoint's weights,
+                                  0: with the checkpoint's own dequantized weights */
+    int has_bias;              /* `<layer>.bias` was found and added to both outputs */
+    mq_error_stats error;      /* of the quantized layer's output against the f32 layer's */
+} mq_layer_check;
+
+/* Runs logical tensor i of `qm` (mq_qmodel_runnable; its name ends in "weight") through the
+ * quantized kernels (mq_linear_create from its stored tensors) and the plain f32 layer on the
+ * same inputs, with `<layer>.bias` of `qm` (float, N values) added to both when present, and
+ * fills *out (mq_linear_check). The f32 layer's weights are the tensor of the same name in
+ * `ref` (any float dtype, converted with mq_convert; same element count), or, with `ref`
+ * NULL, the dequantized weights of `qm` itself: then the figures isolate the kernels' own
+ * error (activation quantization and summation order), not the weight quantization.
+ * x: [M, K] f32 inputs, or NULL for M rows of N(0, 1) values drawn from `seed`.
+ * act: an mq_act_mode. FP16/BF16 casts always run weight-only (MQ_ACT_F32); MQ_ACT_STATIC
+ * uses the stored `<layer>.input_scale` / `input_zero_point` (a U8 zero point as PyTorch's
+ * quint8; an I8 one as qint8, run shifted by 128, which is the same arithmetic) and runs
+ * dynamic when the checkpoint has none; out->act says what ran. Memory: the f32 reference
+ * weights (N*K*4 bytes) plus the kernel's copy of the layer. MQ_ERR_UNSUPPORTED for a layout
+ * the kernels cannot run (e.g. a group size that is not a multiple of 8). */
+MQ_API mq_status mq_qmodel_check_layer(mq_qmodel *qm, size_t i, mq_qmodel *ref, int act,
+                                       const float *x, int64_t M, uint64_t seed,
+                                       mq_layer_check *out);
 
 /* ====== end of section: pipeline ======================================================= */
 
@@ -676,6 +751,13 @@ MQ_API void mq_calibrator_free(mq_calibrator *cal);
  * MQ_ERR_INVALID when declared again with other channels. */
 MQ_API mq_status mq_calibrator_add_layer(mq_calibrator *cal, const char *layer,
                                          int64_t channels);
+/* Also accumulate, per layer, the sum of x x^T over input rows (double precision), saved as
+ * `<layer>.hessian` F32 [channels, channels] (the mean over rows) for GPTQ
+ * (MQ_SEARCH_GPTQ). Only for inputs whose channel axis is the last (Linear); a layer that
+ * receives another layout (Conv) gets none. Costs 8 * channels^2 bytes per layer and
+ * rows * channels^2 / 2 multiply-adds per batch, split over the context's threads (the sums do
+ * not depend on the thread count). Call before adding layers; MQ_ERR_INVALID after. */
+MQ_API mq_status mq_calibrator_set_hessian(mq_calibrator *cal, int enable);
 /* One batch of inputs of a declared layer: contiguous, dtype F32/F16/BF16/F64, `shape`
  * [..., channels] (Linear: leading dims are rows) with channel_axis -1, or [N, C, H, W]
  * (Conv) with channel_axis 1. MQ_ERR_INVALID when the channel dimension does not match. */
@@ -708,6 +790,9 @@ typedef struct mq_layer_stats {
     uint64_t count;           /* rows (samples) observed */
     const float *mean_sq;     /* [channels] mean of x^2 per input channel */
     const float *max_abs;     /* [channels] max |x| per input channel */
+    const float *hessian;     /* [channels, channels] mean of x x^T, or NULL (calibrated
+                                 without --hessian, or a Conv layer); see
+                                 mq_calibrator_set_hessian */
     mq_qtype input_type;      /* MQ_Q_INT8 or MQ_Q_UINT8 */
     float input_scale;        /* per-tensor activation scale */
     int32_t input_zero_point;

@@ -8,6 +8,7 @@
 #ifndef MQ_TEST_HARNESS_H
 #define MQ_TEST_HARNESS_H
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +89,28 @@ static inline const char *test_tmpdir(void) {
 static inline const char *test_fixtures(void) {
     const char *d = getenv("FIXTURES");
     return d && *d ? d : "../shared/fixtures";
+}
+
+/* One step of xorshift64 (deterministic test data); returns the new state. */
+static inline uint64_t test_xorshift64(uint64_t *state) {
+    uint64_t s = *state;
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return *state = s;
+}
+
+/* Allocator callbacks for out-of-memory paths: allocations succeed while test_allocs_left
+ * stays positive, then fail. Use as {test_failing_alloc, test_plain_free, NULL}. */
+static long test_allocs_left;
+static inline void *test_failing_alloc(void *ud, size_t n) {
+    (void)ud;
+    if (test_allocs_left-- <= 0) return NULL;
+    return malloc(n);
+}
+static inline void test_plain_free(void *ud, void *p) {
+    (void)ud;
+    free(p);
 }
 
 #endif

@@ -13,6 +13,8 @@ typedef struct cal_layer {
     double *sum_sq;  /* [channels] */
     float *max_abs;  /* [channels] */
     uint64_t rows;
+    double *xtx;     /* --hessian: [channels, channels] sum of x x^T (lower triangle) */
+    bool no_hessian; /* an input was not [..., channels] (Conv): the Hessian is dropped */
 } cal_layer;
 
 struct mq_calibrator {
@@ -20,6 +22,9 @@ struct mq_calibrator {
     mq_observer_options opts;
     cal_layer *layers;
     size_t n, cap;
+    bool hessian;
+    float *hbuf;     /* a batch as f32 rows, reused */
+    size_t hbuf_cap;
 };
 
 mq_status mq_calibrator_create(mq_ctx *ctx, const mq_observer_options *opts,
@@ -48,12 +53,14 @@ static void layer_release(mq_ctx *ctx, cal_layer *l) {
     mq_observer_free(l->obs);
     mq__free(ctx, l->sum_sq);
     mq__free(ctx, l->max_abs);
+    mq__free(ctx, l->xtx);
 }
 
 void mq_calibrator_free(mq_calibrator *cal) {
     if (!cal) return;
     for (size_t i = 0; i < cal->n; i++) layer_release(cal->ctx, &cal->layers[i]);
     mq__free(cal->ctx, cal->layers);
+    mq__free(cal->ctx, cal->hbuf);
     mq__free(cal->ctx, cal);
 }
 
@@ -85,6 +92,14 @@ mq_status mq_calibrator_add_layer(mq_calibrator *cal, const char *layer, int64_t
     l.sum_sq = (double *)mq__calloc(ctx, (size_t)channels, sizeof(double));
     l.max_abs = (float *)mq__calloc(ctx, (size_t)channels, sizeof(float));
     mq_status st = l.name && l.sum_sq && l.max_abs ? MQ_OK : MQ_ERR_NOMEM;
+    if (st == MQ_OK && cal->hessian) {
+        if ((uint64_t)channels > SIZE_MAX / sizeof(double) / (uint64_t)channels)
+            st = mq__fail(ctx, MQ_ERR_NOMEM, "calibrator: layer '%s': a Hessian of %lld "
+                          "channels is too large", layer, (long long)channels);
+        else if (!(l.xtx = (double *)mq__calloc(ctx, (size_t)(channels * channels),
+                                                 sizeof(double))))
+            st = MQ_ERR_NOMEM;
+    }
     if (st == MQ_OK) {
         mq_observer_options o = cal->opts;
         if (o.granularity == MQ_PER_CHANNEL) o.channels = channels;
@@ -129,6 +144,62 @@ static bool stats_chunk(void *arg, const float *v, int64_t n, int64_t ch, int st
     return true;
 }
 
+mq_status mq_calibrator_set_hessian(mq_calibrator *cal, int enable) {
+    if (!cal) return MQ_ERR_INVALID;
+    if (cal->n)
+        return mq__fail(cal->ctx, MQ_ERR_INVALID, "calibrator: enable the Hessian before "
+                        "adding layers");
+    cal->hessian = enable != 0;
+    return MQ_OK;
+}
+
+typedef struct hess_pass {
+    double *xtx;
+    const float *x;
+    int64_t rows, c;
+} hess_pass;
+
+/* Rows [b, e) of the lower triangle: each is owned by one chunk and sums the batch's rows in
+ * order, so the result does not depend on the thread count. */
+static mq_status hess_range(void *arg, int64_t b, int64_t e, int tid) {
+    (void)tid;
+    const hess_pass *p = (const hess_pass *)arg;
+    int64_t C = p->c;
+    for (int64_t i = b; i < e; i++) {
+        double *acc = p->xtx + (size_t)(i * C);
+        for (int64_t r = 0; r < p->rows; r++) {
+            const float *x = p->x + (size_t)(r * C);
+            double xi = (double)x[i];
+            if (xi == 0.0) continue;
+            for (int64_t k = 0; k <= i; k++) acc[k] += xi * (double)x[k];
+        }
+    }
+    return MQ_OK;
+}
+
+static mq_status hessian_update(mq_calibrator *cal, cal_layer *l, mq_dtype dtype, const void *x,
+                                uint64_t numel) {
+    int64_t C = l->channels, rows = (int64_t)(numel / (uint64_t)C);
+    if (!rows) return MQ_OK;
+    const float *f = (const float *)x;
+    if (dtype != MQ_F32 || ((uintptr_t)x & 3)) {
+        if (numel > cal->hbuf_cap) {
+            mq__free(cal->ctx, cal->hbuf);
+            cal->hbuf_cap = 0;
+            if (numel > SIZE_MAX / sizeof(float) ||
+                !(cal->hbuf = (float *)mq__malloc(cal->ctx, (size_t)numel * sizeof(float))))
+                return MQ_ERR_NOMEM;
+            cal->hbuf_cap = (size_t)numel;
+        }
+        if (dtype == MQ_F32) memcpy(cal->hbuf, x, (size_t)numel * sizeof(float));
+        else mq_convert(cal->ctx, MQ_F32, cal->hbuf, dtype, x, (size_t)numel);
+        f = cal->hbuf;
+    }
+    hess_pass hp = {l->xtx, f, rows, C};
+    int64_t grain = 1 + 65536 / C; /* fixed by the width */
+    return mq__parallel_for(cal->ctx, C, grain, hess_range, &hp);
+}
+
 mq_status mq_calibrator_update(mq_calibrator *cal, const char *layer, mq_dtype dtype,
                                const void *x, int ndim, const int64_t *shape, int channel_axis) {
     if (!cal || !layer) return MQ_ERR_INVALID;
@@ -144,6 +215,14 @@ mq_status mq_calibrator_update(mq_calibrator *cal, const char *layer, mq_dtype d
     if (st != MQ_OK) return mq__fail_prefix(ctx, "%s", what);
     stats_pass sp = {l->sum_sq, l->max_abs};
     mq__batch_view_walk(&view, stats_chunk, &sp);
+    if (l->xtx && !l->no_hessian) {
+        int axis = channel_axis < 0 ? channel_axis + ndim : channel_axis;
+        if (axis == ndim - 1) {
+            MQ_TRY(hessian_update(cal, l, dtype, x, view.numel));
+        } else {
+            l->no_hessian = true; /* Conv inputs: Linear layers only */
+        }
+    }
     l->rows += view.numel / (uint64_t)l->channels;
     return MQ_OK;
 }
@@ -186,6 +265,9 @@ mq_status mq_calibrator_merge(mq_calibrator *dst, const mq_calibrator *src) {
         MQ_TRY(mq_calibrator_add_layer(dst, s->name, s->channels));
         cal_layer *d = find_layer(dst, s->name);
         MQ_TRY(mq_observer_merge(d->obs, s->obs));
+        if (!d->xtx || !s->xtx || s->no_hessian) d->no_hessian = true;
+        if (!d->no_hessian)
+            for (int64_t k = 0; k < s->channels * s->channels; k++) d->xtx[k] += s->xtx[k];
         for (int64_t c = 0; c < s->channels; c++) {
             d->sum_sq[c] += s->sum_sq[c];
             if (s->max_abs[c] > d->max_abs[c]) d->max_abs[c] = s->max_abs[c];
@@ -206,6 +288,7 @@ typedef struct layer_out {
     float *ch_scale;   /* per channel */
     int32_t *ch_zp;
     float *mean_sq;
+    float *hessian;    /* NULL when not kept */
     int64_t count;
     char *obs_text;
 } layer_out;
@@ -243,6 +326,15 @@ static mq_status compute_layer(mq_calibrator *cal, cal_layer *l, layer_out *o) {
         for (int64_t c = 0; c < l->channels; c++)
             o->mean_sq[c] = (float)(l->sum_sq[c] / (double)l->rows);
     }
+    if (st == MQ_OK && l->xtx && !l->no_hessian) {
+        size_t C = (size_t)l->channels;
+        o->hessian = (float *)mq__malloc(ctx, C * C * sizeof(float));
+        if (!o->hessian) st = MQ_ERR_NOMEM;
+        for (size_t i = 0; st == MQ_OK && i < C; i++)
+            for (size_t k = 0; k <= i; k++)
+                o->hessian[i * C + k] = o->hessian[k * C + i] =
+                    (float)(l->xtx[i * C + k] / (double)l->rows);
+    }
     mq__free(ctx, lo);
     return st;
 }
@@ -267,7 +359,7 @@ mq_status mq_calibrator_save(mq_calibrator *cal, const char *path, const mq_kv *
     size_t nl = 0;
     for (size_t i = 0; i < cal->n; i++) nl += cal->layers[i].rows > 0;
     bool per_channel = cal->opts.granularity == MQ_PER_CHANNEL;
-    size_t per_layer = LAYER_FIXED + (per_channel ? 2 : 0) + 5;
+    size_t per_layer = LAYER_FIXED + (per_channel ? 2 : 0) + 6;
     layer_out *outs = (layer_out *)mq__calloc(ctx, nl ? nl : 1, sizeof *outs);
     mq_tensor_desc *descs = (mq_tensor_desc *)mq__calloc(ctx, nl * per_layer + 1, sizeof *descs);
     char **names = (char **)mq__calloc(ctx, nl * per_layer + 1, sizeof *names);
@@ -318,6 +410,10 @@ mq_status mq_calibrator_save(mq_calibrator *cal, const char *path, const mq_kv *
             desc(ctx, &descs[nd], names, &nd, l->name, "channel_input_zero_point", MQ_I32, 1, C, 0);
             data[nd - 1] = o->ch_zp;
         }
+        if (o->hessian) {
+            desc(ctx, &descs[nd], names, &nd, l->name, "hessian", MQ_F32, 2, C, C);
+            data[nd - 1] = o->hessian;
+        }
         size_t ns = mq_observer_state_count(l->obs);
         for (size_t s = 0; s < ns; s++) {
             mq_tensor t;
@@ -357,6 +453,7 @@ mq_status mq_calibrator_save(mq_calibrator *cal, const char *path, const mq_kv *
         mq__free(ctx, outs[i].ch_scale);
         mq__free(ctx, outs[i].ch_zp);
         mq__free(ctx, outs[i].mean_sq);
+        mq__free(ctx, outs[i].hessian);
         mq__free(ctx, outs[i].obs_text);
         if (meta_keys) mq__free(ctx, meta_keys[i]);
     }

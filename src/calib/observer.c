@@ -338,6 +338,15 @@ static void grow_channel(mq_observer *obs, int64_t c, float blo, float bhi) {
     mq__hist_rebin_general(src, lo, hi, bins, dst, cmin, cmax);
 }
 
+/* Running min/max per channel: [min_val, max_val] grows to cover [lo, hi]. */
+static void widen_range(float *min_val, float *max_val, const float *lo, const float *hi,
+                        int64_t np) {
+    for (int64_t c = 0; c < np; c++) {
+        if (lo[c] < min_val[c]) min_val[c] = lo[c];
+        if (hi[c] > max_val[c]) max_val[c] = hi[c];
+    }
+}
+
 static mq_status observe(mq_observer *obs, const mq_batch_view *view) {
     if (!view->numel) return MQ_OK;
     MQ_TRY(check_state(obs));
@@ -352,10 +361,7 @@ static mq_status observe(mq_observer *obs, const mq_batch_view *view) {
     }
     switch (obs->opts.kind) {
     case MQ_OBS_MINMAX:
-        for (int64_t c = 0; c < np; c++) {
-            if (obs->bmin[c] < obs->min_val[c]) obs->min_val[c] = obs->bmin[c];
-            if (obs->bmax[c] > obs->max_val[c]) obs->max_val[c] = obs->bmax[c];
-        }
+        widen_range(obs->min_val, obs->max_val, obs->bmin, obs->bmax, np);
         break;
     case MQ_OBS_MOVING_AVERAGE: {
         float k = (float)obs->opts.averaging_constant;
@@ -454,10 +460,7 @@ mq_status mq_observer_merge(mq_observer *dst, const mq_observer *src) {
     } else {
         switch (dst->opts.kind) {
         case MQ_OBS_MINMAX:
-            for (int64_t c = 0; c < np; c++) {
-                if (src->min_val[c] < dst->min_val[c]) dst->min_val[c] = src->min_val[c];
-                if (src->max_val[c] > dst->max_val[c]) dst->max_val[c] = src->max_val[c];
-            }
+            widen_range(dst->min_val, dst->max_val, src->min_val, src->max_val, np);
             break;
         case MQ_OBS_MOVING_AVERAGE: {
             double wd = (double)dst->batches, ws = (double)src->batches, t = wd + ws;

@@ -8,7 +8,8 @@
 
 typedef struct stats_layer {
     mq_layer_stats s;
-    void *mem; /* names and arrays of this layer */
+    void *mem;      /* names and arrays of this layer */
+    float *hessian; /* separate: channels^2 entries */
 } stats_layer;
 
 struct mq_calib_stats {
@@ -20,7 +21,10 @@ struct mq_calib_stats {
 
 void mq_calib_stats_free(mq_calib_stats *st) {
     if (!st) return;
-    for (size_t i = 0; i < st->n; i++) mq__free(st->ctx, st->layers[i].mem);
+    for (size_t i = 0; i < st->n; i++) {
+        mq__free(st->ctx, st->layers[i].mem);
+        mq__free(st->ctx, st->layers[i].hessian);
+    }
     mq__free(st->ctx, st->layers);
     mq__free(st->ctx, st->order);
     mq__free(st->ctx, st);
@@ -54,6 +58,36 @@ static float f32_at(const mq_tensor *t, int64_t i) {
     float v;
     memcpy(&v, (const uint8_t *)t->data + i * 4, 4);
     return v;
+}
+
+/* The optional "<layer>.hessian", F32 [C, C], finite and symmetric with a diagonal >= 0. */
+static mq_status read_hessian(mq_ctx *ctx, const mq_model *m, const char *path,
+                              const char *layer, int64_t C, float **out) {
+    *out = NULL;
+    char name[1200];
+    snprintf(name, sizeof name, "%s.hessian", layer);
+    long i = mq_model_find(m, name);
+    if (i < 0) return MQ_OK;
+    const mq_tensor *t = mq_model_tensor(m, (size_t)i);
+    if (t->dtype != MQ_F32 || t->ndim != 2 || t->shape[0] != C || t->shape[1] != C)
+        return mq__fail(ctx, MQ_ERR_FORMAT, "%s: tensor '%s' must be F32 [%lld, %lld]", path,
+                        name, (long long)C, (long long)C);
+    size_t n = (size_t)C;
+    if (n > SIZE_MAX / 4 / n) return mq__fail(ctx, MQ_ERR_NOMEM, "%s: '%s' is too large", path, name);
+    float *h = (float *)mq__malloc(ctx, n * n * 4);
+    if (!h) return MQ_ERR_NOMEM;
+    memcpy(h, t->data, n * n * 4);
+    for (size_t r = 0; r < n; r++)
+        for (size_t c = 0; c <= r; c++)
+            if (!isfinite(h[r * n + c]) || h[r * n + c] != h[c * n + r] ||
+                (r == c && !(h[r * n + c] >= 0))) {
+                mq__free(ctx, h);
+                return mq__fail(ctx, MQ_ERR_FORMAT, "%s: tensor '%s' holds an invalid value at "
+                                "[%zu][%zu] (must be finite and symmetric, diagonal >= 0)",
+                                path, name, r, c);
+            }
+    *out = h;
+    return MQ_OK;
 }
 
 static mq_status read_layer(mq_ctx *ctx, const mq_model *m, const char *path, const char *layer,
@@ -138,6 +172,14 @@ static mq_status read_layer(mq_ctx *ctx, const mq_model *m, const char *path, co
         return mq__fail(ctx, MQ_ERR_FORMAT, "%s: tensor '%s.%s' holds an invalid value", path,
                         layer, bad);
     }
+    out->hessian = NULL;
+    st = read_hessian(ctx, m, path, layer, C, &out->hessian);
+    if (st != MQ_OK) {
+        mq__free(ctx, mem);
+        out->mem = NULL;
+        return st;
+    }
+    s->hessian = out->hessian;
     return MQ_OK;
 }
 

@@ -48,6 +48,7 @@ mq_ctx *mq_ctx_create_with_allocator(const mq_allocator *alloc) {
     }
     pthread_mutex_init((pthread_mutex_t *)ctx->err_mu, NULL);
     mq__cpu_detect(&ctx->cpu, &ctx->isa_max);
+    ctx->online_cpus = mq__online_cpus();
     ctx->isa = ctx->isa_max;
     const char *env = getenv("MQ_ISA");
     if (env) {

@@ -34,6 +34,7 @@ struct mq_ctx {
     char message[MQ_MSG_MAX];
     mq_allocator alloc;
     int threads;          /* requested; 0 = online CPUs */
+    int online_cpus;      /* read once at creation (sysconf opens a /sys file each call) */
     mq_isa isa;           /* current level */
     mq_isa isa_max;       /* best the machine supports */
     mq_cpu cpu;
@@ -88,8 +89,11 @@ MQ_HIDDEN mq_status mq__progress(mq_ctx *ctx, const char *what, uint64_t done, u
 typedef mq_status (*mq_range_fn)(void *arg, int64_t begin, int64_t end, int tid);
 MQ_HIDDEN mq_status mq__parallel_for(mq_ctx *ctx, int64_t n, int64_t grain, mq_range_fn fn,
                                      void *arg);
-/* Number of threads mq__parallel_for will use (>= 1). */
+/* Number of threads mq__parallel_for will use (>= 1): the requested count, else the online
+ * CPUs counted when the context was created. */
 MQ_HIDDEN int mq__thread_count(mq_ctx *ctx);
+/* Online CPUs now, in [1, 256]. */
+MQ_HIDDEN int mq__online_cpus(void);
 MQ_HIDDEN void mq__pool_free(mq_ctx *ctx);
 
 MQ_HIDDEN void mq__cpu_detect(mq_cpu *cpu, mq_isa *best);

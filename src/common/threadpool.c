@@ -67,12 +67,16 @@ static void *worker_main(void *varg) {
     return NULL;
 }
 
-int mq__thread_count(mq_ctx *ctx) {
-    if (ctx->threads > 0) return ctx->threads;
+int mq__online_cpus(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     if (n < 1) n = 1;
     if (n > 256) n = 256;
     return (int)n;
+}
+
+int mq__thread_count(mq_ctx *ctx) {
+    if (ctx->threads > 0) return ctx->threads;
+    return ctx->online_cpus > 0 ? ctx->online_cpus : 1;
 }
 
 void mq__pool_free(mq_ctx *ctx) {

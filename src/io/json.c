@@ -360,8 +360,10 @@ mq_status mq__json_string(mq_json *j, const char **s, size_t *len) {
     return MQ_OK;
 }
 
-/* Scans a number at pos per the RFC grammar; sets its extent and shape. */
+/* Scans the number at pos (an error if the next value is not one) per the RFC grammar; sets
+ * its extent and shape. */
 static mq_status scan_number(mq_json *j, size_t *begin, size_t *end, bool *neg, bool *integer) {
+    MQ_TRY(expect_type(j, MQ_JSON_NUMBER));
     const uint8_t *s = j->src;
     size_t i = j->pos, n = j->len;
     *begin = i;
@@ -393,6 +395,9 @@ static mq_status scan_number(mq_json *j, size_t *begin, size_t *end, bool *neg, 
     return MQ_OK;
 }
 
+/* How much of a number token [b, e) an error message quotes. */
+static int excerpt_len(size_t b, size_t e) { return (int)(e - b > 40 ? 40 : e - b); }
+
 /* Magnitude of an integer's digits; false on overflow. */
 static bool digits_u64(const uint8_t *s, size_t begin, size_t end, uint64_t *out) {
     uint64_t v = 0;
@@ -404,25 +409,24 @@ static bool digits_u64(const uint8_t *s, size_t begin, size_t end, uint64_t *out
 }
 
 mq_status mq__json_u64(mq_json *j, const char *what, uint64_t *out) {
-    MQ_TRY(expect_type(j, MQ_JSON_NUMBER));
     size_t b, e;
     bool neg, integer;
     MQ_TRY(scan_number(j, &b, &e, &neg, &integer));
+    int len = excerpt_len(b, e);
     if (neg || !integer)
         return mq__json_error_at(j, b, "%s must be a non-negative integer, found %.*s", what,
-                                 (int)(e - b > 40 ? 40 : e - b), (const char *)j->src + b);
+                                 len, (const char *)j->src + b);
     if (!digits_u64(j->src, b, e, out))
-        return mq__json_error_at(j, b, "%s is too large: %.*s", what,
-                                 (int)(e - b > 40 ? 40 : e - b), (const char *)j->src + b);
+        return mq__json_error_at(j, b, "%s is too large: %.*s", what, len,
+                                 (const char *)j->src + b);
     return MQ_OK;
 }
 
 mq_status mq__json_i64(mq_json *j, const char *what, int64_t *out) {
-    MQ_TRY(expect_type(j, MQ_JSON_NUMBER));
     size_t b, e;
     bool neg, integer;
     MQ_TRY(scan_number(j, &b, &e, &neg, &integer));
-    int len = (int)(e - b > 40 ? 40 : e - b);
+    int len = excerpt_len(b, e);
     if (!integer)
         return mq__json_error_at(j, b, "%s must be an integer, found %.*s", what, len,
                                  (const char *)j->src + b);
@@ -436,7 +440,6 @@ mq_status mq__json_i64(mq_json *j, const char *what, int64_t *out) {
 }
 
 mq_status mq__json_number_text(mq_json *j, const char **text, size_t *len) {
-    MQ_TRY(expect_type(j, MQ_JSON_NUMBER));
     size_t b, e;
     bool neg, integer;
     MQ_TRY(scan_number(j, &b, &e, &neg, &integer));

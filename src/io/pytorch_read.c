@@ -188,7 +188,7 @@ static mq_status select_dict(pt_reader *r, const mq_pk_obj *root, const char *ke
     MQ_TRY(list_keys(r, root, true, keys, sizeof keys));
     return mq__fail(r->ctx, MQ_ERR_INVALID,
                     "%s: several entries hold tensors (%s); choose one with the key option "
-                    "(\".\" takes them all, with dotted names)",
+                    "(--key NAME on the command line; \".\" takes them all, with dotted names)",
                     r->path, keys);
 }
 

@@ -98,4 +98,5 @@ static mq_status st_begin(mq_writer *w) {
     return st;
 }
 
-const mq_writer_backend mq__safetensors_backend = {st_begin, NULL, NULL, NULL, NULL, NULL};
+const mq_writer_backend mq__safetensors_backend = {st_begin, NULL, NULL, NULL,
+                                                   NULL,     NULL, false};

@@ -62,6 +62,34 @@ mq_status mq__writer_patch(mq_writer *w, uint64_t offset, const void *data, size
     return MQ_OK;
 }
 
+mq_status mq__writer_set_meta(mq_writer *w, const char *key, const char *value) {
+    mq_ctx *ctx = w->ctx;
+    if (!key || !value) return mq__fail(ctx, MQ_ERR_INVALID, "%s: NULL metadata entry", w->path);
+    if (!w->be->meta_at_end || w->committed || w->failed)
+        return mq__fail(ctx, MQ_ERR_INTERNAL, "%s: metadata '%s' can no longer change", w->path,
+                        key);
+    char *v = mq__strdup(ctx, value);
+    if (!v) return MQ_ERR_NOMEM;
+    for (size_t i = 0; i < w->nmeta; i++)
+        if (!strcmp(w->meta[i].key, key)) {
+            mq__free(ctx, (void *)w->meta[i].value);
+            w->meta[i].value = v;
+            return MQ_OK;
+        }
+    char *k = mq__strdup(ctx, key);
+    mq_kv *grown = k ? (mq_kv *)mq__realloc(ctx, w->meta, (w->nmeta ? w->nmeta : 1) * sizeof *grown,
+                                           (w->nmeta + 1) * sizeof *grown)
+                     : NULL;
+    if (!grown) {
+        mq__free(ctx, k);
+        mq__free(ctx, v);
+        return MQ_ERR_NOMEM;
+    }
+    w->meta = grown;
+    w->meta[w->nmeta++] = (mq_kv){k, v};
+    return MQ_OK;
+}
+
 static void writer_release(mq_writer *w) {
     mq_ctx *ctx = w->ctx;
     if (w->be && w->be->release) w->be->release(w);

@@ -19,6 +19,8 @@ typedef struct mq_writer_backend {
     mq_status (*finish)(mq_writer *w);
     /* Releases backend state. */
     void (*release)(mq_writer *w);
+    /* The metadata is written by `finish`: mq__writer_set_meta may change it until commit. */
+    bool meta_at_end;
 } mq_writer_backend;
 
 struct mq_writer {
@@ -47,6 +49,10 @@ struct mq_writer {
 MQ_HIDDEN mq_status mq__writer_out(mq_writer *w, const void *data, size_t n);
 /* Overwrites bytes at an earlier offset (flushes the buffer first). */
 MQ_HIDDEN mq_status mq__writer_patch(mq_writer *w, uint64_t offset, const void *data, size_t n);
+/* Sets (adds or replaces) a metadata value before commit, for formats whose backend writes the
+ * metadata at the end (meta_at_end); MQ_ERR_INTERNAL for the others, whose metadata is already
+ * in the file (patch it in place instead). Key and value are copied. */
+MQ_HIDDEN mq_status mq__writer_set_meta(mq_writer *w, const char *key, const char *value);
 
 MQ_HIDDEN extern const mq_writer_backend mq__safetensors_backend;
 MQ_HIDDEN extern const mq_writer_backend mq__pytorch_backend;

@@ -2,17 +2,9 @@
  * Integer activations without VNNI: bytes are split into even and odd 16-bit halves and
  * multiplied with vpmaddwd, which is exact (vpmaddubsw would saturate). Each lane performs
  * the reference's operations in the reference's order, so results are bit-identical. */
-#include "kernels/kernels.h"
+#include "kernels/tile.h"
 
 #include <immintrin.h>
-
-#define INLINE static inline __attribute__((always_inline))
-/* Loops over the tile's rows and blocks must unroll fully so accumulators live in registers. */
-#if defined(__clang__)
-#define UNROLL _Pragma("clang loop unroll(full)")
-#else
-#define UNROLL _Pragma("GCC unroll 8")
-#endif
 
 /* acc + x * w, fused; the asm form keeps GCC from copying accumulators around. */
 INLINE __m256 fma_acc(__m256 acc, __m256 x, __m256 w) {
@@ -278,13 +270,6 @@ UNROLL
     }
 }
 
-typedef void (*tile_body)(const mq__lin *, const mq__act *, int64_t, int64_t, float *, int64_t);
-
-#define INST(name, fn, MR, NB)                                                                  \
-    static void name##_##MR##x##NB(const mq__lin *L, const mq__act *A, int64_t m, int64_t b,  \
-                                   float *y, int64_t ldy) {                                     \
-        fn(L, A, m, b, y, ldy, MR, NB);                                                         \
-    }
 #define INST_ALL(name, fn)                                                                      \
     INST(name, fn, 1, 1) INST(name, fn, 2, 1) INST(name, fn, 3, 1) INST(name, fn, 4, 1)        \
     INST(name, fn, 1, 2)                                                                        \

@@ -2,17 +2,9 @@
  * per register; tiles of MR rows x NB channel blocks keep their accumulators in registers.
  * Each lane performs the reference's operations in the reference's order (kernels.h), so
  * results are bit-identical to linear_ref.c. */
-#include "kernels/kernels.h"
+#include "kernels/tile.h"
 
 #include <immintrin.h>
-
-#define INLINE static inline __attribute__((always_inline))
-/* Loops over the tile's rows and blocks must unroll fully so accumulators live in registers. */
-#if defined(__clang__)
-#define UNROLL _Pragma("clang loop unroll(full)")
-#else
-#define UNROLL _Pragma("GCC unroll 8")
-#endif
 
 /* acc + x * w, fused; the asm form keeps GCC from copying accumulators around (as dpbusd). */
 INLINE __m512 fma_acc(__m512 acc, __m512 x, __m512 w) {
@@ -264,14 +256,7 @@ UNROLL
     }
 }
 
-typedef void (*tile_body)(const mq__lin *, const mq__act *, int64_t, int64_t, float *, int64_t);
-
 /* Instantiations: MR rows x NB channel blocks. */
-#define INST(name, fn, MR, NB)                                                                  \
-    static void name##_##MR##x##NB(const mq__lin *L, const mq__act *A, int64_t m, int64_t b,  \
-                                   float *y, int64_t ldy) {                                     \
-        fn(L, A, m, b, y, ldy, MR, NB);                                                         \
-    }
 #define INST_ALL(name, fn)                                                                      \
     INST(name, fn, 1, 1) INST(name, fn, 2, 1) INST(name, fn, 3, 1) INST(name, fn, 4, 1)        \
     INST(name, fn, 1, 2) INST(name, fn, 2, 2) INST(name, fn, 3, 2) INST(name, fn, 4, 2)        \

@@ -5,6 +5,7 @@
 #include "model/pipeline_internal.h"
 #include "io/model_internal.h"
 #include "io/writer_internal.h"
+#include "quant/quant_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -100,12 +101,40 @@ static mq_status cast_tensor(stream *s, const mq__plan_entry *e, mq__err_acc *ac
     return MQ_OK;
 }
 
-static mq_status quantize_tensor(stream *s, const mq__plan_entry *e, mq__err_acc *acc) {
+/* Output error on the calibration inputs: sums of a^T H a and d^T H d for rows [0, nr) of
+ * the chunk (a the source, d = a - deq), in row order. `row` holds cols floats. */
+static void output_error_add(const mq_tensor *t, const float *h, int64_t cols, const void *src,
+                             const float *deq, int64_t nr, float *row, mq_ctx *ctx,
+                             mq__err_acc *acc) {
+    size_t n = (size_t)cols, es = mq_dtype_size(t->dtype);
+    for (int64_t r = 0; r < nr; r++) {
+        mq_convert(ctx, MQ_F32, row, t->dtype, (const uint8_t *)src + (size_t)r * n * es, n);
+        const float *b = deq + (size_t)r * n;
+        double qa = 0, qd = 0;
+        for (size_t i = 0; i < n; i++) {
+            const float *hi = h + i * n;
+            double ha = 0, hd = 0;
+            for (size_t k = 0; k < n; k++) {
+                ha += (double)hi[k] * row[k];
+                hd += (double)hi[k] * ((double)row[k] - b[k]);
+            }
+            qa += row[i] * ha;
+            qd += ((double)row[i] - b[i]) * hd;
+        }
+        acc->out_a += qa;
+        acc->out_d += qd;
+    }
+    acc->has_out = 1;
+}
+
+static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc *acc,
+                                 const double *factor) {
     mq_ctx *ctx = s->ctx;
     const mq_tensor *t = e->src;
     const mq_qlayout *L = &e->layout;
     mq_qspec spec = e->spec;
     spec.importance = e->importance;
+    spec.hessian = e->hessian;
     int64_t rows_per_chunk = CHUNK_ELEMS / (L->cols ? L->cols : 1);
     if (rows_per_chunk < 1) rows_per_chunk = 1;
     size_t zsz = L->has_zero_point ? mq_dtype_size(L->zero_point_dtype) : 0;
@@ -117,8 +146,8 @@ static mq_status quantize_tensor(stream *s, const mq__plan_entry *e, mq__err_acc
     for (int64_t rb = 0; rb < L->rows; rb += rows_per_chunk) {
         int64_t re = rb + rows_per_chunk < L->rows ? rb + rows_per_chunk : L->rows;
         int64_t nr = re - rb;
-        mq_status st = mq_quantize_rows(ctx, &spec, L, t->dtype, t->data, rb, re, s->out,
-                                        s->scale, zsz ? s->zp : NULL);
+        mq_status st = mq__quantize_rows_factored(ctx, &spec, L, t->dtype, t->data, rb, re,
+                                                  s->out, s->scale, zsz ? s->zp : NULL, factor);
         if (st == MQ_ERR_QUANT && !strstr(mq_ctx_message(ctx), t->name))
             return mq__fail_prefix(ctx, "tensor '%s'", t->name);
         if (st != MQ_OK) return st;
@@ -135,6 +164,14 @@ static mq_status quantize_tensor(stream *s, const mq__plan_entry *e, mq__err_acc
             size_t n = (size_t)((uint64_t)nr * (uint64_t)L->cols);
             MQ_TRY(mq__err_acc_add(ctx, acc, t->dtype, (const uint8_t *)t->data + (uint64_t)rb * row_in,
                                    s->deq, n));
+            if (e->hessian && t->ndim == 2) {
+                float *row = (float *)mq__malloc(ctx, (size_t)L->cols * sizeof(float));
+                if (!row) return MQ_ERR_NOMEM;
+                output_error_add(t, e->hessian, L->cols,
+                                 (const uint8_t *)t->data + (uint64_t)rb * row_in, s->deq, nr,
+                                 row, ctx, acc);
+                mq__free(ctx, row);
+            }
         }
         /* per-tensor parameters need every row on the first call: keep the pages until then */
         if (spec.granularity != MQ_PER_TENSOR)
@@ -160,6 +197,19 @@ static mq_status quantize_tensor(stream *s, const mq__plan_entry *e, mq__err_acc
         MQ_TRY(mq_writer_write(s->w, &zp, 1));
     }
     return MQ_OK;
+}
+
+/* GPTQ: the Hessian is factorized once per tensor, not once per chunk of rows. */
+static mq_status quantize_tensor(stream *s, const mq__plan_entry *e, mq__err_acc *acc) {
+    double *factor = NULL;
+    if (e->spec.search == MQ_SEARCH_GPTQ && e->hessian && e->spec.type != MQ_Q_FP16 &&
+        e->spec.type != MQ_Q_BF16) {
+        mq_status st = mq__gptq_factor(s->ctx, e->hessian, e->layout.cols, &factor);
+        if (st != MQ_OK) return mq__fail_prefix(s->ctx, "tensor '%s'", e->src->name);
+    }
+    mq_status st = quantize_chunks(s, e, acc, factor);
+    mq__free(s->ctx, factor);
+    return st;
 }
 
 /* Sizes the scratch buffers for the largest chunk of the plan. */
@@ -295,7 +345,7 @@ static mq_status escaped(mq_ctx *ctx, const char *s, mq__sb *out) {
 
 /* Replaces the stored config (reserved with trailing spaces) by the one with the error
  * figures, in place in the safetensors header. Left as it is when the header does not hold
- * the expected bytes (e.g. another output format). */
+ * the expected bytes. */
 static mq_status patch_config(mq_ctx *ctx, mq_writer *w, const mq__plan *p, const char *old_cfg,
                               const char *new_cfg) {
     if (w->format != MQ_FORMAT_SAFETENSORS) return MQ_OK;
@@ -340,12 +390,32 @@ done:
 
 /* ---- the call ------------------------------------------------------------------------- */
 
+/* Strict mode: any warning fails the call, listing the warnings. `path` names the output
+ * (`written`: one was to be written) or, for a dry run, the input. */
+static mq_status strict_check(mq_ctx *ctx, const mq__plan *p, const mq_quantize_options *o,
+                              const char *path, bool written) {
+    if (!o->strict || !p->nwarnings) return MQ_OK;
+    char list[MQ_MSG_MAX];
+    size_t len = 0;
+    list[0] = 0;
+    for (size_t i = 0; i < p->nwarnings && len + 1 < sizeof list; i++) {
+        int k = snprintf(list + len, sizeof list - len, "%s%s", i ? "; " : "", p->warnings[i]);
+        if (k < 0) break;
+        len += (size_t)k;
+    }
+    return mq__fail(ctx, MQ_ERR_QUANT, "%s: %zu warning%s under strict mode%s: %s", path,
+                    p->nwarnings, p->nwarnings == 1 ? "" : "s", written ? ", nothing written" : "",
+                    list);
+}
+
 static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *out,
                      const mq_quantize_options *o, mq_report *rep) {
     meta_list ml = {0};
     stream s = {.ctx = ctx, .model = m, .opts = o, .total = p->bytes_in};
     char *cfg_final = NULL;
-    mq_status st = build_meta(ctx, m, p, o, &ml);
+    /* warnings of the plan are known before anything is written */
+    mq_status st = strict_check(ctx, p, o, out, true);
+    if (st == MQ_OK) st = build_meta(ctx, m, p, o, &ml);
     if (st == MQ_OK)
         st = mq_writer_open(ctx, out, o->out_format, p->outs, p->nouts, ml.kv, ml.n, &s.w);
     if (st == MQ_OK) st = size_buffers(&s, p);
@@ -360,13 +430,22 @@ static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *ou
             mq_tensor_report *tr = &rep->tensors[i];
             tr->has_error = 1;
             mq__err_acc_finish(&acc, &tr->error);
+            if (acc.has_out) {
+                tr->has_output_error = 1;
+                tr->output_sqnr_db = acc.out_d > 0 ? 10 * log10(acc.out_a / acc.out_d) : INFINITY;
+            }
             if (o->sqnr_warn_db > 0 && tr->error.sqnr_db < o->sqnr_warn_db)
                 st = mq__plan_warn(p, "%s: SQNR %.1f dB is below the floor of %.1f dB", e->src->name,
                                    tr->error.sqnr_db, o->sqnr_warn_db);
         }
     }
+    /* strict: decided before the commit, so the destination stays untouched */
+    if (st == MQ_OK) st = strict_check(ctx, p, o, out, true);
     if (st == MQ_OK) st = mq__config_json(ctx, p, o, rep, &cfg_final);
-    if (st == MQ_OK) {
+    if (st == MQ_OK && s.w->be->meta_at_end) {
+        /* the metadata is written at commit: store the final config as it is */
+        st = mq__writer_set_meta(s.w, MQ__META_CONFIG, cfg_final);
+    } else if (st == MQ_OK) {
         const char *old = NULL;
         for (size_t i = 0; i < ml.n; i++)
             if (!strcmp(ml.kv[i].key, MQ__META_CONFIG)) old = ml.kv[i].value;
@@ -415,13 +494,15 @@ mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
     mq__plan plan = {0};
     mq_report *rep = NULL;
     mq_calib_stats *stats = NULL;
-    mq_status st = mq_model_open(ctx, in, NULL, &m);
+    mq_open_options oo = {MQ_FORMAT_AUTO, opts->key};
+    mq_status st = mq_model_open(ctx, in, &oo, &m);
     if (st == MQ_OK && out) st = check_not_input(ctx, m, in, out);
     if (st == MQ_OK && opts->calibration) st = mq_calib_stats_open(ctx, opts->calibration, &stats);
     if (st == MQ_OK) st = mq__plan_build(ctx, m, opts, stats, &plan);
     if (st == MQ_OK) st = mq__report_from_plan(ctx, &plan, &rep);
     if (st == MQ_OK) rep->file_bytes_in = input_file_bytes(m, in);
     if (st == MQ_OK && !opts->dry_run) st = run(ctx, m, &plan, out, opts, rep);
+    if (st == MQ_OK && opts->dry_run) st = strict_check(ctx, &plan, opts, in, false);
     if (st == MQ_OK && opts->dry_run) st = mq__config_json(ctx, &plan, opts, rep, &rep->config_json);
     if (st == MQ_OK) {
         mq__report_take_warnings(rep, &plan);

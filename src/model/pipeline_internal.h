@@ -31,6 +31,7 @@ typedef struct mq__plan_entry {
     int32_t input_zero_point;
     mq_dtype input_zp_dtype;
     float *importance;      /* [cols] mean x^2 from calibration (owned), or NULL */
+    const float *hessian;   /* [cols, cols] from calibration (owned by the stats) or NULL */
     uint64_t bytes_out;
 } mq__plan_entry;
 
@@ -56,6 +57,9 @@ MQ_HIDDEN mq_status mq__plan_warn(mq__plan *plan, const char *fmt, ...) MQ_PRINT
  * embed_out). */
 MQ_HIDDEN int mq__is_head_name(const char *name);
 
+/* The context a quantized checkpoint was opened with. */
+MQ_HIDDEN mq_ctx *mq__qmodel_ctx(const mq_qmodel *qm);
+
 /* Drops consumed input pages [p, p+n) from the process when they lie in a read-only file
  * mapping of the model (they stay in the page cache); owned buffers are left alone. */
 MQ_HIDDEN void mq__release_input(const mq_model *m, const void *p, uint64_t n);
@@ -68,6 +72,8 @@ MQ_HIDDEN int mq__spec_from_meta(const char *s, mq_qspec *spec, mq_dtype *orig);
 typedef struct mq__err_acc {
     double sum_a2, sum_b2, sum_ab, sum_d2, max_abs;
     uint64_t n;
+    double out_a, out_d;   /* sums of w^T H w and d^T H d (calibration Hessian), */
+    int has_out;           /* when has_out */
 } mq__err_acc;
 /* Adds n pairs: reference `a` of a float dtype, approximation `b` (parallel over the
  * context's threads, deterministic). */

@@ -48,11 +48,11 @@ const char *mq_qspec_name(const mq_qspec *s, char *buf, size_t cap) {
 }
 
 static const char *const gran_names[] = {"tensor", "channel", "group"};
-static const char *const search_names[] = {"minmax", "mse"};
+static const char *const search_names[] = {"minmax", "mse", "gptq"};
 
 void mq__spec_to_meta(const mq_qspec *s, mq_dtype orig, char *buf, size_t cap) {
     unsigned g = (unsigned)s->granularity < 3 ? (unsigned)s->granularity : 0;
-    unsigned se = (unsigned)s->search < 2 ? (unsigned)s->search : 0;
+    unsigned se = (unsigned)s->search < 3 ? (unsigned)s->search : 0;
     snprintf(buf, cap, "%s %s %s %d %s %s", mq_qtype_name(s->type),
              s->scheme == MQ_ASYMMETRIC ? "asymmetric" : "symmetric", gran_names[g],
              s->group_size, search_names[se], mq_dtype_name(orig));
@@ -77,7 +77,7 @@ int mq__spec_from_meta(const char *str, mq_qspec *s, mq_dtype *orig) {
         if (!strcmp(gran, gran_names[g])) s->granularity = (mq_granularity)g, found = 1;
     if (!found) return 0;
     found = 0;
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < 3; k++)
         if (!strcmp(search, search_names[k])) s->search = (mq_scale_search)k, found = 1;
     if (!found || group < 0) return 0;
     s->group_size = group;
@@ -199,6 +199,7 @@ static mq_qspec rule_spec(const mq_qspec *def, mq_qtype t) {
         if (def->group_size > 0) s.group_size = def->group_size;
     }
     s.importance = NULL;
+    s.hessian = NULL;
     return s;
 }
 
@@ -233,6 +234,7 @@ static mq_status decide(mq__plan *p, const mq_quantize_options *o, mq__plan_entr
     bool head = mq__is_head_name(t->name) || last_linear;
     e->spec = o->spec;
     e->spec.importance = NULL;
+    e->spec.hessian = NULL;
     if (!mq_dtype_is_float(t->dtype))
         return set_reason(p, e, "%s tensor (not floating point)", mq_dtype_name(t->dtype));
     if (t->ndim < 2)
@@ -336,6 +338,7 @@ static mq_status attach_stats(mq__plan *p, mq__plan_entry *e, const mq_calib_sta
         for (int64_t c = 0; c < cols; c++) imp[c] = ls.mean_sq[c / rep];
         e->importance = imp;
     }
+    if (ls.hessian && ls.channels == cols) e->hessian = ls.hessian; /* Linear only */
     return MQ_OK;
 }
 
@@ -362,6 +365,8 @@ mq_status mq__plan_build(mq_ctx *ctx, const mq_model *model, const mq_quantize_o
             mq_status st = mq_qlayout_init(ctx, &e->spec, e->src->ndim, e->src->shape, &e->layout);
             if (st != MQ_OK) return mq__fail_prefix(ctx, "tensor '%s'", e->src->name);
             if (stats) MQ_TRY(attach_stats(p, e, stats));
+            /* GPTQ needs the layer's Hessian: without one, the weighted MSE search */
+            if (e->spec.search == MQ_SEARCH_GPTQ && !e->hessian) e->spec.search = MQ_SEARCH_MSE;
         }
         e->first_out = p->nouts;
         const mq_tensor *t = e->src;

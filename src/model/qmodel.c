@@ -57,6 +57,7 @@ void mq_qmodel_free(mq_qmodel *qm) {
 }
 
 const mq_model *mq_qmodel_model(const mq_qmodel *qm) { return qm->model; }
+mq_ctx *mq__qmodel_ctx(const mq_qmodel *qm) { return qm->ctx; }
 size_t mq_qmodel_count(const mq_qmodel *qm) { return qm->n; }
 const mq_qtensor *mq_qmodel_tensor(const mq_qmodel *qm, size_t i) {
     return i < qm->n ? &qm->t[i] : NULL;
@@ -303,12 +304,17 @@ static mq_status open_logical(mq_qmodel *qm, const char *path) {
 }
 
 mq_status mq_qmodel_open(mq_ctx *ctx, const char *path, mq_qmodel **out) {
+    return mq_qmodel_open_with_options(ctx, path, NULL, out);
+}
+
+mq_status mq_qmodel_open_with_options(mq_ctx *ctx, const char *path, const mq_open_options *opts,
+                                      mq_qmodel **out) {
     if (!ctx || !path || !out) return mq__fail(ctx, MQ_ERR_INVALID, "mq_qmodel_open: NULL argument");
     *out = NULL;
     mq_qmodel *qm = (mq_qmodel *)mq__calloc(ctx, 1, sizeof *qm);
     if (!qm) return MQ_ERR_NOMEM;
     qm->ctx = ctx;
-    mq_status st = mq_model_open(ctx, path, NULL, &qm->model);
+    mq_status st = mq_model_open(ctx, path, opts, &qm->model);
     if (st == MQ_OK) st = open_logical(qm, path);
     if (st != MQ_OK) {
         mq_qmodel_free(qm);
@@ -482,6 +488,17 @@ mq_status mq_dequantize_file(mq_ctx *ctx, const char *in, const char *out, mq_dt
                         mq_dtype_name(dtype));
     mq_qmodel *qm = NULL;
     MQ_TRY(mq_qmodel_open(ctx, in, &qm));
+    mq_status st = mq_qmodel_dequantize(qm, out, dtype, fmt);
+    mq_qmodel_free(qm);
+    return st;
+}
+
+mq_status mq_qmodel_dequantize(mq_qmodel *qm, const char *out, mq_dtype dtype, mq_format fmt) {
+    if (!qm || !out) return MQ_ERR_INVALID;
+    mq_ctx *ctx = qm->ctx;
+    if (dtype != MQ_DTYPE_INVALID && !mq_dtype_is_float(dtype))
+        return mq__fail(ctx, MQ_ERR_INVALID, "dequantize: %s is not a floating-point dtype",
+                        mq_dtype_name(dtype));
     mq_writer *w = NULL;
     mq_kv *meta = NULL;
     float *f32 = NULL;
@@ -523,6 +540,5 @@ done:
     mq__free(ctx, conv);
     mq__free(ctx, descs);
     mq__free(ctx, meta);
-    mq_qmodel_free(qm);
     return st;
 }

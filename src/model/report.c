@@ -207,7 +207,9 @@ static void json_spec(mq__sb *sb, const mq_qspec *s) {
                     s->scheme == MQ_SYMMETRIC ? "true" : "false",
                     gran[(unsigned)s->granularity < 3 ? s->granularity : 0]);
         if (s->granularity == MQ_PER_GROUP) mq__sb_addf(sb, ", \"group_size\": %d", s->group_size);
-        mq__sb_addf(sb, ", \"scale_search\": \"%s\"", s->search == MQ_SEARCH_MSE ? "mse" : "minmax");
+        mq__sb_addf(sb, ", \"scale_search\": \"%s\"", s->search == MQ_SEARCH_MSE    ? "mse"
+                                                    : s->search == MQ_SEARCH_GPTQ ? "gptq"
+                                                                                  : "minmax");
     }
 }
 
@@ -319,6 +321,7 @@ mq_status mq__report_from_plan(mq_ctx *ctx, mq__plan *p, mq_report **out) {
         t->action = e->action;
         t->spec = e->spec;
         t->spec.importance = NULL;
+        t->spec.hessian = NULL;
         t->bytes_in = e->src->nbytes;
         t->bytes_out = e->bytes_out;
         t->has_input_params = e->has_input_params;

@@ -170,7 +170,8 @@ mq_status mq_qlayout_init(mq_ctx *ctx, const mq_qspec *spec, int ndim, const int
     if (spec->scheme != MQ_SYMMETRIC && spec->scheme != MQ_ASYMMETRIC)
         return mq__fail(ctx, MQ_ERR_INVALID, "quantization layout: unknown scheme %d",
                         (int)spec->scheme);
-    if (spec->search != MQ_SEARCH_MINMAX && spec->search != MQ_SEARCH_MSE)
+    if (spec->search != MQ_SEARCH_MINMAX && spec->search != MQ_SEARCH_MSE &&
+        spec->search != MQ_SEARCH_GPTQ)
         return mq__fail(ctx, MQ_ERR_INVALID, "quantization layout: unknown scale search %d",
                         (int)spec->search);
     out->qmin = f.qmin;

@@ -19,6 +19,7 @@ typedef struct scratch {
     uint8_t *codes;  /* cols * 2 bytes: codes, or cast output */
     mq_qround *qr;   /* groups_per_row: rounding parameters of a row's groups */
     int32_t *add;    /* groups_per_row: code offsets */
+    double *wd;      /* GPTQ: cols doubles, the row being updated */
 } scratch;
 
 typedef struct qjob {
@@ -40,6 +41,8 @@ typedef struct qjob {
     const uint8_t *czp;
     float *out;
     const float *w;
+    const double *gptq_u; /* GPTQ: the factor of mq__gptq_factor */
+    double *gptq_u_owned;
     scratch *sc;
     int nscratch;
     void *block;
@@ -59,7 +62,8 @@ static mq_status alloc_scratch(qjob *j) {
         return mq__fail(j->ctx, MQ_ERR_NOMEM, "quantize: rows of %zu elements are too wide",
                         cols);
     size_t per = round64(cols * 4) + round64(cols * 8) + round64(cols * 2) +
-                 round64(gpr * sizeof(mq_qround)) + round64(gpr * 4);
+                 round64(gpr * sizeof(mq_qround)) + round64(gpr * 4) +
+                 (j->gptq_u ? round64(cols * 8) : 0);
     j->nscratch = mq__thread_count(j->ctx);
     if (per > SIZE_MAX / 2 / (size_t)j->nscratch)
         return mq__fail(j->ctx, MQ_ERR_NOMEM, "quantize: rows of %zu elements are too wide",
@@ -79,6 +83,10 @@ static mq_status alloc_scratch(qjob *j) {
         p += round64(gpr * sizeof(mq_qround));
         j->sc[t].add = (int32_t *)p;
         p += round64(gpr * 4);
+        if (j->gptq_u) {
+            j->sc[t].wd = (double *)p;
+            p += round64(cols * 8);
+        }
     }
     return MQ_OK;
 }
@@ -89,6 +97,7 @@ static void free_job(qjob *j) {
     mq__free(j->ctx, j->chunk_min);
     mq__free(j->ctx, j->chunk_max);
     mq__free(j->ctx, j->chunk_err);
+    mq__free(j->ctx, j->gptq_u_owned);
 }
 
 /* Source bytes of row r at an address aligned for their dtype (staged when not). */
@@ -201,8 +210,54 @@ static mq_status cast_row(qjob *j, int tid, int64_t r, uint8_t *dst) {
     return MQ_OK;
 }
 
+/* GPTQ on one row: columns left to right; a group's parameters come from its error-updated
+ * weights when it starts; each column's rounding error, divided by U[c][c], is subtracted
+ * from the later columns in proportion to U[c][c+1..]. */
+static mq_status gptq_row(qjob *j, int tid, int64_t r, uint8_t *dst) {
+    const mq_qlayout *L = j->lay;
+    int64_t cols = L->cols;
+    const float *x = load_row(j, tid, r);
+    float mn, mx;
+    if (!j->k->minmax(x, (size_t)cols, &mn, &mx)) return not_finite(j, r, x, 0, cols);
+    double *w = j->sc[tid].wd;
+    for (int64_t c = 0; c < cols; c++) w[c] = (double)x[c];
+    float *wf = j->sc[tid].row; /* x is no longer needed */
+    uint8_t *codes = j->f.packed4 ? j->sc[tid].codes : dst;
+    bool signed8 = !j->f.packed4 && j->f.qmin < 0;
+    for (int64_t g = 0; g < L->groups_per_row; g++) {
+        int64_t c0 = g * L->group_size;
+        int64_t n = g + 1 < L->groups_per_row ? L->group_size : L->last_group_size;
+        for (int64_t c = 0; c < n; c++) wf[c] = (float)w[c0 + c];
+        if (!j->k->minmax(wf, (size_t)n, &mn, &mx))
+            return mq__fail(j->ctx, MQ_ERR_QUANT, "quantize: row %lld: the GPTQ update made "
+                            "columns %lld.. non-finite (Hessian too ill-conditioned)",
+                            (long long)r, (long long)c0);
+        mq_qparam p = j->tensor_param;
+        if (j->spec->granularity != MQ_PER_TENSOR) {
+            p = mq__qparam_minmax(&j->f, j->spec->scheme, mn, mx);
+            int64_t si = r * L->groups_per_row + g;
+            j->scale[si] = p.scale;
+            store_zp(j, si, p.zp);
+        }
+        mq_qround qr;
+        mq__qround_init(&j->f, p, &qr);
+        int32_t add = p.zp + j->f.code_offset;
+        for (int64_t c = c0; c < c0 + n; c++) {
+            float xf = (float)w[c];
+            mq__quantize_ref(&xf, 1, &qr, add, &codes[c]);
+            int32_t q = signed8 ? (int32_t)(int8_t)codes[c] - p.zp : (int32_t)codes[c] - add;
+            const double *u = j->gptq_u + (size_t)c * (size_t)cols;
+            double e = (w[c] - (double)((float)q * qr.scale)) / u[c];
+            for (int64_t k = c + 1; k < cols; k++) w[k] -= e * u[k];
+        }
+    }
+    if (j->f.packed4) pack4(j, codes, L->cols, dst, L->row_bytes);
+    return MQ_OK;
+}
+
 static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst) {
     if (j->is_cast) return cast_row(j, tid, r, dst);
+    if (j->gptq_u) return gptq_row(j, tid, r, dst);
     const mq_qlayout *L = j->lay;
     const float *x = load_row(j, tid, r);
     uint8_t *codes = j->f.packed4 ? j->sc[tid].codes : dst;
@@ -373,9 +428,10 @@ static mq_status job_init(mq_ctx *ctx, qjob *j, const mq_qspec *spec, const mq_q
     return MQ_OK;
 }
 
-mq_status mq_quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *layout,
-                           mq_dtype src_dtype, const void *src, int64_t row_begin,
-                           int64_t row_end, void *data, float *scale, void *zero_point) {
+static mq_status quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *layout,
+                               mq_dtype src_dtype, const void *src, int64_t row_begin,
+                               int64_t row_end, void *data, float *scale, void *zero_point,
+                               const double *factor) {
     MQ_TRY(check_args(ctx, "quantize", spec, layout, row_begin, row_end, src, data, scale,
                       zero_point));
     if (!mq_dtype_is_float(src_dtype))
@@ -397,6 +453,21 @@ mq_status mq_quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *
                                 (long long)c, (double)spec->importance[c]);
         j.w = spec->importance;
     }
+    if (!j.is_cast && spec->search == MQ_SEARCH_GPTQ) {
+        if (!spec->hessian)
+            return mq__fail(ctx, MQ_ERR_INVALID, "quantize: MQ_SEARCH_GPTQ needs spec.hessian");
+        if (factor) {
+            j.gptq_u = factor;
+        } else {
+            double *u = NULL;
+            MQ_TRY(mq__gptq_factor(ctx, spec->hessian, layout->cols, &u));
+            j.gptq_u = u;
+            j.gptq_u_owned = u;
+        }
+    } else if (!j.is_cast && spec->search != MQ_SEARCH_MINMAX && spec->search != MQ_SEARCH_MSE) {
+        return mq__fail(ctx, MQ_ERR_INVALID, "quantize: unknown scale search %d",
+                        (int)spec->search);
+    }
     mq_status st = alloc_scratch(&j);
     if (st == MQ_OK && !j.is_cast && spec->granularity == MQ_PER_TENSOR) {
         if (row_begin == 0) {
@@ -414,6 +485,22 @@ mq_status mq_quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *
         st = mq__parallel_for(ctx, row_end - row_begin, j.grain, quantize_range, &j);
     free_job(&j);
     return st;
+}
+
+mq_status mq_quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *layout,
+                           mq_dtype src_dtype, const void *src, int64_t row_begin,
+                           int64_t row_end, void *data, float *scale, void *zero_point) {
+    return quantize_rows(ctx, spec, layout, src_dtype, src, row_begin, row_end, data, scale,
+                         zero_point, NULL);
+}
+
+mq_status mq__quantize_rows_factored(mq_ctx *ctx, const mq_qspec *spec,
+                                     const mq_qlayout *layout, mq_dtype src_dtype,
+                                     const void *src, int64_t row_begin, int64_t row_end,
+                                     void *data, float *scale, void *zero_point,
+                                     const double *factor) {
+    return quantize_rows(ctx, spec, layout, src_dtype, src, row_begin, row_end, data, scale,
+                         zero_point, factor);
 }
 
 static mq_status dequantize_range(void *arg, int64_t b, int64_t e, int tid) {

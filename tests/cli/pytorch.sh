@@ -19,6 +19,25 @@ expect_exit 5 info_evil_pt -- "$MQ" info "$T/evil.pt"
 expect_out info_evil_pt_message "evil.pt: pickle opcode 0x63 at byte 2: global 'os.system' is not allowed"
 if [ -e "$T/pwned" ]; then notok evil_pt_no_side_effect "the payload ran"; else ok evil_pt_no_side_effect; fi
 
+# .pt output carries the same quantization_config, error figures included, as safetensors
+for ext in safetensors pt; do
+    expect_exit 0 "q_cnn_int4_$ext" -- "$MQ" quantize "$FIXTURES/cnn/cnn_digits.safetensors" --bits 4 --no-default-skip -o "$T/cnn4.$ext" -q
+    "$MQ" info --json "$T/cnn4.$ext" > "$T/cnn4.$ext.json"
+done
+if "${PYTHON:-/usr/bin/python3}" - "$T/cnn4.safetensors.json" "$T/cnn4.pt.json" <<'PY'
+import json, sys
+st, pt = (json.load(open(p))["metadata"] for p in sys.argv[1:])
+cs, cp = (json.loads(m["quantization_config"]) for m in (st, pt))
+assert cs == cp, "configs differ"
+q = cp["quantized"]
+assert len(q) == 4 and all("sqnr_db" in v and "rel_error" in v for v in q.values()), q
+assert pt["quantization_config"] == pt["quantization_config"].rstrip(), "padding left in .pt"
+del st["format"]  # the safetensors convention entry
+assert {k: v for k, v in st.items() if k != "quantization_config"} == \
+       {k: v for k, v in pt.items() if k != "quantization_config"}, "other metadata differs"
+PY
+then ok pt_config_has_error_figures; else notok pt_config_has_error_figures "see above"; fi
+
 head -c 100 "$FIXTURES/cnn/cnn_digits.pt" > "$T/truncated.pt"
 expect_exit 5 info_truncated_pt -- "$MQ" info "$T/truncated.pt"
 expect_out info_truncated_pt_message 'truncated.pt: .*zip'

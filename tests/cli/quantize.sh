@@ -66,6 +66,20 @@ expect_out q_risky_warning 'warning: tok_emb\.weight: 4-bit on an embedding'
 expect_exit 3 q_strict -- "$MQ" quantize "$LM" --dry-run --bits 4 --no-default-skip --types linear,embedding --strict
 expect_exit 3 q_nothing_strict -- "$MQ" quantize "$LM" --dry-run --types other --strict
 expect_out q_nothing_warning 'nothing is quantized'
+# --strict on a real run fails before the commit: no output, no temporary file, an existing
+# destination untouched (SQNR warnings come after the data; the head warning before it)
+mkdir -p "$T/strict"
+expect_exit 3 q_strict_sqnr -- "$MQ" quantize "$CNN" -o "$T/strict/new.safetensors" --min-sqnr 99 --strict
+expect_out q_strict_sqnr_msg 'new\.safetensors: 4 warnings under strict mode, nothing written: conv1\.weight: SQNR'
+expect_out q_strict_sqnr_warning_printed 'fc2\.weight: SQNR [0-9.]+ dB is below the floor of 99\.0 dB'
+[ -z "$(ls -A "$T/strict")" ] && ok q_strict_leaves_nothing || notok q_strict_leaves_nothing "$(ls "$T/strict")"
+echo "old contents" > "$T/strict/old.pt"
+expect_exit 3 q_strict_existing -- "$MQ" quantize "$CNN" -o "$T/strict/old.pt" --bits 4 --no-default-skip --strict
+expect_out q_strict_existing_msg '1 warning under strict mode, nothing written: fc2\.weight: 4-bit on an output head'
+[ "$(cat "$T/strict/old.pt")" = "old contents" ] && ok q_strict_destination_untouched || notok q_strict_destination_untouched "overwritten"
+[ "$(ls -A "$T/strict")" = "old.pt" ] && ok q_strict_no_temp_file || notok q_strict_no_temp_file "$(ls "$T/strict")"
+expect_exit 0 q_not_strict_writes -- "$MQ" quantize "$CNN" -o "$T/strict/old.pt" --bits 4 --no-default-skip -q
+[ "$(head -c 2 "$T/strict/old.pt")" = "PK" ] && ok q_not_strict_replaced || notok q_not_strict_replaced "not replaced"
 
 # config file: command line > file > defaults
 cat > "$T/mq.conf" <<'CONF'

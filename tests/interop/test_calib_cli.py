@@ -122,4 +122,19 @@ def every_observer_writes_a_usable_file():
             assert meta[f"{layer}.observer"].startswith(k), (k, layer)
 
 
+
+@case
+def hessian_for_linear_layers_only():
+    st, _ = run("minmax", "--hessian", "--threads", "2")
+    assert not any(k.endswith(".hessian") for k in st if k.startswith("conv")), sorted(st)
+    for layer in ("fc1", "fc2"):
+        x = np.concatenate([b[layer] for b in BATCHES]).astype(np.float64)
+        ref = x.T @ x / x.shape[0]
+        h = st[f"{layer}.hessian"]
+        assert h.shape == ref.shape and np.array_equal(h, h.T), layer
+        assert np.abs(h - ref).max() <= 1e-6 * np.abs(ref).max(), layer
+    one, _ = run("minmax", "--hessian", "--threads", "1")
+    assert all(np.array_equal(one[k], st[k]) for k in ("fc1.hessian", "fc2.hessian"))
+
+
 finish()

@@ -11,7 +11,7 @@ from torch.ao.quantization import observer as O
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import case, check, finish  # noqa: E402
-from calib_ctypes import ASYM, SYM, Observer  # noqa: E402
+from mqlib import ASYM, SYM, Observer  # noqa: E402
 
 torch.set_num_threads(1)
 rng = np.random.default_rng(1234)

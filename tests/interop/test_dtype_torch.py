@@ -8,14 +8,10 @@ import torch
 import mqlib
 from harness import case, finish
 
-LIB = mqlib.load()
-LIB.mq_ctx_create.restype = ctypes.c_void_p
-LIB.mq_ctx_free.argtypes = [ctypes.c_void_p]
-LIB.mq_ctx_set_isa.argtypes = [ctypes.c_void_p, ctypes.c_int]
-LIB.mq_isa_supported.restype = ctypes.c_int
+LIB = mqlib.LIB
 LIB.mq_convert.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
                            ctypes.c_void_p, ctypes.c_size_t]
-F16, BF16, F32 = 10, 11, 12
+F16, BF16, F32 = mqlib.F16, mqlib.BF16, mqlib.F32
 
 
 def values():

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import mqlib
 from harness import case, finish
 
-LIB = mqlib.load()
+LIB = mqlib.LIB
 Q_NONE, Q_INT8, Q_UINT8, Q_INT4, Q_UINT4 = 0, 1, 2, 3, 4
 PER_TENSOR, PER_CHANNEL, PER_GROUP = 0, 1, 2
 
@@ -30,12 +30,6 @@ class Conv2dDesc(C.Structure):
                                "dilation_h", "dilation_w", "groups")]
 
 
-LIB.mq_ctx_create.restype = C.c_void_p
-LIB.mq_ctx_free.argtypes = [C.c_void_p]
-LIB.mq_ctx_set_isa.argtypes = [C.c_void_p, C.c_int]
-LIB.mq_ctx_message.argtypes = [C.c_void_p]
-LIB.mq_ctx_message.restype = C.c_char_p
-LIB.mq_isa_supported.restype = C.c_int
 LIB.mq_conv2d_create.argtypes = [C.c_void_p, C.POINTER(Conv2dDesc), C.POINTER(C.c_void_p)]
 LIB.mq_conv2d_free.argtypes = [C.c_void_p]
 LIB.mq_conv2d_forward.argtypes = [C.c_void_p, C.c_void_p, C.c_void_p, C.c_int64, C.c_int64,

@@ -10,7 +10,7 @@ import zlib
 import torch
 
 from harness import TMP, case, finish
-import mq_ctypes as mq
+import mqlib as mq
 
 FORMAT, UNSUPPORTED, INVALID = 3, 4, 1
 

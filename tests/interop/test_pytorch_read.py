@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from harness import FIXTURES, TMP, case, check, finish
-import mq_ctypes as mq
+import mqlib as mq
 
 torch.manual_seed(7)
 

@@ -8,7 +8,7 @@ import zipfile
 import torch
 
 from harness import FIXTURES, TMP, case, finish
-import mq_ctypes as mq
+import mqlib as mq
 
 torch.manual_seed(11)
 HAS_MMAP = "mmap" in inspect.signature(torch.load).parameters
@@ -143,11 +143,11 @@ def unsupported_dtype_refused():
         import ctypes
         descs = (mq.TensorDesc * 1)()
         descs[0].name, descs[0].dtype, descs[0].ndim, descs[0].shape[0] = b"u", mq.U16, 1, 2
-        ctx = ctypes.c_void_p(mq._L.mq_ctx_create())
+        ctx = ctypes.c_void_p(mq.LIB.mq_ctx_create())
         w = ctypes.c_void_p()
-        st = mq._L.mq_writer_open(ctx, path("u16.pt").encode(), 0, descs, 1, None, 0, ctypes.byref(w))
-        msg = mq._L.mq_ctx_message(ctx).decode()
-        mq._L.mq_ctx_free(ctx)
+        st = mq.LIB.mq_writer_open(ctx, path("u16.pt").encode(), 0, descs, 1, None, 0, ctypes.byref(w))
+        msg = mq.LIB.mq_ctx_message(ctx).decode()
+        mq.LIB.mq_ctx_free(ctx)
         assert st == 4 and "U16" in msg, (st, msg)
         assert not os.path.exists(path("u16.pt"))
     finally:

@@ -7,7 +7,6 @@ import ctypes as C
 import json
 import os
 import struct
-import subprocess
 import sys
 
 import numpy as np
@@ -15,20 +14,10 @@ import torch
 from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mqlib  # noqa: E402
 from harness import FIXTURES, case, finish  # noqa: E402
 
-BUILD = os.environ.get("BUILD", "build")
-try:
-    lib = C.CDLL(os.path.join(os.path.abspath(BUILD), "libmonoquant.so"))
-except OSError as e:
-    # a sanitizer build (make asan): the interpreter needs the sanitizer runtime preloaded
-    if "__asan" not in str(e) or os.environ.get("MQ_ASAN_PRELOADED"):
-        raise
-    rt = subprocess.run(["clang", "-print-file-name=libclang_rt.asan-x86_64.so"],
-                        capture_output=True, text=True, check=True).stdout.strip()
-    env = dict(os.environ, LD_PRELOAD=rt, MQ_ASAN_PRELOADED="1",
-               ASAN_OPTIONS="detect_leaks=0:" + os.environ.get("ASAN_OPTIONS", ""))
-    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+lib = mqlib.LIB
 
 MQ_I8, MQ_U8, MQ_I32, MQ_F16, MQ_BF16, MQ_F32, MQ_F64 = 3, 2, 6, 10, 11, 12, 13
 Q_INT8, Q_UINT8, Q_INT4, Q_UINT4 = 1, 2, 3, 4
@@ -39,7 +28,8 @@ PER_TENSOR, PER_CHANNEL, PER_GROUP = 0, 1, 2
 class QSpec(C.Structure):
     _fields_ = [("type", C.c_int), ("scheme", C.c_int), ("granularity", C.c_int),
                 ("group_size", C.c_int), ("search", C.c_int),
-                ("importance", C.POINTER(C.c_float))]
+                ("importance", C.POINTER(C.c_float)),
+                ("hessian", C.POINTER(C.c_float))]
 
 
 class QLayout(C.Structure):
@@ -52,11 +42,6 @@ class QLayout(C.Structure):
                 ("qmin", C.c_int), ("qmax", C.c_int)]
 
 
-lib.mq_ctx_create.restype = C.c_void_p
-lib.mq_ctx_free.argtypes = [C.c_void_p]
-lib.mq_ctx_message.restype = C.c_char_p
-lib.mq_ctx_message.argtypes = [C.c_void_p]
-lib.mq_ctx_set_threads.argtypes = [C.c_void_p, C.c_int]
 lib.mq_qspec_default.argtypes = [C.POINTER(QSpec)]
 lib.mq_qlayout_init.argtypes = [C.c_void_p, C.POINTER(QSpec), C.c_int, C.POINTER(C.c_int64),
                                 C.POINTER(QLayout)]

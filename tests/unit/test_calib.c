@@ -23,10 +23,7 @@ static mq_observer *make(mq_ctx *ctx, mq_observer_kind kind, mq_qtype type, mq_s
 /* Deterministic pseudo-normal values. */
 static uint64_t rng_state = 88172645463325252ull;
 static double uniform01(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / 9007199254740992.0;
+    return (double)(test_xorshift64(&rng_state) >> 11) / 9007199254740992.0;
 }
 static float gauss(void) {
     double u = uniform01() + 1e-12, v = uniform01();
@@ -531,28 +528,17 @@ TEST(qparams_do_not_depend_on_threads) {
     }
 }
 
-static int allocs_left;
-static void *failing_alloc(void *ud, size_t n) {
-    (void)ud;
-    if (allocs_left-- <= 0) return NULL;
-    return malloc(n);
-}
-static void plain_free(void *ud, void *p) {
-    (void)ud;
-    free(p);
-}
-
 /* Every allocation failure gives MQ_ERR_NOMEM and no leak (ASan checks the leaks). */
 TEST(allocation_failures_are_clean) {
-    mq_allocator al = {failing_alloc, plain_free, NULL};
+    mq_allocator al = {test_failing_alloc, test_plain_free, NULL};
     float x[64];
     for (int i = 0; i < 64; i++) x[i] = gauss();
     int completed = 0;
     for (int n = 0; n < 40 && !completed; n++) {
-        allocs_left = 1000;
+        test_allocs_left = 1000;
         mq_ctx *ctx = mq_ctx_create_with_allocator(&al);
         mq_ctx_set_threads(ctx, 1);
-        allocs_left = n;
+        test_allocs_left = n;
         mq_observer *o = make(ctx, MQ_OBS_ENTROPY, MQ_Q_INT8, MQ_ASYMMETRIC, 4);
         mq_status st = o ? mq_observer_update(o, x, 16, 4) : MQ_ERR_NOMEM;
         float s[4];
@@ -561,7 +547,7 @@ TEST(allocation_failures_are_clean) {
         if (st == MQ_OK) completed = 1;
         else CHECK_EQ_INT(st, MQ_ERR_NOMEM);
         mq_observer_free(o);
-        allocs_left = 1000;
+        test_allocs_left = 1000;
         mq_ctx_free(ctx);
     }
     CHECK(completed);

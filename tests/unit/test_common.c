@@ -150,22 +150,22 @@ TEST(parallel_for_reports_failure) {
     mq_ctx_free(ctx);
 }
 
-static int allocs_left;
-static void *failing_alloc(void *ud, size_t n) {
-    (void)ud;
-    if (allocs_left-- <= 0) return NULL;
-    return malloc(n);
-}
-static void plain_free(void *ud, void *p) {
-    (void)ud;
-    free(p);
+TEST(online_cpus_counted_once) {
+    mq_ctx *ctx = mq_ctx_create();
+    CHECK_EQ_INT(ctx->online_cpus, mq__online_cpus());
+    CHECK_EQ_INT(mq_ctx_threads(ctx), ctx->online_cpus); /* threads 0: the cached count */
+    ctx->online_cpus = 3; /* stands in for a count that changed since creation */
+    CHECK_EQ_INT(mq__thread_count(ctx), 3);
+    CHECK_EQ_INT(mq_ctx_set_threads(ctx, 2), MQ_OK);
+    CHECK_EQ_INT(mq__thread_count(ctx), 2);
+    mq_ctx_free(ctx);
 }
 
 TEST(allocation_failure_is_reported) {
-    mq_allocator al = {failing_alloc, plain_free, NULL};
-    allocs_left = 0;
+    mq_allocator al = {test_failing_alloc, test_plain_free, NULL};
+    test_allocs_left = 0;
     CHECK(mq_ctx_create_with_allocator(&al) == NULL);
-    allocs_left = 2; /* the context and its mutex */
+    test_allocs_left = 2; /* the context and its mutex */
     mq_ctx *ctx = mq_ctx_create_with_allocator(&al);
     CHECK(ctx != NULL);
     if (!ctx) return;
@@ -183,6 +183,7 @@ int main(void) {
     RUN(parallel_for_is_thread_count_independent);
     RUN(parallel_for_reports_failure);
     RUN(allocation_failure_is_reported);
+    RUN(online_cpus_counted_once);
     RUN(status_strings);
     RUN(ctx_settings);
     RUN(dtype_names);

@@ -19,10 +19,7 @@ static float u2f(uint32_t u) {
 }
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint32_t rnd32(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 16);
+    return (uint32_t)(test_xorshift64(&rng_state) >> 16);
 }
 
 /* The f32 test set: specials, every F16 and BF16 tie and neighbour, subnormals, random bits. */

@@ -9,10 +9,7 @@
 
 static uint64_t rng = 0x853c49e6748fea9bull;
 static uint32_t rnd(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng >> 11);
+    return (uint32_t)(test_xorshift64(&rng) >> 11);
 }
 static float frand(void) { return (float)((int)(rnd() % 20001) - 10000) / 10000.0f; }
 

@@ -8,10 +8,7 @@
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static float frand(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((int)((rng >> 11) % 20001) - 10000) / 10000.0f;
+    return (float)((int)((test_xorshift64(&rng) >> 11) % 20001) - 10000) / 10000.0f;
 }
 
 static void run_spec(mq_qtype type, mq_scheme scheme, mq_granularity gran, int gs,

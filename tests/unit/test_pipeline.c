@@ -4,9 +4,12 @@
 #include "harness.h"
 #include "monoquant.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static char in_path[512], out1[512], out2[512], deq[512];
 
@@ -216,6 +219,82 @@ TEST(allocation_failures_are_clean) {
     CHECK(same_files(out1, out2));
 }
 
+static int entries_in(const char *dir) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));) n += e->d_name[0] != '.';
+    if (d) closedir(d);
+    return n;
+}
+
+static int file_holds(const char *path, const char *text) {
+    char buf[64] = {0};
+    FILE *f = fopen(path, "rb");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    return n == strlen(text) && !memcmp(buf, text, n);
+}
+
+/* Strict mode decides before the commit: no output, no temporary file, an existing
+ * destination untouched; for warnings of the plan and for those found while writing. */
+TEST(strict_fails_before_commit) {
+    char dir[600], dest[700], fresh[700];
+    snprintf(dir, sizeof dir, "%s/strictXXXXXX", test_tmpdir());
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(dest, sizeof dest, "%s/out.safetensors", dir);
+    snprintf(fresh, sizeof fresh, "%s/new.pt", dir);
+    FILE *f = fopen(dest, "wb");
+    CHECK(f != NULL);
+    if (!f) return;
+    fputs("old contents", f);
+    fclose(f);
+    mq_ctx *ctx = mq_ctx_create();
+    mq_quantize_options o;
+    mq_quantize_options_default(&o); /* INT8: no warning in the plan */
+    o.strict = 1;
+    o.sqnr_warn_db = 200; /* every quantized tensor warns, once its data is written */
+    const char *outs[2] = {dest, fresh};
+    for (int k = 0; k < 2; k++) {
+        mq_report *r = (mq_report *)&o; /* must come back NULL */
+        CHECK_EQ_INT(mq_quantize_file(ctx, in_path, outs[k], &o, &r), MQ_ERR_QUANT);
+        CHECK(r == NULL);
+        CHECK_MSG_HAS(ctx, "2 warnings under strict mode, nothing written");
+        CHECK_MSG_HAS(ctx, "a.weight: SQNR");
+        CHECK_MSG_HAS(ctx, "b.weight: SQNR");
+        CHECK(file_holds(dest, "old contents"));
+        CHECK(access(fresh, F_OK) != 0);
+        CHECK_EQ_INT(entries_in(dir), 1);
+    }
+    /* warnings of the plan: 4-bit on an output head (b.weight, the last Linear), nothing
+     * selected */
+    int4_options(&o);
+    o.strict = 1;
+    CHECK_EQ_INT(mq_quantize_file(ctx, in_path, dest, &o, NULL), MQ_ERR_QUANT);
+    CHECK_MSG_HAS(ctx, "1 warning under strict mode, nothing written: b.weight: 4-bit");
+    CHECK(file_holds(dest, "old contents"));
+    CHECK_EQ_INT(entries_in(dir), 1);
+    o.kinds = MQ_KIND_BIT(MQ_KIND_EMBEDDING);
+    CHECK_EQ_INT(mq_quantize_file(ctx, in_path, dest, &o, NULL), MQ_ERR_QUANT);
+    CHECK_MSG_HAS(ctx, "1 warning under strict mode, nothing written: nothing is quantized");
+    CHECK(file_holds(dest, "old contents"));
+    CHECK_EQ_INT(entries_in(dir), 1);
+    o.dry_run = 1;
+    mq_report *r = NULL;
+    CHECK_EQ_INT(mq_quantize_file(ctx, in_path, NULL, &o, &r), MQ_ERR_QUANT);
+    CHECK(r == NULL);
+    CHECK_MSG_HAS(ctx, "1 warning under strict mode: nothing is quantized");
+    /* without strict mode the same run succeeds and reports the warning */
+    o.dry_run = 0;
+    o.strict = 0;
+    CHECK_EQ_INT(mq_quantize_file(ctx, in_path, dest, &o, &r), MQ_OK);
+    CHECK(r && r->nwarnings == 1);
+    CHECK(!file_holds(dest, "old contents"));
+    mq_report_free(r);
+    mq_ctx_free(ctx);
+    remove(dest);
+    rmdir(dir);
+}
+
 int main(void) {
     const char *d = test_tmpdir();
     snprintf(in_path, sizeof in_path, "%s/test_pipeline_in.safetensors", d);
@@ -232,6 +311,7 @@ int main(void) {
     RUN(refuses_input_as_output);
     RUN(nan_fails_or_is_skipped);
     RUN(allocation_failures_are_clean);
+    RUN(strict_fails_before_commit);
     if (!getenv("KEEP")) remove(in_path);
     remove(out1);
     remove(out2);

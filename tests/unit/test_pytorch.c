@@ -4,6 +4,7 @@
 #include "io/model_internal.h"
 #include "io/pickle.h"
 #include "io/pytorch_internal.h"
+#include "io/writer_internal.h"
 #include "io/zip.h"
 
 #include <stdint.h>
@@ -417,17 +418,6 @@ TEST(reader_appends_and_key_option) {
     mq_ctx_free(ctx);
 }
 
-static long allocs_left;
-static void *failing_alloc(void *ud, size_t n) {
-    (void)ud;
-    if (allocs_left-- <= 0) return NULL;
-    return malloc(n);
-}
-static void plain_free(void *ud, void *p) {
-    (void)ud;
-    free(p);
-}
-
 TEST(allocation_failures_are_clean) {
     mq_ctx *ctx = mq_ctx_create();
     mq_tensor_desc d[2] = {{"a", MQ_F32, 2, {3, 4}}, {"b", MQ_I64, 0, {0}}};
@@ -435,12 +425,12 @@ TEST(allocation_failures_are_clean) {
     const char *p = tmp_path("af.pt");
     CHECK_EQ_INT(write_file(ctx, p, d, 2, &meta, 1, 7), MQ_OK);
     mq_ctx_free(ctx);
-    mq_allocator al = {failing_alloc, plain_free, NULL};
+    mq_allocator al = {test_failing_alloc, test_plain_free, NULL};
     int succeeded = 0;
     for (long k = 2; k < 200 && !succeeded; k++) {
-        allocs_left = 1000;
+        test_allocs_left = 1000;
         mq_ctx *c = mq_ctx_create_with_allocator(&al);
-        allocs_left = k;
+        test_allocs_left = k;
         mq_model *m = NULL;
         mq_status st = mq_model_open(c, p, NULL, &m);
         if (st == MQ_OK) {
@@ -452,18 +442,18 @@ TEST(allocation_failures_are_clean) {
             CHECK(m == NULL);
         }
         mq_model_free(m);
-        allocs_left = 1000;
+        test_allocs_left = 1000;
         mq_ctx_free(c);
     }
     CHECK(succeeded);
     /* the writer too: failures leave no file behind */
     for (long k = 2; k < 200; k++) {
-        allocs_left = 1000;
+        test_allocs_left = 1000;
         mq_ctx *c = mq_ctx_create_with_allocator(&al);
-        allocs_left = k;
+        test_allocs_left = k;
         const char *q = tmp_path("af2.pt");
         mq_status st = write_file(c, q, d, 2, &meta, 1, 7);
-        allocs_left = 1000;
+        test_allocs_left = 1000;
         mq_ctx_free(c);
         if (st == MQ_OK) break;
         CHECK_EQ_INT(st, MQ_ERR_NOMEM);
@@ -504,6 +494,42 @@ TEST(writer_refuses_what_torch_cannot_load) {
     mq_ctx_free(ctx);
 }
 
+/* .pt metadata is written at commit: values set after the data land in the file. */
+TEST(metadata_set_before_commit) {
+    mq_ctx *ctx = mq_ctx_create();
+    mq_tensor_desc d = {"w", MQ_F32, 2, {2, 3}};
+    mq_kv meta[] = {{"config", "draft   "}, {"model", "m"}};
+    float v[6] = {1, 2, 3, 4, 5, 6};
+    mq_writer *w = NULL;
+    CHECK_EQ_INT(mq_writer_open(ctx, tmp_path("meta.pt"), MQ_FORMAT_PYTORCH, &d, 1, meta, 2, &w),
+                 MQ_OK);
+    CHECK_EQ_INT(mq_writer_write(w, v, sizeof v), MQ_OK);
+    CHECK_EQ_INT(mq__writer_set_meta(w, "config", "{\"sqnr_db\": 41.5}"), MQ_OK);
+    CHECK_EQ_INT(mq__writer_set_meta(w, "added", "late"), MQ_OK);
+    CHECK_EQ_INT(mq_writer_commit(w), MQ_OK);
+    CHECK_EQ_INT(mq__writer_set_meta(w, "config", "too late"), MQ_ERR_INTERNAL);
+    mq_writer_free(w);
+    mq_model *m = NULL;
+    CHECK_EQ_INT(mq_model_open(ctx, tmp_path("meta.pt"), NULL, &m), MQ_OK);
+    if (m) {
+        CHECK_EQ_INT(mq_model_metadata_count(m), 3);
+        CHECK_EQ_STR(mq_model_metadata_get(m, "config"), "{\"sqnr_db\": 41.5}");
+        CHECK_EQ_STR(mq_model_metadata_get(m, "model"), "m");
+        CHECK_EQ_STR(mq_model_metadata_get(m, "added"), "late");
+        CHECK_EQ_INT(mq_model_tensor_count(m), 1);
+    }
+    mq_model_free(m);
+    /* safetensors writes its header first: its metadata cannot change this way */
+    CHECK_EQ_INT(mq_writer_open(ctx, tmp_path("meta.safetensors"), MQ_FORMAT_SAFETENSORS, &d, 1,
+                                meta, 2, &w),
+                 MQ_OK);
+    CHECK_EQ_INT(mq__writer_set_meta(w, "config", "x"), MQ_ERR_INTERNAL);
+    CHECK_MSG_HAS(ctx, "can no longer change");
+    mq_writer_free(w);
+    CHECK(access(tmp_path("meta.safetensors"), F_OK) != 0);
+    mq_ctx_free(ctx);
+}
+
 int main(int argc, char **argv) {
     /* `test_pytorch write-zip64 PATH` writes the ZIP64 sample tests/interop checks with torch */
     if (argc == 3 && !strcmp(argv[1], "write-zip64")) return write_zip64_set(argv[2]) != MQ_OK;
@@ -522,6 +548,7 @@ int main(int argc, char **argv) {
     RUN(reader_appends_and_key_option);
     RUN(allocation_failures_are_clean);
     RUN(writer_refuses_what_torch_cannot_load);
+    RUN(metadata_set_before_commit);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) return 1;

@@ -65,10 +65,7 @@ static int same_result(const qres *a, const qres *b) {
 
 static uint64_t rng = 88172645463325252ull;
 static double unif(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return ((double)(rng >> 11) + 0.5) * 0x1p-53;
+    return ((double)(test_xorshift64(&rng) >> 11) + 0.5) * 0x1p-53;
 }
 static float gauss(void) {
     return (float)(sqrt(-2.0 * log(unif())) * cos(6.283185307179586 * unif()));

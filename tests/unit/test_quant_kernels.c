@@ -9,10 +9,7 @@
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
 static float unif(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((double)(rng >> 11) * 0x1p-53);
+    return (float)((double)(test_xorshift64(&rng) >> 11) * 0x1p-53);
 }
 
 static uint32_t bits(float f) {

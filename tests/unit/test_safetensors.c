@@ -840,17 +840,6 @@ TEST(folders) {
 
 /* ---- allocation failures --------------------------------------------------------------- */
 
-static long g_allocs_left;
-static void *failing_alloc(void *ud, size_t n) {
-    (void)ud;
-    if (g_allocs_left-- <= 0) return NULL;
-    return malloc(n);
-}
-static void plain_free(void *ud, void *p) {
-    (void)ud;
-    free(p);
-}
-
 TEST(allocation_failures) {
     /* every allocation of an open (file and sharded) fails cleanly in turn */
     const char *paths[2] = {fixture("cnn/cnn_digits.safetensors"),
@@ -858,10 +847,10 @@ TEST(allocation_failures) {
     for (int p = 0; p < 2; p++) {
         bool opened = false;
         for (long n = 0; n < 500 && !opened; n++) {
-            g_allocs_left = 1000000;
-            mq_allocator al = {failing_alloc, plain_free, NULL};
+            test_allocs_left = 1000000;
+            mq_allocator al = {test_failing_alloc, test_plain_free, NULL};
             mq_ctx *ctx = mq_ctx_create_with_allocator(&al);
-            g_allocs_left = n;
+            test_allocs_left = n;
             mq_model *m = NULL;
             mq_status st = mq_model_open(ctx, paths[p], NULL, &m);
             if (st == MQ_OK) opened = true;
@@ -870,7 +859,7 @@ TEST(allocation_failures) {
                 CHECK(m == NULL);
             }
             mq_model_free(m);
-            g_allocs_left = 1000000;
+            test_allocs_left = 1000000;
             mq_ctx_free(ctx);
         }
         CHECK(opened);

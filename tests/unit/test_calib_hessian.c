@@ -1,0 +1,122 @@
+/* mq_calibrator_set_hessian: `<layer>.hessian` is the mean of x x^T over rows, independent
+ * of the thread count and of merging; Conv inputs get none; read back by
+ * mq_calib_stats_find; enabling it late is refused. */
+#include "harness.h"
+#include "monoquant.h"
+
+#include <math.h>
+#include <stdio.h>
+
+static const char *tmp_path(const char *name) {
+    static char buf[4][512];
+    static int k;
+    char *b = buf[k++ & 3];
+    snprintf(b, sizeof buf[0], "%s/hess_%s", test_tmpdir(), name);
+    return b;
+}
+
+enum { C = 12, ROWS = 50 };
+
+static void fill(float *x, int n, unsigned seed) {
+    for (int i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        x[i] = (float)((int)(seed >> 9) % 2001 - 1000) / 250.0f;
+    }
+}
+
+static mq_calibrator *make(mq_ctx *ctx) {
+    mq_calibrator *cal = NULL;
+    if (mq_calibrator_create(ctx, NULL, &cal) != MQ_OK) return NULL;
+    if (mq_calibrator_set_hessian(cal, 1) != MQ_OK || mq_calibrator_add_layer(cal, "fc", C) ||
+        mq_calibrator_add_layer(cal, "conv", 3)) {
+        mq_calibrator_free(cal);
+        return NULL;
+    }
+    return cal;
+}
+
+TEST(mean_of_outer_products_threads_and_merge) {
+    mq_ctx *ctx = mq_ctx_create();
+    float x[2][ROWS * C], img[2 * 3 * 4 * 4];
+    fill(x[0], ROWS * C, 1);
+    fill(x[1], ROWS * C, 2);
+    fill(img, 2 * 3 * 4 * 4, 3);
+    int64_t shape[2] = {ROWS, C}, ishape[4] = {2, 3, 4, 4};
+    const char *paths[3] = {tmp_path("a.safetensors"), tmp_path("b.safetensors"),
+                            tmp_path("m.safetensors")};
+    for (int t = 0; t < 2; t++) {
+        CHECK(mq_ctx_set_threads(ctx, t ? 2 : 1) == MQ_OK);
+        mq_calibrator *cal = make(ctx);
+        CHECK(cal != NULL);
+        for (int b = 0; b < 2 && cal; b++)
+            CHECK(mq_calibrator_update(cal, "fc", MQ_F32, x[b], 2, shape, -1) == MQ_OK);
+        if (cal) CHECK(mq_calibrator_update(cal, "conv", MQ_F32, img, 4, ishape, 1) == MQ_OK);
+        if (cal) CHECK(mq_calibrator_save(cal, paths[t], NULL, 0) == MQ_OK);
+        mq_calibrator_free(cal);
+    }
+    /* the same batches through two calibrators, merged */
+    mq_calibrator *a = make(ctx), *b = make(ctx);
+    CHECK(a && b);
+    if (a && b) {
+        CHECK(mq_calibrator_update(a, "fc", MQ_F32, x[0], 2, shape, -1) == MQ_OK);
+        CHECK(mq_calibrator_update(b, "fc", MQ_F32, x[1], 2, shape, -1) == MQ_OK);
+        CHECK(mq_calibrator_merge(a, b) == MQ_OK);
+        CHECK(mq_calibrator_save(a, paths[2], NULL, 0) == MQ_OK);
+    }
+    mq_calibrator_free(a);
+    mq_calibrator_free(b);
+
+    double ref[C * C] = {0};
+    for (int bt = 0; bt < 2; bt++)
+        for (int r = 0; r < ROWS; r++)
+            for (int i = 0; i < C; i++)
+                for (int k = 0; k < C; k++)
+                    ref[i * C + k] += (double)x[bt][r * C + i] * x[bt][r * C + k];
+    const float *first = NULL;
+    mq_calib_stats *st[3] = {0};
+    for (int f = 0; f < 3; f++) {
+        CHECK(mq_calib_stats_open(ctx, paths[f], &st[f]) == MQ_OK);
+        mq_layer_stats ls;
+        CHECK(mq_calib_stats_find(st[f], "fc", &ls) && ls.hessian);
+        if (!ls.hessian) continue;
+        int bad = 0;
+        for (int i = 0; i < C * C; i++)
+            bad += fabs(ls.hessian[i] - ref[i] / (2 * ROWS)) > 1e-6 * (1 + fabs(ref[i]) / 100);
+        CHECK_EQ_INT(bad, 0);
+        if (!first) first = ls.hessian;
+        else CHECK(!memcmp(first, ls.hessian, sizeof(float) * C * C));
+        if (f < 2) {
+            CHECK(mq_calib_stats_find(st[f], "conv", &ls) && ls.hessian == NULL);
+        }
+    }
+    for (int f = 0; f < 3; f++) mq_calib_stats_free(st[f]);
+    mq_ctx_free(ctx);
+}
+
+TEST(enable_before_layers) {
+    mq_ctx *ctx = mq_ctx_create();
+    mq_calibrator *cal = NULL;
+    CHECK(mq_calibrator_create(ctx, NULL, &cal) == MQ_OK);
+    CHECK(mq_calibrator_add_layer(cal, "fc", 4) == MQ_OK);
+    CHECK_EQ_INT(mq_calibrator_set_hessian(cal, 1), MQ_ERR_INVALID);
+    CHECK_MSG_HAS(ctx, "before adding layers");
+    /* without it: no Hessian in the file */
+    float x[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    int64_t shape[2] = {2, 4};
+    CHECK(mq_calibrator_update(cal, "fc", MQ_F32, x, 2, shape, -1) == MQ_OK);
+    const char *p = tmp_path("none.safetensors");
+    CHECK(mq_calibrator_save(cal, p, NULL, 0) == MQ_OK);
+    mq_calib_stats *st = NULL;
+    mq_layer_stats ls;
+    CHECK(mq_calib_stats_open(ctx, p, &st) == MQ_OK);
+    CHECK(mq_calib_stats_find(st, "fc", &ls) && ls.hessian == NULL);
+    mq_calib_stats_free(st);
+    mq_calibrator_free(cal);
+    mq_ctx_free(ctx);
+}
+
+int main(void) {
+    RUN(mean_of_outer_products_threads_and_merge);
+    RUN(enable_before_layers);
+    return test_summary();
+}
