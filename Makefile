@@ -66,7 +66,7 @@ $(CLI): $(CLI_OBJ) $(STATIC)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(STATIC) $(LDLIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c tests/harness.h $(STATIC)
+$(BUILD)/tests/%: tests/unit/%.c $(wildcard tests/*.h) $(STATIC)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(ALLCFLAGS) -Itests -o $@ $< $(STATIC) $(LDLIBS)

@@ -113,4 +113,16 @@ static inline void test_plain_free(void *ud, void *p) {
     free(p);
 }
 
+/* Bit patterns of floats, without aliasing games. */
+static inline uint32_t test_f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static inline float test_bits_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
 #endif

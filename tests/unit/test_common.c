@@ -39,16 +39,6 @@ TEST(dtype_names) {
     CHECK_EQ_INT(mq_dtype_size(MQ_F64), 8);
 }
 
-static uint32_t f2u(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-static float u2f(uint32_t u) {
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 
 TEST(half_scalar) {
     CHECK_EQ_INT(mq_f32_to_f16(1.0f), 0x3c00);
@@ -75,14 +65,14 @@ TEST(half_scalar) {
 
 TEST(bf16_scalar) {
     CHECK_EQ_INT(mq_f32_to_bf16(1.0f), 0x3f80);
-    CHECK_EQ_INT(mq_f32_to_bf16(u2f(0x3f808000u)), 0x3f80); /* tie to even (down) */
-    CHECK_EQ_INT(mq_f32_to_bf16(u2f(0x3f818000u)), 0x3f82); /* tie to even (up) */
-    CHECK_EQ_INT(mq_f32_to_bf16(u2f(0x3f808001u)), 0x3f81);
-    CHECK_EQ_INT(mq_f32_to_bf16(u2f(0x7f7fffffu)), 0x7f80); /* max float rounds to Inf */
+    CHECK_EQ_INT(mq_f32_to_bf16(test_bits_f32(0x3f808000u)), 0x3f80); /* tie to even (down) */
+    CHECK_EQ_INT(mq_f32_to_bf16(test_bits_f32(0x3f818000u)), 0x3f82); /* tie to even (up) */
+    CHECK_EQ_INT(mq_f32_to_bf16(test_bits_f32(0x3f808001u)), 0x3f81);
+    CHECK_EQ_INT(mq_f32_to_bf16(test_bits_f32(0x7f7fffffu)), 0x7f80); /* max float rounds to Inf */
     CHECK_EQ_INT(mq_f32_to_bf16(-INFINITY), 0xff80);
     CHECK(isnan(mq_bf16_to_f32(mq_f32_to_bf16(NAN))));
-    CHECK(isnan(mq_bf16_to_f32(mq_f32_to_bf16(u2f(0x7f800001u))))); /* NaN must not become Inf */
-    CHECK_EQ_INT(f2u(mq_bf16_to_f32(0x0001)), 0x00010000u);
+    CHECK(isnan(mq_bf16_to_f32(mq_f32_to_bf16(test_bits_f32(0x7f800001u))))); /* NaN must not become Inf */
+    CHECK_EQ_INT(test_f32_bits(mq_bf16_to_f32(0x0001)), 0x00010000u);
 }
 
 TEST(convert_f64_single_rounding) {

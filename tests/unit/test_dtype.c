@@ -7,16 +7,6 @@
 #include <math.h>
 #include <stdint.h>
 
-static uint32_t f2u(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-static float u2f(uint32_t u) {
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint32_t rnd32(void) {
     return (uint32_t)(test_xorshift64(&rng_state) >> 16);
@@ -38,7 +28,7 @@ static size_t make_f32_set(uint32_t **out) {
     }
     for (uint32_t h = 0; h < 0x7c00; h++) { /* f16 midpoints (exact in f32) and neighbours */
         float a = mq_f16_to_f32((uint16_t)h), b = mq_f16_to_f32((uint16_t)(h + 1));
-        uint32_t mid = f2u((a + b) / 2);
+        uint32_t mid = test_f32_bits((a + b) / 2);
         v[n++] = mid;
         v[n++] = mid + 1;
         v[n++] = mid - 1;
@@ -86,8 +76,8 @@ TEST(f16_to_f32_all_values) {
     for (int isa = 0; isa < n_isas(); isa++) {
         CHECK(convert_at((mq_isa)isa, MQ_F32, out, MQ_F16, h, 65536, 0, 0));
         for (uint32_t i = 0; i < 65536; i++)
-            CHECK_MSG(f2u(out[i]) == f2u(mq_f16_to_f32((uint16_t)i)), "%s: f16 %04x -> %08x",
-                      mq_isa_name((mq_isa)isa), i, f2u(out[i]));
+            CHECK_MSG(test_f32_bits(out[i]) == test_f32_bits(mq_f16_to_f32((uint16_t)i)), "%s: f16 %04x -> %08x",
+                      mq_isa_name((mq_isa)isa), i, test_f32_bits(out[i]));
     }
     /* the reference itself: widening is exact and narrowing gives the value back */
     for (uint32_t i = 0; i < 65536; i++) {
@@ -109,7 +99,7 @@ TEST(bf16_to_f32_all_values) {
     for (int isa = 0; isa < n_isas(); isa++) {
         CHECK(convert_at((mq_isa)isa, MQ_F32, out, MQ_BF16, h, 65536, 0, 0));
         for (uint32_t i = 0; i < 65536; i++)
-            CHECK_MSG(f2u(out[i]) == i << 16, "%s: bf16 %04x", mq_isa_name((mq_isa)isa), i);
+            CHECK_MSG(test_f32_bits(out[i]) == i << 16, "%s: bf16 %04x", mq_isa_name((mq_isa)isa), i);
     }
     free(h);
     free(out);
@@ -120,7 +110,7 @@ TEST(reference_rounds_to_nearest_even) {
     uint32_t *v;
     size_t n = make_f32_set(&v);
     for (size_t i = 0; i < n; i++) {
-        float x = u2f(v[i]);
+        float x = test_bits_f32(v[i]);
         uint16_t h = mq_f32_to_f16(x), b = mq_f32_to_bf16(x);
         if (isnan(x)) {
             CHECK(isnan(mq_f16_to_f32(h)) && (h & 0x200) && (h & 0x8000) == (v[i] >> 16 & 0x8000));
@@ -159,12 +149,12 @@ TEST(f32_narrowing_all_paths) {
     for (int isa = 0; isa < n_isas(); isa++) {
         CHECK(convert_at((mq_isa)isa, MQ_F16, out, MQ_F32, v, n, 0, 0));
         for (size_t i = 0; i < n; i++)
-            CHECK_MSG(out[i] == mq_f32_to_f16(u2f(v[i])), "%s: f32 %08x -> f16 %04x, want %04x",
-                      mq_isa_name((mq_isa)isa), v[i], out[i], mq_f32_to_f16(u2f(v[i])));
+            CHECK_MSG(out[i] == mq_f32_to_f16(test_bits_f32(v[i])), "%s: f32 %08x -> f16 %04x, want %04x",
+                      mq_isa_name((mq_isa)isa), v[i], out[i], mq_f32_to_f16(test_bits_f32(v[i])));
         CHECK(convert_at((mq_isa)isa, MQ_BF16, out, MQ_F32, v, n, 0, 0));
         for (size_t i = 0; i < n; i++)
-            CHECK_MSG(out[i] == mq_f32_to_bf16(u2f(v[i])), "%s: f32 %08x -> bf16 %04x, want %04x",
-                      mq_isa_name((mq_isa)isa), v[i], out[i], mq_f32_to_bf16(u2f(v[i])));
+            CHECK_MSG(out[i] == mq_f32_to_bf16(test_bits_f32(v[i])), "%s: f32 %08x -> bf16 %04x, want %04x",
+                      mq_isa_name((mq_isa)isa), v[i], out[i], mq_f32_to_bf16(test_bits_f32(v[i])));
     }
     free(out);
     free(v);
@@ -192,10 +182,10 @@ TEST(odd_lengths_unaligned) {
                     CHECK(convert_at((mq_isa)isa, dt, out, st, in, len, off, offs[(o * 5) % 12]));
                     for (size_t i = 0; i < len; i++) {
                         uint32_t want, have;
-                        if (st == MQ_F16) want = f2u(mq_f16_to_f32(h[i])), have = f2u(got32[i]);
-                        else if (st == MQ_BF16) want = (uint32_t)h[i] << 16, have = f2u(got32[i]);
+                        if (st == MQ_F16) want = test_f32_bits(mq_f16_to_f32(h[i])), have = test_f32_bits(got32[i]);
+                        else if (st == MQ_BF16) want = (uint32_t)h[i] << 16, have = test_f32_bits(got32[i]);
                         else {
-                            float x = u2f(v[100 + 3 * len + i]);
+                            float x = test_bits_f32(v[100 + 3 * len + i]);
                             want = dt == MQ_F16 ? mq_f32_to_f16(x) : mq_f32_to_bf16(x);
                             have = got16[i];
                         }

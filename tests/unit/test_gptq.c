@@ -2,6 +2,7 @@
  * exact relation to min/max for a diagonal Hessian, independence from threads and row
  * chunking, Hessian errors, and the unchanged storage layout. */
 #include "harness.h"
+#include "quant_helpers.h"
 #include "monoquant.h"
 #include "quant/quant_internal.h"
 
@@ -40,45 +41,10 @@ static void make_problem(int64_t rows, int64_t cols, int n, float *w, float *h) 
     free(acc);
 }
 
-typedef struct qres {
-    mq_status st;
-    mq_qlayout L;
-    uint8_t *data;
-    float *scale;
-    uint8_t *zp;
-} qres;
-
-static void qres_free(qres *r) {
-    free(r->data);
-    free(r->scale);
-    free(r->zp);
-}
-
 static qres run_q(mq_ctx *ctx, const mq_qspec *spec, int64_t rows, int64_t cols, const float *w,
                   int nchunks) {
-    qres r;
-    memset(&r, 0, sizeof r);
     int64_t shape[2] = {rows, cols};
-    r.st = mq_qlayout_init(ctx, spec, 2, shape, &r.L);
-    if (r.st != MQ_OK) return r;
-    r.data = calloc(1, r.L.data_bytes);
-    r.scale = calloc((size_t)r.L.nscales, sizeof(float));
-    r.zp = calloc((size_t)r.L.nscales, 1);
-    for (int c = 0; c < nchunks && r.st == MQ_OK; c++) {
-        int64_t b = rows * c / nchunks, e = rows * (c + 1) / nchunks;
-        if (b < e)
-            r.st = mq_quantize_rows(ctx, spec, &r.L, MQ_F32, w, b, e,
-                                    r.data + (size_t)b * r.L.row_bytes, r.scale,
-                                    r.L.has_zero_point ? r.zp : NULL);
-    }
-    return r;
-}
-
-static int same(const qres *a, const qres *b) {
-    return a->st == MQ_OK && b->st == MQ_OK && a->L.data_bytes == b->L.data_bytes &&
-           !memcmp(a->data, b->data, a->L.data_bytes) &&
-           !memcmp(a->scale, b->scale, (size_t)a->L.nscales * sizeof(float)) &&
-           !memcmp(a->zp, b->zp, (size_t)a->L.nscales);
+    return quantize_chunks(ctx, spec, 2, shape, MQ_F32, w, nchunks);
 }
 
 /* sum over rows of d^T H d, d = w - dequantized w: the output error ||X W^T - X Wq^T||^2 / n */
@@ -165,7 +131,7 @@ TEST(diagonal_hessian_is_round_to_nearest) {
             b.search = MQ_SEARCH_GPTQ;
             b.hessian = h;
             qres ra = run_q(ctx, &a, ROWS, C, w, 1), rb = run_q(ctx, &b, ROWS, C, w, 1);
-            CHECK_MSG(same(&ra, &rb), "type %d scheme %d", t, s);
+            CHECK_MSG(same_result(&ra, &rb), "type %d scheme %d", t, s);
             qres_free(&ra);
             qres_free(&rb);
         }
@@ -186,7 +152,7 @@ TEST(threads_and_chunking_do_not_change_bytes) {
     for (int i = 0; i < 3; i++) {
         CHECK(mq_ctx_set_threads(ctx, threads[i]) == MQ_OK);
         qres r = run_q(ctx, &q, ROWS, COLS, w, chunks[i]);
-        CHECK_MSG(same(&ref, &r), "threads %d, chunks %d", threads[i], chunks[i]);
+        CHECK_MSG(same_result(&ref, &r), "threads %d, chunks %d", threads[i], chunks[i]);
         qres_free(&r);
     }
     qres_free(&ref);
