@@ -25,6 +25,7 @@ typedef struct qstate {
     int group_size;
     int threads;
     bool json, strict, dry_run;
+    bool output_dir;          /* --output-dir: the output is a model folder */
     double min_sqnr;
 } qstate;
 
@@ -57,8 +58,23 @@ static void help(FILE *f) {
         "  --key K                PyTorch input: the entry holding the tensors (e.g. model,\n"
         "                         state_dict; '.' the top level), when several entries do\n"
         "output and run:\n"
-        "  -o, --output FILE      output path\n"
-        "  --format F             safetensors or pt (default: from the output extension)\n"
+        "  -o, --output PATH      output file, or model folder (a folder input, a name\n"
+        "                         ending in '/', or one without a checkpoint extension)\n"
+        "  --output-dir DIR       output model folder: weights (sharded above\n"
+        "                         --max-shard-size), config.json with its quantization_config,\n"
+        "                         and the input folder's other files (default for a folder\n"
+        "                         input: <input>-<scheme> beside it)\n"
+        "  --max-shard-size N     largest shard of a folder output, e.g. 5GB (default), 500MB\n"
+        "  --format F             compressed-tensors (default: what vLLM and transformers load),\n"
+        "                         native (monoquant's own file: any layer kind, type, group\n"
+        "                         size), or the container: safetensors or pt (default: from\n"
+        "                         the output extension)\n"
+        "  --activations A        auto (default), none, dynamic or static: 8-bit activations\n"
+        "                         of the quantized layers (auto: static with --calibration,\n"
+        "                         else dynamic, for 8-bit weights; none for 4-bit)\n"
+        "  --weights-only         same as --activations none (W4A16, W8A16)\n"
+        "  --scale-dtype T        f32, f16 or bf16 for the stored scales (default: the\n"
+        "                         weights' dtype; native: f32)\n"
         "  --calibration FILE     statistics from `monoquant calibrate` (static quantization)\n"
         "  --config FILE          options as `key = value` lines (command line wins)\n"
         "  --threads N            worker threads (default: all cores)\n"
@@ -95,6 +111,25 @@ static int parse_kinds(const char *s, unsigned *mask) {
     }
     *mask = m;
     return m != 0;
+}
+
+/* "5GB", "500MB", "64KiB", "1000000": decimal units as Hugging Face, binary with "i". */
+static int parse_size(const char *s, uint64_t *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || !(v > 0)) return 0;
+    static const struct { const char *unit; double mul; } units[] = {
+        {"", 1}, {"B", 1}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+        {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0}};
+    for (size_t i = 0; i < sizeof units / sizeof *units; i++)
+        if (!strcmp(end, units[i].unit)) {
+            double b = v * units[i].mul;
+            if (b < 1 || b > 1e18) return 0;
+            *out = (uint64_t)b;
+            return 1;
+        }
+    return 0;
 }
 
 /* Applies one option. Returns 0, or an exit code after printing the problem. */
@@ -164,7 +199,29 @@ static int apply(qstate *q, const char *name, const char *v, bool from_cfg) {
     } else if (!strcmp(name, "format")) {
         if (!strcmp(v, "pt") || !strcmp(v, "pytorch")) q->o.out_format = MQ_FORMAT_PYTORCH;
         else if (!strcmp(v, "safetensors")) q->o.out_format = MQ_FORMAT_SAFETENSORS;
-        else return cli_usage_error(cmd, "--format: expected pt or safetensors, got '%s'", v);
+        else if (!strcmp(v, "compressed-tensors")) q->o.layout = MQ_LAYOUT_COMPRESSED_TENSORS;
+        else if (!strcmp(v, "native")) q->o.layout = MQ_LAYOUT_NATIVE;
+        else return cli_usage_error(cmd, "--format: expected compressed-tensors, native, "
+                                    "safetensors or pt, got '%s'", v);
+    } else if (!strcmp(name, "output-dir")) {
+        q->output = v;
+        q->output_dir = true;
+    } else if (!strcmp(name, "max-shard-size")) {
+        if (!parse_size(v, &q->o.max_shard_size))
+            return cli_usage_error(cmd, "--max-shard-size: expected a size such as 5GB, 500MB "
+                                   "or 1000000, got '%s'", v);
+    } else if (!strcmp(name, "activations")) {
+        if (!strcmp(v, "auto")) q->o.activations = MQ_ACTIVATIONS_AUTO;
+        else if (!strcmp(v, "none")) q->o.activations = MQ_ACTIVATIONS_NONE;
+        else if (!strcmp(v, "dynamic")) q->o.activations = MQ_ACTIVATIONS_DYNAMIC;
+        else if (!strcmp(v, "static")) q->o.activations = MQ_ACTIVATIONS_STATIC;
+        else return cli_usage_error(cmd, "--activations: expected auto, none, dynamic or "
+                                    "static, got '%s'", v);
+    } else if (!strcmp(name, "scale-dtype")) {
+        if (!strcmp(v, "f32")) q->o.scale_dtype = MQ_F32;
+        else if (!strcmp(v, "f16")) q->o.scale_dtype = MQ_F16;
+        else if (!strcmp(v, "bf16")) q->o.scale_dtype = MQ_BF16;
+        else return cli_usage_error(cmd, "--scale-dtype: expected f32, f16 or bf16, got '%s'", v);
     } else if (!strcmp(name, "calibration")) q->o.calibration = v;
     else if (!strcmp(name, "key")) q->o.key = v;
     else if (!strcmp(name, "threads")) {
@@ -189,6 +246,8 @@ static int apply_flag(qstate *q, const char *name, bool on) {
     else if (!strcmp(name, "dry-run")) q->dry_run = on;
     else if (!strcmp(name, "json")) q->json = on;
     else if (!strcmp(name, "strict")) q->strict = on;
+    else if (!strcmp(name, "weights-only"))
+        q->o.activations = on ? MQ_ACTIVATIONS_NONE : MQ_ACTIVATIONS_AUTO;
     else if (!strcmp(name, "quiet")) g_cli.quiet = on, g_cli.progress = g_cli.progress && !on;
     else return 0;
     return 1;
@@ -322,12 +381,49 @@ static int parse_args(qstate *q, int argc, char **argv) {
     return 0;
 }
 
-/* <dir>/<stem>.<scheme>.<ext> beside the input. */
+static bool has_suffix(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+static bool is_dir(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+/* A model folder (or an index in one) as input. */
+static bool folder_input(const char *in) { return is_dir(in) || has_suffix(in, ".index.json"); }
+
+/* Whether -o names a folder: a trailing '/', or, for a folder input, no checkpoint
+ * extension. */
+static bool output_is_folder(const char *in, const char *out) {
+    if (has_suffix(out, "/")) return true;
+    static const char *const exts[] = {".safetensors", ".pt", ".pth", ".bin"};
+    for (size_t i = 0; i < sizeof exts / sizeof *exts; i++)
+        if (has_suffix(out, exts[i])) return false;
+    return folder_input(in);
+}
+
+/* <dir>/<stem>.<scheme>.<ext> beside the input; for a folder input, the folder
+ * <input folder>-<scheme> beside it. */
 static char *default_output(const char *in, const mq_quantize_options *o) {
     char scheme[64];
     mq_qspec_name(&o->spec, scheme, sizeof scheme);
     size_t n = strlen(in);
     while (n > 1 && in[n - 1] == '/') n--;
+    if (folder_input(in)) {
+        if (!is_dir(in)) { /* an index: its folder */
+            const char *slash = strrchr(in, '/');
+            n = slash ? (size_t)(slash - in) : 0;
+        }
+        char *dir = n ? strndup(in, n) : realpath(".", NULL);
+        if (!dir) return NULL;
+        size_t cap = strlen(dir) + strlen(scheme) + 2;
+        char *out = (char *)malloc(cap);
+        if (out) snprintf(out, cap, "%s-%s", dir, scheme);
+        free(dir);
+        return out;
+    }
     char *stem = strndup(in, n);
     if (!stem) return NULL;
     static const char *const exts[] = {".safetensors.index.json", ".index.json", ".safetensors",
@@ -463,6 +559,8 @@ int cmd_quantize(int argc, char **argv) {
         }
         out = out_owned;
     }
+    q->o.output_folder = out && (q->output_dir || (q->output ? output_is_folder(q->model, out)
+                                                             : folder_input(q->model)));
     ctx = mq_ctx_create();
     if (!ctx) {
         rc = EXIT_GENERAL;

@@ -349,7 +349,12 @@ typedef struct mq_qlayout {
     int64_t data_shape[MQ_MAX_DIMS]; /* or [rows, ceil(cols/8)] (4-bit) */
     uint64_t data_bytes;
     uint64_t row_bytes;        /* bytes of one row of data */
-    mq_dtype scale_dtype;      /* F32 (MQ_DTYPE_INVALID for casts) */
+    mq_dtype scale_dtype;      /* F32 (MQ_DTYPE_INVALID for casts). A caller may set F16 or
+                                  BF16 before mq_quantize_rows: each scale is then rounded to
+                                  that dtype as it is chosen (the float array holds the rounded
+                                  values) and the codes are computed with it, so scales stored
+                                  in that dtype dequantize the codes as they were chosen; a
+                                  scale beyond the dtype's range is an MQ_ERR_QUANT error */
     int has_zero_point;        /* asymmetric integer types, and unsigned symmetric ones (their
                                   constant mid-range zero point is stored too) */
     mq_dtype zero_point_dtype; /* I8/U8 for 8-bit, I8 for 4-bit, stored unpacked */
@@ -420,6 +425,31 @@ typedef struct mq_layer_rule {
     mq_qtype type;        /* MQ_Q_NONE keeps the tensor */
 } mq_layer_rule;
 
+/* How quantized tensors are laid out and described (docs/FORMAT.md). */
+typedef enum mq_layout {
+    MQ_LAYOUT_COMPRESSED_TENSORS = 0, /* exactly compressed-tensors' (vLLM, transformers,
+                                         llm-compressor): Linear weights only, signed integer
+                                         types (uint targets are mapped onto them: same
+                                         values), packed zero points, W8A16 as pack-quantized;
+                                         what its loaders cannot take is refused with
+                                         MQ_ERR_INVALID naming the layer */
+    MQ_LAYOUT_NATIVE = 1              /* monoquant 0.1's file: any layer kind, type, group size */
+} mq_layout;
+
+/* Activations of the quantized model, i.e. what the engine does with a layer's inputs. */
+typedef enum mq_activations {
+    MQ_ACTIVATIONS_AUTO = 0, /* 8-bit layers: static where the calibration statistics give the
+                                layer's input parameters, else dynamic per token (per-group or
+                                asymmetric 8-bit weights: none, as engines run them); 4-bit
+                                layers and casts: none */
+    MQ_ACTIVATIONS_NONE,     /* weight-only (W4A16, W8A16): no input parameters stored, even
+                                with calibration statistics (they still steer the scales) */
+    MQ_ACTIVATIONS_DYNAMIC,  /* int8 per token, computed at run time: nothing stored */
+    MQ_ACTIVATIONS_STATIC    /* int8 per tensor from calibration: input_scale (and
+                                input_zero_point when asymmetric); a quantized layer without
+                                statistics is an MQ_ERR_INVALID error */
+} mq_activations;
+
 /* Bit for a kind in mq_quantize_options.kinds. */
 #define MQ_KIND_BIT(kind) (1u << (unsigned)(kind))
 
@@ -456,10 +486,24 @@ typedef struct mq_quantize_options {
                                   listing the warnings. Decided before the output is committed:
                                   the destination stays untouched and no temporary file is
                                   left. A dry run fails the same way (no report). */
+    /* additions (0.2): what the output looks like to serving engines (docs/FORMAT.md) */
+    mq_layout layout;          /* MQ_LAYOUT_COMPRESSED_TENSORS (default) or MQ_LAYOUT_NATIVE */
+    mq_activations activations; /* MQ_ACTIVATIONS_AUTO (default), see mq_activations */
+    mq_dtype scale_dtype;      /* stored scales (and input scales): F32, F16 or BF16;
+                                  MQ_DTYPE_INVALID (default): the weight's own dtype (F64: F32)
+                                  in the compressed-tensors layout, F32 in the native one. The
+                                  codes are chosen with the scales rounded to this dtype, and
+                                  the error figures use those rounded scales. */
+    int output_folder;         /* 1: `out` is a model folder to create (weights, index,
+                                  config.json with its quantization_config, and every other
+                                  file of the input's folder, copied); see mq_quantize_file */
+    uint64_t max_shard_size;   /* folder output: largest shard in bytes (0: 5 GB, as Hugging
+                                  Face); one shard is written as model.safetensors */
 } mq_quantize_options;
 
 /* Defaults: INT8 symmetric per channel (min/max), kinds linear+conv+rnn, default_skip 1,
- * error_stats 1, sqnr_warn_db 0, everything else 0/NULL. */
+ * error_stats 1, sqnr_warn_db 0, the compressed-tensors layout, automatic activations, scales
+ * in the weights' dtype, everything else 0/NULL. */
 MQ_API void mq_quantize_options_default(mq_quantize_options *opts);
 
 typedef struct mq_tensor_report {
@@ -499,7 +543,13 @@ typedef struct mq_report {
 } mq_report;
 
 /* Quantizes the checkpoint `in` (anything mq_model_open reads) into `out` following `opts`
- * (NULL: defaults). Streams: memory stays bounded by a few chunk buffers and the largest
+ * (NULL: defaults). With opts->output_folder, `out` is a folder that must not exist yet: it
+ * is built under a temporary name beside it and renamed into place once complete, holding
+ * model.safetensors (or shards of at most max_shard_size bytes plus
+ * model.safetensors.index.json), config.json with the quantization_config the layout defines
+ * (when the input's folder has a config.json), and every other regular file of the input's
+ * folder (the folder itself, or the one holding the index or file), copied byte for byte;
+ * the input's own weight files and index are not copied. On failure nothing is left. Streams: memory stays bounded by a few chunk buffers and the largest
  * tensor's scales, whatever the model size. The output is written to a temporary file and
  * renamed into place; `in` is never modified, and an `out` that resolves to the input file
  * fails with MQ_ERR_INVALID. `out` may be NULL for a dry run. On success, and for a dry run,

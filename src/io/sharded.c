@@ -16,6 +16,7 @@
  * *.safetensors.index.json, else a single *.index.json; else a single *.safetensors; else a
  * single *.bin / *.pt / *.pth (PyTorch); anything else is an error listing what was found. */
 #include "io/json.h"
+#include "io/folder.h"
 #include "io/model_internal.h"
 
 #include <dirent.h>
@@ -57,39 +58,7 @@ typedef struct index_reader {
 } index_reader;
 
 static mq_status read_whole_file(mq_ctx *ctx, const char *path, char **out, size_t *len) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return mq__fail(ctx, MQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return mq__fail(ctx, MQ_ERR_IO, "%s: not a readable regular file", path);
-    }
-    if ((uint64_t)sb.st_size > INDEX_MAX_BYTES) {
-        close(fd);
-        return mq__fail(ctx, MQ_ERR_FORMAT, "%s: index file of %lld bytes is over the limit of "
-                        "%u", path, (long long)sb.st_size, INDEX_MAX_BYTES);
-    }
-    size_t n = (size_t)sb.st_size, got = 0;
-    char *buf = (char *)mq__malloc(ctx, n + 1);
-    if (!buf) {
-        close(fd);
-        return MQ_ERR_NOMEM;
-    }
-    while (got < n) {
-        ssize_t k = read(fd, buf + got, n - got);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) {
-            int e = k < 0 ? errno : EIO;
-            close(fd);
-            mq__free(ctx, buf);
-            return mq__fail(ctx, MQ_ERR_IO, "%s: cannot read: %s", path, strerror(e));
-        }
-        got += (size_t)k;
-    }
-    close(fd);
-    *out = buf;
-    *len = n;
-    return MQ_OK;
+    return mq__read_small_file(ctx, path, INDEX_MAX_BYTES, "index file", out, len);
 }
 
 static char *join_path(mq_ctx *ctx, const char *dir, const char *name) {

@@ -3,6 +3,7 @@
  * largest chunk size and reused; input pages already consumed are handed back to the kernel,
  * so memory stays bounded whatever the model size. */
 #include "model/pipeline_internal.h"
+#include "model/hf_folder.h"
 #include "io/model_internal.h"
 #include "io/writer_internal.h"
 #include "quant/quant_internal.h"
@@ -24,7 +25,8 @@
 typedef struct stream {
     mq_ctx *ctx;
     const mq_model *model;
-    mq_writer *w;
+    const mq__plan *plan;
+    mq__emit em;
     const mq_quantize_options *opts;
     uint8_t *out;        /* converted chunk */
     float *deq;          /* F32 scratch: the dequantized chunk */
@@ -42,6 +44,52 @@ static mq_status ensure(mq_ctx *ctx, void **buf, size_t *cap, size_t need) {
     *buf = mq__malloc(ctx, need);
     if (!*buf) return MQ_ERR_NOMEM;
     *cap = need;
+    return MQ_OK;
+}
+
+mq_status mq__emit_write(mq__emit *em, const void *data, size_t n) {
+    const uint8_t *p = (const uint8_t *)data;
+    while (n) {
+        while (em->cur < em->nw && em->done == em->file_bytes[em->cur]) {
+            em->cur++;
+            em->done = 0;
+        }
+        if (em->cur >= em->nw)
+            return mq__fail(em->ctx, MQ_ERR_INTERNAL, "quantize: %zu bytes beyond the last "
+                            "output tensor", n);
+        uint64_t left = em->file_bytes[em->cur] - em->done;
+        size_t k = n < left ? n : (size_t)left;
+        MQ_TRY(mq_writer_write(em->w[em->cur], p, k));
+        em->done += k;
+        p += k;
+        n -= k;
+    }
+    return MQ_OK;
+}
+
+uint8_t *mq__emit_scratch(mq__emit *em, size_t n) {
+    if (ensure(em->ctx, (void **)&em->scratch, &em->scratch_cap, n ? n : 1) != MQ_OK) return NULL;
+    return em->scratch;
+}
+
+mq_status mq__emit_floats(mq__emit *em, const float *v, size_t n, mq_dtype dtype) {
+    size_t es = mq_dtype_size(dtype);
+    for (size_t off = 0; off < n;) {
+        size_t k = n - off < 65536 ? n - off : 65536;
+        uint8_t *buf = mq__emit_scratch(em, k * es);
+        if (!buf) return MQ_ERR_NOMEM;
+        if (dtype == MQ_F32) {
+            for (size_t i = 0; i < k; i++) {
+                uint32_t b;
+                memcpy(&b, v + off + i, 4);
+                mq__store_le32(buf + 4 * i, b);
+            }
+        } else {
+            MQ_TRY(mq_convert(em->ctx, dtype, buf, MQ_F32, v + off, k));
+        }
+        MQ_TRY(mq__emit_write(em, buf, k * es));
+        off += k;
+    }
     return MQ_OK;
 }
 
@@ -69,7 +117,7 @@ static mq_status copy_tensor(stream *s, const mq__plan_entry *e) {
     const uint8_t *p = (const uint8_t *)t->data;
     for (uint64_t off = 0; off < t->nbytes; off += COPY_SLICE) {
         uint64_t k = t->nbytes - off < COPY_SLICE ? t->nbytes - off : COPY_SLICE;
-        MQ_TRY(mq_writer_write(s->w, p + off, (size_t)k));
+        MQ_TRY(mq__emit_write(&s->em, p + off, (size_t)k));
         mq__release_input(s->model, p + off, k);
         MQ_TRY(progress(s, t->name, k));
     }
@@ -90,7 +138,7 @@ static mq_status cast_tensor(stream *s, const mq__plan_entry *e, mq__err_acc *ac
         size_t n = (size_t)(t->numel - off < (uint64_t)CHUNK_ELEMS ? t->numel - off : CHUNK_ELEMS);
         const uint8_t *src = (const uint8_t *)t->data + off * es;
         MQ_TRY(mq_convert(s->ctx, dt, s->out, t->dtype, src, n));
-        MQ_TRY(mq_writer_write(s->w, s->out, n * 2));
+        MQ_TRY(mq__emit_write(&s->em, s->out, n * 2));
         MQ_TRY(mq_convert(s->ctx, MQ_F32, s->deq, dt, s->out, n));
         double before = acc->sum_a2;
         MQ_TRY(mq__err_acc_add(s->ctx, acc, t->dtype, src, s->deq, n));
@@ -151,7 +199,7 @@ static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc
         if (st == MQ_ERR_QUANT && !strstr(mq_ctx_message(ctx), t->name))
             return mq__fail_prefix(ctx, "tensor '%s'", t->name);
         if (st != MQ_OK) return st;
-        MQ_TRY(mq_writer_write(s->w, s->out, (size_t)((uint64_t)nr * L->row_bytes)));
+        MQ_TRY(s->plan->ops->rows(&s->em, e, s->out, rb, re));
         if (s->opts->error_stats) {
             int64_t shape[MQ_MAX_DIMS];
             memcpy(shape, t->shape, sizeof shape);
@@ -180,23 +228,7 @@ static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc
         MQ_TRY(progress(s, t->name, (uint64_t)nr * row_in));
     }
     if (spec.granularity == MQ_PER_TENSOR) mq__release_input(s->model, t->data, t->nbytes);
-    /* companions, in plan order: scale, zero point, shape, input parameters */
-    MQ_TRY(mq_writer_write(s->w, s->scale, (size_t)L->nscales * sizeof(float)));
-    if (zsz) MQ_TRY(mq_writer_write(s->w, s->zp, (size_t)L->nscales * zsz));
-    if (e->spec.type == MQ_Q_INT4 || e->spec.type == MQ_Q_UINT4) {
-        uint8_t dims[MQ_MAX_DIMS * 8];
-        for (int d = 0; d < t->ndim; d++) mq__store_le64(dims + 8 * d, (uint64_t)t->shape[d]);
-        MQ_TRY(mq_writer_write(s->w, dims, (size_t)t->ndim * 8));
-    }
-    if (e->has_input_params) {
-        uint8_t sc[4], zp = (uint8_t)e->input_zero_point;
-        uint32_t bits;
-        memcpy(&bits, &e->input_scale, 4);
-        mq__store_le32(sc, bits);
-        MQ_TRY(mq_writer_write(s->w, sc, 4));
-        MQ_TRY(mq_writer_write(s->w, &zp, 1));
-    }
-    return MQ_OK;
+    return s->plan->ops->companions(&s->em, e, s->scale, zsz ? s->zp : NULL);
 }
 
 /* GPTQ: the Hessian is factorized once per tensor, not once per chunk of rows. */
@@ -236,6 +268,7 @@ static mq_status size_buffers(stream *s, const mq__plan *p) {
 }
 
 static void free_stream(stream *s) {
+    mq__free(s->ctx, s->em.scratch);
     mq__free(s->ctx, s->out);
     mq__free(s->ctx, s->deq);
     mq__free(s->ctx, s->scale);
@@ -295,8 +328,13 @@ static void meta_free(mq_ctx *ctx, meta_list *ml) {
 /* Room reserved in the stored config for the error figures, filled in after the data. */
 static size_t error_room(const mq__plan *p) { return (p->nquantized + p->ncast) * 120 + 16; }
 
+/* Our own configuration's key: quantization_config unless the layout has its own. */
+static const char *own_config_key(const char *hf_cfg) {
+    return hf_cfg ? MQ__META_OWN_CONFIG : MQ__META_CONFIG;
+}
+
 static mq_status build_meta(mq_ctx *ctx, const mq_model *m, const mq__plan *p,
-                            const mq_quantize_options *o, meta_list *ml) {
+                            const mq_quantize_options *o, const char *hf_cfg, meta_list *ml) {
     for (size_t i = 0; i < mq_model_metadata_count(m); i++) {
         const char *k = mq_model_metadata_key(m, i);
         if (!strcmp(k, "format") || !strncmp(k, MQ__META_TENSOR_PREFIX,
@@ -314,11 +352,13 @@ static mq_status build_meta(mq_ctx *ctx, const mq_model *m, const mq__plan *p,
     }
     memset(padded + len, ' ', room);
     padded[len + room] = 0;
-    MQ_TRY(meta_put(ctx, ml, MQ__META_CONFIG, padded, false, true));
+    MQ_TRY(meta_put(ctx, ml, own_config_key(hf_cfg), padded, false, true));
+    if (hf_cfg) MQ_TRY(meta_put(ctx, ml, MQ__META_CONFIG, hf_cfg, false, false));
     char scheme[64];
     mq_qspec_name(&o->spec, scheme, sizeof scheme);
     MQ_TRY(meta_put(ctx, ml, MQ__META_SCHEME, mq__strdup(ctx, scheme), false, true));
     MQ_TRY(meta_put(ctx, ml, MQ__META_FORMAT, MQ__FORMAT_VERSION, false, false));
+    MQ_TRY(meta_put(ctx, ml, MQ__META_LAYOUT, p->ops->name, false, false));
     for (size_t i = 0; i < p->n; i++) {
         const mq__plan_entry *e = &p->entries[i];
         if (e->action == MQ_ACTION_KEEP) continue;
@@ -346,8 +386,8 @@ static mq_status escaped(mq_ctx *ctx, const char *s, mq__sb *out) {
 /* Replaces the stored config (reserved with trailing spaces) by the one with the error
  * figures, in place in the safetensors header. Left as it is when the header does not hold
  * the expected bytes. */
-static mq_status patch_config(mq_ctx *ctx, mq_writer *w, const mq__plan *p, const char *old_cfg,
-                              const char *new_cfg) {
+static mq_status patch_config(mq_ctx *ctx, mq_writer *w, const mq__plan *p, const char *meta_key,
+                              const char *old_cfg, const char *new_cfg) {
     if (w->format != MQ_FORMAT_SAFETENSORS) return MQ_OK;
     mq__sb eo = {0}, en = {0};
     mq_status st = escaped(ctx, old_cfg, &eo);
@@ -369,7 +409,8 @@ static mq_status patch_config(mq_ctx *ctx, mq_writer *w, const mq__plan *p, cons
         goto done;
     }
     if (pread(fd, hdr, (size_t)hlen, 8) != (ssize_t)hlen) goto done;
-    const char *key = "\"" MQ__META_CONFIG "\":";
+    char key[64];
+    snprintf(key, sizeof key, "\"%s\":", meta_key);
     uint8_t *k = (uint8_t *)memmem(hdr, (size_t)hlen, key, strlen(key));
     if (!k) goto done;
     uint8_t *v = (uint8_t *)memmem(k, (size_t)(hdr + hlen - k), eo.s, eo.len);
@@ -408,16 +449,18 @@ static mq_status strict_check(mq_ctx *ctx, const mq__plan *p, const mq_quantize_
                     list);
 }
 
-static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *out,
-                     const mq_quantize_options *o, mq_report *rep) {
+static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *in,
+                     const char *out, const mq_quantize_options *o, mq_report *rep) {
     meta_list ml = {0};
-    stream s = {.ctx = ctx, .model = m, .opts = o, .total = p->bytes_in};
-    char *cfg_final = NULL;
+    stream s = {.ctx = ctx, .model = m, .plan = p, .opts = o, .total = p->bytes_in};
+    s.em.ctx = ctx;
+    mq__outputs files = {0};
+    char *cfg_final = NULL, *hf_cfg = NULL;
     /* warnings of the plan are known before anything is written */
     mq_status st = strict_check(ctx, p, o, out, true);
-    if (st == MQ_OK) st = build_meta(ctx, m, p, o, &ml);
-    if (st == MQ_OK)
-        st = mq_writer_open(ctx, out, o->out_format, p->outs, p->nouts, ml.kv, ml.n, &s.w);
+    if (st == MQ_OK) st = p->ops->hf_config(ctx, p, &hf_cfg);
+    if (st == MQ_OK) st = build_meta(ctx, m, p, o, hf_cfg, &ml);
+    if (st == MQ_OK) st = mq__outputs_open(ctx, out, p, o, ml.kv, ml.n, &files, &s.em);
     if (st == MQ_OK) st = size_buffers(&s, p);
     for (size_t i = 0; st == MQ_OK && i < p->n; i++) {
         const mq__plan_entry *e = &p->entries[i];
@@ -442,29 +485,31 @@ static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *ou
     /* strict: decided before the commit, so the destination stays untouched */
     if (st == MQ_OK) st = strict_check(ctx, p, o, out, true);
     if (st == MQ_OK) st = mq__config_json(ctx, p, o, rep, &cfg_final);
-    if (st == MQ_OK && s.w->be->meta_at_end) {
+    mq_writer *first = s.em.nw ? s.em.w[0] : NULL;
+    const char *key = own_config_key(hf_cfg);
+    if (st == MQ_OK && first->be->meta_at_end) {
         /* the metadata is written at commit: store the final config as it is */
-        st = mq__writer_set_meta(s.w, MQ__META_CONFIG, cfg_final);
+        st = mq__writer_set_meta(first, key, cfg_final);
     } else if (st == MQ_OK) {
         const char *old = NULL;
         for (size_t i = 0; i < ml.n; i++)
-            if (!strcmp(ml.kv[i].key, MQ__META_CONFIG)) old = ml.kv[i].value;
+            if (!strcmp(ml.kv[i].key, key)) old = ml.kv[i].value;
         size_t room = error_room(p);
         /* the stored value is the plain config followed by `room` spaces */
         char *plain = old ? mq__strndup(ctx, old, strlen(old) - room) : NULL;
         if (old && !plain) st = MQ_ERR_NOMEM;
-        if (plain) st = patch_config(ctx, s.w, p, plain, cfg_final);
+        if (plain) st = patch_config(ctx, first, p, key, plain, cfg_final);
         mq__free(ctx, plain);
     }
-    if (st == MQ_OK) st = mq_writer_commit(s.w);
+    if (st == MQ_OK) st = mq__outputs_commit(ctx, &files, &s.em, p, in, hf_cfg);
     if (st == MQ_OK) {
         rep->config_json = cfg_final;
         cfg_final = NULL;
-        struct stat so;
-        if (stat(out, &so) == 0) rep->file_bytes_out = (uint64_t)so.st_size;
+        rep->file_bytes_out = files.bytes_out;
     }
     mq__free(ctx, cfg_final);
-    mq_writer_free(s.w);
+    mq__free(ctx, hf_cfg);
+    mq__outputs_free(ctx, &files, &s.em);
     free_stream(&s);
     meta_free(ctx, &ml);
     return st;
@@ -501,7 +546,7 @@ mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
     if (st == MQ_OK) st = mq__plan_build(ctx, m, opts, stats, &plan);
     if (st == MQ_OK) st = mq__report_from_plan(ctx, &plan, &rep);
     if (st == MQ_OK) rep->file_bytes_in = input_file_bytes(m, in);
-    if (st == MQ_OK && !opts->dry_run) st = run(ctx, m, &plan, out, opts, rep);
+    if (st == MQ_OK && !opts->dry_run) st = run(ctx, m, &plan, in, out, opts, rep);
     if (st == MQ_OK && opts->dry_run) st = strict_check(ctx, &plan, opts, in, false);
     if (st == MQ_OK && opts->dry_run) st = mq__config_json(ctx, &plan, opts, rep, &rep->config_json);
     if (st == MQ_OK) {

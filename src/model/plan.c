@@ -3,6 +3,7 @@
  * header first and stream. */
 #include "model/pipeline_internal.h"
 
+#include <float.h>
 #include <fnmatch.h>
 #include <stdio.h>
 #include <string.h>
@@ -86,7 +87,7 @@ int mq__spec_from_meta(const char *str, mq_qspec *s, mq_dtype *orig) {
 }
 
 /* Name of the layer a tensor belongs to: the name without its last component. */
-static size_t layer_prefix_len(const char *name) {
+size_t mq__layer_prefix_len(const char *name) {
     const char *dot = strrchr(name, '.');
     return dot ? (size_t)(dot - name) : 0;
 }
@@ -94,7 +95,7 @@ static size_t layer_prefix_len(const char *name) {
 int mq__is_head_name(const char *name) {
     static const char *const heads[] = {"lm_head", "output", "head", "classifier", "score",
                                         "embed_out"};
-    size_t n = layer_prefix_len(name);
+    size_t n = mq__layer_prefix_len(name);
     if (!n) return 0;
     size_t start = n;
     while (start > 0 && name[start - 1] != '.') start--;
@@ -151,9 +152,8 @@ mq_status mq__plan_warn(mq__plan *p, const char *fmt, ...) {
     return MQ_OK;
 }
 
-static mq_status set_reason(mq__plan *p, mq__plan_entry *e, const char *fmt, ...)
-    MQ_PRINTF(3, 4);
-static mq_status set_reason(mq__plan *p, mq__plan_entry *e, const char *fmt, ...) {
+#define set_reason mq__plan_keep
+mq_status mq__plan_keep(mq__plan *p, mq__plan_entry *e, const char *fmt, ...) {
     char buf[256];
     va_list ap;
     va_start(ap, fmt);
@@ -166,8 +166,7 @@ static mq_status set_reason(mq__plan *p, mq__plan_entry *e, const char *fmt, ...
     return e->reason ? MQ_OK : MQ_ERR_NOMEM;
 }
 
-/* Appends an output tensor named `base` + `suffix`. */
-static mq_status add_out(mq__plan *p, const char *base, size_t base_len, const char *suffix,
+mq_status mq__plan_add_out(mq__plan *p, const char *base, size_t base_len, const char *suffix,
                          mq_dtype dtype, int ndim, const int64_t *shape) {
     MQ_TRY(mq__grow(p->ctx, (void **)&p->outs, &p->cap_outs, p->nouts + 1, sizeof *p->outs));
     size_t k = strlen(suffix);
@@ -232,6 +231,7 @@ static mq_status decide(mq__plan *p, const mq_quantize_options *o, mq__plan_entr
                         bool last_linear) {
     const mq_tensor *t = e->src;
     bool head = mq__is_head_name(t->name) || last_linear;
+    e->is_head = head;
     e->spec = o->spec;
     e->spec.importance = NULL;
     e->spec.hessian = NULL;
@@ -259,6 +259,7 @@ static mq_status decide(mq__plan *p, const mq_quantize_options *o, mq__plan_entr
         if (rule->type == MQ_Q_NONE)
             return set_reason(p, e, "kept by --layer '%s=none'", rule->pattern);
         e->spec = rule_spec(&o->spec, rule->type);
+        e->by_rule = 1;
     } else {
         if (!(o->kinds & MQ_KIND_BIT(e->kind)))
             return set_reason(p, e, "%s (not in --types)", mq_layer_kind_name(e->kind));
@@ -282,39 +283,11 @@ static mq_status decide(mq__plan *p, const mq_quantize_options *o, mq__plan_entr
     return MQ_OK;
 }
 
-/* Outputs of a quantized tensor (docs/FORMAT.md). */
-static mq_status plan_quantized_outputs(mq__plan *p, mq__plan_entry *e) {
-    const mq_tensor *t = e->src;
-    const mq_qlayout *L = &e->layout;
-    size_t nl = strlen(t->name);
-    int64_t sshape[2] = {L->rows, L->groups_per_row};
-    int sdims = 2;
-    if (e->spec.granularity == MQ_PER_TENSOR) sshape[0] = 1, sdims = 1;
-    if (is_4bit(e->spec.type))
-        MQ_TRY(add_out(p, t->name, nl, MQ__SUFFIX_PACKED, L->data_dtype, L->ndata_dims,
-                       L->data_shape));
-    else MQ_TRY(add_out(p, t->name, nl, "", L->data_dtype, L->ndata_dims, L->data_shape));
-    MQ_TRY(add_out(p, t->name, nl, MQ__SUFFIX_SCALE, L->scale_dtype, sdims, sshape));
-    if (L->has_zero_point)
-        MQ_TRY(add_out(p, t->name, nl, MQ__SUFFIX_ZERO, L->zero_point_dtype, sdims, sshape));
-    if (is_4bit(e->spec.type)) {
-        int64_t nd = t->ndim;
-        MQ_TRY(add_out(p, t->name, nl, MQ__SUFFIX_SHAPE, MQ_I64, 1, &nd));
-    }
-    if (e->has_input_params) {
-        size_t lp = layer_prefix_len(t->name);
-        int64_t one = 1;
-        MQ_TRY(add_out(p, t->name, lp, ".input_scale", MQ_F32, 1, &one));
-        MQ_TRY(add_out(p, t->name, lp, ".input_zero_point", e->input_zp_dtype, 1, &one));
-    }
-    return MQ_OK;
-}
-
 /* Statistics for the layer of a `<layer>.weight` tensor: activation parameters and the
  * per-column importance (Conv: each input channel repeated kh*kw times). */
 static mq_status attach_stats(mq__plan *p, mq__plan_entry *e, const mq_calib_stats *stats) {
     const mq_tensor *t = e->src;
-    size_t lp = layer_prefix_len(t->name);
+    size_t lp = mq__layer_prefix_len(t->name);
     if (!lp || strcmp(t->name + lp, ".weight") != 0) return MQ_OK;
     char layer[512];
     if (lp >= sizeof layer) return MQ_OK;
@@ -331,6 +304,7 @@ static mq_status attach_stats(mq__plan *p, mq__plan_entry *e, const mq_calib_sta
     e->input_scale = ls.input_scale;
     e->input_zero_point = ls.input_zero_point;
     e->input_zp_dtype = ls.input_type == MQ_Q_UINT8 ? MQ_U8 : MQ_I8;
+    e->input_symmetric = ls.input_scheme == MQ_SYMMETRIC;
     if (ls.mean_sq) {
         float *imp = (float *)mq__malloc(p->ctx, (size_t)cols * sizeof *imp);
         if (!imp) return MQ_ERR_NOMEM;
@@ -342,10 +316,75 @@ static mq_status attach_stats(mq__plan *p, mq__plan_entry *e, const mq_calib_sta
     return MQ_OK;
 }
 
+static bool is_8bit(mq_qtype t) { return t == MQ_Q_INT8 || t == MQ_Q_UINT8; }
+
+/* The activation mode of a converted tensor (mq_activations); static needs the layer's
+ * calibration statistics. */
+static mq_status resolve_activations(mq__plan *p, mq__plan_entry *e, const mq_quantize_options *o) {
+    bool quant = e->action == MQ_ACTION_QUANTIZE;
+    switch (o->activations) {
+    case MQ_ACTIVATIONS_AUTO:
+        e->act = !quant || !is_8bit(e->spec.type) ? MQ_ACTIVATIONS_NONE
+               : e->has_input_params              ? MQ_ACTIVATIONS_STATIC
+                                                  : MQ_ACTIVATIONS_DYNAMIC;
+        break;
+    case MQ_ACTIVATIONS_STATIC:
+        if (quant && !e->has_input_params)
+            return mq__fail(p->ctx, MQ_ERR_INVALID,
+                            "tensor '%s': static activations need the layer's calibration "
+                            "statistics (--calibration), and it has none", e->src->name);
+        /* fall through */
+    default:
+        e->act = quant ? o->activations : MQ_ACTIVATIONS_NONE;
+    }
+    if (e->act != MQ_ACTIVATIONS_STATIC) e->has_input_params = 0;
+    return MQ_OK;
+}
+
+/* A converted tensor that ended up kept, or a cast: no calibration-derived state. */
+static void drop_stats(mq__plan *p, mq__plan_entry *e) {
+    e->has_input_params = 0;
+    mq__free(p->ctx, e->importance);
+    e->importance = NULL;
+    e->hessian = NULL;
+}
+
+/* The layout again (the family may have mapped the target) and the stored scale dtype. */
+static mq_status finish_layout(mq__plan *p, mq__plan_entry *e, const mq_quantize_options *o) {
+    mq_status st = mq_qlayout_init(p->ctx, &e->spec, e->src->ndim, e->src->shape, &e->layout);
+    if (st != MQ_OK) return mq__fail_prefix(p->ctx, "tensor '%s'", e->src->name);
+    mq_dtype sd = o->scale_dtype;
+    if (sd == MQ_DTYPE_INVALID)
+        sd = o->layout == MQ_LAYOUT_NATIVE || e->src->dtype == MQ_F64 ? MQ_F32 : e->src->dtype;
+    e->layout.scale_dtype = sd;
+    if (e->has_input_params && sd == MQ_F16)
+        e->input_scale = mq_f16_to_f32(mq_f32_to_f16(e->input_scale));
+    else if (e->has_input_params && sd == MQ_BF16)
+        e->input_scale = mq_bf16_to_f32(mq_f32_to_bf16(e->input_scale));
+    if (e->has_input_params && !(e->input_scale > 0 && e->input_scale <= FLT_MAX))
+        return mq__fail(p->ctx, MQ_ERR_QUANT, "tensor '%s': input scale beyond the %s range",
+                        e->src->name, mq_dtype_name(sd));
+    return MQ_OK;
+}
+
 mq_status mq__plan_build(mq_ctx *ctx, const mq_model *model, const mq_quantize_options *o,
                          const mq_calib_stats *stats, mq__plan *p) {
     memset(p, 0, sizeof *p);
     p->ctx = ctx;
+    p->ops = o->layout == MQ_LAYOUT_NATIVE ? &mq__layout_native : &mq__layout_ct;
+    if (o->layout != MQ_LAYOUT_NATIVE && o->layout != MQ_LAYOUT_COMPRESSED_TENSORS)
+        return mq__fail(ctx, MQ_ERR_INVALID, "quantize: unknown output layout %d", (int)o->layout);
+    if ((unsigned)o->activations > MQ_ACTIVATIONS_STATIC)
+        return mq__fail(ctx, MQ_ERR_INVALID, "quantize: unknown activation mode %d",
+                        (int)o->activations);
+    if (o->scale_dtype != MQ_DTYPE_INVALID && o->scale_dtype != MQ_F32 &&
+        o->scale_dtype != MQ_F16 && o->scale_dtype != MQ_BF16)
+        return mq__fail(ctx, MQ_ERR_INVALID, "quantize: scales can be stored as F32, F16 or BF16, "
+                        "not %s", mq_dtype_name(o->scale_dtype));
+    if (o->layout == MQ_LAYOUT_NATIVE && o->scale_dtype != MQ_DTYPE_INVALID &&
+        o->scale_dtype != MQ_F32)
+        return mq__fail(ctx, MQ_ERR_INVALID, "quantize: the native layout stores F32 scales "
+                        "(other scale dtypes are for the compressed-tensors layout)");
     size_t n = mq_model_tensor_count(model);
     p->entries = (mq__plan_entry *)mq__calloc(ctx, n ? n : 1, sizeof *p->entries);
     if (!p->entries) return MQ_ERR_NOMEM;
@@ -368,10 +407,16 @@ mq_status mq__plan_build(mq_ctx *ctx, const mq_model *model, const mq_quantize_o
             /* GPTQ needs the layer's Hessian: without one, the weighted MSE search */
             if (e->spec.search == MQ_SEARCH_GPTQ && !e->hessian) e->spec.search = MQ_SEARCH_MSE;
         }
+        if (e->action != MQ_ACTION_KEEP) {
+            MQ_TRY(resolve_activations(p, e, o));
+            MQ_TRY(p->ops->adapt(p, e, o));
+        }
+        if (e->action == MQ_ACTION_QUANTIZE) MQ_TRY(finish_layout(p, e, o));
+        else drop_stats(p, e);
         e->first_out = p->nouts;
         const mq_tensor *t = e->src;
         if (e->action == MQ_ACTION_QUANTIZE) {
-            MQ_TRY(plan_quantized_outputs(p, e));
+            MQ_TRY(p->ops->outputs(p, e));
             p->nquantized++;
         } else {
             mq_dtype dt = t->dtype;
@@ -381,7 +426,7 @@ mq_status mq__plan_build(mq_ctx *ctx, const mq_model *model, const mq_quantize_o
             } else {
                 p->nkept++;
             }
-            MQ_TRY(add_out(p, t->name, strlen(t->name), "", dt, t->ndim, t->shape));
+            MQ_TRY(mq__plan_add_out(p, t->name, strlen(t->name), "", dt, t->ndim, t->shape));
         }
         e->nout = p->nouts - e->first_out;
         for (size_t k = e->first_out; k < p->nouts; k++) e->bytes_out += desc_bytes(&p->outs[k]);

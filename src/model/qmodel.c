@@ -448,7 +448,8 @@ mq_status mq_qmodel_error(mq_qmodel *a, size_t i, mq_qmodel *b, size_t j, mq_err
 
 static bool our_key(const char *k) {
     return !strcmp(k, "format") || !strcmp(k, MQ__META_CONFIG) || !strcmp(k, MQ__META_SCHEME) ||
-           !strcmp(k, MQ__META_FORMAT) ||
+           !strcmp(k, MQ__META_FORMAT) || !strcmp(k, MQ__META_OWN_CONFIG) ||
+           !strcmp(k, MQ__META_LAYOUT) ||
            !strncmp(k, MQ__META_TENSOR_PREFIX, strlen(MQ__META_TENSOR_PREFIX));
 }
 

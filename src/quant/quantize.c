@@ -142,6 +142,20 @@ static void store_zp(const qjob *j, int64_t i, int32_t v) {
     if (j->zp) j->zp[i] = (uint8_t)v; /* two's complement for I8 */
 }
 
+/* Rounds a chosen scale to the layout's scale dtype, so the codes are computed with the value
+ * that is stored. */
+static mq_status round_scale(const qjob *j, int64_t r, mq_qparam *p) {
+    mq_dtype d = j->lay->scale_dtype;
+    float s = p->scale;
+    if (d == MQ_F16) p->scale = mq_f16_to_f32(mq_f32_to_f16(s));
+    else if (d == MQ_BF16) p->scale = mq_bf16_to_f32(mq_f32_to_bf16(s));
+    else return MQ_OK;
+    if (isfinite(p->scale) && p->scale > 0) return MQ_OK;
+    return mq__fail(j->ctx, MQ_ERR_QUANT, "quantize: row %lld: scale %g is beyond the %s range "
+                    "(store the scales as F32 or BF16)", (long long)r, (double)s,
+                    mq_dtype_name(d));
+}
+
 /* Index of the candidate with the least (weighted) squared error on x[0, n); the first wins
  * ties, so min/max is kept unless clipping helps. */
 static int best_candidate(const qjob *j, const mq_qcand *cand, int nc, const float *x,
@@ -235,6 +249,7 @@ static mq_status gptq_row(qjob *j, int tid, int64_t r, uint8_t *dst) {
         mq_qparam p = j->tensor_param;
         if (j->spec->granularity != MQ_PER_TENSOR) {
             p = mq__qparam_minmax(&j->f, j->spec->scheme, mn, mx);
+            MQ_TRY(round_scale(j, r, &p));
             int64_t si = r * L->groups_per_row + g;
             j->scale[si] = p.scale;
             store_zp(j, si, p.zp);
@@ -275,6 +290,7 @@ static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst) {
             p = j->tensor_param;
         } else {
             p = choose(j, x + c0, j->w ? j->w + c0 : NULL, (size_t)n, mn, mx);
+            MQ_TRY(round_scale(j, r, &p));
             int64_t si = r * L->groups_per_row + g;
             j->scale[si] = p.scale;
             store_zp(j, si, p.zp);
@@ -371,6 +387,7 @@ static mq_status tensor_params(qjob *j) {
         MQ_TRY(tensor_best(j, nchunks, &b1, &e1));
         if (b1 >= 0 && e1 < e0) win = j->cand[b1];
     }
+    MQ_TRY(round_scale(j, 0, &win.p));
     j->tensor_param = win.p;
     j->scale[0] = win.p.scale;
     store_zp(j, 0, win.p.zp);

@@ -36,16 +36,16 @@ expect_exit 2 info_key_no_value -- "$MQ" info "$CK" --key
 expect_exit 0 info_key_safetensors -- "$MQ" info --key model "$FIXTURES/cnn/cnn_digits.safetensors"
 
 # quantize: same tensors as from the plain state dict
-expect_exit 2 q_ambiguous -- "$MQ" quantize "$CK" -o "$T/q.safetensors"
+expect_exit 2 q_ambiguous -- "$MQ" quantize --format native "$CK" -o "$T/q.safetensors"
 expect_out q_ambiguous_hint "$HINT"
 [ ! -e "$T/q.safetensors" ] && ok q_ambiguous_writes_nothing || notok q_ambiguous_writes_nothing "file written"
-expect_exit 0 q_key -- "$MQ" quantize "$CK" --key model -o "$T/q.safetensors" -q
-expect_exit 0 q_flat -- "$MQ" quantize "$T/flat.pt" -o "$T/qflat.safetensors" -q
+expect_exit 0 q_key -- "$MQ" quantize --format native "$CK" --key model -o "$T/q.safetensors" -q
+expect_exit 0 q_flat -- "$MQ" quantize --format native "$T/flat.pt" -o "$T/qflat.safetensors" -q
 if cmp -s "$T/q.safetensors" "$T/qflat.safetensors"; then ok q_key_same_as_flat
 else notok q_key_same_as_flat "outputs differ"; fi
-expect_exit 0 q_key_pt -- "$MQ" quantize "$CK" --key model -o "$T/q.pt" -q
+expect_exit 0 q_key_pt -- "$MQ" quantize --format native "$CK" --key model -o "$T/q.pt" -q
 echo "key = model" > "$T/key.conf"
-expect_exit 0 q_key_config -- "$MQ" quantize "$CK" --config "$T/key.conf" -o "$T/qc.safetensors" -q
+expect_exit 0 q_key_config -- "$MQ" quantize --format native "$CK" --config "$T/key.conf" -o "$T/qc.safetensors" -q
 cmp -s "$T/qc.safetensors" "$T/qflat.safetensors" && ok q_key_config_same || notok q_key_config_same "outputs differ"
 
 # validate: --key for every input, --reference-key for the reference alone

@@ -21,7 +21,7 @@ if [ -e "$T/pwned" ]; then notok evil_pt_no_side_effect "the payload ran"; else 
 
 # .pt output carries the same quantization_config, error figures included, as safetensors
 for ext in safetensors pt; do
-    expect_exit 0 "q_cnn_int4_$ext" -- "$MQ" quantize "$FIXTURES/cnn/cnn_digits.safetensors" --bits 4 --no-default-skip -o "$T/cnn4.$ext" -q
+    expect_exit 0 "q_cnn_int4_$ext" -- "$MQ" quantize "$FIXTURES/cnn/cnn_digits.safetensors" --format native --bits 4 --no-default-skip -o "$T/cnn4.$ext" -q
     "$MQ" info --json "$T/cnn4.$ext" > "$T/cnn4.$ext.json"
 done
 if "${PYTHON:-/usr/bin/python3}" - "$T/cnn4.safetensors.json" "$T/cnn4.pt.json" <<'PY'

@@ -60,16 +60,16 @@ then ok q_json_selection; else notok q_json_selection "unexpected plan"; fi
 
 expect_exit 0 q_include -- "$MQ" quantize "$LM" --dry-run --include '*.qkv.weight' --bits 4
 expect_out q_include_count '^4 quantized'
-expect_exit 0 q_no_default_skip -- "$MQ" quantize "$LM" --dry-run --bits 4 --no-default-skip --types linear,embedding
+expect_exit 0 q_no_default_skip -- "$MQ" quantize "$LM" --format native --dry-run --bits 4 --no-default-skip --types linear,embedding
 expect_out q_no_default_skip_count '^19 quantized'
 expect_out q_risky_warning 'warning: tok_emb\.weight: 4-bit on an embedding'
-expect_exit 3 q_strict -- "$MQ" quantize "$LM" --dry-run --bits 4 --no-default-skip --types linear,embedding --strict
+expect_exit 3 q_strict -- "$MQ" quantize "$LM" --format native --dry-run --bits 4 --no-default-skip --types linear,embedding --strict
 expect_exit 3 q_nothing_strict -- "$MQ" quantize "$LM" --dry-run --types other --strict
 expect_out q_nothing_warning 'nothing is quantized'
 # --strict on a real run fails before the commit: no output, no temporary file, an existing
 # destination untouched (SQNR warnings come after the data; the head warning before it)
 mkdir -p "$T/strict"
-expect_exit 3 q_strict_sqnr -- "$MQ" quantize "$CNN" -o "$T/strict/new.safetensors" --min-sqnr 99 --strict
+expect_exit 3 q_strict_sqnr -- "$MQ" quantize "$CNN" --format native -o "$T/strict/new.safetensors" --min-sqnr 99 --strict
 expect_out q_strict_sqnr_msg 'new\.safetensors: 4 warnings under strict mode, nothing written: conv1\.weight: SQNR'
 expect_out q_strict_sqnr_warning_printed 'fc2\.weight: SQNR [0-9.]+ dB is below the floor of 99\.0 dB'
 [ -z "$(ls -A "$T/strict")" ] && ok q_strict_leaves_nothing || notok q_strict_leaves_nothing "$(ls "$T/strict")"
@@ -89,7 +89,7 @@ group-size = 64
 exclude = blocks.0.*
 no-default-skip
 CONF
-expect_exit 0 q_config -- "$MQ" quantize "$LM" --config "$T/mq.conf" --dry-run --json
+expect_exit 0 q_config -- "$MQ" quantize "$LM" --format native --config "$T/mq.conf" --dry-run --json
 if grep -q '"name": "blocks.1.mlp.fc.weight", "kind": "linear", "dtype": "F32", "action": "quantized", "scheme": "int4-g64"' "$T/out" &&
    grep -q '"name": "blocks.0.mlp.fc.weight".*"reason": "excluded by --exclude' "$T/out" &&
    grep -q '"name": "lm_head.weight".*"scheme": "int4-g64"' "$T/out"; then ok q_config_applied
@@ -114,7 +114,7 @@ for name, shape, v in tensors:
 h = json.dumps(hdr).encode(); h += b" " * (-len(h) % 8)
 open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 PY
-expect_exit 3 q_nan -- "$MQ" quantize "$T/nan.safetensors" -o "$T/nan.q.safetensors"
+expect_exit 3 q_nan -- "$MQ" quantize "$T/nan.safetensors" --format native -o "$T/nan.q.safetensors"
 expect_out q_nan_names_tensor "b\.weight"
 [ ! -e "$T/nan.q.safetensors" ] && ok q_nan_no_output || notok q_nan_no_output "output left behind"
 expect_exit 0 q_skip_nonfinite -- "$MQ" quantize "$T/nan.safetensors" -o "$T/nan.q.safetensors" --skip-nonfinite
@@ -149,7 +149,7 @@ expect_out v_min_sqnr_msg 'below --min-sqnr 30'
 expect_exit 0 v_json -- "$MQ" validate "$T/t1.safetensors" --json
 "$PYTHON" -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["quantized"]==16 and d["failures"]==0' "$T/out" &&
     ok v_json_doc || notok v_json_doc "bad JSON"
-"$MQ" -q quantize "$LM" --bits 4 --no-default-skip -o "$T/head4.safetensors" 2>/dev/null
+"$MQ" -q quantize "$LM" --format native --bits 4 --no-default-skip -o "$T/head4.safetensors" 2>/dev/null
 expect_exit 0 v_head_warning -- "$MQ" validate "$T/head4.safetensors"
 expect_out v_head_warning_msg 'warning: lm_head\.weight: 4-bit on an output head'
 expect_exit 3 v_head_strict -- "$MQ" validate "$T/head4.safetensors" --strict
@@ -198,7 +198,7 @@ expect_exit 0 s_quantize -- "$MQ" quantize "$CNN" --calibration "$T/stats.safete
 grep -q '"name": "fc1.weight".*"action": "quantized"' "$T/out" && ok s_quantized || notok s_quantized "fc1 not quantized"
 expect_exit 0 s_info -- "$MQ" info "$T/static.safetensors"
 expect_out s_input_scale '^  fc1\.input_scale +F32 +\[1\]'
-expect_out s_input_zero_point '^  conv2\.input_zero_point +U8 +\[1\]'
+expect_out s_input_zero_point '^  fc1\.input_zero_point +I8 +\[1\]'
 expect_exit 0 s_validate -- "$MQ" validate "$T/static.safetensors" --reference "$CNN"
 # activation-weighted search (conv importance expanded over kh*kw columns)
 expect_exit 0 s_weighted -- "$MQ" quantize "$CNN" --bits 4 --no-default-skip --search mse --calibration "$T/stats.safetensors" -o "$T/awq.safetensors"

@@ -6,8 +6,8 @@ PY=${PYTHON:-/usr/bin/python3}
 LM="$FIXTURES/lm/lm_fortunes.safetensors"
 CNN="$FIXTURES/cnn/cnn_digits.safetensors"
 
-expect_exit 0 quantize_int8 -- "$MQ" quantize "$LM" -o "$T/lm8.safetensors" -q
-expect_exit 0 quantize_int4 -- "$MQ" quantize "$LM" -o "$T/lm4.safetensors" --bits 4 -q
+expect_exit 0 quantize_int8 -- "$MQ" quantize --format native "$LM" -o "$T/lm8.safetensors" -q
+expect_exit 0 quantize_int4 -- "$MQ" quantize --format native "$LM" -o "$T/lm4.safetensors" --bits 4 -q
 
 # min_sqnr FILE FLOOR COUNT: the JSON in FILE lists COUNT layers that ran, all above FLOOR dB
 min_sqnr() {
@@ -50,7 +50,7 @@ then ok below_floor_json; else notok below_floor_json "$(cat "$T/py")"; fi
 expect_exit 0 above_floor -- "$MQ" validate "$T/lm8.safetensors" --reference "$LM" --run --min-sqnr 30
 
 # Conv layers run as their flattened matrix
-expect_exit 0 quantize_cnn -- "$MQ" quantize "$CNN" -o "$T/cnn8.safetensors" -q
+expect_exit 0 quantize_cnn -- "$MQ" quantize --format native "$CNN" -o "$T/cnn8.safetensors" -q
 expect_exit 0 cnn_run -- "$MQ" validate "$T/cnn8.safetensors" --reference "$CNN" --run --mode dynamic
 expect_out cnn_conv_row "conv1 +int8 +dynamic"
 
@@ -86,7 +86,7 @@ expect_exit 3 activations_strict -- "$MQ" validate "$T/lm8.safetensors" --run --
 
 # static mode: the stored input scale where calibration gave one, dynamic elsewhere
 expect_exit 0 calibrate -- "$MQ" calibrate --model "$LM" --activations "$T/acts.safetensors" -o "$T/stats.safetensors"
-expect_exit 0 quantize_static -- "$MQ" quantize "$LM" -o "$T/lm8s.safetensors" --calibration "$T/stats.safetensors" -q
+expect_exit 0 quantize_static -- "$MQ" quantize --format native "$LM" -o "$T/lm8s.safetensors" --calibration "$T/stats.safetensors" -q
 expect_exit 0 static_run -- "$MQ" validate "$T/lm8s.safetensors" --reference "$LM" --run --mode static --activations "$T/acts.safetensors"
 expect_out static_used "blocks\.0\.mlp\.fc +int8 +static +recorded +6 "
 expect_out static_fallback "blocks\.3\.mlp\.fc +int8 +dynamic +random +16 "

@@ -65,6 +65,7 @@ static int quantize(const char *out, mq_qtype type, const char *calibration) {
     mq_ctx *ctx = mq_ctx_create();
     mq_quantize_options o;
     mq_quantize_options_default(&o);
+    o.layout = MQ_LAYOUT_NATIVE; /* the native file's rules */
     mq_qspec_recommended(&o.spec, type);
     o.spec.group_size = 64;
     o.default_skip = 0;

@@ -57,6 +57,7 @@ static int same_files(const char *a, const char *b) {
 
 static void int4_options(mq_quantize_options *o) {
     mq_quantize_options_default(o);
+    o->layout = MQ_LAYOUT_NATIVE; /* the native file's rules */
     mq_qspec_recommended(&o->spec, MQ_Q_INT4);
     o->default_skip = 0;
 }
@@ -163,6 +164,7 @@ TEST(nan_fails_or_is_skipped) {
     mq_ctx *ctx = mq_ctx_create();
     mq_quantize_options o;
     mq_quantize_options_default(&o);
+    o.layout = MQ_LAYOUT_NATIVE; /* the native file's rules */
     CHECK_EQ_INT(mq_quantize_file(ctx, nan_path, nan_out, &o, NULL), MQ_ERR_QUANT);
     CHECK_MSG_HAS(ctx, "a.weight");
     FILE *f = fopen(nan_out, "rb");
@@ -251,6 +253,7 @@ TEST(strict_fails_before_commit) {
     mq_ctx *ctx = mq_ctx_create();
     mq_quantize_options o;
     mq_quantize_options_default(&o); /* INT8: no warning in the plan */
+    o.layout = MQ_LAYOUT_NATIVE; /* the native file's rules */
     o.strict = 1;
     o.sqnr_warn_db = 200; /* every quantized tensor warns, once its data is written */
     const char *outs[2] = {dest, fresh};

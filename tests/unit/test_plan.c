@@ -101,6 +101,7 @@ TEST(defaults_int8) {
     mq_ctx *ctx = mq_ctx_create();
     mq_quantize_options o;
     mq_quantize_options_default(&o);
+    o.layout = MQ_LAYOUT_NATIVE; /* the native file's rules */
     CHECK_EQ_INT(o.spec.type, MQ_Q_INT8);
     CHECK(o.kinds & MQ_KIND_BIT(MQ_KIND_LINEAR));
     CHECK(!(o.kinds & MQ_KIND_BIT(MQ_KIND_EMBEDDING)));
@@ -134,6 +135,7 @@ TEST(int4_default_skip) {
     mq_ctx *ctx = mq_ctx_create();
     mq_quantize_options o;
     mq_quantize_options_default(&o);
+    o.layout = MQ_LAYOUT_NATIVE; /* the native file's rules */
     mq_qspec_recommended(&o.spec, MQ_Q_INT4);
     o.kinds |= MQ_KIND_BIT(MQ_KIND_EMBEDDING);
     mq_report *r = plan(ctx, &o);
@@ -165,6 +167,7 @@ TEST(patterns_and_rules) {
     mq_ctx *ctx = mq_ctx_create();
     mq_quantize_options o;
     mq_quantize_options_default(&o);
+    o.layout = MQ_LAYOUT_NATIVE; /* the native file's rules */
     const char *inc[] = {"model.*"};
     const char *exc[] = {"*.q_proj.*"};
     mq_layer_rule rules[] = {{"*.mlp.*", MQ_Q_INT4}, {"*.down_proj.*", MQ_Q_BF16},
@@ -197,6 +200,7 @@ TEST(nothing_selected_warns) {
     mq_ctx *ctx = mq_ctx_create();
     mq_quantize_options o;
     mq_quantize_options_default(&o);
+    o.layout = MQ_LAYOUT_NATIVE; /* the native file's rules */
     o.min_params = 1u << 30;
     mq_report *r = plan(ctx, &o);
     CHECK(r != NULL);

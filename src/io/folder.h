@@ -1,0 +1,31 @@
+/* Output folders: built under a temporary name beside the destination, renamed into place
+ * when complete, removed on failure. */
+#ifndef MQ_FOLDER_H
+#define MQ_FOLDER_H
+
+#include "common/internal.h"
+
+typedef struct mq__folder mq__folder;
+
+/* Creates `<dest>.mq-tmp-XXXXXX` beside `dest`, which must not exist (MQ_ERR_IO). */
+MQ_HIDDEN mq_status mq__folder_begin(mq_ctx *ctx, const char *dest, mq__folder **out);
+/* Path of `name` inside the temporary folder (mq__malloc'd; NULL when out of memory). */
+MQ_HIDDEN char *mq__folder_path(mq__folder *f, const char *name);
+/* The destination (for messages). */
+MQ_HIDDEN const char *mq__folder_dest(const mq__folder *f);
+/* A new file `name` holding n bytes, fsynced. */
+MQ_HIDDEN mq_status mq__folder_write_file(mq__folder *f, const char *name, const void *data,
+                                          size_t n);
+/* A byte-for-byte copy of `src` as `name`, fsynced. */
+MQ_HIDDEN mq_status mq__folder_copy_file(mq__folder *f, const char *src, const char *name);
+/* Renames the temporary folder to the destination (never replacing anything). */
+MQ_HIDDEN mq_status mq__folder_commit(mq__folder *f);
+/* Removes the temporary folder and its files unless committed; frees. Accepts NULL. */
+MQ_HIDDEN void mq__folder_free(mq__folder *f);
+
+/* Reads a whole regular file of at most `max` bytes (`what` names it in the message) into a
+ * NUL-terminated buffer to mq__free. */
+MQ_HIDDEN mq_status mq__read_small_file(mq_ctx *ctx, const char *path, uint64_t max,
+                                        const char *what, char **out, size_t *len);
+
+#endif
