@@ -37,7 +37,7 @@ def w8a8(kind, model, acts, observer, *calibrate_opts):
     q = os.path.join(TMP, f"{tag}.w8a8.safetensors")
     mq("-q", "calibrate", "--model", model, "--activations", acts, "--observer", observer,
        "--strict", *calibrate_opts, "-o", stats)
-    mq("-q", "quantize", model, "--bits", "8", "--calibration", stats, "-o", q)
+    mq("-q", "quantize", model, "--format", "native", "--bits", "8", "--calibration", stats, "-o", q)
     st, _ = eval_static.read_safetensors(stats)
     qt, _ = eval_static.read_safetensors(q)
     for name in (k for k in st if k.endswith((".input_scale", ".input_zero_point"))):

@@ -26,7 +26,7 @@ def evaluate(kind, weights):
 def roundtrip(kind, src, tag, *opts):
     q = os.path.join(TMP, f"{tag}.safetensors")
     d = os.path.join(TMP, f"{tag}.dq.safetensors")
-    mq("quantize", os.path.join(FIXTURES, kind, src), "-o", q, "-q", *opts)
+    mq("quantize", os.path.join(FIXTURES, kind, src), "--format", "native", "-o", q, "-q", *opts)
     mq("dequantize", q, "-o", d, "-q")
     value = evaluate(kind, d)
     print(f"# {tag}: {value}", flush=True)

@@ -20,7 +20,7 @@ CNN = os.path.join(FIXTURES, "cnn", "cnn_digits.safetensors")
 def same_as_cli(src, tag, *opts):
     q = os.path.join(TMP, f"{tag}.safetensors")
     d = os.path.join(TMP, f"{tag}.dq.safetensors")
-    mq("quantize", src, "-o", q, "-q", *opts)
+    mq("quantize", src, "--format", "native", "-o", q, "-q", *opts)
     mq("dequantize", q, "-o", d, "-q")
     ours, _ = load(d)
     theirs = dequantize(q)
