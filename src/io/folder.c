@@ -17,7 +17,7 @@ struct mq__folder {
     bool committed;
 };
 
-static char *join(mq_ctx *ctx, const char *dir, const char *name) {
+char *mq__path_join(mq_ctx *ctx, const char *dir, const char *name) {
     size_t n = strlen(dir) + strlen(name) + 2;
     char *p = (char *)mq__malloc(ctx, n);
     if (p) snprintf(p, n, "%s/%s", dir, name);
@@ -63,7 +63,9 @@ mq_status mq__folder_begin(mq_ctx *ctx, const char *dest, mq__folder **out) {
     return MQ_OK;
 }
 
-char *mq__folder_path(mq__folder *f, const char *name) { return join(f->ctx, f->tmp, name); }
+char *mq__folder_path(mq__folder *f, const char *name) {
+    return mq__path_join(f->ctx, f->tmp, name);
+}
 
 const char *mq__folder_dest(const mq__folder *f) { return f->dest; }
 
@@ -82,7 +84,7 @@ static mq_status write_all(mq__folder *f, int fd, const char *name, const void *
 }
 
 static mq_status open_new(mq__folder *f, const char *name, int *fd) {
-    char *path = join(f->ctx, f->tmp, name);
+    char *path = mq__path_join(f->ctx, f->tmp, name);
     if (!path) return MQ_ERR_NOMEM;
     *fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     int e = errno;
@@ -167,7 +169,7 @@ static void remove_tmp(mq__folder *f) {
         struct dirent *de;
         while ((de = readdir(d))) {
             if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-            char *p = join(f->ctx, f->tmp, de->d_name);
+            char *p = mq__path_join(f->ctx, f->tmp, de->d_name);
             if (p) unlink(p);
             mq__free(f->ctx, p);
         }

@@ -23,6 +23,8 @@ MQ_HIDDEN mq_status mq__folder_commit(mq__folder *f);
 /* Removes the temporary folder and its files unless committed; frees. Accepts NULL. */
 MQ_HIDDEN void mq__folder_free(mq__folder *f);
 
+/* "<dir>/<name>" (mq__malloc'd; NULL when out of memory). */
+MQ_HIDDEN char *mq__path_join(mq_ctx *ctx, const char *dir, const char *name);
 /* Reads a whole regular file of at most `max` bytes (`what` names it in the message) into a
  * NUL-terminated buffer to mq__free. */
 MQ_HIDDEN mq_status mq__read_small_file(mq_ctx *ctx, const char *path, uint64_t max,

@@ -21,13 +21,6 @@ static bool is_dir(const char *p) {
     return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
-static char *join(mq_ctx *ctx, const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = (char *)mq__malloc(ctx, n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 mq_status mq__hf_input_dir(mq_ctx *ctx, const char *in, char **dir) {
     *dir = NULL;
     if (is_dir(in)) {
@@ -39,7 +32,7 @@ mq_status mq__hf_input_dir(mq_ctx *ctx, const char *in, char **dir) {
                     : mq__strdup(ctx, ".");
     if (!d) return MQ_ERR_NOMEM;
     /* an index's folder is the model; a lone file's only when it is a model folder */
-    char *cfg = join(ctx, d, "config.json");
+    char *cfg = mq__path_join(ctx, d, "config.json");
     struct stat sb;
     bool model = cfg && (ends_with(in, ".index.json") || (stat(cfg, &sb) == 0 && S_ISREG(sb.st_mode)));
     mq__free(ctx, cfg);
@@ -121,7 +114,7 @@ mq_status mq__hf_copy_files(mq_ctx *ctx, const char *dir, mq__folder *f, const c
     closedir(d);
     if (n) qsort(names, n, sizeof *names, by_name);
     for (size_t i = 0; st == MQ_OK && i < n; i++) {
-        char *src = join(ctx, dir, names[i]);
+        char *src = mq__path_join(ctx, dir, names[i]);
         struct stat sb;
         if (!src) st = MQ_ERR_NOMEM;
         /* regular files, also through links (a hub cache's snapshot links to its blobs);

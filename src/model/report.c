@@ -213,6 +213,8 @@ static void json_spec(mq__sb *sb, const mq_qspec *s) {
     }
 }
 
+static const char *const act_names[] = {"auto", "none", "dynamic", "static"};
+
 mq_status mq__config_json(mq_ctx *ctx, const mq__plan *p, const mq_quantize_options *o,
                           const mq_report *rep, char **out) {
     mq__sb sb = {.ctx = ctx};
@@ -240,6 +242,8 @@ mq_status mq__config_json(mq_ctx *ctx, const mq__plan *p, const mq_quantize_opti
     mq__sb_add(&sb, "], \"activations\": ");
     if (o->calibration) mq__sb_add(&sb, "{\"static\": true, \"input_scale\": \"per_tensor\"}");
     else mq__sb_add(&sb, "null");
+    mq__sb_addf(&sb, ", \"layout\": \"%s\", \"activation_mode\": \"%s\"", p->ops->name,
+                act_names[(unsigned)o->activations <= MQ_ACTIVATIONS_STATIC ? o->activations : 0]);
     mq__sb_add(&sb, ", \"quantized\": {");
     first = 1;
     for (size_t i = 0; i < p->n; i++) {
@@ -251,6 +255,8 @@ mq_status mq__config_json(mq_ctx *ctx, const mq__plan *p, const mq_quantize_opti
         mq__sb_addf(&sb, ": {\"kind\": \"%s\", \"dtype\": \"%s\", ", mq_layer_kind_name(e->kind),
                     mq_dtype_name(e->src->dtype));
         json_spec(&sb, &e->spec);
+        if (e->action == MQ_ACTION_QUANTIZE)
+            mq__sb_addf(&sb, ", \"activations\": \"%s\"", act_names[e->act]);
         if (e->has_input_params) mq__sb_add(&sb, ", \"input_params\": true");
         if (rep && rep->tensors[i].has_error) {
             const mq_error_stats *er = &rep->tensors[i].error;
