@@ -205,6 +205,21 @@ expect_exit 0 s_weighted -- "$MQ" quantize "$CNN" --bits 4 --no-default-skip --s
 expect_exit 0 s_weighted_validate -- "$MQ" validate "$T/awq.safetensors" --reference "$CNN" --min-sqnr 10
 expect_exit 5 s_missing_stats -- "$MQ" quantize "$CNN" --calibration "$T/none.safetensors" -o "$T/x.safetensors"
 
+# output layouts, activations, scale dtypes, folders: option errors (exit 2, nothing written)
+expect_exit 2 o_bad_format -- "$MQ" quantize "$LM" --format gguf -o "$T/o.safetensors"
+expect_out o_bad_format_msg 'expected compressed-tensors, native, safetensors or pt'
+expect_exit 2 o_bad_activations -- "$MQ" quantize "$LM" --activations maybe -o "$T/o.safetensors"
+expect_exit 2 o_bad_scale_dtype -- "$MQ" quantize "$LM" --scale-dtype f64 -o "$T/o.safetensors"
+expect_exit 2 o_bad_shard_size -- "$MQ" quantize "$LM" --max-shard-size 5XB --output-dir "$T/o"
+expect_exit 2 o_native_f16_scales -- "$MQ" quantize "$LM" --format native --scale-dtype f16 -o "$T/o.safetensors"
+expect_out o_native_f16_scales_msg 'the native layout stores F32 scales'
+[ ! -e "$T/o.safetensors" ] && [ ! -e "$T/o" ] && ok o_nothing_written || notok o_nothing_written "output left"
+# --weights-only: W8A16, no input parameters even with statistics
+expect_exit 0 o_weights_only -- "$MQ" quantize "$CNN" --calibration "$T/stats.safetensors" --weights-only -o "$T/w8a16.safetensors"
+expect_exit 0 o_weights_only_info -- "$MQ" info "$T/w8a16.safetensors"
+expect_out o_weights_only_packed '^  fc1\.weight_packed +I32 +\[128, 256\]'
+if grep -q 'input_scale' "$T/out"; then notok o_weights_only_no_inputs "input_scale stored"; else ok o_weights_only_no_inputs; fi
+
 # compare: plain vs quantized, matched by name
 expect_exit 0 c_run -- "$MQ" compare "$LM" "$T/t1.safetensors"
 expect_out c_summary 'B is 5\.[0-9]+x smaller; 16 tensors differ, 0 only in A, 0 only in B'
