@@ -1,10 +1,11 @@
-/* A folder built under a temporary name beside its destination and renamed into place once
- * complete: a failed run leaves nothing behind. */
+/* A folder built under a temporary name beside its destination (the output policy of
+ * io/dest.h) and renamed into place once complete: a failed run leaves nothing behind. */
 #include "io/folder.h"
+#include "io/dest.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +15,9 @@
 struct mq__folder {
     mq_ctx *ctx;
     char *dest, *tmp;
-    bool committed;
+    char **files;      /* files created inside tmp (registered temporaries) */
+    size_t nfiles, cap;
+    bool committed, replaced;
 };
 
 char *mq__path_join(mq_ctx *ctx, const char *dir, const char *name) {
@@ -24,41 +27,28 @@ char *mq__path_join(mq_ctx *ctx, const char *dir, const char *name) {
     return p;
 }
 
+mq_status mq__folder_check(mq_ctx *ctx, const char *dest, const mq_model *input) {
+    mq__dest_info info;
+    MQ_TRY(mq__dest_check(ctx, dest, MQ__DEST_DIR, &info));
+    return mq__dest_not_input(ctx, dest, input);
+}
+
 mq_status mq__folder_begin(mq_ctx *ctx, const char *dest, mq__folder **out) {
     *out = NULL;
-    size_t n = strlen(dest);
-    while (n > 1 && dest[n - 1] == '/') n--;
-    struct stat sb;
-    char *d = mq__strndup(ctx, dest, n);
-    if (!d) return MQ_ERR_NOMEM;
-    if (lstat(d, &sb) == 0) {
-        mq_status st = mq__fail(ctx, MQ_ERR_IO, "%s: already exists; refusing to replace it", d);
-        mq__free(ctx, d);
-        return st;
-    }
+    mq__dest_info info;
+    MQ_TRY(mq__dest_check(ctx, dest, MQ__DEST_DIR, &info));
     mq__folder *f = (mq__folder *)mq__calloc(ctx, 1, sizeof *f);
-    char *tmp = (char *)mq__malloc(ctx, n + 32);
-    if (!f || !tmp) {
+    if (!f) return MQ_ERR_NOMEM;
+    f->ctx = ctx;
+    f->replaced = info.exists;
+    f->dest = mq__strdup(ctx, dest);
+    mq_status st = f->dest ? mq__temp_mkdir(ctx, dest, &f->tmp) : MQ_ERR_NOMEM;
+    if (st != MQ_OK) {
+        mq__free(ctx, f->dest);
         mq__free(ctx, f);
-        mq__free(ctx, tmp);
-        mq__free(ctx, d);
-        return MQ_ERR_NOMEM;
-    }
-    /* beside the destination (same file system for the rename), recognisable */
-    snprintf(tmp, n + 32, "%s.mq-tmp-XXXXXX", d);
-    if (!mkdtemp(tmp)) {
-        int e = errno;
-        mq__free(ctx, f);
-        mq__free(ctx, tmp);
-        mq_status st = mq__fail(ctx, MQ_ERR_IO, "%s: cannot create a temporary folder beside it: "
-                                "%s", d, strerror(e));
-        mq__free(ctx, d);
         return st;
     }
-    chmod(tmp, 0755); /* mkdtemp makes it 0700; a model folder is usually shared */
-    f->ctx = ctx;
-    f->dest = d;
-    f->tmp = tmp;
+    chmod(f->tmp, 0755); /* a model folder is usually shared */
     *out = f;
     return MQ_OK;
 }
@@ -67,7 +57,21 @@ char *mq__folder_path(mq__folder *f, const char *name) {
     return mq__path_join(f->ctx, f->tmp, name);
 }
 
-const char *mq__folder_dest(const mq__folder *f) { return f->dest; }
+mq_status mq__folder_add(mq__folder *f, const char *name) {
+    char *p = mq__folder_path(f, name);
+    if (!p) return MQ_ERR_NOMEM;
+    mq_status st = mq__grow(f->ctx, (void **)&f->files, &f->cap, f->nfiles + 1, sizeof *f->files);
+    if (st != MQ_OK) {
+        unlink(p);
+        mq__free(f->ctx, p);
+        return st;
+    }
+    f->files[f->nfiles++] = p;
+    /* for signal-time removal; past the registry's capacity (a model of many shards) only the
+     * ordinary failure path removes it */
+    if (mq__temp_register(f->ctx, p) != MQ_OK) mq_ctx_clear_error(f->ctx);
+    return MQ_OK;
+}
 
 static mq_status write_all(mq__folder *f, int fd, const char *name, const void *data, size_t n) {
     const char *p = (const char *)data;
@@ -84,14 +88,16 @@ static mq_status write_all(mq__folder *f, int fd, const char *name, const void *
 }
 
 static mq_status open_new(mq__folder *f, const char *name, int *fd) {
-    char *path = mq__path_join(f->ctx, f->tmp, name);
+    char *path = mq__folder_path(f, name);
     if (!path) return MQ_ERR_NOMEM;
     *fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     int e = errno;
     mq__free(f->ctx, path);
     if (*fd < 0)
         return mq__fail(f->ctx, MQ_ERR_IO, "%s/%s: cannot create: %s", f->dest, name, strerror(e));
-    return MQ_OK;
+    mq_status st = mq__folder_add(f, name);
+    if (st != MQ_OK) close(*fd);
+    return st;
 }
 
 static mq_status close_synced(mq__folder *f, int fd, const char *name, mq_status st) {
@@ -133,54 +139,39 @@ mq_status mq__folder_copy_file(mq__folder *f, const char *src, const char *name)
     return close_synced(f, fd, name, st);
 }
 
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb, (void)ftw;
+    if (flag == FTW_DP) rmdir(path);
+    else unlink(path);
+    return 0;
+}
+
 mq_status mq__folder_commit(mq__folder *f) {
     int dfd = open(f->tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
-        fsync(dfd); /* the entries of the folder; some file systems refuse: best effort */
+        fsync(dfd); /* the folder's entries; some file systems refuse: best effort */
         close(dfd);
     }
-    /* rename() would silently replace an empty folder: look first */
-    struct stat sb;
-    if (lstat(f->dest, &sb) == 0)
-        return mq__fail(f->ctx, MQ_ERR_IO, "%s: appeared while it was being written; refusing "
-                        "to replace it", f->dest);
-    if (rename(f->tmp, f->dest) != 0)
-        return mq__fail(f->ctx, MQ_ERR_IO, "%s: cannot rename the temporary folder into place: "
-                        "%s", f->dest, strerror(errno));
+    mq_status st = mq__dest_commit(f->ctx, f->tmp, f->dest);
+    if (st != MQ_OK) return st;
+    for (size_t i = 0; i < f->nfiles; i++) mq__temp_unregister(f->ctx, f->files[i]);
     f->committed = true;
-    const char *slash = strrchr(f->dest, '/');
-    char *parent = slash ? mq__strndup(f->ctx, f->dest, slash == f->dest ? 1 : (size_t)(slash - f->dest))
-                         : mq__strdup(f->ctx, ".");
-    if (parent) {
-        dfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
-        mq__free(f->ctx, parent);
+    /* a replaced folder was exchanged into the temporary name: remove it (links not followed) */
+    if (f->replaced) {
+        nftw(f->tmp, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+        mq__temp_unregister(f->ctx, f->tmp);
     }
     return MQ_OK;
 }
 
-/* Removes the temporary folder: it holds only regular files this run created. */
-static void remove_tmp(mq__folder *f) {
-    DIR *d = opendir(f->tmp);
-    if (d) {
-        struct dirent *de;
-        while ((de = readdir(d))) {
-            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-            char *p = mq__path_join(f->ctx, f->tmp, de->d_name);
-            if (p) unlink(p);
-            mq__free(f->ctx, p);
-        }
-        closedir(d);
-    }
-    rmdir(f->tmp);
-}
-
 void mq__folder_free(mq__folder *f) {
     if (!f) return;
-    if (!f->committed) remove_tmp(f);
+    if (!f->committed) {
+        for (size_t i = f->nfiles; i-- > 0;) mq__temp_discard(f->ctx, f->files[i]);
+        mq__temp_discard(f->ctx, f->tmp); /* empty now */
+    }
+    for (size_t i = 0; i < f->nfiles; i++) mq__free(f->ctx, f->files[i]);
+    mq__free(f->ctx, f->files);
     mq__free(f->ctx, f->dest);
     mq__free(f->ctx, f->tmp);
     mq__free(f->ctx, f);

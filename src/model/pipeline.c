@@ -47,52 +47,6 @@ static mq_status ensure(mq_ctx *ctx, void **buf, size_t *cap, size_t need) {
     return MQ_OK;
 }
 
-mq_status mq__emit_write(mq__emit *em, const void *data, size_t n) {
-    const uint8_t *p = (const uint8_t *)data;
-    while (n) {
-        while (em->cur < em->nw && em->done == em->file_bytes[em->cur]) {
-            em->cur++;
-            em->done = 0;
-        }
-        if (em->cur >= em->nw)
-            return mq__fail(em->ctx, MQ_ERR_INTERNAL, "quantize: %zu bytes beyond the last "
-                            "output tensor", n);
-        uint64_t left = em->file_bytes[em->cur] - em->done;
-        size_t k = n < left ? n : (size_t)left;
-        MQ_TRY(mq_writer_write(em->w[em->cur], p, k));
-        em->done += k;
-        p += k;
-        n -= k;
-    }
-    return MQ_OK;
-}
-
-uint8_t *mq__emit_scratch(mq__emit *em, size_t n) {
-    if (ensure(em->ctx, (void **)&em->scratch, &em->scratch_cap, n ? n : 1) != MQ_OK) return NULL;
-    return em->scratch;
-}
-
-mq_status mq__emit_floats(mq__emit *em, const float *v, size_t n, mq_dtype dtype) {
-    size_t es = mq_dtype_size(dtype);
-    for (size_t off = 0; off < n;) {
-        size_t k = n - off < 65536 ? n - off : 65536;
-        uint8_t *buf = mq__emit_scratch(em, k * es);
-        if (!buf) return MQ_ERR_NOMEM;
-        if (dtype == MQ_F32) {
-            for (size_t i = 0; i < k; i++) {
-                uint32_t b;
-                memcpy(&b, v + off + i, 4);
-                mq__store_le32(buf + 4 * i, b);
-            }
-        } else {
-            MQ_TRY(mq_convert(em->ctx, dtype, buf, MQ_F32, v + off, k));
-        }
-        MQ_TRY(mq__emit_write(em, buf, k * es));
-        off += k;
-    }
-    return MQ_OK;
-}
-
 /* Drops consumed input pages from this process (they stay in the page cache). Only for
  * ranges inside a read-only file mapping of the model; owned buffers are left alone. */
 void mq__release_input(const mq_model *m, const void *p, uint64_t n) {
@@ -268,26 +222,10 @@ static mq_status size_buffers(stream *s, const mq__plan *p) {
 }
 
 static void free_stream(stream *s) {
-    mq__free(s->ctx, s->em.scratch);
     mq__free(s->ctx, s->out);
     mq__free(s->ctx, s->deq);
     mq__free(s->ctx, s->scale);
     mq__free(s->ctx, s->zp);
-}
-
-/* Refuses an output that is the input (or one of its shards). */
-static mq_status check_not_input(mq_ctx *ctx, const mq_model *m, const char *in, const char *out) {
-    struct stat so;
-    if (stat(out, &so) != 0) return MQ_OK;
-    struct stat si;
-    if (stat(in, &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)
-        return mq__fail(ctx, MQ_ERR_INVALID, "%s: the output is the input file; refusing to "
-                        "overwrite it", out);
-    for (size_t i = 0; i < m->nmaps; i++)
-        if (stat(m->maps[i].path, &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)
-            return mq__fail(ctx, MQ_ERR_INVALID, "%s: the output is an input file (%s); "
-                            "refusing to overwrite it", out, m->maps[i].path);
-    return MQ_OK;
 }
 
 /* ---- metadata ------------------------------------------------------------------------- */
@@ -453,7 +391,6 @@ static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *in
                      const char *out, const mq_quantize_options *o, mq_report *rep) {
     meta_list ml = {0};
     stream s = {.ctx = ctx, .model = m, .plan = p, .opts = o, .total = p->bytes_in};
-    s.em.ctx = ctx;
     mq__outputs files = {0};
     char *cfg_final = NULL, *hf_cfg = NULL;
     /* warnings of the plan are known before anything is written */
@@ -485,8 +422,9 @@ static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *in
     /* strict: decided before the commit, so the destination stays untouched */
     if (st == MQ_OK) st = strict_check(ctx, p, o, out, true);
     if (st == MQ_OK) st = mq__config_json(ctx, p, o, rep, &cfg_final);
-    mq_writer *first = s.em.nw ? s.em.w[0] : NULL;
+    mq_writer *first = NULL;
     const char *key = own_config_key(hf_cfg);
+    if (st == MQ_OK) st = mq__outputs_meta_writer(&files, &s.em, &first);
     if (st == MQ_OK && first->be->meta_at_end) {
         /* the metadata is written at commit: store the final config as it is */
         st = mq__writer_set_meta(first, key, cfg_final);
@@ -541,7 +479,11 @@ mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
     mq_calib_stats *stats = NULL;
     mq_open_options oo = {MQ_FORMAT_AUTO, opts->key};
     mq_status st = mq_model_open(ctx, in, &oo, &m);
-    if (st == MQ_OK && out) st = check_not_input(ctx, m, in, out);
+    if (st == MQ_OK && out && !strcmp(out, "-"))
+        st = mq__fail(ctx, MQ_ERR_UNSUPPORTED, "standard output: a quantized checkpoint cannot "
+                      "be streamed (its header is completed at the end); write to a file");
+    if (st == MQ_OK && out && !opts->output_folder) st = mq_output_check(ctx, out, m);
+    if (st == MQ_OK && out && opts->output_folder) st = mq__folder_check(ctx, out, m);
     if (st == MQ_OK && opts->calibration) st = mq_calib_stats_open(ctx, opts->calibration, &stats);
     if (st == MQ_OK) st = mq__plan_build(ctx, m, opts, stats, &plan);
     if (st == MQ_OK) st = mq__report_from_plan(ctx, &plan, &rep);

@@ -73,10 +73,13 @@ MQ_HIDDEN extern const mq__layout_ops mq__layout_native;
 MQ_HIDDEN extern const mq__layout_ops mq__layout_ct;
 
 /* The output stream of a run: the bytes of every output tensor, in plan order, routed to the
- * file (shard) each belongs to, plus scratch for layout conversions. */
+ * file (shard) each belongs to, plus scratch for layout conversions (output_files.c). Shard
+ * writers open when the stream reaches them and are committed when it leaves them, except
+ * the one holding the metadata (the last), committed by mq__outputs_commit. */
 struct mq__emit {
     mq_ctx *ctx;
-    mq_writer **w;          /* one per output file */
+    struct mq__outputs *files;
+    mq_writer **w;          /* one per output file (NULL: not open, or committed) */
     uint64_t *file_bytes;   /* tensor bytes per file */
     size_t nw, cur;
     uint64_t done;          /* bytes written into file cur */
@@ -174,14 +177,24 @@ typedef struct mq__outputs {
     struct mq__folder *folder; /* folder output, else NULL */
     char **files;              /* file names in the folder (or the output path) */
     size_t nfiles;
+    size_t meta_file;          /* the file that carries the metadata (the last) */
     int *file_of;              /* per output tensor: its file */
+    size_t *first_out;         /* per file: its first output tensor */
+    const mq__plan *plan;
+    mq_format format;
+    const mq_kv *meta;         /* borrowed until the commit */
+    size_t nmeta;
     uint64_t bytes_out;        /* bytes of every file written, after the commit */
 } mq__outputs;
-/* Assigns entries to files (folder: shards of at most max_shard_size), opens a writer per file
- * (the metadata goes into the first) and sets up `em` to route the stream. */
+/* Assigns entries to files (folder: shards of at most max_shard_size, a layer's tensors
+ * together), starts the folder, and sets up `em` to route the stream; a single file's writer
+ * opens now (its destination checked before any work). */
 MQ_HIDDEN mq_status mq__outputs_open(mq_ctx *ctx, const char *out, mq__plan *p,
                                      const mq_quantize_options *o, const mq_kv *meta,
                                      size_t nmeta, mq__outputs *files, mq__emit *em);
+/* The metadata file's writer, every file opened and every other one committed: for the
+ * final metadata (error figures) before mq__outputs_commit. */
+MQ_HIDDEN mq_status mq__outputs_meta_writer(mq__outputs *files, mq__emit *em, mq_writer **w);
 /* Commits every file; a folder also gets its index, the input folder's other files (`in`:
  * the input path) with config.json carrying hf_config, and is renamed into place. */
 MQ_HIDDEN mq_status mq__outputs_commit(mq_ctx *ctx, mq__outputs *files, mq__emit *em,

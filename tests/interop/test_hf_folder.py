@@ -57,7 +57,12 @@ def hf_folder(name, poison=False):
 
 
 def leftovers(parent, stem):
-    return [f for f in os.listdir(parent) if f.startswith(stem)]
+    return [f for f in os.listdir(parent) if f.startswith(stem)] + temporaries()
+
+
+def temporaries():
+    """Temporary files and folders of monoquant runs in TMP."""
+    return [f for f in os.listdir(TMP) if f.startswith(".monoquant-")]
 
 
 SRC = hf_folder("fortunes")
@@ -116,8 +121,17 @@ def existing_destination_is_refused():
     out = os.path.join(TMP, "exists")
     os.makedirs(out)
     rc, _, err = mq("quantize", SRC, "--bits", "4", "--output-dir", out, check_rc=None)
-    assert rc == 5 and "already exists" in err, (rc, err)
-    assert os.listdir(out) == [] and leftovers(TMP, "exists.") == []
+    assert rc == 2 and "already exists" in err, (rc, err)
+    assert os.listdir(out) == [] and temporaries() == []
+    open(os.path.join(out, "stale.txt"), "w").write("old")
+    mq("-q", "quantize", SRC, "--bits", "4", "--output-dir", out, "-f")
+    assert "stale.txt" not in os.listdir(out) and "config.json" in os.listdir(out)
+    assert temporaries() == [], temporaries()
+    # a file under the folder's name is never replaced
+    f = os.path.join(TMP, "plainfile")
+    open(f, "w").write("x")
+    rc, _, err = mq("quantize", SRC, "--bits", "4", "--output-dir", f, "-f", check_rc=None)
+    assert rc == 2 and open(f).read() == "x", (rc, err)
 
 
 @case
