@@ -9,7 +9,10 @@ static bool is_cast(mq_qtype t) { return t == MQ_Q_FP16 || t == MQ_Q_BF16; }
 
 int mq_qmodel_runnable(const mq_qmodel *qm, size_t i) {
     const mq_qtensor *q = qm ? mq_qmodel_tensor(qm, i) : NULL;
-    return q && q->ndim >= 2 && (is_integer(q->spec.type) || is_cast(q->spec.type));
+    /* the kernels take monoquant's own layout; other tools' layouts are dequantized only */
+    bool native = !is_integer(q ? q->spec.type : MQ_Q_NONE) ||
+                  (q->storage && !strcmp(q->storage, "monoquant"));
+    return q && native && q->ndim >= 2 && (is_integer(q->spec.type) || is_cast(q->spec.type));
 }
 
 /* `<layer>.bias` for the weight `name` when it is a float vector of n values, else -1. */
@@ -32,7 +35,10 @@ static long find_bias(const mq_qmodel *qm, const char *name, int64_t n) {
  * Returns false when the checkpoint stores none. */
 static bool static_params(const mq_qtensor *q, float *scale, int *zp) {
     if (!q->input_scale || !q->input_zero_point) return false;
-    memcpy(scale, q->input_scale->data, 4);
+    if (q->input_scale->dtype == MQ_F32) memcpy(scale, q->input_scale->data, 4);
+    else if (q->input_scale->dtype == MQ_F16)
+        *scale = mq_f16_to_f32(mq__load_le16(q->input_scale->data));
+    else *scale = mq_bf16_to_f32(mq__load_le16(q->input_scale->data));
     if (q->input_zero_point->dtype == MQ_U8) {
         uint8_t v;
         memcpy(&v, q->input_zero_point->data, 1);
