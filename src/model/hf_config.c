@@ -370,11 +370,7 @@ mq_status mq__hfconfig_load(mq_ctx *ctx, const mq_model *m, const char *path, mq
         }
         mq__hfconfig_free(ctx, &q);
     }
-    if (st != MQ_OK) {
-        mq_dtype keep = MQ_DTYPE_INVALID;
-        mq__hfconfig_free(ctx, out);
-        out->torch_dtype = keep;
-    }
+    if (st != MQ_OK) mq__hfconfig_free(ctx, out);
     return st;
 }
 

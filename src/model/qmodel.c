@@ -42,6 +42,7 @@ void mq_qmodel_free(mq_qmodel *qm) {
     mq__free(ctx, qm->logical_of);
     mq__free(ctx, qm->src);
     mq__hfconfig_free(ctx, &qm->cfg);
+    mq__free(ctx, qm->cfg_error);
     mq__free(ctx, qm->buf);
     mq_model_free(qm->model);
     mq__free(ctx, qm);
@@ -215,6 +216,11 @@ static bool is_foreign(const mq_qmodel *qm, const mq_tensor *x, size_t base_len,
     return packed || qm->cfg.method == MQ__QM_CT;
 }
 
+static mq_status need_settings(mq_qmodel *qm) {
+    if (qm->cfg_status == MQ_OK) return MQ_OK;
+    return mq__fail(qm->ctx, qm->cfg_status, "%s", qm->cfg_error ? qm->cfg_error : "");
+}
+
 static mq_status open_logical(mq_qmodel *qm, const char *path) {
     mq_ctx *ctx = qm->ctx;
     const mq_model *m = qm->model;
@@ -240,6 +246,7 @@ static mq_status open_logical(mq_qmodel *qm, const char *path) {
             memcpy((char *)q->name, x->name, len - 8);
             memcpy((char *)q->name + len - 8, ".weight", 8);
             qm->n++;
+            MQ_TRY(need_settings(qm));
             MQ_TRY(mq__gptq_assemble(qm, path, q, src, x, len - 8));
             q->storage = qm->cfg.gptq_v2 ? "gptq_v2" : "gptq";
         } else {
@@ -254,6 +261,7 @@ static mq_status open_logical(mq_qmodel *qm, const char *path) {
             snprintf(key, sizeof key, "%s%s", MQ__META_TENSOR_PREFIX, q->name);
             const char *meta = mq_model_metadata_get(m, key);
             if (is_foreign(qm, x, base_len, packed, meta)) {
+                MQ_TRY(need_settings(qm));
                 MQ_TRY(mq__ct_assemble(qm, path, q, src, x, base_len, meta));
                 q->storage = packed ? "compressed-tensors pack-quantized"
                                     : "compressed-tensors int-quantized";
@@ -367,7 +375,13 @@ mq_status mq_qmodel_open_with_options(mq_ctx *ctx, const char *path, const mq_op
     qm->materialized = -1;
     qm->cfg.torch_dtype = MQ_DTYPE_INVALID;
     mq_status st = mq_model_open(ctx, path, opts, &qm->model);
-    if (st == MQ_OK) st = mq__hfconfig_load(ctx, qm->model, path, &qm->cfg);
+    if (st == MQ_OK) {
+        /* unreadable settings beside a checkpoint matter only to layouts that need them */
+        qm->cfg_status = mq__hfconfig_load(ctx, qm->model, path, &qm->cfg);
+        if (qm->cfg_status == MQ_ERR_NOMEM) st = MQ_ERR_NOMEM;
+        else if (qm->cfg_status != MQ_OK && !(qm->cfg_error = mq__strdup(ctx, mq_ctx_message(ctx))))
+            st = MQ_ERR_NOMEM;
+    }
     if (st == MQ_OK) st = open_logical(qm, path);
     if (st != MQ_OK) {
         mq_qmodel_free(qm);

@@ -146,7 +146,9 @@ mq_status mq__ct_assemble(mq_qmodel *qm, const char *path, mq_qtensor *q, mq__qs
             return bad(ctx, path, q->name, "bad logical shape");
         cols *= q->shape[d];
     }
-    if (rows < 1) return bad(ctx, path, q->name, "bad logical shape");
+    /* bounds that keep every index below in range of int64 */
+    if (rows < 1 || rows > ((int64_t)1 << 40) || cols > ((int64_t)1 << 48))
+        return bad(ctx, path, q->name, "bad logical shape");
 
     /* settings: config.json group, else our metadata, else the tensors */
     mq_qspec mspec;

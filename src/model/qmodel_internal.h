@@ -44,6 +44,8 @@ struct mq_qmodel {
     mq__qsrc *src;         /* per logical tensor (zeroed: native) */
     long materialized;     /* the foreign tensor whose parameters are materialized, or -1 */
     mq__hfconfig cfg;      /* settings found beside the checkpoint */
+    mq_status cfg_status;  /* why they could not be read (MQ_OK: read, or none) */
+    char *cfg_error;       /* its message: fatal only for tensors that need the settings */
 };
 
 /* The stored tensor named base[0..base_len) + suffix, or NULL. */

@@ -294,4 +294,19 @@ def gptq_without_config_is_refused():
     assert rc == 4 and "bit width" in err, (rc, err)
 
 
+@case
+def malformed_config_json_matters_only_to_layouts_that_need_it():
+    plain = os.path.join(TMP, "plain_bad_cfg")
+    ff.save_folder(plain, {k: v for k, v in ORIG.items()}, {})
+    with open(os.path.join(plain, "config.json"), "w") as f:
+        f.write("{not json")
+    mq("dequantize", plain, "-o", os.path.join(TMP, "plain_dq.safetensors"), "-q")
+    d = os.path.join(TMP, "ct_bad_cfg")
+    shutil.copytree(CT_DIR, d)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        f.write("{not json")
+    rc, out, err = mq("validate", d, check_rc=None)
+    assert rc == 5 and "config.json" in err and "JSON" in err, (rc, err)
+
+
 finish()
