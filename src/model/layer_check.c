@@ -1,6 +1,6 @@
 /* Running the layers of a quantized checkpoint through the quantized kernels and measuring
  * their output error against the f32 layer: what `monoquant validate --run` reports. */
-#include "model/pipeline_internal.h"
+#include "model/qmodel_internal.h"
 
 #include <string.h>
 
@@ -9,10 +9,7 @@ static bool is_cast(mq_qtype t) { return t == MQ_Q_FP16 || t == MQ_Q_BF16; }
 
 int mq_qmodel_runnable(const mq_qmodel *qm, size_t i) {
     const mq_qtensor *q = qm ? mq_qmodel_tensor(qm, i) : NULL;
-    /* the kernels take monoquant's own layout; other tools' layouts are dequantized only */
-    bool native = !is_integer(q ? q->spec.type : MQ_Q_NONE) ||
-                  (q->storage && !strcmp(q->storage, "monoquant"));
-    return q && native && q->ndim >= 2 && (is_integer(q->spec.type) || is_cast(q->spec.type));
+    return q && q->ndim >= 2 && (is_integer(q->spec.type) || is_cast(q->spec.type));
 }
 
 /* `<layer>.bias` for the weight `name` when it is a float vector of n values, else -1. */
@@ -83,7 +80,20 @@ mq_status mq_qmodel_check_layer(mq_qmodel *qm, size_t i, mq_qmodel *ref, int act
                             (unsigned long long)q->numel, (long long)N);
     }
     mq_linear_desc d;
-    if (is_cast(q->spec.type)) {
+    /* other tools' layouts run from a copy in monoquant's layout */
+    void *cdata = NULL, *czp = NULL;
+    float *cscale = NULL;
+    if (is_integer(q->spec.type) && q->storage && strcmp(q->storage, "monoquant") != 0) {
+        mq_status cst = mq__foreign_canonical(qm, i, &cdata, &cscale, &czp);
+        if (cst == MQ_OK) {
+            mq_linear_desc_from_qspec(&d, &q->spec, N, K, cdata, cscale, czp);
+        } else {
+            mq__free(ctx, cdata);
+            mq__free(ctx, cscale);
+            mq__free(ctx, czp);
+            return cst;
+        }
+    } else if (is_cast(q->spec.type)) {
         mq_linear_desc_init(&d, q->spec.type, N, K, q->data->data);
         act = MQ_ACT_F32;
     } else {
@@ -96,13 +106,17 @@ mq_status mq_qmodel_check_layer(mq_qmodel *qm, size_t i, mq_qmodel *ref, int act
     d.act = (mq_act_mode)act;
 
     uint64_t nw;
-    if (!mq__mul_u64((uint64_t)N, (uint64_t)K, &nw) || nw > SIZE_MAX / 4)
-        return mq__fail(ctx, MQ_ERR_NOMEM, "tensor '%s': too large to run", q->name);
-    long b = find_bias(qm, q->name, N);
-    float *w = (float *)mq__malloc(ctx, (size_t)nw * 4);
-    float *bias = b >= 0 ? (float *)mq__malloc(ctx, (size_t)N * 4) : NULL;
-    mq_linear *lin = NULL;
     mq_status st = MQ_ERR_NOMEM;
+    float *w = NULL, *bias = NULL;
+    mq_linear *lin = NULL;
+    long b = -1;
+    if (!mq__mul_u64((uint64_t)N, (uint64_t)K, &nw) || nw > SIZE_MAX / 4) {
+        st = mq__fail(ctx, MQ_ERR_NOMEM, "tensor '%s': too large to run", q->name);
+        goto done;
+    }
+    b = find_bias(qm, q->name, N);
+    w = (float *)mq__malloc(ctx, (size_t)nw * 4);
+    bias = b >= 0 ? (float *)mq__malloc(ctx, (size_t)N * 4) : NULL;
     if (!w || (b >= 0 && !bias)) goto done;
     st = ref ? mq_qmodel_read_rows(ref, (size_t)r, 0, N, w) : mq_qmodel_read_rows(qm, i, 0, N, w);
     if (st == MQ_OK && b >= 0) st = mq_qmodel_read_rows(qm, (size_t)b, 0, N, bias);
@@ -120,6 +134,9 @@ mq_status mq_qmodel_check_layer(mq_qmodel *qm, size_t i, mq_qmodel *ref, int act
         out->has_bias = b >= 0;
     }
 done:
+    mq__free(ctx, cdata);
+    mq__free(ctx, cscale);
+    mq__free(ctx, czp);
     mq_linear_free(lin);
     mq__free(ctx, w);
     mq__free(ctx, bias);

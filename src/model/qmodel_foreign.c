@@ -422,6 +422,15 @@ static mq_status materialize(mq_qmodel *qm, size_t i) {
                 s->gidx[c] = (int32_t)v;
         }
     }
+    if (st == MQ_OK && s->gidx) { /* GPTQ stores g_idx even when it is just c / group_size */
+        bool trivial = true;
+        for (int64_t c = 0; c < cols && trivial; c++)
+            trivial = s->gidx[c] == c / q->layout.group_size;
+        if (trivial) {
+            mq__free(ctx, s->gidx);
+            s->gidx = NULL;
+        }
+    }
     if (st != MQ_OK) {
         qm->materialized = (long)i;
         mq__foreign_release(qm, i);
@@ -459,6 +468,55 @@ mq_status mq__foreign_verify(mq_qmodel *qm, size_t i) {
     return MQ_OK;
 }
 
+/* The stored code of element (r, c). */
+static inline int32_t code_of(const mq_qtensor *q, const mq__qsrc *s, int64_t r, int64_t c) {
+    const uint8_t *d = (const uint8_t *)q->data->data;
+    int64_t pf = 32 / s->bits;
+    switch (s->family) {
+    case MQ__QF_CT_PACKED:
+        return (int32_t)field(d, r * ((q->layout.cols + pf - 1) / pf) + c / pf, s->bits, c % pf);
+    case MQ__QF_GPTQ: return (int32_t)field(d, (c / pf) * q->shape[0] + r, s->bits, c % pf);
+    default: return (int8_t)d[r * q->layout.cols + c];
+    }
+}
+
+mq_status mq__foreign_canonical(mq_qmodel *qm, size_t i, void **data, float **scale, void **zp) {
+    mq_ctx *ctx = qm->ctx;
+    *data = NULL, *scale = NULL, *zp = NULL;
+    MQ_TRY(materialize(qm, i));
+    const mq_qtensor *q = &qm->t[i];
+    const mq__qsrc *s = &qm->src[i];
+    const mq_qlayout *L = &q->layout;
+    if (s->gidx)
+        return mq__fail(ctx, MQ_ERR_UNSUPPORTED, "tensor '%s': groups in activation order "
+                        "(g_idx); the kernels take consecutive groups", q->name);
+    /* codes of the signed types are stored + 2^(b-1) (CT int-quantized: as they are) */
+    bool is_signed = q->spec.type == MQ_Q_INT4 || q->spec.type == MQ_Q_INT8;
+    int32_t sub = is_signed && s->family != MQ__QF_CT_INT ? 1 << (s->bits - 1) : 0;
+    *data = mq__calloc(ctx, 1, (size_t)L->data_bytes);
+    *scale = (float *)mq__malloc(ctx, (size_t)L->nscales * sizeof(float));
+    if (L->has_zero_point) *zp = mq__malloc(ctx, (size_t)L->nscales);
+    if (!*data || !*scale || (L->has_zero_point && !*zp)) return MQ_ERR_NOMEM;
+    memcpy(*scale, s->scale, (size_t)L->nscales * sizeof(float));
+    for (int64_t k = 0; L->has_zero_point && k < L->nscales; k++) {
+        int32_t z = (s->zero ? s->zero[k] : s->sym_zero) - sub;
+        ((uint8_t *)*zp)[k] = (uint8_t)z; /* I8 or U8, as the layout says */
+    }
+    uint8_t *out = (uint8_t *)*data;
+    bool packed4 = L->data_dtype == MQ_I32;
+    for (int64_t r = 0; r < L->rows; r++)
+        for (int64_t c = 0; c < L->cols; c++) {
+            int32_t v = code_of(q, s, r, c) - sub;
+            if (!packed4) {
+                out[r * L->cols + c] = (uint8_t)v;
+                continue;
+            }
+            uint32_t nib = (uint32_t)(q->spec.type == MQ_Q_INT4 ? v + 8 : v) & 15u;
+            out[(size_t)r * L->row_bytes + (size_t)c / 2] |= (uint8_t)(nib << (4 * (c % 2)));
+        }
+    return MQ_OK;
+}
+
 typedef struct decode_job {
     const mq_qtensor *q;
     const mq__qsrc *s;
@@ -472,19 +530,12 @@ static mq_status decode_range(void *arg, int64_t b, int64_t e, int tid) {
     const mq_qtensor *q = j->q;
     const mq__qsrc *s = j->s;
     int64_t cols = q->layout.cols, G = s->groups, gs = q->layout.group_size;
-    int64_t pf = 32 / s->bits, words = (cols + pf - 1) / pf, n = q->shape[0];
     bool per_tensor = q->spec.granularity == MQ_PER_TENSOR;
-    const uint8_t *d = (const uint8_t *)q->data->data;
     for (int64_t i = b; i < e; i++) {
         int64_t r = j->rb + i;
         float *o = j->out + i * cols;
         for (int64_t c = 0; c < cols; c++) {
-            int32_t code;
-            switch (s->family) {
-            case MQ__QF_CT_PACKED: code = (int32_t)field(d, r * words + c / pf, s->bits, c % pf); break;
-            case MQ__QF_GPTQ: code = (int32_t)field(d, (c / pf) * n + r, s->bits, c % pf); break;
-            default: code = (int8_t)d[r * cols + c]; break;
-            }
+            int32_t code = code_of(q, s, r, c);
             int64_t g = s->gidx ? s->gidx[c] : c / gs;
             int64_t si = per_tensor ? 0 : r * G + g;
             int32_t z = s->zero ? s->zero[si] : s->sym_zero;

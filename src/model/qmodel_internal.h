@@ -68,6 +68,12 @@ MQ_HIDDEN mq_status mq__foreign_verify(mq_qmodel *qm, size_t i);
 /* Rows [rb, re) of a foreign tensor as F32. */
 MQ_HIDDEN mq_status mq__foreign_read_rows(mq_qmodel *qm, size_t i, int64_t rb, int64_t re,
                                           float *out);
+/* Tensor i (consecutive groups only) in monoquant's own layout, for the kernels: data as
+ * mq_qlayout describes it, F32 scales, zero points (NULL when the layout has none); buffers
+ * allocated with mq__malloc, freed by the caller (also on failure). MQ_ERR_UNSUPPORTED for
+ * groups in activation order. */
+MQ_HIDDEN mq_status mq__foreign_canonical(mq_qmodel *qm, size_t i, void **data, float **scale,
+                                          void **zp);
 /* Releases what mq__foreign_* materialized for tensor i. */
 MQ_HIDDEN void mq__foreign_release(mq_qmodel *qm, size_t i);
 

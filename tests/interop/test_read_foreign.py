@@ -295,6 +295,20 @@ def gptq_without_config_is_refused():
 
 
 @case
+def foreign_layers_run_through_the_kernels():
+    rc, out, err = mq("validate", CT_DIR, "--run")
+    lines = {l.split()[0]: l for l in out.splitlines() if l.startswith("  model.")}
+    assert lines["model.layers.0.self_attn.k_proj"].rstrip().endswith("ok"), out
+    assert lines["model.layers.0.mlp.gate_proj"].rstrip().endswith("ok"), out
+    assert "activation order" in lines["model.layers.0.self_attn.o_proj"], out
+    d = gptq_folder("gptq_run", True, act_order=GPTQ_LAYERS[:1])
+    rc, out, err = mq("validate", d, "--run", "--reference", ORIG_FILE)
+    lines = {l.split()[0]: l for l in out.splitlines() if l.startswith("  model.")}
+    assert lines["model.layers.0.mlp.up_proj"].rstrip().endswith("ok"), out
+    assert "activation order" in lines["model.layers.0.self_attn.q_proj"], out
+
+
+@case
 def malformed_config_json_matters_only_to_layouts_that_need_it():
     plain = os.path.join(TMP, "plain_bad_cfg")
     ff.save_folder(plain, {k: v for k, v in ORIG.items()}, {})
