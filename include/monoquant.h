@@ -441,7 +441,9 @@ typedef struct mq_quantize_options {
     int skip_nonfinite;        /* a tensor with NaN/Inf is kept (with a reason) instead of
                                   failing with MQ_ERR_QUANT */
     int error_stats;           /* compute per-tensor error figures (costs one dequantization) */
-    double sqnr_warn_db;       /* warn when a quantized tensor's SQNR is below this (0: never) */
+    double sqnr_warn_db;       /* warn when a quantized tensor's SQNR is below this (0: never);
+                                  needs error_stats (else MQ_ERR_INVALID: the gate would never
+                                  run). Figures that are not finite (NaN) fail the call */
     const char *calibration;   /* statistics file from `monoquant calibrate`, or NULL: every
                                   quantized `<layer>.weight` with statistics gets
                                   `<layer>.input_scale` / `input_zero_point`, and its mean
@@ -456,6 +458,9 @@ typedef struct mq_quantize_options {
                                   listing the warnings. Decided before the output is committed:
                                   the destination stays untouched and no temporary file is
                                   left. A dry run fails the same way (no report). */
+    int clamp_casts;           /* FP16/BF16 casts: values beyond the target's range saturate to
+                                  its largest finite value (counted per tensor in the report)
+                                  instead of failing with MQ_ERR_QUANT naming the tensor */
 } mq_quantize_options;
 
 /* Defaults: INT8 symmetric per channel (min/max), kinds linear+conv+rnn, default_skip 1,
@@ -484,6 +489,8 @@ typedef struct mq_tensor_report {
     double output_sqnr_db;     /* 10 log10(sum w^T H w / sum d^T H d) over rows, d = w - the
                                   dequantized w: the SQNR of the layer's outputs X W^T on the
                                   calibration inputs (what GPTQ minimizes); +inf when exact */
+    uint64_t clamped;          /* casts with clamp_casts: values saturated to the largest
+                                  finite value of the target type */
 } mq_tensor_report;
 
 typedef struct mq_report {
@@ -508,6 +515,14 @@ typedef struct mq_report {
 MQ_API mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
                                   const mq_quantize_options *opts, mq_report **report);
 MQ_API void mq_report_free(mq_report *report);
+/* Per-tensor details of a report (i < ntensors; 0 / MQ_SEARCH_MINMAX when out of range):
+ * the scale search that really ran for a quantized tensor (MQ_SEARCH_GPTQ falls back to
+ * MQ_SEARCH_MSE for a layer without a Hessian, with a warning), whether its static input
+ * parameters (input_scale / input_zero_point) were stored, and how many values a cast
+ * saturated (clamp_casts). */
+MQ_API mq_scale_search mq_report_tensor_search(const mq_report *report, size_t i);
+MQ_API int mq_report_tensor_input_params(const mq_report *report, size_t i);
+MQ_API uint64_t mq_report_tensor_clamped(const mq_report *report, size_t i);
 
 /* Short scheme name of a spec for file names and messages: "int8", "int4-g128",
  * "uint8-asym"...; "fp16", "bf16", "none". Writes at most cap bytes (NUL included). */

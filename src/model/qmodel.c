@@ -316,6 +316,11 @@ mq_status mq_qmodel_open_with_options(mq_ctx *ctx, const char *path, const mq_op
     qm->ctx = ctx;
     mq_status st = mq_model_open(ctx, path, opts, &qm->model);
     if (st == MQ_OK) st = open_logical(qm, path);
+    /* values too: a NaN/Inf scale would dequantize into NaN/Inf weights */
+    for (size_t i = 0; st == MQ_OK && i < qm->n; i++) {
+        st = mq_qmodel_verify(qm, i);
+        if (st != MQ_OK) mq__fail_prefix(ctx, "%s", path);
+    }
     if (st != MQ_OK) {
         mq_qmodel_free(qm);
         return st;
@@ -355,25 +360,27 @@ mq_status mq_qmodel_verify(mq_qmodel *qm, size_t i) {
     const float *scale;
     const void *zp;
     MQ_TRY(params(qm, i, &scale, &zp));
-    for (int64_t k = 0; k < q->layout.nscales; k++)
+    int lo = 0, hi = 0;
+    switch (q->spec.type) {
+    case MQ_Q_INT8: lo = -128, hi = 127; break;
+    case MQ_Q_UINT8: lo = 0, hi = 255; break;
+    case MQ_Q_INT4: lo = -8, hi = 7; break;
+    default: lo = 0, hi = 15; break;
+    }
+    for (int64_t k = 0; k < q->layout.nscales; k++) {
+        int v = !zp ? (lo < 0 ? 0 : (lo + hi + 1) / 2)
+                : q->layout.zero_point_dtype == MQ_U8 ? ((const uint8_t *)zp)[k]
+                                                      : ((const int8_t *)zp)[k];
         if (!isfinite(scale[k]) || !(scale[k] > 0))
             return mq__fail(ctx, MQ_ERR_VALIDATION, "tensor '%s': scale %lld is %g (must be "
                             "finite and > 0)", q->name, (long long)k, (double)scale[k]);
-    if (zp) {
-        int lo = 0, hi = 0;
-        switch (q->spec.type) {
-        case MQ_Q_INT8: lo = -128, hi = 127; break;
-        case MQ_Q_UINT8: lo = 0, hi = 255; break;
-        case MQ_Q_INT4: lo = -8, hi = 7; break;
-        default: lo = 0, hi = 15; break;
-        }
-        for (int64_t k = 0; k < q->layout.nscales; k++) {
-            int v = q->layout.zero_point_dtype == MQ_U8 ? ((const uint8_t *)zp)[k]
-                                                         : ((const int8_t *)zp)[k];
-            if (v < lo || v > hi)
-                return mq__fail(ctx, MQ_ERR_VALIDATION, "tensor '%s': zero point %lld is %d, "
-                                "outside [%d, %d]", q->name, (long long)k, v, lo, hi);
-        }
+        if (v < lo || v > hi)
+            return mq__fail(ctx, MQ_ERR_VALIDATION, "tensor '%s': zero point %lld is %d, "
+                            "outside [%d, %d]", q->name, (long long)k, v, lo, hi);
+        if (!mq__qparam_finite(scale[k], v, lo, hi))
+            return mq__fail(ctx, MQ_ERR_VALIDATION, "tensor '%s': scale %lld is %g: its "
+                            "values dequantize beyond float32", q->name, (long long)k,
+                            (double)scale[k]);
     }
     if (q->input_scale) {
         float s;

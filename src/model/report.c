@@ -238,7 +238,10 @@ mq_status mq__config_json(mq_ctx *ctx, const mq__plan *p, const mq_quantize_opti
         mq__sb_addf(&sb, ", \"type\": \"%s\"}", mq_qtype_name(o->rules[i].type));
     }
     mq__sb_add(&sb, "], \"activations\": ");
-    if (o->calibration) mq__sb_add(&sb, "{\"static\": true, \"input_scale\": \"per_tensor\"}");
+    /* static only when some layer really got input parameters from the statistics */
+    bool any_static = false;
+    for (size_t i = 0; i < p->n; i++) any_static |= p->entries[i].has_input_params != 0;
+    if (any_static) mq__sb_add(&sb, "{\"static\": true, \"input_scale\": \"per_tensor\"}");
     else mq__sb_add(&sb, "null");
     mq__sb_add(&sb, ", \"quantized\": {");
     first = 1;
@@ -358,4 +361,23 @@ void mq_report_free(mq_report *r) {
     mq__free(ctx, r->tensors);
     mq__free(ctx, r->config_json);
     mq__free(ctx, box);
+}
+
+static const mq_tensor_report *report_tensor(const mq_report *r, size_t i) {
+    return r && i < r->ntensors ? &r->tensors[i] : NULL;
+}
+
+mq_scale_search mq_report_tensor_search(const mq_report *r, size_t i) {
+    const mq_tensor_report *t = report_tensor(r, i);
+    return t && t->action == MQ_ACTION_QUANTIZE ? t->spec.search : MQ_SEARCH_MINMAX;
+}
+
+int mq_report_tensor_input_params(const mq_report *r, size_t i) {
+    const mq_tensor_report *t = report_tensor(r, i);
+    return t ? t->has_input_params : 0;
+}
+
+uint64_t mq_report_tensor_clamped(const mq_report *r, size_t i) {
+    const mq_tensor_report *t = report_tensor(r, i);
+    return t ? t->clamped : 0;
 }
