@@ -90,7 +90,10 @@ unit: $(UNIT_BIN) $(REPLAY_BIN)
 
 # Every test: unit binaries, fuzz-corpus replays, CLI scripts, PyTorch interop and model-level
 # checks. The runner ends with one line `N passed, N failed`.
-test: all unit
+# Missing Debian packages are installed first when run as root (else the command is shown).
+test:
+	@PYTHON=$(PYTHON) sh tools/test-deps.sh
+	@$(MAKE) --no-print-directory all unit
 	@BUILD=$(BUILD) FIXTURES=$(FIXTURES) PYTHON=$(PYTHON) sh tests/run_tests.sh
 
 DEMO_MODEL := $(BUILD)/demo/demo_model.safetensors
@@ -129,7 +132,7 @@ fuzz:
 	  mkdir -p $(FUZZ_BUILD)/work-$$n tests/corpus/$$n; \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  $(FUZZ_BUILD)/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-	    -artifact_prefix=tests/corpus/$$n/crash- $(FUZZ_BUILD)/work-$$n tests/corpus/$$n \
+	    -artifact_prefix=tests/corpus/$$n/ $(FUZZ_BUILD)/work-$$n tests/corpus/$$n \
 	    || exit 1; \
 	done
 

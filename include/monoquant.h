@@ -509,7 +509,13 @@ typedef struct mq_report {
  * (NULL: defaults). Streams: memory stays bounded by a few chunk buffers and the largest
  * tensor's scales, whatever the model size. The output is written to a temporary file and
  * renamed into place; `in` is never modified, and an `out` that resolves to the input file
- * fails with MQ_ERR_INVALID. `out` may be NULL for a dry run. On success, and for a dry run,
+ * fails with MQ_ERR_INVALID, as does an input that is already quantized (our metadata,
+ * compressed-tensors' `*.weight_packed` / `weight_scale` / `weight_zero_point` /
+ * `weight_shape`, GPTQ/AWQ's `qweight` / `qzeros` / `scales` / `g_idx`): dequantize it first.
+ * Values that would be written as Inf fail with MQ_ERR_QUANT naming the tensor: FP16/BF16
+ * overflow (unless clamp_casts), scales whose grid overflows float32. Options and rules that
+ * have no effect are warnings (layer rules matching no tensor, norm/bias kinds, calibration
+ * layers matching no tensor, GPTQ without a Hessian, storages shared in the input). `out` may be NULL for a dry run. On success, and for a dry run,
  * *report (if report is not NULL) receives a report to free with mq_report_free; on failure
  * *report is NULL. The output is byte-identical for every thread count. */
 MQ_API mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
@@ -554,8 +560,9 @@ typedef struct mq_qtensor {
 
 /* Opens `path` (any checkpoint mq_model_open reads) and checks its structure: every quantized
  * tensor's companions exist with the dtypes and shapes its layout requires, packed sizes
- * match, the recorded original shapes agree, no stored tensor is left unexplained. A
- * failure is MQ_ERR_VALIDATION naming the tensor (MQ_ERR_IO/FORMAT for unreadable files). */
+ * match, the recorded original shapes agree, no stored tensor is left unexplained, and every
+ * tensor passes mq_qmodel_verify (no NaN/Inf scale is ever dequantized). A failure is
+ * MQ_ERR_VALIDATION naming the tensor (MQ_ERR_IO/FORMAT for unreadable files). */
 MQ_API mq_status mq_qmodel_open(mq_ctx *ctx, const char *path, mq_qmodel **out);
 /* As mq_qmodel_open, with open options (e.g. the key of a nested PyTorch checkpoint); opts
  * may be NULL. */
@@ -570,8 +577,9 @@ MQ_API long mq_qmodel_find(const mq_qmodel *qm, const char *name);
 /* 1 when the checkpoint holds at least one quantized tensor. */
 MQ_API int mq_qmodel_is_quantized(const mq_qmodel *qm);
 
-/* Checks the values of logical tensor i: scales finite and > 0, zero points within the
- * integer range, input scales finite and > 0. MQ_ERR_VALIDATION naming the tensor. */
+/* Checks the values of logical tensor i: scales finite and > 0 with every grid value
+ * (q - zero point) * scale finite in float32, zero points within the integer range, input
+ * scales finite and > 0. MQ_ERR_VALIDATION naming the tensor. */
 MQ_API mq_status mq_qmodel_verify(mq_qmodel *qm, size_t i);
 
 /* Rows [row_begin, row_end) of logical tensor i (rows = shape[0], cols = the rest) as F32
@@ -736,7 +744,9 @@ MQ_API int64_t mq_observer_nparams(const mq_observer *obs);
 /* Computes the quantization parameters: `scale` and `zero_point` receive
  * mq_observer_nparams(obs) entries each; `lo`/`hi` (may be NULL) the chosen range before
  * widening. An observer that saw nothing gives scale 1, zero point 0 and range [0, 0] (as
- * PyTorch): check mq_observer_count. Histogram searches run channels on the thread pool. */
+ * PyTorch): check mq_observer_count. Histogram searches run channels on the thread pool.
+ * A range too wide for float32 parameters (near FLT_MAX: an infinite scale, or a grid that
+ * dequantizes to Inf) is MQ_ERR_QUANT naming the channel. */
 MQ_API mq_status mq_observer_qparams(const mq_observer *obs, float *scale, int32_t *zero_point,
                                      float *lo, float *hi);
 

@@ -5,6 +5,7 @@
 
 #include <fnmatch.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define DEFAULT_SKIP_MIN_ELEMENTS 512
@@ -342,6 +343,41 @@ static mq_status attach_stats(mq__plan *p, mq__plan_entry *e, const mq_calib_sta
     return MQ_OK;
 }
 
+static int by_address(const void *a, const void *b) {
+    uintptr_t x = (uintptr_t)(*(const mq_tensor *const *)a)->data;
+    uintptr_t y = (uintptr_t)(*(const mq_tensor *const *)b)->data;
+    return x < y ? -1 : x > y;
+}
+
+/* Tensors sharing storage in the input (tied weights, views of one storage in a .pt) are
+ * written as separate tensors: the output is larger than the ties made the input, and no
+ * longer tied. Said, not silent. */
+static mq_status shared_storage_warning(mq__plan *p, const mq_model *model) {
+    size_t n = mq_model_tensor_count(model), k = 0, shared = 0;
+    if (n < 2) return MQ_OK;
+    const mq_tensor **v = (const mq_tensor **)mq__malloc(p->ctx, n * sizeof *v);
+    if (!v) return MQ_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++)
+        if (mq_model_tensor(model, i)->nbytes) v[k++] = mq_model_tensor(model, i);
+    qsort(v, k, sizeof *v, by_address);
+    const mq_tensor *a = NULL, *b = NULL;
+    uintptr_t end = 0;
+    size_t end_at = 0;
+    for (size_t i = 0; i < k; i++) {
+        uintptr_t s0 = (uintptr_t)v[i]->data, s1 = s0 + (uintptr_t)v[i]->nbytes;
+        if (i && s0 < end) {
+            if (!shared++) a = v[end_at], b = v[i];
+        }
+        if (!i || s1 > end) end = s1, end_at = i;
+    }
+    mq__free(p->ctx, v);
+    if (!shared) return MQ_OK;
+    return mq__plan_warn(p, "%zu tensor%s share%s storage with another in the input (first: '%s' "
+                         "and '%s', e.g. tied weights): the output stores each separately",
+                         shared, shared == 1 ? "" : "s", shared == 1 ? "s" : "", a->name,
+                         b->name);
+}
+
 /* Options and rules that had no effect are warnings, never silent. */
 static mq_status ignored_warnings(mq__plan *p, const mq_model *model, const mq_quantize_options *o,
                                   const mq_calib_stats *stats) {
@@ -458,5 +494,6 @@ mq_status mq__plan_build(mq_ctx *ctx, const mq_model *model, const mq_quantize_o
                              "(calibrate with --hessian; Conv layers never have one)",
                              gptq_fallback, gptq_fallback == 1 ? "" : "s", gptq_first,
                              gptq_fallback == 1 ? "s" : "ve"));
+    MQ_TRY(shared_storage_warning(p, model));
     return ignored_warnings(p, model, o, stats);
 }

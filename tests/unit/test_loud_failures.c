@@ -359,6 +359,23 @@ TEST(ignored_options_warn) {
     mq_ctx_free(ctx);
 }
 
+/* A .pt whose tensors 'a' and 'b' share one storage (tests/corpus/zip/torch_tied.pt, saved
+ * by torch): the output cannot keep the tie, and says so. */
+TEST(untied_storage_is_reported) {
+    const char *out = path("tied.safetensors");
+    mq_ctx *ctx = mq_ctx_create();
+    mq_quantize_options o;
+    mq_quantize_options_default(&o);
+    o.kinds |= MQ_KIND_BIT(MQ_KIND_OTHER);
+    mq_report *r = NULL;
+    CHECK_EQ_INT(mq_quantize_file(ctx, "tests/corpus/zip/torch_tied.pt", out, &o, &r), MQ_OK);
+    CHECK(r && has_warning(r, "1 tensor shares storage with another in the input (first: 'a' "
+                              "and 'b'"));
+    mq_report_free(r);
+    remove(out);
+    mq_ctx_free(ctx);
+}
+
 /* Histogram observers on ranges near FLT_MAX: no undefined float -> integer conversion
  * (the sanitizer build halts on one), and qparams that would overflow fail. */
 TEST(observer_ranges_near_flt_max) {
@@ -396,6 +413,7 @@ int main(void) {
     RUN(nonfinite_scales_are_rejected_by_readers);
     RUN(already_quantized_input_is_refused);
     RUN(ignored_options_warn);
+    RUN(untied_storage_is_reported);
     RUN(observer_ranges_near_flt_max);
     rmdir(dir);
     return test_summary();
