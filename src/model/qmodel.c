@@ -303,6 +303,8 @@ static mq_status open_logical(mq_qmodel *qm, const char *path) {
     return MQ_OK;
 }
 
+static mq_status verify_params(mq_qmodel *qm, size_t i);
+
 mq_status mq_qmodel_open(mq_ctx *ctx, const char *path, mq_qmodel **out) {
     return mq_qmodel_open_with_options(ctx, path, NULL, out);
 }
@@ -318,7 +320,7 @@ mq_status mq_qmodel_open_with_options(mq_ctx *ctx, const char *path, const mq_op
     if (st == MQ_OK) st = open_logical(qm, path);
     /* values too: a NaN/Inf scale would dequantize into NaN/Inf weights */
     for (size_t i = 0; st == MQ_OK && i < qm->n; i++) {
-        st = mq_qmodel_verify(qm, i);
+        st = verify_params(qm, i);
         if (st != MQ_OK) mq__fail_prefix(ctx, "%s", path);
     }
     if (st != MQ_OK) {
@@ -352,9 +354,21 @@ static mq_status params(mq_qmodel *qm, size_t i, const float **scale, const void
     return MQ_OK;
 }
 
-mq_status mq_qmodel_verify(mq_qmodel *qm, size_t i) {
+/* A cast tensor holding Inf or NaN: an overflowed cast (the writer refuses both). */
+static mq_status verify_cast(mq_qmodel *qm, const mq_qtensor *q) {
+    uint16_t mask = q->data->dtype == MQ_F16 ? 0x7c00 : 0x7f80;
+    const uint8_t *d = (const uint8_t *)q->data->data;
+    for (uint64_t k = 0; k < q->data->numel; k++)
+        if ((mq__load_le16(d + 2 * k) & mask) == mask)
+            return mq__fail(qm->ctx, MQ_ERR_VALIDATION, "tensor '%s': %s element %llu is Inf "
+                            "or NaN (an overflowed cast)", q->name,
+                            mq_dtype_name(q->data->dtype), (unsigned long long)k);
+    return MQ_OK;
+}
+
+/* Scales, zero points and input scales of tensor i (cheap: checked at open). */
+static mq_status verify_params(mq_qmodel *qm, size_t i) {
     mq_ctx *ctx = qm->ctx;
-    if (i >= qm->n) return mq__fail(ctx, MQ_ERR_INVALID, "tensor index %zu out of range", i);
     const mq_qtensor *q = &qm->t[i];
     if (q->spec.type < MQ_Q_INT8 || q->spec.type > MQ_Q_UINT4) return MQ_OK;
     const float *scale;
@@ -390,6 +404,15 @@ mq_status mq_qmodel_verify(mq_qmodel *qm, size_t i) {
                             (double)s);
     }
     return MQ_OK;
+}
+
+mq_status mq_qmodel_verify(mq_qmodel *qm, size_t i) {
+    if (i >= qm->n) return mq__fail(qm->ctx, MQ_ERR_INVALID, "tensor index %zu out of range", i);
+    const mq_qtensor *q = &qm->t[i];
+    if ((q->spec.type == MQ_Q_FP16 || q->spec.type == MQ_Q_BF16) &&
+        (q->data->dtype == MQ_F16 || q->data->dtype == MQ_BF16))
+        return verify_cast(qm, q);
+    return verify_params(qm, i);
 }
 
 mq_status mq_qmodel_read_rows(mq_qmodel *qm, size_t i, int64_t rb, int64_t re, float *out) {

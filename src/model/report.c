@@ -143,6 +143,27 @@ static mq_status err_range(void *arg, int64_t begin, int64_t end, int tid) {
         acc.sum_d2 += l.d2[k];
         if (l.mx[k] > acc.max_abs || isnan(l.mx[k])) acc.max_abs = l.mx[k];
     }
+    if (!isfinite(acc.sum_a2) || !isfinite(acc.sum_b2) || !isfinite(acc.sum_ab) ||
+        !isfinite(acc.sum_d2)) {
+        /* float sums overflow for values beyond ~1e19: the chunk again in double (an
+         * infinite sum of a^2 would report any error as an exact +inf dB) */
+        memset(&acc, 0, sizeof acc);
+        for (i = begin; i < end; i++) {
+            double a;
+            switch (j->a_dtype) {
+            case MQ_F32: a = ((const float *)j->a)[i]; break;
+            case MQ_BF16: a = bf16_f32(((const uint16_t *)j->a)[i]); break;
+            case MQ_F16: a = mq_f16_to_f32(((const uint16_t *)j->a)[i]); break;
+            default: a = ((const double *)j->a)[i]; break;
+            }
+            double bb = b[i], d = a - bb, ad = fabs(d);
+            acc.sum_a2 += a * a;
+            acc.sum_b2 += bb * bb;
+            acc.sum_ab += a * bb;
+            acc.sum_d2 += d * d;
+            if (ad > acc.max_abs || isnan(ad)) acc.max_abs = ad;
+        }
+    }
     acc.n = (uint64_t)(end - begin);
     j->parts[begin / ERR_GRAIN] = acc;
     return MQ_OK;

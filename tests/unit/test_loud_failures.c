@@ -142,6 +142,26 @@ TEST(scale_overflow_fails) {
     mq_ctx_free(ctx);
 }
 
+static float neg_flt_max_at_5(int t, uint64_t i) { return t == 0 && i == 5 ? -FLT_MAX : gentle(t, i); }
+
+/* UINT8 holds a row with -FLT_MAX (its grid just fits): the figures must not overflow into
+ * an "exact" +inf dB. */
+TEST(error_figures_of_huge_values) {
+    const char *in = path("neg.safetensors"), *out = path("neg.q.safetensors");
+    CHECK(write_model(in, two_layers, 4, neg_flt_max_at_5));
+    mq_ctx *ctx = mq_ctx_create();
+    mq_quantize_options o;
+    mq_quantize_options_default(&o);
+    mq_qspec_recommended(&o.spec, MQ_Q_UINT8);
+    mq_report *r = NULL;
+    CHECK_EQ_INT(mq_quantize_file(ctx, in, out, &o, &r), MQ_OK);
+    CHECK(r && isfinite(r->tensors[0].error.sqnr_db) && r->tensors[0].error.rel_fro > 0);
+    mq_report_free(r);
+    remove(out);
+    remove(in);
+    mq_ctx_free(ctx);
+}
+
 TEST(sqnr_gate_without_figures_is_invalid) {
     const char *in = path("gate.safetensors"), *out = path("gate.q.safetensors");
     CHECK(write_model(in, two_layers, 4, gentle));
@@ -192,6 +212,10 @@ static int copy_poisoned(const char *src, const char *dst, const char *poison, f
         if (!strcmp(t->name, poison) && t->dtype == MQ_F32 && t->nbytes >= 4) {
             ok = mq_writer_write(w, &v, 4) == MQ_OK &&
                  mq_writer_write(w, (const uint8_t *)t->data + 4, (size_t)t->nbytes - 4) == MQ_OK;
+        } else if (!strcmp(t->name, poison) && t->dtype == MQ_F16 && t->nbytes >= 2) {
+            uint16_t h = mq_f32_to_f16(v);
+            ok = mq_writer_write(w, &h, 2) == MQ_OK &&
+                 mq_writer_write(w, (const uint8_t *)t->data + 2, (size_t)t->nbytes - 2) == MQ_OK;
         } else {
             ok = mq_writer_write(w, t->data, (size_t)t->nbytes) == MQ_OK;
         }
@@ -204,6 +228,7 @@ static int copy_poisoned(const char *src, const char *dst, const char *poison, f
 }
 
 TEST(nonfinite_scales_are_rejected_by_readers) {
+    mq_qmodel *qm = NULL;
     const char *in = path("plain.safetensors"), *q = path("plain.q.safetensors");
     const char *bad = path("bad.q.safetensors"), *deq = path("bad.deq.safetensors");
     CHECK(write_model(in, two_layers, 4, gentle));
@@ -214,7 +239,6 @@ TEST(nonfinite_scales_are_rejected_by_readers) {
     const float vals[3] = {NAN, INFINITY, FLT_MAX};
     for (int k = 0; k < 3; k++) {
         CHECK(copy_poisoned(q, bad, "blocks.1.fc.weight_scale", vals[k]));
-        mq_qmodel *qm = NULL;
         CHECK_EQ_INT(mq_qmodel_open(ctx, bad, &qm), MQ_ERR_VALIDATION);
         CHECK(qm == NULL);
         CHECK_MSG_HAS(ctx, "tensor 'blocks.1.fc.weight': scale 0 is");
@@ -223,9 +247,21 @@ TEST(nonfinite_scales_are_rejected_by_readers) {
         CHECK_MSG_HAS(ctx, "blocks.1.fc.weight");
         CHECK(access(deq, F_OK) != 0);
     }
+    /* an Inf in a cast tensor (an overflowed cast of an older writer): verify says so */
+    mq_qspec_recommended(&o.spec, MQ_Q_FP16);
+    CHECK_EQ_INT(mq_quantize_file(ctx, in, deq, &o, NULL), MQ_OK);
+    CHECK(copy_poisoned(deq, bad, "blocks.1.fc.weight", INFINITY));
+    CHECK_EQ_INT(mq_qmodel_open(ctx, bad, &qm), MQ_OK);
+    if (qm) {
+        long k = mq_qmodel_find(qm, "blocks.1.fc.weight");
+        CHECK(k >= 0 && mq_qmodel_verify(qm, (size_t)k) == MQ_ERR_VALIDATION);
+        CHECK_MSG_HAS(ctx, "tensor 'blocks.1.fc.weight': F16 element 0 is Inf or NaN");
+        CHECK(mq_qmodel_verify(qm, (size_t)mq_qmodel_find(qm, "blocks.0.fc.weight")) == MQ_OK);
+    }
+    mq_qmodel_free(qm);
+    remove(deq);
     /* the untouched copy reads */
     CHECK(copy_poisoned(q, bad, "none", 0));
-    mq_qmodel *qm = NULL;
     CHECK_EQ_INT(mq_qmodel_open(ctx, bad, &qm), MQ_OK);
     mq_qmodel_free(qm);
     remove(in);
@@ -409,6 +445,7 @@ int main(void) {
     }
     RUN(cast_overflow_fails_or_clamps);
     RUN(scale_overflow_fails);
+    RUN(error_figures_of_huge_values);
     RUN(sqnr_gate_without_figures_is_invalid);
     RUN(nonfinite_scales_are_rejected_by_readers);
     RUN(already_quantized_input_is_refused);
