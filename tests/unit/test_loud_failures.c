@@ -20,11 +20,18 @@ static const char *path(const char *name) {
     return buf[k];
 }
 
+/* Tests rewrite their scratch files: a context that may replace them. */
+static mq_ctx *new_ctx(void) {
+    mq_ctx *ctx = mq_ctx_create();
+    if (ctx) mq_ctx_set_overwrite(ctx, 1);
+    return ctx;
+}
+
 /* One tensor per desc; values from fill(tensor index, element index). Data is F32 unless the
  * desc says otherwise (then zeros of that size). */
 typedef float (*fill_fn)(int t, uint64_t i);
 static int write_model(const char *p, const mq_tensor_desc *d, size_t n, fill_fn fill) {
-    mq_ctx *ctx = mq_ctx_create();
+    mq_ctx *ctx = new_ctx();
     mq_writer *w = NULL;
     int ok = mq_writer_open(ctx, p, MQ_FORMAT_AUTO, d, n, NULL, 0, &w) == MQ_OK;
     for (size_t t = 0; ok && t < n; t++) {
@@ -60,7 +67,7 @@ static const mq_tensor_desc two_layers[] = {{"blocks.0.fc.weight", MQ_F32, 2, {1
 TEST(cast_overflow_fails_or_clamps) {
     const char *in = path("big.safetensors"), *out = path("big.f16.safetensors");
     CHECK(write_model(in, two_layers, 4, big_at_5));
-    mq_ctx *ctx = mq_ctx_create();
+    mq_ctx *ctx = new_ctx();
     mq_quantize_options o;
     mq_quantize_options_default(&o);
     mq_qspec_recommended(&o.spec, MQ_Q_FP16);
@@ -115,7 +122,7 @@ TEST(cast_overflow_fails_or_clamps) {
 TEST(scale_overflow_fails) {
     const char *in = path("huge.safetensors"), *out = path("huge.q.safetensors");
     CHECK(write_model(in, two_layers, 4, flt_max_at_5));
-    mq_ctx *ctx = mq_ctx_create();
+    mq_ctx *ctx = new_ctx();
     static const mq_qtype types[] = {MQ_Q_UINT8, MQ_Q_INT8, MQ_Q_INT4};
     for (size_t k = 0; k < 3; k++) {
         mq_quantize_options o;
@@ -149,7 +156,7 @@ static float neg_flt_max_at_5(int t, uint64_t i) { return t == 0 && i == 5 ? -FL
 TEST(error_figures_of_huge_values) {
     const char *in = path("neg.safetensors"), *out = path("neg.q.safetensors");
     CHECK(write_model(in, two_layers, 4, neg_flt_max_at_5));
-    mq_ctx *ctx = mq_ctx_create();
+    mq_ctx *ctx = new_ctx();
     mq_quantize_options o;
     mq_quantize_options_default(&o);
     mq_qspec_recommended(&o.spec, MQ_Q_UINT8);
@@ -165,7 +172,7 @@ TEST(error_figures_of_huge_values) {
 TEST(sqnr_gate_without_figures_is_invalid) {
     const char *in = path("gate.safetensors"), *out = path("gate.q.safetensors");
     CHECK(write_model(in, two_layers, 4, gentle));
-    mq_ctx *ctx = mq_ctx_create();
+    mq_ctx *ctx = new_ctx();
     mq_quantize_options o;
     mq_quantize_options_default(&o);
     o.sqnr_warn_db = 30;
@@ -187,7 +194,7 @@ TEST(sqnr_gate_without_figures_is_invalid) {
 /* Copies `src` to `dst` tensor by tensor (metadata too), with the first F32 value of tensor
  * `poison` replaced by v. */
 static int copy_poisoned(const char *src, const char *dst, const char *poison, float v) {
-    mq_ctx *ctx = mq_ctx_create();
+    mq_ctx *ctx = new_ctx();
     mq_model *m = NULL;
     if (mq_model_open(ctx, src, NULL, &m) != MQ_OK) return 0;
     size_t n = mq_model_tensor_count(m), nm = mq_model_metadata_count(m);
@@ -232,7 +239,7 @@ TEST(nonfinite_scales_are_rejected_by_readers) {
     const char *in = path("plain.safetensors"), *q = path("plain.q.safetensors");
     const char *bad = path("bad.q.safetensors"), *deq = path("bad.deq.safetensors");
     CHECK(write_model(in, two_layers, 4, gentle));
-    mq_ctx *ctx = mq_ctx_create();
+    mq_ctx *ctx = new_ctx();
     mq_quantize_options o;
     mq_quantize_options_default(&o);
     CHECK_EQ_INT(mq_quantize_file(ctx, in, q, &o, NULL), MQ_OK);
@@ -274,7 +281,7 @@ TEST(already_quantized_input_is_refused) {
     const char *in = path("aq.safetensors"), *q = path("aq.q.safetensors");
     const char *qq = path("aq.qq.safetensors");
     CHECK(write_model(in, two_layers, 4, gentle));
-    mq_ctx *ctx = mq_ctx_create();
+    mq_ctx *ctx = new_ctx();
     mq_quantize_options o;
     mq_quantize_options_default(&o);
     CHECK_EQ_INT(mq_quantize_file(ctx, in, q, &o, NULL), MQ_OK);
@@ -318,7 +325,7 @@ static int has_warning(const mq_report *r, const char *needle) {
 
 /* A statistics file for `layer` with `channels` inputs (Hessian when asked). */
 static int write_stats(const char *p, const char *layer, int64_t channels, int hessian) {
-    mq_ctx *ctx = mq_ctx_create();
+    mq_ctx *ctx = new_ctx();
     mq_calibrator *cal = NULL;
     int ok = mq_calibrator_create(ctx, NULL, &cal) == MQ_OK &&
              mq_calibrator_set_hessian(cal, hessian) == MQ_OK &&
@@ -338,7 +345,7 @@ TEST(ignored_options_warn) {
     const char *in = path("warn.safetensors"), *out = path("warn.q.safetensors");
     const char *stats = path("warn.stats.safetensors");
     CHECK(write_model(in, two_layers, 4, gentle));
-    mq_ctx *ctx = mq_ctx_create();
+    mq_ctx *ctx = new_ctx();
     mq_quantize_options o;
     mq_quantize_options_default(&o);
     mq_report *r = NULL;
@@ -399,7 +406,7 @@ TEST(ignored_options_warn) {
  * by torch): the output cannot keep the tie, and says so. */
 TEST(untied_storage_is_reported) {
     const char *out = path("tied.safetensors");
-    mq_ctx *ctx = mq_ctx_create();
+    mq_ctx *ctx = new_ctx();
     mq_quantize_options o;
     mq_quantize_options_default(&o);
     o.kinds |= MQ_KIND_BIT(MQ_KIND_OTHER);
@@ -415,7 +422,7 @@ TEST(untied_storage_is_reported) {
 /* Histogram observers on ranges near FLT_MAX: no undefined float -> integer conversion
  * (the sanitizer build halts on one), and qparams that would overflow fail. */
 TEST(observer_ranges_near_flt_max) {
-    mq_ctx *ctx = mq_ctx_create();
+    mq_ctx *ctx = new_ctx();
     for (int kind = MQ_OBS_MINMAX; kind <= MQ_OBS_MSE; kind++) {
         mq_observer_options oo;
         mq_observer_options_default(&oo, (mq_observer_kind)kind);
