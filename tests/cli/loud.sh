@@ -44,6 +44,32 @@ expect_out fp16_overflow_msg "tensor 'blocks.0.fc.weight': element 5 \(70000\) i
 "$PY" "$T/st.py" "$T/max.safetensors" blocks.0.fc.weight:16x64:3.4028234663852886e38 blocks.1.fc.weight:16x64
 expect_exit 3 bf16_overflow -- "$MQ" quantize "$T/max.safetensors" --type bf16 -o "$T/maxbf.safetensors"
 expect_out bf16_overflow_msg "blocks.0.fc.weight.*beyond the BF16 range"
+# --clamp saturates instead, and the report says how many values per tensor
+expect_exit 0 fp16_clamp -- "$MQ" quantize "$T/big.safetensors" --type fp16 --clamp -o "$T/big16.safetensors"
+expect_out fp16_clamp_report "blocks.0.fc.weight: 1 value\(s\) beyond the fp16 range saturated \(--clamp\)"
+"$MQ" quantize "$T/big.safetensors" --type fp16 --clamp -o "$T/big16b.safetensors" --json > "$T/c.json"
+if "$PY" -c 'import json, sys; t = json.load(open(sys.argv[1]))["tensors"]; assert t[0]["clamped"] == 1 and t[1]["clamped"] == 0' "$T/c.json" 2> "$T/py"
+then ok fp16_clamp_json; else notok fp16_clamp_json "$(cat "$T/py")"; fi
+if "$PY" - "$T/big16.safetensors" <<'PY'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+h = json.loads(raw[8:8 + n])["blocks.0.fc.weight"]
+assert h["dtype"] == "F16"
+off = 8 + n + h["data_offsets"][0] + 10
+assert raw[off:off + 2] == b"\xff\x7b", raw[off:off + 2]  # 65504
+PY
+then ok fp16_clamp_value; else notok fp16_clamp_value "not 65504"; fi
+expect_exit 0 clamp_ignored -- "$MQ" quantize "$M" --clamp -o "$T/ci.safetensors"
+expect_out clamp_ignored_msg "warning: --clamp has no effect"
+expect_exit 3 clamp_ignored_strict -- "$MQ" quantize "$M" --clamp --strict -o "$T/ci2.safetensors"
+[ ! -e "$T/ci2.safetensors" ] && ok clamp_ignored_nothing_written || notok clamp_ignored_nothing_written "written"
+# --group-size with a per-channel 8-bit target
+expect_exit 0 group_size_ignored -- "$MQ" quantize "$M" --bits 8 --group-size 32 -o "$T/gs.safetensors"
+expect_out group_size_ignored_msg "warning: --group-size 32 has no effect: int8 is per channel"
+expect_exit 3 group_size_ignored_strict -- "$MQ" quantize "$M" --bits 8 --group-size 32 --strict -o "$T/gs2.safetensors"
+expect_exit 0 group_size_used_by_rule -- "$MQ" quantize "$M" --bits 8 --group-size 32 --layer 'blocks.1.*=4' --strict -o "$T/gs3.safetensors"
+
 # scales whose grid overflows float32 (-FLT_MAX: -128 * FLT_MAX / 127.5 is -Inf)
 "$PY" "$T/st.py" "$T/wide.safetensors" blocks.0.fc.weight:16x64:-3.4028234663852886e38 blocks.1.fc.weight:16x64
 expect_exit 3 int8_scale_overflow -- "$MQ" quantize "$T/wide.safetensors" --type int8 -o "$T/wide8.safetensors"
@@ -96,6 +122,19 @@ expect_out stats_match_nothing_msg "warning: calibration statistics: none of the
 expect_exit 3 stats_match_nothing_strict -- "$MQ" quantize "$T/other.safetensors" --calibration "$T/stats.safetensors" -o "$T/o2.safetensors" --strict
 expect_exit 0 gptq_without_hessian -- "$MQ" quantize "$M" --bits 4 --no-default-skip --search gptq --calibration "$T/stats.safetensors" -o "$T/gq.safetensors"
 expect_out gptq_without_hessian_msg "warning: GPTQ: 2 quantized tensors .* have no Hessian"
+expect_out gptq_without_hessian_column "blocks\.0\.fc\.weight .* mse\+static"
+"$MQ" quantize "$M" --bits 4 --no-default-skip --search gptq --calibration "$T/stats.safetensors" -o "$T/gq2.safetensors" --json > "$T/g.json" 2> /dev/null
+if "$PY" -c 'import json, sys; t = {x["name"]: x for x in json.load(open(sys.argv[1]))["tensors"]}; a = t["blocks.0.fc.weight"]; b = t["blocks.1.fc.weight"]; assert a["search"] == "mse" and a["input_params"] and b["search"] == "mse" and not b["input_params"]' "$T/g.json" 2> "$T/py"
+then ok search_per_tensor_json; else notok search_per_tensor_json "$(cat "$T/py")"; fi
+# observer settings the chosen observer does not use
+expect_exit 0 bins_without_histogram -- "$MQ" calibrate --model "$M" --activations "$T/acts.safetensors" -o "$T/s2.safetensors" --bins 512
+expect_out bins_without_histogram_msg "warning: --bins has no effect with the minmax observer"
+expect_exit 0 percentile_without_observer -- "$MQ" calibrate --model "$M" --activations "$T/acts.safetensors" -o "$T/s3.safetensors" --observer histogram --percentile 99.9
+expect_out percentile_without_observer_msg "warning: --percentile has no effect with the histogram observer"
+expect_exit 3 observer_setting_strict -- "$MQ" calibrate --model "$M" --activations "$T/acts.safetensors" -o "$T/s4.safetensors" --bins 512 --strict
+[ ! -e "$T/s4.safetensors" ] && ok observer_setting_nothing_written || notok observer_setting_nothing_written "written"
+expect_exit 0 percentile_used -- "$MQ" calibrate --model "$M" --activations "$T/acts.safetensors" -o "$T/s5.safetensors" --observer percentile --percentile 99.9 --bins 512
+grep -q "has no effect" "$T/out" && notok percentile_used_no_warning "$(cat "$T/out")" || ok percentile_used_no_warning
 
 # storages shared in a .pt input are written separately: said
 expect_exit 0 tied_storage -- "$MQ" quantize tests/corpus/zip/torch_tied.pt --types other -o "$T/tied.safetensors"
