@@ -16,7 +16,9 @@ static void help(FILE *f) {
 int cmd_compare(int argc, char **argv) {
     const char *pa = NULL, *pb = NULL, *v;
     bool json = false, missing = false;
-    mq_open_options oa = {MQ_FORMAT_AUTO, NULL}, ob = {MQ_FORMAT_AUTO, NULL};
+    mq_open_options oa, ob;
+    mq_open_options_default(&oa);
+    mq_open_options_default(&ob);
     const char *key = NULL, *key_a = NULL, *key_b = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
@@ -69,9 +71,9 @@ int cmd_compare(int argc, char **argv) {
         const mq_qtensor *ta = mq_qmodel_tensor(a, (size_t)i);
         char sa[48], sb[48];
         if (ta->spec.type == MQ_Q_NONE) snprintf(sa, sizeof sa, "%s", mq_dtype_name(ta->data->dtype));
-        else mq_qspec_name(&ta->spec, sa, sizeof sa);
+        else cli_qspec_name(&ta->spec, sa, sizeof sa);
         if (tb->spec.type == MQ_Q_NONE) snprintf(sb, sizeof sb, "%s", mq_dtype_name(tb->data->dtype));
-        else mq_qspec_name(&tb->spec, sb, sizeof sb);
+        else cli_qspec_name(&tb->spec, sb, sizeof sb);
         mq_error_stats es;
         bool floats = (ta->spec.type != MQ_Q_NONE || mq_dtype_is_float(ta->data->dtype)) &&
                       (tb->spec.type != MQ_Q_NONE || mq_dtype_is_float(tb->data->dtype));

@@ -16,7 +16,8 @@ int cmd_dequantize(int argc, char **argv) {
     const char *in = NULL, *out = NULL;
     mq_dtype dtype = MQ_DTYPE_INVALID;
     mq_format fmt = MQ_FORMAT_AUTO;
-    mq_open_options oo = {MQ_FORMAT_AUTO, NULL};
+    mq_open_options oo;
+    mq_open_options_default(&oo);
     int threads = 0;
     for (int i = 1; i < argc; i++) {
         bool missing = false;

@@ -123,7 +123,8 @@ static void print_json(const char *path, const mq_model *m, const dtype_totals *
 int cmd_info(int argc, char **argv) {
     bool json = false, missing = false;
     const char *path = NULL, *v;
-    mq_open_options oo = {MQ_FORMAT_AUTO, NULL};
+    mq_open_options oo;
+    mq_open_options_default(&oo);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--json")) json = true;

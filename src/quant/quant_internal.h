@@ -78,10 +78,11 @@ MQ_HIDDEN void mq__qround_init(const mq_qformat *f, mq_qparam p, mq_qround *out)
  * set to 1 and damp = 1 % of its mean diagonal. MQ_ERR_QUANT for a non-finite entry or a
  * matrix that is not positive definite. */
 MQ_HIDDEN mq_status mq__gptq_factor(mq_ctx *ctx, const float *h, int64_t cols, double **out);
-/* mq_quantize_rows with the factor of spec->hessian computed once by the caller (NULL: as
+/* mq_quantize_rows with the factor of calib->hessian computed once by the caller (NULL: as
  * mq_quantize_rows), for callers that quantize a tensor in many row chunks. */
 MQ_HIDDEN mq_status mq__quantize_rows_factored(mq_ctx *ctx, const mq_qspec *spec,
-                                               const mq_qlayout *layout, mq_dtype src_dtype,
+                                               const mq_qlayout *layout,
+                                               const mq_calib_data *calib, mq_dtype src_dtype,
                                                const void *src, int64_t row_begin,
                                                int64_t row_end, void *data, float *scale,
                                                void *zero_point, const double *factor);
