@@ -128,7 +128,7 @@ static void output_error_add(const mq_tensor *t, const float *h, int64_t cols, c
 }
 
 static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc *acc,
-                                 const double *factor) {
+                                 const float *factor) {
     mq_ctx *ctx = s->ctx;
     const mq_tensor *t = e->src;
     const mq_qlayout *L = &e->layout;
@@ -204,7 +204,7 @@ static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc
 
 /* GPTQ: the Hessian is factorized once per tensor, not once per chunk of rows. */
 static mq_status quantize_tensor(stream *s, const mq__plan_entry *e, mq__err_acc *acc) {
-    double *factor = NULL;
+    float *factor = NULL;
     if (e->spec.search == MQ_SEARCH_GPTQ && e->hessian && e->spec.type != MQ_Q_FP16 &&
         e->spec.type != MQ_Q_BF16) {
         mq_status st = mq__gptq_factor(s->ctx, e->hessian, e->layout.cols, &factor);
@@ -243,21 +243,6 @@ static void free_stream(stream *s) {
     mq__free(s->ctx, s->deq);
     mq__free(s->ctx, s->scale);
     mq__free(s->ctx, s->zp);
-}
-
-/* Refuses an output that is the input (or one of its shards). */
-static mq_status check_not_input(mq_ctx *ctx, const mq_model *m, const char *in, const char *out) {
-    struct stat so;
-    if (stat(out, &so) != 0) return MQ_OK;
-    struct stat si;
-    if (stat(in, &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)
-        return mq__fail(ctx, MQ_ERR_INVALID, "%s: the output is the input file; refusing to "
-                        "overwrite it", out);
-    for (size_t i = 0; i < m->nmaps; i++)
-        if (stat(m->maps[i].path, &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)
-            return mq__fail(ctx, MQ_ERR_INVALID, "%s: the output is an input file (%s); "
-                            "refusing to overwrite it", out, m->maps[i].path);
-    return MQ_OK;
 }
 
 /* ---- metadata ------------------------------------------------------------------------- */
@@ -502,7 +487,10 @@ mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
     mq_open_options_default(&oo);
     oo.key = opts->key;
     mq_status st = mq_model_open(ctx, in, &oo, &m);
-    if (st == MQ_OK && out) st = check_not_input(ctx, m, in, out);
+    if (st == MQ_OK && out && !strcmp(out, "-"))
+        st = mq__fail(ctx, MQ_ERR_UNSUPPORTED, "standard output: a quantized checkpoint cannot "
+                      "be streamed (its header is completed at the end); write to a file");
+    if (st == MQ_OK && out) st = mq_output_check(ctx, out, m);
     if (st == MQ_OK && opts->calibration) st = mq_calib_stats_open(ctx, opts->calibration, &stats);
     if (st == MQ_OK) st = mq__plan_build(ctx, m, opts, stats, &plan);
     if (st == MQ_OK) st = mq__report_from_plan(ctx, &plan, &rep);

@@ -38,6 +38,7 @@ static char model_path[512];
 /* One Linear weight F32 [16, 64] and its bias. */
 static int write_model(void) {
     snprintf(model_path, sizeof model_path, "%s/abi_model.safetensors", test_tmpdir());
+    remove(model_path);
     mq_ctx *ctx = mq_ctx_create();
     mq_tensor_desc d[2] = {{"fc.weight", MQ_F32, 2, {16, 64}}, {"fc.bias", MQ_F32, 1, {16}}};
     mq_writer *w = NULL;
