@@ -259,7 +259,7 @@ static mq_status open_logical(mq_qmodel *qm, const char *path) {
             qm->n++;
             char key[1100];
             snprintf(key, sizeof key, "%s%s", MQ__META_TENSOR_PREFIX, q->name);
-            const char *meta = mq_model_metadata_get(m, key);
+            const char *meta = mq__model_meta(m, key);
             if (is_foreign(qm, x, base_len, packed, meta)) {
                 MQ_TRY(need_settings(qm));
                 MQ_TRY(mq__ct_assemble(qm, path, q, src, x, base_len, meta));
