@@ -163,7 +163,7 @@ int validate_run(const validate_run_opts *o, mq_ctx *ctx, mq_qmodel *qm, mq_qmod
         if (progress) cli_progress(NULL, t->name, i, n);
         char layer[512], scheme[64], problem[700] = "";
         layer_prefix(t->name, layer, sizeof layer);
-        mq_qspec_name(&t->spec, scheme, sizeof scheme);
+        cli_qspec_name(&t->spec, scheme, sizeof scheme);
         int64_t K = (int64_t)(t->numel / (uint64_t)t->shape[0]);
         const float *x;
         int64_t rows;

@@ -170,8 +170,10 @@ static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc
     const mq_tensor *t = e->src;
     const mq_qlayout *L = &e->layout;
     mq_qspec spec = e->spec;
-    spec.importance = e->importance;
-    spec.hessian = e->hessian;
+    mq_calib_data calib;
+    mq_calib_data_init(&calib);
+    calib.importance = e->importance;
+    calib.hessian = e->hessian;
     int64_t rows_per_chunk = CHUNK_ELEMS / (L->cols ? L->cols : 1);
     if (rows_per_chunk < 1) rows_per_chunk = 1;
     size_t zsz = L->has_zero_point ? mq_dtype_size(L->zero_point_dtype) : 0;
@@ -183,8 +185,9 @@ static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc
     for (int64_t rb = 0; rb < L->rows; rb += rows_per_chunk) {
         int64_t re = rb + rows_per_chunk < L->rows ? rb + rows_per_chunk : L->rows;
         int64_t nr = re - rb;
-        mq_status st = mq__quantize_rows_factored(ctx, &spec, L, t->dtype, t->data, rb, re,
-                                                  s->out, s->scale, zsz ? s->zp : NULL, factor);
+        mq_status st = mq__quantize_rows_factored(ctx, &spec, L, &calib, t->dtype, t->data,
+                                                  rb, re, s->out, s->scale,
+                                                  zsz ? s->zp : NULL, factor);
         if (st == MQ_ERR_QUANT && !strstr(mq_ctx_message(ctx), t->name))
             return mq__fail_prefix(ctx, "tensor '%s'", t->name);
         if (st != MQ_OK) return st;
@@ -338,7 +341,7 @@ static mq_status build_meta(mq_ctx *ctx, const mq_model *m, const mq__plan *p,
     padded[len + room] = 0;
     MQ_TRY(meta_put(ctx, ml, MQ__META_CONFIG, padded, false, true));
     char scheme[64];
-    mq_qspec_name(&o->spec, scheme, sizeof scheme);
+    mq_qspec_format(&o->spec, scheme, sizeof scheme);
     MQ_TRY(meta_put(ctx, ml, MQ__META_SCHEME, mq__strdup(ctx, scheme), false, true));
     MQ_TRY(meta_put(ctx, ml, MQ__META_FORMAT, MQ__FORMAT_VERSION, false, false));
     for (size_t i = 0; i < p->n; i++) {
@@ -444,7 +447,7 @@ static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *ou
     for (size_t i = 0; st == MQ_OK && i < p->n; i++) {
         const mq__plan_entry *e = &p->entries[i];
         mq__err_acc acc = {0};
-        mq_tensor_report *tr = &rep->tensors[i];
+        mq__tensor_report *tr = &rep->tensors[i];
         if (e->action == MQ_ACTION_KEEP) st = copy_tensor(&s, e);
         else if (e->action == MQ_ACTION_CAST) st = cast_tensor(&s, e, &acc, &tr->clamped);
         else st = quantize_tensor(&s, e, &acc);
@@ -517,7 +520,7 @@ static mq_status refuse_quantized(mq_ctx *ctx, const mq_model *m, const char *in
     static const char *const gptq[] = {"qweight", "qzeros", "scales", "g_idx"};
     const char *hint = "dequantize it first (monoquant dequantize), then quantize the plain "
                        "checkpoint";
-    if (mq_model_metadata_get(m, MQ__META_FORMAT))
+    if (mq_model_metadata_find(m, MQ__META_FORMAT) >= 0)
         return mq__fail(ctx, MQ_ERR_INVALID, "%s: already quantized by monoquant (metadata "
                         "'%s'); %s", in, MQ__META_FORMAT, hint);
     for (size_t i = 0; i < mq_model_tensor_count(m); i++) {
@@ -531,7 +534,7 @@ static mq_status refuse_quantized(mq_ctx *ctx, const mq_model *m, const char *in
                 return mq__fail(ctx, MQ_ERR_INVALID, "%s: already quantized (tensor '%s': a "
                                 "GPTQ/AWQ layout); %s", in, name, hint);
     }
-    if (mq_model_metadata_get(m, MQ__META_CONFIG))
+    if (mq_model_metadata_find(m, MQ__META_CONFIG) >= 0)
         return mq__fail(ctx, MQ_ERR_INVALID, "%s: already quantized (metadata '%s'); %s", in,
                         MQ__META_CONFIG, hint);
     return MQ_OK;
@@ -546,14 +549,15 @@ static uint64_t input_file_bytes(const mq_model *m, const char *in) {
 }
 
 mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
-                           const mq_quantize_options *opts, mq_report **report) {
+                           const mq_quantize_options *caller_opts, mq_report **report) {
     if (report) *report = NULL;
     if (!ctx || !in) return mq__fail(ctx, MQ_ERR_INVALID, "mq_quantize_file: NULL argument");
-    mq_quantize_options defaults;
-    if (!opts) {
-        mq_quantize_options_default(&defaults);
-        opts = &defaults;
-    }
+    mq_quantize_options full;
+    mq_quantize_options_default(&full);
+    if (caller_opts)
+        MQ_TRY(mq__struct_read(ctx, "mq_quantize_options", caller_opts, &full, sizeof full,
+                               MQ__LAYOUT_END(mq_quantize_options, strict)));
+    const mq_quantize_options *opts = &full;
     if (!out && !opts->dry_run)
         return mq__fail(ctx, MQ_ERR_INVALID, "mq_quantize_file: no output path");
     if (opts->sqnr_warn_db > 0 && !opts->error_stats)
@@ -565,7 +569,9 @@ mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
     mq__plan plan = {0};
     mq_report *rep = NULL;
     mq_calib_stats *stats = NULL;
-    mq_open_options oo = {MQ_FORMAT_AUTO, opts->key};
+    mq_open_options oo;
+    mq_open_options_default(&oo);
+    oo.key = opts->key;
     mq_status st = mq_model_open(ctx, in, &oo, &m);
     if (st == MQ_OK && out && !strcmp(out, "-"))
         st = mq__fail(ctx, MQ_ERR_UNSUPPORTED, "standard output: a quantized checkpoint cannot "

@@ -82,7 +82,8 @@ TEST(cast_overflow_fails_or_clamps) {
     if (r) {
         CHECK_EQ_INT(mq_report_tensor_clamped(r, 0), 1);
         CHECK_EQ_INT(mq_report_tensor_clamped(r, 3), 0);
-        CHECK(isfinite(r->tensors[0].error.sqnr_db));
+        mq_error_stats es;
+        CHECK(mq_report_tensor_error(r, 0, &es) && isfinite(es.sqnr_db));
     }
     mq_report_free(r);
     mq_model *m = NULL;
@@ -111,7 +112,7 @@ TEST(cast_overflow_fails_or_clamps) {
     mq_qlayout L;
     uint16_t y[2];
     CHECK_EQ_INT(mq_qlayout_init(ctx, &s, 2, shape, &L), MQ_OK);
-    CHECK_EQ_INT(mq_quantize_rows(ctx, &s, &L, MQ_F32, x, 0, 1, y, NULL, NULL), MQ_ERR_QUANT);
+    CHECK_EQ_INT(mq_quantize_rows(ctx, &s, &L, NULL, MQ_F32, x, 0, 1, y, NULL, NULL), MQ_ERR_QUANT);
     CHECK_MSG_HAS(ctx, "beyond the BF16 range");
     remove(in);
     mq_ctx_free(ctx);
@@ -144,7 +145,7 @@ TEST(scale_overflow_fails) {
     uint8_t q[4], zp[1];
     float scale[1];
     CHECK_EQ_INT(mq_qlayout_init(ctx, &s, 2, shape, &L), MQ_OK);
-    CHECK_EQ_INT(mq_quantize_rows(ctx, &s, &L, MQ_F32, x, 0, 2, q, scale, zp), MQ_ERR_QUANT);
+    CHECK_EQ_INT(mq_quantize_rows(ctx, &s, &L, NULL, MQ_F32, x, 0, 2, q, scale, zp), MQ_ERR_QUANT);
     remove(in);
     mq_ctx_free(ctx);
 }
@@ -162,7 +163,8 @@ TEST(error_figures_of_huge_values) {
     mq_qspec_recommended(&o.spec, MQ_Q_UINT8);
     mq_report *r = NULL;
     CHECK_EQ_INT(mq_quantize_file(ctx, in, out, &o, &r), MQ_OK);
-    CHECK(r && isfinite(r->tensors[0].error.sqnr_db) && r->tensors[0].error.rel_fro > 0);
+    mq_error_stats es;
+    CHECK(r && mq_report_tensor_error(r, 0, &es) && isfinite(es.sqnr_db) && es.rel_fro > 0);
     mq_report_free(r);
     remove(out);
     remove(in);
@@ -184,7 +186,7 @@ TEST(sqnr_gate_without_figures_is_invalid) {
     o.sqnr_warn_db = 200;
     mq_report *r = NULL;
     CHECK_EQ_INT(mq_quantize_file(ctx, in, out, &o, &r), MQ_OK);
-    CHECK(r && r->nwarnings == 2);
+    CHECK(r && mq_report_warning_count(r) == 2);
     mq_report_free(r);
     remove(out);
     remove(in);
@@ -317,9 +319,15 @@ TEST(already_quantized_input_is_refused) {
     mq_ctx_free(ctx);
 }
 
+static mq_scale_search search_of(const mq_report *r, size_t i) {
+    mq_qspec s;
+    mq_report_tensor_spec(r, i, &s);
+    return s.search;
+}
+
 static int has_warning(const mq_report *r, const char *needle) {
-    for (size_t i = 0; r && i < r->nwarnings; i++)
-        if (strstr(r->warnings[i], needle)) return 1;
+    for (size_t i = 0; r && i < mq_report_warning_count(r); i++)
+        if (strstr(mq_report_warning(r, i), needle)) return 1;
     return 0;
 }
 
@@ -351,14 +359,14 @@ TEST(ignored_options_warn) {
     mq_report *r = NULL;
     /* a plain run: no warning */
     CHECK_EQ_INT(mq_quantize_file(ctx, in, out, &o, &r), MQ_OK);
-    CHECK(r && r->nwarnings == 0);
+    CHECK(r && mq_report_warning_count(r) == 0);
     mq_report_free(r);
     /* a rule that matches nothing */
     mq_layer_rule rules[2] = {{"blocks.*.fc.weight", MQ_Q_INT4}, {"decoder.*", MQ_Q_NONE}};
     o.rules = rules;
     o.nrules = 2;
     CHECK_EQ_INT(mq_quantize_file(ctx, in, out, &o, &r), MQ_OK);
-    CHECK(r && r->nwarnings == 1 && has_warning(r, "layer rule 'decoder.*=none' matches no tensor"));
+    CHECK(r && mq_report_warning_count(r) == 1 && has_warning(r, "layer rule 'decoder.*=none' matches no tensor"));
     mq_report_free(r);
     o.strict = 1;
     CHECK_EQ_INT(mq_quantize_file(ctx, in, out, &o, NULL), MQ_ERR_QUANT);
@@ -376,8 +384,8 @@ TEST(ignored_options_warn) {
     o.calibration = stats;
     CHECK_EQ_INT(mq_quantize_file(ctx, in, out, &o, &r), MQ_OK);
     CHECK(r && has_warning(r, "none of their 1 layers matches"));
-    CHECK(r && r->config_json && strstr(r->config_json, "\"activations\": null"));
-    CHECK(r && !mq_report_tensor_input_params(r, 0));
+    CHECK(r && mq_report_config_json(r) && strstr(mq_report_config_json(r), "\"activations\": null"));
+    CHECK(r && !mq_report_tensor_has_input_params(r, 0));
     mq_report_free(r);
     /* statistics without a Hessian and GPTQ: the mse search ran, said per tensor */
     CHECK(write_stats(stats, "blocks.0.fc", 64, 0));
@@ -385,15 +393,15 @@ TEST(ignored_options_warn) {
     CHECK_EQ_INT(mq_quantize_file(ctx, in, out, &o, &r), MQ_OK);
     CHECK(r && has_warning(r, "GPTQ: 2 quantized tensors (first: blocks.0.fc.weight) have no "
                                  "Hessian"));
-    CHECK(r && mq_report_tensor_search(r, 0) == MQ_SEARCH_MSE);
-    CHECK(r && mq_report_tensor_input_params(r, 0) && !mq_report_tensor_input_params(r, 3));
-    CHECK(r && r->config_json && strstr(r->config_json, "\"static\": true"));
+    CHECK(r && search_of(r, 0) == MQ_SEARCH_MSE);
+    CHECK(r && mq_report_tensor_has_input_params(r, 0) && !mq_report_tensor_has_input_params(r, 3));
+    CHECK(r && mq_report_config_json(r) && strstr(mq_report_config_json(r), "\"static\": true"));
     mq_report_free(r);
     /* with a Hessian, GPTQ runs and says so */
     CHECK(write_stats(stats, "blocks.0.fc", 64, 1));
     CHECK_EQ_INT(mq_quantize_file(ctx, in, out, &o, &r), MQ_OK);
-    CHECK(r && mq_report_tensor_search(r, 0) == MQ_SEARCH_GPTQ);
-    CHECK(r && mq_report_tensor_search(r, 3) == MQ_SEARCH_MSE);
+    CHECK(r && search_of(r, 0) == MQ_SEARCH_GPTQ);
+    CHECK(r && search_of(r, 3) == MQ_SEARCH_MSE);
     CHECK(r && has_warning(r, "GPTQ: 1 quantized tensor (first: blocks.1.fc.weight) has no"));
     mq_report_free(r);
     remove(stats);
