@@ -361,6 +361,8 @@ static mq_status open_logical(mq_qmodel *qm, const char *path) {
     return MQ_OK;
 }
 
+static mq_status verify_input_scale(mq_qmodel *qm, const mq_qtensor *q);
+
 mq_status mq_qmodel_open(mq_ctx *ctx, const char *path, mq_qmodel **out) {
     return mq_qmodel_open_with_options(ctx, path, NULL, out);
 }
@@ -383,6 +385,14 @@ mq_status mq_qmodel_open_with_options(mq_ctx *ctx, const char *path, const mq_op
             st = MQ_ERR_NOMEM;
     }
     if (st == MQ_OK) st = open_logical(qm, path);
+    /* other tools' parameters are checked as they are read: a NaN/Inf scale or an
+     * out-of-range zero point or g_idx would dequantize into wrong weights */
+    for (size_t i = 0; st == MQ_OK && i < qm->n; i++) {
+        if (qm->src[i].family == MQ__QF_NATIVE || qm->t[i].spec.type == MQ_Q_NONE) continue;
+        st = mq__foreign_verify(qm, i);
+        if (st == MQ_OK) st = verify_input_scale(qm, &qm->t[i]);
+        if (st != MQ_OK) mq__fail_prefix(ctx, "%s", path);
+    }
     if (st != MQ_OK) {
         mq_qmodel_free(qm);
         return st;
