@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,7 +58,8 @@ void cli_info(const char *fmt, ...) {
     va_end(ap);
 }
 
-static bool bar_shown;
+volatile sig_atomic_t cli_bar_shown;
+#define bar_shown cli_bar_shown
 
 int cli_progress(void *ud, const char *what, uint64_t done, uint64_t total) {
     (void)ud;
