@@ -76,6 +76,10 @@ void cli_json_number(FILE *f, double v);
 /* Writes `, "sqnr_db": .., "rel_error": .., "max_abs_error": ..`. */
 void cli_json_error_stats(FILE *f, const mq_error_stats *e);
 
+/* The exit code of a validation: prints "validation failed: N problem(s)" (exit 4) or, under
+ * --strict, "N warning(s) under --strict" (exit 3). */
+int cli_verdict(size_t failures, bool strict, size_t warnings);
+
 /* validate --run (cli/validate_run.c). */
 typedef struct validate_run_opts {
     const char *q, *ref, *activations;

@@ -140,3 +140,15 @@ void cli_json_error_stats(FILE *f, const mq_error_stats *e) {
     fputs(", \"max_abs_error\": ", f);
     cli_json_number(f, e->max_abs);
 }
+
+int cli_verdict(size_t failures, bool strict, size_t warnings) {
+    if (failures) {
+        fprintf(stderr, "monoquant: error: validation failed: %zu problem(s)\n", failures);
+        return EXIT_VALIDATION;
+    }
+    if (strict && warnings) {
+        fprintf(stderr, "monoquant: error: %zu warning(s) under --strict\n", warnings);
+        return EXIT_QUANT;
+    }
+    return EXIT_OK;
+}
