@@ -6,7 +6,10 @@ PREFIX   ?= /usr/local
 FIXTURES ?= ../shared/fixtures
 BUILD    ?= build
 PYTHON   ?= /usr/bin/python3
-VERSION  := 0.1.0
+# The version is written once, in include/monoquant.h (MQ_VERSION_MAJOR/MINOR/PATCH).
+version_part = $(shell sed -n 's/^\#define MQ_VERSION_$(1) \([0-9]*\)$$/\1/p' include/monoquant.h)
+VERSION_MAJOR := $(call version_part,MAJOR)
+VERSION  := $(VERSION_MAJOR).$(call version_part,MINOR).$(call version_part,PATCH)
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wvla -Wstrict-prototypes
 CFLAGS   ?= -O2 -g
@@ -41,7 +44,11 @@ EXAMPLE_SRC := $(sort $(wildcard examples/*.c))
 EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 
 STATIC := $(BUILD)/libmonoquant.a
-SHARED := $(BUILD)/libmonoquant.so
+# Shared library names: the soname changes with the major version only (ABI policy in
+# include/monoquant.h); the real name carries the full version.
+SONAME   := libmonoquant.so.$(VERSION_MAJOR)
+REALNAME := libmonoquant.so.$(VERSION)
+SHARED := $(BUILD)/$(REALNAME)
 CLI    := $(BUILD)/monoquant
 
 .PHONY: all lib test unit demo bench asan fuzz install clean check-deps
@@ -60,7 +67,9 @@ $(STATIC): $(LIB_OBJ)
 
 $(SHARED): $(LIB_OBJ)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) -shared -Wl,-soname,libmonoquant.so.0 -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) -shared -Wl,-soname,$(SONAME) -o $@ $^ $(LDLIBS)
+	$(Q)ln -sf $(REALNAME) $(BUILD)/$(SONAME)
+	$(Q)ln -sf $(SONAME) $(BUILD)/libmonoquant.so
 
 $(CLI): $(CLI_OBJ) $(STATIC)
 	@$(if $(Q),echo "  LD      $@")
@@ -135,8 +144,9 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin \
 	  $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 644 $(STATIC) $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/libmonoquant.so.0
-	ln -sf libmonoquant.so.0 $(DESTDIR)$(PREFIX)/lib/libmonoquant.so
+	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/$(REALNAME)
+	ln -sf $(REALNAME) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libmonoquant.so
 	install -m 644 include/monoquant.h $(DESTDIR)$(PREFIX)/include/
 	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' monoquant.pc.in \

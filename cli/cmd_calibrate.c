@@ -226,13 +226,18 @@ static int feed(run *r, const char *file, const mq_tensor *t) {
     return EXIT_OK;
 }
 
+/* Rows a layer received (0 for a layer never declared). */
+static uint64_t layer_rows(const mq_calibrator *cal, const char *layer) {
+    int64_t i = mq_calibrator_find(cal, layer);
+    return i < 0 ? 0 : mq_calibrator_layer_rows(cal, (size_t)i);
+}
+
 static void print_json(const mq_calib_stats *s, const char *out) {
     printf("{\"output\": ");
     cli_json_string(stdout, out);
     printf(", \"layers\": [");
     for (size_t i = 0; i < mq_calib_stats_count(s); i++) {
-        mq_layer_stats ls;
-        mq_calib_stats_find(s, mq_calib_stats_layer(s, i), &ls);
+        mq_layer_stats ls = *mq_calib_stats_layer(s, i);
         printf("%s\n  {\"layer\": ", i ? "," : "");
         cli_json_string(stdout, ls.layer);
         printf(", \"observer\": \"%s\", \"channels\": %" PRId64 ", \"rows\": %" PRIu64
@@ -322,13 +327,13 @@ static int observe(run *r, const cal_state *c, const mq_model *model, const str_
         char prefix[1024];
         snprintf(prefix, sizeof prefix, "%.*s", (int)(len - 7), name);
         model_layer *l = find(r->layers, r->nlayers, prefix);
-        if (l && !mq_calibrator_layer_rows(r->cal, prefix))
+        if (l && !layer_rows(r->cal, prefix))
             warn(r, "layer '%s'%s: no activations were recorded; it gets no statistics", prefix,
                  l->kind == MQ_KIND_CONV ? " (conv)" : "");
     }
     size_t fed = 0;
     for (size_t i = 0; i < r->nlayers; i++)
-        fed += mq_calibrator_layer_rows(r->cal, r->layers[i].name) > 0;
+        fed += layer_rows(r->cal, r->layers[i].name) > 0;
     if (!fed) {
         fprintf(stderr, "monoquant: error: no layer of %s received activations; nothing written\n",
                 c->model);
@@ -349,8 +354,7 @@ static void report(const mq_calib_stats *stats, const cal_state *c, const run *r
     size_t nl = mq_calib_stats_count(stats);
     if (g_cli.verbose && !g_cli.json) {
         for (size_t i = 0; i < nl; i++) {
-            mq_layer_stats ls;
-            mq_calib_stats_find(stats, mq_calib_stats_layer(stats, i), &ls);
+            mq_layer_stats ls = *mq_calib_stats_layer(stats, i);
             cli_info("  %-40s rows %10" PRIu64 "  range [%.6g, %.6g]  scale %.6g  zero point %d",
                      ls.layer, ls.count, (double)ls.input_min, (double)ls.input_max,
                      (double)ls.input_scale, (int)ls.input_zero_point);
@@ -390,7 +394,9 @@ int cmd_calibrate(int argc, char **argv) {
         rc = cli_usage_error("calibrate", "%s", mq_ctx_message(r.ctx));
         goto done;
     }
-    mq_open_options model_opts = {MQ_FORMAT_AUTO, c.key};
+    mq_open_options model_opts;
+    mq_open_options_default(&model_opts);
+    model_opts.key = c.key;
     st = mq_model_open(r.ctx, c.model, &model_opts, &model);
     if (st != MQ_OK) {
         rc = cli_fail(r.ctx, st);

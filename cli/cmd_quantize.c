@@ -270,7 +270,7 @@ static bool exists(const char *path) {
  * two default names differ. */
 static char *default_output(const char *in, const mq_quantize_options *o) {
     char scheme[64];
-    mq_qspec_name(&o->spec, scheme, sizeof scheme);
+    cli_qspec_name(&o->spec, scheme, sizeof scheme);
     size_t n = strlen(in);
     while (n > 1 && in[n - 1] == '/') n--;
     char *stem = strndup(in, n);
@@ -315,41 +315,50 @@ static void print_json(const qstate *q, const char *out, const mq_report *r) {
     fputs(", \"output\": ", f);
     if (out) cli_json_string(f, out);
     else fputs("null", f);
+    uint64_t bin = mq_report_bytes_in(r), bout = mq_report_bytes_out(r);
     fprintf(f, ", \"scheme\": \"%s\", \"dry_run\": %s, \"bytes_in\": %llu, \"bytes_out\": %llu, "
                "\"file_bytes_in\": %llu, \"file_bytes_out\": %llu, \"ratio\": ",
-            mq_qspec_name(&q->o.spec, scheme, sizeof scheme), q->dry_run ? "true" : "false",
-            (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out,
-            (unsigned long long)r->file_bytes_in, (unsigned long long)r->file_bytes_out);
-    cli_json_number(f, r->bytes_out ? (double)r->bytes_in / (double)r->bytes_out : 0);
+            cli_qspec_name(&q->o.spec, scheme, sizeof scheme), q->dry_run ? "true" : "false",
+            (unsigned long long)bin, (unsigned long long)bout,
+            (unsigned long long)mq_report_file_bytes_in(r),
+            (unsigned long long)mq_report_file_bytes_out(r));
+    cli_json_number(f, bout ? (double)bin / (double)bout : 0);
     fprintf(f, ", \"seconds\": %.3f, \"quantized\": %zu, \"cast\": %zu, \"kept\": %zu, "
-               "\"tensors\": [", r->seconds, r->nquantized, r->ncast, r->nkept);
-    for (size_t i = 0; i < r->ntensors; i++) {
-        const mq_tensor_report *t = &r->tensors[i];
+               "\"tensors\": [", mq_report_seconds(r),
+            mq_report_action_count(r, MQ_ACTION_QUANTIZE),
+            mq_report_action_count(r, MQ_ACTION_CAST), mq_report_action_count(r, MQ_ACTION_KEEP));
+    for (size_t i = 0; i < mq_report_tensor_count(r); i++) {
+        mq_qspec spec;
+        mq_report_tensor_spec(r, i, &spec);
         fputs(i ? ",\n  {\"name\": " : "\n  {\"name\": ", f);
-        cli_json_string(f, t->name);
+        cli_json_string(f, mq_report_tensor_name(r, i));
         fprintf(f, ", \"kind\": \"%s\", \"dtype\": \"%s\", \"action\": \"%s\", \"scheme\": \"%s\"",
-                mq_layer_kind_name(t->kind), mq_dtype_name(t->dtype), action_name(t->action),
-                mq_qspec_name(&t->spec, scheme, sizeof scheme));
-        fprintf(f, ", \"bytes_in\": %llu, \"bytes_out\": %llu", (unsigned long long)t->bytes_in,
-                (unsigned long long)t->bytes_out);
-        if (t->reason) {
+                mq_layer_kind_name(mq_report_tensor_kind(r, i)),
+                mq_dtype_name(mq_report_tensor_dtype(r, i)),
+                action_name(mq_report_tensor_action(r, i)),
+                cli_qspec_name(&spec, scheme, sizeof scheme));
+        fprintf(f, ", \"bytes_in\": %llu, \"bytes_out\": %llu",
+                (unsigned long long)mq_report_tensor_bytes_in(r, i),
+                (unsigned long long)mq_report_tensor_bytes_out(r, i));
+        const char *reason = mq_report_tensor_reason(r, i);
+        if (reason) {
             fputs(", \"reason\": ", f);
-            cli_json_string(f, t->reason);
+            cli_json_string(f, reason);
         }
-        if (t->has_error) {
-            cli_json_error_stats(f, &t->error);
-        }
-        if (t->has_output_error) {
+        mq_error_stats es;
+        if (mq_report_tensor_error(r, i, &es)) cli_json_error_stats(f, &es);
+        double out_db;
+        if (mq_report_tensor_output_sqnr(r, i, &out_db)) {
             fputs(", \"output_sqnr_db\": ", f);
-            if (isfinite(t->output_sqnr_db)) fprintf(f, "%.4f", t->output_sqnr_db);
+            if (isfinite(out_db)) fprintf(f, "%.4f", out_db);
             else fputs("null", f);
         }
         fputs("}", f);
     }
     fputs("],\n \"warnings\": [", f);
-    for (size_t i = 0; i < r->nwarnings; i++) {
+    for (size_t i = 0; i < mq_report_warning_count(r); i++) {
         if (i) fputs(", ", f);
-        cli_json_string(f, r->warnings[i]);
+        cli_json_string(f, mq_report_warning(r, i));
     }
     fputs("]}\n", f);
 }
@@ -360,42 +369,51 @@ static void print_report(const qstate *q, const char *out, const mq_report *r) {
     FILE *f = stdout;
     cli_progress_done();
     fprintf(f, "%s -> %s (%s)%s\n", q->model, out ? out : "(dry run)",
-            mq_qspec_name(&q->o.spec, scheme, sizeof scheme), q->dry_run ? " plan:" : "");
+            cli_qspec_name(&q->o.spec, scheme, sizeof scheme), q->dry_run ? " plan:" : "");
+    size_t n = mq_report_tensor_count(r);
     bool out_col = false; /* output SQNR on the calibration inputs (Hessians) */
-    for (size_t i = 0; i < r->ntensors; i++) out_col |= r->tensors[i].has_output_error != 0;
+    for (size_t i = 0; i < n; i++) out_col |= mq_report_tensor_output_sqnr(r, i, NULL) != 0;
     fprintf(f, "  %-40s %-9s %-12s %9s %9s %10s%s\n", "tensor", "kind", "stored as", "SQNR dB",
             "rel.err", "max abs", out_col ? "  output SQNR dB" : "");
     size_t one_d = 0;
-    for (size_t i = 0; i < r->ntensors; i++) {
-        const mq_tensor_report *t = &r->tensors[i];
-        if (t->action == MQ_ACTION_KEEP) {
-            if (t->ndim < 2) one_d++;
+    for (size_t i = 0; i < n; i++) {
+        if (mq_report_tensor_action(r, i) == MQ_ACTION_KEEP) {
+            if (mq_report_tensor_shape(r, i, NULL) < 2) one_d++;
             continue;
         }
-        fprintf(f, "  %-40s %-9s %-12s", t->name, mq_layer_kind_name(t->kind),
-                mq_qspec_name(&t->spec, scheme, sizeof scheme));
-        if (t->has_error)
-            fprintf(f, " %9.2f %9.5f %10.3g", t->error.sqnr_db, t->error.rel_fro, t->error.max_abs);
-        if (t->has_output_error) fprintf(f, " %16.2f", t->output_sqnr_db);
+        mq_qspec spec;
+        mq_report_tensor_spec(r, i, &spec);
+        fprintf(f, "  %-40s %-9s %-12s", mq_report_tensor_name(r, i),
+                mq_layer_kind_name(mq_report_tensor_kind(r, i)),
+                cli_qspec_name(&spec, scheme, sizeof scheme));
+        mq_error_stats es;
+        if (mq_report_tensor_error(r, i, &es))
+            fprintf(f, " %9.2f %9.5f %10.3g", es.sqnr_db, es.rel_fro, es.max_abs);
+        double out_db;
+        if (mq_report_tensor_output_sqnr(r, i, &out_db)) fprintf(f, " %16.2f", out_db);
         fputs("\n", f);
     }
     bool header = false;
-    for (size_t i = 0; i < r->ntensors; i++) {
-        const mq_tensor_report *t = &r->tensors[i];
-        if (t->action != MQ_ACTION_KEEP || (t->ndim < 2 && !g_cli.verbose)) continue;
+    for (size_t i = 0; i < n; i++) {
+        if (mq_report_tensor_action(r, i) != MQ_ACTION_KEEP ||
+            (mq_report_tensor_shape(r, i, NULL) < 2 && !g_cli.verbose))
+            continue;
         if (!header) fprintf(f, "kept as they are:\n"), header = true;
-        fprintf(f, "  %-40s %s\n", t->name, t->reason ? t->reason : "");
+        const char *reason = mq_report_tensor_reason(r, i);
+        fprintf(f, "  %-40s %s\n", mq_report_tensor_name(r, i), reason ? reason : "");
     }
     if (one_d && !g_cli.verbose)
         fprintf(f, "  (and %zu 1-D tensors: norms, biases, scalars; -v lists them)\n", one_d);
-    double ratio = r->bytes_out ? (double)r->bytes_in / (double)r->bytes_out : 0;
+    uint64_t bin = mq_report_bytes_in(r), bout = mq_report_bytes_out(r);
+    double ratio = bout ? (double)bin / (double)bout : 0;
     fprintf(f, "%zu quantized, %zu cast, %zu kept; tensor data %s -> %s (%.2fx smaller)",
-            r->nquantized, r->ncast, r->nkept, cli_bytes(r->bytes_in, b1, sizeof b1),
-            cli_bytes(r->bytes_out, b2, sizeof b2), ratio);
-    if (r->file_bytes_out)
-        fprintf(f, "; file %s -> %s", cli_bytes(r->file_bytes_in, b1, sizeof b1),
-                cli_bytes(r->file_bytes_out, b2, sizeof b2));
-    fprintf(f, "; %.2f s\n", r->seconds);
+            mq_report_action_count(r, MQ_ACTION_QUANTIZE),
+            mq_report_action_count(r, MQ_ACTION_CAST), mq_report_action_count(r, MQ_ACTION_KEEP),
+            cli_bytes(bin, b1, sizeof b1), cli_bytes(bout, b2, sizeof b2), ratio);
+    if (mq_report_file_bytes_out(r))
+        fprintf(f, "; file %s -> %s", cli_bytes(mq_report_file_bytes_in(r), b1, sizeof b1),
+                cli_bytes(mq_report_file_bytes_out(r), b2, sizeof b2));
+    fprintf(f, "; %.2f s\n", mq_report_seconds(r));
 }
 
 /* GPTQ when the statistics allow it: on the LM fixture it halves the perplexity cost of
@@ -407,11 +425,8 @@ static mq_status pick_search(mq_ctx *ctx, qstate *q) {
     mq_calib_stats *stats = NULL;
     mq_status st = mq_calib_stats_open(ctx, q->o.calibration, &stats);
     if (st != MQ_OK) return st;
-    for (size_t i = 0; i < mq_calib_stats_count(stats); i++) {
-        mq_layer_stats ls;
-        if (mq_calib_stats_find(stats, mq_calib_stats_layer(stats, i), &ls) && ls.hessian)
-            q->o.spec.search = MQ_SEARCH_GPTQ;
-    }
+    for (size_t i = 0; i < mq_calib_stats_count(stats); i++)
+        if (mq_calib_stats_layer(stats, i)->hessian) q->o.spec.search = MQ_SEARCH_GPTQ;
     mq_calib_stats_free(stats);
     return MQ_OK;
 }
@@ -419,7 +434,9 @@ static mq_status pick_search(mq_ctx *ctx, qstate *q) {
 /* The output policy against the input model, before any work. */
 static int check_output(mq_ctx *ctx, const qstate *q, const char *out) {
     mq_model *m = NULL;
-    mq_open_options oo = {MQ_FORMAT_AUTO, q->o.key};
+    mq_open_options oo;
+    mq_open_options_default(&oo);
+    oo.key = q->o.key;
     mq_status st = mq_model_open(ctx, q->model, &oo, &m);
     if (st != MQ_OK) return cli_fail(ctx, st);
     int rc = cli_prepare_output(ctx, out, m);
@@ -451,10 +468,11 @@ static int run_quantize(qstate *q, mq_ctx *ctx, const char *out) {
     if (g_cli.json) print_json(q, out, rep);
     else print_report(q, out, rep);
     fflush(stdout);
-    for (size_t i = 0; i < rep->nwarnings; i++) cli_warn("%s", rep->warnings[i]);
+    size_t nwarn = mq_report_warning_count(rep);
+    for (size_t i = 0; i < nwarn; i++) cli_warn("%s", mq_report_warning(rep, i));
     int rc = EXIT_OK;
-    if (q->strict && rep->nwarnings) { /* a dry run: a real run fails before its commit */
-        fprintf(stderr, "monoquant: error: %zu warning(s) under --strict\n", rep->nwarnings);
+    if (q->strict && nwarn) { /* a dry run: a real run fails before its commit */
+        fprintf(stderr, "monoquant: error: %zu warning(s) under --strict\n", nwarn);
         rc = EXIT_QUANT;
     }
     mq_report_free(rep);

@@ -126,7 +126,7 @@ static void check_tensor(const vopts *o, mq_ctx *ctx, mq_qmodel *qm, size_t i, m
 
 static void report_tensor(const vopts *o, const mq_qtensor *t, size_t i, const tensor_check *c) {
     char scheme[64];
-    mq_qspec_name(&t->spec, scheme, sizeof scheme);
+    cli_qspec_name(&t->spec, scheme, sizeof scheme);
     bool quantized = t->spec.type != MQ_Q_NONE;
     if (o->json) {
         printf("%s\n  {\"name\": ", i ? "," : "");
@@ -216,8 +216,11 @@ int cmd_validate(int argc, char **argv) {
     if (!ctx) return EXIT_GENERAL;
     mq_ctx_set_threads(ctx, (int)g_cli.threads);
     mq_qmodel *qm = NULL, *ref = NULL;
-    mq_open_options oq = {MQ_FORMAT_AUTO, o.key};
-    mq_open_options orf = {MQ_FORMAT_AUTO, o.ref_key ? o.ref_key : o.key};
+    mq_open_options oq, orf;
+    mq_open_options_default(&oq);
+    mq_open_options_default(&orf);
+    oq.key = o.key;
+    orf.key = o.ref_key ? o.ref_key : o.key;
     mq_status st = mq_qmodel_open_with_options(ctx, o.q, &oq, &qm);
     if (st == MQ_OK && o.ref) st = mq_qmodel_open_with_options(ctx, o.ref, &orf, &ref);
     if (st != MQ_OK) {

@@ -155,7 +155,7 @@ static mq_status run_layer(run_state *s, mq_qmodel *qm, size_t i, mq_qmodel *ref
 static void report_layer(const validate_run_opts *o, const mq_qtensor *t, const layer_result *lr,
                          size_t nth) {
     char scheme[64];
-    mq_qspec_name(&t->spec, scheme, sizeof scheme);
+    cli_qspec_name(&t->spec, scheme, sizeof scheme);
     const mq_layer_check *c = &lr->c;
     if (o->json) {
         printf("%s\n  {\"layer\": ", nth ? "," : "");

@@ -60,6 +60,9 @@ static inline bool mq__obs_has_hist(mq_observer_kind k) {
 }
 
 /* Quantized range of a type: [qmin, qmax]. False for a type observers do not support. */
+/* The caller's options (NULL: MQ_OBS_MINMAX) read as a full struct (ABI policy). */
+MQ_HIDDEN mq_status mq__observer_options_read(mq_ctx *ctx, const mq_observer_options *opts,
+                                              mq_observer_options *out);
 MQ_HIDDEN bool mq__obs_qrange(mq_qtype t, int *qmin, int *qmax);
 
 /* Scale and zero point of the range [lo, hi] (PyTorch's _calculate_qparams). */

@@ -32,8 +32,7 @@ mq_status mq_calibrator_create(mq_ctx *ctx, const mq_observer_options *opts,
     if (!ctx || !out) return mq__fail(ctx, MQ_ERR_INVALID, "mq_calibrator_create: NULL argument");
     *out = NULL;
     mq_observer_options o;
-    if (opts) o = *opts;
-    else mq_observer_options_default(&o, MQ_OBS_MINMAX);
+    MQ_TRY(mq__observer_options_read(ctx, opts, &o));
     /* validate once, with a stand-in channel count */
     mq_observer_options probe = o;
     if (probe.granularity == MQ_PER_CHANNEL) probe.channels = 1;
@@ -231,13 +230,15 @@ size_t mq_calibrator_layer_count(const mq_calibrator *cal) { return cal ? cal->n
 const char *mq_calibrator_layer_name(const mq_calibrator *cal, size_t i) {
     return cal && i < cal->n ? cal->layers[i].name : NULL;
 }
-uint64_t mq_calibrator_layer_rows(const mq_calibrator *cal, const char *layer) {
+int64_t mq_calibrator_find(const mq_calibrator *cal, const char *layer) {
     const cal_layer *l = cal && layer ? find_layer(cal, layer) : NULL;
-    return l ? l->rows : 0;
+    return l ? (int64_t)(l - cal->layers) : -1;
 }
-const mq_observer *mq_calibrator_observer(const mq_calibrator *cal, const char *layer) {
-    const cal_layer *l = cal && layer ? find_layer(cal, layer) : NULL;
-    return l ? l->obs : NULL;
+uint64_t mq_calibrator_layer_rows(const mq_calibrator *cal, size_t i) {
+    return cal && i < cal->n ? cal->layers[i].rows : 0;
+}
+const mq_observer *mq_calibrator_observer(const mq_calibrator *cal, size_t i) {
+    return cal && i < cal->n ? cal->layers[i].obs : NULL;
 }
 
 mq_status mq_calibrator_merge(mq_calibrator *dst, const mq_calibrator *src) {

@@ -9,6 +9,7 @@
 #include <time.h>
 
 const char *mq_version(void) { return MQ_VERSION_STRING; }
+unsigned mq_version_number(void) { return MQ_VERSION_NUMBER; }
 
 const char *mq_status_str(mq_status st) {
     switch (st) {

@@ -105,6 +105,21 @@ MQ_HIDDEN int mq__thread_count(mq_ctx *ctx);
 MQ_HIDDEN int mq__online_cpus(void);
 MQ_HIDDEN void mq__pool_free(mq_ctx *ctx);
 
+/* Extensible structs (ABI policy in monoquant.h). MQ__LAYOUT_END(type, last) is the size of
+ * a struct's first released layout, whose last field is `last`. */
+#define MQ__LAYOUT_END(type, last) (offsetof(type, last) + sizeof(((type *)0)->last))
+/* Zeroes the caller's `size` bytes at dst, copies the defaults (a full struct of `own` bytes)
+ * over that prefix and sets struct_size to `size`: what every _default/_init function does. */
+MQ_HIDDEN void mq__struct_default(void *dst, size_t size, const void *defaults, size_t own);
+/* Copies the caller's struct `src` over `dst` (which holds the defaults, `own` bytes): only
+ * the bytes within its struct_size, which must lie in [first, own], else MQ_ERR_INVALID naming
+ * `what`. dst's struct_size becomes `own`. */
+MQ_HIDDEN mq_status mq__struct_read(mq_ctx *ctx, const char *what, const void *src, void *dst,
+                                    size_t own, size_t first);
+
+/* Value of metadata entry `key`, or NULL. */
+MQ_HIDDEN const char *mq__model_meta(const mq_model *m, const char *key);
+
 MQ_HIDDEN void mq__cpu_detect(mq_cpu *cpu, mq_isa *best);
 MQ_HIDDEN uint64_t mq__now_ns(void);
 

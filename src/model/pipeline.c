@@ -133,8 +133,10 @@ static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc
     const mq_tensor *t = e->src;
     const mq_qlayout *L = &e->layout;
     mq_qspec spec = e->spec;
-    spec.importance = e->importance;
-    spec.hessian = e->hessian;
+    mq_calib_data calib;
+    mq_calib_data_init(&calib);
+    calib.importance = e->importance;
+    calib.hessian = e->hessian;
     int64_t rows_per_chunk = CHUNK_ELEMS / (L->cols ? L->cols : 1);
     if (rows_per_chunk < 1) rows_per_chunk = 1;
     size_t zsz = L->has_zero_point ? mq_dtype_size(L->zero_point_dtype) : 0;
@@ -146,8 +148,9 @@ static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc
     for (int64_t rb = 0; rb < L->rows; rb += rows_per_chunk) {
         int64_t re = rb + rows_per_chunk < L->rows ? rb + rows_per_chunk : L->rows;
         int64_t nr = re - rb;
-        mq_status st = mq__quantize_rows_factored(ctx, &spec, L, t->dtype, t->data, rb, re,
-                                                  s->out, s->scale, zsz ? s->zp : NULL, factor);
+        mq_status st = mq__quantize_rows_factored(ctx, &spec, L, &calib, t->dtype, t->data,
+                                                  rb, re, s->out, s->scale,
+                                                  zsz ? s->zp : NULL, factor);
         if (st == MQ_ERR_QUANT && !strstr(mq_ctx_message(ctx), t->name))
             return mq__fail_prefix(ctx, "tensor '%s'", t->name);
         if (st != MQ_OK) return st;
@@ -301,7 +304,7 @@ static mq_status build_meta(mq_ctx *ctx, const mq_model *m, const mq__plan *p,
     padded[len + room] = 0;
     MQ_TRY(meta_put(ctx, ml, MQ__META_CONFIG, padded, false, true));
     char scheme[64];
-    mq_qspec_name(&o->spec, scheme, sizeof scheme);
+    mq_qspec_format(&o->spec, scheme, sizeof scheme);
     MQ_TRY(meta_put(ctx, ml, MQ__META_SCHEME, mq__strdup(ctx, scheme), false, true));
     MQ_TRY(meta_put(ctx, ml, MQ__META_FORMAT, MQ__FORMAT_VERSION, false, false));
     for (size_t i = 0; i < p->n; i++) {
@@ -412,7 +415,7 @@ static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *ou
         else st = quantize_tensor(&s, e, &acc);
         if (st != MQ_OK || e->action == MQ_ACTION_KEEP) continue;
         if (e->action == MQ_ACTION_CAST || o->error_stats) {
-            mq_tensor_report *tr = &rep->tensors[i];
+            mq__tensor_report *tr = &rep->tensors[i];
             tr->has_error = 1;
             mq__err_acc_finish(&acc, &tr->error);
             if (acc.has_out) {
@@ -464,14 +467,15 @@ static uint64_t input_file_bytes(const mq_model *m, const char *in) {
 }
 
 mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
-                           const mq_quantize_options *opts, mq_report **report) {
+                           const mq_quantize_options *caller_opts, mq_report **report) {
     if (report) *report = NULL;
     if (!ctx || !in) return mq__fail(ctx, MQ_ERR_INVALID, "mq_quantize_file: NULL argument");
-    mq_quantize_options defaults;
-    if (!opts) {
-        mq_quantize_options_default(&defaults);
-        opts = &defaults;
-    }
+    mq_quantize_options full;
+    mq_quantize_options_default(&full);
+    if (caller_opts)
+        MQ_TRY(mq__struct_read(ctx, "mq_quantize_options", caller_opts, &full, sizeof full,
+                               MQ__LAYOUT_END(mq_quantize_options, strict)));
+    const mq_quantize_options *opts = &full;
     if (!out && !opts->dry_run)
         return mq__fail(ctx, MQ_ERR_INVALID, "mq_quantize_file: no output path");
     uint64_t t0 = mq__now_ns();
@@ -479,7 +483,9 @@ mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
     mq__plan plan = {0};
     mq_report *rep = NULL;
     mq_calib_stats *stats = NULL;
-    mq_open_options oo = {MQ_FORMAT_AUTO, opts->key};
+    mq_open_options oo;
+    mq_open_options_default(&oo);
+    oo.key = opts->key;
     mq_status st = mq_model_open(ctx, in, &oo, &m);
     if (st == MQ_OK && out && !strcmp(out, "-"))
         st = mq__fail(ctx, MQ_ERR_UNSUPPORTED, "standard output: a quantized checkpoint cannot "

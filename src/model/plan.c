@@ -9,12 +9,14 @@
 
 #define DEFAULT_SKIP_MIN_ELEMENTS 512
 
-void mq_quantize_options_default(mq_quantize_options *o) {
-    memset(o, 0, sizeof *o);
-    mq_qspec_default(&o->spec);
-    o->kinds = MQ_KIND_BIT(MQ_KIND_LINEAR) | MQ_KIND_BIT(MQ_KIND_CONV) | MQ_KIND_BIT(MQ_KIND_RNN);
-    o->default_skip = 1;
-    o->error_stats = 1;
+void mq_quantize_options_default_sized(mq_quantize_options *opts, size_t struct_size) {
+    mq_quantize_options o;
+    memset(&o, 0, sizeof o);
+    mq_qspec_default(&o.spec);
+    o.kinds = MQ_KIND_BIT(MQ_KIND_LINEAR) | MQ_KIND_BIT(MQ_KIND_CONV) | MQ_KIND_BIT(MQ_KIND_RNN);
+    o.default_skip = 1;
+    o.error_stats = 1;
+    mq__struct_default(opts, struct_size, &o, sizeof o);
 }
 
 const char *mq_qtype_name(mq_qtype t) {
@@ -33,18 +35,18 @@ const char *mq_qtype_name(mq_qtype t) {
 static bool is_int_type(mq_qtype t) { return t >= MQ_Q_INT8 && t <= MQ_Q_UINT4; }
 static bool is_4bit(mq_qtype t) { return t == MQ_Q_INT4 || t == MQ_Q_UINT4; }
 
-const char *mq_qspec_name(const mq_qspec *s, char *buf, size_t cap) {
-    if (!cap) return buf;
+size_t mq_qspec_format(const mq_qspec *s, char *buf, size_t cap) {
+    int n;
     if (!is_int_type(s->type)) {
-        snprintf(buf, cap, "%s", mq_qtype_name(s->type));
-        return buf;
+        n = snprintf(buf, cap, "%s", mq_qtype_name(s->type));
+    } else {
+        char gran[32] = "";
+        if (s->granularity == MQ_PER_GROUP) snprintf(gran, sizeof gran, "-g%d", s->group_size);
+        else if (s->granularity == MQ_PER_TENSOR) snprintf(gran, sizeof gran, "-pt");
+        n = snprintf(buf, cap, "%s%s%s", mq_qtype_name(s->type), gran,
+                     s->scheme == MQ_ASYMMETRIC ? "-asym" : "");
     }
-    char gran[32] = "";
-    if (s->granularity == MQ_PER_GROUP) snprintf(gran, sizeof gran, "-g%d", s->group_size);
-    else if (s->granularity == MQ_PER_TENSOR) snprintf(gran, sizeof gran, "-pt");
-    snprintf(buf, cap, "%s%s%s", mq_qtype_name(s->type), gran,
-             s->scheme == MQ_ASYMMETRIC ? "-asym" : "");
-    return buf;
+    return n < 0 ? 0 : (size_t)n;
 }
 
 static const char *const gran_names[] = {"tensor", "channel", "group"};
@@ -81,8 +83,7 @@ int mq__spec_from_meta(const char *str, mq_qspec *s, mq_dtype *orig) {
         if (!strcmp(search, search_names[k])) s->search = (mq_scale_search)k, found = 1;
     if (!found || group < 0) return 0;
     s->group_size = group;
-    *orig = mq_dtype_from_name(dtype);
-    return *orig != MQ_DTYPE_INVALID;
+    return mq_dtype_from_name(dtype, orig);
 }
 
 /* Name of the layer a tensor belongs to: the name without its last component. */
@@ -198,8 +199,6 @@ static mq_qspec rule_spec(const mq_qspec *def, mq_qtype t) {
         mq_qspec_recommended(&s, t);
         if (def->group_size > 0) s.group_size = def->group_size;
     }
-    s.importance = NULL;
-    s.hessian = NULL;
     return s;
 }
 
@@ -233,8 +232,6 @@ static mq_status decide(mq__plan *p, const mq_quantize_options *o, mq__plan_entr
     const mq_tensor *t = e->src;
     bool head = mq__is_head_name(t->name) || last_linear;
     e->spec = o->spec;
-    e->spec.importance = NULL;
-    e->spec.hessian = NULL;
     if (!mq_dtype_is_float(t->dtype))
         return set_reason(p, e, "%s tensor (not floating point)", mq_dtype_name(t->dtype));
     if (t->ndim < 2)
@@ -320,8 +317,9 @@ static mq_status attach_stats(mq__plan *p, mq__plan_entry *e, const mq_calib_sta
     if (lp >= sizeof layer) return MQ_OK;
     memcpy(layer, t->name, lp);
     layer[lp] = 0;
-    mq_layer_stats ls;
-    if (!mq_calib_stats_find(stats, layer, &ls)) return MQ_OK;
+    int64_t at = mq_calib_stats_find(stats, layer);
+    if (at < 0) return MQ_OK;
+    mq_layer_stats ls = *mq_calib_stats_layer(stats, (size_t)at);
     int64_t cols = e->layout.cols;
     if (ls.channels <= 0 || cols % ls.channels != 0)
         return mq__fail(p->ctx, MQ_ERR_INVALID,

@@ -61,7 +61,7 @@ static size_t stored_index(const mq_model *m, const mq_tensor *x) {
     return (size_t)(x - mq_model_tensor(m, 0));
 }
 
-long mq_qmodel_find(const mq_qmodel *qm, const char *name) {
+int64_t mq_qmodel_find(const mq_qmodel *qm, const char *name) {
     /* a logical tensor is stored under its own name (plain, 8-bit) or as <name>_packed */
     long j = mq_model_find(qm->model, name);
     if (j >= 0 && qm->logical_of[j] >= 0) return qm->logical_of[j];
@@ -147,7 +147,7 @@ static mq_status assemble(mq_qmodel *qm, const char *path, mq_qtensor *q, const 
     int64_t cols = q->shape[0] ? (int64_t)(q->numel / (uint64_t)q->shape[0]) : 0;
     char key[1100];
     snprintf(key, sizeof key, "%s%s", MQ__META_TENSOR_PREFIX, q->name);
-    const char *meta = mq_model_metadata_get(m, key);
+    const char *meta = mq__model_meta(m, key);
     mq_dtype orig = MQ_F32;
     if (meta) {
         if (!mq__spec_from_meta(meta, &q->spec, &orig))
@@ -259,7 +259,7 @@ static mq_status open_logical(mq_qmodel *qm, const char *path) {
             qm->n++;
             char key[1100];
             snprintf(key, sizeof key, "%s%s", MQ__META_TENSOR_PREFIX, q->name);
-            const char *meta = mq_model_metadata_get(m, key);
+            const char *meta = mq__model_meta(m, key);
             if (is_foreign(qm, x, base_len, packed, meta)) {
                 MQ_TRY(need_settings(qm));
                 MQ_TRY(mq__ct_assemble(qm, path, q, src, x, base_len, meta));
@@ -326,7 +326,7 @@ static mq_status open_logical(mq_qmodel *qm, const char *path) {
         q->spec.type = MQ_Q_NONE;
         char key[1100];
         snprintf(key, sizeof key, "%s%s", MQ__META_TENSOR_PREFIX, x->name);
-        const char *meta = mq_model_metadata_get(m, key);
+        const char *meta = mq__model_meta(m, key);
         mq_dtype orig;
         mq_qspec s;
         if (meta && mq__spec_from_meta(meta, &s, &orig) &&

@@ -485,11 +485,16 @@ static mq_status job_init(mq_ctx *ctx, qjob *j, const mq_qspec *spec, const mq_q
 }
 
 static mq_status quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *layout,
-                               mq_dtype src_dtype, const void *src, int64_t row_begin,
-                               int64_t row_end, void *data, float *scale, void *zero_point,
-                               const float *factor) {
+                               const mq_calib_data *caller_calib, mq_dtype src_dtype,
+                               const void *src, int64_t row_begin, int64_t row_end, void *data,
+                               float *scale, void *zero_point, const float *factor) {
     MQ_TRY(check_args(ctx, "quantize", spec, layout, row_begin, row_end, src, data, scale,
                       zero_point));
+    mq_calib_data calib;
+    mq_calib_data_init(&calib);
+    if (caller_calib)
+        MQ_TRY(mq__struct_read(ctx, "mq_calib_data", caller_calib, &calib, sizeof calib,
+                               MQ__LAYOUT_END(mq_calib_data, hessian)));
     if (!mq_dtype_is_float(src_dtype))
         return mq__fail(ctx, MQ_ERR_INVALID, "quantize: source dtype %s is not a float type",
                         mq_dtype_name(src_dtype));
@@ -501,22 +506,23 @@ static mq_status quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayo
     j.data = (uint8_t *)data;
     j.scale = scale;
     j.zp = layout->has_zero_point ? (uint8_t *)zero_point : NULL;
-    if (!j.is_cast && spec->importance) {
+    if (!j.is_cast && calib.importance) {
         for (int64_t c = 0; c < layout->cols; c++)
-            if (!(spec->importance[c] >= 0.0f && spec->importance[c] <= FLT_MAX))
+            if (!(calib.importance[c] >= 0.0f && calib.importance[c] <= FLT_MAX))
                 return mq__fail(ctx, MQ_ERR_INVALID,
                                 "quantize: importance[%lld] = %g (must be finite and >= 0)",
-                                (long long)c, (double)spec->importance[c]);
-        j.w = spec->importance;
+                                (long long)c, (double)calib.importance[c]);
+        j.w = calib.importance;
     }
     if (!j.is_cast && spec->search == MQ_SEARCH_GPTQ) {
-        if (!spec->hessian)
-            return mq__fail(ctx, MQ_ERR_INVALID, "quantize: MQ_SEARCH_GPTQ needs spec.hessian");
+        if (!calib.hessian)
+            return mq__fail(ctx, MQ_ERR_INVALID, "quantize: MQ_SEARCH_GPTQ needs a Hessian "
+                            "(mq_calib_data.hessian)");
         if (factor) {
             j.gptq_u = factor;
         } else {
             float *u = NULL;
-            MQ_TRY(mq__gptq_factor(ctx, spec->hessian, layout->cols, &u));
+            MQ_TRY(mq__gptq_factor(ctx, calib.hessian, layout->cols, &u));
             j.gptq_u = u;
             j.gptq_u_owned = u;
         }
@@ -555,19 +561,20 @@ static mq_status quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayo
 }
 
 mq_status mq_quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *layout,
-                           mq_dtype src_dtype, const void *src, int64_t row_begin,
-                           int64_t row_end, void *data, float *scale, void *zero_point) {
-    return quantize_rows(ctx, spec, layout, src_dtype, src, row_begin, row_end, data, scale,
-                         zero_point, NULL);
+                           const mq_calib_data *calib, mq_dtype src_dtype, const void *src,
+                           int64_t row_begin, int64_t row_end, void *data, float *scale,
+                           void *zero_point) {
+    return quantize_rows(ctx, spec, layout, calib, src_dtype, src, row_begin, row_end, data,
+                         scale, zero_point, NULL);
 }
 
 mq_status mq__quantize_rows_factored(mq_ctx *ctx, const mq_qspec *spec,
-                                     const mq_qlayout *layout, mq_dtype src_dtype,
-                                     const void *src, int64_t row_begin, int64_t row_end,
-                                     void *data, float *scale, void *zero_point,
-                                     const float *factor) {
-    return quantize_rows(ctx, spec, layout, src_dtype, src, row_begin, row_end, data, scale,
-                         zero_point, factor);
+                                     const mq_qlayout *layout, const mq_calib_data *calib,
+                                     mq_dtype src_dtype, const void *src, int64_t row_begin,
+                                     int64_t row_end, void *data, float *scale,
+                                     void *zero_point, const float *factor) {
+    return quantize_rows(ctx, spec, layout, calib, src_dtype, src, row_begin, row_end, data,
+                         scale, zero_point, factor);
 }
 
 static mq_status dequantize_range(void *arg, int64_t b, int64_t e, int tid) {

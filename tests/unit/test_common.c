@@ -31,10 +31,12 @@ TEST(ctx_settings) {
 
 TEST(dtype_names) {
     for (int d = 1; d < MQ_DTYPE_COUNT; d++) {
-        CHECK_EQ_INT(mq_dtype_from_name(mq_dtype_name((mq_dtype)d)), d);
+        mq_dtype back = MQ_DTYPE_INVALID;
+        CHECK(mq_dtype_from_name(mq_dtype_name((mq_dtype)d), &back) && back == (mq_dtype)d);
         CHECK(mq_dtype_size((mq_dtype)d) > 0);
     }
-    CHECK_EQ_INT(mq_dtype_from_name("f32"), MQ_DTYPE_INVALID);
+    mq_dtype none = MQ_BOOL;
+    CHECK(!mq_dtype_from_name("f32", &none) && none == MQ_BOOL);
     CHECK_EQ_INT(mq_dtype_size(MQ_BF16), 2);
     CHECK_EQ_INT(mq_dtype_size(MQ_F64), 8);
 }
