@@ -106,7 +106,10 @@ unit: $(UNIT_BIN) $(REPLAY_BIN) $(FAULT_LIB)
 
 # Every test: unit binaries, fuzz-corpus replays, CLI scripts, PyTorch interop and model-level
 # checks. The runner ends with one line `N passed, N failed`.
-test: all unit
+# Missing Debian packages are installed first when run as root (else the command is shown).
+test:
+	@PYTHON=$(PYTHON) sh tools/test-deps.sh
+	@$(MAKE) --no-print-directory all unit
 	@BUILD=$(BUILD) FIXTURES=$(FIXTURES) PYTHON=$(PYTHON) sh tests/run_tests.sh
 
 DEMO_MODEL := $(BUILD)/demo/demo_model.safetensors
@@ -126,18 +129,27 @@ asan:
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 	  test
 
-# libFuzzer targets, each run for FUZZ_SECONDS; crashers go to tests/corpus/<target>/.
+# libFuzzer targets under ASan + UBSan (halting on the first report). The library is built
+# once in its own folder with the normal per-ISA rules; each target links against it and runs
+# for FUZZ_SECONDS (a longer run: `make fuzz FUZZ_SECONDS=3600`, or FUZZ_TARGETS=json to pick
+# targets); findings go to tests/corpus/<target>/, which `make test` replays.
 FUZZ_SECONDS ?= 30
-FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -O1 -g -Iinclude -Isrc -fsanitize=fuzzer,address,undefined
+FUZZ_TARGETS ?= $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
+FUZZ_BUILD   := build-fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 fuzz:
-	@mkdir -p $(BUILD)/fuzz
-	@for f in $(FUZZ_SRC); do \
-	  n=$$(basename $$f .c | sed 's/^fuzz_//'); \
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=clang CFLAGS="-O1 -g $(FUZZ_SAN) -fsanitize=fuzzer-no-link" \
+	  $(FUZZ_BUILD)/libmonoquant.a
+	@for n in $(FUZZ_TARGETS); do \
 	  echo "== fuzz $$n ($(FUZZ_SECONDS) s)"; \
-	  clang $(FUZZ_FLAGS) -o $(BUILD)/fuzz/$$n $$f $(LIB_SRC) -lm -lpthread $(AVX512_FLAGS) || exit 1; \
-	  mkdir -p $(BUILD)/fuzz/work-$$n tests/corpus/$$n; \
-	  $(BUILD)/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=tests/corpus/$$n/crash- \
-	    $(BUILD)/fuzz/work-$$n tests/corpus/$$n || exit 1; \
+	  clang -std=c11 -D_GNU_SOURCE -O1 -g -Iinclude -Isrc $(FUZZ_SAN) -fsanitize=fuzzer \
+	    -o $(FUZZ_BUILD)/fuzz_$$n tests/fuzz/fuzz_$$n.c $(FUZZ_BUILD)/libmonoquant.a \
+	    -lm -lpthread || exit 1; \
+	  mkdir -p $(FUZZ_BUILD)/work-$$n tests/corpus/$$n; \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  $(FUZZ_BUILD)/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=tests/corpus/$$n/ $(FUZZ_BUILD)/work-$$n tests/corpus/$$n \
+	    || exit 1; \
 	done
 
 install: all
@@ -153,6 +165,6 @@ install: all
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/monoquant.pc
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

@@ -249,8 +249,30 @@ static void print_json(const mq_calib_stats *s, const char *out) {
     printf("%s]}\n", mq_calib_stats_count(s) ? "\n" : "");
 }
 
-/* parse: the command line into observer options. Returns 0, -1 (help shown) or an exit code. */
-static int parse(cal_state *c, mq_observer_options *opts, int argc, char **argv) {
+/* Observer settings given for an observer that does not use them: warned, never silent. */
+static unsigned ignored_settings(const cal_state *c, const cli_args *args) {
+    mq_observer_kind k = (mq_observer_kind)c->observer;
+    bool hist = k == MQ_OBS_HISTOGRAM || k == MQ_OBS_ENTROPY || k == MQ_OBS_PERCENTILE ||
+                k == MQ_OBS_MSE;
+    static const struct { const char *opt; const char *needs; } rules[] = {
+        {"percentile", "--observer percentile"},
+        {"bins", "a histogram observer (histogram, entropy, percentile, mse)"},
+        {"averaging", "--observer moving_average"}};
+    bool unused[3] = {k != MQ_OBS_PERCENTILE, !hist, k != MQ_OBS_MOVING_AVERAGE};
+    unsigned n = 0;
+    for (int i = 0; i < 3; i++)
+        if (unused[i] && cli_given(&command, args, rules[i].opt)) {
+            cli_warn("--%s has no effect with the %s observer (it needs %s)", rules[i].opt,
+                     mq_observer_kind_name(k), rules[i].needs);
+            n++;
+        }
+    return n;
+}
+
+/* parse: the command line into observer options. Returns 0, -1 (help shown) or an exit code;
+ * *ignored counts the settings warned about as having no effect. */
+static int parse(cal_state *c, mq_observer_options *opts, int argc, char **argv,
+                 unsigned *ignored) {
     cli_args args;
     int rc = cli_parse(&command, c, argc, argv, &args);
     if (rc) return rc;
@@ -265,6 +287,7 @@ static int parse(cal_state *c, mq_observer_options *opts, int argc, char **argv)
     if (cli_given(&command, &args, "averaging")) opts->averaging_constant = c->averaging;
     if (cli_given(&command, &args, "percentile")) opts->percentile = c->percentile;
     if (cli_given(&command, &args, "bins")) opts->bins = (int)c->bins;
+    *ignored = ignored_settings(c, &args);
     return 0;
 }
 
@@ -375,7 +398,9 @@ int cmd_calibrate(int argc, char **argv) {
     run r = {0};
     mq_model *model = NULL;
     mq_calib_stats *stats = NULL;
-    int rc = parse(&c, &opts, argc, argv);
+    unsigned ignored = 0;
+    int rc = parse(&c, &opts, argc, argv, &ignored);
+    r.warnings = ignored; /* under --strict they stop the run before anything is written */
     if (rc) {
         cli_list_free(&c.acts);
         return rc < 0 ? EXIT_OK : rc;

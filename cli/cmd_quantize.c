@@ -19,7 +19,7 @@ typedef struct qstate {
     size_t nowned;
     int qtype, scheme, gran, search, format;
     long long group_size, min_params;
-    bool no_default_skip, skip_nonfinite, no_error_stats, strict, dry_run;
+    bool no_default_skip, skip_nonfinite, no_error_stats, strict, dry_run, clamp;
     double min_sqnr;
     cli_args args;
 } qstate;
@@ -74,6 +74,8 @@ static const cli_option options[] = {
     OPT_NOFLAG("default-skip", qstate, no_default_skip, "undo --no-default-skip (config files)"),
     OPT_FLAG("skip-nonfinite", qstate, skip_nonfinite, "keep tensors holding NaN/Inf instead of "
              "failing"),
+    OPT_FLAG("clamp", qstate, clamp, "FP16/BF16 casts: values beyond the type's range saturate "
+             "to its\nlargest finite value (counted per tensor) instead of failing"),
     /* input */
     OPT_STR("model|m", qstate, model, "IN", "the input checkpoint (or the first argument)"),
     OPT_STR("key", qstate, key, "K", "PyTorch input: the entry holding the tensors (e.g. "
@@ -245,6 +247,7 @@ static int parse_args(qstate *q, int argc, char **argv) {
     if (cli_given(&command, g, "format")) q->o.out_format = (mq_format)q->format;
     q->o.default_skip = !q->no_default_skip;
     q->o.skip_nonfinite = q->skip_nonfinite;
+    q->o.clamp_casts = q->clamp;
     q->o.error_stats = !q->no_error_stats;
     q->o.calibration = q->calibration;
     q->o.key = q->key;
@@ -307,6 +310,10 @@ static const char *action_name(mq_action a) {
     return a == MQ_ACTION_QUANTIZE ? "quantized" : a == MQ_ACTION_CAST ? "cast" : "kept";
 }
 
+static const char *search_name(mq_scale_search s) {
+    return s == MQ_SEARCH_GPTQ ? "gptq" : s == MQ_SEARCH_MSE ? "mse" : "minmax";
+}
+
 static void print_json(const qstate *q, const char *out, const mq_report *r) {
     FILE *f = stdout;
     char scheme[64];
@@ -353,6 +360,12 @@ static void print_json(const qstate *q, const char *out, const mq_report *r) {
             if (isfinite(out_db)) fprintf(f, "%.4f", out_db);
             else fputs("null", f);
         }
+        mq_action act = mq_report_tensor_action(r, i);
+        if (act == MQ_ACTION_QUANTIZE)
+            fprintf(f, ", \"search\": \"%s\", \"input_params\": %s", search_name(spec.search),
+                    mq_report_tensor_has_input_params(r, i) ? "true" : "false");
+        if (act == MQ_ACTION_CAST)
+            fprintf(f, ", \"clamped\": %llu", (unsigned long long)mq_report_tensor_clamped(r, i));
         fputs("}", f);
     }
     fputs("],\n \"warnings\": [", f);
@@ -373,8 +386,8 @@ static void print_report(const qstate *q, const char *out, const mq_report *r) {
     size_t n = mq_report_tensor_count(r);
     bool out_col = false; /* output SQNR on the calibration inputs (Hessians) */
     for (size_t i = 0; i < n; i++) out_col |= mq_report_tensor_output_sqnr(r, i, NULL) != 0;
-    fprintf(f, "  %-40s %-9s %-12s %9s %9s %10s%s\n", "tensor", "kind", "stored as", "SQNR dB",
-            "rel.err", "max abs", out_col ? "  output SQNR dB" : "");
+    fprintf(f, "  %-40s %-9s %-12s %9s %9s %10s  %-13s%s\n", "tensor", "kind", "stored as",
+            "SQNR dB", "rel.err", "max abs", "search", out_col ? "  output SQNR dB" : "");
     size_t one_d = 0;
     for (size_t i = 0; i < n; i++) {
         if (mq_report_tensor_action(r, i) == MQ_ACTION_KEEP) {
@@ -389,9 +402,25 @@ static void print_report(const qstate *q, const char *out, const mq_report *r) {
         mq_error_stats es;
         if (mq_report_tensor_error(r, i, &es))
             fprintf(f, " %9.2f %9.5f %10.3g", es.sqnr_db, es.rel_fro, es.max_abs);
+        else
+            fprintf(f, " %9s %9s %10s", "-", "-", "-");
+        /* the search that ran, and "+static" when input parameters were stored */
+        char how[32] = "-";
+        if (mq_report_tensor_action(r, i) == MQ_ACTION_QUANTIZE)
+            snprintf(how, sizeof how, "%s%s", search_name(spec.search),
+                     mq_report_tensor_has_input_params(r, i) ? "+static" : "");
+        fprintf(f, "  %-13s", how);
         double out_db;
         if (mq_report_tensor_output_sqnr(r, i, &out_db)) fprintf(f, " %16.2f", out_db);
         fputs("\n", f);
+    }
+    for (size_t i = 0; i < n; i++) {
+        mq_qspec spec;
+        mq_report_tensor_spec(r, i, &spec);
+        if (mq_report_tensor_clamped(r, i))
+            fprintf(f, "  %s: %llu value(s) beyond the %s range saturated (--clamp)\n",
+                    mq_report_tensor_name(r, i),
+                    (unsigned long long)mq_report_tensor_clamped(r, i), mq_qtype_name(spec.type));
     }
     bool header = false;
     for (size_t i = 0; i < n; i++) {
@@ -444,9 +473,40 @@ static int check_output(mq_ctx *ctx, const qstate *q, const char *out) {
     return rc;
 }
 
+/* Options given that the run would ignore: each a warning, and under --strict an exit 3
+ * before anything is read or written. */
+static int ignored_options(const qstate *q) {
+    const mq_qspec *s = &q->o.spec;
+    bool rule_4bit = false, rule_cast = false;
+    for (size_t i = 0; i < q->o.nrules; i++) {
+        rule_4bit |= q->rules[i].type == MQ_Q_INT4 || q->rules[i].type == MQ_Q_UINT4;
+        rule_cast |= q->rules[i].type == MQ_Q_FP16 || q->rules[i].type == MQ_Q_BF16;
+    }
+    bool cast = s->type == MQ_Q_FP16 || s->type == MQ_Q_BF16;
+    unsigned n = 0;
+    if (cli_given(&command, &q->args, "group-size") && s->granularity != MQ_PER_GROUP &&
+        !rule_4bit) {
+        cli_warn("--group-size %lld has no effect: %s is per %s, not per group", q->group_size,
+                 mq_qtype_name(s->type), cast ? "element" : s->granularity == MQ_PER_TENSOR
+                 ? "tensor" : "channel");
+        n++;
+    }
+    if (q->clamp && !cast && !rule_cast) {
+        cli_warn("--clamp has no effect: only FP16/BF16 casts saturate");
+        n++;
+    }
+    if (n && q->strict) {
+        fprintf(stderr, "monoquant: error: %u warning(s) under --strict; nothing written\n", n);
+        return EXIT_QUANT;
+    }
+    return EXIT_OK;
+}
+
 static int run_quantize(qstate *q, mq_ctx *ctx, const char *out) {
     mq_status st = mq_ctx_set_threads(ctx, (int)g_cli.threads);
     if (st != MQ_OK) return cli_fail(ctx, st);
+    int ign = ignored_options(q);
+    if (ign) return ign;
     if (q->o.spec.search == MQ_SEARCH_GPTQ && !q->o.calibration)
         return cli_usage_error("quantize", "--search gptq needs --calibration statistics with "
                                "Hessians (monoquant calibrate --hessian)");

@@ -80,6 +80,54 @@ static mq_status layer_inputs(run_state *s, const mq_qtensor *t, const char *lay
     return MQ_OK;
 }
 
+/* Static mode quantizes the inputs on the grid stored from the calibration data. Inputs
+ * unlike that data say little about the checkpoint: many values clipped at the grid's ends,
+ * or so narrow that they fall on a few of its 256 levels. Writes why into `why` and returns
+ * true for such inputs. x NULL: the N(0, 1) rows of mq_qmodel_check_layer. */
+static bool inputs_unlike_calibration(const mq_qtensor *t, const float *x, size_t n, char *why,
+                                      size_t cap) {
+    if (!t->input_scale) return false;
+    float scale;
+    memcpy(&scale, t->input_scale->data, 4);
+    int zp = 128; /* quint8 terms, as the kernels take it; a missing zero point: symmetric */
+    if (t->input_zero_point && t->input_zero_point->dtype == MQ_U8) {
+        uint8_t v;
+        memcpy(&v, t->input_zero_point->data, 1);
+        zp = v;
+    } else if (t->input_zero_point) {
+        int8_t v;
+        memcpy(&v, t->input_zero_point->data, 1);
+        zp = v + 128;
+    }
+    double lo = (double)(0 - zp) * scale, hi = (double)(255 - zp) * scale;
+    if (!(hi > lo)) return false;
+    double clipped, span;
+    if (!x) { /* N(0, 1): expected fractions; +-3 sigma holds 99.7 % */
+        clipped = 0.5 * erfc(-lo / sqrt(2.0)) + 0.5 * erfc(hi / sqrt(2.0));
+        span = 6.0;
+    } else {
+        size_t out = 0;
+        float mn = x[0], mx = x[0];
+        for (size_t k = 0; k < n; k++) {
+            out += x[k] < lo || x[k] > hi;
+            mn = x[k] < mn ? x[k] : mn;
+            mx = x[k] > mx ? x[k] : mx;
+        }
+        clipped = n ? (double)out / (double)n : 0;
+        span = (double)mx - mn;
+    }
+    double levels = span / scale;
+    if (clipped > 0.01)
+        snprintf(why, cap, "inputs unlike the calibration data: %.0f%% fall outside the stored "
+                 "input range [%.3g, %.3g]", 100 * clipped, lo, hi);
+    else if (levels < 16)
+        snprintf(why, cap, "inputs unlike the calibration data: they span %.1f of the 256 "
+                 "levels of the stored input range [%.3g, %.3g]", levels, lo, hi);
+    else
+        return false;
+    return true;
+}
+
 static void print_header(const validate_run_opts *o) {
     if (o->json) {
         printf("{\"checkpoint\": ");
@@ -108,11 +156,11 @@ typedef struct layer_result {
     int64_t rows;
     const char *note;
     mq_layer_check c;
-    bool ran, failed, not_run;
+    bool ran, failed, not_run, flagged; /* flagged: static, on inputs unlike the calibration */
 } layer_result;
 
 typedef struct run_totals {
-    size_t nrun, failures, notrun, nfallback, nrows;
+    size_t nrun, failures, notrun, nfallback, nflagged, nrows;
     double worst;
 } run_totals;
 
@@ -148,6 +196,11 @@ static mq_status run_layer(run_state *s, mq_qmodel *qm, size_t i, mq_qmodel *ref
     if (o->has_min && !(lr->c.error.sqnr_db >= o->min_sqnr)) {
         snprintf(lr->problem, sizeof lr->problem, "BELOW --min-sqnr %.2f", o->min_sqnr);
         lr->failed = true;
+    } else if (lr->c.act == MQ_ACT_STATIC &&
+               inputs_unlike_calibration(t, lr->x, (size_t)lr->rows * (size_t)K, lr->problem,
+                                         sizeof lr->problem)) {
+        cli_warn("%s: %s (record inputs with --activations)", lr->layer, lr->problem);
+        lr->flagged = true;
     }
     return MQ_OK;
 }
@@ -190,7 +243,8 @@ static void report_layer(const validate_run_opts *o, const mq_qtensor *t, const 
 static int report_summary(const validate_run_opts *o, const run_totals *tt, size_t warnings) {
     if (o->json) {
         printf("],\n \"run\": %zu, \"not_run\": %zu, \"failures\": %zu, \"warnings\": %zu, "
-               "\"worst_sqnr_db\": ", tt->nrun, tt->notrun, tt->failures, warnings);
+               "\"unlike_calibration\": %zu, \"worst_sqnr_db\": ", tt->nrun, tt->notrun,
+               tt->failures, warnings, tt->nflagged);
         cli_json_number(stdout, tt->nrun ? tt->worst : NAN);
         printf("}\n");
     } else if (!g_cli.quiet) {
@@ -198,7 +252,8 @@ static int report_summary(const validate_run_opts *o, const run_totals *tt, size
         if (tt->nrun) printf(", worst output SQNR %.2f dB", tt->worst);
         if (tt->notrun) printf(", %zu not run", tt->notrun);
         if (tt->nfallback) printf(", %zu dynamic (no stored input scale)", tt->nfallback);
-        printf("; %s\n", tt->failures ? "FAILED" : "ok");
+        if (tt->nflagged) printf(", %zu on inputs unlike the calibration data", tt->nflagged);
+        printf("; %s\n", tt->failures ? "FAILED" : tt->nflagged ? "not conclusive" : "ok");
     }
     fflush(stdout);
     return cli_verdict(tt->failures, o->strict, warnings);
@@ -229,7 +284,8 @@ int validate_run(const validate_run_opts *o, mq_ctx *ctx, mq_qmodel *qm, mq_qmod
         }
         tt.failures += lr->failed;
         tt.notrun += lr->not_run;
-        s.warnings += lr->not_run;
+        tt.nflagged += lr->flagged;
+        s.warnings += lr->not_run + lr->flagged;
         if (lr->ran) {
             tt.nrun++;
             tt.nfallback += o->act == MQ_ACT_STATIC && lr->c.act == MQ_ACT_DYNAMIC;

@@ -324,8 +324,16 @@ static mq_status compute_layer(mq_calibrator *cal, cal_layer *l, layer_out *o) {
                                   obs->qmax, &o->scale, &o->zp);
         }
         o->range[0] = rlo, o->range[1] = rhi;
-        for (int64_t c = 0; c < l->channels; c++)
+        if (!mq__qparam_finite(o->scale, o->zp, obs->qmin, obs->qmax))
+            st = mq__fail(ctx, MQ_ERR_QUANT, "observer: the range [%g, %g] is too wide for "
+                          "%s: its scale %g overflows float32", (double)rlo, (double)rhi,
+                          mq_qtype_name(obs->opts.type), (double)o->scale);
+        for (int64_t c = 0; st == MQ_OK && c < l->channels; c++) {
             o->mean_sq[c] = (float)(l->sum_sq[c] / (double)l->rows);
+            if (!isfinite(o->mean_sq[c]))
+                st = mq__fail(ctx, MQ_ERR_QUANT, "input channel %lld: the mean of x^2 (%g) "
+                              "overflows float32", (long long)c, l->sum_sq[c] / (double)l->rows);
+        }
     }
     if (st == MQ_OK && l->xtx && !l->no_hessian) {
         size_t C = (size_t)l->channels;
@@ -335,6 +343,10 @@ static mq_status compute_layer(mq_calibrator *cal, cal_layer *l, layer_out *o) {
             for (size_t k = 0; k <= i; k++)
                 o->hessian[i * C + k] = o->hessian[k * C + i] =
                     (float)(l->xtx[i * C + k] / (double)l->rows);
+        for (size_t i = 0; st == MQ_OK && i < C * C; i++)
+            if (!isfinite(o->hessian[i]))
+                st = mq__fail(ctx, MQ_ERR_QUANT, "Hessian entry [%zu, %zu] overflows float32 "
+                              "(inputs too large)", i / C, i % C);
     }
     mq__free(ctx, lo);
     return st;

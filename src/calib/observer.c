@@ -587,6 +587,12 @@ mq_status mq_observer_qparams(const mq_observer *obs, float *scale, int32_t *zer
                                   obs->qmax, &scale[c], &zero_point[c]);
             if (lo) lo[c] = rlo[c];
             if (hi) hi[c] = rhi[c];
+            /* a range near FLT_MAX gives an infinite scale, or one whose grid overflows */
+            if (st == MQ_OK && !mq__qparam_finite(scale[c], zero_point[c], obs->qmin, obs->qmax))
+                st = mq__fail(ctx, MQ_ERR_QUANT, "observer: channel %lld: the range [%g, %g] "
+                              "is too wide for %s: its scale %g overflows float32",
+                              (long long)c, (double)rlo[c], (double)rhi[c],
+                              mq_qtype_name(obs->opts.type), (double)scale[c]);
         }
     }
     mq__free(ctx, mem);

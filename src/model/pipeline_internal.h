@@ -112,6 +112,7 @@ typedef struct mq__tensor_report {
     int has_input_params;
     int has_output_error;
     double output_sqnr_db;
+    uint64_t clamped;          /* cast values saturated (clamp_casts) */
 } mq__tensor_report;
 
 struct mq_report {

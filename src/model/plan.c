@@ -5,6 +5,7 @@
 
 #include <fnmatch.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define DEFAULT_SKIP_MIN_ELEMENTS 512
@@ -340,6 +341,87 @@ static mq_status attach_stats(mq__plan *p, mq__plan_entry *e, const mq_calib_sta
     return MQ_OK;
 }
 
+static int by_address(const void *a, const void *b) {
+    uintptr_t x = (uintptr_t)(*(const mq_tensor *const *)a)->data;
+    uintptr_t y = (uintptr_t)(*(const mq_tensor *const *)b)->data;
+    return x < y ? -1 : x > y;
+}
+
+/* Tensors sharing storage in the input (tied weights, views of one storage in a .pt) are
+ * written as separate tensors: the output is larger than the ties made the input, and no
+ * longer tied. Said, not silent. */
+static mq_status shared_storage_warning(mq__plan *p, const mq_model *model) {
+    size_t n = mq_model_tensor_count(model), k = 0, shared = 0;
+    if (n < 2) return MQ_OK;
+    const mq_tensor **v = (const mq_tensor **)mq__malloc(p->ctx, n * sizeof *v);
+    if (!v) return MQ_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++)
+        if (mq_model_tensor(model, i)->nbytes) v[k++] = mq_model_tensor(model, i);
+    qsort(v, k, sizeof *v, by_address);
+    const mq_tensor *a = NULL, *b = NULL;
+    uintptr_t end = 0;
+    size_t end_at = 0;
+    for (size_t i = 0; i < k; i++) {
+        uintptr_t s0 = (uintptr_t)v[i]->data, s1 = s0 + (uintptr_t)v[i]->nbytes;
+        if (i && s0 < end) {
+            if (!shared++) a = v[end_at], b = v[i];
+        }
+        if (!i || s1 > end) end = s1, end_at = i;
+    }
+    mq__free(p->ctx, v);
+    if (!shared) return MQ_OK;
+    return mq__plan_warn(p, "%zu tensor%s share%s storage with another in the input (first: '%s' "
+                         "and '%s', e.g. tied weights): the output stores each separately",
+                         shared, shared == 1 ? "" : "s", shared == 1 ? "s" : "", a->name,
+                         b->name);
+}
+
+/* Options and rules that had no effect are warnings, never silent. */
+static mq_status ignored_warnings(mq__plan *p, const mq_model *model, const mq_quantize_options *o,
+                                  const mq_calib_stats *stats) {
+    size_t n = mq_model_tensor_count(model);
+    for (size_t r = 0; r < o->nrules; r++) {
+        bool hit = false;
+        for (size_t i = 0; i < n && !hit; i++) hit = matches(o->rules[r].pattern, mq_model_tensor(model, i)->name);
+        if (!hit)
+            MQ_TRY(mq__plan_warn(p, "layer rule '%s=%s' matches no tensor", o->rules[r].pattern,
+                                 mq_qtype_name(o->rules[r].type)));
+    }
+    /* 1-D tensors are never quantized, so these kinds only ever match 2-D ones */
+    static const mq_layer_kind one_d[] = {MQ_KIND_NORM, MQ_KIND_BIAS};
+    for (size_t k = 0; k < 2; k++) {
+        if (!(o->kinds & MQ_KIND_BIT(one_d[k]))) continue;
+        bool used = false;
+        for (size_t i = 0; i < p->n && !used; i++)
+            used = p->entries[i].kind == one_d[k] && p->entries[i].action != MQ_ACTION_KEEP;
+        if (!used)
+            MQ_TRY(mq__plan_warn(p, "layer kind '%s' selected but no such tensor is converted "
+                                 "(1-D tensors are always kept)", mq_layer_kind_name(one_d[k])));
+    }
+    if (!stats) return MQ_OK;
+    size_t ns = mq_calib_stats_count(stats), missing = 0;
+    const char *first = NULL;
+    char name[600];
+    for (size_t k = 0; k < ns; k++) {
+        const char *layer = mq_calib_stats_layer(stats, k)->layer;
+        snprintf(name, sizeof name, "%s.weight", layer);
+        if (mq_model_find(model, name) < 0 && !missing++) first = layer;
+    }
+    bool attached = false;
+    for (size_t i = 0; i < p->n; i++)
+        attached |= p->entries[i].has_input_params || p->entries[i].importance;
+    if (!attached && ns)
+        return mq__plan_warn(p, "calibration statistics: none of their %zu layers matches a "
+                             "quantized '<layer>.weight' tensor: no input parameters, no "
+                             "activation-aware search (first layer: %s)", ns,
+                             mq_calib_stats_layer(stats, 0)->layer);
+    if (missing)
+        return mq__plan_warn(p, "calibration statistics: %zu of %zu layers have no "
+                             "'<layer>.weight' tensor in the model (first: %s)", missing, ns,
+                             first);
+    return MQ_OK;
+}
+
 mq_status mq__plan_build(mq_ctx *ctx, const mq_model *model, const mq_quantize_options *o,
                          const mq_calib_stats *stats, mq__plan *p) {
     memset(p, 0, sizeof *p);
@@ -349,7 +431,8 @@ mq_status mq__plan_build(mq_ctx *ctx, const mq_model *model, const mq_quantize_o
     if (!p->entries) return MQ_ERR_NOMEM;
     p->n = n;
     /* the last Linear outside numbered blocks is the output head (a classifier's fc2) */
-    size_t last_linear = n;
+    size_t last_linear = n, gptq_fallback = 0;
+    const char *gptq_first = NULL;
     for (size_t i = 0; i < n; i++) {
         const mq_tensor *t = mq_model_tensor(model, i);
         if (mq_classify_tensor(t) == MQ_KIND_LINEAR && !has_numbered_part(t->name)) last_linear = i;
@@ -364,7 +447,10 @@ mq_status mq__plan_build(mq_ctx *ctx, const mq_model *model, const mq_quantize_o
             if (st != MQ_OK) return mq__fail_prefix(ctx, "tensor '%s'", e->src->name);
             if (stats) MQ_TRY(attach_stats(p, e, stats));
             /* GPTQ needs the layer's Hessian: without one, the weighted MSE search */
-            if (e->spec.search == MQ_SEARCH_GPTQ && !e->hessian) e->spec.search = MQ_SEARCH_MSE;
+            if (e->spec.search == MQ_SEARCH_GPTQ && !e->hessian) {
+                e->spec.search = MQ_SEARCH_MSE;
+                if (!gptq_fallback++) gptq_first = e->src->name;
+            }
         }
         e->first_out = p->nouts;
         const mq_tensor *t = e->src;
@@ -400,5 +486,12 @@ mq_status mq__plan_build(mq_ctx *ctx, const mq_model *model, const mq_quantize_o
     }
     if (p->nquantized + p->ncast == 0)
         MQ_TRY(mq__plan_warn(p, "nothing is quantized: every tensor was kept (see the reasons)"));
-    return MQ_OK;
+    if (gptq_fallback)
+        MQ_TRY(mq__plan_warn(p, "GPTQ: %zu quantized tensor%s (first: %s) ha%s no Hessian in the "
+                             "calibration statistics and used the mse search instead "
+                             "(calibrate with --hessian; Conv layers never have one)",
+                             gptq_fallback, gptq_fallback == 1 ? "" : "s", gptq_first,
+                             gptq_fallback == 1 ? "s" : "ve"));
+    MQ_TRY(shared_storage_warning(p, model));
+    return ignored_warnings(p, model, o, stats);
 }

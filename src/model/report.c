@@ -143,6 +143,27 @@ static mq_status err_range(void *arg, int64_t begin, int64_t end, int tid) {
         acc.sum_d2 += l.d2[k];
         if (l.mx[k] > acc.max_abs || isnan(l.mx[k])) acc.max_abs = l.mx[k];
     }
+    if (!isfinite(acc.sum_a2) || !isfinite(acc.sum_b2) || !isfinite(acc.sum_ab) ||
+        !isfinite(acc.sum_d2)) {
+        /* float sums overflow for values beyond ~1e19: the chunk again in double (an
+         * infinite sum of a^2 would report any error as an exact +inf dB) */
+        memset(&acc, 0, sizeof acc);
+        for (i = begin; i < end; i++) {
+            double a;
+            switch (j->a_dtype) {
+            case MQ_F32: a = ((const float *)j->a)[i]; break;
+            case MQ_BF16: a = bf16_f32(((const uint16_t *)j->a)[i]); break;
+            case MQ_F16: a = mq_f16_to_f32(((const uint16_t *)j->a)[i]); break;
+            default: a = ((const double *)j->a)[i]; break;
+            }
+            double bb = b[i], d = a - bb, ad = fabs(d);
+            acc.sum_a2 += a * a;
+            acc.sum_b2 += bb * bb;
+            acc.sum_ab += a * bb;
+            acc.sum_d2 += d * d;
+            if (ad > acc.max_abs || isnan(ad)) acc.max_abs = ad;
+        }
+    }
     acc.n = (uint64_t)(end - begin);
     j->parts[begin / ERR_GRAIN] = acc;
     return MQ_OK;
@@ -239,7 +260,10 @@ mq_status mq__config_json(mq_ctx *ctx, const mq__plan *p, const mq_quantize_opti
         mq__sb_addf(&sb, ", \"type\": \"%s\"}", mq_qtype_name(o->rules[i].type));
     }
     mq__sb_add(&sb, "], \"activations\": ");
-    if (o->calibration) mq__sb_add(&sb, "{\"static\": true, \"input_scale\": \"per_tensor\"}");
+    /* static only when some layer really got input parameters from the statistics */
+    bool any_static = false;
+    for (size_t i = 0; i < p->n; i++) any_static |= p->entries[i].has_input_params != 0;
+    if (any_static) mq__sb_add(&sb, "{\"static\": true, \"input_scale\": \"per_tensor\"}");
     else mq__sb_add(&sb, "null");
     mq__sb_add(&sb, ", \"quantized\": {");
     first = 1;
@@ -407,6 +431,10 @@ int mq_report_tensor_error(const mq_report *r, size_t i, mq_error_stats *out) {
     if (!t || !t->has_error) return 0;
     if (out) *out = t->error;
     return 1;
+}
+uint64_t mq_report_tensor_clamped(const mq_report *r, size_t i) {
+    const mq__tensor_report *t = tensor_at(r, i);
+    return t ? t->clamped : 0;
 }
 int mq_report_tensor_has_input_params(const mq_report *r, size_t i) {
     const mq__tensor_report *t = tensor_at(r, i);
