@@ -385,7 +385,8 @@ mq_status mq_qmodel_open_with_options(mq_ctx *ctx, const char *path, const mq_op
             st = MQ_ERR_NOMEM;
     }
     if (st == MQ_OK) st = open_logical(qm, path);
-    /* values too: a NaN/Inf scale would dequantize into NaN/Inf weights */
+    /* values too: a NaN/Inf scale, an out-of-range zero point or g_idx would dequantize
+     * into wrong weights */
     for (size_t i = 0; st == MQ_OK && i < qm->n; i++) {
         st = verify_params(qm, i);
         if (st != MQ_OK) mq__fail_prefix(ctx, "%s", path);
