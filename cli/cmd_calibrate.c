@@ -441,6 +441,8 @@ int cmd_calibrate(int argc, char **argv) {
         goto done;
     }
     if (stats) report(stats, &c, &r, files.n, &opts);
+    else cli_info("calibration statistics from %zu file%s -> standard output", files.n,
+                  files.n == 1 ? "" : "s");
 done:
     mq_calib_stats_free(stats);
     mq_calibrator_free(r.cal);

@@ -11,6 +11,7 @@
  * values shifted by a constant); symmetric schemes store no zero point. Scales are stored in
  * the layout's scale dtype. */
 #include "model/pipeline_internal.h"
+#include "common/strbuf.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -197,38 +198,40 @@ static const char *sig_format(const ct_sig *s) {
     return s->act == MQ_ACTIVATIONS_NONE ? "pack-quantized" : "int-quantized";
 }
 
-static void layer_name(mq__sb *sb, const char *tensor) {
+static void json_str(mq_buf *b, const char *s) { mq__json_write_string(b, s, strlen(s)); }
+
+static void layer_name(mq_buf *sb, const char *tensor) {
     size_t lp = mq__layer_prefix_len(tensor);
     char *n = mq__strndup(sb->ctx, tensor, lp);
     if (!n) {
         sb->failed = 1;
         return;
     }
-    mq__sb_json_str(sb, n);
+    json_str(sb, n);
     mq__free(sb->ctx, n);
 }
 
-static void weight_args(mq__sb *sb, const ct_sig *s) {
+static void weight_args(mq_buf *sb, const ct_sig *s) {
     static const char *const strat[] = {"tensor", "channel", "group"};
-    mq__sb_addf(sb, "{\"num_bits\": %d, \"type\": \"int\", \"symmetric\": %s, \"group_size\": ",
+    mq__buf_printf(sb, "{\"num_bits\": %d, \"type\": \"int\", \"symmetric\": %s, \"group_size\": ",
                 s->bits, s->symmetric ? "true" : "false");
-    if (s->gran == MQ_PER_GROUP) mq__sb_addf(sb, "%d", s->group_size);
-    else mq__sb_add(sb, "null");
-    mq__sb_addf(sb, ", \"strategy\": \"%s\", \"block_structure\": null, \"dynamic\": false, "
+    if (s->gran == MQ_PER_GROUP) mq__buf_printf(sb, "%d", s->group_size);
+    else mq__buf_add(sb, "null");
+    mq__buf_printf(sb, ", \"strategy\": \"%s\", \"block_structure\": null, \"dynamic\": false, "
                     "\"actorder\": null, \"observer\": \"%s\", \"observer_kwargs\": {}}",
                 strat[(unsigned)s->gran < 3 ? s->gran : 0],
                 s->search == MQ_SEARCH_MSE ? "mse" : "minmax");
 }
 
-static void input_args(mq__sb *sb, const ct_sig *s) {
+static void input_args(mq_buf *sb, const ct_sig *s) {
     if (s->act == MQ_ACTIVATIONS_NONE) {
-        mq__sb_add(sb, "null");
+        mq__buf_add(sb, "null");
     } else if (s->act == MQ_ACTIVATIONS_DYNAMIC) {
-        mq__sb_add(sb, "{\"num_bits\": 8, \"type\": \"int\", \"symmetric\": true, \"group_size\": "
+        mq__buf_add(sb, "{\"num_bits\": 8, \"type\": \"int\", \"symmetric\": true, \"group_size\": "
                        "null, \"strategy\": \"token\", \"block_structure\": null, \"dynamic\": "
                        "true, \"actorder\": null, \"observer\": null, \"observer_kwargs\": {}}");
     } else {
-        mq__sb_addf(sb, "{\"num_bits\": 8, \"type\": \"int\", \"symmetric\": %s, \"group_size\": "
+        mq__buf_printf(sb, "{\"num_bits\": 8, \"type\": \"int\", \"symmetric\": %s, \"group_size\": "
                         "null, \"strategy\": \"tensor\", \"block_structure\": null, \"dynamic\": "
                         "false, \"actorder\": null, \"observer\": \"minmax\", "
                         "\"observer_kwargs\": {}}", s->input_symmetric ? "true" : "false");
@@ -264,48 +267,49 @@ static mq_status ct_hf_config(mq_ctx *ctx, const mq__plan *p, char **out) {
     }
     bool mixed = false;
     for (size_t g = 1; g < ng; g++) mixed |= strcmp(sig_format(&sigs[g]), sig_format(&sigs[0])) != 0;
-    mq__sb sb = {.ctx = ctx};
-    mq__sb_add(&sb, "{\"quant_method\": \"compressed-tensors\", \"format\": ");
-    mq__sb_json_str(&sb, mixed ? "mixed-precision" : sig_format(&sigs[0]));
-    mq__sb_add(&sb, ", \"quantization_status\": \"compressed\", \"config_groups\": {");
+    mq_buf sb;
+    mq__buf_init(&sb, ctx);
+    mq__buf_add(&sb, "{\"quant_method\": \"compressed-tensors\", \"format\": ");
+    json_str(&sb, mixed ? "mixed-precision" : sig_format(&sigs[0]));
+    mq__buf_add(&sb, ", \"quantization_status\": \"compressed\", \"config_groups\": {");
     for (size_t g = 0; g < ng; g++) {
-        mq__sb_addf(&sb, "%s\"group_%zu\": {\"targets\": [", g ? ", " : "", g);
+        mq__buf_printf(&sb, "%s\"group_%zu\": {\"targets\": [", g ? ", " : "", g);
         if (ng == 1) {
-            mq__sb_add(&sb, "\"Linear\"");
+            mq__buf_add(&sb, "\"Linear\"");
         } else {
             int first = 1;
             for (size_t i = 0; i < p->n; i++) {
                 if (group[i] != (int)g) continue;
-                if (!first) mq__sb_add(&sb, ", ");
+                if (!first) mq__buf_add(&sb, ", ");
                 first = 0;
                 layer_name(&sb, p->entries[i].src->name);
             }
         }
-        mq__sb_add(&sb, "], \"weights\": ");
+        mq__buf_add(&sb, "], \"weights\": ");
         weight_args(&sb, &sigs[g]);
-        mq__sb_add(&sb, ", \"input_activations\": ");
+        mq__buf_add(&sb, ", \"input_activations\": ");
         input_args(&sb, &sigs[g]);
-        mq__sb_add(&sb, ", \"output_activations\": null, \"format\": ");
-        mq__sb_json_str(&sb, sig_format(&sigs[g]));
-        mq__sb_add(&sb, "}");
+        mq__buf_add(&sb, ", \"output_activations\": null, \"format\": ");
+        json_str(&sb, sig_format(&sigs[g]));
+        mq__buf_add(&sb, "}");
     }
-    mq__sb_add(&sb, "}, \"ignore\": [");
+    mq__buf_add(&sb, "}, \"ignore\": [");
     int first = 1;
     for (size_t i = 0; i < p->n; i++) {
         const mq__plan_entry *e = &p->entries[i];
         if (e->action == MQ_ACTION_QUANTIZE || !is_linear_weight(e)) continue;
-        if (!first) mq__sb_add(&sb, ", ");
+        if (!first) mq__buf_add(&sb, ", ");
         first = 0;
         layer_name(&sb, e->src->name);
     }
-    mq__sb_add(&sb, "], \"kv_cache_scheme\": null}");
+    mq__buf_add(&sb, "], \"kv_cache_scheme\": null}");
     mq__free(ctx, sigs);
     mq__free(ctx, group);
     if (sb.failed) {
-        mq__sb_free(&sb);
+        mq__buf_free(&sb);
         return mq__fail(ctx, MQ_ERR_NOMEM, "out of memory building the quantization_config");
     }
-    *out = sb.s;
+    *out = sb.data;
     return MQ_OK;
 }
 

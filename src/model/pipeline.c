@@ -8,8 +8,6 @@
 #include "io/writer_internal.h"
 #include "quant/quant_internal.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -350,63 +348,6 @@ static mq_status build_meta(mq_ctx *ctx, const mq_model *m, const mq__plan *p,
     return MQ_OK;
 }
 
-/* JSON-escaped text as the safetensors header holds it (no quotes). */
-static mq_status escaped(mq_ctx *ctx, const char *s, mq__sb *out) {
-    out->ctx = ctx;
-    mq__sb_json_str(out, s);
-    if (out->failed) return MQ_ERR_NOMEM;
-    memmove(out->s, out->s + 1, out->len - 2);
-    out->len -= 2;
-    out->s[out->len] = 0;
-    return MQ_OK;
-}
-
-/* Replaces the stored config (reserved with trailing spaces) by the one with the error
- * figures, in place in the safetensors header. Left as it is when the header does not hold
- * the expected bytes. */
-static mq_status patch_config(mq_ctx *ctx, mq_writer *w, const mq__plan *p, const char *meta_key,
-                              const char *old_cfg, const char *new_cfg) {
-    if (w->format != MQ_FORMAT_SAFETENSORS) return MQ_OK;
-    mq__sb eo = {0}, en = {0};
-    mq_status st = escaped(ctx, old_cfg, &eo);
-    if (st == MQ_OK) st = escaped(ctx, new_cfg, &en);
-    size_t room = error_room(p);
-    uint8_t *hdr = NULL;
-    int fd = -1;
-    if (st != MQ_OK || en.len > eo.len + room) goto done;
-    st = mq__writer_patch(w, 0, "", 0); /* flushes */
-    if (st != MQ_OK) goto done;
-    fd = open(w->tmp_path, O_RDONLY | O_CLOEXEC);
-    uint8_t lenb[8];
-    if (fd < 0 || pread(fd, lenb, 8, 0) != 8) goto done;
-    uint64_t hlen = mq__load_le64(lenb);
-    if (hlen > ((uint64_t)100 << 20) || hlen < eo.len) goto done;
-    hdr = (uint8_t *)mq__malloc(ctx, (size_t)hlen);
-    if (!hdr) {
-        st = MQ_ERR_NOMEM;
-        goto done;
-    }
-    if (pread(fd, hdr, (size_t)hlen, 8) != (ssize_t)hlen) goto done;
-    char key[64];
-    snprintf(key, sizeof key, "\"%s\":", meta_key);
-    uint8_t *k = (uint8_t *)memmem(hdr, (size_t)hlen, key, strlen(key));
-    if (!k) goto done;
-    uint8_t *v = (uint8_t *)memmem(k, (size_t)(hdr + hlen - k), eo.s, eo.len);
-    if (!v || (size_t)(hdr + hlen - v) < eo.len + room + 1) goto done;
-    for (size_t i = 0; i < room; i++)
-        if (v[eo.len + i] != ' ') goto done;
-    if (v[eo.len + room] != '"') goto done;
-    memset(v, ' ', eo.len + room);
-    memcpy(v, en.s, en.len);
-    st = mq__writer_patch(w, 8 + (uint64_t)(v - hdr), v, eo.len + room);
-done:
-    if (fd >= 0) close(fd);
-    mq__free(ctx, hdr);
-    mq__sb_free(&eo);
-    mq__sb_free(&en);
-    return st;
-}
-
 /* ---- the call ------------------------------------------------------------------------- */
 
 /* Strict mode: any warning fails the call, listing the warnings. `path` names the output
@@ -473,19 +414,14 @@ static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *in
     mq_writer *first = NULL;
     const char *key = own_config_key(hf_cfg);
     if (st == MQ_OK) st = mq__outputs_meta_writer(&files, &s.em, &first);
-    if (st == MQ_OK && first->be->meta_at_end) {
-        /* the metadata is written at commit: store the final config as it is */
+    if (st == MQ_OK) {
+        /* into the room reserved after the first config (build_meta); without room left the
+         * stored config keeps no error figures */
         st = mq__writer_set_meta(first, key, cfg_final);
-    } else if (st == MQ_OK) {
-        const char *old = NULL;
-        for (size_t i = 0; i < ml.n; i++)
-            if (!strcmp(ml.kv[i].key, key)) old = ml.kv[i].value;
-        size_t room = error_room(p);
-        /* the stored value is the plain config followed by `room` spaces */
-        char *plain = old ? mq__strndup(ctx, old, strlen(old) - room) : NULL;
-        if (old && !plain) st = MQ_ERR_NOMEM;
-        if (plain) st = patch_config(ctx, first, p, key, plain, cfg_final);
-        mq__free(ctx, plain);
+        if (st == MQ_ERR_UNSUPPORTED) {
+            mq_ctx_clear_error(ctx);
+            st = MQ_OK;
+        }
     }
     if (st == MQ_OK) st = mq__outputs_commit(ctx, &files, &s.em, p, in, hf_cfg);
     if (st == MQ_OK) {
