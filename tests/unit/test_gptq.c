@@ -419,6 +419,37 @@ TEST(blocked_matches_column_by_column_reference) {
     mq_ctx_free(ctx);
 }
 
+/* The output-error sums of the pipeline's report (output_error.c) against plain f64 sums,
+ * for a width across several column blocks, and the same values for 1 and 3 threads. */
+TEST(output_error_sums) {
+    mq_ctx *ctx = mq_ctx_create();
+    enum { R = 7, N = 300 };
+    float *w = malloc(R * N * sizeof(float)), *h = malloc(N * N * sizeof(float));
+    float *dq = malloc(R * N * sizeof(float));
+    make_problem(R, N, 400, w, h);
+    for (int i = 0; i < R * N; i++) dq[i] = w[i] + (float)(0.01 * gauss());
+    double ra = 0, rd = 0;
+    for (int r = 0; r < R; r++)
+        for (int a = 0; a < N; a++)
+            for (int b = 0; b < N; b++) {
+                double hab = h[a * N + b];
+                ra += (double)w[r * N + a] * hab * w[r * N + b];
+                rd += ((double)w[r * N + a] - dq[r * N + a]) * hab * ((double)w[r * N + b] - dq[r * N + b]);
+            }
+    double qa[2], qd[2];
+    for (int t = 0; t < 2; t++) {
+        CHECK(mq_ctx_set_threads(ctx, t ? 3 : 1) == MQ_OK);
+        CHECK(mq__output_error(ctx, h, N, MQ_F32, w, dq, R, &qa[t], &qd[t]) == MQ_OK);
+    }
+    CHECK_MSG(fabs(qa[0] - ra) < 1e-5 * ra && fabs(qd[0] - rd) < 1e-4 * rd, "%g %g vs %g %g",
+              qa[0], qd[0], ra, rd);
+    CHECK(qa[0] == qa[1] && qd[0] == qd[1]);
+    free(w);
+    free(h);
+    free(dq);
+    mq_ctx_free(ctx);
+}
+
 int main(void) {
     RUN(gptq_lowers_output_error);
     RUN(diagonal_hessian_is_round_to_nearest);
@@ -427,5 +458,6 @@ int main(void) {
     RUN(bad_hessians_fail);
     RUN(layout_unchanged);
     RUN(blocked_matches_column_by_column_reference);
+    RUN(output_error_sums);
     return test_summary();
 }
