@@ -47,25 +47,31 @@ static qres run_q(mq_ctx *ctx, const mq_qspec *spec, int64_t rows, int64_t cols,
     return quantize_chunks(ctx, spec, 2, shape, MQ_F32, w, nchunks);
 }
 
+/* sum over rows of d^T H d for d = w - q */
+static double out_err(const float *w, const float *q, const float *h, int64_t rows, int64_t n) {
+    double total = 0;
+    double *d = malloc((size_t)n * sizeof(double));
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t c = 0; c < n; c++) d[c] = (double)w[r * n + c] - q[r * n + c];
+        for (int64_t a = 0; a < n; a++) {
+            double t = 0;
+            for (int64_t b = 0; b < n; b++) t += (double)h[a * n + b] * d[b];
+            total += d[a] * t;
+        }
+    }
+    free(d);
+    return total;
+}
+
 /* sum over rows of d^T H d, d = w - dequantized w: the output error ||X W^T - X Wq^T||^2 / n */
 static double output_error(mq_ctx *ctx, const mq_qspec *spec, const qres *r, const float *w,
                            const float *h) {
     int64_t rows = r->L.rows, cols = r->L.cols;
     float *dq = malloc((size_t)(rows * cols) * sizeof(float));
-    double *d = malloc((size_t)cols * sizeof(double));
     mq_status st = mq_dequantize_rows(ctx, spec, &r->L, r->data, r->scale,
                                       r->L.has_zero_point ? r->zp : NULL, 0, rows, dq);
-    double total = st == MQ_OK ? 0 : INFINITY;
-    for (int64_t i = 0; i < rows && st == MQ_OK; i++) {
-        for (int64_t c = 0; c < cols; c++) d[c] = (double)w[i * cols + c] - dq[i * cols + c];
-        for (int64_t a = 0; a < cols; a++) {
-            double s = 0;
-            for (int64_t b = 0; b < cols; b++) s += (double)h[a * cols + b] * d[b];
-            total += d[a] * s;
-        }
-    }
+    double total = st == MQ_OK ? out_err(w, dq, h, rows, cols) : INFINITY;
     free(dq);
-    free(d);
     return total;
 }
 
@@ -350,22 +356,6 @@ static void ref_gptq_int4(const float *w0, int64_t rows, int64_t n, int64_t gs, 
         }
     }
     free(w);
-}
-
-/* sum over rows of d^T H d for d = w - q */
-static double out_err(const float *w, const float *q, const float *h, int64_t rows, int64_t n) {
-    double total = 0;
-    double *d = malloc((size_t)n * sizeof(double));
-    for (int64_t r = 0; r < rows; r++) {
-        for (int64_t c = 0; c < n; c++) d[c] = (double)w[r * n + c] - q[r * n + c];
-        for (int64_t a = 0; a < n; a++) {
-            double t = 0;
-            for (int64_t b = 0; b < n; b++) t += (double)h[a * n + b] * d[b];
-            total += d[a] * t;
-        }
-    }
-    free(d);
-    return total;
 }
 
 /* The blocked f32 factorization and sweep against the f64 column-by-column reference on a
