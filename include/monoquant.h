@@ -228,6 +228,33 @@ typedef struct mq_kv {
 
 typedef struct mq_writer mq_writer;
 
+/* Output policy, shared by every function that writes a file (mq_writer_*, mq_quantize_file,
+ * mq_qmodel_dequantize, mq_calibrator_save; docs/CLI.md "Output policy"):
+ *  - an existing destination is never replaced unless the context allows it
+ *    (mq_ctx_set_overwrite(ctx, 1); default off): MQ_ERR_INVALID naming the file;
+ *  - only regular files are ever replaced: a directory, device, FIFO, socket or symbolic link
+ *    destination is MQ_ERR_INVALID, overwrite or not (links are not followed: name the target);
+ *  - a destination that is one of the input files (same device and inode; shards included)
+ *    is MQ_ERR_INVALID;
+ *  - the data goes to a temporary file "<destination folder>/.monoquant-<pid>-<n>.tmp" that
+ *    is fsynced and renamed into place; a replaced file keeps its permission bits;
+ *  - the path "-" is standard output, for formats whose bytes can be written in order
+ *    (safetensors; not PyTorch zip, and not mq_quantize_file, whose header is completed at the
+ *    end): no temporary file, and on failure the stream is incomplete. Write "./-" for a file
+ *    named "-".
+ * These checks run when a writer opens, before any data is produced; mq_output_check runs
+ * them alone, e.g. before a long computation whose result is written at the end. */
+MQ_API void mq_ctx_set_overwrite(mq_ctx *ctx, int allow);
+MQ_API int mq_ctx_overwrite(const mq_ctx *ctx);
+/* Checks that `path` may be written under the policy above, `input` (may be NULL) being the
+ * model the result is computed from. Writes nothing. */
+MQ_API mq_status mq_output_check(mq_ctx *ctx, const char *path, const mq_model *input);
+/* Removes the temporary files and folders that this context's writers have on disk now, and
+ * returns how many. Async-signal-safe: meant for a SIGINT/SIGTERM/SIGHUP/SIGBUS handler that
+ * then exits (the library installs no handler). The context must not be used afterwards
+ * except to free it. */
+MQ_API int mq_ctx_remove_temporaries(mq_ctx *ctx);
+
 /* Starts writing `n` tensors to `path` in the given order. The header (safetensors) is
  * written first, so the data is then streamed with mq_writer_write: the bytes of tensor 0,
  * then tensor 1, ..., in any chunk sizes. Everything goes to a temporary file in the
@@ -535,9 +562,24 @@ typedef struct mq_qtensor {
     const mq_tensor *scale, *zero_point, *shape_tensor; /* NULL when absent */
     const mq_tensor *input_scale, *input_zero_point;     /* NULL when absent */
     uint64_t stored_bytes;     /* bytes of every stored tensor it uses */
+    /* added in 0.2: */
+    const char *storage;       /* the on-disk layout of a quantized tensor: "monoquant",
+                                  "compressed-tensors pack-quantized", "compressed-tensors
+                                  int-quantized", "gptq" or "gptq_v2"; NULL for plain ones.
+                                  For all but "monoquant" `layout` describes the values
+                                  (groups, scales) but not the stored bytes, and `data`,
+                                  `scale`, `zero_point` are the stored tensors as they are
+                                  (e.g. BF16 scales, packed zero points) */
+    const mq_tensor *g_idx;    /* group of each input column (GPTQ g_idx, compressed-tensors
+                                  weight_g_idx), or NULL: column c is in group c / group_size */
 } mq_qtensor;
 
-/* Opens `path` (any checkpoint mq_model_open reads) and checks its structure: every quantized
+/* Opens `path` (any checkpoint mq_model_open reads) and checks its structure. Besides
+ * monoquant's own files it reads compressed-tensors checkpoints (pack-quantized 4/8-bit with
+ * packed zero points, int-quantized, F32/F16/BF16 scales, group/channel/tensor strategies,
+ * weight_g_idx) and GPTQ ones (qweight/qzeros/scales/g_idx, v1 or gptq_v2), using the
+ * `quantization_config` of config.json (or quantize_config.json) beside the checkpoint where
+ * the tensors alone are ambiguous (docs/FORMAT.md). Every quantized
  * tensor's companions exist with the dtypes and shapes its layout requires, packed sizes
  * match, the recorded original shapes agree, no stored tensor is left unexplained. A
  * failure is MQ_ERR_VALIDATION naming the tensor (MQ_ERR_IO/FORMAT for unreadable files). */

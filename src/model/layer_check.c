@@ -1,6 +1,6 @@
 /* Running the layers of a quantized checkpoint through the quantized kernels and measuring
  * their output error against the f32 layer: what `monoquant validate --run` reports. */
-#include "model/pipeline_internal.h"
+#include "model/qmodel_internal.h"
 
 #include <string.h>
 
@@ -32,7 +32,10 @@ static long find_bias(const mq_qmodel *qm, const char *name, int64_t n) {
  * Returns false when the checkpoint stores none. */
 static bool static_params(const mq_qtensor *q, float *scale, int *zp) {
     if (!q->input_scale || !q->input_zero_point) return false;
-    memcpy(scale, q->input_scale->data, 4);
+    if (q->input_scale->dtype == MQ_F32) memcpy(scale, q->input_scale->data, 4);
+    else if (q->input_scale->dtype == MQ_F16)
+        *scale = mq_f16_to_f32(mq__load_le16(q->input_scale->data));
+    else *scale = mq_bf16_to_f32(mq__load_le16(q->input_scale->data));
     if (q->input_zero_point->dtype == MQ_U8) {
         uint8_t v;
         memcpy(&v, q->input_zero_point->data, 1);
@@ -77,7 +80,20 @@ mq_status mq_qmodel_check_layer(mq_qmodel *qm, size_t i, mq_qmodel *ref, int act
                             (unsigned long long)q->numel, (long long)N);
     }
     mq_linear_desc d;
-    if (is_cast(q->spec.type)) {
+    /* other tools' layouts run from a copy in monoquant's layout */
+    void *cdata = NULL, *czp = NULL;
+    float *cscale = NULL;
+    if (is_integer(q->spec.type) && q->storage && strcmp(q->storage, "monoquant") != 0) {
+        mq_status cst = mq__foreign_canonical(qm, i, &cdata, &cscale, &czp);
+        if (cst == MQ_OK) {
+            mq_linear_desc_from_qspec(&d, &q->spec, N, K, cdata, cscale, czp);
+        } else {
+            mq__free(ctx, cdata);
+            mq__free(ctx, cscale);
+            mq__free(ctx, czp);
+            return cst;
+        }
+    } else if (is_cast(q->spec.type)) {
         mq_linear_desc_init(&d, q->spec.type, N, K, q->data->data);
         act = MQ_ACT_F32;
     } else {
@@ -90,13 +106,17 @@ mq_status mq_qmodel_check_layer(mq_qmodel *qm, size_t i, mq_qmodel *ref, int act
     d.act = (mq_act_mode)act;
 
     uint64_t nw;
-    if (!mq__mul_u64((uint64_t)N, (uint64_t)K, &nw) || nw > SIZE_MAX / 4)
-        return mq__fail(ctx, MQ_ERR_NOMEM, "tensor '%s': too large to run", q->name);
-    long b = find_bias(qm, q->name, N);
-    float *w = (float *)mq__malloc(ctx, (size_t)nw * 4);
-    float *bias = b >= 0 ? (float *)mq__malloc(ctx, (size_t)N * 4) : NULL;
-    mq_linear *lin = NULL;
     mq_status st = MQ_ERR_NOMEM;
+    float *w = NULL, *bias = NULL;
+    mq_linear *lin = NULL;
+    long b = -1;
+    if (!mq__mul_u64((uint64_t)N, (uint64_t)K, &nw) || nw > SIZE_MAX / 4) {
+        st = mq__fail(ctx, MQ_ERR_NOMEM, "tensor '%s': too large to run", q->name);
+        goto done;
+    }
+    b = find_bias(qm, q->name, N);
+    w = (float *)mq__malloc(ctx, (size_t)nw * 4);
+    bias = b >= 0 ? (float *)mq__malloc(ctx, (size_t)N * 4) : NULL;
     if (!w || (b >= 0 && !bias)) goto done;
     st = ref ? mq_qmodel_read_rows(ref, (size_t)r, 0, N, w) : mq_qmodel_read_rows(qm, i, 0, N, w);
     if (st == MQ_OK && b >= 0) st = mq_qmodel_read_rows(qm, (size_t)b, 0, N, bias);
@@ -114,6 +134,9 @@ mq_status mq_qmodel_check_layer(mq_qmodel *qm, size_t i, mq_qmodel *ref, int act
         out->has_bias = b >= 0;
     }
 done:
+    mq__free(ctx, cdata);
+    mq__free(ctx, cscale);
+    mq__free(ctx, czp);
     mq_linear_free(lin);
     mq__free(ctx, w);
     mq__free(ctx, bias);
