@@ -142,7 +142,9 @@ TEST(blocked_update_matches_f64_on_every_isa) {
             CHECK(mq_calibrator_set_hessian(cal, 1) == MQ_OK);
             CHECK(mq_calibrator_add_layer(cal, "fc", W) == MQ_OK);
             CHECK(mq_calibrator_update(cal, "fc", MQ_F32, x, 2, shape, -1) == MQ_OK);
-            const char *path = tmp_path("wide.safetensors");
+            char name[64];
+            snprintf(name, sizeof name, "wide_%d_%d.safetensors", isa, t);
+            const char *path = tmp_path(name);
             CHECK(mq_calibrator_save(cal, path, NULL, 0) == MQ_OK);
             mq_calibrator_free(cal);
             mq_calib_stats *st = NULL;
