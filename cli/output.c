@@ -86,12 +86,13 @@ static void on_signal(int sig) {
     int removed = mq_ctx_remove_temporaries(sig_ctx);
     const char *name = sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM"
                      : sig == SIGHUP ? "SIGHUP" : "SIGBUS";
+    if (cli_bar_shown) say("\n");
     if (sig == SIGBUS) {
-        say("\nmonoquant: error: input changed while reading (a file shrank under its mapping, "
+        say("monoquant: error: input changed while reading (a file shrank under its mapping, "
             "SIGBUS); nothing written\n");
         _exit(EXIT_IO);
     }
-    say("\nmonoquant: interrupted by ");
+    say("monoquant: interrupted by ");
     say(name);
     say(removed ? "; temporary file removed, nothing written\n" : "\n");
     _exit(128 + sig);

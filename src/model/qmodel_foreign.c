@@ -446,10 +446,17 @@ mq_status mq__foreign_verify(mq_qmodel *qm, size_t i) {
     const mq_qtensor *q = &qm->t[i];
     const mq__qsrc *s = &qm->src[i];
     int64_t nsc = q->spec.granularity == MQ_PER_TENSOR ? 1 : q->shape[0] * s->groups;
-    for (int64_t k = 0; k < nsc; k++)
+    /* |code - zero| stays below 2^(bits+1), so this bounds every dequantized value */
+    float span = (float)(2 << s->bits);
+    for (int64_t k = 0; k < nsc; k++) {
         if (!isfinite(s->scale[k]) || !(s->scale[k] > 0))
             return mq__fail(ctx, MQ_ERR_VALIDATION, "tensor '%s': scale %lld is %g (must be "
                             "finite and > 0)", q->name, (long long)k, (double)s->scale[k]);
+        if (!isfinite(s->scale[k] * span))
+            return mq__fail(ctx, MQ_ERR_VALIDATION, "tensor '%s': scale %lld is %g: its "
+                            "values dequantize beyond float32", q->name, (long long)k,
+                            (double)s->scale[k]);
+    }
     if (s->zero) {
         int lo = s->family == MQ__QF_CT_INT ? -128 : 0;
         int hi = s->family == MQ__QF_CT_INT ? 127 : (1 << s->bits) - 1;
