@@ -90,6 +90,11 @@ static void say(const char *s) {
 }
 
 static void on_signal(int sig) {
+    /* one report: a fault can hit several worker threads at once; the others wait for the
+     * first to exit */
+    static int entered;
+    if (__atomic_exchange_n(&entered, 1, __ATOMIC_SEQ_CST))
+        for (;;) pause();
     int removed = mq_ctx_remove_temporaries(sig_ctx);
     const char *name = sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM"
                      : sig == SIGHUP ? "SIGHUP" : "SIGBUS";
