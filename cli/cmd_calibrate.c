@@ -457,6 +457,7 @@ done:
     free(r.layers);
     cli_list_free(&c.acts);
     list_free(&files);
+    cli_signals_install(NULL); /* the handler must not see a freed context */
     mq_ctx_free(r.ctx);
     return rc;
 }
