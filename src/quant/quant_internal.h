@@ -29,8 +29,8 @@ typedef struct mq_qkernels {
 
 MQ_HIDDEN const mq_qkernels *mq__qkernels(const mq_ctx *ctx);
 MQ_HIDDEN const mq_qkernels *mq__qkernels_ref(void);
-MQ_HIDDEN const mq_qkernels *mq__qkernels_avx2(const mq_cpu *cpu);
-MQ_HIDDEN const mq_qkernels *mq__qkernels_avx512(const mq_cpu *cpu);
+MQ_HIDDEN const mq_qkernels *mq__qkernels_avx2(void);
+MQ_HIDDEN const mq_qkernels *mq__qkernels_avx512(void);
 
 /* Scalar pieces the vector files reuse for their tails. */
 MQ_HIDDEN bool mq__minmax_ref(const float *x, size_t n, float *mn, float *mx);
@@ -104,5 +104,12 @@ MQ_HIDDEN mq_status mq__quantize_rows_factored(mq_ctx *ctx, const mq_qspec *spec
                                                const void *src, int64_t row_begin,
                                                int64_t row_end, void *data, float *scale,
                                                void *zero_point, const float *factor);
+
+/* Sums over rows [0, nr) of w^T H w and d^T H d, d = w - deq (output_error.c), for the rows
+ * of `src` (src_dtype) and their dequantized values `deq` (nr x cols f32); H symmetric,
+ * cols x cols. Runs on the context's threads (not from inside a parallel job). */
+MQ_HIDDEN mq_status mq__output_error(mq_ctx *ctx, const float *h, int64_t cols,
+                                     mq_dtype src_dtype, const void *src, const float *deq,
+                                     int64_t nr, double *wsum, double *dsum);
 
 #endif

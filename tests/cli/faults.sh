@@ -16,34 +16,25 @@ if [ ! -f "$FAULT" ]; then
 fi
 
 # big.safetensors: 12 Linear weights [1024, 1024] F32 (48 MB), values in [-1, 1)
-"$PY" - "$T/big.safetensors" <<'PYEOF'
+"$PY" - "$T" <<'PYEOF'
 import json, struct, sys
-n, rows, cols = 12, 1024, 1024
-hdr = {f"l{i}.weight": {"dtype": "F32", "shape": [rows, cols],
-                        "data_offsets": [i * rows * cols * 4, (i + 1) * rows * cols * 4]}
-       for i in range(n)}
-h = json.dumps(hdr).encode()
-h += b" " * (-len(h) % 8)
+cols = 1024
 row = struct.pack(f"<{cols}f", *[((j * 37) % 200 - 100) / 100.0 for j in range(cols)])
-with open(sys.argv[1], "wb") as f:
-    f.write(struct.pack("<Q", len(h)) + h)
-    for _ in range(n * rows):
-        f.write(row)
-# calibration: model [64, 1024] and activations [256, 1024] (1 MB)
-with open(sys.argv[1].replace("big", "cal_model"), "wb") as f:
-    h = json.dumps({"l.weight": {"dtype": "F32", "shape": [64, cols],
-                                 "data_offsets": [0, 64 * cols * 4]}}).encode()
+def write(name, tensors):  # tensors: [(name, rows)], each [rows, cols] F32 of `row`
+    hdr, off = {}, 0
+    for t, rows in tensors:
+        hdr[t] = {"dtype": "F32", "shape": [rows, cols], "data_offsets": [off, off + rows * cols * 4]}
+        off += rows * cols * 4
+    h = json.dumps(hdr).encode()
     h += b" " * (-len(h) % 8)
-    f.write(struct.pack("<Q", len(h)) + h)
-    for _ in range(64):
-        f.write(row)
-with open(sys.argv[1].replace("big", "cal_acts"), "wb") as f:
-    h = json.dumps({"l": {"dtype": "F32", "shape": [256, cols],
-                          "data_offsets": [0, 256 * cols * 4]}}).encode()
-    h += b" " * (-len(h) % 8)
-    f.write(struct.pack("<Q", len(h)) + h)
-    for _ in range(256):
-        f.write(row)
+    with open(f"{sys.argv[1]}/{name}.safetensors", "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h)
+        for _, rows in tensors:
+            for _ in range(rows):
+                f.write(row)
+write("big", [(f"l{i}.weight", 1024) for i in range(12)])
+write("cal_model", [("l.weight", 64)])    # calibration: a Linear [64, 1024]
+write("cal_acts", [("l", 256)])           # and its activations [256, 1024] (1 MB)
 PYEOF
 "$MQ" -q quantize "$T/big.safetensors" -o "$T/bigq.safetensors" --no-error-stats ||
     notok setup "quantize of the big model failed"

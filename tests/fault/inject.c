@@ -87,25 +87,26 @@ static mode_t mode_arg(int flags, va_list ap) {
     return (flags & O_CREAT) ? (mode_t)va_arg(ap, int) : 0;
 }
 
-int open(const char *path, int flags, ...) {
-    REAL(int, "open", const char *, int, ...);
-    va_list ap;
-    va_start(ap, flags);
-    mode_t mode = mode_arg(flags, ap);
-    va_end(ap);
-    int fd = real(path, flags, mode);
+static int open_tracked(const char *name, const char *path, int flags, va_list ap) {
+    int (*real)(const char *, int, ...) = (int (*)(const char *, int, ...))dlsym(RTLD_NEXT, name);
+    int fd = real(path, flags, mode_arg(flags, ap));
     track(fd, path, flags);
     return fd;
 }
 
-int open64(const char *path, int flags, ...) {
-    REAL(int, "open64", const char *, int, ...);
+int open(const char *path, int flags, ...) {
     va_list ap;
     va_start(ap, flags);
-    mode_t mode = mode_arg(flags, ap);
+    int fd = open_tracked("open", path, flags, ap);
     va_end(ap);
-    int fd = real(path, flags, mode);
-    track(fd, path, flags);
+    return fd;
+}
+
+int open64(const char *path, int flags, ...) {
+    va_list ap;
+    va_start(ap, flags);
+    int fd = open_tracked("open64", path, flags, ap);
+    va_end(ap);
     return fd;
 }
 
