@@ -933,6 +933,32 @@ MQ_API mq_status mq_conv2d_forward(mq_ctx *ctx, mq_conv2d *conv, const float *x,
 
 /* ====== end of section: kernels ======================================================== */
 
+/* ====== section: in-memory models ===================================================== */
+
+/* A model whose tensors are views of memory the caller owns (e.g. the parameters of a model
+ * in a framework), so that mq_quantize_model runs the same plan, writes the same bytes and
+ * gives the same report as mq_quantize_file on a checkpoint holding those tensors in that
+ * order. Nothing is copied: each view's data must stay valid and unchanged until the model is
+ * freed (mq_model_free). The views are read, never written. Data: little-endian, row-major,
+ * contiguous, any alignment. mq_model_format gives MQ_FORMAT_AUTO for such a model. */
+MQ_API mq_status mq_model_create(mq_ctx *ctx, mq_model **out);
+/* Appends a tensor view (the name and shape are copied). MQ_ERR_INVALID for a duplicate or
+ * empty name, an unknown dtype, a negative dimension, NULL data for a non-empty tensor, or a
+ * model opened from a file. */
+MQ_API mq_status mq_model_add_view(mq_model *model, const char *name, mq_dtype dtype, int ndim,
+                                   const int64_t *shape, const void *data);
+/* Sets (or replaces) a string metadata entry, copied; stored in the output as a checkpoint's
+ * metadata is. */
+MQ_API mq_status mq_model_set_metadata(mq_model *model, const char *key, const char *value);
+/* mq_quantize_file with an open model as input (an in-memory one, or one from
+ * mq_model_open; opts->key is then unused). The model is not modified, except that its name
+ * index is built: use it from one thread at a time. report->file_bytes_in is 0 for an
+ * in-memory model. */
+MQ_API mq_status mq_quantize_model(mq_ctx *ctx, mq_model *model, const char *out,
+                                   const mq_quantize_options *opts, mq_report **report);
+
+/* ====== end of section: in-memory models =============================================== */
+
 #ifdef __cplusplus
 }
 #endif
