@@ -957,6 +957,21 @@ MQ_API mq_status mq_model_set_metadata(mq_model *model, const char *key, const c
 MQ_API mq_status mq_quantize_model(mq_ctx *ctx, mq_model *model, const char *out,
                                    const mq_quantize_options *opts, mq_report **report);
 
+/* Quantized layers built from a checkpoint: the kernel object of logical tensor i of `qm`
+ * (mq_qmodel_runnable; a Linear weight, or a Conv weight [C_out, C_in/groups, kh, kw]) in
+ * mode `act` (an mq_act_mode: MQ_ACT_STATIC uses the stored input_scale /
+ * input_zero_point and runs dynamic when there are none; FP16/BF16 casts always run
+ * weight-only), with `bias` (F32 [out_features], copied) or NULL. The object copies what it
+ * needs: `qm` may be freed afterwards. The object allocates through `ctx` (free it before the
+ * context). *act_used (may be NULL) receives the mode that will run. */
+MQ_API mq_status mq_qmodel_linear_create(mq_ctx *ctx, mq_qmodel *qm, size_t i, int act,
+                                         const float *bias, mq_linear **out, int *act_used);
+/* As mq_qmodel_linear_create for a Conv2d: `geometry` gives in_channels, kernel size,
+ * stride, padding, dilation and groups (its weight description is not read). */
+MQ_API mq_status mq_qmodel_conv2d_create(mq_ctx *ctx, mq_qmodel *qm, size_t i, int act,
+                                         const float *bias, const mq_conv2d_desc *geometry,
+                                         mq_conv2d **out, int *act_used);
+
 /* ====== end of section: in-memory models =============================================== */
 
 #ifdef __cplusplus

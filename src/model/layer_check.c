@@ -28,23 +28,6 @@ static long find_bias(const mq_qmodel *qm, const char *name, int64_t n) {
     return t->ndim == 1 && t->shape[0] == n && float_data ? b : -1;
 }
 
-/* Static activation parameters as the kernels take them (quint8: zero point in [0, 255]).
- * Returns false when the checkpoint stores none. */
-static bool static_params(const mq_qtensor *q, float *scale, int *zp) {
-    if (!q->input_scale || !q->input_zero_point) return false;
-    memcpy(scale, q->input_scale->data, 4);
-    if (q->input_zero_point->dtype == MQ_U8) {
-        uint8_t v;
-        memcpy(&v, q->input_zero_point->data, 1);
-        *zp = v;
-    } else { /* qint8: q in [-128, 127] with zero point z is q + 128 with zero point z + 128 */
-        int8_t v;
-        memcpy(&v, q->input_zero_point->data, 1);
-        *zp = v + 128;
-    }
-    return true;
-}
-
 mq_status mq_qmodel_check_layer(mq_qmodel *qm, size_t i, mq_qmodel *ref, int act,
                                 const float *x, int64_t M, uint64_t seed, mq_layer_check *out) {
     mq_ctx *ctx = qm ? mq__qmodel_ctx(qm) : NULL;
@@ -77,17 +60,7 @@ mq_status mq_qmodel_check_layer(mq_qmodel *qm, size_t i, mq_qmodel *ref, int act
                             (unsigned long long)q->numel, (long long)N);
     }
     mq_linear_desc d;
-    if (is_cast(q->spec.type)) {
-        mq_linear_desc_init(&d, q->spec.type, N, K, q->data->data);
-        act = MQ_ACT_F32;
-    } else {
-        mq_linear_desc_from_qspec(&d, &q->spec, N, K, q->data->data,
-                                  (const float *)q->scale->data,
-                                  q->zero_point ? q->zero_point->data : NULL);
-    }
-    if (act == MQ_ACT_STATIC && !static_params(q, &d.input_scale, &d.input_zero_point))
-        act = MQ_ACT_DYNAMIC;
-    d.act = (mq_act_mode)act;
+    act = mq__qmodel_linear_desc(q, act, &d);
 
     uint64_t nw;
     if (!mq__mul_u64((uint64_t)N, (uint64_t)K, &nw) || nw > SIZE_MAX / 4)

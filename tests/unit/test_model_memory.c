@@ -142,6 +142,49 @@ TEST(bad_views_rejected) {
     mq_ctx_free(ctx);
 }
 
+/* mq_qmodel_linear_create runs a stored layer: weight-only INT8 output close to x W^T + b
+ * with the dequantized weights, and bad indices / modes are refused. */
+TEST(qmodel_linear_create) {
+    mq_ctx *ctx = mq_ctx_create();
+    char q[600];
+    snprintf(q, sizeof q, "%s/file8.safetensors", dir);
+    mq_qmodel *qm = NULL;
+    CHECK_EQ_INT(mq_qmodel_open(ctx, q, &qm), MQ_OK);
+    if (!qm) goto out;
+    long i = mq_qmodel_find(qm, "fc.weight");
+    CHECK(i >= 0);
+    mq_linear *lin = NULL;
+    int act = -1;
+    CHECK_EQ_INT(mq_qmodel_linear_create(ctx, qm, (size_t)i, MQ_ACT_STATIC, b0, &lin, &act),
+                 MQ_OK);
+    CHECK_EQ_INT(act, MQ_ACT_DYNAMIC); /* no stored input parameters */
+    mq_linear_free(lin);
+    lin = NULL;
+    CHECK_EQ_INT(mq_qmodel_linear_create(ctx, qm, (size_t)i, MQ_ACT_F32, b0, &lin, &act), MQ_OK);
+    static float w[64 * 256], x[256], y[64];
+    CHECK_EQ_INT(mq_qmodel_read_rows(qm, (size_t)i, 0, 64, w), MQ_OK);
+    for (int k = 0; k < 256; k++) x[k] = (float)((k % 7) - 3) * 0.25f;
+    if (lin) CHECK_EQ_INT(mq_linear_forward(ctx, lin, x, 1, y), MQ_OK);
+    for (int n = 0; lin && n < 64; n++) {
+        double ref = b0[n];
+        for (int k = 0; k < 256; k++) ref += (double)w[n * 256 + k] * x[k];
+        CHECK_MSG(y[n] > ref - 1e-3 && y[n] < ref + 1e-3, "row %d: %g vs %g", n, y[n], ref);
+    }
+    mq_linear_free(lin);
+    lin = NULL;
+    long b = mq_qmodel_find(qm, "fc.bias");
+    CHECK_EQ_INT(mq_qmodel_linear_create(ctx, qm, (size_t)b, MQ_ACT_F32, NULL, &lin, NULL),
+                 MQ_ERR_INVALID);
+    CHECK_EQ_INT(mq_qmodel_linear_create(ctx, qm, 999, MQ_ACT_F32, NULL, &lin, NULL),
+                 MQ_ERR_INVALID);
+    CHECK_EQ_INT(mq_qmodel_linear_create(ctx, qm, (size_t)i, 7, NULL, &lin, NULL),
+                 MQ_ERR_INVALID);
+    CHECK(lin == NULL);
+out:
+    mq_qmodel_free(qm);
+    mq_ctx_free(ctx);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "%s/mq_memory_XXXXXX", getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp");
     if (!mkdtemp(dir)) return 1;
@@ -153,6 +196,7 @@ int main(void) {
     RUN(same_bytes_as_file_int8_pt);
     RUN(views_are_not_copied);
     RUN(bad_views_rejected);
+    RUN(qmodel_linear_create);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) return 1;
