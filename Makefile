@@ -44,7 +44,7 @@ STATIC := $(BUILD)/libmonoquant.a
 SHARED := $(BUILD)/libmonoquant.so
 CLI    := $(BUILD)/monoquant
 
-.PHONY: all lib test unit demo bench asan fuzz install clean check-deps
+.PHONY: all lib test unit demo bench asan fuzz install clean check-deps python
 all: $(STATIC) $(SHARED) $(CLI) $(EXAMPLE_BIN)
 lib: $(STATIC) $(SHARED)
 
@@ -87,6 +87,16 @@ $(BUILD)/examples/%: examples/%.c $(STATIC)
 	$(Q)$(CC) $(ALLCFLAGS) -o $@ $< $(STATIC) $(LDLIBS)
 
 unit: $(UNIT_BIN) $(REPLAY_BIN)
+
+# The Python package (python/monoquant) installed into a venv that sees the system's torch,
+# with this build's library copied inside it: `make python` then `$(PYVENV)/bin/python -c "import monoquant"`.
+PYVENV ?= $(BUILD)/venv
+python: $(SHARED)
+	[ -x $(PYVENV)/bin/python ] || $(PYTHON) -m venv --system-site-packages $(PYVENV)
+	$(PYVENV)/bin/python -m pip install -q --no-build-isolation --no-deps --no-index ./python
+	rm -rf python/build python/*.egg-info
+	cp $(SHARED) "$$($(PYVENV)/bin/python -c 'import importlib.util as u; print(u.find_spec("monoquant").submodule_search_locations[0])')/libmonoquant.so"
+	cd / && $(abspath $(PYVENV))/bin/python -c "import monoquant; print('monoquant', monoquant.__version__, 'over', monoquant.library_path)"
 
 # Every test: unit binaries, fuzz-corpus replays, CLI scripts, PyTorch interop and model-level
 # checks. The runner ends with one line `N passed, N failed`.
