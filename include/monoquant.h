@@ -779,6 +779,14 @@ MQ_API mq_status mq_calibrator_merge(mq_calibrator *dst, const mq_calibrator *sr
 MQ_API mq_status mq_calibrator_save(mq_calibrator *cal, const char *path, const mq_kv *meta,
                                     size_t nmeta);
 
+/* Reads a statistics file (mq_calibrator_save, `monoquant calibrate`) back as a calibrator
+ * with the file's observer options: per layer the observer state (restored exactly), the rows,
+ * max |x|, and the sums of x^2 and of x x^T (the stored means times the rows). Merging such
+ * calibrators (mq_calibrator_merge) and saving gives what one calibration over all the inputs
+ * gives: observer ranges, histograms of equal range, counts and max |x| exactly; the channel
+ * means and Hessians to float rounding. This is `monoquant calibrate --merge`. */
+MQ_API mq_status mq_calibrator_open(mq_ctx *ctx, const char *path, mq_calibrator **out);
+
 /* Statistics written by `monoquant calibrate` (a safetensors file), read back for static
  * quantization and activation-aware weight quantization. */
 typedef struct mq_calib_stats mq_calib_stats;

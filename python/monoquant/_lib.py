@@ -251,6 +251,7 @@ _proto("mq_calibrator_layer_name", C.c_char_p, VP, SZ)
 _proto("mq_calibrator_layer_rows", C.c_uint64, VP, C.c_char_p)
 _proto("mq_calibrator_merge", C.c_int, VP, VP)
 _proto("mq_calibrator_save", C.c_int, VP, C.c_char_p, VP, SZ)
+_proto("mq_calibrator_open", C.c_int, VP, C.c_char_p, P(VP))
 _proto("mq_observer_options_parse", C.c_int, VP, C.c_char_p, P(ObserverOptions))
 
 if SIZED:

@@ -39,6 +39,18 @@ class Stats:
             self.ctx.check(L.LIB.mq_calibrator_set_hessian(self.ptr, 1))
         self.path = None
 
+    @classmethod
+    def load(cls, path):
+        """A statistics file (Stats.save, `monoquant calibrate`) read back with its observer
+        settings and state, ready to merge or to continue gathering."""
+        self = cls.__new__(cls)
+        self.ctx = L.Context(L.get_num_threads())
+        self.ptr = C.c_void_p()
+        self.path = os.fsdecode(os.fspath(path))
+        self.ctx.check(L.LIB.mq_calibrator_open(self.ctx.ptr, self.path.encode(),
+                                                C.byref(self.ptr)))
+        return self
+
     def __del__(self):
         if getattr(self, "ptr", None) and L.LIB is not None:
             L.LIB.mq_calibrator_free(self.ptr)

@@ -276,6 +276,29 @@ def calibration_static_and_merge():
     assert filecmp.cmp(pw + ".safetensors", pa + ".safetensors", shallow=False), \
         "merged statistics differ from one run over all batches"
     assert whole.layers == {"conv": 6 * 4 * 8 * 8, "fc1": 24, "fc2": 24}, whole.layers
+    # map/reduce: statistics files of separate runs, read back and merged
+    for hist in (False, True):
+        kw = {"observer": "histogram"} if hist else {"hessian": True}
+        parts = []
+        for i, chunk in enumerate((data[:2], data[2:5], data[5:])):
+            parts.append(os.path.join(TMP, f"part{i}.{hist}.safetensors"))
+            monoquant.calibrate(MODEL, chunk, **kw).save(parts[-1])
+        merged = monoquant.Stats.load(parts[0])
+        for p in parts[1:]:
+            merged.merge(monoquant.Stats.load(p))
+        mpath = os.path.join(TMP, f"merged_files.{hist}.safetensors")
+        merged.save(mpath)
+        wpath = os.path.join(TMP, f"whole.{hist}.safetensors")
+        monoquant.calibrate(MODEL, data, **kw).save(wpath)
+        import mqlib
+        m, w = mqlib.read(mpath)[0], mqlib.read(wpath)[0]
+        assert m.keys() == w.keys(), (sorted(m), sorted(w))
+        for k in w:
+            if k.endswith(("mean_sq", "hessian")):
+                assert torch.allclose(m[k], w[k], rtol=1e-5, atol=1e-7), k
+            elif not hist or k.endswith(("max_abs", ".count", "observer.batches")):
+                # histograms of different ranges merge approximately (docs/CALIBRATION.md)
+                assert torch.equal(m[k], w[k]), k
     q, rep = monoquant.quantize(MODEL, bits=8, calibration_data=data)
     assert q.fc1.act == 2 and rep["fc1.weight"].has_input_params
     with torch.no_grad():
