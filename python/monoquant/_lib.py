@@ -82,8 +82,7 @@ else:
     _p = [int(x) for x in VERSION.split(".")[:3]]
     VERSION_NUMBER = _p[0] * 10000 + _p[1] * 100 + _p[2]
 VERSION_TUPLE = (VERSION_NUMBER // 10000, VERSION_NUMBER // 100 % 100, VERSION_NUMBER % 100)
-if VERSION_TUPLE[:2] != SUPPORTED_VERSION and not (
-        not SIZED and os.environ.get("MONOQUANT_ALLOW_0_1")):
+if VERSION_TUPLE[:2] != SUPPORTED_VERSION and VERSION_TUPLE[:2] != (0, 1):
     raise ImportError(f"monoquant: {LIB_PATH} is version {VERSION}; this package needs "
                       f"{SUPPORTED_VERSION[0]}.{SUPPORTED_VERSION[1]}.x (same major and minor)")
 
