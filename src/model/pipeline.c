@@ -128,7 +128,7 @@ static void output_error_add(const mq_tensor *t, const float *h, int64_t cols, c
 }
 
 static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc *acc,
-                                 const double *factor) {
+                                 const float *factor) {
     mq_ctx *ctx = s->ctx;
     const mq_tensor *t = e->src;
     const mq_qlayout *L = &e->layout;
@@ -201,7 +201,7 @@ static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc
 
 /* GPTQ: the Hessian is factorized once per tensor, not once per chunk of rows. */
 static mq_status quantize_tensor(stream *s, const mq__plan_entry *e, mq__err_acc *acc) {
-    double *factor = NULL;
+    float *factor = NULL;
     if (e->spec.search == MQ_SEARCH_GPTQ && e->hessian && e->spec.type != MQ_Q_FP16 &&
         e->spec.type != MQ_Q_BF16) {
         mq_status st = mq__gptq_factor(s->ctx, e->hessian, e->layout.cols, &factor);

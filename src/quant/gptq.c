@@ -1,115 +1,224 @@
 /* The inverse-Hessian factor of GPTQ (docs/QUANTIZATION.md): U upper triangular with
- * U^T U = (H + damp I)^-1, all in double. Row i of U holds what column i's rounding error
- * contributes to the later columns (U[i][j] / U[i][i]). Sequential, so the bytes never depend
- * on the thread count. */
+ * U^T U = (H + damp I)^-1, in f32. Row i of U holds what column i's rounding error
+ * contributes to the later columns (U[i][j] / U[i][i]).
+ *
+ * With P the order-reversing permutation, P H P = R R^T (R lower) gives H = V V^T for the
+ * upper V = P R P, and U = V^-1 = P R^-1 P: one Cholesky factorization and one triangular
+ * inverse, both blocked (NB columns) in one cols x cols buffer, the reversal being the
+ * reversal of the flat array. The bulk of the work is f32 products (kernels/gemm.h); the
+ * NB x NB diagonal blocks are factored and inverted in f64. Every step has a fixed order, so
+ * the bytes depend neither on the thread count nor on the instruction set. */
 #include "quant/quant_internal.h"
+#include "kernels/gemm.h"
 
 #include <float.h>
 #include <math.h>
 #include <string.h>
 
-/* In place: lower Cholesky factor of the symmetric matrix whose lower triangle is in a.
+enum { NB = 128 };
+
+/* In place: lower Cholesky factor of the n x n (n <= NB) lower triangle in d (row stride NB).
  * Returns the first column whose pivot is not positive (or not finite), or -1. */
-static int64_t cholesky_lower(double *a, int64_t n, double *pivot) {
-    for (int64_t j = 0; j < n; j++) {
-        double *rj = a + (size_t)j * (size_t)n;
-        double d = rj[j];
-        for (int64_t k = 0; k < j; k++) d -= rj[k] * rj[k];
-        if (!(d > 0.0) || !isfinite(d)) {
-            *pivot = d;
+static int chol_block(double *d, int n, double *pivot) {
+    for (int j = 0; j < n; j++) {
+        double *rj = d + j * NB;
+        double s = rj[j];
+        for (int k = 0; k < j; k++) s -= rj[k] * rj[k];
+        if (!(s > 0.0) || !isfinite(s)) {
+            *pivot = s;
             return j;
         }
-        double l = sqrt(d), inv = 1.0 / l;
+        double l = sqrt(s), inv = 1.0 / l;
         rj[j] = l;
-        for (int64_t i = j + 1; i < n; i++) {
-            double *ri = a + (size_t)i * (size_t)n;
-            double s = ri[j];
-            for (int64_t k = 0; k < j; k++) s -= ri[k] * rj[k];
-            ri[j] = s * inv;
+        for (int i = j + 1; i < n; i++) {
+            double *ri = d + i * NB;
+            double t = ri[j];
+            for (int k = 0; k < j; k++) t -= ri[k] * rj[k];
+            ri[j] = t * inv;
         }
     }
     return -1;
 }
 
-mq_status mq__gptq_factor(mq_ctx *ctx, const float *h, int64_t cols, double **out) {
+/* x = l^-1 for the lower n x n block l (row stride NB), row by row; x's upper part is 0. */
+static void inv_block(const double *l, int n, double *x) {
+    memset(x, 0, sizeof(double) * NB * NB);
+    for (int i = 0; i < n; i++) {
+        double *xi = x + i * NB;
+        const double *li = l + i * NB;
+        for (int k = 0; k < i; k++) {
+            const double *xk = x + k * NB;
+            for (int j = 0; j <= k; j++) xi[j] += li[k] * xk[j];
+        }
+        double inv = 1.0 / li[i];
+        for (int j = 0; j < i; j++) xi[j] = -xi[j] * inv;
+        xi[i] = inv;
+    }
+}
+
+/* Block (j0, j0) of a (jb x jb) into d as doubles. */
+static void load_block(const float *a, size_t n, int64_t j0, int jb, double *d) {
+    for (int r = 0; r < jb; r++)
+        for (int c = 0; c <= r; c++) d[r * NB + c] = (double)a[((size_t)j0 + r) * n + j0 + c];
+}
+
+static void store_block(float *a, size_t n, int64_t j0, int jb, const double *d) {
+    for (int r = 0; r < jb; r++)
+        for (int c = 0; c < jb; c++)
+            a[((size_t)j0 + r) * n + j0 + c] = c <= r ? (float)d[r * NB + c] : 0.0f;
+}
+
+typedef struct work {
+    float *a;       /* n x n */
+    float *t;       /* n x NB: a panel */
+    float *bt;      /* n x NB: a packed operand */
+    float *xb;      /* NB x NB */
+    double *d, *x;  /* NB x NB */
+    mq__gemm_task *tasks; /* n / NB + 1 */
+    float damp;
+} work;
+
+/* P H P into a (lower triangle, upper zero), checked, with zero diagonal entries set to 1
+ * and the dampening added. */
+static mq_status load_reversed(mq_ctx *ctx, const float *h, int64_t cols, float *a,
+                               float *damp_out) {
+    size_t n = (size_t)cols;
+    double mean = 0;
+    for (size_t i = 0; i < n; i++) {
+        float *ai = a + i * n;
+        for (size_t j = 0; j <= i; j++) {
+            size_t hr = n - 1 - j, hc = n - 1 - i; /* hr >= hc: H's lower triangle */
+            float v = h[hr * n + hc];
+            if (!isfinite(v))
+                return mq__fail(ctx, MQ_ERR_QUANT, "quantize: hessian[%zu][%zu] holds %s", hr,
+                                hc, isnan(v) ? "a NaN" : "an Inf");
+            ai[j] = v;
+        }
+        memset(ai + i + 1, 0, (n - i - 1) * sizeof(float));
+        if (ai[i] == 0.0f) ai[i] = 1.0f; /* a channel never active */
+        mean += (double)ai[i];
+    }
+    float damp = (float)(0.01 * mean / (double)n);
+    for (size_t i = 0; i < n; i++) a[i * n + i] += damp;
+    *damp_out = damp;
+    return MQ_OK;
+}
+
+/* a = R, the lower Cholesky factor, left-looking by block columns. */
+static mq_status cholesky(mq_ctx *ctx, work *w, int64_t cols) {
+    size_t n = (size_t)cols;
+    float *a = w->a;
+    for (int64_t j0 = 0; j0 < cols; j0 += NB) {
+        int jb = cols - j0 < NB ? (int)(cols - j0) : NB;
+        int64_t j1 = j0 + jb;
+        if (j0 > 0) { /* columns [j0, j1) -= L[j0:, :j0] L[j0:j1, :j0]^T */
+            for (int64_t k = 0; k < j0; k++)
+                for (int c = 0; c < jb; c++) w->bt[k * jb + c] = -a[((size_t)j0 + c) * n + k];
+            MQ_TRY(mq__gemm_parallel(ctx, cols - j0, jb, j0, a + j0 * n, (int64_t)n, w->bt, jb,
+                                     a + j0 * n + j0, (int64_t)n));
+        }
+        load_block(a, n, j0, jb, w->d);
+        double pivot = 0;
+        int bad = chol_block(w->d, jb, &pivot);
+        if (bad >= 0)
+            return mq__fail(ctx, MQ_ERR_QUANT, "quantize: the Hessian is not positive definite "
+                            "after dampening by %g (pivot %g at column %lld)",
+                            (double)w->damp, pivot, (long long)(cols - 1 - (j0 + bad)));
+        store_block(a, n, j0, jb, w->d);
+        if (j1 < cols) { /* rows below: P = P L_JJ^-T */
+            inv_block(w->d, jb, w->x);
+            for (int k = 0; k < jb; k++)
+                for (int c = 0; c < jb; c++) w->xb[k * jb + c] = (float)w->x[c * NB + k];
+            int64_t m = cols - j1;
+            memset(w->t, 0, (size_t)m * (size_t)jb * sizeof(float));
+            MQ_TRY(mq__gemm_parallel(ctx, m, jb, jb, a + j1 * n + j0, (int64_t)n, w->xb, jb,
+                                     w->t, jb));
+            for (int64_t r = 0; r < m; r++)
+                memcpy(a + (j1 + r) * n + j0, w->t + r * jb, (size_t)jb * sizeof(float));
+        }
+    }
+    return MQ_OK;
+}
+
+/* a = R^-1 in place, by block columns from the last: X21 = -(X22 R21) X11. The upper
+ * triangle stays zero, so the triangular products run over whole blocks. */
+static mq_status invert(mq_ctx *ctx, work *w, int64_t cols) {
+    size_t n = (size_t)cols;
+    float *a = w->a;
+    int64_t last = (cols - 1) / NB * NB;
+    for (int64_t j0 = last; j0 >= 0; j0 -= NB) {
+        int jb = cols - j0 < NB ? (int)(cols - j0) : NB;
+        int64_t j1 = j0 + jb, m = cols - j1;
+        load_block(a, n, j0, jb, w->d);
+        inv_block(w->d, jb, w->x);
+        if (m > 0) {
+            /* t = X22 P, one task per block row of X22 (rows r0..r1 read P rows j1..r1) */
+            memset(w->t, 0, (size_t)m * (size_t)jb * sizeof(float));
+            int64_t nt = 0;
+            for (int64_t r0 = j1; r0 < cols; r0 += NB, nt++) {
+                int64_t r1 = cols - r0 < NB ? cols : r0 + NB;
+                w->tasks[nt] = (mq__gemm_task){r1 - r0, jb, r1 - j1, (int64_t)n, (int64_t)n, jb,
+                                               a + r0 * n + j1, a + j1 * n + j0,
+                                               w->t + (r0 - j1) * jb};
+            }
+            MQ_TRY(mq__gemm_tasks(ctx, w->tasks, nt));
+            /* P = -t X11 */
+            for (int k = 0; k < jb; k++)
+                for (int c = 0; c < jb; c++) w->xb[k * jb + c] = -(float)w->x[k * NB + c];
+            for (int64_t r = 0; r < m; r++)
+                memset(a + (j1 + r) * n + j0, 0, (size_t)jb * sizeof(float));
+            MQ_TRY(mq__gemm_parallel(ctx, m, jb, jb, w->t, jb, w->xb, jb, a + j1 * n + j0,
+                                     (int64_t)n));
+        }
+        store_block(a, n, j0, jb, w->x);
+    }
+    return MQ_OK;
+}
+
+mq_status mq__gptq_factor(mq_ctx *ctx, const float *h, int64_t cols, float **out) {
     *out = NULL;
     size_t n = (size_t)cols;
-    if (cols < 1 || n > SIZE_MAX / sizeof(double) / n / 2)
+    if (cols < 1 || n > SIZE_MAX / sizeof(float) / n / 2)
         return mq__fail(ctx, MQ_ERR_NOMEM, "quantize: a Hessian of %lld columns is too large",
                         (long long)cols);
-    double *a = (double *)mq__malloc(ctx, n * n * sizeof(double));
-    double *b = (double *)mq__malloc(ctx, n * n * sizeof(double));
-    if (!a || !b) {
-        mq__free(ctx, a);
-        mq__free(ctx, b);
-        return MQ_ERR_NOMEM;
+    work w = {0};
+    w.a = (float *)mq__malloc(ctx, n * n * sizeof(float));
+    w.t = (float *)mq__malloc(ctx, n * NB * sizeof(float));
+    w.bt = (float *)mq__malloc(ctx, n * NB * sizeof(float));
+    w.xb = (float *)mq__malloc(ctx, NB * NB * sizeof(float));
+    w.d = (double *)mq__malloc(ctx, NB * NB * sizeof(double));
+    w.x = (double *)mq__malloc(ctx, NB * NB * sizeof(double));
+    w.tasks = (mq__gemm_task *)mq__malloc(ctx, (n / NB + 1) * sizeof(mq__gemm_task));
+    mq_status st = MQ_ERR_NOMEM;
+    if (w.a && w.t && w.bt && w.xb && w.d && w.x && w.tasks) {
+        st = load_reversed(ctx, h, cols, w.a, &w.damp);
+        if (st == MQ_OK) st = cholesky(ctx, &w, cols);
+        if (st == MQ_OK) st = invert(ctx, &w, cols);
     }
-    mq_status st = MQ_OK;
-    double mean = 0;
-    for (size_t i = 0; i < n && st == MQ_OK; i++) {
-        for (size_t j = 0; j <= i; j++) {
-            float v = h[i * n + j];
-            if (!isfinite(v)) {
-                st = mq__fail(ctx, MQ_ERR_QUANT, "quantize: hessian[%zu][%zu] holds %s", i, j,
-                              isnan(v) ? "a NaN" : "an Inf");
+    if (st == MQ_OK) {
+        for (size_t i = 0, e = n * n; i < e / 2; i++) { /* U = P R^-1 P */
+            float v = w.a[i];
+            w.a[i] = w.a[e - 1 - i];
+            w.a[e - 1 - i] = v;
+        }
+        for (size_t i = 0; i < n; i++)
+            if (!(w.a[i * n + i] > 0.0f) || !isfinite(w.a[i * n + i])) {
+                st = mq__fail(ctx, MQ_ERR_QUANT, "quantize: the inverse Hessian is not "
+                              "representable in f32 (column %zu): the Hessian is too "
+                              "ill-conditioned", i);
                 break;
             }
-            a[i * n + j] = (double)v;
-        }
-        if (st == MQ_OK && a[i * n + i] == 0.0) a[i * n + i] = 1.0; /* a channel never active */
-        if (st == MQ_OK) mean += a[i * n + i];
     }
     if (st == MQ_OK) {
-        double damp = 0.01 * mean / (double)n;
-        for (size_t i = 0; i < n; i++) a[i * n + i] += damp;
-        double pivot = 0;
-        int64_t bad = cholesky_lower(a, cols, &pivot);
-        if (bad >= 0)
-            st = mq__fail(ctx, MQ_ERR_QUANT, "quantize: the Hessian is not positive definite "
-                          "after dampening by %g (pivot %g at column %lld)", damp, pivot,
-                          (long long)bad);
+        *out = w.a;
+        w.a = NULL;
     }
-    if (st == MQ_OK) {
-        /* b = L^-1 (lower), row by row: row i = -(sum_k<i L[i][k] row k) / L[i][i]; the
-         * loops run along rows (contiguous) */
-        memset(b, 0, n * n * sizeof(double));
-        for (size_t i = 0; i < n; i++) {
-            double *bi = b + i * n;
-            const double *li = a + i * n;
-            for (size_t k = 0; k < i; k++) {
-                double f = li[k];
-                const double *bk = b + k * n;
-                for (size_t j = 0; j <= k; j++) bi[j] += f * bk[j];
-            }
-            double inv = 1.0 / li[i];
-            for (size_t j = 0; j < i; j++) bi[j] = -bi[j] * inv;
-            bi[i] = inv;
-        }
-        /* a (lower) = H^-1 = L^-T L^-1 = sum over rows k of b: b[k]^T b[k] */
-        for (size_t i = 0; i < n; i++) memset(a + i * n, 0, (i + 1) * sizeof(double));
-        for (size_t k = 0; k < n; k++) {
-            const double *bk = b + k * n;
-            for (size_t i = 0; i <= k; i++) {
-                double f = bk[i];
-                double *ai = a + i * n;
-                for (size_t j = 0; j <= i; j++) ai[j] += f * bk[j];
-            }
-        }
-        double pivot = 0;
-        int64_t bad = cholesky_lower(a, cols, &pivot);
-        if (bad >= 0)
-            st = mq__fail(ctx, MQ_ERR_QUANT, "quantize: the inverse Hessian lost definiteness "
-                          "in double precision (pivot %g at column %lld): the Hessian is too "
-                          "ill-conditioned", pivot, (long long)bad);
-    }
-    if (st == MQ_OK) {
-        /* U = M^T for the lower factor M of H^-1, stored by rows for the per-row sweep */
-        for (size_t i = 0; i < n; i++)
-            for (size_t j = i; j < n; j++) b[i * n + j] = a[j * n + i];
-        *out = b;
-        b = NULL;
-    }
-    mq__free(ctx, a);
-    mq__free(ctx, b);
+    mq__free(ctx, w.a);
+    mq__free(ctx, w.t);
+    mq__free(ctx, w.bt);
+    mq__free(ctx, w.xb);
+    mq__free(ctx, w.d);
+    mq__free(ctx, w.x);
+    mq__free(ctx, w.tasks);
     return st;
 }

@@ -73,17 +73,18 @@ MQ_HIDDEN int mq__qcandidates(const mq_qformat *f, mq_scheme scheme, float mn, f
                               int stage, float center, mq_qcand *out);
 MQ_HIDDEN void mq__qround_init(const mq_qformat *f, mq_qparam p, mq_qround *out);
 
-/* GPTQ: *out (cols x cols doubles, to mq__free) receives U, upper triangular, row-major, with
- * U^T U = (H' + damp I)^-1 where H' is `h` (lower triangle read) with zero diagonal entries
- * set to 1 and damp = 1 % of its mean diagonal. MQ_ERR_QUANT for a non-finite entry or a
- * matrix that is not positive definite. */
-MQ_HIDDEN mq_status mq__gptq_factor(mq_ctx *ctx, const float *h, int64_t cols, double **out);
+/* GPTQ: *out (cols x cols floats, to mq__free) receives U, upper triangular (zeros below),
+ * row-major, with U^T U = (H' + damp I)^-1 where H' is `h` (lower triangle read) with zero
+ * diagonal entries set to 1 and damp = 1 % of its mean diagonal. MQ_ERR_QUANT for a
+ * non-finite entry or a matrix that is not positive definite. Runs on the context's threads
+ * (not from inside a parallel job). */
+MQ_HIDDEN mq_status mq__gptq_factor(mq_ctx *ctx, const float *h, int64_t cols, float **out);
 /* mq_quantize_rows with the factor of spec->hessian computed once by the caller (NULL: as
  * mq_quantize_rows), for callers that quantize a tensor in many row chunks. */
 MQ_HIDDEN mq_status mq__quantize_rows_factored(mq_ctx *ctx, const mq_qspec *spec,
                                                const mq_qlayout *layout, mq_dtype src_dtype,
                                                const void *src, int64_t row_begin,
                                                int64_t row_end, void *data, float *scale,
-                                               void *zero_point, const double *factor);
+                                               void *zero_point, const float *factor);
 
 #endif

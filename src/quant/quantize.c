@@ -2,6 +2,7 @@
  * boundaries depend only on the tensor's width, each row converted to f32 in per-thread
  * scratch, then quantized group by group with the kernels of quant_internal.h. */
 #include "quant/quant_internal.h"
+#include "kernels/gemm.h"
 
 #include <float.h>
 #include <math.h>
@@ -19,8 +20,13 @@ typedef struct scratch {
     uint8_t *codes;  /* cols * 2 bytes: codes, or cast output */
     mq_qround *qr;   /* groups_per_row: rounding parameters of a row's groups */
     int32_t *add;    /* groups_per_row: code offsets */
-    double *wd;      /* GPTQ: cols doubles, the row being updated */
+    /* GPTQ: a chunk of rows being updated (gptq_rows x cols), the negated scaled errors of
+     * the current column block (gptq_rows x GPTQ_BLOCK), the chunk's codes, a gemm workspace */
+    float *gw, *ge, *gws;
+    uint8_t *gcodes;
 } scratch;
+
+enum { GPTQ_BLOCK = 128 };
 
 typedef struct qjob {
     mq_ctx *ctx;
@@ -41,8 +47,10 @@ typedef struct qjob {
     const uint8_t *czp;
     float *out;
     const float *w;
-    const double *gptq_u; /* GPTQ: the factor of mq__gptq_factor */
-    double *gptq_u_owned;
+    const float *gptq_u;  /* GPTQ: the factor of mq__gptq_factor */
+    float *gptq_u_owned;
+    int64_t gptq_rows;    /* rows per GPTQ task */
+    const mq__gemm_fns *gemm;
     scratch *sc;
     int nscratch;
     void *block;
@@ -61,9 +69,16 @@ static mq_status alloc_scratch(qjob *j) {
     if (cols > SIZE_MAX / 64 || gpr > cols)
         return mq__fail(j->ctx, MQ_ERR_NOMEM, "quantize: rows of %zu elements are too wide",
                         cols);
+    size_t gr = (size_t)j->gptq_rows;
     size_t per = round64(cols * 4) + round64(cols * 8) + round64(cols * 2) +
-                 round64(gpr * sizeof(mq_qround)) + round64(gpr * 4) +
-                 (j->gptq_u ? round64(cols * 8) : 0);
+                 round64(gpr * sizeof(mq_qround)) + round64(gpr * 4);
+    if (j->gptq_u) {
+        if (gr > SIZE_MAX / 64 / cols)
+            return mq__fail(j->ctx, MQ_ERR_NOMEM, "quantize: rows of %zu elements are too wide",
+                            cols);
+        per += round64(gr * cols * 4) + round64(gr * GPTQ_BLOCK * 4) +
+               round64(MQ__GEMM_WS * 4) + round64(gr * cols);
+    }
     j->nscratch = mq__thread_count(j->ctx);
     if (per > SIZE_MAX / 2 / (size_t)j->nscratch)
         return mq__fail(j->ctx, MQ_ERR_NOMEM, "quantize: rows of %zu elements are too wide",
@@ -84,8 +99,14 @@ static mq_status alloc_scratch(qjob *j) {
         j->sc[t].add = (int32_t *)p;
         p += round64(gpr * 4);
         if (j->gptq_u) {
-            j->sc[t].wd = (double *)p;
-            p += round64(cols * 8);
+            j->sc[t].gw = (float *)p;
+            p += round64(gr * cols * 4);
+            j->sc[t].ge = (float *)p;
+            p += round64(gr * GPTQ_BLOCK * 4);
+            j->sc[t].gws = (float *)p;
+            p += round64(MQ__GEMM_WS * 4);
+            j->sc[t].gcodes = p;
+            p += round64(gr * cols);
         }
     }
     return MQ_OK;
@@ -210,54 +231,87 @@ static mq_status cast_row(qjob *j, int tid, int64_t r, uint8_t *dst) {
     return MQ_OK;
 }
 
-/* GPTQ on one row: columns left to right; a group's parameters come from its error-updated
- * weights when it starts; each column's rounding error, divided by U[c][c], is subtracted
- * from the later columns in proportion to U[c][c+1..]. */
-static mq_status gptq_row(qjob *j, int tid, int64_t r, uint8_t *dst) {
+/* End of the GPTQ column block starting at b0: at most GPTQ_BLOCK columns, and never inside a
+ * group that starts after b0, so a group's parameters always see its updated weights. */
+static int64_t gptq_block_end(const mq_qlayout *L, int64_t b0) {
+    int64_t gs = L->group_size;
+    int64_t b1 = b0 + GPTQ_BLOCK < L->cols ? b0 + GPTQ_BLOCK : L->cols;
+    int64_t g = (b1 - 1) / gs * gs; /* the last group start before b1 */
+    if (g > b0 && g + gs > b1 && b1 < L->cols) return g;
+    return b1;
+}
+
+/* GPTQ on rows [r0, r0 + nr) (docs/QUANTIZATION.md): columns left to right in blocks; inside
+ * a block each column's rounding error e, divided by U[c][c], is subtracted from the block's
+ * later columns in proportion to U[c][c+1..]; at the end of the block the errors update all
+ * later columns at once, one matrix product. A group's parameters come from its updated
+ * weights when it starts. */
+static mq_status gptq_rows(qjob *j, int tid, int64_t r0, int64_t nr, uint8_t *dst0) {
     const mq_qlayout *L = j->lay;
-    int64_t cols = L->cols;
-    const float *x = load_row(j, tid, r);
-    float mn, mx;
-    if (!j->k->minmax(x, (size_t)cols, &mn, &mx)) return not_finite(j, r, x, 0, cols);
-    double *w = j->sc[tid].wd;
-    for (int64_t c = 0; c < cols; c++) w[c] = (double)x[c];
-    float *wf = j->sc[tid].row; /* x is no longer needed */
-    uint8_t *codes = j->f.packed4 ? j->sc[tid].codes : dst;
-    bool signed8 = !j->f.packed4 && j->f.qmin < 0;
-    for (int64_t g = 0; g < L->groups_per_row; g++) {
-        int64_t c0 = g * L->group_size;
-        int64_t n = g + 1 < L->groups_per_row ? L->group_size : L->last_group_size;
-        for (int64_t c = 0; c < n; c++) wf[c] = (float)w[c0 + c];
-        if (!j->k->minmax(wf, (size_t)n, &mn, &mx))
-            return mq__fail(j->ctx, MQ_ERR_QUANT, "quantize: row %lld: the GPTQ update made "
-                            "columns %lld.. non-finite (Hessian too ill-conditioned)",
-                            (long long)r, (long long)c0);
-        mq_qparam p = j->tensor_param;
-        if (j->spec->granularity != MQ_PER_TENSOR) {
-            p = mq__qparam_minmax(&j->f, j->spec->scheme, mn, mx);
-            int64_t si = r * L->groups_per_row + g;
-            j->scale[si] = p.scale;
-            store_zp(j, si, p.zp);
-        }
-        mq_qround qr;
-        mq__qround_init(&j->f, p, &qr);
-        int32_t add = p.zp + j->f.code_offset;
-        for (int64_t c = c0; c < c0 + n; c++) {
-            float xf = (float)w[c];
-            mq__quantize_ref(&xf, 1, &qr, add, &codes[c]);
-            int32_t q = signed8 ? (int32_t)(int8_t)codes[c] - p.zp : (int32_t)codes[c] - add;
-            const double *u = j->gptq_u + (size_t)c * (size_t)cols;
-            double e = (w[c] - (double)((float)q * qr.scale)) / u[c];
-            for (int64_t k = c + 1; k < cols; k++) w[k] -= e * u[k];
-        }
+    int64_t cols = L->cols, gs = L->group_size;
+    scratch *sc = &j->sc[tid];
+    float *W = sc->gw, *E = sc->ge;
+    const float *U = j->gptq_u;
+    for (int64_t i = 0; i < nr; i++) {
+        const float *x = load_row(j, tid, r0 + i);
+        float mn, mx;
+        if (!j->k->minmax(x, (size_t)cols, &mn, &mx)) return not_finite(j, r0 + i, x, 0, cols);
+        memcpy(W + i * cols, x, (size_t)cols * sizeof(float));
     }
-    if (j->f.packed4) pack4(j, codes, L->cols, dst, L->row_bytes);
+    bool signed8 = !j->f.packed4 && j->f.qmin < 0;
+    for (int64_t b0 = 0; b0 < cols; ) {
+        int64_t b1 = gptq_block_end(L, b0);
+        for (int64_t i = 0; i < nr; i++) {
+            int64_t r = r0 + i;
+            float *w = W + i * cols, *e = E + i * GPTQ_BLOCK;
+            uint8_t *codes = j->f.packed4 ? sc->gcodes + i * cols
+                                          : dst0 + (size_t)i * L->row_bytes;
+            mq_qparam p = j->tensor_param;
+            mq_qround qr;
+            int32_t add = 0;
+            for (int64_t c = b0; c < b1; c++) {
+                if (c % gs == 0 || c == b0) {
+                    int64_t g = c / gs, g0 = g * gs;
+                    int64_t n = g + 1 < L->groups_per_row ? gs : L->last_group_size;
+                    if (j->spec->granularity != MQ_PER_TENSOR && c == g0) {
+                        float mn, mx;
+                        if (!j->k->minmax(w + g0, (size_t)n, &mn, &mx))
+                            return mq__fail(j->ctx, MQ_ERR_QUANT, "quantize: row %lld: the GPTQ "
+                                            "update made columns %lld.. non-finite (Hessian "
+                                            "too ill-conditioned)", (long long)r, (long long)g0);
+                        p = mq__qparam_minmax(&j->f, j->spec->scheme, mn, mx);
+                        int64_t si = r * L->groups_per_row + g;
+                        j->scale[si] = p.scale;
+                        store_zp(j, si, p.zp);
+                    } else if (j->spec->granularity != MQ_PER_TENSOR) {
+                        int64_t si = r * L->groups_per_row + g;
+                        p.scale = j->scale[si];
+                        p.zp = load_zp(j, j->zp, si);
+                    }
+                    mq__qround_init(&j->f, p, &qr);
+                    add = p.zp + j->f.code_offset;
+                }
+                mq__quantize_ref(&w[c], 1, &qr, add, &codes[c]);
+                int32_t q = signed8 ? (int32_t)(int8_t)codes[c] - p.zp : (int32_t)codes[c] - add;
+                const float *u = U + (size_t)c * (size_t)cols;
+                float err = (w[c] - (float)q * qr.scale) / u[c];
+                j->gemm->axpy((size_t)(b1 - c - 1), -err, u + c + 1, w + c + 1);
+                e[c - b0] = -err;
+            }
+        }
+        if (b1 < cols)
+            j->gemm->gemm(nr, cols - b1, b1 - b0, E, GPTQ_BLOCK, U + (size_t)b0 * (size_t)cols + b1,
+                          cols, W + b1, cols, sc->gws);
+        b0 = b1;
+    }
+    if (j->f.packed4)
+        for (int64_t i = 0; i < nr; i++)
+            pack4(j, sc->gcodes + i * cols, cols, dst0 + (size_t)i * L->row_bytes, L->row_bytes);
     return MQ_OK;
 }
 
 static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst) {
     if (j->is_cast) return cast_row(j, tid, r, dst);
-    if (j->gptq_u) return gptq_row(j, tid, r, dst);
     const mq_qlayout *L = j->lay;
     const float *x = load_row(j, tid, r);
     uint8_t *codes = j->f.packed4 ? j->sc[tid].codes : dst;
@@ -294,6 +348,8 @@ static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst) {
 static mq_status quantize_range(void *arg, int64_t b, int64_t e, int tid) {
     qjob *j = (qjob *)arg;
     MQ_TRY(check_tid(j, tid));
+    if (j->gptq_u && !j->is_cast)
+        return gptq_rows(j, tid, j->row_begin + b, e - b, j->data + (size_t)b * j->lay->row_bytes);
     for (int64_t i = b; i < e; i++)
         MQ_TRY(quantize_row(j, tid, j->row_begin + i, j->data + (size_t)i * j->lay->row_bytes));
     return MQ_OK;
@@ -431,7 +487,7 @@ static mq_status job_init(mq_ctx *ctx, qjob *j, const mq_qspec *spec, const mq_q
 static mq_status quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *layout,
                                mq_dtype src_dtype, const void *src, int64_t row_begin,
                                int64_t row_end, void *data, float *scale, void *zero_point,
-                               const double *factor) {
+                               const float *factor) {
     MQ_TRY(check_args(ctx, "quantize", spec, layout, row_begin, row_end, src, data, scale,
                       zero_point));
     if (!mq_dtype_is_float(src_dtype))
@@ -459,7 +515,7 @@ static mq_status quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayo
         if (factor) {
             j.gptq_u = factor;
         } else {
-            double *u = NULL;
+            float *u = NULL;
             MQ_TRY(mq__gptq_factor(ctx, spec->hessian, layout->cols, &u));
             j.gptq_u = u;
             j.gptq_u_owned = u;
@@ -467,6 +523,17 @@ static mq_status quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayo
     } else if (!j.is_cast && spec->search != MQ_SEARCH_MINMAX && spec->search != MQ_SEARCH_MSE) {
         return mq__fail(ctx, MQ_ERR_INVALID, "quantize: unknown scale search %d",
                         (int)spec->search);
+    }
+    int64_t grain = j.grain;
+    if (j.gptq_u) {
+        /* rows per task: up to 120 (the factor is read once per task), and a task per thread
+         * where the rows allow; rows are independent, so this changes no bytes */
+        int64_t nt = mq__thread_count(ctx), rows = row_end - row_begin;
+        int64_t gr = (rows + nt - 1) / nt;
+        gr = gr > 120 ? 120 : gr < 6 ? 6 : (gr + 5) / 6 * 6;
+        j.gptq_rows = gr;
+        j.gemm = mq__gemm_pick(ctx);
+        grain = gr;
     }
     mq_status st = alloc_scratch(&j);
     if (st == MQ_OK && !j.is_cast && spec->granularity == MQ_PER_TENSOR) {
@@ -482,7 +549,7 @@ static mq_status quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayo
         }
     }
     if (st == MQ_OK)
-        st = mq__parallel_for(ctx, row_end - row_begin, j.grain, quantize_range, &j);
+        st = mq__parallel_for(ctx, row_end - row_begin, grain, quantize_range, &j);
     free_job(&j);
     return st;
 }
@@ -498,7 +565,7 @@ mq_status mq__quantize_rows_factored(mq_ctx *ctx, const mq_qspec *spec,
                                      const mq_qlayout *layout, mq_dtype src_dtype,
                                      const void *src, int64_t row_begin, int64_t row_end,
                                      void *data, float *scale, void *zero_point,
-                                     const double *factor) {
+                                     const float *factor) {
     return quantize_rows(ctx, spec, layout, src_dtype, src, row_begin, row_end, data, scale,
                          zero_point, factor);
 }

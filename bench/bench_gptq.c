@@ -1,0 +1,118 @@
+/* GPTQ speed: INT4 groups of 128 with a Hessian of 2048 calibration rows, for 4096 x 4096,
+ * and with BENCH_GPTQ_LONG=1 also 11008 x 4096 and 4096 x 11008 (rows x cols), on 1 and 2
+ * threads. Prints seconds (factorization of the Hessian and the whole call), effective
+ * GFLOP/s (2/3 cols^3 for the factor + rows cols^2 for the sweep), and the ratio to our f32
+ * product (kernels/gemm.h, 1024^3) measured in the same run. Best of BENCH_REPS (2) runs. */
+#include "bench_util.h"
+#include "monoquant.h"
+#include "kernels/gemm.h"
+#include "quant/quant_internal.h"
+
+#include <math.h>
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static float frand(void) {
+    return (float)((double)(bench_xorshift64(&rng) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+static void die(mq_ctx *ctx, const char *what) {
+    fprintf(stderr, "%s: %s\n", what, mq_ctx_message(ctx));
+    exit(1);
+}
+
+/* our f32 product, GFLOP/s, best of reps */
+static double gemm_rate(mq_ctx *ctx, int reps) {
+    int64_t n = 1024;
+    float *a = bench_xmalloc((size_t)(n * n) * 4), *b = bench_xmalloc((size_t)(n * n) * 4);
+    float *c = bench_xmalloc((size_t)(n * n) * 4);
+    for (int64_t i = 0; i < n * n; i++) a[i] = b[i] = c[i] = 1e-3f * frand();
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t = bench_now();
+        if (mq__gemm_parallel(ctx, n, n, n, a, n, b, n, c, n) != MQ_OK) die(ctx, "gemm");
+        t = bench_now() - t;
+        best = t < best ? t : best;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return 2.0 * (double)(n * n * n) / best / 1e9;
+}
+
+/* H = X^T X / m for m rows of inputs correlated along the channels */
+static float *make_hessian(mq_ctx *ctx, int64_t cols, int64_t m) {
+    float *x = bench_xmalloc((size_t)(m * cols) * 4), *xt = bench_xmalloc((size_t)(m * cols) * 4);
+    for (int64_t r = 0; r < m; r++) {
+        float prev = frand();
+        for (int64_t c = 0; c < cols; c++) {
+            prev = 0.8f * prev + 0.6f * frand();
+            x[r * cols + c] = prev * (c % 7 == 0 ? 4.0f : 1.0f) / sqrtf((float)m);
+        }
+    }
+    for (int64_t r = 0; r < m; r++)
+        for (int64_t c = 0; c < cols; c++) xt[c * m + r] = x[r * cols + c];
+    float *h = calloc((size_t)(cols * cols), 4);
+    if (!h || mq__gemm_parallel(ctx, cols, cols, m, xt, m, x, cols, h, cols) != MQ_OK)
+        die(ctx, "hessian");
+    free(x);
+    free(xt);
+    return h;
+}
+
+int main(void) {
+    int reps = getenv("BENCH_REPS") ? atoi(getenv("BENCH_REPS")) : 2;
+    bool longer = getenv("BENCH_GPTQ_LONG") && atoi(getenv("BENCH_GPTQ_LONG"));
+    mq_ctx *ctx = mq_ctx_create();
+    static const int64_t shapes[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
+    printf("isa %s\n", mq_isa_name(mq_ctx_isa(ctx)));
+    printf("%-13s %2s %8s %8s %8s %9s %7s\n", "rows x cols", "th", "factor s", "total s",
+           "GFLOP/s", "gemm GF/s", "x gemm");
+    for (int s = 0; s < (longer ? 3 : 1); s++) {
+        int64_t rows = shapes[s][0], cols = shapes[s][1];
+        mq_ctx_set_threads(ctx, 0);
+        float *h = make_hessian(ctx, cols, 2048);
+        float *w = bench_xmalloc((size_t)(rows * cols) * 4);
+        for (int64_t i = 0; i < rows * cols; i++) w[i] = 0.02f * frand();
+        mq_qspec q;
+        mq_qspec_default(&q);
+        q.type = MQ_Q_INT4;
+        q.granularity = MQ_PER_GROUP;
+        q.group_size = 128;
+        q.search = MQ_SEARCH_GPTQ;
+        q.hessian = h;
+        int64_t shape[2] = {rows, cols};
+        mq_qlayout lay;
+        if (mq_qlayout_init(ctx, &q, 2, shape, &lay) != MQ_OK) die(ctx, "layout");
+        uint8_t *data = bench_xmalloc((size_t)lay.data_bytes);
+        float *scale = bench_xmalloc((size_t)lay.nscales * 4);
+        double flop = 2.0 / 3.0 * (double)cols * cols * cols + (double)rows * cols * cols;
+        for (int th = 1; th <= 2; th++) {
+            mq_ctx_set_threads(ctx, th);
+            double g = gemm_rate(ctx, 3), tf = 1e30, tt = 1e30;
+            for (int r = 0; r < reps; r++) {
+                float *u = NULL;
+                double t = bench_now();
+                if (mq__gptq_factor(ctx, h, cols, &u) != MQ_OK) die(ctx, "factor");
+                t = bench_now() - t;
+                tf = t < tf ? t : tf;
+                mq__free(ctx, u);
+                t = bench_now();
+                if (mq_quantize_rows(ctx, &q, &lay, MQ_F32, w, 0, rows, data, scale, NULL) != MQ_OK)
+                    die(ctx, "quantize");
+                t = bench_now() - t;
+                tt = t < tt ? t : tt;
+            }
+            char name[32];
+            snprintf(name, sizeof name, "%lldx%lld", (long long)rows, (long long)cols);
+            printf("%-13s %2d %8.2f %8.2f %8.1f %9.1f %7.2f\n", name, th, tf, tt, flop / tt / 1e9,
+                   g, flop / tt / 1e9 / g);
+            fflush(stdout);
+        }
+        free(h);
+        free(w);
+        free(data);
+        free(scale);
+    }
+    mq_ctx_free(ctx);
+    return 0;
+}

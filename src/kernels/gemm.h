@@ -1,0 +1,40 @@
+/* f32 matrix products for the GPTQ factorization and sweep. Every output element is one
+ * fmaf chain in k order, c = C[i][j]; for k = 0..K-1: c = fmaf(A[i][k], B[k][j], c), so the
+ * bits depend neither on the tiling nor on the thread count. gemm_ref.c is the specification;
+ * the vector paths give the same bits. */
+#ifndef MQ_KERNELS_GEMM_H
+#define MQ_KERNELS_GEMM_H
+
+#include "common/internal.h"
+
+/* Floats of workspace a gemm call needs (packed panels of B). */
+enum { MQ__GEMM_KC = 256, MQ__GEMM_NC = 256, MQ__GEMM_WS = MQ__GEMM_KC * MQ__GEMM_NC };
+
+typedef struct mq__gemm_fns {
+    /* C[M][N] (row stride ldc) += A[M][K] (lda) B[K][N] (ldb), as above; ws holds
+     * MQ__GEMM_WS floats, 32-byte aligned. */
+    void (*gemm)(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
+                 int64_t ldb, float *C, int64_t ldc, float *ws);
+    /* y[i] = fmaf(a, x[i], y[i]) for i < n. */
+    void (*axpy)(size_t n, float a, const float *x, float *y);
+} mq__gemm_fns;
+
+MQ_HIDDEN const mq__gemm_fns *mq__gemm_pick(const mq_ctx *ctx);
+MQ_HIDDEN extern const mq__gemm_fns mq__gemm_ref;
+/* NULL when the CPU lacks what the path needs. */
+MQ_HIDDEN const mq__gemm_fns *mq__gemm_fns_avx2(const mq_cpu *cpu);
+
+/* Products run as one parallel job, one task per chunk (callers outside a parallel job). */
+typedef struct mq__gemm_task {
+    int64_t M, N, K, lda, ldb, ldc;
+    const float *A, *B;
+    float *C;
+} mq__gemm_task;
+MQ_HIDDEN mq_status mq__gemm_tasks(mq_ctx *ctx, const mq__gemm_task *tasks, int64_t n);
+
+/* One product with the rows of C split over the context's threads. */
+MQ_HIDDEN mq_status mq__gemm_parallel(mq_ctx *ctx, int64_t M, int64_t N, int64_t K,
+                                      const float *A, int64_t lda, const float *B, int64_t ldb,
+                                      float *C, int64_t ldc);
+
+#endif

@@ -1,0 +1,90 @@
+/* The f32 product of kernels/gemm.h: every vector path gives the scalar reference's bits on
+ * odd shapes and strides (partial tiles, partial strips, K across the cache blocks), and the
+ * threaded driver gives the same bits for any thread count. */
+#include "harness.h"
+#include "monoquant.h"
+#include "kernels/gemm.h"
+
+#include <math.h>
+#include <stdint.h>
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+static float frand(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+static float *rand_buf(size_t n) {
+    float *p = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) p[i] = frand();
+    return p;
+}
+
+static float *ws_alloc(void **raw) {
+    *raw = malloc(MQ__GEMM_WS * sizeof(float) + 64);
+    return (float *)(((uintptr_t)*raw + 63) & ~(uintptr_t)63);
+}
+
+TEST(vector_paths_match_the_reference) {
+    mq_ctx *ctx = mq_ctx_create();
+    int shapes[][3] = {{1, 1, 1}, {7, 17, 3}, {6, 16, 256}, {13, 33, 257}, {25, 300, 520},
+                       {5, 5, 600}};
+    void *raw;
+    float *ws = ws_alloc(&raw);
+    for (int isa = MQ_ISA_AVX2; isa <= (int)mq_isa_supported(); isa++) {
+        CHECK(mq_ctx_set_isa(ctx, (mq_isa)isa) == MQ_OK);
+        const mq__gemm_fns *f = mq__gemm_pick(ctx);
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+            int64_t lda = K + 3, ldb = N + 5, ldc = N + 2;
+            float *A = rand_buf((size_t)(M * lda)), *B = rand_buf((size_t)(K * ldb));
+            float *C0 = rand_buf((size_t)(M * ldc)), *C1 = malloc((size_t)(M * ldc) * 4);
+            memcpy(C1, C0, (size_t)(M * ldc) * 4);
+            mq__gemm_ref.gemm(M, N, K, A, lda, B, ldb, C0, ldc, NULL);
+            f->gemm(M, N, K, A, lda, B, ldb, C1, ldc, ws);
+            CHECK_MSG(!memcmp(C0, C1, (size_t)(M * ldc) * 4), "isa %d shape %lldx%lldx%lld",
+                      isa, (long long)M, (long long)N, (long long)K);
+            float y0[37], y1[37], x[37];
+            for (int i = 0; i < 37; i++) y0[i] = y1[i] = frand(), x[i] = frand();
+            mq__gemm_ref.axpy(37, -0.37f, x, y0);
+            f->axpy(37, -0.37f, x, y1);
+            CHECK(!memcmp(y0, y1, sizeof y0));
+            free(A);
+            free(B);
+            free(C0);
+            free(C1);
+        }
+    }
+    free(raw);
+    mq_ctx_free(ctx);
+}
+
+TEST(threads_do_not_change_bits) {
+    mq_ctx *ctx = mq_ctx_create();
+    int64_t M = 301, N = 70, K = 300;
+    float *A = rand_buf((size_t)(M * K)), *B = rand_buf((size_t)(K * N));
+    float *C0 = rand_buf((size_t)(M * N)), *C1 = malloc((size_t)(M * N) * 4);
+    memcpy(C1, C0, (size_t)(M * N) * 4);
+    mq__gemm_ref.gemm(M, N, K, A, K, B, N, C0, N, NULL);
+    for (int t = 1; t <= 3; t++) {
+        float *C = malloc((size_t)(M * N) * 4);
+        memcpy(C, C1, (size_t)(M * N) * 4);
+        CHECK(mq_ctx_set_threads(ctx, t) == MQ_OK);
+        CHECK(mq__gemm_parallel(ctx, M, N, K, A, K, B, N, C, N) == MQ_OK);
+        CHECK_MSG(!memcmp(C, C0, (size_t)(M * N) * 4), "threads %d", t);
+        free(C);
+    }
+    free(A);
+    free(B);
+    free(C0);
+    free(C1);
+    mq_ctx_free(ctx);
+}
+
+int main(void) {
+    RUN(vector_paths_match_the_reference);
+    RUN(threads_do_not_change_bits);
+    return test_summary();
+}
