@@ -3,6 +3,7 @@
 #define MQ_CLI_H
 
 #include "monoquant.h"
+#include "opts.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -17,18 +18,38 @@ enum {
     EXIT_IO = 5           /* I/O or format error */
 };
 
+/* Global options (cli/opts.c), accepted before or after the subcommand. */
 typedef struct cli_opts {
     bool quiet;           /* -q: errors only */
     int verbose;          /* -v: more detail */
-    bool progress;        /* progress bar on stderr */
+    bool progress;        /* progress bar on stderr (a terminal, not CI, unless asked) */
+    bool progress_on, progress_off; /* --progress / --no-progress */
+    bool json;            /* --json: machine-readable output on stdout */
+    long long threads;    /* --threads N (0: all CPUs) */
+    bool force;           /* -f/--force: replace an existing output file */
+    bool help;            /* -h/--help */
 } cli_opts;
 
-extern cli_opts g_cli;    /* set once by main from the global flags and the environment */
+extern cli_opts g_cli;    /* set by the option parser from the global flags and the environment */
+
+/* Output policy (docs/CLI.md "Output policy"), before any work: refuses an existing `path`
+ * unless -f/--force (on a terminal it asks), sets the context's overwrite permission, and
+ * runs mq_output_check against `input` (may be NULL). Notes stale temporary files of dead
+ * runs in the destination folder. Returns 0 or an exit code after printing the problem. */
+int cli_prepare_output(mq_ctx *ctx, const char *path, const mq_model *input);
+/* Same file (device and inode)? False when either cannot be inspected. */
+bool cli_same_file(const char *a, const char *b);
+
+/* Signals: SIGINT, SIGTERM and SIGHUP remove the temporary files of the context being run
+ * and exit 130, 143 or 129 with one line; SIGBUS (a mapped input shrank) exits 5 the same
+ * way. Call with the context that writes (NULL when none). */
+void cli_signals_install(mq_ctx *ctx);
 
 int cli_exit_code(mq_status st);
 /* Prints "monoquant: error: <message>" and returns the exit code for st. */
 int cli_fail(mq_ctx *ctx, mq_status st);
-/* Prints "monoquant <cmd>: <message>" for usage errors and returns EXIT_CONFIG. */
+/* Prints "monoquant <cmd>: <message>" for usage errors and returns EXIT_CONFIG (cmd NULL:
+ * an error before the subcommand). */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cli_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -61,7 +82,6 @@ typedef struct validate_run_opts {
     double min_sqnr;
     bool has_min, json, strict;
 } validate_run_opts;
-bool validate_parse_mode(const char *s, int *act);
 int validate_run(const validate_run_opts *o, mq_ctx *ctx, mq_qmodel *qm, mq_qmodel *ref);
 
 /* Subcommands: argv[0] is the subcommand name. */

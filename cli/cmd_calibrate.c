@@ -7,45 +7,65 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static void calibrate_usage(FILE *f) {
-    fprintf(f,
-        "usage: monoquant calibrate --model M [--key K] --activations FILE|DIR [FILE|DIR...]\n"
-        "                           -o OUT\n"
-        "                           [--observer KIND] [--per-channel] [--scheme sym|asym]\n"
-        "                           [--dtype uint8|int8|uint4|int4] [--hessian] [--strict]\n"
-        "                           [--json]\n\n"
-        "Observes the recorded inputs of every Linear and Conv layer of model M and writes\n"
-        "calibration statistics (safetensors, docs/CALIBRATION.md): per layer the activation\n"
-        "scale and zero point, and per input channel the mean of x^2 and max |x|.\n"
-        "Activations: safetensors (or .pt) files holding one tensor per layer, named by the\n"
-        "layer prefix ('blocks.0.mlp.fc' for 'blocks.0.mlp.fc.weight'), shape [..., in_features]\n"
-        "for Linear and [N, C, H, W] for Conv. Each file is one batch; files are read in the\n"
-        "order given, a folder's files in name order (tools/record_activations.py writes them).\n\n"
-        "  --model M           the checkpoint whose layers are calibrated\n"
-        "  --key K             PyTorch model: the entry holding its tensors (e.g. model,\n"
-        "                      state_dict; '.' the top level)\n"
-        "  --activations F     a file or folder of recorded activations (repeatable)\n"
-        "  -o, --output OUT    statistics file to write (.safetensors)\n"
-        "  --observer KIND     minmax (default), moving_average, histogram, entropy,\n"
-        "                      percentile, mse\n"
-        "  --per-channel       one scale per input channel (the file also holds the per-tensor\n"
-        "                      scale of the union of the channel ranges)\n"
-        "  --scheme S          asym (default) or sym\n"
-        "  --dtype T           uint8 (default), int8, uint4, int4\n"
-        "  --averaging C       moving_average constant (0.01)\n"
-        "  --bins N            histogram bins (2048)\n"
-        "  --percentile P      percentile observer (99.999)\n"
-        "  --threads N         worker threads (0: all CPUs)\n"
-        "  --hessian           also store <layer>.hessian, the mean of x x^T of each Linear\n"
-        "                      layer's inputs, for `quantize --search gptq` (Conv layers get\n"
-        "                      none; costs 8 * in_features^2 bytes of memory per layer)\n"
-        "  --strict            warnings (unknown or missing layers, shape mismatches, layers\n"
-        "                      without data) are errors: exit 3, nothing written\n"
-        "  --json              per-layer results as JSON on stdout\n"
-        "  -h, --help          this help\n\n"
-        "Exit codes: 0 ok, 1 general, 2 usage, 3 bad values (NaN/Inf) or warnings under\n"
-        "--strict, 5 I/O or format.\n");
-}
+typedef struct cal_state {
+    const char *model, *output, *key;
+    cli_list acts;
+    int observer, scheme, qtype;
+    double averaging, percentile;
+    long long bins;
+    bool per_channel, hessian, strict;
+} cal_state;
+
+static const cli_choice observer_values[] = {
+    {"minmax", MQ_OBS_MINMAX}, {"moving_average", MQ_OBS_MOVING_AVERAGE},
+    {"histogram", MQ_OBS_HISTOGRAM}, {"entropy", MQ_OBS_ENTROPY},
+    {"percentile", MQ_OBS_PERCENTILE}, {"mse", MQ_OBS_MSE}, {NULL, 0}};
+static const cli_choice scheme_values[] = {
+    {"asym|asymmetric", MQ_ASYMMETRIC}, {"sym|symmetric", MQ_SYMMETRIC}, {NULL, 0}};
+static const cli_choice type_values[] = {
+    {CLI_T_UINT8, MQ_Q_UINT8}, {CLI_T_INT8, MQ_Q_INT8}, {CLI_T_UINT4, MQ_Q_UINT4},
+    {CLI_T_INT4, MQ_Q_INT4}, {NULL, 0}};
+
+static const cli_option options[] = {
+    OPT_STR("model|m", cal_state, model, "M", "the checkpoint whose layers are calibrated"),
+    OPT_STR("key", cal_state, key, "K", "PyTorch model: the entry holding its tensors (e.g. "
+            "model,\nstate_dict; '.' the top level)"),
+    OPT_LIST_GREEDY("activations", cal_state, acts, "F...", "files or folders of recorded "
+                    "activations (repeatable)"),
+    OPT_STR("output|o", cal_state, output, "OUT", "statistics file to write (.safetensors; '-': "
+            "stdout)"),
+    OPT_CHOICE("observer", cal_state, observer, "KIND", observer_values, "how the input range "
+               "is found (default minmax)"),
+    OPT_FLAG("per-channel", cal_state, per_channel, "one scale per input channel (the file also "
+             "holds the per-tensor\nscale of the union of the channel ranges)"),
+    OPT_CHOICE("scheme", cal_state, scheme, NULL, scheme_values, "asymmetric (default) or "
+               "symmetric"),
+    OPT_CHOICE("type|dtype", cal_state, qtype, "T", type_values, "activation type (default "
+               "uint8)"),
+    OPT_DOUBLE("averaging", cal_state, averaging, "C", "moving_average constant (0.01)"),
+    OPT_INT("bins", cal_state, bins, "N", 16, 1 << 20, "histogram bins (2048)"),
+    OPT_DOUBLE("percentile", cal_state, percentile, "P", "percentile observer (99.999)"),
+    OPT_FLAG("hessian", cal_state, hessian, "also store <layer>.hessian, the mean of x x^T of "
+             "each Linear\nlayer's inputs, for `quantize --search gptq` (Conv layers get\n"
+             "none; costs 8 * in_features^2 bytes of memory per layer)"),
+    OPT_FLAG("strict", cal_state, strict, "warnings (unknown or missing layers, shape "
+             "mismatches, layers\nwithout data) are errors: exit 3, nothing written"),
+    OPT_END,
+};
+
+static const cli_command command = {
+    "calibrate", "--model M [--key K] --activations FILE|DIR [FILE|DIR...] -o OUT [options]",
+    "Observes the recorded inputs of every Linear and Conv layer of model M and writes\n"
+    "calibration statistics (safetensors, docs/CALIBRATION.md): per layer the activation\n"
+    "scale and zero point, and per input channel the mean of x^2 and max |x|.\n"
+    "Activations: safetensors (or .pt) files holding one tensor per layer, named by the\n"
+    "layer prefix ('blocks.0.mlp.fc' for 'blocks.0.mlp.fc.weight'), shape [..., in_features]\n"
+    "for Linear and [N, C, H, W] for Conv. Each file is one batch; files are read in the\n"
+    "order given, a folder's files in name order (tools/record_activations.py writes them).\n"
+    "--json prints the per-layer results as JSON on stdout.",
+    options,
+    "Exit codes: 0 ok, 1 general, 2 usage, 3 bad values (NaN/Inf) or warnings under\n"
+    "--strict, 5 I/O or format.\n"};
 
 typedef struct model_layer {
     char *name;          /* prefix */
@@ -224,133 +244,30 @@ static void print_json(const mq_calib_stats *s, const char *out) {
     printf("%s]}\n", mq_calib_stats_count(s) ? "\n" : "");
 }
 
-int cmd_calibrate(int argc, char **argv) {
-    const char *model_path = NULL, *out = NULL, *kind_s = "minmax";
-    str_list acts = {0}, files = {0};
-    bool per_channel = false, hessian = false, strict = false, json = false, after_acts = false;
-    mq_observer_options opts;
-    mq_observer_options_default(&opts, MQ_OBS_MINMAX);
-    const char *scheme_s = NULL, *dtype_s = NULL, *avg_s = NULL, *bins_s = NULL,
-               *pct_s = NULL, *threads_s = NULL, *model_key = NULL;
-    int rc = EXIT_OK;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        bool missing = false;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            calibrate_usage(stdout);
-            list_free(&acts);
-            return EXIT_OK;
-        }
-        if ((v = cli_opt_value(argc, argv, &i, "--model", &missing))) model_path = v;
-        else if ((v = cli_opt_value(argc, argv, &i, "--activations", &missing))) {
-            if (!push(&acts, v)) rc = EXIT_GENERAL;
-            after_acts = true;
-            continue;
-        } else if ((v = cli_opt_value(argc, argv, &i, "-o", &missing)) ||
-                   (v = cli_opt_value(argc, argv, &i, "--output", &missing))) out = v;
-        else if ((v = cli_opt_value(argc, argv, &i, "--observer", &missing))) kind_s = v;
-        else if ((v = cli_opt_value(argc, argv, &i, "--scheme", &missing))) scheme_s = v;
-        else if ((v = cli_opt_value(argc, argv, &i, "--dtype", &missing))) dtype_s = v;
-        else if ((v = cli_opt_value(argc, argv, &i, "--averaging", &missing))) avg_s = v;
-        else if ((v = cli_opt_value(argc, argv, &i, "--bins", &missing))) bins_s = v;
-        else if ((v = cli_opt_value(argc, argv, &i, "--percentile", &missing))) pct_s = v;
-        else if ((v = cli_opt_value(argc, argv, &i, "--threads", &missing))) threads_s = v;
-        else if ((v = cli_opt_value(argc, argv, &i, "--key", &missing))) model_key = v;
-        else if (!strcmp(a, "--per-channel")) per_channel = true;
-        else if (!strcmp(a, "--hessian")) hessian = true;
-        else if (!strcmp(a, "--strict")) strict = true;
-        else if (!strcmp(a, "--json")) json = true;
-        else if (missing) {
-            list_free(&acts);
-            return cli_usage_error("calibrate", "option '%s' needs a value", a);
-        } else if (a[0] != '-' && after_acts) {
-            if (!push(&acts, a)) rc = EXIT_GENERAL;
-            continue;
-        } else {
-            list_free(&acts);
-            return cli_usage_error("calibrate", "unknown argument '%s'", a);
-        }
-        if (missing) {
-            list_free(&acts);
-            return cli_usage_error("calibrate", "option '%s' needs a value", a);
-        }
-        after_acts = false;
-    }
-    if (rc != EXIT_OK) {
-        list_free(&acts);
-        fprintf(stderr, "monoquant: error: out of memory\n");
-        return rc;
-    }
-    if (!model_path || !acts.n || !out) {
-        list_free(&acts);
+/* parse: the command line into observer options. Returns 0, -1 (help shown) or an exit code. */
+static int parse(cal_state *c, mq_observer_options *opts, int argc, char **argv) {
+    cli_args args;
+    int rc = cli_parse(&command, c, argc, argv, &args);
+    if (rc) return rc;
+    if (args.npos)
+        return cli_usage_error("calibrate", "unexpected argument '%s'", args.pos[0]);
+    if (!c->model || !c->acts.n || !c->output)
         return cli_usage_error("calibrate", "--model, --activations and -o are required");
-    }
-    mq_observer_kind kind;
-    if (!mq_observer_kind_from_name(kind_s, &kind)) {
-        list_free(&acts);
-        return cli_usage_error("calibrate", "unknown observer '%s' (minmax, moving_average, "
-                               "histogram, entropy, percentile, mse)", kind_s);
-    }
-    mq_observer_options_default(&opts, kind);
-    if (per_channel) opts.granularity = MQ_PER_CHANNEL;
-    const char *bad = NULL;
-    if (scheme_s) {
-        if (!strcmp(scheme_s, "sym") || !strcmp(scheme_s, "symmetric")) opts.scheme = MQ_SYMMETRIC;
-        else if (!strcmp(scheme_s, "asym") || !strcmp(scheme_s, "asymmetric")) opts.scheme = MQ_ASYMMETRIC;
-        else bad = "--scheme must be sym or asym";
-    }
-    if (dtype_s) {
-        if (!strcmp(dtype_s, "uint8")) opts.type = MQ_Q_UINT8;
-        else if (!strcmp(dtype_s, "int8")) opts.type = MQ_Q_INT8;
-        else if (!strcmp(dtype_s, "uint4")) opts.type = MQ_Q_UINT4;
-        else if (!strcmp(dtype_s, "int4")) opts.type = MQ_Q_INT4;
-        else bad = "--dtype must be uint8, int8, uint4 or int4";
-    }
-    long long ll;
-    if (avg_s && !cli_parse_double(avg_s, &opts.averaging_constant)) bad = "--averaging needs a number";
-    if (pct_s && !cli_parse_double(pct_s, &opts.percentile)) bad = "--percentile needs a number";
-    if (bins_s) {
-        if (cli_parse_int(bins_s, 16, 1 << 20, &ll)) opts.bins = (int)ll;
-        else bad = "--bins needs a number from 16 to 1048576";
-    }
-    long long threads = 0;
-    if (threads_s && !cli_parse_int(threads_s, 0, 4096, &threads)) bad = "--threads needs a number";
-    if (bad) {
-        list_free(&acts);
-        return cli_usage_error("calibrate", "%s", bad);
-    }
+    mq_observer_options_default(opts, (mq_observer_kind)c->observer);
+    if (c->per_channel) opts->granularity = MQ_PER_CHANNEL;
+    if (cli_given(&command, &args, "scheme")) opts->scheme = (mq_scheme)c->scheme;
+    if (cli_given(&command, &args, "type")) opts->type = (mq_qtype)c->qtype;
+    if (cli_given(&command, &args, "averaging")) opts->averaging_constant = c->averaging;
+    if (cli_given(&command, &args, "percentile")) opts->percentile = c->percentile;
+    if (cli_given(&command, &args, "bins")) opts->bins = (int)c->bins;
+    return 0;
+}
 
-    mq_ctx *ctx = mq_ctx_create();
-    if (!ctx) {
-        list_free(&acts);
-        fprintf(stderr, "monoquant: error: out of memory\n");
-        return EXIT_GENERAL;
-    }
-    mq_ctx_set_threads(ctx, (int)threads);
-    mq_model *model = NULL;
-    mq_calibrator *cal = NULL;
-    mq_calib_stats *stats = NULL;
-    model_layer *layers = NULL;
-    size_t nlayers = 0;
-    mq_status st = mq_calibrator_create(ctx, &opts, &cal);
-    if (st == MQ_OK && hessian) st = mq_calibrator_set_hessian(cal, 1);
-    if (st != MQ_OK) {
-        rc = cli_usage_error("calibrate", "%s", mq_ctx_message(ctx));
-        goto done;
-    }
-    mq_open_options model_opts = {MQ_FORMAT_AUTO, model_key};
-    st = mq_model_open(ctx, model_path, &model_opts, &model);
-    if (st != MQ_OK) {
-        rc = cli_fail(ctx, st);
-        goto done;
-    }
-    /* the model's Linear and Conv layers, by prefix */
+/* plan: the model's Linear and Conv layers by prefix, and the activation files. */
+static int plan(run *r, const cal_state *c, const mq_model *model, str_list *files) {
     size_t nt = mq_model_tensor_count(model);
-    layers = (model_layer *)calloc(nt ? nt : 1, sizeof *layers);
-    if (!layers) {
-        rc = EXIT_GENERAL;
-        goto done;
-    }
+    r->layers = (model_layer *)calloc(nt ? nt : 1, sizeof *r->layers);
+    if (!r->layers) return EXIT_GENERAL;
     for (size_t i = 0; i < nt; i++) {
         const mq_tensor *t = mq_model_tensor(model, i);
         mq_layer_kind k = mq_classify_tensor(t);
@@ -358,81 +275,79 @@ int cmd_calibrate(int argc, char **argv) {
         if ((k != MQ_KIND_LINEAR && k != MQ_KIND_CONV) || len < 8 ||
             strcmp(t->name + len - 7, ".weight") || t->ndim < 2)
             continue;
-        model_layer *l = &layers[nlayers];
+        model_layer *l = &r->layers[r->nlayers];
         l->name = strndup(t->name, len - 7);
-        if (!l->name) {
-            rc = EXIT_GENERAL;
-            goto done;
-        }
+        if (!l->name) return EXIT_GENERAL;
         l->kind = k;
         l->out = t->shape[0];
         l->in = k == MQ_KIND_LINEAR ? t->shape[t->ndim - 1] : t->shape[1];
-        nlayers++;
+        r->nlayers++;
     }
-    if (!nlayers) {
-        fprintf(stderr, "monoquant: error: %s: the model has no Linear or Conv layers\n", model_path);
-        rc = EXIT_CONFIG;
-        goto done;
+    if (!r->nlayers) {
+        fprintf(stderr, "monoquant: error: %s: the model has no Linear or Conv layers\n", c->model);
+        return EXIT_CONFIG;
     }
-    qsort(layers, nlayers, sizeof *layers, by_name);
-    for (size_t i = 0; i < acts.n && rc == EXIT_OK; i++) rc = collect(&files, acts.v[i]);
-    if (rc != EXIT_OK) goto done;
-
-    run r = {ctx, cal, layers, nlayers, 0};
-    for (size_t f = 0; f < files.n && rc == EXIT_OK; f++) {
-        cli_progress(NULL, files.v[f], f, files.n);
-        mq_model *am = NULL;
-        st = mq_model_open(ctx, files.v[f], NULL, &am);
-        if (st != MQ_OK) {
-            rc = cli_fail(ctx, st);
-            break;
+    qsort(r->layers, r->nlayers, sizeof *r->layers, by_name);
+    int rc = EXIT_OK;
+    for (size_t i = 0; i < c->acts.n && rc == EXIT_OK; i++) rc = collect(files, c->acts.v[i]);
+    for (size_t i = 0; i < files->n && rc == EXIT_OK; i++)
+        if (cli_same_file(files->v[i], c->output)) {
+            fprintf(stderr, "monoquant: error: %s: the output is an input file (activations); "
+                    "refusing to overwrite it\n", c->output);
+            rc = EXIT_CONFIG;
         }
+    return rc;
+}
+
+/* run: feeds every activation file, then checks what the layers received. */
+static int observe(run *r, const cal_state *c, const mq_model *model, const str_list *files) {
+    mq_status st;
+    int rc = EXIT_OK;
+    for (size_t f = 0; f < files->n && rc == EXIT_OK; f++) {
+        cli_progress(NULL, files->v[f], f, files->n);
+        mq_model *am = NULL;
+        st = mq_model_open(r->ctx, files->v[f], NULL, &am);
+        if (st != MQ_OK) return cli_fail(r->ctx, st);
         for (size_t i = 0; i < mq_model_tensor_count(am) && rc == EXIT_OK; i++)
-            rc = feed(&r, files.v[f], mq_model_tensor(am, i));
+            rc = feed(r, files->v[f], mq_model_tensor(am, i));
         mq_model_free(am);
     }
     cli_progress_done();
-    if (rc != EXIT_OK) goto done;
+    if (rc != EXIT_OK) return rc;
     /* layers of the model that saw nothing, in file order of the model */
-    for (size_t i = 0; i < nt; i++) {
+    for (size_t i = 0; i < mq_model_tensor_count(model); i++) {
         const char *name = mq_model_tensor(model, i)->name;
         size_t len = strlen(name);
         if (len < 8 || strcmp(name + len - 7, ".weight")) continue;
         char prefix[1024];
         snprintf(prefix, sizeof prefix, "%.*s", (int)(len - 7), name);
-        model_layer *l = find(layers, nlayers, prefix);
-        if (l && !mq_calibrator_layer_rows(cal, prefix))
-            warn(&r, "layer '%s'%s: no activations were recorded; it gets no statistics", prefix,
+        model_layer *l = find(r->layers, r->nlayers, prefix);
+        if (l && !mq_calibrator_layer_rows(r->cal, prefix))
+            warn(r, "layer '%s'%s: no activations were recorded; it gets no statistics", prefix,
                  l->kind == MQ_KIND_CONV ? " (conv)" : "");
     }
     size_t fed = 0;
-    for (size_t i = 0; i < nlayers; i++) fed += mq_calibrator_layer_rows(cal, layers[i].name) > 0;
+    for (size_t i = 0; i < r->nlayers; i++)
+        fed += mq_calibrator_layer_rows(r->cal, r->layers[i].name) > 0;
     if (!fed) {
         fprintf(stderr, "monoquant: error: no layer of %s received activations; nothing written\n",
-                model_path);
-        rc = EXIT_QUANT;
-        goto done;
+                c->model);
+        return EXIT_QUANT;
     }
-    if (strict && r.warnings) {
+    if (c->strict && r->warnings) {
         fprintf(stderr, "monoquant: error: %u warning%s under --strict; nothing written\n",
-                r.warnings, r.warnings == 1 ? "" : "s");
-        rc = EXIT_QUANT;
-        goto done;
+                r->warnings, r->warnings == 1 ? "" : "s");
+        return EXIT_QUANT;
     }
-    mq_ctx_set_progress(ctx, cli_progress, NULL);
-    char obs_text[256];
-    mq_observer_options_format(&opts, obs_text, sizeof obs_text);
-    mq_kv meta[] = {{"monoquant.model", model_path}};
-    st = mq_calibrator_save(cal, out, meta, 1);
-    cli_progress_done();
-    if (st == MQ_OK) st = mq_calib_stats_open(ctx, out, &stats);
-    if (st != MQ_OK) {
-        rc = cli_fail(ctx, st);
-        goto done;
-    }
-    if (json) print_json(stats, out);
+    return EXIT_OK;
+}
+
+/* report: what was written. */
+static void report(const mq_calib_stats *stats, const cal_state *c, const run *r, size_t nfiles,
+                   const mq_observer_options *opts) {
+    if (g_cli.json) print_json(stats, c->output);
     size_t nl = mq_calib_stats_count(stats);
-    if (g_cli.verbose && !json) {
+    if (g_cli.verbose && !g_cli.json) {
         for (size_t i = 0; i < nl; i++) {
             mq_layer_stats ls;
             mq_calib_stats_find(stats, mq_calib_stats_layer(stats, i), &ls);
@@ -441,16 +356,68 @@ int cmd_calibrate(int argc, char **argv) {
                      (double)ls.input_scale, (int)ls.input_zero_point);
         }
     }
-    cli_info("calibrated %zu of %zu layers from %zu file%s (%s) -> %s", nl, nlayers, files.n,
-             files.n == 1 ? "" : "s", obs_text, out);
+    char obs_text[256];
+    mq_observer_options_format(opts, obs_text, sizeof obs_text);
+    cli_info("calibrated %zu of %zu layers from %zu file%s (%s) -> %s", nl, r->nlayers, nfiles,
+             nfiles == 1 ? "" : "s", obs_text, c->output);
+}
+
+int cmd_calibrate(int argc, char **argv) {
+    cal_state c;
+    memset(&c, 0, sizeof c);
+    c.observer = MQ_OBS_MINMAX;
+    mq_observer_options opts;
+    str_list files = {0};
+    run r = {0};
+    mq_model *model = NULL;
+    mq_calib_stats *stats = NULL;
+    int rc = parse(&c, &opts, argc, argv);
+    if (rc) {
+        cli_list_free(&c.acts);
+        return rc < 0 ? EXIT_OK : rc;
+    }
+    r.ctx = mq_ctx_create();
+    if (!r.ctx) {
+        cli_list_free(&c.acts);
+        fprintf(stderr, "monoquant: error: out of memory\n");
+        return EXIT_GENERAL;
+    }
+    cli_signals_install(r.ctx);
+    mq_ctx_set_threads(r.ctx, (int)g_cli.threads);
+    mq_status st = mq_calibrator_create(r.ctx, &opts, &r.cal);
+    if (st == MQ_OK && c.hessian) st = mq_calibrator_set_hessian(r.cal, 1);
+    if (st != MQ_OK) {
+        rc = cli_usage_error("calibrate", "%s", mq_ctx_message(r.ctx));
+        goto done;
+    }
+    mq_open_options model_opts = {MQ_FORMAT_AUTO, c.key};
+    st = mq_model_open(r.ctx, c.model, &model_opts, &model);
+    if (st != MQ_OK) {
+        rc = cli_fail(r.ctx, st);
+        goto done;
+    }
+    rc = cli_prepare_output(r.ctx, c.output, model);
+    if (!rc) rc = plan(&r, &c, model, &files);
+    if (!rc) rc = observe(&r, &c, model, &files);
+    if (rc) goto done;
+    mq_ctx_set_progress(r.ctx, cli_progress, NULL);
+    mq_kv meta[] = {{"monoquant.model", c.model}};
+    st = mq_calibrator_save(r.cal, c.output, meta, 1);
+    cli_progress_done();
+    if (st == MQ_OK && strcmp(c.output, "-")) st = mq_calib_stats_open(r.ctx, c.output, &stats);
+    if (st != MQ_OK) {
+        rc = cli_fail(r.ctx, st);
+        goto done;
+    }
+    if (stats) report(stats, &c, &r, files.n, &opts);
 done:
     mq_calib_stats_free(stats);
-    mq_calibrator_free(cal);
+    mq_calibrator_free(r.cal);
     mq_model_free(model);
-    for (size_t i = 0; i < nlayers; i++) free(layers[i].name);
-    free(layers);
-    list_free(&acts);
+    for (size_t i = 0; i < r.nlayers; i++) free(r.layers[i].name);
+    free(r.layers);
+    cli_list_free(&c.acts);
     list_free(&files);
-    mq_ctx_free(ctx);
+    mq_ctx_free(r.ctx);
     return rc;
 }

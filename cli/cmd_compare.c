@@ -5,38 +5,37 @@
 #include <math.h>
 #include <string.h>
 
-static void help(FILE *f) {
-    fprintf(f, "usage: monoquant compare A B [--json] [--key K] [--key-a K] [--key-b K]\n\n"
-               "Sizes, compression ratio and per-tensor differences of B against A. Quantized\n"
-               "tensors are dequantized; names match across plain and quantized layouts.\n"
-               "--key K: for PyTorch inputs, the entry holding the tensors ('.' the top level);\n"
-               "--key-a / --key-b set it for one side only.\n");
-}
+typedef struct cmp_state {
+    const char *key, *key_a, *key_b;
+} cmp_state;
+
+static const cli_option options[] = {
+    OPT_STR("key", cmp_state, key, "K", "PyTorch inputs: the entry holding the tensors ('.' the "
+            "top level)"),
+    OPT_STR("key-a", cmp_state, key_a, "K", "--key for A alone"),
+    OPT_STR("key-b", cmp_state, key_b, "K", "--key for B alone"),
+    OPT_END,
+};
+
+static const cli_command command = {
+    "compare", "A B [--json] [--key K] [--key-a K] [--key-b K]",
+    "Sizes, compression ratio and per-tensor differences of B against A. Quantized\n"
+    "tensors are dequantized; names match across plain and quantized layouts.",
+    options, NULL};
 
 int cmd_compare(int argc, char **argv) {
-    const char *pa = NULL, *pb = NULL, *v;
-    bool json = false, missing = false;
-    mq_open_options oa = {MQ_FORMAT_AUTO, NULL}, ob = {MQ_FORMAT_AUTO, NULL};
-    const char *key = NULL, *key_a = NULL, *key_b = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            help(stdout);
-            return EXIT_OK;
-        } else if (!strcmp(argv[i], "--json")) json = true;
-        else if ((v = cli_opt_value(argc, argv, &i, "--key", &missing))) key = v;
-        else if (!missing && (v = cli_opt_value(argc, argv, &i, "--key-a", &missing))) key_a = v;
-        else if (!missing && (v = cli_opt_value(argc, argv, &i, "--key-b", &missing))) key_b = v;
-        else if (missing) return cli_usage_error("compare", "%s needs a value", argv[i]);
-        else if (argv[i][0] == '-') return cli_usage_error("compare", "unknown option '%s'", argv[i]);
-        else if (!pa) pa = argv[i];
-        else if (!pb) pb = argv[i];
-        else return cli_usage_error("compare", "unexpected argument '%s'", argv[i]);
-    }
-    if (!pb) return cli_usage_error("compare", "needs two checkpoints");
-    oa.key = key_a ? key_a : key;
-    ob.key = key_b ? key_b : key;
+    cmp_state o = {NULL, NULL, NULL};
+    cli_args args;
+    int prc = cli_parse(&command, &o, argc, argv, &args);
+    if (prc) return prc < 0 ? EXIT_OK : prc;
+    if (args.npos != 2) return cli_usage_error("compare", "needs two checkpoints");
+    const char *pa = args.pos[0], *pb = args.pos[1];
+    bool json = g_cli.json;
+    mq_open_options oa = {MQ_FORMAT_AUTO, o.key_a ? o.key_a : o.key};
+    mq_open_options ob = {MQ_FORMAT_AUTO, o.key_b ? o.key_b : o.key};
     mq_ctx *ctx = mq_ctx_create();
     if (!ctx) return EXIT_GENERAL;
+    mq_ctx_set_threads(ctx, (int)g_cli.threads);
     mq_qmodel *a = NULL, *b = NULL;
     mq_status st = mq_qmodel_open_with_options(ctx, pa, &oa, &a);
     if (st == MQ_OK) st = mq_qmodel_open_with_options(ctx, pb, &ob, &b);

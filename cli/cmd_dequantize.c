@@ -3,69 +3,68 @@
 
 #include <string.h>
 
-static void help(FILE *f) {
-    fprintf(f, "usage: monoquant dequantize IN -o OUT [--dtype f32|f16|bf16] [--format F]\n"
-               "                            [--key K]\n\n"
-               "Rebuilds a plain checkpoint with the original tensor names and shapes, loadable\n"
-               "by the original architecture. Quantized tensors become --dtype (default: their\n"
-               "original dtype); the others are copied unchanged. --key K: for a PyTorch input,\n"
-               "the entry holding the tensors ('.' the top level).\n");
-}
+typedef struct dq_state {
+    const char *output, *key;
+    int dtype, format;
+} dq_state;
+
+static const cli_choice dtypes[] = {
+    {CLI_T_FP32, MQ_F32}, {CLI_T_FP16, MQ_F16}, {CLI_T_BF16, MQ_BF16}, {NULL, 0}};
+static const cli_choice formats[] = {
+    {"safetensors", MQ_FORMAT_SAFETENSORS}, {"pt|pytorch", MQ_FORMAT_PYTORCH}, {NULL, 0}};
+
+static const cli_option options[] = {
+    OPT_STR("output|o", dq_state, output, "OUT", "the plain checkpoint to write ('-': stdout,\n"
+            "safetensors only)"),
+    OPT_CHOICE("type|dtype", dq_state, dtype, "T", dtypes, "dtype of the dequantized tensors "
+               "(default: their original dtype)"),
+    OPT_CHOICE("format", dq_state, format, NULL, formats, "output format (default: from OUT's "
+               "extension)"),
+    OPT_STR("key", dq_state, key, "K", "PyTorch input: the entry holding the tensors ('.' the "
+            "top level)"),
+    OPT_END,
+};
+
+static const cli_command command = {
+    "dequantize", "IN -o OUT [options]",
+    "Rebuilds a plain checkpoint with the original tensor names and shapes, loadable by the\n"
+    "original architecture. Quantized tensors become --type (default: their original dtype);\n"
+    "the others are copied unchanged.",
+    options, NULL};
 
 int cmd_dequantize(int argc, char **argv) {
-    const char *in = NULL, *out = NULL;
-    mq_dtype dtype = MQ_DTYPE_INVALID;
-    mq_format fmt = MQ_FORMAT_AUTO;
-    mq_open_options oo = {MQ_FORMAT_AUTO, NULL};
-    int threads = 0;
-    for (int i = 1; i < argc; i++) {
-        bool missing = false;
-        const char *v;
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            help(stdout);
-            return EXIT_OK;
-        } else if (!strcmp(argv[i], "-q") || !strcmp(argv[i], "--quiet")) {
-            g_cli.quiet = true, g_cli.progress = false;
-        } else if ((v = cli_opt_value(argc, argv, &i, "-o", &missing)) ||
-                   (!missing && (v = cli_opt_value(argc, argv, &i, "--output", &missing)))) {
-            out = v;
-        } else if (!missing && (v = cli_opt_value(argc, argv, &i, "--dtype", &missing))) {
-            if (!strcmp(v, "f32") || !strcmp(v, "F32")) dtype = MQ_F32;
-            else if (!strcmp(v, "f16") || !strcmp(v, "F16")) dtype = MQ_F16;
-            else if (!strcmp(v, "bf16") || !strcmp(v, "BF16")) dtype = MQ_BF16;
-            else return cli_usage_error("dequantize", "--dtype: expected f32, f16 or bf16");
-        } else if (!missing && (v = cli_opt_value(argc, argv, &i, "--format", &missing))) {
-            if (!strcmp(v, "pt")) fmt = MQ_FORMAT_PYTORCH;
-            else if (!strcmp(v, "safetensors")) fmt = MQ_FORMAT_SAFETENSORS;
-            else return cli_usage_error("dequantize", "--format: expected pt or safetensors");
-        } else if (!missing && (v = cli_opt_value(argc, argv, &i, "--key", &missing))) {
-            oo.key = v;
-        } else if (!missing && (v = cli_opt_value(argc, argv, &i, "--threads", &missing))) {
-            long long n;
-            if (!cli_parse_int(v, 0, 1024, &n)) return cli_usage_error("dequantize", "bad --threads");
-            threads = (int)n;
-        } else if (missing) {
-            return cli_usage_error("dequantize", "%s needs a value", argv[i]);
-        } else if (argv[i][0] == '-') {
-            return cli_usage_error("dequantize", "unknown option '%s'", argv[i]);
-        } else if (!in) {
-            in = argv[i];
-        } else {
-            return cli_usage_error("dequantize", "unexpected argument '%s'", argv[i]);
-        }
-    }
-    if (!in || !out) return cli_usage_error("dequantize", "needs IN and -o OUT");
+    dq_state s = {NULL, NULL, MQ_DTYPE_INVALID, MQ_FORMAT_AUTO};
+    cli_args a;
+    int rc = cli_parse(&command, &s, argc, argv, &a);
+    if (rc) return rc < 0 ? EXIT_OK : rc;
+    if (a.npos != 1 || !s.output)
+        return cli_usage_error("dequantize", a.npos > 1 ? "one input at a time" : "needs IN and -o OUT");
+    const char *in = a.pos[0];
     mq_ctx *ctx = mq_ctx_create();
     if (!ctx) return EXIT_GENERAL;
-    mq_status st = mq_ctx_set_threads(ctx, threads);
+    cli_signals_install(ctx);
+    mq_status st = mq_ctx_set_threads(ctx, (int)g_cli.threads);
     if (g_cli.progress) mq_ctx_set_progress(ctx, cli_progress, NULL);
+    mq_open_options oo = {MQ_FORMAT_AUTO, s.key};
     mq_qmodel *qm = NULL;
     if (st == MQ_OK) st = mq_qmodel_open_with_options(ctx, in, &oo, &qm);
-    if (st == MQ_OK) st = mq_qmodel_dequantize(qm, out, dtype, fmt);
+    if (st != MQ_OK) rc = cli_fail(ctx, st);
+    if (!rc) rc = cli_prepare_output(ctx, s.output, mq_qmodel_model(qm));
+    if (!rc) {
+        st = mq_qmodel_dequantize(qm, s.output, (mq_dtype)s.dtype, (mq_format)s.format);
+        cli_progress_done();
+        if (st != MQ_OK) rc = cli_fail(ctx, st);
+    }
     mq_qmodel_free(qm);
-    cli_progress_done();
-    int rc = st == MQ_OK ? EXIT_OK : cli_fail(ctx, st);
-    if (st == MQ_OK) cli_info("%s -> %s", in, out);
+    if (!rc && g_cli.json && strcmp(s.output, "-")) {
+        fputs("{\"input\": ", stdout);
+        cli_json_string(stdout, in);
+        fputs(", \"output\": ", stdout);
+        cli_json_string(stdout, s.output);
+        fputs("}\n", stdout);
+    } else if (!rc) {
+        cli_info("%s -> %s", in, strcmp(s.output, "-") ? s.output : "standard output");
+    }
     mq_ctx_free(ctx);
     return rc;
 }

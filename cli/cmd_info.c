@@ -5,17 +5,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void info_usage(FILE *f) {
-    fprintf(f, "usage: monoquant info [--json] [--key K] FILE|DIR\n\n"
-               "Describes a checkpoint (.safetensors, a sharded *.index.json, a folder, or a\n"
-               "PyTorch .pt/.pth/.bin): format, files, tensor and parameter counts, bytes per\n"
-               "dtype, metadata, and one line per tensor (name, dtype, shape, bytes, layer kind).\n\n"
-               "  --json      one JSON document on stdout instead of the text report\n"
-               "  --key K     PyTorch: the entry holding the tensors (e.g. model, state_dict;\n"
-               "              '.' for the top level); needed when several entries hold tensors\n"
-               "  -h, --help  this help\n\n"
-               "Exit codes: 0 ok, 2 usage, 5 the file cannot be read or is malformed.\n");
-}
+typedef struct info_state {
+    const char *key;
+} info_state;
+
+static const cli_option options[] = {
+    OPT_STR("key", info_state, key, "K", "PyTorch: the entry holding the tensors (e.g. model,\n"
+            "state_dict; '.' the top level); needed when several entries hold tensors"),
+    OPT_END,
+};
+
+static const cli_command command = {
+    "info", "[--json] [--key K] FILE|DIR",
+    "Describes a checkpoint (.safetensors, a sharded *.index.json, a folder, or a\n"
+    "PyTorch .pt/.pth/.bin): format, files, tensor and parameter counts, bytes per\n"
+    "dtype, metadata, and one line per tensor (name, dtype, shape, bytes, layer kind).\n"
+    "--json prints one JSON document on stdout instead of the text report.",
+    options, "Exit codes: 0 ok, 2 usage, 5 the file cannot be read or is malformed.\n"};
 
 /* 1234567 -> "1,234,567" */
 static const char *grouped(uint64_t v, char *buf, size_t cap) {
@@ -121,26 +127,17 @@ static void print_json(const char *path, const mq_model *m, const dtype_totals *
 }
 
 int cmd_info(int argc, char **argv) {
-    bool json = false, missing = false;
-    const char *path = NULL, *v;
-    mq_open_options oo = {MQ_FORMAT_AUTO, NULL};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--json")) json = true;
-        else if ((v = cli_opt_value(argc, argv, &i, "--key", &missing))) oo.key = v;
-        else if (missing) return cli_usage_error("info", "--key needs a value");
-        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            info_usage(stdout);
-            return EXIT_OK;
-        } else if (a[0] == '-' && a[1] != 0) {
-            return cli_usage_error("info", "unknown option '%s'", a);
-        } else if (path) {
-            return cli_usage_error("info", "one checkpoint at a time (got '%s' and '%s')", path, a);
-        } else {
-            path = a;
-        }
-    }
-    if (!path) return cli_usage_error("info", "missing the checkpoint to describe");
+    info_state st_opts = {NULL};
+    cli_args args;
+    int prc = cli_parse(&command, &st_opts, argc, argv, &args);
+    if (prc) return prc < 0 ? EXIT_OK : prc;
+    if (args.npos > 1)
+        return cli_usage_error("info", "one checkpoint at a time (got '%s' and '%s')", args.pos[0],
+                               args.pos[1]);
+    if (!args.npos) return cli_usage_error("info", "missing the checkpoint to describe");
+    const char *path = args.pos[0];
+    bool json = g_cli.json;
+    mq_open_options oo = {MQ_FORMAT_AUTO, st_opts.key};
 
     mq_ctx *ctx = mq_ctx_create();
     if (!ctx) {

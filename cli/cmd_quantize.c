@@ -12,78 +12,101 @@
 
 typedef struct qstate {
     mq_quantize_options o;
-    const char *model, *output, *config;
-    const char *include[MAX_LIST], *exclude[MAX_LIST];
+    const char *model, *output, *config, *calibration, *key;
+    cli_list include, exclude, layer;
     mq_layer_rule rules[MAX_LIST];
     char *owned[3 * MAX_LIST + 64]; /* strings copied from the config file */
     size_t nowned;
-    bool include_from_cfg, exclude_from_cfg, rules_from_cfg;
-    bool gran_set, scheme_set, search_set, group_set;
-    mq_scheme scheme;
-    mq_granularity gran;
-    mq_scale_search search;
-    int group_size;
-    int threads;
-    bool json, strict, dry_run;
+    int qtype, scheme, gran, search, format;
+    long long group_size, min_params;
+    bool no_default_skip, skip_nonfinite, no_error_stats, strict, dry_run;
     double min_sqnr;
+    cli_args args;
 } qstate;
 
-static void help(FILE *f) {
-    fprintf(f,
-        "usage: monoquant quantize [--model] IN [-o OUT] [options]\n\n"
-        "Quantizes a checkpoint (safetensors, sharded index, or PyTorch .pt) into a compact\n"
-        "checkpoint (docs/FORMAT.md). The input is never modified. Default output:\n"
-        "<input stem>.<scheme>.safetensors beside the input.\n\n"
-        "target:\n"
-        "  --bits 8|4|16          INT8 (default), INT4, or FP16 casts\n"
-        "  --type T               int8, uint8, int4, uint4, fp16, bf16 (instead of --bits)\n"
-        "  --scheme sym|asym      symmetric (default) or asymmetric (zero points)\n"
-        "  --granularity G        tensor, channel (8-bit default), group (4-bit default)\n"
-        "  --group-size N         elements per group along the input dimension (128)\n"
-        "  --search minmax|mse|gptq  scale from the range (default), a clipping search, or\n"
-        "                         GPTQ (needs --calibration from `calibrate --hessian`; the\n"
-        "                         default for 4-bit types when those statistics hold Hessians;\n"
-        "                         layers without one use the weighted mse search)\n"
-        "selection:\n"
-        "  --types LIST           layer kinds to quantize: linear,conv,rnn,embedding,other\n"
-        "                         (default linear,conv,rnn)\n"
-        "  --include GLOB         only names matching (repeatable)\n"
-        "  --exclude GLOB         keep names matching (repeatable)\n"
-        "  --min-params N         keep tensors with fewer elements\n"
-        "  --layer GLOB=BITS      per-layer override: 8, 4, uint8, uint4, fp16, bf16, none\n"
-        "  --no-default-skip      4-bit: also quantize embeddings, output heads, tensors < 512\n"
-        "  --skip-nonfinite       keep tensors holding NaN/Inf instead of failing\n"
-        "input:\n"
-        "  --key K                PyTorch input: the entry holding the tensors (e.g. model,\n"
-        "                         state_dict; '.' the top level), when several entries do\n"
-        "output and run:\n"
-        "  -o, --output FILE      output path\n"
-        "  --format F             safetensors or pt (default: from the output extension)\n"
-        "  --calibration FILE     statistics from `monoquant calibrate` (static quantization)\n"
-        "  --config FILE          options as `key = value` lines (command line wins)\n"
-        "  --threads N            worker threads (default: all cores)\n"
-        "  --min-sqnr DB          warn when a tensor's SQNR is below DB\n"
-        "  --no-error-stats       skip the per-tensor error figures (faster)\n"
-        "  --dry-run              print the plan, write nothing\n"
-        "  --json                 machine-readable summary on stdout\n"
-        "  --strict               warnings are errors: exit 3, nothing written\n"
-        "  -q, --quiet            errors only\n");
-}
+static const char *parse_kinds(void *state, const char *s, char *err, size_t cap);
 
-static int parse_type(const char *s, mq_qtype *t) {
-    static const struct { const char *name; mq_qtype t; } names[] = {
-        {"8", MQ_Q_INT8}, {"int8", MQ_Q_INT8}, {"uint8", MQ_Q_UINT8}, {"4", MQ_Q_INT4},
-        {"int4", MQ_Q_INT4}, {"uint4", MQ_Q_UINT4}, {"16", MQ_Q_FP16}, {"fp16", MQ_Q_FP16},
-        {"f16", MQ_Q_FP16}, {"bf16", MQ_Q_BF16}, {"none", MQ_Q_NONE}};
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-        if (!strcmp(s, names[i].name)) {
-            *t = names[i].t;
-            return 1;
-        }
-    return 0;
-}
+static const cli_choice bits_values[] = {
+    {"8", MQ_Q_INT8}, {"4", MQ_Q_INT4}, {"16", MQ_Q_FP16}, {NULL, 0}};
+static const cli_choice type_values[] = {
+    {CLI_T_INT8, MQ_Q_INT8}, {CLI_T_UINT8, MQ_Q_UINT8}, {CLI_T_INT4, MQ_Q_INT4},
+    {CLI_T_UINT4, MQ_Q_UINT4}, {CLI_T_FP16, MQ_Q_FP16}, {CLI_T_BF16, MQ_Q_BF16}, {NULL, 0}};
+/* --layer GLOB=T: the --type names, the --bits numbers, and none */
+static const cli_choice layer_values[] = {
+    {CLI_T_INT8 "|8", MQ_Q_INT8}, {CLI_T_UINT8, MQ_Q_UINT8}, {CLI_T_INT4 "|4", MQ_Q_INT4},
+    {CLI_T_UINT4, MQ_Q_UINT4}, {CLI_T_FP16 "|16", MQ_Q_FP16}, {CLI_T_BF16, MQ_Q_BF16},
+    {"none", MQ_Q_NONE}, {NULL, 0}};
+static const cli_choice scheme_values[] = {
+    {"sym|symmetric", MQ_SYMMETRIC}, {"asym|asymmetric", MQ_ASYMMETRIC}, {NULL, 0}};
+static const cli_choice gran_values[] = {
+    {"tensor", MQ_PER_TENSOR}, {"channel", MQ_PER_CHANNEL}, {"group", MQ_PER_GROUP}, {NULL, 0}};
+static const cli_choice search_values[] = {
+    {"minmax", MQ_SEARCH_MINMAX}, {"mse", MQ_SEARCH_MSE}, {"gptq", MQ_SEARCH_GPTQ}, {NULL, 0}};
+static const cli_choice format_values[] = {
+    {"safetensors", MQ_FORMAT_SAFETENSORS}, {"pt|pytorch", MQ_FORMAT_PYTORCH}, {NULL, 0}};
 
-static int parse_kinds(const char *s, unsigned *mask) {
+static const cli_option options[] = {
+    /* target */
+    OPT_CHOICE("bits", qstate, qtype, NULL, bits_values, "INT8 (default), INT4, or FP16 casts"),
+    OPT_CHOICE("type|dtype", qstate, qtype, "T", type_values, "the target type (instead of "
+               "--bits)"),
+    OPT_CHOICE("scheme", qstate, scheme, NULL, scheme_values, "symmetric (default) or "
+               "asymmetric (zero points)"),
+    OPT_CHOICE("granularity", qstate, gran, "G", gran_values, "tensor, channel (8-bit default), "
+               "group (4-bit default)"),
+    OPT_INT("group-size", qstate, group_size, "N", 1, 1 << 30, "elements per group along the "
+            "input dimension (128)"),
+    OPT_CHOICE("search", qstate, search, NULL, search_values, "scale from the range (default), "
+               "a clipping search, or\nGPTQ (needs --calibration from `calibrate --hessian`; "
+               "the\ndefault for 4-bit types when those statistics hold Hessians;\nlayers "
+               "without one use the weighted mse search)"),
+    /* selection */
+    OPT_FN("types", "LIST", parse_kinds, "layer kinds to quantize: linear,conv,rnn,embedding,"
+           "other\n(default linear,conv,rnn)"),
+    OPT_LIST("include", qstate, include, "GLOB", "only names matching (repeatable)"),
+    OPT_LIST("exclude", qstate, exclude, "GLOB", "keep names matching (repeatable)"),
+    OPT_INT("min-params", qstate, min_params, "N", 0, INT64_MAX, "keep tensors with fewer "
+            "elements"),
+    OPT_LIST("layer", qstate, layer, "GLOB=T", "per-layer override: a --type or --bits value, "
+             "or none\n(repeatable)"),
+    OPT_FLAG("no-default-skip", qstate, no_default_skip, "4-bit: also quantize embeddings, "
+             "output heads, tensors < 512"),
+    OPT_NOFLAG("default-skip", qstate, no_default_skip, "undo --no-default-skip (config files)"),
+    OPT_FLAG("skip-nonfinite", qstate, skip_nonfinite, "keep tensors holding NaN/Inf instead of "
+             "failing"),
+    /* input */
+    OPT_STR("model|m", qstate, model, "IN", "the input checkpoint (or the first argument)"),
+    OPT_STR("key", qstate, key, "K", "PyTorch input: the entry holding the tensors (e.g. "
+            "model,\nstate_dict; '.' the top level), when several entries do"),
+    /* output and run */
+    OPT_STR("output|o", qstate, output, "OUT", "output path (default: beside the input, see "
+            "below)"),
+    OPT_CHOICE("format", qstate, format, NULL, format_values, "output format (default: from "
+               "the output extension)"),
+    OPT_STR("calibration", qstate, calibration, "FILE", "statistics from `monoquant calibrate` "
+            "(static quantization)"),
+    OPT_STR("config", qstate, config, "FILE", "options as `key = value` lines (command line "
+            "wins)"),
+    OPT_DOUBLE("min-sqnr", qstate, min_sqnr, "DB", "warn when a tensor's SQNR is below DB"),
+    OPT_FLAG("no-error-stats", qstate, no_error_stats, "skip the per-tensor error figures "
+             "(faster)"),
+    OPT_FLAG("dry-run", qstate, dry_run, "print the plan, write nothing"),
+    OPT_FLAG("strict", qstate, strict, "warnings are errors: exit 3, nothing written"),
+    OPT_END,
+};
+
+static const cli_command command = {
+    "quantize", "[--model] IN [-o OUT] [options]",
+    "Quantizes a checkpoint (safetensors, sharded index, or PyTorch .pt) into a compact\n"
+    "checkpoint (docs/FORMAT.md). The input is never modified.",
+    options,
+    "Default output: <input stem>.<scheme>.safetensors beside the input; when a checkpoint\n"
+    "with the same stem and another extension lies beside it (m.pt and m.safetensors), the\n"
+    "input's extension stays in the name: m.pt.<scheme>.safetensors. An existing output is\n"
+    "replaced only with -f.\n"};
+
+static const char *parse_kinds(void *state, const char *s, char *err, size_t cap) {
+    qstate *q = (qstate *)state;
     unsigned m = 0;
     char buf[256];
     snprintf(buf, sizeof buf, "%s", s);
@@ -91,107 +114,16 @@ static int parse_kinds(const char *s, unsigned *mask) {
         int found = 0;
         for (int k = 0; k <= MQ_KIND_RNN; k++)
             if (!strcmp(tok, mq_layer_kind_name((mq_layer_kind)k))) m |= MQ_KIND_BIT(k), found = 1;
-        if (!found) return 0;
+        if (!found) m = 0;
+        if (!found) break;
     }
-    *mask = m;
-    return m != 0;
-}
-
-/* Applies one option. Returns 0, or an exit code after printing the problem. */
-static int apply(qstate *q, const char *name, const char *v, bool from_cfg) {
-    const char *cmd = "quantize";
-    long long n;
-    double d;
-    if (!strcmp(name, "model")) q->model = v;
-    else if (!strcmp(name, "output")) q->output = v;
-    else if (!strcmp(name, "bits") || !strcmp(name, "type")) {
-        mq_qtype t;
-        if (!parse_type(v, &t) || (!strcmp(name, "bits") && strcmp(v, "8") && strcmp(v, "4") &&
-                                   strcmp(v, "16")))
-            return cli_usage_error(cmd, "--%s: unknown value '%s'", name, v);
-        q->o.spec.type = t;
-    } else if (!strcmp(name, "scheme")) {
-        if (!strcmp(v, "sym") || !strcmp(v, "symmetric")) q->scheme = MQ_SYMMETRIC;
-        else if (!strcmp(v, "asym") || !strcmp(v, "asymmetric")) q->scheme = MQ_ASYMMETRIC;
-        else return cli_usage_error(cmd, "--scheme: expected sym or asym, got '%s'", v);
-        q->scheme_set = true;
-    } else if (!strcmp(name, "granularity")) {
-        if (!strcmp(v, "tensor")) q->gran = MQ_PER_TENSOR;
-        else if (!strcmp(v, "channel")) q->gran = MQ_PER_CHANNEL;
-        else if (!strcmp(v, "group")) q->gran = MQ_PER_GROUP;
-        else return cli_usage_error(cmd, "--granularity: expected tensor, channel or group");
-        q->gran_set = true;
-    } else if (!strcmp(name, "group-size")) {
-        if (!cli_parse_int(v, 1, 1 << 30, &n))
-            return cli_usage_error(cmd, "--group-size: expected a positive integer, got '%s'", v);
-        q->group_size = (int)n;
-        q->group_set = true;
-    } else if (!strcmp(name, "search")) {
-        if (!strcmp(v, "minmax")) q->search = MQ_SEARCH_MINMAX;
-        else if (!strcmp(v, "mse")) q->search = MQ_SEARCH_MSE;
-        else if (!strcmp(v, "gptq")) q->search = MQ_SEARCH_GPTQ;
-        else return cli_usage_error(cmd, "--search: expected minmax, mse or gptq, got '%s'", v);
-        q->search_set = true;
-    } else if (!strcmp(name, "types")) {
-        if (!parse_kinds(v, &q->o.kinds))
-            return cli_usage_error(cmd, "--types: expected a list of linear, conv, rnn, "
-                                   "embedding, norm, bias, other; got '%s'", v);
-    } else if (!strcmp(name, "include") || !strcmp(name, "exclude")) {
-        bool inc = name[0] == 'i';
-        bool *cfg_flag = inc ? &q->include_from_cfg : &q->exclude_from_cfg;
-        size_t *cnt = inc ? &q->o.ninclude : &q->o.nexclude;
-        if (!from_cfg && *cfg_flag) *cnt = 0, *cfg_flag = false; /* the command line replaces */
-        if (from_cfg) *cfg_flag = true;
-        if (*cnt >= MAX_LIST) return cli_usage_error(cmd, "too many --%s patterns", name);
-        (inc ? q->include : q->exclude)[(*cnt)++] = v;
-    } else if (!strcmp(name, "layer")) {
-        if (!from_cfg && q->rules_from_cfg) q->o.nrules = 0, q->rules_from_cfg = false;
-        if (from_cfg) q->rules_from_cfg = true;
-        const char *eq = strrchr(v, '=');
-        mq_qtype t;
-        if (!eq || eq == v || !parse_type(eq + 1, &t))
-            return cli_usage_error(cmd, "--layer: expected GLOB=BITS (8, 4, uint8, uint4, fp16, "
-                                   "bf16 or none), got '%s'", v);
-        if (q->o.nrules >= MAX_LIST) return cli_usage_error(cmd, "too many --layer rules");
-        char *pat = strndup(v, (size_t)(eq - v));
-        if (!pat || q->nowned >= sizeof q->owned / sizeof *q->owned) return EXIT_GENERAL;
-        q->owned[q->nowned++] = pat;
-        q->rules[q->o.nrules++] = (mq_layer_rule){pat, t};
-    } else if (!strcmp(name, "min-params")) {
-        if (!cli_parse_int(v, 0, INT64_MAX, &n))
-            return cli_usage_error(cmd, "--min-params: expected a count, got '%s'", v);
-        q->o.min_params = (uint64_t)n;
-    } else if (!strcmp(name, "format")) {
-        if (!strcmp(v, "pt") || !strcmp(v, "pytorch")) q->o.out_format = MQ_FORMAT_PYTORCH;
-        else if (!strcmp(v, "safetensors")) q->o.out_format = MQ_FORMAT_SAFETENSORS;
-        else return cli_usage_error(cmd, "--format: expected pt or safetensors, got '%s'", v);
-    } else if (!strcmp(name, "calibration")) q->o.calibration = v;
-    else if (!strcmp(name, "key")) q->o.key = v;
-    else if (!strcmp(name, "threads")) {
-        if (!cli_parse_int(v, 0, 1024, &n))
-            return cli_usage_error(cmd, "--threads: expected 0..1024, got '%s'", v);
-        q->threads = (int)n;
-    } else if (!strcmp(name, "min-sqnr")) {
-        if (!cli_parse_double(v, &d)) return cli_usage_error(cmd, "--min-sqnr: expected dB, got '%s'", v);
-        q->min_sqnr = d;
-    } else {
-        return -1; /* not a valued option */
+    if (!m) {
+        snprintf(err, cap, "expected a list of linear, conv, rnn, embedding, norm, bias, other; "
+                 "got '%s'", s);
+        return err;
     }
-    return 0;
-}
-
-/* Flags without values; returns 1 when `name` is one. */
-static int apply_flag(qstate *q, const char *name, bool on) {
-    if (!strcmp(name, "no-default-skip")) q->o.default_skip = !on;
-    else if (!strcmp(name, "default-skip")) q->o.default_skip = on;
-    else if (!strcmp(name, "skip-nonfinite")) q->o.skip_nonfinite = on;
-    else if (!strcmp(name, "no-error-stats")) q->o.error_stats = !on;
-    else if (!strcmp(name, "dry-run")) q->dry_run = on;
-    else if (!strcmp(name, "json")) q->json = on;
-    else if (!strcmp(name, "strict")) q->strict = on;
-    else if (!strcmp(name, "quiet")) g_cli.quiet = on, g_cli.progress = g_cli.progress && !on;
-    else return 0;
-    return 1;
+    q->o.kinds = m;
+    return NULL;
 }
 
 static char *trim(char *s) {
@@ -231,89 +163,95 @@ static int load_config(qstate *q, const char *path) {
             fprintf(stderr, "monoquant: error: %s:%d: a config file cannot include another\n",
                     path, lineno);
             rc = EXIT_CONFIG;
-        } else if (!val || !strcmp(val, "true") || !strcmp(val, "false")) {
-            if (!apply_flag(q, key, !val || !strcmp(val, "true"))) {
-                fprintf(stderr, "monoquant: error: %s:%d: unknown flag '%s'\n", path, lineno, key);
-                rc = EXIT_CONFIG;
-            }
-        } else {
-            char *v = strdup(val);
-            if (!v || q->nowned >= sizeof q->owned / sizeof *q->owned) {
-                free(v);
-                rc = EXIT_CONFIG;
-                fprintf(stderr, "monoquant: error: %s: too many entries\n", path);
-                break;
-            }
-            q->owned[q->nowned++] = v;
-            int r = apply(q, key, v, true);
-            if (r < 0) {
-                fprintf(stderr, "monoquant: error: %s:%d: unknown key '%s'\n", path, lineno, key);
-                rc = EXIT_CONFIG;
-            } else if (r > 0) {
-                fprintf(stderr, "  (in %s:%d)\n", path, lineno);
-                rc = r;
-            }
+            break;
+        }
+        char *v = val ? strdup(val) : NULL;
+        if ((val && !v) || q->nowned >= sizeof q->owned / sizeof *q->owned) {
+            free(v);
+            fprintf(stderr, "monoquant: error: %s: too many entries\n", path);
+            rc = EXIT_CONFIG;
+            break;
+        }
+        if (v) q->owned[q->nowned++] = v;
+        int r = cli_apply_named(&command, q, key, v, true, &q->args);
+        if (r < 0) {
+            fprintf(stderr, "monoquant: error: %s:%d: unknown key '%s'\n", path, lineno, key);
+            rc = EXIT_CONFIG;
+        } else if (r > 0) {
+            fprintf(stderr, "  (in %s:%d)\n", path, lineno);
+            rc = r;
         }
     }
     fclose(f);
     return rc;
 }
 
+/* --layer GLOB=T entries into rules. */
+static int build_rules(qstate *q) {
+    if (q->layer.n > MAX_LIST) return cli_usage_error("quantize", "too many --layer rules");
+    for (size_t i = 0; i < q->layer.n; i++) {
+        const char *v = q->layer.v[i], *eq = strrchr(v, '=');
+        int t = cli_choice_find(layer_values, eq ? eq + 1 : "");
+        if (!eq || eq == v || t < 0)
+            return cli_usage_error("quantize", "--layer: expected GLOB=T (T: int8, uint8, int4, "
+                                   "uint4, fp16, bf16, 8, 4, 16 or none), got '%s'", v);
+        char *pat = strndup(v, (size_t)(eq - v));
+        if (!pat || q->nowned >= sizeof q->owned / sizeof *q->owned) {
+            free(pat);
+            return EXIT_GENERAL;
+        }
+        q->owned[q->nowned++] = pat;
+        q->rules[q->o.nrules++] = (mq_layer_rule){pat, (mq_qtype)layer_values[t].value};
+    }
+    return 0;
+}
+
 static int parse_args(qstate *q, int argc, char **argv) {
     /* the config file first, so the command line overrides it */
     for (int i = 1; i < argc; i++) {
-        bool missing;
-        const char *v = cli_opt_value(argc, argv, &i, "--config", &missing);
-        if (missing) return cli_usage_error("quantize", "--config needs a file");
-        if (v) q->config = v;
+        if (!strcmp(argv[i], "--config") && i + 1 < argc) q->config = argv[i + 1];
+        else if (!strncmp(argv[i], "--config=", 9)) q->config = argv[i] + 9;
     }
     if (q->config) {
         int rc = load_config(q, q->config);
         if (rc) return rc;
     }
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            help(stdout);
-            return -1;
-        }
-        if (!strcmp(a, "-q")) a = "--quiet";
-        if (!strcmp(a, "-o")) a = "--output";
-        if (!strcmp(a, "-m")) a = "--model";
-        if (a[0] != '-' || !a[1]) {
-            if (q->model) return cli_usage_error("quantize", "unexpected argument '%s'", a);
-            q->model = a;
-            continue;
-        }
-        if (a[1] != '-') return cli_usage_error("quantize", "unknown option '%s'", a);
-        if (apply_flag(q, a + 2, true)) continue;
-        char name[64];
-        const char *eq = strchr(a + 2, '=');
-        size_t nl = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
-        if (nl >= sizeof name) return cli_usage_error("quantize", "unknown option '%s'", a);
-        memcpy(name, a + 2, nl);
-        name[nl] = 0;
-        const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-        if (!strcmp(name, "config")) continue;
-        if (!v) return cli_usage_error("quantize", "--%s needs a value", name);
-        int r = apply(q, name, v, false);
-        if (r < 0) return cli_usage_error("quantize", "unknown option '--%s'", name);
-        if (r) return r;
+    cli_args args;
+    int rc = cli_parse(&command, q, argc, argv, &args);
+    if (rc) return rc;
+    for (int i = 0; i < CLI_MAX_OPTS; i++) q->args.seen[i] |= args.seen[i];
+    for (int i = 0; i < args.npos; i++) {
+        if (q->model && (i || cli_given(&command, &args, "model")))
+            return cli_usage_error("quantize", "unexpected argument '%s'", args.pos[i]);
+        q->model = args.pos[i];
     }
     if (!q->model) return cli_usage_error("quantize", "no input model (--model FILE)");
+    rc = build_rules(q);
+    if (rc) return rc;
     /* the type's recommended settings, then what was given explicitly */
     mq_qspec *s = &q->o.spec;
+    if (q->qtype >= 0) s->type = (mq_qtype)q->qtype;
     mq_qspec_recommended(s, s->type);
     /* min/max scales for every type: on the LM fixture the MSE clipping search raised INT4
      * SQNR but lost more perplexity (clipped outliers matter), also when weighted by
      * calibration statistics (docs/CLI.md) */
     s->search = MQ_SEARCH_MINMAX;
-    if (q->scheme_set) s->scheme = q->scheme;
-    if (q->gran_set) s->granularity = q->gran;
-    if (q->search_set) s->search = q->search;
-    if (q->group_set) s->group_size = q->group_size;
-    q->o.include = q->include;
-    q->o.exclude = q->exclude;
+    const cli_args *g = &q->args;
+    if (cli_given(&command, g, "scheme")) s->scheme = (mq_scheme)q->scheme;
+    if (cli_given(&command, g, "granularity")) s->granularity = (mq_granularity)q->gran;
+    if (cli_given(&command, g, "search")) s->search = (mq_scale_search)q->search;
+    if (cli_given(&command, g, "group-size")) s->group_size = (int)q->group_size;
+    if (cli_given(&command, g, "min-params")) q->o.min_params = (uint64_t)q->min_params;
+    if (cli_given(&command, g, "format")) q->o.out_format = (mq_format)q->format;
+    q->o.default_skip = !q->no_default_skip;
+    q->o.skip_nonfinite = q->skip_nonfinite;
+    q->o.error_stats = !q->no_error_stats;
+    q->o.calibration = q->calibration;
+    q->o.key = q->key;
+    q->o.include = q->include.v;
+    q->o.ninclude = q->include.n;
+    q->o.exclude = q->exclude.v;
+    q->o.nexclude = q->exclude.n;
     q->o.rules = q->rules;
     q->o.sqnr_warn_db = q->min_sqnr;
     q->o.dry_run = q->dry_run;
@@ -322,7 +260,14 @@ static int parse_args(qstate *q, int argc, char **argv) {
     return 0;
 }
 
-/* <dir>/<stem>.<scheme>.<ext> beside the input. */
+static bool exists(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+/* <stem>.<scheme>.<ext> beside the input; <stem>.<input ext>.<scheme>.<ext> when a checkpoint
+ * with the same stem and another extension lies beside it (m.pt and m.safetensors), so the
+ * two default names differ. */
 static char *default_output(const char *in, const mq_quantize_options *o) {
     char scheme[64];
     mq_qspec_name(&o->spec, scheme, sizeof scheme);
@@ -332,17 +277,28 @@ static char *default_output(const char *in, const mq_quantize_options *o) {
     if (!stem) return NULL;
     static const char *const exts[] = {".safetensors.index.json", ".index.json", ".safetensors",
                                        ".pt", ".pth", ".bin"};
+    const char *in_ext = NULL;
     for (size_t i = 0; i < sizeof exts / sizeof *exts; i++) {
         size_t k = strlen(exts[i]), sl = strlen(stem);
         if (sl > k && !strcmp(stem + sl - k, exts[i]) && stem[sl - k - 1] != '/') {
             stem[sl - k] = 0;
+            in_ext = exts[i];
             break;
         }
     }
+    const char *tag = "";
+    for (size_t i = 2; in_ext && i < sizeof exts / sizeof *exts && !*tag; i++) {
+        if (!strcmp(exts[i], in_ext)) continue;
+        size_t cap = strlen(stem) + strlen(exts[i]) + 1;
+        char *twin = (char *)malloc(cap);
+        if (twin) snprintf(twin, cap, "%s%s", stem, exts[i]);
+        if (twin && exists(twin)) tag = in_ext;
+        free(twin);
+    }
     const char *ext = o->out_format == MQ_FORMAT_PYTORCH ? ".pt" : ".safetensors";
-    size_t cap = strlen(stem) + strlen(scheme) + strlen(ext) + 2;
+    size_t cap = strlen(stem) + strlen(tag) + strlen(scheme) + strlen(ext) + 2;
     char *out = (char *)malloc(cap);
-    if (out) snprintf(out, cap, "%s.%s%s", stem, scheme, ext);
+    if (out) snprintf(out, cap, "%s%s.%s%s", stem, tag, scheme, ext);
     free(stem);
     return out;
 }
@@ -442,79 +398,94 @@ static void print_report(const qstate *q, const char *out, const mq_report *r) {
     fprintf(f, "; %.2f s\n", r->seconds);
 }
 
-int cmd_quantize(int argc, char **argv) {
-    qstate *q = (qstate *)calloc(1, sizeof *q);
-    if (!q) return EXIT_GENERAL;
-    mq_quantize_options_default(&q->o);
-    int rc = parse_args(q, argc, argv);
-    char *out_owned = NULL;
-    mq_ctx *ctx = NULL;
+/* GPTQ when the statistics allow it: on the LM fixture it halves the perplexity cost of
+ * min/max INT4 (docs/QUANTIZATION.md). */
+static mq_status pick_search(mq_ctx *ctx, qstate *q) {
+    if (cli_given(&command, &q->args, "search") || !q->o.calibration ||
+        (q->o.spec.type != MQ_Q_INT4 && q->o.spec.type != MQ_Q_UINT4))
+        return MQ_OK;
+    mq_calib_stats *stats = NULL;
+    mq_status st = mq_calib_stats_open(ctx, q->o.calibration, &stats);
+    if (st != MQ_OK) return st;
+    for (size_t i = 0; i < mq_calib_stats_count(stats); i++) {
+        mq_layer_stats ls;
+        if (mq_calib_stats_find(stats, mq_calib_stats_layer(stats, i), &ls) && ls.hessian)
+            q->o.spec.search = MQ_SEARCH_GPTQ;
+    }
+    mq_calib_stats_free(stats);
+    return MQ_OK;
+}
+
+/* The output policy against the input model, before any work. */
+static int check_output(mq_ctx *ctx, const qstate *q, const char *out) {
+    mq_model *m = NULL;
+    mq_open_options oo = {MQ_FORMAT_AUTO, q->o.key};
+    mq_status st = mq_model_open(ctx, q->model, &oo, &m);
+    if (st != MQ_OK) return cli_fail(ctx, st);
+    int rc = cli_prepare_output(ctx, out, m);
+    mq_model_free(m);
+    return rc;
+}
+
+static int run_quantize(qstate *q, mq_ctx *ctx, const char *out) {
+    mq_status st = mq_ctx_set_threads(ctx, (int)g_cli.threads);
+    if (st != MQ_OK) return cli_fail(ctx, st);
+    if (q->o.spec.search == MQ_SEARCH_GPTQ && !q->o.calibration)
+        return cli_usage_error("quantize", "--search gptq needs --calibration statistics with "
+                               "Hessians (monoquant calibrate --hessian)");
+    if (out && !strcmp(out, "-"))
+        return cli_usage_error("quantize", "-o -: a quantized checkpoint cannot be streamed to "
+                               "standard output (its header is completed at the end); give a "
+                               "file name");
+    if (out) {
+        int rc = check_output(ctx, q, out);
+        if (rc) return rc;
+    }
+    st = pick_search(ctx, q);
+    if (st != MQ_OK) return cli_fail(ctx, st);
+    if (g_cli.progress && !g_cli.json) mq_ctx_set_progress(ctx, cli_progress, NULL);
     mq_report *rep = NULL;
-    if (rc) {
-        rc = rc < 0 ? EXIT_OK : rc;
-        goto done;
-    }
-    const char *out = q->output;
-    if (!out && !q->dry_run) {
-        out_owned = default_output(q->model, &q->o);
-        if (!out_owned) {
-            rc = EXIT_GENERAL;
-            goto done;
-        }
-        out = out_owned;
-    }
-    ctx = mq_ctx_create();
-    if (!ctx) {
-        rc = EXIT_GENERAL;
-        goto done;
-    }
-    mq_status st = mq_ctx_set_threads(ctx, q->threads);
-    if (st != MQ_OK) {
-        rc = cli_fail(ctx, st);
-        goto done;
-    }
-    if (q->o.spec.search == MQ_SEARCH_GPTQ && !q->o.calibration) {
-        rc = cli_usage_error("quantize", "--search gptq needs --calibration statistics with "
-                             "Hessians (monoquant calibrate --hessian)");
-        goto done;
-    }
-    if (!q->search_set && q->o.calibration &&
-        (q->o.spec.type == MQ_Q_INT4 || q->o.spec.type == MQ_Q_UINT4)) {
-        /* GPTQ when the statistics allow it: on the LM fixture it halves the perplexity cost
-         * of min/max INT4 (docs/QUANTIZATION.md) */
-        mq_calib_stats *stats = NULL;
-        st = mq_calib_stats_open(ctx, q->o.calibration, &stats);
-        if (st != MQ_OK) {
-            rc = cli_fail(ctx, st);
-            goto done;
-        }
-        for (size_t i = 0; i < mq_calib_stats_count(stats); i++) {
-            mq_layer_stats ls;
-            if (mq_calib_stats_find(stats, mq_calib_stats_layer(stats, i), &ls) && ls.hessian)
-                q->o.spec.search = MQ_SEARCH_GPTQ;
-        }
-        mq_calib_stats_free(stats);
-    }
-    if (g_cli.progress && !q->json) mq_ctx_set_progress(ctx, cli_progress, NULL);
-    st = mq_quantize_file(ctx, q->model, q->dry_run ? NULL : out, &q->o, &rep);
+    st = mq_quantize_file(ctx, q->model, out, &q->o, &rep);
     cli_progress_done();
-    if (st != MQ_OK) {
-        rc = cli_fail(ctx, st);
-        goto done;
-    }
-    if (q->json) print_json(q, q->dry_run ? NULL : out, rep);
-    else print_report(q, q->dry_run ? NULL : out, rep);
+    if (st != MQ_OK) return cli_fail(ctx, st);
+    if (g_cli.json) print_json(q, out, rep);
+    else print_report(q, out, rep);
     fflush(stdout);
     for (size_t i = 0; i < rep->nwarnings; i++) cli_warn("%s", rep->warnings[i]);
+    int rc = EXIT_OK;
     if (q->strict && rep->nwarnings) { /* a dry run: a real run fails before its commit */
         fprintf(stderr, "monoquant: error: %zu warning(s) under --strict\n", rep->nwarnings);
         rc = EXIT_QUANT;
     }
-done:
     mq_report_free(rep);
+    return rc;
+}
+
+int cmd_quantize(int argc, char **argv) {
+    qstate *q = (qstate *)calloc(1, sizeof *q);
+    if (!q) return EXIT_GENERAL;
+    mq_quantize_options_default(&q->o);
+    q->qtype = -1;
+    int rc = parse_args(q, argc, argv);
+    char *out_owned = NULL;
+    mq_ctx *ctx = NULL;
+    const char *out = q->dry_run ? NULL : q->output;
+    if (rc) {
+        rc = rc < 0 ? EXIT_OK : rc;
+    } else if (!out && !q->dry_run && !(out = out_owned = default_output(q->model, &q->o))) {
+        rc = EXIT_GENERAL;
+    } else if (!(ctx = mq_ctx_create())) {
+        rc = EXIT_GENERAL;
+    } else {
+        cli_signals_install(ctx);
+        rc = run_quantize(q, ctx, out);
+    }
     mq_ctx_free(ctx);
     free(out_owned);
     for (size_t i = 0; i < q->nowned; i++) free(q->owned[i]);
+    cli_list_free(&q->include);
+    cli_list_free(&q->exclude);
+    cli_list_free(&q->layer);
     free(q);
     return rc;
 }

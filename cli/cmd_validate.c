@@ -5,32 +5,17 @@
 #include <math.h>
 #include <string.h>
 
-static void help(FILE *f) {
-    fprintf(f,
-        "usage: monoquant validate Q [--reference ORIG] [--min-sqnr DB] [--json] [--strict]\n"
-        "       monoquant validate Q [--reference ORIG] --run [--mode weight|dynamic|static]\n"
-        "                          [--rows M] [--seed N] [--activations FILE] [--min-sqnr DB]\n"
-        "                          [--json] [--strict]\n"
-        "       (both take --key K and --reference-key K)\n\n"
-        "Checks a quantized checkpoint: structure (shapes, packed sizes, companions, metadata),\n"
-        "values (scales finite and > 0, zero points in range), and with --reference the\n"
-        "per-tensor SQNR, relative and max abs error against the original, plus sizes.\n"
-        "Exit 4 when a check fails or a tensor's SQNR is below --min-sqnr; under --strict\n"
-        "warnings fail too (exit 3). --key K: for PyTorch inputs, the entry holding the\n"
-        "tensors ('.' the top level); --reference-key K sets it for ORIG alone.\n\n"
-        "--run runs each quantized layer (Linear; Conv as its flattened [out, in*kh*kw]\n"
-        "matrix, the product of an im2col convolution) through the quantized kernels and\n"
-        "the f32 layer on the same inputs, and reports the output SQNR, relative and max abs\n"
-        "error: against the --reference weights, else against the dequantized weights (the\n"
-        "kernels' own error). Layers below --min-sqnr fail (exit 4).\n"
-        "  --mode M           weight (default: f32 activations), dynamic (int8 per row at run\n"
-        "                     time), static (stored input_scale/zero point; dynamic without)\n"
-        "  --rows M           input rows per layer (default 16)\n"
-        "  --seed N           seed of the N(0, 1) random inputs (default 0)\n"
-        "  --activations F    recorded layer inputs (safetensors/.pt, calibration format:\n"
-        "                     tensor '<layer>' [..., in_features]); its first M rows are used\n"
-        "                     for layers it has, random inputs for the others\n");
-}
+static const char about[] =
+    "Checks a quantized checkpoint: structure (shapes, packed sizes, companions, metadata),\n"
+    "values (scales finite and > 0, zero points in range), and with --reference the\n"
+    "per-tensor SQNR, relative and max abs error against the original, plus sizes.\n"
+    "Exit 4 when a check fails or a tensor's SQNR is below --min-sqnr; under --strict\n"
+    "warnings fail too (exit 3).\n\n"
+    "--run runs each quantized layer (Linear; Conv as its flattened [out, in*kh*kw]\n"
+    "matrix, the product of an im2col convolution) through the quantized kernels and\n"
+    "the f32 layer on the same inputs, and reports the output SQNR, relative and max abs\n"
+    "error: against the --reference weights, else against the dequantized weights (the\n"
+    "kernels' own error). Layers below --min-sqnr fail (exit 4).";
 
 typedef struct vopts {
     const char *q, *ref;
@@ -38,8 +23,35 @@ typedef struct vopts {
     double min_sqnr;
     bool has_min, json, strict, run;
     validate_run_opts r;
-    const char *run_only;   /* an option given that only --run takes */
+    long long seed;
 } vopts;
+
+static const cli_choice modes[] = {
+    {"weight", MQ_ACT_F32}, {"dynamic", MQ_ACT_DYNAMIC}, {"static", MQ_ACT_STATIC}, {NULL, 0}};
+
+static const cli_option options[] = {
+    OPT_STR("reference", vopts, ref, "ORIG", "the original checkpoint: error figures against it"),
+    OPT_STR("key", vopts, key, "K", "PyTorch inputs: the entry holding the tensors ('.' the top "
+            "level)"),
+    OPT_STR("reference-key", vopts, ref_key, "K", "--key for ORIG alone"),
+    OPT_DOUBLE("min-sqnr", vopts, min_sqnr, "DB", "fail (exit 4) below this SQNR"),
+    OPT_FLAG("strict", vopts, strict, "warnings are errors (exit 3)"),
+    OPT_FLAG("run", vopts, run, "run each quantized layer (see above)"),
+    OPT_CHOICE("mode", vopts, r.act, "M", modes, "--run: weight (default: f32 activations), "
+               "dynamic (int8 per\nrow at run time), static (stored input_scale/zero point;\n"
+               "dynamic without)"),
+    OPT_INT("rows", vopts, r.rows, "M", 1, 1 << 20, "--run: input rows per layer (default 16)"),
+    OPT_INT("seed", vopts, seed, "N", 0, INT64_MAX, "--run: seed of the N(0, 1) random inputs "
+            "(default 0)"),
+    OPT_STR("activations", vopts, r.activations, "F", "--run: recorded layer inputs "
+            "(safetensors/.pt, calibration\nformat: tensor '<layer>' [..., in_features]); its "
+            "first M\nrows are used for layers it has, random inputs for the others"),
+    OPT_END,
+};
+
+static const cli_command command = {
+    "validate", "Q [--reference ORIG] [--min-sqnr DB] [--strict] [--run [--mode M] [--rows M]\n"
+    "                          [--seed N] [--activations F]]", about, options, NULL};
 
 /* A layer named like an output head ("lm_head.weight", "model.output.weight"). */
 static bool head_name(const char *name) {
@@ -56,50 +68,20 @@ static bool head_name(const char *name) {
 }
 
 static int parse(vopts *o, int argc, char **argv) {
-    for (int i = 1; i < argc; i++) {
-        bool missing = false;
-        const char *v;
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            help(stdout);
-            return -1;
-        } else if (!strcmp(argv[i], "--json")) o->json = true;
-        else if (!strcmp(argv[i], "--strict")) o->strict = true;
-        else if (!strcmp(argv[i], "-q") || !strcmp(argv[i], "--quiet")) g_cli.quiet = true;
-        else if ((v = cli_opt_value(argc, argv, &i, "--reference", &missing))) o->ref = v;
-        else if (!missing && (v = cli_opt_value(argc, argv, &i, "--reference-key", &missing)))
-            o->ref_key = v;
-        else if (!missing && (v = cli_opt_value(argc, argv, &i, "--key", &missing))) o->key = v;
-        else if (!missing && (v = cli_opt_value(argc, argv, &i, "--min-sqnr", &missing))) {
-            if (!cli_parse_double(v, &o->min_sqnr))
-                return cli_usage_error("validate", "--min-sqnr: expected dB, got '%s'", v);
-            o->has_min = true;
-        } else if (!missing && !strcmp(argv[i], "--run")) o->run = true;
-        else if (!missing && (v = cli_opt_value(argc, argv, &i, "--mode", &missing))) {
-            if (!validate_parse_mode(v, &o->r.act))
-                return cli_usage_error("validate", "--mode: expected weight, dynamic or static, "
-                                       "got '%s'", v);
-            o->run_only = "--mode";
-        } else if (!missing && (v = cli_opt_value(argc, argv, &i, "--rows", &missing))) {
-            if (!cli_parse_int(v, 1, 1 << 20, &o->r.rows))
-                return cli_usage_error("validate", "--rows: expected 1 to 1048576, got '%s'", v);
-            o->run_only = "--rows";
-        } else if (!missing && (v = cli_opt_value(argc, argv, &i, "--seed", &missing))) {
-            long long seed;
-            if (!cli_parse_int(v, 0, INT64_MAX, &seed))
-                return cli_usage_error("validate", "--seed: expected a number >= 0, got '%s'", v);
-            o->r.seed = (unsigned long long)seed;
-            o->run_only = "--seed";
-        } else if (!missing && (v = cli_opt_value(argc, argv, &i, "--activations", &missing))) {
-            o->r.activations = v;
-            o->run_only = "--activations";
-        } else if (missing) return cli_usage_error("validate", "%s needs a value", argv[i]);
-        else if (argv[i][0] == '-') return cli_usage_error("validate", "unknown option '%s'", argv[i]);
-        else if (!o->q) o->q = argv[i];
-        else return cli_usage_error("validate", "unexpected argument '%s'", argv[i]);
-    }
-    if (!o->q) return cli_usage_error("validate", "no checkpoint given");
-    if (o->run_only && !o->run)
-        return cli_usage_error("validate", "%s needs --run", o->run_only);
+    cli_args args;
+    int rc = cli_parse(&command, o, argc, argv, &args);
+    if (rc) return rc;
+    if (args.npos != 1)
+        return cli_usage_error("validate", args.npos ? "one checkpoint at a time" :
+                               "no checkpoint given");
+    o->q = args.pos[0];
+    o->has_min = cli_given(&command, &args, "min-sqnr");
+    o->json = g_cli.json;
+    o->r.seed = (unsigned long long)o->seed;
+    static const char *const run_only[] = {"mode", "rows", "seed", "activations"};
+    for (size_t i = 0; i < 4 && !o->run; i++)
+        if (cli_given(&command, &args, run_only[i]))
+            return cli_usage_error("validate", "--%s needs --run", run_only[i]);
     return 0;
 }
 
@@ -111,6 +93,7 @@ int cmd_validate(int argc, char **argv) {
     if (rc) return rc < 0 ? EXIT_OK : rc;
     mq_ctx *ctx = mq_ctx_create();
     if (!ctx) return EXIT_GENERAL;
+    mq_ctx_set_threads(ctx, (int)g_cli.threads);
     mq_qmodel *qm = NULL, *ref = NULL;
     mq_open_options oq = {MQ_FORMAT_AUTO, o.key};
     mq_open_options orf = {MQ_FORMAT_AUTO, o.ref_key ? o.ref_key : o.key};

@@ -30,9 +30,9 @@ int cli_fail(mq_ctx *ctx, mq_status st) {
 int cli_usage_error(const char *cmd, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "monoquant %s: ", cmd);
+    fprintf(stderr, "monoquant%s%s: ", cmd ? " " : "", cmd ? cmd : "");
     vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n(see 'monoquant %s --help')\n", cmd);
+    fprintf(stderr, " (see 'monoquant %s%s--help')\n", cmd ? cmd : "", cmd ? " " : "");
     va_end(ap);
     return EXIT_CONFIG;
 }
@@ -79,20 +79,6 @@ void cli_progress_done(void) {
     fprintf(stderr, "\r%*s\r", 80, "");
     fflush(stderr);
     bar_shown = false;
-}
-
-const char *cli_opt_value(int argc, char **argv, int *i, const char *name, bool *missing) {
-    const char *a = argv[*i];
-    size_t k = strlen(name);
-    *missing = false;
-    if (strncmp(a, name, k) != 0) return NULL;
-    if (a[k] == '=') return a + k + 1;
-    if (a[k] != 0) return NULL;
-    if (*i + 1 >= argc) {
-        *missing = true;
-        return NULL;
-    }
-    return argv[++*i];
 }
 
 bool cli_parse_int(const char *s, long long lo, long long hi, long long *out) {

@@ -10,14 +10,6 @@ static const char *mode_name(int act) {
     return act == MQ_ACT_DYNAMIC ? "dynamic" : act == MQ_ACT_STATIC ? "static" : "weight";
 }
 
-bool validate_parse_mode(const char *s, int *act) {
-    if (!strcmp(s, "weight")) *act = MQ_ACT_F32;
-    else if (!strcmp(s, "dynamic")) *act = MQ_ACT_DYNAMIC;
-    else if (!strcmp(s, "static")) *act = MQ_ACT_STATIC;
-    else return false;
-    return true;
-}
-
 /* Layer prefix of a weight name into buf ("blocks.0.fc.weight" -> "blocks.0.fc"). */
 static const char *layer_prefix(const char *name, char *buf, size_t cap) {
     size_t n = strlen(name), k = strlen(".weight");

@@ -7,10 +7,10 @@ echo "== monoquant info $model"
 "$mq" info "$model"
 echo
 echo "== monoquant quantize --bits 4 (INT4, groups of 128 along the input dimension)"
-"$mq" --no-progress quantize "$model" --bits 4 -o "$dir/demo.int4-g128.safetensors"
+"$mq" --no-progress -f quantize "$model" --bits 4 -o "$dir/demo.int4-g128.safetensors"
 echo
 echo "== monoquant quantize --bits 8 (INT8 per output channel)"
-"$mq" --no-progress quantize "$model" --bits 8 -o "$dir/demo.int8.safetensors"
+"$mq" --no-progress -f quantize "$model" --bits 8 -o "$dir/demo.int8.safetensors"
 echo
 echo "== monoquant validate demo.int4-g128.safetensors --reference --min-sqnr 8 (integrity + error figures)"
 "$mq" validate "$dir/demo.int4-g128.safetensors" --reference "$model" --min-sqnr 8
@@ -25,5 +25,5 @@ echo "== monoquant info demo.int4-g128.safetensors"
 echo "   ..."
 echo
 echo "== monoquant dequantize + compare (plain BF16 checkpoint with the original names)"
-"$mq" dequantize "$dir/demo.int4-g128.safetensors" -o "$dir/demo.int4-g128.dequantized.safetensors"
+"$mq" -f dequantize "$dir/demo.int4-g128.safetensors" -o "$dir/demo.int4-g128.dequantized.safetensors"
 "$mq" compare "$model" "$dir/demo.int4-g128.safetensors" | tail -n 1

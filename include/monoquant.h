@@ -228,6 +228,33 @@ typedef struct mq_kv {
 
 typedef struct mq_writer mq_writer;
 
+/* Output policy, shared by every function that writes a file (mq_writer_*, mq_quantize_file,
+ * mq_qmodel_dequantize, mq_calibrator_save; docs/CLI.md "Output policy"):
+ *  - an existing destination is never replaced unless the context allows it
+ *    (mq_ctx_set_overwrite(ctx, 1); default off): MQ_ERR_INVALID naming the file;
+ *  - only regular files are ever replaced: a directory, device, FIFO, socket or symbolic link
+ *    destination is MQ_ERR_INVALID, overwrite or not (links are not followed: name the target);
+ *  - a destination that is one of the input files (same device and inode; shards included)
+ *    is MQ_ERR_INVALID;
+ *  - the data goes to a temporary file "<destination folder>/.monoquant-<pid>-<n>.tmp" that
+ *    is fsynced and renamed into place; a replaced file keeps its permission bits;
+ *  - the path "-" is standard output, for formats whose bytes can be written in order
+ *    (safetensors; not PyTorch zip, and not mq_quantize_file, whose header is completed at the
+ *    end): no temporary file, and on failure the stream is incomplete. Write "./-" for a file
+ *    named "-".
+ * These checks run when a writer opens, before any data is produced; mq_output_check runs
+ * them alone, e.g. before a long computation whose result is written at the end. */
+MQ_API void mq_ctx_set_overwrite(mq_ctx *ctx, int allow);
+MQ_API int mq_ctx_overwrite(const mq_ctx *ctx);
+/* Checks that `path` may be written under the policy above, `input` (may be NULL) being the
+ * model the result is computed from. Writes nothing. */
+MQ_API mq_status mq_output_check(mq_ctx *ctx, const char *path, const mq_model *input);
+/* Removes the temporary files and folders that this context's writers have on disk now, and
+ * returns how many. Async-signal-safe: meant for a SIGINT/SIGTERM/SIGHUP/SIGBUS handler that
+ * then exits (the library installs no handler). The context must not be used afterwards
+ * except to free it. */
+MQ_API int mq_ctx_remove_temporaries(mq_ctx *ctx);
+
 /* Starts writing `n` tensors to `path` in the given order. The header (safetensors) is
  * written first, so the data is then streamed with mq_writer_write: the bytes of tensor 0,
  * then tensor 1, ..., in any chunk sizes. Everything goes to a temporary file in the

@@ -1,5 +1,6 @@
 /* Contexts: error messages, allocation, settings. */
 #include "common/internal.h"
+#include "io/dest.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -66,6 +67,7 @@ mq_ctx *mq_ctx_create(void) { return mq_ctx_create_with_allocator(NULL); }
 void mq_ctx_free(mq_ctx *ctx) {
     if (!ctx) return;
     mq__pool_free(ctx);
+    mq__temp_registry_free(ctx);
     pthread_mutex_destroy((pthread_mutex_t *)ctx->err_mu);
     ctx->alloc.free(ctx->alloc.ud, ctx->err_mu);
     ctx->alloc.free(ctx->alloc.ud, ctx);
@@ -97,6 +99,12 @@ void mq_ctx_set_progress(mq_ctx *ctx, mq_progress_fn fn, void *ud) {
 }
 
 mq_isa mq_ctx_isa(const mq_ctx *ctx) { return ctx->isa; }
+
+void mq_ctx_set_overwrite(mq_ctx *ctx, int allow) {
+    if (ctx) ctx->overwrite = allow != 0;
+}
+
+int mq_ctx_overwrite(const mq_ctx *ctx) { return ctx && ctx->overwrite; }
 
 mq_status mq_ctx_set_isa(mq_ctx *ctx, mq_isa isa) {
     if (isa < MQ_ISA_SCALAR || isa > MQ_ISA_AVX512)

@@ -19,6 +19,7 @@
 #endif
 
 #define MQ_MSG_MAX 1024
+#define MQ__MAX_TEMPS 64 /* temporary paths tracked at once per context */
 
 /* CPU features, read once per context. */
 typedef struct mq_cpu {
@@ -44,6 +45,14 @@ struct mq_ctx {
     mq_pool *pool;        /* created on first parallel call */
     bool in_parallel;     /* a parallel job runs: mq__fail serializes, first failure wins */
     void *err_mu;         /* pthread_mutex_t, for mq__fail during parallel jobs */
+    bool overwrite;       /* writers may replace an existing destination (io/dest.h) */
+    /* temporary paths now on disk, removed by mq_ctx_remove_temporaries (a signal handler
+     * reads them: slots are published and cleared atomically; the strings live in
+     * temp_store until the context is freed, so a handler never reads freed memory) */
+    char *temps[MQ__MAX_TEMPS];
+    char **temp_store;
+    size_t ntemp_store, cap_temp_store;
+    unsigned temp_seq;    /* <n> of the next temporary name */
 };
 
 /* Records a failure on ctx and returns st. The message should name the file, the tensor and

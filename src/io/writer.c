@@ -1,5 +1,6 @@
 /* mq_writer: temporary file, bounded buffer, per-tensor accounting, fsync + rename. */
 #include "io/writer_internal.h"
+#include "io/dest.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -46,6 +47,11 @@ mq_status mq__writer_out(mq_writer *w, const void *data, size_t n) {
 }
 
 mq_status mq__writer_patch(mq_writer *w, uint64_t offset, const void *data, size_t n) {
+    if (w->to_stdout) {
+        w->failed = true;
+        return mq__fail(w->ctx, MQ_ERR_UNSUPPORTED, "standard output: this output cannot be "
+                        "streamed (bytes already written must change); write to a file");
+    }
     MQ_TRY(flush_buf(w));
     const uint8_t *p = (const uint8_t *)data;
     while (n) {
@@ -93,8 +99,8 @@ mq_status mq__writer_set_meta(mq_writer *w, const char *key, const char *value) 
 static void writer_release(mq_writer *w) {
     mq_ctx *ctx = w->ctx;
     if (w->be && w->be->release) w->be->release(w);
-    if (w->fd >= 0) close(w->fd);
-    if (!w->committed && w->tmp_path) unlink(w->tmp_path);
+    if (w->fd >= 0 && !w->to_stdout) close(w->fd);
+    if (!w->committed && w->tmp_path) mq__temp_discard(ctx, w->tmp_path);
     for (size_t i = 0; i < w->n; i++) mq__free(ctx, (void *)w->tensors[i].name);
     for (size_t i = 0; i < w->nmeta; i++) {
         mq__free(ctx, (void *)w->meta[i].key);
@@ -158,22 +164,18 @@ static mq_status copy_inputs(mq_writer *w, const mq_tensor_desc *t, size_t n, co
 }
 
 static mq_status open_temp(mq_writer *w) {
-    mq_ctx *ctx = w->ctx;
-    size_t n = strlen(w->path) + 32;
-    w->tmp_path = (char *)mq__malloc(ctx, n);
-    if (!w->tmp_path) return MQ_ERR_NOMEM;
-    /* beside the destination, so the final rename stays on one file system */
-    for (unsigned attempt = 0; attempt < 100; attempt++) {
-        snprintf(w->tmp_path, n, "%s.tmp-%ld-%u", w->path, (long)getpid(), attempt);
-        w->fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        if (w->fd >= 0) return MQ_OK;
-        if (errno != EEXIST) break;
+    mq__dest_info info;
+    MQ_TRY(mq__dest_check(w->ctx, w->path, MQ__DEST_FILE, &info));
+    if (info.is_stdout) {
+        if (w->be != &mq__safetensors_backend)
+            return mq__fail(w->ctx, MQ_ERR_UNSUPPORTED, "standard output: the %s format cannot "
+                            "be streamed (its entries are completed after their data); write "
+                            "to a file", mq_format_name(w->format));
+        w->to_stdout = true;
+        w->fd = STDOUT_FILENO;
+        return MQ_OK;
     }
-    int e = errno;
-    mq__free(ctx, w->tmp_path);
-    w->tmp_path = NULL;
-    return mq__fail(ctx, MQ_ERR_IO, "%s: cannot create a temporary file beside it: %s", w->path,
-                    strerror(e));
+    return mq__temp_open(w->ctx, w->path, &info, &w->tmp_path, &w->fd);
 }
 
 mq_status mq_writer_open(mq_ctx *ctx, const char *path, mq_format fmt,
@@ -277,6 +279,15 @@ mq_status mq_writer_commit(mq_writer *w) {
                       (unsigned long long)w->sizes[w->cur]);
     if (st == MQ_OK && w->be->finish) st = w->be->finish(w);
     if (st == MQ_OK) st = flush_buf(w);
+    if (st == MQ_OK && w->to_stdout) {
+        /* a pipe or terminal cannot be synced; a file given as standard output can */
+        if (fsync(w->fd) != 0 && errno != EINVAL && errno != EROFS && errno != ENOTSUP)
+            st = mq__fail(w->ctx, MQ_ERR_IO, "standard output: fsync failed: %s",
+                          strerror(errno));
+        if (st != MQ_OK) w->failed = true;
+        else w->committed = true;
+        return st;
+    }
     if (st == MQ_OK && fsync(w->fd) != 0)
         st = mq__fail(w->ctx, MQ_ERR_IO, "%s: fsync failed: %s", w->path, strerror(errno));
     if (st == MQ_OK) {
@@ -285,9 +296,7 @@ mq_status mq_writer_commit(mq_writer *w) {
         if (close(fd) != 0)
             st = mq__fail(w->ctx, MQ_ERR_IO, "%s: close failed: %s", w->path, strerror(errno));
     }
-    if (st == MQ_OK && rename(w->tmp_path, w->path) != 0)
-        st = mq__fail(w->ctx, MQ_ERR_IO, "%s: cannot rename the temporary file into place: %s",
-                      w->path, strerror(errno));
+    if (st == MQ_OK) st = mq__dest_commit(w->ctx, w->tmp_path, w->path);
     if (st != MQ_OK) {
         w->failed = true;
         return st;

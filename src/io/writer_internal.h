@@ -41,6 +41,7 @@ struct mq_writer {
     size_t buf_len, buf_cap;
     uint64_t pos;            /* file offset of the next byte (buffer included) */
     bool failed, committed;
+    bool to_stdout;          /* path "-": fd 1, no temporary file, no rename */
     const mq_writer_backend *be;
     void *state;             /* backend state */
 };

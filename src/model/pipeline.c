@@ -242,21 +242,6 @@ static void free_stream(stream *s) {
     mq__free(s->ctx, s->zp);
 }
 
-/* Refuses an output that is the input (or one of its shards). */
-static mq_status check_not_input(mq_ctx *ctx, const mq_model *m, const char *in, const char *out) {
-    struct stat so;
-    if (stat(out, &so) != 0) return MQ_OK;
-    struct stat si;
-    if (stat(in, &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)
-        return mq__fail(ctx, MQ_ERR_INVALID, "%s: the output is the input file; refusing to "
-                        "overwrite it", out);
-    for (size_t i = 0; i < m->nmaps; i++)
-        if (stat(m->maps[i].path, &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)
-            return mq__fail(ctx, MQ_ERR_INVALID, "%s: the output is an input file (%s); "
-                            "refusing to overwrite it", out, m->maps[i].path);
-    return MQ_OK;
-}
-
 /* ---- metadata ------------------------------------------------------------------------- */
 
 typedef struct meta_list {
@@ -487,7 +472,10 @@ static mq_status quantize_open_model(mq_ctx *ctx, mq_model *m, const char *in, c
     mq_report *rep = NULL;
     mq_calib_stats *stats = NULL;
     mq_status st = MQ_OK;
-    if (out && in) st = check_not_input(ctx, m, in, out);
+    if (out && !strcmp(out, "-"))
+        st = mq__fail(ctx, MQ_ERR_UNSUPPORTED, "standard output: a quantized checkpoint cannot "
+                      "be streamed (its header is completed at the end); write to a file");
+    if (st == MQ_OK && out) st = mq_output_check(ctx, out, m);
     if (st == MQ_OK && opts->calibration) st = mq_calib_stats_open(ctx, opts->calibration, &stats);
     if (st == MQ_OK) st = mq__plan_build(ctx, m, opts, stats, &plan);
     if (st == MQ_OK) st = mq__report_from_plan(ctx, &plan, &rep);

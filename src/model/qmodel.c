@@ -499,6 +499,7 @@ mq_status mq_qmodel_dequantize(mq_qmodel *qm, const char *out, mq_dtype dtype, m
     if (dtype != MQ_DTYPE_INVALID && !mq_dtype_is_float(dtype))
         return mq__fail(ctx, MQ_ERR_INVALID, "dequantize: %s is not a floating-point dtype",
                         mq_dtype_name(dtype));
+    MQ_TRY(mq_output_check(ctx, out, qm->model));
     mq_writer *w = NULL;
     mq_kv *meta = NULL;
     float *f32 = NULL;

@@ -32,7 +32,7 @@ expect_exit 0 help -- "$MQ" calibrate --help
 expect_out help_text "--observer KIND"
 expect_exit 2 no_args -- "$MQ" calibrate
 expect_exit 2 bad_observer -- "$MQ" calibrate --model "$T/model.safetensors" --activations "$T/a0.safetensors" -o "$T/o.safetensors" --observer median
-expect_out bad_observer_named "unknown observer 'median'"
+expect_out bad_observer_named "--observer: invalid value 'median' \(valid: minmax, moving_average, histogram, entropy, percentile, mse\)"
 expect_exit 2 bad_dtype -- "$MQ" calibrate --model "$T/model.safetensors" --activations "$T/a0.safetensors" -o "$T/o.safetensors" --dtype int3
 expect_exit 2 bad_percentile -- "$MQ" calibrate --model "$T/model.safetensors" --activations "$T/a0.safetensors" -o "$T/o.safetensors" --observer percentile --percentile 40
 expect_exit 5 missing_model -- "$MQ" calibrate --model "$T/nope.safetensors" --activations "$T/a0.safetensors" -o "$T/o.safetensors"
@@ -56,10 +56,10 @@ expect_exit 3 strict_missing_layer -- "$MQ" calibrate --model "$T/model.safetens
 [ ! -e "$T/strict.safetensors" ] && ok strict_writes_nothing || notok strict_writes_nothing "file written"
 expect_exit 0 unknown_layer_warns -- "$MQ" calibrate --model "$T/model.safetensors" --activations "$T/a0.safetensors" "$T/unknown.safetensors" -o "$T/u.safetensors"
 expect_out unknown_layer_named "'zz' match no Linear or Conv layer"
-expect_exit 0 shape_warns -- "$MQ" calibrate --model "$T/model.safetensors" --activations "$T/a0.safetensors" "$T/shape.safetensors" -o "$T/u.safetensors"
+expect_exit 0 shape_warns -- "$MQ" calibrate --model "$T/model.safetensors" --activations "$T/a0.safetensors" "$T/shape.safetensors" -o "$T/u.safetensors" -f
 expect_out shape_named "wrong shape: 'm' expects \[\.\.\., 2\]"
-expect_exit 3 no_layer_fed -- "$MQ" calibrate --model "$T/model.safetensors" --activations "$T/unknown.safetensors" -o "$T/u.safetensors"
+expect_exit 3 no_layer_fed -- "$MQ" calibrate --model "$T/model.safetensors" --activations "$T/unknown.safetensors" -o "$T/u.safetensors" -f
 expect_out no_layer_fed_named "no layer of .* received activations"
-expect_exit 3 nan_is_an_error -- "$MQ" calibrate --model "$T/model.safetensors" --activations "$T/nan.safetensors" -o "$T/u.safetensors"
+expect_exit 3 nan_is_an_error -- "$MQ" calibrate --model "$T/model.safetensors" --activations "$T/nan.safetensors" -o "$T/u.safetensors" -f
 expect_out nan_named "nan at \[0, 1\]"
 finish

@@ -74,11 +74,11 @@ expect_out q_strict_sqnr_msg 'new\.safetensors: 4 warnings under strict mode, no
 expect_out q_strict_sqnr_warning_printed 'fc2\.weight: SQNR [0-9.]+ dB is below the floor of 99\.0 dB'
 [ -z "$(ls -A "$T/strict")" ] && ok q_strict_leaves_nothing || notok q_strict_leaves_nothing "$(ls "$T/strict")"
 echo "old contents" > "$T/strict/old.pt"
-expect_exit 3 q_strict_existing -- "$MQ" quantize "$CNN" -o "$T/strict/old.pt" --bits 4 --no-default-skip --strict
+expect_exit 3 q_strict_existing -- "$MQ" quantize "$CNN" -o "$T/strict/old.pt" --bits 4 --no-default-skip --strict -f
 expect_out q_strict_existing_msg '1 warning under strict mode, nothing written: fc2\.weight: 4-bit on an output head'
 [ "$(cat "$T/strict/old.pt")" = "old contents" ] && ok q_strict_destination_untouched || notok q_strict_destination_untouched "overwritten"
 [ "$(ls -A "$T/strict")" = "old.pt" ] && ok q_strict_no_temp_file || notok q_strict_no_temp_file "$(ls "$T/strict")"
-expect_exit 0 q_not_strict_writes -- "$MQ" quantize "$CNN" -o "$T/strict/old.pt" --bits 4 --no-default-skip -q
+expect_exit 0 q_not_strict_writes -- "$MQ" quantize "$CNN" -o "$T/strict/old.pt" --bits 4 --no-default-skip -q --force
 [ "$(head -c 2 "$T/strict/old.pt")" = "PK" ] && ok q_not_strict_replaced || notok q_not_strict_replaced "not replaced"
 
 # config file: command line > file > defaults

@@ -85,7 +85,7 @@ def build_model(ev, kind, qpath, mq):
             if k.endswith(".weight") and dt in ("I8", "U8")}
     with tempfile.TemporaryDirectory() as tmp:
         plain = os.path.join(tmp, "dequantized.safetensors")
-        subprocess.run([mq, "-q", "dequantize", qpath, "-o", plain, "--dtype", "f32"], check=True)
+        subprocess.run([mq, "-q", "-f", "dequantize", qpath, "-o", plain, "--dtype", "f32"], check=True)
         tensors, _ = read_safetensors(plain)
     sd = {k: torch.from_numpy(a.astype(np.float32)) for k, (dt, a) in tensors.items()
           if not k.endswith((".input_scale", ".input_zero_point"))}

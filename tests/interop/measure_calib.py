@@ -55,7 +55,7 @@ def fake_quant_hooks(model, stats, qmin, qmax):
 
 
 def calibrate(mq, model, acts, observer, scheme, dtype, out):
-    subprocess.run([mq, "-q", "calibrate", "--model", model, "--activations", acts, "-o", out,
+    subprocess.run([mq, "-q", "-f", "calibrate", "--model", model, "--activations", acts, "-o", out,
                     "--observer", observer, "--scheme", scheme, "--dtype", dtype], check=True)
     return read_st(out)
 

@@ -40,7 +40,7 @@ LAYERS = {"conv1": 1, "conv2": 1, "fc1": -1, "fc2": -1}  # channel axis
 
 def run(observer, *extra):
     out = os.path.join(TMP, f"stats_{observer}.safetensors")
-    mq("calibrate", "--model", MODEL, "--activations", ACTS, "-o", out, "--observer", observer,
+    mq("calibrate", "--model", MODEL, "--activations", ACTS, "-o", out, "-f", "--observer", observer,
        *extra)
     return read_st(out)
 

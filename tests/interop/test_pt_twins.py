@@ -44,7 +44,7 @@ def read_pt(path):
 
 def quantize(src, tag, fmt, *opts):
     out = os.path.join(TMP, f"{tag}.{fmt}")
-    mq("quantize", src, "-o", out, "-q", *opts)
+    mq("quantize", src, "-o", out, "-q", "-f", *opts)
     return out
 
 

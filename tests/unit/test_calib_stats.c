@@ -27,6 +27,7 @@ static mq_calibrator *make_cal(mq_ctx *ctx, mq_observer_kind kind, bool per_chan
 
 TEST(channel_statistics_and_round_trip) {
     mq_ctx *ctx = mq_ctx_create();
+    mq_ctx_set_overwrite(ctx, 1); /* the files are rewritten by later cases */
     for (int pc = 0; pc < 2; pc++) {
         mq_calibrator *cal = make_cal(ctx, MQ_OBS_MINMAX, pc);
         CHECK(cal != NULL);
@@ -98,6 +99,7 @@ TEST(channel_statistics_and_round_trip) {
 /* Two calibrators over halves of the data, merged, save the same file as one over all. */
 TEST(merged_calibrators_equal_one) {
     mq_ctx *ctx = mq_ctx_create();
+    mq_ctx_set_overwrite(ctx, 1); /* the files are rewritten by later cases */
     mq_calibrator *all = make_cal(ctx, MQ_OBS_MINMAX, false);
     mq_calibrator *a = make_cal(ctx, MQ_OBS_MINMAX, false);
     mq_calibrator *b = make_cal(ctx, MQ_OBS_MINMAX, false);
@@ -165,6 +167,7 @@ static mq_status write_stats(mq_ctx *ctx, const char *path, float mean_sq0, int3
 
 TEST(invalid_statistics_files) {
     mq_ctx *ctx = mq_ctx_create();
+    mq_ctx_set_overwrite(ctx, 1); /* the files are rewritten by later cases */
     const char *p = tmp_path("bad.safetensors");
     mq_calib_stats *s = NULL;
     CHECK_EQ_INT(write_stats(ctx, p, 0.5f, 3, true, "minmax"), MQ_OK);
@@ -205,6 +208,7 @@ TEST(invalid_statistics_files) {
 /* The state saved in the file restores an observer that gives the same qparams. */
 TEST(observer_state_restores_from_file) {
     mq_ctx *ctx = mq_ctx_create();
+    mq_ctx_set_overwrite(ctx, 1); /* the files are rewritten by later cases */
     mq_calibrator *cal = make_cal(ctx, MQ_OBS_HISTOGRAM, false);
     mq_calibrator_add_layer(cal, "h", 8);
     float x[800];

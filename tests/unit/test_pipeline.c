@@ -66,6 +66,7 @@ TEST(threads_identical_output) {
     int4_options(&o);
     for (int k = 0; k < 2; k++) {
         mq_ctx *ctx = mq_ctx_create();
+        mq_ctx_set_overwrite(ctx, 1);
         mq_ctx_set_threads(ctx, k ? 3 : 1);
         mq_report *r = NULL;
         CHECK_EQ_INT(mq_quantize_file(ctx, in_path, k ? out2 : out1, &o, &r), MQ_OK);
@@ -79,6 +80,7 @@ TEST(threads_identical_output) {
 
 TEST(error_figures_match_file) {
     mq_ctx *ctx = mq_ctx_create();
+    mq_ctx_set_overwrite(ctx, 1);
     mq_quantize_options o;
     int4_options(&o);
     mq_report *r = NULL;
@@ -151,6 +153,13 @@ TEST(refuses_input_as_output) {
     CHECK_EQ_INT(mq_quantize_file(ctx, in_path, in_path, NULL, &r), MQ_ERR_INVALID);
     CHECK(r == NULL);
     CHECK_MSG_HAS(ctx, "the output is the input");
+    /* every writing call, overwrite allowed or not */
+    mq_ctx_set_overwrite(ctx, 1);
+    CHECK_EQ_INT(mq_quantize_file(ctx, in_path, in_path, NULL, NULL), MQ_ERR_INVALID);
+    CHECK_MSG_HAS(ctx, "the output is the input");
+    CHECK_EQ_INT(mq_dequantize_file(ctx, out1, out1, MQ_DTYPE_INVALID, MQ_FORMAT_AUTO),
+                 MQ_ERR_INVALID);
+    CHECK_MSG_HAS(ctx, "the output is the input");
     CHECK_EQ_INT(mq_quantize_file(ctx, in_path, NULL, NULL, NULL), MQ_ERR_INVALID);
     mq_ctx_free(ctx);
 }
@@ -205,6 +214,7 @@ TEST(allocation_failures_are_clean) {
         mq_allocator a = {fa_alloc, fa_free, &f};
         mq_ctx *ctx = mq_ctx_create_with_allocator(&a);
         if (!ctx) continue;
+        mq_ctx_set_overwrite(ctx, 1);
         mq_ctx_set_threads(ctx, 1);
         mq_report *r = NULL;
         mq_status st = mq_quantize_file(ctx, in_path, out2, &o, &r);
@@ -222,7 +232,9 @@ TEST(allocation_failures_are_clean) {
 static int entries_in(const char *dir) {
     DIR *d = opendir(dir);
     int n = 0;
-    for (struct dirent *e; d && (e = readdir(d));) n += e->d_name[0] != '.';
+    /* every entry but . and ..: temporary files are hidden (.monoquant-*.tmp) */
+    for (struct dirent *e; d && (e = readdir(d));)
+        n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
     if (d) closedir(d);
     return n;
 }
@@ -249,6 +261,7 @@ TEST(strict_fails_before_commit) {
     fputs("old contents", f);
     fclose(f);
     mq_ctx *ctx = mq_ctx_create();
+    mq_ctx_set_overwrite(ctx, 1);
     mq_quantize_options o;
     mq_quantize_options_default(&o); /* INT8: no warning in the plan */
     o.strict = 1;
