@@ -288,6 +288,15 @@ def calibration_static_and_merge():
             merged.merge(monoquant.Stats.load(p))
         mpath = os.path.join(TMP, f"merged_files.{hist}.safetensors")
         merged.save(mpath)
+        # the CLI's reduce step writes the same file
+        cpath = os.path.join(TMP, f"merged_cli.{hist}.safetensors")
+        mq("calibrate", "--merge", *parts, "-o", cpath, "-q")
+        assert filecmp.cmp(mpath, cpath, shallow=False), "calibrate --merge differs"
+        rc, _, err = mq("calibrate", "--merge", parts[0], "-o", cpath, check_rc=None)
+        assert rc == 2 and "two or more" in err, (rc, err)
+        rc, _, err = mq("calibrate", "--merge", parts[0], parts[1], "-o", parts[1], "-f",
+                        check_rc=None)
+        assert rc != 0 and "input" in err, (rc, err)
         wpath = os.path.join(TMP, f"whole.{hist}.safetensors")
         monoquant.calibrate(MODEL, data, **kw).save(wpath)
         import mqlib
