@@ -20,6 +20,8 @@ static const cli_command command = {
     "Describes a checkpoint (.safetensors, a sharded *.index.json, a folder, or a\n"
     "PyTorch .pt/.pth/.bin): format, files, tensor and parameter counts, bytes per\n"
     "dtype, metadata, and one line per tensor (name, dtype, shape, bytes, layer kind).\n"
+    "A quantized checkpoint (monoquant, compressed-tensors or GPTQ) is listed as its\n"
+    "original tensors: scheme, logical shape, stored bytes (-v adds the stored ones).\n"
     "--json prints one JSON document on stdout instead of the text report.",
     options, "Exit codes: 0 ok, 2 usage, 5 the file cannot be read or is malformed.\n"};
 
@@ -43,12 +45,107 @@ static void shape_text(const mq_tensor *t, char *buf, size_t cap) {
     if (o < cap) snprintf(buf + o, cap - o, "]");
 }
 
+/* "int4 asymmetric group 128", "int8 symmetric channel", "fp16", "none". */
+static void scheme_text(const mq_qtensor *q, char *buf, size_t cap) {
+    const mq_qspec *s = &q->spec;
+    if (s->type < MQ_Q_INT8 || s->type > MQ_Q_UINT4) {
+        snprintf(buf, cap, "%s", mq_qtype_name(s->type));
+        return;
+    }
+    const char *gran = s->granularity == MQ_PER_TENSOR ? "tensor"
+                       : s->granularity == MQ_PER_CHANNEL ? "channel" : "group";
+    int n = snprintf(buf, cap, "%s %s %s", mq_qtype_name(s->type),
+                     s->scheme == MQ_ASYMMETRIC ? "asymmetric" : "symmetric", gran);
+    if (s->granularity == MQ_PER_GROUP && n > 0 && (size_t)n < cap)
+        snprintf(buf + n, cap - (size_t)n, " %d", s->group_size);
+}
+
+static void qshape_text(const mq_qtensor *q, char *buf, size_t cap) {
+    mq_tensor t = {.ndim = q->ndim};
+    memcpy(t.shape, q->shape, sizeof t.shape);
+    shape_text(&t, buf, cap);
+}
+
+/* The checkpoint as its original tensors: quantized ones reassembled from their stored parts
+ * (qm NULL: not available, e.g. a malformed quantized layout). */
+typedef struct logical_totals {
+    uint64_t tensors, params, quantized;
+} logical_totals;
+
+static logical_totals logical_count(const mq_qmodel *qm) {
+    logical_totals t = {0, 0, 0};
+    for (size_t i = 0; qm && i < mq_qmodel_count(qm); i++) {
+        const mq_qtensor *q = mq_qmodel_tensor(qm, i);
+        t.tensors++;
+        t.params += q->numel;
+        if (q->spec.type != MQ_Q_NONE) t.quantized++;
+    }
+    return t;
+}
+
+static void print_logical_text(const mq_qmodel *qm) {
+    char a[64], shape[256], scheme[96];
+    logical_totals lt = logical_count(qm);
+    printf("logical:     %" PRIu64 " tensors, %s parameters, %" PRIu64 " quantized\n", lt.tensors,
+           grouped(lt.params, a, sizeof a), lt.quantized);
+    /* the distinct layouts, in order of first use */
+    int nst = 0;
+    for (size_t i = 0; i < mq_qmodel_count(qm); i++) {
+        const char *st = mq_qmodel_tensor(qm, i)->storage;
+        bool seen = !st;
+        for (size_t k = 0; k < i && !seen; k++) {
+            const char *o = mq_qmodel_tensor(qm, k)->storage;
+            seen = o && !strcmp(o, st);
+        }
+        if (!seen) printf("%s%s", nst++ ? ", " : "storage:     ", st);
+    }
+    if (nst) printf("\n");
+    int w = 4;
+    for (size_t i = 0; i < mq_qmodel_count(qm); i++) {
+        int k = (int)strlen(mq_qmodel_tensor(qm, i)->name);
+        if (k > w) w = k;
+    }
+    if (w > 60) w = 60;
+    printf("\n  %-*s  %-26s  %-7s  %-16s  %12s  %s\n", w, "name", "scheme", "dtype", "shape",
+           "stored bytes", "kind");
+    for (size_t i = 0; i < mq_qmodel_count(qm); i++) {
+        const mq_qtensor *q = mq_qmodel_tensor(qm, i);
+        scheme_text(q, scheme, sizeof scheme);
+        qshape_text(q, shape, sizeof shape);
+        printf("  %-*s  %-26s  %-7s  %-16s  %12s  %s\n", w, q->name, scheme,
+               mq_dtype_name(q->dtype), shape, grouped(q->stored_bytes, a, sizeof a),
+               mq_layer_kind_name(q->kind));
+    }
+}
+
+static void print_logical_json(const mq_qmodel *qm) {
+    logical_totals lt = logical_count(qm);
+    printf(",\n \"logical\": {\"tensor_count\": %" PRIu64 ", \"parameter_count\": %" PRIu64
+           ", \"quantized_tensor_count\": %" PRIu64 ", \"tensors\": [", lt.tensors, lt.params,
+           lt.quantized);
+    for (size_t i = 0; i < mq_qmodel_count(qm); i++) {
+        const mq_qtensor *q = mq_qmodel_tensor(qm, i);
+        char scheme[96];
+        scheme_text(q, scheme, sizeof scheme);
+        printf("%s\n  {\"name\": ", i ? "," : "");
+        cli_json_string(stdout, q->name);
+        printf(", \"scheme\": \"%s\", \"storage\": ", scheme);
+        if (q->storage) cli_json_string(stdout, q->storage);
+        else printf("null");
+        printf(", \"dtype\": \"%s\", \"shape\": [", mq_dtype_name(q->dtype));
+        for (int d = 0; d < q->ndim; d++) printf("%s%" PRId64, d ? ", " : "", q->shape[d]);
+        printf("], \"stored_bytes\": %" PRIu64 ", \"kind\": \"%s\"}", q->stored_bytes,
+               mq_layer_kind_name(q->kind));
+    }
+    printf("%s]}", mq_qmodel_count(qm) ? "\n " : "");
+}
+
 typedef struct dtype_totals {
     uint64_t tensors, params, bytes;
 } dtype_totals;
 
-static void print_text(const char *path, const mq_model *m, const dtype_totals *by,
-                       uint64_t params, uint64_t bytes) {
+static void print_text(const char *path, const mq_model *m, const mq_qmodel *qm,
+                       const dtype_totals *by, uint64_t params, uint64_t bytes) {
     char a[64], b[64];
     size_t n = mq_model_tensor_count(m);
     printf("path:        %s\n", path);
@@ -74,6 +171,11 @@ static void print_text(const char *path, const mq_model *m, const dtype_totals *
         printf("  %s = %.*s%s\n", mq_model_metadata_key(m, i), cut ? 100 : len, v,
                cut ? " ... (-v shows all)" : "");
     }
+    if (qm && mq_qmodel_is_quantized(qm)) {
+        print_logical_text(qm);
+        if (!g_cli.verbose) return;
+        printf("\nstored tensors:\n");
+    }
     int w = 4;
     for (size_t i = 0; i < n; i++) {
         int k = (int)strlen(mq_model_tensor(m, i)->name);
@@ -90,8 +192,8 @@ static void print_text(const char *path, const mq_model *m, const dtype_totals *
     }
 }
 
-static void print_json(const char *path, const mq_model *m, const dtype_totals *by,
-                       uint64_t params, uint64_t bytes) {
+static void print_json(const char *path, const mq_model *m, const mq_qmodel *qm,
+                       const dtype_totals *by, uint64_t params, uint64_t bytes) {
     size_t n = mq_model_tensor_count(m);
     printf("{\"path\": ");
     cli_json_string(stdout, path);
@@ -123,7 +225,9 @@ static void print_json(const char *path, const mq_model *m, const dtype_totals *
         printf("], \"bytes\": %" PRIu64 ", \"kind\": \"%s\"}", t->nbytes,
                mq_layer_kind_name(mq_classify_tensor(t)));
     }
-    printf("%s]}\n", n ? "\n " : "");
+    printf("%s]", n ? "\n " : "");
+    if (qm) print_logical_json(qm);
+    printf("}\n");
 }
 
 int cmd_info(int argc, char **argv) {
@@ -163,8 +267,16 @@ int cmd_info(int argc, char **argv) {
         params += t->numel;
         bytes += t->nbytes;
     }
-    if (json) print_json(path, m, by, params, bytes);
-    else print_text(path, m, by, params, bytes);
+    /* the logical view: a layout it cannot reassemble is reported, not fatal (validate
+     * judges checkpoints; info describes them) */
+    mq_qmodel *qm = NULL;
+    if (mq_qmodel_open_with_options(ctx, path, &oo, &qm) != MQ_OK) {
+        cli_warn("no logical view: %s", mq_ctx_message(ctx));
+        qm = NULL;
+    }
+    if (json) print_json(path, m, qm, by, params, bytes);
+    else print_text(path, m, qm, by, params, bytes);
+    mq_qmodel_free(qm);
     int rc = EXIT_OK;
     if (fflush(stdout) != 0 || ferror(stdout)) {
         fprintf(stderr, "monoquant: error: cannot write to standard output\n");

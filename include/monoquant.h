@@ -562,9 +562,24 @@ typedef struct mq_qtensor {
     const mq_tensor *scale, *zero_point, *shape_tensor; /* NULL when absent */
     const mq_tensor *input_scale, *input_zero_point;     /* NULL when absent */
     uint64_t stored_bytes;     /* bytes of every stored tensor it uses */
+    /* added in 0.2: */
+    const char *storage;       /* the on-disk layout of a quantized tensor: "monoquant",
+                                  "compressed-tensors pack-quantized", "compressed-tensors
+                                  int-quantized", "gptq" or "gptq_v2"; NULL for plain ones.
+                                  For all but "monoquant" `layout` describes the values
+                                  (groups, scales) but not the stored bytes, and `data`,
+                                  `scale`, `zero_point` are the stored tensors as they are
+                                  (e.g. BF16 scales, packed zero points) */
+    const mq_tensor *g_idx;    /* group of each input column (GPTQ g_idx, compressed-tensors
+                                  weight_g_idx), or NULL: column c is in group c / group_size */
 } mq_qtensor;
 
-/* Opens `path` (any checkpoint mq_model_open reads) and checks its structure: every quantized
+/* Opens `path` (any checkpoint mq_model_open reads) and checks its structure. Besides
+ * monoquant's own files it reads compressed-tensors checkpoints (pack-quantized 4/8-bit with
+ * packed zero points, int-quantized, F32/F16/BF16 scales, group/channel/tensor strategies,
+ * weight_g_idx) and GPTQ ones (qweight/qzeros/scales/g_idx, v1 or gptq_v2), using the
+ * `quantization_config` of config.json (or quantize_config.json) beside the checkpoint where
+ * the tensors alone are ambiguous (docs/FORMAT.md). Every quantized
  * tensor's companions exist with the dtypes and shapes its layout requires, packed sizes
  * match, the recorded original shapes agree, no stored tensor is left unexplained. A
  * failure is MQ_ERR_VALIDATION naming the tensor (MQ_ERR_IO/FORMAT for unreadable files). */

@@ -1,6 +1,6 @@
 /* Running the layers of a quantized checkpoint through the quantized kernels and measuring
  * their output error against the f32 layer: what `monoquant validate --run` reports. */
-#include "model/pipeline_internal.h"
+#include "model/qmodel_internal.h"
 
 #include <string.h>
 
@@ -60,16 +60,21 @@ mq_status mq_qmodel_check_layer(mq_qmodel *qm, size_t i, mq_qmodel *ref, int act
                             (unsigned long long)q->numel, (long long)N);
     }
     mq_linear_desc d;
-    act = mq__qmodel_linear_desc(q, act, &d);
+    mq__layer_copy copy;
+    MQ_TRY(mq__qmodel_linear_desc(qm, i, &act, &d, &copy));
 
     uint64_t nw;
-    if (!mq__mul_u64((uint64_t)N, (uint64_t)K, &nw) || nw > SIZE_MAX / 4)
-        return mq__fail(ctx, MQ_ERR_NOMEM, "tensor '%s': too large to run", q->name);
-    long b = find_bias(qm, q->name, N);
-    float *w = (float *)mq__malloc(ctx, (size_t)nw * 4);
-    float *bias = b >= 0 ? (float *)mq__malloc(ctx, (size_t)N * 4) : NULL;
-    mq_linear *lin = NULL;
     mq_status st = MQ_ERR_NOMEM;
+    float *w = NULL, *bias = NULL;
+    mq_linear *lin = NULL;
+    long b = -1;
+    if (!mq__mul_u64((uint64_t)N, (uint64_t)K, &nw) || nw > SIZE_MAX / 4) {
+        st = mq__fail(ctx, MQ_ERR_NOMEM, "tensor '%s': too large to run", q->name);
+        goto done;
+    }
+    b = find_bias(qm, q->name, N);
+    w = (float *)mq__malloc(ctx, (size_t)nw * 4);
+    bias = b >= 0 ? (float *)mq__malloc(ctx, (size_t)N * 4) : NULL;
     if (!w || (b >= 0 && !bias)) goto done;
     st = ref ? mq_qmodel_read_rows(ref, (size_t)r, 0, N, w) : mq_qmodel_read_rows(qm, i, 0, N, w);
     if (st == MQ_OK && b >= 0) st = mq_qmodel_read_rows(qm, (size_t)b, 0, N, bias);
@@ -87,6 +92,7 @@ mq_status mq_qmodel_check_layer(mq_qmodel *qm, size_t i, mq_qmodel *ref, int act
         out->has_bias = b >= 0;
     }
 done:
+    mq__layer_copy_free(ctx, &copy);
     mq_linear_free(lin);
     mq__free(ctx, w);
     mq__free(ctx, bias);

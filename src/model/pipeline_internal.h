@@ -104,9 +104,4 @@ MQ_HIDDEN mq_status mq__report_from_plan(mq_ctx *ctx, mq__plan *plan, mq_report 
 /* Moves the plan's warnings into the report. */
 MQ_HIDDEN void mq__report_take_warnings(mq_report *report, mq__plan *plan);
 
-/* The kernel description of a runnable logical tensor (weights, scales and zero points point
- * into the checkpoint; no bias) in mode `act`; STATIC falls back to DYNAMIC without stored
- * input parameters and casts run weight-only. Returns the mode set. */
-MQ_HIDDEN int mq__qmodel_linear_desc(const mq_qtensor *q, int act, mq_linear_desc *d);
-
 #endif

@@ -1,7 +1,7 @@
 /* Reading quantized checkpoints back: logical tensors reassembled from their data, scale,
  * zero-point and shape tensors; structural and value checks; dequantization; comparison;
  * mq_dequantize_file. */
-#include "model/pipeline_internal.h"
+#include "model/qmodel_internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -9,26 +9,14 @@
 
 #define CHUNK_ELEMS ((int64_t)1 << 20)
 
-struct mq_qmodel {
-    mq_ctx *ctx;
-    mq_model *model;
-    mq_qtensor *t;
-    size_t n;
-    int quantized;
-    void **aligned;        /* per logical tensor: aligned copies of scale and zero point */
-    long *logical_of;      /* per stored tensor: its logical tensor, or -1 (companions) */
-    float *buf;            /* scratch for mq_qmodel_error */
-    size_t buf_cap;
-};
-
 static bool ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), k = strlen(suffix);
     return n >= k && !strcmp(s + n - k, suffix);
 }
 
 /* The stored tensor named base+suffix, or NULL. */
-static const mq_tensor *find2(const mq_model *m, const char *base, size_t base_len,
-                              const char *suffix) {
+const mq_tensor *mq__qm_find2(const mq_model *m, const char *base, size_t base_len,
+                             const char *suffix) {
     char name[1024];
     size_t k = strlen(suffix);
     if (base_len + k >= sizeof name) return NULL;
@@ -43,6 +31,7 @@ void mq_qmodel_free(mq_qmodel *qm) {
     mq_ctx *ctx = qm->ctx;
     for (size_t i = 0; i < qm->n; i++) {
         mq__free(ctx, (void *)qm->t[i].name);
+        if (qm->src) mq__foreign_release(qm, i);
         if (qm->aligned) {
             mq__free(ctx, qm->aligned[2 * i]);
             mq__free(ctx, qm->aligned[2 * i + 1]);
@@ -51,6 +40,9 @@ void mq_qmodel_free(mq_qmodel *qm) {
     mq__free(ctx, qm->t);
     mq__free(ctx, qm->aligned);
     mq__free(ctx, qm->logical_of);
+    mq__free(ctx, qm->src);
+    mq__hfconfig_free(ctx, &qm->cfg);
+    mq__free(ctx, qm->cfg_error);
     mq__free(ctx, qm->buf);
     mq_model_free(qm->model);
     mq__free(ctx, qm);
@@ -73,9 +65,11 @@ long mq_qmodel_find(const mq_qmodel *qm, const char *name) {
     /* a logical tensor is stored under its own name (plain, 8-bit) or as <name>_packed */
     long j = mq_model_find(qm->model, name);
     if (j >= 0 && qm->logical_of[j] >= 0) return qm->logical_of[j];
-    const mq_tensor *x = find2(qm->model, name, strlen(name), MQ__SUFFIX_PACKED);
+    const mq_tensor *x = mq__qm_find2(qm->model, name, strlen(name), MQ__SUFFIX_PACKED);
     if (x && qm->logical_of[stored_index(qm->model, x)] >= 0)
         return qm->logical_of[stored_index(qm->model, x)];
+    for (size_t i = 0; i < qm->n; i++) /* other layouts (GPTQ's `<layer>.qweight`) */
+        if (qm->t[i].storage && !strcmp(qm->t[i].name, name)) return (long)i;
     return -1;
 }
 
@@ -120,16 +114,16 @@ static mq_status assemble(mq_qmodel *qm, const char *path, mq_qtensor *q, const 
     const mq_model *m = qm->model;
     const char *base = data->name;
     q->data = data;
-    q->scale = find2(m, base, base_len, MQ__SUFFIX_SCALE);
-    q->zero_point = find2(m, base, base_len, MQ__SUFFIX_ZERO);
-    q->shape_tensor = packed ? find2(m, base, base_len, MQ__SUFFIX_SHAPE) : NULL;
+    q->scale = mq__qm_find2(m, base, base_len, MQ__SUFFIX_SCALE);
+    q->zero_point = mq__qm_find2(m, base, base_len, MQ__SUFFIX_ZERO);
+    q->shape_tensor = packed ? mq__qm_find2(m, base, base_len, MQ__SUFFIX_SHAPE) : NULL;
     const char *dot = NULL;
     for (size_t k = 0; k < base_len; k++)
         if (base[k] == '.') dot = base + k;
     if (dot && (size_t)(base + base_len - dot) == strlen(".weight") &&
         !strncmp(dot, ".weight", 7)) {
-        q->input_scale = find2(m, base, (size_t)(dot - base), ".input_scale");
-        q->input_zero_point = find2(m, base, (size_t)(dot - base), ".input_zero_point");
+        q->input_scale = mq__qm_find2(m, base, (size_t)(dot - base), ".input_scale");
+        q->input_zero_point = mq__qm_find2(m, base, (size_t)(dot - base), ".input_zero_point");
     }
     if (packed) {
         if (!q->shape_tensor) return bad(ctx, path, q->name, "packed 4-bit data without its _shape");
@@ -200,6 +194,33 @@ static mq_status assemble(mq_qmodel *qm, const char *path, mq_qtensor *q, const 
     return MQ_OK;
 }
 
+/* Whether a `_packed` / 8-bit tensor is stored as compressed-tensors lays it out rather than
+ * as monoquant 0.1 did (the two agree on symmetric INT4 and INT8 with F32 scales, which the
+ * native path decodes). Files without our per-tensor metadata are read as compressed-tensors
+ * defines them: an asymmetric 4-bit value there is signed, stored + 8. */
+static bool is_foreign(const mq_qmodel *qm, const mq_tensor *x, size_t base_len, int packed,
+                       const char *meta) {
+    const mq_model *m = qm->model;
+    const mq_tensor *sc = mq__qm_find2(m, x->name, base_len, MQ__SUFFIX_SCALE);
+    const mq_tensor *zp = mq__qm_find2(m, x->name, base_len, MQ__SUFFIX_ZERO);
+    if (sc->dtype != MQ_F32 || (zp && zp->dtype == MQ_I32) ||
+        mq__qm_find2(m, x->name, base_len, "_g_idx"))
+        return true;
+    if (meta) {
+        mq_qspec s;
+        mq_dtype orig;
+        /* 8-bit values packed four per word: compressed-tensors' W8A16 */
+        return packed && mq__spec_from_meta(meta, &s, &orig) &&
+               (s.type == MQ_Q_INT8 || s.type == MQ_Q_UINT8);
+    }
+    return packed || qm->cfg.method == MQ__QM_CT;
+}
+
+static mq_status need_settings(mq_qmodel *qm) {
+    if (qm->cfg_status == MQ_OK) return MQ_OK;
+    return mq__fail(qm->ctx, qm->cfg_status, "%s", qm->cfg_error ? qm->cfg_error : "");
+}
+
 static mq_status open_logical(mq_qmodel *qm, const char *path) {
     mq_ctx *ctx = qm->ctx;
     const mq_model *m = qm->model;
@@ -208,37 +229,72 @@ static mq_status open_logical(mq_qmodel *qm, const char *path) {
     qm->aligned = (void **)mq__calloc(ctx, ns ? 2 * ns : 1, sizeof *qm->aligned);
     /* pass 1 marks each stored tensor: -1 plain, -2 companion, k >= 0 quantized entry k */
     qm->logical_of = (long *)mq__malloc(ctx, (ns ? ns : 1) * sizeof *qm->logical_of);
-    if (!qm->t || !qm->aligned || !qm->logical_of) return MQ_ERR_NOMEM;
+    qm->src = (mq__qsrc *)mq__calloc(ctx, ns ? ns : 1, sizeof *qm->src);
+    if (!qm->t || !qm->aligned || !qm->logical_of || !qm->src) return MQ_ERR_NOMEM;
     long *role = qm->logical_of;
     for (size_t i = 0; i < ns; i++) role[i] = -1;
     /* pass 1: quantized tensors */
     for (size_t i = 0; i < ns; i++) {
         const mq_tensor *x = mq_model_tensor(m, i);
         size_t len = strlen(x->name);
-        int packed = ends_with(x->name, MQ__SUFFIX_PACKED) && x->dtype == MQ_I32;
-        size_t base_len = packed ? len - strlen(MQ__SUFFIX_PACKED) : len;
-        if (!packed && x->dtype != MQ_I8 && x->dtype != MQ_U8) continue;
-        if (!find2(m, x->name, base_len, MQ__SUFFIX_SCALE)) continue;
         mq_qtensor *q = &qm->t[qm->n];
-        q->name = mq__strndup(ctx, x->name, base_len);
-        if (!q->name) return MQ_ERR_NOMEM;
-        qm->n++;
-        MQ_TRY(assemble(qm, path, q, x, base_len, packed));
+        mq__qsrc *src = &qm->src[qm->n];
+        if (x->dtype == MQ_I32 && ends_with(x->name, ".qweight") &&
+            mq__qm_find2(m, x->name, len - 8, ".scales")) {
+            q->name = (char *)mq__malloc(ctx, len);
+            if (!q->name) return MQ_ERR_NOMEM;
+            memcpy((char *)q->name, x->name, len - 8);
+            memcpy((char *)q->name + len - 8, ".weight", 8);
+            qm->n++;
+            MQ_TRY(need_settings(qm));
+            MQ_TRY(mq__gptq_assemble(qm, path, q, src, x, len - 8));
+            q->storage = qm->cfg.gptq_v2 ? "gptq_v2" : "gptq";
+        } else {
+            int packed = ends_with(x->name, MQ__SUFFIX_PACKED) && x->dtype == MQ_I32;
+            size_t base_len = packed ? len - strlen(MQ__SUFFIX_PACKED) : len;
+            if (!packed && x->dtype != MQ_I8 && x->dtype != MQ_U8) continue;
+            if (!mq__qm_find2(m, x->name, base_len, MQ__SUFFIX_SCALE)) continue;
+            q->name = mq__strndup(ctx, x->name, base_len);
+            if (!q->name) return MQ_ERR_NOMEM;
+            qm->n++;
+            char key[1100];
+            snprintf(key, sizeof key, "%s%s", MQ__META_TENSOR_PREFIX, q->name);
+            const char *meta = mq_model_metadata_get(m, key);
+            if (is_foreign(qm, x, base_len, packed, meta)) {
+                MQ_TRY(need_settings(qm));
+                MQ_TRY(mq__ct_assemble(qm, path, q, src, x, base_len, meta));
+                q->storage = packed ? "compressed-tensors pack-quantized"
+                                    : "compressed-tensors int-quantized";
+            } else {
+                MQ_TRY(assemble(qm, path, q, x, base_len, packed));
+                q->storage = "monoquant";
+            }
+        }
+        q->g_idx = src->g_idx;
         q->kind = mq_classify_tensor(&(mq_tensor){.name = q->name, .ndim = q->ndim});
         qm->quantized = 1;
         const mq_tensor *comp[] = {q->scale, q->zero_point, q->shape_tensor, q->input_scale,
-                                   q->input_zero_point};
-        for (size_t k = 0; k < 5; k++)
+                                   q->input_zero_point, q->g_idx};
+        for (size_t k = 0; k < 6; k++)
             if (comp[k]) role[stored_index(m, comp[k])] = -2;
         role[i] = (long)(qm->n - 1);
     }
     /* pass 2: everything else, in file order (then the quantized ones are moved into it) */
     mq_qtensor *all = (mq_qtensor *)mq__calloc(ctx, ns ? ns : 1, sizeof *all);
-    if (!all) return MQ_ERR_NOMEM;
+    mq__qsrc *src_all = (mq__qsrc *)mq__calloc(ctx, ns ? ns : 1, sizeof *src_all);
+    if (!all || !src_all) {
+        mq__free(ctx, all);
+        mq__free(ctx, src_all);
+        return MQ_ERR_NOMEM;
+    }
+    /* nothing is materialized yet: the entries move as they are */
+    mq__qsrc *src_old = qm->src;
+    qm->src = src_all;
     size_t n = 0;
     for (size_t i = 0; i < ns; i++) {
         const mq_tensor *x = mq_model_tensor(m, i);
         if (role[i] >= 0) {
+            src_all[n] = src_old[role[i]];
             all[n] = qm->t[role[i]];
             role[i] = (long)n++;
             continue;
@@ -252,7 +308,8 @@ static mq_status open_logical(mq_qmodel *qm, const char *path) {
              * not reached yet behind the others */
             n--;
             for (size_t k2 = i + 1; k2 < ns; k2++)
-                if (role[k2] >= 0) all[n++] = qm->t[role[k2]];
+                if (role[k2] >= 0) src_all[n] = src_old[role[k2]], all[n++] = qm->t[role[k2]];
+            mq__free(ctx, src_old);
             mq__free(ctx, qm->t);
             qm->t = all;
             qm->n = n;
@@ -278,6 +335,7 @@ static mq_status open_logical(mq_qmodel *qm, const char *path) {
             q->dtype = orig;
         }
     }
+    mq__free(ctx, src_old);
     mq__free(ctx, qm->t);
     qm->t = all;
     qm->n = n;
@@ -314,7 +372,16 @@ mq_status mq_qmodel_open_with_options(mq_ctx *ctx, const char *path, const mq_op
     mq_qmodel *qm = (mq_qmodel *)mq__calloc(ctx, 1, sizeof *qm);
     if (!qm) return MQ_ERR_NOMEM;
     qm->ctx = ctx;
+    qm->materialized = -1;
+    qm->cfg.torch_dtype = MQ_DTYPE_INVALID;
     mq_status st = mq_model_open(ctx, path, opts, &qm->model);
+    if (st == MQ_OK) {
+        /* unreadable settings beside a checkpoint matter only to layouts that need them */
+        qm->cfg_status = mq__hfconfig_load(ctx, qm->model, path, &qm->cfg);
+        if (qm->cfg_status == MQ_ERR_NOMEM) st = MQ_ERR_NOMEM;
+        else if (qm->cfg_status != MQ_OK && !(qm->cfg_error = mq__strdup(ctx, mq_ctx_message(ctx))))
+            st = MQ_ERR_NOMEM;
+    }
     if (st == MQ_OK) st = open_logical(qm, path);
     if (st != MQ_OK) {
         mq_qmodel_free(qm);
@@ -347,11 +414,25 @@ static mq_status params(mq_qmodel *qm, size_t i, const float **scale, const void
     return MQ_OK;
 }
 
+static mq_status verify_input_scale(mq_qmodel *qm, const mq_qtensor *q) {
+    if (!q->input_scale) return MQ_OK;
+    float s;
+    MQ_TRY(mq_convert(qm->ctx, MQ_F32, &s, q->input_scale->dtype, q->input_scale->data, 1));
+    if (!isfinite(s) || !(s > 0))
+        return mq__fail(qm->ctx, MQ_ERR_VALIDATION, "tensor '%s': input_scale is %g", q->name,
+                        (double)s);
+    return MQ_OK;
+}
+
 mq_status mq_qmodel_verify(mq_qmodel *qm, size_t i) {
     mq_ctx *ctx = qm->ctx;
     if (i >= qm->n) return mq__fail(ctx, MQ_ERR_INVALID, "tensor index %zu out of range", i);
     const mq_qtensor *q = &qm->t[i];
     if (q->spec.type < MQ_Q_INT8 || q->spec.type > MQ_Q_UINT4) return MQ_OK;
+    if (qm->src[i].family != MQ__QF_NATIVE) {
+        MQ_TRY(mq__foreign_verify(qm, i));
+        return verify_input_scale(qm, q);
+    }
     const float *scale;
     const void *zp;
     MQ_TRY(params(qm, i, &scale, &zp));
@@ -375,14 +456,7 @@ mq_status mq_qmodel_verify(mq_qmodel *qm, size_t i) {
                                 "outside [%d, %d]", q->name, (long long)k, v, lo, hi);
         }
     }
-    if (q->input_scale) {
-        float s;
-        memcpy(&s, q->input_scale->data, 4);
-        if (!isfinite(s) || !(s > 0))
-            return mq__fail(ctx, MQ_ERR_VALIDATION, "tensor '%s': input_scale is %g", q->name,
-                            (double)s);
-    }
-    return MQ_OK;
+    return verify_input_scale(qm, q);
 }
 
 mq_status mq_qmodel_read_rows(mq_qmodel *qm, size_t i, int64_t rb, int64_t re, float *out) {
@@ -394,6 +468,9 @@ mq_status mq_qmodel_read_rows(mq_qmodel *qm, size_t i, int64_t rb, int64_t re, f
     if (rb < 0 || re < rb || re > rows)
         return mq__fail(ctx, MQ_ERR_INVALID, "tensor '%s': rows [%lld, %lld) out of range",
                         q->name, (long long)rb, (long long)re);
+    if (q->spec.type >= MQ_Q_INT8 && q->spec.type <= MQ_Q_UINT4 &&
+        qm->src[i].family != MQ__QF_NATIVE)
+        return mq__foreign_read_rows(qm, i, rb, re, out);
     if (q->spec.type >= MQ_Q_INT8 && q->spec.type <= MQ_Q_UINT4) {
         const float *scale;
         const void *zp;

@@ -41,6 +41,28 @@ echo '{}' > "$T/folder/config.json"
 expect_exit 0 info_folder -- "$MQ" info "$T/folder"
 expect_out info_folder_tensors '^tensors: +8$'
 
+# a quantized checkpoint is shown as its original tensors (scheme, logical shape), the stored
+# parts (_packed, _scale, _shape) only with -v
+expect_exit 0 info_q_quantize -- "$MQ" quantize "$LM" --bits 4 -o "$T/q4.safetensors" -q
+expect_exit 0 info_q_text -- "$MQ" info "$T/q4.safetensors"
+expect_out info_q_logical '^logical: +53 tensors, 3,323,392 parameters, [0-9]+ quantized$'
+expect_out info_q_storage '^storage: +monoquant$'
+expect_out info_q_row '^  blocks\.0\.attn\.qkv\.weight +int4 symmetric group 128 +F32 +\[768, 256\] '
+if grep -q '_packed\|_scale' "$T/out"; then notok info_q_no_parts "stored parts listed"; else ok info_q_no_parts; fi
+expect_exit 0 info_q_verbose -- "$MQ" -v info "$T/q4.safetensors"
+expect_out info_q_verbose_parts '^  blocks\.0\.attn\.qkv\.weight_packed +I32 +\[768, 32\]'
+expect_exit 0 info_q_json -- "$MQ" info --json "$T/q4.safetensors"
+if "$PYTHON" - "$T/out" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+lg = d["logical"]
+assert lg["tensor_count"] == 53 and lg["parameter_count"] == 3323392, lg
+t = {x["name"]: x for x in lg["tensors"]}["blocks.0.attn.qkv.weight"]
+assert t["scheme"] == "int4 symmetric group 128" and t["storage"] == "monoquant", t
+assert t["shape"] == [768, 256] and t["kind"] == "linear", t
+PY
+then ok info_q_json_logical; else notok info_q_json_logical "no logical view in the JSON"; fi
+
 # errors: missing file, malformed file, bad usage
 expect_exit 5 info_missing -- "$MQ" info "$T/nope.safetensors"
 expect_out info_missing_msg 'monoquant: error: .*nope\.safetensors: cannot open'

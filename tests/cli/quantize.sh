@@ -196,7 +196,7 @@ PY
 expect_exit 0 s_calibrate -- "$MQ" calibrate --model "$CNN" --activations "$T/act.safetensors" -o "$T/stats.safetensors"
 expect_exit 0 s_quantize -- "$MQ" quantize "$CNN" --calibration "$T/stats.safetensors" -o "$T/static.safetensors" --json
 grep -q '"name": "fc1.weight".*"action": "quantized"' "$T/out" && ok s_quantized || notok s_quantized "fc1 not quantized"
-expect_exit 0 s_info -- "$MQ" info "$T/static.safetensors"
+expect_exit 0 s_info -- "$MQ" -v info "$T/static.safetensors"
 expect_out s_input_scale '^  fc1\.input_scale +F32 +\[1\]'
 expect_out s_input_zero_point '^  conv2\.input_zero_point +U8 +\[1\]'
 expect_exit 0 s_validate -- "$MQ" validate "$T/static.safetensors" --reference "$CNN"
