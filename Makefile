@@ -6,7 +6,10 @@ PREFIX   ?= /usr/local
 FIXTURES ?= ../shared/fixtures
 BUILD    ?= build
 PYTHON   ?= /usr/bin/python3
-VERSION  := 0.1.0
+# The version is written once, in include/monoquant.h (MQ_VERSION_MAJOR/MINOR/PATCH).
+version_part = $(shell sed -n 's/^\#define MQ_VERSION_$(1) \([0-9]*\)$$/\1/p' include/monoquant.h)
+VERSION_MAJOR := $(call version_part,MAJOR)
+VERSION  := $(VERSION_MAJOR).$(call version_part,MINOR).$(call version_part,PATCH)
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wvla -Wstrict-prototypes
 CFLAGS   ?= -O2 -g
@@ -41,7 +44,11 @@ EXAMPLE_SRC := $(sort $(wildcard examples/*.c))
 EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 
 STATIC := $(BUILD)/libmonoquant.a
-SHARED := $(BUILD)/libmonoquant.so
+# Shared library names: the soname changes with the major version only (ABI policy in
+# include/monoquant.h); the real name carries the full version.
+SONAME   := libmonoquant.so.$(VERSION_MAJOR)
+REALNAME := libmonoquant.so.$(VERSION)
+SHARED := $(BUILD)/$(REALNAME)
 CLI    := $(BUILD)/monoquant
 
 .PHONY: all lib test unit demo bench asan fuzz install clean check-deps python
@@ -60,7 +67,9 @@ $(STATIC): $(LIB_OBJ)
 
 $(SHARED): $(LIB_OBJ)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) -shared -Wl,-soname,libmonoquant.so.0 -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) -shared -Wl,-soname,$(SONAME) -o $@ $^ $(LDLIBS)
+	$(Q)ln -sf $(REALNAME) $(BUILD)/$(SONAME)
+	$(Q)ln -sf $(SONAME) $(BUILD)/libmonoquant.so
 
 $(CLI): $(CLI_OBJ) $(STATIC)
 	@$(if $(Q),echo "  LD      $@")
@@ -100,7 +109,10 @@ python: $(SHARED)
 
 # Every test: unit binaries, fuzz-corpus replays, CLI scripts, PyTorch interop and model-level
 # checks. The runner ends with one line `N passed, N failed`.
-test: all unit
+# Missing Debian packages are installed first when run as root (else the command is shown).
+test:
+	@PYTHON=$(PYTHON) sh tools/test-deps.sh
+	@$(MAKE) --no-print-directory all unit
 	@BUILD=$(BUILD) FIXTURES=$(FIXTURES) PYTHON=$(PYTHON) sh tests/run_tests.sh
 
 DEMO_MODEL := $(BUILD)/demo/demo_model.safetensors
@@ -120,32 +132,42 @@ asan:
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 	  test
 
-# libFuzzer targets, each run for FUZZ_SECONDS; crashers go to tests/corpus/<target>/.
+# libFuzzer targets under ASan + UBSan (halting on the first report). The library is built
+# once in its own folder with the normal per-ISA rules; each target links against it and runs
+# for FUZZ_SECONDS (a longer run: `make fuzz FUZZ_SECONDS=3600`, or FUZZ_TARGETS=json to pick
+# targets); findings go to tests/corpus/<target>/, which `make test` replays.
 FUZZ_SECONDS ?= 30
-FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -O1 -g -Iinclude -Isrc -fsanitize=fuzzer,address,undefined
+FUZZ_TARGETS ?= $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
+FUZZ_BUILD   := build-fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 fuzz:
-	@mkdir -p $(BUILD)/fuzz
-	@for f in $(FUZZ_SRC); do \
-	  n=$$(basename $$f .c | sed 's/^fuzz_//'); \
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=clang CFLAGS="-O1 -g $(FUZZ_SAN) -fsanitize=fuzzer-no-link" \
+	  $(FUZZ_BUILD)/libmonoquant.a
+	@for n in $(FUZZ_TARGETS); do \
 	  echo "== fuzz $$n ($(FUZZ_SECONDS) s)"; \
-	  clang $(FUZZ_FLAGS) -o $(BUILD)/fuzz/$$n $$f $(LIB_SRC) -lm -lpthread $(AVX512_FLAGS) || exit 1; \
-	  mkdir -p $(BUILD)/fuzz/work-$$n tests/corpus/$$n; \
-	  $(BUILD)/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=tests/corpus/$$n/crash- \
-	    $(BUILD)/fuzz/work-$$n tests/corpus/$$n || exit 1; \
+	  clang -std=c11 -D_GNU_SOURCE -O1 -g -Iinclude -Isrc $(FUZZ_SAN) -fsanitize=fuzzer \
+	    -o $(FUZZ_BUILD)/fuzz_$$n tests/fuzz/fuzz_$$n.c $(FUZZ_BUILD)/libmonoquant.a \
+	    -lm -lpthread || exit 1; \
+	  mkdir -p $(FUZZ_BUILD)/work-$$n tests/corpus/$$n; \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  $(FUZZ_BUILD)/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=tests/corpus/$$n/ $(FUZZ_BUILD)/work-$$n tests/corpus/$$n \
+	    || exit 1; \
 	done
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin \
 	  $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 644 $(STATIC) $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/libmonoquant.so.0
-	ln -sf libmonoquant.so.0 $(DESTDIR)$(PREFIX)/lib/libmonoquant.so
+	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/$(REALNAME)
+	ln -sf $(REALNAME) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libmonoquant.so
 	install -m 644 include/monoquant.h $(DESTDIR)$(PREFIX)/include/
 	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' monoquant.pc.in \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/monoquant.pc
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

@@ -79,7 +79,9 @@ int main(void) {
         q.granularity = MQ_PER_GROUP;
         q.group_size = 128;
         q.search = MQ_SEARCH_GPTQ;
-        q.hessian = h;
+        mq_calib_data calib;
+        mq_calib_data_init(&calib);
+        calib.hessian = h;
         int64_t shape[2] = {rows, cols};
         mq_qlayout lay;
         if (mq_qlayout_init(ctx, &q, 2, shape, &lay) != MQ_OK) die(ctx, "layout");
@@ -97,7 +99,8 @@ int main(void) {
                 tf = t < tf ? t : tf;
                 mq__free(ctx, u);
                 t = bench_now();
-                if (mq_quantize_rows(ctx, &q, &lay, MQ_F32, w, 0, rows, data, scale, NULL) != MQ_OK)
+                if (mq_quantize_rows(ctx, &q, &lay, &calib, MQ_F32, w, 0, rows, data, scale,
+                                     NULL) != MQ_OK)
                     die(ctx, "quantize");
                 t = bench_now() - t;
                 tt = t < tt ? t : tt;

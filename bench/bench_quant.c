@@ -38,7 +38,7 @@ static int quantize_once(mq_ctx *ctx, const mq_qspec *spec, const buffers *b, mq
     int64_t shape[2] = {b->rows, b->cols};
     if (mq_qlayout_init(ctx, spec, 2, shape, lay) != MQ_OK) return -1;
     const void *src = dt == MQ_F32 ? (const void *)b->f32 : (const void *)b->bf16;
-    if (mq_quantize_rows(ctx, spec, lay, dt, src, 0, b->rows, b->data, b->scale,
+    if (mq_quantize_rows(ctx, spec, lay, NULL, dt, src, 0, b->rows, b->data, b->scale,
                          lay->has_zero_point ? b->zp : NULL) != MQ_OK) {
         fprintf(stderr, "quantize: %s\n", mq_ctx_message(ctx));
         return -1;

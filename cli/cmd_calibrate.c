@@ -231,13 +231,18 @@ static int feed(run *r, const char *file, const mq_tensor *t) {
     return EXIT_OK;
 }
 
+/* Rows a layer received (0 for a layer never declared). */
+static uint64_t layer_rows(const mq_calibrator *cal, const char *layer) {
+    int64_t i = mq_calibrator_find(cal, layer);
+    return i < 0 ? 0 : mq_calibrator_layer_rows(cal, (size_t)i);
+}
+
 static void print_json(const mq_calib_stats *s, const char *out) {
     printf("{\"output\": ");
     cli_json_string(stdout, out);
     printf(", \"layers\": [");
     for (size_t i = 0; i < mq_calib_stats_count(s); i++) {
-        mq_layer_stats ls;
-        mq_calib_stats_find(s, mq_calib_stats_layer(s, i), &ls);
+        mq_layer_stats ls = *mq_calib_stats_layer(s, i);
         printf("%s\n  {\"layer\": ", i ? "," : "");
         cli_json_string(stdout, ls.layer);
         printf(", \"observer\": \"%s\", \"channels\": %" PRId64 ", \"rows\": %" PRIu64
@@ -249,8 +254,30 @@ static void print_json(const mq_calib_stats *s, const char *out) {
     printf("%s]}\n", mq_calib_stats_count(s) ? "\n" : "");
 }
 
-/* parse: the command line into observer options. Returns 0, -1 (help shown) or an exit code. */
-static int parse(cal_state *c, mq_observer_options *opts, int argc, char **argv) {
+/* Observer settings given for an observer that does not use them: warned, never silent. */
+static unsigned ignored_settings(const cal_state *c, const cli_args *args) {
+    mq_observer_kind k = (mq_observer_kind)c->observer;
+    bool hist = k == MQ_OBS_HISTOGRAM || k == MQ_OBS_ENTROPY || k == MQ_OBS_PERCENTILE ||
+                k == MQ_OBS_MSE;
+    static const struct { const char *opt; const char *needs; } rules[] = {
+        {"percentile", "--observer percentile"},
+        {"bins", "a histogram observer (histogram, entropy, percentile, mse)"},
+        {"averaging", "--observer moving_average"}};
+    bool unused[3] = {k != MQ_OBS_PERCENTILE, !hist, k != MQ_OBS_MOVING_AVERAGE};
+    unsigned n = 0;
+    for (int i = 0; i < 3; i++)
+        if (unused[i] && cli_given(&command, args, rules[i].opt)) {
+            cli_warn("--%s has no effect with the %s observer (it needs %s)", rules[i].opt,
+                     mq_observer_kind_name(k), rules[i].needs);
+            n++;
+        }
+    return n;
+}
+
+/* parse: the command line into observer options. Returns 0, -1 (help shown) or an exit code;
+ * *ignored counts the settings warned about as having no effect. */
+static int parse(cal_state *c, mq_observer_options *opts, int argc, char **argv,
+                 unsigned *ignored) {
     cli_args args;
     int rc = cli_parse(&command, c, argc, argv, &args);
     if (rc) return rc;
@@ -273,6 +300,7 @@ static int parse(cal_state *c, mq_observer_options *opts, int argc, char **argv)
     if (cli_given(&command, &args, "averaging")) opts->averaging_constant = c->averaging;
     if (cli_given(&command, &args, "percentile")) opts->percentile = c->percentile;
     if (cli_given(&command, &args, "bins")) opts->bins = (int)c->bins;
+    *ignored = ignored_settings(c, &args);
     return 0;
 }
 
@@ -335,13 +363,13 @@ static int observe(run *r, const cal_state *c, const mq_model *model, const str_
         char prefix[1024];
         snprintf(prefix, sizeof prefix, "%.*s", (int)(len - 7), name);
         model_layer *l = find(r->layers, r->nlayers, prefix);
-        if (l && !mq_calibrator_layer_rows(r->cal, prefix))
+        if (l && !layer_rows(r->cal, prefix))
             warn(r, "layer '%s'%s: no activations were recorded; it gets no statistics", prefix,
                  l->kind == MQ_KIND_CONV ? " (conv)" : "");
     }
     size_t fed = 0;
     for (size_t i = 0; i < r->nlayers; i++)
-        fed += mq_calibrator_layer_rows(r->cal, r->layers[i].name) > 0;
+        fed += layer_rows(r->cal, r->layers[i].name) > 0;
     if (!fed) {
         fprintf(stderr, "monoquant: error: no layer of %s received activations; nothing written\n",
                 c->model);
@@ -362,8 +390,7 @@ static void report(const mq_calib_stats *stats, const cal_state *c, const run *r
     size_t nl = mq_calib_stats_count(stats);
     if (g_cli.verbose && !g_cli.json) {
         for (size_t i = 0; i < nl; i++) {
-            mq_layer_stats ls;
-            mq_calib_stats_find(stats, mq_calib_stats_layer(stats, i), &ls);
+            mq_layer_stats ls = *mq_calib_stats_layer(stats, i);
             cli_info("  %-40s rows %10" PRIu64 "  range [%.6g, %.6g]  scale %.6g  zero point %d",
                      ls.layer, ls.count, (double)ls.input_min, (double)ls.input_max,
                      (double)ls.input_scale, (int)ls.input_zero_point);
@@ -399,7 +426,8 @@ static int merge_files(const cal_state *c) {
     }
     /* the model the statistics belong to, as the first file names it */
     if (!rc && st == MQ_OK) st = mq_model_open(ctx, c->merge.v[0], NULL, &first);
-    const char *model = first ? mq_model_metadata_get(first, "monoquant.model") : NULL;
+    int64_t mi = first ? mq_model_metadata_find(first, "monoquant.model") : -1;
+    const char *model = mi >= 0 ? mq_model_metadata_value(first, (size_t)mi) : NULL;
     mq_kv meta[] = {{"monoquant.model", model}};
     if (!rc && st == MQ_OK) st = mq_calibrator_save(all, c->output, meta, model ? 1 : 0);
     if (!rc && st != MQ_OK) rc = cli_fail(ctx, st);
@@ -419,7 +447,9 @@ int cmd_calibrate(int argc, char **argv) {
     run r = {0};
     mq_model *model = NULL;
     mq_calib_stats *stats = NULL;
-    int rc = parse(&c, &opts, argc, argv);
+    unsigned ignored = 0;
+    int rc = parse(&c, &opts, argc, argv, &ignored);
+    r.warnings = ignored; /* under --strict they stop the run before anything is written */
     if (!rc && c.merge.n) rc = merge_files(&c);
     if (rc || c.merge.n) {
         cli_list_free(&c.acts);
@@ -440,7 +470,9 @@ int cmd_calibrate(int argc, char **argv) {
         rc = cli_usage_error("calibrate", "%s", mq_ctx_message(r.ctx));
         goto done;
     }
-    mq_open_options model_opts = {MQ_FORMAT_AUTO, c.key};
+    mq_open_options model_opts;
+    mq_open_options_default(&model_opts);
+    model_opts.key = c.key;
     st = mq_model_open(r.ctx, c.model, &model_opts, &model);
     if (st != MQ_OK) {
         rc = cli_fail(r.ctx, st);

@@ -31,8 +31,12 @@ int cmd_compare(int argc, char **argv) {
     if (args.npos != 2) return cli_usage_error("compare", "needs two checkpoints");
     const char *pa = args.pos[0], *pb = args.pos[1];
     bool json = g_cli.json;
-    mq_open_options oa = {MQ_FORMAT_AUTO, o.key_a ? o.key_a : o.key};
-    mq_open_options ob = {MQ_FORMAT_AUTO, o.key_b ? o.key_b : o.key};
+    mq_open_options oa;
+    mq_open_options_default(&oa);
+    oa.key = o.key_a ? o.key_a : o.key;
+    mq_open_options ob;
+    mq_open_options_default(&ob);
+    ob.key = o.key_b ? o.key_b : o.key;
     mq_ctx *ctx = mq_ctx_create();
     if (!ctx) return EXIT_GENERAL;
     mq_ctx_set_threads(ctx, (int)g_cli.threads);
@@ -68,9 +72,9 @@ int cmd_compare(int argc, char **argv) {
         const mq_qtensor *ta = mq_qmodel_tensor(a, (size_t)i);
         char sa[48], sb[48];
         if (ta->spec.type == MQ_Q_NONE) snprintf(sa, sizeof sa, "%s", mq_dtype_name(ta->data->dtype));
-        else mq_qspec_name(&ta->spec, sa, sizeof sa);
+        else cli_qspec_name(&ta->spec, sa, sizeof sa);
         if (tb->spec.type == MQ_Q_NONE) snprintf(sb, sizeof sb, "%s", mq_dtype_name(tb->data->dtype));
-        else mq_qspec_name(&tb->spec, sb, sizeof sb);
+        else cli_qspec_name(&tb->spec, sb, sizeof sb);
         mq_error_stats es;
         bool floats = (ta->spec.type != MQ_Q_NONE || mq_dtype_is_float(ta->data->dtype)) &&
                       (tb->spec.type != MQ_Q_NONE || mq_dtype_is_float(tb->data->dtype));

@@ -45,7 +45,9 @@ int cmd_dequantize(int argc, char **argv) {
     cli_signals_install(ctx);
     mq_status st = mq_ctx_set_threads(ctx, (int)g_cli.threads);
     if (g_cli.progress) mq_ctx_set_progress(ctx, cli_progress, NULL);
-    mq_open_options oo = {MQ_FORMAT_AUTO, s.key};
+    mq_open_options oo;
+    mq_open_options_default(&oo);
+    oo.key = s.key;
     mq_qmodel *qm = NULL;
     if (st == MQ_OK) st = mq_qmodel_open_with_options(ctx, in, &oo, &qm);
     if (st != MQ_OK) rc = cli_fail(ctx, st);

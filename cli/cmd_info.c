@@ -241,7 +241,9 @@ int cmd_info(int argc, char **argv) {
     if (!args.npos) return cli_usage_error("info", "missing the checkpoint to describe");
     const char *path = args.pos[0];
     bool json = g_cli.json;
-    mq_open_options oo = {MQ_FORMAT_AUTO, st_opts.key};
+    mq_open_options oo;
+    mq_open_options_default(&oo);
+    oo.key = st_opts.key;
 
     mq_ctx *ctx = mq_ctx_create();
     if (!ctx) {

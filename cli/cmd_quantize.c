@@ -19,7 +19,7 @@ typedef struct qstate {
     size_t nowned;
     int qtype, scheme, gran, search, format;
     long long group_size, min_params;
-    bool no_default_skip, skip_nonfinite, no_error_stats, strict, dry_run;
+    bool no_default_skip, skip_nonfinite, no_error_stats, strict, dry_run, clamp;
     double min_sqnr;
     cli_args args;
 } qstate;
@@ -74,6 +74,8 @@ static const cli_option options[] = {
     OPT_NOFLAG("default-skip", qstate, no_default_skip, "undo --no-default-skip (config files)"),
     OPT_FLAG("skip-nonfinite", qstate, skip_nonfinite, "keep tensors holding NaN/Inf instead of "
              "failing"),
+    OPT_FLAG("clamp", qstate, clamp, "FP16/BF16 casts: values beyond the type's range saturate "
+             "to its\nlargest finite value (counted per tensor) instead of failing"),
     /* input */
     OPT_STR("model|m", qstate, model, "IN", "the input checkpoint (or the first argument)"),
     OPT_STR("key", qstate, key, "K", "PyTorch input: the entry holding the tensors (e.g. "
@@ -245,6 +247,7 @@ static int parse_args(qstate *q, int argc, char **argv) {
     if (cli_given(&command, g, "format")) q->o.out_format = (mq_format)q->format;
     q->o.default_skip = !q->no_default_skip;
     q->o.skip_nonfinite = q->skip_nonfinite;
+    q->o.clamp_casts = q->clamp;
     q->o.error_stats = !q->no_error_stats;
     q->o.calibration = q->calibration;
     q->o.key = q->key;
@@ -270,7 +273,7 @@ static bool exists(const char *path) {
  * two default names differ. */
 static char *default_output(const char *in, const mq_quantize_options *o) {
     char scheme[64];
-    mq_qspec_name(&o->spec, scheme, sizeof scheme);
+    cli_qspec_name(&o->spec, scheme, sizeof scheme);
     size_t n = strlen(in);
     while (n > 1 && in[n - 1] == '/') n--;
     char *stem = strndup(in, n);
@@ -307,6 +310,10 @@ static const char *action_name(mq_action a) {
     return a == MQ_ACTION_QUANTIZE ? "quantized" : a == MQ_ACTION_CAST ? "cast" : "kept";
 }
 
+static const char *search_name(mq_scale_search s) {
+    return s == MQ_SEARCH_GPTQ ? "gptq" : s == MQ_SEARCH_MSE ? "mse" : "minmax";
+}
+
 static void print_json(const qstate *q, const char *out, const mq_report *r) {
     FILE *f = stdout;
     char scheme[64];
@@ -315,41 +322,56 @@ static void print_json(const qstate *q, const char *out, const mq_report *r) {
     fputs(", \"output\": ", f);
     if (out) cli_json_string(f, out);
     else fputs("null", f);
+    uint64_t bin = mq_report_bytes_in(r), bout = mq_report_bytes_out(r);
     fprintf(f, ", \"scheme\": \"%s\", \"dry_run\": %s, \"bytes_in\": %llu, \"bytes_out\": %llu, "
                "\"file_bytes_in\": %llu, \"file_bytes_out\": %llu, \"ratio\": ",
-            mq_qspec_name(&q->o.spec, scheme, sizeof scheme), q->dry_run ? "true" : "false",
-            (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out,
-            (unsigned long long)r->file_bytes_in, (unsigned long long)r->file_bytes_out);
-    cli_json_number(f, r->bytes_out ? (double)r->bytes_in / (double)r->bytes_out : 0);
+            cli_qspec_name(&q->o.spec, scheme, sizeof scheme), q->dry_run ? "true" : "false",
+            (unsigned long long)bin, (unsigned long long)bout,
+            (unsigned long long)mq_report_file_bytes_in(r),
+            (unsigned long long)mq_report_file_bytes_out(r));
+    cli_json_number(f, bout ? (double)bin / (double)bout : 0);
     fprintf(f, ", \"seconds\": %.3f, \"quantized\": %zu, \"cast\": %zu, \"kept\": %zu, "
-               "\"tensors\": [", r->seconds, r->nquantized, r->ncast, r->nkept);
-    for (size_t i = 0; i < r->ntensors; i++) {
-        const mq_tensor_report *t = &r->tensors[i];
+               "\"tensors\": [", mq_report_seconds(r),
+            mq_report_action_count(r, MQ_ACTION_QUANTIZE),
+            mq_report_action_count(r, MQ_ACTION_CAST), mq_report_action_count(r, MQ_ACTION_KEEP));
+    for (size_t i = 0; i < mq_report_tensor_count(r); i++) {
+        mq_qspec spec;
+        mq_report_tensor_spec(r, i, &spec);
         fputs(i ? ",\n  {\"name\": " : "\n  {\"name\": ", f);
-        cli_json_string(f, t->name);
+        cli_json_string(f, mq_report_tensor_name(r, i));
         fprintf(f, ", \"kind\": \"%s\", \"dtype\": \"%s\", \"action\": \"%s\", \"scheme\": \"%s\"",
-                mq_layer_kind_name(t->kind), mq_dtype_name(t->dtype), action_name(t->action),
-                mq_qspec_name(&t->spec, scheme, sizeof scheme));
-        fprintf(f, ", \"bytes_in\": %llu, \"bytes_out\": %llu", (unsigned long long)t->bytes_in,
-                (unsigned long long)t->bytes_out);
-        if (t->reason) {
+                mq_layer_kind_name(mq_report_tensor_kind(r, i)),
+                mq_dtype_name(mq_report_tensor_dtype(r, i)),
+                action_name(mq_report_tensor_action(r, i)),
+                cli_qspec_name(&spec, scheme, sizeof scheme));
+        fprintf(f, ", \"bytes_in\": %llu, \"bytes_out\": %llu",
+                (unsigned long long)mq_report_tensor_bytes_in(r, i),
+                (unsigned long long)mq_report_tensor_bytes_out(r, i));
+        const char *reason = mq_report_tensor_reason(r, i);
+        if (reason) {
             fputs(", \"reason\": ", f);
-            cli_json_string(f, t->reason);
+            cli_json_string(f, reason);
         }
-        if (t->has_error) {
-            cli_json_error_stats(f, &t->error);
-        }
-        if (t->has_output_error) {
+        mq_error_stats es;
+        if (mq_report_tensor_error(r, i, &es)) cli_json_error_stats(f, &es);
+        double out_db;
+        if (mq_report_tensor_output_sqnr(r, i, &out_db)) {
             fputs(", \"output_sqnr_db\": ", f);
-            if (isfinite(t->output_sqnr_db)) fprintf(f, "%.4f", t->output_sqnr_db);
+            if (isfinite(out_db)) fprintf(f, "%.4f", out_db);
             else fputs("null", f);
         }
+        mq_action act = mq_report_tensor_action(r, i);
+        if (act == MQ_ACTION_QUANTIZE)
+            fprintf(f, ", \"search\": \"%s\", \"input_params\": %s", search_name(spec.search),
+                    mq_report_tensor_has_input_params(r, i) ? "true" : "false");
+        if (act == MQ_ACTION_CAST)
+            fprintf(f, ", \"clamped\": %llu", (unsigned long long)mq_report_tensor_clamped(r, i));
         fputs("}", f);
     }
     fputs("],\n \"warnings\": [", f);
-    for (size_t i = 0; i < r->nwarnings; i++) {
+    for (size_t i = 0; i < mq_report_warning_count(r); i++) {
         if (i) fputs(", ", f);
-        cli_json_string(f, r->warnings[i]);
+        cli_json_string(f, mq_report_warning(r, i));
     }
     fputs("]}\n", f);
 }
@@ -360,42 +382,67 @@ static void print_report(const qstate *q, const char *out, const mq_report *r) {
     FILE *f = stdout;
     cli_progress_done();
     fprintf(f, "%s -> %s (%s)%s\n", q->model, out ? out : "(dry run)",
-            mq_qspec_name(&q->o.spec, scheme, sizeof scheme), q->dry_run ? " plan:" : "");
+            cli_qspec_name(&q->o.spec, scheme, sizeof scheme), q->dry_run ? " plan:" : "");
+    size_t n = mq_report_tensor_count(r);
     bool out_col = false; /* output SQNR on the calibration inputs (Hessians) */
-    for (size_t i = 0; i < r->ntensors; i++) out_col |= r->tensors[i].has_output_error != 0;
-    fprintf(f, "  %-40s %-9s %-12s %9s %9s %10s%s\n", "tensor", "kind", "stored as", "SQNR dB",
-            "rel.err", "max abs", out_col ? "  output SQNR dB" : "");
+    for (size_t i = 0; i < n; i++) out_col |= mq_report_tensor_output_sqnr(r, i, NULL) != 0;
+    fprintf(f, "  %-40s %-9s %-12s %9s %9s %10s  %-13s%s\n", "tensor", "kind", "stored as",
+            "SQNR dB", "rel.err", "max abs", "search", out_col ? "  output SQNR dB" : "");
     size_t one_d = 0;
-    for (size_t i = 0; i < r->ntensors; i++) {
-        const mq_tensor_report *t = &r->tensors[i];
-        if (t->action == MQ_ACTION_KEEP) {
-            if (t->ndim < 2) one_d++;
+    for (size_t i = 0; i < n; i++) {
+        if (mq_report_tensor_action(r, i) == MQ_ACTION_KEEP) {
+            if (mq_report_tensor_shape(r, i, NULL) < 2) one_d++;
             continue;
         }
-        fprintf(f, "  %-40s %-9s %-12s", t->name, mq_layer_kind_name(t->kind),
-                mq_qspec_name(&t->spec, scheme, sizeof scheme));
-        if (t->has_error)
-            fprintf(f, " %9.2f %9.5f %10.3g", t->error.sqnr_db, t->error.rel_fro, t->error.max_abs);
-        if (t->has_output_error) fprintf(f, " %16.2f", t->output_sqnr_db);
+        mq_qspec spec;
+        mq_report_tensor_spec(r, i, &spec);
+        fprintf(f, "  %-40s %-9s %-12s", mq_report_tensor_name(r, i),
+                mq_layer_kind_name(mq_report_tensor_kind(r, i)),
+                cli_qspec_name(&spec, scheme, sizeof scheme));
+        mq_error_stats es;
+        if (mq_report_tensor_error(r, i, &es))
+            fprintf(f, " %9.2f %9.5f %10.3g", es.sqnr_db, es.rel_fro, es.max_abs);
+        else
+            fprintf(f, " %9s %9s %10s", "-", "-", "-");
+        /* the search that ran, and "+static" when input parameters were stored */
+        char how[32] = "-";
+        if (mq_report_tensor_action(r, i) == MQ_ACTION_QUANTIZE)
+            snprintf(how, sizeof how, "%s%s", search_name(spec.search),
+                     mq_report_tensor_has_input_params(r, i) ? "+static" : "");
+        fprintf(f, "  %-13s", how);
+        double out_db;
+        if (mq_report_tensor_output_sqnr(r, i, &out_db)) fprintf(f, " %16.2f", out_db);
         fputs("\n", f);
     }
+    for (size_t i = 0; i < n; i++) {
+        mq_qspec spec;
+        mq_report_tensor_spec(r, i, &spec);
+        if (mq_report_tensor_clamped(r, i))
+            fprintf(f, "  %s: %llu value(s) beyond the %s range saturated (--clamp)\n",
+                    mq_report_tensor_name(r, i),
+                    (unsigned long long)mq_report_tensor_clamped(r, i), mq_qtype_name(spec.type));
+    }
     bool header = false;
-    for (size_t i = 0; i < r->ntensors; i++) {
-        const mq_tensor_report *t = &r->tensors[i];
-        if (t->action != MQ_ACTION_KEEP || (t->ndim < 2 && !g_cli.verbose)) continue;
+    for (size_t i = 0; i < n; i++) {
+        if (mq_report_tensor_action(r, i) != MQ_ACTION_KEEP ||
+            (mq_report_tensor_shape(r, i, NULL) < 2 && !g_cli.verbose))
+            continue;
         if (!header) fprintf(f, "kept as they are:\n"), header = true;
-        fprintf(f, "  %-40s %s\n", t->name, t->reason ? t->reason : "");
+        const char *reason = mq_report_tensor_reason(r, i);
+        fprintf(f, "  %-40s %s\n", mq_report_tensor_name(r, i), reason ? reason : "");
     }
     if (one_d && !g_cli.verbose)
         fprintf(f, "  (and %zu 1-D tensors: norms, biases, scalars; -v lists them)\n", one_d);
-    double ratio = r->bytes_out ? (double)r->bytes_in / (double)r->bytes_out : 0;
+    uint64_t bin = mq_report_bytes_in(r), bout = mq_report_bytes_out(r);
+    double ratio = bout ? (double)bin / (double)bout : 0;
     fprintf(f, "%zu quantized, %zu cast, %zu kept; tensor data %s -> %s (%.2fx smaller)",
-            r->nquantized, r->ncast, r->nkept, cli_bytes(r->bytes_in, b1, sizeof b1),
-            cli_bytes(r->bytes_out, b2, sizeof b2), ratio);
-    if (r->file_bytes_out)
-        fprintf(f, "; file %s -> %s", cli_bytes(r->file_bytes_in, b1, sizeof b1),
-                cli_bytes(r->file_bytes_out, b2, sizeof b2));
-    fprintf(f, "; %.2f s\n", r->seconds);
+            mq_report_action_count(r, MQ_ACTION_QUANTIZE),
+            mq_report_action_count(r, MQ_ACTION_CAST), mq_report_action_count(r, MQ_ACTION_KEEP),
+            cli_bytes(bin, b1, sizeof b1), cli_bytes(bout, b2, sizeof b2), ratio);
+    if (mq_report_file_bytes_out(r))
+        fprintf(f, "; file %s -> %s", cli_bytes(mq_report_file_bytes_in(r), b1, sizeof b1),
+                cli_bytes(mq_report_file_bytes_out(r), b2, sizeof b2));
+    fprintf(f, "; %.2f s\n", mq_report_seconds(r));
 }
 
 /* GPTQ when the statistics allow it: on the LM fixture it halves the perplexity cost of
@@ -407,11 +454,8 @@ static mq_status pick_search(mq_ctx *ctx, qstate *q) {
     mq_calib_stats *stats = NULL;
     mq_status st = mq_calib_stats_open(ctx, q->o.calibration, &stats);
     if (st != MQ_OK) return st;
-    for (size_t i = 0; i < mq_calib_stats_count(stats); i++) {
-        mq_layer_stats ls;
-        if (mq_calib_stats_find(stats, mq_calib_stats_layer(stats, i), &ls) && ls.hessian)
-            q->o.spec.search = MQ_SEARCH_GPTQ;
-    }
+    for (size_t i = 0; i < mq_calib_stats_count(stats); i++)
+        if (mq_calib_stats_layer(stats, i)->hessian) q->o.spec.search = MQ_SEARCH_GPTQ;
     mq_calib_stats_free(stats);
     return MQ_OK;
 }
@@ -419,7 +463,9 @@ static mq_status pick_search(mq_ctx *ctx, qstate *q) {
 /* The output policy against the input model, before any work. */
 static int check_output(mq_ctx *ctx, const qstate *q, const char *out) {
     mq_model *m = NULL;
-    mq_open_options oo = {MQ_FORMAT_AUTO, q->o.key};
+    mq_open_options oo;
+    mq_open_options_default(&oo);
+    oo.key = q->o.key;
     mq_status st = mq_model_open(ctx, q->model, &oo, &m);
     if (st != MQ_OK) return cli_fail(ctx, st);
     int rc = cli_prepare_output(ctx, out, m);
@@ -427,9 +473,40 @@ static int check_output(mq_ctx *ctx, const qstate *q, const char *out) {
     return rc;
 }
 
+/* Options given that the run would ignore: each a warning, and under --strict an exit 3
+ * before anything is read or written. */
+static int ignored_options(const qstate *q) {
+    const mq_qspec *s = &q->o.spec;
+    bool rule_4bit = false, rule_cast = false;
+    for (size_t i = 0; i < q->o.nrules; i++) {
+        rule_4bit |= q->rules[i].type == MQ_Q_INT4 || q->rules[i].type == MQ_Q_UINT4;
+        rule_cast |= q->rules[i].type == MQ_Q_FP16 || q->rules[i].type == MQ_Q_BF16;
+    }
+    bool cast = s->type == MQ_Q_FP16 || s->type == MQ_Q_BF16;
+    unsigned n = 0;
+    if (cli_given(&command, &q->args, "group-size") && s->granularity != MQ_PER_GROUP &&
+        !rule_4bit) {
+        cli_warn("--group-size %lld has no effect: %s is per %s, not per group", q->group_size,
+                 mq_qtype_name(s->type), cast ? "element" : s->granularity == MQ_PER_TENSOR
+                 ? "tensor" : "channel");
+        n++;
+    }
+    if (q->clamp && !cast && !rule_cast) {
+        cli_warn("--clamp has no effect: only FP16/BF16 casts saturate");
+        n++;
+    }
+    if (n && q->strict) {
+        fprintf(stderr, "monoquant: error: %u warning(s) under --strict; nothing written\n", n);
+        return EXIT_QUANT;
+    }
+    return EXIT_OK;
+}
+
 static int run_quantize(qstate *q, mq_ctx *ctx, const char *out) {
     mq_status st = mq_ctx_set_threads(ctx, (int)g_cli.threads);
     if (st != MQ_OK) return cli_fail(ctx, st);
+    int ign = ignored_options(q);
+    if (ign) return ign;
     if (q->o.spec.search == MQ_SEARCH_GPTQ && !q->o.calibration)
         return cli_usage_error("quantize", "--search gptq needs --calibration statistics with "
                                "Hessians (monoquant calibrate --hessian)");
@@ -451,10 +528,11 @@ static int run_quantize(qstate *q, mq_ctx *ctx, const char *out) {
     if (g_cli.json) print_json(q, out, rep);
     else print_report(q, out, rep);
     fflush(stdout);
-    for (size_t i = 0; i < rep->nwarnings; i++) cli_warn("%s", rep->warnings[i]);
+    size_t nwarn = mq_report_warning_count(rep);
+    for (size_t i = 0; i < nwarn; i++) cli_warn("%s", mq_report_warning(rep, i));
     int rc = EXIT_OK;
-    if (q->strict && rep->nwarnings) { /* a dry run: a real run fails before its commit */
-        fprintf(stderr, "monoquant: error: %zu warning(s) under --strict\n", rep->nwarnings);
+    if (q->strict && nwarn) { /* a dry run: a real run fails before its commit */
+        fprintf(stderr, "monoquant: error: %zu warning(s) under --strict\n", nwarn);
         rc = EXIT_QUANT;
     }
     mq_report_free(rep);

@@ -95,8 +95,11 @@ int cmd_validate(int argc, char **argv) {
     if (!ctx) return EXIT_GENERAL;
     mq_ctx_set_threads(ctx, (int)g_cli.threads);
     mq_qmodel *qm = NULL, *ref = NULL;
-    mq_open_options oq = {MQ_FORMAT_AUTO, o.key};
-    mq_open_options orf = {MQ_FORMAT_AUTO, o.ref_key ? o.ref_key : o.key};
+    mq_open_options oq, orf;
+    mq_open_options_default(&oq);
+    mq_open_options_default(&orf);
+    oq.key = o.key;
+    orf.key = o.ref_key ? o.ref_key : o.key;
     mq_status st = mq_qmodel_open_with_options(ctx, o.q, &oq, &qm);
     if (st == MQ_OK && o.ref) st = mq_qmodel_open_with_options(ctx, o.ref, &orf, &ref);
     if (st != MQ_OK) {
@@ -125,7 +128,7 @@ int cmd_validate(int argc, char **argv) {
         bool quantized = t->spec.type != MQ_Q_NONE;
         nq += quantized;
         char scheme[64], problem[600] = "";
-        mq_qspec_name(&t->spec, scheme, sizeof scheme);
+        cli_qspec_name(&t->spec, scheme, sizeof scheme);
         mq_status vs = mq_qmodel_verify(qm, i);
         if (vs != MQ_OK) snprintf(problem, sizeof problem, "%s", mq_ctx_message(ctx)), failures++;
         mq_error_stats es;

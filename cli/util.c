@@ -101,6 +101,11 @@ bool cli_parse_double(const char *s, double *out) {
     return true;
 }
 
+const char *cli_qspec_name(const mq_qspec *spec, char *buf, size_t cap) {
+    mq_qspec_format(spec, buf, cap);
+    return buf;
+}
+
 const char *cli_bytes(uint64_t n, char *buf, size_t cap) {
     static const char *const units[] = {"B", "KB", "MB", "GB", "TB"};
     double v = (double)n;

@@ -22,18 +22,22 @@ int main(int argc, char **argv) {
         mq_ctx_free(ctx);
         return 1;
     }
-    for (size_t i = 0; i < rep->ntensors; i++) {
-        const mq_tensor_report *t = &rep->tensors[i];
+    for (size_t i = 0; i < mq_report_tensor_count(rep); i++) {
+        const char *name = mq_report_tensor_name(rep, i);
+        mq_qspec spec;
+        mq_error_stats err;
         char scheme[64];
-        if (t->action == MQ_ACTION_KEEP)
-            printf("%-40s kept: %s\n", t->name, t->reason);
-        else
-            printf("%-40s %-10s SQNR %6.2f dB\n", t->name,
-                   mq_qspec_name(&t->spec, scheme, sizeof scheme), t->error.sqnr_db);
+        mq_report_tensor_spec(rep, i, &spec);
+        mq_qspec_format(&spec, scheme, sizeof scheme);
+        if (mq_report_tensor_action(rep, i) == MQ_ACTION_KEEP)
+            printf("%-40s kept: %s\n", name, mq_report_tensor_reason(rep, i));
+        else if (mq_report_tensor_error(rep, i, &err))
+            printf("%-40s %-10s SQNR %6.2f dB\n", name, scheme, err.sqnr_db);
     }
-    printf("%llu -> %llu bytes of tensor data\n", (unsigned long long)rep->bytes_in,
-           (unsigned long long)rep->bytes_out);
-    for (size_t i = 0; i < rep->nwarnings; i++) fprintf(stderr, "warning: %s\n", rep->warnings[i]);
+    printf("%llu -> %llu bytes of tensor data\n", (unsigned long long)mq_report_bytes_in(rep),
+           (unsigned long long)mq_report_bytes_out(rep));
+    for (size_t i = 0; i < mq_report_warning_count(rep); i++)
+        fprintf(stderr, "warning: %s\n", mq_report_warning(rep, i));
     mq_report_free(rep);
     mq_ctx_free(ctx);
     return 0;

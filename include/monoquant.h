@@ -15,6 +15,43 @@
  *    caller and sized by a *_size / layout function.
  *  - Threads. Functions that do bulk work split rows across the context's thread pool; their
  *    results are bit-identical for every thread count.
+ *  - Names. Items of a collection: mq_<obj>_count(obj), mq_<obj>_<item>(obj, i) for
+ *    i < count (NULL / 0 past the end), and mq_<obj>_find(obj, name), which returns the index
+ *    or -1. Names of enum values: mq_<enum>_name(value) (never NULL) and
+ *    mq_<enum>_from_name(name, &value), which returns 1, or 0 (value untouched) when the name
+ *    is unknown. Text into a caller's buffer: mq_<obj>_format(obj, buf, cap) writes at most
+ *    cap bytes, NUL included (buf may be NULL when cap is 0), and returns the length of the
+ *    full text, as snprintf.
+ *
+ * ABI policy
+ *
+ *  - Version. MQ_VERSION_MAJOR/MINOR/PATCH below are the only place the version is written;
+ *    the build reads them for the shared library's names and the pkg-config file. The shared
+ *    library is libmonoquant.so.MAJOR (the soname) -> libmonoquant.so.MAJOR.MINOR.PATCH. A
+ *    program compiled against this header runs with any later library of the same soname.
+ *    Compare MQ_VERSION_NUMBER (compiled against) with mq_version_number() (linked) to
+ *    detect an older library at run time.
+ *  - Extensible structs (mq_open_options, mq_quantize_options, mq_calib_data,
+ *    mq_observer_options, mq_linear_desc, mq_conv2d_desc): the caller fills them, and each
+ *    starts with `size_t struct_size`, set to sizeof by its _default/_init function. Always
+ *    initialise them with that function (never `= {0}` alone), then set fields. The function
+ *    is a macro passing the caller's sizeof to the exported *_sized function (bindings call
+ *    that one with their own size): the library zeroes and fills only that many bytes,
+ *    padding included, so a field later appended into an old layout's tail padding reads as
+ *    its default. New fields are only ever appended at the end. The library reads only the
+ *    fields within struct_size and uses the defaults for the rest, so a program built
+ *    against an older header keeps working. A struct_size of 0, below the first released
+ *    layout (0.2.0) or above the library's own sizeof (a header newer than the library)
+ *    fails with MQ_ERR_INVALID naming the struct. Structs the library fills for the caller
+ *    (mq_observer_options_parse) are filled up to the struct_size the caller set.
+ *  - Fixed structs: every other public struct (mq_tensor, mq_tensor_desc, mq_kv, mq_qspec,
+ *    mq_qlayout, mq_error_stats, mq_layer_rule, mq_allocator, mq_layer_check) keeps its layout
+ *    for the life of the soname; new information comes through new functions. Structs the
+ *    library owns and hands out by pointer (mq_qtensor, mq_layer_stats) may grow at the end.
+ *  - Opaque objects (mq_ctx, mq_model, mq_writer, mq_report, mq_qmodel, mq_observer,
+ *    mq_calibrator, mq_calib_stats, mq_linear, mq_conv2d) are read through accessors only.
+ *  - Enums only gain values at the end; switch statements over them need a default.
+ *  - Symbols: only MQ_API functions are exported; names with a double underscore are private.
  */
 #ifndef MONOQUANT_H
 #define MONOQUANT_H
@@ -33,12 +70,17 @@ extern "C" {
 #endif
 
 #define MQ_VERSION_MAJOR 0
-#define MQ_VERSION_MINOR 1
+#define MQ_VERSION_MINOR 2
 #define MQ_VERSION_PATCH 0
-#define MQ_VERSION_STRING "0.1.0"
+#define MQ_VERSION_NUMBER (MQ_VERSION_MAJOR * 10000 + MQ_VERSION_MINOR * 100 + MQ_VERSION_PATCH)
+#define MQ__STR_(x) #x
+#define MQ__STR(x) MQ__STR_(x)
+#define MQ_VERSION_STRING \
+    MQ__STR(MQ_VERSION_MAJOR) "." MQ__STR(MQ_VERSION_MINOR) "." MQ__STR(MQ_VERSION_PATCH)
 
-/* Version of the library actually linked, e.g. "0.1.0". */
+/* Version of the library actually linked, e.g. "0.2.0", and as MQ_VERSION_NUMBER. */
 MQ_API const char *mq_version(void);
+MQ_API unsigned mq_version_number(void);
 
 /* ======================================================================================
  * Status and context
@@ -119,8 +161,8 @@ typedef enum mq_dtype {
 
 /* safetensors name ("F32", "BF16", ...); "invalid" for an unknown value. */
 MQ_API const char *mq_dtype_name(mq_dtype dt);
-/* Parses a safetensors dtype name (exact, case-sensitive); MQ_DTYPE_INVALID if unknown. */
-MQ_API mq_dtype mq_dtype_from_name(const char *name);
+/* Parses a safetensors dtype name (exact, case-sensitive); 0 if unknown. */
+MQ_API int mq_dtype_from_name(const char *name, mq_dtype *out);
 /* Bytes per element (0 for MQ_DTYPE_INVALID). */
 MQ_API size_t mq_dtype_size(mq_dtype dt);
 /* 1 for F16, BF16, F32, F64. */
@@ -173,12 +215,17 @@ MQ_API const char *mq_format_name(mq_format fmt);
 typedef struct mq_model mq_model;
 
 typedef struct mq_open_options {
+    size_t struct_size;     /* sizeof(mq_open_options): set by mq_open_options_default */
     mq_format format;       /* MQ_FORMAT_AUTO: detect */
     const char *key;        /* PyTorch: the entry of a nested dict that holds the tensors
                                (e.g. "state_dict"); "." for the top level; NULL: the top level
                                if it holds tensors, else the one entry that does (several such
                                entries: MQ_ERR_INVALID listing them) */
 } mq_open_options;
+
+/* struct_size, MQ_FORMAT_AUTO, key NULL. */
+MQ_API void mq_open_options_default_sized(mq_open_options *opts, size_t struct_size);
+#define mq_open_options_default(opts) mq_open_options_default_sized((opts), sizeof *(opts))
 
 /* Opens a checkpoint: a .safetensors file, a *.index.json of shards, a folder holding either,
  * or a PyTorch zip checkpoint. The input is never modified. opts may be NULL. */
@@ -191,7 +238,7 @@ MQ_API size_t mq_model_tensor_count(const mq_model *model);
 /* Tensor i in file order (shards in index order). NULL when i is out of range. */
 MQ_API const mq_tensor *mq_model_tensor(const mq_model *model, size_t i);
 /* Index of the named tensor, or -1. */
-MQ_API long mq_model_find(const mq_model *model, const char *name);
+MQ_API int64_t mq_model_find(const mq_model *model, const char *name);
 /* Number of files the model spans (1 unless sharded). */
 MQ_API size_t mq_model_file_count(const mq_model *model);
 
@@ -199,8 +246,8 @@ MQ_API size_t mq_model_file_count(const mq_model *model);
 MQ_API size_t mq_model_metadata_count(const mq_model *model);
 MQ_API const char *mq_model_metadata_key(const mq_model *model, size_t i);
 MQ_API const char *mq_model_metadata_value(const mq_model *model, size_t i);
-/* Value for key, or NULL. */
-MQ_API const char *mq_model_metadata_get(const mq_model *model, const char *key);
+/* Index of the entry `key`, or -1. */
+MQ_API int64_t mq_model_metadata_find(const mq_model *model, const char *key);
 
 /* Layer kind a tensor looks like, from its name and shape. */
 typedef enum mq_layer_kind {
@@ -286,7 +333,7 @@ MQ_API void mq_writer_free(mq_writer *w);
  *   scale = max(scale, FLT_EPSILON), all in float32;
  *   q = clamp(zero point + round(x * (1.0f / scale)), qmin, qmax), round half to even;
  *   dequantized x = (q - zero point) * scale.
- * MQ_SEARCH_MSE replaces min/max by a search over clipped ranges (see mq_qspec).
+ * MQ_SEARCH_MSE replaces min/max by a search over clipped ranges (see mq_scale_search).
  * ====================================================================================== */
 
 typedef enum mq_qtype {
@@ -314,14 +361,16 @@ typedef enum mq_scale_search {
                              neighbours and, for asymmetric, zero points one step either
                              way); the least (weighted) squared error wins, ties keep
                              min/max (docs/QUANTIZATION.md) */
-    MQ_SEARCH_GPTQ        /* needs spec.hessian: each row is quantized column by column, left
-                             to right, and each column's rounding error is spread over the
-                             columns not yet quantized through the inverse Hessian (GPTQ,
+    MQ_SEARCH_GPTQ        /* needs mq_calib_data.hessian: each row is quantized column by
+                             column, left to right, and each column's rounding error is spread
+                             over the columns not yet quantized through the inverse Hessian (GPTQ,
                              docs/QUANTIZATION.md); a group's scale / zero point follow the
                              min/max rule on its error-updated weights when the group starts.
                              An identity Hessian gives exactly MQ_SEARCH_MINMAX's bytes. */
 } mq_scale_search;
 
+/* How a tensor is stored: the format description, the same for every tensor of a layer
+ * kind (per-tensor calibration data goes in mq_calib_data). Fixed layout. */
 typedef struct mq_qspec {
     mq_qtype type;
     mq_scheme scheme;
@@ -329,10 +378,17 @@ typedef struct mq_qspec {
     int group_size;           /* MQ_PER_GROUP (>= 1); a row shorter than a group is one group
                                  and a last partial group is allowed */
     mq_scale_search search;
+} mq_qspec;
+
+/* Defaults: INT8 symmetric per channel, min/max; group_size 128. */
+MQ_API void mq_qspec_default(mq_qspec *spec);
+
+/* Calibration data of one tensor, borrowed (not copied) by the call it is given to. */
+typedef struct mq_calib_data {
+    size_t struct_size;       /* sizeof(mq_calib_data): set by mq_calib_data_init */
     const float *importance;  /* optional, `cols` finite weights >= 0 (e.g. the mean of x^2 per
                                  input channel from calibration): the scale search minimizes
-                                 the error weighted by importance[col]. Not copied. */
-    /* added after the first draft: */
+                                 the error weighted by importance[col] */
     const float *hessian;     /* MQ_SEARCH_GPTQ only: cols x cols, row-major, symmetric (the
                                  lower triangle is read), finite: the mean of x x^T over the
                                  layer's calibration inputs (`<layer>.hessian` of
@@ -342,12 +398,12 @@ typedef struct mq_qspec {
                                  naming the column. Each mq_quantize_rows call factorizes it
                                  (O(cols^3), double precision; 8 * 2 * cols^2 bytes of scratch):
                                  quantize a tensor in as few calls as memory allows. The bytes
-                                 do not depend on the row chunking or the thread count.
-                                 Not copied. */
-} mq_qspec;
+                                 do not depend on the row chunking or the thread count. */
+} mq_calib_data;
 
-/* Defaults: INT8 symmetric per channel, min/max; group_size 128. */
-MQ_API void mq_qspec_default(mq_qspec *spec);
+/* struct_size, no importance, no Hessian. */
+MQ_API void mq_calib_data_init_sized(mq_calib_data *data, size_t struct_size);
+#define mq_calib_data_init(data) mq_calib_data_init_sized((data), sizeof *(data))
 
 /* Recommended settings for a target type:
  *   INT8, UINT8: per channel, min/max (bit-identical to PyTorch), symmetric for INT8,
@@ -380,7 +436,6 @@ typedef struct mq_qlayout {
     int has_zero_point;        /* asymmetric integer types, and unsigned symmetric ones (their
                                   constant mid-range zero point is stored too) */
     mq_dtype zero_point_dtype; /* I8/U8 for 8-bit, I8 for 4-bit, stored unpacked */
-    /* added after the first draft: */
     int64_t group_size;        /* elements per group: cols unless per group, where it is
                                   min(spec group_size, cols) */
     int64_t last_group_size;   /* elements in the last group of a row (a partial group when
@@ -399,14 +454,16 @@ MQ_API mq_status mq_qlayout_init(mq_ctx *ctx, const mq_qspec *spec, int ndim,
  * row_bytes); `scale` and `zero_point` (NULL when the layout has none) are whole-tensor arrays
  * of which only the entries of these rows are written. MQ_PER_TENSOR: the call with
  * row_begin == 0 computes the tensor's parameters over all rows and later calls reuse
- * scale[0]/zero_point[0]. `spec` and `layout` must be those given to mq_qlayout_init.
+ * scale[0]/zero_point[0]. `spec` and `layout` must be those given to mq_qlayout_init;
+ * `calib` (may be NULL) the tensor's calibration data.
  * Rows are split across the context's threads; the bytes do not depend on the thread count
  * or the instruction-set level; each call allocates about 14 bytes per column per thread of
  * scratch. NaN or Inf in the tensor (or, for FP16, a value beyond its range): MQ_ERR_QUANT
  * naming the row and column. */
 MQ_API mq_status mq_quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *layout,
-                                  mq_dtype src_dtype, const void *src, int64_t row_begin,
-                                  int64_t row_end, void *data, float *scale, void *zero_point);
+                                  const mq_calib_data *calib, mq_dtype src_dtype,
+                                  const void *src, int64_t row_begin, int64_t row_end,
+                                  void *data, float *scale, void *zero_point);
 
 /* Inverse: rows [row_begin, row_end) to F32 (`out` receives those rows only). `data`,
  * `scale` and `zero_point` are the whole tensor's arrays (any alignment for `data`). */
@@ -427,7 +484,147 @@ typedef struct mq_error_stats {
 MQ_API void mq_error_stats_compute(const float *a, const float *b, size_t n,
                                    mq_error_stats *out);
 
-/* ====== section: pipeline (quantize a whole checkpoint) ================================ */
+/* ======================================================================================
+ * Quantized layers that run (Linear, Conv2d)
+ * ====================================================================================== */
+
+/* Quantized layers that run: y = x W^T + b for Linear, and Conv2d, over weights in the formats
+ * of the quantization section (docs/KERNELS.md). Activations are f32, row-major.
+ *
+ * Modes (how activations meet the weights):
+ *  - MQ_ACT_F32: weight-only; activations stay f32, weights are dequantized on the fly. The
+ *    only mode for F32/FP16/BF16 weights.
+ *  - MQ_ACT_DYNAMIC: each activation row is quantized at run time to int8, symmetric:
+ *    sx = max|x| / 127, a = clamp(round_half_even(x / sx), -127, 127); then exact integer
+ *    dot products (VNNI vpdpbusd where present) per weight group, scaled back in f32.
+ *  - MQ_ACT_STATIC: as dynamic, with the stored input_scale / input_zero_point (PyTorch
+ *    quint8 convention): q = clamp(round_half_even(x / input_scale) + zero_point, 0, 255).
+ *
+ * Every instruction-set path gives the same bits as the scalar reference, for every mode and
+ * thread count (fixed summation order; see docs/KERNELS.md). Non-finite activations give
+ * unspecified (but never crashing) outputs. */
+
+typedef enum mq_act_mode { MQ_ACT_F32 = 0, MQ_ACT_DYNAMIC = 1, MQ_ACT_STATIC = 2 } mq_act_mode;
+
+/* The weights of one Linear layer, W [out_features, in_features] = [N, K], in their stored
+ * format. Pointers need no alignment. mq_linear_create copies (repacks) everything it needs:
+ * the caller may free or unmap these buffers as soon as it returns.
+ *   type MQ_Q_NONE: weight F32 [N, K] (`weight_dtype` may also say F16/BF16: same as FP16/BF16)
+ *   MQ_Q_FP16 / MQ_Q_BF16: weight F16 / BF16 [N, K]
+ *   MQ_Q_INT8 / MQ_Q_UINT8: weight I8 / U8 [N, K].
+ *   MQ_Q_INT4 / MQ_Q_UINT4: weight I32 [N, ceil(K/8)], eight 4-bit values per word, lowest
+ *     bits first; INT4 values v in [-8, 7] are stored as v + 8, UINT4 as v.
+ *   Integer types: scale F32 [1] (MQ_PER_TENSOR), [N] (MQ_PER_CHANNEL) or
+ *     [N, ceil(K/group_size)] (MQ_PER_GROUP; group_size a multiple of 8 unless it covers the
+ *     whole row); zero_point (I8/U8 for 8-bit, I8 for 4-bit: in [-8, 7] for INT4, [0, 15] for
+ *     UINT4) of the same count, or NULL for 0; required when asymmetric, and used whenever
+ *     given. Element value: (v - zero_point) * scale.
+ * bias: F32 [N] or NULL. Dynamic/static modes need an integer type and groups of at most 32768
+ * elements (a per-tensor or per-channel row longer than that is split internally). */
+typedef struct mq_linear_desc {
+    size_t struct_size;          /* sizeof(mq_linear_desc): set by mq_linear_desc_init */
+    mq_qtype type;
+    mq_scheme scheme;            /* integer types: symmetric (no zero point) or asymmetric */
+    mq_granularity granularity;  /* integer types, see above */
+    int group_size;              /* MQ_PER_GROUP */
+    int64_t out_features;        /* N >= 1 */
+    int64_t in_features;         /* K >= 1 */
+    mq_dtype weight_dtype;       /* MQ_Q_NONE only: F32 (0 means F32), F16 or BF16 */
+    const void *weight;
+    const float *scale;
+    const void *zero_point;
+    const float *bias;
+    mq_act_mode act;
+    float input_scale;           /* MQ_ACT_STATIC: > 0 */
+    int input_zero_point;        /* MQ_ACT_STATIC: [0, 255] */
+} mq_linear_desc;
+
+/* Zeroes *desc, then sets struct_size, type, out_features, in_features and weight, with
+ * MQ_PER_CHANNEL, group_size 128, weight_dtype F32, symmetric, no bias, MQ_ACT_F32
+ * (weight-only). */
+MQ_API void mq_linear_desc_init_sized(mq_linear_desc *desc, size_t struct_size, mq_qtype type,
+                                      int64_t out_features, int64_t in_features,
+                                      const void *weight);
+#define mq_linear_desc_init(desc, type, out_features, in_features, weight) \
+    mq_linear_desc_init_sized((desc), sizeof *(desc), (type), (out_features), (in_features), \
+                              (weight))
+
+/* mq_linear_desc_init plus type, scheme, granularity and group size from a quantization spec
+ * and the stored tensors (data, scale, zero point or NULL: see mq_qlayout). */
+MQ_API void mq_linear_desc_from_qspec_sized(mq_linear_desc *desc, size_t struct_size,
+                                            const mq_qspec *spec, int64_t out_features,
+                                            int64_t in_features, const void *data,
+                                            const float *scale, const void *zero_point);
+#define mq_linear_desc_from_qspec(desc, spec, out_features, in_features, data, scale, zp) \
+    mq_linear_desc_from_qspec_sized((desc), sizeof *(desc), (spec), (out_features), \
+                                    (in_features), (data), (scale), (zp))
+
+typedef struct mq_linear mq_linear;
+
+/* Validates the description and repacks the weights into the kernel layout (owned by the
+ * object). MQ_ERR_INVALID for a malformed description, MQ_ERR_UNSUPPORTED for a valid one this
+ * version cannot run (message says which), MQ_ERR_FORMAT for non-finite scales or zero points
+ * out of range. The object allocates through `ctx`: free it before the context. *out is NULL
+ * on failure. */
+MQ_API mq_status mq_linear_create(mq_ctx *ctx, const mq_linear_desc *desc, mq_linear **out);
+MQ_API void mq_linear_free(mq_linear *lin);
+MQ_API int64_t mq_linear_out_features(const mq_linear *lin);
+MQ_API int64_t mq_linear_in_features(const mq_linear *lin);
+/* Bytes of the repacked weights, scales and constants the object holds. */
+MQ_API uint64_t mq_linear_weight_bytes(const mq_linear *lin);
+
+/* y [M, N] = x [M, K] W^T + b, on the context's threads and instruction-set level; x and y
+ * must not overlap. The object keeps scratch memory between calls (grown as needed), so it is
+ * used by one call at a time. */
+MQ_API mq_status mq_linear_forward(mq_ctx *ctx, mq_linear *lin, const float *x, int64_t M,
+                                   float *y);
+
+/* Runs `lin` and the plain f32 layer with weights `ref_weight` (F32 [N, K], e.g. the original
+ * or dequantized weights) and the same bias on the same inputs, and compares the outputs
+ * (reference first) into *out. x: [M, K] inputs, or NULL for M rows of N(0, 1) values drawn
+ * from `seed`. This is the check behind `monoquant validate --run`. */
+MQ_API mq_status mq_linear_check(mq_ctx *ctx, mq_linear *lin, const float *ref_weight,
+                                 const float *bias, const float *x, int64_t M, uint64_t seed,
+                                 mq_error_stats *out);
+
+/* Conv2d over NCHW f32 input: weight [C_out, C_in / groups, kh, kw] as in mq_linear_desc with
+ * K = C_in / groups * kh * kw (type NONE/F32, FP16, BF16, INT8, UINT8, and 4-bit with groups
+ * along the flattened C*kh*kw), out_features = C_out. Runs as im2col + the Linear kernels.
+ * The weights are described by an mq_linear_desc given beside the geometry below. */
+typedef struct mq_conv2d_desc {
+    size_t struct_size;          /* sizeof(mq_conv2d_desc): set by mq_conv2d_desc_init */
+    int64_t in_channels;         /* C_in */
+    int kernel_h, kernel_w;
+    int stride_h, stride_w;      /* >= 1 */
+    int pad_h, pad_w;            /* >= 0, zero padding */
+    int dilation_h, dilation_w;  /* >= 1 */
+    int groups;                  /* >= 1, divides C_in and C_out */
+} mq_conv2d_desc;
+
+typedef struct mq_conv2d mq_conv2d;
+
+/* Zeroes *desc, then sets struct_size, in_channels and the kernel size, with stride 1,
+ * no padding, dilation 1 and 1 group. */
+MQ_API void mq_conv2d_desc_init_sized(mq_conv2d_desc *desc, size_t struct_size,
+                                      int64_t in_channels, int kernel_h, int kernel_w);
+#define mq_conv2d_desc_init(desc, in_channels, kernel_h, kernel_w) \
+    mq_conv2d_desc_init_sized((desc), sizeof *(desc), (in_channels), (kernel_h), (kernel_w))
+
+/* As mq_linear_create: `weights` with out_features = C_out and
+ * in_features = C_in / groups * kh * kw; 0 for stride, dilation or groups means 1. */
+MQ_API mq_status mq_conv2d_create(mq_ctx *ctx, const mq_linear_desc *weights,
+                                  const mq_conv2d_desc *desc, mq_conv2d **out);
+MQ_API void mq_conv2d_free(mq_conv2d *conv);
+/* Output height and width for an input of h x w; MQ_ERR_INVALID if the kernel does not fit. */
+MQ_API mq_status mq_conv2d_output_size(mq_ctx *ctx, const mq_conv2d *conv, int64_t h,
+                                       int64_t w, int64_t *out_h, int64_t *out_w);
+/* y [batch, C_out, out_h, out_w] from x [batch, C_in, h, w]. One call at a time per object. */
+MQ_API mq_status mq_conv2d_forward(mq_ctx *ctx, mq_conv2d *conv, const float *x, int64_t batch,
+                                   int64_t h, int64_t w, float *y);
+
+/* ======================================================================================
+ * Quantizing a whole checkpoint, reading it back, running its layers
+ * ====================================================================================== */
 
 /* What happens to one input tensor. */
 typedef enum mq_action {
@@ -451,7 +648,9 @@ typedef struct mq_layer_rule {
 #define MQ_KIND_BIT(kind) (1u << (unsigned)(kind))
 
 typedef struct mq_quantize_options {
-    mq_qspec spec;             /* default target (spec.importance is ignored) */
+    size_t struct_size;        /* sizeof(mq_quantize_options): set by
+                                  mq_quantize_options_default */
+    mq_qspec spec;             /* default target */
     unsigned kinds;            /* MQ_KIND_BIT()s of the layer kinds to quantize */
     const char *const *include; /* if any: only names matching one of these globs */
     size_t ninclude;
@@ -468,77 +667,108 @@ typedef struct mq_quantize_options {
     int skip_nonfinite;        /* a tensor with NaN/Inf is kept (with a reason) instead of
                                   failing with MQ_ERR_QUANT */
     int error_stats;           /* compute per-tensor error figures (costs one dequantization) */
-    double sqnr_warn_db;       /* warn when a quantized tensor's SQNR is below this (0: never) */
+    double sqnr_warn_db;       /* warn when a quantized tensor's SQNR is below this (0: never);
+                                  needs error_stats (else MQ_ERR_INVALID: the gate would never
+                                  run). Figures that are not finite (NaN) fail the call */
     const char *calibration;   /* statistics file from `monoquant calibrate`, or NULL: every
                                   quantized `<layer>.weight` with statistics gets
                                   `<layer>.input_scale` / `input_zero_point`, and its mean
-                                  x^2 per input channel becomes spec.importance (used by
-                                  MQ_SEARCH_MSE: activation-aware scales) */
+                                  x^2 per input channel becomes the importance of
+                                  mq_calib_data (used by MQ_SEARCH_MSE: activation-aware
+                                  scales), its Hessian the one MQ_SEARCH_GPTQ needs */
     mq_format out_format;      /* MQ_FORMAT_AUTO: from the output extension */
     int dry_run;               /* plan only: nothing is read beyond the header, nothing written */
-    /* additions: */
     const char *key;           /* PyTorch input: the entry holding the tensors, as
                                   mq_open_options.key ("." the top level; NULL: found) */
     int strict;                /* any warning fails the call with MQ_ERR_QUANT, its message
                                   listing the warnings. Decided before the output is committed:
                                   the destination stays untouched and no temporary file is
                                   left. A dry run fails the same way (no report). */
+    int clamp_casts;           /* FP16/BF16 casts: values beyond the target's range saturate to
+                                  its largest finite value (counted per tensor in the report)
+                                  instead of failing with MQ_ERR_QUANT naming the tensor */
 } mq_quantize_options;
 
-/* Defaults: INT8 symmetric per channel (min/max), kinds linear+conv+rnn, default_skip 1,
- * error_stats 1, sqnr_warn_db 0, everything else 0/NULL. */
-MQ_API void mq_quantize_options_default(mq_quantize_options *opts);
+/* Defaults: struct_size, INT8 symmetric per channel (min/max), kinds linear+conv+rnn,
+ * default_skip 1, error_stats 1, sqnr_warn_db 0, everything else 0/NULL. */
+MQ_API void mq_quantize_options_default_sized(mq_quantize_options *opts, size_t struct_size);
+#define mq_quantize_options_default(opts) \
+    mq_quantize_options_default_sized((opts), sizeof *(opts))
 
-typedef struct mq_tensor_report {
-    const char *name;          /* input tensor name */
-    mq_layer_kind kind;
-    mq_dtype dtype;            /* input dtype */
-    int ndim;
-    int64_t shape[MQ_MAX_DIMS];
-    uint64_t numel;
-    mq_action action;
-    mq_qspec spec;             /* target (type MQ_Q_NONE when kept; importance NULL) */
-    const char *reason;        /* why kept, e.g. "norm", "embedding (4-bit default skip)";
-                                  NULL when converted */
-    uint64_t bytes_in;         /* tensor data bytes in the input */
-    uint64_t bytes_out;        /* bytes of every output tensor it became (scales included) */
-    int has_error;             /* error figures below are valid */
-    mq_error_stats error;      /* of the dequantized tensor against the input */
-    int has_input_params;      /* input_scale/input_zero_point stored (calibration) */
-    /* added after the first draft: */
-    int has_output_error;      /* the calibration statistics hold the layer's Hessian H and
-                                  error figures were asked for */
-    double output_sqnr_db;     /* 10 log10(sum w^T H w / sum d^T H d) over rows, d = w - the
-                                  dequantized w: the SQNR of the layer's outputs X W^T on the
-                                  calibration inputs (what GPTQ minimizes); +inf when exact */
-} mq_tensor_report;
-
-typedef struct mq_report {
-    mq_tensor_report *tensors; /* one per input tensor, in file order */
-    size_t ntensors;
-    size_t nquantized, ncast, nkept;
-    uint64_t bytes_in, bytes_out;        /* tensor data bytes */
-    uint64_t file_bytes_in, file_bytes_out; /* whole files (0 for a dry run's output) */
-    char **warnings;           /* human-readable, e.g. "blocks.0.fc.weight: SQNR 12.1 dB ..." */
-    size_t nwarnings;
-    char *config_json;         /* the quantization_config stored in the output */
-    double seconds;            /* wall time of the call */
-} mq_report;
+/* What mq_quantize_file did (or, for a dry run, would do). */
+typedef struct mq_report mq_report;
 
 /* Quantizes the checkpoint `in` (anything mq_model_open reads) into `out` following `opts`
  * (NULL: defaults). Streams: memory stays bounded by a few chunk buffers and the largest
  * tensor's scales, whatever the model size. The output is written to a temporary file and
  * renamed into place; `in` is never modified, and an `out` that resolves to the input file
- * fails with MQ_ERR_INVALID. `out` may be NULL for a dry run. On success, and for a dry run,
+ * fails with MQ_ERR_INVALID, as does an input that is already quantized (our metadata,
+ * compressed-tensors' `*.weight_packed` / `weight_scale` / `weight_zero_point` /
+ * `weight_shape`, GPTQ/AWQ's `qweight` / `qzeros` / `scales` / `g_idx`): dequantize it first.
+ * Values that would be written as Inf fail with MQ_ERR_QUANT naming the tensor: FP16/BF16
+ * overflow (unless clamp_casts), scales whose grid overflows float32. Options and rules that
+ * have no effect are warnings (layer rules matching no tensor, norm/bias kinds, calibration
+ * layers matching no tensor, GPTQ without a Hessian, storages shared in the input). `out` may be NULL for a dry run. On success, and for a dry run,
  * *report (if report is not NULL) receives a report to free with mq_report_free; on failure
  * *report is NULL. The output is byte-identical for every thread count. */
 MQ_API mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
                                   const mq_quantize_options *opts, mq_report **report);
 MQ_API void mq_report_free(mq_report *report);
 
+/* Tensors, one per input tensor in file order. The mq_report_tensor_* accessors return 0,
+ * NULL or MQ_ACTION_KEEP for i past the end. */
+MQ_API size_t mq_report_tensor_count(const mq_report *report);
+/* Input tensor name. */
+MQ_API const char *mq_report_tensor_name(const mq_report *report, size_t i);
+MQ_API mq_layer_kind mq_report_tensor_kind(const mq_report *report, size_t i);
+/* Input dtype. */
+MQ_API mq_dtype mq_report_tensor_dtype(const mq_report *report, size_t i);
+/* Number of dims; `shape` (may be NULL) receives them (MQ_MAX_DIMS entries at most). */
+MQ_API int mq_report_tensor_shape(const mq_report *report, size_t i, int64_t *shape);
+MQ_API uint64_t mq_report_tensor_numel(const mq_report *report, size_t i);
+MQ_API mq_action mq_report_tensor_action(const mq_report *report, size_t i);
+/* Target format (type MQ_Q_NONE when kept): type, scheme, granularity, group size and the
+ * scale search that really ran (MQ_SEARCH_GPTQ falls back to MQ_SEARCH_MSE for a layer
+ * without a Hessian, with a warning). Returns 0 (and a default spec) for i past the end. */
+MQ_API int mq_report_tensor_spec(const mq_report *report, size_t i, mq_qspec *out);
+/* FP16/BF16 casts with clamp_casts: values beyond the target's range that were saturated to
+ * its largest finite value. */
+MQ_API uint64_t mq_report_tensor_clamped(const mq_report *report, size_t i);
+/* Why the tensor is kept, e.g. "norm", "embedding (4-bit default skip)"; NULL when
+ * converted. */
+MQ_API const char *mq_report_tensor_reason(const mq_report *report, size_t i);
+/* Tensor data bytes in the input, and of every output tensor it became (scales included). */
+MQ_API uint64_t mq_report_tensor_bytes_in(const mq_report *report, size_t i);
+MQ_API uint64_t mq_report_tensor_bytes_out(const mq_report *report, size_t i);
+/* Error figures of the dequantized tensor against the input: returns 1 and fills *out when
+ * they were computed, else 0. */
+MQ_API int mq_report_tensor_error(const mq_report *report, size_t i, mq_error_stats *out);
+/* 1 when input_scale / input_zero_point are stored for the layer (calibration). */
+MQ_API int mq_report_tensor_has_input_params(const mq_report *report, size_t i);
+/* SQNR of the layer's outputs X W^T on the calibration inputs,
+ * 10 log10(sum w^T H w / sum d^T H d) over rows with d = w - the dequantized w (what GPTQ
+ * minimizes; +inf when exact): returns 1 and sets *db when the calibration statistics hold
+ * the layer's Hessian H and error figures were asked for, else 0. */
+MQ_API int mq_report_tensor_output_sqnr(const mq_report *report, size_t i, double *db);
+
+/* Totals: tensors with `action`; tensor data bytes in and out; whole files (file_bytes_out
+ * is 0 for a dry run). */
+MQ_API size_t mq_report_action_count(const mq_report *report, mq_action action);
+MQ_API uint64_t mq_report_bytes_in(const mq_report *report);
+MQ_API uint64_t mq_report_bytes_out(const mq_report *report);
+MQ_API uint64_t mq_report_file_bytes_in(const mq_report *report);
+MQ_API uint64_t mq_report_file_bytes_out(const mq_report *report);
+/* Warnings, human-readable, e.g. "blocks.0.fc.weight: SQNR 12.1 dB ...". */
+MQ_API size_t mq_report_warning_count(const mq_report *report);
+MQ_API const char *mq_report_warning(const mq_report *report, size_t i);
+/* The quantization_config JSON stored in the output. */
+MQ_API const char *mq_report_config_json(const mq_report *report);
+/* Wall time of the call, in seconds. */
+MQ_API double mq_report_seconds(const mq_report *report);
+
 /* Short scheme name of a spec for file names and messages: "int8", "int4-g128",
- * "uint8-asym"...; "fp16", "bf16", "none". Writes at most cap bytes (NUL included). */
-MQ_API const char *mq_qspec_name(const mq_qspec *spec, char *buf, size_t cap);
+ * "uint8-asym"...; "fp16", "bf16", "none" (format convention: see the top). */
+MQ_API size_t mq_qspec_format(const mq_qspec *spec, char *buf, size_t cap);
 /* "none", "int8", "uint8", "int4", "uint4", "fp16", "bf16". */
 MQ_API const char *mq_qtype_name(mq_qtype type);
 
@@ -581,8 +811,9 @@ typedef struct mq_qtensor {
  * `quantization_config` of config.json (or quantize_config.json) beside the checkpoint where
  * the tensors alone are ambiguous (docs/FORMAT.md). Every quantized
  * tensor's companions exist with the dtypes and shapes its layout requires, packed sizes
- * match, the recorded original shapes agree, no stored tensor is left unexplained. A
- * failure is MQ_ERR_VALIDATION naming the tensor (MQ_ERR_IO/FORMAT for unreadable files). */
+ * match, the recorded original shapes agree, no stored tensor is left unexplained, and every
+ * tensor passes mq_qmodel_verify (no NaN/Inf scale is ever dequantized). A failure is
+ * MQ_ERR_VALIDATION naming the tensor (MQ_ERR_IO/FORMAT for unreadable files). */
 MQ_API mq_status mq_qmodel_open(mq_ctx *ctx, const char *path, mq_qmodel **out);
 /* As mq_qmodel_open, with open options (e.g. the key of a nested PyTorch checkpoint); opts
  * may be NULL. */
@@ -593,12 +824,13 @@ MQ_API const mq_model *mq_qmodel_model(const mq_qmodel *qm);
 MQ_API size_t mq_qmodel_count(const mq_qmodel *qm);
 MQ_API const mq_qtensor *mq_qmodel_tensor(const mq_qmodel *qm, size_t i);
 /* Index of the logical tensor `name`, or -1. */
-MQ_API long mq_qmodel_find(const mq_qmodel *qm, const char *name);
+MQ_API int64_t mq_qmodel_find(const mq_qmodel *qm, const char *name);
 /* 1 when the checkpoint holds at least one quantized tensor. */
 MQ_API int mq_qmodel_is_quantized(const mq_qmodel *qm);
 
-/* Checks the values of logical tensor i: scales finite and > 0, zero points within the
- * integer range, input scales finite and > 0. MQ_ERR_VALIDATION naming the tensor. */
+/* Checks the values of logical tensor i: scales finite and > 0 with every grid value
+ * (q - zero point) * scale finite in float32, zero points within the integer range, input
+ * scales finite and > 0. MQ_ERR_VALIDATION naming the tensor. */
 MQ_API mq_status mq_qmodel_verify(mq_qmodel *qm, size_t i);
 
 /* Rows [row_begin, row_end) of logical tensor i (rows = shape[0], cols = the rest) as F32
@@ -632,7 +864,7 @@ MQ_API int mq_qmodel_runnable(const mq_qmodel *qm, size_t i);
 typedef struct mq_layer_check {
     int64_t out_features;      /* N */
     int64_t in_features;       /* K (Conv: C_in/groups * kh * kw) */
-    int act;                   /* the mq_act_mode (kernels section) the layer ran in */
+    mq_act_mode act;           /* the mode the layer ran in */
     int against_reference;     /* 1: compared with the reference checkpoint's weights,
                                   0: with the checkpoint's own dequantized weights */
     int has_bias;              /* `<layer>.bias` was found and added to both outputs */
@@ -647,21 +879,19 @@ typedef struct mq_layer_check {
  * NULL, the dequantized weights of `qm` itself: then the figures isolate the kernels' own
  * error (activation quantization and summation order), not the weight quantization.
  * x: [M, K] f32 inputs, or NULL for M rows of N(0, 1) values drawn from `seed`.
- * act: an mq_act_mode. FP16/BF16 casts always run weight-only (MQ_ACT_F32); MQ_ACT_STATIC
+ * FP16/BF16 casts always run weight-only (MQ_ACT_F32); MQ_ACT_STATIC
  * uses the stored `<layer>.input_scale` / `input_zero_point` (a U8 zero point as PyTorch's
  * quint8; an I8 one as qint8, run shifted by 128, which is the same arithmetic) and runs
  * dynamic when the checkpoint has none; out->act says what ran. Memory: the f32 reference
  * weights (N*K*4 bytes) plus the kernel's copy of the layer. MQ_ERR_UNSUPPORTED for a layout
  * the kernels cannot run (e.g. a group size that is not a multiple of 8). */
-MQ_API mq_status mq_qmodel_check_layer(mq_qmodel *qm, size_t i, mq_qmodel *ref, int act,
-                                       const float *x, int64_t M, uint64_t seed,
+MQ_API mq_status mq_qmodel_check_layer(mq_qmodel *qm, size_t i, mq_qmodel *ref,
+                                       mq_act_mode act, const float *x, int64_t M, uint64_t seed,
                                        mq_layer_check *out);
 
-/* ====== end of section: pipeline ======================================================= */
-
-
-
-/* ====== section: calibration (observers) =============================================== */
+/* ======================================================================================
+ * Calibration: observers, calibrators, statistics files
+ * ====================================================================================== */
 
 /* Observers turn the values a layer sees (its input activations) into quantization
  * parameters. They are model-agnostic: any inference engine can feed them, batch by batch,
@@ -695,10 +925,12 @@ typedef enum mq_observer_kind {
 
 /* "minmax", "moving_average", "histogram", "entropy", "percentile", "mse". */
 MQ_API const char *mq_observer_kind_name(mq_observer_kind kind);
-/* Parses a kind name (also "moving-average", "kl" for entropy). Returns 0 if unknown. */
+/* Parses a kind name (also "moving-average", "kl" for entropy); 0 if unknown. */
 MQ_API int mq_observer_kind_from_name(const char *name, mq_observer_kind *out);
 
 typedef struct mq_observer_options {
+    size_t struct_size;         /* sizeof(mq_observer_options): set by
+                                   mq_observer_options_default */
     mq_observer_kind kind;
     mq_qtype type;              /* MQ_Q_UINT8 (default), MQ_Q_INT8, MQ_Q_INT4, MQ_Q_UINT4 */
     mq_scheme scheme;           /* MQ_ASYMMETRIC (default) or MQ_SYMMETRIC */
@@ -710,14 +942,18 @@ typedef struct mq_observer_options {
     double percentile;          /* MQ_OBS_PERCENTILE: in (50, 100], default 99.999 */
 } mq_observer_options;
 
-/* The defaults above for `kind` (the defaults of PyTorch's observers). */
-MQ_API void mq_observer_options_default(mq_observer_options *opts, mq_observer_kind kind);
+/* struct_size and the defaults above for `kind` (the defaults of PyTorch's observers). */
+MQ_API void mq_observer_options_default_sized(mq_observer_options *opts, size_t struct_size,
+                                             mq_observer_kind kind);
+#define mq_observer_options_default(opts, kind) \
+    mq_observer_options_default_sized((opts), sizeof *(opts), (kind))
 
 /* The options as one line of text, e.g. "histogram type=uint8 scheme=asymmetric
  * granularity=tensor channels=1 bins=2048 upsample=128". Writes at most cap bytes
  * (NUL included) and returns the length of the full text. */
 MQ_API size_t mq_observer_options_format(const mq_observer_options *opts, char *buf, size_t cap);
-/* Parses that text (keys may be left out: defaults of the kind). */
+/* Parses that text (keys may be left out: defaults of the kind) into *out, which must have
+ * been initialised with mq_observer_options_default (its struct_size says what to fill). */
 MQ_API mq_status mq_observer_options_parse(mq_ctx *ctx, const char *text,
                                            mq_observer_options *out);
 
@@ -763,7 +999,9 @@ MQ_API int64_t mq_observer_nparams(const mq_observer *obs);
 /* Computes the quantization parameters: `scale` and `zero_point` receive
  * mq_observer_nparams(obs) entries each; `lo`/`hi` (may be NULL) the chosen range before
  * widening. An observer that saw nothing gives scale 1, zero point 0 and range [0, 0] (as
- * PyTorch): check mq_observer_count. Histogram searches run channels on the thread pool. */
+ * PyTorch): check mq_observer_count. Histogram searches run channels on the thread pool.
+ * A range too wide for float32 parameters (near FLT_MAX: an infinite scale, or a grid that
+ * dequantizes to Inf) is MQ_ERR_QUANT naming the channel. */
 MQ_API mq_status mq_observer_qparams(const mq_observer *obs, float *scale, int32_t *zero_point,
                                      float *lo, float *hi);
 
@@ -806,13 +1044,15 @@ MQ_API mq_status mq_calibrator_set_hessian(mq_calibrator *cal, int enable);
 MQ_API mq_status mq_calibrator_update(mq_calibrator *cal, const char *layer, mq_dtype dtype,
                                       const void *x, int ndim, const int64_t *shape,
                                       int channel_axis);
-/* Layers in declaration order; NULL past the end. */
+/* Layers in declaration order. Past the end: NULL name and observer, 0 rows. */
 MQ_API size_t mq_calibrator_layer_count(const mq_calibrator *cal);
 MQ_API const char *mq_calibrator_layer_name(const mq_calibrator *cal, size_t i);
-/* Rows observed by a layer (0: it saw no data), or 0 when it is unknown. */
-MQ_API uint64_t mq_calibrator_layer_rows(const mq_calibrator *cal, const char *layer);
-/* The layer's observer (NULL when unknown), e.g. to read its qparams. */
-MQ_API const mq_observer *mq_calibrator_observer(const mq_calibrator *cal, const char *layer);
+/* Index of `layer`, or -1 when it was not declared. */
+MQ_API int64_t mq_calibrator_find(const mq_calibrator *cal, const char *layer);
+/* Rows observed by layer i (0: it saw no data). */
+MQ_API uint64_t mq_calibrator_layer_rows(const mq_calibrator *cal, size_t i);
+/* Layer i's observer, e.g. to read its qparams. */
+MQ_API const mq_observer *mq_calibrator_observer(const mq_calibrator *cal, size_t i);
 /* Folds src into dst layer by layer (same options; layers only in src are added). */
 MQ_API mq_status mq_calibrator_merge(mq_calibrator *dst, const mq_calibrator *src);
 /* Computes every layer's qparams (progress reported per layer) and writes the statistics
@@ -847,141 +1087,17 @@ typedef struct mq_layer_stats {
     float input_scale;        /* per-tensor activation scale */
     int32_t input_zero_point;
     const char *observer;     /* e.g. "minmax", "histogram" */
-    /* additions: */
     mq_scheme input_scheme;
     float input_min, input_max;          /* the range the observer chose */
     const float *channel_input_scale;    /* [channels] when calibrated per channel, else NULL */
     const int32_t *channel_input_zero_point;
 } mq_layer_stats;
-/* Fills *out for `layer` and returns 1, or returns 0 when the layer has no statistics.
- * Pointers stay valid until the stats object is freed. */
-MQ_API int mq_calib_stats_find(const mq_calib_stats *stats, const char *layer, mq_layer_stats *out);
-/* Layers in the file, in file order (for listing). */
+/* Layers in the file, in file order; the statistics of layer i (NULL past the end), valid
+ * with everything they point to until the stats object is freed. */
 MQ_API size_t mq_calib_stats_count(const mq_calib_stats *stats);
-MQ_API const char *mq_calib_stats_layer(const mq_calib_stats *stats, size_t i);
-
-/* ====== end of section: calibration ==================================================== */
-
-
-
-/* ====== section: kernels (quantized Linear / Conv2d) =================================== */
-
-/* Quantized layers that run: y = x W^T + b for Linear, and Conv2d, over weights in the formats
- * of the quantization section (docs/KERNELS.md). Activations are f32, row-major.
- *
- * Modes (how activations meet the weights):
- *  - MQ_ACT_F32: weight-only; activations stay f32, weights are dequantized on the fly. The
- *    only mode for F32/FP16/BF16 weights.
- *  - MQ_ACT_DYNAMIC: each activation row is quantized at run time to int8, symmetric:
- *    sx = max|x| / 127, a = clamp(round_half_even(x / sx), -127, 127); then exact integer
- *    dot products (VNNI vpdpbusd where present) per weight group, scaled back in f32.
- *  - MQ_ACT_STATIC: as dynamic, with the stored input_scale / input_zero_point (PyTorch
- *    quint8 convention): q = clamp(round_half_even(x / input_scale) + zero_point, 0, 255).
- *
- * Every instruction-set path gives the same bits as the scalar reference, for every mode and
- * thread count (fixed summation order; see docs/KERNELS.md). Non-finite activations give
- * unspecified (but never crashing) outputs. */
-
-typedef enum mq_act_mode { MQ_ACT_F32 = 0, MQ_ACT_DYNAMIC = 1, MQ_ACT_STATIC = 2 } mq_act_mode;
-
-/* The weights of one Linear layer, W [out_features, in_features] = [N, K], in their stored
- * format. Pointers need no alignment. mq_linear_create copies (repacks) everything it needs:
- * the caller may free or unmap these buffers as soon as it returns.
- *   type MQ_Q_NONE: weight F32 [N, K] (`weight_dtype` may also say F16/BF16: same as FP16/BF16)
- *   MQ_Q_FP16 / MQ_Q_BF16: weight F16 / BF16 [N, K]
- *   MQ_Q_INT8 / MQ_Q_UINT8: weight I8 / U8 [N, K].
- *   MQ_Q_INT4 / MQ_Q_UINT4: weight I32 [N, ceil(K/8)], eight 4-bit values per word, lowest
- *     bits first; INT4 values v in [-8, 7] are stored as v + 8, UINT4 as v.
- *   Integer types: scale F32 [1] (MQ_PER_TENSOR), [N] (MQ_PER_CHANNEL) or
- *     [N, ceil(K/group_size)] (MQ_PER_GROUP; group_size a multiple of 8 unless it covers the
- *     whole row); zero_point (I8/U8 for 8-bit, I8 for 4-bit: in [-8, 7] for INT4, [0, 15] for
- *     UINT4) of the same count, or NULL for 0; required when asymmetric, and used whenever
- *     given. Element value: (v - zero_point) * scale.
- * bias: F32 [N] or NULL. Dynamic/static modes need an integer type and groups of at most 32768
- * elements (a per-tensor or per-channel row longer than that is split internally). */
-typedef struct mq_linear_desc {
-    mq_qtype type;
-    mq_scheme scheme;            /* integer types: symmetric (no zero point) or asymmetric */
-    mq_granularity granularity;  /* integer types, see above */
-    int group_size;              /* MQ_PER_GROUP */
-    int64_t out_features;        /* N >= 1 */
-    int64_t in_features;         /* K >= 1 */
-    mq_dtype weight_dtype;       /* MQ_Q_NONE only: F32 (0 means F32), F16 or BF16 */
-    const void *weight;
-    const float *scale;
-    const void *zero_point;
-    const float *bias;
-    mq_act_mode act;
-    float input_scale;           /* MQ_ACT_STATIC: > 0 */
-    int input_zero_point;        /* MQ_ACT_STATIC: [0, 255] */
-} mq_linear_desc;
-
-/* Zeroes *desc, then sets type, out_features, in_features and weight, with MQ_PER_CHANNEL,
- * group_size 128, weight_dtype F32, symmetric, no bias, MQ_ACT_F32 (weight-only). */
-MQ_API void mq_linear_desc_init(mq_linear_desc *desc, mq_qtype type, int64_t out_features,
-                                int64_t in_features, const void *weight);
-
-/* mq_linear_desc_init plus type, scheme, granularity and group size from a quantization spec
- * and the stored tensors (data, scale, zero point or NULL: see mq_qlayout). */
-MQ_API void mq_linear_desc_from_qspec(mq_linear_desc *desc, const mq_qspec *spec,
-                                      int64_t out_features, int64_t in_features,
-                                      const void *data, const float *scale,
-                                      const void *zero_point);
-
-typedef struct mq_linear mq_linear;
-
-/* Validates the description and repacks the weights into the kernel layout (owned by the
- * object). MQ_ERR_INVALID for a malformed description, MQ_ERR_UNSUPPORTED for a valid one this
- * version cannot run (message says which), MQ_ERR_FORMAT for non-finite scales or zero points
- * out of range. The object allocates through `ctx`: free it before the context. *out is NULL
- * on failure. */
-MQ_API mq_status mq_linear_create(mq_ctx *ctx, const mq_linear_desc *desc, mq_linear **out);
-MQ_API void mq_linear_free(mq_linear *lin);
-MQ_API int64_t mq_linear_out_features(const mq_linear *lin);
-MQ_API int64_t mq_linear_in_features(const mq_linear *lin);
-/* Bytes of the repacked weights, scales and constants the object holds. */
-MQ_API uint64_t mq_linear_weight_bytes(const mq_linear *lin);
-
-/* y [M, N] = x [M, K] W^T + b, on the context's threads and instruction-set level; x and y
- * must not overlap. The object keeps scratch memory between calls (grown as needed), so it is
- * used by one call at a time. */
-MQ_API mq_status mq_linear_forward(mq_ctx *ctx, mq_linear *lin, const float *x, int64_t M,
-                                   float *y);
-
-/* Runs `lin` and the plain f32 layer with weights `ref_weight` (F32 [N, K], e.g. the original
- * or dequantized weights) and the same bias on the same inputs, and compares the outputs
- * (reference first) into *out. x: [M, K] inputs, or NULL for M rows of N(0, 1) values drawn
- * from `seed`. This is the check behind `monoquant validate --run`. */
-MQ_API mq_status mq_linear_check(mq_ctx *ctx, mq_linear *lin, const float *ref_weight,
-                                 const float *bias, const float *x, int64_t M, uint64_t seed,
-                                 mq_error_stats *out);
-
-/* Conv2d over NCHW f32 input: weight [C_out, C_in / groups, kh, kw] as in mq_linear_desc with
- * K = C_in / groups * kh * kw (type NONE/F32, FP16, BF16, INT8, UINT8, and 4-bit with groups
- * along the flattened C*kh*kw), out_features = C_out. Runs as im2col + the Linear kernels. */
-typedef struct mq_conv2d_desc {
-    mq_linear_desc w;            /* out_features = C_out, in_features = C_in / groups * kh * kw */
-    int64_t in_channels;         /* C_in */
-    int kernel_h, kernel_w;
-    int stride_h, stride_w;      /* >= 1 */
-    int pad_h, pad_w;            /* >= 0, zero padding */
-    int dilation_h, dilation_w;  /* >= 1 */
-    int groups;                  /* >= 1, divides C_in and C_out */
-} mq_conv2d_desc;
-
-typedef struct mq_conv2d mq_conv2d;
-
-/* As mq_linear_create; 0 for stride, dilation or groups means 1. */
-MQ_API mq_status mq_conv2d_create(mq_ctx *ctx, const mq_conv2d_desc *desc, mq_conv2d **out);
-MQ_API void mq_conv2d_free(mq_conv2d *conv);
-/* Output height and width for an input of h x w; MQ_ERR_INVALID if the kernel does not fit. */
-MQ_API mq_status mq_conv2d_output_size(mq_ctx *ctx, const mq_conv2d *conv, int64_t h,
-                                       int64_t w, int64_t *out_h, int64_t *out_w);
-/* y [batch, C_out, out_h, out_w] from x [batch, C_in, h, w]. One call at a time per object. */
-MQ_API mq_status mq_conv2d_forward(mq_ctx *ctx, mq_conv2d *conv, const float *x, int64_t batch,
-                                   int64_t h, int64_t w, float *y);
-
-/* ====== end of section: kernels ======================================================== */
+MQ_API const mq_layer_stats *mq_calib_stats_layer(const mq_calib_stats *stats, size_t i);
+/* Index of `layer`, or -1 when the file has no statistics for it. */
+MQ_API int64_t mq_calib_stats_find(const mq_calib_stats *stats, const char *layer);
 
 /* ====== section: in-memory models ===================================================== */
 
@@ -1014,13 +1130,14 @@ MQ_API mq_status mq_quantize_model(mq_ctx *ctx, mq_model *model, const char *out
  * weight-only), with `bias` (F32 [out_features], copied) or NULL. The object copies what it
  * needs: `qm` may be freed afterwards. The object allocates through `ctx` (free it before the
  * context). *act_used (may be NULL) receives the mode that will run. */
-MQ_API mq_status mq_qmodel_linear_create(mq_ctx *ctx, mq_qmodel *qm, size_t i, int act,
-                                         const float *bias, mq_linear **out, int *act_used);
-/* As mq_qmodel_linear_create for a Conv2d: `geometry` gives in_channels, kernel size,
- * stride, padding, dilation and groups (its weight description is not read). */
-MQ_API mq_status mq_qmodel_conv2d_create(mq_ctx *ctx, mq_qmodel *qm, size_t i, int act,
+MQ_API mq_status mq_qmodel_linear_create(mq_ctx *ctx, mq_qmodel *qm, size_t i, mq_act_mode act,
+                                         const float *bias, mq_linear **out,
+                                         mq_act_mode *act_used);
+/* As mq_qmodel_linear_create for a Conv2d: `geometry` (from mq_conv2d_desc_init) gives
+ * in_channels, kernel size, stride, padding, dilation and groups. */
+MQ_API mq_status mq_qmodel_conv2d_create(mq_ctx *ctx, mq_qmodel *qm, size_t i, mq_act_mode act,
                                          const float *bias, const mq_conv2d_desc *geometry,
-                                         mq_conv2d **out, int *act_used);
+                                         mq_conv2d **out, mq_act_mode *act_used);
 
 /* ====== end of section: in-memory models =============================================== */
 

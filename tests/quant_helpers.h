@@ -24,9 +24,11 @@ static void qres_free(qres *r) {
     memset(r, 0, sizeof *r);
 }
 
-/* Quantizes the whole tensor in `nchunks` calls of consecutive rows. */
-static qres quantize_chunks(mq_ctx *ctx, const mq_qspec *spec, int ndim, const int64_t *shape,
-                            mq_dtype dt, const void *src, int nchunks) {
+/* Quantizes the whole tensor in `nchunks` calls of consecutive rows, with calibration data
+ * `calib` (may be NULL). */
+static qres quantize_chunks_with(mq_ctx *ctx, const mq_qspec *spec, const mq_calib_data *calib,
+                                 int ndim, const int64_t *shape, mq_dtype dt, const void *src,
+                                 int nchunks) {
     qres r;
     memset(&r, 0, sizeof r);
     r.st = mq_qlayout_init(ctx, spec, ndim, shape, &r.L);
@@ -37,10 +39,17 @@ static qres quantize_chunks(mq_ctx *ctx, const mq_qspec *spec, int ndim, const i
     for (int c = 0; c < nchunks && r.st == MQ_OK; c++) {
         int64_t b = r.L.rows * c / nchunks, e = r.L.rows * (c + 1) / nchunks;
         if (b == e) continue;
-        r.st = mq_quantize_rows(ctx, spec, &r.L, dt, src, b, e, r.data + b * r.L.row_bytes,
-                                r.scale, r.L.has_zero_point ? r.zp : NULL);
+        r.st = mq_quantize_rows(ctx, spec, &r.L, calib, dt, src, b, e,
+                                r.data + b * r.L.row_bytes, r.scale,
+                                r.L.has_zero_point ? r.zp : NULL);
     }
     return r;
+}
+
+static inline qres quantize_chunks(mq_ctx *ctx, const mq_qspec *spec, int ndim,
+                                   const int64_t *shape, mq_dtype dt, const void *src,
+                                   int nchunks) {
+    return quantize_chunks_with(ctx, spec, NULL, ndim, shape, dt, src, nchunks);
 }
 
 static int same_result(const qres *a, const qres *b) {

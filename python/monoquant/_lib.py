@@ -72,23 +72,21 @@ def _load():
 LIB, LIB_PATH = _load()
 LIB.mq_version.restype = C.c_char_p
 VERSION = LIB.mq_version().decode()
-# 0.1 libraries have neither mq_version_number nor struct sizes; the structs below follow
-# whichever layout the loaded library has.
-SIZED = hasattr(LIB, "mq_version_number")
-if SIZED:
-    LIB.mq_version_number.restype = C.c_uint
-    VERSION_NUMBER = LIB.mq_version_number()
-else:
-    _p = [int(x) for x in VERSION.split(".")[:3]]
-    VERSION_NUMBER = _p[0] * 10000 + _p[1] * 100 + _p[2]
+if not hasattr(LIB, "mq_version_number"):
+    raise ImportError(f"monoquant: {LIB_PATH} is version {VERSION}; this package needs "
+                      f"{SUPPORTED_VERSION[0]}.{SUPPORTED_VERSION[1]}.x")
+LIB.mq_version_number.restype = C.c_uint
+VERSION_NUMBER = LIB.mq_version_number()
 VERSION_TUPLE = (VERSION_NUMBER // 10000, VERSION_NUMBER // 100 % 100, VERSION_NUMBER % 100)
-if VERSION_TUPLE[:2] != SUPPORTED_VERSION and VERSION_TUPLE[:2] != (0, 1):
+if VERSION_TUPLE[:2] != SUPPORTED_VERSION:
     raise ImportError(f"monoquant: {LIB_PATH} is version {VERSION}; this package needs "
                       f"{SUPPORTED_VERSION[0]}.{SUPPORTED_VERSION[1]}.x (same major and minor)")
 
 
 def _sized(fields):
-    return ([("struct_size", C.c_size_t)] if SIZED else []) + fields
+    """An extensible struct: struct_size first, then the prefix of fields this binding uses
+    (the library gives defaults for the fields after it)."""
+    return [("struct_size", C.c_size_t)] + fields
 
 
 class Tensor(C.Structure):
@@ -113,8 +111,7 @@ class ErrorStats(C.Structure):
 
 class QSpec(C.Structure):
     _fields_ = [("type", C.c_int), ("scheme", C.c_int), ("granularity", C.c_int),
-                ("group_size", C.c_int), ("search", C.c_int)] + (
-                    [] if SIZED else [("importance", C.c_void_p), ("hessian", C.c_void_p)])
+                ("group_size", C.c_int), ("search", C.c_int)]
 
 
 class LayerRule(C.Structure):
@@ -154,8 +151,7 @@ _GEOMETRY = [("in_channels", C.c_int64), ("kernel_h", C.c_int), ("kernel_w", C.c
 
 
 class Conv2dDesc(C.Structure):
-    # 0.2: geometry only (weights in a separate mq_linear_desc); 0.1: weights first
-    _fields_ = _sized(_GEOMETRY) if SIZED else [("w", LinearDesc)] + _GEOMETRY
+    _fields_ = _sized(_GEOMETRY)
 
 
 class QLayout(C.Structure):
@@ -197,13 +193,13 @@ _proto("mq_model_open", C.c_int, VP, C.c_char_p, VP, P(VP))
 _proto("mq_model_free", None, VP)
 _proto("mq_model_tensor_count", SZ, VP)
 _proto("mq_model_tensor", P(Tensor), VP, SZ)
-_proto("mq_model_find", C.c_long, VP, C.c_char_p)
+_proto("mq_model_find", C.c_int64, VP, C.c_char_p)
 _proto("mq_model_format", C.c_int, VP)
 _proto("mq_model_file_count", SZ, VP)
 _proto("mq_model_metadata_count", SZ, VP)
 _proto("mq_model_metadata_key", C.c_char_p, VP, SZ)
 _proto("mq_model_metadata_value", C.c_char_p, VP, SZ)
-_proto("mq_model_metadata_get", C.c_char_p, VP, C.c_char_p)
+_proto("mq_model_metadata_find", C.c_int64, VP, C.c_char_p)
 _proto("mq_classify_tensor", C.c_int, P(Tensor))
 _proto("mq_model_create", C.c_int, VP, P(VP))
 _proto("mq_model_add_view", C.c_int, VP, C.c_char_p, C.c_int, C.c_int, P(C.c_int64), VP)
@@ -221,7 +217,7 @@ _proto("mq_qmodel_free", None, VP)
 _proto("mq_qmodel_model", VP, VP)
 _proto("mq_qmodel_count", SZ, VP)
 _proto("mq_qmodel_tensor", P(QTensor), VP, SZ)
-_proto("mq_qmodel_find", C.c_long, VP, C.c_char_p)
+_proto("mq_qmodel_find", C.c_int64, VP, C.c_char_p)
 _proto("mq_qmodel_is_quantized", C.c_int, VP)
 _proto("mq_qmodel_verify", C.c_int, VP, SZ)
 _proto("mq_qmodel_read_rows", C.c_int, VP, SZ, C.c_int64, C.c_int64, VP)
@@ -231,11 +227,13 @@ _proto("mq_linear_create", C.c_int, VP, P(LinearDesc), P(VP))
 _proto("mq_linear_free", None, VP)
 _proto("mq_linear_forward", C.c_int, VP, VP, VP, C.c_int64, VP)
 _proto("mq_linear_weight_bytes", C.c_uint64, VP)
-if SIZED:
-    _proto("mq_conv2d_create", C.c_int, VP, P(LinearDesc), P(Conv2dDesc), P(VP))
-else:
-    _proto("mq_conv2d_create", C.c_int, VP, P(Conv2dDesc), P(VP))
+_proto("mq_conv2d_create", C.c_int, VP, P(LinearDesc), P(Conv2dDesc), P(VP))
 _proto("mq_conv2d_free", None, VP)
+_proto("mq_qmodel_runnable", C.c_int, VP, SZ)
+_proto("mq_qmodel_linear_create", C.c_int, VP, VP, SZ, C.c_int, VP, P(VP), P(C.c_int))
+_proto("mq_qmodel_conv2d_create", C.c_int, VP, VP, SZ, C.c_int, VP, P(Conv2dDesc), P(VP),
+       P(C.c_int))
+_proto("mq_qspec_format", SZ, P(QSpec), C.c_char_p, SZ)
 _proto("mq_conv2d_output_size", C.c_int, VP, VP, C.c_int64, C.c_int64, P(C.c_int64),
        P(C.c_int64))
 _proto("mq_conv2d_forward", C.c_int, VP, VP, VP, C.c_int64, C.c_int64, C.c_int64, VP)
@@ -247,67 +245,41 @@ _proto("mq_calibrator_update", C.c_int, VP, C.c_char_p, C.c_int, VP, C.c_int, P(
        C.c_int)
 _proto("mq_calibrator_layer_count", SZ, VP)
 _proto("mq_calibrator_layer_name", C.c_char_p, VP, SZ)
-_proto("mq_calibrator_layer_rows", C.c_uint64, VP, C.c_char_p)
+_proto("mq_calibrator_layer_rows", C.c_uint64, VP, SZ)
 _proto("mq_calibrator_merge", C.c_int, VP, VP)
 _proto("mq_calibrator_save", C.c_int, VP, C.c_char_p, VP, SZ)
 _proto("mq_calibrator_open", C.c_int, VP, C.c_char_p, P(VP))
 _proto("mq_observer_options_parse", C.c_int, VP, C.c_char_p, P(ObserverOptions))
 
-if SIZED:
-    _proto("mq_quantize_options_default_sized", None, P(QuantizeOptions), SZ)
-    _proto("mq_observer_options_default_sized", None, P(ObserverOptions), C.c_int, SZ)
-    _proto("mq_linear_desc_init_sized", None, P(LinearDesc), SZ, C.c_int, C.c_int64, C.c_int64,
-           VP)
-    _proto("mq_conv2d_desc_init_sized", None, P(Conv2dDesc), SZ, C.c_int64, C.c_int, C.c_int)
-else:
-    _proto("mq_quantize_options_default", None, P(QuantizeOptions))
-    _proto("mq_observer_options_default", None, P(ObserverOptions), C.c_int)
-    _proto("mq_linear_desc_init", None, P(LinearDesc), C.c_int, C.c_int64, C.c_int64, VP)
+_proto("mq_quantize_options_default_sized", None, P(QuantizeOptions), SZ)
+_proto("mq_observer_options_default_sized", None, P(ObserverOptions), SZ, C.c_int)
+_proto("mq_linear_desc_init_sized", None, P(LinearDesc), SZ, C.c_int, C.c_int64, C.c_int64, VP)
+_proto("mq_conv2d_desc_init_sized", None, P(Conv2dDesc), SZ, C.c_int64, C.c_int, C.c_int)
 
 
 def quantize_options_default():
     o = QuantizeOptions()
-    if SIZED:
-        LIB.mq_quantize_options_default_sized(C.byref(o), C.sizeof(o))
-    else:
-        LIB.mq_quantize_options_default(C.byref(o))
+    LIB.mq_quantize_options_default_sized(C.byref(o), C.sizeof(o))
     return o
 
 
 def observer_options_default(kind):
     o = ObserverOptions()
-    if SIZED:
-        LIB.mq_observer_options_default_sized(C.byref(o), kind, C.sizeof(o))
-    else:
-        LIB.mq_observer_options_default(C.byref(o), kind)
+    LIB.mq_observer_options_default_sized(C.byref(o), C.sizeof(o), kind)
     return o
 
 
 def linear_desc_init(qtype, out_features, in_features, weight):
     d = LinearDesc()
-    if SIZED:
-        LIB.mq_linear_desc_init_sized(C.byref(d), C.sizeof(d), qtype, out_features, in_features,
-                                      weight)
-    else:
-        LIB.mq_linear_desc_init(C.byref(d), qtype, out_features, in_features, weight)
+    LIB.mq_linear_desc_init_sized(C.byref(d), C.sizeof(d), qtype, out_features, in_features,
+                                  weight)
     return d
 
 
 def conv2d_desc_init(in_channels, kh, kw):
     d = Conv2dDesc()
-    if SIZED:
-        LIB.mq_conv2d_desc_init_sized(C.byref(d), C.sizeof(d), in_channels, kh, kw)
-    else:
-        d.in_channels, d.kernel_h, d.kernel_w = in_channels, kh, kw
-        d.stride_h = d.stride_w = d.dilation_h = d.dilation_w = d.groups = 1
+    LIB.mq_conv2d_desc_init_sized(C.byref(d), C.sizeof(d), in_channels, kh, kw)
     return d
-
-
-def conv2d_create(ctx, wdesc, gdesc, out):
-    if SIZED:
-        return LIB.mq_conv2d_create(ctx, C.byref(wdesc), C.byref(gdesc), out)
-    gdesc.w = wdesc
-    return LIB.mq_conv2d_create(ctx, C.byref(gdesc), out)
 
 
 def status_name(st):
@@ -375,40 +347,21 @@ def thread_context():
 
 # ---- reports ---------------------------------------------------------------------------
 
-class _TensorReport(C.Structure):
-    """mq_tensor_report of a 0.1 library (0.2 reads reports through accessors)."""
-    _fields_ = [("name", C.c_char_p), ("kind", C.c_int), ("dtype", C.c_int), ("ndim", C.c_int),
-                ("shape", C.c_int64 * MAX_DIMS), ("numel", C.c_uint64), ("action", C.c_int),
-                ("spec", QSpec), ("reason", C.c_char_p), ("bytes_in", C.c_uint64),
-                ("bytes_out", C.c_uint64), ("has_error", C.c_int), ("error", ErrorStats),
-                ("has_input_params", C.c_int), ("has_output_error", C.c_int),
-                ("output_sqnr_db", C.c_double)]
-
-
-class _Report01(C.Structure):
-    _fields_ = [("tensors", P(_TensorReport)), ("ntensors", SZ), ("nquantized", SZ),
-                ("ncast", SZ), ("nkept", SZ), ("bytes_in", C.c_uint64), ("bytes_out", C.c_uint64),
-                ("file_bytes_in", C.c_uint64), ("file_bytes_out", C.c_uint64),
-                ("warnings", P(C.c_char_p)), ("nwarnings", SZ), ("config_json", C.c_char_p),
-                ("seconds", C.c_double)]
-
-
-if SIZED:
-    for _n, _r, _a in [
-            ("tensor_count", SZ, []), ("tensor_name", C.c_char_p, [SZ]),
-            ("tensor_kind", C.c_int, [SZ]), ("tensor_dtype", C.c_int, [SZ]),
-            ("tensor_shape", C.c_int, [SZ, P(C.c_int64)]), ("tensor_numel", C.c_uint64, [SZ]),
-            ("tensor_action", C.c_int, [SZ]), ("tensor_spec", C.c_int, [SZ, P(QSpec)]),
-            ("tensor_reason", C.c_char_p, [SZ]), ("tensor_bytes_in", C.c_uint64, [SZ]),
-            ("tensor_bytes_out", C.c_uint64, [SZ]),
-            ("tensor_error", C.c_int, [SZ, P(ErrorStats)]),
-            ("tensor_has_input_params", C.c_int, [SZ]),
-            ("tensor_output_sqnr", C.c_int, [SZ, P(C.c_double)]),
-            ("bytes_in", C.c_uint64, []), ("bytes_out", C.c_uint64, []),
-            ("file_bytes_in", C.c_uint64, []), ("file_bytes_out", C.c_uint64, []),
-            ("warning_count", SZ, []), ("warning", C.c_char_p, [SZ]),
-            ("config_json", C.c_char_p, []), ("seconds", C.c_double, [])]:
-        _proto("mq_report_" + _n, _r, VP, *_a)
+for _n, _r, _a in [
+        ("tensor_count", SZ, []), ("tensor_name", C.c_char_p, [SZ]),
+        ("tensor_kind", C.c_int, [SZ]), ("tensor_dtype", C.c_int, [SZ]),
+        ("tensor_shape", C.c_int, [SZ, P(C.c_int64)]), ("tensor_numel", C.c_uint64, [SZ]),
+        ("tensor_action", C.c_int, [SZ]), ("tensor_spec", C.c_int, [SZ, P(QSpec)]),
+        ("tensor_reason", C.c_char_p, [SZ]), ("tensor_bytes_in", C.c_uint64, [SZ]),
+        ("tensor_bytes_out", C.c_uint64, [SZ]),
+        ("tensor_error", C.c_int, [SZ, P(ErrorStats)]),
+        ("tensor_has_input_params", C.c_int, [SZ]),
+        ("tensor_output_sqnr", C.c_int, [SZ, P(C.c_double)]),
+        ("bytes_in", C.c_uint64, []), ("bytes_out", C.c_uint64, []),
+        ("file_bytes_in", C.c_uint64, []), ("file_bytes_out", C.c_uint64, []),
+        ("warning_count", SZ, []), ("warning", C.c_char_p, [SZ]),
+        ("config_json", C.c_char_p, []), ("seconds", C.c_double, [])]:
+    _proto("mq_report_" + _n, _r, VP, *_a)
 
 
 def _s(b):
@@ -418,47 +371,29 @@ def _s(b):
 def read_report(ptr):
     """The report as plain Python data: (totals dict, [tensor dicts], [warnings])."""
     tensors = []
-    if SIZED:
-        R = lambda n, *a: getattr(LIB, "mq_report_" + n)(ptr, *a)  # noqa: E731
-        for i in range(R("tensor_count")):
-            shape = (C.c_int64 * MAX_DIMS)()
-            nd = R("tensor_shape", i, shape)
-            spec = QSpec()
-            R("tensor_spec", i, C.byref(spec))
-            err = ErrorStats()
-            has_err = R("tensor_error", i, C.byref(err))
-            osq = C.c_double()
-            has_osq = R("tensor_output_sqnr", i, C.byref(osq))
-            tensors.append(dict(
-                name=_s(R("tensor_name", i)), kind=R("tensor_kind", i), dtype=R("tensor_dtype", i),
-                shape=tuple(shape[:nd]), numel=R("tensor_numel", i), action=R("tensor_action", i),
-                spec=(spec.type, spec.scheme, spec.granularity, spec.group_size, spec.search),
-                reason=_s(R("tensor_reason", i)), bytes_in=R("tensor_bytes_in", i),
-                bytes_out=R("tensor_bytes_out", i),
-                error=_err(err) if has_err else None,
-                has_input_params=bool(R("tensor_has_input_params", i)),
-                output_sqnr_db=osq.value if has_osq else None))
-        totals = dict(bytes_in=R("bytes_in"), bytes_out=R("bytes_out"),
-                      file_bytes_in=R("file_bytes_in"), file_bytes_out=R("file_bytes_out"),
-                      config_json=_s(R("config_json")), seconds=R("seconds"))
-        warnings = [_s(R("warning", i)) for i in range(R("warning_count"))]
-        return totals, tensors, warnings
-    r = C.cast(ptr, P(_Report01)).contents
-    for i in range(r.ntensors):
-        t = r.tensors[i]
-        s = t.spec
+    R = lambda n, *a: getattr(LIB, "mq_report_" + n)(ptr, *a)  # noqa: E731
+    for i in range(R("tensor_count")):
+        shape = (C.c_int64 * MAX_DIMS)()
+        nd = R("tensor_shape", i, shape)
+        spec = QSpec()
+        R("tensor_spec", i, C.byref(spec))
+        err = ErrorStats()
+        has_err = R("tensor_error", i, C.byref(err))
+        osq = C.c_double()
+        has_osq = R("tensor_output_sqnr", i, C.byref(osq))
         tensors.append(dict(
-            name=_s(t.name), kind=t.kind, dtype=t.dtype, shape=tuple(t.shape[:t.ndim]),
-            numel=t.numel, action=t.action,
-            spec=(s.type, s.scheme, s.granularity, s.group_size, s.search), reason=_s(t.reason),
-            bytes_in=t.bytes_in, bytes_out=t.bytes_out,
-            error=_err(t.error) if t.has_error else None,
-            has_input_params=bool(t.has_input_params),
-            output_sqnr_db=t.output_sqnr_db if t.has_output_error else None))
-    totals = dict(bytes_in=r.bytes_in, bytes_out=r.bytes_out, file_bytes_in=r.file_bytes_in,
-                  file_bytes_out=r.file_bytes_out, config_json=_s(r.config_json),
-                  seconds=r.seconds)
-    warnings = [_s(r.warnings[i]) for i in range(r.nwarnings)]
+            name=_s(R("tensor_name", i)), kind=R("tensor_kind", i), dtype=R("tensor_dtype", i),
+            shape=tuple(shape[:nd]), numel=R("tensor_numel", i), action=R("tensor_action", i),
+            spec=(spec.type, spec.scheme, spec.granularity, spec.group_size, spec.search),
+            reason=_s(R("tensor_reason", i)), bytes_in=R("tensor_bytes_in", i),
+            bytes_out=R("tensor_bytes_out", i),
+            error=_err(err) if has_err else None,
+            has_input_params=bool(R("tensor_has_input_params", i)),
+            output_sqnr_db=osq.value if has_osq else None))
+    totals = dict(bytes_in=R("bytes_in"), bytes_out=R("bytes_out"),
+                  file_bytes_in=R("file_bytes_in"), file_bytes_out=R("file_bytes_out"),
+                  config_json=_s(R("config_json")), seconds=R("seconds"))
+    warnings = [_s(R("warning", i)) for i in range(R("warning_count"))]
     return totals, tensors, warnings
 
 

@@ -81,8 +81,8 @@ class Stats:
     def layers(self):
         """{layer: rows observed}."""
         n = L.LIB.mq_calibrator_layer_count(self.ptr)
-        names = [L.LIB.mq_calibrator_layer_name(self.ptr, i) for i in range(n)]
-        return {s.decode(): L.LIB.mq_calibrator_layer_rows(self.ptr, s) for s in names}
+        return {L.LIB.mq_calibrator_layer_name(self.ptr, i).decode():
+                L.LIB.mq_calibrator_layer_rows(self.ptr, i) for i in range(n)}
 
     def merge(self, other):
         """Folds `other` (same observer settings) into these statistics: exactly what one run

@@ -18,10 +18,6 @@ _TORCH_DTYPES = {"f32": L.F32, "float32": L.F32, "f16": L.F16, "float16": L.F16,
                  "bf16": L.BF16, "bfloat16": L.BF16, torch.float32: L.F32,
                  torch.float16: L.F16, torch.bfloat16: L.BF16, None: 0}
 
-L._proto("mq_qmodel_runnable", C.c_int, C.c_void_p, C.c_size_t)
-L._proto("mq_qmodel_open_with_options", C.c_int, C.c_void_p, C.c_char_p, C.c_void_p,
-         C.POINTER(C.c_void_p))
-L._proto("mq_qspec_name", C.c_char_p, C.POINTER(L.QSpec), C.c_char_p, C.c_size_t)
 
 
 def _path(p, what="path"):
@@ -296,9 +292,9 @@ def info(path):
     for i in range(len(ck)):
         q = ck.tensor(i)
         buf = C.create_string_buffer(64)
+        L.LIB.mq_qspec_format(C.byref(q.spec), buf, 64)
         logical.append(dict(name=q.name.decode(), shape=tuple(q.shape[:q.ndim]),
-                            kind=L.KIND_NAMES[q.kind],
-                            stored_as=L.LIB.mq_qspec_name(C.byref(q.spec), buf, 64).decode(),
+                            kind=L.KIND_NAMES[q.kind], stored_as=buf.value.decode(),
                             stored_bytes=q.stored_bytes))
     return dict(path=ck.path, format=ck.format, files=L.LIB.mq_model_file_count(ck.model),
                 quantized=ck.is_quantized, metadata=ck.metadata(), tensors=stored,

@@ -60,6 +60,9 @@ static inline bool mq__obs_has_hist(mq_observer_kind k) {
 }
 
 /* Quantized range of a type: [qmin, qmax]. False for a type observers do not support. */
+/* The caller's options (NULL: MQ_OBS_MINMAX) read as a full struct (ABI policy). */
+MQ_HIDDEN mq_status mq__observer_options_read(mq_ctx *ctx, const mq_observer_options *opts,
+                                              mq_observer_options *out);
 MQ_HIDDEN bool mq__obs_qrange(mq_qtype t, int *qmin, int *qmax);
 
 /* Scale and zero point of the range [lo, hi] (PyTorch's _calculate_qparams). */
@@ -79,7 +82,8 @@ static inline int64_t mq__hist_bin(float x, float lo, float hi, int bins) {
 
 /* Range that a histogram over [lo, hi] grows to so that it covers [lo2, hi2] on a grid
  * aligned with its own (PyTorch's _adjust_min_max): *down is the downsampling rate and
- * *start the offset of lo in upsampled cells. */
+ * *start the offset of lo in upsampled cells. *down = INT64_MAX: no aligned grid (a range
+ * too wide for one, e.g. near FLT_MAX); re-bin with mq__hist_rebin_general. */
 MQ_HIDDEN void mq__hist_adjust(float lo, float hi, float lo2, float hi2, int bins, int upsample,
                                float *new_lo, float *new_hi, int64_t *down, int64_t *start);
 /* Adds `src` (over [lo, hi]) to `dst` (over [new_lo, new_hi] from mq__hist_adjust): every

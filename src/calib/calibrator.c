@@ -11,8 +11,7 @@ mq_status mq_calibrator_create(mq_ctx *ctx, const mq_observer_options *opts,
     if (!ctx || !out) return mq__fail(ctx, MQ_ERR_INVALID, "mq_calibrator_create: NULL argument");
     *out = NULL;
     mq_observer_options o;
-    if (opts) o = *opts;
-    else mq_observer_options_default(&o, MQ_OBS_MINMAX);
+    MQ_TRY(mq__observer_options_read(ctx, opts, &o));
     /* validate once, with a stand-in channel count */
     mq_observer_options probe = o;
     if (probe.granularity == MQ_PER_CHANNEL) probe.channels = 1;
@@ -210,13 +209,15 @@ size_t mq_calibrator_layer_count(const mq_calibrator *cal) { return cal ? cal->n
 const char *mq_calibrator_layer_name(const mq_calibrator *cal, size_t i) {
     return cal && i < cal->n ? cal->layers[i].name : NULL;
 }
-uint64_t mq_calibrator_layer_rows(const mq_calibrator *cal, const char *layer) {
+int64_t mq_calibrator_find(const mq_calibrator *cal, const char *layer) {
     const cal_layer *l = cal && layer ? find_layer(cal, layer) : NULL;
-    return l ? l->rows : 0;
+    return l ? (int64_t)(l - cal->layers) : -1;
 }
-const mq_observer *mq_calibrator_observer(const mq_calibrator *cal, const char *layer) {
-    const cal_layer *l = cal && layer ? find_layer(cal, layer) : NULL;
-    return l ? l->obs : NULL;
+uint64_t mq_calibrator_layer_rows(const mq_calibrator *cal, size_t i) {
+    return cal && i < cal->n ? cal->layers[i].rows : 0;
+}
+const mq_observer *mq_calibrator_observer(const mq_calibrator *cal, size_t i) {
+    return cal && i < cal->n ? cal->layers[i].obs : NULL;
 }
 
 mq_status mq_calibrator_merge(mq_calibrator *dst, const mq_calibrator *src) {
@@ -302,8 +303,16 @@ static mq_status compute_layer(mq_calibrator *cal, cal_layer *l, layer_out *o) {
                                   obs->qmax, &o->scale, &o->zp);
         }
         o->range[0] = rlo, o->range[1] = rhi;
-        for (int64_t c = 0; c < l->channels; c++)
+        if (!mq__qparam_finite(o->scale, o->zp, obs->qmin, obs->qmax))
+            st = mq__fail(ctx, MQ_ERR_QUANT, "observer: the range [%g, %g] is too wide for "
+                          "%s: its scale %g overflows float32", (double)rlo, (double)rhi,
+                          mq_qtype_name(obs->opts.type), (double)o->scale);
+        for (int64_t c = 0; st == MQ_OK && c < l->channels; c++) {
             o->mean_sq[c] = (float)(l->sum_sq[c] / (double)l->rows);
+            if (!isfinite(o->mean_sq[c]))
+                st = mq__fail(ctx, MQ_ERR_QUANT, "input channel %lld: the mean of x^2 (%g) "
+                              "overflows float32", (long long)c, l->sum_sq[c] / (double)l->rows);
+        }
     }
     if (st == MQ_OK && l->xtx && !l->no_hessian) {
         size_t C = (size_t)l->channels;
@@ -313,6 +322,10 @@ static mq_status compute_layer(mq_calibrator *cal, cal_layer *l, layer_out *o) {
             for (size_t k = 0; k <= i; k++)
                 o->hessian[i * C + k] = o->hessian[k * C + i] =
                     (float)(l->xtx[i * C + k] / (double)l->rows);
+        for (size_t i = 0; st == MQ_OK && i < C * C; i++)
+            if (!isfinite(o->hessian[i]))
+                st = mq__fail(ctx, MQ_ERR_QUANT, "Hessian entry [%zu, %zu] overflows float32 "
+                              "(inputs too large)", i / C, i % C);
     }
     mq__free(ctx, lo);
     return st;

@@ -11,9 +11,14 @@ static const mq_tensor *get(const mq_model *m, const char *layer, const char *su
                             mq_dtype dt, uint64_t count) {
     char name[700];
     snprintf(name, sizeof name, "%s.%s", layer, suffix);
-    long i = mq_model_find(m, name);
+    int64_t i = mq_model_find(m, name);
     const mq_tensor *t = i >= 0 ? mq_model_tensor(m, (size_t)i) : NULL;
     return t && t->dtype == dt && t->numel == count ? t : NULL;
+}
+
+static const char *meta(const mq_model *m, const char *key) {
+    int64_t i = mq_model_metadata_find(m, key);
+    return i >= 0 ? mq_model_metadata_value(m, (size_t)i) : NULL;
 }
 
 static mq_status restore_layer(mq_calibrator *cal, const mq_model *m, const char *path,
@@ -21,7 +26,7 @@ static mq_status restore_layer(mq_calibrator *cal, const mq_model *m, const char
     mq_ctx *ctx = cal->ctx;
     char name[700];
     snprintf(name, sizeof name, "%s.max_abs", layer);
-    long im = mq_model_find(m, name);
+    int64_t im = mq_model_find(m, name);
     const mq_tensor *mx = im >= 0 ? mq_model_tensor(m, (size_t)im) : NULL;
     if (!mx || mx->dtype != MQ_F32 || mx->ndim != 1 || mx->numel < 1)
         return mq__fail(ctx, MQ_ERR_FORMAT, "%s: layer '%s': no F32 [C] max_abs", path, layer);
@@ -58,7 +63,7 @@ static mq_status restore_layer(mq_calibrator *cal, const mq_model *m, const char
         mq_tensor want;
         MQ_TRY(mq_observer_state_tensor(l->obs, s, &want));
         snprintf(name, sizeof name, "%s.observer.%s", layer, want.name);
-        long it = mq_model_find(m, name);
+        int64_t it = mq_model_find(m, name);
         if (it < 0)
             return mq__fail(ctx, MQ_ERR_FORMAT, "%s: no observer state '%s'", path, name);
         mq_tensor t = *mq_model_tensor(m, (size_t)it);
@@ -74,12 +79,13 @@ mq_status mq_calibrator_open(mq_ctx *ctx, const char *path, mq_calibrator **out)
     *out = NULL;
     mq_model *m = NULL;
     MQ_TRY(mq_model_open(ctx, path, NULL, &m));
-    const char *text = mq_model_metadata_get(m, "monoquant.observer");
+    const char *text = meta(m, "monoquant.observer");
     mq_status st = MQ_OK;
-    if (!mq_model_metadata_get(m, "monoquant.calibration") || !text)
+    if (!meta(m, "monoquant.calibration") || !text)
         st = mq__fail(ctx, MQ_ERR_FORMAT, "%s: not a statistics file of monoquant calibrate "
                       "(no monoquant.calibration / monoquant.observer metadata)", path);
     mq_observer_options o;
+    mq_observer_options_default(&o, MQ_OBS_MINMAX);
     if (st == MQ_OK) st = mq_observer_options_parse(ctx, text, &o);
     if (st != MQ_OK && st != MQ_ERR_FORMAT) st = mq__fail_prefix(ctx, "%s", path);
     mq_calibrator *cal = NULL;

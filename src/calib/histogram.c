@@ -3,6 +3,7 @@
 #include "calib/calib_internal.h"
 
 #include <math.h>
+#include <stdint.h>
 
 void mq__hist_adjust(float lo, float hi, float lo2, float hi2, int bins, int upsample,
                      float *new_lo, float *new_hi, int64_t *down, int64_t *start) {
@@ -11,12 +12,23 @@ void mq__hist_adjust(float lo, float hi, float lo2, float hi2, int bins, int ups
     float cell = (hi - lo) / (float)((int64_t)bins * upsample);
     float span = (float)bins * cell;
     float ratio = ceilf((cmax - cmin) / span);
+    float off = nearbyintf((lo - cmin) / cell);
+    /* a ratio or offset beyond int64 (or not finite: ranges near FLT_MAX) has no aligned
+     * grid; down = INT64_MAX tells the caller to re-bin in general */
+    const float lim = 0x1p62f;
+    if (!(ratio < lim) || !(off < lim) || !(off >= 0)) {
+        *new_lo = cmin;
+        *new_hi = cmax;
+        *down = INT64_MAX;
+        *start = 0;
+        return;
+    }
     int64_t d = ratio < 1 ? 1 : (int64_t)ratio;
     float e = (float)d * span - (cmax - cmin);
     *new_lo = cmin;
     *new_hi = cmax + e;
     *down = d;
-    *start = (int64_t)nearbyintf((lo - cmin) / cell);
+    *start = (int64_t)off;
 }
 
 void mq__hist_rebin_aligned(const double *src, int bins, int upsample, int64_t down,

@@ -23,17 +23,28 @@ int mq_observer_kind_from_name(const char *name, mq_observer_kind *out) {
     return 0;
 }
 
-void mq_observer_options_default(mq_observer_options *o, mq_observer_kind kind) {
-    memset(o, 0, sizeof *o);
-    o->kind = kind;
-    o->type = MQ_Q_UINT8;
-    o->scheme = MQ_ASYMMETRIC;
-    o->granularity = MQ_PER_TENSOR;
-    o->channels = 0;
-    o->averaging_constant = 0.01;
-    o->bins = 2048;
-    o->upsample_rate = 128;
-    o->percentile = 99.999;
+void mq_observer_options_default_sized(mq_observer_options *opts, size_t struct_size,
+                                       mq_observer_kind kind) {
+    mq_observer_options o;
+    memset(&o, 0, sizeof o);
+    o.kind = kind;
+    o.type = MQ_Q_UINT8;
+    o.scheme = MQ_ASYMMETRIC;
+    o.granularity = MQ_PER_TENSOR;
+    o.channels = 0;
+    o.averaging_constant = 0.01;
+    o.bins = 2048;
+    o.upsample_rate = 128;
+    o.percentile = 99.999;
+    mq__struct_default(opts, struct_size, &o, sizeof o);
+}
+
+mq_status mq__observer_options_read(mq_ctx *ctx, const mq_observer_options *opts,
+                                    mq_observer_options *out) {
+    mq_observer_options_default(out, opts ? opts->kind : MQ_OBS_MINMAX);
+    if (!opts) return MQ_OK;
+    return mq__struct_read(ctx, "mq_observer_options", opts, out, sizeof *out,
+                           MQ__LAYOUT_END(mq_observer_options, percentile));
 }
 
 static const char *type_name(mq_qtype t) {
@@ -100,6 +111,9 @@ static mq_status check_options(mq_ctx *ctx, const mq_observer_options *o) {
 
 mq_status mq_observer_options_parse(mq_ctx *ctx, const char *text, mq_observer_options *out) {
     if (!text || !out) return mq__fail(ctx, MQ_ERR_INVALID, "observer options: NULL argument");
+    mq_observer_options caller;
+    MQ_TRY(mq__observer_options_read(ctx, out, &caller)); /* checks out->struct_size */
+    size_t out_size = out->struct_size;
     char buf[512];
     if (strlen(text) >= sizeof buf)
         return mq__fail(ctx, MQ_ERR_FORMAT, "observer options: text too long");
@@ -155,7 +169,8 @@ mq_status mq_observer_options_parse(mq_ctx *ctx, const char *text, mq_observer_o
         snprintf(why, sizeof why, "%s", mq_ctx_message(ctx));
         return mq__fail(ctx, MQ_ERR_FORMAT, "observer options '%s': %s", text, why);
     }
-    *out = o;
+    memcpy((char *)out + sizeof out_size, (const char *)&o + sizeof out_size,
+           out_size - sizeof out_size);
     return MQ_OK;
 }
 
@@ -183,8 +198,7 @@ mq_status mq_observer_create(mq_ctx *ctx, const mq_observer_options *opts, mq_ob
     if (!ctx || !out) return mq__fail(ctx, MQ_ERR_INVALID, "mq_observer_create: NULL argument");
     *out = NULL;
     mq_observer_options o;
-    if (opts) o = *opts;
-    else mq_observer_options_default(&o, MQ_OBS_MINMAX);
+    MQ_TRY(mq__observer_options_read(ctx, opts, &o));
     MQ_TRY(check_options(ctx, &o));
     if (o.granularity == MQ_PER_TENSOR) o.channels = 0;
     mq_observer *obs = (mq_observer *)mq__calloc(ctx, 1, sizeof *obs);
@@ -573,6 +587,12 @@ mq_status mq_observer_qparams(const mq_observer *obs, float *scale, int32_t *zer
                                   obs->qmax, &scale[c], &zero_point[c]);
             if (lo) lo[c] = rlo[c];
             if (hi) hi[c] = rhi[c];
+            /* a range near FLT_MAX gives an infinite scale, or one whose grid overflows */
+            if (st == MQ_OK && !mq__qparam_finite(scale[c], zero_point[c], obs->qmin, obs->qmax))
+                st = mq__fail(ctx, MQ_ERR_QUANT, "observer: channel %lld: the range [%g, %g] "
+                              "is too wide for %s: its scale %g overflows float32",
+                              (long long)c, (double)rlo[c], (double)rhi[c],
+                              mq_qtype_name(obs->opts.type), (double)scale[c]);
         }
     }
     mq__free(ctx, mem);

@@ -111,9 +111,10 @@ static mq_status read_layer(mq_ctx *ctx, const mq_model *m, const char *path, co
                         "channel_input_scale and channel_input_zero_point", path, layer);
     char key[1200];
     snprintf(key, sizeof key, "%s.observer", layer);
-    const char *text = mq_model_metadata_get(m, key);
+    const char *text = mq__model_meta(m, key);
     if (!text) return mq__fail(ctx, MQ_ERR_FORMAT, "%s: metadata '%s' is missing", path, key);
     mq_observer_options o;
+    mq_observer_options_default(&o, MQ_OBS_MINMAX);
     if (mq_observer_options_parse(ctx, text, &o) != MQ_OK)
         return mq__fail_prefix(ctx, "%s: metadata '%s'", path, key);
     int qmin, qmax;
@@ -212,7 +213,7 @@ mq_status mq_calib_stats_open(mq_ctx *ctx, const char *path, mq_calib_stats **ou
         if (rc == MQ_OK) rc = read_layer(ctx, m, path, layer, &st->layers[st->n]);
         if (rc == MQ_OK) st->n++;
     }
-    if (rc == MQ_OK && st->n == 0 && !mq_model_metadata_get(m, "monoquant.calibration"))
+    if (rc == MQ_OK && st->n == 0 && !mq__model_meta(m, "monoquant.calibration"))
         rc = mq__fail(ctx, MQ_ERR_FORMAT, "%s: not a calibration statistics file (no "
                       "'<layer>.input_scale' tensors)", path);
     if (rc == MQ_OK) {
@@ -237,23 +238,20 @@ mq_status mq_calib_stats_open(mq_ctx *ctx, const char *path, mq_calib_stats **ou
     return MQ_OK;
 }
 
-int mq_calib_stats_find(const mq_calib_stats *st, const char *layer, mq_layer_stats *out) {
-    if (!st || !layer) return 0;
+int64_t mq_calib_stats_find(const mq_calib_stats *st, const char *layer) {
+    if (!st || !layer) return -1;
     size_t lo = 0, hi = st->n;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
         int c = strcmp(st->layers[st->order[mid]].s.layer, layer);
-        if (c == 0) {
-            if (out) *out = st->layers[st->order[mid]].s;
-            return 1;
-        }
+        if (c == 0) return (int64_t)st->order[mid];
         if (c < 0) lo = mid + 1;
         else hi = mid;
     }
-    return 0;
+    return -1;
 }
 
 size_t mq_calib_stats_count(const mq_calib_stats *st) { return st ? st->n : 0; }
-const char *mq_calib_stats_layer(const mq_calib_stats *st, size_t i) {
-    return st && i < st->n ? st->layers[i].s.layer : NULL;
+const mq_layer_stats *mq_calib_stats_layer(const mq_calib_stats *st, size_t i) {
+    return st && i < st->n ? &st->layers[i].s : NULL;
 }

@@ -9,6 +9,7 @@
 #include <time.h>
 
 const char *mq_version(void) { return MQ_VERSION_STRING; }
+unsigned mq_version_number(void) { return MQ_VERSION_NUMBER; }
 
 const char *mq_status_str(mq_status st) {
     switch (st) {
@@ -136,11 +137,15 @@ mq_status mq__fail(mq_ctx *ctx, mq_status st, const char *fmt, ...) {
     if (!ctx) return st;
     bool par = ctx->in_parallel;
     if (par) {
+        /* a later chunk never overwrites an earlier one's failure; within one chunk the
+         * latest call wins, as outside jobs */
+        int64_t c = mq__current_chunk();
         pthread_mutex_lock((pthread_mutex_t *)ctx->err_mu);
-        if (ctx->status != MQ_OK) {
+        if (ctx->status != MQ_OK && c > ctx->fail_chunk) {
             pthread_mutex_unlock((pthread_mutex_t *)ctx->err_mu);
             return st;
         }
+        ctx->fail_chunk = c;
     }
     va_list ap;
     va_start(ap, fmt);

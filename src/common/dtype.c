@@ -24,11 +24,13 @@ const char *mq_dtype_name(mq_dtype dt) {
     return dtype_info[dt].name;
 }
 
-mq_dtype mq_dtype_from_name(const char *name) {
-    if (!name) return MQ_DTYPE_INVALID;
-    for (int i = 1; i < MQ_DTYPE_COUNT; i++)
-        if (!strcmp(name, dtype_info[i].name)) return (mq_dtype)i;
-    return MQ_DTYPE_INVALID;
+int mq_dtype_from_name(const char *name, mq_dtype *out) {
+    for (int i = 1; name && i < MQ_DTYPE_COUNT; i++)
+        if (!strcmp(name, dtype_info[i].name)) {
+            if (out) *out = (mq_dtype)i;
+            return 1;
+        }
+    return 0;
 }
 
 size_t mq_dtype_size(mq_dtype dt) {

@@ -43,7 +43,9 @@ struct mq_ctx {
     void *progress_ud;
     uint64_t progress_last_ns;
     mq_pool *pool;        /* created on first parallel call */
-    bool in_parallel;     /* a parallel job runs: mq__fail serializes, first failure wins */
+    bool in_parallel;     /* a parallel job runs: mq__fail serializes, and the failure of the
+                             lowest chunk wins (status and message alike) */
+    int64_t fail_chunk;   /* during a job: chunk whose failure the message holds */
     void *err_mu;         /* pthread_mutex_t, for mq__fail during parallel jobs */
     bool overwrite;       /* writers may replace an existing destination (io/dest.h) */
     /* temporary paths now on disk, removed by mq_ctx_remove_temporaries (a signal handler
@@ -56,8 +58,8 @@ struct mq_ctx {
 };
 
 /* Records a failure on ctx and returns st. The message should name the file, the tensor and
- * the problem. Safe to call from inside an mq__parallel_for range function (the first failure
- * recorded during a job is kept). */
+ * the problem. Safe to call from inside an mq__parallel_for range function: the failure of
+ * the lowest failing chunk is kept, whatever the thread count or timing. */
 MQ_HIDDEN mq_status mq__fail(mq_ctx *ctx, mq_status st, const char *fmt, ...) MQ_PRINTF(3, 4);
 /* Prefixes the current message with "<prefix>: " (for adding the file name on the way up). */
 MQ_HIDDEN mq_status mq__fail_prefix(mq_ctx *ctx, const char *fmt, ...) MQ_PRINTF(2, 3);
@@ -82,6 +84,14 @@ MQ_HIDDEN mq_status mq__grow(mq_ctx *ctx, void **items, size_t *cap, size_t need
 static inline bool mq__mul_u64(uint64_t a, uint64_t b, uint64_t *out) {
     return !__builtin_mul_overflow(a, b, out);
 }
+/* 1 when a scale is finite and > 0 and every value of its grid, (q - zero_point) * scale
+ * for q in [qmin, qmax], is finite in float32: parameters that dequantize without Inf. */
+static inline bool mq__qparam_finite(float scale, int32_t zero_point, int32_t qmin, int32_t qmax) {
+    if (!(scale > 0.0f && scale <= 3.4028234663852886e38f)) return false;
+    float a = (float)(qmin - zero_point) * scale, b = (float)(qmax - zero_point) * scale;
+    return a >= -3.4028234663852886e38f && a <= 3.4028234663852886e38f &&
+           b >= -3.4028234663852886e38f && b <= 3.4028234663852886e38f;
+}
 static inline bool mq__add_u64(uint64_t a, uint64_t b, uint64_t *out) {
     return !__builtin_add_overflow(a, b, out);
 }
@@ -101,9 +111,26 @@ MQ_HIDDEN mq_status mq__parallel_for(mq_ctx *ctx, int64_t n, int64_t grain, mq_r
 /* Number of threads mq__parallel_for will use (>= 1): the requested count, else the online
  * CPUs counted when the context was created. */
 MQ_HIDDEN int mq__thread_count(mq_ctx *ctx);
+/* Chunk the calling thread runs in the current parallel job (INT64_MAX outside one). */
+MQ_HIDDEN int64_t mq__current_chunk(void);
 /* Online CPUs now, in [1, 256]. */
 MQ_HIDDEN int mq__online_cpus(void);
 MQ_HIDDEN void mq__pool_free(mq_ctx *ctx);
+
+/* Extensible structs (ABI policy in monoquant.h). MQ__LAYOUT_END(type, last) is the size of
+ * a struct's first released layout, whose last field is `last`. */
+#define MQ__LAYOUT_END(type, last) (offsetof(type, last) + sizeof(((type *)0)->last))
+/* Zeroes the caller's `size` bytes at dst, copies the defaults (a full struct of `own` bytes)
+ * over that prefix and sets struct_size to `size`: what every _default/_init function does. */
+MQ_HIDDEN void mq__struct_default(void *dst, size_t size, const void *defaults, size_t own);
+/* Copies the caller's struct `src` over `dst` (which holds the defaults, `own` bytes): only
+ * the bytes within its struct_size, which must lie in [first, own], else MQ_ERR_INVALID naming
+ * `what`. dst's struct_size becomes `own`. */
+MQ_HIDDEN mq_status mq__struct_read(mq_ctx *ctx, const char *what, const void *src, void *dst,
+                                    size_t own, size_t first);
+
+/* Value of metadata entry `key`, or NULL. */
+MQ_HIDDEN const char *mq__model_meta(const mq_model *m, const char *key);
 
 MQ_HIDDEN void mq__cpu_detect(mq_cpu *cpu, mq_isa *best);
 MQ_HIDDEN uint64_t mq__now_ns(void);

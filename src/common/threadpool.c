@@ -30,6 +30,11 @@ struct mq_pool {
 };
 
 
+/* Chunk being run by this thread, for mq__fail to order failures. */
+static _Thread_local int64_t tl_chunk = INT64_MAX;
+
+int64_t mq__current_chunk(void) { return tl_chunk; }
+
 static void run_chunks(mq_pool *p, int tid) {
     for (;;) {
         long long c = atomic_fetch_add(&p->next, 1);
@@ -37,7 +42,9 @@ static void run_chunks(mq_pool *p, int tid) {
         if (c > atomic_load(&p->fail_chunk)) continue; /* a lower chunk failed: skip */
         int64_t b = c * p->grain, e = b + p->grain;
         if (e > p->n) e = p->n;
+        tl_chunk = c;
         mq_status st = p->fn(p->arg, b, e, tid);
+        tl_chunk = INT64_MAX;
         if (st != MQ_OK) {
             pthread_mutex_lock(&p->mu);
             if (c < atomic_load(&p->fail_chunk)) {
@@ -129,9 +136,15 @@ mq_status mq__parallel_for(mq_ctx *ctx, int64_t n, int64_t grain, mq_range_fn fn
     if (want > 1 && nchunks > 1 && !ctx->pool) MQ_TRY(pool_create(ctx, want));
     mq_pool *p = ctx->pool;
     if (!p || p->nthreads == 1 || nchunks == 1) {
+        ctx->status = MQ_OK;
         for (int64_t c = 0; c < nchunks; c++) {
             int64_t b = c * grain, e = b + grain < n ? b + grain : n;
-            MQ_TRY(fn(arg, b, e, 0));
+            mq_status st = fn(arg, b, e, 0);
+            if (st == MQ_OK) continue;
+            /* as in parallel: a failure without a message of its own shows none */
+            if (ctx->status == MQ_OK) ctx->message[0] = 0;
+            ctx->status = st;
+            return st;
         }
         return MQ_OK;
     }
@@ -147,6 +160,7 @@ mq_status mq__parallel_for(mq_ctx *ctx, int64_t n, int64_t grain, mq_range_fn fn
     p->running = p->nthreads - 1;
     p->generation++;
     ctx->status = MQ_OK;
+    ctx->fail_chunk = INT64_MAX;
     ctx->in_parallel = true;
     pthread_cond_broadcast(&p->start_cv);
     pthread_mutex_unlock(&p->mu);
@@ -154,7 +168,16 @@ mq_status mq__parallel_for(mq_ctx *ctx, int64_t n, int64_t grain, mq_range_fn fn
     pthread_mutex_lock(&p->mu);
     while (p->running > 0) pthread_cond_wait(&p->done_cv, &p->mu);
     mq_status st = p->fail_status;
+    long long fc = atomic_load(&p->fail_chunk);
     pthread_mutex_unlock(&p->mu);
     ctx->in_parallel = false;
+    /* the status is the lowest failing chunk's; so must the message be (a chunk may fail
+     * without a message, e.g. a bare MQ_ERR_NOMEM) */
+    if (st != MQ_OK && ctx->fail_chunk != fc) {
+        ctx->message[0] = 0;
+        ctx->status = st;
+    } else if (st != MQ_OK) {
+        ctx->status = st;
+    }
     return st;
 }

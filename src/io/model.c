@@ -82,6 +82,10 @@ mq_status mq_model_open(mq_ctx *ctx, const char *path, const mq_open_options *op
                         mq_model **out) {
     if (!ctx || !path || !out) return mq__fail(ctx, MQ_ERR_INVALID, "mq_model_open: NULL argument");
     *out = NULL;
+    mq_open_options o;
+    mq_open_options_default(&o);
+    if (opts) MQ_TRY(mq__struct_read(ctx, "mq_open_options", opts, &o, sizeof o,
+                                     MQ__LAYOUT_END(mq_open_options, key)));
     mq_model *m = (mq_model *)mq__calloc(ctx, 1, sizeof *m);
     if (!m) return MQ_ERR_NOMEM;
     m->ctx = ctx;
@@ -93,7 +97,7 @@ mq_status mq_model_open(mq_ctx *ctx, const char *path, const mq_open_options *op
     mq_status st;
     char *resolved = NULL;
     const char *file = path;
-    mq_format fmt = opts ? opts->format : MQ_FORMAT_AUTO;
+    mq_format fmt = o.format;
     bool is_index = false;
     struct stat sb;
     if (stat(path, &sb) != 0) {
@@ -116,7 +120,7 @@ mq_status mq_model_open(mq_ctx *ctx, const char *path, const mq_open_options *op
     }
     m->format = fmt;
     if (is_index) st = mq__sharded_read(m, file);
-    else if (fmt == MQ_FORMAT_PYTORCH) st = mq__pytorch_read(m, file, opts ? opts->key : NULL);
+    else if (fmt == MQ_FORMAT_PYTORCH) st = mq__pytorch_read(m, file, o.key);
     else st = mq__safetensors_read(m, file);
     if (st == MQ_OK && !m->hash) st = mq__model_index(m, file);
 done:
@@ -142,10 +146,14 @@ const char *mq_model_metadata_key(const mq_model *m, size_t i) {
 const char *mq_model_metadata_value(const mq_model *m, size_t i) {
     return i < m->nmeta ? m->meta[i].value : NULL;
 }
-const char *mq_model_metadata_get(const mq_model *m, const char *key) {
-    for (size_t i = 0; i < m->nmeta; i++)
-        if (!strcmp(m->meta[i].key, key)) return m->meta[i].value;
-    return NULL;
+int64_t mq_model_metadata_find(const mq_model *m, const char *key) {
+    for (size_t i = 0; m && key && i < m->nmeta; i++)
+        if (!strcmp(m->meta[i].key, key)) return (int64_t)i;
+    return -1;
+}
+const char *mq__model_meta(const mq_model *m, const char *key) {
+    int64_t i = mq_model_metadata_find(m, key);
+    return i < 0 ? NULL : m->meta[i].value;
 }
 
 static uint64_t hash_name(const char *s) {
@@ -154,10 +162,10 @@ static uint64_t hash_name(const char *s) {
     return h;
 }
 
-long mq_model_find(const mq_model *m, const char *name) {
+int64_t mq_model_find(const mq_model *m, const char *name) {
     if (!m->hash) {
         for (size_t i = 0; i < m->ntensors; i++)
-            if (!strcmp(m->tensors[i].name, name)) return (long)i;
+            if (!strcmp(m->tensors[i].name, name)) return (int64_t)i;
         return -1;
     }
     size_t mask = m->hash_cap - 1;
@@ -287,4 +295,11 @@ mq_status mq__model_own(mq_model *m, void *buf) {
     }
     m->owned[m->nowned++] = buf;
     return MQ_OK;
+}
+
+void mq_open_options_default_sized(mq_open_options *opts, size_t struct_size) {
+    mq_open_options d;
+    memset(&d, 0, sizeof d);
+    d.format = MQ_FORMAT_AUTO;
+    mq__struct_default(opts, struct_size, &d, sizeof d);
 }

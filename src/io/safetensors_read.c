@@ -146,7 +146,8 @@ static mq_status parse_entry(st_reader *r, st_entry *e) {
                 return mq__json_error_at(j, vat, "tensor '" NAMEFMT "': dtype must be a string",
                                          e->name);
             MQ_TRY(mq__json_string(j, &s, &n));
-            e->dtype = n == strlen(s) ? mq_dtype_from_name(s) : MQ_DTYPE_INVALID;
+            e->dtype = MQ_DTYPE_INVALID;
+            if (n == strlen(s)) mq_dtype_from_name(s, &e->dtype);
             if (e->dtype == MQ_DTYPE_INVALID && is_unsupported_dtype(s))
                 return mq__fail(r->m->ctx, MQ_ERR_UNSUPPORTED,
                                 "%s: at byte %llu: tensor '" NAMEFMT "': unsupported dtype %s",

@@ -41,16 +41,35 @@ static int64_t params_per_row(const mq_linear_desc *w, int64_t K) {
     return 1;
 }
 
-mq_status mq_conv2d_create(mq_ctx *ctx, const mq_conv2d_desc *desc, mq_conv2d **out) {
+void mq_conv2d_desc_init_sized(mq_conv2d_desc *desc, size_t struct_size, int64_t in_channels,
+                               int kernel_h, int kernel_w) {
+    mq_conv2d_desc d;
+    memset(&d, 0, sizeof d);
+    d.in_channels = in_channels;
+    d.kernel_h = kernel_h;
+    d.kernel_w = kernel_w;
+    d.stride_h = d.stride_w = 1;
+    d.dilation_h = d.dilation_w = 1;
+    d.groups = 1;
+    mq__struct_default(desc, struct_size, &d, sizeof d);
+}
+
+mq_status mq_conv2d_create(mq_ctx *ctx, const mq_linear_desc *weights,
+                           const mq_conv2d_desc *desc, mq_conv2d **out) {
     *out = NULL;
     if (!desc) return mq__fail(ctx, MQ_ERR_INVALID, "conv2d: no description");
-    mq_conv2d_desc d = *desc;
+    mq_linear_desc wd;
+    MQ_TRY(mq__linear_desc_read(ctx, weights, &wd));
+    mq_conv2d_desc d;
+    mq_conv2d_desc_init(&d, 0, 0, 0);
+    MQ_TRY(mq__struct_read(ctx, "mq_conv2d_desc", desc, &d, sizeof d,
+                           MQ__LAYOUT_END(mq_conv2d_desc, groups)));
     if (!d.stride_h) d.stride_h = 1;
     if (!d.stride_w) d.stride_w = 1;
     if (!d.dilation_h) d.dilation_h = 1;
     if (!d.dilation_w) d.dilation_w = 1;
     if (!d.groups) d.groups = 1;
-    int64_t oc = d.w.out_features;
+    int64_t oc = wd.out_features;
     if (d.kernel_h < 1 || d.kernel_w < 1 || d.stride_h < 1 || d.stride_w < 1 || d.pad_h < 0 ||
         d.pad_w < 0 || d.dilation_h < 1 || d.dilation_w < 1 || d.groups < 1 ||
         d.in_channels < 1 || oc < 1 || d.in_channels % d.groups || oc % d.groups ||
@@ -61,9 +80,9 @@ mq_status mq_conv2d_create(mq_ctx *ctx, const mq_conv2d_desc *desc, mq_conv2d **
                         d.stride_h, d.stride_w, d.pad_h, d.pad_w, d.dilation_h, d.dilation_w,
                         d.groups);
     int64_t icg = d.in_channels / d.groups, K = icg * d.kernel_h * d.kernel_w;
-    if (d.w.in_features != K)
+    if (wd.in_features != K)
         return mq__fail(ctx, MQ_ERR_INVALID, "conv2d: weight in_features %lld, expected C_in / "
-                        "groups * kh * kw = %lld", (long long)d.w.in_features, (long long)K);
+                        "groups * kh * kw = %lld", (long long)wd.in_features, (long long)K);
     mq_conv2d *c = (mq_conv2d *)mq__calloc(ctx, 1, sizeof *c);
     if (!c) return MQ_ERR_NOMEM;
     c->ctx = ctx;
@@ -76,16 +95,16 @@ mq_status mq_conv2d_create(mq_ctx *ctx, const mq_conv2d_desc *desc, mq_conv2d **
         mq_conv2d_free(c);
         return MQ_ERR_NOMEM;
     }
-    int64_t ppr = params_per_row(&d.w, K);
-    uint64_t rb = row_bytes(&d.w, K);
+    int64_t ppr = params_per_row(&wd, K);
+    uint64_t rb = row_bytes(&wd, K);
     for (int g = 0; g < d.groups; g++) {
-        mq_linear_desc w = d.w;
+        mq_linear_desc w = wd;
         int64_t r0 = g * c->ocg;
         w.out_features = c->ocg;
-        w.weight = d.w.weight ? (const char *)d.w.weight + (uint64_t)r0 * rb : NULL;
-        if (d.w.scale && ppr) w.scale = d.w.scale + r0 * ppr;
-        if (d.w.zero_point && ppr) w.zero_point = (const char *)d.w.zero_point + r0 * ppr;
-        if (d.w.bias) w.bias = d.w.bias + r0;
+        w.weight = wd.weight ? (const char *)wd.weight + (uint64_t)r0 * rb : NULL;
+        if (wd.scale && ppr) w.scale = wd.scale + r0 * ppr;
+        if (wd.zero_point && ppr) w.zero_point = (const char *)wd.zero_point + r0 * ppr;
+        if (wd.bias) w.bias = wd.bias + r0;
         mq_status st = mq_linear_create(ctx, &w, &c->lin[g]);
         if (st != MQ_OK) {
             mq_conv2d_free(c);
@@ -166,7 +185,7 @@ mq_status mq_conv2d_forward(mq_ctx *ctx, mq_conv2d *c, const float *x, int64_t b
         c->scratch_cap = (size_t)need;
     }
     float *cols = c->scratch, *out = c->scratch + P * (uint64_t)c->K;
-    int64_t cin = c->d.in_channels, cout = c->d.w.out_features;
+    int64_t cin = c->d.in_channels, cout = c->ocg * c->d.groups;
     for (int64_t b = 0; b < batch; b++)
         for (int g = 0; g < c->d.groups; g++) {
             im2col_job jb = {c, x + (b * cin + g * c->icg) * h * w, h, w, ow, cols};

@@ -69,6 +69,9 @@ typedef struct mq__linear_fns {
 } mq__linear_fns;
 
 MQ_HIDDEN extern const mq__linear_fns mq__linear_ref;
+/* The caller's description read as a full struct (ABI policy). */
+MQ_HIDDEN mq_status mq__linear_desc_read(mq_ctx *ctx, const mq_linear_desc *desc,
+                                         mq_linear_desc *out);
 /* NULL when the CPU lacks what the path needs. */
 MQ_HIDDEN const mq__linear_fns *mq__linear_fns_avx2(const mq_cpu *cpu);
 MQ_HIDDEN const mq__linear_fns *mq__linear_fns_avx512(const mq_cpu *cpu);

@@ -30,27 +30,32 @@ static void *alloc_aligned(mq_ctx *ctx, uint64_t bytes, void **raw) {
     return p + ((64 - ((uintptr_t)p & 63)) & 63);
 }
 
-void mq_linear_desc_init(mq_linear_desc *desc, mq_qtype type, int64_t out_features,
-                         int64_t in_features, const void *weight) {
-    memset(desc, 0, sizeof *desc);
-    desc->type = type;
-    desc->granularity = MQ_PER_CHANNEL;
-    desc->group_size = 128;
-    desc->out_features = out_features;
-    desc->in_features = in_features;
-    desc->weight_dtype = MQ_F32;
-    desc->weight = weight;
+void mq_linear_desc_init_sized(mq_linear_desc *desc, size_t struct_size, mq_qtype type,
+                               int64_t out_features, int64_t in_features, const void *weight) {
+    mq_linear_desc d;
+    memset(&d, 0, sizeof d);
+    d.type = type;
+    d.granularity = MQ_PER_CHANNEL;
+    d.group_size = 128;
+    d.out_features = out_features;
+    d.in_features = in_features;
+    d.weight_dtype = MQ_F32;
+    d.weight = weight;
+    mq__struct_default(desc, struct_size, &d, sizeof d);
 }
 
-void mq_linear_desc_from_qspec(mq_linear_desc *desc, const mq_qspec *spec, int64_t out_features,
-                               int64_t in_features, const void *data, const float *scale,
-                               const void *zero_point) {
-    mq_linear_desc_init(desc, spec->type, out_features, in_features, data);
-    desc->scheme = spec->scheme;
-    desc->granularity = spec->granularity;
-    desc->group_size = spec->group_size;
-    desc->scale = scale;
-    desc->zero_point = zero_point;
+void mq_linear_desc_from_qspec_sized(mq_linear_desc *desc, size_t struct_size,
+                                     const mq_qspec *spec, int64_t out_features,
+                                     int64_t in_features, const void *data, const float *scale,
+                                     const void *zero_point) {
+    mq_linear_desc d;
+    mq_linear_desc_init(&d, spec->type, out_features, in_features, data);
+    d.scheme = spec->scheme;
+    d.granularity = spec->granularity;
+    d.group_size = spec->group_size;
+    d.scale = scale;
+    d.zero_point = zero_point;
+    mq__struct_default(desc, struct_size, &d, sizeof d);
 }
 
 void mq_linear_free(mq_linear *lin) {
@@ -266,9 +271,18 @@ static mq_status repack_int(mq_ctx *ctx, mq_linear *lin, const mq_linear_desc *d
     return MQ_OK;
 }
 
-mq_status mq_linear_create(mq_ctx *ctx, const mq_linear_desc *desc, mq_linear **out) {
-    *out = NULL;
+mq_status mq__linear_desc_read(mq_ctx *ctx, const mq_linear_desc *desc, mq_linear_desc *out) {
     if (!desc) return mq__fail(ctx, MQ_ERR_INVALID, "linear: no description");
+    mq_linear_desc_init(out, MQ_Q_NONE, 0, 0, NULL);
+    return mq__struct_read(ctx, "mq_linear_desc", desc, out, sizeof *out,
+                           MQ__LAYOUT_END(mq_linear_desc, input_zero_point));
+}
+
+mq_status mq_linear_create(mq_ctx *ctx, const mq_linear_desc *caller_desc, mq_linear **out) {
+    *out = NULL;
+    mq_linear_desc full;
+    MQ_TRY(mq__linear_desc_read(ctx, caller_desc, &full));
+    const mq_linear_desc *desc = &full;
     mq_linear *lin = (mq_linear *)mq__calloc(ctx, 1, sizeof *lin);
     if (!lin) return MQ_ERR_NOMEM;
     lin->ctx = ctx;

@@ -234,8 +234,8 @@ static mq_status parse_text(mq_ctx *ctx, const char *text, size_t len, const cha
                 if (s) {
                     const char *n = !strcmp(s, "float16") ? "F16" : !strcmp(s, "bfloat16") ? "BF16"
                                     : !strcmp(s, "float32") ? "F32" : "";
-                    mq_dtype d = mq_dtype_from_name(n);
-                    if (d != MQ_DTYPE_INVALID) c->torch_dtype = d;
+                    mq_dtype d;
+                    if (mq_dtype_from_name(n, &d)) c->torch_dtype = d;
                 }
                 mq__free(ctx, s);
             } else {
@@ -332,7 +332,7 @@ mq_status mq__hfconfig_load(mq_ctx *ctx, const mq_model *m, const char *path, mq
     out->torch_dtype = MQ_DTYPE_INVALID;
     out->sym = -1;
     mq_status st = MQ_OK;
-    const char *meta = mq_model_metadata_get(m, "quantization_config");
+    const char *meta = mq__model_meta(m, "quantization_config");
     if (meta) {
         mq__hfconfig tmp;
         memset(&tmp, 0, sizeof tmp);

@@ -28,7 +28,7 @@ static long find_bias(const mq_qmodel *qm, const char *name, int64_t n) {
     return t->ndim == 1 && t->shape[0] == n && float_data ? b : -1;
 }
 
-mq_status mq_qmodel_check_layer(mq_qmodel *qm, size_t i, mq_qmodel *ref, int act,
+mq_status mq_qmodel_check_layer(mq_qmodel *qm, size_t i, mq_qmodel *ref, mq_act_mode act,
                                 const float *x, int64_t M, uint64_t seed, mq_layer_check *out) {
     mq_ctx *ctx = qm ? mq__qmodel_ctx(qm) : NULL;
     if (!qm || !out) return mq__fail(ctx, MQ_ERR_INVALID, "check layer: NULL argument");
@@ -41,7 +41,7 @@ mq_status mq_qmodel_check_layer(mq_qmodel *qm, size_t i, mq_qmodel *ref, int act
                         "dims (stored as %s)", q->name, mq_qtype_name(q->spec.type));
     if (act != MQ_ACT_F32 && act != MQ_ACT_DYNAMIC && act != MQ_ACT_STATIC)
         return mq__fail(ctx, MQ_ERR_INVALID, "tensor '%s': unknown activation mode %d", q->name,
-                        act);
+                        (int)act);
     if (M < 1 || M > ((int64_t)1 << 24))
         return mq__fail(ctx, MQ_ERR_INVALID, "tensor '%s': %lld input rows (1 to 2^24)",
                         q->name, (long long)M);

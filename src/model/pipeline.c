@@ -82,19 +82,56 @@ static mq_status nonfinite_error(stream *s, const mq_tensor *t) {
                     "unconverted)", t->name);
 }
 
-static mq_status cast_tensor(stream *s, const mq__plan_entry *e, mq__err_acc *acc) {
+/* Element i of a cast chunk is finite in the source: `f` holds the chunk as f32, exact for
+ * every source but F64, which is read again. */
+static bool src_finite(const mq_tensor *t, const uint8_t *src, const float *f, size_t i) {
+    if (t->dtype != MQ_F64) return isfinite(f[i]);
+    double d;
+    memcpy(&d, src + 8 * i, 8);
+    return isfinite(d);
+}
+
+/* Cast values that overflowed to Inf from a finite source: an error naming the tensor and
+ * the element, or (opts.clamp_casts) saturated to the largest finite value and counted.
+ * `f` holds the source chunk as f32. */
+static mq_status cast_overflow(stream *s, const mq__plan_entry *e, uint64_t first, size_t n,
+                               const float *f, uint64_t *clamped) {
+    const mq_tensor *t = e->src;
+    bool f16 = e->spec.type == MQ_Q_FP16;
+    uint16_t inf = f16 ? 0x7c00 : 0x7f80, top = f16 ? 0x7bff : 0x7f7f;
+    uint8_t *h = s->out;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t v = mq__load_le16(h + 2 * i);
+        if ((v & 0x7fff) != inf) continue;
+        if (!s->opts->clamp_casts)
+            return mq__fail(s->ctx, MQ_ERR_QUANT,
+                            "tensor '%s': element %llu (%g) is beyond the %s range (largest "
+                            "finite value %g); --clamp saturates such values",
+                            t->name, (unsigned long long)(first + i), (double)f[i],
+                            f16 ? "FP16" : "BF16", f16 ? 65504.0 : 3.3895313892515355e38);
+        mq__store_le16(h + 2 * i, (uint16_t)((v & 0x8000) | top));
+        (*clamped)++;
+    }
+    return MQ_OK;
+}
+
+static mq_status cast_tensor(stream *s, const mq__plan_entry *e, mq__err_acc *acc,
+                             uint64_t *clamped) {
     const mq_tensor *t = e->src;
     mq_dtype dt = e->spec.type == MQ_Q_FP16 ? MQ_F16 : MQ_BF16;
     size_t es = mq_dtype_size(t->dtype);
     for (uint64_t off = 0; off < t->numel; off += (uint64_t)CHUNK_ELEMS) {
         size_t n = (size_t)(t->numel - off < (uint64_t)CHUNK_ELEMS ? t->numel - off : CHUNK_ELEMS);
         const uint8_t *src = (const uint8_t *)t->data + off * es;
+        /* the source as f32 first: NaN/Inf in it, then values the cast turns into Inf */
+        MQ_TRY(mq_convert(s->ctx, MQ_F32, s->deq, t->dtype, src, n));
+        for (size_t i = 0; i < n; i++)
+            if (!src_finite(t, src, s->deq, i)) return nonfinite_error(s, t);
         MQ_TRY(mq_convert(s->ctx, dt, s->out, t->dtype, src, n));
+        MQ_TRY(cast_overflow(s, e, off, n, s->deq, clamped));
         MQ_TRY(mq_writer_write(s->w, s->out, n * 2));
         MQ_TRY(mq_convert(s->ctx, MQ_F32, s->deq, dt, s->out, n));
-        double before = acc->sum_a2;
         MQ_TRY(mq__err_acc_add(s->ctx, acc, t->dtype, src, s->deq, n));
-        if (!isfinite(acc->sum_a2) && isfinite(before)) return nonfinite_error(s, t);
         mq__release_input(s->model, src, n * es);
         MQ_TRY(progress(s, t->name, n * es));
     }
@@ -133,8 +170,10 @@ static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc
     const mq_tensor *t = e->src;
     const mq_qlayout *L = &e->layout;
     mq_qspec spec = e->spec;
-    spec.importance = e->importance;
-    spec.hessian = e->hessian;
+    mq_calib_data calib;
+    mq_calib_data_init(&calib);
+    calib.importance = e->importance;
+    calib.hessian = e->hessian;
     int64_t rows_per_chunk = CHUNK_ELEMS / (L->cols ? L->cols : 1);
     if (rows_per_chunk < 1) rows_per_chunk = 1;
     size_t zsz = L->has_zero_point ? mq_dtype_size(L->zero_point_dtype) : 0;
@@ -146,8 +185,9 @@ static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc
     for (int64_t rb = 0; rb < L->rows; rb += rows_per_chunk) {
         int64_t re = rb + rows_per_chunk < L->rows ? rb + rows_per_chunk : L->rows;
         int64_t nr = re - rb;
-        mq_status st = mq__quantize_rows_factored(ctx, &spec, L, t->dtype, t->data, rb, re,
-                                                  s->out, s->scale, zsz ? s->zp : NULL, factor);
+        mq_status st = mq__quantize_rows_factored(ctx, &spec, L, &calib, t->dtype, t->data,
+                                                  rb, re, s->out, s->scale,
+                                                  zsz ? s->zp : NULL, factor);
         if (st == MQ_ERR_QUANT && !strstr(mq_ctx_message(ctx), t->name))
             return mq__fail_prefix(ctx, "tensor '%s'", t->name);
         if (st != MQ_OK) return st;
@@ -301,7 +341,7 @@ static mq_status build_meta(mq_ctx *ctx, const mq_model *m, const mq__plan *p,
     padded[len + room] = 0;
     MQ_TRY(meta_put(ctx, ml, MQ__META_CONFIG, padded, false, true));
     char scheme[64];
-    mq_qspec_name(&o->spec, scheme, sizeof scheme);
+    mq_qspec_format(&o->spec, scheme, sizeof scheme);
     MQ_TRY(meta_put(ctx, ml, MQ__META_SCHEME, mq__strdup(ctx, scheme), false, true));
     MQ_TRY(meta_put(ctx, ml, MQ__META_FORMAT, MQ__FORMAT_VERSION, false, false));
     for (size_t i = 0; i < p->n; i++) {
@@ -407,19 +447,27 @@ static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *ou
     for (size_t i = 0; st == MQ_OK && i < p->n; i++) {
         const mq__plan_entry *e = &p->entries[i];
         mq__err_acc acc = {0};
+        mq__tensor_report *tr = &rep->tensors[i];
         if (e->action == MQ_ACTION_KEEP) st = copy_tensor(&s, e);
-        else if (e->action == MQ_ACTION_CAST) st = cast_tensor(&s, e, &acc);
+        else if (e->action == MQ_ACTION_CAST) st = cast_tensor(&s, e, &acc, &tr->clamped);
         else st = quantize_tensor(&s, e, &acc);
         if (st != MQ_OK || e->action == MQ_ACTION_KEEP) continue;
         if (e->action == MQ_ACTION_CAST || o->error_stats) {
-            mq_tensor_report *tr = &rep->tensors[i];
             tr->has_error = 1;
             mq__err_acc_finish(&acc, &tr->error);
             if (acc.has_out) {
                 tr->has_output_error = 1;
                 tr->output_sqnr_db = acc.out_d > 0 ? 10 * log10(acc.out_a / acc.out_d) : INFINITY;
             }
-            if (o->sqnr_warn_db > 0 && tr->error.sqnr_db < o->sqnr_warn_db)
+            /* +inf means exact; NaN (or an infinite error) means the figures are unusable,
+             * and a gate must never pass on them */
+            if (isnan(tr->error.sqnr_db) || isnan(tr->error.max_abs) ||
+                isinf(tr->error.max_abs) || (tr->has_output_error && isnan(tr->output_sqnr_db)))
+                st = mq__fail(ctx, MQ_ERR_QUANT, "tensor '%s': the error figures are not "
+                              "finite (SQNR %g dB, max abs error %g): values too close to the "
+                              "float32 limits", e->src->name, tr->error.sqnr_db,
+                              tr->error.max_abs);
+            else if (o->sqnr_warn_db > 0 && tr->error.sqnr_db < o->sqnr_warn_db)
                 st = mq__plan_warn(p, "%s: SQNR %.1f dB is below the floor of %.1f dB", e->src->name,
                                    tr->error.sqnr_db, o->sqnr_warn_db);
         }
@@ -455,6 +503,43 @@ static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *ou
     return st;
 }
 
+/* 1 when `name` is `suffix` or ends with '.' followed by it. */
+static bool ends_with_part(const char *name, const char *suffix) {
+    size_t n = strlen(name), k = strlen(suffix);
+    if (n < k || strcmp(name + n - k, suffix)) return false;
+    return n == k || name[n - k - 1] == '.';
+}
+
+/* Already-quantized checkpoints: quantizing them again would treat scales, zero points and
+ * packed words as weights (an unreadable output) or drop the metadata that makes them
+ * readable. Recognised by our metadata, compressed-tensors' companion names and GPTQ/AWQ
+ * names. */
+static mq_status refuse_quantized(mq_ctx *ctx, const mq_model *m, const char *in) {
+    static const char *const ct[] = {"weight_packed", "weight_scale", "weight_zero_point",
+                                     "weight_shape", "weight_g_idx"};
+    static const char *const gptq[] = {"qweight", "qzeros", "scales", "g_idx"};
+    const char *hint = "dequantize it first (monoquant dequantize), then quantize the plain "
+                       "checkpoint";
+    if (mq_model_metadata_find(m, MQ__META_FORMAT) >= 0)
+        return mq__fail(ctx, MQ_ERR_INVALID, "%s: already quantized by monoquant (metadata "
+                        "'%s'); %s", in, MQ__META_FORMAT, hint);
+    for (size_t i = 0; i < mq_model_tensor_count(m); i++) {
+        const char *name = mq_model_tensor(m, i)->name;
+        for (size_t k = 0; k < sizeof ct / sizeof *ct; k++)
+            if (ends_with_part(name, ct[k]))
+                return mq__fail(ctx, MQ_ERR_INVALID, "%s: already quantized (tensor '%s': the "
+                                "compressed-tensors layout); %s", in, name, hint);
+        for (size_t k = 0; k < sizeof gptq / sizeof *gptq; k++)
+            if (ends_with_part(name, gptq[k]))
+                return mq__fail(ctx, MQ_ERR_INVALID, "%s: already quantized (tensor '%s': a "
+                                "GPTQ/AWQ layout); %s", in, name, hint);
+    }
+    if (mq_model_metadata_find(m, MQ__META_CONFIG) >= 0)
+        return mq__fail(ctx, MQ_ERR_INVALID, "%s: already quantized (metadata '%s'); %s", in,
+                        MQ__META_CONFIG, hint);
+    return MQ_OK;
+}
+
 static uint64_t input_file_bytes(const mq_model *m, const char *in) {
     uint64_t n = 0;
     for (size_t i = 0; i < m->nmaps; i++) n += m->maps[i].len;
@@ -476,6 +561,7 @@ static mq_status quantize_open_model(mq_ctx *ctx, mq_model *m, const char *in, c
         st = mq__fail(ctx, MQ_ERR_UNSUPPORTED, "standard output: a quantized checkpoint cannot "
                       "be streamed (its header is completed at the end); write to a file");
     if (st == MQ_OK && out) st = mq_output_check(ctx, out, m);
+    if (st == MQ_OK) st = refuse_quantized(ctx, m, where);
     if (st == MQ_OK && opts->calibration) st = mq_calib_stats_open(ctx, opts->calibration, &stats);
     if (st == MQ_OK) st = mq__plan_build(ctx, m, opts, stats, &plan);
     if (st == MQ_OK) st = mq__report_from_plan(ctx, &plan, &rep);
@@ -497,37 +583,43 @@ static mq_status quantize_open_model(mq_ctx *ctx, mq_model *m, const char *in, c
     return MQ_OK;
 }
 
+/* The caller's options read within their struct_size (defaults for the rest), checked. */
 static mq_status check_args(mq_ctx *ctx, const char *what, const void *in, const char *out,
-                            const mq_quantize_options **opts, mq_quantize_options *defaults,
+                            const mq_quantize_options *caller_opts, mq_quantize_options *full,
                             mq_report **report) {
     if (report) *report = NULL;
     if (!ctx || !in) return mq__fail(ctx, MQ_ERR_INVALID, "%s: NULL argument", what);
-    if (!*opts) {
-        mq_quantize_options_default(defaults);
-        *opts = defaults;
-    }
-    if (!out && !(*opts)->dry_run)
-        return mq__fail(ctx, MQ_ERR_INVALID, "%s: no output path", what);
+    mq_quantize_options_default(full);
+    if (caller_opts)
+        MQ_TRY(mq__struct_read(ctx, "mq_quantize_options", caller_opts, full, sizeof *full,
+                               MQ__LAYOUT_END(mq_quantize_options, strict)));
+    if (!out && !full->dry_run) return mq__fail(ctx, MQ_ERR_INVALID, "%s: no output path", what);
+    if (full->sqnr_warn_db > 0 && !full->error_stats)
+        return mq__fail(ctx, MQ_ERR_INVALID, "an SQNR floor (--min-sqnr) needs the error "
+                        "figures, which are turned off (--no-error-stats): the gate would never "
+                        "run");
     return MQ_OK;
 }
 
 mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
-                           const mq_quantize_options *opts, mq_report **report) {
-    mq_quantize_options defaults;
-    MQ_TRY(check_args(ctx, "mq_quantize_file", in, out, &opts, &defaults, report));
+                           const mq_quantize_options *caller_opts, mq_report **report) {
+    mq_quantize_options opts;
+    MQ_TRY(check_args(ctx, "mq_quantize_file", in, out, caller_opts, &opts, report));
     mq_model *m = NULL;
-    mq_open_options oo = {MQ_FORMAT_AUTO, opts->key};
+    mq_open_options oo;
+    mq_open_options_default(&oo);
+    oo.key = opts.key;
     mq_status st = mq_model_open(ctx, in, &oo, &m);
-    if (st == MQ_OK) st = quantize_open_model(ctx, m, in, out, opts, report);
+    if (st == MQ_OK) st = quantize_open_model(ctx, m, in, out, &opts, report);
     mq_model_free(m);
     return st;
 }
 
 mq_status mq_quantize_model(mq_ctx *ctx, mq_model *model, const char *out,
-                            const mq_quantize_options *opts, mq_report **report) {
-    mq_quantize_options defaults;
-    MQ_TRY(check_args(ctx, "mq_quantize_model", model, out, &opts, &defaults, report));
+                            const mq_quantize_options *caller_opts, mq_report **report) {
+    mq_quantize_options opts;
+    MQ_TRY(check_args(ctx, "mq_quantize_model", model, out, caller_opts, &opts, report));
     if (!model->hash) MQ_TRY(mq__model_index(model, "<memory>"));
     /* a model opened from a file keeps its path: the output may not replace it */
-    return quantize_open_model(ctx, model, model->path, out, opts, report);
+    return quantize_open_model(ctx, model, model->path, out, &opts, report);
 }

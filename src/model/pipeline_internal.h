@@ -95,6 +95,39 @@ MQ_HIDDEN void mq__sb_json_str(mq__sb *sb, const char *s);
 MQ_HIDDEN void mq__sb_json_num(mq__sb *sb, double v);
 MQ_HIDDEN void mq__sb_free(mq__sb *sb);
 
+/* What became of one input tensor (mq_report_tensor_* accessors). */
+typedef struct mq__tensor_report {
+    char *name;
+    mq_layer_kind kind;
+    mq_dtype dtype;
+    int ndim;
+    int64_t shape[MQ_MAX_DIMS];
+    uint64_t numel;
+    mq_action action;
+    mq_qspec spec;
+    char *reason;
+    uint64_t bytes_in, bytes_out;
+    int has_error;
+    mq_error_stats error;
+    int has_input_params;
+    int has_output_error;
+    double output_sqnr_db;
+    uint64_t clamped;          /* cast values saturated (clamp_casts) */
+} mq__tensor_report;
+
+struct mq_report {
+    mq_ctx *ctx;               /* allocated through it */
+    mq__tensor_report *tensors;
+    size_t ntensors;
+    size_t nquantized, ncast, nkept;
+    uint64_t bytes_in, bytes_out;
+    uint64_t file_bytes_in, file_bytes_out;
+    char **warnings;
+    size_t nwarnings;
+    char *config_json;
+    double seconds;
+};
+
 /* The quantization_config JSON for a plan; with a report, its error figures too. */
 MQ_HIDDEN mq_status mq__config_json(mq_ctx *ctx, const mq__plan *plan,
                                     const mq_quantize_options *opts, const mq_report *rep,

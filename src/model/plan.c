@@ -5,16 +5,19 @@
 
 #include <fnmatch.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define DEFAULT_SKIP_MIN_ELEMENTS 512
 
-void mq_quantize_options_default(mq_quantize_options *o) {
-    memset(o, 0, sizeof *o);
-    mq_qspec_default(&o->spec);
-    o->kinds = MQ_KIND_BIT(MQ_KIND_LINEAR) | MQ_KIND_BIT(MQ_KIND_CONV) | MQ_KIND_BIT(MQ_KIND_RNN);
-    o->default_skip = 1;
-    o->error_stats = 1;
+void mq_quantize_options_default_sized(mq_quantize_options *opts, size_t struct_size) {
+    mq_quantize_options o;
+    memset(&o, 0, sizeof o);
+    mq_qspec_default(&o.spec);
+    o.kinds = MQ_KIND_BIT(MQ_KIND_LINEAR) | MQ_KIND_BIT(MQ_KIND_CONV) | MQ_KIND_BIT(MQ_KIND_RNN);
+    o.default_skip = 1;
+    o.error_stats = 1;
+    mq__struct_default(opts, struct_size, &o, sizeof o);
 }
 
 const char *mq_qtype_name(mq_qtype t) {
@@ -33,18 +36,18 @@ const char *mq_qtype_name(mq_qtype t) {
 static bool is_int_type(mq_qtype t) { return t >= MQ_Q_INT8 && t <= MQ_Q_UINT4; }
 static bool is_4bit(mq_qtype t) { return t == MQ_Q_INT4 || t == MQ_Q_UINT4; }
 
-const char *mq_qspec_name(const mq_qspec *s, char *buf, size_t cap) {
-    if (!cap) return buf;
+size_t mq_qspec_format(const mq_qspec *s, char *buf, size_t cap) {
+    int n;
     if (!is_int_type(s->type)) {
-        snprintf(buf, cap, "%s", mq_qtype_name(s->type));
-        return buf;
+        n = snprintf(buf, cap, "%s", mq_qtype_name(s->type));
+    } else {
+        char gran[32] = "";
+        if (s->granularity == MQ_PER_GROUP) snprintf(gran, sizeof gran, "-g%d", s->group_size);
+        else if (s->granularity == MQ_PER_TENSOR) snprintf(gran, sizeof gran, "-pt");
+        n = snprintf(buf, cap, "%s%s%s", mq_qtype_name(s->type), gran,
+                     s->scheme == MQ_ASYMMETRIC ? "-asym" : "");
     }
-    char gran[32] = "";
-    if (s->granularity == MQ_PER_GROUP) snprintf(gran, sizeof gran, "-g%d", s->group_size);
-    else if (s->granularity == MQ_PER_TENSOR) snprintf(gran, sizeof gran, "-pt");
-    snprintf(buf, cap, "%s%s%s", mq_qtype_name(s->type), gran,
-             s->scheme == MQ_ASYMMETRIC ? "-asym" : "");
-    return buf;
+    return n < 0 ? 0 : (size_t)n;
 }
 
 static const char *const gran_names[] = {"tensor", "channel", "group"};
@@ -81,8 +84,7 @@ int mq__spec_from_meta(const char *str, mq_qspec *s, mq_dtype *orig) {
         if (!strcmp(search, search_names[k])) s->search = (mq_scale_search)k, found = 1;
     if (!found || group < 0) return 0;
     s->group_size = group;
-    *orig = mq_dtype_from_name(dtype);
-    return *orig != MQ_DTYPE_INVALID;
+    return mq_dtype_from_name(dtype, orig);
 }
 
 /* Name of the layer a tensor belongs to: the name without its last component. */
@@ -198,8 +200,6 @@ static mq_qspec rule_spec(const mq_qspec *def, mq_qtype t) {
         mq_qspec_recommended(&s, t);
         if (def->group_size > 0) s.group_size = def->group_size;
     }
-    s.importance = NULL;
-    s.hessian = NULL;
     return s;
 }
 
@@ -233,8 +233,6 @@ static mq_status decide(mq__plan *p, const mq_quantize_options *o, mq__plan_entr
     const mq_tensor *t = e->src;
     bool head = mq__is_head_name(t->name) || last_linear;
     e->spec = o->spec;
-    e->spec.importance = NULL;
-    e->spec.hessian = NULL;
     if (!mq_dtype_is_float(t->dtype))
         return set_reason(p, e, "%s tensor (not floating point)", mq_dtype_name(t->dtype));
     if (t->ndim < 2)
@@ -320,8 +318,9 @@ static mq_status attach_stats(mq__plan *p, mq__plan_entry *e, const mq_calib_sta
     if (lp >= sizeof layer) return MQ_OK;
     memcpy(layer, t->name, lp);
     layer[lp] = 0;
-    mq_layer_stats ls;
-    if (!mq_calib_stats_find(stats, layer, &ls)) return MQ_OK;
+    int64_t at = mq_calib_stats_find(stats, layer);
+    if (at < 0) return MQ_OK;
+    mq_layer_stats ls = *mq_calib_stats_layer(stats, (size_t)at);
     int64_t cols = e->layout.cols;
     if (ls.channels <= 0 || cols % ls.channels != 0)
         return mq__fail(p->ctx, MQ_ERR_INVALID,
@@ -342,6 +341,87 @@ static mq_status attach_stats(mq__plan *p, mq__plan_entry *e, const mq_calib_sta
     return MQ_OK;
 }
 
+static int by_address(const void *a, const void *b) {
+    uintptr_t x = (uintptr_t)(*(const mq_tensor *const *)a)->data;
+    uintptr_t y = (uintptr_t)(*(const mq_tensor *const *)b)->data;
+    return x < y ? -1 : x > y;
+}
+
+/* Tensors sharing storage in the input (tied weights, views of one storage in a .pt) are
+ * written as separate tensors: the output is larger than the ties made the input, and no
+ * longer tied. Said, not silent. */
+static mq_status shared_storage_warning(mq__plan *p, const mq_model *model) {
+    size_t n = mq_model_tensor_count(model), k = 0, shared = 0;
+    if (n < 2) return MQ_OK;
+    const mq_tensor **v = (const mq_tensor **)mq__malloc(p->ctx, n * sizeof *v);
+    if (!v) return MQ_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++)
+        if (mq_model_tensor(model, i)->nbytes) v[k++] = mq_model_tensor(model, i);
+    qsort(v, k, sizeof *v, by_address);
+    const mq_tensor *a = NULL, *b = NULL;
+    uintptr_t end = 0;
+    size_t end_at = 0;
+    for (size_t i = 0; i < k; i++) {
+        uintptr_t s0 = (uintptr_t)v[i]->data, s1 = s0 + (uintptr_t)v[i]->nbytes;
+        if (i && s0 < end) {
+            if (!shared++) a = v[end_at], b = v[i];
+        }
+        if (!i || s1 > end) end = s1, end_at = i;
+    }
+    mq__free(p->ctx, v);
+    if (!shared) return MQ_OK;
+    return mq__plan_warn(p, "%zu tensor%s share%s storage with another in the input (first: '%s' "
+                         "and '%s', e.g. tied weights): the output stores each separately",
+                         shared, shared == 1 ? "" : "s", shared == 1 ? "s" : "", a->name,
+                         b->name);
+}
+
+/* Options and rules that had no effect are warnings, never silent. */
+static mq_status ignored_warnings(mq__plan *p, const mq_model *model, const mq_quantize_options *o,
+                                  const mq_calib_stats *stats) {
+    size_t n = mq_model_tensor_count(model);
+    for (size_t r = 0; r < o->nrules; r++) {
+        bool hit = false;
+        for (size_t i = 0; i < n && !hit; i++) hit = matches(o->rules[r].pattern, mq_model_tensor(model, i)->name);
+        if (!hit)
+            MQ_TRY(mq__plan_warn(p, "layer rule '%s=%s' matches no tensor", o->rules[r].pattern,
+                                 mq_qtype_name(o->rules[r].type)));
+    }
+    /* 1-D tensors are never quantized, so these kinds only ever match 2-D ones */
+    static const mq_layer_kind one_d[] = {MQ_KIND_NORM, MQ_KIND_BIAS};
+    for (size_t k = 0; k < 2; k++) {
+        if (!(o->kinds & MQ_KIND_BIT(one_d[k]))) continue;
+        bool used = false;
+        for (size_t i = 0; i < p->n && !used; i++)
+            used = p->entries[i].kind == one_d[k] && p->entries[i].action != MQ_ACTION_KEEP;
+        if (!used)
+            MQ_TRY(mq__plan_warn(p, "layer kind '%s' selected but no such tensor is converted "
+                                 "(1-D tensors are always kept)", mq_layer_kind_name(one_d[k])));
+    }
+    if (!stats) return MQ_OK;
+    size_t ns = mq_calib_stats_count(stats), missing = 0;
+    const char *first = NULL;
+    char name[600];
+    for (size_t k = 0; k < ns; k++) {
+        const char *layer = mq_calib_stats_layer(stats, k)->layer;
+        snprintf(name, sizeof name, "%s.weight", layer);
+        if (mq_model_find(model, name) < 0 && !missing++) first = layer;
+    }
+    bool attached = false;
+    for (size_t i = 0; i < p->n; i++)
+        attached |= p->entries[i].has_input_params || p->entries[i].importance;
+    if (!attached && ns)
+        return mq__plan_warn(p, "calibration statistics: none of their %zu layers matches a "
+                             "quantized '<layer>.weight' tensor: no input parameters, no "
+                             "activation-aware search (first layer: %s)", ns,
+                             mq_calib_stats_layer(stats, 0)->layer);
+    if (missing)
+        return mq__plan_warn(p, "calibration statistics: %zu of %zu layers have no "
+                             "'<layer>.weight' tensor in the model (first: %s)", missing, ns,
+                             first);
+    return MQ_OK;
+}
+
 mq_status mq__plan_build(mq_ctx *ctx, const mq_model *model, const mq_quantize_options *o,
                          const mq_calib_stats *stats, mq__plan *p) {
     memset(p, 0, sizeof *p);
@@ -351,7 +431,8 @@ mq_status mq__plan_build(mq_ctx *ctx, const mq_model *model, const mq_quantize_o
     if (!p->entries) return MQ_ERR_NOMEM;
     p->n = n;
     /* the last Linear outside numbered blocks is the output head (a classifier's fc2) */
-    size_t last_linear = n;
+    size_t last_linear = n, gptq_fallback = 0;
+    const char *gptq_first = NULL;
     for (size_t i = 0; i < n; i++) {
         const mq_tensor *t = mq_model_tensor(model, i);
         if (mq_classify_tensor(t) == MQ_KIND_LINEAR && !has_numbered_part(t->name)) last_linear = i;
@@ -366,7 +447,10 @@ mq_status mq__plan_build(mq_ctx *ctx, const mq_model *model, const mq_quantize_o
             if (st != MQ_OK) return mq__fail_prefix(ctx, "tensor '%s'", e->src->name);
             if (stats) MQ_TRY(attach_stats(p, e, stats));
             /* GPTQ needs the layer's Hessian: without one, the weighted MSE search */
-            if (e->spec.search == MQ_SEARCH_GPTQ && !e->hessian) e->spec.search = MQ_SEARCH_MSE;
+            if (e->spec.search == MQ_SEARCH_GPTQ && !e->hessian) {
+                e->spec.search = MQ_SEARCH_MSE;
+                if (!gptq_fallback++) gptq_first = e->src->name;
+            }
         }
         e->first_out = p->nouts;
         const mq_tensor *t = e->src;
@@ -402,5 +486,12 @@ mq_status mq__plan_build(mq_ctx *ctx, const mq_model *model, const mq_quantize_o
     }
     if (p->nquantized + p->ncast == 0)
         MQ_TRY(mq__plan_warn(p, "nothing is quantized: every tensor was kept (see the reasons)"));
-    return MQ_OK;
+    if (gptq_fallback)
+        MQ_TRY(mq__plan_warn(p, "GPTQ: %zu quantized tensor%s (first: %s) ha%s no Hessian in the "
+                             "calibration statistics and used the mse search instead "
+                             "(calibrate with --hessian; Conv layers never have one)",
+                             gptq_fallback, gptq_fallback == 1 ? "" : "s", gptq_first,
+                             gptq_fallback == 1 ? "s" : "ve"));
+    MQ_TRY(shared_storage_warning(p, model));
+    return ignored_warnings(p, model, o, stats);
 }

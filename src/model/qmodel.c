@@ -61,7 +61,7 @@ static size_t stored_index(const mq_model *m, const mq_tensor *x) {
     return (size_t)(x - mq_model_tensor(m, 0));
 }
 
-long mq_qmodel_find(const mq_qmodel *qm, const char *name) {
+int64_t mq_qmodel_find(const mq_qmodel *qm, const char *name) {
     /* a logical tensor is stored under its own name (plain, 8-bit) or as <name>_packed */
     long j = mq_model_find(qm->model, name);
     if (j >= 0 && qm->logical_of[j] >= 0) return qm->logical_of[j];
@@ -147,7 +147,7 @@ static mq_status assemble(mq_qmodel *qm, const char *path, mq_qtensor *q, const 
     int64_t cols = q->shape[0] ? (int64_t)(q->numel / (uint64_t)q->shape[0]) : 0;
     char key[1100];
     snprintf(key, sizeof key, "%s%s", MQ__META_TENSOR_PREFIX, q->name);
-    const char *meta = mq_model_metadata_get(m, key);
+    const char *meta = mq__model_meta(m, key);
     mq_dtype orig = MQ_F32;
     if (meta) {
         if (!mq__spec_from_meta(meta, &q->spec, &orig))
@@ -259,7 +259,7 @@ static mq_status open_logical(mq_qmodel *qm, const char *path) {
             qm->n++;
             char key[1100];
             snprintf(key, sizeof key, "%s%s", MQ__META_TENSOR_PREFIX, q->name);
-            const char *meta = mq_model_metadata_get(m, key);
+            const char *meta = mq__model_meta(m, key);
             if (is_foreign(qm, x, base_len, packed, meta)) {
                 MQ_TRY(need_settings(qm));
                 MQ_TRY(mq__ct_assemble(qm, path, q, src, x, base_len, meta));
@@ -326,7 +326,7 @@ static mq_status open_logical(mq_qmodel *qm, const char *path) {
         q->spec.type = MQ_Q_NONE;
         char key[1100];
         snprintf(key, sizeof key, "%s%s", MQ__META_TENSOR_PREFIX, x->name);
-        const char *meta = mq_model_metadata_get(m, key);
+        const char *meta = mq__model_meta(m, key);
         mq_dtype orig;
         mq_qspec s;
         if (meta && mq__spec_from_meta(meta, &s, &orig) &&
@@ -361,6 +361,8 @@ static mq_status open_logical(mq_qmodel *qm, const char *path) {
     return MQ_OK;
 }
 
+static mq_status verify_params(mq_qmodel *qm, size_t i);
+
 mq_status mq_qmodel_open(mq_ctx *ctx, const char *path, mq_qmodel **out) {
     return mq_qmodel_open_with_options(ctx, path, NULL, out);
 }
@@ -383,6 +385,11 @@ mq_status mq_qmodel_open_with_options(mq_ctx *ctx, const char *path, const mq_op
             st = MQ_ERR_NOMEM;
     }
     if (st == MQ_OK) st = open_logical(qm, path);
+    /* values too: a NaN/Inf scale would dequantize into NaN/Inf weights */
+    for (size_t i = 0; st == MQ_OK && i < qm->n; i++) {
+        st = verify_params(qm, i);
+        if (st != MQ_OK) mq__fail_prefix(ctx, "%s", path);
+    }
     if (st != MQ_OK) {
         mq_qmodel_free(qm);
         return st;
@@ -414,6 +421,18 @@ static mq_status params(mq_qmodel *qm, size_t i, const float **scale, const void
     return MQ_OK;
 }
 
+/* A cast tensor holding Inf or NaN: an overflowed cast (the writer refuses both). */
+static mq_status verify_cast(mq_qmodel *qm, const mq_qtensor *q) {
+    uint16_t mask = q->data->dtype == MQ_F16 ? 0x7c00 : 0x7f80;
+    const uint8_t *d = (const uint8_t *)q->data->data;
+    for (uint64_t k = 0; k < q->data->numel; k++)
+        if ((mq__load_le16(d + 2 * k) & mask) == mask)
+            return mq__fail(qm->ctx, MQ_ERR_VALIDATION, "tensor '%s': %s element %llu is Inf "
+                            "or NaN (an overflowed cast)", q->name,
+                            mq_dtype_name(q->data->dtype), (unsigned long long)k);
+    return MQ_OK;
+}
+
 static mq_status verify_input_scale(mq_qmodel *qm, const mq_qtensor *q) {
     if (!q->input_scale) return MQ_OK;
     float s;
@@ -424,9 +443,9 @@ static mq_status verify_input_scale(mq_qmodel *qm, const mq_qtensor *q) {
     return MQ_OK;
 }
 
-mq_status mq_qmodel_verify(mq_qmodel *qm, size_t i) {
+/* Scales, zero points and input scales of tensor i (cheap: checked at open). */
+static mq_status verify_params(mq_qmodel *qm, size_t i) {
     mq_ctx *ctx = qm->ctx;
-    if (i >= qm->n) return mq__fail(ctx, MQ_ERR_INVALID, "tensor index %zu out of range", i);
     const mq_qtensor *q = &qm->t[i];
     if (q->spec.type < MQ_Q_INT8 || q->spec.type > MQ_Q_UINT4) return MQ_OK;
     if (qm->src[i].family != MQ__QF_NATIVE) {
@@ -436,27 +455,38 @@ mq_status mq_qmodel_verify(mq_qmodel *qm, size_t i) {
     const float *scale;
     const void *zp;
     MQ_TRY(params(qm, i, &scale, &zp));
-    for (int64_t k = 0; k < q->layout.nscales; k++)
+    int lo = 0, hi = 0;
+    switch (q->spec.type) {
+    case MQ_Q_INT8: lo = -128, hi = 127; break;
+    case MQ_Q_UINT8: lo = 0, hi = 255; break;
+    case MQ_Q_INT4: lo = -8, hi = 7; break;
+    default: lo = 0, hi = 15; break;
+    }
+    for (int64_t k = 0; k < q->layout.nscales; k++) {
+        int v = !zp ? (lo < 0 ? 0 : (lo + hi + 1) / 2)
+                : q->layout.zero_point_dtype == MQ_U8 ? ((const uint8_t *)zp)[k]
+                                                      : ((const int8_t *)zp)[k];
         if (!isfinite(scale[k]) || !(scale[k] > 0))
             return mq__fail(ctx, MQ_ERR_VALIDATION, "tensor '%s': scale %lld is %g (must be "
                             "finite and > 0)", q->name, (long long)k, (double)scale[k]);
-    if (zp) {
-        int lo = 0, hi = 0;
-        switch (q->spec.type) {
-        case MQ_Q_INT8: lo = -128, hi = 127; break;
-        case MQ_Q_UINT8: lo = 0, hi = 255; break;
-        case MQ_Q_INT4: lo = -8, hi = 7; break;
-        default: lo = 0, hi = 15; break;
-        }
-        for (int64_t k = 0; k < q->layout.nscales; k++) {
-            int v = q->layout.zero_point_dtype == MQ_U8 ? ((const uint8_t *)zp)[k]
-                                                         : ((const int8_t *)zp)[k];
-            if (v < lo || v > hi)
-                return mq__fail(ctx, MQ_ERR_VALIDATION, "tensor '%s': zero point %lld is %d, "
-                                "outside [%d, %d]", q->name, (long long)k, v, lo, hi);
-        }
+        if (v < lo || v > hi)
+            return mq__fail(ctx, MQ_ERR_VALIDATION, "tensor '%s': zero point %lld is %d, "
+                            "outside [%d, %d]", q->name, (long long)k, v, lo, hi);
+        if (!mq__qparam_finite(scale[k], v, lo, hi))
+            return mq__fail(ctx, MQ_ERR_VALIDATION, "tensor '%s': scale %lld is %g: its "
+                            "values dequantize beyond float32", q->name, (long long)k,
+                            (double)scale[k]);
     }
     return verify_input_scale(qm, q);
+}
+
+mq_status mq_qmodel_verify(mq_qmodel *qm, size_t i) {
+    if (i >= qm->n) return mq__fail(qm->ctx, MQ_ERR_INVALID, "tensor index %zu out of range", i);
+    const mq_qtensor *q = &qm->t[i];
+    if ((q->spec.type == MQ_Q_FP16 || q->spec.type == MQ_Q_BF16) && q->data &&
+        (q->data->dtype == MQ_F16 || q->data->dtype == MQ_BF16))
+        return verify_cast(qm, q);
+    return verify_params(qm, i);
 }
 
 mq_status mq_qmodel_read_rows(mq_qmodel *qm, size_t i, int64_t rb, int64_t re, float *out) {

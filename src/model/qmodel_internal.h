@@ -89,7 +89,7 @@ typedef struct mq__layer_copy {
  * Weights, scales and zero points point into the checkpoint, or into `copy` (other tools'
  * layouts), which the caller frees with mq__layer_copy_free once the kernel object exists.
  * Errors go to the checkpoint's context. */
-MQ_HIDDEN mq_status mq__qmodel_linear_desc(mq_qmodel *qm, size_t i, int *act, mq_linear_desc *d,
+MQ_HIDDEN mq_status mq__qmodel_linear_desc(mq_qmodel *qm, size_t i, mq_act_mode *act, mq_linear_desc *d,
                                            mq__layer_copy *copy);
 MQ_HIDDEN void mq__layer_copy_free(mq_ctx *ctx, mq__layer_copy *copy);
 

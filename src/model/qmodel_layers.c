@@ -34,7 +34,7 @@ void mq__layer_copy_free(mq_ctx *ctx, mq__layer_copy *c) {
     memset(c, 0, sizeof *c);
 }
 
-mq_status mq__qmodel_linear_desc(mq_qmodel *qm, size_t i, int *act, mq_linear_desc *d,
+mq_status mq__qmodel_linear_desc(mq_qmodel *qm, size_t i, mq_act_mode *act, mq_linear_desc *d,
                                  mq__layer_copy *copy) {
     memset(copy, 0, sizeof *copy);
     const mq_qtensor *q = mq_qmodel_tensor(qm, i);
@@ -58,12 +58,12 @@ mq_status mq__qmodel_linear_desc(mq_qmodel *qm, size_t i, int *act, mq_linear_de
     }
     if (*act == MQ_ACT_STATIC && !static_params(q, &d->input_scale, &d->input_zero_point))
         *act = MQ_ACT_DYNAMIC;
-    d->act = (mq_act_mode)*act;
+    d->act = *act;
     return MQ_OK;
 }
 
 /* Checks index, runnability and mode; fills *d (and *copy, to free after creating). */
-static mq_status layer_desc(mq_ctx *ctx, mq_qmodel *qm, size_t i, int *act, const float *bias,
+static mq_status layer_desc(mq_ctx *ctx, mq_qmodel *qm, size_t i, mq_act_mode *act, const float *bias,
                             mq_linear_desc *d, mq__layer_copy *copy, const char *what) {
     memset(copy, 0, sizeof *copy);
     if (i >= mq_qmodel_count(qm))
@@ -83,8 +83,8 @@ static mq_status layer_desc(mq_ctx *ctx, mq_qmodel *qm, size_t i, int *act, cons
     return MQ_OK;
 }
 
-mq_status mq_qmodel_linear_create(mq_ctx *ctx, mq_qmodel *qm, size_t i, int act,
-                                  const float *bias, mq_linear **out, int *act_used) {
+mq_status mq_qmodel_linear_create(mq_ctx *ctx, mq_qmodel *qm, size_t i, mq_act_mode act,
+                                  const float *bias, mq_linear **out, mq_act_mode *act_used) {
     if (out) *out = NULL;
     if (!ctx || !qm || !out) return mq__fail(ctx, MQ_ERR_INVALID, "mq_qmodel_linear_create: NULL argument");
     mq_linear_desc d;
@@ -97,16 +97,16 @@ mq_status mq_qmodel_linear_create(mq_ctx *ctx, mq_qmodel *qm, size_t i, int act,
     return MQ_OK;
 }
 
-mq_status mq_qmodel_conv2d_create(mq_ctx *ctx, mq_qmodel *qm, size_t i, int act,
+mq_status mq_qmodel_conv2d_create(mq_ctx *ctx, mq_qmodel *qm, size_t i, mq_act_mode act,
                                   const float *bias, const mq_conv2d_desc *geometry,
-                                  mq_conv2d **out, int *act_used) {
+                                  mq_conv2d **out, mq_act_mode *act_used) {
     if (out) *out = NULL;
     if (!ctx || !qm || !geometry || !out)
         return mq__fail(ctx, MQ_ERR_INVALID, "mq_qmodel_conv2d_create: NULL argument");
-    mq_conv2d_desc g = *geometry;
+    mq_linear_desc d;
     mq__layer_copy copy;
-    MQ_TRY(layer_desc(ctx, qm, i, &act, bias, &g.w, &copy, "mq_qmodel_conv2d_create"));
-    mq_status st = mq_conv2d_create(ctx, &g, out);
+    MQ_TRY(layer_desc(ctx, qm, i, &act, bias, &d, &copy, "mq_qmodel_conv2d_create"));
+    mq_status st = mq_conv2d_create(ctx, &d, geometry, out);
     mq__layer_copy_free(mq__qmodel_ctx(qm), &copy);
     if (st != MQ_OK) return mq__fail_prefix(ctx, "tensor '%s'", mq_qmodel_tensor(qm, i)->name);
     if (act_used) *act_used = act;

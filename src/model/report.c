@@ -143,6 +143,27 @@ static mq_status err_range(void *arg, int64_t begin, int64_t end, int tid) {
         acc.sum_d2 += l.d2[k];
         if (l.mx[k] > acc.max_abs || isnan(l.mx[k])) acc.max_abs = l.mx[k];
     }
+    if (!isfinite(acc.sum_a2) || !isfinite(acc.sum_b2) || !isfinite(acc.sum_ab) ||
+        !isfinite(acc.sum_d2)) {
+        /* float sums overflow for values beyond ~1e19: the chunk again in double (an
+         * infinite sum of a^2 would report any error as an exact +inf dB) */
+        memset(&acc, 0, sizeof acc);
+        for (i = begin; i < end; i++) {
+            double a;
+            switch (j->a_dtype) {
+            case MQ_F32: a = ((const float *)j->a)[i]; break;
+            case MQ_BF16: a = bf16_f32(((const uint16_t *)j->a)[i]); break;
+            case MQ_F16: a = mq_f16_to_f32(((const uint16_t *)j->a)[i]); break;
+            default: a = ((const double *)j->a)[i]; break;
+            }
+            double bb = b[i], d = a - bb, ad = fabs(d);
+            acc.sum_a2 += a * a;
+            acc.sum_b2 += bb * bb;
+            acc.sum_ab += a * bb;
+            acc.sum_d2 += d * d;
+            if (ad > acc.max_abs || isnan(ad)) acc.max_abs = ad;
+        }
+    }
     acc.n = (uint64_t)(end - begin);
     j->parts[begin / ERR_GRAIN] = acc;
     return MQ_OK;
@@ -198,8 +219,9 @@ static void json_str_list(mq__sb *sb, const char *const *items, size_t n) {
 
 static void json_spec(mq__sb *sb, const mq_qspec *s) {
     char name[64];
+    mq_qspec_format(s, name, sizeof name);
     mq__sb_addf(sb, "\"type\": \"%s\", \"scheme_name\": \"%s\"", mq_qtype_name(s->type),
-                mq_qspec_name(s, name, sizeof name));
+                name);
     if (s->type >= MQ_Q_INT8 && s->type <= MQ_Q_UINT4) {
         static const char *const gran[] = {"tensor", "channel", "group"};
         int bits = (s->type == MQ_Q_INT4 || s->type == MQ_Q_UINT4) ? 4 : 8;
@@ -238,7 +260,10 @@ mq_status mq__config_json(mq_ctx *ctx, const mq__plan *p, const mq_quantize_opti
         mq__sb_addf(&sb, ", \"type\": \"%s\"}", mq_qtype_name(o->rules[i].type));
     }
     mq__sb_add(&sb, "], \"activations\": ");
-    if (o->calibration) mq__sb_add(&sb, "{\"static\": true, \"input_scale\": \"per_tensor\"}");
+    /* static only when some layer really got input parameters from the statistics */
+    bool any_static = false;
+    for (size_t i = 0; i < p->n; i++) any_static |= p->entries[i].has_input_params != 0;
+    if (any_static) mq__sb_add(&sb, "{\"static\": true, \"input_scale\": \"per_tensor\"}");
     else mq__sb_add(&sb, "null");
     mq__sb_add(&sb, ", \"quantized\": {");
     first = 1;
@@ -286,26 +311,19 @@ mq_status mq__config_json(mq_ctx *ctx, const mq__plan *p, const mq_quantize_opti
 
 /* ---- reports -------------------------------------------------------------------------- */
 
-/* The public struct plus what freeing it needs. */
-typedef struct report_box {
-    mq_report pub;
-    mq_ctx *ctx;
-} report_box;
-
 mq_status mq__report_from_plan(mq_ctx *ctx, mq__plan *p, mq_report **out) {
-    report_box *box = (report_box *)mq__calloc(ctx, 1, sizeof *box);
-    if (!box) return MQ_ERR_NOMEM;
-    box->ctx = ctx;
-    mq_report *r = &box->pub;
-    r->tensors = (mq_tensor_report *)mq__calloc(ctx, p->n ? p->n : 1, sizeof *r->tensors);
+    mq_report *r = (mq_report *)mq__calloc(ctx, 1, sizeof *r);
+    if (!r) return MQ_ERR_NOMEM;
+    r->ctx = ctx;
+    r->tensors = (mq__tensor_report *)mq__calloc(ctx, p->n ? p->n : 1, sizeof *r->tensors);
     if (!r->tensors) {
-        mq__free(ctx, box);
+        mq__free(ctx, r);
         return MQ_ERR_NOMEM;
     }
     r->ntensors = p->n;
     for (size_t i = 0; i < p->n; i++) {
         mq__plan_entry *e = &p->entries[i];
-        mq_tensor_report *t = &r->tensors[i];
+        mq__tensor_report *t = &r->tensors[i];
         t->name = mq__strdup(ctx, e->src->name);
         t->reason = e->reason ? mq__strdup(ctx, e->reason) : NULL;
         if (!t->name || (e->reason && !t->reason)) {
@@ -320,8 +338,6 @@ mq_status mq__report_from_plan(mq_ctx *ctx, mq__plan *p, mq_report **out) {
         t->numel = e->src->numel;
         t->action = e->action;
         t->spec = e->spec;
-        t->spec.importance = NULL;
-        t->spec.hessian = NULL;
         t->bytes_in = e->src->nbytes;
         t->bytes_out = e->bytes_out;
         t->has_input_params = e->has_input_params;
@@ -336,9 +352,8 @@ mq_status mq__report_from_plan(mq_ctx *ctx, mq__plan *p, mq_report **out) {
 }
 
 void mq__report_take_warnings(mq_report *r, mq__plan *p) {
-    report_box *box = (report_box *)r;
-    for (size_t i = 0; i < r->nwarnings; i++) mq__free(box->ctx, r->warnings[i]);
-    mq__free(box->ctx, r->warnings);
+    for (size_t i = 0; i < r->nwarnings; i++) mq__free(r->ctx, r->warnings[i]);
+    mq__free(r->ctx, r->warnings);
     r->warnings = p->warnings;
     r->nwarnings = p->nwarnings;
     p->warnings = NULL;
@@ -347,15 +362,107 @@ void mq__report_take_warnings(mq_report *r, mq__plan *p) {
 
 void mq_report_free(mq_report *r) {
     if (!r) return;
-    report_box *box = (report_box *)r;
-    mq_ctx *ctx = box->ctx;
+    mq_ctx *ctx = r->ctx;
     for (size_t i = 0; i < r->ntensors; i++) {
-        mq__free(ctx, (void *)r->tensors[i].name);
-        mq__free(ctx, (void *)r->tensors[i].reason);
+        mq__free(ctx, r->tensors[i].name);
+        mq__free(ctx, r->tensors[i].reason);
     }
     for (size_t i = 0; i < r->nwarnings; i++) mq__free(ctx, r->warnings[i]);
     mq__free(ctx, r->warnings);
     mq__free(ctx, r->tensors);
     mq__free(ctx, r->config_json);
-    mq__free(ctx, box);
+    mq__free(ctx, r);
 }
+
+/* ---- report accessors ------------------------------------------------------------------ */
+
+static const mq__tensor_report *tensor_at(const mq_report *r, size_t i) {
+    return r && i < r->ntensors ? &r->tensors[i] : NULL;
+}
+
+size_t mq_report_tensor_count(const mq_report *r) { return r ? r->ntensors : 0; }
+const char *mq_report_tensor_name(const mq_report *r, size_t i) {
+    const mq__tensor_report *t = tensor_at(r, i);
+    return t ? t->name : NULL;
+}
+mq_layer_kind mq_report_tensor_kind(const mq_report *r, size_t i) {
+    const mq__tensor_report *t = tensor_at(r, i);
+    return t ? t->kind : MQ_KIND_OTHER;
+}
+mq_dtype mq_report_tensor_dtype(const mq_report *r, size_t i) {
+    const mq__tensor_report *t = tensor_at(r, i);
+    return t ? t->dtype : MQ_DTYPE_INVALID;
+}
+int mq_report_tensor_shape(const mq_report *r, size_t i, int64_t *shape) {
+    const mq__tensor_report *t = tensor_at(r, i);
+    if (!t) return 0;
+    if (shape) memcpy(shape, t->shape, (size_t)t->ndim * sizeof *shape);
+    return t->ndim;
+}
+uint64_t mq_report_tensor_numel(const mq_report *r, size_t i) {
+    const mq__tensor_report *t = tensor_at(r, i);
+    return t ? t->numel : 0;
+}
+mq_action mq_report_tensor_action(const mq_report *r, size_t i) {
+    const mq__tensor_report *t = tensor_at(r, i);
+    return t ? t->action : MQ_ACTION_KEEP;
+}
+int mq_report_tensor_spec(const mq_report *r, size_t i, mq_qspec *out) {
+    const mq__tensor_report *t = tensor_at(r, i);
+    if (!out) return t != NULL;
+    if (t) *out = t->spec;
+    else mq_qspec_default(out);
+    return t != NULL;
+}
+const char *mq_report_tensor_reason(const mq_report *r, size_t i) {
+    const mq__tensor_report *t = tensor_at(r, i);
+    return t ? t->reason : NULL;
+}
+uint64_t mq_report_tensor_bytes_in(const mq_report *r, size_t i) {
+    const mq__tensor_report *t = tensor_at(r, i);
+    return t ? t->bytes_in : 0;
+}
+uint64_t mq_report_tensor_bytes_out(const mq_report *r, size_t i) {
+    const mq__tensor_report *t = tensor_at(r, i);
+    return t ? t->bytes_out : 0;
+}
+int mq_report_tensor_error(const mq_report *r, size_t i, mq_error_stats *out) {
+    const mq__tensor_report *t = tensor_at(r, i);
+    if (!t || !t->has_error) return 0;
+    if (out) *out = t->error;
+    return 1;
+}
+uint64_t mq_report_tensor_clamped(const mq_report *r, size_t i) {
+    const mq__tensor_report *t = tensor_at(r, i);
+    return t ? t->clamped : 0;
+}
+int mq_report_tensor_has_input_params(const mq_report *r, size_t i) {
+    const mq__tensor_report *t = tensor_at(r, i);
+    return t ? t->has_input_params : 0;
+}
+int mq_report_tensor_output_sqnr(const mq_report *r, size_t i, double *db) {
+    const mq__tensor_report *t = tensor_at(r, i);
+    if (!t || !t->has_output_error) return 0;
+    if (db) *db = t->output_sqnr_db;
+    return 1;
+}
+
+size_t mq_report_action_count(const mq_report *r, mq_action action) {
+    if (!r) return 0;
+    switch (action) {
+    case MQ_ACTION_KEEP: return r->nkept;
+    case MQ_ACTION_QUANTIZE: return r->nquantized;
+    case MQ_ACTION_CAST: return r->ncast;
+    default: return 0;
+    }
+}
+uint64_t mq_report_bytes_in(const mq_report *r) { return r ? r->bytes_in : 0; }
+uint64_t mq_report_bytes_out(const mq_report *r) { return r ? r->bytes_out : 0; }
+uint64_t mq_report_file_bytes_in(const mq_report *r) { return r ? r->file_bytes_in : 0; }
+uint64_t mq_report_file_bytes_out(const mq_report *r) { return r ? r->file_bytes_out : 0; }
+size_t mq_report_warning_count(const mq_report *r) { return r ? r->nwarnings : 0; }
+const char *mq_report_warning(const mq_report *r, size_t i) {
+    return r && i < r->nwarnings ? r->warnings[i] : NULL;
+}
+const char *mq_report_config_json(const mq_report *r) { return r ? r->config_json : NULL; }
+double mq_report_seconds(const mq_report *r) { return r ? r->seconds : 0; }

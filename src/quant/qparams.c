@@ -100,6 +100,12 @@ void mq_qspec_default(mq_qspec *spec) {
     spec->search = MQ_SEARCH_MINMAX;
 }
 
+void mq_calib_data_init_sized(mq_calib_data *data, size_t struct_size) {
+    mq_calib_data d;
+    memset(&d, 0, sizeof d);
+    mq__struct_default(data, struct_size, &d, sizeof d);
+}
+
 void mq_qspec_recommended(mq_qspec *spec, mq_qtype type) {
     if (!spec) return;
     mq_qspec_default(spec);

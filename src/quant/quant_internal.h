@@ -79,10 +79,11 @@ MQ_HIDDEN void mq__qround_init(const mq_qformat *f, mq_qparam p, mq_qround *out)
  * non-finite entry or a matrix that is not positive definite. Runs on the context's threads
  * (not from inside a parallel job). */
 MQ_HIDDEN mq_status mq__gptq_factor(mq_ctx *ctx, const float *h, int64_t cols, float **out);
-/* mq_quantize_rows with the factor of spec->hessian computed once by the caller (NULL: as
+/* mq_quantize_rows with the factor of calib->hessian computed once by the caller (NULL: as
  * mq_quantize_rows), for callers that quantize a tensor in many row chunks. */
 MQ_HIDDEN mq_status mq__quantize_rows_factored(mq_ctx *ctx, const mq_qspec *spec,
-                                               const mq_qlayout *layout, mq_dtype src_dtype,
+                                               const mq_qlayout *layout,
+                                               const mq_calib_data *calib, mq_dtype src_dtype,
                                                const void *src, int64_t row_begin,
                                                int64_t row_end, void *data, float *scale,
                                                void *zero_point, const float *factor);

@@ -154,6 +154,17 @@ static mq_status not_finite(qjob *j, int64_t r, const float *x, int64_t c0, int6
                     c < c0 + n ? (isnan(x[c]) ? "a NaN" : "an Inf") : "a NaN or an Inf");
 }
 
+/* Parameters whose grid overflows float32 (ranges near FLT_MAX) would store an infinite
+ * scale or dequantize to Inf. */
+static mq_status check_param(const qjob *j, int64_t r, int64_t c0, mq_qparam p, float mn,
+                             float mx) {
+    if (mq__qparam_finite(p.scale, p.zp, j->f.qmin, j->f.qmax)) return MQ_OK;
+    return mq__fail(j->ctx, MQ_ERR_QUANT, "quantize: row %lld, columns %lld..: the range "
+                    "[%g, %g] is too wide for %s: its scale %g overflows float32",
+                    (long long)r, (long long)c0, (double)mn, (double)mx,
+                    mq_qtype_name(j->spec->type), (double)p.scale);
+}
+
 static int32_t load_zp(const qjob *j, const uint8_t *zp, int64_t i) {
     if (!zp) return j->f.qmin < 0 ? 0 : (j->f.qmin + j->f.qmax + 1) / 2;
     return j->lay->zero_point_dtype == MQ_U8 ? (int32_t)zp[i] : (int32_t)(int8_t)zp[i];
@@ -221,6 +232,11 @@ static mq_status cast_row(qjob *j, int tid, int64_t r, uint8_t *dst) {
         return mq__fail(j->ctx, MQ_ERR_QUANT,
                         "quantize: row %lld holds a value beyond the F16 range (%g .. %g)",
                         (long long)r, (double)mn, (double)mx);
+    if (j->lay->data_dtype == MQ_BF16 &&
+        ((mq_f32_to_bf16(mx) & 0x7fff) == 0x7f80 || (mq_f32_to_bf16(mn) & 0x7fff) == 0x7f80))
+        return mq__fail(j->ctx, MQ_ERR_QUANT,
+                        "quantize: row %lld holds a value beyond the BF16 range (%g .. %g)",
+                        (long long)r, (double)mn, (double)mx);
     /* F64 converts straight to the target (one rounding); the other sources are exact in f32 */
     mq_dtype from = j->src_dtype == MQ_F64 ? MQ_F64 : MQ_F32;
     const void *p = from == MQ_F64 ? aligned_src_row(j, tid, r) : (const void *)x;
@@ -280,6 +296,7 @@ static mq_status gptq_rows(qjob *j, int tid, int64_t r0, int64_t nr, uint8_t *ds
                                             "update made columns %lld.. non-finite (Hessian "
                                             "too ill-conditioned)", (long long)r, (long long)g0);
                         p = mq__qparam_minmax(&j->f, j->spec->scheme, mn, mx);
+                        MQ_TRY(check_param(j, r, g0, p, mn, mx));
                         int64_t si = r * L->groups_per_row + g;
                         j->scale[si] = p.scale;
                         store_zp(j, si, p.zp);
@@ -329,6 +346,7 @@ static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst) {
             p = j->tensor_param;
         } else {
             p = choose(j, x + c0, j->w ? j->w + c0 : NULL, (size_t)n, mn, mx);
+            MQ_TRY(check_param(j, r, c0, p, mn, mx));
             int64_t si = r * L->groups_per_row + g;
             j->scale[si] = p.scale;
             store_zp(j, si, p.zp);
@@ -427,6 +445,7 @@ static mq_status tensor_params(qjob *j) {
         MQ_TRY(tensor_best(j, nchunks, &b1, &e1));
         if (b1 >= 0 && e1 < e0) win = j->cand[b1];
     }
+    MQ_TRY(check_param(j, 0, 0, win.p, mn, mx));
     j->tensor_param = win.p;
     j->scale[0] = win.p.scale;
     store_zp(j, 0, win.p.zp);
@@ -485,11 +504,16 @@ static mq_status job_init(mq_ctx *ctx, qjob *j, const mq_qspec *spec, const mq_q
 }
 
 static mq_status quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *layout,
-                               mq_dtype src_dtype, const void *src, int64_t row_begin,
-                               int64_t row_end, void *data, float *scale, void *zero_point,
-                               const float *factor) {
+                               const mq_calib_data *caller_calib, mq_dtype src_dtype,
+                               const void *src, int64_t row_begin, int64_t row_end, void *data,
+                               float *scale, void *zero_point, const float *factor) {
     MQ_TRY(check_args(ctx, "quantize", spec, layout, row_begin, row_end, src, data, scale,
                       zero_point));
+    mq_calib_data calib;
+    mq_calib_data_init(&calib);
+    if (caller_calib)
+        MQ_TRY(mq__struct_read(ctx, "mq_calib_data", caller_calib, &calib, sizeof calib,
+                               MQ__LAYOUT_END(mq_calib_data, hessian)));
     if (!mq_dtype_is_float(src_dtype))
         return mq__fail(ctx, MQ_ERR_INVALID, "quantize: source dtype %s is not a float type",
                         mq_dtype_name(src_dtype));
@@ -501,22 +525,23 @@ static mq_status quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayo
     j.data = (uint8_t *)data;
     j.scale = scale;
     j.zp = layout->has_zero_point ? (uint8_t *)zero_point : NULL;
-    if (!j.is_cast && spec->importance) {
+    if (!j.is_cast && calib.importance) {
         for (int64_t c = 0; c < layout->cols; c++)
-            if (!(spec->importance[c] >= 0.0f && spec->importance[c] <= FLT_MAX))
+            if (!(calib.importance[c] >= 0.0f && calib.importance[c] <= FLT_MAX))
                 return mq__fail(ctx, MQ_ERR_INVALID,
                                 "quantize: importance[%lld] = %g (must be finite and >= 0)",
-                                (long long)c, (double)spec->importance[c]);
-        j.w = spec->importance;
+                                (long long)c, (double)calib.importance[c]);
+        j.w = calib.importance;
     }
     if (!j.is_cast && spec->search == MQ_SEARCH_GPTQ) {
-        if (!spec->hessian)
-            return mq__fail(ctx, MQ_ERR_INVALID, "quantize: MQ_SEARCH_GPTQ needs spec.hessian");
+        if (!calib.hessian)
+            return mq__fail(ctx, MQ_ERR_INVALID, "quantize: MQ_SEARCH_GPTQ needs a Hessian "
+                            "(mq_calib_data.hessian)");
         if (factor) {
             j.gptq_u = factor;
         } else {
             float *u = NULL;
-            MQ_TRY(mq__gptq_factor(ctx, spec->hessian, layout->cols, &u));
+            MQ_TRY(mq__gptq_factor(ctx, calib.hessian, layout->cols, &u));
             j.gptq_u = u;
             j.gptq_u_owned = u;
         }
@@ -555,19 +580,20 @@ static mq_status quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayo
 }
 
 mq_status mq_quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *layout,
-                           mq_dtype src_dtype, const void *src, int64_t row_begin,
-                           int64_t row_end, void *data, float *scale, void *zero_point) {
-    return quantize_rows(ctx, spec, layout, src_dtype, src, row_begin, row_end, data, scale,
-                         zero_point, NULL);
+                           const mq_calib_data *calib, mq_dtype src_dtype, const void *src,
+                           int64_t row_begin, int64_t row_end, void *data, float *scale,
+                           void *zero_point) {
+    return quantize_rows(ctx, spec, layout, calib, src_dtype, src, row_begin, row_end, data,
+                         scale, zero_point, NULL);
 }
 
 mq_status mq__quantize_rows_factored(mq_ctx *ctx, const mq_qspec *spec,
-                                     const mq_qlayout *layout, mq_dtype src_dtype,
-                                     const void *src, int64_t row_begin, int64_t row_end,
-                                     void *data, float *scale, void *zero_point,
-                                     const float *factor) {
-    return quantize_rows(ctx, spec, layout, src_dtype, src, row_begin, row_end, data, scale,
-                         zero_point, factor);
+                                     const mq_qlayout *layout, const mq_calib_data *calib,
+                                     mq_dtype src_dtype, const void *src, int64_t row_begin,
+                                     int64_t row_end, void *data, float *scale,
+                                     void *zero_point, const float *factor) {
+    return quantize_rows(ctx, spec, layout, calib, src_dtype, src, row_begin, row_end, data,
+                         scale, zero_point, factor);
 }
 
 static mq_status dequantize_range(void *arg, int64_t b, int64_t e, int tid) {

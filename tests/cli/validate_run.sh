@@ -90,6 +90,26 @@ expect_exit 0 quantize_static -- "$MQ" quantize "$LM" -o "$T/lm8s.safetensors" -
 expect_exit 0 static_run -- "$MQ" validate "$T/lm8s.safetensors" --reference "$LM" --run --mode static --activations "$T/acts.safetensors"
 expect_out static_used "blocks\.0\.mlp\.fc +int8 +static +recorded +6 "
 expect_out static_fallback "blocks\.3\.mlp\.fc +int8 +dynamic +random +16 "
+expect_out static_matching_inputs_ok "; ok$"
+# static mode on inputs unlike the calibration data (N(0, 1) rows against a range calibrated
+# on values 100 times smaller): flagged, not ok; a warning (exit 3 under --strict)
+"$PY" - "$T/acts.safetensors" "$T/small.safetensors" <<'PY'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+data = bytearray(raw[8 + n:])
+vals = struct.unpack("<%df" % (len(data) // 4), data)
+open(sys.argv[2], "wb").write(raw[:8 + n] + struct.pack("<%df" % len(vals), *[v / 100 for v in vals]))
+PY
+expect_exit 0 calibrate_small -- "$MQ" calibrate --model "$LM" --activations "$T/small.safetensors" -o "$T/small_stats.safetensors"
+expect_exit 0 quantize_small -- "$MQ" quantize "$LM" -o "$T/lm8small.safetensors" --calibration "$T/small_stats.safetensors" -q
+expect_exit 0 static_unlike -- "$MQ" validate "$T/lm8small.safetensors" --reference "$LM" --run --mode static
+expect_out static_unlike_flagged "blocks\.0\.mlp\.fc .*inputs unlike the calibration data: [0-9]+% fall outside"
+expect_out static_unlike_summary "on inputs unlike the calibration data; not conclusive"
+expect_exit 3 static_unlike_strict -- "$MQ" validate "$T/lm8small.safetensors" --reference "$LM" --run --mode static --strict
+"$MQ" validate "$T/lm8small.safetensors" --run --mode static --json > "$T/u.json" 2> /dev/null
+if "$PY" -c 'import json, sys; d = json.load(open(sys.argv[1])); l = [x for x in d["layers"] if x["layer"] == "blocks.0.mlp.fc"][0]; assert not l["ok"] and "unlike" in l["problem"] and d["unlike_calibration"] >= 1' "$T/u.json" 2> "$T/py"
+then ok static_unlike_json; else notok static_unlike_json "$(cat "$T/py")"; fi
 
 # usage, I/O errors
 expect_exit 0 help -- "$MQ" validate --help

@@ -27,6 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memcpy(text, data + 2, tn);
     text[tn] = 0;
     mq_observer_options parsed;
+    mq_observer_options_default(&parsed, MQ_OBS_MINMAX);
     if (mq_observer_options_parse(ctx, text, &parsed) == MQ_OK) {
         char back[512];
         mq_observer_options_format(&parsed, back, sizeof back);

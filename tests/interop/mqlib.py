@@ -2,9 +2,11 @@
 A sanitizer build (`make asan`) needs the ASan runtime loaded first: the test then re-executes
 itself once with it preloaded, so the library runs under the sanitizers too.
 
-Holds the prototypes the tests share (context, instruction sets), checkpoints read and written
-through mq_model_* / mq_writer_* as torch tensors (Model, read, write, open_error, same), and
-observers (Observer). Prototypes only one test uses stay in that test."""
+Holds the prototypes the tests share (context, instruction sets), the public structs (the
+extensible ones set their struct_size when built, as the header's _default/_init functions
+do), checkpoints read and written through mq_model_* / mq_writer_* as torch tensors (Model,
+read, write, open_error, same), and observers (Observer). Prototypes only one test uses stay
+in that test."""
 import ctypes as C
 import os
 import subprocess
@@ -18,7 +20,8 @@ __all__ = [
     "BOOL", "U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64", "F16", "BF16", "F32", "F64",
     "C64", "TORCH_TO_MQ", "MQ_TO_TORCH",
     "SYM", "ASYM", "PER_TENSOR", "PER_CHANNEL", "PER_GROUP", "KINDS", "QTYPES",
-    "Tensor", "OpenOptions", "TensorDesc", "KV", "Options",
+    "Tensor", "OpenOptions", "TensorDesc", "KV", "Options", "QSpec", "QLayout", "CalibData",
+    "LinearDesc", "Conv2dDesc",
     "MQError", "Model", "read", "open_error", "write", "same", "Observer",
 ]
 
@@ -71,8 +74,15 @@ class Tensor(C.Structure):
                 ("nbytes", C.c_uint64), ("data", C.c_void_p)]
 
 
-class OpenOptions(C.Structure):
-    _fields_ = [("format", C.c_int), ("key", C.c_char_p)]
+class Extensible(C.Structure):
+    """A struct whose first field is struct_size (the header's ABI policy)."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(C.sizeof(self), *args, **kw)
+
+
+class OpenOptions(Extensible):
+    _fields_ = [("struct_size", C.c_size_t), ("format", C.c_int), ("key", C.c_char_p)]
 
 
 class TensorDesc(C.Structure):
@@ -84,12 +94,46 @@ class KV(C.Structure):
     _fields_ = [("key", C.c_char_p), ("value", C.c_char_p)]
 
 
-class Options(C.Structure):
+class Options(Extensible):
     """mq_observer_options."""
-    _fields_ = [("kind", C.c_int), ("type", C.c_int), ("scheme", C.c_int),
-                ("granularity", C.c_int), ("channels", C.c_int64),
+    _fields_ = [("struct_size", C.c_size_t), ("kind", C.c_int), ("type", C.c_int),
+                ("scheme", C.c_int), ("granularity", C.c_int), ("channels", C.c_int64),
                 ("averaging_constant", C.c_double), ("bins", C.c_int),
                 ("upsample_rate", C.c_int), ("percentile", C.c_double)]
+
+
+class QSpec(C.Structure):
+    _fields_ = [("type", C.c_int), ("scheme", C.c_int), ("granularity", C.c_int),
+                ("group_size", C.c_int), ("search", C.c_int)]
+
+
+class CalibData(Extensible):
+    _fields_ = [("struct_size", C.c_size_t), ("importance", C.POINTER(C.c_float)),
+                ("hessian", C.POINTER(C.c_float))]
+
+
+class QLayout(C.Structure):
+    _fields_ = [("rows", C.c_int64), ("cols", C.c_int64), ("groups_per_row", C.c_int64),
+                ("nscales", C.c_int64), ("data_dtype", C.c_int), ("ndata_dims", C.c_int),
+                ("data_shape", C.c_int64 * MAX_DIMS), ("data_bytes", C.c_uint64),
+                ("row_bytes", C.c_uint64), ("scale_dtype", C.c_int),
+                ("has_zero_point", C.c_int), ("zero_point_dtype", C.c_int),
+                ("group_size", C.c_int64), ("last_group_size", C.c_int64),
+                ("qmin", C.c_int), ("qmax", C.c_int)]
+
+
+class LinearDesc(Extensible):
+    _fields_ = [("struct_size", C.c_size_t), ("type", C.c_int), ("scheme", C.c_int),
+                ("granularity", C.c_int), ("group_size", C.c_int), ("out_features", C.c_int64),
+                ("in_features", C.c_int64), ("weight_dtype", C.c_int), ("weight", C.c_void_p),
+                ("scale", C.c_void_p), ("zero_point", C.c_void_p), ("bias", C.c_void_p),
+                ("act", C.c_int), ("input_scale", C.c_float), ("input_zero_point", C.c_int)]
+
+
+class Conv2dDesc(Extensible):
+    _fields_ = [("struct_size", C.c_size_t), ("in_channels", C.c_int64)] + [
+        (n, C.c_int) for n in ("kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w",
+                               "dilation_h", "dilation_w", "groups")]
 
 
 LIB.mq_ctx_create.restype = C.c_void_p
@@ -106,15 +150,17 @@ LIB.mq_model_tensor_count.restype = C.c_size_t
 LIB.mq_model_tensor_count.argtypes = [C.c_void_p]
 LIB.mq_model_tensor.restype = C.POINTER(Tensor)
 LIB.mq_model_tensor.argtypes = [C.c_void_p, C.c_size_t]
-LIB.mq_model_metadata_get.restype = C.c_char_p
-LIB.mq_model_metadata_get.argtypes = [C.c_void_p, C.c_char_p]
+LIB.mq_model_metadata_find.restype = C.c_int64
+LIB.mq_model_metadata_find.argtypes = [C.c_void_p, C.c_char_p]
+LIB.mq_model_metadata_value.restype = C.c_char_p
+LIB.mq_model_metadata_value.argtypes = [C.c_void_p, C.c_size_t]
 LIB.mq_writer_open.argtypes = [C.c_void_p, C.c_char_p, C.c_int, C.c_void_p, C.c_size_t,
                                C.c_void_p, C.c_size_t, C.POINTER(C.c_void_p)]
 LIB.mq_writer_write.argtypes = [C.c_void_p, C.c_char_p, C.c_size_t]
 LIB.mq_writer_commit.argtypes = [C.c_void_p]
 LIB.mq_writer_free.argtypes = [C.c_void_p]
 
-LIB.mq_observer_options_default.argtypes = [C.POINTER(Options), C.c_int]
+LIB.mq_observer_options_default_sized.argtypes = [C.POINTER(Options), C.c_size_t, C.c_int]
 LIB.mq_observer_create.argtypes = [C.c_void_p, C.POINTER(Options), C.POINTER(C.c_void_p)]
 LIB.mq_observer_free.argtypes = [C.c_void_p]
 LIB.mq_observer_update_strided.argtypes = [C.c_void_p, C.c_int, C.c_void_p, C.c_int,
@@ -149,7 +195,7 @@ class Model:
     def __init__(self, path, key=None):
         self.ctx = C.c_void_p(LIB.mq_ctx_create())
         self.m = C.c_void_p()
-        opts = OpenOptions(0, key.encode() if key is not None else None)
+        opts = OpenOptions(0, key.encode() if key is not None else None)  # format AUTO
         st = LIB.mq_model_open(self.ctx, str(path).encode(), C.byref(opts), C.byref(self.m))
         if st != 0:
             msg = LIB.mq_ctx_message(self.ctx).decode()
@@ -169,8 +215,8 @@ class Model:
             self.tensors.append((t.name.decode(), tt.reshape(shape), t.data))
 
     def meta(self, key):
-        v = LIB.mq_model_metadata_get(self.m, key.encode())
-        return v.decode() if v is not None else None
+        i = LIB.mq_model_metadata_find(self.m, key.encode())
+        return LIB.mq_model_metadata_value(self.m, i).decode() if i >= 0 else None
 
     def dict(self):
         return {n: t for n, t, _ in self.tensors}
@@ -239,7 +285,7 @@ class Observer:
     def __init__(self, kind, qtype="uint8", scheme=ASYM, channels=0, **kw):
         self.ctx = LIB.mq_ctx_create()
         o = Options()
-        LIB.mq_observer_options_default(C.byref(o), KINDS[kind])
+        LIB.mq_observer_options_default_sized(C.byref(o), C.sizeof(o), KINDS[kind])
         o.type = QTYPES[qtype]
         o.scheme = scheme
         if channels:

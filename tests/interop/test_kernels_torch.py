@@ -16,21 +16,11 @@ Q_NONE, Q_INT8, Q_UINT8, Q_INT4, Q_UINT4 = 0, 1, 2, 3, 4
 PER_TENSOR, PER_CHANNEL, PER_GROUP = 0, 1, 2
 
 
-class LinearDesc(C.Structure):
-    _fields_ = [("type", C.c_int), ("scheme", C.c_int), ("granularity", C.c_int),
-                ("group_size", C.c_int), ("out_features", C.c_int64),
-                ("in_features", C.c_int64), ("weight_dtype", C.c_int), ("weight", C.c_void_p),
-                ("scale", C.c_void_p), ("zero_point", C.c_void_p), ("bias", C.c_void_p),
-                ("act", C.c_int), ("input_scale", C.c_float), ("input_zero_point", C.c_int)]
+LinearDesc, Conv2dDesc = mqlib.LinearDesc, mqlib.Conv2dDesc
 
 
-class Conv2dDesc(C.Structure):
-    _fields_ = [("w", LinearDesc), ("in_channels", C.c_int64)] + [
-        (n, C.c_int) for n in ("kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w",
-                               "dilation_h", "dilation_w", "groups")]
-
-
-LIB.mq_conv2d_create.argtypes = [C.c_void_p, C.POINTER(Conv2dDesc), C.POINTER(C.c_void_p)]
+LIB.mq_conv2d_create.argtypes = [C.c_void_p, C.POINTER(LinearDesc), C.POINTER(Conv2dDesc),
+                                 C.POINTER(C.c_void_p)]
 LIB.mq_conv2d_free.argtypes = [C.c_void_p]
 LIB.mq_conv2d_forward.argtypes = [C.c_void_p, C.c_void_p, C.c_void_p, C.c_int64, C.c_int64,
                                   C.c_int64, C.c_void_p]
@@ -79,7 +69,7 @@ def conv2d_int8_matches_torch():
         want = F.conv2d(torch.from_numpy(x).double(), torch.from_numpy(wdq),
                         torch.from_numpy(bias).double(), (sh, sw), (ph, pw), (dh, dw), groups).numpy()
         d = Conv2dDesc()
-        d.w = LinearDesc(type=Q_UINT8, scheme=1, granularity=PER_CHANNEL, out_features=cout,
+        wd = LinearDesc(type=Q_UINT8, scheme=1, granularity=PER_CHANNEL, out_features=cout,
                          in_features=K, weight=ptr(q), scale=ptr(sc), zero_point=ptr(zp),
                          bias=ptr(bias))
         d.in_channels, d.kernel_h, d.kernel_w, d.groups = cin, kh, kw, groups
@@ -89,7 +79,8 @@ def conv2d_int8_matches_torch():
             y = np.empty(want.shape, np.float32)
             assert LIB.mq_conv2d_forward(ctx, obj, ptr(x), b, h, w, ptr(y)) == 0
             return y
-        got = run_all_isas(lambda ctx, obj: LIB.mq_conv2d_create(ctx, C.byref(d), C.byref(obj)),
+        got = run_all_isas(lambda ctx, obj: LIB.mq_conv2d_create(ctx, C.byref(wd), C.byref(d),
+                                                                C.byref(obj)),
                            LIB.mq_conv2d_free, fwd)
         scale = np.abs(want).max() + 1
         assert np.abs(got - want).max() <= 1e-5 * scale, f"max diff {np.abs(got - want).max()}"

@@ -25,28 +25,14 @@ SYM, ASYM = 0, 1
 PER_TENSOR, PER_CHANNEL, PER_GROUP = 0, 1, 2
 
 
-class QSpec(C.Structure):
-    _fields_ = [("type", C.c_int), ("scheme", C.c_int), ("granularity", C.c_int),
-                ("group_size", C.c_int), ("search", C.c_int),
-                ("importance", C.POINTER(C.c_float)),
-                ("hessian", C.POINTER(C.c_float))]
-
-
-class QLayout(C.Structure):
-    _fields_ = [("rows", C.c_int64), ("cols", C.c_int64), ("groups_per_row", C.c_int64),
-                ("nscales", C.c_int64), ("data_dtype", C.c_int), ("ndata_dims", C.c_int),
-                ("data_shape", C.c_int64 * 8), ("data_bytes", C.c_uint64),
-                ("row_bytes", C.c_uint64), ("scale_dtype", C.c_int),
-                ("has_zero_point", C.c_int), ("zero_point_dtype", C.c_int),
-                ("group_size", C.c_int64), ("last_group_size", C.c_int64),
-                ("qmin", C.c_int), ("qmax", C.c_int)]
+QSpec, QLayout = mqlib.QSpec, mqlib.QLayout
 
 
 lib.mq_qspec_default.argtypes = [C.POINTER(QSpec)]
 lib.mq_qlayout_init.argtypes = [C.c_void_p, C.POINTER(QSpec), C.c_int, C.POINTER(C.c_int64),
                                 C.POINTER(QLayout)]
-lib.mq_quantize_rows.argtypes = [C.c_void_p, C.POINTER(QSpec), C.POINTER(QLayout), C.c_int,
-                                 C.c_void_p, C.c_int64, C.c_int64, C.c_void_p, C.c_void_p,
+lib.mq_quantize_rows.argtypes = [C.c_void_p, C.POINTER(QSpec), C.POINTER(QLayout), C.c_void_p,
+                                 C.c_int, C.c_void_p, C.c_int64, C.c_int64, C.c_void_p, C.c_void_p,
                                  C.c_void_p]
 lib.mq_dequantize_rows.argtypes = [C.c_void_p, C.POINTER(QSpec), C.POINTER(QLayout),
                                    C.c_void_p, C.c_void_p, C.c_void_p, C.c_int64, C.c_int64,
@@ -81,8 +67,8 @@ def mq_quantize(x, qtype, scheme, gran, src_dtype=MQ_F32, chunks=1, group=128):
         if b == e:
             continue
         out = data[b * lay.row_bytes:]
-        st = lib.mq_quantize_rows(ctx, C.byref(spec), C.byref(lay), src_dtype, ptr(src), int(b),
-                                  int(e), ptr(out), ptr(scale), ptr(zp))
+        st = lib.mq_quantize_rows(ctx, C.byref(spec), C.byref(lay), None, src_dtype, ptr(src),
+                                  int(b), int(e), ptr(out), ptr(scale), ptr(zp))
         assert st == 0, lib.mq_ctx_message(ctx)
     deq = np.zeros(x.size, dtype=np.float32)
     st = lib.mq_dequantize_rows(ctx, C.byref(spec), C.byref(lay), ptr(data), ptr(scale), ptr(zp),

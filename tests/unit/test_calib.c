@@ -169,6 +169,7 @@ TEST(options_text_round_trip) {
     for (int k = MQ_OBS_MINMAX; k <= MQ_OBS_MSE; k++) {
         mq_observer_options o, p;
         mq_observer_options_default(&o, (mq_observer_kind)k);
+        mq_observer_options_default(&p, MQ_OBS_MINMAX);
         o.type = MQ_Q_INT4;
         o.scheme = MQ_SYMMETRIC;
         o.granularity = MQ_PER_CHANNEL;
@@ -188,6 +189,7 @@ TEST(options_text_round_trip) {
     CHECK(!mq_observer_kind_from_name("median", &kind));
     CHECK_EQ_STR(mq_observer_kind_name(MQ_OBS_MOVING_AVERAGE), "moving_average");
     mq_observer_options p;
+    mq_observer_options_default(&p, MQ_OBS_MINMAX);
     CHECK_EQ_INT(mq_observer_options_parse(ctx, "histogram bins=12x", &p), MQ_ERR_FORMAT);
     CHECK_EQ_INT(mq_observer_options_parse(ctx, "histogram colour=red", &p), MQ_ERR_FORMAT);
     CHECK_EQ_INT(mq_observer_options_parse(ctx, "median", &p), MQ_ERR_FORMAT);

@@ -55,8 +55,8 @@ TEST(round_trip_same_file) {
     CHECK_EQ_INT(mq_calibrator_save(cal, p1, NULL, 0), MQ_OK);
     CHECK_EQ_INT(mq_calibrator_open(ctx, p1, &back), MQ_OK);
     if (back) {
-        CHECK_EQ_INT(mq_calibrator_layer_rows(back, "a"), 20);
-        CHECK_EQ_INT(mq_calibrator_layer_rows(back, "b"), 40);
+        CHECK_EQ_INT(mq_calibrator_layer_rows(back, (size_t)mq_calibrator_find(back, "a")), 20);
+        CHECK_EQ_INT(mq_calibrator_layer_rows(back, (size_t)mq_calibrator_find(back, "b")), 40);
         CHECK_EQ_INT(mq_calibrator_save(back, p2, NULL, 0), MQ_OK);
         CHECK(same_files(p1, p2));
     }
@@ -85,8 +85,10 @@ TEST(files_merge_as_calibrators) {
         mq_calib_stats *m = NULL, *w = NULL;
         CHECK_EQ_INT(mq_calib_stats_open(ctx, pm, &m), MQ_OK);
         CHECK_EQ_INT(mq_calib_stats_open(ctx, pw, &w), MQ_OK);
-        mq_layer_stats lm, lw;
-        if (m && w && mq_calib_stats_find(m, "a", &lm) && mq_calib_stats_find(w, "a", &lw)) {
+        int64_t im = m ? mq_calib_stats_find(m, "a") : -1, iw = w ? mq_calib_stats_find(w, "a") : -1;
+        if (im >= 0 && iw >= 0) {
+            mq_layer_stats lm = *mq_calib_stats_layer(m, (size_t)im);
+            mq_layer_stats lw = *mq_calib_stats_layer(w, (size_t)iw);
             CHECK(lm.count == lw.count && lm.input_scale == lw.input_scale);
             CHECK(lm.input_zero_point == lw.input_zero_point);
             CHECK(!memcmp(lm.max_abs, lw.max_abs, 8 * sizeof(float)));

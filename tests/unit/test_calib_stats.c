@@ -1,11 +1,29 @@
 /* Calibrator and statistics files: channel statistics, save, read back, merge, errors. */
 #include "harness.h"
 #include "monoquant.h"
+#include "api_helpers.h"
 
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+
+/* The statistics of `layer` copied to *out: 1, or 0 when the file has none. */
+static int stats_of(const mq_calib_stats *st, const char *layer, mq_layer_stats *out) {
+    const mq_layer_stats *s = mq_calib_stats_layer(st, (size_t)mq_calib_stats_find(st, layer));
+    if (s) *out = *s;
+    else memset(out, 0, sizeof *out);
+    return s != NULL;
+}
+
+static uint64_t rows_of(const mq_calibrator *cal, const char *layer) {
+    int64_t i = mq_calibrator_find(cal, layer);
+    return i < 0 ? 0 : mq_calibrator_layer_rows(cal, (size_t)i);
+}
+static const mq_observer *observer_of(const mq_calibrator *cal, const char *layer) {
+    int64_t i = mq_calibrator_find(cal, layer);
+    return i < 0 ? NULL : mq_calibrator_observer(cal, (size_t)i);
+}
 
 /* Each call returns a fresh buffer (a few are live at once). */
 static const char *tmp_path(const char *name) {
@@ -50,20 +68,20 @@ TEST(channel_statistics_and_round_trip) {
         CHECK_MSG_HAS(ctx, "unknown layer 'nope'");
         CHECK_EQ_INT(mq_calibrator_update(cal, "fc", MQ_F32, conv, 4, cs, 1), MQ_ERR_INVALID);
         CHECK_MSG_HAS(ctx, "layer 'fc'");
-        CHECK_EQ_INT(mq_calibrator_layer_rows(cal, "fc"), 6);
-        CHECK_EQ_INT(mq_calibrator_layer_rows(cal, "conv"), 4);
-        CHECK_EQ_INT(mq_calibrator_layer_rows(cal, "unused"), 0);
+        CHECK_EQ_INT(rows_of(cal, "fc"), 6);
+        CHECK_EQ_INT(rows_of(cal, "conv"), 4);
+        CHECK_EQ_INT(rows_of(cal, "unused"), 0);
         CHECK_EQ_INT(mq_calibrator_layer_count(cal), 3);
         CHECK_EQ_STR(mq_calibrator_layer_name(cal, 1), "conv");
-        CHECK(mq_calibrator_observer(cal, "fc") != NULL);
+        CHECK(observer_of(cal, "fc") != NULL);
         const char *path = tmp_path(pc ? "pc.safetensors" : "pt.safetensors");
         CHECK_EQ_INT(mq_calibrator_save(cal, path, NULL, 0), MQ_OK);
         mq_calib_stats *st = NULL;
         CHECK_EQ_INT(mq_calib_stats_open(ctx, path, &st), MQ_OK);
         CHECK_EQ_INT(mq_calib_stats_count(st), 2);
         mq_layer_stats s;
-        CHECK(!mq_calib_stats_find(st, "unused", &s));
-        CHECK(mq_calib_stats_find(st, "fc", &s));
+        CHECK(!stats_of(st, "unused", &s));
+        CHECK(stats_of(st, "fc", &s));
         CHECK_EQ_STR(s.layer, "fc");
         CHECK_EQ_INT(s.channels, 4);
         CHECK_EQ_INT(s.count, 6);
@@ -84,7 +102,7 @@ TEST(channel_statistics_and_round_trip) {
             CHECK(s.channel_input_scale[0] == 5.0f / 255.0f); /* channel 0: [-2, 3] */
             CHECK_EQ_INT(s.channel_input_zero_point[0], 102);
         }
-        CHECK(mq_calib_stats_find(st, "conv", &s));
+        CHECK(stats_of(st, "conv", &s));
         CHECK_EQ_INT(s.channels, 2);
         CHECK(s.mean_sq[0] == 1.0f && s.mean_sq[1] == 9.0f && s.max_abs[1] == 3.0f);
         CHECK(s.input_min == -3.0f && s.input_max == 1.0f);
@@ -115,14 +133,14 @@ TEST(merged_calibrators_equal_one) {
     mq_calibrator_update(b, "l", MQ_F32, x + 6, 2, sh, -1);
     mq_calibrator_update(b, "only_b", MQ_F32, x, 1, sh1, -1);
     CHECK_EQ_INT(mq_calibrator_merge(a, b), MQ_OK);
-    CHECK_EQ_INT(mq_calibrator_layer_rows(a, "only_b"), 1);
+    CHECK_EQ_INT(rows_of(a, "only_b"), 1);
     mq_calib_stats *s1, *s2;
     CHECK_EQ_INT(mq_calibrator_save(all, tmp_path("all.safetensors"), NULL, 0), MQ_OK);
     CHECK_EQ_INT(mq_calib_stats_open(ctx, tmp_path("all.safetensors"), &s1), MQ_OK);
     CHECK_EQ_INT(mq_calibrator_save(a, tmp_path("merged.safetensors"), NULL, 0), MQ_OK);
     CHECK_EQ_INT(mq_calib_stats_open(ctx, tmp_path("merged.safetensors"), &s2), MQ_OK);
     mq_layer_stats p, q;
-    CHECK(mq_calib_stats_find(s1, "l", &p) && mq_calib_stats_find(s2, "l", &q));
+    CHECK(stats_of(s1, "l", &p) && stats_of(s2, "l", &q));
     CHECK(p.input_scale == q.input_scale && p.input_zero_point == q.input_zero_point);
     CHECK(!memcmp(p.mean_sq, q.mean_sq, 12) && !memcmp(p.max_abs, q.max_abs, 12));
     CHECK_EQ_INT(p.count, q.count);
@@ -173,7 +191,7 @@ TEST(invalid_statistics_files) {
     CHECK_EQ_INT(write_stats(ctx, p, 0.5f, 3, true, "minmax"), MQ_OK);
     CHECK_EQ_INT(mq_calib_stats_open(ctx, p, &s), MQ_OK);
     mq_layer_stats ls;
-    CHECK(mq_calib_stats_find(s, "x", &ls) && ls.count == 10 && ls.input_zero_point == 3);
+    CHECK(stats_of(s, "x", &ls) && ls.count == 10 && ls.input_zero_point == 3);
     mq_calib_stats_free(s);
     s = NULL;
     CHECK_EQ_INT(write_stats(ctx, p, -0.5f, 3, true, "minmax"), MQ_OK);
@@ -219,9 +237,10 @@ TEST(observer_state_restores_from_file) {
     CHECK_EQ_INT(mq_calibrator_save(cal, path, NULL, 0), MQ_OK);
     mq_model *m = NULL;
     CHECK_EQ_INT(mq_model_open(ctx, path, NULL, &m), MQ_OK);
-    const char *text = mq_model_metadata_get(m, "h.observer");
+    const char *text = meta_get(m, "h.observer");
     CHECK(text != NULL);
     mq_observer_options o;
+    mq_observer_options_default(&o, MQ_OBS_MINMAX);
     mq_observer *obs = NULL;
     CHECK_EQ_INT(mq_observer_options_parse(ctx, text ? text : "", &o), MQ_OK);
     CHECK_EQ_INT(mq_observer_create(ctx, &o, &obs), MQ_OK);
@@ -234,7 +253,7 @@ TEST(observer_state_restores_from_file) {
     }
     float s1, s2;
     int32_t z1, z2;
-    CHECK_EQ_INT(mq_observer_qparams(mq_calibrator_observer(cal, "h"), &s1, &z1, NULL, NULL), MQ_OK);
+    CHECK_EQ_INT(mq_observer_qparams(observer_of(cal, "h"), &s1, &z1, NULL, NULL), MQ_OK);
     CHECK_EQ_INT(mq_observer_qparams(obs, &s2, &z2, NULL, NULL), MQ_OK);
     CHECK(s1 == s2 && z1 == z2);
     mq_observer_free(obs);

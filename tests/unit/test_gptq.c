@@ -41,10 +41,14 @@ static void make_problem(int64_t rows, int64_t cols, int n, float *w, float *h) 
     free(acc);
 }
 
-static qres run_q(mq_ctx *ctx, const mq_qspec *spec, int64_t rows, int64_t cols, const float *w,
-                  int nchunks) {
+/* Quantizes with the Hessian h (NULL: none). */
+static qres run_q(mq_ctx *ctx, const mq_qspec *spec, const float *h, int64_t rows, int64_t cols,
+                  const float *w, int nchunks) {
     int64_t shape[2] = {rows, cols};
-    return quantize_chunks(ctx, spec, 2, shape, MQ_F32, w, nchunks);
+    mq_calib_data calib;
+    mq_calib_data_init(&calib);
+    calib.hessian = h;
+    return quantize_chunks_with(ctx, spec, &calib, 2, shape, MQ_F32, w, nchunks);
 }
 
 /* sum over rows of d^T H d, d = w - dequantized w: the output error ||X W^T - X Wq^T||^2 / n */
@@ -69,8 +73,7 @@ static double output_error(mq_ctx *ctx, const mq_qspec *spec, const qres *r, con
     return total;
 }
 
-static mq_qspec spec_of(mq_qtype t, mq_scheme sch, mq_granularity g, int gs, mq_scale_search s,
-                        const float *h) {
+static mq_qspec spec_of(mq_qtype t, mq_scheme sch, mq_granularity g, int gs, mq_scale_search s) {
     mq_qspec q;
     mq_qspec_default(&q);
     q.type = t;
@@ -78,7 +81,6 @@ static mq_qspec spec_of(mq_qtype t, mq_scheme sch, mq_granularity g, int gs, mq_
     q.granularity = g;
     q.group_size = gs;
     q.search = s;
-    q.hessian = h;
     return q;
 }
 
@@ -96,11 +98,11 @@ TEST(gptq_lowers_output_error) {
         {MQ_Q_UINT8, MQ_ASYMMETRIC, MQ_PER_TENSOR, 0.7},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        mq_qspec rtn = spec_of(cases[i].t, cases[i].s, cases[i].g, 128, MQ_SEARCH_MINMAX, NULL);
-        mq_qspec mse = spec_of(cases[i].t, cases[i].s, cases[i].g, 128, MQ_SEARCH_MSE, NULL);
-        mq_qspec gq = spec_of(cases[i].t, cases[i].s, cases[i].g, 128, MQ_SEARCH_GPTQ, h);
-        qres a = run_q(ctx, &rtn, ROWS, COLS, w, 1), b = run_q(ctx, &gq, ROWS, COLS, w, 1);
-        qres m = run_q(ctx, &mse, ROWS, COLS, w, 1);
+        mq_qspec rtn = spec_of(cases[i].t, cases[i].s, cases[i].g, 128, MQ_SEARCH_MINMAX);
+        mq_qspec mse = spec_of(cases[i].t, cases[i].s, cases[i].g, 128, MQ_SEARCH_MSE);
+        mq_qspec gq = spec_of(cases[i].t, cases[i].s, cases[i].g, 128, MQ_SEARCH_GPTQ);
+        qres a = run_q(ctx, &rtn, h, ROWS, COLS, w, 1), b = run_q(ctx, &gq, h, ROWS, COLS, w, 1);
+        qres m = run_q(ctx, &mse, h, ROWS, COLS, w, 1);
         CHECK(a.st == MQ_OK && b.st == MQ_OK && m.st == MQ_OK);
         double ea = output_error(ctx, &rtn, &a, w, h), eb = output_error(ctx, &gq, &b, w, h);
         double em = output_error(ctx, &mse, &m, w, h);
@@ -126,11 +128,10 @@ TEST(diagonal_hessian_is_round_to_nearest) {
     mq_qtype types[] = {MQ_Q_INT4, MQ_Q_UINT4, MQ_Q_INT8, MQ_Q_UINT8};
     for (int t = 0; t < 4; t++)
         for (int s = 0; s < 2; s++) {
-            mq_qspec a = spec_of(types[t], (mq_scheme)s, MQ_PER_GROUP, 32, MQ_SEARCH_MINMAX, NULL);
+            mq_qspec a = spec_of(types[t], (mq_scheme)s, MQ_PER_GROUP, 32, MQ_SEARCH_MINMAX);
             mq_qspec b = a;
             b.search = MQ_SEARCH_GPTQ;
-            b.hessian = h;
-            qres ra = run_q(ctx, &a, ROWS, C, w, 1), rb = run_q(ctx, &b, ROWS, C, w, 1);
+            qres ra = run_q(ctx, &a, h, ROWS, C, w, 1), rb = run_q(ctx, &b, h, ROWS, C, w, 1);
             CHECK_MSG(same_result(&ra, &rb), "type %d scheme %d", t, s);
             qres_free(&ra);
             qres_free(&rb);
@@ -144,14 +145,14 @@ TEST(threads_and_chunking_do_not_change_bytes) {
     mq_ctx *ctx = mq_ctx_create();
     float *w = malloc(ROWS * COLS * sizeof(float)), *h = malloc(COLS * COLS * sizeof(float));
     make_problem(ROWS, COLS, 300, w, h);
-    mq_qspec q = spec_of(MQ_Q_INT4, MQ_ASYMMETRIC, MQ_PER_GROUP, 64, MQ_SEARCH_GPTQ, h);
+    mq_qspec q = spec_of(MQ_Q_INT4, MQ_ASYMMETRIC, MQ_PER_GROUP, 64, MQ_SEARCH_GPTQ);
     CHECK(mq_ctx_set_threads(ctx, 1) == MQ_OK);
-    qres ref = run_q(ctx, &q, ROWS, COLS, w, 1);
+    qres ref = run_q(ctx, &q, h, ROWS, COLS, w, 1);
     CHECK(ref.st == MQ_OK);
     int threads[] = {2, 3, 1}, chunks[] = {1, 5, 48};
     for (int i = 0; i < 3; i++) {
         CHECK(mq_ctx_set_threads(ctx, threads[i]) == MQ_OK);
-        qres r = run_q(ctx, &q, ROWS, COLS, w, chunks[i]);
+        qres r = run_q(ctx, &q, h, ROWS, COLS, w, chunks[i]);
         CHECK_MSG(same_result(&ref, &r), "threads %d, chunks %d", threads[i], chunks[i]);
         qres_free(&r);
     }
@@ -166,16 +167,19 @@ TEST(shared_factor_gives_the_same_bytes) {
     mq_ctx *ctx = mq_ctx_create();
     float *w = malloc(ROWS * COLS * sizeof(float)), *h = malloc(COLS * COLS * sizeof(float));
     make_problem(ROWS, COLS, 300, w, h);
-    mq_qspec q = spec_of(MQ_Q_UINT4, MQ_ASYMMETRIC, MQ_PER_GROUP, 128, MQ_SEARCH_GPTQ, h);
-    qres ref = run_q(ctx, &q, ROWS, COLS, w, 1);
+    mq_qspec q = spec_of(MQ_Q_UINT4, MQ_ASYMMETRIC, MQ_PER_GROUP, 128, MQ_SEARCH_GPTQ);
+    qres ref = run_q(ctx, &q, h, ROWS, COLS, w, 1);
     float *u = NULL;
     CHECK(ref.st == MQ_OK && mq__gptq_factor(ctx, h, COLS, &u) == MQ_OK && u);
+    mq_calib_data calib;
+    mq_calib_data_init(&calib);
+    calib.hessian = h;
     uint8_t *data = calloc(1, ref.L.data_bytes);
     float *scale = calloc((size_t)ref.L.nscales, sizeof(float));
     uint8_t *zp = calloc((size_t)ref.L.nscales, 1);
     for (int64_t b = 0; b < ROWS && u; b += 7) {
         int64_t e = b + 7 < ROWS ? b + 7 : ROWS;
-        CHECK(mq__quantize_rows_factored(ctx, &q, &ref.L, MQ_F32, w, b, e,
+        CHECK(mq__quantize_rows_factored(ctx, &q, &ref.L, &calib, MQ_F32, w, b, e,
                                          data + (size_t)b * ref.L.row_bytes, scale, zp,
                                          u) == MQ_OK);
     }
@@ -197,17 +201,15 @@ TEST(bad_hessians_fail) {
     enum { C = 16 };
     float w[4 * C], h[C * C];
     for (int i = 0; i < 4 * C; i++) w[i] = (float)gauss();
-    mq_qspec q = spec_of(MQ_Q_INT4, MQ_SYMMETRIC, MQ_PER_GROUP, 8, MQ_SEARCH_GPTQ, NULL);
-    qres r = run_q(ctx, &q, 4, C, w, 1);
+    mq_qspec q = spec_of(MQ_Q_INT4, MQ_SYMMETRIC, MQ_PER_GROUP, 8, MQ_SEARCH_GPTQ);
+    qres r = run_q(ctx, &q, NULL, 4, C, w, 1);
     CHECK_EQ_INT(r.st, MQ_ERR_INVALID);
     CHECK_MSG_HAS(ctx, "hessian");
     qres_free(&r);
-
-    q.hessian = h;
     memset(h, 0, sizeof h);
     for (int c = 0; c < C; c++) h[c * C + c] = 1.0f;
     h[3 * C + 2] = h[2 * C + 3] = 2.0f; /* [[1 2] [2 1]] block: indefinite */
-    r = run_q(ctx, &q, 4, C, w, 1);
+    r = run_q(ctx, &q, h, 4, C, w, 1);
     CHECK_EQ_INT(r.st, MQ_ERR_QUANT);
     CHECK_MSG_HAS(ctx, "not positive definite");
     CHECK_MSG_HAS(ctx, "column 2"); /* the factorization runs from the last column */
@@ -215,21 +217,21 @@ TEST(bad_hessians_fail) {
 
     h[3 * C + 2] = h[2 * C + 3] = 0.0f;
     h[7 * C + 1] = NAN;
-    r = run_q(ctx, &q, 4, C, w, 1);
+    r = run_q(ctx, &q, h, 4, C, w, 1);
     CHECK_EQ_INT(r.st, MQ_ERR_QUANT);
     CHECK_MSG_HAS(ctx, "hessian[7][1]");
     qres_free(&r);
 
     h[7 * C + 1] = 0.0f;
     for (int c = 0; c < C; c++) h[c * C + c] = -1.0f;
-    r = run_q(ctx, &q, 4, C, w, 1);
+    r = run_q(ctx, &q, h, 4, C, w, 1);
     CHECK_EQ_INT(r.st, MQ_ERR_QUANT);
     CHECK_MSG_HAS(ctx, "column 15");
     qres_free(&r);
 
     /* a cast ignores the search; an unknown search value is refused */
     q.search = (mq_scale_search)7;
-    r = run_q(ctx, &q, 4, C, w, 1);
+    r = run_q(ctx, &q, h, 4, C, w, 1);
     CHECK_EQ_INT(r.st, MQ_ERR_INVALID);
     qres_free(&r);
     mq_ctx_free(ctx);
@@ -242,11 +244,10 @@ TEST(layout_unchanged) {
     enum { C = 101 };
     float *w = malloc(ROWS * C * sizeof(float)), *h = malloc(C * C * sizeof(float));
     make_problem(ROWS, C, 400, w, h);
-    mq_qspec q = spec_of(MQ_Q_INT4, MQ_SYMMETRIC, MQ_PER_GROUP, 32, MQ_SEARCH_GPTQ, h);
+    mq_qspec q = spec_of(MQ_Q_INT4, MQ_SYMMETRIC, MQ_PER_GROUP, 32, MQ_SEARCH_GPTQ);
     mq_qspec m = q;
     m.search = MQ_SEARCH_MINMAX;
-    m.hessian = NULL;
-    qres r = run_q(ctx, &q, ROWS, C, w, 2), rm = run_q(ctx, &m, ROWS, C, w, 1);
+    qres r = run_q(ctx, &q, h, ROWS, C, w, 2), rm = run_q(ctx, &m, h, ROWS, C, w, 1);
     CHECK(r.st == MQ_OK && rm.st == MQ_OK);
     CHECK(!memcmp(&r.L, &rm.L, sizeof r.L));
     CHECK_EQ_INT((int)r.L.groups_per_row, 4);
@@ -388,8 +389,8 @@ TEST(blocked_matches_column_by_column_reference) {
             worst = fmax(worst, fabs((double)u[i * N + j] - (j >= i ? uref[i * N + j] : 0)) / big);
     }
     CHECK_MSG(worst < 1e-3, "factor: largest relative difference %g", worst);
-    mq_qspec q = spec_of(MQ_Q_INT4, MQ_SYMMETRIC, MQ_PER_GROUP, 128, MQ_SEARCH_GPTQ, h);
-    qres r = run_q(ctx, &q, R, N, w, 1);
+    mq_qspec q = spec_of(MQ_Q_INT4, MQ_SYMMETRIC, MQ_PER_GROUP, 128, MQ_SEARCH_GPTQ);
+    qres r = run_q(ctx, &q, h, R, N, w, 1);
     CHECK(r.st == MQ_OK);
     float *dq = malloc(R * N * sizeof(float)), *dref = malloc(R * N * sizeof(float));
     CHECK(mq_dequantize_rows(ctx, &q, &r.L, r.data, r.scale, NULL, 0, R, dq) == MQ_OK);
@@ -405,7 +406,7 @@ TEST(blocked_matches_column_by_column_reference) {
                differ, R * N, e, eref);
     for (int isa = MQ_ISA_SCALAR; isa <= (int)mq_isa_supported(); isa++) {
         CHECK(mq_ctx_set_isa(ctx, (mq_isa)isa) == MQ_OK);
-        qres ri = run_q(ctx, &q, R, N, w, 3);
+        qres ri = run_q(ctx, &q, h, R, N, w, 3);
         CHECK_MSG(same_result(&r, &ri), "isa %d", isa);
         qres_free(&ri);
     }

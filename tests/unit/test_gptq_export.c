@@ -37,7 +37,7 @@ static int roundtrip(const mq_qspec *spec, int64_t n, int64_t k, const char *tag
     uint8_t *data = malloc((size_t)L.data_bytes);
     float *scale = malloc((size_t)L.nscales * 4);
     uint8_t *zp = malloc((size_t)L.nscales);
-    CHECK(mq_quantize_rows(ctx, spec, &L, MQ_F32, w, 0, n, data, scale,
+    CHECK(mq_quantize_rows(ctx, spec, &L, NULL, MQ_F32, w, 0, n, data, scale,
                            L.has_zero_point ? zp : NULL) == MQ_OK);
     mq__gptq_shape g;
     CHECK(mq__gptq_shape_of(ctx, "w", spec, 2, shape, &g) == MQ_OK);

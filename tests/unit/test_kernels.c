@@ -171,7 +171,10 @@ static int check_layer(layer *l, int64_t M, const char *what) {
     double *e = malloc(ny * 8 + 8), *mag = malloc(ny * 8 + 8);
     mq_ctx_set_isa(ctx, MQ_ISA_SCALAR);
     mq_ctx_set_threads(ctx, 1);
-    if (mq_linear_forward(ctx, lin, x, M, ref) != MQ_OK) ok = 0;
+    if (mq_linear_forward(ctx, lin, x, M, ref) != MQ_OK) {
+        TH_FAIL("%s: scalar forward: %s", what, mq_ctx_message(ctx));
+        ok = 0;
+    }
     expected(l, x, M, e, mag);
     for (size_t i = 0; i < ny && ok; i++)
         if (!(fabs(ref[i] - e[i]) <= 2e-6 * mag[i] + 1e-30)) {

@@ -15,9 +15,10 @@ static float frand(void) { return (float)((int)(rnd() % 20001) - 10000) / 10000.
 
 /* Direct convolution of the documented semantics (double); dynamic mode quantizes each output
  * pixel's receptive field (padding included) as one activation row. */
-static void conv_expected(const mq_conv2d_desc *d, const double *wdq, const float *x, int64_t B,
-                          int64_t H, int64_t W, int64_t OH, int64_t OW, double *y, double *mag) {
-    int64_t icg = d->in_channels / d->groups, ocg = d->w.out_features / d->groups;
+static void conv_expected(const mq_linear_desc *wd, const mq_conv2d_desc *d, const double *wdq,
+                          const float *x, int64_t B, int64_t H, int64_t W, int64_t OH,
+                          int64_t OW, double *y, double *mag) {
+    int64_t icg = d->in_channels / d->groups, ocg = wd->out_features / d->groups;
     int64_t K = icg * d->kernel_h * d->kernel_w;
     float *patch = malloc((size_t)K * 4);
     double *q = malloc((size_t)K * 8);
@@ -35,7 +36,7 @@ static void conv_expected(const mq_conv2d_desc *d, const double *wdq, const floa
                                 patch[k++] = in ? x[((b * d->in_channels + g * icg + c) * H + iy) * W + ix] : 0;
                             }
                     double s = 1;
-                    if (d->w.act == MQ_ACT_DYNAMIC) {
+                    if (wd->act == MQ_ACT_DYNAMIC) {
                         float amax = 0;
                         for (k = 0; k < K; k++) amax = fmaxf(amax, fabsf(patch[k]));
                         float sf = amax > 0 ? amax / 127.0f : 1.0f;
@@ -51,8 +52,8 @@ static void conv_expected(const mq_conv2d_desc *d, const double *wdq, const floa
                             acc += q[k] * wdq[oc * K + k];
                             ab += fabs(q[k] * wdq[oc * K + k]);
                         }
-                        double bias = d->w.bias ? d->w.bias[oc] : 0;
-                        int64_t yi = ((b * d->w.out_features + oc) * OH + oy) * OW + ox;
+                        double bias = wd->bias ? wd->bias[oc] : 0;
+                        int64_t yi = ((b * wd->out_features + oc) * OH + oy) * OW + ox;
                         y[yi] = acc * s + bias;
                         mag[yi] = ab * s + fabs(bias);
                     }
@@ -63,7 +64,8 @@ static void conv_expected(const mq_conv2d_desc *d, const double *wdq, const floa
 
 static int conv_case(mq_qtype type, mq_act_mode act) {
     mq_conv2d_desc d;
-    memset(&d, 0, sizeof d);
+    mq_conv2d_desc_init(&d, 0, 0, 0);
+    mq_linear_desc wd;
     static const int cins[] = {1, 2, 3, 4, 6};
     d.groups = 1 + (int)(rnd() % 2);
     d.in_channels = cins[rnd() % 5] * d.groups;
@@ -91,14 +93,14 @@ static int conv_case(mq_qtype type, mq_act_mode act) {
         wq[i] = (int8_t)((int)(rnd() % 256) - 128);
         wdq[i] = type == MQ_Q_NONE ? wf[i] : wq[i] * (double)sc[i / K];
     }
-    mq_linear_desc_init(&d.w, type, cout, K, type == MQ_Q_NONE ? (void *)wf : (void *)wq);
-    d.w.scale = sc;
-    d.w.bias = rnd() % 2 ? bias : NULL;
-    d.w.act = act;
+    mq_linear_desc_init(&wd, type, cout, K, type == MQ_Q_NONE ? (void *)wf : (void *)wq);
+    wd.scale = sc;
+    wd.bias = rnd() % 2 ? bias : NULL;
+    wd.act = act;
     mq_ctx *ctx = mq_ctx_create();
     mq_conv2d *conv = NULL;
     int ok = 1;
-    if (mq_conv2d_create(ctx, &d, &conv) != MQ_OK) {
+    if (mq_conv2d_create(ctx, &wd, &d, &conv) != MQ_OK) {
         TH_FAIL("create: %s", mq_ctx_message(ctx));
         ok = 0;
     }
@@ -116,7 +118,7 @@ static int conv_case(mq_qtype type, mq_act_mode act) {
         double *e = malloc(ny * 8), *mag = malloc(ny * 8);
         mq_ctx_set_isa(ctx, MQ_ISA_SCALAR);
         CHECK_EQ_INT(mq_conv2d_forward(ctx, conv, x, B, H, W, ref), MQ_OK);
-        conv_expected(&d, wdq, x, B, H, W, OH, OW, e, mag);
+        conv_expected(&wd, &d, wdq, x, B, H, W, OH, OW, e, mag);
         for (size_t i = 0; i < ny && ok; i++)
             if (!(fabs(ref[i] - e[i]) <= 2e-6 * mag[i] + 1e-30)) {
                 TH_FAIL("type %d act %d: y[%zu] = %.8g, expected %.8g", (int)type, (int)act, i,
@@ -160,20 +162,21 @@ TEST(conv2d_errors) {
     mq_ctx *ctx = mq_ctx_create();
     float w[2 * 3 * 3 * 3] = {0};
     mq_conv2d_desc d;
-    memset(&d, 0, sizeof d);
-    mq_linear_desc_init(&d.w, MQ_Q_NONE, 2, 27, w);
+    mq_conv2d_desc_init(&d, 0, 0, 0);
+    mq_linear_desc wd;
+    mq_linear_desc_init(&wd, MQ_Q_NONE, 2, 27, w);
     d.in_channels = 3;
     d.kernel_h = d.kernel_w = 3;
     d.groups = 2; /* does not divide 3 input channels */
     mq_conv2d *c = NULL;
-    CHECK_EQ_INT(mq_conv2d_create(ctx, &d, &c), MQ_ERR_INVALID);
+    CHECK_EQ_INT(mq_conv2d_create(ctx, &wd, &d, &c), MQ_ERR_INVALID);
     CHECK_MSG_HAS(ctx, "geometry");
     d.groups = 1;
-    d.w.in_features = 26;
-    CHECK_EQ_INT(mq_conv2d_create(ctx, &d, &c), MQ_ERR_INVALID);
+    wd.in_features = 26;
+    CHECK_EQ_INT(mq_conv2d_create(ctx, &wd, &d, &c), MQ_ERR_INVALID);
     CHECK_MSG_HAS(ctx, "in_features");
-    d.w.in_features = 27;
-    CHECK_EQ_INT(mq_conv2d_create(ctx, &d, &c), MQ_OK);
+    wd.in_features = 27;
+    CHECK_EQ_INT(mq_conv2d_create(ctx, &wd, &d, &c), MQ_OK);
     int64_t oh, ow;
     CHECK_EQ_INT(mq_conv2d_output_size(ctx, c, 2, 5, &oh, &ow), MQ_ERR_INVALID);
     CHECK_EQ_INT(mq_conv2d_output_size(ctx, c, 3, 5, &oh, &ow), MQ_OK);
@@ -259,19 +262,20 @@ TEST(allocation_failures) {
         mq_ctx *ctx = mq_ctx_create_with_allocator(&al);
         mq_ctx_set_threads(ctx, 1);
         mq_conv2d_desc d;
-        memset(&d, 0, sizeof d);
-        mq_linear_desc_init(&d.w, MQ_Q_INT8, N, K, w);
-        d.w.scale = sc;
-        d.w.act = MQ_ACT_DYNAMIC;
+        mq_conv2d_desc_init(&d, 0, 0, 0);
+        mq_linear_desc wd;
+        mq_linear_desc_init(&wd, MQ_Q_INT8, N, K, w);
+        wd.scale = sc;
+        wd.act = MQ_ACT_DYNAMIC;
         d.in_channels = 3;
         d.kernel_h = d.kernel_w = 3;
         alloc_budget = k;
         mq_conv2d *c = NULL;
-        mq_status st = mq_conv2d_create(ctx, &d, &c);
+        mq_status st = mq_conv2d_create(ctx, &wd, &d, &c);
         if (st == MQ_OK) st = mq_conv2d_forward(ctx, c, x, 2, 5, 5, y);
         mq_error_stats es;
         mq_linear *lin = NULL;
-        if (st == MQ_OK) st = mq_linear_create(ctx, &d.w, &lin);
+        if (st == MQ_OK) st = mq_linear_create(ctx, &wd, &lin);
         if (st == MQ_OK) st = mq_linear_check(ctx, lin, wf, NULL, NULL, 2, 1, &es);
         CHECK_MSG(st == MQ_OK || st == MQ_ERR_NOMEM, "allocation %d: %s", k, mq_status_str(st));
         if (st == MQ_ERR_NOMEM) CHECK_MSG_HAS(ctx, "memory");

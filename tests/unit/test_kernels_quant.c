@@ -31,7 +31,7 @@ static void run_spec(mq_qtype type, mq_scheme scheme, mq_granularity gran, int g
     void *data = calloc(1, lay.data_bytes);
     float *sc = calloc((size_t)lay.nscales, 4);
     void *zp = lay.has_zero_point ? calloc((size_t)lay.nscales, 1) : NULL;
-    CHECK_EQ_INT(mq_quantize_rows(ctx, &spec, &lay, MQ_F32, w, 0, N, data, sc, zp), MQ_OK);
+    CHECK_EQ_INT(mq_quantize_rows(ctx, &spec, &lay, NULL, MQ_F32, w, 0, N, data, sc, zp), MQ_OK);
     CHECK_EQ_INT(mq_dequantize_rows(ctx, &spec, &lay, data, sc, zp, 0, N, dq), MQ_OK);
     for (int act = 0; act < 2; act++) {
         mq_linear_desc d;

@@ -2,6 +2,7 @@
  * mq_quantize_file on a small synthetic checkpoint). */
 #include "harness.h"
 #include "monoquant.h"
+#include "api_helpers.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -70,10 +71,8 @@ static int write_model(mq_ctx *ctx, const char *path) {
 
 static char path[512];
 
-static const mq_tensor_report *find(const mq_report *r, const char *name) {
-    for (size_t i = 0; i < r->ntensors; i++)
-        if (!strcmp(r->tensors[i].name, name)) return &r->tensors[i];
-    return NULL;
+static const tensor_view *find(const mq_report *r, const char *name) {
+    return tensor_view_find(r, name);
 }
 
 static mq_report *plan(mq_ctx *ctx, mq_quantize_options *o) {
@@ -116,8 +115,8 @@ TEST(defaults_int8) {
     mq_report *r = plan(ctx, &o);
     CHECK(r != NULL);
     if (!r) goto out;
-    CHECK_EQ_INT(r->ntensors, NMODEL);
-    const mq_tensor_report *t = find(r, "model.embed_tokens.weight");
+    CHECK_EQ_INT(mq_report_tensor_count(r), NMODEL);
+    const tensor_view *t = find(r, "model.embed_tokens.weight");
     CHECK_EQ_INT(t->kind, MQ_KIND_EMBEDDING);
     CHECK_EQ_INT(t->action, MQ_ACTION_KEEP);
     CHECK_EQ_STR(t->reason, "embedding (not in --types)");
@@ -130,10 +129,11 @@ TEST(defaults_int8) {
     CHECK_EQ_INT(t->bytes_out, 8 * 36 + 8 * 4); /* int8 data + one scale per channel */
     CHECK_EQ_INT(find(r, "model.lstm.weight_ih_l0")->action, MQ_ACTION_QUANTIZE);
     CHECK_EQ_INT(find(r, "lm_head.weight")->action, MQ_ACTION_QUANTIZE); /* 8-bit: no skip */
-    CHECK_EQ_INT(r->nquantized, 6);
-    CHECK_EQ_INT(r->nkept, 4);
-    CHECK(r->config_json && strstr(r->config_json, "\"quant_method\": \"monoquant\""));
-    CHECK_EQ_INT(r->nwarnings, 0);
+    CHECK_EQ_INT(mq_report_action_count(r, MQ_ACTION_QUANTIZE), 6);
+    CHECK_EQ_INT(mq_report_action_count(r, MQ_ACTION_KEEP), 4);
+    const char *cfg = mq_report_config_json(r);
+    CHECK(cfg && strstr(cfg, "\"quant_method\": \"monoquant\""));
+    CHECK_EQ_INT(mq_report_warning_count(r), 0);
 out:
     mq_report_free(r);
     mq_ctx_free(ctx);
@@ -151,7 +151,7 @@ TEST(int4_default_skip) {
     CHECK_EQ_STR(find(r, "model.embed_tokens.weight")->reason, "embedding (4-bit default skip)");
     CHECK_EQ_STR(find(r, "lm_head.weight")->reason, "output head (4-bit default skip)");
     CHECK_EQ_STR(find(r, "model.conv.weight")->reason, "288 elements, under 512 (4-bit default skip)");
-    const mq_tensor_report *t = find(r, "model.layers.0.mlp.down_proj.weight");
+    const tensor_view *t = find(r, "model.layers.0.mlp.down_proj.weight");
     CHECK_EQ_INT(t->action, MQ_ACTION_QUANTIZE);
     /* [32, 64] group 128: one group per row; packed [32, 8] I32 + [32, 1] scales + shape */
     CHECK_EQ_INT(t->bytes_out, 32 * 8 * 4 + 32 * 4 + 2 * 8);
@@ -163,8 +163,8 @@ TEST(int4_default_skip) {
     if (!r) goto out;
     CHECK_EQ_INT(find(r, "lm_head.weight")->action, MQ_ACTION_QUANTIZE);
     CHECK_EQ_INT(find(r, "model.embed_tokens.weight")->action, MQ_ACTION_QUANTIZE);
-    CHECK_EQ_INT(r->nwarnings, 2);
-    CHECK(r->nwarnings == 2 && strstr(r->warnings[0], "embed_tokens"));
+    CHECK_EQ_INT(mq_report_warning_count(r), 2);
+    CHECK(mq_report_warning_count(r) == 2 && strstr(mq_report_warning(r, 0), "embed_tokens"));
 out:
     mq_report_free(r);
     mq_ctx_free(ctx);
@@ -187,7 +187,7 @@ TEST(patterns_and_rules) {
     CHECK_EQ_STR(find(r, "lm_head.weight")->reason, "not matched by --include");
     CHECK_EQ_STR(find(r, "model.layers.0.self_attn.q_proj.weight")->reason,
                  "excluded by --exclude '*.q_proj.*'");
-    const mq_tensor_report *t = find(r, "model.layers.0.mlp.up_proj.weight");
+    const tensor_view *t = find(r, "model.layers.0.mlp.up_proj.weight");
     CHECK_EQ_INT(t->spec.type, MQ_Q_INT4);
     CHECK_EQ_INT(t->spec.granularity, MQ_PER_GROUP);
     t = find(r, "model.layers.0.mlp.down_proj.weight"); /* the last matching rule wins */
@@ -195,7 +195,7 @@ TEST(patterns_and_rules) {
     CHECK_EQ_INT(t->bytes_out, 32 * 64 * 2);
     CHECK_EQ_STR(find(r, "model.conv.weight")->reason, "kept by --layer 'model.conv.*=none'");
     char name[64];
-    CHECK_EQ_STR(mq_qspec_name(&find(r, "model.layers.0.mlp.up_proj.weight")->spec, name,
+    CHECK_EQ_STR(spec_name(&find(r, "model.layers.0.mlp.up_proj.weight")->spec, name,
                                sizeof name), "int4-g128");
 out:
     mq_report_free(r);
@@ -210,8 +210,9 @@ TEST(nothing_selected_warns) {
     mq_report *r = plan(ctx, &o);
     CHECK(r != NULL);
     if (r) {
-        CHECK_EQ_INT(r->nquantized, 0);
-        CHECK(r->nwarnings == 1 && strstr(r->warnings[0], "nothing is quantized"));
+        CHECK_EQ_INT(mq_report_action_count(r, MQ_ACTION_QUANTIZE), 0);
+        CHECK(mq_report_warning_count(r) == 1 &&
+              strstr(mq_report_warning(r, 0), "nothing is quantized"));
     }
     mq_report_free(r);
     mq_ctx_free(ctx);
@@ -221,14 +222,14 @@ TEST(scheme_names) {
     mq_qspec s;
     char b[64];
     mq_qspec_recommended(&s, MQ_Q_INT8);
-    CHECK_EQ_STR(mq_qspec_name(&s, b, sizeof b), "int8");
+    CHECK_EQ_STR(spec_name(&s, b, sizeof b), "int8");
     mq_qspec_recommended(&s, MQ_Q_UINT8);
-    CHECK_EQ_STR(mq_qspec_name(&s, b, sizeof b), "uint8-asym");
+    CHECK_EQ_STR(spec_name(&s, b, sizeof b), "uint8-asym");
     mq_qspec_recommended(&s, MQ_Q_INT4);
     s.group_size = 64;
-    CHECK_EQ_STR(mq_qspec_name(&s, b, sizeof b), "int4-g64");
+    CHECK_EQ_STR(spec_name(&s, b, sizeof b), "int4-g64");
     mq_qspec_recommended(&s, MQ_Q_BF16);
-    CHECK_EQ_STR(mq_qspec_name(&s, b, sizeof b), "bf16");
+    CHECK_EQ_STR(spec_name(&s, b, sizeof b), "bf16");
     CHECK_EQ_STR(mq_qtype_name(MQ_Q_UINT4), "uint4");
 }
 

@@ -6,6 +6,7 @@
 #include "io/pytorch_internal.h"
 #include "io/writer_internal.h"
 #include "io/zip.h"
+#include "api_helpers.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -89,8 +90,8 @@ TEST(round_trip_every_dtype_with_metadata) {
         CHECK_MSG(data_matches(t, i), "tensor %zu data differs", i);
         if (t->nbytes) CHECK_MSG((uintptr_t)t->data % 64 == 0, "tensor %zu not 64-byte aligned", i);
     }
-    CHECK_EQ_STR(mq_model_metadata_get(m, "quantization"), "{\"bits\": 8}");
-    CHECK_EQ_STR(mq_model_metadata_get(m, "note"), "x");
+    CHECK_EQ_STR(meta_get(m, "quantization"), "{\"bits\": 8}");
+    CHECK_EQ_STR(meta_get(m, "note"), "x");
     CHECK_EQ_INT(mq_model_find(m, "layer.3.weight"), 3);
     mq_model_free(m);
     mq_ctx_free(ctx);
@@ -164,7 +165,7 @@ TEST(zip64_forms_of_sizes_and_offsets) {
             CHECK_EQ_STR(mq_model_tensor(m, i)->name, zip64_set[i].name);
             CHECK(data_matches(mq_model_tensor(m, i), i));
         }
-        CHECK_EQ_STR(mq_model_metadata_get(m, "quantization"), "{\"bits\": 4}");
+        CHECK_EQ_STR(meta_get(m, "quantization"), "{\"bits\": 4}");
     }
     mq_model_free(m);
     /* the central entries of the data records carry ZIP64 sizes and offsets */
@@ -436,7 +437,7 @@ TEST(allocation_failures_are_clean) {
         if (st == MQ_OK) {
             succeeded = 1;
             CHECK_EQ_INT(mq_model_tensor_count(m), 2);
-            CHECK_EQ_STR(mq_model_metadata_get(m, "k"), "v");
+            CHECK_EQ_STR(meta_get(m, "k"), "v");
         } else {
             CHECK_EQ_INT(st, MQ_ERR_NOMEM);
             CHECK(m == NULL);
@@ -513,9 +514,9 @@ TEST(metadata_set_before_commit) {
     CHECK_EQ_INT(mq_model_open(ctx, tmp_path("meta.pt"), NULL, &m), MQ_OK);
     if (m) {
         CHECK_EQ_INT(mq_model_metadata_count(m), 3);
-        CHECK_EQ_STR(mq_model_metadata_get(m, "config"), "{\"sqnr_db\": 41.5}");
-        CHECK_EQ_STR(mq_model_metadata_get(m, "model"), "m");
-        CHECK_EQ_STR(mq_model_metadata_get(m, "added"), "late");
+        CHECK_EQ_STR(meta_get(m, "config"), "{\"sqnr_db\": 41.5}");
+        CHECK_EQ_STR(meta_get(m, "model"), "m");
+        CHECK_EQ_STR(meta_get(m, "added"), "late");
         CHECK_EQ_INT(mq_model_tensor_count(m), 1);
     }
     mq_model_free(m);

@@ -13,6 +13,15 @@ static qres quantize(mq_ctx *ctx, const mq_qspec *spec, int ndim, const int64_t 
     return quantize_chunks(ctx, spec, ndim, shape, MQ_F32, src, 1);
 }
 
+/* As quantize, with per-column importance weights (NULL: none). */
+static qres quantize_imp(mq_ctx *ctx, const mq_qspec *spec, const float *importance, int ndim,
+                         const int64_t *shape, const float *src) {
+    mq_calib_data calib;
+    mq_calib_data_init(&calib);
+    calib.importance = importance;
+    return quantize_chunks_with(ctx, spec, &calib, ndim, shape, MQ_F32, src, 1);
+}
+
 static mq_qspec make_spec(mq_qtype t, mq_scheme s, mq_granularity g, int gs) {
     mq_qspec spec;
     mq_qspec_default(&spec);
@@ -384,7 +393,7 @@ TEST(per_tensor_in_row_chunks) {
     CHECK_EQ_INT(mq_qlayout_init(ctx, &s, 2, shape, &L), MQ_OK);
     float scale = 0;
     int8_t data[330];
-    CHECK_EQ_INT(mq_quantize_rows(ctx, &s, &L, MQ_F32, x, 3, 5, data, &scale, NULL),
+    CHECK_EQ_INT(mq_quantize_rows(ctx, &s, &L, NULL, MQ_F32, x, 3, 5, data, &scale, NULL),
                  MQ_ERR_INVALID);
     CHECK_MSG_HAS(ctx, "rows from 0");
     free(x);
@@ -399,11 +408,10 @@ TEST(thread_count_independence) {
     for (size_t c = 0; c < NCONFIGS; c++) {
         for (int w = 0; w < 2; w++) {
             mq_qspec s = spec_of(&CONFIGS[c]);
-            if (w) s.importance = imp;
             qres ref;
             for (int th = 1; th <= 3; th++) {
                 mq_ctx *ctx = new_ctx(th);
-                qres r = quantize(ctx, &s, 2, shape, x);
+                qres r = quantize_imp(ctx, &s, w ? imp : NULL, 2, shape, x);
                 CHECK_EQ_INT(r.st, MQ_OK);
                 if (th == 1) ref = r;
                 else {
@@ -434,8 +442,9 @@ TEST(simd_paths_equal_scalar) {
             for (size_t c = 0; c < NCONFIGS; c++) {
                 for (int w = 0; w < 2; w++) {
                     mq_qspec s = spec_of(&CONFIGS[c]);
-                    if (w) s.importance = imp;
-                    qres a = quantize(sc, &s, 2, shape, x), b = quantize(vc, &s, 2, shape, x);
+                    const float *wi = w ? imp : NULL;
+                    qres a = quantize_imp(sc, &s, wi, 2, shape, x);
+                    qres b = quantize_imp(vc, &s, wi, 2, shape, x);
                     CHECK_MSG(same_result(&a, &b), "isa %s, cols %lld, config %zu, weighted %d",
                               mq_isa_name((mq_isa)isa), (long long)cols, c, w);
                     float *da = malloc((size_t)(7 * cols) * 4), *db = malloc((size_t)(7 * cols) * 4);
@@ -499,7 +508,7 @@ TEST(source_dtypes_and_alignment) {
     mq_qlayout L;
     CHECK_EQ_INT(mq_qlayout_init(ctx, &s, 2, shape, &L), MQ_OK);
     float scale[9];
-    CHECK_EQ_INT(mq_quantize_rows(ctx, &s, &L, MQ_I32, x, 0, 9, raw, scale, NULL), MQ_ERR_INVALID);
+    CHECK_EQ_INT(mq_quantize_rows(ctx, &s, &L, NULL, MQ_I32, x, 0, 9, raw, scale, NULL), MQ_ERR_INVALID);
     free(raw);
     free(x);
     free(h);
@@ -538,7 +547,7 @@ TEST(casts_round_to_nearest_even) {
     mq_qlayout L;
     CHECK_EQ_INT(mq_qlayout_init(ctx, &s, 1, one, &L), MQ_OK);
     uint16_t o;
-    CHECK_EQ_INT(mq_quantize_rows(ctx, &s, &L, MQ_F64, dx, 0, 1, &o, NULL, NULL), MQ_OK);
+    CHECK_EQ_INT(mq_quantize_rows(ctx, &s, &L, NULL, MQ_F64, dx, 0, 1, &o, NULL, NULL), MQ_OK);
     CHECK_EQ_INT(o, 0x3f81);
     mq_ctx_free(ctx);
 }
@@ -604,18 +613,16 @@ TEST(mse_search_lowers_the_error) {
                  MQ_PER_GROUP, 128, MQ_SEARCH_MINMAX};
         const float *w = k >= 2 ? imp : NULL;
         mq_qspec s = spec_of(&c);
-        s.importance = w;
-        qres a = quantize(ctx, &s, 2, shape, x);
+        qres a = quantize_imp(ctx, &s, w, 2, shape, x);
         mq_dequantize_rows(ctx, &s, &a.L, a.data, a.scale, a.zp, 0, 64, out);
         double e_minmax = weighted_err(x, out, w, 64, 256);
         s.search = MQ_SEARCH_MSE;
-        qres b = quantize(ctx, &s, 2, shape, x);
+        qres b = quantize_imp(ctx, &s, w, 2, shape, x);
         mq_dequantize_rows(ctx, &s, &b.L, b.data, b.scale, b.zp, 0, 64, out);
         double e_mse = weighted_err(x, out, w, 64, 256);
         /* Gaussian 4-bit groups: the search removes over 5% of the error */
         CHECK_MSG(e_mse < 0.95 * e_minmax, "case %d: %g vs %g", k, e_mse, e_minmax);
         if (w) { /* weighting lowers the error on the salient inputs */
-            s.importance = NULL;
             qres u = quantize(ctx, &s, 2, shape, x);
             mq_dequantize_rows(ctx, &s, &u.L, u.data, u.scale, u.zp, 0, 64, out);
             CHECK_MSG(weighted_err(x, out, w, 64, 256) > e_mse, "case %d", k);
@@ -627,8 +634,7 @@ TEST(mse_search_lowers_the_error) {
     imp[3] = -1.0f;
     mq_qspec s = make_spec(MQ_Q_INT4, MQ_SYMMETRIC, MQ_PER_GROUP, 128);
     s.search = MQ_SEARCH_MSE;
-    s.importance = imp;
-    qres r = quantize(ctx, &s, 2, shape, x);
+    qres r = quantize_imp(ctx, &s, imp, 2, shape, x);
     CHECK_EQ_INT(r.st, MQ_ERR_INVALID);
     CHECK_MSG_HAS(ctx, "importance[3]");
     qres_free(&r);
@@ -664,7 +670,6 @@ TEST(recommended_specs) {
     CHECK_EQ_INT(s.granularity, MQ_PER_CHANNEL);
     CHECK_EQ_INT(s.search, MQ_SEARCH_MINMAX);
     CHECK_EQ_INT(s.group_size, 128);
-    CHECK(s.importance == NULL);
     mq_qspec_recommended(&s, MQ_Q_INT4);
     CHECK_EQ_INT(s.granularity, MQ_PER_GROUP);
     CHECK_EQ_INT(s.scheme, MQ_SYMMETRIC);
@@ -685,27 +690,27 @@ TEST(bad_arguments) {
     CHECK_EQ_INT(mq_qlayout_init(ctx, &s, 2, shape, &L), MQ_OK);
     uint8_t data[8], zp[2];
     float scale[2];
-    CHECK_EQ_INT(mq_quantize_rows(ctx, &s, &L, MQ_F32, x, 1, 3, data, scale, zp), MQ_ERR_INVALID);
+    CHECK_EQ_INT(mq_quantize_rows(ctx, &s, &L, NULL, MQ_F32, x, 1, 3, data, scale, zp), MQ_ERR_INVALID);
     CHECK_MSG_HAS(ctx, "outside");
-    CHECK_EQ_INT(mq_quantize_rows(ctx, &s, &L, MQ_F32, x, 0, 2, data, scale, NULL), MQ_ERR_INVALID);
+    CHECK_EQ_INT(mq_quantize_rows(ctx, &s, &L, NULL, MQ_F32, x, 0, 2, data, scale, NULL), MQ_ERR_INVALID);
     CHECK_MSG_HAS(ctx, "zero-point");
-    CHECK_EQ_INT(mq_quantize_rows(ctx, &s, &L, MQ_F32, x, 0, 2, data, NULL, zp), MQ_ERR_INVALID);
+    CHECK_EQ_INT(mq_quantize_rows(ctx, &s, &L, NULL, MQ_F32, x, 0, 2, data, NULL, zp), MQ_ERR_INVALID);
     mq_qspec other = s;
     other.type = MQ_Q_INT4;
-    CHECK_EQ_INT(mq_quantize_rows(ctx, &other, &L, MQ_F32, x, 0, 2, data, scale, zp), MQ_ERR_INVALID);
+    CHECK_EQ_INT(mq_quantize_rows(ctx, &other, &L, NULL, MQ_F32, x, 0, 2, data, scale, zp), MQ_ERR_INVALID);
     CHECK_MSG_HAS(ctx, "layout");
     other = s;
     other.scheme = MQ_SYMMETRIC; /* UINT8 symmetric also stores its zero point: still fine */
-    CHECK_EQ_INT(mq_quantize_rows(ctx, &other, &L, MQ_F32, x, 0, 2, data, scale, zp), MQ_OK);
+    CHECK_EQ_INT(mq_quantize_rows(ctx, &other, &L, NULL, MQ_F32, x, 0, 2, data, scale, zp), MQ_OK);
     CHECK_EQ_INT(zp[0], 128);
     other.granularity = MQ_PER_TENSOR; /* 2 scales in the layout */
-    CHECK_EQ_INT(mq_quantize_rows(ctx, &other, &L, MQ_F32, x, 0, 2, data, scale, zp), MQ_ERR_INVALID);
+    CHECK_EQ_INT(mq_quantize_rows(ctx, &other, &L, NULL, MQ_F32, x, 0, 2, data, scale, zp), MQ_ERR_INVALID);
     mq_qspec i8 = make_spec(MQ_Q_INT8, MQ_SYMMETRIC, MQ_PER_CHANNEL, 0);
     mq_qlayout L8;
     CHECK_EQ_INT(mq_qlayout_init(ctx, &i8, 2, shape, &L8), MQ_OK);
     i8.scheme = MQ_ASYMMETRIC; /* the layout has no zero points */
-    CHECK_EQ_INT(mq_quantize_rows(ctx, &i8, &L8, MQ_F32, x, 0, 2, data, scale, zp), MQ_ERR_INVALID);
-    CHECK_EQ_INT(mq_quantize_rows(ctx, &s, &L, MQ_F32, x, 1, 1, data, scale, zp), MQ_OK);
+    CHECK_EQ_INT(mq_quantize_rows(ctx, &i8, &L8, NULL, MQ_F32, x, 0, 2, data, scale, zp), MQ_ERR_INVALID);
+    CHECK_EQ_INT(mq_quantize_rows(ctx, &s, &L, NULL, MQ_F32, x, 1, 1, data, scale, zp), MQ_OK);
     mq_ctx_free(ctx);
 }
 

@@ -2,6 +2,7 @@
 #include "harness.h"
 #include "io/model_internal.h"
 #include "monoquant.h"
+#include "api_helpers.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -101,9 +102,9 @@ TEST(read_basic) {
     CHECK_EQ_INT(mq_model_find(m, "zz"), -1);
     CHECK_EQ_INT(mq_model_metadata_count(m), 2);
     CHECK_EQ_STR(mq_model_metadata_key(m, 0), "k");
-    CHECK_EQ_STR(mq_model_metadata_get(m, "k"), "v");
-    CHECK_EQ_STR(mq_model_metadata_get(m, "e"), "");
-    CHECK(mq_model_metadata_get(m, "none") == NULL);
+    CHECK_EQ_STR(meta_get(m, "k"), "v");
+    CHECK_EQ_STR(meta_get(m, "e"), "");
+    CHECK(meta_get(m, "none") == NULL);
     mq_model_free(m);
 }
 
@@ -437,8 +438,8 @@ TEST(write_layout_and_round_trip) {
     CHECK_EQ_STR(mq_model_tensor(m, 2)->name, "scalar \"q\"\n\xc3\xa9");
     CHECK(!memcmp(mq_model_tensor(m, 0)->data, w, 24));
     CHECK_EQ_STR(mq_model_metadata_key(m, 0), "format");
-    CHECK_EQ_STR(mq_model_metadata_get(m, "format"), "pt");
-    CHECK_EQ_STR(mq_model_metadata_get(m, "quant"), "{\"bits\": 8}");
+    CHECK_EQ_STR(meta_get(m, "format"), "pt");
+    CHECK_EQ_STR(meta_get(m, "quant"), "{\"bits\": 8}");
     /* read -> write gives the same bytes for files this writer made */
     const char *p2 = tmp_path("w2.safetensors");
     CHECK_EQ_INT(write_model(m, p2), MQ_OK);
@@ -571,8 +572,8 @@ static void check_lm(const mq_model *m, mq_dtype dt) {
         if (want[k].nd == 2) CHECK_EQ_INT(t->shape[1], want[k].d1);
     }
     CHECK_EQ_INT(mq_model_metadata_count(m), 6);
-    CHECK_EQ_STR(mq_model_metadata_get(m, "model"), "lm_fortunes");
-    CHECK_EQ_STR(mq_model_metadata_get(m, "steps"), "881");
+    CHECK_EQ_STR(meta_get(m, "model"), "lm_fortunes");
+    CHECK_EQ_STR(meta_get(m, "steps"), "881");
 }
 
 static void check_cnn(const mq_model *m, mq_dtype dt) {
@@ -590,8 +591,8 @@ static void check_cnn(const mq_model *m, mq_dtype dt) {
         CHECK_EQ_INT(t->ndim, want[i].nd);
         for (int d = 0; d < t->ndim; d++) CHECK_EQ_INT(t->shape[d], want[i].s[d]);
     }
-    CHECK_EQ_STR(mq_model_metadata_get(m, "model"), "cnn_digits");
-    CHECK_EQ_STR(mq_model_metadata_get(m, "epochs"), "30");
+    CHECK_EQ_STR(meta_get(m, "model"), "cnn_digits");
+    CHECK_EQ_STR(meta_get(m, "epochs"), "30");
 }
 
 /* read -> write -> read keeps every tensor and metadata entry ("format" is added). */
@@ -601,9 +602,9 @@ static void fixture_round_trip(const mq_model *m, const char *out) {
     if (!b) return;
     check_same_tensors(m, b);
     CHECK_EQ_INT(mq_model_metadata_count(b), mq_model_metadata_count(m) + 1);
-    CHECK_EQ_STR(mq_model_metadata_get(b, "format"), "pt");
+    CHECK_EQ_STR(meta_get(b, "format"), "pt");
     for (size_t i = 0; i < mq_model_metadata_count(m); i++)
-        CHECK_EQ_STR(mq_model_metadata_get(b, mq_model_metadata_key(m, i)),
+        CHECK_EQ_STR(meta_get(b, mq_model_metadata_key(m, i)),
                      mq_model_metadata_value(m, i));
     /* and from our own output on, the bytes are stable */
     CHECK_EQ_INT(write_model(b, tmp_path("again.safetensors")), MQ_OK);
@@ -701,11 +702,11 @@ TEST(sharded_index) {
             CHECK_EQ_STR(t->name, order[i]);
             CHECK(!memcmp(t->data, order[i], strlen(order[i])));
         }
-        CHECK_EQ_STR(mq_model_metadata_get(m, "total_size"), "13");
-        CHECK_EQ_STR(mq_model_metadata_get(m, "note"), "x");
-        CHECK_EQ_STR(mq_model_metadata_get(m, "ok"), "true");
-        CHECK(mq_model_metadata_get(m, "nested") == NULL);
-        CHECK_EQ_STR(mq_model_metadata_get(m, "format"), "pt");
+        CHECK_EQ_STR(meta_get(m, "total_size"), "13");
+        CHECK_EQ_STR(meta_get(m, "note"), "x");
+        CHECK_EQ_STR(meta_get(m, "ok"), "true");
+        CHECK(meta_get(m, "nested") == NULL);
+        CHECK_EQ_STR(meta_get(m, "format"), "pt");
         CHECK_EQ_INT(mq_model_find(m, "head"), 3);
         mq_model_free(m);
     }
