@@ -2,8 +2,12 @@
 (INT8 dynamic, INT8 weight-only, INT4 g128 dynamic and weight-only) against torch's
 nn.Linear f32 and torch.ao.quantization.quantize_dynamic (qint8), at batch 1 and 32, and the
 Python call overhead of one forward (a 1x8 layer, where the kernel itself costs little).
-Times are the best of several repeats of a timed loop, measured in the same run; ratios are
-against nn.Linear f32 and torch's dynamic int8 of that run.
+Times are the calling thread's CPU time (time.thread_time: with one thread every kernel runs
+on the calling thread, and time the shared machine spends on other processes is not
+counted), best of several repeats of a timed loop, all measured in the same run; ratios are
+against nn.Linear f32 and torch's dynamic int8 of that run. The call overhead is
+QuantizedLinear.forward minus the bare ctypes call of mq_linear_forward on the same 1x8
+layer.
 
     OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 bench/bench_python.py [--reps 7] [--n 4096]"""
 import argparse
@@ -19,20 +23,23 @@ from torch import nn  # noqa: E402
 import monoquant  # noqa: E402
 
 
+clock = time.thread_time
+
+
 def best(fn, x, reps, min_time=0.2):
     with torch.no_grad():
         fn(x)
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < min_time / 4:
+        n, t0 = 0, clock()
+        while clock() - t0 < min_time / 4:
             fn(x)
             n += 1
         n = max(n * 4, 3)
         out = float("inf")
         for _ in range(reps):
-            t = time.perf_counter()
+            t = clock()
             for _ in range(n):
                 fn(x)
-            out = min(out, (time.perf_counter() - t) / n)
+            out = min(out, (clock() - t) / n)
     return out
 
 
@@ -69,9 +76,15 @@ def main():
                                min_params=0)[0][0]
     x = torch.randn(1, 8)
     t_small = best(small, x, a.reps)
+    y = torch.empty(1, 8)
+    lib, ctx, k = monoquant._lib.LIB, monoquant._lib.thread_context(), small._k.ptr
+    xp, yp = x.data_ptr(), y.data_ptr()
+    t_bare = best(lambda _: lib.mq_linear_forward(ctx.ptr, k, xp, 1, yp), x, a.reps)
     t_torch = best(nn.Linear(8, 8), x, a.reps)
-    print(f"# call overhead: QuantizedLinear 1x8 forward {t_small * 1e6:.2f} us "
-          f"(torch nn.Linear 1x8: {t_torch * 1e6:.2f} us)")
+    print(f"# call overhead: QuantizedLinear 1x8 forward {t_small * 1e6:.2f} us, bare "
+          f"mq_linear_forward through ctypes {t_bare * 1e6:.2f} us: Python overhead "
+          f"{(t_small - t_bare) * 1e6:.2f} us (torch nn.Linear 1x8 forward: "
+          f"{t_torch * 1e6:.2f} us)")
 
 
 if __name__ == "__main__":

@@ -314,34 +314,39 @@ _local = threading.local()
 
 
 def set_num_threads(n):
-    """Threads the kernels and the pipeline use from now on (0: one per CPU; default: torch's
-    intra-op thread count at first use)."""
-    global _threads
-    if not isinstance(n, int) or n < 0:
+    """Threads the kernels and the pipeline use from now on (0: one per CPU). Default:
+    torch's intra-op thread count when the package was first used."""
+    global _threads, _generation
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"set_num_threads: {n!r} is not a thread count >= 0")
     _threads = n
+    _generation += 1
+
+
+_generation = 0
 
 
 def get_num_threads():
+    global _threads
     if _threads is None:
         try:
             import torch
-            return torch.get_num_threads()
+            _threads = torch.get_num_threads()
         except Exception:  # noqa: BLE001
-            return 0
+            _threads = 0
     return _threads
 
 
 def thread_context():
     """This thread's context for running layers, with the current thread count."""
     c = getattr(_local, "ctx", None)
-    n = get_num_threads()
-    if c is None:
-        c = _local.ctx = Context(n)
-        c.n = n
-    elif c.n != n:
-        c.check(LIB.mq_ctx_set_threads(c.ptr, n))
-        c.n = n
+    if c is None or c.gen != _generation:
+        n = get_num_threads()
+        if c is None:
+            c = _local.ctx = Context(n)
+        else:
+            c.check(LIB.mq_ctx_set_threads(c.ptr, n))
+        c.gen = _generation
     return c
 
 

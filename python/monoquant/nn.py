@@ -25,6 +25,7 @@ QTYPE_NAMES = {L.Q_NONE: "f32", L.Q_INT8: "int8", L.Q_UINT8: "uint8", L.Q_INT4: 
                L.Q_UINT4: "uint4", L.Q_FP16: "fp16", L.Q_BF16: "bf16"}
 
 _builder = None
+_linear_forward = L.LIB.mq_linear_forward
 
 
 def _build_ctx():
@@ -36,6 +37,10 @@ def _build_ctx():
 
 
 def _check_input(mod, x, what):
+    # fast path: the common case costs a few attribute reads
+    if (type(x) is torch.Tensor and x.dtype in _FLOAT and x.is_cpu and not x.is_sparse
+            and not (x.requires_grad and torch.is_grad_enabled())):
+        return
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{what}: expected a torch.Tensor, got {type(x).__name__}")
     if x.device.type != "cpu":
@@ -125,16 +130,17 @@ class QuantizedLinear(_QuantizedBase):
             raise ValueError(f"QuantizedLinear: input shape {tuple(x.shape)} does not end with "
                              f"in_features={self.in_features}")
         dt = x.dtype
-        x = _f32(x)
+        if dt is not torch.float32 or not x.is_contiguous():
+            x = _f32(x)
         y = torch.empty(x.shape[:-1] + (self.out_features,), dtype=torch.float32)
         m = x.numel() // self.in_features
         if m:
             ctx = L.thread_context()
             with self._k.lock:
-                st = L.LIB.mq_linear_forward(ctx.ptr, self._k.ptr, x.data_ptr(), m, y.data_ptr())
+                st = _linear_forward(ctx.ptr, self._k.ptr, x.data_ptr(), m, y.data_ptr())
             if st:
                 ctx.check(st, "QuantizedLinear")
-        return y if dt == torch.float32 else y.to(dt)
+        return y if dt is torch.float32 else y.to(dt)
 
 
 def _pair(v):
