@@ -125,4 +125,18 @@ static inline float test_bits_f32(uint32_t u) {
     return f;
 }
 
+/* 1 when both files can be read and hold the same bytes. */
+static inline int test_same_files(const char *a, const char *b) {
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int same = fa && fb;
+    while (same) {
+        int ca = fgetc(fa), cb = fgetc(fb);
+        if (ca != cb) same = 0;
+        if (ca == EOF || cb == EOF) break;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
+}
+
 #endif

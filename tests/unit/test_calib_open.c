@@ -10,19 +10,6 @@
 
 static char dir[256];
 
-static int same_files(const char *a, const char *b) {
-    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-    int same = fa && fb;
-    while (same) {
-        int ca = fgetc(fa), cb = fgetc(fb);
-        if (ca != cb) same = 0;
-        if (ca == EOF || cb == EOF) break;
-    }
-    if (fa) fclose(fa);
-    if (fb) fclose(fb);
-    return same;
-}
-
 /* A calibrator over layers "a" (Linear, 8 channels) and "b" (Conv, 3 channels) fed batches
  * [first, last) of a fixed sequence. */
 static mq_calibrator *fed(mq_ctx *ctx, mq_observer_kind kind, int hessian, int first, int last) {
@@ -58,7 +45,7 @@ TEST(round_trip_same_file) {
         CHECK_EQ_INT(mq_calibrator_layer_rows(back, (size_t)mq_calibrator_find(back, "a")), 20);
         CHECK_EQ_INT(mq_calibrator_layer_rows(back, (size_t)mq_calibrator_find(back, "b")), 40);
         CHECK_EQ_INT(mq_calibrator_save(back, p2, NULL, 0), MQ_OK);
-        CHECK(same_files(p1, p2));
+        CHECK(test_same_files(p1, p2));
     }
     mq_calibrator_free(back);
     mq_calibrator_free(cal);

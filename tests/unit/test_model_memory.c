@@ -53,19 +53,6 @@ static mq_model *memory_model(mq_ctx *ctx) {
     return m;
 }
 
-static int same_files(const char *a, const char *b) {
-    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-    int same = fa && fb;
-    while (same) {
-        int ca = fgetc(fa), cb = fgetc(fb);
-        if (ca != cb) same = 0;
-        if (ca == EOF || cb == EOF) break;
-    }
-    if (fa) fclose(fa);
-    if (fb) fclose(fb);
-    return same;
-}
-
 static void same_as_file(int bits, const char *ext) {
     mq_ctx *ctx = mq_ctx_create();
     mq_quantize_options o;
@@ -85,7 +72,7 @@ static void same_as_file(int bits, const char *ext) {
     mq_report *r = NULL;
     if (m) CHECK_EQ_INT(mq_quantize_model(ctx, m, b, &o, &r), MQ_OK);
     CHECK(r != NULL);
-    CHECK_MSG(same_files(a, b), "int%d .%s outputs differ", bits, ext);
+    CHECK_MSG(test_same_files(a, b), "int%d .%s outputs differ", bits, ext);
     CHECK(!memcmp(copy, b0, sizeof copy));
     mq_report_free(r);
     mq_model_free(m);
