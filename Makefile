@@ -95,7 +95,14 @@ $(BUILD)/examples/%: examples/%.c $(STATIC)
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(ALLCFLAGS) -o $@ $< $(STATIC) $(LDLIBS)
 
-unit: $(UNIT_BIN) $(REPLAY_BIN)
+# Fault injection for tests/cli/faults.sh (LD_PRELOAD; no sanitizer flags: it wraps libc).
+FAULT_LIB := $(BUILD)/tests/libmqfault.so
+$(FAULT_LIB): tests/fault/inject.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) -std=c11 -D_GNU_SOURCE $(WARN) -O1 -g -fPIC -shared -o $@ $< -ldl
+
+unit: $(UNIT_BIN) $(REPLAY_BIN) $(FAULT_LIB)
 
 # The Python package (python/monoquant) installed into a venv that sees the system's torch,
 # with this build's library copied inside it: `make python` then `$(PYVENV)/bin/python -c "import monoquant"`.

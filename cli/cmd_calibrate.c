@@ -492,6 +492,8 @@ int cmd_calibrate(int argc, char **argv) {
         goto done;
     }
     if (stats) report(stats, &c, &r, files.n, &opts);
+    else cli_info("calibration statistics from %zu file%s -> standard output", files.n,
+                  files.n == 1 ? "" : "s");
 done:
     mq_calib_stats_free(stats);
     mq_calibrator_free(r.cal);
@@ -501,6 +503,7 @@ done:
     cli_list_free(&c.acts);
     cli_list_free(&c.merge);
     list_free(&files);
+    cli_signals_install(NULL); /* the handler must not see a freed context */
     mq_ctx_free(r.ctx);
     return rc;
 }

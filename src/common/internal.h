@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define MQ_HIDDEN __attribute__((visibility("hidden")))
 
@@ -128,6 +129,17 @@ MQ_HIDDEN void mq__struct_default(void *dst, size_t size, const void *defaults, 
  * `what`. dst's struct_size becomes `own`. */
 MQ_HIDDEN mq_status mq__struct_read(mq_ctx *ctx, const char *what, const void *src, void *dst,
                                     size_t own, size_t first);
+
+/* Length of the layer in a `<layer>.weight` name of `len` bytes ("blocks.0.fc.weight" -> 11),
+ * or 0 when the name is not of that form. */
+static inline size_t mq__weight_layer_len(const char *name, size_t len) {
+    static const char suffix[] = ".weight";
+    size_t k = sizeof suffix - 1;
+    return len > k && !memcmp(name + len - k, suffix, k) ? len - k : 0;
+}
+
+/* The safetensors header limit (bytes of JSON), as the reference reader enforces it. */
+#define MQ__SAFETENSORS_MAX_HEADER 100000000u
 
 /* Value of metadata entry `key`, or NULL. */
 MQ_HIDDEN const char *mq__model_meta(const mq_model *m, const char *key);

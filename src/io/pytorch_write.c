@@ -420,7 +420,7 @@ static void pt_release(mq_writer *w) {
 
 const mq_writer_backend mq__pytorch_backend = {pt_begin,      pt_tensor_begin, pt_observe,
                                                pt_tensor_end, pt_finish,       pt_release,
-                                               true};
+                                               true,          NULL};
 
 void mq__pytorch_writer_set_zip64_limit(mq_writer *w, uint64_t limit) {
     pt_state *s = (pt_state *)w->state;

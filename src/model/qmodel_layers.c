@@ -1,11 +1,9 @@
 /* Kernel objects (mq_linear, mq_conv2d) built from the stored tensors of a quantized
  * checkpoint, so that callers never read the storage layout themselves. */
 #include "model/qmodel_internal.h"
+#include "quant/quant_internal.h"
 
 #include <string.h>
-
-static bool is_integer(mq_qtype t) { return t >= MQ_Q_INT8 && t <= MQ_Q_UINT4; }
-static bool is_cast(mq_qtype t) { return t == MQ_Q_FP16 || t == MQ_Q_BF16; }
 
 /* Static activation parameters as the kernels take them (quint8: zero point in [0, 255]).
  * Returns false when the checkpoint stores none. */
@@ -40,7 +38,7 @@ mq_status mq__qmodel_linear_desc(mq_qmodel *qm, size_t i, mq_act_mode *act, mq_l
     const mq_qtensor *q = mq_qmodel_tensor(qm, i);
     int64_t N = q->shape[0];
     int64_t K = (int64_t)(q->numel / (uint64_t)N);
-    if (is_integer(q->spec.type) && q->storage && strcmp(q->storage, "monoquant") != 0) {
+    if (mq__qtype_is_integer(q->spec.type) && q->storage && strcmp(q->storage, "monoquant") != 0) {
         /* other tools' layouts run from a copy in monoquant's layout */
         mq_status st = mq__foreign_canonical(qm, i, &copy->data, &copy->scale, &copy->zp);
         if (st != MQ_OK) {
@@ -48,7 +46,7 @@ mq_status mq__qmodel_linear_desc(mq_qmodel *qm, size_t i, mq_act_mode *act, mq_l
             return st;
         }
         mq_linear_desc_from_qspec(d, &q->spec, N, K, copy->data, copy->scale, copy->zp);
-    } else if (is_cast(q->spec.type)) {
+    } else if (mq__qtype_is_cast(q->spec.type)) {
         mq_linear_desc_init(d, q->spec.type, N, K, q->data->data);
         *act = MQ_ACT_F32;
     } else {
