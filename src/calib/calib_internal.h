@@ -136,6 +136,10 @@ struct mq_calibrator {
     bool hessian;
     float *hbuf;     /* a batch as f32 rows, reused */
     size_t hbuf_cap;
+    float *tbuf;     /* the batch transposed (channels x rows), reused */
+    size_t tbuf_cap;
+    float *tiles;    /* per thread: HT_M x HT_N f32 partial sums, and a gemm workspace */
+    int ntiles;
 };
 
 #endif
