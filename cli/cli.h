@@ -5,6 +5,7 @@
 #include "monoquant.h"
 #include "opts.h"
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 
@@ -57,6 +58,8 @@ void cli_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Progress bar on stderr (only when g_cli.progress); install with mq_ctx_set_progress. */
 int cli_progress(void *ud, const char *what, uint64_t done, uint64_t total);
 void cli_progress_done(void);
+/* A progress line is on the terminal (the signal handler ends it first). */
+extern volatile sig_atomic_t cli_bar_shown;
 
 /* Option parsing helpers: value of "--name=value" or "--name value" (advancing *i). Returns
  * NULL if argv[*i] is not that option; sets *missing when the value is absent. */
@@ -74,6 +77,10 @@ void cli_json_string(FILE *f, const char *s);
 void cli_json_number(FILE *f, double v);
 /* Writes `, "sqnr_db": .., "rel_error": .., "max_abs_error": ..`. */
 void cli_json_error_stats(FILE *f, const mq_error_stats *e);
+
+/* The exit code of a validation: prints "validation failed: N problem(s)" (exit 4) or, under
+ * --strict, "N warning(s) under --strict" (exit 3). */
+int cli_verdict(size_t failures, bool strict, size_t warnings);
 
 /* validate --run (cli/validate_run.c). */
 typedef struct validate_run_opts {

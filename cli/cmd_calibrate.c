@@ -1,6 +1,7 @@
 /* monoquant calibrate: recorded activations -> observers -> a statistics file. */
 #include "cli.h"
 
+#include <stdarg.h>
 #include <dirent.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -163,9 +164,14 @@ typedef struct run {
     unsigned warnings;
 } run;
 
-static void warn(run *r, const char *fmt, const char *a, const char *b) {
+__attribute__((format(printf, 2, 3))) static void warn(run *r, const char *fmt, ...) {
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
     r->warnings++;
-    cli_warn(fmt, a, b);
+    cli_warn("%s", msg);
 }
 
 /* One activation tensor: checks it against its layer and feeds it. */
@@ -441,6 +447,8 @@ int cmd_calibrate(int argc, char **argv) {
         goto done;
     }
     if (stats) report(stats, &c, &r, files.n, &opts);
+    else cli_info("calibration statistics from %zu file%s -> standard output", files.n,
+                  files.n == 1 ? "" : "s");
 done:
     mq_calib_stats_free(stats);
     mq_calibrator_free(r.cal);
@@ -449,6 +457,7 @@ done:
     free(r.layers);
     cli_list_free(&c.acts);
     list_free(&files);
+    cli_signals_install(NULL); /* the handler must not see a freed context */
     mq_ctx_free(r.ctx);
     return rc;
 }

@@ -67,6 +67,7 @@ int cmd_dequantize(int argc, char **argv) {
     } else if (!rc) {
         cli_info("%s -> %s", in, strcmp(s.output, "-") ? s.output : "standard output");
     }
+    cli_signals_install(NULL); /* the handler must not see a freed context */
     mq_ctx_free(ctx);
     return rc;
 }

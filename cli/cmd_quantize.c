@@ -558,6 +558,7 @@ int cmd_quantize(int argc, char **argv) {
         cli_signals_install(ctx);
         rc = run_quantize(q, ctx, out);
     }
+    cli_signals_install(NULL); /* the handler must not see a freed context */
     mq_ctx_free(ctx);
     free(out_owned);
     for (size_t i = 0; i < q->nowned; i++) free(q->owned[i]);

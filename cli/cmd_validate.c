@@ -85,6 +85,127 @@ static int parse(vopts *o, int argc, char **argv) {
     return 0;
 }
 
+/* One tensor's checks: structure, the reference, the SQNR floor. */
+typedef struct tensor_check {
+    char problem[600];     /* "" when fine */
+    mq_error_stats es;
+    bool has_err;
+    uint64_t ref_bytes;    /* the reference tensor's stored bytes (0: none) */
+} tensor_check;
+
+static void check_tensor(const vopts *o, mq_ctx *ctx, mq_qmodel *qm, size_t i, mq_qmodel *ref,
+                         tensor_check *c) {
+    memset(c, 0, sizeof *c);
+    const mq_qtensor *t = mq_qmodel_tensor(qm, i);
+    mq_status vs = mq_qmodel_verify(qm, i);
+    if (vs != MQ_OK) snprintf(c->problem, sizeof c->problem, "%s", mq_ctx_message(ctx));
+    if (!ref) return;
+    long j = mq_qmodel_find(ref, t->name);
+    if (j < 0) {
+        snprintf(c->problem, sizeof c->problem, "not in the reference");
+        return;
+    }
+    const mq_qtensor *r = mq_qmodel_tensor(ref, (size_t)j);
+    c->ref_bytes = r->stored_bytes;
+    bool shape_ok = r->ndim == t->ndim;
+    for (int d = 0; shape_ok && d < t->ndim; d++) shape_ok = r->shape[d] == t->shape[d];
+    if (!shape_ok) {
+        snprintf(c->problem, sizeof c->problem, "shape differs from the reference");
+        return;
+    }
+    if (t->spec.type == MQ_Q_NONE || vs != MQ_OK) return;
+    if (mq_qmodel_error(ref, (size_t)j, qm, i, &c->es) != MQ_OK) {
+        snprintf(c->problem, sizeof c->problem, "%s", mq_ctx_message(ctx));
+        return;
+    }
+    c->has_err = true;
+    if (o->has_min && c->es.sqnr_db < o->min_sqnr)
+        snprintf(c->problem, sizeof c->problem, "SQNR %.2f dB below --min-sqnr %.2f",
+                 c->es.sqnr_db, o->min_sqnr);
+}
+
+static void report_tensor(const vopts *o, const mq_qtensor *t, size_t i, const tensor_check *c) {
+    char scheme[64];
+    cli_qspec_name(&t->spec, scheme, sizeof scheme);
+    bool quantized = t->spec.type != MQ_Q_NONE;
+    if (o->json) {
+        printf("%s\n  {\"name\": ", i ? "," : "");
+        cli_json_string(stdout, t->name);
+        printf(", \"stored_as\": \"%s\", \"bytes\": %llu, \"ok\": %s", scheme,
+               (unsigned long long)t->stored_bytes, c->problem[0] ? "false" : "true");
+        if (c->problem[0]) {
+            printf(", \"problem\": ");
+            cli_json_string(stdout, c->problem);
+        }
+        if (c->has_err) cli_json_error_stats(stdout, &c->es);
+        printf("}");
+    } else if (!g_cli.quiet && (quantized || c->problem[0] || g_cli.verbose)) {
+        printf("  %-40s %-12s", t->name, scheme);
+        if (c->has_err) printf(" %9.2f %9.5f %10.3g", c->es.sqnr_db, c->es.rel_fro, c->es.max_abs);
+        else printf(" %9s %9s %10s", "-", "-", "-");
+        printf("  %s\n", c->problem[0] ? c->problem : "ok");
+    }
+}
+
+typedef struct totals {
+    size_t n, nq, failures, warnings;
+    uint64_t stored, ref_bytes;
+} totals;
+
+/* The summary line or document, then the exit code. */
+static int report_summary(const vopts *o, const totals *tt, bool has_ref) {
+    char b1[32], b2[32];
+    if (o->json) {
+        printf("],\n \"quantized\": %zu, \"tensors_total\": %zu, \"bytes\": %llu, "
+               "\"reference_bytes\": %llu, \"failures\": %zu, \"warnings\": %zu}\n", tt->nq,
+               tt->n, (unsigned long long)tt->stored, (unsigned long long)tt->ref_bytes,
+               tt->failures, tt->warnings);
+    } else if (!g_cli.quiet) {
+        printf("%zu of %zu tensors quantized; %s", tt->nq, tt->n,
+               cli_bytes(tt->stored, b1, sizeof b1));
+        if (has_ref)
+            printf(" vs reference %s (%.2fx smaller)", cli_bytes(tt->ref_bytes, b2, sizeof b2),
+                   tt->stored ? (double)tt->ref_bytes / (double)tt->stored : 0);
+        printf("; %s\n", tt->failures ? "FAILED" : "ok");
+    }
+    fflush(stdout);
+    return cli_verdict(tt->failures, o->strict, tt->warnings);
+}
+
+/* Structure and error figures of every tensor (without --run). */
+static int validate_tensors(const vopts *o, mq_ctx *ctx, mq_qmodel *qm, mq_qmodel *ref) {
+    totals tt = {0};
+    tt.n = mq_qmodel_count(qm);
+    if (o->json) {
+        printf("{\"checkpoint\": ");
+        cli_json_string(stdout, o->q);
+        printf(", \"tensors\": [");
+    } else if (!g_cli.quiet) {
+        printf("  %-40s %-12s %9s %9s %10s  %s\n", "tensor", "stored as", "SQNR dB",
+               "rel.err", "max abs", "status");
+    }
+    for (size_t i = 0; i < tt.n; i++) {
+        const mq_qtensor *t = mq_qmodel_tensor(qm, i);
+        tensor_check c;
+        check_tensor(o, ctx, qm, i, ref, &c);
+        tt.stored += t->stored_bytes;
+        tt.ref_bytes += c.ref_bytes;
+        tt.nq += t->spec.type != MQ_Q_NONE;
+        tt.failures += c.problem[0] != 0;
+        report_tensor(o, t, i, &c);
+        bool four = t->spec.type == MQ_Q_INT4 || t->spec.type == MQ_Q_UINT4;
+        if (four && (t->kind == MQ_KIND_EMBEDDING || head_name(t->name))) {
+            tt.warnings++;
+            cli_warn("%s: 4-bit on an %s", t->name,
+                     t->kind == MQ_KIND_EMBEDDING ? "embedding" : "output head");
+        }
+    }
+    if (!tt.nq) cli_warn("%s holds no quantized tensor", o->q), tt.warnings++;
+    if (tt.nq == tt.n && tt.n > 0)
+        cli_warn("every tensor is quantized, norms and biases included"), tt.warnings++;
+    return report_summary(o, &tt, ref != NULL);
+}
+
 int cmd_validate(int argc, char **argv) {
     vopts o = {0};
     o.r.rows = 16;
@@ -104,113 +225,13 @@ int cmd_validate(int argc, char **argv) {
     if (st == MQ_OK && o.ref) st = mq_qmodel_open_with_options(ctx, o.ref, &orf, &ref);
     if (st != MQ_OK) {
         rc = cli_fail(ctx, st);
-        goto done;
-    }
-    if (o.run) {
+    } else if (o.run) {
         o.r.q = o.q, o.r.ref = o.ref, o.r.min_sqnr = o.min_sqnr, o.r.has_min = o.has_min;
         o.r.json = o.json, o.r.strict = o.strict;
         rc = validate_run(&o.r, ctx, qm, ref);
-        goto done;
+    } else {
+        rc = validate_tensors(&o, ctx, qm, ref);
     }
-    size_t n = mq_qmodel_count(qm), nq = 0, failures = 0, warnings = 0;
-    uint64_t stored = 0, ref_bytes = 0;
-    if (o.json) {
-        printf("{\"checkpoint\": ");
-        cli_json_string(stdout, o.q);
-        printf(", \"tensors\": [");
-    }
-    else if (!g_cli.quiet)
-        printf("  %-40s %-12s %9s %9s %10s  %s\n", "tensor", "stored as", "SQNR dB",
-                "rel.err", "max abs", "status");
-    for (size_t i = 0; i < n; i++) {
-        const mq_qtensor *t = mq_qmodel_tensor(qm, i);
-        stored += t->stored_bytes;
-        bool quantized = t->spec.type != MQ_Q_NONE;
-        nq += quantized;
-        char scheme[64], problem[600] = "";
-        cli_qspec_name(&t->spec, scheme, sizeof scheme);
-        mq_status vs = mq_qmodel_verify(qm, i);
-        if (vs != MQ_OK) snprintf(problem, sizeof problem, "%s", mq_ctx_message(ctx)), failures++;
-        mq_error_stats es;
-        bool has_err = false;
-        if (ref) {
-            long j = mq_qmodel_find(ref, t->name);
-            if (j < 0) {
-                snprintf(problem, sizeof problem, "not in the reference");
-                failures++;
-            } else {
-                const mq_qtensor *r = mq_qmodel_tensor(ref, (size_t)j);
-                ref_bytes += r->stored_bytes;
-                bool shape_ok = r->ndim == t->ndim;
-                for (int d = 0; shape_ok && d < t->ndim; d++) shape_ok = r->shape[d] == t->shape[d];
-                if (!shape_ok) {
-                    snprintf(problem, sizeof problem, "shape differs from the reference");
-                    failures++;
-                } else if (quantized && vs == MQ_OK) {
-                    mq_status es_st = mq_qmodel_error(ref, (size_t)j, qm, i, &es);
-                    if (es_st != MQ_OK) {
-                        snprintf(problem, sizeof problem, "%s", mq_ctx_message(ctx));
-                        failures++;
-                    } else {
-                        has_err = true;
-                        if (o.has_min && es.sqnr_db < o.min_sqnr) {
-                            snprintf(problem, sizeof problem, "SQNR %.2f dB below --min-sqnr %.2f",
-                                     es.sqnr_db, o.min_sqnr);
-                            failures++;
-                        }
-                    }
-                }
-            }
-        }
-        bool four = t->spec.type == MQ_Q_INT4 || t->spec.type == MQ_Q_UINT4;
-        bool risky = four && (t->kind == MQ_KIND_EMBEDDING || head_name(t->name));
-        warnings += risky;
-        if (o.json) {
-            printf("%s\n  {\"name\": ", i ? "," : "");
-            cli_json_string(stdout, t->name);
-            printf(", \"stored_as\": \"%s\", \"bytes\": %llu, \"ok\": %s", scheme,
-                   (unsigned long long)t->stored_bytes, problem[0] ? "false" : "true");
-            if (problem[0]) {
-                printf(", \"problem\": ");
-                cli_json_string(stdout, problem);
-            }
-            if (has_err) {
-                cli_json_error_stats(stdout, &es);
-            }
-            printf("}");
-        } else if (!g_cli.quiet && (quantized || problem[0] || g_cli.verbose)) {
-            printf("  %-40s %-12s", t->name, scheme);
-            if (has_err) printf(" %9.2f %9.5f %10.3g", es.sqnr_db, es.rel_fro, es.max_abs);
-            else printf(" %9s %9s %10s", "-", "-", "-");
-            printf("  %s\n", problem[0] ? problem : "ok");
-        }
-        if (risky) cli_warn("%s: 4-bit on an %s", t->name,
-                            t->kind == MQ_KIND_EMBEDDING ? "embedding" : "output head");
-    }
-    bool all_quantized = nq == n && n > 0;
-    if (!nq) cli_warn("%s holds no quantized tensor", o.q), warnings++;
-    if (all_quantized) cli_warn("every tensor is quantized, norms and biases included"), warnings++;
-    char b1[32], b2[32];
-    if (o.json) {
-        printf("],\n \"quantized\": %zu, \"tensors_total\": %zu, \"bytes\": %llu, "
-               "\"reference_bytes\": %llu, \"failures\": %zu, \"warnings\": %zu}\n", nq, n,
-               (unsigned long long)stored, (unsigned long long)ref_bytes, failures, warnings);
-    } else if (!g_cli.quiet) {
-        printf("%zu of %zu tensors quantized; %s", nq, n, cli_bytes(stored, b1, sizeof b1));
-        if (ref)
-            printf(" vs reference %s (%.2fx smaller)", cli_bytes(ref_bytes, b2, sizeof b2),
-                    stored ? (double)ref_bytes / (double)stored : 0);
-        printf("; %s\n", failures ? "FAILED" : "ok");
-    }
-    fflush(stdout);
-    if (failures) {
-        fprintf(stderr, "monoquant: error: validation failed: %zu problem(s)\n", failures);
-        rc = EXIT_VALIDATION;
-    } else if (o.strict && warnings) {
-        fprintf(stderr, "monoquant: error: %zu warning(s) under --strict\n", warnings);
-        rc = EXIT_QUANT;
-    }
-done:
     mq_qmodel_free(qm);
     mq_qmodel_free(ref);
     mq_ctx_free(ctx);

@@ -56,15 +56,22 @@ static void note_stale_temps(const char *path) {
 
 int cli_prepare_output(mq_ctx *ctx, const char *path, const mq_model *input) {
     /* kinds and input identity first: they hold whatever the answer to the question */
+    if (!strcmp(path, "-") && isatty(1)) {
+        fprintf(stderr, "monoquant: error: -o -: standard output is a terminal; redirect it to a "
+                "file or a pipe\n");
+        return EXIT_CONFIG;
+    }
     mq_ctx_set_overwrite(ctx, 1);
     mq_status st = mq_output_check(ctx, path, input);
     if (st != MQ_OK) return cli_fail(ctx, st);
     bool allow = g_cli.force;
     struct stat sb;
     if (!allow && strcmp(path, "-") && lstat(path, &sb) == 0) {
-        if (isatty(0) && isatty(2)) allow = ask_replace(path);
+        bool asked = isatty(0) && isatty(2);
+        if (asked) allow = ask_replace(path);
         if (!allow) {
-            fprintf(stderr, "monoquant: error: %s already exists; -f/--force replaces it\n", path);
+            fprintf(stderr, "monoquant: error: %s already exists; %s\n", path,
+                    asked ? "not replaced" : "-f/--force replaces it");
             return EXIT_CONFIG;
         }
     }
@@ -83,15 +90,21 @@ static void say(const char *s) {
 }
 
 static void on_signal(int sig) {
+    /* one report: a fault can hit several worker threads at once; the others wait for the
+     * first to exit */
+    static int entered;
+    if (__atomic_exchange_n(&entered, 1, __ATOMIC_SEQ_CST))
+        for (;;) pause();
     int removed = mq_ctx_remove_temporaries(sig_ctx);
     const char *name = sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM"
                      : sig == SIGHUP ? "SIGHUP" : "SIGBUS";
+    if (cli_bar_shown) say("\n");
     if (sig == SIGBUS) {
-        say("\nmonoquant: error: input changed while reading (a file shrank under its mapping, "
+        say("monoquant: error: input changed while reading (a file shrank under its mapping, "
             "SIGBUS); nothing written\n");
         _exit(EXIT_IO);
     }
-    say("\nmonoquant: interrupted by ");
+    say("monoquant: interrupted by ");
     say(name);
     say(removed ? "; temporary file removed, nothing written\n" : "\n");
     _exit(128 + sig);

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,7 +58,8 @@ void cli_info(const char *fmt, ...) {
     va_end(ap);
 }
 
-static bool bar_shown;
+volatile sig_atomic_t cli_bar_shown;
+#define bar_shown cli_bar_shown
 
 int cli_progress(void *ud, const char *what, uint64_t done, uint64_t total) {
     (void)ud;
@@ -142,4 +144,16 @@ void cli_json_error_stats(FILE *f, const mq_error_stats *e) {
     cli_json_number(f, e->rel_fro);
     fputs(", \"max_abs_error\": ", f);
     cli_json_number(f, e->max_abs);
+}
+
+int cli_verdict(size_t failures, bool strict, size_t warnings) {
+    if (failures) {
+        fprintf(stderr, "monoquant: error: validation failed: %zu problem(s)\n", failures);
+        return EXIT_VALIDATION;
+    }
+    if (strict && warnings) {
+        fprintf(stderr, "monoquant: error: %zu warning(s) under --strict\n", warnings);
+        return EXIT_QUANT;
+    }
+    return EXIT_OK;
 }

@@ -128,16 +128,7 @@ static bool inputs_unlike_calibration(const mq_qtensor *t, const float *x, size_
     return true;
 }
 
-int validate_run(const validate_run_opts *o, mq_ctx *ctx, mq_qmodel *qm, mq_qmodel *ref) {
-    run_state s = {o, ctx, NULL, NULL, 0, 0};
-    int rc = EXIT_OK;
-    mq_status st = MQ_OK;
-    if (o->activations && (st = mq_model_open(ctx, o->activations, NULL, &s.acts)) != MQ_OK)
-        return cli_fail(ctx, st);
-    size_t n = mq_qmodel_count(qm), nrun = 0, failures = 0, notrun = 0, nfallback = 0;
-    size_t nflagged = 0;
-    size_t nrows = 0;
-    double worst = INFINITY;
+static void print_header(const validate_run_opts *o) {
     if (o->json) {
         printf("{\"checkpoint\": ");
         cli_json_string(stdout, o->q);
@@ -156,111 +147,158 @@ int validate_run(const validate_run_opts *o, mq_ctx *ctx, mq_qmodel *qm, mq_qmod
         printf("  %-32s %-10s %-8s %-8s %5s %9s %9s %10s  %s\n", "layer", "format", "mode",
                "input", "rows", "SQNR dB", "rel.err", "max abs", "status");
     }
+}
+
+/* One layer's run and its verdict. */
+typedef struct layer_result {
+    char layer[512], problem[700];
+    const float *x;       /* recorded inputs, NULL: random */
+    int64_t rows;
+    const char *note;
+    mq_layer_check c;
+    bool ran, failed, not_run, flagged; /* flagged: static, on inputs unlike the calibration */
+} layer_result;
+
+typedef struct run_totals {
+    size_t nrun, failures, notrun, nfallback, nflagged, nrows;
+    double worst;
+} run_totals;
+
+/* Runs layer i. MQ_OK also for a layer that fails its check (lr->failed) or cannot run
+ * (lr->not_run); other statuses end the command. */
+static mq_status run_layer(run_state *s, mq_qmodel *qm, size_t i, mq_qmodel *ref,
+                           layer_result *lr) {
+    const validate_run_opts *o = s->o;
+    const mq_qtensor *t = mq_qmodel_tensor(qm, i);
+    memset(lr, 0, sizeof *lr);
+    lr->note = "-";
+    layer_prefix(t->name, lr->layer, sizeof lr->layer);
+    int64_t K = (int64_t)(t->numel / (uint64_t)t->shape[0]);
+    mq_status st = mq_qmodel_verify(qm, i);
+    if (st == MQ_ERR_VALIDATION) {
+        snprintf(lr->problem, sizeof lr->problem, "%s", mq_ctx_message(s->ctx));
+        lr->failed = true;
+        return MQ_OK;
+    }
+    if (st == MQ_OK) st = layer_inputs(s, t, lr->layer, K, &lr->x, &lr->rows, &lr->note);
+    if (st == MQ_OK)
+        st = mq_qmodel_check_layer(qm, i, ref, o->act, lr->x, lr->rows, o->seed, &lr->c);
+    if (st == MQ_ERR_UNSUPPORTED || st == MQ_ERR_INVALID || st == MQ_ERR_FORMAT) {
+        /* a layout the kernels cannot run (not a failure of the checkpoint), or a layer that
+         * cannot be built or does not match the reference (a failure) */
+        snprintf(lr->problem, sizeof lr->problem, "not run: %s", mq_ctx_message(s->ctx));
+        if (st != MQ_ERR_UNSUPPORTED) lr->failed = true;
+        else lr->not_run = true;
+        return MQ_OK;
+    }
+    if (st != MQ_OK) return st;
+    lr->ran = true;
+    if (o->has_min && !(lr->c.error.sqnr_db >= o->min_sqnr)) {
+        snprintf(lr->problem, sizeof lr->problem, "BELOW --min-sqnr %.2f", o->min_sqnr);
+        lr->failed = true;
+    } else if (lr->c.act == MQ_ACT_STATIC &&
+               inputs_unlike_calibration(t, lr->x, (size_t)lr->rows * (size_t)K, lr->problem,
+                                         sizeof lr->problem)) {
+        cli_warn("%s: %s (record inputs with --activations)", lr->layer, lr->problem);
+        lr->flagged = true;
+    }
+    return MQ_OK;
+}
+
+static void report_layer(const validate_run_opts *o, const mq_qtensor *t, const layer_result *lr,
+                         size_t nth) {
+    char scheme[64];
+    cli_qspec_name(&t->spec, scheme, sizeof scheme);
+    const mq_layer_check *c = &lr->c;
+    if (o->json) {
+        printf("%s\n  {\"layer\": ", nth ? "," : "");
+        cli_json_string(stdout, lr->layer);
+        printf(", \"tensor\": ");
+        cli_json_string(stdout, t->name);
+        printf(", \"stored_as\": \"%s\", \"ran\": %s", scheme, lr->ran ? "true" : "false");
+        if (lr->ran)
+            printf(", \"mode\": \"%s\", \"input\": \"%s\", \"rows\": %lld, \"out_features\": "
+                   "%lld, \"in_features\": %lld, \"bias\": %s", mode_name(c->act), lr->note,
+                   (long long)lr->rows, (long long)c->out_features, (long long)c->in_features,
+                   c->has_bias ? "true" : "false");
+        printf(", \"ok\": %s", lr->problem[0] ? "false" : "true");
+        if (lr->problem[0]) {
+            printf(", \"problem\": ");
+            cli_json_string(stdout, lr->problem);
+        }
+        if (lr->ran) cli_json_error_stats(stdout, &c->error);
+        printf("}");
+    } else if (!g_cli.quiet) {
+        if (lr->ran)
+            printf("  %-32s %-10s %-8s %-8s %5lld", lr->layer, scheme, mode_name(c->act),
+                   lr->x ? "recorded" : "random", (long long)lr->rows);
+        else
+            printf("  %-32s %-10s %-8s %-8s %5s", lr->layer, scheme, "-", "-", "-");
+        if (lr->ran) printf(" %9.2f %9.5f %10.3g", c->error.sqnr_db, c->error.rel_fro, c->error.max_abs);
+        else printf(" %9s %9s %10s", "-", "-", "-");
+        printf("  %s\n", lr->problem[0] ? lr->problem : "ok");
+    }
+}
+
+static int report_summary(const validate_run_opts *o, const run_totals *tt, size_t warnings) {
+    if (o->json) {
+        printf("],\n \"run\": %zu, \"not_run\": %zu, \"failures\": %zu, \"warnings\": %zu, "
+               "\"unlike_calibration\": %zu, \"worst_sqnr_db\": ", tt->nrun, tt->notrun,
+               tt->failures, warnings, tt->nflagged);
+        cli_json_number(stdout, tt->nrun ? tt->worst : NAN);
+        printf("}\n");
+    } else if (!g_cli.quiet) {
+        printf("%zu layer(s) run", tt->nrun);
+        if (tt->nrun) printf(", worst output SQNR %.2f dB", tt->worst);
+        if (tt->notrun) printf(", %zu not run", tt->notrun);
+        if (tt->nfallback) printf(", %zu dynamic (no stored input scale)", tt->nfallback);
+        if (tt->nflagged) printf(", %zu on inputs unlike the calibration data", tt->nflagged);
+        printf("; %s\n", tt->failures ? "FAILED" : tt->nflagged ? "not conclusive" : "ok");
+    }
+    fflush(stdout);
+    return cli_verdict(tt->failures, o->strict, warnings);
+}
+
+int validate_run(const validate_run_opts *o, mq_ctx *ctx, mq_qmodel *qm, mq_qmodel *ref) {
+    run_state s = {o, ctx, NULL, NULL, 0, 0};
+    int rc = EXIT_OK;
+    mq_status st = MQ_OK;
+    if (o->activations && (st = mq_model_open(ctx, o->activations, NULL, &s.acts)) != MQ_OK)
+        return cli_fail(ctx, st);
+    run_totals tt = {0};
+    tt.worst = INFINITY;
+    print_header(o);
     bool progress = g_cli.progress && !o->json;
-    for (size_t i = 0; i < n; i++) {
+    size_t n = mq_qmodel_count(qm);
+    layer_result *lr = (layer_result *)malloc(sizeof *lr);
+    if (!lr) rc = EXIT_GENERAL;
+    for (size_t i = 0; i < n && rc == EXIT_OK; i++) {
         if (!mq_qmodel_runnable(qm, i)) continue;
         const mq_qtensor *t = mq_qmodel_tensor(qm, i);
         if (progress) cli_progress(NULL, t->name, i, n);
-        char layer[512], scheme[64], problem[700] = "";
-        layer_prefix(t->name, layer, sizeof layer);
-        cli_qspec_name(&t->spec, scheme, sizeof scheme);
-        int64_t K = (int64_t)(t->numel / (uint64_t)t->shape[0]);
-        const float *x;
-        int64_t rows;
-        const char *note;
-        mq_layer_check c = {0};
-        bool ran = false;
-        st = mq_qmodel_verify(qm, i);
-        if (st == MQ_ERR_VALIDATION) {
-            snprintf(problem, sizeof problem, "%s", mq_ctx_message(ctx));
-            failures++;
-            st = MQ_OK;
-            note = "-";
-        } else {
-            if (st == MQ_OK) st = layer_inputs(&s, t, layer, K, &x, &rows, &note);
-            if (st == MQ_OK) st = mq_qmodel_check_layer(qm, i, ref, o->act, x, rows, o->seed, &c);
-            if (st == MQ_ERR_UNSUPPORTED || st == MQ_ERR_INVALID || st == MQ_ERR_FORMAT) {
-                /* a layout the kernels cannot run (not a failure of the checkpoint), or a
-                 * layer that cannot be built or does not match the reference (a failure) */
-                snprintf(problem, sizeof problem, "not run: %s", mq_ctx_message(ctx));
-                if (st != MQ_ERR_UNSUPPORTED) failures++;
-                else notrun++, s.warnings++;
-                st = MQ_OK;
-            } else if (st != MQ_OK) {
-                if (progress) cli_progress_done();
-                rc = cli_fail(ctx, st);
-                goto done;
-            } else {
-                ran = true;
-                nrun++;
-                nfallback += o->act == MQ_ACT_STATIC && c.act == MQ_ACT_DYNAMIC;
-                if (c.error.sqnr_db < worst) worst = c.error.sqnr_db;
-                if (o->has_min && !(c.error.sqnr_db >= o->min_sqnr)) {
-                    snprintf(problem, sizeof problem, "BELOW --min-sqnr %.2f", o->min_sqnr);
-                    failures++;
-                } else if (c.act == MQ_ACT_STATIC &&
-                           inputs_unlike_calibration(t, x, (size_t)rows * (size_t)K, problem,
-                                                     sizeof problem)) {
-                    cli_warn("%s: %s (record inputs with --activations)", layer, problem);
-                    nflagged++;
-                    s.warnings++;
-                }
-            }
+        st = run_layer(&s, qm, i, ref, lr);
+        if (st != MQ_OK) {
+            if (progress) cli_progress_done();
+            rc = cli_fail(ctx, st);
+            break;
         }
-        if (o->json) {
-            printf("%s\n  {\"layer\": ", nrows++ ? "," : "");
-            cli_json_string(stdout, layer);
-            printf(", \"tensor\": ");
-            cli_json_string(stdout, t->name);
-            printf(", \"stored_as\": \"%s\", \"ran\": %s", scheme, ran ? "true" : "false");
-            if (ran)
-                printf(", \"mode\": \"%s\", \"input\": \"%s\", \"rows\": %lld, \"out_features\": "
-                       "%lld, \"in_features\": %lld, \"bias\": %s", mode_name(c.act), note,
-                       (long long)rows, (long long)c.out_features, (long long)c.in_features,
-                       c.has_bias ? "true" : "false");
-            printf(", \"ok\": %s", problem[0] ? "false" : "true");
-            if (problem[0]) {
-                printf(", \"problem\": ");
-                cli_json_string(stdout, problem);
-            }
-            if (ran) cli_json_error_stats(stdout, &c.error);
-            printf("}");
-        } else if (!g_cli.quiet) {
-            if (ran)
-                printf("  %-32s %-10s %-8s %-8s %5lld", layer, scheme, mode_name(c.act),
-                       x ? "recorded" : "random", (long long)rows);
-            else
-                printf("  %-32s %-10s %-8s %-8s %5s", layer, scheme, "-", "-", "-");
-            if (ran) printf(" %9.2f %9.5f %10.3g", c.error.sqnr_db, c.error.rel_fro, c.error.max_abs);
-            else printf(" %9s %9s %10s", "-", "-", "-");
-            printf("  %s\n", problem[0] ? problem : "ok");
+        tt.failures += lr->failed;
+        tt.notrun += lr->not_run;
+        tt.nflagged += lr->flagged;
+        s.warnings += lr->not_run + lr->flagged;
+        if (lr->ran) {
+            tt.nrun++;
+            tt.nfallback += o->act == MQ_ACT_STATIC && lr->c.act == MQ_ACT_DYNAMIC;
+            if (lr->c.error.sqnr_db < tt.worst) tt.worst = lr->c.error.sqnr_db;
         }
+        report_layer(o, t, lr, tt.nrows++);
     }
     if (progress) cli_progress_done();
-    if (!nrun && !failures) cli_warn("%s holds no quantized layer to run", o->q), s.warnings++;
-    if (o->json) {
-        printf("],\n \"run\": %zu, \"not_run\": %zu, \"failures\": %zu, \"warnings\": %zu, "
-               "\"unlike_calibration\": %zu, \"worst_sqnr_db\": ", nrun, notrun, failures,
-               s.warnings, nflagged);
-        cli_json_number(stdout, nrun ? worst : NAN);
-        printf("}\n");
-    } else if (!g_cli.quiet) {
-        printf("%zu layer(s) run", nrun);
-        if (nrun) printf(", worst output SQNR %.2f dB", worst);
-        if (notrun) printf(", %zu not run", notrun);
-        if (nfallback) printf(", %zu dynamic (no stored input scale)", nfallback);
-        if (nflagged) printf(", %zu on inputs unlike the calibration data", nflagged);
-        printf("; %s\n", failures ? "FAILED" : nflagged ? "not conclusive" : "ok");
+    if (rc == EXIT_OK) {
+        if (!tt.nrun && !tt.failures) cli_warn("%s holds no quantized layer to run", o->q), s.warnings++;
+        rc = report_summary(o, &tt, s.warnings);
     }
-    fflush(stdout);
-    if (failures) {
-        fprintf(stderr, "monoquant: error: validation failed: %zu problem(s)\n", failures);
-        rc = EXIT_VALIDATION;
-    } else if (o->strict && s.warnings) {
-        fprintf(stderr, "monoquant: error: %zu warning(s) under --strict\n", s.warnings);
-        rc = EXIT_QUANT;
-    }
-done:
+    free(lr);
     free(s.x);
     mq_model_free(s.acts);
     return rc;

@@ -809,7 +809,8 @@ typedef struct mq_qtensor {
  * packed zero points, int-quantized, F32/F16/BF16 scales, group/channel/tensor strategies,
  * weight_g_idx) and GPTQ ones (qweight/qzeros/scales/g_idx, v1 or gptq_v2), using the
  * `quantization_config` of config.json (or quantize_config.json) beside the checkpoint where
- * the tensors alone are ambiguous (docs/FORMAT.md). Every quantized
+ * the tensors alone are ambiguous (docs/FORMAT.md); their scales, zero points and g_idx
+ * are checked at open. Every quantized
  * tensor's companions exist with the dtypes and shapes its layout requires, packed sizes
  * match, the recorded original shapes agree, no stored tensor is left unexplained, and every
  * tensor passes mq_qmodel_verify (no NaN/Inf scale is ever dequantized). A failure is

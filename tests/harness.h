@@ -85,6 +85,20 @@ static inline const char *test_tmpdir(void) {
     return d && *d ? d : "/tmp";
 }
 
+/* 1 when both files exist and hold the same bytes. */
+static inline int test_same_files(const char *a, const char *b) {
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int same = fa && fb;
+    while (same) {
+        int ca = fgetc(fa), cb = fgetc(fb);
+        if (ca != cb) same = 0;
+        if (ca == EOF || cb == EOF) break;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
+}
+
 /* Fixtures folder: $FIXTURES or ../shared/fixtures. */
 static inline const char *test_fixtures(void) {
     const char *d = getenv("FIXTURES");

@@ -59,13 +59,15 @@ static inline bool mq__obs_has_hist(mq_observer_kind k) {
            k == MQ_OBS_MSE;
 }
 
-/* Quantized range of a type: [qmin, qmax]. False for a type observers do not support. */
 /* The caller's options (NULL: MQ_OBS_MINMAX) read as a full struct (ABI policy). */
 MQ_HIDDEN mq_status mq__observer_options_read(mq_ctx *ctx, const mq_observer_options *opts,
                                               mq_observer_options *out);
+/* Quantized range of a type: [qmin, qmax] (the format table). False for a type observers do
+ * not support. */
 MQ_HIDDEN bool mq__obs_qrange(mq_qtype t, int *qmin, int *qmax);
 
-/* Scale and zero point of the range [lo, hi] (PyTorch's _calculate_qparams). */
+/* Scale and zero point of the range [lo, hi]: the min/max rule of src/quant/qparams.c
+ * (PyTorch's _calculate_qparams). */
 MQ_HIDDEN void mq__obs_range_qparams(float lo, float hi, mq_qtype type, mq_scheme scheme,
                                      int qmin, int qmax, float *scale, int32_t *zero_point);
 

@@ -47,20 +47,10 @@ mq_status mq__observer_options_read(mq_ctx *ctx, const mq_observer_options *opts
                            MQ__LAYOUT_END(mq_observer_options, percentile));
 }
 
-static const char *type_name(mq_qtype t) {
-    switch (t) {
-    case MQ_Q_INT8: return "int8";
-    case MQ_Q_UINT8: return "uint8";
-    case MQ_Q_INT4: return "int4";
-    case MQ_Q_UINT4: return "uint4";
-    default: return "invalid";
-    }
-}
-
 size_t mq_observer_options_format(const mq_observer_options *o, char *buf, size_t cap) {
     char tmp[512];
     int n = snprintf(tmp, sizeof tmp, "%s type=%s scheme=%s granularity=%s channels=%lld",
-                     mq_observer_kind_name(o->kind), type_name(o->type),
+                     mq_observer_kind_name(o->kind), mq_qtype_name(o->type),
                      o->scheme == MQ_SYMMETRIC ? "symmetric" : "asymmetric",
                      o->granularity == MQ_PER_CHANNEL ? "channel" : "tensor",
                      (long long)(o->granularity == MQ_PER_CHANNEL ? o->channels : 1));

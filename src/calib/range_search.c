@@ -1,39 +1,30 @@
 /* Range searches over a channel's histogram: PyTorch's L2 search (HistogramObserver), KL
  * divergence (entropy), percentile and MSE-optimal clipping; and the range -> qparams rule. */
 #include "calib/calib_internal.h"
+#include "quant/quant_internal.h"
 
 #include <float.h>
 #include <math.h>
+#include <string.h>
 
 bool mq__obs_qrange(mq_qtype t, int *qmin, int *qmax) {
-    switch (t) {
-    case MQ_Q_INT8: *qmin = -128, *qmax = 127; return true;
-    case MQ_Q_UINT8: *qmin = 0, *qmax = 255; return true;
-    case MQ_Q_INT4: *qmin = -8, *qmax = 7; return true;
-    case MQ_Q_UINT4: *qmin = 0, *qmax = 15; return true;
-    default: return false;
-    }
+    mq_qformat f;
+    if (!mq__qformat(t, &f)) return false;
+    *qmin = f.qmin;
+    *qmax = f.qmax;
+    return true;
 }
 
 void mq__obs_range_qparams(float lo, float hi, mq_qtype type, mq_scheme scheme, int qmin,
                            int qmax, float *scale, int32_t *zero_point) {
-    float mn = lo < 0.0f ? lo : 0.0f, mx = hi > 0.0f ? hi : 0.0f;
-    float s;
-    int32_t zp = 0;
-    if (scheme == MQ_SYMMETRIC) {
-        float m = -mn > mx ? -mn : mx;
-        s = m / ((float)(qmax - qmin) / 2.0f);
-        if (s < FLT_EPSILON) s = FLT_EPSILON;
-        if (type == MQ_Q_UINT8 || type == MQ_Q_UINT4) zp = (qmin + qmax + 1) / 2;
-    } else {
-        s = (mx - mn) / (float)(qmax - qmin);
-        if (s < FLT_EPSILON) s = FLT_EPSILON;
-        float r = nearbyintf(mn / s); /* half to even (default rounding mode) */
-        double z = (double)qmin - (double)r;
-        zp = z < qmin ? qmin : z > qmax ? qmax : (int32_t)z;
-    }
-    *scale = s;
-    *zero_point = zp;
+    (void)type; /* the range says it all: signed types have qmin < 0 */
+    mq_qformat f;
+    memset(&f, 0, sizeof f);
+    f.qmin = qmin;
+    f.qmax = qmax;
+    mq_qparam p = mq__qparam_minmax(&f, scheme, lo, hi);
+    *scale = p.scale;
+    *zero_point = p.zp;
 }
 
 /* ---- L2 search: PyTorch's HistogramObserver._non_linear_param_search, float32 where

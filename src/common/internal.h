@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define MQ_HIDDEN __attribute__((visibility("hidden")))
 
@@ -21,11 +22,10 @@
 #define MQ_MSG_MAX 1024
 #define MQ__MAX_TEMPS 64 /* temporary paths tracked at once per context */
 
-/* CPU features, read once per context. */
+/* CPU features, read once per context: those the vector levels are compiled for. */
 typedef struct mq_cpu {
-    bool avx2, fma, f16c;                      /* AVX2 level: all three */
-    bool avx512f, avx512bw, avx512vl, avx512dq; /* AVX-512 level: these */
-    bool avx512vnni, avx512bf16, avxvnni;
+    bool avx2, fma, f16c;
+    bool avx512f, avx512bw, avx512vl, avx512dq, avx512vnni;
 } mq_cpu;
 
 typedef struct mq_pool mq_pool;
@@ -129,10 +129,34 @@ MQ_HIDDEN void mq__struct_default(void *dst, size_t size, const void *defaults, 
 MQ_HIDDEN mq_status mq__struct_read(mq_ctx *ctx, const char *what, const void *src, void *dst,
                                     size_t own, size_t first);
 
+/* Length of the layer in a `<layer>.weight` name of `len` bytes ("blocks.0.fc.weight" -> 11),
+ * or 0 when the name is not of that form. */
+static inline size_t mq__weight_layer_len(const char *name, size_t len) {
+    static const char suffix[] = ".weight";
+    size_t k = sizeof suffix - 1;
+    return len > k && !memcmp(name + len - k, suffix, k) ? len - k : 0;
+}
+
+/* The safetensors header limit (bytes of JSON), as the reference reader enforces it. */
+#define MQ__SAFETENSORS_MAX_HEADER 100000000u
+
 /* Value of metadata entry `key`, or NULL. */
 MQ_HIDDEN const char *mq__model_meta(const mq_model *m, const char *key);
 
 MQ_HIDDEN void mq__cpu_detect(mq_cpu *cpu, mq_isa *best);
+/* The one feature gate of each level: exactly the extensions its files are compiled with
+ * (Makefile: AVX2_FLAGS, AVX512_FLAGS); MQ_ISA_SCALAR always passes. */
+MQ_HIDDEN bool mq__cpu_level_ok(const mq_cpu *cpu, mq_isa level);
+/* The one ISA dispatch: by_level[l] (the table of level l, NULL when there is none) for the
+ * highest l <= the context's level whose gate passes, else by_level[0], the scalar
+ * reference. */
+MQ_HIDDEN const void *mq__isa_pick(const mq_ctx *ctx, const void *const *by_level, int nlevels);
+/* The x86 vector files are built on x86 only: elsewhere their tables are absent. */
+#if defined(__x86_64__) || defined(__i386__)
+#define MQ__X86_ONLY(table) (table)
+#else
+#define MQ__X86_ONLY(table) NULL
+#endif
 MQ_HIDDEN uint64_t mq__now_ns(void);
 
 /* Loads a little-endian integer from unaligned memory. */

@@ -1,4 +1,4 @@
-/* A strict, pull-style JSON reader (RFC 8259) and a JSON string writer, for checkpoint
+/* A strict, pull-style JSON reader (RFC 8259) for checkpoint
  * headers and index files.
  *
  * The reader walks the text without building a tree, so memory stays proportional to what
@@ -22,6 +22,7 @@
 #define MQ_JSON_H
 
 #include "common/internal.h"
+#include "common/strbuf.h"
 
 #define MQ_JSON_MAX_DEPTH 64
 
@@ -34,18 +35,6 @@ typedef enum mq_json_type {
     MQ_JSON_ARRAY,
     MQ_JSON_OBJECT
 } mq_json_type;
-
-/* A growable byte buffer (allocated through the context). */
-typedef struct mq_buf {
-    mq_ctx *ctx;
-    char *data;
-    size_t len, cap;
-} mq_buf;
-
-MQ_HIDDEN void mq__buf_init(mq_buf *b, mq_ctx *ctx);
-MQ_HIDDEN void mq__buf_free(mq_buf *b);
-MQ_HIDDEN mq_status mq__buf_append(mq_buf *b, const void *data, size_t n);
-MQ_HIDDEN mq_status mq__buf_printf(mq_buf *b, const char *fmt, ...) MQ_PRINTF(2, 3);
 
 typedef struct mq_json {
     mq_ctx *ctx;
@@ -104,10 +93,6 @@ MQ_HIDDEN mq_status mq__json_finish(mq_json *j);
 /* UTF-8 check of a byte string (RFC 3629: no overlongs, surrogates or values > U+10FFFF).
  * Returns the offset of the first bad byte, or len when valid. */
 MQ_HIDDEN size_t mq__utf8_check(const void *s, size_t len);
-
-/* Appends s (len bytes, valid UTF-8 expected) as a JSON string literal with quotes: escapes
- * '"', '\\' and control characters; everything else is copied. */
-MQ_HIDDEN mq_status mq__json_write_string(mq_buf *b, const char *s, size_t len);
 
 /* A set of strings with an integer value each: duplicate-key detection and name lookup.
  * Keys are copied. */

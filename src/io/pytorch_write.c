@@ -12,6 +12,7 @@
  * The pickle only references storages, so it is written first and tensor data streams after
  * it; each local header's CRC-32 is patched once its data has gone by. */
 #include "io/pickle.h"
+#include "io/pytorch_internal.h"
 #include "io/writer_internal.h"
 #include "io/zip.h"
 
@@ -420,7 +421,7 @@ static void pt_release(mq_writer *w) {
 
 const mq_writer_backend mq__pytorch_backend = {pt_begin,      pt_tensor_begin, pt_observe,
                                                pt_tensor_end, pt_finish,       pt_release,
-                                               true};
+                                               true,          NULL};
 
 void mq__pytorch_writer_set_zip64_limit(mq_writer *w, uint64_t limit) {
     pt_state *s = (pt_state *)w->state;

@@ -21,7 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ST_MAX_HEADER 100000000ull
 
 typedef struct st_entry {
     char *name;
@@ -288,10 +287,10 @@ mq_status mq__safetensors_read(mq_model *m, const char *path) {
         return mq__fail(ctx, MQ_ERR_FORMAT, "%s: %zu bytes is too short for a safetensors file "
                         "(it starts with an 8-byte header length)", path, len);
     uint64_t n = mq__load_le64(p);
-    if (n > ST_MAX_HEADER)
+    if (n > MQ__SAFETENSORS_MAX_HEADER)
         return mq__fail(ctx, MQ_ERR_FORMAT, "%s: header length %llu exceeds the limit of %llu "
                         "bytes (not a safetensors file?)", path, (unsigned long long)n,
-                        ST_MAX_HEADER);
+                        (unsigned long long)MQ__SAFETENSORS_MAX_HEADER);
     if (n > (uint64_t)len - 8)
         return mq__fail(ctx, MQ_ERR_FORMAT, "%s: header length %llu runs past the end of the "
                         "file (%zu bytes)", path, (unsigned long long)n, len);

@@ -11,7 +11,12 @@
 
 #include <string.h>
 
-#define ST_MAX_HEADER 100000000u
+
+/* Where each metadata value (a JSON string, quotes included) lies in the header. */
+typedef struct st_state {
+    uint64_t *value_at;  /* header offset of entry i's value */
+    size_t *value_len;   /* its bytes */
+} st_state;
 
 /* Names and metadata must survive a strict reader: unique, UTF-8, no NUL (C strings). */
 static mq_status check_inputs(mq_writer *w) {
@@ -47,19 +52,25 @@ static mq_status check_inputs(mq_writer *w) {
     return st;
 }
 
-static mq_status build_header(mq_writer *w, mq_buf *h) {
+static mq_status build_header(mq_writer *w, st_state *ss, mq_buf *h) {
     const char *format = "pt";
+    size_t format_at = w->nmeta;
     for (size_t i = 0; i < w->nmeta; i++)
-        if (!strcmp(w->meta[i].key, "format")) format = w->meta[i].value;
+        if (!strcmp(w->meta[i].key, "format")) format = w->meta[i].value, format_at = i;
     MQ_TRY(mq__buf_append(h, "{\"__metadata__\":{\"format\":", 26));
+    size_t at = h->len;
     MQ_TRY(mq__json_write_string(h, format, strlen(format)));
+    if (format_at < w->nmeta) ss->value_at[format_at] = at, ss->value_len[format_at] = h->len - at;
     for (size_t i = 0; i < w->nmeta; i++) {
         const mq_kv *kv = &w->meta[i];
-        if (!strcmp(kv->key, "format")) continue;
+        if (i == format_at) continue;
         MQ_TRY(mq__buf_append(h, ",", 1));
         MQ_TRY(mq__json_write_string(h, kv->key, strlen(kv->key)));
         MQ_TRY(mq__buf_append(h, ":", 1));
+        at = h->len;
         MQ_TRY(mq__json_write_string(h, kv->value, strlen(kv->value)));
+        ss->value_at[i] = at;
+        ss->value_len[i] = h->len - at;
     }
     MQ_TRY(mq__buf_append(h, "}", 1));
     uint64_t offset = 0;
@@ -79,17 +90,33 @@ static mq_status build_header(mq_writer *w, mq_buf *h) {
     }
     MQ_TRY(mq__buf_append(h, "}", 1));
     while (h->len % 8) MQ_TRY(mq__buf_append(h, " ", 1));
-    if (h->len > ST_MAX_HEADER)
+    if (h->len > MQ__SAFETENSORS_MAX_HEADER)
         return mq__fail(w->ctx, MQ_ERR_INVALID, "%s: the header would be %zu bytes, over the "
-                        "safetensors limit of %u", w->path, h->len, ST_MAX_HEADER);
+                        "safetensors limit of %u", w->path, h->len, MQ__SAFETENSORS_MAX_HEADER);
     return MQ_OK;
+}
+
+static void st_release(mq_writer *w) {
+    st_state *ss = (st_state *)w->state;
+    if (!ss) return;
+    mq__free(w->ctx, ss->value_at);
+    mq__free(w->ctx, ss->value_len);
+    mq__free(w->ctx, ss);
+    w->state = NULL;
 }
 
 static mq_status st_begin(mq_writer *w) {
     MQ_TRY(check_inputs(w));
+    st_state *ss = (st_state *)mq__calloc(w->ctx, 1, sizeof *ss);
+    if (!ss) return MQ_ERR_NOMEM;
+    w->state = ss;
+    size_t nm = w->nmeta ? w->nmeta : 1;
+    ss->value_at = (uint64_t *)mq__calloc(w->ctx, nm, sizeof *ss->value_at);
+    ss->value_len = (size_t *)mq__calloc(w->ctx, nm, sizeof *ss->value_len);
+    if (!ss->value_at || !ss->value_len) return MQ_ERR_NOMEM;
     mq_buf h;
     mq__buf_init(&h, w->ctx);
-    mq_status st = build_header(w, &h);
+    mq_status st = build_header(w, ss, &h);
     uint8_t len[8];
     mq__store_le64(len, h.len);
     if (st == MQ_OK) st = mq__writer_out(w, len, 8);
@@ -98,5 +125,26 @@ static mq_status st_begin(mq_writer *w) {
     return st;
 }
 
-const mq_writer_backend mq__safetensors_backend = {st_begin, NULL, NULL, NULL,
-                                                   NULL,     NULL, false};
+/* The new value, escaped, in place of the old one: its closing quote stays where it was and
+ * spaces fill the string up to it. */
+static mq_status st_replace_meta(mq_writer *w, size_t i, const char *value) {
+    st_state *ss = (st_state *)w->state;
+    mq_buf v;
+    mq__buf_init(&v, w->ctx);
+    mq_status st = mq__json_write_string(&v, value, strlen(value));
+    size_t room = ss->value_len[i];
+    if (st == MQ_OK && v.len > room)
+        st = mq__fail(w->ctx, MQ_ERR_UNSUPPORTED, "%s: metadata '%s' does not fit in the room "
+                      "reserved for it (%zu of %zu bytes)", w->path, w->meta[i].key, v.len, room);
+    if (st == MQ_OK) {
+        v.len--; /* the closing quote */
+        while (st == MQ_OK && v.len < room - 1) st = mq__buf_append(&v, " ", 1);
+        if (st == MQ_OK) st = mq__buf_append(&v, "\"", 1);
+    }
+    if (st == MQ_OK) st = mq__writer_patch(w, 8 + ss->value_at[i], v.data, v.len);
+    mq__buf_free(&v);
+    return st;
+}
+
+const mq_writer_backend mq__safetensors_backend = {st_begin, NULL,       NULL,  NULL,
+                                                   NULL,     st_release, false, st_replace_meta};

@@ -71,17 +71,27 @@ mq_status mq__writer_patch(mq_writer *w, uint64_t offset, const void *data, size
 mq_status mq__writer_set_meta(mq_writer *w, const char *key, const char *value) {
     mq_ctx *ctx = w->ctx;
     if (!key || !value) return mq__fail(ctx, MQ_ERR_INVALID, "%s: NULL metadata entry", w->path);
-    if (!w->be->meta_at_end || w->committed || w->failed)
+    if (w->committed || w->failed || (!w->be->meta_at_end && !w->be->replace_meta))
         return mq__fail(ctx, MQ_ERR_INTERNAL, "%s: metadata '%s' can no longer change", w->path,
                         key);
     char *v = mq__strdup(ctx, value);
     if (!v) return MQ_ERR_NOMEM;
     for (size_t i = 0; i < w->nmeta; i++)
         if (!strcmp(w->meta[i].key, key)) {
+            mq_status st = w->be->meta_at_end ? MQ_OK : w->be->replace_meta(w, i, value);
+            if (st != MQ_OK) {
+                mq__free(ctx, v);
+                return st;
+            }
             mq__free(ctx, (void *)w->meta[i].value);
             w->meta[i].value = v;
             return MQ_OK;
         }
+    if (!w->be->meta_at_end) {
+        mq__free(ctx, v);
+        return mq__fail(ctx, MQ_ERR_INTERNAL, "%s: metadata '%s' is not in the file", w->path,
+                        key);
+    }
     char *k = mq__strdup(ctx, key);
     mq_kv *grown = k ? (mq_kv *)mq__realloc(ctx, w->meta, (w->nmeta ? w->nmeta : 1) * sizeof *grown,
                                            (w->nmeta + 1) * sizeof *grown)

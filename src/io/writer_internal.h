@@ -21,6 +21,10 @@ typedef struct mq_writer_backend {
     void (*release)(mq_writer *w);
     /* The metadata is written by `finish`: mq__writer_set_meta may change it until commit. */
     bool meta_at_end;
+    /* For metadata written by `begin`: rewrites the value of entry i in the bytes it already
+     * occupies in the file (room its writer reserved, e.g. trailing spaces), filling what
+     * is left with spaces. MQ_ERR_UNSUPPORTED when the new value does not fit. */
+    mq_status (*replace_meta)(mq_writer *w, size_t i, const char *value);
 } mq_writer_backend;
 
 struct mq_writer {
@@ -50,9 +54,10 @@ struct mq_writer {
 MQ_HIDDEN mq_status mq__writer_out(mq_writer *w, const void *data, size_t n);
 /* Overwrites bytes at an earlier offset (flushes the buffer first). */
 MQ_HIDDEN mq_status mq__writer_patch(mq_writer *w, uint64_t offset, const void *data, size_t n);
-/* Sets (adds or replaces) a metadata value before commit, for formats whose backend writes the
- * metadata at the end (meta_at_end); MQ_ERR_INTERNAL for the others, whose metadata is already
- * in the file (patch it in place instead). Key and value are copied. */
+/* Sets a metadata value before commit. Backends that write the metadata at the end
+ * (meta_at_end) add or replace the entry; the others rewrite an existing entry in place
+ * through replace_meta (MQ_ERR_UNSUPPORTED when the value does not fit in its reserved room,
+ * MQ_ERR_INTERNAL for an unknown key). Key and value are copied. */
 MQ_HIDDEN mq_status mq__writer_set_meta(mq_writer *w, const char *key, const char *value);
 
 MQ_HIDDEN extern const mq_writer_backend mq__safetensors_backend;

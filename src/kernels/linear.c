@@ -2,6 +2,7 @@
  * activation preparation, and the threaded forward pass. */
 #include "kernels/kernels.h"
 #include "common/convert.h"
+#include "quant/quant_internal.h"
 
 #include <math.h>
 #include <string.h>
@@ -70,8 +71,6 @@ int64_t mq_linear_out_features(const mq_linear *lin) { return lin->L.N; }
 int64_t mq_linear_in_features(const mq_linear *lin) { return lin->L.K; }
 uint64_t mq_linear_weight_bytes(const mq_linear *lin) { return lin->weight_bytes; }
 
-static bool is_int8(mq_qtype t) { return t == MQ_Q_INT8 || t == MQ_Q_UINT8; }
-static bool is_int4(mq_qtype t) { return t == MQ_Q_INT4 || t == MQ_Q_UINT4; }
 
 /* Checks the description; fills kind, sizes and group structure of L. */
 static mq_status check_desc(mq_ctx *ctx, const mq_linear_desc *d, mq__lin *L, int64_t *src_groups) {
@@ -158,8 +157,8 @@ static mq_status check_desc(mq_ctx *ctx, const mq_linear_desc *d, mq__lin *L, in
     }
     /* a given zero point is used whatever the scheme (unsigned symmetric layouts store their
      * constant mid-range zero point) */
-    L->has_zpw = is_int8(d->type) && d->zero_point;
-    L->has_zq4 = is_int4(d->type) && d->zero_point;
+    L->has_zpw = (mq__qtype_is_integer(d->type) && mq__qtype_bits(d->type) == 8) && d->zero_point;
+    L->has_zq4 = mq__qtype_bits(d->type) == 4 && d->zero_point;
     L->zq_const = d->type == MQ_Q_INT4 ? 8 : 0;
     return MQ_OK;
 }
@@ -178,7 +177,7 @@ static int zero_point_at(const mq_linear_desc *d, int64_t n, int64_t g, int64_t 
 /* Signed kernel weight of row n, column k < K (before any zero point). */
 static int src_weight(const mq_linear_desc *d, int64_t n, int64_t k) {
     const uint8_t *b = (const uint8_t *)d->weight;
-    if (is_int8(d->type)) {
+    if ((mq__qtype_is_integer(d->type) && mq__qtype_bits(d->type) == 8)) {
         uint8_t q = b[n * d->in_features + k];
         return d->type == MQ_Q_INT8 ? (int)(int8_t)q : (int)q - 128;
     }
@@ -390,10 +389,9 @@ static mq_status run_blocks(void *arg, int64_t b0, int64_t b1, int tid) {
 }
 
 static const mq__linear_fns *pick_fns(const mq_ctx *ctx) {
-    const mq__linear_fns *f = NULL;
-    if (ctx->isa >= MQ_ISA_AVX512) f = mq__linear_fns_avx512(&ctx->cpu);
-    if (!f && ctx->isa >= MQ_ISA_AVX2) f = mq__linear_fns_avx2(&ctx->cpu);
-    return f ? f : &mq__linear_ref;
+    const void *by_level[] = {&mq__linear_ref, MQ__X86_ONLY(mq__linear_fns_avx2()),
+                              MQ__X86_ONLY(mq__linear_fns_avx512())};
+    return (const mq__linear_fns *)mq__isa_pick(ctx, by_level, 3);
 }
 
 /* Scratch of at least `bytes`, reused across calls (fresh pages are slow to touch). */

@@ -1,5 +1,6 @@
 /* The GPTQ checkpoint layout written from monoquant's quantized tensors (gptq_export.h). */
 #include "model/gptq_export.h"
+#include "quant/quant_internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -67,11 +68,11 @@ static inline uint32_t code_at(const mq_qspec *spec, const uint8_t *row, int64_t
 /* Zero point in the unsigned code domain. */
 static inline int32_t zero_at(const mq_qspec *spec, const mq_qlayout *L, const void *zp,
                               int64_t i) {
-    int32_t mid = spec->type == MQ_Q_INT8 || spec->type == MQ_Q_UINT8 ? 128 : 8;
+    int32_t mid = 1 << (mq__qtype_bits(spec->type) - 1); /* 128 or 8 */
     if (!zp || !L->has_zero_point) return mid;
     int32_t z = L->zero_point_dtype == MQ_U8 ? ((const uint8_t *)zp)[i]
                                               : ((const int8_t *)zp)[i];
-    return spec->type == MQ_Q_INT4 || spec->type == MQ_Q_INT8 ? z + mid : z;
+    return mq__qformat_of(spec->type)->is_signed ? z + mid : z;
 }
 
 static void or_field(uint8_t *words, int64_t w, int bits, int64_t pos, uint32_t v) {

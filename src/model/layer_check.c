@@ -1,29 +1,28 @@
 /* Running the layers of a quantized checkpoint through the quantized kernels and measuring
  * their output error against the f32 layer: what `monoquant validate --run` reports. */
 #include "model/qmodel_internal.h"
+#include "quant/quant_internal.h"
 
 #include <string.h>
 
-static bool is_integer(mq_qtype t) { return t >= MQ_Q_INT8 && t <= MQ_Q_UINT4; }
-static bool is_cast(mq_qtype t) { return t == MQ_Q_FP16 || t == MQ_Q_BF16; }
 
 int mq_qmodel_runnable(const mq_qmodel *qm, size_t i) {
     const mq_qtensor *q = qm ? mq_qmodel_tensor(qm, i) : NULL;
-    return q && q->ndim >= 2 && (is_integer(q->spec.type) || is_cast(q->spec.type));
+    return q && q->ndim >= 2 &&
+           (mq__qtype_is_integer(q->spec.type) || mq__qtype_is_cast(q->spec.type));
 }
 
 /* `<layer>.bias` for the weight `name` when it is a float vector of n values, else -1. */
 static long find_bias(const mq_qmodel *qm, const char *name, int64_t n) {
-    size_t len = strlen(name), wl = strlen("weight");
+    size_t lp = mq__weight_layer_len(name, strlen(name));
     char bname[1100];
-    if (len < wl || strcmp(name + len - wl, "weight") != 0 || len - wl + 5 >= sizeof bname)
-        return -1;
-    memcpy(bname, name, len - wl);
-    memcpy(bname + len - wl, "bias", 5);
+    if (!lp || lp + 6 >= sizeof bname) return -1;
+    memcpy(bname, name, lp);
+    memcpy(bname + lp, ".bias", 6);
     long b = mq_qmodel_find(qm, bname);
     if (b < 0) return -1;
     const mq_qtensor *t = mq_qmodel_tensor(qm, (size_t)b);
-    bool float_data = is_cast(t->spec.type) ||
+    bool float_data = mq__qtype_is_cast(t->spec.type) ||
                       (t->spec.type == MQ_Q_NONE && mq_dtype_is_float(t->data->dtype));
     return t->ndim == 1 && t->shape[0] == n && float_data ? b : -1;
 }
@@ -83,7 +82,7 @@ mq_status mq_qmodel_check_layer(mq_qmodel *qm, size_t i, mq_qmodel *ref, mq_act_
     /* other tools' layouts run from a copy in monoquant's layout */
     void *cdata = NULL, *czp = NULL;
     float *cscale = NULL;
-    if (is_integer(q->spec.type) && q->storage && strcmp(q->storage, "monoquant") != 0) {
+    if (mq__qtype_is_integer(q->spec.type) && q->storage && strcmp(q->storage, "monoquant") != 0) {
         mq_status cst = mq__foreign_canonical(qm, i, &cdata, &cscale, &czp);
         if (cst == MQ_OK) {
             mq_linear_desc_from_qspec(&d, &q->spec, N, K, cdata, cscale, czp);
@@ -93,7 +92,7 @@ mq_status mq_qmodel_check_layer(mq_qmodel *qm, size_t i, mq_qmodel *ref, mq_act_
             mq__free(ctx, czp);
             return cst;
         }
-    } else if (is_cast(q->spec.type)) {
+    } else if (mq__qtype_is_cast(q->spec.type)) {
         mq_linear_desc_init(&d, q->spec.type, N, K, q->data->data);
         act = MQ_ACT_F32;
     } else {

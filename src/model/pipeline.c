@@ -7,8 +7,6 @@
 #include "io/writer_internal.h"
 #include "quant/quant_internal.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -223,7 +221,7 @@ static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc
     /* companions, in plan order: scale, zero point, shape, input parameters */
     MQ_TRY(mq_writer_write(s->w, s->scale, (size_t)L->nscales * sizeof(float)));
     if (zsz) MQ_TRY(mq_writer_write(s->w, s->zp, (size_t)L->nscales * zsz));
-    if (e->spec.type == MQ_Q_INT4 || e->spec.type == MQ_Q_UINT4) {
+    if (mq__qtype_bits(e->spec.type) == 4) {
         uint8_t dims[MQ_MAX_DIMS * 8];
         for (int d = 0; d < t->ndim; d++) mq__store_le64(dims + 8 * d, (uint64_t)t->shape[d]);
         MQ_TRY(mq_writer_write(s->w, dims, (size_t)t->ndim * 8));
@@ -357,62 +355,6 @@ static mq_status build_meta(mq_ctx *ctx, const mq_model *m, const mq__plan *p,
     return MQ_OK;
 }
 
-/* JSON-escaped text as the safetensors header holds it (no quotes). */
-static mq_status escaped(mq_ctx *ctx, const char *s, mq__sb *out) {
-    out->ctx = ctx;
-    mq__sb_json_str(out, s);
-    if (out->failed) return MQ_ERR_NOMEM;
-    memmove(out->s, out->s + 1, out->len - 2);
-    out->len -= 2;
-    out->s[out->len] = 0;
-    return MQ_OK;
-}
-
-/* Replaces the stored config (reserved with trailing spaces) by the one with the error
- * figures, in place in the safetensors header. Left as it is when the header does not hold
- * the expected bytes. */
-static mq_status patch_config(mq_ctx *ctx, mq_writer *w, const mq__plan *p, const char *old_cfg,
-                              const char *new_cfg) {
-    if (w->format != MQ_FORMAT_SAFETENSORS) return MQ_OK;
-    mq__sb eo = {0}, en = {0};
-    mq_status st = escaped(ctx, old_cfg, &eo);
-    if (st == MQ_OK) st = escaped(ctx, new_cfg, &en);
-    size_t room = error_room(p);
-    uint8_t *hdr = NULL;
-    int fd = -1;
-    if (st != MQ_OK || en.len > eo.len + room) goto done;
-    st = mq__writer_patch(w, 0, "", 0); /* flushes */
-    if (st != MQ_OK) goto done;
-    fd = open(w->tmp_path, O_RDONLY | O_CLOEXEC);
-    uint8_t lenb[8];
-    if (fd < 0 || pread(fd, lenb, 8, 0) != 8) goto done;
-    uint64_t hlen = mq__load_le64(lenb);
-    if (hlen > ((uint64_t)100 << 20) || hlen < eo.len) goto done;
-    hdr = (uint8_t *)mq__malloc(ctx, (size_t)hlen);
-    if (!hdr) {
-        st = MQ_ERR_NOMEM;
-        goto done;
-    }
-    if (pread(fd, hdr, (size_t)hlen, 8) != (ssize_t)hlen) goto done;
-    const char *key = "\"" MQ__META_CONFIG "\":";
-    uint8_t *k = (uint8_t *)memmem(hdr, (size_t)hlen, key, strlen(key));
-    if (!k) goto done;
-    uint8_t *v = (uint8_t *)memmem(k, (size_t)(hdr + hlen - k), eo.s, eo.len);
-    if (!v || (size_t)(hdr + hlen - v) < eo.len + room + 1) goto done;
-    for (size_t i = 0; i < room; i++)
-        if (v[eo.len + i] != ' ') goto done;
-    if (v[eo.len + room] != '"') goto done;
-    memset(v, ' ', eo.len + room);
-    memcpy(v, en.s, en.len);
-    st = mq__writer_patch(w, 8 + (uint64_t)(v - hdr), v, eo.len + room);
-done:
-    if (fd >= 0) close(fd);
-    mq__free(ctx, hdr);
-    mq__sb_free(&eo);
-    mq__sb_free(&en);
-    return st;
-}
-
 /* ---- the call ------------------------------------------------------------------------- */
 
 /* Strict mode: any warning fails the call, listing the warnings. `path` names the output
@@ -475,19 +417,14 @@ static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *ou
     /* strict: decided before the commit, so the destination stays untouched */
     if (st == MQ_OK) st = strict_check(ctx, p, o, out, true);
     if (st == MQ_OK) st = mq__config_json(ctx, p, o, rep, &cfg_final);
-    if (st == MQ_OK && s.w->be->meta_at_end) {
-        /* the metadata is written at commit: store the final config as it is */
+    if (st == MQ_OK) {
+        /* into the room reserved after the first config (build_meta); without room left the
+         * stored config keeps no error figures */
         st = mq__writer_set_meta(s.w, MQ__META_CONFIG, cfg_final);
-    } else if (st == MQ_OK) {
-        const char *old = NULL;
-        for (size_t i = 0; i < ml.n; i++)
-            if (!strcmp(ml.kv[i].key, MQ__META_CONFIG)) old = ml.kv[i].value;
-        size_t room = error_room(p);
-        /* the stored value is the plain config followed by `room` spaces */
-        char *plain = old ? mq__strndup(ctx, old, strlen(old) - room) : NULL;
-        if (old && !plain) st = MQ_ERR_NOMEM;
-        if (plain) st = patch_config(ctx, s.w, p, plain, cfg_final);
-        mq__free(ctx, plain);
+        if (st == MQ_ERR_UNSUPPORTED) {
+            mq_ctx_clear_error(ctx);
+            st = MQ_OK;
+        }
     }
     if (st == MQ_OK) st = mq_writer_commit(s.w);
     if (st == MQ_OK) {

@@ -1,9 +1,10 @@
 /* Shared by the pipeline sources: the plan (what becomes of each input tensor), output
- * naming, error-figure accumulation and the JSON text builder for the metadata. */
+ * naming, error-figure accumulation and the reports. */
 #ifndef MQ_PIPELINE_INTERNAL_H
 #define MQ_PIPELINE_INTERNAL_H
 
 #include "common/internal.h"
+#include "common/strbuf.h"
 
 /* Metadata keys (docs/FORMAT.md). */
 #define MQ__META_CONFIG "quantization_config"
@@ -80,20 +81,6 @@ typedef struct mq__err_acc {
 MQ_HIDDEN mq_status mq__err_acc_add(mq_ctx *ctx, mq__err_acc *acc, mq_dtype a_dtype,
                                     const void *a, const float *b, size_t n);
 MQ_HIDDEN void mq__err_acc_finish(const mq__err_acc *acc, mq_error_stats *out);
-
-/* Growable string for JSON text. On allocation failure `failed` is set and later
- * appends do nothing. */
-typedef struct mq__sb {
-    mq_ctx *ctx;
-    char *s;
-    size_t len, cap;
-    int failed;
-} mq__sb;
-MQ_HIDDEN void mq__sb_add(mq__sb *sb, const char *s);
-MQ_HIDDEN void mq__sb_addf(mq__sb *sb, const char *fmt, ...) MQ_PRINTF(2, 3);
-MQ_HIDDEN void mq__sb_json_str(mq__sb *sb, const char *s);
-MQ_HIDDEN void mq__sb_json_num(mq__sb *sb, double v);
-MQ_HIDDEN void mq__sb_free(mq__sb *sb);
 
 /* What became of one input tensor (mq_report_tensor_* accessors). */
 typedef struct mq__tensor_report {

@@ -2,6 +2,7 @@
  * tensors it turns into. Known entirely before any data is read, so the writer can put the
  * header first and stream. */
 #include "model/pipeline_internal.h"
+#include "quant/quant_internal.h"
 
 #include <fnmatch.h>
 #include <stdio.h>
@@ -20,25 +21,10 @@ void mq_quantize_options_default_sized(mq_quantize_options *opts, size_t struct_
     mq__struct_default(opts, struct_size, &o, sizeof o);
 }
 
-const char *mq_qtype_name(mq_qtype t) {
-    switch (t) {
-    case MQ_Q_NONE: return "none";
-    case MQ_Q_INT8: return "int8";
-    case MQ_Q_UINT8: return "uint8";
-    case MQ_Q_INT4: return "int4";
-    case MQ_Q_UINT4: return "uint4";
-    case MQ_Q_FP16: return "fp16";
-    case MQ_Q_BF16: return "bf16";
-    }
-    return "unknown";
-}
-
-static bool is_int_type(mq_qtype t) { return t >= MQ_Q_INT8 && t <= MQ_Q_UINT4; }
-static bool is_4bit(mq_qtype t) { return t == MQ_Q_INT4 || t == MQ_Q_UINT4; }
 
 size_t mq_qspec_format(const mq_qspec *s, char *buf, size_t cap) {
     int n;
-    if (!is_int_type(s->type)) {
+    if (!mq__qtype_is_integer(s->type)) {
         n = snprintf(buf, cap, "%s", mq_qtype_name(s->type));
     } else {
         char gran[32] = "";
@@ -68,14 +54,11 @@ int mq__spec_from_meta(const char *str, mq_qspec *s, mq_dtype *orig) {
         return 0;
     mq_qspec_default(s);
     s->type = MQ_Q_NONE;
-    int found = 0;
-    for (int t = MQ_Q_NONE; t <= MQ_Q_BF16; t++)
-        if (!strcmp(type, mq_qtype_name((mq_qtype)t))) s->type = (mq_qtype)t, found = 1;
-    if (!found) return 0;
+    if (!mq__qtype_from_name(type, &s->type)) return 0;
     if (!strcmp(scheme, "symmetric")) s->scheme = MQ_SYMMETRIC;
     else if (!strcmp(scheme, "asymmetric")) s->scheme = MQ_ASYMMETRIC;
     else return 0;
-    found = 0;
+    int found = 0;
     for (int g = 0; g < 3; g++)
         if (!strcmp(gran, gran_names[g])) s->granularity = (mq_granularity)g, found = 1;
     if (!found) return 0;
@@ -261,7 +244,7 @@ static mq_status decide(mq__plan *p, const mq_quantize_options *o, mq__plan_entr
         if (!(o->kinds & MQ_KIND_BIT(e->kind)))
             return set_reason(p, e, "%s (not in --types)", mq_layer_kind_name(e->kind));
         if (o->spec.type == MQ_Q_NONE) return set_reason(p, e, "target type none");
-        if (is_4bit(o->spec.type) && o->default_skip) {
+        if (mq__qtype_bits(o->spec.type) == 4 && o->default_skip) {
             if (e->kind == MQ_KIND_EMBEDDING)
                 return set_reason(p, e, "embedding (4-bit default skip)");
             if (head)
@@ -273,10 +256,10 @@ static mq_status decide(mq__plan *p, const mq_quantize_options *o, mq__plan_entr
     }
     if (o->skip_nonfinite && !o->dry_run && has_nonfinite(t))
         return set_reason(p, e, "contains NaN or Inf (--skip-nonfinite)");
-    if (is_4bit(e->spec.type) && (e->kind == MQ_KIND_EMBEDDING || head))
+    if (mq__qtype_bits(e->spec.type) == 4 && (e->kind == MQ_KIND_EMBEDDING || head))
         MQ_TRY(mq__plan_warn(p, "%s: 4-bit on an %s is risky (quality loss concentrates there)",
                              t->name, e->kind == MQ_KIND_EMBEDDING ? "embedding" : "output head"));
-    e->action = is_int_type(e->spec.type) ? MQ_ACTION_QUANTIZE : MQ_ACTION_CAST;
+    e->action = mq__qtype_is_integer(e->spec.type) ? MQ_ACTION_QUANTIZE : MQ_ACTION_CAST;
     return MQ_OK;
 }
 
@@ -288,14 +271,14 @@ static mq_status plan_quantized_outputs(mq__plan *p, mq__plan_entry *e) {
     int64_t sshape[2] = {L->rows, L->groups_per_row};
     int sdims = 2;
     if (e->spec.granularity == MQ_PER_TENSOR) sshape[0] = 1, sdims = 1;
-    if (is_4bit(e->spec.type))
+    if (mq__qtype_bits(e->spec.type) == 4)
         MQ_TRY(add_out(p, t->name, nl, MQ__SUFFIX_PACKED, L->data_dtype, L->ndata_dims,
                        L->data_shape));
     else MQ_TRY(add_out(p, t->name, nl, "", L->data_dtype, L->ndata_dims, L->data_shape));
     MQ_TRY(add_out(p, t->name, nl, MQ__SUFFIX_SCALE, L->scale_dtype, sdims, sshape));
     if (L->has_zero_point)
         MQ_TRY(add_out(p, t->name, nl, MQ__SUFFIX_ZERO, L->zero_point_dtype, sdims, sshape));
-    if (is_4bit(e->spec.type)) {
+    if (mq__qtype_bits(e->spec.type) == 4) {
         int64_t nd = t->ndim;
         MQ_TRY(add_out(p, t->name, nl, MQ__SUFFIX_SHAPE, MQ_I64, 1, &nd));
     }
@@ -312,8 +295,8 @@ static mq_status plan_quantized_outputs(mq__plan *p, mq__plan_entry *e) {
  * per-column importance (Conv: each input channel repeated kh*kw times). */
 static mq_status attach_stats(mq__plan *p, mq__plan_entry *e, const mq_calib_stats *stats) {
     const mq_tensor *t = e->src;
-    size_t lp = layer_prefix_len(t->name);
-    if (!lp || strcmp(t->name + lp, ".weight") != 0) return MQ_OK;
+    size_t lp = mq__weight_layer_len(t->name, strlen(t->name));
+    if (!lp) return MQ_OK;
     char layer[512];
     if (lp >= sizeof layer) return MQ_OK;
     memcpy(layer, t->name, lp);

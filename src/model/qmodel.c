@@ -2,6 +2,7 @@
  * zero-point and shape tensors; structural and value checks; dequantization; comparison;
  * mq_dequantize_file. */
 #include "model/qmodel_internal.h"
+#include "quant/quant_internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -117,13 +118,10 @@ static mq_status assemble(mq_qmodel *qm, const char *path, mq_qtensor *q, const 
     q->scale = mq__qm_find2(m, base, base_len, MQ__SUFFIX_SCALE);
     q->zero_point = mq__qm_find2(m, base, base_len, MQ__SUFFIX_ZERO);
     q->shape_tensor = packed ? mq__qm_find2(m, base, base_len, MQ__SUFFIX_SHAPE) : NULL;
-    const char *dot = NULL;
-    for (size_t k = 0; k < base_len; k++)
-        if (base[k] == '.') dot = base + k;
-    if (dot && (size_t)(base + base_len - dot) == strlen(".weight") &&
-        !strncmp(dot, ".weight", 7)) {
-        q->input_scale = mq__qm_find2(m, base, (size_t)(dot - base), ".input_scale");
-        q->input_zero_point = mq__qm_find2(m, base, (size_t)(dot - base), ".input_zero_point");
+    size_t lp = mq__weight_layer_len(base, base_len);
+    if (lp) {
+        q->input_scale = mq__qm_find2(m, base, lp, ".input_scale");
+        q->input_zero_point = mq__qm_find2(m, base, lp, ".input_zero_point");
     }
     if (packed) {
         if (!q->shape_tensor) return bad(ctx, path, q->name, "packed 4-bit data without its _shape");
@@ -156,8 +154,8 @@ static mq_status assemble(mq_qmodel *qm, const char *path, mq_qtensor *q, const 
         infer_spec(data, q->scale, q->zero_point, packed, cols, &q->spec);
     }
     q->dtype = orig;
-    bool spec_packed = q->spec.type == MQ_Q_INT4 || q->spec.type == MQ_Q_UINT4;
-    if (q->spec.type < MQ_Q_INT8 || q->spec.type > MQ_Q_UINT4 || spec_packed != (packed != 0))
+    bool spec_packed = mq__qtype_bits(q->spec.type) == 4;
+    if (!mq__qtype_is_integer(q->spec.type) || spec_packed != (packed != 0))
         return bad(ctx, path, q->name, "metadata type does not match the stored tensors");
     mq_status st = mq_qlayout_init(ctx, &q->spec, q->ndim, q->shape, &q->layout);
     if (st != MQ_OK) return mq__fail(ctx, MQ_ERR_VALIDATION, "%s: tensor '%s': %s", path, q->name,
@@ -330,7 +328,7 @@ static mq_status open_logical(mq_qmodel *qm, const char *path) {
         mq_dtype orig;
         mq_qspec s;
         if (meta && mq__spec_from_meta(meta, &s, &orig) &&
-            (s.type == MQ_Q_FP16 || s.type == MQ_Q_BF16)) {
+            mq__qtype_is_cast(s.type)) {
             q->spec = s;
             q->dtype = orig;
         }
@@ -385,7 +383,8 @@ mq_status mq_qmodel_open_with_options(mq_ctx *ctx, const char *path, const mq_op
             st = MQ_ERR_NOMEM;
     }
     if (st == MQ_OK) st = open_logical(qm, path);
-    /* values too: a NaN/Inf scale would dequantize into NaN/Inf weights */
+    /* values too: a NaN/Inf scale, an out-of-range zero point or g_idx would dequantize
+     * into wrong weights */
     for (size_t i = 0; st == MQ_OK && i < qm->n; i++) {
         st = verify_params(qm, i);
         if (st != MQ_OK) mq__fail_prefix(ctx, "%s", path);
@@ -498,10 +497,10 @@ mq_status mq_qmodel_read_rows(mq_qmodel *qm, size_t i, int64_t rb, int64_t re, f
     if (rb < 0 || re < rb || re > rows)
         return mq__fail(ctx, MQ_ERR_INVALID, "tensor '%s': rows [%lld, %lld) out of range",
                         q->name, (long long)rb, (long long)re);
-    if (q->spec.type >= MQ_Q_INT8 && q->spec.type <= MQ_Q_UINT4 &&
+    if (mq__qtype_is_integer(q->spec.type) &&
         qm->src[i].family != MQ__QF_NATIVE)
         return mq__foreign_read_rows(qm, i, rb, re, out);
-    if (q->spec.type >= MQ_Q_INT8 && q->spec.type <= MQ_Q_UINT4) {
+    if (mq__qtype_is_integer(q->spec.type)) {
         const float *scale;
         const void *zp;
         MQ_TRY(params(qm, i, &scale, &zp));

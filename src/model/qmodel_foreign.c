@@ -13,6 +13,7 @@
  * F32 product of a small integer and a 16-bit scale is exact, so converting it to the scale's
  * dtype gives what the reference decoders (which compute in that dtype) give. */
 #include "model/qmodel_internal.h"
+#include "quant/quant_internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -170,7 +171,7 @@ mq_status mq__ct_assemble(mq_qmodel *qm, const char *path, mq_qtensor *q, mq__qs
                         "not supported", path, q->name);
     int bits = wa && wa->num_bits ? wa->num_bits : 0;
     if (!bits && have_meta)
-        bits = mspec.type == MQ_Q_INT4 || mspec.type == MQ_Q_UINT4 ? 4 : 8;
+        bits = mq__qtype_bits(mspec.type) == 4 ? 4 : 8;
     if (!bits && !packed) bits = 8;
     if (!bits && data->ndim == 2) { /* from the packed width */
         if (data->shape[1] == ceil_div(cols, 8)) bits = 4;
@@ -446,10 +447,17 @@ mq_status mq__foreign_verify(mq_qmodel *qm, size_t i) {
     const mq_qtensor *q = &qm->t[i];
     const mq__qsrc *s = &qm->src[i];
     int64_t nsc = q->spec.granularity == MQ_PER_TENSOR ? 1 : q->shape[0] * s->groups;
-    for (int64_t k = 0; k < nsc; k++)
+    /* |code - zero| stays below 2^(bits+1), so this bounds every dequantized value */
+    float span = (float)(2 << s->bits);
+    for (int64_t k = 0; k < nsc; k++) {
         if (!isfinite(s->scale[k]) || !(s->scale[k] > 0))
             return mq__fail(ctx, MQ_ERR_VALIDATION, "tensor '%s': scale %lld is %g (must be "
                             "finite and > 0)", q->name, (long long)k, (double)s->scale[k]);
+        if (!isfinite(s->scale[k] * span))
+            return mq__fail(ctx, MQ_ERR_VALIDATION, "tensor '%s': scale %lld is %g: its "
+                            "values dequantize beyond float32", q->name, (long long)k,
+                            (double)s->scale[k]);
+    }
     if (s->zero) {
         int lo = s->family == MQ__QF_CT_INT ? -128 : 0;
         int hi = s->family == MQ__QF_CT_INT ? 127 : (1 << s->bits) - 1;
@@ -491,7 +499,8 @@ mq_status mq__foreign_canonical(mq_qmodel *qm, size_t i, void **data, float **sc
         return mq__fail(ctx, MQ_ERR_UNSUPPORTED, "tensor '%s': groups in activation order "
                         "(g_idx); the kernels take consecutive groups", q->name);
     /* codes of the signed types are stored + 2^(b-1) (CT int-quantized: as they are) */
-    bool is_signed = q->spec.type == MQ_Q_INT4 || q->spec.type == MQ_Q_INT8;
+    const mq_qformat *fmt = mq__qformat_of(q->spec.type);
+    bool is_signed = fmt && fmt->integer && fmt->is_signed;
     int32_t sub = is_signed && s->family != MQ__QF_CT_INT ? 1 << (s->bits - 1) : 0;
     *data = mq__calloc(ctx, 1, (size_t)L->data_bytes);
     *scale = (float *)mq__malloc(ctx, (size_t)L->nscales * sizeof(float));

@@ -1,78 +1,20 @@
 /* Reports, the quantization_config JSON stored in the output, and error-figure
  * accumulation. */
 #include "model/pipeline_internal.h"
+#include "quant/quant_internal.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-/* ---- string builder ------------------------------------------------------------------- */
-
-static void sb_reserve(mq__sb *sb, size_t extra) {
-    if (sb->failed) return;
-    size_t need = sb->len + extra + 1;
-    if (need <= sb->cap) return;
-    size_t cap = sb->cap ? sb->cap : 256;
-    while (cap < need) cap *= 2;
-    char *s = (char *)mq__realloc(sb->ctx, sb->s, sb->cap, cap);
-    if (!s) {
-        sb->failed = 1;
-        return;
-    }
-    sb->s = s;
-    sb->cap = cap;
+/* A JSON number: NaN as null, infinities as out-of-range literals. */
+static void json_num(mq_buf *b, double v) {
+    if (isnan(v)) mq__buf_add(b, "null");
+    else if (isinf(v)) mq__buf_add(b, v > 0 ? "1e999" : "-1e999");
+    else mq__buf_printf(b, "%.6g", v);
 }
 
-void mq__sb_add(mq__sb *sb, const char *s) {
-    size_t k = strlen(s);
-    sb_reserve(sb, k);
-    if (sb->failed) return;
-    memcpy(sb->s + sb->len, s, k + 1);
-    sb->len += k;
-}
-
-void mq__sb_addf(mq__sb *sb, const char *fmt, ...) {
-    char buf[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (k < 0) return;
-    if ((size_t)k < sizeof buf) {
-        mq__sb_add(sb, buf);
-        return;
-    }
-    sb_reserve(sb, (size_t)k);
-    if (sb->failed) return;
-    va_start(ap, fmt);
-    vsnprintf(sb->s + sb->len, (size_t)k + 1, fmt, ap);
-    va_end(ap);
-    sb->len += (size_t)k;
-}
-
-void mq__sb_json_str(mq__sb *sb, const char *s) {
-    mq__sb_add(sb, "\"");
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        char esc[8];
-        if (*p == '"' || *p == '\\') snprintf(esc, sizeof esc, "\\%c", *p);
-        else if (*p < 0x20) snprintf(esc, sizeof esc, "\\u%04x", *p);
-        else esc[0] = (char)*p, esc[1] = 0;
-        mq__sb_add(sb, esc);
-    }
-    mq__sb_add(sb, "\"");
-}
-
-void mq__sb_json_num(mq__sb *sb, double v) {
-    if (isnan(v)) mq__sb_add(sb, "null");
-    else if (isinf(v)) mq__sb_add(sb, v > 0 ? "1e999" : "-1e999");
-    else mq__sb_addf(sb, "%.6g", v);
-}
-
-void mq__sb_free(mq__sb *sb) {
-    mq__free(sb->ctx, sb->s);
-    sb->s = NULL;
-    sb->len = sb->cap = 0;
-}
+static void json_str(mq_buf *b, const char *s) { mq__json_write_string(b, s, strlen(s)); }
 
 /* ---- error figures -------------------------------------------------------------------- */
 
@@ -208,28 +150,28 @@ void mq__err_acc_finish(const mq__err_acc *a, mq_error_stats *out) {
 
 /* ---- quantization_config -------------------------------------------------------------- */
 
-static void json_str_list(mq__sb *sb, const char *const *items, size_t n) {
-    mq__sb_add(sb, "[");
+static void json_str_list(mq_buf *sb, const char *const *items, size_t n) {
+    mq__buf_add(sb, "[");
     for (size_t i = 0; i < n; i++) {
-        if (i) mq__sb_add(sb, ", ");
-        mq__sb_json_str(sb, items[i]);
+        if (i) mq__buf_add(sb, ", ");
+        json_str(sb, items[i]);
     }
-    mq__sb_add(sb, "]");
+    mq__buf_add(sb, "]");
 }
 
-static void json_spec(mq__sb *sb, const mq_qspec *s) {
+static void json_spec(mq_buf *sb, const mq_qspec *s) {
     char name[64];
     mq_qspec_format(s, name, sizeof name);
-    mq__sb_addf(sb, "\"type\": \"%s\", \"scheme_name\": \"%s\"", mq_qtype_name(s->type),
+    mq__buf_printf(sb, "\"type\": \"%s\", \"scheme_name\": \"%s\"", mq_qtype_name(s->type),
                 name);
-    if (s->type >= MQ_Q_INT8 && s->type <= MQ_Q_UINT4) {
+    if (mq__qtype_is_integer(s->type)) {
         static const char *const gran[] = {"tensor", "channel", "group"};
-        int bits = (s->type == MQ_Q_INT4 || s->type == MQ_Q_UINT4) ? 4 : 8;
-        mq__sb_addf(sb, ", \"bits\": %d, \"symmetric\": %s, \"granularity\": \"%s\"", bits,
+        int bits = mq__qtype_bits(s->type);
+        mq__buf_printf(sb, ", \"bits\": %d, \"symmetric\": %s, \"granularity\": \"%s\"", bits,
                     s->scheme == MQ_SYMMETRIC ? "true" : "false",
                     gran[(unsigned)s->granularity < 3 ? s->granularity : 0]);
-        if (s->granularity == MQ_PER_GROUP) mq__sb_addf(sb, ", \"group_size\": %d", s->group_size);
-        mq__sb_addf(sb, ", \"scale_search\": \"%s\"", s->search == MQ_SEARCH_MSE    ? "mse"
+        if (s->granularity == MQ_PER_GROUP) mq__buf_printf(sb, ", \"group_size\": %d", s->group_size);
+        mq__buf_printf(sb, ", \"scale_search\": \"%s\"", s->search == MQ_SEARCH_MSE    ? "mse"
                                                     : s->search == MQ_SEARCH_GPTQ ? "gptq"
                                                                                   : "minmax");
     }
@@ -237,75 +179,76 @@ static void json_spec(mq__sb *sb, const mq_qspec *s) {
 
 mq_status mq__config_json(mq_ctx *ctx, const mq__plan *p, const mq_quantize_options *o,
                           const mq_report *rep, char **out) {
-    mq__sb sb = {.ctx = ctx};
-    mq__sb_add(&sb, "{\"quant_method\": \"monoquant\", \"version\": \"" MQ_VERSION_STRING
+    mq_buf sb;
+    mq__buf_init(&sb, ctx);
+    mq__buf_add(&sb, "{\"quant_method\": \"monoquant\", \"version\": \"" MQ_VERSION_STRING
                     "\", \"format_version\": " MQ__FORMAT_VERSION ", ");
     json_spec(&sb, &o->spec);
-    mq__sb_add(&sb, ", \"types\": [");
+    mq__buf_add(&sb, ", \"types\": [");
     int first = 1;
     for (int k = 0; k <= MQ_KIND_RNN; k++) {
         if (!(o->kinds & MQ_KIND_BIT(k))) continue;
-        mq__sb_addf(&sb, "%s\"%s\"", first ? "" : ", ", mq_layer_kind_name((mq_layer_kind)k));
+        mq__buf_printf(&sb, "%s\"%s\"", first ? "" : ", ", mq_layer_kind_name((mq_layer_kind)k));
         first = 0;
     }
-    mq__sb_add(&sb, "], \"include\": ");
+    mq__buf_add(&sb, "], \"include\": ");
     json_str_list(&sb, o->include, o->ninclude);
-    mq__sb_add(&sb, ", \"exclude\": ");
+    mq__buf_add(&sb, ", \"exclude\": ");
     json_str_list(&sb, o->exclude, o->nexclude);
-    mq__sb_addf(&sb, ", \"min_params\": %llu, \"default_skip\": %s, \"layer_rules\": [",
+    mq__buf_printf(&sb, ", \"min_params\": %llu, \"default_skip\": %s, \"layer_rules\": [",
                 (unsigned long long)o->min_params, o->default_skip ? "true" : "false");
     for (size_t i = 0; i < o->nrules; i++) {
-        mq__sb_add(&sb, i ? ", {\"pattern\": " : "{\"pattern\": ");
-        mq__sb_json_str(&sb, o->rules[i].pattern);
-        mq__sb_addf(&sb, ", \"type\": \"%s\"}", mq_qtype_name(o->rules[i].type));
+        mq__buf_add(&sb, i ? ", {\"pattern\": " : "{\"pattern\": ");
+        json_str(&sb, o->rules[i].pattern);
+        mq__buf_printf(&sb, ", \"type\": \"%s\"}", mq_qtype_name(o->rules[i].type));
     }
-    mq__sb_add(&sb, "], \"activations\": ");
+    mq__buf_add(&sb, "], \"activations\": ");
     /* static only when some layer really got input parameters from the statistics */
     bool any_static = false;
     for (size_t i = 0; i < p->n; i++) any_static |= p->entries[i].has_input_params != 0;
-    if (any_static) mq__sb_add(&sb, "{\"static\": true, \"input_scale\": \"per_tensor\"}");
-    else mq__sb_add(&sb, "null");
-    mq__sb_add(&sb, ", \"quantized\": {");
+    if (any_static) mq__buf_add(&sb, "{\"static\": true, \"input_scale\": \"per_tensor\"}");
+    else mq__buf_add(&sb, "null");
+    mq__buf_add(&sb, ", \"quantized\": {");
     first = 1;
     for (size_t i = 0; i < p->n; i++) {
         const mq__plan_entry *e = &p->entries[i];
         if (e->action == MQ_ACTION_KEEP) continue;
-        mq__sb_add(&sb, first ? "" : ", ");
+        mq__buf_add(&sb, first ? "" : ", ");
         first = 0;
-        mq__sb_json_str(&sb, e->src->name);
-        mq__sb_addf(&sb, ": {\"kind\": \"%s\", \"dtype\": \"%s\", ", mq_layer_kind_name(e->kind),
+        json_str(&sb, e->src->name);
+        mq__buf_printf(&sb, ": {\"kind\": \"%s\", \"dtype\": \"%s\", ", mq_layer_kind_name(e->kind),
                     mq_dtype_name(e->src->dtype));
         json_spec(&sb, &e->spec);
-        if (e->has_input_params) mq__sb_add(&sb, ", \"input_params\": true");
+        if (e->has_input_params) mq__buf_add(&sb, ", \"input_params\": true");
         if (rep && rep->tensors[i].has_error) {
             const mq_error_stats *er = &rep->tensors[i].error;
-            mq__sb_add(&sb, ", \"sqnr_db\": ");
-            mq__sb_json_num(&sb, er->sqnr_db);
-            mq__sb_add(&sb, ", \"rel_error\": ");
-            mq__sb_json_num(&sb, er->rel_fro);
-            mq__sb_add(&sb, ", \"max_abs_error\": ");
-            mq__sb_json_num(&sb, er->max_abs);
+            mq__buf_add(&sb, ", \"sqnr_db\": ");
+            json_num(&sb, er->sqnr_db);
+            mq__buf_add(&sb, ", \"rel_error\": ");
+            json_num(&sb, er->rel_fro);
+            mq__buf_add(&sb, ", \"max_abs_error\": ");
+            json_num(&sb, er->max_abs);
         }
-        mq__sb_add(&sb, "}");
+        mq__buf_add(&sb, "}");
     }
-    mq__sb_add(&sb, "}, \"skipped\": {");
+    mq__buf_add(&sb, "}, \"skipped\": {");
     first = 1;
     for (size_t i = 0; i < p->n; i++) {
         const mq__plan_entry *e = &p->entries[i];
         if (e->action != MQ_ACTION_KEEP) continue;
-        mq__sb_add(&sb, first ? "" : ", ");
+        mq__buf_add(&sb, first ? "" : ", ");
         first = 0;
-        mq__sb_json_str(&sb, e->src->name);
-        mq__sb_add(&sb, ": ");
-        mq__sb_json_str(&sb, e->reason ? e->reason : "");
+        json_str(&sb, e->src->name);
+        mq__buf_add(&sb, ": ");
+        json_str(&sb, e->reason ? e->reason : "");
     }
-    mq__sb_addf(&sb, "}, \"bytes_in\": %llu, \"bytes_out\": %llu}",
+    mq__buf_printf(&sb, "}, \"bytes_in\": %llu, \"bytes_out\": %llu}",
                 (unsigned long long)p->bytes_in, (unsigned long long)p->bytes_out);
     if (sb.failed) {
-        mq__sb_free(&sb);
+        mq__buf_free(&sb);
         return mq__fail(ctx, MQ_ERR_NOMEM, "out of memory building the quantization config");
     }
-    *out = sb.s;
+    *out = sb.data;
     return MQ_OK;
 }
 

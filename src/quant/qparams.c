@@ -6,16 +6,6 @@
 #include <math.h>
 #include <string.h>
 
-bool mq__qformat(mq_qtype type, mq_qformat *out) {
-    switch (type) {
-    case MQ_Q_INT8: *out = (mq_qformat){-128, 127, 0, false}; return true;
-    case MQ_Q_UINT8: *out = (mq_qformat){0, 255, 0, false}; return true;
-    case MQ_Q_INT4: *out = (mq_qformat){-8, 7, 8, true}; return true;
-    case MQ_Q_UINT4: *out = (mq_qformat){0, 15, 0, true}; return true;
-    default: return false;
-    }
-}
-
 void mq__qround_init(const mq_qformat *f, mq_qparam p, mq_qround *out) {
     out->scale = p.scale;
     out->inv = 1.0f / p.scale;
@@ -123,15 +113,8 @@ void mq_qspec_recommended(mq_qspec *spec, mq_qtype type) {
 }
 
 static mq_dtype data_dtype_of(mq_qtype t) {
-    switch (t) {
-    case MQ_Q_INT8: return MQ_I8;
-    case MQ_Q_UINT8: return MQ_U8;
-    case MQ_Q_INT4:
-    case MQ_Q_UINT4: return MQ_I32;
-    case MQ_Q_FP16: return MQ_F16;
-    case MQ_Q_BF16: return MQ_BF16;
-    default: return MQ_DTYPE_INVALID;
-    }
+    const mq_qformat *f = mq__qformat_of(t);
+    return f ? f->storage : MQ_DTYPE_INVALID;
 }
 
 mq_status mq_qlayout_init(mq_ctx *ctx, const mq_qspec *spec, int ndim, const int64_t *shape,
@@ -207,7 +190,7 @@ mq_status mq_qlayout_init(mq_ctx *ctx, const mq_qspec *spec, int ndim, const int
     }
     out->scale_dtype = MQ_F32;
     out->has_zero_point = spec->scheme == MQ_ASYMMETRIC || f.qmin == 0;
-    out->zero_point_dtype = spec->type == MQ_Q_UINT8 ? MQ_U8 : MQ_I8;
+    out->zero_point_dtype = f.zero_point_dtype;
     if (f.packed4) {
         uint64_t words = (cols + 7) / 8;
         out->ndata_dims = 2;

@@ -29,8 +29,8 @@ typedef struct mq_qkernels {
 
 MQ_HIDDEN const mq_qkernels *mq__qkernels(const mq_ctx *ctx);
 MQ_HIDDEN const mq_qkernels *mq__qkernels_ref(void);
-MQ_HIDDEN const mq_qkernels *mq__qkernels_avx2(const mq_cpu *cpu);
-MQ_HIDDEN const mq_qkernels *mq__qkernels_avx512(const mq_cpu *cpu);
+MQ_HIDDEN const mq_qkernels *mq__qkernels_avx2(void);
+MQ_HIDDEN const mq_qkernels *mq__qkernels_avx512(void);
 
 /* Scalar pieces the vector files reuse for their tails. */
 MQ_HIDDEN bool mq__minmax_ref(const float *x, size_t n, float *mn, float *mx);
@@ -42,12 +42,28 @@ MQ_HIDDEN void mq__pack4_ref(const uint8_t *codes, size_t n, uint8_t *dst);
 /* The fixed reduction of the 16 error lanes. */
 MQ_HIDDEN float mq__sum_lanes16(const float lanes[16]);
 
-/* Integer format of a quantized type. */
+/* Traits of a stored type (qformat.c holds the one table). */
 typedef struct mq_qformat {
-    int32_t qmin, qmax;
-    int32_t code_offset;   /* stored code = q + code_offset (8 for INT4, else 0) */
-    bool packed4;          /* two codes per byte */
+    mq_qtype type;
+    const char *name;          /* mq_qtype_name */
+    int bits;                  /* 8, 4; 16 for the casts; 0 for MQ_Q_NONE */
+    bool integer;              /* integers + scales; else a cast (or none) */
+    bool is_signed;
+    int32_t qmin, qmax;        /* integer range (0, 0 when not integer) */
+    int32_t code_offset;       /* stored code = q + code_offset (8 for INT4, else 0) */
+    bool packed4;              /* 4-bit codes, eight per int32 word (two per byte) */
+    mq_dtype storage;          /* data dtype: I8, U8, I32 (packed), F16, BF16 */
+    mq_dtype zero_point_dtype; /* I8/U8 for 8-bit, I8 for 4-bit, stored unpacked */
 } mq_qformat;
+
+/* The traits of `type`, or NULL for a value outside mq_qtype. */
+MQ_HIDDEN const mq_qformat *mq__qformat_of(mq_qtype type);
+/* Shorthands of the table. */
+MQ_HIDDEN bool mq__qtype_is_integer(mq_qtype type);
+MQ_HIDDEN bool mq__qtype_is_cast(mq_qtype type);
+MQ_HIDDEN int mq__qtype_bits(mq_qtype type);
+/* Parses an mq_qtype_name; 0 if unknown. */
+MQ_HIDDEN int mq__qtype_from_name(const char *name, mq_qtype *out);
 
 /* Parameters of one group: scale and integer zero point. */
 typedef struct mq_qparam {
@@ -63,6 +79,7 @@ typedef struct mq_qcand {
 
 #define MQ_MAX_CANDIDATES 16
 
+/* Copies the traits of an integer type; false for casts and none. */
 MQ_HIDDEN bool mq__qformat(mq_qtype type, mq_qformat *out);
 /* PyTorch's min/max rule for a range [mn, mx]. */
 MQ_HIDDEN mq_qparam mq__qparam_minmax(const mq_qformat *f, mq_scheme scheme, float mn, float mx);

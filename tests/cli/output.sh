@@ -57,6 +57,20 @@ expect_out default_exists_msg "already exists; -f/--force replaces it"
 long=$(printf '%0243d' 0).safetensors
 expect_exit 0 name_max -- "$MQ" dequantize "$T/q.safetensors" -o "$T/$long"
 [ -f "$T/$long" ] && ok name_max_written || notok name_max_written "missing"
+# on a terminal, monoquant asks; only "y" replaces (script(1) gives the command a terminal)
+if command -v script > /dev/null 2>&1; then
+    echo old > "$T/ask.safetensors"
+    echo n | script -qec "'$MQ' --no-progress dequantize '$T/q.safetensors' -o '$T/ask.safetensors'" /dev/null > "$T/out" 2>&1
+    expect_out ask_question "ask.safetensors already exists; replace it\? \[y/N\]"
+    expect_out ask_declined "ask.safetensors already exists; not replaced"
+    [ "$(cat "$T/ask.safetensors")" = old ] && ok ask_no_keeps || notok ask_no_keeps "replaced"
+    echo y | script -qec "'$MQ' --no-progress dequantize '$T/q.safetensors' -o '$T/ask.safetensors'" /dev/null > "$T/out" 2>&1
+    "$MQ" info "$T/ask.safetensors" > /dev/null 2>&1 && ok ask_yes_replaces || notok ask_yes_replaces "not replaced"
+    script -qec "'$MQ' dequantize '$T/q.safetensors' -o -" /dev/null > "$T/out" 2>&1
+    expect_out stdout_terminal_refused "standard output is a terminal"
+else
+    echo "skip ask: no script(1) to give monoquant a terminal"
+fi
 # no temporary file left by any of the above
 [ -z "$(ls -A "$T" | grep '^\.monoquant-')" ] && ok no_temporaries || notok no_temporaries "$(ls -A "$T")"
 finish

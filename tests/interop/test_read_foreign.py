@@ -309,6 +309,48 @@ def foreign_layers_run_through_the_kernels():
 
 
 @case
+def hostile_layouts_are_refused_cleanly():
+    """Broken shapes, dtypes and values: every command ends with a validation or format error
+    (exit 4 or 5) naming a tensor, never a crash."""
+    K = "model.layers.0.self_attn.k_proj."
+    O = "model.layers.0.self_attn.o_proj."
+    edits = {
+        "shape_huge": lambda t: t.__setitem__(K + "weight_shape", torch.tensor([20, 2 ** 62])),
+        "shape_negative": lambda t: t.__setitem__(K + "weight_shape", torch.tensor([-20, 48])),
+        "shape_zero": lambda t: t.__setitem__(K + "weight_shape", torch.tensor([0, 48])),
+        "shape_float": lambda t: t.__setitem__(K + "weight_shape", torch.tensor([20.0, 48.0])),
+        "scale_rows": lambda t: t.__setitem__(K + "weight_scale", torch.ones(21, 3, dtype=BF16)),
+        "scale_empty": lambda t: t.__setitem__(K + "weight_scale", torch.ones(0, dtype=BF16)),
+        "scale_int": lambda t: t.__setitem__(K + "weight_scale", torch.ones(20, 3, dtype=torch.int32)),
+        "zp_short": lambda t: t.__setitem__(K + "weight_zero_point", torch.zeros(1, 3, dtype=torch.int32)),
+        "packed_short": lambda t: t.__setitem__(K + "weight_packed", torch.zeros(20, 5, dtype=torch.int32)),
+        "gidx_negative": lambda t: t.__setitem__(O + "weight_g_idx", -torch.ones(48, dtype=torch.int32)),
+        "gidx_short": lambda t: t.__setitem__(O + "weight_g_idx", torch.zeros(47, dtype=torch.int32)),
+        "gidx_i64_big": lambda t: t.__setitem__(O + "weight_g_idx", torch.full((48,), 2 ** 40)),
+        "scale_nan": lambda t: t.__setitem__(K + "weight_scale", torch.full((20, 3), float("nan"), dtype=BF16)),
+    }
+    for tag, edit in edits.items():
+        d = broken_copy("hostile_" + tag, edit)
+        for cmd in (["validate", d], ["info", d], ["dequantize", d, "-o", os.path.join(d, "o.safetensors")]):
+            rc, out, err = mq(*cmd, check_rc=None)
+            assert rc in (0, 4, 5) and (rc == 0) == (cmd[0] == "info"), (tag, cmd[0], rc, err[-300:])
+            if rc:
+                assert "tensor '" in err + out or "g_idx" in err + out, (tag, err)
+    g_edits = {
+        "qweight_rows": lambda t: t.__setitem__("model.layers.0.mlp.up_proj.qweight", torch.zeros(5, 40, dtype=torch.int32)),
+        "qzeros_shape": lambda t: t.__setitem__("model.layers.0.mlp.up_proj.qzeros", torch.zeros(3, 4, dtype=torch.int32)),
+        "scales_1d": lambda t: t.__setitem__("model.layers.0.mlp.up_proj.scales", torch.ones(40, dtype=torch.float16)),
+        "gidx_long": lambda t: t.__setitem__("model.layers.0.mlp.up_proj.g_idx", torch.zeros(4096, dtype=torch.int32)),
+        "gidx_range": lambda t: t.__setitem__("model.layers.0.mlp.up_proj.g_idx", torch.full((48,), 7, dtype=torch.int32)),
+    }
+    for tag, edit in g_edits.items():
+        d = gptq_folder("ghostile_" + tag, True, edit=edit)
+        for cmd in (["validate", d], ["dequantize", d, "-o", os.path.join(d, "o.safetensors")]):
+            rc, out, err = mq(*cmd, check_rc=None)
+            assert rc in (4, 5) and ("tensor '" in err or "tensor '" in out), (tag, cmd[0], rc, err[-300:])
+
+
+@case
 def malformed_config_json_matters_only_to_layouts_that_need_it():
     plain = os.path.join(TMP, "plain_bad_cfg")
     ff.save_folder(plain, {k: v for k, v in ORIG.items()}, {})

@@ -54,19 +54,6 @@ static int write_model(void) {
     return ok;
 }
 
-static int same_files(const char *a, const char *b) {
-    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-    int same = fa && fb;
-    while (same) {
-        int ca = fgetc(fa), cb = fgetc(fb);
-        if (ca != cb) same = 0;
-        if (ca == EOF || cb == EOF) break;
-    }
-    if (fa) fclose(fa);
-    if (fb) fclose(fb);
-    return same;
-}
-
 TEST(version_written_once) {
     CHECK_EQ_INT(MQ_VERSION_NUMBER,
                  MQ_VERSION_MAJOR * 10000 + MQ_VERSION_MINOR * 100 + MQ_VERSION_PATCH);
@@ -141,7 +128,7 @@ TEST(older_quantize_options_accepted) {
     cur.spec.group_size = 32;
     cur.default_skip = 0;
     CHECK_EQ_INT(mq_quantize_file(ctx, model_path, out_new, &cur, NULL), MQ_OK);
-    CHECK(same_files(out_old, out_new));
+    CHECK(test_same_files(out_old, out_new));
     free(old);
     remove(out_old);
     remove(out_new);

@@ -43,19 +43,6 @@ static int write_model(const char *path, long nan_at) {
     return ok;
 }
 
-static int same_files(const char *a, const char *b) {
-    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-    int same = fa && fb;
-    while (same) {
-        int ca = fgetc(fa), cb = fgetc(fb);
-        if (ca != cb) same = 0;
-        if (ca == EOF || cb == EOF) break;
-    }
-    if (fa) fclose(fa);
-    if (fb) fclose(fb);
-    return same;
-}
-
 static void int4_options(mq_quantize_options *o) {
     mq_quantize_options_default(o);
     mq_qspec_recommended(&o->spec, MQ_Q_INT4);
@@ -78,7 +65,7 @@ TEST(threads_identical_output) {
         mq_report_free(r);
         mq_ctx_free(ctx);
     }
-    CHECK(same_files(out1, out2));
+    CHECK(test_same_files(out1, out2));
 }
 
 TEST(error_figures_match_file) {
@@ -229,7 +216,7 @@ TEST(allocation_failures_are_clean) {
         CHECK_MSG(f.live == 0, "allocation %ld: %ld blocks leaked", n, f.live);
     }
     CHECK(succeeded);
-    CHECK(same_files(out1, out2));
+    CHECK(test_same_files(out1, out2));
 }
 
 static int entries_in(const char *dir) {

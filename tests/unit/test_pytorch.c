@@ -520,14 +520,25 @@ TEST(metadata_set_before_commit) {
         CHECK_EQ_INT(mq_model_tensor_count(m), 1);
     }
     mq_model_free(m);
-    /* safetensors writes its header first: its metadata cannot change this way */
+    /* safetensors writes its header first: a value changes in place, within the bytes its
+     * first value took (here "draft" and its trailing spaces), padded with spaces */
     CHECK_EQ_INT(mq_writer_open(ctx, tmp_path("meta.safetensors"), MQ_FORMAT_SAFETENSORS, &d, 1,
                                 meta, 2, &w),
                  MQ_OK);
-    CHECK_EQ_INT(mq__writer_set_meta(w, "config", "x"), MQ_ERR_INTERNAL);
-    CHECK_MSG_HAS(ctx, "can no longer change");
+    CHECK_EQ_INT(mq__writer_set_meta(w, "config", "much longer"), MQ_ERR_UNSUPPORTED);
+    CHECK_MSG_HAS(ctx, "does not fit");
+    CHECK_EQ_INT(mq__writer_set_meta(w, "added", "late"), MQ_ERR_INTERNAL);
+    CHECK_MSG_HAS(ctx, "not in the file");
+    CHECK_EQ_INT(mq_writer_write(w, v, sizeof v), MQ_OK);
+    CHECK_EQ_INT(mq__writer_set_meta(w, "config", "final"), MQ_OK);
+    CHECK_EQ_INT(mq_writer_commit(w), MQ_OK);
     mq_writer_free(w);
-    CHECK(access(tmp_path("meta.safetensors"), F_OK) != 0);
+    CHECK_EQ_INT(mq_model_open(ctx, tmp_path("meta.safetensors"), NULL, &m), MQ_OK);
+    if (m) {
+        CHECK_EQ_STR(meta_get(m, "config"), "final   ");
+        CHECK_EQ_STR(meta_get(m, "model"), "m");
+    }
+    mq_model_free(m);
     mq_ctx_free(ctx);
 }
 
