@@ -136,32 +136,6 @@ static mq_status cast_tensor(stream *s, const mq__plan_entry *e, mq__err_acc *ac
     return MQ_OK;
 }
 
-/* Output error on the calibration inputs: sums of a^T H a and d^T H d for rows [0, nr) of
- * the chunk (a the source, d = a - deq), in row order. `row` holds cols floats. */
-static void output_error_add(const mq_tensor *t, const float *h, int64_t cols, const void *src,
-                             const float *deq, int64_t nr, float *row, mq_ctx *ctx,
-                             mq__err_acc *acc) {
-    size_t n = (size_t)cols, es = mq_dtype_size(t->dtype);
-    for (int64_t r = 0; r < nr; r++) {
-        mq_convert(ctx, MQ_F32, row, t->dtype, (const uint8_t *)src + (size_t)r * n * es, n);
-        const float *b = deq + (size_t)r * n;
-        double qa = 0, qd = 0;
-        for (size_t i = 0; i < n; i++) {
-            const float *hi = h + i * n;
-            double ha = 0, hd = 0;
-            for (size_t k = 0; k < n; k++) {
-                ha += (double)hi[k] * row[k];
-                hd += (double)hi[k] * ((double)row[k] - b[k]);
-            }
-            qa += row[i] * ha;
-            qd += ((double)row[i] - b[i]) * hd;
-        }
-        acc->out_a += qa;
-        acc->out_d += qd;
-    }
-    acc->has_out = 1;
-}
-
 static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc *acc,
                                  const float *factor) {
     mq_ctx *ctx = s->ctx;
@@ -203,12 +177,13 @@ static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc
             MQ_TRY(mq__err_acc_add(ctx, acc, t->dtype, (const uint8_t *)t->data + (uint64_t)rb * row_in,
                                    s->deq, n));
             if (e->hessian && t->ndim == 2) {
-                float *row = (float *)mq__malloc(ctx, (size_t)L->cols * sizeof(float));
-                if (!row) return MQ_ERR_NOMEM;
-                output_error_add(t, e->hessian, L->cols,
-                                 (const uint8_t *)t->data + (uint64_t)rb * row_in, s->deq, nr,
-                                 row, ctx, acc);
-                mq__free(ctx, row);
+                double qa = 0, qd = 0;
+                MQ_TRY(mq__output_error(ctx, e->hessian, L->cols, t->dtype,
+                                        (const uint8_t *)t->data + (uint64_t)rb * row_in, s->deq,
+                                        nr, &qa, &qd));
+                acc->out_a += qa;
+                acc->out_d += qd;
+                acc->has_out = 1;
             }
         }
         /* per-tensor parameters need every row on the first call: keep the pages until then */
