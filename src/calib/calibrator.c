@@ -7,31 +7,6 @@
 #include <stdio.h>
 #include <string.h>
 
-typedef struct cal_layer {
-    char *name;
-    int64_t channels;
-    mq_observer *obs;
-    double *sum_sq;  /* [channels] */
-    float *max_abs;  /* [channels] */
-    uint64_t rows;
-    double *xtx;     /* --hessian: [channels, channels] sum of x x^T (lower triangle) */
-    bool no_hessian; /* an input was not [..., channels] (Conv): the Hessian is dropped */
-} cal_layer;
-
-struct mq_calibrator {
-    mq_ctx *ctx;
-    mq_observer_options opts;
-    cal_layer *layers;
-    size_t n, cap;
-    bool hessian;
-    float *hbuf;     /* a batch as f32 rows, reused */
-    size_t hbuf_cap;
-    float *tbuf;     /* the batch transposed (channels x rows), reused */
-    size_t tbuf_cap;
-    float *tiles;    /* per thread: HT_M x HT_N f32 partial sums, and a gemm workspace */
-    int ntiles;
-};
-
 mq_status mq_calibrator_create(mq_ctx *ctx, const mq_observer_options *opts,
                                mq_calibrator **out) {
     if (!ctx || !out) return mq__fail(ctx, MQ_ERR_INVALID, "mq_calibrator_create: NULL argument");

@@ -183,7 +183,7 @@ mq_status mq__outputs_commit(mq_ctx *ctx, mq__outputs *f, mq__emit *em, const mq
     if (f->nfiles > 1)
         MQ_TRY(mq__hf_write_index(ctx, f->folder, p->outs, f->file_of, p->nouts, f->files, total));
     char *dir = NULL;
-    MQ_TRY(mq__hf_input_dir(ctx, in, &dir));
+    if (in) MQ_TRY(mq__hf_input_dir(ctx, in, &dir)); /* a model given in memory has no folder */
     mq_status st = dir ? mq__hf_copy_files(ctx, dir, f->folder, hf_config) : MQ_OK;
     mq__free(ctx, dir);
     for (size_t i = 0; st == MQ_OK && i < f->nfiles; i++) {

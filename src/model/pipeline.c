@@ -457,43 +457,27 @@ static uint64_t input_file_bytes(const mq_model *m, const char *in) {
     return n;
 }
 
-mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
-                           const mq_quantize_options *caller_opts, mq_report **report) {
-    if (report) *report = NULL;
-    if (!ctx || !in) return mq__fail(ctx, MQ_ERR_INVALID, "mq_quantize_file: NULL argument");
-    mq_quantize_options full;
-    mq_quantize_options_default(&full);
-    if (caller_opts)
-        MQ_TRY(mq__struct_read(ctx, "mq_quantize_options", caller_opts, &full, sizeof full,
-                               MQ__LAYOUT_END(mq_quantize_options, strict)));
-    const mq_quantize_options *opts = &full;
-    if (!out && !opts->dry_run)
-        return mq__fail(ctx, MQ_ERR_INVALID, "mq_quantize_file: no output path");
-    if (opts->sqnr_warn_db > 0 && !opts->error_stats)
-        return mq__fail(ctx, MQ_ERR_INVALID, "an SQNR floor (--min-sqnr) needs the error "
-                        "figures, which are turned off (--no-error-stats): the gate would never "
-                        "run");
+/* The whole job on an open model; `in` names the input in messages (NULL: in memory). */
+static mq_status quantize_open_model(mq_ctx *ctx, mq_model *m, const char *in, const char *out,
+                                     const mq_quantize_options *opts, mq_report **report) {
     uint64_t t0 = mq__now_ns();
-    mq_model *m = NULL;
+    const char *where = in ? in : "<memory>";
     mq__plan plan = {0};
     mq_report *rep = NULL;
     mq_calib_stats *stats = NULL;
-    mq_open_options oo;
-    mq_open_options_default(&oo);
-    oo.key = opts->key;
-    mq_status st = mq_model_open(ctx, in, &oo, &m);
-    if (st == MQ_OK && out && !strcmp(out, "-"))
+    mq_status st = MQ_OK;
+    if (out && !strcmp(out, "-"))
         st = mq__fail(ctx, MQ_ERR_UNSUPPORTED, "standard output: a quantized checkpoint cannot "
                       "be streamed (its header is completed at the end); write to a file");
     if (st == MQ_OK && out && !opts->output_folder) st = mq_output_check(ctx, out, m);
     if (st == MQ_OK && out && opts->output_folder) st = mq__folder_check(ctx, out, m);
-    if (st == MQ_OK) st = refuse_quantized(ctx, m, in);
+    if (st == MQ_OK) st = refuse_quantized(ctx, m, where);
     if (st == MQ_OK && opts->calibration) st = mq_calib_stats_open(ctx, opts->calibration, &stats);
     if (st == MQ_OK) st = mq__plan_build(ctx, m, opts, stats, &plan);
     if (st == MQ_OK) st = mq__report_from_plan(ctx, &plan, &rep);
-    if (st == MQ_OK) rep->file_bytes_in = input_file_bytes(m, in);
+    if (st == MQ_OK && in) rep->file_bytes_in = input_file_bytes(m, in);
     if (st == MQ_OK && !opts->dry_run) st = run(ctx, m, &plan, in, out, opts, rep);
-    if (st == MQ_OK && opts->dry_run) st = strict_check(ctx, &plan, opts, in, false);
+    if (st == MQ_OK && opts->dry_run) st = strict_check(ctx, &plan, opts, where, false);
     if (st == MQ_OK && opts->dry_run) st = mq__config_json(ctx, &plan, opts, rep, &rep->config_json);
     if (st == MQ_OK) {
         mq__report_take_warnings(rep, &plan);
@@ -501,11 +485,51 @@ mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
     }
     mq__plan_free(&plan);
     mq_calib_stats_free(stats);
-    mq_model_free(m);
     if (st != MQ_OK || !report) {
         mq_report_free(rep);
         return st;
     }
     *report = rep;
     return MQ_OK;
+}
+
+/* The caller's options read within their struct_size (defaults for the rest), checked. */
+static mq_status check_args(mq_ctx *ctx, const char *what, const void *in, const char *out,
+                            const mq_quantize_options *caller_opts, mq_quantize_options *full,
+                            mq_report **report) {
+    if (report) *report = NULL;
+    if (!ctx || !in) return mq__fail(ctx, MQ_ERR_INVALID, "%s: NULL argument", what);
+    mq_quantize_options_default(full);
+    if (caller_opts)
+        MQ_TRY(mq__struct_read(ctx, "mq_quantize_options", caller_opts, full, sizeof *full,
+                               MQ__LAYOUT_END(mq_quantize_options, strict)));
+    if (!out && !full->dry_run) return mq__fail(ctx, MQ_ERR_INVALID, "%s: no output path", what);
+    if (full->sqnr_warn_db > 0 && !full->error_stats)
+        return mq__fail(ctx, MQ_ERR_INVALID, "an SQNR floor (--min-sqnr) needs the error "
+                        "figures, which are turned off (--no-error-stats): the gate would never "
+                        "run");
+    return MQ_OK;
+}
+
+mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
+                           const mq_quantize_options *caller_opts, mq_report **report) {
+    mq_quantize_options opts;
+    MQ_TRY(check_args(ctx, "mq_quantize_file", in, out, caller_opts, &opts, report));
+    mq_model *m = NULL;
+    mq_open_options oo;
+    mq_open_options_default(&oo);
+    oo.key = opts.key;
+    mq_status st = mq_model_open(ctx, in, &oo, &m);
+    if (st == MQ_OK) st = quantize_open_model(ctx, m, in, out, &opts, report);
+    mq_model_free(m);
+    return st;
+}
+
+mq_status mq_quantize_model(mq_ctx *ctx, mq_model *model, const char *out,
+                            const mq_quantize_options *caller_opts, mq_report **report) {
+    mq_quantize_options opts;
+    MQ_TRY(check_args(ctx, "mq_quantize_model", model, out, caller_opts, &opts, report));
+    if (!model->hash) MQ_TRY(mq__model_index(model, "<memory>"));
+    /* a model opened from a file keeps its path: the output may not replace it */
+    return quantize_open_model(ctx, model, model->path, out, &opts, report);
 }
