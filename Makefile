@@ -11,7 +11,10 @@ version_part = $(shell sed -n 's/^\#define MQ_VERSION_$(1) \([0-9]*\)$$/\1/p' in
 VERSION_MAJOR := $(call version_part,MAJOR)
 VERSION  := $(VERSION_MAJOR).$(call version_part,MINOR).$(call version_part,PATCH)
 
-WARN     := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wvla -Wstrict-prototypes
+# Warnings are errors in our CI and `make asan` (WERROR=1); a user's build with a newer
+# compiler only reports them.
+WARN     := -Wall -Wextra -Wshadow -Wpointer-arith -Wvla -Wstrict-prototypes \
+            -Wmissing-prototypes -Wformat=2 $(if $(filter 1,$(WERROR)),-Werror)
 CFLAGS   ?= -O2 -g
 # The CLI, tests of the public API and examples see only include/; library sources and unit
 # tests of internals also see src/.
@@ -25,12 +28,18 @@ else
 Q := @
 endif
 
-# Per-ISA sources are named *_avx2.c / *_avx512.c and compiled with their own flags;
-# the library picks a path at run time after checking the CPU and the OS.
+# Per-ISA sources are named *_avx2.c / *_avx512.c and compiled with their own flags, on x86
+# only; the library picks a path at run time after checking the CPU and the OS, with one
+# feature gate per level that checks exactly these extensions (src/common/cpu.c).
 AVX2_FLAGS   := -mavx2 -mfma -mf16c
-AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16 -mfma -mf16c
+AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma -mf16c
+TARGET_ARCH_NAME := $(shell $(CC) -dumpmachine 2>/dev/null)
+IS_X86 := $(filter x86_64% i386% i486% i586% i686%,$(TARGET_ARCH_NAME))
 
 LIB_SRC  := $(sort $(wildcard src/*/*.c))
+ifeq ($(IS_X86),)
+LIB_SRC  := $(filter-out %_avx2.c %_avx512.c,$(LIB_SRC))
+endif
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_SRC  := $(sort $(wildcard cli/*.c))
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
@@ -51,7 +60,7 @@ REALNAME := libmonoquant.so.$(VERSION)
 SHARED := $(BUILD)/$(REALNAME)
 CLI    := $(BUILD)/monoquant
 
-.PHONY: all lib test unit demo bench asan fuzz install clean check-deps
+.PHONY: all lib test unit demo bench asan fuzz install clean
 all: $(STATIC) $(SHARED) $(CLI) $(EXAMPLE_BIN)
 lib: $(STATIC) $(SHARED)
 
@@ -125,7 +134,7 @@ bench: $(BENCH_BIN) $(CLI)
 
 # Tests under AddressSanitizer + UndefinedBehaviorSanitizer (separate build folder).
 asan:
-	$(MAKE) BUILD=build-asan CC=clang \
+	$(MAKE) BUILD=build-asan CC=clang WERROR=1 \
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 	  test
 

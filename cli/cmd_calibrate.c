@@ -1,6 +1,7 @@
 /* monoquant calibrate: recorded activations -> observers -> a statistics file. */
 #include "cli.h"
 
+#include <stdarg.h>
 #include <dirent.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -163,9 +164,14 @@ typedef struct run {
     unsigned warnings;
 } run;
 
-static void warn(run *r, const char *fmt, const char *a, const char *b) {
+__attribute__((format(printf, 2, 3))) static void warn(run *r, const char *fmt, ...) {
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
     r->warnings++;
-    cli_warn(fmt, a, b);
+    cli_warn("%s", msg);
 }
 
 /* One activation tensor: checks it against its layer and feeds it. */

@@ -13,6 +13,7 @@
 #include "monoquant.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,9 +51,14 @@ static double rng_gauss(uint64_t *s) {
 
 /* ---- the tensor list ------------------------------------------------------------------- */
 
-static int add(demo_tensor *t, int n, init_kind init, int rows, int cols, const char *fmt,
-               int layer) {
-    snprintf(t[n].name, sizeof t[n].name, fmt, layer);
+#if defined(__GNUC__)
+__attribute__((format(printf, 6, 7)))
+#endif
+static int add(demo_tensor *t, int n, init_kind init, int rows, int cols, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t[n].name, sizeof t[n].name, fmt, ap);
+    va_end(ap);
     t[n].rows = rows;
     t[n].cols = cols;
     t[n].init = init;
@@ -61,7 +67,7 @@ static int add(demo_tensor *t, int n, init_kind init, int rows, int cols, const 
 
 static int build_list(demo_tensor *t) {
     int n = 0;
-    n = add(t, n, INIT_EMBED, VOCAB, D_MODEL, "model.embed_tokens.weight", 0);
+    n = add(t, n, INIT_EMBED, VOCAB, D_MODEL, "model.embed_tokens.weight");
     for (int l = 0; l < N_LAYERS; l++) {
         n = add(t, n, INIT_NORM, D_MODEL, 0, "model.layers.%d.input_layernorm.weight", l);
         n = add(t, n, INIT_BIAS, D_MODEL, 0, "model.layers.%d.input_layernorm.bias", l);
@@ -78,9 +84,9 @@ static int build_list(demo_tensor *t) {
         n = add(t, n, INIT_LINEAR, D_FF, D_MODEL, "model.layers.%d.mlp.up_proj.weight", l);
         n = add(t, n, INIT_LINEAR, D_MODEL, D_FF, "model.layers.%d.mlp.down_proj.weight", l);
     }
-    n = add(t, n, INIT_NORM, D_MODEL, 0, "model.norm.weight", 0);
-    n = add(t, n, INIT_BIAS, D_MODEL, 0, "model.norm.bias", 0);
-    n = add(t, n, INIT_LINEAR, VOCAB, D_MODEL, "lm_head.weight", 0);
+    n = add(t, n, INIT_NORM, D_MODEL, 0, "model.norm.weight");
+    n = add(t, n, INIT_BIAS, D_MODEL, 0, "model.norm.bias");
+    n = add(t, n, INIT_LINEAR, VOCAB, D_MODEL, "lm_head.weight");
     return n;
 }
 

@@ -35,16 +35,9 @@ void mq__cpu_detect(mq_cpu *cpu, mq_isa *best) {
         cpu->avx512bw = (b >> 30) & 1;
         cpu->avx512vl = (b >> 31) & 1;
         cpu->avx512vnni = (c >> 11) & 1;
-        unsigned a1, b1, c1, d1;
-        __cpuid_count(7, 1, a1, b1, c1, d1);
-        cpu->avx512bf16 = (a1 >> 5) & 1;
-        cpu->avxvnni = (a1 >> 4) & 1;
-        (void)b1; (void)c1; (void)d1;
     }
-    if (cpu->avx2 && cpu->fma && cpu->f16c) *best = MQ_ISA_AVX2;
-    if (*best == MQ_ISA_AVX2 && cpu->avx512f && cpu->avx512bw && cpu->avx512vl && cpu->avx512dq &&
-        cpu->avx512vnni)
-        *best = MQ_ISA_AVX512;
+    if (mq__cpu_level_ok(cpu, MQ_ISA_AVX2)) *best = MQ_ISA_AVX2;
+    if (mq__cpu_level_ok(cpu, MQ_ISA_AVX512)) *best = MQ_ISA_AVX512;
 }
 #else
 void mq__cpu_detect(mq_cpu *cpu, mq_isa *best) {
@@ -52,3 +45,21 @@ void mq__cpu_detect(mq_cpu *cpu, mq_isa *best) {
     *best = MQ_ISA_SCALAR;
 }
 #endif
+
+bool mq__cpu_level_ok(const mq_cpu *cpu, mq_isa level) {
+    bool avx2 = cpu->avx2 && cpu->fma && cpu->f16c;
+    switch (level) {
+    case MQ_ISA_SCALAR: return true;
+    case MQ_ISA_AVX2: return avx2;
+    case MQ_ISA_AVX512:
+        return avx2 && cpu->avx512f && cpu->avx512bw && cpu->avx512vl && cpu->avx512dq &&
+               cpu->avx512vnni;
+    default: return false;
+    }
+}
+
+const void *mq__isa_pick(const mq_ctx *ctx, const void *const *by_level, int nlevels) {
+    for (int l = (int)ctx->isa < nlevels - 1 ? (int)ctx->isa : nlevels - 1; l > 0; l--)
+        if (by_level[l] && mq__cpu_level_ok(&ctx->cpu, (mq_isa)l)) return by_level[l];
+    return by_level[0];
+}

@@ -22,11 +22,10 @@
 #define MQ_MSG_MAX 1024
 #define MQ__MAX_TEMPS 64 /* temporary paths tracked at once per context */
 
-/* CPU features, read once per context. */
+/* CPU features, read once per context: those the vector levels are compiled for. */
 typedef struct mq_cpu {
-    bool avx2, fma, f16c;                      /* AVX2 level: all three */
-    bool avx512f, avx512bw, avx512vl, avx512dq; /* AVX-512 level: these */
-    bool avx512vnni, avx512bf16, avxvnni;
+    bool avx2, fma, f16c;
+    bool avx512f, avx512bw, avx512vl, avx512dq, avx512vnni;
 } mq_cpu;
 
 typedef struct mq_pool mq_pool;
@@ -145,6 +144,19 @@ static inline size_t mq__weight_layer_len(const char *name, size_t len) {
 MQ_HIDDEN const char *mq__model_meta(const mq_model *m, const char *key);
 
 MQ_HIDDEN void mq__cpu_detect(mq_cpu *cpu, mq_isa *best);
+/* The one feature gate of each level: exactly the extensions its files are compiled with
+ * (Makefile: AVX2_FLAGS, AVX512_FLAGS); MQ_ISA_SCALAR always passes. */
+MQ_HIDDEN bool mq__cpu_level_ok(const mq_cpu *cpu, mq_isa level);
+/* The one ISA dispatch: by_level[l] (the table of level l, NULL when there is none) for the
+ * highest l <= the context's level whose gate passes, else by_level[0], the scalar
+ * reference. */
+MQ_HIDDEN const void *mq__isa_pick(const mq_ctx *ctx, const void *const *by_level, int nlevels);
+/* The x86 vector files are built on x86 only: elsewhere their tables are absent. */
+#if defined(__x86_64__) || defined(__i386__)
+#define MQ__X86_ONLY(table) (table)
+#else
+#define MQ__X86_ONLY(table) NULL
+#endif
 MQ_HIDDEN uint64_t mq__now_ns(void);
 
 /* Loads a little-endian integer from unaligned memory. */

@@ -4,6 +4,7 @@
  * with their byte offset. */
 #include "io/pickle.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -123,12 +124,6 @@ static const struct {
     {"torch.serialization._get_layout", MQ_G_UNSUPPORTED},
 };
 
-mq_dtype mq__pk_storage_dtype(const char *name) {
-    for (size_t i = 0; i < sizeof storage_table / sizeof *storage_table; i++)
-        if (!strcmp(storage_table[i].name, name)) return storage_table[i].dtype;
-    return MQ_DTYPE_INVALID;
-}
-
 const char *mq__pk_storage_name(mq_dtype dt) {
     for (size_t i = 0; i < sizeof storage_table / sizeof *storage_table; i++)
         if (storage_table[i].dtype == dt) return storage_table[i].name;
@@ -152,9 +147,13 @@ typedef struct pk_vm {
     size_t memo_cap, memo_limit;
 } pk_vm;
 
-static mq_status vm_fail(pk_vm *vm, const char *fmt, const char *detail) {
+static mq_status vm_fail(pk_vm *vm, const char *fmt, ...) MQ_PRINTF(2, 3);
+static mq_status vm_fail(pk_vm *vm, const char *fmt, ...) {
     char what[400];
-    snprintf(what, sizeof what, fmt, detail);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
     return mq__fail(vm->ctx, MQ_ERR_FORMAT, "%s: pickle opcode 0x%02x at byte %zu: %s", vm->where,
                     vm->op, vm->op_off, what);
 }

@@ -94,9 +94,7 @@ MQ_HIDDEN mq_status mq__pk_load(mq_ctx *ctx, const char *where, const uint8_t *d
                                 mq_pk_arena **arena, const mq_pk_obj **root);
 MQ_HIDDEN void mq__pk_free(mq_ctx *ctx, mq_pk_arena *arena);
 
-/* Torch storage class name ("FloatStorage") to dtype; MQ_DTYPE_INVALID if unknown. */
-MQ_HIDDEN mq_dtype mq__pk_storage_dtype(const char *name);
-/* Inverse: storage class name for a dtype, NULL when torch has none. */
+/* Torch storage class name ("FloatStorage") for a dtype, NULL when torch has none. */
 MQ_HIDDEN const char *mq__pk_storage_name(mq_dtype dt);
 
 #endif

@@ -12,6 +12,7 @@
  * The pickle only references storages, so it is written first and tensor data streams after
  * it; each local header's CRC-32 is patched once its data has gone by. */
 #include "io/pickle.h"
+#include "io/pytorch_internal.h"
 #include "io/writer_internal.h"
 #include "io/zip.h"
 

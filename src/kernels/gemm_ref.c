@@ -25,9 +25,8 @@ static void axpy_ref(size_t n, float a, const float *x, float *y) {
 const mq__gemm_fns mq__gemm_ref = {gemm_ref, axpy_ref};
 
 const mq__gemm_fns *mq__gemm_pick(const mq_ctx *ctx) {
-    const mq__gemm_fns *f = NULL;
-    if (ctx->isa >= MQ_ISA_AVX2) f = mq__gemm_fns_avx2(&ctx->cpu);
-    return f ? f : &mq__gemm_ref;
+    const void *by_level[] = {&mq__gemm_ref, MQ__X86_ONLY(mq__gemm_fns_avx2())};
+    return (const mq__gemm_fns *)mq__isa_pick(ctx, by_level, 2);
 }
 
 typedef struct par_job {

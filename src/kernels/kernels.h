@@ -73,8 +73,8 @@ MQ_HIDDEN extern const mq__linear_fns mq__linear_ref;
 MQ_HIDDEN mq_status mq__linear_desc_read(mq_ctx *ctx, const mq_linear_desc *desc,
                                          mq_linear_desc *out);
 /* NULL when the CPU lacks what the path needs. */
-MQ_HIDDEN const mq__linear_fns *mq__linear_fns_avx2(const mq_cpu *cpu);
-MQ_HIDDEN const mq__linear_fns *mq__linear_fns_avx512(const mq_cpu *cpu);
+MQ_HIDDEN const mq__linear_fns *mq__linear_fns_avx2(void);
+MQ_HIDDEN const mq__linear_fns *mq__linear_fns_avx512(void);
 
 /* Index of (channel block b, group g, lane) in the per-group tables. */
 static inline int64_t mq__gidx(const mq__lin *L, int64_t b, int64_t g) {

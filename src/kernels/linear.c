@@ -389,10 +389,9 @@ static mq_status run_blocks(void *arg, int64_t b0, int64_t b1, int tid) {
 }
 
 static const mq__linear_fns *pick_fns(const mq_ctx *ctx) {
-    const mq__linear_fns *f = NULL;
-    if (ctx->isa >= MQ_ISA_AVX512) f = mq__linear_fns_avx512(&ctx->cpu);
-    if (!f && ctx->isa >= MQ_ISA_AVX2) f = mq__linear_fns_avx2(&ctx->cpu);
-    return f ? f : &mq__linear_ref;
+    const void *by_level[] = {&mq__linear_ref, MQ__X86_ONLY(mq__linear_fns_avx2()),
+                              MQ__X86_ONLY(mq__linear_fns_avx512())};
+    return (const mq__linear_fns *)mq__isa_pick(ctx, by_level, 3);
 }
 
 /* Scratch of at least `bytes`, reused across calls (fresh pages are slow to touch). */

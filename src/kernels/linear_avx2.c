@@ -305,6 +305,4 @@ static void tile_integer(const mq__lin *L, const mq__act *A, int64_t m0, int64_t
 
 static const mq__linear_fns fns = {tile_float, tile_wonly, tile_integer};
 
-const mq__linear_fns *mq__linear_fns_avx2(const mq_cpu *cpu) {
-    return cpu->avx2 && cpu->fma && cpu->f16c ? &fns : NULL;
-}
+const mq__linear_fns *mq__linear_fns_avx2(void) { return &fns; }

@@ -54,14 +54,11 @@ int mq__spec_from_meta(const char *str, mq_qspec *s, mq_dtype *orig) {
         return 0;
     mq_qspec_default(s);
     s->type = MQ_Q_NONE;
-    int found = 0;
-    for (int t = MQ_Q_NONE; t <= MQ_Q_BF16; t++)
-        if (!strcmp(type, mq_qtype_name((mq_qtype)t))) s->type = (mq_qtype)t, found = 1;
-    if (!found) return 0;
+    if (!mq__qtype_from_name(type, &s->type)) return 0;
     if (!strcmp(scheme, "symmetric")) s->scheme = MQ_SYMMETRIC;
     else if (!strcmp(scheme, "asymmetric")) s->scheme = MQ_ASYMMETRIC;
     else return 0;
-    found = 0;
+    int found = 0;
     for (int g = 0; g < 3; g++)
         if (!strcmp(gran, gran_names[g])) s->granularity = (mq_granularity)g, found = 1;
     if (!found) return 0;

@@ -131,8 +131,8 @@ static void dequantize_avx2(const uint8_t *codes, size_t n, uint8_t flip, float 
     if (i < n) mq__dequantize_ref(codes + i, n - i, flip, sub, scale, out + i);
 }
 
-const mq_qkernels *mq__qkernels_avx2(const mq_cpu *cpu) {
+const mq_qkernels *mq__qkernels_avx2(void) {
     static const mq_qkernels k = {minmax_avx2, quantize_avx2, sqerr_avx2, pack4_avx2,
                                   dequantize_avx2};
-    return cpu->avx2 && cpu->fma ? &k : NULL;
+    return &k;
 }

@@ -79,8 +79,7 @@ const mq_qkernels *mq__qkernels_ref(void) {
 }
 
 const mq_qkernels *mq__qkernels(const mq_ctx *ctx) {
-    const mq_qkernels *k = NULL;
-    if (ctx->isa >= MQ_ISA_AVX512) k = mq__qkernels_avx512(&ctx->cpu);
-    if (!k && ctx->isa >= MQ_ISA_AVX2) k = mq__qkernels_avx2(&ctx->cpu);
-    return k ? k : mq__qkernels_ref();
+    const void *by_level[] = {mq__qkernels_ref(), MQ__X86_ONLY(mq__qkernels_avx2()),
+                              MQ__X86_ONLY(mq__qkernels_avx512())};
+    return (const mq_qkernels *)mq__isa_pick(ctx, by_level, 3);
 }

@@ -16,6 +16,8 @@ static void take(const uint8_t **p, size_t *n, void *dst, size_t k) {
     *n -= m;
 }
 
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 2) return 0;
     mq_ctx *ctx = mq_ctx_create();
