@@ -60,7 +60,7 @@ REALNAME := libmonoquant.so.$(VERSION)
 SHARED := $(BUILD)/$(REALNAME)
 CLI    := $(BUILD)/monoquant
 
-.PHONY: all lib test unit demo bench asan fuzz install clean test-aarch64
+.PHONY: all lib test unit demo bench asan fuzz install clean python test-aarch64
 all: $(STATIC) $(SHARED) $(CLI) $(EXAMPLE_BIN)
 lib: $(STATIC) $(SHARED)
 
@@ -112,6 +112,16 @@ $(FAULT_LIB): tests/fault/inject.c
 	$(Q)$(CC) -std=c11 -D_GNU_SOURCE $(WARN) -O1 -g -fPIC -shared -o $@ $< -ldl
 
 unit: $(UNIT_BIN) $(REPLAY_BIN) $(FAULT_LIB)
+
+# The Python package (python/monoquant) installed into a venv that sees the system's torch,
+# with this build's library copied inside it: `make python` then `$(PYVENV)/bin/python -c "import monoquant"`.
+PYVENV ?= $(BUILD)/venv
+python: $(SHARED)
+	[ -x $(PYVENV)/bin/python ] || $(PYTHON) -m venv --system-site-packages $(PYVENV)
+	$(PYVENV)/bin/python -m pip install -q --no-build-isolation --no-deps --no-index ./python
+	rm -rf python/build python/*.egg-info
+	cp $(SHARED) "$$($(PYVENV)/bin/python -c 'import importlib.util as u; print(u.find_spec("monoquant").submodule_search_locations[0])')/libmonoquant.so"
+	cd / && $(abspath $(PYVENV))/bin/python -c "import monoquant; print('monoquant', monoquant.__version__, 'over', monoquant.library_path)"
 
 # Every test: unit binaries, fuzz-corpus replays, CLI scripts, PyTorch interop and model-level
 # checks. The runner ends with one line `N passed, N failed`.

@@ -1,4 +1,5 @@
-/* GPTQ speed: INT4 groups of 128 with a Hessian of 2048 calibration rows, for 4096 x 4096,
+/* The Hessian X^T X of calibrate --hessian (mq_calibrator_update, 2048 rows x 4096, f32)
+ * in GFLOP/s counting the lower triangle (rows cols^2), and GPTQ speed: INT4 groups of 128 with a Hessian of 2048 calibration rows, for 4096 x 4096,
  * and with BENCH_GPTQ_LONG=1 also 11008 x 4096 and 4096 x 11008 (rows x cols), on 1 and 2
  * threads. Prints seconds (factorization of the Hessian and the whole call), effective
  * GFLOP/s (2/3 cols^3 for the factor + rows cols^2 for the sweep), and the ratio to our f32
@@ -59,12 +60,42 @@ static float *make_hessian(mq_ctx *ctx, int64_t cols, int64_t m) {
     return h;
 }
 
+static void hessian_line(mq_ctx *ctx, int reps) {
+    int64_t rows = 2048, cols = 4096;
+    float *x = bench_xmalloc((size_t)(rows * cols) * 4);
+    for (int64_t i = 0; i < rows * cols; i++) x[i] = frand();
+    int64_t shape[2] = {rows, cols};
+    double one = 0;
+    for (int th = 1; th <= 2; th++) {
+        mq_ctx_set_threads(ctx, th);
+        double g = gemm_rate(ctx, 3), best = 1e30;
+        for (int r = 0; r < reps; r++) {
+            mq_calibrator *cal = NULL;
+            if (mq_calibrator_create(ctx, NULL, &cal) || mq_calibrator_set_hessian(cal, 1) ||
+                mq_calibrator_add_layer(cal, "fc", cols))
+                die(ctx, "calibrator");
+            double t = bench_now();
+            if (mq_calibrator_update(cal, "fc", MQ_F32, x, 2, shape, -1)) die(ctx, "update");
+            t = bench_now() - t;
+            best = t < best ? t : best;
+            mq_calibrator_free(cal);
+        }
+        double rate = (double)rows * cols * cols / best / 1e9;
+        if (th == 1) one = best;
+        printf("hessian 2048x4096 %d th: %.2f s, %.1f GFLOP/s, gemm %.1f GFLOP/s, x gemm %.2f, "
+               "x 1 thread %.2f\n", th, best, rate, g, rate / g, one / best);
+        fflush(stdout);
+    }
+    free(x);
+}
+
 int main(void) {
     int reps = getenv("BENCH_REPS") ? atoi(getenv("BENCH_REPS")) : 2;
     bool longer = getenv("BENCH_GPTQ_LONG") && atoi(getenv("BENCH_GPTQ_LONG"));
     mq_ctx *ctx = mq_ctx_create();
     static const int64_t shapes[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
     printf("isa %s\n", mq_isa_name(mq_ctx_isa(ctx)));
+    hessian_line(ctx, reps);
     printf("%-13s %2s %8s %8s %8s %9s %7s\n", "rows x cols", "th", "factor s", "total s",
            "GFLOP/s", "gemm GF/s", "x gemm");
     for (int s = 0; s < (longer ? 3 : 1); s++) {

@@ -10,7 +10,7 @@
 
 typedef struct cal_state {
     const char *model, *output, *key;
-    cli_list acts;
+    cli_list acts, merge;
     int observer, scheme, qtype;
     double averaging, percentile;
     long long bins;
@@ -49,13 +49,16 @@ static const cli_option options[] = {
     OPT_FLAG("hessian", cal_state, hessian, "also store <layer>.hessian, the mean of x x^T of "
              "each Linear\nlayer's inputs, for `quantize --search gptq` (Conv layers get\n"
              "none; costs 8 * in_features^2 bytes of memory per layer)"),
+    OPT_LIST_GREEDY("merge", cal_state, merge, "F...", "instead of --model/--activations: merge "
+                    "statistics files of\nseparate runs (same observer settings) into -o OUT"),
     OPT_FLAG("strict", cal_state, strict, "warnings (unknown or missing layers, shape "
              "mismatches, layers\nwithout data) are errors: exit 3, nothing written"),
     OPT_END,
 };
 
 static const cli_command command = {
-    "calibrate", "--model M [--key K] --activations FILE|DIR [FILE|DIR...] -o OUT [options]",
+    "calibrate", "--model M [--key K] --activations FILE|DIR [FILE|DIR...] -o OUT [options]\n"
+    "       monoquant calibrate --merge STATS STATS... -o OUT",
     "Observes the recorded inputs of every Linear and Conv layer of model M and writes\n"
     "calibration statistics (safetensors, docs/CALIBRATION.md): per layer the activation\n"
     "scale and zero point, and per input channel the mean of x^2 and max |x|.\n"
@@ -63,7 +66,9 @@ static const cli_command command = {
     "layer prefix ('blocks.0.mlp.fc' for 'blocks.0.mlp.fc.weight'), shape [..., in_features]\n"
     "for Linear and [N, C, H, W] for Conv. Each file is one batch; files are read in the\n"
     "order given, a folder's files in name order (tools/record_activations.py writes them).\n"
-    "--json prints the per-layer results as JSON on stdout.",
+    "--json prints the per-layer results as JSON on stdout.\n"
+    "--merge folds statistics files of separate runs into one, as one run over all their\n"
+    "inputs gives (map/reduce calibration, docs/PYTHON.md).",
     options,
     "Exit codes: 0 ok, 1 general, 2 usage, 3 bad values (NaN/Inf) or warnings under\n"
     "--strict, 5 I/O or format.\n"};
@@ -284,6 +289,14 @@ static int parse(cal_state *c, mq_observer_options *opts, int argc, char **argv,
     if (rc) return rc;
     if (args.npos)
         return cli_usage_error("calibrate", "unexpected argument '%s'", args.pos[0]);
+    if (c->merge.n) {
+        if (c->model || c->acts.n)
+            return cli_usage_error("calibrate", "--merge takes statistics files, not --model "
+                                   "or --activations");
+        if (c->merge.n < 2 || !c->output)
+            return cli_usage_error("calibrate", "--merge needs two or more files and -o");
+        return 0;
+    }
     if (!c->model || !c->acts.n || !c->output)
         return cli_usage_error("calibrate", "--model, --activations and -o are required");
     mq_observer_options_default(opts, (mq_observer_kind)c->observer);
@@ -395,6 +408,42 @@ static void report(const mq_calib_stats *stats, const cal_state *c, const run *r
              nfiles == 1 ? "" : "s", obs_text, c->output);
 }
 
+/* --merge: statistics files read back (mq_calibrator_open), folded into the first, saved. */
+static int merge_files(const cal_state *c) {
+    mq_ctx *ctx = mq_ctx_create();
+    if (!ctx) return EXIT_GENERAL;
+    cli_signals_install(ctx);
+    mq_ctx_set_threads(ctx, (int)g_cli.threads);
+    int rc = cli_prepare_output(ctx, c->output, NULL);
+    for (size_t i = 0; !rc && i < c->merge.n; i++)
+        if (cli_same_file(c->merge.v[i], c->output)) {
+            fprintf(stderr, "monoquant: error: %s: the output is an input file; refusing to "
+                    "overwrite it\n", c->output);
+            rc = EXIT_CONFIG;
+        }
+    mq_calibrator *all = NULL, *one = NULL;
+    mq_model *first = NULL;
+    mq_status st = MQ_OK;
+    for (size_t i = 0; !rc && st == MQ_OK && i < c->merge.n; i++) {
+        st = mq_calibrator_open(ctx, c->merge.v[i], i ? &one : &all);
+        if (st == MQ_OK && i) st = mq_calibrator_merge(all, one);
+        mq_calibrator_free(one);
+        one = NULL;
+    }
+    /* the model the statistics belong to, as the first file names it */
+    if (!rc && st == MQ_OK) st = mq_model_open(ctx, c->merge.v[0], NULL, &first);
+    int64_t mi = first ? mq_model_metadata_find(first, "monoquant.model") : -1;
+    const char *model = mi >= 0 ? mq_model_metadata_value(first, (size_t)mi) : NULL;
+    mq_kv meta[] = {{"monoquant.model", model}};
+    if (!rc && st == MQ_OK) st = mq_calibrator_save(all, c->output, meta, model ? 1 : 0);
+    if (!rc && st != MQ_OK) rc = cli_fail(ctx, st);
+    if (!rc) cli_info("merged %zu statistics files -> %s", c->merge.n, c->output);
+    mq_model_free(first);
+    mq_calibrator_free(all);
+    mq_ctx_free(ctx);
+    return rc;
+}
+
 int cmd_calibrate(int argc, char **argv) {
     cal_state c;
     memset(&c, 0, sizeof c);
@@ -407,8 +456,10 @@ int cmd_calibrate(int argc, char **argv) {
     unsigned ignored = 0;
     int rc = parse(&c, &opts, argc, argv, &ignored);
     r.warnings = ignored; /* under --strict they stop the run before anything is written */
-    if (rc) {
+    if (!rc && c.merge.n) rc = merge_files(&c);
+    if (rc || c.merge.n) {
         cli_list_free(&c.acts);
+        cli_list_free(&c.merge);
         return rc < 0 ? EXIT_OK : rc;
     }
     r.ctx = mq_ctx_create();
@@ -456,6 +507,7 @@ done:
     for (size_t i = 0; i < r.nlayers; i++) free(r.layers[i].name);
     free(r.layers);
     cli_list_free(&c.acts);
+    cli_list_free(&c.merge);
     list_free(&files);
     cli_signals_install(NULL); /* the handler must not see a freed context */
     mq_ctx_free(r.ctx);

@@ -1062,6 +1062,14 @@ MQ_API mq_status mq_calibrator_merge(mq_calibrator *dst, const mq_calibrator *sr
 MQ_API mq_status mq_calibrator_save(mq_calibrator *cal, const char *path, const mq_kv *meta,
                                     size_t nmeta);
 
+/* Reads a statistics file (mq_calibrator_save, `monoquant calibrate`) back as a calibrator
+ * with the file's observer options: per layer the observer state (restored exactly), the rows,
+ * max |x|, and the sums of x^2 and of x x^T (the stored means times the rows). Merging such
+ * calibrators (mq_calibrator_merge) and saving gives what one calibration over all the inputs
+ * gives: observer ranges, histograms of equal range, counts and max |x| exactly; the channel
+ * means and Hessians to float rounding. This is `monoquant calibrate --merge`. */
+MQ_API mq_status mq_calibrator_open(mq_ctx *ctx, const char *path, mq_calibrator **out);
+
 /* Statistics written by `monoquant calibrate` (a safetensors file), read back for static
  * quantization and activation-aware weight quantization. */
 typedef struct mq_calib_stats mq_calib_stats;
@@ -1091,6 +1099,48 @@ MQ_API size_t mq_calib_stats_count(const mq_calib_stats *stats);
 MQ_API const mq_layer_stats *mq_calib_stats_layer(const mq_calib_stats *stats, size_t i);
 /* Index of `layer`, or -1 when the file has no statistics for it. */
 MQ_API int64_t mq_calib_stats_find(const mq_calib_stats *stats, const char *layer);
+
+/* ====== section: in-memory models ===================================================== */
+
+/* A model whose tensors are views of memory the caller owns (e.g. the parameters of a model
+ * in a framework), so that mq_quantize_model runs the same plan, writes the same bytes and
+ * gives the same report as mq_quantize_file on a checkpoint holding those tensors in that
+ * order. Nothing is copied: each view's data must stay valid and unchanged until the model is
+ * freed (mq_model_free). The views are read, never written. Data: little-endian, row-major,
+ * contiguous, any alignment. mq_model_format gives MQ_FORMAT_AUTO for such a model. */
+MQ_API mq_status mq_model_create(mq_ctx *ctx, mq_model **out);
+/* Appends a tensor view (the name and shape are copied). MQ_ERR_INVALID for a duplicate or
+ * empty name, an unknown dtype, a negative dimension, NULL data for a non-empty tensor, or a
+ * model opened from a file. */
+MQ_API mq_status mq_model_add_view(mq_model *model, const char *name, mq_dtype dtype, int ndim,
+                                   const int64_t *shape, const void *data);
+/* Sets (or replaces) a string metadata entry, copied; stored in the output as a checkpoint's
+ * metadata is. */
+MQ_API mq_status mq_model_set_metadata(mq_model *model, const char *key, const char *value);
+/* mq_quantize_file with an open model as input (an in-memory one, or one from
+ * mq_model_open; opts->key is then unused). The model is not modified, except that its name
+ * index is built: use it from one thread at a time. report->file_bytes_in is 0 for an
+ * in-memory model. */
+MQ_API mq_status mq_quantize_model(mq_ctx *ctx, mq_model *model, const char *out,
+                                   const mq_quantize_options *opts, mq_report **report);
+
+/* Quantized layers built from a checkpoint: the kernel object of logical tensor i of `qm`
+ * (mq_qmodel_runnable; a Linear weight, or a Conv weight [C_out, C_in/groups, kh, kw]) in
+ * mode `act` (an mq_act_mode: MQ_ACT_STATIC uses the stored input_scale /
+ * input_zero_point and runs dynamic when there are none; FP16/BF16 casts always run
+ * weight-only), with `bias` (F32 [out_features], copied) or NULL. The object copies what it
+ * needs: `qm` may be freed afterwards. The object allocates through `ctx` (free it before the
+ * context). *act_used (may be NULL) receives the mode that will run. */
+MQ_API mq_status mq_qmodel_linear_create(mq_ctx *ctx, mq_qmodel *qm, size_t i, mq_act_mode act,
+                                         const float *bias, mq_linear **out,
+                                         mq_act_mode *act_used);
+/* As mq_qmodel_linear_create for a Conv2d: `geometry` (from mq_conv2d_desc_init) gives
+ * in_channels, kernel size, stride, padding, dilation and groups. */
+MQ_API mq_status mq_qmodel_conv2d_create(mq_ctx *ctx, mq_qmodel *qm, size_t i, mq_act_mode act,
+                                         const float *bias, const mq_conv2d_desc *geometry,
+                                         mq_conv2d **out, mq_act_mode *act_used);
+
+/* ====== end of section: in-memory models =============================================== */
 
 #ifdef __cplusplus
 }

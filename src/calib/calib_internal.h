@@ -116,4 +116,30 @@ MQ_HIDDEN void mq__search_mse(const double *hist, int bins, float min_val, float
                               int qmin, int qmax, bool symmetric, mq_search_scratch *s,
                               float *lo, float *hi);
 
+/* A calibrator and its layers (calibrator.c; read back from a file by calibrator_open.c). */
+typedef struct cal_layer {
+    char *name;
+    int64_t channels;
+    mq_observer *obs;
+    double *sum_sq;  /* [channels] */
+    float *max_abs;  /* [channels] */
+    uint64_t rows;
+    double *xtx;     /* --hessian: [channels, channels] sum of x x^T (lower triangle) */
+    bool no_hessian; /* an input was not [..., channels] (Conv): the Hessian is dropped */
+} cal_layer;
+
+struct mq_calibrator {
+    mq_ctx *ctx;
+    mq_observer_options opts;
+    cal_layer *layers;
+    size_t n, cap;
+    bool hessian;
+    float *hbuf;     /* a batch as f32 rows, reused */
+    size_t hbuf_cap;
+    float *tbuf;     /* the batch transposed (channels x rows), reused */
+    size_t tbuf_cap;
+    float *tiles;    /* per thread: HT_M x HT_N f32 partial sums, and a gemm workspace */
+    int ntiles;
+};
+
 #endif

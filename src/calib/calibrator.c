@@ -1,31 +1,11 @@
 /* mq_calibrator: an observer and input-channel statistics per layer, saved as a statistics
  * file (docs/CALIBRATION.md). */
 #include "calib/calib_internal.h"
+#include "kernels/gemm.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-
-typedef struct cal_layer {
-    char *name;
-    int64_t channels;
-    mq_observer *obs;
-    double *sum_sq;  /* [channels] */
-    float *max_abs;  /* [channels] */
-    uint64_t rows;
-    double *xtx;     /* --hessian: [channels, channels] sum of x x^T (lower triangle) */
-    bool no_hessian; /* an input was not [..., channels] (Conv): the Hessian is dropped */
-} cal_layer;
-
-struct mq_calibrator {
-    mq_ctx *ctx;
-    mq_observer_options opts;
-    cal_layer *layers;
-    size_t n, cap;
-    bool hessian;
-    float *hbuf;     /* a batch as f32 rows, reused */
-    size_t hbuf_cap;
-};
 
 mq_status mq_calibrator_create(mq_ctx *ctx, const mq_observer_options *opts,
                                mq_calibrator **out) {
@@ -60,6 +40,8 @@ void mq_calibrator_free(mq_calibrator *cal) {
     for (size_t i = 0; i < cal->n; i++) layer_release(cal->ctx, &cal->layers[i]);
     mq__free(cal->ctx, cal->layers);
     mq__free(cal->ctx, cal->hbuf);
+    mq__free(cal->ctx, cal->tbuf);
+    mq__free(cal->ctx, cal->tiles);
     mq__free(cal->ctx, cal);
 }
 
@@ -152,51 +134,91 @@ mq_status mq_calibrator_set_hessian(mq_calibrator *cal, int enable) {
     return MQ_OK;
 }
 
+/* The lower triangle of X^T X as a blocked symmetric rank-k update: tiles of HT_M x HT_N
+ * channels on or below the diagonal, each summing the batch's rows in chunks of HT_K as f32
+ * products (kernels/gemm.h: one fmaf chain per entry, in row order) added to the f64
+ * accumulator chunk by chunk. Each tile is one task with a fixed order, so the sums do not
+ * depend on the thread count or the instruction set. */
+enum { HT_M = 96, HT_N = 256, HT_K = 64, HT_TILE = HT_M * HT_N + MQ__GEMM_WS };
+
 typedef struct hess_pass {
+    mq_ctx *ctx;
+    const mq__gemm_fns *f;
     double *xtx;
-    const float *x;
-    int64_t rows, c;
+    const float *x, *xt; /* rows x c and its transpose */
+    int64_t rows, c, ncol_tiles;
+    float *tiles;
+    int ntiles;
 } hess_pass;
 
-/* Rows [b, e) of the lower triangle: each is owned by one chunk and sums the batch's rows in
- * order, so the result does not depend on the thread count. */
 static mq_status hess_range(void *arg, int64_t b, int64_t e, int tid) {
-    (void)tid;
     const hess_pass *p = (const hess_pass *)arg;
+    if (tid < 0 || tid >= p->ntiles)
+        return mq__fail(p->ctx, MQ_ERR_INTERNAL, "calibrator: worker %d without scratch", tid);
     int64_t C = p->c;
-    for (int64_t i = b; i < e; i++) {
-        double *acc = p->xtx + (size_t)(i * C);
-        for (int64_t r = 0; r < p->rows; r++) {
-            const float *x = p->x + (size_t)(r * C);
-            double xi = (double)x[i];
-            if (xi == 0.0) continue;
-            for (int64_t k = 0; k <= i; k++) acc[k] += xi * (double)x[k];
+    float *tmp = p->tiles + (size_t)tid * HT_TILE, *ws = tmp + HT_M * HT_N;
+    for (int64_t t = b; t < e; t++) {
+        int64_t i0 = t / p->ncol_tiles * HT_M, j0 = t % p->ncol_tiles * HT_N;
+        if (j0 > i0 + HT_M - 1 || i0 >= C) continue; /* above the diagonal */
+        int64_t m = C - i0 < HT_M ? C - i0 : HT_M;
+        int64_t j1 = j0 + HT_N < i0 + m ? j0 + HT_N : i0 + m, n = j1 - j0;
+        for (int64_t k0 = 0; k0 < p->rows; k0 += HT_K) {
+            int64_t kc = p->rows - k0 < HT_K ? p->rows - k0 : HT_K;
+            memset(tmp, 0, (size_t)(m * n) * sizeof(float));
+            p->f->gemm(m, n, kc, p->xt + i0 * p->rows + k0, p->rows, p->x + k0 * C + j0, C, tmp,
+                       n, ws);
+            for (int64_t i = 0; i < m; i++) {
+                double *acc = p->xtx + (i0 + i) * C;
+                const float *s = tmp + i * n;
+                int64_t jend = i0 + i + 1 < j1 ? i0 + i + 1 : j1;
+                for (int64_t j = j0; j < jend; j++) acc[j] += (double)s[j - j0];
+            }
         }
     }
     return MQ_OK;
 }
 
+static mq_status grow_f32(mq_ctx *ctx, float **buf, size_t *cap, size_t n) {
+    if (n <= *cap) return MQ_OK;
+    mq__free(ctx, *buf);
+    *cap = 0;
+    if (n > SIZE_MAX / sizeof(float) || !(*buf = (float *)mq__malloc(ctx, n * sizeof(float))))
+        return MQ_ERR_NOMEM;
+    *cap = n;
+    return MQ_OK;
+}
+
 static mq_status hessian_update(mq_calibrator *cal, cal_layer *l, mq_dtype dtype, const void *x,
                                 uint64_t numel) {
+    mq_ctx *ctx = cal->ctx;
     int64_t C = l->channels, rows = (int64_t)(numel / (uint64_t)C);
     if (!rows) return MQ_OK;
     const float *f = (const float *)x;
     if (dtype != MQ_F32 || ((uintptr_t)x & 3)) {
-        if (numel > cal->hbuf_cap) {
-            mq__free(cal->ctx, cal->hbuf);
-            cal->hbuf_cap = 0;
-            if (numel > SIZE_MAX / sizeof(float) ||
-                !(cal->hbuf = (float *)mq__malloc(cal->ctx, (size_t)numel * sizeof(float))))
-                return MQ_ERR_NOMEM;
-            cal->hbuf_cap = (size_t)numel;
-        }
+        MQ_TRY(grow_f32(ctx, &cal->hbuf, &cal->hbuf_cap, (size_t)numel));
         if (dtype == MQ_F32) memcpy(cal->hbuf, x, (size_t)numel * sizeof(float));
-        else mq_convert(cal->ctx, MQ_F32, cal->hbuf, dtype, x, (size_t)numel);
+        else mq_convert(ctx, MQ_F32, cal->hbuf, dtype, x, (size_t)numel);
         f = cal->hbuf;
     }
-    hess_pass hp = {l->xtx, f, rows, C};
-    int64_t grain = 1 + 65536 / C; /* fixed by the width */
-    return mq__parallel_for(cal->ctx, C, grain, hess_range, &hp);
+    MQ_TRY(grow_f32(ctx, &cal->tbuf, &cal->tbuf_cap, (size_t)numel));
+    for (int64_t r0 = 0; r0 < rows; r0 += 64) /* transpose in 64 x 64 tiles */
+        for (int64_t c0 = 0; c0 < C; c0 += 64)
+            for (int64_t c = c0; c < C && c < c0 + 64; c++)
+                for (int64_t r = r0; r < rows && r < r0 + 64; r++)
+                    cal->tbuf[c * rows + r] = f[r * C + c];
+    int nt = mq__thread_count(ctx);
+    if (cal->ntiles < nt) {
+        mq__free(ctx, cal->tiles);
+        cal->ntiles = 0;
+        cal->tiles = (float *)mq__malloc(ctx, (size_t)nt * HT_TILE * sizeof(float) + 64);
+        if (!cal->tiles) return MQ_ERR_NOMEM;
+        cal->ntiles = nt;
+    }
+    float *tiles = (float *)(((uintptr_t)cal->tiles + 63) & ~(uintptr_t)63);
+    hess_pass hp = {ctx, mq__gemm_pick(ctx), l->xtx, f, cal->tbuf, rows, C,
+                    (C + HT_N - 1) / HT_N, tiles, cal->ntiles};
+    int64_t ntask = (C + HT_M - 1) / HT_M * hp.ncol_tiles;
+    return mq__parallel_for(ctx, ntask, 1, hess_range, &hp);
 }
 
 mq_status mq_calibrator_update(mq_calibrator *cal, const char *layer, mq_dtype dtype,

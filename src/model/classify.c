@@ -62,6 +62,11 @@ mq_layer_kind mq_classify_tensor(const mq_tensor *t) {
         return MQ_KIND_NORM;
     if (!strncmp(leaf, "weight_ih_l", 11) || !strncmp(leaf, "weight_hh_l", 11)) return MQ_KIND_RNN;
     if (!strncmp(leaf, "bias_ih_l", 9) || !strncmp(leaf, "bias_hh_l", 9)) return MQ_KIND_BIAS;
+    /* nn.MultiheadAttention keeps its projections as parameters of the attention module */
+    if (!strcmp(leaf, "in_proj_weight") || !strcmp(leaf, "q_proj_weight") ||
+        !strcmp(leaf, "k_proj_weight") || !strcmp(leaf, "v_proj_weight"))
+        return t->ndim == 2 ? MQ_KIND_LINEAR : MQ_KIND_OTHER;
+    if (!strcmp(leaf, "in_proj_bias")) return MQ_KIND_BIAS;
     if (!strcmp(leaf, "bias")) return is_norm_name(n) ? MQ_KIND_NORM : MQ_KIND_BIAS;
     if (is_norm_name(n) && t->ndim <= 1) return MQ_KIND_NORM;
     if (is_embedding_name(n) && t->ndim == 2) return MQ_KIND_EMBEDDING;

@@ -27,26 +27,6 @@ static long find_bias(const mq_qmodel *qm, const char *name, int64_t n) {
     return t->ndim == 1 && t->shape[0] == n && float_data ? b : -1;
 }
 
-/* Static activation parameters as the kernels take them (quint8: zero point in [0, 255]).
- * Returns false when the checkpoint stores none. */
-static bool static_params(const mq_qtensor *q, float *scale, int *zp) {
-    if (!q->input_scale || !q->input_zero_point) return false;
-    if (q->input_scale->dtype == MQ_F32) memcpy(scale, q->input_scale->data, 4);
-    else if (q->input_scale->dtype == MQ_F16)
-        *scale = mq_f16_to_f32(mq__load_le16(q->input_scale->data));
-    else *scale = mq_bf16_to_f32(mq__load_le16(q->input_scale->data));
-    if (q->input_zero_point->dtype == MQ_U8) {
-        uint8_t v;
-        memcpy(&v, q->input_zero_point->data, 1);
-        *zp = v;
-    } else { /* qint8: q in [-128, 127] with zero point z is q + 128 with zero point z + 128 */
-        int8_t v;
-        memcpy(&v, q->input_zero_point->data, 1);
-        *zp = v + 128;
-    }
-    return true;
-}
-
 mq_status mq_qmodel_check_layer(mq_qmodel *qm, size_t i, mq_qmodel *ref, mq_act_mode act,
                                 const float *x, int64_t M, uint64_t seed, mq_layer_check *out) {
     mq_ctx *ctx = qm ? mq__qmodel_ctx(qm) : NULL;
@@ -79,30 +59,8 @@ mq_status mq_qmodel_check_layer(mq_qmodel *qm, size_t i, mq_qmodel *ref, mq_act_
                             (unsigned long long)q->numel, (long long)N);
     }
     mq_linear_desc d;
-    /* other tools' layouts run from a copy in monoquant's layout */
-    void *cdata = NULL, *czp = NULL;
-    float *cscale = NULL;
-    if (mq__qtype_is_integer(q->spec.type) && q->storage && strcmp(q->storage, "monoquant") != 0) {
-        mq_status cst = mq__foreign_canonical(qm, i, &cdata, &cscale, &czp);
-        if (cst == MQ_OK) {
-            mq_linear_desc_from_qspec(&d, &q->spec, N, K, cdata, cscale, czp);
-        } else {
-            mq__free(ctx, cdata);
-            mq__free(ctx, cscale);
-            mq__free(ctx, czp);
-            return cst;
-        }
-    } else if (mq__qtype_is_cast(q->spec.type)) {
-        mq_linear_desc_init(&d, q->spec.type, N, K, q->data->data);
-        act = MQ_ACT_F32;
-    } else {
-        mq_linear_desc_from_qspec(&d, &q->spec, N, K, q->data->data,
-                                  (const float *)q->scale->data,
-                                  q->zero_point ? q->zero_point->data : NULL);
-    }
-    if (act == MQ_ACT_STATIC && !static_params(q, &d.input_scale, &d.input_zero_point))
-        act = MQ_ACT_DYNAMIC;
-    d.act = (mq_act_mode)act;
+    mq__layer_copy copy;
+    MQ_TRY(mq__qmodel_linear_desc(qm, i, &act, &d, &copy));
 
     uint64_t nw;
     mq_status st = MQ_ERR_NOMEM;
@@ -133,9 +91,7 @@ mq_status mq_qmodel_check_layer(mq_qmodel *qm, size_t i, mq_qmodel *ref, mq_act_
         out->has_bias = b >= 0;
     }
 done:
-    mq__free(ctx, cdata);
-    mq__free(ctx, cscale);
-    mq__free(ctx, czp);
+    mq__layer_copy_free(ctx, &copy);
     mq_linear_free(lin);
     mq__free(ctx, w);
     mq__free(ctx, bias);

@@ -136,32 +136,6 @@ static mq_status cast_tensor(stream *s, const mq__plan_entry *e, mq__err_acc *ac
     return MQ_OK;
 }
 
-/* Output error on the calibration inputs: sums of a^T H a and d^T H d for rows [0, nr) of
- * the chunk (a the source, d = a - deq), in row order. `row` holds cols floats. */
-static void output_error_add(const mq_tensor *t, const float *h, int64_t cols, const void *src,
-                             const float *deq, int64_t nr, float *row, mq_ctx *ctx,
-                             mq__err_acc *acc) {
-    size_t n = (size_t)cols, es = mq_dtype_size(t->dtype);
-    for (int64_t r = 0; r < nr; r++) {
-        mq_convert(ctx, MQ_F32, row, t->dtype, (const uint8_t *)src + (size_t)r * n * es, n);
-        const float *b = deq + (size_t)r * n;
-        double qa = 0, qd = 0;
-        for (size_t i = 0; i < n; i++) {
-            const float *hi = h + i * n;
-            double ha = 0, hd = 0;
-            for (size_t k = 0; k < n; k++) {
-                ha += (double)hi[k] * row[k];
-                hd += (double)hi[k] * ((double)row[k] - b[k]);
-            }
-            qa += row[i] * ha;
-            qd += ((double)row[i] - b[i]) * hd;
-        }
-        acc->out_a += qa;
-        acc->out_d += qd;
-    }
-    acc->has_out = 1;
-}
-
 static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc *acc,
                                  const float *factor) {
     mq_ctx *ctx = s->ctx;
@@ -203,12 +177,13 @@ static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc
             MQ_TRY(mq__err_acc_add(ctx, acc, t->dtype, (const uint8_t *)t->data + (uint64_t)rb * row_in,
                                    s->deq, n));
             if (e->hessian && t->ndim == 2) {
-                float *row = (float *)mq__malloc(ctx, (size_t)L->cols * sizeof(float));
-                if (!row) return MQ_ERR_NOMEM;
-                output_error_add(t, e->hessian, L->cols,
-                                 (const uint8_t *)t->data + (uint64_t)rb * row_in, s->deq, nr,
-                                 row, ctx, acc);
-                mq__free(ctx, row);
+                double qa = 0, qd = 0;
+                MQ_TRY(mq__output_error(ctx, e->hessian, L->cols, t->dtype,
+                                        (const uint8_t *)t->data + (uint64_t)rb * row_in, s->deq,
+                                        nr, &qa, &qd));
+                acc->out_a += qa;
+                acc->out_d += qd;
+                acc->has_out = 1;
             }
         }
         /* per-tensor parameters need every row on the first call: keep the pages until then */
@@ -485,42 +460,26 @@ static uint64_t input_file_bytes(const mq_model *m, const char *in) {
     return n;
 }
 
-mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
-                           const mq_quantize_options *caller_opts, mq_report **report) {
-    if (report) *report = NULL;
-    if (!ctx || !in) return mq__fail(ctx, MQ_ERR_INVALID, "mq_quantize_file: NULL argument");
-    mq_quantize_options full;
-    mq_quantize_options_default(&full);
-    if (caller_opts)
-        MQ_TRY(mq__struct_read(ctx, "mq_quantize_options", caller_opts, &full, sizeof full,
-                               MQ__LAYOUT_END(mq_quantize_options, strict)));
-    const mq_quantize_options *opts = &full;
-    if (!out && !opts->dry_run)
-        return mq__fail(ctx, MQ_ERR_INVALID, "mq_quantize_file: no output path");
-    if (opts->sqnr_warn_db > 0 && !opts->error_stats)
-        return mq__fail(ctx, MQ_ERR_INVALID, "an SQNR floor (--min-sqnr) needs the error "
-                        "figures, which are turned off (--no-error-stats): the gate would never "
-                        "run");
+/* The whole job on an open model; `in` names the input in messages (NULL: in memory). */
+static mq_status quantize_open_model(mq_ctx *ctx, mq_model *m, const char *in, const char *out,
+                                     const mq_quantize_options *opts, mq_report **report) {
     uint64_t t0 = mq__now_ns();
-    mq_model *m = NULL;
+    const char *where = in ? in : "<memory>";
     mq__plan plan = {0};
     mq_report *rep = NULL;
     mq_calib_stats *stats = NULL;
-    mq_open_options oo;
-    mq_open_options_default(&oo);
-    oo.key = opts->key;
-    mq_status st = mq_model_open(ctx, in, &oo, &m);
-    if (st == MQ_OK && out && !strcmp(out, "-"))
+    mq_status st = MQ_OK;
+    if (out && !strcmp(out, "-"))
         st = mq__fail(ctx, MQ_ERR_UNSUPPORTED, "standard output: a quantized checkpoint cannot "
                       "be streamed (its header is completed at the end); write to a file");
     if (st == MQ_OK && out) st = mq_output_check(ctx, out, m);
-    if (st == MQ_OK) st = refuse_quantized(ctx, m, in);
+    if (st == MQ_OK) st = refuse_quantized(ctx, m, where);
     if (st == MQ_OK && opts->calibration) st = mq_calib_stats_open(ctx, opts->calibration, &stats);
     if (st == MQ_OK) st = mq__plan_build(ctx, m, opts, stats, &plan);
     if (st == MQ_OK) st = mq__report_from_plan(ctx, &plan, &rep);
-    if (st == MQ_OK) rep->file_bytes_in = input_file_bytes(m, in);
+    if (st == MQ_OK && in) rep->file_bytes_in = input_file_bytes(m, in);
     if (st == MQ_OK && !opts->dry_run) st = run(ctx, m, &plan, out, opts, rep);
-    if (st == MQ_OK && opts->dry_run) st = strict_check(ctx, &plan, opts, in, false);
+    if (st == MQ_OK && opts->dry_run) st = strict_check(ctx, &plan, opts, where, false);
     if (st == MQ_OK && opts->dry_run) st = mq__config_json(ctx, &plan, opts, rep, &rep->config_json);
     if (st == MQ_OK) {
         mq__report_take_warnings(rep, &plan);
@@ -528,11 +487,51 @@ mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
     }
     mq__plan_free(&plan);
     mq_calib_stats_free(stats);
-    mq_model_free(m);
     if (st != MQ_OK || !report) {
         mq_report_free(rep);
         return st;
     }
     *report = rep;
     return MQ_OK;
+}
+
+/* The caller's options read within their struct_size (defaults for the rest), checked. */
+static mq_status check_args(mq_ctx *ctx, const char *what, const void *in, const char *out,
+                            const mq_quantize_options *caller_opts, mq_quantize_options *full,
+                            mq_report **report) {
+    if (report) *report = NULL;
+    if (!ctx || !in) return mq__fail(ctx, MQ_ERR_INVALID, "%s: NULL argument", what);
+    mq_quantize_options_default(full);
+    if (caller_opts)
+        MQ_TRY(mq__struct_read(ctx, "mq_quantize_options", caller_opts, full, sizeof *full,
+                               MQ__LAYOUT_END(mq_quantize_options, strict)));
+    if (!out && !full->dry_run) return mq__fail(ctx, MQ_ERR_INVALID, "%s: no output path", what);
+    if (full->sqnr_warn_db > 0 && !full->error_stats)
+        return mq__fail(ctx, MQ_ERR_INVALID, "an SQNR floor (--min-sqnr) needs the error "
+                        "figures, which are turned off (--no-error-stats): the gate would never "
+                        "run");
+    return MQ_OK;
+}
+
+mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
+                           const mq_quantize_options *caller_opts, mq_report **report) {
+    mq_quantize_options opts;
+    MQ_TRY(check_args(ctx, "mq_quantize_file", in, out, caller_opts, &opts, report));
+    mq_model *m = NULL;
+    mq_open_options oo;
+    mq_open_options_default(&oo);
+    oo.key = opts.key;
+    mq_status st = mq_model_open(ctx, in, &oo, &m);
+    if (st == MQ_OK) st = quantize_open_model(ctx, m, in, out, &opts, report);
+    mq_model_free(m);
+    return st;
+}
+
+mq_status mq_quantize_model(mq_ctx *ctx, mq_model *model, const char *out,
+                            const mq_quantize_options *caller_opts, mq_report **report) {
+    mq_quantize_options opts;
+    MQ_TRY(check_args(ctx, "mq_quantize_model", model, out, caller_opts, &opts, report));
+    if (!model->hash) MQ_TRY(mq__model_index(model, "<memory>"));
+    /* a model opened from a file keeps its path: the output may not replace it */
+    return quantize_open_model(ctx, model, model->path, out, &opts, report);
 }

@@ -77,4 +77,20 @@ MQ_HIDDEN mq_status mq__foreign_canonical(mq_qmodel *qm, size_t i, void **data, 
 /* Releases what mq__foreign_* materialized for tensor i. */
 MQ_HIDDEN void mq__foreign_release(mq_qmodel *qm, size_t i);
 
+/* Copies in monoquant's layout made for a layer stored in another tool's layout. */
+typedef struct mq__layer_copy {
+    void *data;
+    float *scale;
+    void *zp;
+} mq__layer_copy;
+
+/* The kernel description of runnable logical tensor i (no bias) in mode *act: STATIC falls
+ * back to DYNAMIC without stored input parameters, casts run weight-only (*act is updated).
+ * Weights, scales and zero points point into the checkpoint, or into `copy` (other tools'
+ * layouts), which the caller frees with mq__layer_copy_free once the kernel object exists.
+ * Errors go to the checkpoint's context. */
+MQ_HIDDEN mq_status mq__qmodel_linear_desc(mq_qmodel *qm, size_t i, mq_act_mode *act, mq_linear_desc *d,
+                                           mq__layer_copy *copy);
+MQ_HIDDEN void mq__layer_copy_free(mq_ctx *ctx, mq__layer_copy *copy);
+
 #endif

@@ -83,20 +83,22 @@ typedef struct work {
 static mq_status load_reversed(mq_ctx *ctx, const float *h, int64_t cols, float *a,
                                float *damp_out) {
     size_t n = (size_t)cols;
+    for (size_t i = 0; i < n; i++) memset(a + i * n + i + 1, 0, (n - i - 1) * sizeof(float));
+    /* a[i][j] = h[n-1-j][n-1-i] for j <= i (H's lower triangle), in 64 x 64 tiles of h */
+    for (size_t r0 = 0; r0 < n; r0 += 64)
+        for (size_t c0 = 0; c0 <= r0; c0 += 64)
+            for (size_t hr = r0; hr < n && hr < r0 + 64; hr++)
+                for (size_t hc = c0; hc <= hr && hc < c0 + 64; hc++) {
+                    float v = h[hr * n + hc];
+                    if (!isfinite(v))
+                        return mq__fail(ctx, MQ_ERR_QUANT, "quantize: hessian[%zu][%zu] holds %s",
+                                        hr, hc, isnan(v) ? "a NaN" : "an Inf");
+                    a[(n - 1 - hc) * n + (n - 1 - hr)] = v;
+                }
     double mean = 0;
     for (size_t i = 0; i < n; i++) {
-        float *ai = a + i * n;
-        for (size_t j = 0; j <= i; j++) {
-            size_t hr = n - 1 - j, hc = n - 1 - i; /* hr >= hc: H's lower triangle */
-            float v = h[hr * n + hc];
-            if (!isfinite(v))
-                return mq__fail(ctx, MQ_ERR_QUANT, "quantize: hessian[%zu][%zu] holds %s", hr,
-                                hc, isnan(v) ? "a NaN" : "an Inf");
-            ai[j] = v;
-        }
-        memset(ai + i + 1, 0, (n - i - 1) * sizeof(float));
-        if (ai[i] == 0.0f) ai[i] = 1.0f; /* a channel never active */
-        mean += (double)ai[i];
+        if (a[i * n + i] == 0.0f) a[i * n + i] = 1.0f; /* a channel never active */
+        mean += (double)a[i * n + i];
     }
     float damp = (float)(0.01 * mean / (double)n);
     for (size_t i = 0; i < n; i++) a[i * n + i] += damp;
@@ -112,8 +114,10 @@ static mq_status cholesky(mq_ctx *ctx, work *w, int64_t cols) {
         int jb = cols - j0 < NB ? (int)(cols - j0) : NB;
         int64_t j1 = j0 + jb;
         if (j0 > 0) { /* columns [j0, j1) -= L[j0:, :j0] L[j0:j1, :j0]^T */
-            for (int64_t k = 0; k < j0; k++)
-                for (int c = 0; c < jb; c++) w->bt[k * jb + c] = -a[((size_t)j0 + c) * n + k];
+            for (int c = 0; c < jb; c++) {
+                const float *row = a + ((size_t)j0 + c) * n;
+                for (int64_t k = 0; k < j0; k++) w->bt[k * jb + c] = -row[k];
+            }
             MQ_TRY(mq__gemm_parallel(ctx, cols - j0, jb, j0, a + j0 * n, (int64_t)n, w->bt, jb,
                                      a + j0 * n + j0, (int64_t)n));
         }

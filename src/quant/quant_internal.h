@@ -105,4 +105,11 @@ MQ_HIDDEN mq_status mq__quantize_rows_factored(mq_ctx *ctx, const mq_qspec *spec
                                                int64_t row_end, void *data, float *scale,
                                                void *zero_point, const float *factor);
 
+/* Sums over rows [0, nr) of w^T H w and d^T H d, d = w - deq (output_error.c), for the rows
+ * of `src` (src_dtype) and their dequantized values `deq` (nr x cols f32); H symmetric,
+ * cols x cols. Runs on the context's threads (not from inside a parallel job). */
+MQ_HIDDEN mq_status mq__output_error(mq_ctx *ctx, const float *h, int64_t cols,
+                                     mq_dtype src_dtype, const void *src, const float *deq,
+                                     int64_t nr, double *wsum, double *dsum);
+
 #endif

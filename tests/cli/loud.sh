@@ -126,6 +126,23 @@ expect_out gptq_without_hessian_column "blocks\.0\.fc\.weight .* mse\+static"
 "$MQ" quantize "$M" --bits 4 --no-default-skip --search gptq --calibration "$T/stats.safetensors" -o "$T/gq2.safetensors" --json > "$T/g.json" 2> /dev/null
 if "$PY" -c 'import json, sys; t = {x["name"]: x for x in json.load(open(sys.argv[1]))["tensors"]}; a = t["blocks.0.fc.weight"]; b = t["blocks.1.fc.weight"]; assert a["search"] == "mse" and a["input_params"] and b["search"] == "mse" and not b["input_params"]' "$T/g.json" 2> "$T/py"
 then ok search_per_tensor_json; else notok search_per_tensor_json "$(cat "$T/py")"; fi
+# activations near FLT_MAX: the histogram observer's range overflows float32 parameters;
+# the layer is named, nothing is written (and the output file is not blamed)
+"$PY" - "$T/hugeacts.safetensors" <<'PY'
+import json, struct, sys
+n = 8 * 64
+vals = [((i * 5) % 17) * 0.1 - 0.8 for i in range(n)]
+vals[3], vals[9] = 3.4e38, -3.4e38
+blob = struct.pack("<%df" % n, *vals)
+h = json.dumps({"blocks.0.fc": {"dtype": "F32", "shape": [8, 64], "data_offsets": [0, len(blob)]}}).encode()
+h += b" " * (-len(h) % 8)
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + blob)
+PY
+expect_exit 3 calibrate_range_overflow -- "$MQ" calibrate --model "$M" --activations "$T/hugeacts.safetensors" -o "$T/huge_stats.safetensors" --observer histogram
+expect_out calibrate_range_overflow_msg "layer 'blocks.0.fc': observer: channel 0: the range .* overflows float32"
+grep -q "huge_stats" "$T/out" && notok calibrate_range_overflow_not_output "$(cat "$T/out")" || ok calibrate_range_overflow_not_output
+[ ! -e "$T/huge_stats.safetensors" ] && ok calibrate_range_overflow_nothing_written || notok calibrate_range_overflow_nothing_written "written"
+
 # observer settings the chosen observer does not use
 expect_exit 0 bins_without_histogram -- "$MQ" calibrate --model "$M" --activations "$T/acts.safetensors" -o "$T/s2.safetensors" --bins 512
 expect_out bins_without_histogram_msg "warning: --bins has no effect with the minmax observer"

@@ -51,25 +51,31 @@ static qres run_q(mq_ctx *ctx, const mq_qspec *spec, const float *h, int64_t row
     return quantize_chunks_with(ctx, spec, &calib, 2, shape, MQ_F32, w, nchunks);
 }
 
+/* sum over rows of d^T H d for d = w - q */
+static double out_err(const float *w, const float *q, const float *h, int64_t rows, int64_t n) {
+    double total = 0;
+    double *d = malloc((size_t)n * sizeof(double));
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t c = 0; c < n; c++) d[c] = (double)w[r * n + c] - q[r * n + c];
+        for (int64_t a = 0; a < n; a++) {
+            double t = 0;
+            for (int64_t b = 0; b < n; b++) t += (double)h[a * n + b] * d[b];
+            total += d[a] * t;
+        }
+    }
+    free(d);
+    return total;
+}
+
 /* sum over rows of d^T H d, d = w - dequantized w: the output error ||X W^T - X Wq^T||^2 / n */
 static double output_error(mq_ctx *ctx, const mq_qspec *spec, const qres *r, const float *w,
                            const float *h) {
     int64_t rows = r->L.rows, cols = r->L.cols;
     float *dq = malloc((size_t)(rows * cols) * sizeof(float));
-    double *d = malloc((size_t)cols * sizeof(double));
     mq_status st = mq_dequantize_rows(ctx, spec, &r->L, r->data, r->scale,
                                       r->L.has_zero_point ? r->zp : NULL, 0, rows, dq);
-    double total = st == MQ_OK ? 0 : INFINITY;
-    for (int64_t i = 0; i < rows && st == MQ_OK; i++) {
-        for (int64_t c = 0; c < cols; c++) d[c] = (double)w[i * cols + c] - dq[i * cols + c];
-        for (int64_t a = 0; a < cols; a++) {
-            double s = 0;
-            for (int64_t b = 0; b < cols; b++) s += (double)h[a * cols + b] * d[b];
-            total += d[a] * s;
-        }
-    }
+    double total = st == MQ_OK ? out_err(w, dq, h, rows, cols) : INFINITY;
     free(dq);
-    free(d);
     return total;
 }
 
@@ -353,22 +359,6 @@ static void ref_gptq_int4(const float *w0, int64_t rows, int64_t n, int64_t gs, 
     free(w);
 }
 
-/* sum over rows of d^T H d for d = w - q */
-static double out_err(const float *w, const float *q, const float *h, int64_t rows, int64_t n) {
-    double total = 0;
-    double *d = malloc((size_t)n * sizeof(double));
-    for (int64_t r = 0; r < rows; r++) {
-        for (int64_t c = 0; c < n; c++) d[c] = (double)w[r * n + c] - q[r * n + c];
-        for (int64_t a = 0; a < n; a++) {
-            double t = 0;
-            for (int64_t b = 0; b < n; b++) t += (double)h[a * n + b] * d[b];
-            total += d[a] * t;
-        }
-    }
-    free(d);
-    return total;
-}
-
 /* The blocked f32 factorization and sweep against the f64 column-by-column reference on a
  * 64 x 512 layer (four column blocks): U within 1e-3 of its largest entry per row, at most
  * 1 % of the weights on a different grid point, and the output error within 1 % (measured:
@@ -420,6 +410,37 @@ TEST(blocked_matches_column_by_column_reference) {
     mq_ctx_free(ctx);
 }
 
+/* The output-error sums of the pipeline's report (output_error.c) against plain f64 sums,
+ * for a width across several column blocks, and the same values for 1 and 3 threads. */
+TEST(output_error_sums) {
+    mq_ctx *ctx = mq_ctx_create();
+    enum { R = 7, N = 300 };
+    float *w = malloc(R * N * sizeof(float)), *h = malloc(N * N * sizeof(float));
+    float *dq = malloc(R * N * sizeof(float));
+    make_problem(R, N, 400, w, h);
+    for (int i = 0; i < R * N; i++) dq[i] = w[i] + (float)(0.01 * gauss());
+    double ra = 0, rd = 0;
+    for (int r = 0; r < R; r++)
+        for (int a = 0; a < N; a++)
+            for (int b = 0; b < N; b++) {
+                double hab = h[a * N + b];
+                ra += (double)w[r * N + a] * hab * w[r * N + b];
+                rd += ((double)w[r * N + a] - dq[r * N + a]) * hab * ((double)w[r * N + b] - dq[r * N + b]);
+            }
+    double qa[2], qd[2];
+    for (int t = 0; t < 2; t++) {
+        CHECK(mq_ctx_set_threads(ctx, t ? 3 : 1) == MQ_OK);
+        CHECK(mq__output_error(ctx, h, N, MQ_F32, w, dq, R, &qa[t], &qd[t]) == MQ_OK);
+    }
+    CHECK_MSG(fabs(qa[0] - ra) < 1e-5 * ra && fabs(qd[0] - rd) < 1e-4 * rd, "%g %g vs %g %g",
+              qa[0], qd[0], ra, rd);
+    CHECK(qa[0] == qa[1] && qd[0] == qd[1]);
+    free(w);
+    free(h);
+    free(dq);
+    mq_ctx_free(ctx);
+}
+
 int main(void) {
     RUN(gptq_lowers_output_error);
     RUN(diagonal_hessian_is_round_to_nearest);
@@ -428,5 +449,6 @@ int main(void) {
     RUN(bad_hessians_fail);
     RUN(layout_unchanged);
     RUN(blocked_matches_column_by_column_reference);
+    RUN(output_error_sums);
     return test_summary();
 }

@@ -94,6 +94,15 @@ TEST(classify) {
     CHECK_EQ_INT(mq_classify_tensor(&t), MQ_KIND_EMBEDDING);
     t.name = "ln_f.weight", t.ndim = 1;
     CHECK_EQ_INT(mq_classify_tensor(&t), MQ_KIND_NORM);
+    /* nn.MultiheadAttention */
+    t.name = "encoder.layers.0.self_attn.in_proj_weight", t.ndim = 2;
+    CHECK_EQ_INT(mq_classify_tensor(&t), MQ_KIND_LINEAR);
+    t.name = "attn.v_proj_weight";
+    CHECK_EQ_INT(mq_classify_tensor(&t), MQ_KIND_LINEAR);
+    t.name = "encoder.layers.0.self_attn.in_proj_bias", t.ndim = 1;
+    CHECK_EQ_INT(mq_classify_tensor(&t), MQ_KIND_BIAS);
+    t.name = "encoder.layers.0.self_attn.out_proj.weight", t.ndim = 2;
+    CHECK_EQ_INT(mq_classify_tensor(&t), MQ_KIND_LINEAR);
 }
 
 TEST(defaults_int8) {
