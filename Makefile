@@ -60,7 +60,7 @@ REALNAME := libmonoquant.so.$(VERSION)
 SHARED := $(BUILD)/$(REALNAME)
 CLI    := $(BUILD)/monoquant
 
-.PHONY: all lib test unit demo bench asan fuzz install clean python
+.PHONY: all lib test unit demo bench asan fuzz install clean python test-aarch64
 all: $(STATIC) $(SHARED) $(CLI) $(EXAMPLE_BIN)
 lib: $(STATIC) $(SHARED)
 
@@ -148,6 +148,15 @@ asan:
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 	  test
 
+# aarch64: cross build (its own folder) and the unit and CLI tests under qemu-user; checks that
+# it works, not how fast. Debian packages: gcc-aarch64-linux-gnu, libc6-dev-arm64-cross,
+# qemu-user.
+AARCH64_PREFIX ?= aarch64-linux-gnu-
+test-aarch64:
+	$(MAKE) BUILD=build-aarch64 CC=$(AARCH64_PREFIX)gcc AR=$(AARCH64_PREFIX)ar all unit
+	@QEMU_LD_PREFIX=/usr/aarch64-linux-gnu EMULATOR=qemu-aarch64 BUILD=build-aarch64 \
+	  FIXTURES=$(FIXTURES) PYTHON=$(PYTHON) sh tests/run_tests.sh
+
 # libFuzzer targets under ASan + UBSan (halting on the first report). The library is built
 # once in its own folder with the normal per-ISA rules; each target links against it and runs
 # for FUZZ_SECONDS (a longer run: `make fuzz FUZZ_SECONDS=3600`, or FUZZ_TARGETS=json to pick
@@ -184,6 +193,6 @@ install: all
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/monoquant.pc
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-aarch64
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

@@ -7,6 +7,9 @@
 #   FIXTURES  shared fixtures (../shared/fixtures)
 #   PYTHON    interpreter with torch for interop tests (/usr/bin/python3)
 #   TESTS     optional filter: only programs whose path contains this string
+#   EMULATOR  command that runs the test programs and the CLI of a cross build (e.g.
+#             qemu-aarch64); the PyTorch interop tests (they load the library into the host's
+#             Python) and faults.sh (it preloads a host library) then do not run
 BUILD=${BUILD:-build}
 FIXTURES=${FIXTURES:-../shared/fixtures}
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -16,6 +19,12 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 TEST_TMPDIR=$(mktemp -d "${TMPDIR:-/tmp}/mqtest.XXXXXX")
 export TEST_TMPDIR
 trap 'rm -rf "$TEST_TMPDIR"' EXIT INT TERM
+EMU=${EMULATOR:-}
+if [ -n "$EMU" ]; then
+    printf '#!/bin/sh\nexec %s "%s" "$@"\n' "$EMU" "$MQ" > "$TEST_TMPDIR/monoquant"
+    chmod +x "$TEST_TMPDIR/monoquant"
+    MQ=$TEST_TMPDIR/monoquant
+fi
 
 passed=0; failed=0; skipped=0
 log="$TEST_TMPDIR/.log"
@@ -41,16 +50,17 @@ run_one() { # name, command...
 for t in "$BUILD"/tests/test_* "$BUILD"/tests/replay_*; do
     [ -x "$t" ] || continue
     case "$t" in
-    *replay_*) n=${t##*/replay_}; run_one "replay/$n" "$t" "tests/corpus/$n" ;;
-    *) run_one "unit/${t##*/}" "$t" ;;
+    *replay_*) n=${t##*/replay_}; run_one "replay/$n" $EMU "$t" "tests/corpus/$n" ;;
+    *) run_one "unit/${t##*/}" $EMU "$t" ;;
     esac
 done
 for t in tests/cli/*.sh; do
     [ -f "$t" ] && [ "${t##*/}" != lib.sh ] || continue
+    [ -n "$EMU" ] && [ "${t##*/}" = faults.sh ] && continue
     run_one "cli/${t##*/}" sh "$t"
 done
 for t in tests/interop/test_*.py; do
-    [ -f "$t" ] || continue
+    [ -f "$t" ] && [ -z "$EMU" ] || continue
     run_one "interop/${t##*/}" "$PYTHON" "$t"
 done
 

@@ -3,7 +3,6 @@
 MultiheadAttention layers rebuilt on the quantized kernels."""
 import copy
 import ctypes as C
-import fnmatch
 import json
 import os
 import shutil
@@ -15,7 +14,7 @@ from torch import nn
 
 from . import _lib as L
 from . import nn as qnn
-from .io import Checkpoint, _check_dest, _attach_checkpoint
+from .io import Checkpoint, _attach_checkpoint
 
 TORCH_TO_MQ = {
     torch.bool: L.BOOL, torch.uint8: L.U8, torch.int8: L.I8, torch.int16: L.I16,
@@ -489,6 +488,3 @@ def _note(report, name, mod):
     t.module = type(mod).__name__
     t.activations = qnn.MODE_NAMES[mod.act]
 
-
-_L = L  # re-exported for tests
-_check_dest = _check_dest

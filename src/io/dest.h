@@ -19,9 +19,10 @@
  *        as a directory; write the files inside it and register each with mq__temp_register
  *        (the signal-time cleanup removes the registered paths newest first, so files go
  *        before their folder);
- *   mq__dest_commit(ctx, tmpdir, dir)      for an existing destination folder, exchanges the
- *        two atomically (RENAME_EXCHANGE): the old folder is then at tmpdir and the caller
- *        removes it; unregisters tmpdir.
+ *   mq__dest_commit(ctx, tmpdir, dir)      renames the folder into place; for an existing
+ *        destination folder (overwrite allowed), exchanges the two atomically
+ *        (RENAME_EXCHANGE): the old folder is then at tmpdir, still registered, and the
+ *        caller removes its files and then calls mq__temp_discard(ctx, tmpdir).
  * Input identity: mq__dest_not_input(ctx, path, model) refuses a destination that is one of
  * the files (shards included) a model was read from, by device and inode. */
 #ifndef MQ_DEST_H
