@@ -47,7 +47,8 @@ static const cli_choice search_values[] = {
 static const cli_choice format_values[] = {
     {"safetensors", MQ_FORMAT_SAFETENSORS}, {"pt|pytorch", MQ_FORMAT_PYTORCH},
     {"compressed-tensors", LAYOUT_CODE + MQ_LAYOUT_COMPRESSED_TENSORS},
-    {"native", LAYOUT_CODE + MQ_LAYOUT_NATIVE}, {NULL, 0}};
+    {"native", LAYOUT_CODE + MQ_LAYOUT_NATIVE}, {"gptq", LAYOUT_CODE + MQ_LAYOUT_GPTQ},
+    {NULL, 0}};
 static const cli_choice activation_values[] = {
     {"auto", MQ_ACTIVATIONS_AUTO}, {"none", MQ_ACTIVATIONS_NONE},
     {"dynamic", MQ_ACTIVATIONS_DYNAMIC}, {"static", MQ_ACTIVATIONS_STATIC}, {NULL, 0}};
@@ -100,7 +101,8 @@ static const cli_option options[] = {
             "(default), 500MB, 64MiB"),
     OPT_CHOICE("format", qstate, format, NULL, format_values, "compressed-tensors (default: "
                "what vLLM and transformers load),\nnative (monoquant's own file: any layer "
-               "kind, type, group\nsize), or the container (default: from the extension)"),
+               "kind, type, group\nsize), gptq (AutoGPTQ / GPTQModel layout: symmetric as v1,\n"
+               "asymmetric as gptq_v2), or the container (default: from the\nextension)"),
     OPT_CHOICE("activations", qstate, activations, "A", activation_values, "8-bit activations "
                "of the quantized layers (auto: static with\n--calibration, else dynamic, for "
                "8-bit weights; none for 4-bit)"),

@@ -657,7 +657,12 @@ typedef enum mq_layout {
                                          values), packed zero points, W8A16 as pack-quantized;
                                          what its loaders cannot take is refused with
                                          MQ_ERR_INVALID naming the layer */
-    MQ_LAYOUT_NATIVE = 1              /* monoquant 0.1's file: any layer kind, type, group size */
+    MQ_LAYOUT_NATIVE = 1,             /* monoquant 0.1's file: any layer kind, type, group size */
+    MQ_LAYOUT_GPTQ = 2                /* GPTQ (AutoGPTQ / GPTQModel, transformers, vLLM gptq and
+                                         gptq_marlin): Linear weights only, F16 scales, one
+                                         bit width / group size / scheme for the model;
+                                         symmetric as v1, asymmetric as gptq_v2; what GPTQ
+                                         cannot describe is refused with MQ_ERR_INVALID */
 } mq_layout;
 
 /* Activations of the quantized model, i.e. what the engine does with a layer's inputs. */
@@ -718,7 +723,8 @@ typedef struct mq_quantize_options {
                                   its largest finite value (counted per tensor in the report)
                                   instead of failing with MQ_ERR_QUANT naming the tensor */
     /* additions (0.2): what the output looks like to serving engines (docs/FORMAT.md) */
-    mq_layout layout;          /* MQ_LAYOUT_COMPRESSED_TENSORS (default) or MQ_LAYOUT_NATIVE */
+    mq_layout layout;          /* MQ_LAYOUT_COMPRESSED_TENSORS (default), MQ_LAYOUT_NATIVE or
+                                  MQ_LAYOUT_GPTQ */
     mq_activations activations; /* MQ_ACTIVATIONS_AUTO (default), see mq_activations */
     mq_dtype scale_dtype;      /* stored scales (and input scales): F32, F16 or BF16;
                                   MQ_DTYPE_INVALID (default): the weight's own dtype (F64: F32)

@@ -341,6 +341,13 @@ mq_status mq__hfconfig_load(mq_ctx *ctx, const mq_model *m, const char *path, mq
         /* our own (quant_method "monoquant") or unreadable JSON: not a foreign config */
         if (parse_text(ctx, meta, strlen(meta), "quantization_config", 1, &tmp) == MQ_OK &&
             (tmp.method == MQ__QM_CT || tmp.method == MQ__QM_GPTQ)) {
+            /* the dtype of the model still comes from config.json, when there is one */
+            mq__hfconfig beside_cfg;
+            memset(&beside_cfg, 0, sizeof beside_cfg);
+            int found;
+            if (load_file(ctx, path, "config.json", 0, &beside_cfg, &found) == MQ_OK)
+                tmp.torch_dtype = beside_cfg.torch_dtype;
+            mq__hfconfig_free(ctx, &beside_cfg);
             *out = tmp;
             out->source = mq__strdup(ctx, "the quantization_config metadata");
             return out->source ? MQ_OK : MQ_ERR_NOMEM;

@@ -78,6 +78,16 @@ mq_status mq__emit_write(mq__emit *em, const void *data, size_t n) {
     return MQ_OK;
 }
 
+mq_status mq__emit_hold(mq__emit *em, size_t n) {
+    if (n <= em->held_cap) return MQ_OK;
+    mq__free(em->ctx, em->held);
+    em->held_cap = 0;
+    em->held = (uint8_t *)mq__malloc(em->ctx, n ? n : 1);
+    if (!em->held) return MQ_ERR_NOMEM;
+    em->held_cap = n ? n : 1;
+    return MQ_OK;
+}
+
 uint8_t *mq__emit_scratch(mq__emit *em, size_t n) {
     if (n <= em->scratch_cap) return em->scratch;
     mq__free(em->ctx, em->scratch);
@@ -186,6 +196,10 @@ mq_status mq__outputs_commit(mq_ctx *ctx, mq__outputs *f, mq__emit *em, const mq
     if (in) MQ_TRY(mq__hf_input_dir(ctx, in, &dir)); /* a model given in memory has no folder */
     mq_status st = dir ? mq__hf_copy_files(ctx, dir, f->folder, hf_config) : MQ_OK;
     mq__free(ctx, dir);
+    /* GPTQ loaders (AutoGPTQ, GPTQModel, vLLM) also read quantize_config.json */
+    if (st == MQ_OK && p->ops == &mq__layout_gptq && hf_config)
+        st = mq__folder_write_file(f->folder, "quantize_config.json", hf_config,
+                                   strlen(hf_config));
     for (size_t i = 0; st == MQ_OK && i < f->nfiles; i++) {
         char *path = mq__folder_path(f->folder, f->files[i]);
         if (!path) st = MQ_ERR_NOMEM;
@@ -202,6 +216,7 @@ void mq__outputs_free(mq_ctx *ctx, mq__outputs *f, mq__emit *em) {
     mq__free(ctx, em->w);
     mq__free(ctx, em->file_bytes);
     mq__free(ctx, em->scratch);
+    mq__free(ctx, em->held);
     memset(em, 0, sizeof *em);
     for (size_t i = 0; i < f->nfiles; i++) mq__free(ctx, f->files[i]);
     mq__free(ctx, f->files);

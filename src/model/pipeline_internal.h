@@ -72,6 +72,7 @@ typedef struct mq__layout_ops {
 
 MQ_HIDDEN extern const mq__layout_ops mq__layout_native;
 MQ_HIDDEN extern const mq__layout_ops mq__layout_ct;
+MQ_HIDDEN extern const mq__layout_ops mq__layout_gptq;
 
 /* The output stream of a run: the bytes of every output tensor, in plan order, routed to the
  * file (shard) each belongs to, plus scratch for layout conversions (output_files.c). Shard
@@ -86,8 +87,13 @@ struct mq__emit {
     uint64_t done;          /* bytes written into file cur */
     uint8_t *scratch;
     size_t scratch_cap;
+    uint8_t *held;          /* a family's copy of a whole tensor (mq__emit_hold) */
+    size_t held_cap;
 };
 MQ_HIDDEN mq_status mq__emit_write(mq__emit *em, const void *data, size_t n);
+/* em->held of at least n bytes, kept across calls (for a family that needs every row of a
+ * tensor before writing it, as GPTQ's input-dim packing does). */
+MQ_HIDDEN mq_status mq__emit_hold(mq__emit *em, size_t n);
 /* Scratch of at least n bytes (valid until the next call). */
 MQ_HIDDEN uint8_t *mq__emit_scratch(mq__emit *em, size_t n);
 /* Writes n F32 values converted to `dtype` (F32, F16 or BF16). */

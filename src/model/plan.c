@@ -336,6 +336,7 @@ static mq_status finish_layout(mq__plan *p, mq__plan_entry *e, const mq_quantize
     mq_status st = mq_qlayout_init(p->ctx, &e->spec, e->src->ndim, e->src->shape, &e->layout);
     if (st != MQ_OK) return mq__fail_prefix(p->ctx, "tensor '%s'", e->src->name);
     mq_dtype sd = o->scale_dtype;
+    if (o->layout == MQ_LAYOUT_GPTQ) sd = MQ_F16; /* what GPTQ stores */
     if (sd == MQ_DTYPE_INVALID)
         sd = o->layout == MQ_LAYOUT_NATIVE || e->src->dtype == MQ_F64 ? MQ_F32 : e->src->dtype;
     e->layout.scale_dtype = sd;
@@ -434,9 +435,14 @@ mq_status mq__plan_build(mq_ctx *ctx, const mq_model *model, const mq_quantize_o
                          const mq_calib_stats *stats, mq__plan *p) {
     memset(p, 0, sizeof *p);
     p->ctx = ctx;
-    p->ops = o->layout == MQ_LAYOUT_NATIVE ? &mq__layout_native : &mq__layout_ct;
-    if (o->layout != MQ_LAYOUT_NATIVE && o->layout != MQ_LAYOUT_COMPRESSED_TENSORS)
+    p->ops = o->layout == MQ_LAYOUT_NATIVE ? &mq__layout_native
+             : o->layout == MQ_LAYOUT_GPTQ ? &mq__layout_gptq : &mq__layout_ct;
+    if (o->layout != MQ_LAYOUT_NATIVE && o->layout != MQ_LAYOUT_COMPRESSED_TENSORS &&
+        o->layout != MQ_LAYOUT_GPTQ)
         return mq__fail(ctx, MQ_ERR_INVALID, "quantize: unknown output layout %d", (int)o->layout);
+    if (o->layout == MQ_LAYOUT_GPTQ && o->scale_dtype != MQ_DTYPE_INVALID &&
+        o->scale_dtype != MQ_F16)
+        return mq__fail(ctx, MQ_ERR_INVALID, "quantize: the GPTQ layout stores F16 scales");
     if ((unsigned)o->activations > MQ_ACTIVATIONS_STATIC)
         return mq__fail(ctx, MQ_ERR_INVALID, "quantize: unknown activation mode %d",
                         (int)o->activations);
