@@ -12,6 +12,8 @@ import struct
 
 import torch
 
+from harness import TMP, mq
+
 ST_DT = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
          torch.int8: "I8", torch.uint8: "U8", torch.int32: "I32", torch.int64: "I64"}
 DT_ST = {v: k for k, v in ST_DT.items()}
@@ -312,3 +314,21 @@ def gptq_decode(folder, out_dtype):
             continue
         out[name] = v
     return out
+
+
+# ---- comparing against monoquant -------------------------------------------------------
+
+def dequantized(src, tag):
+    """`monoquant dequantize` of src, loaded back as {name: tensor}."""
+    out = os.path.join(TMP, tag + ".safetensors")
+    mq("dequantize", src, "-o", out, "-q")
+    return load_safetensors(out)[0]
+
+
+def assert_same(ours, ref):
+    """Same names, dtypes, shapes and values, bit for bit."""
+    assert sorted(ours) == sorted(ref), f"names differ: {sorted(set(ours) ^ set(ref))}"
+    for k in ref:
+        a, b = ours[k], ref[k]
+        assert a.dtype == b.dtype and a.shape == b.shape, f"{k}: {a.dtype}{list(a.shape)} vs {b.dtype}{list(b.shape)}"
+        assert torch.equal(a, b), f"{k}: max diff {(a.float() - b.float()).abs().max()}"

@@ -37,18 +37,6 @@ def tensors(folder):
     return t
 
 
-def dequantized(src, tag):
-    out = os.path.join(TMP, tag + ".safetensors")
-    mq("dequantize", src, "-o", out, "-q")
-    return ff.load_safetensors(out)[0]
-
-
-def same(ours, ref):
-    assert sorted(ours) == sorted(ref), f"names differ: {sorted(set(ours) ^ set(ref))}"
-    for k in ref:
-        a, b = ours[k], ref[k]
-        assert a.dtype == b.dtype and a.shape == b.shape, f"{k}: {a.dtype}{list(a.shape)} vs {b.dtype}{list(b.shape)}"
-        assert torch.equal(a, b), f"{k}: max diff {(a.float() - b.float()).abs().max()}"
 
 
 SYM = export("gptq4", "--bits", "4")
@@ -84,7 +72,7 @@ def gptq_v1_tensor_layout():
 @case
 def gptq_v1_decodes_like_monoquant_dequantize():
     ref = ff.gptq_decode(SYM, torch.bfloat16)
-    same(dequantized(SYM, "gptq4_dq"), ref)
+    ff.assert_same(ff.dequantized(SYM, "gptq4_dq"), ref)
     a = ref["blocks.0.attn.qkv.weight"].float()
     b = ORIG["blocks.0.attn.qkv.weight"].float()
     assert ((a - b).norm() / b.norm()).item() < 0.15
@@ -95,8 +83,8 @@ def gptq_equals_compressed_tensors_with_f16_scales():
     nat = os.path.join(TMP, "ct_f16.safetensors")
     mq("quantize", LM16, "-o", nat, "--format", "compressed-tensors", "--bits", "4",
        "--scale-dtype", "f16", "-q")
-    ours = dequantized(SYM, "gptq4_dq2")
-    theirs = dequantized(nat, "ct_f16_dq")
+    ours = ff.dequantized(SYM, "gptq4_dq2")
+    theirs = ff.dequantized(nat, "ct_f16_dq")
     for k, v in ours.items():
         assert torch.equal(v, theirs[k]), k
 
@@ -106,7 +94,7 @@ def gptq_asymmetric_is_v2():
     d = export("gptq4a", "--type", "uint4", "--group-size", "64")
     qc = json.load(open(os.path.join(d, "quantize_config.json")))
     assert qc["sym"] is False and qc["checkpoint_format"] == "gptq_v2" and qc["group_size"] == 64, qc
-    same(dequantized(d, "gptq4a_dq"), ff.gptq_decode(d, torch.bfloat16))
+    ff.assert_same(ff.dequantized(d, "gptq4a_dq"), ff.gptq_decode(d, torch.bfloat16))
     mq("validate", d)
 
 
@@ -115,7 +103,7 @@ def gptq_8bit_per_channel():
     d = export("gptq8", "--bits", "8", "--granularity", "channel", "--activations", "none")
     qc = json.load(open(os.path.join(d, "quantize_config.json")))
     assert qc["bits"] == 8 and qc["group_size"] == -1, qc
-    same(dequantized(d, "gptq8_dq"), ff.gptq_decode(d, torch.bfloat16))
+    ff.assert_same(ff.dequantized(d, "gptq8_dq"), ff.gptq_decode(d, torch.bfloat16))
 
 
 @case

@@ -95,28 +95,16 @@ ORIG_FILE = os.path.join(TMP, "orig.safetensors")
 ff.save_safetensors(ORIG_FILE, ORIG)
 
 
-def dequantized(src, tag):
-    out = os.path.join(TMP, tag + ".safetensors")
-    mq("dequantize", src, "-o", out, "-q")
-    return ff.load_safetensors(out)[0]
-
-
-def same(ours, ref):
-    assert sorted(ours) == sorted(ref), f"names differ: {sorted(set(ours) ^ set(ref))}"
-    for k in ref:
-        a, b = ours[k], ref[k]
-        assert a.dtype == b.dtype and a.shape == b.shape, f"{k}: {a.dtype}{list(a.shape)} vs {b.dtype}{list(b.shape)}"
-        assert torch.equal(a, b), f"{k}: max diff {(a.float() - b.float()).abs().max()}"
 
 
 @case
 def ct_folder_dequantizes_like_the_reference_decoder():
-    same(dequantized(CT_DIR, "ct_dq"), ff.ct_decode(CT_DIR, BF16))
+    ff.assert_same(ff.dequantized(CT_DIR, "ct_dq"), ff.ct_decode(CT_DIR, BF16))
 
 
 @case
 def ct_decoded_values_approximate_the_original():
-    ours = dequantized(CT_DIR, "ct_dq2")
+    ours = ff.dequantized(CT_DIR, "ct_dq2")
     for mod, bits, *_ in CT_LAYERS:
         a, b = ours[mod + ".weight"].float(), ORIG[mod + ".weight"].float()
         rel = ((a - b).norm() / b.norm()).item()
@@ -163,12 +151,12 @@ def ct_single_file_with_config_in_metadata():
     path = os.path.join(TMP, "ct_single.safetensors")
     ff.save_safetensors(path, CT_TENSORS, {"format": "pt",
                                            "quantization_config": json.dumps(CT_QCFG)})
-    ours = dequantized(path, "ct_single_dq")
+    ours = ff.dequantized(path, "ct_single_dq")
     ref = ff.ct_decode(CT_DIR, BF16)
     # without config.json the output dtype of a quantized tensor is its scale's dtype
     for mod, bits, group, sym, sdt, *_ in CT_LAYERS:
         ref[mod + ".weight"] = ff.ct_decode(CT_DIR, sdt)[mod + ".weight"]
-    same(ours, ref)
+    ff.assert_same(ours, ref)
 
 
 def broken_copy(tag, edit):
@@ -236,7 +224,7 @@ def gptq_folder(tag, sym, v2=False, act_order=(), edit=None, bits=4, group=16):
 @case
 def gptq_v1_symmetric_dequantizes_like_the_reference_decoder():
     d = gptq_folder("gptq_sym", True)
-    same(dequantized(d, "gptq_sym_dq"), ff.gptq_decode(d, torch.float16))
+    ff.assert_same(ff.dequantized(d, "gptq_sym_dq"), ff.gptq_decode(d, torch.float16))
     mq("validate", d)
     rc, out, err = mq("compare", ORIG_FILE, d)
     assert "model.layers.0.mlp.up_proj.weight" in out
@@ -245,8 +233,8 @@ def gptq_v1_symmetric_dequantizes_like_the_reference_decoder():
 @case
 def gptq_v1_act_order_g_idx():
     d = gptq_folder("gptq_act", True, act_order=GPTQ_LAYERS[:2])
-    ours = dequantized(d, "gptq_act_dq")
-    same(ours, ff.gptq_decode(d, torch.float16))
+    ours = ff.dequantized(d, "gptq_act_dq")
+    ff.assert_same(ours, ff.gptq_decode(d, torch.float16))
     a = ours["model.layers.0.mlp.down_proj.weight"].float()
     b = ORIG["model.layers.0.mlp.down_proj.weight"].float()
     assert ((a - b).norm() / b.norm()).item() < 0.2
@@ -256,13 +244,13 @@ def gptq_v1_act_order_g_idx():
 @case
 def gptq_8bit():
     d = gptq_folder("gptq_8", True, bits=8, group=8)
-    same(dequantized(d, "gptq_8_dq"), ff.gptq_decode(d, torch.float16))
+    ff.assert_same(ff.dequantized(d, "gptq_8_dq"), ff.gptq_decode(d, torch.float16))
 
 
 @case
 def gptq_v2_asymmetric():
     d = gptq_folder("gptq_v2", False, v2=True)
-    same(dequantized(d, "gptq_v2_dq"), ff.gptq_decode(d, torch.float16))
+    ff.assert_same(ff.dequantized(d, "gptq_v2_dq"), ff.gptq_decode(d, torch.float16))
     rc, out, err = mq("info", d, "--json")
     layers = {t["name"]: t for t in json.loads(out)["logical"]["tensors"]}
     q = layers["model.layers.0.self_attn.q_proj.weight"]

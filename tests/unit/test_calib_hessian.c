@@ -139,7 +139,8 @@ TEST(blocked_update_matches_f64_on_every_isa) {
     for (int r = 0; r < R; r++)
         for (int i = 0; i < W; i++)
             for (int k = 0; k < W; k++) ref[i * W + k] += (double)x[r * W + i] * x[r * W + k];
-    for (int i = 0; i < W * W; i++) big = fmax(big, fabs(ref[i] / R));
+    for (int i = 0; i < W * W; i++)
+        if (fabs(ref[i] / R) > big) big = fabs(ref[i] / R);
     int64_t shape[2] = {R, W};
     int runs = 0;
     for (int isa = MQ_ISA_SCALAR; isa <= (int)mq_isa_supported(); isa++)
@@ -161,8 +162,11 @@ TEST(blocked_update_matches_f64_on_every_isa) {
             CHECK(stats_of(st, "fc", &ls) && ls.hessian);
             if (st && ls.hessian) {
                 double worst = 0;
-                for (int i = 0; i < W * W; i++)
-                    worst = fmax(worst, fabs(ls.hessian[i] - ref[i] / R) / big);
+                /* an explicit compare: gcc 12 for aarch64 crashes vectorizing an fmax reduction here */
+                for (int i = 0; i < W * W; i++) {
+                    double d = fabs(ls.hessian[i] - ref[i] / R) / big;
+                    if (d > worst) worst = d;
+                }
                 CHECK_MSG(worst < 1e-6, "isa %d threads %d: %g", isa, t, worst);
                 if (getenv("MQ_TEST_VERBOSE")) printf("# worst %g\n", worst);
                 if (runs++ == 0) memcpy(first, ls.hessian, sizeof(float) * W * W);
