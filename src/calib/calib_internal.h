@@ -76,10 +76,11 @@ MQ_HIDDEN void mq__obs_range_qparams(float lo, float hi, mq_qtype type, mq_schem
 /* Bin of x in [lo, hi] with `bins` bins (torch.histc): the last bin includes hi. */
 static inline int64_t mq__hist_bin(float x, float lo, float hi, int bins) {
     if (!(hi > lo)) return 0;
-    int64_t b = (int64_t)(((x - lo) * (float)bins) / (hi - lo));
-    if (b >= bins) b = bins - 1;
-    if (b < 0) b = 0;
-    return b;
+    float f = ((x - lo) * (float)bins) / (hi - lo);
+    /* clamp before converting: a range that overflows float32 makes f NaN or Inf */
+    if (!(f >= 0.0f)) return 0;
+    if (f >= (float)bins) return bins - 1;
+    return (int64_t)f;
 }
 
 /* Range that a histogram over [lo, hi] grows to so that it covers [lo2, hi2] on a grid

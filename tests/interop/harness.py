@@ -43,7 +43,9 @@ def case(fn):
 
 def mq(*args, check_rc=0):
     """Runs the CLI; returns (rc, stdout, stderr). Raises if rc != check_rc (None: any)."""
-    p = subprocess.run([MQ, *map(str, args)], capture_output=True, text=True)
+    # the CLI carries its own sanitizer runtime: drop the one preloaded for Python under make asan
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    p = subprocess.run([MQ, *map(str, args)], capture_output=True, text=True, env=env)
     if check_rc is not None and p.returncode != check_rc:
         raise RuntimeError(f"monoquant {' '.join(map(str, args))} -> {p.returncode}: {p.stderr[-500:]}")
     return p.returncode, p.stdout, p.stderr
