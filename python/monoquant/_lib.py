@@ -304,10 +304,29 @@ class Context:
                 msg = f"{what}: {msg}"
             raise MonoquantError(st, msg, status_name(st))
 
-    def __del__(self):
+    # Objects allocated through this context (kernels) must be freed first. At interpreter
+    # exit finalizers run in any order, so a context with live dependents waits for the last.
+    _deps = 0
+    _closing = False
+
+    def retain(self):
+        self._deps += 1
+
+    def release(self):
+        self._deps -= 1
+        if self._closing and self._deps == 0:
+            self._free_now()
+
+    def _free_now(self):
         if getattr(self, "ptr", None) and LIB is not None:
             LIB.mq_ctx_free(self.ptr)
             self.ptr = None
+
+    def __del__(self):
+        if self._deps:
+            self._closing = True
+        else:
+            self._free_now()
 
 
 _threads = None

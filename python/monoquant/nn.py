@@ -65,16 +65,19 @@ def _f32(x):
 
 
 class _Kernel:
-    """Owns one mq_linear / mq_conv2d; freed with the object."""
+    """Owns one mq_linear / mq_conv2d; freed with the object. It allocated through `ctx`,
+    which must outlive it: the reference held here keeps it alive until then."""
 
-    def __init__(self, ptr, free):
-        self.ptr, self._free = ptr, free
+    def __init__(self, ptr, free, ctx):
+        self.ptr, self._free, self._ctx = ptr, free, ctx
+        ctx.retain()
         self.lock = threading.Lock()
 
     def __del__(self):
         if self.ptr and L.LIB is not None:
             self._free(self.ptr)
             self.ptr = None
+            self._ctx.release()
 
 
 class _QuantizedBase(nn.Module):
@@ -118,7 +121,7 @@ class QuantizedLinear(_QuantizedBase):
         ctx.check(L.LIB.mq_qmodel_linear_create(ctx.ptr, qm.ptr, index, act,
                                                 b.data_ptr() if b is not None else None,
                                                 C.byref(out), C.byref(used)))
-        return cls(k, n, _Kernel(out.value, L.LIB.mq_linear_free), q.spec.type, used.value,
+        return cls(k, n, _Kernel(out.value, L.LIB.mq_linear_free, ctx), q.spec.type, used.value,
                    b is not None)
 
     def _shape_repr(self):
@@ -199,7 +202,7 @@ class QuantizedConv2d(_QuantizedBase):
         ctx.check(L.LIB.mq_qmodel_conv2d_create(ctx.ptr, qm.ptr, index, act,
                                                 b.data_ptr() if b is not None else None,
                                                 C.byref(g), C.byref(out), C.byref(used)))
-        return cls(conv, _Kernel(out.value, L.LIB.mq_conv2d_free), q.spec.type, used.value,
+        return cls(conv, _Kernel(out.value, L.LIB.mq_conv2d_free, ctx), q.spec.type, used.value,
                    b is not None, int(q.stored_bytes))
 
     def _shape_repr(self):
