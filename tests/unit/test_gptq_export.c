@@ -2,7 +2,7 @@
  * quantize_config.json and read back by mq_qmodel_open give exactly the values of the
  * original quantization with its scales rounded to F16 (what GPTQ stores). */
 #include "harness.h"
-#include "model/gptq_export.h"
+#include "pipeline/gptq_export.h"
 
 #include <math.h>
 #include <sys/stat.h>

@@ -1,7 +1,7 @@
 /* compressed-tensors target matching: Python re.match semantics on POSIX regex, and the
  * precedence of exact names, patterns and class names. */
 #include "harness.h"
-#include "model/hf_config.h"
+#include "pipeline/hf_config.h"
 
 TEST(pattern_anchored_at_start_like_re_match) {
     CHECK(mq__pattern_match(".*lm_head", "lm_head") == 1);

@@ -2,8 +2,8 @@
  * quantizer into the writer -> error figures -> commit. Buffers are allocated once at their
  * largest chunk size and reused; input pages already consumed are handed back to the kernel,
  * so memory stays bounded whatever the model size. */
-#include "model/pipeline_internal.h"
-#include "model/hf_folder.h"
+#include "pipeline/pipeline_internal.h"
+#include "pipeline/hf_folder.h"
 #include "io/model_internal.h"
 #include "io/writer_internal.h"
 #include "quant/quant_internal.h"

@@ -1,6 +1,6 @@
 /* Kernel objects (mq_linear, mq_conv2d) built from the stored tensors of a quantized
  * checkpoint, so that callers never read the storage layout themselves. */
-#include "model/qmodel_internal.h"
+#include "qmodel/qmodel_internal.h"
 #include "quant/quant_internal.h"
 
 #include <string.h>

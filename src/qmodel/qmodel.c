@@ -1,7 +1,7 @@
 /* Reading quantized checkpoints back: logical tensors reassembled from their data, scale,
  * zero-point and shape tensors; structural and value checks; dequantization; comparison;
  * mq_dequantize_file. */
-#include "model/qmodel_internal.h"
+#include "qmodel/qmodel_internal.h"
 #include "quant/quant_internal.h"
 
 #include <math.h>

@@ -3,8 +3,8 @@
  * for the whole model, F16 scales; symmetric schemes as v1, asymmetric ones as gptq_v2
  * (gptq_export.h). The tensor is packed along its input dim, so its rows are held until the
  * last one arrives (one tensor's packed size). */
-#include "model/gptq_export.h"
-#include "model/pipeline_internal.h"
+#include "pipeline/gptq_export.h"
+#include "pipeline/pipeline_internal.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,6 +1,6 @@
 /* Hugging Face model folders as output: the input's non-weight files copied, config.json
  * carrying the quantization_config, the shard index. */
-#include "model/hf_folder.h"
+#include "pipeline/hf_folder.h"
 #include "io/json.h"
 
 #include <dirent.h>

@@ -1,6 +1,6 @@
 /* Reports, the quantization_config JSON stored in the output, and error-figure
  * accumulation. */
-#include "model/pipeline_internal.h"
+#include "pipeline/pipeline_internal.h"
 #include "quant/quant_internal.h"
 
 #include <math.h>

@@ -4,8 +4,8 @@
  * opens when the stream reaches it and is committed (inside the temporary folder) when the
  * stream leaves it, so at most two are open; the metadata, whose error figures are known
  * last, goes into the last file. */
-#include "model/pipeline_internal.h"
-#include "model/hf_folder.h"
+#include "pipeline/pipeline_internal.h"
+#include "pipeline/hf_folder.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /* The GPTQ checkpoint layout written from monoquant's quantized tensors (gptq_export.h). */
-#include "model/gptq_export.h"
+#include "pipeline/gptq_export.h"
 #include "quant/quant_internal.h"
 
 #include <math.h>

@@ -1,6 +1,6 @@
 /* Running the layers of a quantized checkpoint through the quantized kernels and measuring
  * their output error against the f32 layer: what `monoquant validate --run` reports. */
-#include "model/qmodel_internal.h"
+#include "qmodel/qmodel_internal.h"
 #include "quant/quant_internal.h"
 
 #include <string.h>

@@ -12,7 +12,7 @@
  * Every layout decodes as x = (code - zero) * scale with scale, code and zero as stored; the
  * F32 product of a small integer and a 16-bit scale is exact, so converting it to the scale's
  * dtype gives what the reference decoders (which compute in that dtype) give. */
-#include "model/qmodel_internal.h"
+#include "qmodel/qmodel_internal.h"
 #include "quant/quant_internal.h"
 
 #include <math.h>

@@ -1,7 +1,7 @@
 /* The plan: what becomes of each input tensor (kept, cast, quantized), why, and the output
  * tensors it turns into. Known entirely before any data is read, so the writer can put the
  * header first and stream. */
-#include "model/pipeline_internal.h"
+#include "pipeline/pipeline_internal.h"
 #include "quant/quant_internal.h"
 
 #include <float.h>

@@ -3,8 +3,8 @@
 #ifndef MQ_QMODEL_INTERNAL_H
 #define MQ_QMODEL_INTERNAL_H
 
-#include "model/hf_config.h"
-#include "model/pipeline_internal.h"
+#include "pipeline/hf_config.h"
+#include "pipeline/pipeline_internal.h"
 
 /* Where a logical tensor's integers come from. NATIVE tensors are decoded by
  * mq_dequantize_rows; the others by the generic decoder of qmodel_foreign.c:

@@ -1,6 +1,6 @@
 /* The native layout (monoquant 0.1's file, docs/FORMAT.md): any layer kind and type, data as
  * mq_quantize_rows stores it, F32 scales, unpacked zero points. */
-#include "model/pipeline_internal.h"
+#include "pipeline/pipeline_internal.h"
 
 #include <string.h>
 

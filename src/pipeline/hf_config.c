@@ -1,5 +1,5 @@
 /* Quantization settings stored by other tools beside their weights (hf_config.h). */
-#include "model/hf_config.h"
+#include "pipeline/hf_config.h"
 
 #include "io/json.h"
 

@@ -10,7 +10,7 @@
  * Only Linear weights are quantized; signed types only (uint targets are mapped: the same
  * values shifted by a constant); symmetric schemes store no zero point. Scales are stored in
  * the layout's scale dtype. */
-#include "model/pipeline_internal.h"
+#include "pipeline/pipeline_internal.h"
 #include "common/strbuf.h"
 
 #include <stdio.h>
