@@ -294,6 +294,7 @@ class Context:
         self.ptr = LIB.mq_ctx_create()
         if not self.ptr:
             raise MemoryError("monoquant: cannot create a context")
+        self.vp = C.c_void_p(self.ptr)  # passed as it is, no conversion per call
         if threads is not None:
             self.check(LIB.mq_ctx_set_threads(self.ptr, int(threads)))
 

@@ -26,6 +26,8 @@ QTYPE_NAMES = {L.Q_NONE: "f32", L.Q_INT8: "int8", L.Q_UINT8: "uint8", L.Q_INT4: 
 
 _builder = None
 _linear_forward = L.LIB.mq_linear_forward
+# bound once: the forward fast path reads them on every call
+_Tensor, _F32, _empty, _grad_enabled = torch.Tensor, torch.float32, torch.empty, torch.is_grad_enabled
 
 
 def _build_ctx():
@@ -58,7 +60,10 @@ def _check_input(mod, x, what):
 
 
 def _f32(x):
-    """x as a contiguous f32 tensor (a copy only when it is not one already)."""
+    """x as a dense f32 tensor (a copy only when it is not one already; a view with the
+    negative bit set is materialized, its data_ptr holds the values before negation)."""
+    if x.is_neg():
+        x = x.resolve_neg()
     if x.dtype != torch.float32:
         return x.to(torch.float32, memory_format=torch.contiguous_format).contiguous()
     return x if x.is_contiguous() else x.contiguous()
@@ -109,6 +114,7 @@ class QuantizedLinear(_QuantizedBase):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
         self._k, self.qtype, self.act, self.has_bias = kernel, qtype, act, has_bias
+        self._kp, self._lock = C.c_void_p(kernel.ptr), kernel.lock  # read on every call
 
     @classmethod
     def from_qmodel(cls, qm, index, act, bias=None):
@@ -128,22 +134,40 @@ class QuantizedLinear(_QuantizedBase):
         return f"in_features={self.in_features}, out_features={self.out_features}"
 
     def forward(self, x):
+        # fast path, the common case: a dense f32 CPU tensor [M, K]; every other input goes
+        # through the full checks (and one conversion) below
+        if type(x) is _Tensor:
+            s = x.shape
+            if (len(s) == 2 and s[1] == self.in_features and x.dtype is _F32 and x.is_cpu
+                    and x.is_contiguous() and not x.is_neg()
+                    and not (x.requires_grad and _grad_enabled())):
+                m = s[0]
+                y = _empty((m, self.out_features), dtype=_F32)
+                if m:
+                    ctx = L.thread_context()
+                    with self._lock:
+                        st = _linear_forward(ctx.vp, self._kp, x.data_ptr(), m, y.data_ptr())
+                    if st:
+                        ctx.check(st, "QuantizedLinear")
+                return y
         _check_input(self, x, "QuantizedLinear")
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"QuantizedLinear: input shape {tuple(x.shape)} does not end with "
                              f"in_features={self.in_features}")
         dt = x.dtype
-        if dt is not torch.float32 or not x.is_contiguous():
-            x = _f32(x)
-        y = torch.empty(x.shape[:-1] + (self.out_features,), dtype=torch.float32)
+        x = _f32(x)
+        y = _empty(x.shape[:-1] + (self.out_features,), dtype=_F32)
         m = x.numel() // self.in_features
         if m:
-            ctx = L.thread_context()
-            with self._k.lock:
-                st = _linear_forward(ctx.ptr, self._k.ptr, x.data_ptr(), m, y.data_ptr())
-            if st:
-                ctx.check(st, "QuantizedLinear")
-        return y if dt is torch.float32 else y.to(dt)
+            self._run(x.data_ptr(), m, y.data_ptr())
+        return y if dt is _F32 else y.to(dt)
+
+    def _run(self, xp, m, yp):
+        ctx = L.thread_context()
+        with self._lock:
+            st = _linear_forward(ctx.vp, self._kp, xp, m, yp)
+        if st:
+            ctx.check(st, "QuantizedLinear")
 
 
 def _pair(v):

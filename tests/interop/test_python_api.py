@@ -97,6 +97,22 @@ def dtypes_and_batch_shapes():
         assert torch.equal(lin(big[:, ::2].t().contiguous()), lin(big[:, ::2].t()))
         # unbatched conv input
         assert torch.allclose(q.conv(X[0]), q.conv(X[:1])[0])
+        # the fast path (dense f32 [M, K]) and the general one agree; a view with the
+        # negative bit set is read as its values, not as the memory under it
+        x2 = torch.randn(5, 64)
+        assert torch.equal(lin(x2), lin(x2.unsqueeze(0))[0])
+        assert torch.equal(lin(torch._neg_view(x2)), lin(-x2))
+        assert torch.equal(lin(nn.Parameter(x2, requires_grad=False)), lin(x2))
+    # hooks and the module call protocol still run (forward is called directly only when
+    # nn.Module.__call__ would do nothing else)
+    seen = []
+    h = lin.register_forward_pre_hook(lambda m, i: seen.append("pre"))
+    h2 = lin.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    h3 = torch.nn.modules.module.register_module_forward_hook(lambda m, i, o: seen.append("g"))
+    with torch.no_grad():
+        lin(torch.randn(2, 64))
+    h.remove(), h2.remove(), h3.remove()
+    assert seen == ["pre", "g", (2, 10)], seen
 
 
 def raises(exc, fn, *words):
