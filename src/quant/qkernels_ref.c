@@ -152,6 +152,7 @@ const mq_qkernels *mq__qkernels_ref(void) {
 
 const mq_qkernels *mq__qkernels(const mq_ctx *ctx) {
     const void *by_level[] = {mq__qkernels_ref(), MQ__X86_ONLY(mq__qkernels_avx2()),
-                              MQ__X86_ONLY(mq__qkernels_avx512())};
-    return (const mq_qkernels *)mq__isa_pick(ctx, by_level, 3);
+                              MQ__X86_ONLY(mq__qkernels_avx512()),
+                              MQ__ARM64_ONLY(mq__qkernels_neon()), NULL};
+    return (const mq_qkernels *)mq__isa_pick(ctx, by_level, 5);
 }

@@ -47,6 +47,7 @@ MQ_HIDDEN const mq_qkernels *mq__qkernels(const mq_ctx *ctx);
 MQ_HIDDEN const mq_qkernels *mq__qkernels_ref(void);
 MQ_HIDDEN const mq_qkernels *mq__qkernels_avx2(void);
 MQ_HIDDEN const mq_qkernels *mq__qkernels_avx512(void);
+MQ_HIDDEN const mq_qkernels *mq__qkernels_neon(void);
 
 /* Scalar pieces the vector files reuse for their tails. */
 MQ_HIDDEN bool mq__minmax_ref(const float *x, size_t n, float *mn, float *mx);

@@ -443,7 +443,7 @@ TEST(simd_paths_equal_scalar) {
     float imp[203];
     for (int i = 0; i < 203; i++) imp[i] = (float)unif();
     int checked = 0;
-    for (int isa = MQ_ISA_AVX2; isa <= (int)best; isa++) {
+    for (int isa = test_next_isa(0); isa >= 0; isa = test_next_isa(isa)) {
         CHECK_EQ_INT(mq_ctx_set_isa(vc, (mq_isa)isa), MQ_OK);
         for (int64_t cols = 1; cols <= 203; cols += (cols < 70 ? 1 : 19)) {
             int64_t shape[2] = {7, cols};
