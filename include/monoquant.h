@@ -118,7 +118,8 @@ typedef struct mq_allocator {
 typedef int (*mq_progress_fn)(void *ud, const char *what, uint64_t done, uint64_t total);
 
 /* Creates a context. Returns NULL only when memory is exhausted. The context reads the
- * environment once: MQ_ISA=scalar|avx2|avx512 caps the instruction-set level. */
+ * environment once: MQ_ISA=scalar|avx2|avx512 (x86) or scalar|neon|dotprod (ARM64) caps the
+ * instruction-set level; a name of another architecture's level is ignored. */
 MQ_API mq_ctx *mq_ctx_create(void);
 /* As mq_ctx_create, with every allocation going through `alloc` (copied). */
 MQ_API mq_ctx *mq_ctx_create_with_allocator(const mq_allocator *alloc);
@@ -138,8 +139,17 @@ MQ_API int mq_ctx_threads(const mq_ctx *ctx);
 MQ_API void mq_ctx_set_progress(mq_ctx *ctx, mq_progress_fn fn, void *ud);
 
 /* Instruction-set levels. The context starts at the best level the CPU and the OS support
- * (XGETBV checked), capped by MQ_ISA. Setting a level above what is supported fails. */
-typedef enum mq_isa { MQ_ISA_SCALAR = 0, MQ_ISA_AVX2 = 1, MQ_ISA_AVX512 = 2 } mq_isa;
+ * (XGETBV checked on x86; on ARM64 NEON always, dot products when the kernel reports
+ * them), capped by MQ_ISA. Each architecture has its own levels, ordered by value: scalar <
+ * avx2 < avx512 on x86, scalar < neon < dotprod on ARM64. Setting a level above what is
+ * supported, or a level of another architecture, fails. */
+typedef enum mq_isa {
+    MQ_ISA_SCALAR = 0,
+    MQ_ISA_AVX2 = 1,
+    MQ_ISA_AVX512 = 2,
+    MQ_ISA_NEON = 3,    /* ARM64 Advanced SIMD (armv8-a) */
+    MQ_ISA_DOTPROD = 4  /* NEON + SDOT/UDOT (armv8.2-a dotprod) */
+} mq_isa;
 MQ_API mq_isa mq_ctx_isa(const mq_ctx *ctx);
 MQ_API mq_status mq_ctx_set_isa(mq_ctx *ctx, mq_isa isa);
 MQ_API const char *mq_isa_name(mq_isa isa);
