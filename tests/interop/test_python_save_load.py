@@ -208,6 +208,18 @@ def load_reads_the_activation_mode():
         assert acts(loaded) == acts(q), (mode, acts(loaded))
         with torch.no_grad():
             assert torch.equal(loaded(X), q(X)), mode
+    # a configuration of the wrong shapes is read as saying nothing (the tensors decide)
+    for n, bogus in enumerate(('{"quant_method": "compressed-tensors", "config_groups": {"g": {"targets": '
+                  '["re:(", 7], "input_activations": "x"}}, "ignore": 5}',
+                  '{"quant_method": "compressed-tensors", "config_groups": [1], "ignore": [1]}',
+                  '{"quant_method": "monoquant", "quantized": {"0.weight": "static"}}', "[1, 2")):
+        odd = os.path.join(TMP, f"bogus{n}.safetensors")
+        mqlib.write(odd, tensors, {"quantization_config": bogus})
+        try:
+            loaded = monoquant.load(odd, mlp())
+        except monoquant.MonoquantError:
+            continue  # refused by the reader: also fine, never a crash
+        assert set(acts(loaded).values()) <= {0, 1, 2}, (bogus, acts(loaded))
     # static without statistics for a layer is refused (the CLI's rule), naming the tensor
     raises(monoquant.MonoquantError, lambda: monoquant.quantize(MLP, activations="static"),
            "0.weight")
