@@ -302,7 +302,8 @@ def quantize(model, bits=8, *, dynamic=None, activations=None, symmetric=None, g
     dynamic / activations: how INT8 layers meet their inputs: activations='dynamic'
         (per-row int8 at run time), 'static' (calibrated input scale), 'none' (weight-only);
         dynamic=True/False is 'dynamic'/'none'. Default: static with calibration, else
-        dynamic, for 8-bit; weight-only for 4-bit and casts.
+        dynamic, for 8-bit; weight-only for 4-bit and casts. 'static' needs statistics for
+        every quantized layer. Stored per layer in the checkpoint (load() reads it back).
     symmetric, group_size, granularity ('tensor'|'channel'|'group'), method
         ('minmax'|'mse'|'gptq'): the quantization spec (defaults: the CLI's).
     layer_types: module types to quantize (others are excluded by name).
@@ -420,10 +421,23 @@ class _Recipe:
         self.exclude, self.include, self.rules = list(exclude), list(include), list(rules)
         self.calibration = os.path.abspath(calibration) if calibration else None
         self.metadata = dict(metadata or {})
-        self.sources = []
+        self.sources, self.prints = [], {}
         for name, t in model.state_dict(keep_vars=True).items():
             self.sources.append((name, weakref.ref(t), t._version))
+            self.prints[name] = _fingerprint(t)
         self.config = _config_source(model)
+
+    def check(self, state):
+        """Refuses a float state_dict that is not the one quantized: other names, shapes or
+        dtypes, or other values at a few hundred sampled positions per tensor."""
+        if set(state) != set(self.prints):
+            odd = sorted(set(state) ^ set(self.prints))
+            raise ValueError(f"save: model= has other tensors than the model quantized "
+                             f"({odd[:4]}{'...' if len(odd) > 4 else ''})")
+        for name, t in state.items():
+            if not isinstance(t, torch.Tensor) or _fingerprint(t) != self.prints[name]:
+                raise ValueError(f"save: model= is not the float model that was quantized: "
+                                 f"'{name}' differs")
 
     def state(self):
         """The float state_dict quantize() read, or None when a tensor is gone or changed."""
@@ -458,6 +472,16 @@ class _Recipe:
             L.LIB.mq_report_free(rep)
         finally:
             views.close()
+
+
+def _fingerprint(t):
+    """dtype, shape and the values at up to 257 evenly spaced positions."""
+    t = t.detach()
+    flat = t.reshape(-1)
+    n = flat.numel()
+    idx = torch.linspace(0, max(n - 1, 0), steps=min(n, 257)).long()
+    sample = flat[idx].contiguous().view(torch.uint8).numpy().tobytes() if n else b""
+    return t.dtype, tuple(t.shape), sample
 
 
 def _config_source(model):

@@ -304,11 +304,14 @@ def _float_state(model, recipe):
                              "model=, as it was when quantized")
         return state
     if isinstance(model, nn.Module):
-        return model.state_dict()
-    if isinstance(model, dict):
-        return dict(model)
-    raise TypeError(f"save: model= expects the float nn.Module or state_dict, got "
-                    f"{type(model).__name__}")
+        state = model.state_dict()
+    elif isinstance(model, dict):
+        state = dict(model)
+    else:
+        raise TypeError(f"save: model= expects the float nn.Module or state_dict, got "
+                        f"{type(model).__name__}")
+    recipe.check(state)
+    return state
 
 
 def _config_dir(config, folder):
@@ -419,7 +422,8 @@ def load(path, model, *, activations=None, inplace=False, strict=True):
     consumed = set()
     for wname, mname in replaced.items():
         pre = mname + "." if mname else ""
-        if wname.endswith(("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")):
+        if wname.endswith(("in_proj_weight", "q_proj_weight", "k_proj_weight",
+                           "v_proj_weight")):
             consumed.update({wname, pre + "in_proj_bias"})
             j = ck.find(pre + "out_proj.weight")
             if j >= 0 and L.LIB.mq_qmodel_runnable(ck.qm.ptr, j):

@@ -146,6 +146,14 @@ def folder_save_refusals():
         m[0].weight.div_(2)
     monoquant.save(q, out + "2/", model=m)
     same_folders(out, out + "2")
+    # model= must be the float model that was quantized (names, shapes, sampled values)
+    raises(ValueError, lambda: monoquant.save(q, out + "6/", model=mlp()),
+           "'0.weight' differs")
+    raises(ValueError, lambda: monoquant.save(q, out + "6/", model=nn.Linear(3, 3)),
+           "other tensors")
+    half = {k: v.to(torch.bfloat16) for k, v in m.state_dict().items()}
+    raises(ValueError, lambda: monoquant.save(q, out + "6/", model=half), "differs")
+    assert not os.path.exists(out + "6")
     # ... or freed (weakly held: the quantized model keeps no float copy alive)
     m2 = mlp()
     q2, _ = monoquant.quantize(m2, bits=8)
