@@ -194,8 +194,9 @@ def _layer_modules(model, layer_types):
     for name, m in model.named_modules():
         pre = name + "." if name else ""
         if isinstance(m, nn.MultiheadAttention):
-            if nn.MultiheadAttention in layer_types and qnn.mha_supported(m) is None:
-                out[pre + "in_proj_weight"] = (name, m)
+            if nn.MultiheadAttention in layer_types:
+                for attr in qnn.mha_weights(m):
+                    out[pre + attr] = (name, m)
         elif isinstance(m, nn.Conv2d):
             if any(isinstance(m, t) for t in layer_types) and qnn.conv2d_supported(m) is None:
                 out[pre + "weight"] = (name, m)
@@ -490,7 +491,7 @@ def _copy_without(model, layer_mods, report):
     memo = {}
     for wname, (_, m) in layer_mods.items():
         if wname in converted:
-            p = m.in_proj_weight if isinstance(m, nn.MultiheadAttention) else m.weight
+            p = getattr(m, wname.rpartition(".")[2])
             memo[id(p)] = nn.Parameter(torch.empty(0, dtype=p.dtype), requires_grad=False)
     return copy.deepcopy(model, memo)
 
@@ -514,39 +515,59 @@ def _set_module(root, name, new):
     setattr(root.get_submodule(parent) if parent else root, leaf, new)
 
 
-def _rebuild(model, ckpt, report, activations, strict_names=True):
+def _rebuild(model, ckpt, report, activations):
     """Replaces every layer whose weight the checkpoint holds quantized or cast."""
     layer_mods = _layer_modules(model, DEFAULT_LAYER_TYPES)
     stored = stored_activations(ckpt)
+
+    def quantized(wname, bias):
+        i = ckpt.find(wname)
+        if i < 0 or not L.LIB.mq_qmodel_runnable(ckpt.qm.ptr, i):
+            return None
+        q = ckpt.tensor(i)
+        lin = qnn.QuantizedLinear.from_qmodel(
+            ckpt.qm, i, _mode_for(q.spec.type, bool(q.input_scale), activations, stored(wname)),
+            bias)
+        _note(report, wname, lin)
+        return lin
+
+    mhas = {mname: m for mname, m in layer_mods.values() if isinstance(m, nn.MultiheadAttention)}
+    for mname, m in mhas.items():
+        pre = mname + "." if mname else ""
+        e, b = m.embed_dim, m.in_proj_bias
+        if m._qkv_same_embed_dim:
+            in_proj, qkv = quantized(pre + "in_proj_weight", b), None
+            runs = in_proj is not None
+            if in_proj is None:
+                in_proj = qnn.float_linear(m.in_proj_weight, b)
+        else:
+            biases = (None,) * 3 if b is None else (b[:e], b[e:2 * e], b[2 * e:])
+            qkv = [quantized(pre + n, bb) for n, bb in zip(qnn.MHA_PROJECTIONS, biases)]
+            runs = any(p is not None for p in qkv)
+            qkv = [p if p is not None else qnn.float_linear(getattr(m, n), bb)
+                   for p, n, bb in zip(qkv, qnn.MHA_PROJECTIONS, biases)]
+            in_proj = None
+        out_proj = quantized(pre + "out_proj.weight", m.out_proj.bias)
+        if not runs and out_proj is None:
+            continue
+        new = qnn.QuantizedMultiheadAttention(
+            m, in_proj, m.out_proj if out_proj is None else out_proj, qkv)
+        new.train(False)
+        _set_module(model, mname, new)
+    owned = {(f"{n}." if n else "") + "out_proj.weight" for n in mhas}
     for wname, (mname, m) in layer_mods.items():
+        if isinstance(m, nn.MultiheadAttention) or wname in owned:
+            continue  # done with its attention module
         i = ckpt.find(wname)
         if i < 0 or not L.LIB.mq_qmodel_runnable(ckpt.qm.ptr, i):
             continue
         q = ckpt.tensor(i)
         mode = _mode_for(q.spec.type, bool(q.input_scale), activations, stored(wname))
-        if isinstance(m, nn.MultiheadAttention):
-            in_proj = qnn.QuantizedLinear.from_qmodel(ckpt.qm, i, mode, m.in_proj_bias)
-            out_proj = m.out_proj
-            j = ckpt.find(f"{mname}.out_proj.weight")
-            if j >= 0 and L.LIB.mq_qmodel_runnable(ckpt.qm.ptr, j):
-                qo = ckpt.tensor(j)
-                out_proj = qnn.QuantizedLinear.from_qmodel(
-                    ckpt.qm, j, _mode_for(qo.spec.type, bool(qo.input_scale), activations,
-                                          stored(f"{mname}.out_proj.weight")),
-                    m.out_proj.bias)
-                _note(report, f"{mname}.out_proj.weight", out_proj)
-            new = qnn.QuantizedMultiheadAttention(m, in_proj, out_proj)
-            _note(report, wname, in_proj)
-        elif isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d):
             new = qnn.QuantizedConv2d.from_qmodel(ckpt.qm, i, mode, m, m.bias)
-            _note(report, wname, new)
         else:
-            if any(wname == f"{mm}.out_proj.weight" for mm, x in
-                   ((n, x) for n, x in model.named_modules()
-                    if isinstance(x, nn.MultiheadAttention))):
-                continue  # handled with its attention module
             new = qnn.QuantizedLinear.from_qmodel(ckpt.qm, i, mode, m.bias)
-            _note(report, wname, new)
+        _note(report, wname, new)
         new.train(False)
         _set_module(model, mname, new)
 

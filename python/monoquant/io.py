@@ -413,7 +413,7 @@ def load(path, model, *, activations=None, inplace=False, strict=True):
     consumed = set()
     for wname, mname in replaced.items():
         pre = mname + "." if mname else ""
-        if wname.endswith("in_proj_weight"):
+        if wname.endswith(("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")):
             consumed.update({wname, pre + "in_proj_bias"})
             j = ck.find(pre + "out_proj.weight")
             if j >= 0 and L.LIB.mq_qmodel_runnable(ck.qm.ptr, j):
