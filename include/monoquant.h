@@ -1183,6 +1183,13 @@ MQ_API mq_status mq_model_add_view(mq_model *model, const char *name, mq_dtype d
 /* Sets (or replaces) a string metadata entry, copied; stored in the output as a checkpoint's
  * metadata is. */
 MQ_API mq_status mq_model_set_metadata(mq_model *model, const char *key, const char *value);
+/* Names the model folder an in-memory model came from (e.g. the Hugging Face folder its
+ * tensors were loaded from; the name is copied): mq_quantize_model with output_folder then
+ * copies that folder's non-weight files and writes its config.json with the
+ * quantization_config, as mq_quantize_file does for a checkpoint in that folder, and refuses
+ * to replace that folder. NULL clears it. MQ_ERR_INVALID for a model opened from a file,
+ * MQ_ERR_IO when `folder` is not a folder. (0.2) */
+MQ_API mq_status mq_model_set_source_folder(mq_model *model, const char *folder);
 /* mq_quantize_file with an open model as input (an in-memory one, or one from
  * mq_model_open; opts->key is then unused). The model is not modified, except that its name
  * index is built: use it from one thread at a time. report->file_bytes_in is 0 for an
