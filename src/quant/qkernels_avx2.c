@@ -146,33 +146,28 @@ static inline float sum_lanes16_avx2(__m256 lo, __m256 hi) {
     return _mm_cvtss_f32(q);
 }
 
-/* sqerr, or, when the lanes' partial sum at the middle of x already reaches `limit` (the
- * total can only be larger), that partial sum with *cut set. limit NULL: never cut. */
-ALWAYS_INLINE float sqerr_t(const float *x, const float *w, size_t n, const mq_qround *p,
-                            const float *limit, bool *cut) {
-    const __m256 scale = _mm256_set1_ps(p->scale), inv = _mm256_set1_ps(p->inv),
-                 lo = _mm256_set1_ps(p->lo), hi = _mm256_set1_ps(p->hi);
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    size_t i = 0, half = n / 32 * 16;
-    *cut = false;
-    for (int part = 0; part < 2; part++) {
-        size_t end = part ? n : half;
-        for (; i + 16 <= end; i += 16) {
-            __m256 e0 = err8(_mm256_loadu_ps(x + i), scale, inv, lo, hi);
-            __m256 e1 = err8(_mm256_loadu_ps(x + i + 8), scale, inv, lo, hi);
+/* Squared errors of nb <= 4 candidates in one pass over x: x is loaded once, and the
+ * candidates' accumulators (lanes 0-7 and 8-15 each) are independent chains the core
+ * overlaps. */
+ALWAYS_INLINE void sqerr_batch(const float *x, const float *w, size_t n,
+                               const mq_qround *const *q, int nb, float *out) {
+    __m256 acc0[4], acc1[4];
+    #pragma GCC unroll 4
+    for (int k = 0; k < nb; k++) acc0[k] = acc1[k] = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
+        #pragma GCC unroll 4
+        for (int k = 0; k < nb; k++) {
+            const __m256 scale = _mm256_set1_ps(q[k]->scale), inv = _mm256_set1_ps(q[k]->inv),
+                         lo = _mm256_set1_ps(q[k]->lo), hi = _mm256_set1_ps(q[k]->hi);
+            __m256 e0 = err8(x0, scale, inv, lo, hi), e1 = err8(x1, scale, inv, lo, hi);
             if (w) {
                 e0 = _mm256_mul_ps(e0, _mm256_loadu_ps(w + i));
                 e1 = _mm256_mul_ps(e1, _mm256_loadu_ps(w + i + 8));
             }
-            acc0 = _mm256_add_ps(acc0, e0);
-            acc1 = _mm256_add_ps(acc1, e1);
-        }
-        if (!part && half >= 32) {
-            float s = sum_lanes16_avx2(acc0, acc1);
-            if (limit && !(s < *limit)) {
-                *cut = true;
-                return s;
-            }
+            acc0[k] = _mm256_add_ps(acc0[k], e0);
+            acc1[k] = _mm256_add_ps(acc1[k], e1);
         }
     }
     if (i < n) { /* masked tail: absent elements are 0 and add exactly 0 */
@@ -180,37 +175,85 @@ ALWAYS_INLINE float sqerr_t(const float *x, const float *w, size_t n, const mq_q
         int r = (int)(n - i);
         __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(r), idx);
         __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(r - 8), idx);
-        __m256 e0 = err8(_mm256_maskload_ps(x + i, m0), scale, inv, lo, hi);
-        __m256 e1 = err8(_mm256_maskload_ps(x + i + 8, m1), scale, inv, lo, hi);
-        if (w) {
-            e0 = _mm256_mul_ps(e0, _mm256_maskload_ps(w + i, m0));
-            e1 = _mm256_mul_ps(e1, _mm256_maskload_ps(w + i + 8, m1));
+        __m256 x0 = _mm256_maskload_ps(x + i, m0), x1 = _mm256_maskload_ps(x + i + 8, m1);
+        #pragma GCC unroll 4
+        for (int k = 0; k < nb; k++) {
+            const __m256 scale = _mm256_set1_ps(q[k]->scale), inv = _mm256_set1_ps(q[k]->inv),
+                         lo = _mm256_set1_ps(q[k]->lo), hi = _mm256_set1_ps(q[k]->hi);
+            __m256 e0 = err8(x0, scale, inv, lo, hi), e1 = err8(x1, scale, inv, lo, hi);
+            if (w) {
+                e0 = _mm256_mul_ps(e0, _mm256_maskload_ps(w + i, m0));
+                e1 = _mm256_mul_ps(e1, _mm256_maskload_ps(w + i + 8, m1));
+            }
+            acc0[k] = _mm256_add_ps(acc0[k], e0);
+            acc1[k] = _mm256_add_ps(acc1[k], e1);
         }
-        acc0 = _mm256_add_ps(acc0, e0);
-        acc1 = _mm256_add_ps(acc1, e1);
     }
-    return sum_lanes16_avx2(acc0, acc1);
+    #pragma GCC unroll 4
+    for (int k = 0; k < nb; k++) out[k] = sum_lanes16_avx2(acc0[k], acc1[k]);
 }
 
 static float sqerr_avx2(const float *x, const float *w, size_t n, const mq_qround *p) {
-    bool cut;
-    return sqerr_t(x, w, n, p, NULL, &cut);
+    float e;
+    sqerr_batch(x, w, n, &p, 1, &e);
+    return e;
 }
 
-/* Candidate c > 0 is skipped when a lower bound of its error (its extremes' terms, then its
- * first half's partial sum) is not below the best error so far: it could not replace it. */
+/* mq__sqerr_bound of every candidate at once, one candidate per lane (the same operations,
+ * so the same values). */
+static void bounds16(float mn, float mx, const mq_qround *qr, int nc, float *lb) {
+    float s[16], inv[16], lo[16], hi[16];
+    for (int c = 0; c < 16; c++) {
+        const mq_qround *q = &qr[c < nc ? c : 0];
+        s[c] = q->scale;
+        inv[c] = q->inv;
+        lo[c] = q->lo;
+        hi[c] = q->hi;
+    }
+    for (int h = 0; h < 16; h += 8) {
+        __m256 vs = _mm256_loadu_ps(s + h), vi = _mm256_loadu_ps(inv + h),
+               vl = _mm256_loadu_ps(lo + h), vh = _mm256_loadu_ps(hi + h),
+               e = _mm256_setzero_ps();
+        for (int k = 0; k < (mn == mx ? 1 : 2); k++) {
+            __m256 x = _mm256_set1_ps(k ? mx : mn);
+            __m256 v = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(x, vi), vl), vh);
+            v = _mm256_round_ps(v, _MM_FROUND_CUR_DIRECTION);
+            __m256 d = _mm256_sub_ps(x, _mm256_mul_ps(v, vs));
+            e = k ? _mm256_add_ps(e, _mm256_mul_ps(d, d)) : _mm256_mul_ps(d, d);
+        }
+        _mm256_storeu_ps(lb + h, e);
+    }
+}
+
+/* Candidates in index order, up to four evaluated at once; candidate c > 0 is left out when
+ * a lower bound of its error (its extremes' terms) is not below the best error so far: it
+ * could not replace it (the best error only decreases). */
 static int search_avx2(const float *x, const float *w, size_t n, float mn, float mx,
                        const mq_qround *qr, int nc, float *err) {
-    bool cut;
-    *err = sqerr_t(x, w, n, &qr[0], NULL, &cut);
-    int best = 0;
-    for (int c = 1; c < nc; c++) {
-        if (!w && !(mq__sqerr_bound(mn, mx, &qr[c]) < *err)) continue;
-        float e = sqerr_t(x, w, n, &qr[c], err, &cut);
-        if (!cut && e < *err) {
-            best = c;
-            *err = e;
+    int best = -1;
+    float lb[16];
+    if (!w) bounds16(mn, mx, qr, nc, lb);
+    for (int c = 0; c < nc;) {
+        const mq_qround *q[4];
+        int idx[4], nb = 0;
+        for (; c < nc && nb < 4; c++) {
+            if (best >= 0 && !w && !(lb[c] < *err)) continue;
+            q[nb] = &qr[c];
+            idx[nb++] = c;
         }
+        float e[4];
+        switch (nb) {
+        case 4: sqerr_batch(x, w, n, q, 4, e); break;
+        case 3: sqerr_batch(x, w, n, q, 3, e); break;
+        case 2: sqerr_batch(x, w, n, q, 2, e); break;
+        case 1: sqerr_batch(x, w, n, q, 1, e); break;
+        default: break;
+        }
+        for (int k = 0; k < nb; k++)
+            if (best < 0 || e[k] < *err) {
+                best = idx[k];
+                *err = e[k];
+            }
     }
     return best;
 }

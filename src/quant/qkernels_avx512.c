@@ -161,47 +161,87 @@ ALWAYS_INLINE float sum_lanes16(__m512 acc) {
     return _mm_cvtss_f32(q);
 }
 
-/* sqerr, or, when the lanes' partial sum at the middle of x already reaches `limit` (the
- * total can only be larger), that partial sum with *cut set. limit NULL: never cut. */
-ALWAYS_INLINE float sqerr_t(const float *x, const float *w, size_t n, const mq_qround *p,
-                            const float *limit, bool *cut) {
-    const __m512 scale = _mm512_set1_ps(p->scale), inv = _mm512_set1_ps(p->inv),
-                 lo = _mm512_set1_ps(p->lo), hi = _mm512_set1_ps(p->hi);
-    __m512 acc = _mm512_setzero_ps();
-    size_t i = 0, half = n / 32 * 16;
-    *cut = false;
-    for (; i < half; i += 16) acc = _mm512_add_ps(acc, err16(x, w, i, 0xffff, scale, inv, lo, hi));
-    if (half >= 32) {
-        float s = sum_lanes16(acc);
-        if (limit && !(s < *limit)) {
-            *cut = true;
-            return s;
-        }
+/* Squared errors of nb <= 4 candidates in one pass over x: x is loaded once, and the
+ * candidates' accumulators are independent chains the core overlaps. */
+ALWAYS_INLINE void sqerr_batch(const float *x, const float *w, size_t n,
+                               const mq_qround *const *q, int nb, float *out) {
+    __m512 scale[4], inv[4], lo[4], hi[4], acc[4];
+    #pragma GCC unroll 4
+    for (int k = 0; k < nb; k++) {
+        scale[k] = _mm512_set1_ps(q[k]->scale);
+        inv[k] = _mm512_set1_ps(q[k]->inv);
+        lo[k] = _mm512_set1_ps(q[k]->lo);
+        hi[k] = _mm512_set1_ps(q[k]->hi);
+        acc[k] = _mm512_setzero_ps();
     }
-    for (; i < n; i += 16)
-        acc = _mm512_add_ps(acc, err16(x, w, i, tail_mask(n - i), scale, inv, lo, hi));
-    return sum_lanes16(acc);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        #pragma GCC unroll 4
+        for (int k = 0; k < nb; k++)
+            acc[k] = _mm512_add_ps(acc[k], err16(x, w, i, m, scale[k], inv[k], lo[k], hi[k]));
+    }
+    #pragma GCC unroll 4
+    for (int k = 0; k < nb; k++) out[k] = sum_lanes16(acc[k]);
 }
 
 static float sqerr_avx512(const float *x, const float *w, size_t n, const mq_qround *p) {
-    bool cut;
-    return sqerr_t(x, w, n, p, NULL, &cut);
+    float e;
+    sqerr_batch(x, w, n, &p, 1, &e);
+    return e;
 }
 
-/* Candidate c > 0 is skipped when a lower bound of its error (its extremes' terms, then its
- * first half's partial sum) is not below the best error so far: it could not replace it. */
+/* mq__sqerr_bound of every candidate at once, one candidate per lane (the same operations,
+ * so the same values). */
+static void bounds16(float mn, float mx, const mq_qround *qr, int nc, float *lb) {
+    float s[16], inv[16], lo[16], hi[16];
+    for (int c = 0; c < 16; c++) {
+        const mq_qround *q = &qr[c < nc ? c : 0];
+        s[c] = q->scale;
+        inv[c] = q->inv;
+        lo[c] = q->lo;
+        hi[c] = q->hi;
+    }
+    __m512 vs = _mm512_loadu_ps(s), vi = _mm512_loadu_ps(inv), vl = _mm512_loadu_ps(lo),
+           vh = _mm512_loadu_ps(hi), e = _mm512_setzero_ps();
+    for (int k = 0; k < (mn == mx ? 1 : 2); k++) {
+        __m512 x = _mm512_set1_ps(k ? mx : mn);
+        __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(x, vi), vl), vh);
+        v = _mm512_roundscale_ps(v, _MM_FROUND_CUR_DIRECTION);
+        __m512 d = _mm512_sub_ps(x, _mm512_mul_ps(v, vs));
+        e = k ? _mm512_add_ps(e, _mm512_mul_ps(d, d)) : _mm512_mul_ps(d, d);
+    }
+    _mm512_storeu_ps(lb, e);
+}
+
+/* Candidates in index order, up to four evaluated at once; candidate c > 0 is left out when
+ * a lower bound of its error (its extremes' terms) is not below the best error so far: it
+ * could not replace it (the best error only decreases). */
 static int search_avx512(const float *x, const float *w, size_t n, float mn, float mx,
                          const mq_qround *qr, int nc, float *err) {
-    bool cut;
-    *err = sqerr_t(x, w, n, &qr[0], NULL, &cut);
-    int best = 0;
-    for (int c = 1; c < nc; c++) {
-        if (!w && !(mq__sqerr_bound(mn, mx, &qr[c]) < *err)) continue;
-        float e = sqerr_t(x, w, n, &qr[c], err, &cut);
-        if (!cut && e < *err) {
-            best = c;
-            *err = e;
+    int best = -1;
+    float lb[16];
+    if (!w) bounds16(mn, mx, qr, nc, lb);
+    for (int c = 0; c < nc;) {
+        const mq_qround *q[4];
+        int idx[4], nb = 0;
+        for (; c < nc && nb < 4; c++) {
+            if (best >= 0 && !w && !(lb[c] < *err)) continue;
+            q[nb] = &qr[c];
+            idx[nb++] = c;
         }
+        float e[4];
+        switch (nb) {
+        case 4: sqerr_batch(x, w, n, q, 4, e); break;
+        case 3: sqerr_batch(x, w, n, q, 3, e); break;
+        case 2: sqerr_batch(x, w, n, q, 2, e); break;
+        case 1: sqerr_batch(x, w, n, q, 1, e); break;
+        default: break;
+        }
+        for (int k = 0; k < nb; k++)
+            if (best < 0 || e[k] < *err) {
+                best = idx[k];
+                *err = e[k];
+            }
     }
     return best;
 }
