@@ -65,8 +65,8 @@ ALWAYS_INLINE __m512i round16(const void *x, mq_dtype dt, size_t i, __mmask16 m,
                               __m512 lo, __m512 hi, __m512i add) {
     __m512 v = _mm512_mul_ps(load16(x, dt, i, m), inv);
     v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-    v = _mm512_roundscale_ps(v, _MM_FROUND_CUR_DIRECTION);
-    return _mm512_maskz_add_epi32(m, _mm512_cvttps_epi32(v), add);
+    /* the conversion rounds in the current mode, as the reference's round does */
+    return _mm512_maskz_add_epi32(m, _mm512_cvtps_epi32(v), add);
 }
 
 ALWAYS_INLINE void quantize_t(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
