@@ -118,7 +118,8 @@ static void dequantize_neon(const uint8_t *codes, size_t n, uint8_t flip, float 
 }
 
 const mq_qkernels *mq__qkernels_neon(void) {
+    /* no in-place source or search entries yet: the quantizer converts rows first */
     static const mq_qkernels k = {minmax_neon, quantize_neon, sqerr_neon, pack4_neon,
-                                  dequantize_neon};
+                                  dequantize_neon, NULL, NULL, NULL, NULL};
     return &k;
 }
