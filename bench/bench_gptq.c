@@ -125,7 +125,7 @@ int main(void) {
             for (int r = 0; r < reps; r++) {
                 float *u = NULL;
                 double t = bench_now();
-                if (mq__gptq_factor(ctx, h, cols, &u) != MQ_OK) die(ctx, "factor");
+                if (mq__gptq_factor(ctx, h, cols, NULL, &u) != MQ_OK) die(ctx, "factor");
                 t = bench_now() - t;
                 tf = t < tf ? t : tf;
                 mq__free(ctx, u);
