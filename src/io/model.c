@@ -69,6 +69,7 @@ static void model_release(mq_model *m) {
     mq__free(ctx, m->owned);
     mq__free(ctx, m->hash);
     mq__free(ctx, m->path);
+    mq__free(ctx, m->source_dir);
 }
 
 void mq_model_free(mq_model *m) {

@@ -403,7 +403,9 @@ static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *in
             st = MQ_OK;
         }
     }
-    if (st == MQ_OK) st = mq__outputs_commit(ctx, &files, &s.em, p, in, hf_cfg);
+    /* an in-memory model's folder, when it was given one, is its input folder */
+    if (st == MQ_OK)
+        st = mq__outputs_commit(ctx, &files, &s.em, p, in ? in : m->source_dir, hf_cfg);
     if (st == MQ_OK) {
         rep->config_json = cfg_final;
         cfg_final = NULL;

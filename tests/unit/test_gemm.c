@@ -33,7 +33,7 @@ TEST(vector_paths_match_the_reference) {
                        {5, 5, 600}};
     void *raw;
     float *ws = ws_alloc(&raw);
-    for (int isa = MQ_ISA_AVX2; isa <= (int)mq_isa_supported(); isa++) {
+    for (int isa = test_next_isa(0); isa >= 0; isa = test_next_isa(isa)) {
         CHECK(mq_ctx_set_isa(ctx, (mq_isa)isa) == MQ_OK);
         const mq__gemm_fns *f = mq__gemm_pick(ctx);
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
