@@ -155,7 +155,10 @@ def _folder_config(path):
 
 def _ct_matches(layer, target):
     if target.startswith("re:"):
-        return re.match(target[3:], layer) is not None
+        try:
+            return re.match(target[3:], layer) is not None
+        except re.error:
+            return False  # a pattern no loader could use either
     return target == layer or target == "Linear"  # a class name: the runnable layers are Linear
 
 
@@ -178,15 +181,18 @@ def stored_activations(ck):
     cfg = _json_obj(meta.get("quantization_config")) or _folder_config(ck.path) or {}
     method = cfg.get("quant_method")
     if method == "compressed-tensors":
-        groups = [g for g in (cfg.get("config_groups") or {}).values() if isinstance(g, dict)]
-        ignore = [t for t in (cfg.get("ignore") or []) if isinstance(t, str)]
+        groups, ignore = cfg.get("config_groups"), cfg.get("ignore")
+        groups = [g for g in groups.values() if isinstance(g, dict)] \
+            if isinstance(groups, dict) else []
+        ignore = [t for t in ignore if isinstance(t, str)] if isinstance(ignore, list) else []
 
         def ct(name):
             layer = name[:-len(".weight")] if name.endswith(".weight") else name
             if any(_ct_matches(layer, t) and t != "Linear" for t in ignore):
                 return None
             for g in groups:
-                if any(isinstance(t, str) and _ct_matches(layer, t) for t in g.get("targets") or []):
+                targets = g.get("targets") if isinstance(g.get("targets"), list) else []
+                if any(isinstance(t, str) and _ct_matches(layer, t) for t in targets):
                     ia = g.get("input_activations")
                     if not isinstance(ia, dict):
                         return "none"
@@ -298,11 +304,14 @@ def _float_state(model, recipe):
                              "model=, as it was when quantized")
         return state
     if isinstance(model, nn.Module):
-        return model.state_dict()
-    if isinstance(model, dict):
-        return dict(model)
-    raise TypeError(f"save: model= expects the float nn.Module or state_dict, got "
-                    f"{type(model).__name__}")
+        state = model.state_dict()
+    elif isinstance(model, dict):
+        state = dict(model)
+    else:
+        raise TypeError(f"save: model= expects the float nn.Module or state_dict, got "
+                        f"{type(model).__name__}")
+    recipe.check(state)
+    return state
 
 
 def _config_dir(config, folder):
@@ -413,7 +422,8 @@ def load(path, model, *, activations=None, inplace=False, strict=True):
     consumed = set()
     for wname, mname in replaced.items():
         pre = mname + "." if mname else ""
-        if wname.endswith(("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")):
+        if wname.endswith(("in_proj_weight", "q_proj_weight", "k_proj_weight",
+                           "v_proj_weight")):
             consumed.update({wname, pre + "in_proj_bias"})
             j = ck.find(pre + "out_proj.weight")
             if j >= 0 and L.LIB.mq_qmodel_runnable(ck.qm.ptr, j):

@@ -27,7 +27,8 @@ QTYPE_NAMES = {L.Q_NONE: "f32", L.Q_INT8: "int8", L.Q_UINT8: "uint8", L.Q_INT4: 
 _builder = None
 _linear_forward = L.LIB.mq_linear_forward
 # bound once: the forward fast path reads them on every call
-_Tensor, _F32, _empty, _grad_enabled = torch.Tensor, torch.float32, torch.empty, torch.is_grad_enabled
+_Tensor, _F32 = torch.Tensor, torch.float32
+_empty, _grad_enabled = torch.empty, torch.is_grad_enabled
 
 
 def _build_ctx():

@@ -63,8 +63,8 @@ static bool minmax_src_avx2(const void *x, mq_dtype dt, size_t n, float *mn, flo
 ALWAYS_INLINE __m256i round8(__m256 x, __m256 inv, __m256 lo, __m256 hi, __m256i add) {
     __m256 v = _mm256_mul_ps(x, inv);
     v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
-    v = _mm256_round_ps(v, _MM_FROUND_CUR_DIRECTION);
-    return _mm256_add_epi32(_mm256_cvttps_epi32(v), add);
+    /* the conversion rounds in the current mode, as the reference's round does */
+    return _mm256_add_epi32(_mm256_cvtps_epi32(v), add);
 }
 
 /* 32 codes from element i, in order, one per byte. Values lie in [-128, 263]: saturating

@@ -65,8 +65,8 @@ ALWAYS_INLINE __m512i round16(const void *x, mq_dtype dt, size_t i, __mmask16 m,
                               __m512 lo, __m512 hi, __m512i add) {
     __m512 v = _mm512_mul_ps(load16(x, dt, i, m), inv);
     v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-    v = _mm512_roundscale_ps(v, _MM_FROUND_CUR_DIRECTION);
-    return _mm512_maskz_add_epi32(m, _mm512_cvttps_epi32(v), add);
+    /* the conversion rounds in the current mode, as the reference's round does */
+    return _mm512_maskz_add_epi32(m, _mm512_cvtps_epi32(v), add);
 }
 
 ALWAYS_INLINE void quantize_t(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
@@ -139,15 +139,15 @@ static void quantize4_src_avx512(const void *x, mq_dtype dt, size_t n, const mq_
     else quantize4_t(x, MQ_F32, n, p, add, dst);
 }
 
-ALWAYS_INLINE __m512 err16(const float *x, const float *w, size_t i, __mmask16 m, __m512 scale,
-                           __m512 inv, __m512 lo, __m512 hi) {
-    __m512 xv = _mm512_maskz_loadu_ps(m, x + i); /* absent elements are 0 and add exactly 0 */
+/* Error terms of 16 values xv (weights wv, or NULL w). */
+ALWAYS_INLINE __m512 err16(__m512 xv, const float *w, __m512 wv, __m512 scale, __m512 inv,
+                           __m512 lo, __m512 hi) {
     __m512 v = _mm512_mul_ps(xv, inv);
     v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
     v = _mm512_roundscale_ps(v, _MM_FROUND_CUR_DIRECTION);
     __m512 d = _mm512_sub_ps(xv, _mm512_mul_ps(v, scale));
     __m512 e = _mm512_mul_ps(d, d);
-    if (w) e = _mm512_mul_ps(e, _mm512_maskz_loadu_ps(m, w + i));
+    if (w) e = _mm512_mul_ps(e, wv);
     return e;
 }
 
@@ -175,10 +175,13 @@ ALWAYS_INLINE void sqerr_batch(const float *x, const float *w, size_t n,
         acc[k] = _mm512_setzero_ps();
     }
     for (size_t i = 0; i < n; i += 16) {
+        /* absent elements are 0 and add exactly 0 */
         __mmask16 m = tail_mask(n - i);
+        __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+        __m512 wv = w ? _mm512_maskz_loadu_ps(m, w + i) : xv;
         #pragma GCC unroll 4
         for (int k = 0; k < nb; k++)
-            acc[k] = _mm512_add_ps(acc[k], err16(x, w, i, m, scale[k], inv[k], lo[k], hi[k]));
+            acc[k] = _mm512_add_ps(acc[k], err16(xv, w, wv, scale[k], inv[k], lo[k], hi[k]));
     }
     #pragma GCC unroll 4
     for (int k = 0; k < nb; k++) out[k] = sum_lanes16(acc[k]);

@@ -2,6 +2,7 @@
  * uses FCVTNS (to nearest, ties to even, whatever the rounding mode), which equals the
  * reference's add-and-subtract of 1.5 * 2^23 under the default mode. */
 #include "quant/quant_internal.h"
+#include "common/convert.h"
 
 #include <arm_neon.h>
 #include <float.h>
@@ -117,8 +118,101 @@ static void dequantize_neon(const uint8_t *codes, size_t n, uint8_t flip, float 
     if (i < n) mq__dequantize_ref(codes + i, n - i, flip, sub, scale, out + i);
 }
 
+/* Four elements of a F32, F16 or BF16 source from element i, any alignment, widened exactly. */
+static inline float32x4_t load4(const void *x, mq_dtype dt, size_t i) {
+    const uint8_t *p = (const uint8_t *)x;
+    if (dt == MQ_F16) return vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(p + 2 * i)));
+    if (dt == MQ_BF16) return vreinterpretq_f32_u32(vshll_n_u16(vreinterpret_u16_u8(vld1_u8(p + 2 * i)), 16));
+    return vreinterpretq_f32_u8(vld1q_u8(p + 4 * i));
+}
+
+static inline const void *src_at(const void *x, mq_dtype dt, size_t i) {
+    return (const char *)x + i * (dt == MQ_F32 ? 4 : 2);
+}
+
+static bool minmax_src_neon(const void *x, mq_dtype dt, size_t n, float *mn, float *mx) {
+    if (n < 4) return mq__minmax_src_ref(x, dt, n, mn, mx);
+    size_t i = 0;
+    float32x4_t lo = vdupq_laneq_f32(load4(x, dt, 0), 0), hi = lo;
+    const float32x4_t fmax = vdupq_n_f32(FLT_MAX);
+    uint32x4_t ok = vdupq_n_u32(~0u);
+    for (; i + 4 <= n; i += 4) {
+        float32x4_t v = load4(x, dt, i);
+        lo = vminq_f32(lo, v);
+        hi = vmaxq_f32(hi, v);
+        ok = vandq_u32(ok, vcleq_f32(vabsq_f32(v), fmax));
+    }
+    bool finite = vminvq_u32(ok) == ~0u;
+    float tl = vgetq_lane_f32(lo, 0), th = vgetq_lane_f32(hi, 0);
+    if (i < n) finite = mq__minmax_src_ref(src_at(x, dt, i), dt, n - i, &tl, &th) && finite;
+    if (finite) {
+        float l = vminvq_f32(lo), h = vmaxvq_f32(hi);
+        tl = l < tl ? l : tl;
+        th = h > th ? h : th;
+    }
+    *mn = tl;
+    *mx = th;
+    return finite;
+}
+
+/* Sixteen codes from element i of the source (values in [-128, 263]: the low byte kept). */
+static inline uint8x16_t codes16(const void *x, mq_dtype dt, size_t i, float32x4_t inv,
+                                 float32x4_t lo, float32x4_t hi, int32x4_t add) {
+    int32x4_t c[4];
+    for (int q = 0; q < 4; q++) {
+        float32x4_t v = vminq_f32(vmaxq_f32(vmulq_f32(load4(x, dt, i + 4 * q), inv), lo), hi);
+        c[q] = vaddq_s32(vcvtnq_s32_f32(v), add);
+    }
+    int16x8_t ab = vcombine_s16(vmovn_s32(c[0]), vmovn_s32(c[1]));
+    int16x8_t cd = vcombine_s16(vmovn_s32(c[2]), vmovn_s32(c[3]));
+    return vcombine_u8(vmovn_u16(vreinterpretq_u16_s16(ab)), vmovn_u16(vreinterpretq_u16_s16(cd)));
+}
+
+static void quantize_src_neon(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
+                              int32_t add, uint8_t *codes) {
+    const float32x4_t inv = vdupq_n_f32(p->inv), lo = vdupq_n_f32(p->lo),
+                      hi = vdupq_n_f32(p->hi);
+    const int32x4_t vadd = vdupq_n_s32(add);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) vst1q_u8(codes + i, codes16(x, dt, i, inv, lo, hi, vadd));
+    if (i < n) mq__quantize_src_ref(src_at(x, dt, i), dt, n - i, p, add, codes + i);
+}
+
+static void quantize4_src_neon(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
+                               int32_t add, uint8_t *dst) {
+    const float32x4_t inv = vdupq_n_f32(p->inv), lo = vdupq_n_f32(p->lo),
+                      hi = vdupq_n_f32(p->hi);
+    const int32x4_t vadd = vdupq_n_s32(add);
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        uint8x16_t a = codes16(x, dt, i, inv, lo, hi, vadd);
+        uint8x16_t b = codes16(x, dt, i + 16, inv, lo, hi, vadd);
+        uint8x16_t even = vuzp1q_u8(a, b), odd = vuzp2q_u8(a, b);
+        vst1q_u8(dst + i / 2, vorrq_u8(even, vshlq_n_u8(odd, 4)));
+    }
+    if (i < n) mq__quantize4_src_ref(src_at(x, dt, i), dt, n - i, p, add, dst + i / 2);
+}
+
+/* The reference's search, each candidate's error by sqerr_neon (the same bits); without
+ * weights, a candidate whose lower bound (its extremes' terms) is not below the best error so
+ * far is left out: it could not replace it (the best error only decreases). */
+static int search_neon(const float *x, const float *w, size_t n, float mn, float mx,
+                       const mq_qround *qr, int nc, float *err) {
+    int best = -1;
+    for (int c = 0; c < nc; c++) {
+        if (best >= 0 && !w && !(mq__sqerr_bound(mn, mx, &qr[c]) < *err)) continue;
+        float e = sqerr_neon(x, w, n, &qr[c]);
+        if (best < 0 || e < *err) {
+            best = c;
+            *err = e;
+        }
+    }
+    return best;
+}
+
 const mq_qkernels *mq__qkernels_neon(void) {
-    static const mq_qkernels k = {minmax_neon, quantize_neon, sqerr_neon, pack4_neon,
-                                  dequantize_neon};
+    static const mq_qkernels k = {minmax_neon,       quantize_neon,      sqerr_neon,
+                                  pack4_neon,        dequantize_neon,    minmax_src_neon,
+                                  quantize_src_neon, quantize4_src_neon, search_neon};
     return &k;
 }

@@ -146,6 +146,14 @@ def folder_save_refusals():
         m[0].weight.div_(2)
     monoquant.save(q, out + "2/", model=m)
     same_folders(out, out + "2")
+    # model= must be the float model that was quantized (names, shapes, sampled values)
+    raises(ValueError, lambda: monoquant.save(q, out + "6/", model=mlp()),
+           "'0.weight' differs")
+    raises(ValueError, lambda: monoquant.save(q, out + "6/", model=nn.Linear(3, 3)),
+           "other tensors")
+    half = {k: v.to(torch.bfloat16) for k, v in m.state_dict().items()}
+    raises(ValueError, lambda: monoquant.save(q, out + "6/", model=half), "differs")
+    assert not os.path.exists(out + "6")
     # ... or freed (weakly held: the quantized model keeps no float copy alive)
     m2 = mlp()
     q2, _ = monoquant.quantize(m2, bits=8)
@@ -208,6 +216,18 @@ def load_reads_the_activation_mode():
         assert acts(loaded) == acts(q), (mode, acts(loaded))
         with torch.no_grad():
             assert torch.equal(loaded(X), q(X)), mode
+    # a configuration of the wrong shapes is read as saying nothing (the tensors decide)
+    for n, bogus in enumerate(('{"quant_method": "compressed-tensors", "config_groups": {"g": {"targets": '
+                  '["re:(", 7], "input_activations": "x"}}, "ignore": 5}',
+                  '{"quant_method": "compressed-tensors", "config_groups": [1], "ignore": [1]}',
+                  '{"quant_method": "monoquant", "quantized": {"0.weight": "static"}}', "[1, 2")):
+        odd = os.path.join(TMP, f"bogus{n}.safetensors")
+        mqlib.write(odd, tensors, {"quantization_config": bogus})
+        try:
+            loaded = monoquant.load(odd, mlp())
+        except monoquant.MonoquantError:
+            continue  # refused by the reader: also fine, never a crash
+        assert set(acts(loaded).values()) <= {0, 1, 2}, (bogus, acts(loaded))
     # static without statistics for a layer is refused (the CLI's rule), naming the tensor
     raises(monoquant.MonoquantError, lambda: monoquant.quantize(MLP, activations="static"),
            "0.weight")

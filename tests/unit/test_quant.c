@@ -492,7 +492,7 @@ TEST(simd_paths_equal_scalar_half_sources) {
         bf[i] = mq_f32_to_bf16(x[i]);
     }
     int checked = 0;
-    for (int isa = MQ_ISA_AVX2; isa <= (int)best; isa++) {
+    for (int isa = test_next_isa(0); isa >= 0; isa = test_next_isa(isa)) {
         CHECK_EQ_INT(mq_ctx_set_isa(vc, (mq_isa)isa), MQ_OK);
         for (int64_t cols = 1; cols <= C; cols += (cols < 40 ? 1 : 37)) {
             int64_t shape[2] = {R, cols};

@@ -90,6 +90,7 @@ static void compare_tables(const mq_qkernels *v, const char *name) {
  * odd last code alone), then the vector table against it. */
 static void compare_src_kernels(const mq_qkernels *v, const char *name) {
     const mq_qkernels *r = mq__qkernels_ref();
+    if (!v->minmax_src || !v->quantize_src) return; /* optional: rows are converted first */
     enum { N = 200 };
     float xf[N];
     static uint8_t raw[3][N * 4 + 8];
@@ -128,7 +129,7 @@ static void compare_src_kernels(const mq_qkernels *v, const char *name) {
                     v->quantize_src(src[d], dts[d], n, &qr, add, cb);
                     CHECK_MSG(!memcmp(ca, cb, n), "%s quantize_src %s n %zu fmt %d", name,
                               mq_dtype_name(dts[d]), n, f);
-                    if (!fmts[f].packed4) continue;
+                    if (!fmts[f].packed4 || !v->quantize4_src) continue;
                     r->pack4(ca, n & ~(size_t)1, pr);
                     if (n & 1) pr[n / 2] = ca[n - 1];
                     r->quantize4_src(src[d], dts[d], n, &qr, add, pa);
@@ -164,6 +165,7 @@ static void compare_src_kernels(const mq_qkernels *v, const char *name) {
  * so large that errors overflow to Inf (and to NaN under a 0 weight). */
 static void compare_search(const mq_qkernels *v, const char *name) {
     const mq_qkernels *r = mq__qkernels_ref();
+    if (!v->search) return; /* optional: the quantizer then runs the candidates one by one */
     enum { N = 300 };
     float x[N], w[N];
     int cases = 0, differ = 0;
