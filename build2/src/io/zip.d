@@ -1,0 +1,5 @@
+build2/src/io/zip.o: src/io/zip.c src/io/zip.h src/common/internal.h \
+ include/monoquant.h
+src/io/zip.h:
+src/common/internal.h:
+include/monoquant.h:
