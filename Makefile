@@ -28,17 +28,24 @@ else
 Q := @
 endif
 
-# Per-ISA sources are named *_avx2.c / *_avx512.c and compiled with their own flags, on x86
-# only; the library picks a path at run time after checking the CPU and the OS, with one
-# feature gate per level that checks exactly these extensions (src/common/cpu.c).
-AVX2_FLAGS   := -mavx2 -mfma -mf16c
-AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma -mf16c
+# Per-ISA sources are named *_avx2.c / *_avx512.c (x86 only) and *_neon.c / *_dotprod.c
+# (ARM64 only) and compiled with their own flags; the library picks a path at run time after
+# checking the CPU and the OS, with one feature gate per level that checks exactly these
+# extensions (src/common/cpu.c). NEON is in the ARM64 baseline: no flags.
+AVX2_FLAGS    := -mavx2 -mfma -mf16c
+AVX512_FLAGS  := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma -mf16c
+DOTPROD_FLAGS := -march=armv8.2-a+dotprod
+isa_flags = $(if $(findstring _avx512,$1),$(AVX512_FLAGS),$(if $(findstring _avx2,$1),$(AVX2_FLAGS),$(if $(findstring _dotprod,$1),$(DOTPROD_FLAGS))))
 TARGET_ARCH_NAME := $(shell $(CC) -dumpmachine 2>/dev/null)
 IS_X86 := $(filter x86_64% i386% i486% i586% i686%,$(TARGET_ARCH_NAME))
+IS_ARM64 := $(filter aarch64%,$(TARGET_ARCH_NAME))
 
 LIB_SRC  := $(sort $(wildcard src/*/*.c))
 ifeq ($(IS_X86),)
 LIB_SRC  := $(filter-out %_avx2.c %_avx512.c,$(LIB_SRC))
+endif
+ifeq ($(IS_ARM64),)
+LIB_SRC  := $(filter-out %_neon.c %_dotprod.c,$(LIB_SRC))
 endif
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_SRC  := $(sort $(wildcard cli/*.c))
@@ -67,7 +74,7 @@ lib: $(STATIC) $(SHARED)
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
-	$(Q)$(CC) $(ALLCFLAGS) $(if $(findstring _avx512,$<),$(AVX512_FLAGS),$(if $(findstring _avx2,$<),$(AVX2_FLAGS))) -MMD -MP -c $< -o $@
+	$(Q)$(CC) $(ALLCFLAGS) $(call isa_flags,$<) -MMD -MP -c $< -o $@
 
 $(STATIC): $(LIB_OBJ)
 	@rm -f $@
@@ -150,11 +157,14 @@ asan:
 
 # aarch64: cross build (its own folder) and the unit and CLI tests under qemu-user; checks that
 # it works, not how fast. Debian packages: gcc-aarch64-linux-gnu, libc6-dev-arm64-cross,
-# qemu-user.
+# qemu-user. AARCH64_CPU is the emulated CPU: `max` has dot products (every ARM64 level runs);
+# `cortex-a53` has not (the library must stop at neon). MQ_ISA=neon caps the level as usual.
 AARCH64_PREFIX ?= aarch64-linux-gnu-
+AARCH64_CPU    ?= max
 test-aarch64:
 	$(MAKE) BUILD=build-aarch64 CC=$(AARCH64_PREFIX)gcc AR=$(AARCH64_PREFIX)ar all unit
-	@QEMU_LD_PREFIX=/usr/aarch64-linux-gnu EMULATOR=qemu-aarch64 BUILD=build-aarch64 \
+	@QEMU_LD_PREFIX=/usr/aarch64-linux-gnu EMULATOR="qemu-aarch64 -cpu $(AARCH64_CPU)" \
+	  BUILD=build-aarch64 \
 	  FIXTURES=$(FIXTURES) PYTHON=$(PYTHON) sh tests/run_tests.sh
 
 # libFuzzer targets under ASan + UBSan (halting on the first report). The library is built

@@ -1,14 +1,19 @@
-/* Quantization throughput as a ratio to memcpy bandwidth measured in the same run (warmed
- * buffers), and the SQNR of each scale rule on Gaussian weights (fixed seed).
- *   build/bench/bench_quant [rows cols]      (default 4096 4096) */
+/* Quantization throughput as a ratio to memcpy bandwidth measured in the same run (warmed,
+ * reused buffers; memcpy of as many bytes as the quantizer reads), and the SQNR of each scale
+ * rule on Gaussian weights (fixed seed).
+ *   build/bench/bench_quant [rows cols [ncases]]   (default 4096 4096; ncases: only the
+ *   first ncases throughput cases, no SQNR) */
 #include "bench_util.h"
 #include "monoquant.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+enum { REPS = 5 };
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static double uniform01(void) {
@@ -26,7 +31,7 @@ static void gaussian(float *x, size_t n) {
 typedef struct buffers {
     int64_t rows, cols;
     float *f32;
-    uint16_t *bf16;
+    uint16_t *bf16, *f16;
     uint8_t *data;
     float *scale;
     uint8_t *zp;
@@ -37,7 +42,8 @@ static int quantize_once(mq_ctx *ctx, const mq_qspec *spec, const buffers *b, mq
                          mq_qlayout *lay) {
     int64_t shape[2] = {b->rows, b->cols};
     if (mq_qlayout_init(ctx, spec, 2, shape, lay) != MQ_OK) return -1;
-    const void *src = dt == MQ_F32 ? (const void *)b->f32 : (const void *)b->bf16;
+    const void *src = dt == MQ_F32 ? (const void *)b->f32
+                    : dt == MQ_F16 ? (const void *)b->f16 : (const void *)b->bf16;
     if (mq_quantize_rows(ctx, spec, lay, NULL, dt, src, 0, b->rows, b->data, b->scale,
                          lay->has_zero_point ? b->zp : NULL) != MQ_OK) {
         fprintf(stderr, "quantize: %s\n", mq_ctx_message(ctx));
@@ -46,18 +52,53 @@ static int quantize_once(mq_ctx *ctx, const mq_qspec *spec, const buffers *b, mq
     return 0;
 }
 
-/* Seconds of the best of `reps` runs. */
+/* CPU seconds of the process (every thread), for a loaded machine where wall time also
+ * counts other programs' turns. */
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Seconds of one run; *cpu: its CPU seconds. */
 static double time_quantize(mq_ctx *ctx, const mq_qspec *spec, const buffers *b, mq_dtype dt,
-                            int reps) {
+                            double *cpu) {
     mq_qlayout lay;
-    double best = 1e30;
-    for (int r = 0; r < reps; r++) {
-        double t = bench_now();
-        if (quantize_once(ctx, spec, b, dt, &lay)) exit(1);
-        t = bench_now() - t;
-        if (t < best) best = t;
+    double c = cpu_now(), t = bench_now();
+    if (quantize_once(ctx, spec, b, dt, &lay)) exit(1);
+    t = bench_now() - t;
+    if (cpu) *cpu = cpu_now() - c;
+    return t;
+}
+
+typedef struct copy_arg {
+    void *dst;
+    const void *src;
+    size_t n;
+} copy_arg;
+
+static void *copy_part(void *p) {
+    copy_arg *a = (copy_arg *)p;
+    memcpy(a->dst, a->src, a->n);
+    return NULL;
+}
+
+/* Seconds of one memcpy of n bytes, split over `threads` (1 or 2) threads; *cpu: its CPU
+ * seconds (1 thread). */
+static double time_memcpy(void *dst, const void *src, size_t n, int threads, double *cpu) {
+    copy_arg a[2] = {{dst, src, n / 2}, {(char *)dst + n / 2, (const char *)src + n / 2, n - n / 2}};
+    double c = cpu_now(), t = bench_now();
+    if (threads == 2) {
+        pthread_t th;
+        if (pthread_create(&th, NULL, copy_part, &a[1])) exit(1);
+        copy_part(&a[0]);
+        pthread_join(th, NULL);
+    } else {
+        memcpy(dst, src, n);
     }
-    return best;
+    t = bench_now() - t;
+    if (cpu) *cpu = cpu_now() - c;
+    return t;
 }
 
 static double sqnr(mq_ctx *ctx, const mq_qspec *spec, const buffers *b) {
@@ -149,7 +190,7 @@ static void fixture_sqnr(mq_ctx *ctx) {
             if (tt->ndim != 2 || tt->dtype != MQ_F32 || len < 7 || strcmp(tt->name + len - 7, ".weight"))
                 continue;
             size_t n = (size_t)tt->numel;
-            buffers b = {tt->shape[0], tt->shape[1], malloc(n * 4), NULL, malloc(n + 64),
+            buffers b = {tt->shape[0], tt->shape[1], malloc(n * 4), NULL, NULL, malloc(n + 64),
                          malloc(n * 4 + 64), malloc(n + 64), malloc(n * 4)};
             memcpy(b.f32, tt->data, n * 4);
             for (int k = 0; k < 5; k++) {
@@ -185,32 +226,41 @@ static void fixture_sqnr(mq_ctx *ctx) {
 }
 
 int main(int argc, char **argv) {
-    buffers b = {4096, 4096, 0, 0, 0, 0, 0, 0};
-    if (argc == 3) {
+    buffers b = {4096, 4096, 0, 0, 0, 0, 0, 0, 0};
+    size_t only = 0;
+    if (argc >= 3) {
         b.rows = atoll(argv[1]);
         b.cols = atoll(argv[2]);
     }
+    if (argc >= 4) only = (size_t)atoll(argv[3]);
     size_t n = (size_t)(b.rows * b.cols);
     b.f32 = bench_xmalloc(n * 4);
     b.bf16 = bench_xmalloc(n * 2);
-    b.data = bench_xmalloc(n);
+    b.f16 = bench_xmalloc(n * 2);
+    b.data = bench_xmalloc(n * 2); /* casts write 2 bytes an element */
     b.scale = bench_xmalloc(n / 8 * 4 + 64);
     b.zp = bench_xmalloc(n / 8 + 64);
     b.deq = bench_xmalloc(n * 4);
     gaussian(b.f32, n);
-    for (size_t i = 0; i < n; i++) b.bf16[i] = mq_f32_to_bf16(b.f32[i]);
+    for (size_t i = 0; i < n; i++) {
+        b.bf16[i] = mq_f32_to_bf16(b.f32[i]);
+        b.f16[i] = mq_f32_to_f16(b.f32[i]);
+    }
 
     mq_ctx *ctx = mq_ctx_create();
     if (!ctx) return 1;
     printf("tensor %lld x %lld, isa %s\n", (long long)b.rows, (long long)b.cols,
            mq_isa_name(mq_ctx_isa(ctx)));
-    printf("throughput = input bytes / s (best of 3); ratio = throughput / memcpy bandwidth\n"
-           "(bytes copied / s, 1 thread, warm %lld MB buffers, best of 3, measured just "
-           "before each case)\n", (long long)(n * 4 >> 20));
-    printf("in cache = the first 64 rows (1 MB of f32) quantized again and again: the kernels'\n"
-           "own speed, without memory traffic\n");
-    printf("%-34s %7s %10s %12s %7s %10s\n", "case", "threads", "GB/s in", "memcpy GB/s",
-           "ratio", "in cache");
+    printf("throughput = input bytes / s, best of %d runs; memcpy = the same number of bytes\n"
+           "copied (1 and 2 threads), best of the same number of runs interleaved with them;\n"
+           "ratio = throughput / 1-thread memcpy (the \"x memcpy\" of the goals), ratio2 =\n"
+           "throughput / memcpy on as many threads. Buffers are allocated and touched once.\n"
+           "cpu ratio = the same ratio of bytes per CPU second (all threads), the fairer one on\n"
+           "a machine shared with other jobs; in cache = the first 64 rows quantized again and\n"
+           "again (the kernels' own speed, wall time)\n",
+           REPS);
+    printf("%-34s %3s %8s %8s %8s %6s %6s %9s %9s\n", "case", "thr", "GB/s in", "memcpy1",
+           "memcpy2", "ratio", "ratio2", "cpu ratio", "in cache");
 
     struct {
         const char *name;
@@ -218,18 +268,24 @@ int main(int argc, char **argv) {
         mq_granularity gran;
         mq_scale_search search;
         mq_dtype src;
-        int reps;
     } cases[] = {
-        {"f32  -> INT8 per channel min/max", MQ_Q_INT8, MQ_PER_CHANNEL, MQ_SEARCH_MINMAX, MQ_F32, 3},
-        {"bf16 -> INT8 per channel min/max", MQ_Q_INT8, MQ_PER_CHANNEL, MQ_SEARCH_MINMAX, MQ_BF16, 3},
-        {"f32  -> INT4 g128 min/max", MQ_Q_INT4, MQ_PER_GROUP, MQ_SEARCH_MINMAX, MQ_F32, 3},
-        {"bf16 -> INT4 g128 min/max", MQ_Q_INT4, MQ_PER_GROUP, MQ_SEARCH_MINMAX, MQ_BF16, 3},
-        {"f32  -> INT4 g128 MSE search", MQ_Q_INT4, MQ_PER_GROUP, MQ_SEARCH_MSE, MQ_F32, 3},
-        {"bf16 -> INT4 g128 MSE search", MQ_Q_INT4, MQ_PER_GROUP, MQ_SEARCH_MSE, MQ_BF16, 3},
-        {"f32  -> UINT4 g128 asym MSE", MQ_Q_UINT4, MQ_PER_GROUP, MQ_SEARCH_MSE, MQ_F32, 3},
-        {"f32  -> INT8 per channel MSE", MQ_Q_INT8, MQ_PER_CHANNEL, MQ_SEARCH_MSE, MQ_F32, 3},
+        /* the four rows of the speed goals first */
+        {"bf16 -> INT8 per channel min/max", MQ_Q_INT8, MQ_PER_CHANNEL, MQ_SEARCH_MINMAX, MQ_BF16},
+        {"bf16 -> INT4 g128 min/max", MQ_Q_INT4, MQ_PER_GROUP, MQ_SEARCH_MINMAX, MQ_BF16},
+        {"f32  -> INT4 g128 min/max", MQ_Q_INT4, MQ_PER_GROUP, MQ_SEARCH_MINMAX, MQ_F32},
+        {"f32  -> INT4 g128 MSE search", MQ_Q_INT4, MQ_PER_GROUP, MQ_SEARCH_MSE, MQ_F32},
+        {"bf16 -> INT4 g128 MSE search", MQ_Q_INT4, MQ_PER_GROUP, MQ_SEARCH_MSE, MQ_BF16},
+        {"f32  -> INT8 per channel min/max", MQ_Q_INT8, MQ_PER_CHANNEL, MQ_SEARCH_MINMAX, MQ_F32},
+        {"f16  -> INT8 per channel min/max", MQ_Q_INT8, MQ_PER_CHANNEL, MQ_SEARCH_MINMAX, MQ_F16},
+        {"bf16 -> UINT8 g128 asym min/max", MQ_Q_UINT8, MQ_PER_GROUP, MQ_SEARCH_MINMAX, MQ_BF16},
+        {"f32  -> UINT4 g128 asym MSE", MQ_Q_UINT4, MQ_PER_GROUP, MQ_SEARCH_MSE, MQ_F32},
+        {"f32  -> INT8 per channel MSE", MQ_Q_INT8, MQ_PER_CHANNEL, MQ_SEARCH_MSE, MQ_F32},
+        {"f32  -> BF16 cast", MQ_Q_BF16, MQ_PER_CHANNEL, MQ_SEARCH_MINMAX, MQ_F32},
+        {"bf16 -> FP16 cast", MQ_Q_FP16, MQ_PER_CHANNEL, MQ_SEARCH_MINMAX, MQ_BF16},
     };
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    size_t ncases = sizeof cases / sizeof cases[0];
+    if (only && only < ncases) ncases = only;
+    for (size_t c = 0; c < ncases; c++) {
         for (int th = 1; th <= 2; th++) {
             mq_ctx_set_threads(ctx, th);
             mq_qspec spec;
@@ -237,19 +293,43 @@ int main(int argc, char **argv) {
             spec.type = cases[c].type;
             spec.granularity = cases[c].gran;
             spec.search = cases[c].search;
-            if (cases[c].type == MQ_Q_UINT4) spec.scheme = MQ_ASYMMETRIC;
-            double bw = bench_memcpy_bw(b.deq, b.f32, n * 4, 3);
-            double t = time_quantize(ctx, &spec, &b, cases[c].src, cases[c].reps);
-            double in = (double)n * (double)mq_dtype_size(cases[c].src) / t;
+            if (cases[c].type == MQ_Q_UINT4 || cases[c].type == MQ_Q_UINT8)
+                spec.scheme = MQ_ASYMMETRIC;
+            size_t bytes = n * mq_dtype_size(cases[c].src);
+            const void *src = cases[c].src == MQ_F32 ? (const void *)b.f32
+                            : cases[c].src == MQ_F16 ? (const void *)b.f16 : (const void *)b.bf16;
+            double t = 1e30, m1 = 1e30, m2 = 1e30, tc = 1e30, mc = 1e30;
+            for (int r = 0; r < REPS; r++) {
+                double ac, qc;
+                double a = time_memcpy(b.deq, src, bytes, 1, &ac);
+                double a2 = time_memcpy(b.deq, src, bytes, 2, NULL);
+                double q = time_quantize(ctx, &spec, &b, cases[c].src, &qc);
+                m1 = a < m1 ? a : m1;
+                m2 = a2 < m2 ? a2 : m2;
+                t = q < t ? q : t;
+                mc = ac < mc ? ac : mc;
+                tc = qc < tc ? qc : tc;
+            }
             buffers small = b;
             small.rows = b.rows < 64 ? b.rows : 64;
-            double ts = time_quantize(ctx, &spec, &small, cases[c].src, 10);
+            double ts = 1e30;
+            for (int r = 0; r < 10; r++) {
+                double q = time_quantize(ctx, &spec, &small, cases[c].src, NULL);
+                ts = q < ts ? q : ts;
+            }
+            double in = (double)bytes / t, bw1 = (double)bytes / m1, bw2 = (double)bytes / m2;
             double ins = (double)(small.rows * b.cols) * (double)mq_dtype_size(cases[c].src) / ts;
-            printf("%-34s %7d %10.2f %12.2f %7.2f %10.2f\n", cases[c].name, th, in / 1e9,
-                   bw / 1e9, in / bw, ins / 1e9);
+            printf("%-34s %3d %8.2f %8.2f %8.2f %6.2f %6.2f %9.2f %9.2f\n", cases[c].name, th,
+                   in / 1e9, bw1 / 1e9, bw2 / 1e9, in / bw1, in / (th == 1 ? bw1 : bw2),
+                   mc / tc, ins / 1e9);
+            fflush(stdout);
         }
     }
 
+    if (only) {
+        mq_ctx_free(ctx);
+        return 0;
+    }
     mq_ctx_set_threads(ctx, 0);
     printf("\nSQNR (dB) on Gaussian weights, %lld x %lld, seed fixed\n", (long long)b.rows,
            (long long)b.cols);
@@ -291,6 +371,7 @@ int main(int argc, char **argv) {
     mq_ctx_free(ctx);
     free(b.f32);
     free(b.bf16);
+    free(b.f16);
     free(b.data);
     free(b.scale);
     free(b.zp);

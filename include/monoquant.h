@@ -118,7 +118,8 @@ typedef struct mq_allocator {
 typedef int (*mq_progress_fn)(void *ud, const char *what, uint64_t done, uint64_t total);
 
 /* Creates a context. Returns NULL only when memory is exhausted. The context reads the
- * environment once: MQ_ISA=scalar|avx2|avx512 caps the instruction-set level. */
+ * environment once: MQ_ISA=scalar|avx2|avx512 (x86) or scalar|neon|dotprod (ARM64) caps the
+ * instruction-set level; a name of another architecture's level is ignored. */
 MQ_API mq_ctx *mq_ctx_create(void);
 /* As mq_ctx_create, with every allocation going through `alloc` (copied). */
 MQ_API mq_ctx *mq_ctx_create_with_allocator(const mq_allocator *alloc);
@@ -138,8 +139,17 @@ MQ_API int mq_ctx_threads(const mq_ctx *ctx);
 MQ_API void mq_ctx_set_progress(mq_ctx *ctx, mq_progress_fn fn, void *ud);
 
 /* Instruction-set levels. The context starts at the best level the CPU and the OS support
- * (XGETBV checked), capped by MQ_ISA. Setting a level above what is supported fails. */
-typedef enum mq_isa { MQ_ISA_SCALAR = 0, MQ_ISA_AVX2 = 1, MQ_ISA_AVX512 = 2 } mq_isa;
+ * (XGETBV checked on x86; on ARM64 NEON always, dot products when the kernel reports
+ * them), capped by MQ_ISA. Each architecture has its own levels, ordered by value: scalar <
+ * avx2 < avx512 on x86, scalar < neon < dotprod on ARM64. Setting a level above what is
+ * supported, or a level of another architecture, fails. */
+typedef enum mq_isa {
+    MQ_ISA_SCALAR = 0,
+    MQ_ISA_AVX2 = 1,
+    MQ_ISA_AVX512 = 2,
+    MQ_ISA_NEON = 3,    /* ARM64 Advanced SIMD (armv8-a) */
+    MQ_ISA_DOTPROD = 4  /* NEON + SDOT/UDOT (armv8.2-a dotprod) */
+} mq_isa;
 MQ_API mq_isa mq_ctx_isa(const mq_ctx *ctx);
 MQ_API mq_status mq_ctx_set_isa(mq_ctx *ctx, mq_isa isa);
 MQ_API const char *mq_isa_name(mq_isa isa);
@@ -1198,6 +1208,13 @@ MQ_API mq_status mq_model_add_view(mq_model *model, const char *name, mq_dtype d
 /* Sets (or replaces) a string metadata entry, copied; stored in the output as a checkpoint's
  * metadata is. */
 MQ_API mq_status mq_model_set_metadata(mq_model *model, const char *key, const char *value);
+/* Names the model folder an in-memory model came from (e.g. the Hugging Face folder its
+ * tensors were loaded from; the name is copied): mq_quantize_model with output_folder then
+ * copies that folder's non-weight files and writes its config.json with the
+ * quantization_config, as mq_quantize_file does for a checkpoint in that folder, and refuses
+ * to replace that folder. NULL clears it. MQ_ERR_INVALID for a model opened from a file,
+ * MQ_ERR_IO when `folder` is not a folder. (0.2) */
+MQ_API mq_status mq_model_set_source_folder(mq_model *model, const char *folder);
 /* mq_quantize_file with an open model as input (an in-memory one, or one from
  * mq_model_open; opts->key is then unused). The model is not modified, except that its name
  * index is built: use it from one thread at a time. report->file_bytes_in is 0 for an

@@ -8,6 +8,8 @@
 #ifndef MQ_TEST_HARNESS_H
 #define MQ_TEST_HARNESS_H
 
+#include "monoquant.h"
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +127,20 @@ static inline void *test_failing_alloc(void *ud, size_t n) {
 static inline void test_plain_free(void *ud, void *p) {
     (void)ud;
     free(p);
+}
+
+/* Instruction-set levels this machine runs (those mq_ctx_set_isa accepts; each architecture
+ * has its own), for testing every path:
+ *   for (int isa = 0; isa >= 0; isa = test_next_isa(isa))                  every level
+ *   for (int isa = test_next_isa(0); isa >= 0; isa = test_next_isa(isa))  vector levels
+ * Returns the next such level above `isa`, or -1. */
+static inline int test_next_isa(int isa) {
+    mq_ctx *ctx = mq_ctx_create();
+    int next = -1;
+    for (int l = isa + 1; ctx && next < 0 && l <= (int)MQ_ISA_DOTPROD; l++)
+        if (mq_ctx_set_isa(ctx, (mq_isa)l) == MQ_OK) next = l;
+    mq_ctx_free(ctx);
+    return next;
 }
 
 /* Bit patterns of floats, without aliasing games. */

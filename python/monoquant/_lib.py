@@ -25,6 +25,9 @@ KIND_NAMES = ("other", "linear", "conv", "embedding", "norm", "bias", "rnn")
 ACTION_NAMES = ("keep", "quantize", "cast")
 ACT_F32, ACT_DYNAMIC, ACT_STATIC = 0, 1, 2
 FORMAT_AUTO, FORMAT_SAFETENSORS, FORMAT_PYTORCH = 0, 1, 2
+# mq_activations (what the pipeline stores) and mq_layout
+ACTIVATIONS = {None: 0, "auto": 0, "none": 1, "weight_only": 1, "dynamic": 2, "static": 3}
+LAYOUTS = {"compressed-tensors": 0, "native": 1, "gptq": 2}
 OBSERVERS = {"minmax": 0, "moving_average": 1, "histogram": 2, "entropy": 3, "percentile": 4,
              "mse": 5}
 
@@ -119,7 +122,8 @@ class LayerRule(C.Structure):
 
 
 class QuantizeOptions(C.Structure):
-    """mq_quantize_options, up to `layout` (later fields get the library's defaults)."""
+    """mq_quantize_options, up to `max_shard_size` (later fields get the library's
+    defaults)."""
     _fields_ = _sized([
         ("spec", QSpec), ("kinds", C.c_uint), ("include", C.c_void_p), ("ninclude", C.c_size_t),
         ("exclude", C.c_void_p), ("nexclude", C.c_size_t), ("min_params", C.c_uint64),
@@ -127,7 +131,8 @@ class QuantizeOptions(C.Structure):
         ("skip_nonfinite", C.c_int), ("error_stats", C.c_int), ("sqnr_warn_db", C.c_double),
         ("calibration", C.c_char_p), ("out_format", C.c_int), ("dry_run", C.c_int),
         ("key", C.c_char_p), ("strict", C.c_int), ("clamp_casts", C.c_int),
-        ("layout", C.c_int)])
+        ("layout", C.c_int), ("activations", C.c_int), ("scale_dtype", C.c_int),
+        ("output_folder", C.c_int), ("max_shard_size", C.c_uint64)])
 
 
 class ObserverOptions(C.Structure):
@@ -171,7 +176,8 @@ class QTensor(C.Structure):
                 ("layout", QLayout), ("data", C.POINTER(Tensor)), ("scale", C.POINTER(Tensor)),
                 ("zero_point", C.POINTER(Tensor)), ("shape_tensor", C.POINTER(Tensor)),
                 ("input_scale", C.POINTER(Tensor)), ("input_zero_point", C.POINTER(Tensor)),
-                ("stored_bytes", C.c_uint64)]
+                ("stored_bytes", C.c_uint64), ("storage", C.c_char_p),
+                ("g_idx", C.POINTER(Tensor))]
 
 
 def _proto(name, restype, *argtypes):
@@ -205,6 +211,8 @@ _proto("mq_classify_tensor", C.c_int, P(Tensor))
 _proto("mq_model_create", C.c_int, VP, P(VP))
 _proto("mq_model_add_view", C.c_int, VP, C.c_char_p, C.c_int, C.c_int, P(C.c_int64), VP)
 _proto("mq_model_set_metadata", C.c_int, VP, C.c_char_p, C.c_char_p)
+_proto("mq_model_set_source_folder", C.c_int, VP, C.c_char_p)
+_proto("mq_ctx_set_overwrite", None, VP, C.c_int)
 _proto("mq_writer_open", C.c_int, VP, C.c_char_p, C.c_int, VP, SZ, VP, SZ, P(VP))
 _proto("mq_writer_write", C.c_int, VP, VP, SZ)
 _proto("mq_writer_commit", C.c_int, VP)
@@ -294,6 +302,7 @@ class Context:
         self.ptr = LIB.mq_ctx_create()
         if not self.ptr:
             raise MemoryError("monoquant: cannot create a context")
+        self.vp = C.c_void_p(self.ptr)  # passed as it is, no conversion per call
         if threads is not None:
             self.check(LIB.mq_ctx_set_threads(self.ptr, int(threads)))
 

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import weakref
 from collections.abc import Mapping
 
 import torch
@@ -14,7 +15,7 @@ from torch import nn
 
 from . import _lib as L
 from . import nn as qnn
-from .io import Checkpoint, _attach_checkpoint
+from .io import Checkpoint, _attach_checkpoint, stored_activations
 
 TORCH_TO_MQ = {
     torch.bool: L.BOOL, torch.uint8: L.U8, torch.int8: L.I8, torch.int16: L.I16,
@@ -193,8 +194,9 @@ def _layer_modules(model, layer_types):
     for name, m in model.named_modules():
         pre = name + "." if name else ""
         if isinstance(m, nn.MultiheadAttention):
-            if nn.MultiheadAttention in layer_types and qnn.mha_supported(m) is None:
-                out[pre + "in_proj_weight"] = (name, m)
+            if nn.MultiheadAttention in layer_types:
+                for attr in qnn.mha_weights(m):
+                    out[pre + attr] = (name, m)
         elif isinstance(m, nn.Conv2d):
             if any(isinstance(m, t) for t in layer_types) and qnn.conv2d_supported(m) is None:
                 out[pre + "weight"] = (name, m)
@@ -210,7 +212,8 @@ def _options(bits, dynamic, symmetric, group_size, granularity, skip, min_params
     if qt == L.Q_NONE:
         raise ValueError("bits: None keeps everything; pick a target")
     o = L.quantize_options_default()
-    o.layout = 1  # MQ_LAYOUT_NATIVE: modules of any kind, run in memory
+    o.layout = L.LAYOUTS["native"]  # modules of any kind, run in memory
+    o.activations = L.ACTIVATIONS[dynamic]  # stored per layer; the modules run what is stored
     L.LIB.mq_qspec_recommended(C.byref(o.spec), qt)
     o.spec.search = L.SEARCH["minmax"]  # the CLI's default for every type
     if symmetric is not None:
@@ -299,7 +302,8 @@ def quantize(model, bits=8, *, dynamic=None, activations=None, symmetric=None, g
     dynamic / activations: how INT8 layers meet their inputs: activations='dynamic'
         (per-row int8 at run time), 'static' (calibrated input scale), 'none' (weight-only);
         dynamic=True/False is 'dynamic'/'none'. Default: static with calibration, else
-        dynamic, for 8-bit; weight-only for 4-bit and casts.
+        dynamic, for 8-bit; weight-only for 4-bit and casts. 'static' needs statistics for
+        every quantized layer. Stored per layer in the checkpoint (load() reads it back).
     symmetric, group_size, granularity ('tensor'|'channel'|'group'), method
         ('minmax'|'mse'|'gptq'): the quantization spec (defaults: the CLI's).
     layer_types: module types to quantize (others are excluded by name).
@@ -395,14 +399,102 @@ def quantize(model, bits=8, *, dynamic=None, activations=None, symmetric=None, g
             views.close()
         if not is_module:
             return Checkpoint(out).state_dict(raw=True), report
+        recipe = _Recipe(o, exclude, include_p, rules, stats_path, metadata, model)
         qmodel = model if inplace else _copy_without(model, layer_mods, report)
-        _rebuild(qmodel, Checkpoint(out), report, activations)
-        _attach_checkpoint(qmodel, out, tmp)
+        _rebuild(qmodel, Checkpoint(out), report, None)
+        _attach_checkpoint(qmodel, out, tmp, recipe)
         tmp = None
         return qmodel, report
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Recipe:
+    """What save() needs to run the pipeline again on the same float tensors into another
+    layout or a model folder: the options, and the model's tensors held weakly (no memory
+    kept alive) with their version counters, so that a tensor changed or freed since is
+    noticed instead of saved."""
+
+    def __init__(self, o, exclude, include, rules, calibration, metadata, model):
+        self.options = L.QuantizeOptions.from_buffer_copy(o)  # pointers reset before use
+        self.exclude, self.include, self.rules = list(exclude), list(include), list(rules)
+        self.calibration = os.path.abspath(calibration) if calibration else None
+        self.metadata = dict(metadata or {})
+        self.sources, self.prints = [], {}
+        for name, t in model.state_dict(keep_vars=True).items():
+            self.sources.append((name, weakref.ref(t), t._version))
+            self.prints[name] = _fingerprint(t)
+        self.config = _config_source(model)
+
+    def check(self, state):
+        """Refuses a float state_dict that is not the one quantized: other names, shapes or
+        dtypes, or other values at a few hundred sampled positions per tensor."""
+        if set(state) != set(self.prints):
+            odd = sorted(set(state) ^ set(self.prints))
+            raise ValueError(f"save: model= has other tensors than the model quantized "
+                             f"({odd[:4]}{'...' if len(odd) > 4 else ''})")
+        for name, t in state.items():
+            if not isinstance(t, torch.Tensor) or _fingerprint(t) != self.prints[name]:
+                raise ValueError(f"save: model= is not the float model that was quantized: "
+                                 f"'{name}' differs")
+
+    def state(self):
+        """The float state_dict quantize() read, or None when a tensor is gone or changed."""
+        out = {}
+        for name, ref, version in self.sources:
+            t = ref()
+            if t is None or t._version != version:
+                return None
+            out[name] = t.detach()
+        return out
+
+    def run(self, state, out, *, layout, folder, max_shard_size, config_dir, overwrite):
+        ctx = L.Context(L.get_num_threads())
+        L.LIB.mq_ctx_set_overwrite(ctx.ptr, int(bool(overwrite)))
+        o = L.QuantizeOptions.from_buffer_copy(self.options)
+        o.layout, o.output_folder = layout, int(folder)
+        o.max_shard_size = max_shard_size or 0
+        o.dry_run = 0
+        o.calibration = self.calibration.encode() if self.calibration else None
+        arrays = _Arrays()
+        arrays.set(o, self.exclude, self.include, self.rules)
+        views = _Views(ctx, state)
+        try:
+            for k, v in self.metadata.items():
+                ctx.check(L.LIB.mq_model_set_metadata(views.ptr, k.encode(), v.encode()))
+            if config_dir:
+                ctx.check(L.LIB.mq_model_set_source_folder(views.ptr,
+                                                           os.fsencode(config_dir)))
+            rep = C.c_void_p()
+            ctx.check(L.LIB.mq_quantize_model(ctx.ptr, views.ptr, os.fsencode(out), C.byref(o),
+                                              C.byref(rep)))
+            L.LIB.mq_report_free(rep)
+        finally:
+            views.close()
+
+
+def _fingerprint(t):
+    """dtype, shape and the values at up to 257 evenly spaced positions."""
+    t = t.detach()
+    flat = t.reshape(-1)
+    n = flat.numel()
+    idx = torch.linspace(0, max(n - 1, 0), steps=min(n, 257)).long()
+    sample = flat[idx].contiguous().view(torch.uint8).numpy().tobytes() if n else b""
+    return t.dtype, tuple(t.shape), sample
+
+
+def _config_source(model):
+    """Where a model's folder files come from: the Hugging Face folder it was loaded from
+    (config._name_or_path / name_or_path naming a folder with a config.json), else its config
+    object when it can write itself (save_pretrained), else None."""
+    cfg = getattr(model, "config", None)
+    for p in (getattr(cfg, "_name_or_path", None), getattr(model, "name_or_path", None)):
+        if isinstance(p, str) and p and os.path.isfile(os.path.join(p, "config.json")):
+            return os.path.abspath(p)
+    if cfg is not None and callable(getattr(cfg, "save_pretrained", None)):
+        return cfg
+    return None
 
 
 def dynamic_quantize(model, dtype=torch.qint8, **kwargs):
@@ -423,16 +515,20 @@ def _copy_without(model, layer_mods, report):
     memo = {}
     for wname, (_, m) in layer_mods.items():
         if wname in converted:
-            p = m.in_proj_weight if isinstance(m, nn.MultiheadAttention) else m.weight
+            p = getattr(m, wname.rpartition(".")[2])
             memo[id(p)] = nn.Parameter(torch.empty(0, dtype=p.dtype), requires_grad=False)
     return copy.deepcopy(model, memo)
 
 
-def _mode_for(qtype, has_input_params, activations):
+def _mode_for(qtype, has_input_params, activations, stored=None):
+    """The mode a layer runs in: the caller's, else the one the checkpoint stores for it,
+    else what the tensors say (input parameters: static; 8-bit: dynamic; else weight-only)."""
     if qtype in (L.Q_FP16, L.Q_BF16):
         return L.ACT_F32
     if activations is not None:
         return qnn.MODES[activations]
+    if stored is not None:
+        return qnn.MODES[stored]
     if qtype in (L.Q_INT8, L.Q_UINT8):
         return L.ACT_STATIC if has_input_params else L.ACT_DYNAMIC
     return L.ACT_F32
@@ -443,37 +539,59 @@ def _set_module(root, name, new):
     setattr(root.get_submodule(parent) if parent else root, leaf, new)
 
 
-def _rebuild(model, ckpt, report, activations, strict_names=True):
+def _rebuild(model, ckpt, report, activations):
     """Replaces every layer whose weight the checkpoint holds quantized or cast."""
     layer_mods = _layer_modules(model, DEFAULT_LAYER_TYPES)
+    stored = stored_activations(ckpt)
+
+    def quantized(wname, bias):
+        i = ckpt.find(wname)
+        if i < 0 or not L.LIB.mq_qmodel_runnable(ckpt.qm.ptr, i):
+            return None
+        q = ckpt.tensor(i)
+        lin = qnn.QuantizedLinear.from_qmodel(
+            ckpt.qm, i, _mode_for(q.spec.type, bool(q.input_scale), activations, stored(wname)),
+            bias)
+        _note(report, wname, lin)
+        return lin
+
+    mhas = {mname: m for mname, m in layer_mods.values() if isinstance(m, nn.MultiheadAttention)}
+    for mname, m in mhas.items():
+        pre = mname + "." if mname else ""
+        e, b = m.embed_dim, m.in_proj_bias
+        if m._qkv_same_embed_dim:
+            in_proj, qkv = quantized(pre + "in_proj_weight", b), None
+            runs = in_proj is not None
+            if in_proj is None:
+                in_proj = qnn.float_linear(m.in_proj_weight, b)
+        else:
+            biases = (None,) * 3 if b is None else (b[:e], b[e:2 * e], b[2 * e:])
+            qkv = [quantized(pre + n, bb) for n, bb in zip(qnn.MHA_PROJECTIONS, biases)]
+            runs = any(p is not None for p in qkv)
+            qkv = [p if p is not None else qnn.float_linear(getattr(m, n), bb)
+                   for p, n, bb in zip(qkv, qnn.MHA_PROJECTIONS, biases)]
+            in_proj = None
+        out_proj = quantized(pre + "out_proj.weight", m.out_proj.bias)
+        if not runs and out_proj is None:
+            continue
+        new = qnn.QuantizedMultiheadAttention(
+            m, in_proj, m.out_proj if out_proj is None else out_proj, qkv)
+        new.train(False)
+        _set_module(model, mname, new)
+    owned = {(f"{n}." if n else "") + "out_proj.weight" for n in mhas}
     for wname, (mname, m) in layer_mods.items():
+        if isinstance(m, nn.MultiheadAttention) or wname in owned:
+            continue  # done with its attention module
         i = ckpt.find(wname)
         if i < 0 or not L.LIB.mq_qmodel_runnable(ckpt.qm.ptr, i):
             continue
         q = ckpt.tensor(i)
-        mode = _mode_for(q.spec.type, bool(q.input_scale), activations)
-        if isinstance(m, nn.MultiheadAttention):
-            in_proj = qnn.QuantizedLinear.from_qmodel(ckpt.qm, i, mode, m.in_proj_bias)
-            out_proj = m.out_proj
-            j = ckpt.find(f"{mname}.out_proj.weight")
-            if j >= 0 and L.LIB.mq_qmodel_runnable(ckpt.qm.ptr, j):
-                qo = ckpt.tensor(j)
-                out_proj = qnn.QuantizedLinear.from_qmodel(
-                    ckpt.qm, j, _mode_for(qo.spec.type, bool(qo.input_scale), activations),
-                    m.out_proj.bias)
-                _note(report, f"{mname}.out_proj.weight", out_proj)
-            new = qnn.QuantizedMultiheadAttention(m, in_proj, out_proj)
-            _note(report, wname, in_proj)
-        elif isinstance(m, nn.Conv2d):
+        mode = _mode_for(q.spec.type, bool(q.input_scale), activations, stored(wname))
+        if isinstance(m, nn.Conv2d):
             new = qnn.QuantizedConv2d.from_qmodel(ckpt.qm, i, mode, m, m.bias)
-            _note(report, wname, new)
         else:
-            if any(wname == f"{mm}.out_proj.weight" for mm, x in
-                   ((n, x) for n, x in model.named_modules()
-                    if isinstance(x, nn.MultiheadAttention))):
-                continue  # handled with its attention module
             new = qnn.QuantizedLinear.from_qmodel(ckpt.qm, i, mode, m.bias)
-            _note(report, wname, new)
+        _note(report, wname, new)
         new.train(False)
         _set_module(model, mname, new)
 

@@ -1,7 +1,9 @@
 """Checkpoints: reading them (Checkpoint, info, validate, compare, dequantize), and saving /
 loading quantized models (save, load) with the same files as the CLI."""
 import ctypes as C
+import json
 import os
+import re
 import shutil
 import tempfile
 import weakref
@@ -114,17 +116,94 @@ class Checkpoint:
 
 class _Kept:
     """The checkpoint a quantized model was built from, kept for save(); a temporary one is
-    removed with the model."""
+    removed with the model. `recipe`: how quantize() made it (None after load())."""
 
-    def __init__(self, path, tmpdir):
+    def __init__(self, path, tmpdir, recipe=None):
         self.path = path
         self.tmpdir = tmpdir
+        self.recipe = recipe
         if tmpdir:
             self._fin = weakref.finalize(self, shutil.rmtree, tmpdir, True)
 
 
-def _attach_checkpoint(model, path, tmpdir):
-    object.__setattr__(model, "_monoquant_checkpoint", _Kept(path, tmpdir))
+def _attach_checkpoint(model, path, tmpdir, recipe=None):
+    object.__setattr__(model, "_monoquant_checkpoint", _Kept(path, tmpdir, recipe))
+
+
+_MODES = ("none", "dynamic", "static")
+
+
+def _json_obj(text):
+    try:
+        v = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return v if isinstance(v, dict) else None
+
+
+def _folder_config(path):
+    """quantization_config of the config.json beside a checkpoint (or in its folder)."""
+    d = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    try:
+        with open(os.path.join(d, "config.json"), "rb") as f:
+            cfg = _json_obj(f.read(64 << 20).decode("utf-8", "replace"))
+    except OSError:
+        return None
+    q = cfg.get("quantization_config") if cfg else None
+    return q if isinstance(q, dict) else None
+
+
+def _ct_matches(layer, target):
+    if target.startswith("re:"):
+        try:
+            return re.match(target[3:], layer) is not None
+        except re.error:
+            return False  # a pattern no loader could use either
+    return target == layer or target == "Linear"  # a class name: the runnable layers are Linear
+
+
+def stored_activations(ck):
+    """name of a layer weight -> the activation mode its checkpoint stores ('none',
+    'dynamic', 'static'), or None when the file does not say. Read from monoquant's own
+    configuration (per tensor), else compressed-tensors' quantization_config (metadata or
+    config.json: input_activations of the layer's config group); GPTQ is weight-only."""
+    meta = ck.metadata()
+    for key in ("monoquant_config", "quantization_config"):
+        cfg = _json_obj(meta.get(key))
+        if cfg and cfg.get("quant_method") == "monoquant":
+            per = cfg.get("quantized") if isinstance(cfg.get("quantized"), dict) else {}
+
+            def own(name):
+                e = per.get(name)
+                a = e.get("activations") if isinstance(e, dict) else None
+                return a if a in _MODES else None
+            return own
+    cfg = _json_obj(meta.get("quantization_config")) or _folder_config(ck.path) or {}
+    method = cfg.get("quant_method")
+    if method == "compressed-tensors":
+        groups, ignore = cfg.get("config_groups"), cfg.get("ignore")
+        groups = [g for g in groups.values() if isinstance(g, dict)] \
+            if isinstance(groups, dict) else []
+        ignore = [t for t in ignore if isinstance(t, str)] if isinstance(ignore, list) else []
+
+        def ct(name):
+            layer = name[:-len(".weight")] if name.endswith(".weight") else name
+            if any(_ct_matches(layer, t) and t != "Linear" for t in ignore):
+                return None
+            for g in groups:
+                targets = g.get("targets") if isinstance(g.get("targets"), list) else []
+                if any(isinstance(t, str) and _ct_matches(layer, t) for t in targets):
+                    ia = g.get("input_activations")
+                    if not isinstance(ia, dict):
+                        return "none"
+                    return "dynamic" if ia.get("dynamic") else "static"
+            return None
+        return ct
+    if method == "gptq" or os.path.isfile(os.path.join(
+            ck.path if os.path.isdir(ck.path) else os.path.dirname(os.path.abspath(ck.path)),
+            "quantize_config.json")):
+        return lambda name: "none"
+    return lambda name: None
 
 
 def _check_dest(path, overwrite, src=None):
@@ -146,16 +225,126 @@ def _format_of(path):
     raise ValueError(f"{path}: unknown extension (.safetensors, .pt, .pth or .bin)")
 
 
-def save(qmodel, path, *, overwrite=False):
-    """Writes the quantized checkpoint of a model from quantize() or load(): byte for byte
-    the file `monoquant quantize` writes for the same settings (.safetensors; .pt/.pth/.bin
-    rewritten with the same tensors and metadata). Never replaces an existing file unless
-    overwrite=True; written to a temporary file in the destination folder and renamed."""
+def _is_folder_dest(path):
+    return path.endswith(("/", os.sep)) or os.path.isdir(path)
+
+
+def save(qmodel, path, *, overwrite=False, format=None, config=None, model=None,
+         max_shard_size=None):
+    """Writes the quantized checkpoint of a model from quantize() or load().
+
+    A file (.safetensors, .pt/.pth/.bin): by default the checkpoint the model runs (the
+    native layout), byte for byte what `monoquant quantize --format native` writes for the
+    same settings. A folder (a path ending in '/', or an existing folder): a Hugging Face
+    model folder as `monoquant quantize hf-folder/ -o out/` writes it, byte for byte:
+    model.safetensors (or shards of at most `max_shard_size` bytes plus
+    model.safetensors.index.json) in the compressed-tensors layout that vLLM and
+    transformers load, and, given the model's folder, its config.json with the
+    quantization_config and its other non-weight files (tokenizer, generation config...).
+
+    format: 'compressed-tensors' (default for folders), 'native' (default for files) or
+        'gptq', as the CLI's --format. A layout other than the kept one quantizes the float
+        weights again with the same settings (same values): `model`, the float nn.Module or
+        state_dict quantize() was given, by default that very model while none of its
+        tensors has changed or been freed.
+    config: the model's folder (a Hugging Face folder, or its config.json), a dict, or a
+        config object with save_pretrained (transformers' PretrainedConfig), written as
+        config.json. Default: the folder the model was loaded from (config._name_or_path),
+        else its config object; a model without one gives a folder without config.json.
+    Never replaces an existing file or folder unless overwrite=True; written under a
+    temporary name beside the destination and renamed."""
     kept = getattr(qmodel, "_monoquant_checkpoint", None)
     if kept is None:
         raise TypeError("save: not a model from monoquant.quantize or monoquant.load")
     path = _path(path)
-    fmt = _format_of(path)
+    folder = _is_folder_dest(path)
+    if format is not None and format not in L.LAYOUTS:
+        raise ValueError(f"save: format {format!r} is not one of {sorted(L.LAYOUTS)}")
+    if max_shard_size is not None and (isinstance(max_shard_size, bool) or not isinstance(
+            max_shard_size, int) or max_shard_size < 1):
+        raise ValueError(f"save: max_shard_size {max_shard_size!r} is not a positive byte count")
+    if not folder:
+        for name, v in (("config", config), ("max_shard_size", max_shard_size)):
+            if v is not None:
+                raise ValueError(f"save: {name}= is for folder outputs (a path ending in '/')")
+        fmt = _format_of(path)
+        if format in (None, "native") and model is None:
+            return _save_kept(kept, path, fmt, overwrite)
+    layout = L.LAYOUTS[format or ("compressed-tensors" if folder else "native")]
+    recipe = kept.recipe
+    if recipe is None:
+        raise TypeError("save: this model was read from a checkpoint (monoquant.load), so its "
+                        "quantization settings are not known; save it as a file, or quantize "
+                        "the float model with monoquant.quantize and save that")
+    state = _float_state(model, recipe)
+    dest = path.rstrip("/" + os.sep) if folder else path
+    if not dest:
+        raise ValueError(f"save: {path!r} is not a folder name")
+    if os.path.lexists(dest) and not overwrite:
+        raise FileExistsError(f"{dest}: exists; pass overwrite=True to replace it")
+    tmp = None
+    try:
+        config_dir, tmp = _config_dir(config if config is not None else recipe.config,
+                                      folder) if folder else (None, None)
+        recipe.run(state, dest, layout=layout, folder=folder, max_shard_size=max_shard_size,
+                   config_dir=config_dir, overwrite=overwrite)
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _float_state(model, recipe):
+    from torch import nn
+    if model is None:
+        state = recipe.state()
+        if state is None:
+            raise ValueError("save: the float model given to quantize() has changed or been "
+                             "freed since (or quantize ran with inplace=True); pass it as "
+                             "model=, as it was when quantized")
+        return state
+    if isinstance(model, nn.Module):
+        state = model.state_dict()
+    elif isinstance(model, dict):
+        state = dict(model)
+    else:
+        raise TypeError(f"save: model= expects the float nn.Module or state_dict, got "
+                        f"{type(model).__name__}")
+    recipe.check(state)
+    return state
+
+
+def _config_dir(config, folder):
+    """(folder whose files go into the output, temporary folder to remove or None)."""
+    if config is None:
+        return None, None
+    if isinstance(config, (str, bytes, os.PathLike)):
+        p = _path(config, "config")
+        if os.path.isfile(p) and os.path.basename(p) == "config.json":
+            p = os.path.dirname(os.path.abspath(p))
+        if not os.path.isfile(os.path.join(p, "config.json")):
+            raise ValueError(f"save: config {p!r} is not a model folder with a config.json (or "
+                             "a config.json)")
+        return p, None
+    tmp = tempfile.mkdtemp(prefix="monoquant-config-")
+    try:
+        if isinstance(config, dict):
+            with open(os.path.join(tmp, "config.json"), "w") as f:
+                f.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        elif callable(getattr(config, "save_pretrained", None)):
+            config.save_pretrained(tmp)
+            if not os.path.isfile(os.path.join(tmp, "config.json")):
+                raise ValueError("save: config.save_pretrained wrote no config.json")
+        else:
+            raise TypeError(f"save: config expects a model folder, a config.json path, a dict "
+                            f"or an object with save_pretrained, got {type(config).__name__}")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp, tmp
+
+
+def _save_kept(kept, path, fmt, overwrite):
     _check_dest(path, overwrite, kept.path)
     src_fmt = _format_of(kept.path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -233,7 +422,8 @@ def load(path, model, *, activations=None, inplace=False, strict=True):
     consumed = set()
     for wname, mname in replaced.items():
         pre = mname + "." if mname else ""
-        if wname.endswith("in_proj_weight"):
+        if wname.endswith(("in_proj_weight", "q_proj_weight", "k_proj_weight",
+                           "v_proj_weight")):
             consumed.update({wname, pre + "in_proj_bias"})
             j = ck.find(pre + "out_proj.weight")
             if j >= 0 and L.LIB.mq_qmodel_runnable(ck.qm.ptr, j):

@@ -26,6 +26,9 @@ QTYPE_NAMES = {L.Q_NONE: "f32", L.Q_INT8: "int8", L.Q_UINT8: "uint8", L.Q_INT4: 
 
 _builder = None
 _linear_forward = L.LIB.mq_linear_forward
+# bound once: the forward fast path reads them on every call
+_Tensor, _F32 = torch.Tensor, torch.float32
+_empty, _grad_enabled = torch.empty, torch.is_grad_enabled
 
 
 def _build_ctx():
@@ -58,7 +61,10 @@ def _check_input(mod, x, what):
 
 
 def _f32(x):
-    """x as a contiguous f32 tensor (a copy only when it is not one already)."""
+    """x as a dense f32 tensor (a copy only when it is not one already; a view with the
+    negative bit set is materialized, its data_ptr holds the values before negation)."""
+    if x.is_neg():
+        x = x.resolve_neg()
     if x.dtype != torch.float32:
         return x.to(torch.float32, memory_format=torch.contiguous_format).contiguous()
     return x if x.is_contiguous() else x.contiguous()
@@ -109,6 +115,7 @@ class QuantizedLinear(_QuantizedBase):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
         self._k, self.qtype, self.act, self.has_bias = kernel, qtype, act, has_bias
+        self._kp, self._lock = C.c_void_p(kernel.ptr), kernel.lock  # read on every call
 
     @classmethod
     def from_qmodel(cls, qm, index, act, bias=None):
@@ -128,22 +135,40 @@ class QuantizedLinear(_QuantizedBase):
         return f"in_features={self.in_features}, out_features={self.out_features}"
 
     def forward(self, x):
+        # fast path, the common case: a dense f32 CPU tensor [M, K]; every other input goes
+        # through the full checks (and one conversion) below
+        if type(x) is _Tensor:
+            s = x.shape
+            if (len(s) == 2 and s[1] == self.in_features and x.dtype is _F32 and x.is_cpu
+                    and x.is_contiguous() and not x.is_neg()
+                    and not (x.requires_grad and _grad_enabled())):
+                m = s[0]
+                y = _empty((m, self.out_features), dtype=_F32)
+                if m:
+                    ctx = L.thread_context()
+                    with self._lock:
+                        st = _linear_forward(ctx.vp, self._kp, x.data_ptr(), m, y.data_ptr())
+                    if st:
+                        ctx.check(st, "QuantizedLinear")
+                return y
         _check_input(self, x, "QuantizedLinear")
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"QuantizedLinear: input shape {tuple(x.shape)} does not end with "
                              f"in_features={self.in_features}")
         dt = x.dtype
-        if dt is not torch.float32 or not x.is_contiguous():
-            x = _f32(x)
-        y = torch.empty(x.shape[:-1] + (self.out_features,), dtype=torch.float32)
+        x = _f32(x)
+        y = _empty(x.shape[:-1] + (self.out_features,), dtype=_F32)
         m = x.numel() // self.in_features
         if m:
-            ctx = L.thread_context()
-            with self._k.lock:
-                st = _linear_forward(ctx.ptr, self._k.ptr, x.data_ptr(), m, y.data_ptr())
-            if st:
-                ctx.check(st, "QuantizedLinear")
-        return y if dt is torch.float32 else y.to(dt)
+            self._run(x.data_ptr(), m, y.data_ptr())
+        return y if dt is _F32 else y.to(dt)
+
+    def _run(self, xp, m, yp):
+        ctx = L.thread_context()
+        with self._lock:
+            st = _linear_forward(ctx.vp, self._kp, xp, m, yp)
+        if st:
+            ctx.check(st, "QuantizedLinear")
 
 
 def _pair(v):
@@ -246,28 +271,44 @@ def _bias_f32(bias, n, name):
     return b
 
 
-def mha_supported(mha):
-    """None when QuantizedMultiheadAttention can replace this nn.MultiheadAttention."""
-    if mha.bias_k is not None or mha.add_zero_attn:
-        return "bias_k/bias_v or add_zero_attn"
-    if not mha._qkv_same_embed_dim:
-        return "separate q/k/v projection weights (kdim/vdim != embed_dim)"
-    return None
+MHA_PROJECTIONS = ("q_proj_weight", "k_proj_weight", "v_proj_weight")
+
+
+def mha_weights(mha):
+    """The input-projection weights of an nn.MultiheadAttention, by attribute name: the
+    packed in_proj_weight [3E, E], or q/k/v_proj_weight when key/value dims differ."""
+    return ("in_proj_weight",) if mha._qkv_same_embed_dim else MHA_PROJECTIONS
+
+
+def float_linear(weight, bias):
+    """An nn.Linear over existing tensors (no copy), for projections that stay float."""
+    lin = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+    lin.weight = nn.Parameter(weight.detach(), requires_grad=False)
+    if bias is not None:
+        lin.bias = nn.Parameter(bias.detach(), requires_grad=False)
+    return lin.eval()
 
 
 class QuantizedMultiheadAttention(nn.Module):
-    """nn.MultiheadAttention in inference with its input projection (in_proj_weight) and,
-    when quantized, out_proj running on the quantized kernels; the attention itself (softmax
-    of q k^T) runs in torch. Supports attn_mask, key_padding_mask, need_weights, is_causal,
-    batch_first; not bias_k/bias_v or add_zero_attn."""
+    """nn.MultiheadAttention in inference with its input projections (the packed
+    in_proj_weight, or separate q/k/v_proj_weight when kdim/vdim differ) and out_proj on the
+    quantized kernels where they were quantized; the attention itself (softmax of q k^T) runs
+    in torch. Supports attn_mask, key_padding_mask, need_weights, average_attn_weights,
+    is_causal, batch_first, bias_k/bias_v (add_bias_kv) and add_zero_attn."""
 
-    def __init__(self, mha, in_proj, out_proj):
+    def __init__(self, mha, in_proj, out_proj, qkv=None):
         super().__init__()
         self.embed_dim, self.num_heads = mha.embed_dim, mha.num_heads
         self.head_dim = mha.embed_dim // mha.num_heads
         self.batch_first = mha.batch_first
-        self.in_proj = in_proj          # QuantizedLinear or nn.Linear [3E, E]
+        self.in_proj = in_proj          # [3E, E] (QuantizedLinear or float), or None
+        if qkv is not None:             # separate projections, each QuantizedLinear or float
+            self.q_proj, self.k_proj, self.v_proj = qkv
         self.out_proj = out_proj        # QuantizedLinear or the float Linear
+        self.add_zero_attn = bool(mha.add_zero_attn)
+        for n in ("bias_k", "bias_v"):
+            b = getattr(mha, n)
+            self.register_buffer(n, None if b is None else b.detach().clone(), persistent=False)
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
                 attn_mask=None, average_attn_weights=True, is_causal=False):
@@ -281,20 +322,32 @@ class QuantizedMultiheadAttention(nn.Module):
         elif self.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         tgt, bsz, e = query.shape
-        src = key.shape[0]
         h, hd = self.num_heads, self.head_dim
-        if same:
+        if self.in_proj is None:
+            q, k, v = self.q_proj(query), self.k_proj(key), self.v_proj(value)
+        elif same:
             q, k, v = self.in_proj(query).split(e, dim=-1)
         else:
             q = self.in_proj(query)[..., :e]
             k = self.in_proj(key)[..., e:2 * e]
             v = self.in_proj(value)[..., 2 * e:]
-        q = q.reshape(tgt, bsz * h, hd).transpose(0, 1)
-        k = k.reshape(src, bsz * h, hd).transpose(0, 1)
-        v = v.reshape(src, bsz * h, hd).transpose(0, 1)
-        scores = torch.bmm(q * (1.0 / math.sqrt(hd)), k.transpose(1, 2))
         if attn_mask is None and is_causal:
-            attn_mask = torch.ones(tgt, src, dtype=torch.bool).triu(1)
+            attn_mask = torch.ones(tgt, k.shape[0], dtype=torch.bool).triu(1)
+        if self.bias_k is not None:  # one more key and value, visible to every query
+            k = torch.cat([k, self.bias_k.to(k.dtype).expand(1, bsz, e)])
+            v = torch.cat([v, self.bias_v.to(v.dtype).expand(1, bsz, e)])
+            attn_mask = None if attn_mask is None else F.pad(attn_mask, (0, 1))
+            key_padding_mask = None if key_padding_mask is None else F.pad(key_padding_mask, (0, 1))
+        q = q.reshape(tgt, bsz * h, hd).transpose(0, 1)
+        k = k.reshape(k.shape[0], bsz * h, hd).transpose(0, 1)
+        v = v.reshape(v.shape[0], bsz * h, hd).transpose(0, 1)
+        if self.add_zero_attn:  # and one more, zero
+            k = torch.cat([k, k.new_zeros((bsz * h, 1, hd))], dim=1)
+            v = torch.cat([v, v.new_zeros((bsz * h, 1, hd))], dim=1)
+            attn_mask = None if attn_mask is None else F.pad(attn_mask, (0, 1))
+            key_padding_mask = None if key_padding_mask is None else F.pad(key_padding_mask, (0, 1))
+        src = k.shape[1]
+        scores = torch.bmm(q * (1.0 / math.sqrt(hd)), k.transpose(1, 2))
         if attn_mask is not None:
             m = attn_mask if attn_mask.dim() == 3 else attn_mask.unsqueeze(0)
             scores = scores.masked_fill(m, float("-inf")) if m.dtype == torch.bool else scores + m

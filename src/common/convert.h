@@ -19,6 +19,7 @@ typedef struct mq_convert_fns {
 MQ_HIDDEN const mq_convert_fns *mq__convert_fns(const mq_ctx *ctx);
 MQ_HIDDEN const mq_convert_fns *mq__convert_fns_avx2(void);
 MQ_HIDDEN const mq_convert_fns *mq__convert_fns_avx512(void);
+MQ_HIDDEN const mq_convert_fns *mq__convert_fns_neon(void);
 
 MQ_HIDDEN void mq__f16_to_f32_ref(const void *src, void *dst, size_t n);
 MQ_HIDDEN void mq__f32_to_f16_ref(const void *src, void *dst, size_t n);

@@ -1,5 +1,7 @@
-/* Run-time CPU feature detection: CPUID for the instructions, XGETBV for the OS saving the
- * vector registers (a CPU that has AVX-512 under an OS that does not enable it must not use it). */
+/* Run-time CPU feature detection. x86: CPUID for the instructions, XGETBV for the OS saving
+ * the vector registers (a CPU that has AVX-512 under an OS that does not enable it must not use
+ * it). ARM64: NEON is part of the base architecture; dot products are read from the kernel's
+ * hardware capabilities (it reports what both the CPU and the kernel support). */
 #include "common/internal.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -39,12 +41,43 @@ void mq__cpu_detect(mq_cpu *cpu, mq_isa *best) {
     if (mq__cpu_level_ok(cpu, MQ_ISA_AVX2)) *best = MQ_ISA_AVX2;
     if (mq__cpu_level_ok(cpu, MQ_ISA_AVX512)) *best = MQ_ISA_AVX512;
 }
+#elif defined(__aarch64__)
+#if defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1ul << 20)
+#endif
+#endif
+
+void mq__cpu_detect(mq_cpu *cpu, mq_isa *best) {
+    *cpu = (mq_cpu){0};
+    cpu->neon = true;
+#if defined(__linux__)
+    cpu->dotprod = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#endif
+    *best = MQ_ISA_NEON;
+    if (mq__cpu_level_ok(cpu, MQ_ISA_DOTPROD)) *best = MQ_ISA_DOTPROD;
+}
 #else
 void mq__cpu_detect(mq_cpu *cpu, mq_isa *best) {
     *cpu = (mq_cpu){0};
     *best = MQ_ISA_SCALAR;
 }
 #endif
+
+bool mq__isa_native(mq_isa level) {
+    switch (level) {
+    case MQ_ISA_SCALAR: return true;
+#if defined(__x86_64__) || defined(__i386__)
+    case MQ_ISA_AVX2:
+    case MQ_ISA_AVX512: return true;
+#elif defined(__aarch64__)
+    case MQ_ISA_NEON:
+    case MQ_ISA_DOTPROD: return true;
+#endif
+    default: return false;
+    }
+}
 
 bool mq__cpu_level_ok(const mq_cpu *cpu, mq_isa level) {
     bool avx2 = cpu->avx2 && cpu->fma && cpu->f16c;
@@ -54,6 +87,8 @@ bool mq__cpu_level_ok(const mq_cpu *cpu, mq_isa level) {
     case MQ_ISA_AVX512:
         return avx2 && cpu->avx512f && cpu->avx512bw && cpu->avx512vl && cpu->avx512dq &&
                cpu->avx512vnni;
+    case MQ_ISA_NEON: return cpu->neon;
+    case MQ_ISA_DOTPROD: return cpu->neon && cpu->dotprod;
     default: return false;
     }
 }

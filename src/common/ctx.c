@@ -58,7 +58,9 @@ mq_ctx *mq_ctx_create_with_allocator(const mq_allocator *alloc) {
         if (!strcmp(env, "scalar")) cap = MQ_ISA_SCALAR;
         else if (!strcmp(env, "avx2")) cap = MQ_ISA_AVX2;
         else if (!strcmp(env, "avx512")) cap = MQ_ISA_AVX512;
-        if (cap < ctx->isa) ctx->isa = cap;
+        else if (!strcmp(env, "neon")) cap = MQ_ISA_NEON;
+        else if (!strcmp(env, "dotprod")) cap = MQ_ISA_DOTPROD;
+        if (cap < ctx->isa && mq__isa_native(cap)) ctx->isa = cap;
     }
     return ctx;
 }
@@ -108,9 +110,9 @@ void mq_ctx_set_overwrite(mq_ctx *ctx, int allow) {
 int mq_ctx_overwrite(const mq_ctx *ctx) { return ctx && ctx->overwrite; }
 
 mq_status mq_ctx_set_isa(mq_ctx *ctx, mq_isa isa) {
-    if (isa < MQ_ISA_SCALAR || isa > MQ_ISA_AVX512)
+    if (isa < MQ_ISA_SCALAR || isa > MQ_ISA_DOTPROD)
         return mq__fail(ctx, MQ_ERR_INVALID, "unknown instruction-set level %d", (int)isa);
-    if (isa > ctx->isa_max)
+    if (isa > ctx->isa_max || !mq__isa_native(isa))
         return mq__fail(ctx, MQ_ERR_UNSUPPORTED, "instruction-set level %s is not supported here "
                         "(best: %s)", mq_isa_name(isa), mq_isa_name(ctx->isa_max));
     ctx->isa = isa;
@@ -122,6 +124,8 @@ const char *mq_isa_name(mq_isa isa) {
     case MQ_ISA_SCALAR: return "scalar";
     case MQ_ISA_AVX2: return "avx2";
     case MQ_ISA_AVX512: return "avx512";
+    case MQ_ISA_NEON: return "neon";
+    case MQ_ISA_DOTPROD: return "dotprod";
     }
     return "unknown";
 }

@@ -118,8 +118,9 @@ const mq_convert_fns *mq__convert_fns(const mq_ctx *ctx) {
     static const mq_convert_fns ref = {mq__f16_to_f32_ref, mq__f32_to_f16_ref,
                                        mq__bf16_to_f32_ref, mq__f32_to_bf16_ref};
     const void *by_level[] = {&ref, MQ__X86_ONLY(mq__convert_fns_avx2()),
-                              MQ__X86_ONLY(mq__convert_fns_avx512())};
-    return (const mq_convert_fns *)mq__isa_pick(ctx, by_level, 3);
+                              MQ__X86_ONLY(mq__convert_fns_avx512()),
+                              MQ__ARM64_ONLY(mq__convert_fns_neon()), NULL};
+    return (const mq_convert_fns *)mq__isa_pick(ctx, by_level, 5);
 }
 
 /* Converts one element of any float type to F32 (F64 rounded to odd when `odd`). */

@@ -26,6 +26,7 @@
 typedef struct mq_cpu {
     bool avx2, fma, f16c;
     bool avx512f, avx512bw, avx512vl, avx512dq, avx512vnni;
+    bool neon, dotprod; /* ARM64: Advanced SIMD; SDOT/UDOT (HWCAP_ASIMDDP) */
 } mq_cpu;
 
 typedef struct mq_pool mq_pool;
@@ -145,8 +146,11 @@ MQ_HIDDEN const char *mq__model_meta(const mq_model *m, const char *key);
 
 MQ_HIDDEN void mq__cpu_detect(mq_cpu *cpu, mq_isa *best);
 /* The one feature gate of each level: exactly the extensions its files are compiled with
- * (Makefile: AVX2_FLAGS, AVX512_FLAGS); MQ_ISA_SCALAR always passes. */
+ * (Makefile: AVX2_FLAGS, AVX512_FLAGS, DOTPROD_FLAGS); MQ_ISA_SCALAR always passes. */
 MQ_HIDDEN bool mq__cpu_level_ok(const mq_cpu *cpu, mq_isa level);
+/* Whether `level` is a level of the architecture this library is built for (scalar always):
+ * levels of another architecture are neither set nor used as a cap. */
+MQ_HIDDEN bool mq__isa_native(mq_isa level);
 /* The one ISA dispatch: by_level[l] (the table of level l, NULL when there is none) for the
  * highest l <= the context's level whose gate passes, else by_level[0], the scalar
  * reference. */
@@ -156,6 +160,13 @@ MQ_HIDDEN const void *mq__isa_pick(const mq_ctx *ctx, const void *const *by_leve
 #define MQ__X86_ONLY(table) (table)
 #else
 #define MQ__X86_ONLY(table) NULL
+#endif
+/* Likewise the ARM64 files (*_neon.c, *_dotprod.c). Dispatch tables are indexed by mq_isa:
+ * {scalar, avx2, avx512, neon, dotprod}. */
+#if defined(__aarch64__)
+#define MQ__ARM64_ONLY(table) (table)
+#else
+#define MQ__ARM64_ONLY(table) NULL
 #endif
 MQ_HIDDEN uint64_t mq__now_ns(void);
 

@@ -68,6 +68,10 @@ mq_status mq__dest_not_input(mq_ctx *ctx, const char *path, const mq_model *m) {
     if (m->path && stat(m->path, &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)
         return mq__fail(ctx, MQ_ERR_INVALID, "%s: the output is the input file; refusing to "
                         "overwrite it", path);
+    if (m->source_dir && stat(m->source_dir, &si) == 0 && si.st_dev == so.st_dev &&
+        si.st_ino == so.st_ino)
+        return mq__fail(ctx, MQ_ERR_INVALID, "%s: the output is the model's own folder; "
+                        "refusing to replace it", path);
     for (size_t i = 0; i < m->nmaps; i++)
         if (stat(m->maps[i].path, &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)
             return mq__fail(ctx, MQ_ERR_INVALID, "%s: the output is an input file (%s); "

@@ -10,6 +10,8 @@
 
 /* The path the model was opened from (NULL for a model built in memory). */
 MQ_HIDDEN const char *mq__model_path(const mq_model *m);
+/* An in-memory model's folder, when it was given one (mq_model_set_source_folder), else NULL. */
+MQ_HIDDEN const char *mq__model_source_dir(const mq_model *m);
 /* Bytes of the files mapped for the model (0 for a model in memory). */
 MQ_HIDDEN uint64_t mq__model_mapped_bytes(const mq_model *m);
 /* Builds the name index unless it exists; fails on a duplicate name (naming `where`). */

@@ -70,6 +70,7 @@ static void model_release(mq_model *m) {
     mq__free(ctx, m->owned);
     mq__free(ctx, m->hash);
     mq__free(ctx, m->path);
+    mq__free(ctx, m->source_dir);
 }
 
 void mq_model_free(mq_model *m) {
@@ -308,6 +309,7 @@ void mq_open_options_default_sized(mq_open_options *opts, size_t struct_size) {
 /* ---- what the pipeline uses (io/io.h) ---- */
 
 const char *mq__model_path(const mq_model *m) { return m->path; }
+const char *mq__model_source_dir(const mq_model *m) { return m->source_dir; }
 
 uint64_t mq__model_mapped_bytes(const mq_model *m) {
     uint64_t n = 0;

@@ -15,6 +15,7 @@ struct mq_model {
     mq_ctx *ctx;
     mq_format format;
     char *path;
+    char *source_dir;        /* in-memory models: the model folder they came from, or NULL */
     mq_tensor *tensors;      /* names owned (mq__strdup) */
     size_t ntensors, cap_tensors;
     mq_kv *meta;             /* keys and values owned */

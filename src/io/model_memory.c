@@ -3,6 +3,7 @@
 #include "io/model_internal.h"
 
 #include <string.h>
+#include <sys/stat.h>
 
 mq_status mq_model_create(mq_ctx *ctx, mq_model **out) {
     if (!ctx || !out) return mq__fail(ctx, MQ_ERR_INVALID, "mq_model_create: NULL argument");
@@ -46,6 +47,24 @@ mq_status mq_model_add_view(mq_model *m, const char *name, mq_dtype dtype, int n
     mq__free(ctx, m->hash);
     m->hash = NULL;
     m->hash_cap = 0;
+    return MQ_OK;
+}
+
+mq_status mq_model_set_source_folder(mq_model *m, const char *folder) {
+    if (!m) return MQ_ERR_INVALID;
+    mq_ctx *ctx = m->ctx;
+    if (m->nmaps || m->path)
+        return mq__fail(ctx, MQ_ERR_INVALID, "mq_model_set_source_folder: the model was opened "
+                        "from a file, whose folder is known");
+    char *copy = NULL;
+    if (folder) {
+        struct stat sb;
+        if (!*folder || stat(folder, &sb) != 0 || !S_ISDIR(sb.st_mode))
+            return mq__fail(ctx, MQ_ERR_IO, "%s: not a folder", folder);
+        if (!(copy = mq__strdup(ctx, folder))) return MQ_ERR_NOMEM;
+    }
+    mq__free(ctx, m->source_dir);
+    m->source_dir = copy;
     return MQ_OK;
 }
 

@@ -23,6 +23,7 @@ MQ_HIDDEN const mq__gemm_fns *mq__gemm_pick(const mq_ctx *ctx);
 MQ_HIDDEN extern const mq__gemm_fns mq__gemm_ref;
 /* NULL when the CPU lacks what the path needs. */
 MQ_HIDDEN const mq__gemm_fns *mq__gemm_fns_avx2(void);
+MQ_HIDDEN const mq__gemm_fns *mq__gemm_fns_neon(void);
 
 /* Products run as one parallel job, one task per chunk (callers outside a parallel job). */
 typedef struct mq__gemm_task {

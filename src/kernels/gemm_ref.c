@@ -25,8 +25,9 @@ static void axpy_ref(size_t n, float a, const float *x, float *y) {
 const mq__gemm_fns mq__gemm_ref = {gemm_ref, axpy_ref};
 
 const mq__gemm_fns *mq__gemm_pick(const mq_ctx *ctx) {
-    const void *by_level[] = {&mq__gemm_ref, MQ__X86_ONLY(mq__gemm_fns_avx2())};
-    return (const mq__gemm_fns *)mq__isa_pick(ctx, by_level, 2);
+    const void *by_level[] = {&mq__gemm_ref, MQ__X86_ONLY(mq__gemm_fns_avx2()), NULL,
+                              MQ__ARM64_ONLY(mq__gemm_fns_neon()), NULL};
+    return (const mq__gemm_fns *)mq__isa_pick(ctx, by_level, 5);
 }
 
 typedef struct par_job {

@@ -75,6 +75,13 @@ MQ_HIDDEN mq_status mq__linear_desc_read(mq_ctx *ctx, const mq_linear_desc *desc
 /* NULL when the CPU lacks what the path needs. */
 MQ_HIDDEN const mq__linear_fns *mq__linear_fns_avx2(void);
 MQ_HIDDEN const mq__linear_fns *mq__linear_fns_avx512(void);
+MQ_HIDDEN const mq__linear_fns *mq__linear_fns_neon(void);
+MQ_HIDDEN const mq__linear_fns *mq__linear_fns_dotprod(void);
+/* ARM64: the NEON level's float and weight-only tiles, which the dotprod level reuses. */
+MQ_HIDDEN void mq__neon_tile_float(const mq__lin *L, const mq__act *A, int64_t m0, int64_t m1,
+                                   int64_t b0, int64_t b1, float *y, int64_t ldy);
+MQ_HIDDEN void mq__neon_tile_wonly(const mq__lin *L, const mq__act *A, int64_t m0, int64_t m1,
+                                   int64_t b0, int64_t b1, float *y, int64_t ldy);
 
 /* Index of (channel block b, group g, lane) in the per-group tables. */
 static inline int64_t mq__gidx(const mq__lin *L, int64_t b, int64_t g) {

@@ -390,8 +390,10 @@ static mq_status run_blocks(void *arg, int64_t b0, int64_t b1, int tid) {
 
 static const mq__linear_fns *pick_fns(const mq_ctx *ctx) {
     const void *by_level[] = {&mq__linear_ref, MQ__X86_ONLY(mq__linear_fns_avx2()),
-                              MQ__X86_ONLY(mq__linear_fns_avx512())};
-    return (const mq__linear_fns *)mq__isa_pick(ctx, by_level, 3);
+                              MQ__X86_ONLY(mq__linear_fns_avx512()),
+                              MQ__ARM64_ONLY(mq__linear_fns_neon()),
+                              MQ__ARM64_ONLY(mq__linear_fns_dotprod())};
+    return (const mq__linear_fns *)mq__isa_pick(ctx, by_level, 5);
 }
 
 /* Scratch of at least `bytes`, reused across calls (fresh pages are slow to touch). */

@@ -159,6 +159,119 @@ INLINE void wonly_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b,
     else wonly_tile_k(L, A, m, b, y, ldy, MR, NB, false);
 }
 
+/* Weight-only, one row, four channel blocks: eight independent fmaf chains (the reference's
+ * chain per lane) keep both FMA pipes busy where one or two blocks wait on the FMA latency.
+ * 4-bit weights decode without a conversion: a field of bits [s, s + 4) or'ed into the
+ * mantissa of 2^(23 - s) reads as the float 2^(23 - s) + field, and subtracting
+ * 2^(23 - s) + zq leaves (float)(field - zq) exactly. 8-bit weights sign-extend with shifts. */
+enum { GV_NB = 4, GV_NH = 2 * GV_NB, GV_PF = 1024 /* bytes of prefetch distance per stream */ };
+
+INLINE __m256i magic_bits(int s) { return _mm256_set1_epi32((127 + 23 - s) << 23); }
+
+INLINE __m256 nib_float(__m256i t, int s, __m256 c) {
+    __m256i f = _mm256_or_si256(_mm256_and_si256(t, _mm256_set1_epi32(15 << s)), magic_bits(s));
+    return _mm256_sub_ps(_mm256_castsi256_ps(f), c);
+}
+
+INLINE void wonly_gemv_k(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
+                         const bool four, const bool zp) {
+    const float *x = A->xf + m * L->Kp;
+    __m256 acc[GV_NH];
+UNROLL
+    for (int j = 0; j < GV_NH; j++) acc[j] = _mm256_setzero_ps();
+    /* 4-bit: per field shift s in {0, 4, 8, 12, 16}, 2^(23 - s) + zero point, per half;
+     * 8-bit: the zero point, per half */
+    __m256 c[GV_NH][5];
+    __m256i zero[GV_NH];
+    const int64_t words = four ? L->Kp / 8 : L->Kp / 4; /* 32-byte rows per block half pair */
+    for (int64_t g = 0; g < L->G; g++) {
+        int64_t k0 = g * L->gs, k1 = k0 + L->gs < L->Kp ? k0 + L->gs : L->Kp;
+        if (g == 0 || zp)
+UNROLL
+            for (int j = 0; j < GV_NH; j++) {
+                if (four) {
+                    __m256 z = zp ? _mm256_cvtepi32_ps(_mm256_and_si256(
+                                        table_half(L->zq4, L, b + j / 2, g, j % 2),
+                                        _mm256_set1_epi32(15)))
+                                  : _mm256_set1_ps((float)L->zq_const);
+UNROLL
+                    for (int i = 0; i < 5; i++)
+                        c[j][i] = _mm256_add_ps(z, _mm256_set1_ps((float)(1 << (23 - 4 * i))));
+                } else if (zp) {
+                    zero[j] = table_half(L->zpw, L, b + j / 2, g, j % 2);
+                }
+            }
+        __m256 part[GV_NH];
+UNROLL
+        for (int j = 0; j < GV_NH; j++) part[j] = _mm256_setzero_ps();
+        const int step = four ? 8 : 4;
+        for (int64_t k = k0; k < k1; k += step) {
+            const char *base = (const char *)L->w + (b * words + k / step) * 64;
+UNROLL
+            for (int j = 0; j < GV_NB; j++) _mm_prefetch(base + j * words * 64 + GV_PF, _MM_HINT_T0);
+            const float *xk = x + k;
+            /* one half at a time: its chain is independent of the others', so the
+             * out-of-order window overlaps them with fewer live registers */
+UNROLL
+            for (int j = 0; j < GV_NH; j++) {
+                __m256i v = _mm256_load_si256((const __m256i *)(base + (j / 2) * words * 64 +
+                                                                32 * (j % 2)));
+                if (four) {
+                    __m256i t = _mm256_srli_epi32(v, 16);
+                    /* k order: fields at bits 0, 8, 16, (t) 8, 4, 12, (t) 4, 28 */
+                    __m256 w;
+                    w = nib_float(v, 0, c[j][0]);
+                    part[j] = fma_acc(part[j], _mm256_broadcast_ss(xk + 0), w);
+                    w = nib_float(v, 8, c[j][2]);
+                    part[j] = fma_acc(part[j], _mm256_broadcast_ss(xk + 1), w);
+                    w = nib_float(v, 16, c[j][4]);
+                    part[j] = fma_acc(part[j], _mm256_broadcast_ss(xk + 2), w);
+                    w = nib_float(t, 8, c[j][2]);
+                    part[j] = fma_acc(part[j], _mm256_broadcast_ss(xk + 3), w);
+                    w = nib_float(v, 4, c[j][1]);
+                    part[j] = fma_acc(part[j], _mm256_broadcast_ss(xk + 4), w);
+                    w = nib_float(v, 12, c[j][3]);
+                    part[j] = fma_acc(part[j], _mm256_broadcast_ss(xk + 5), w);
+                    w = nib_float(t, 4, c[j][1]);
+                    part[j] = fma_acc(part[j], _mm256_broadcast_ss(xk + 6), w);
+                    w = _mm256_sub_ps(_mm256_castsi256_ps(_mm256_or_si256(
+                                          _mm256_srli_epi32(v, 28), magic_bits(0))),
+                                      c[j][0]);
+                    part[j] = fma_acc(part[j], _mm256_broadcast_ss(xk + 7), w);
+                } else {
+UNROLL
+                    for (int i = 0; i < 4; i++) {
+                        __m256i e = i == 3 ? _mm256_srai_epi32(v, 24)
+                                           : _mm256_srai_epi32(_mm256_slli_epi32(v, 24 - 8 * i), 24);
+                        if (zp) e = _mm256_sub_epi32(e, zero[j]);
+                        part[j] = fma_acc(part[j], _mm256_broadcast_ss(xk + i), _mm256_cvtepi32_ps(e));
+                    }
+                }
+            }
+        }
+UNROLL
+        for (int j = 0; j < GV_NH; j++) {
+            __m256 sc = _mm256_load_ps(L->scale + mq__gidx(L, b + j / 2, g) + 8 * (j % 2));
+            acc[j] = _mm256_fmadd_ps(sc, part[j], acc[j]);
+        }
+    }
+UNROLL
+    for (int j = 0; j < GV_NH; j++)
+        store_out(L, y, b + j / 2, j % 2, _mm256_add_ps(acc[j], bias_half(L, b + j / 2, j % 2)));
+}
+
+static void wonly_gemv(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
+                       int64_t ldy) {
+    (void)ldy;
+    if (L->kind == MQ__W_I4) {
+        if (L->has_zq4) wonly_gemv_k(L, A, m, b, y, true, true);
+        else wonly_gemv_k(L, A, m, b, y, true, false);
+    } else {
+        if (L->has_zpw) wonly_gemv_k(L, A, m, b, y, false, true);
+        else wonly_gemv_k(L, A, m, b, y, false, false);
+    }
+}
+
 /* Exact sum over each 32-bit lane of u8 activations (a, the same four bytes in every lane)
  * times s8 weights (w): even and odd bytes widened to 16 bits, then vpmaddwd. */
 typedef struct act4 {
@@ -178,12 +291,34 @@ INLINE __m256i dot4(__m256i acc, act4 a, __m256i w_even, __m256i w_odd) {
     return _mm256_add_epi32(acc, _mm256_madd_epi16(a.odd, w_odd));
 }
 
+/* Four bytes at p in every 32-bit lane. */
+INLINE __m256i bcast4(const uint8_t *p) {
+    int32_t v;
+    __builtin_memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* Sum of n u8 values (n a multiple of 8). */
+INLINE int32_t sum_u8(const uint8_t *p, int64_t n) {
+    __m256i s = _mm256_setzero_si256();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        s = _mm256_add_epi64(s, _mm256_sad_epu8(_mm256_loadu_si256((const __m256i *)(p + i)),
+                                                _mm256_setzero_si256()));
+    __m128i t = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    for (; i < n; i += 8)
+        t = _mm_add_epi64(t, _mm_sad_epu8(_mm_loadl_epi64((const __m128i *)(p + i)), _mm_setzero_si128()));
+    return (int32_t)(_mm_cvtsi128_si64(t) + _mm_extract_epi64(t, 1));
+}
+
 INLINE void int_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
                      int64_t ldy, const int MR, const int NB) {
     __m256 acc[4][4];
     __m256i dot[4][4];
+    int32_t sxu[4] = {0};
     const uint8_t *xu = A->xu + m * L->Kp;
     const bool four = L->kind == MQ__W_I4;
+    const bool dyn8 = !four && L->act == MQ_ACT_DYNAMIC;
     const __m256i low4 = _mm256_set1_epi8(15);
 UNROLL
     for (int r = 0; r < MR; r++)
@@ -196,32 +331,53 @@ UNROLL
 UNROLL
             for (int j = 0; j < 2 * NB; j++) dot[r][j] = _mm256_setzero_si256();
         if (four) {
-            __m256i zq[4];
+            /* vpmaddubsw on u8 activations and the nibbles themselves (0..15): a pair sums
+             * to at most 2 * 255 * 15, far from saturating; the zero point comes back
+             * through the group sum of the activations */
+            const __m256i ones = _mm256_set1_epi16(1);
 UNROLL
-            for (int j = 0; j < 2 * NB; j++)
-                zq[j] = L->has_zq4 ? table_half(L->zq4, L, b + j / 2, g, j % 2)
-                                   : _mm256_set1_epi8((char)L->zq_const);
+            for (int r = 0; r < MR; r++) sxu[r] = sum_u8(xu + r * L->Kp + k0, k1 - k0);
             for (int64_t k = k0; k < k1; k += 8) {
-                __m256i lo_e[4], lo_o[4], hi_e[4], hi_o[4];
+                __m256i lo[4], hi[4];
 UNROLL
                 for (int j = 0; j < 2 * NB; j++) {
                     const uint32_t *p = (const uint32_t *)L->w +
                                         ((b + j / 2) * (L->Kp / 8) + k / 8) * MQ__LANES + 8 * (j % 2);
                     __m256i v = _mm256_load_si256((const __m256i *)p);
-                    __m256i lo = _mm256_sub_epi8(_mm256_and_si256(v, low4), zq[j]);
-                    __m256i hi = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4), zq[j]);
-                    lo_e[j] = _mm256_srai_epi16(_mm256_slli_epi16(lo, 8), 8);
-                    lo_o[j] = _mm256_srai_epi16(lo, 8);
-                    hi_e[j] = _mm256_srai_epi16(_mm256_slli_epi16(hi, 8), 8);
-                    hi_o[j] = _mm256_srai_epi16(hi, 8);
+                    lo[j] = _mm256_and_si256(v, low4);
+                    hi[j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
                 }
 UNROLL
                 for (int r = 0; r < MR; r++) {
-                    act4 a0 = act_pairs(xu + r * L->Kp + k), a1 = act_pairs(xu + r * L->Kp + k + 4);
+                    __m256i a0 = bcast4(xu + r * L->Kp + k), a1 = bcast4(xu + r * L->Kp + k + 4);
 UNROLL
                     for (int j = 0; j < 2 * NB; j++) {
-                        dot[r][j] = dot4(dot[r][j], a0, lo_e[j], lo_o[j]);
-                        dot[r][j] = dot4(dot[r][j], a1, hi_e[j], hi_o[j]);
+                        __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(a0, lo[j]),
+                                                       _mm256_maddubs_epi16(a1, hi[j]));
+                        dot[r][j] = _mm256_add_epi32(dot[r][j], _mm256_madd_epi16(p16, ones));
+                    }
+                }
+            }
+        } else if (dyn8) {
+            /* dynamic activations are in [-127, 127] (xs = xu - 128): vpmaddubsw on |w| and
+             * xs with the sign of w, a pair summing to at most 2 * 128 * 127, exact */
+            const __m256i ones = _mm256_set1_epi16(1), bias8 = _mm256_set1_epi8((char)0x80);
+            for (int64_t k = k0; k < k1; k += 4) {
+                __m256i wv[4], wa[4];
+UNROLL
+                for (int j = 0; j < 2 * NB; j++) {
+                    const int8_t *p = (const int8_t *)L->w +
+                                      ((b + j / 2) * (L->Kp / 4) + k / 4) * MQ__LANES * 4 + 32 * (j % 2);
+                    wv[j] = _mm256_load_si256((const __m256i *)p);
+                    wa[j] = _mm256_abs_epi8(wv[j]);
+                }
+UNROLL
+                for (int r = 0; r < MR; r++) {
+                    __m256i a = _mm256_xor_si256(bcast4(xu + r * L->Kp + k), bias8);
+UNROLL
+                    for (int j = 0; j < 2 * NB; j++) {
+                        __m256i p16 = _mm256_maddubs_epi16(wa[j], _mm256_sign_epi8(a, wv[j]));
+                        dot[r][j] = _mm256_add_epi32(dot[r][j], _mm256_madd_epi16(p16, ones));
                     }
                 }
             }
@@ -251,11 +407,27 @@ UNROLL
             __m256i k1v = _mm256_load_si256((const __m256i *)(L->k1 + ti));
 UNROLL
             for (int r = 0; r < MR; r++) {
-                __m256i d = _mm256_add_epi32(dot[r][j], k1v);
+                /* dyn8: dot = sum(xs * w), and with xs = xu - 128 the reference's
+                 * sum(xu * w) + k1 - zpw * sum(xu) is dot - zpw * (sum(xu) - 128 n);
+                 * 4-bit: dot = sum(xu * nibble), so sum(xu * w) = dot - zq * sum(xu) */
+                __m256i d = dot[r][j];
+                int32_t xsum = L->has_zpw ? A->xusum[(m + r) * L->G + g] : 0;
+                if (dyn8) {
+                    xsum -= 128 * (int32_t)(k1 - k0);
+                } else {
+                    d = _mm256_add_epi32(d, k1v);
+                    if (four && L->has_zq4)
+                        d = _mm256_sub_epi32(d, _mm256_mullo_epi32(
+                                                    _mm256_and_si256(table_half(L->zq4, L, b + j / 2, g, j % 2),
+                                                                     _mm256_set1_epi32(15)),
+                                                    _mm256_set1_epi32(sxu[r])));
+                    else if (four)
+                        d = _mm256_sub_epi32(d, _mm256_set1_epi32(L->zq_const * sxu[r]));
+                }
                 if (L->has_zpw)
                     d = _mm256_sub_epi32(d, _mm256_mullo_epi32(
                                                 _mm256_load_si256((const __m256i *)(L->zpw + ti)),
-                                                _mm256_set1_epi32(A->xusum[(m + r) * L->G + g])));
+                                                _mm256_set1_epi32(xsum)));
                 acc[r][j] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(d), acc[r][j]);
             }
         }
@@ -281,9 +453,12 @@ INST_ALL(wo, wonly_tile)
 INST_ALL(itg, int_tile)
 
 /* Rows [m0, m1) x blocks [b0, b1): two blocks at a time for single rows, else 4 x 1. */
-static void drive(const tile_body *tab, tile_body one_by_two, const mq__lin *L, const mq__act *A,
-                  int64_t m0, int64_t m1, int64_t b0, int64_t b1, float *y, int64_t ldy) {
+static void drive(const tile_body *tab, tile_body one_by_two, tile_body one_by_four,
+                  const mq__lin *L, const mq__act *A, int64_t m0, int64_t m1, int64_t b0,
+                  int64_t b1, float *y, int64_t ldy) {
     int64_t b = b0;
+    if (m1 - m0 == 1 && one_by_four)
+        for (; b + GV_NB <= b1; b += GV_NB) one_by_four(L, A, m0, b, y, ldy);
     if (m1 - m0 == 1)
         for (; b + 2 <= b1; b += 2) one_by_two(L, A, m0, b, y, ldy);
     for (; b < b1; b++)
@@ -292,15 +467,15 @@ static void drive(const tile_body *tab, tile_body one_by_two, const mq__lin *L, 
 
 static void tile_float(const mq__lin *L, const mq__act *A, int64_t m0, int64_t m1, int64_t b0,
                        int64_t b1, float *y, int64_t ldy) {
-    drive(flt_table, flt_1x2, L, A, m0, m1, b0, b1, y, ldy);
+    drive(flt_table, flt_1x2, NULL, L, A, m0, m1, b0, b1, y, ldy);
 }
 static void tile_wonly(const mq__lin *L, const mq__act *A, int64_t m0, int64_t m1, int64_t b0,
                        int64_t b1, float *y, int64_t ldy) {
-    drive(wo_table, wo_1x2, L, A, m0, m1, b0, b1, y, ldy);
+    drive(wo_table, wo_1x2, wonly_gemv, L, A, m0, m1, b0, b1, y, ldy);
 }
 static void tile_integer(const mq__lin *L, const mq__act *A, int64_t m0, int64_t m1, int64_t b0,
                          int64_t b1, float *y, int64_t ldy) {
-    drive(itg_table, itg_1x2, L, A, m0, m1, b0, b1, y, ldy);
+    drive(itg_table, itg_1x2, NULL, L, A, m0, m1, b0, b1, y, ldy);
 }
 
 static const mq__linear_fns fns = {tile_float, tile_wonly, tile_integer};

@@ -466,7 +466,10 @@ static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *in
     mq__write_times before = {0}, after = {0};
     mq__outputs_times(&s.em, &before);
     uint64_t tc = mq__now_ns();
-    if (st == MQ_OK) st = mq__outputs_commit(ctx, &files, &s.em, p, in, hf_cfg);
+    /* an in-memory model's folder, when it was given one, is its input folder */
+    if (st == MQ_OK)
+        st = mq__outputs_commit(ctx, &files, &s.em, p, in ? in : mq__model_source_dir(m),
+                                hf_cfg);
     uint64_t commit_ns = mq__now_ns() - tc;
     mq__outputs_times(&s.em, &after);
     if (st == MQ_OK) set_phases(&s, rep, open_ns, &before, &after, commit_ns);

@@ -83,8 +83,9 @@ static void lanes_run(mq__err_lanes *l, mq_dtype dt, const void *a, const float 
     l->n += n;
 }
 
-void mq__err_lanes_add(mq__err_lanes *l, const float *a, const float *b, size_t n) {
-    lanes_run(l, MQ_F32, a, b, n);
+void mq__err_lanes_add(mq__err_lanes *l, mq_dtype a_dtype, const void *a, const float *b,
+                       size_t n) {
+    lanes_run(l, a_dtype, a, b, n);
 }
 
 bool mq__err_lanes_sum(const mq__err_lanes *l, mq__err_acc *part) {

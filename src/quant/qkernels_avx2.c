@@ -4,57 +4,129 @@
 #include <float.h>
 #include <immintrin.h>
 
-static bool minmax_avx2(const float *x, size_t n, float *mn, float *mx) {
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* Eight values of a F32, F16 or BF16 source from element i, widened exactly to f32. */
+ALWAYS_INLINE __m256 load8(const void *x, mq_dtype dt, size_t i) {
+    const char *p = (const char *)x;
+    if (dt == MQ_F32) return _mm256_loadu_ps((const float *)(p + 4 * i));
+    __m128i h = _mm_loadu_si128((const __m128i *)(p + 2 * i));
+    if (dt == MQ_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+ALWAYS_INLINE const void *offset(const void *x, mq_dtype dt, size_t i) {
+    return (const char *)x + (dt == MQ_F32 ? 4 : 2) * i;
+}
+
+/* NaNs are found by an unordered compare, infinities in the final min and max. The sign of a
+ * zero min or max may differ from the reference's (lane order): no caller can tell, as
+ * ranges are widened to include 0.0f. */
+ALWAYS_INLINE bool minmax_t(const void *x, mq_dtype dt, size_t n, float *mn, float *mx) {
+    if (n < 16) return mq__minmax_src_ref(x, dt, n, mn, mx);
     size_t i = 0;
-    __m256 lo = _mm256_set1_ps(x[0]), hi = lo, bad = _mm256_setzero_ps();
-    const __m256 sign = _mm256_set1_ps(-0.0f), fmax = _mm256_set1_ps(FLT_MAX);
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i);
-        lo = _mm256_min_ps(lo, v);
-        hi = _mm256_max_ps(hi, v);
-        bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_andnot_ps(sign, v), fmax, _CMP_NLE_UQ));
+    __m256 lo0 = load8(x, dt, 0), hi0 = lo0, lo1 = lo0, hi1 = lo0;
+    __m256 nan = _mm256_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+        __m256 a = load8(x, dt, i), b = load8(x, dt, i + 8);
+        lo0 = _mm256_min_ps(lo0, a);
+        hi0 = _mm256_max_ps(hi0, a);
+        lo1 = _mm256_min_ps(lo1, b);
+        hi1 = _mm256_max_ps(hi1, b);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(a, b, _CMP_UNORD_Q));
     }
+    bool finite = _mm256_movemask_ps(nan) == 0;
     float l[8], h[8];
-    _mm256_storeu_ps(l, lo);
-    _mm256_storeu_ps(h, hi);
-    bool finite = _mm256_movemask_ps(bad) == 0;
+    _mm256_storeu_ps(l, _mm256_min_ps(lo0, lo1));
+    _mm256_storeu_ps(h, _mm256_max_ps(hi0, hi1));
     float tl = l[0], th = h[0];
-    if (i < n) finite = mq__minmax_ref(x + i, n - i, &tl, &th) && finite;
+    if (i < n) finite = mq__minmax_src_ref(offset(x, dt, i), dt, n - i, &tl, &th) && finite;
     for (int k = 0; k < 8; k++) {
         tl = l[k] < tl ? l[k] : tl;
         th = h[k] > th ? h[k] : th;
     }
     *mn = tl;
     *mx = th;
-    return finite;
+    return finite && tl >= -FLT_MAX && th <= FLT_MAX;
 }
 
-static inline __m256i round8(const float *x, __m256 inv, __m256 lo, __m256 hi, __m256i add) {
-    __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x), inv);
+static bool minmax_avx2(const float *x, size_t n, float *mn, float *mx) {
+    return minmax_t(x, MQ_F32, n, mn, mx);
+}
+
+static bool minmax_src_avx2(const void *x, mq_dtype dt, size_t n, float *mn, float *mx) {
+    if (dt == MQ_F16) return minmax_t(x, MQ_F16, n, mn, mx);
+    if (dt == MQ_BF16) return minmax_t(x, MQ_BF16, n, mn, mx);
+    return minmax_t(x, MQ_F32, n, mn, mx);
+}
+
+ALWAYS_INLINE __m256i round8(__m256 x, __m256 inv, __m256 lo, __m256 hi, __m256i add) {
+    __m256 v = _mm256_mul_ps(x, inv);
     v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
-    v = _mm256_round_ps(v, _MM_FROUND_CUR_DIRECTION);
-    return _mm256_add_epi32(_mm256_cvttps_epi32(v), add);
+    /* the conversion rounds in the current mode, as the reference's round does */
+    return _mm256_add_epi32(_mm256_cvtps_epi32(v), add);
+}
+
+/* 32 codes from element i, in order, one per byte. Values lie in [-128, 263]: saturating
+ * packs to 16 bits are exact, then the low byte of each is kept. */
+ALWAYS_INLINE __m256i codes32(const void *x, mq_dtype dt, size_t i, __m256 inv, __m256 lo,
+                              __m256 hi, __m256i add) {
+    const __m256i low8 = _mm256_set1_epi16(0xff);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    __m256i a = round8(load8(x, dt, i), inv, lo, hi, add);
+    __m256i b = round8(load8(x, dt, i + 8), inv, lo, hi, add);
+    __m256i c = round8(load8(x, dt, i + 16), inv, lo, hi, add);
+    __m256i d = round8(load8(x, dt, i + 24), inv, lo, hi, add);
+    __m256i ab = _mm256_and_si256(_mm256_packs_epi32(a, b), low8);
+    __m256i cd = _mm256_and_si256(_mm256_packs_epi32(c, d), low8);
+    return _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
+}
+
+ALWAYS_INLINE void quantize_t(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
+                              int32_t add, uint8_t *codes) {
+    const __m256 inv = _mm256_set1_ps(p->inv), lo = _mm256_set1_ps(p->lo),
+                 hi = _mm256_set1_ps(p->hi);
+    const __m256i vadd = _mm256_set1_epi32(add);
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        _mm256_storeu_si256((__m256i *)(codes + i), codes32(x, dt, i, inv, lo, hi, vadd));
+    if (i < n) mq__quantize_src_ref(offset(x, dt, i), dt, n - i, p, add, codes + i);
 }
 
 static void quantize_avx2(const float *x, size_t n, const mq_qround *p, int32_t add,
                           uint8_t *codes) {
+    quantize_t(x, MQ_F32, n, p, add, codes);
+}
+
+static void quantize_src_avx2(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
+                              int32_t add, uint8_t *codes) {
+    if (dt == MQ_F16) quantize_t(x, MQ_F16, n, p, add, codes);
+    else if (dt == MQ_BF16) quantize_t(x, MQ_BF16, n, p, add, codes);
+    else quantize_t(x, MQ_F32, n, p, add, codes);
+}
+
+/* 64 codes (< 16) become 32 bytes in registers: pairs of bytes joined by a multiply-add
+ * (even * 1 + odd * 16), the 16-bit results packed back to bytes. */
+ALWAYS_INLINE void quantize4_t(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
+                               int32_t add, uint8_t *dst) {
     const __m256 inv = _mm256_set1_ps(p->inv), lo = _mm256_set1_ps(p->lo),
                  hi = _mm256_set1_ps(p->hi);
-    const __m256i vadd = _mm256_set1_epi32(add), low8 = _mm256_set1_epi16(0xff);
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const __m256i vadd = _mm256_set1_epi32(add), pair = _mm256_set1_epi16(0x1001);
     size_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        __m256i a = round8(x + i, inv, lo, hi, vadd), b = round8(x + i + 8, inv, lo, hi, vadd);
-        __m256i c = round8(x + i + 16, inv, lo, hi, vadd);
-        __m256i d = round8(x + i + 24, inv, lo, hi, vadd);
-        /* values lie in [-128, 263]: saturating packs to 16 bits are exact, then keep the
-         * low byte of each */
-        __m256i ab = _mm256_and_si256(_mm256_packs_epi32(a, b), low8);
-        __m256i cd = _mm256_and_si256(_mm256_packs_epi32(c, d), low8);
-        __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
-        _mm256_storeu_si256((__m256i *)(codes + i), bytes);
+    for (; i + 64 <= n; i += 64) {
+        __m256i a = _mm256_maddubs_epi16(codes32(x, dt, i, inv, lo, hi, vadd), pair);
+        __m256i b = _mm256_maddubs_epi16(codes32(x, dt, i + 32, inv, lo, hi, vadd), pair);
+        __m256i v = _mm256_permute4x64_epi64(_mm256_packus_epi16(a, b), 0xd8);
+        _mm256_storeu_si256((__m256i *)(dst + i / 2), v);
     }
-    if (i < n) mq__quantize_ref(x + i, n - i, p, add, codes + i);
+    if (i < n) mq__quantize4_src_ref(offset(x, dt, i), dt, n - i, p, add, dst + i / 2);
+}
+
+static void quantize4_src_avx2(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
+                               int32_t add, uint8_t *dst) {
+    if (dt == MQ_F16) quantize4_t(x, MQ_F16, n, p, add, dst);
+    else if (dt == MQ_BF16) quantize4_t(x, MQ_BF16, n, p, add, dst);
+    else quantize4_t(x, MQ_F32, n, p, add, dst);
 }
 
 static inline __m256 err8(__m256 x, __m256 scale, __m256 inv, __m256 lo, __m256 hi) {
@@ -74,36 +146,116 @@ static inline float sum_lanes16_avx2(__m256 lo, __m256 hi) {
     return _mm_cvtss_f32(q);
 }
 
-static float sqerr_avx2(const float *x, const float *w, size_t n, const mq_qround *p) {
-    const __m256 scale = _mm256_set1_ps(p->scale), inv = _mm256_set1_ps(p->inv),
-                 lo = _mm256_set1_ps(p->lo), hi = _mm256_set1_ps(p->hi);
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+/* Squared errors of nb <= 4 candidates in one pass over x: x is loaded once, and the
+ * candidates' accumulators (lanes 0-7 and 8-15 each) are independent chains the core
+ * overlaps. */
+ALWAYS_INLINE void sqerr_batch(const float *x, const float *w, size_t n,
+                               const mq_qround *const *q, int nb, float *out) {
+    __m256 acc0[4], acc1[4];
+    #pragma GCC unroll 4
+    for (int k = 0; k < nb; k++) acc0[k] = acc1[k] = _mm256_setzero_ps();
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        __m256 e0 = err8(_mm256_loadu_ps(x + i), scale, inv, lo, hi);
-        __m256 e1 = err8(_mm256_loadu_ps(x + i + 8), scale, inv, lo, hi);
-        if (w) {
-            e0 = _mm256_mul_ps(e0, _mm256_loadu_ps(w + i));
-            e1 = _mm256_mul_ps(e1, _mm256_loadu_ps(w + i + 8));
+        __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
+        #pragma GCC unroll 4
+        for (int k = 0; k < nb; k++) {
+            const __m256 scale = _mm256_set1_ps(q[k]->scale), inv = _mm256_set1_ps(q[k]->inv),
+                         lo = _mm256_set1_ps(q[k]->lo), hi = _mm256_set1_ps(q[k]->hi);
+            __m256 e0 = err8(x0, scale, inv, lo, hi), e1 = err8(x1, scale, inv, lo, hi);
+            if (w) {
+                e0 = _mm256_mul_ps(e0, _mm256_loadu_ps(w + i));
+                e1 = _mm256_mul_ps(e1, _mm256_loadu_ps(w + i + 8));
+            }
+            acc0[k] = _mm256_add_ps(acc0[k], e0);
+            acc1[k] = _mm256_add_ps(acc1[k], e1);
         }
-        acc0 = _mm256_add_ps(acc0, e0);
-        acc1 = _mm256_add_ps(acc1, e1);
     }
     if (i < n) { /* masked tail: absent elements are 0 and add exactly 0 */
         const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         int r = (int)(n - i);
         __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(r), idx);
         __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(r - 8), idx);
-        __m256 e0 = err8(_mm256_maskload_ps(x + i, m0), scale, inv, lo, hi);
-        __m256 e1 = err8(_mm256_maskload_ps(x + i + 8, m1), scale, inv, lo, hi);
-        if (w) {
-            e0 = _mm256_mul_ps(e0, _mm256_maskload_ps(w + i, m0));
-            e1 = _mm256_mul_ps(e1, _mm256_maskload_ps(w + i + 8, m1));
+        __m256 x0 = _mm256_maskload_ps(x + i, m0), x1 = _mm256_maskload_ps(x + i + 8, m1);
+        #pragma GCC unroll 4
+        for (int k = 0; k < nb; k++) {
+            const __m256 scale = _mm256_set1_ps(q[k]->scale), inv = _mm256_set1_ps(q[k]->inv),
+                         lo = _mm256_set1_ps(q[k]->lo), hi = _mm256_set1_ps(q[k]->hi);
+            __m256 e0 = err8(x0, scale, inv, lo, hi), e1 = err8(x1, scale, inv, lo, hi);
+            if (w) {
+                e0 = _mm256_mul_ps(e0, _mm256_maskload_ps(w + i, m0));
+                e1 = _mm256_mul_ps(e1, _mm256_maskload_ps(w + i + 8, m1));
+            }
+            acc0[k] = _mm256_add_ps(acc0[k], e0);
+            acc1[k] = _mm256_add_ps(acc1[k], e1);
         }
-        acc0 = _mm256_add_ps(acc0, e0);
-        acc1 = _mm256_add_ps(acc1, e1);
     }
-    return sum_lanes16_avx2(acc0, acc1);
+    #pragma GCC unroll 4
+    for (int k = 0; k < nb; k++) out[k] = sum_lanes16_avx2(acc0[k], acc1[k]);
+}
+
+static float sqerr_avx2(const float *x, const float *w, size_t n, const mq_qround *p) {
+    float e;
+    sqerr_batch(x, w, n, &p, 1, &e);
+    return e;
+}
+
+/* mq__sqerr_bound of every candidate at once, one candidate per lane (the same operations,
+ * so the same values). */
+static void bounds16(float mn, float mx, const mq_qround *qr, int nc, float *lb) {
+    float s[16], inv[16], lo[16], hi[16];
+    for (int c = 0; c < 16; c++) {
+        const mq_qround *q = &qr[c < nc ? c : 0];
+        s[c] = q->scale;
+        inv[c] = q->inv;
+        lo[c] = q->lo;
+        hi[c] = q->hi;
+    }
+    for (int h = 0; h < 16; h += 8) {
+        __m256 vs = _mm256_loadu_ps(s + h), vi = _mm256_loadu_ps(inv + h),
+               vl = _mm256_loadu_ps(lo + h), vh = _mm256_loadu_ps(hi + h),
+               e = _mm256_setzero_ps();
+        for (int k = 0; k < (mn == mx ? 1 : 2); k++) {
+            __m256 x = _mm256_set1_ps(k ? mx : mn);
+            __m256 v = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(x, vi), vl), vh);
+            v = _mm256_round_ps(v, _MM_FROUND_CUR_DIRECTION);
+            __m256 d = _mm256_sub_ps(x, _mm256_mul_ps(v, vs));
+            e = k ? _mm256_add_ps(e, _mm256_mul_ps(d, d)) : _mm256_mul_ps(d, d);
+        }
+        _mm256_storeu_ps(lb + h, e);
+    }
+}
+
+/* Candidates in index order, up to four evaluated at once; candidate c > 0 is left out when
+ * a lower bound of its error (its extremes' terms) is not below the best error so far: it
+ * could not replace it (the best error only decreases). */
+static int search_avx2(const float *x, const float *w, size_t n, float mn, float mx,
+                       const mq_qround *qr, int nc, float *err) {
+    int best = -1;
+    float lb[16];
+    if (!w) bounds16(mn, mx, qr, nc, lb);
+    for (int c = 0; c < nc;) {
+        const mq_qround *q[4];
+        int idx[4], nb = 0;
+        for (; c < nc && nb < 4; c++) {
+            if (best >= 0 && !w && !(lb[c] < *err)) continue;
+            q[nb] = &qr[c];
+            idx[nb++] = c;
+        }
+        float e[4];
+        switch (nb) {
+        case 4: sqerr_batch(x, w, n, q, 4, e); break;
+        case 3: sqerr_batch(x, w, n, q, 3, e); break;
+        case 2: sqerr_batch(x, w, n, q, 2, e); break;
+        case 1: sqerr_batch(x, w, n, q, 1, e); break;
+        default: break;
+        }
+        for (int k = 0; k < nb; k++)
+            if (best < 0 || e[k] < *err) {
+                best = idx[k];
+                *err = e[k];
+            }
+    }
+    return best;
 }
 
 static void pack4_avx2(const uint8_t *codes, size_t n, uint8_t *dst) {
@@ -132,7 +284,8 @@ static void dequantize_avx2(const uint8_t *codes, size_t n, uint8_t flip, float 
 }
 
 const mq_qkernels *mq__qkernels_avx2(void) {
-    static const mq_qkernels k = {minmax_avx2, quantize_avx2, sqerr_avx2, pack4_avx2,
-                                  dequantize_avx2};
+    static const mq_qkernels k = {minmax_avx2,       quantize_avx2,      sqerr_avx2,
+                                  pack4_avx2,        dequantize_avx2,    minmax_src_avx2,
+                                  quantize_src_avx2, quantize4_src_avx2, search_avx2};
     return &k;
 }

@@ -8,59 +8,245 @@ static inline __mmask16 tail_mask(size_t left) {
     return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
 }
 
-static bool minmax_avx512(const float *x, size_t n, float *mn, float *mx) {
-    __m512 lo = _mm512_set1_ps(x[0]), hi = lo;
-    const __m512 fmax = _mm512_set1_ps(FLT_MAX);
-    __mmask16 bad = 0;
-    for (size_t i = 0; i < n; i += 16) {
-        __mmask16 m = tail_mask(n - i);
-        __m512 v = _mm512_mask_loadu_ps(lo, m, x + i); /* absent lanes repeat lo */
-        lo = _mm512_min_ps(lo, v);
-        hi = _mm512_max_ps(hi, _mm512_mask_mov_ps(hi, m, v));
-        bad |= _mm512_mask_cmp_ps_mask(m, _mm512_abs_ps(v), fmax, _CMP_NLE_UQ);
-    }
-    *mn = _mm512_reduce_min_ps(lo);
-    *mx = _mm512_reduce_max_ps(hi);
-    return bad == 0;
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* Sixteen values of a F32, F16 or BF16 source from element i (lanes outside m: 0), widened
+ * exactly to f32. */
+ALWAYS_INLINE __m512 load16(const void *x, mq_dtype dt, size_t i, __mmask16 m) {
+    const char *p = (const char *)x;
+    if (dt == MQ_F32) return _mm512_maskz_loadu_ps(m, p + 4 * i);
+    __m256i h = _mm256_maskz_loadu_epi16(m, p + 2 * i);
+    if (dt == MQ_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-static void quantize_avx512(const float *x, size_t n, const mq_qround *p, int32_t add,
-                            uint8_t *codes) {
+/* NaNs are found by an unordered compare, infinities in the final min and max. The sign of a
+ * zero min or max may differ from the reference's (lane order): no caller can tell, as
+ * ranges are widened to include 0.0f. */
+ALWAYS_INLINE bool minmax_t(const void *x, mq_dtype dt, size_t n, float *mn, float *mx) {
+    __m512 lo0 = _mm512_set1_ps(_mm512_cvtss_f32(load16(x, dt, 0, 1)));
+    __m512 hi0 = lo0, lo1 = lo0, hi1 = lo0;
+    __mmask16 nan = 0;
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512 a = load16(x, dt, i, 0xffff), b = load16(x, dt, i + 16, 0xffff);
+        lo0 = _mm512_min_ps(lo0, a);
+        hi0 = _mm512_max_ps(hi0, a);
+        lo1 = _mm512_min_ps(lo1, b);
+        hi1 = _mm512_max_ps(hi1, b);
+        nan |= _mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q);
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        __m512 a = load16(x, dt, i, m);
+        lo0 = _mm512_mask_min_ps(lo0, m, lo0, a);
+        hi0 = _mm512_mask_max_ps(hi0, m, hi0, a);
+        nan |= _mm512_mask_cmp_ps_mask(m, a, a, _CMP_UNORD_Q);
+    }
+    float l = _mm512_reduce_min_ps(_mm512_min_ps(lo0, lo1));
+    float h = _mm512_reduce_max_ps(_mm512_max_ps(hi0, hi1));
+    *mn = l;
+    *mx = h;
+    return nan == 0 && l >= -FLT_MAX && h <= FLT_MAX;
+}
+
+static bool minmax_avx512(const float *x, size_t n, float *mn, float *mx) {
+    return minmax_t(x, MQ_F32, n, mn, mx);
+}
+
+static bool minmax_src_avx512(const void *x, mq_dtype dt, size_t n, float *mn, float *mx) {
+    if (dt == MQ_F16) return minmax_t(x, MQ_F16, n, mn, mx);
+    if (dt == MQ_BF16) return minmax_t(x, MQ_BF16, n, mn, mx);
+    return minmax_t(x, MQ_F32, n, mn, mx);
+}
+
+/* Codes of 16 values (lanes outside m: 0). */
+ALWAYS_INLINE __m512i round16(const void *x, mq_dtype dt, size_t i, __mmask16 m, __m512 inv,
+                              __m512 lo, __m512 hi, __m512i add) {
+    __m512 v = _mm512_mul_ps(load16(x, dt, i, m), inv);
+    v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+    /* the conversion rounds in the current mode, as the reference's round does */
+    return _mm512_maskz_add_epi32(m, _mm512_cvtps_epi32(v), add);
+}
+
+ALWAYS_INLINE void quantize_t(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
+                              int32_t add, uint8_t *codes) {
     const __m512 inv = _mm512_set1_ps(p->inv), lo = _mm512_set1_ps(p->lo),
                  hi = _mm512_set1_ps(p->hi);
     const __m512i vadd = _mm512_set1_epi32(add);
-    for (size_t i = 0; i < n; i += 16) {
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m128i a = _mm512_cvtepi32_epi8(round16(x, dt, i, 0xffff, inv, lo, hi, vadd));
+        __m128i b = _mm512_cvtepi32_epi8(round16(x, dt, i + 16, 0xffff, inv, lo, hi, vadd));
+        __m128i c = _mm512_cvtepi32_epi8(round16(x, dt, i + 32, 0xffff, inv, lo, hi, vadd));
+        __m128i d = _mm512_cvtepi32_epi8(round16(x, dt, i + 48, 0xffff, inv, lo, hi, vadd));
+        _mm256_storeu_si256((__m256i *)(codes + i), _mm256_set_m128i(b, a));
+        _mm256_storeu_si256((__m256i *)(codes + i + 32), _mm256_set_m128i(d, c));
+    }
+    for (; i < n; i += 16) {
         __mmask16 m = tail_mask(n - i);
-        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv);
-        v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-        v = _mm512_roundscale_ps(v, _MM_FROUND_CUR_DIRECTION);
-        __m512i q = _mm512_add_epi32(_mm512_cvttps_epi32(v), vadd);
+        __m512i q = round16(x, dt, i, m, inv, lo, hi, vadd);
         _mm512_mask_cvtepi32_storeu_epi8(codes + i, m, q); /* keeps the low byte */
     }
 }
 
-static float sqerr_avx512(const float *x, const float *w, size_t n, const mq_qround *p) {
-    const __m512 scale = _mm512_set1_ps(p->scale), inv = _mm512_set1_ps(p->inv),
-                 lo = _mm512_set1_ps(p->lo), hi = _mm512_set1_ps(p->hi);
-    __m512 acc = _mm512_setzero_ps();
-    for (size_t i = 0; i < n; i += 16) {
-        __mmask16 m = tail_mask(n - i); /* absent elements are 0 and add exactly 0 */
-        __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
-        __m512 v = _mm512_mul_ps(xv, inv);
-        v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-        v = _mm512_roundscale_ps(v, _MM_FROUND_CUR_DIRECTION);
-        __m512 d = _mm512_sub_ps(xv, _mm512_mul_ps(v, scale));
-        __m512 e = _mm512_mul_ps(d, d);
-        if (w) e = _mm512_mul_ps(e, _mm512_maskz_loadu_ps(m, w + i));
-        acc = _mm512_add_ps(acc, e);
+static void quantize_avx512(const float *x, size_t n, const mq_qround *p, int32_t add,
+                            uint8_t *codes) {
+    quantize_t(x, MQ_F32, n, p, add, codes);
+}
+
+static void quantize_src_avx512(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
+                                int32_t add, uint8_t *codes) {
+    if (dt == MQ_F16) quantize_t(x, MQ_F16, n, p, add, codes);
+    else if (dt == MQ_BF16) quantize_t(x, MQ_BF16, n, p, add, codes);
+    else quantize_t(x, MQ_F32, n, p, add, codes);
+}
+
+/* Codes (< 16, absent ones 0) of each 32-bit pair joined in its low byte by a 64-bit shift
+ * (odd code << 4 | even code), then eight such bytes narrowed out of the 64-bit lanes. */
+ALWAYS_INLINE __m128i pack16(__m512i q) {
+    return _mm512_cvtepi64_epi8(_mm512_or_si512(q, _mm512_srli_epi64(q, 28)));
+}
+
+ALWAYS_INLINE void quantize4_t(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
+                               int32_t add, uint8_t *dst) {
+    const __m512 inv = _mm512_set1_ps(p->inv), lo = _mm512_set1_ps(p->lo),
+                 hi = _mm512_set1_ps(p->hi);
+    const __m512i vadd = _mm512_set1_epi32(add);
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m128i a = pack16(round16(x, dt, i, 0xffff, inv, lo, hi, vadd));
+        __m128i b = pack16(round16(x, dt, i + 16, 0xffff, inv, lo, hi, vadd));
+        __m128i c = pack16(round16(x, dt, i + 32, 0xffff, inv, lo, hi, vadd));
+        __m128i d = pack16(round16(x, dt, i + 48, 0xffff, inv, lo, hi, vadd));
+        __m256i v = _mm256_set_m128i(_mm_unpacklo_epi64(c, d), _mm_unpacklo_epi64(a, b));
+        _mm256_storeu_si256((__m256i *)(dst + i / 2), v);
     }
-    /* mq__sum_lanes16's tree in registers: lanes i + 8, then i + 4, i + 2, i + 1 */
+    for (; i < n; i += 16) {
+        size_t left = n - i;
+        __mmask16 m = tail_mask(left);
+        __m512i q = round16(x, dt, i, m, inv, lo, hi, vadd);
+        __mmask8 bytes = (__mmask8)(left >= 16 ? 0xff : (1u << ((left + 1) / 2)) - 1);
+        _mm512_mask_cvtepi64_storeu_epi8(dst + i / 2, bytes,
+                                         _mm512_or_si512(q, _mm512_srli_epi64(q, 28)));
+    }
+}
+
+static void quantize4_src_avx512(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
+                                 int32_t add, uint8_t *dst) {
+    if (dt == MQ_F16) quantize4_t(x, MQ_F16, n, p, add, dst);
+    else if (dt == MQ_BF16) quantize4_t(x, MQ_BF16, n, p, add, dst);
+    else quantize4_t(x, MQ_F32, n, p, add, dst);
+}
+
+/* Error terms of 16 values xv (weights wv, or NULL w). */
+ALWAYS_INLINE __m512 err16(__m512 xv, const float *w, __m512 wv, __m512 scale, __m512 inv,
+                           __m512 lo, __m512 hi) {
+    __m512 v = _mm512_mul_ps(xv, inv);
+    v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+    v = _mm512_roundscale_ps(v, _MM_FROUND_CUR_DIRECTION);
+    __m512 d = _mm512_sub_ps(xv, _mm512_mul_ps(v, scale));
+    __m512 e = _mm512_mul_ps(d, d);
+    if (w) e = _mm512_mul_ps(e, wv);
+    return e;
+}
+
+/* mq__sum_lanes16's tree in registers: lanes i + 8, then i + 4, i + 2, i + 1. */
+ALWAYS_INLINE float sum_lanes16(__m512 acc) {
     __m256 v = _mm256_add_ps(_mm512_castps512_ps256(acc),
                              _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
     __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     q = _mm_add_ps(q, _mm_movehl_ps(q, q));
     q = _mm_add_ss(q, _mm_movehdup_ps(q));
     return _mm_cvtss_f32(q);
+}
+
+/* Squared errors of nb <= 4 candidates in one pass over x: x is loaded once, and the
+ * candidates' accumulators are independent chains the core overlaps. */
+ALWAYS_INLINE void sqerr_batch(const float *x, const float *w, size_t n,
+                               const mq_qround *const *q, int nb, float *out) {
+    __m512 scale[4], inv[4], lo[4], hi[4], acc[4];
+    #pragma GCC unroll 4
+    for (int k = 0; k < nb; k++) {
+        scale[k] = _mm512_set1_ps(q[k]->scale);
+        inv[k] = _mm512_set1_ps(q[k]->inv);
+        lo[k] = _mm512_set1_ps(q[k]->lo);
+        hi[k] = _mm512_set1_ps(q[k]->hi);
+        acc[k] = _mm512_setzero_ps();
+    }
+    for (size_t i = 0; i < n; i += 16) {
+        /* absent elements are 0 and add exactly 0 */
+        __mmask16 m = tail_mask(n - i);
+        __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+        __m512 wv = w ? _mm512_maskz_loadu_ps(m, w + i) : xv;
+        #pragma GCC unroll 4
+        for (int k = 0; k < nb; k++)
+            acc[k] = _mm512_add_ps(acc[k], err16(xv, w, wv, scale[k], inv[k], lo[k], hi[k]));
+    }
+    #pragma GCC unroll 4
+    for (int k = 0; k < nb; k++) out[k] = sum_lanes16(acc[k]);
+}
+
+static float sqerr_avx512(const float *x, const float *w, size_t n, const mq_qround *p) {
+    float e;
+    sqerr_batch(x, w, n, &p, 1, &e);
+    return e;
+}
+
+/* mq__sqerr_bound of every candidate at once, one candidate per lane (the same operations,
+ * so the same values). */
+static void bounds16(float mn, float mx, const mq_qround *qr, int nc, float *lb) {
+    float s[16], inv[16], lo[16], hi[16];
+    for (int c = 0; c < 16; c++) {
+        const mq_qround *q = &qr[c < nc ? c : 0];
+        s[c] = q->scale;
+        inv[c] = q->inv;
+        lo[c] = q->lo;
+        hi[c] = q->hi;
+    }
+    __m512 vs = _mm512_loadu_ps(s), vi = _mm512_loadu_ps(inv), vl = _mm512_loadu_ps(lo),
+           vh = _mm512_loadu_ps(hi), e = _mm512_setzero_ps();
+    for (int k = 0; k < (mn == mx ? 1 : 2); k++) {
+        __m512 x = _mm512_set1_ps(k ? mx : mn);
+        __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(x, vi), vl), vh);
+        v = _mm512_roundscale_ps(v, _MM_FROUND_CUR_DIRECTION);
+        __m512 d = _mm512_sub_ps(x, _mm512_mul_ps(v, vs));
+        e = k ? _mm512_add_ps(e, _mm512_mul_ps(d, d)) : _mm512_mul_ps(d, d);
+    }
+    _mm512_storeu_ps(lb, e);
+}
+
+/* Candidates in index order, up to four evaluated at once; candidate c > 0 is left out when
+ * a lower bound of its error (its extremes' terms) is not below the best error so far: it
+ * could not replace it (the best error only decreases). */
+static int search_avx512(const float *x, const float *w, size_t n, float mn, float mx,
+                         const mq_qround *qr, int nc, float *err) {
+    int best = -1;
+    float lb[16];
+    if (!w) bounds16(mn, mx, qr, nc, lb);
+    for (int c = 0; c < nc;) {
+        const mq_qround *q[4];
+        int idx[4], nb = 0;
+        for (; c < nc && nb < 4; c++) {
+            if (best >= 0 && !w && !(lb[c] < *err)) continue;
+            q[nb] = &qr[c];
+            idx[nb++] = c;
+        }
+        float e[4];
+        switch (nb) {
+        case 4: sqerr_batch(x, w, n, q, 4, e); break;
+        case 3: sqerr_batch(x, w, n, q, 3, e); break;
+        case 2: sqerr_batch(x, w, n, q, 2, e); break;
+        case 1: sqerr_batch(x, w, n, q, 1, e); break;
+        default: break;
+        }
+        for (int k = 0; k < nb; k++)
+            if (best < 0 || e[k] < *err) {
+                best = idx[k];
+                *err = e[k];
+            }
+    }
+    return best;
 }
 
 static void pack4_avx512(const uint8_t *codes, size_t n, uint8_t *dst) {
@@ -86,7 +272,10 @@ static void dequantize_avx512(const uint8_t *codes, size_t n, uint8_t flip, floa
 }
 
 const mq_qkernels *mq__qkernels_avx512(void) {
-    static const mq_qkernels k = {minmax_avx512, quantize_avx512, sqerr_avx512,
-                                  pack4_avx512, dequantize_avx512};
+    static const mq_qkernels k = {minmax_avx512,       quantize_avx512,
+                                  sqerr_avx512,        pack4_avx512,
+                                  dequantize_avx512,   minmax_src_avx512,
+                                  quantize_src_avx512, quantize4_src_avx512,
+                                  search_avx512};
     return &k;
 }

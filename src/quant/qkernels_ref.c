@@ -1,6 +1,7 @@
 /* Scalar quantization kernels: the specification every vector path must reproduce bit for bit.
  * Expressions are split so that no multiply-add can be contracted into an FMA. */
 #include "quant/quant_internal.h"
+#include "common/convert.h"
 
 #include <float.h>
 
@@ -63,6 +64,74 @@ static float sqerr_ref(const float *x, const float *w, size_t n, const mq_qround
     return mq__sum_lanes16(lanes);
 }
 
+/* Element i of a F32, F16 or BF16 source (exact widening). */
+static inline float load_src(const void *x, mq_dtype dt, size_t i) {
+    if (dt == MQ_F16) return mq_f16_to_f32(mq__ld_u16(x, i));
+    if (dt == MQ_BF16) return mq_bf16_to_f32(mq__ld_u16(x, i));
+    return mq__ld_f32(x, i);
+}
+
+bool mq__minmax_src_ref(const void *x, mq_dtype dt, size_t n, float *mn, float *mx) {
+    float lo = load_src(x, dt, 0), hi = lo;
+    bool finite = true;
+    for (size_t i = 0; i < n; i++) {
+        float v = load_src(x, dt, i);
+        float a = v < 0 ? -v : v;
+        if (!(a <= FLT_MAX)) finite = false;
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
+    *mn = lo;
+    *mx = hi;
+    return finite;
+}
+
+void mq__quantize_src_ref(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
+                          int32_t add, uint8_t *codes) {
+    for (size_t i = 0; i < n; i++)
+        codes[i] = (uint8_t)((int32_t)clamp_round(load_src(x, dt, i), p) + add);
+}
+
+void mq__quantize4_src_ref(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
+                           int32_t add, uint8_t *dst) {
+    for (size_t i = 0; i < n; i += 2) {
+        int32_t lo = (int32_t)clamp_round(load_src(x, dt, i), p) + add;
+        int32_t hi = i + 1 < n ? (int32_t)clamp_round(load_src(x, dt, i + 1), p) + add : 0;
+        dst[i / 2] = (uint8_t)(lo | hi << 4);
+    }
+}
+
+float mq__sqerr1(float x, float w, const mq_qround *p) {
+    float r = clamp_round(x, p);
+    float y = r * p->scale;
+    float d = x - y;
+    float e = d * d;
+    return e * w;
+}
+
+/* Every error term is >= 0 and float addition is monotonic in each operand, so the lane
+ * sums and their tree can only grow from the sum of any two of the terms. */
+float mq__sqerr_bound(float a, float b, const mq_qround *p) {
+    float ea = mq__sqerr1(a, 1.0f, p);
+    return a == b ? ea : ea + mq__sqerr1(b, 1.0f, p);
+}
+
+/* The specification of the search: every candidate's full error, in order. */
+static int search_ref(const float *x, const float *w, size_t n, float mn, float mx,
+                      const mq_qround *qr, int nc, float *err) {
+    (void)mn;
+    (void)mx;
+    int best = -1;
+    for (int c = 0; c < nc; c++) {
+        float e = sqerr_ref(x, w, n, &qr[c]);
+        if (best < 0 || e < *err) {
+            best = c;
+            *err = e;
+        }
+    }
+    return best;
+}
+
 void mq__dequantize_ref(const uint8_t *codes, size_t n, uint8_t flip, float sub, float scale,
                         float *out) {
     for (size_t i = 0; i < n; i++) {
@@ -73,13 +142,17 @@ void mq__dequantize_ref(const uint8_t *codes, size_t n, uint8_t flip, float sub,
 }
 
 const mq_qkernels *mq__qkernels_ref(void) {
-    static const mq_qkernels k = {mq__minmax_ref, mq__quantize_ref, sqerr_ref,
-                                  mq__pack4_ref, mq__dequantize_ref};
+    static const mq_qkernels k = {mq__minmax_ref,        mq__quantize_ref,
+                                  sqerr_ref,             mq__pack4_ref,
+                                  mq__dequantize_ref,    mq__minmax_src_ref,
+                                  mq__quantize_src_ref,  mq__quantize4_src_ref,
+                                  search_ref};
     return &k;
 }
 
 const mq_qkernels *mq__qkernels(const mq_ctx *ctx) {
     const void *by_level[] = {mq__qkernels_ref(), MQ__X86_ONLY(mq__qkernels_avx2()),
-                              MQ__X86_ONLY(mq__qkernels_avx512())};
-    return (const mq_qkernels *)mq__isa_pick(ctx, by_level, 3);
+                              MQ__X86_ONLY(mq__qkernels_avx512()),
+                              MQ__ARM64_ONLY(mq__qkernels_neon()), NULL};
+    return (const mq_qkernels *)mq__isa_pick(ctx, by_level, 5);
 }

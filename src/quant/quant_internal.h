@@ -25,12 +25,29 @@ typedef struct mq_qkernels {
     /* out[i] = ((float)(codes[i] ^ flip) - sub) * scale. */
     void (*dequantize)(const uint8_t *codes, size_t n, uint8_t flip, float sub, float scale,
                        float *out);
+    /* The same on a source read in place: F32, F16 or BF16 (`dt`), any alignment, each value
+     * widened exactly to f32 in registers. A table may leave these NULL (callers then convert
+     * rows to f32 first). */
+    bool (*minmax_src)(const void *x, mq_dtype dt, size_t n, float *mn, float *mx);
+    void (*quantize_src)(const void *x, mq_dtype dt, size_t n, const mq_qround *p, int32_t add,
+                         uint8_t *codes);
+    /* 4-bit codes packed as they are produced: dst[i] = c[2i] | c[2i+1] << 4 for i < n / 2,
+     * and dst[n / 2] = c[n - 1] when n is odd (c as quantize_src computes them, < 16). */
+    void (*quantize4_src)(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
+                          int32_t add, uint8_t *dst);
+    /* The scale search over candidates qr[0, nc): the index of the least sqerr on x[0, n),
+     * candidate 0 first, a later one only when its error is smaller (the first wins ties);
+     * *err receives its error. mn, mx: the min and max of x. Vector tables skip candidates
+     * that provably lose (a lower bound of their error), which changes no result. */
+    int (*search)(const float *x, const float *w, size_t n, float mn, float mx,
+                  const mq_qround *qr, int nc, float *err);
 } mq_qkernels;
 
 MQ_HIDDEN const mq_qkernels *mq__qkernels(const mq_ctx *ctx);
 MQ_HIDDEN const mq_qkernels *mq__qkernels_ref(void);
 MQ_HIDDEN const mq_qkernels *mq__qkernels_avx2(void);
 MQ_HIDDEN const mq_qkernels *mq__qkernels_avx512(void);
+MQ_HIDDEN const mq_qkernels *mq__qkernels_neon(void);
 
 /* Scalar pieces the vector files reuse for their tails. */
 MQ_HIDDEN bool mq__minmax_ref(const float *x, size_t n, float *mn, float *mx);
@@ -39,6 +56,16 @@ MQ_HIDDEN void mq__quantize_ref(const float *x, size_t n, const mq_qround *p, in
 MQ_HIDDEN void mq__dequantize_ref(const uint8_t *codes, size_t n, uint8_t flip, float sub,
                                   float scale, float *out);
 MQ_HIDDEN void mq__pack4_ref(const uint8_t *codes, size_t n, uint8_t *dst);
+MQ_HIDDEN bool mq__minmax_src_ref(const void *x, mq_dtype dt, size_t n, float *mn, float *mx);
+MQ_HIDDEN void mq__quantize_src_ref(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
+                                    int32_t add, uint8_t *codes);
+MQ_HIDDEN void mq__quantize4_src_ref(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
+                                     int32_t add, uint8_t *dst);
+/* Squared error of the one value x (weight w) under p, as every sqerr computes it. */
+MQ_HIDDEN float mq__sqerr1(float x, float w, const mq_qround *p);
+/* A lower bound of sqerr(x, NULL, n, p) from two distinct elements a and b of x (a == b:
+ * one element): the sum of their terms, which every lane order can only increase. */
+MQ_HIDDEN float mq__sqerr_bound(float a, float b, const mq_qround *p);
 /* The fixed reduction of the 16 error lanes. */
 MQ_HIDDEN float mq__sum_lanes16(const float lanes[16]);
 
@@ -148,7 +175,9 @@ typedef struct mq__err_lanes {
         mx[MQ__ERR_LANES];
     uint64_t n;
 } mq__err_lanes;
-MQ_HIDDEN void mq__err_lanes_add(mq__err_lanes *l, const float *a, const float *b, size_t n);
+/* `a`: F32, F16 or BF16 (exact in f32: the sums are those of its f32 values). */
+MQ_HIDDEN void mq__err_lanes_add(mq__err_lanes *l, mq_dtype a_dtype, const void *a,
+                                 const float *b, size_t n);
 MQ_HIDDEN bool mq__err_lanes_sum(const mq__err_lanes *l, mq__err_acc *part);
 MQ_HIDDEN void mq__err_acc_finish(const mq__err_acc *acc, mq_error_stats *out);
 

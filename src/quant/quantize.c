@@ -1,6 +1,8 @@
 /* mq_quantize_rows / mq_dequantize_rows: rows split across the thread pool in chunks whose
- * boundaries depend only on the tensor's width, each row converted to f32 in per-thread
- * scratch, then quantized group by group with the kernels of quant_internal.h. */
+ * boundaries depend only on the tensor's width, then quantized group by group with the
+ * kernels of quant_internal.h. F32, F16 and BF16 rows are read in place and widened in
+ * registers (4-bit codes packed as they are made); the search, GPTQ and F64 sources work on
+ * the row converted to f32 in per-thread scratch. */
 #include "quant/quant_internal.h"
 #include "kernels/gemm.h"
 
@@ -36,6 +38,7 @@ typedef struct qjob {
     const mq_qkernels *k;
     mq_qformat f;
     bool is_cast;
+    bool in_place;        /* the kernels read the source rows as they are (F32, F16, BF16) */
     mq_dtype src_dtype;   /* quantize: the source; dequantize: the data (casts) */
     size_t esz;
     const uint8_t *src;
@@ -150,6 +153,22 @@ static const void *aligned_src_row(qjob *j, int tid, int64_t r) {
     return j->sc[tid].stage;
 }
 
+/* Source row r in place. */
+static const void *src_row(const qjob *j, int64_t r) {
+    return j->src + (size_t)r * (size_t)j->lay->cols * j->esz;
+}
+
+/* Element c of a row of dtype dt (F32, F16 or BF16). */
+static const void *at(const void *x, mq_dtype dt, int64_t c) {
+    return (const char *)x + (size_t)c * (dt == MQ_F32 ? 4 : 2);
+}
+
+static bool minmax_of(const qjob *j, const void *x, mq_dtype dt, size_t n, float *mn,
+                      float *mx) {
+    if (dt == MQ_F32 && !j->in_place) return j->k->minmax((const float *)x, n, mn, mx);
+    return j->k->minmax_src(x, dt, n, mn, mx);
+}
+
 /* Row r as f32. */
 static const float *load_row(qjob *j, int tid, int64_t r) {
     const void *p = aligned_src_row(j, tid, r);
@@ -203,7 +222,12 @@ static mq_status round_scale(const qjob *j, int64_t r, mq_qparam *p) {
 /* Index of the candidate with the least (weighted) squared error on x[0, n); the first wins
  * ties, so min/max is kept unless clipping helps. */
 static int best_candidate(const qjob *j, const mq_qcand *cand, int nc, const float *x,
-                          const float *w, size_t n, float *err) {
+                          const float *w, size_t n, float mn, float mx, float *err) {
+    if (j->k->search && nc > 0) {
+        mq_qround qr[MQ_MAX_CANDIDATES];
+        for (int c = 0; c < nc; c++) mq__qround_init(&j->f, cand[c].p, &qr[c]);
+        return j->k->search(x, w, n, mn, mx, qr, nc, err);
+    }
     int best = -1;
     for (int c = 0; c < nc; c++) {
         mq_qround qr;
@@ -225,9 +249,9 @@ static mq_qparam choose(const qjob *j, const float *x, const float *w, size_t n,
     int nc = mq__qcandidates(&j->f, j->spec->scheme, mn, mx, 0, 1.0f, cand);
     if (nc == 1) return cand[0].p;
     float e0, e1;
-    mq_qcand win = cand[best_candidate(j, cand, nc, x, w, n, &e0)];
+    mq_qcand win = cand[best_candidate(j, cand, nc, x, w, n, mn, mx, &e0)];
     nc = mq__qcandidates(&j->f, j->spec->scheme, mn, mx, 1, win.ratio, cand);
-    int b = best_candidate(j, cand, nc, x, w, n, &e1);
+    int b = best_candidate(j, cand, nc, x, w, n, mn, mx, &e1);
     return b >= 0 && e1 < e0 ? cand[b].p : win.p;
 }
 
@@ -250,26 +274,44 @@ static void unpack4(const uint8_t *src, int64_t cols, uint8_t *codes) {
 
 static mq_status cast_row(qjob *j, int tid, int64_t r, uint8_t *dst) {
     int64_t cols = j->lay->cols;
-    const float *x = load_row(j, tid, r);
+    const void *x = j->in_place ? src_row(j, r) : (const void *)load_row(j, tid, r);
+    mq_dtype dt = j->in_place ? j->src_dtype : MQ_F32, to = j->lay->data_dtype;
     float mn, mx;
-    if (!j->k->minmax(x, (size_t)cols, &mn, &mx)) return not_finite(j, r, x, 0, cols);
-    if (j->lay->data_dtype == MQ_F16 &&
+    if (!minmax_of(j, x, dt, (size_t)cols, &mn, &mx))
+        return not_finite(j, r, load_row(j, tid, r), 0, cols);
+    if (to == MQ_F16 &&
         ((mq_f32_to_f16(mx) & 0x7fff) == 0x7c00 || (mq_f32_to_f16(mn) & 0x7fff) == 0x7c00))
         return mq__fail(j->ctx, MQ_ERR_QUANT,
                         "quantize: row %lld holds a value beyond the F16 range (%g .. %g)",
                         (long long)r, (double)mn, (double)mx);
-    if (j->lay->data_dtype == MQ_BF16 &&
+    if (to == MQ_BF16 &&
         ((mq_f32_to_bf16(mx) & 0x7fff) == 0x7f80 || (mq_f32_to_bf16(mn) & 0x7fff) == 0x7f80))
         return mq__fail(j->ctx, MQ_ERR_QUANT,
                         "quantize: row %lld holds a value beyond the BF16 range (%g .. %g)",
                         (long long)r, (double)mn, (double)mx);
-    /* F64 converts straight to the target (one rounding); the other sources are exact in f32 */
-    mq_dtype from = j->src_dtype == MQ_F64 ? MQ_F64 : MQ_F32;
-    const void *p = from == MQ_F64 ? aligned_src_row(j, tid, r) : (const void *)x;
+    /* finite values of the target type convert to themselves */
+    if (dt == to) {
+        memcpy(dst, x, (size_t)j->lay->row_bytes);
+        return MQ_OK;
+    }
     bool aligned = ((uintptr_t)dst & 1) == 0;
-    void *to = aligned ? (void *)dst : (void *)j->sc[tid].codes;
-    mq_convert(j->ctx, j->lay->data_dtype, to, from, p, (size_t)cols);
-    if (!aligned) memcpy(dst, to, (size_t)j->lay->row_bytes);
+    uint8_t *to_p = aligned ? dst : j->sc[tid].codes;
+    if (dt != MQ_F32) {
+        /* F16 <-> BF16: through f32 in blocks that stay in L1 (exact widening, one rounding) */
+        float buf[256];
+        for (int64_t c = 0; c < cols; c += 256) {
+            size_t m = (size_t)(cols - c < 256 ? cols - c : 256);
+            mq_convert(j->ctx, MQ_F32, buf, dt, at(x, dt, c), m);
+            mq_convert(j->ctx, to, to_p + 2 * c, MQ_F32, buf, m);
+        }
+    } else {
+        /* F64 converts straight to the target (one rounding); the other sources are exact
+         * in f32 */
+        mq_dtype from = j->src_dtype == MQ_F64 ? MQ_F64 : MQ_F32;
+        const void *p = from == MQ_F64 ? aligned_src_row(j, tid, r) : x;
+        mq_convert(j->ctx, to, to_p, from, p, (size_t)cols);
+    }
+    if (!aligned) memcpy(dst, to_p, (size_t)j->lay->row_bytes);
     return MQ_OK;
 }
 
@@ -375,11 +417,24 @@ static void part_done(qjob *j, const mq__err_lanes *l, mq__err_acc *part) {
     if (!mq__err_lanes_sum(l, part)) __atomic_store_n(&j->err_overflow, 1, __ATOMIC_RELAXED);
 }
 
-/* *xf (error figures asked for): the row as f32, its dequantized values in sc[tid].deq. */
-static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst, const float **xf) {
+/* A row as the kernels read it: f32, or the source's own dtype (in place). */
+typedef struct row_ref {
+    const void *p;
+    mq_dtype dtype;
+} row_ref;
+
+/* *xf (error figures asked for): the row as read, its dequantized values in sc[tid].deq. */
+static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst, row_ref *xf) {
     if (j->is_cast) return cast_row(j, tid, r, dst);
     const mq_qlayout *L = j->lay;
-    const float *x = load_row(j, tid, r);
+    /* the search reads each group a dozen times: it gets the row converted to f32 once */
+    bool search = j->spec->search == MQ_SEARCH_MSE && j->spec->granularity != MQ_PER_TENSOR;
+    bool in_place = j->in_place && !search;
+    const void *x = in_place ? src_row(j, r) : (const void *)load_row(j, tid, r);
+    mq_dtype dt = in_place ? j->src_dtype : MQ_F32;
+    /* 4-bit codes packed as they are made when every group starts on a byte */
+    bool direct4 = j->f.packed4 && j->k->quantize4_src &&
+                   (L->group_size % 2 == 0 || L->groups_per_row == 1);
     uint8_t *codes = j->f.packed4 ? j->sc[tid].codes : dst;
     mq_qround *qr = j->sc[tid].qr;
     int32_t *add = j->sc[tid].add;
@@ -389,12 +444,14 @@ static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst, const f
         int64_t c0 = g * L->group_size;
         int64_t n = g + 1 < L->groups_per_row ? L->group_size : L->last_group_size;
         float mn, mx;
-        if (!j->k->minmax(x + c0, (size_t)n, &mn, &mx)) return not_finite(j, r, x, c0, n);
+        if (!minmax_of(j, at(x, dt, c0), dt, (size_t)n, &mn, &mx))
+            return not_finite(j, r, load_row(j, tid, r), c0, n);
         mq_qparam p;
         if (j->spec->granularity == MQ_PER_TENSOR) {
             p = j->tensor_param;
         } else {
-            p = choose(j, x + c0, j->w ? j->w + c0 : NULL, (size_t)n, mn, mx);
+            p = search ? choose(j, (const float *)x + c0, j->w ? j->w + c0 : NULL, (size_t)n, mn, mx)
+                       : mq__qparam_minmax(&j->f, j->spec->scheme, mn, mx);
             MQ_TRY(round_scale(j, r, &p));
             MQ_TRY(check_param(j, r, c0, p, mn, mx));
             int64_t si = r * L->groups_per_row + g;
@@ -407,13 +464,31 @@ static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst, const f
     for (int64_t g = 0; g < L->groups_per_row; g++) {
         int64_t c0 = g * L->group_size;
         int64_t n = g + 1 < L->groups_per_row ? L->group_size : L->last_group_size;
-        j->k->quantize(x + c0, (size_t)n, &qr[g], add[g], codes + c0);
+        if (direct4)
+            j->k->quantize4_src(at(x, dt, c0), dt, (size_t)n, &qr[g], add[g], dst + c0 / 2);
+        else if (dt != MQ_F32 || j->in_place)
+            j->k->quantize_src(at(x, dt, c0), dt, (size_t)n, &qr[g], add[g], codes + c0);
+        else
+            j->k->quantize((const float *)x + c0, (size_t)n, &qr[g], add[g], codes + c0);
+    }
+    if (direct4) {
+        size_t b = (size_t)(L->cols + 1) / 2;
+        memset(dst + b, 0, (size_t)L->row_bytes - b);
+    } else if (j->f.packed4) {
+        pack4(j, codes, L->cols, dst, L->row_bytes);
     }
     if (xf) {
-        row_dequantize(j, tid, codes);
-        *xf = x;
+        /* direct4 left no unpacked codes: unpack them from the row just written */
+        const uint8_t *c = codes;
+        if (direct4) {
+            unpack4(dst, L->cols, j->sc[tid].codes);
+            c = j->sc[tid].codes;
+        }
+        row_dequantize(j, tid, c);
+        /* the sums read the row element by element: an unaligned source row is staged */
+        xf->p = (uintptr_t)x % mq_dtype_size(dt) ? aligned_src_row(j, tid, r) : x;
+        xf->dtype = dt;
     }
-    if (j->f.packed4) pack4(j, codes, L->cols, dst, L->row_bytes);
     return MQ_OK;
 }
 
@@ -432,7 +507,7 @@ static mq_status quantize_range(void *arg, int64_t b, int64_t e, int tid) {
     int64_t cols = j->lay->cols, total = j->nrows;
     mq__err_lanes l;
     for (int64_t i = b; i < e; i++) {
-        const float *x;
+        row_ref x;
         MQ_TRY(quantize_row(j, tid, j->row_begin + i, j->data + (size_t)i * j->lay->row_bytes,
                             &x));
         const float *d = j->sc[tid].deq;
@@ -440,13 +515,13 @@ static mq_status quantize_range(void *arg, int64_t b, int64_t e, int tid) {
             for (int64_t c0 = 0, sg = 0; c0 < cols; c0 += MQ__ERR_PART, sg++) {
                 int64_t n = cols - c0 < MQ__ERR_PART ? cols - c0 : MQ__ERR_PART;
                 memset(&l, 0, sizeof l);
-                mq__err_lanes_add(&l, x + c0, d + c0, (size_t)n);
+                mq__err_lanes_add(&l, x.dtype, at(x.p, x.dtype, c0), d + c0, (size_t)n);
                 part_done(j, &l, &j->err_parts[i * j->err_segs + sg]);
             }
             continue;
         }
         if (i % j->err_rows == 0) memset(&l, 0, sizeof l);
-        mq__err_lanes_add(&l, x, d, (size_t)cols);
+        mq__err_lanes_add(&l, x.dtype, x.p, d, (size_t)cols);
         if ((i + 1) % j->err_rows == 0 || i + 1 == total)
             part_done(j, &l, &j->err_parts[i / j->err_rows]);
     }
@@ -459,9 +534,10 @@ static mq_status tensor_minmax_range(void *arg, int64_t b, int64_t e, int tid) {
     MQ_TRY(check_tid(j, tid));
     int64_t cols = j->lay->cols, c = b / j->grain;
     for (int64_t r = b; r < e; r++) {
-        const float *x = load_row(j, tid, r);
+        const void *x = j->in_place ? src_row(j, r) : (const void *)load_row(j, tid, r);
         float mn, mx;
-        if (!j->k->minmax(x, (size_t)cols, &mn, &mx)) return not_finite(j, r, x, 0, cols);
+        if (!minmax_of(j, x, j->in_place ? j->src_dtype : MQ_F32, (size_t)cols, &mn, &mx))
+            return not_finite(j, r, load_row(j, tid, r), 0, cols);
         if (r == b || mn < j->chunk_min[c]) j->chunk_min[c] = mn;
         if (r == b || mx > j->chunk_max[c]) j->chunk_max[c] = mx;
     }
@@ -608,6 +684,8 @@ static mq_status quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayo
     MQ_TRY(job_init(ctx, &j, spec, layout, row_begin));
     j.src_dtype = src_dtype;
     j.esz = mq_dtype_size(src_dtype);
+    j.in_place = j.k->minmax_src && j.k->quantize_src &&
+                 (src_dtype == MQ_F32 || src_dtype == MQ_F16 || src_dtype == MQ_BF16);
     j.src = (const uint8_t *)src;
     j.data = (uint8_t *)data;
     j.scale = scale;

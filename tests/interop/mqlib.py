@@ -144,6 +144,15 @@ LIB.mq_ctx_set_threads.argtypes = [C.c_void_p, C.c_int]
 LIB.mq_ctx_set_isa.argtypes = [C.c_void_p, C.c_int]
 LIB.mq_isa_supported.restype = C.c_int
 
+
+def isa_levels():
+    """Instruction-set levels this machine runs (each architecture has its own), scalar first."""
+    ctx = LIB.mq_ctx_create()
+    try:
+        return [l for l in range(LIB.mq_isa_supported() + 1) if LIB.mq_ctx_set_isa(ctx, l) == 0]
+    finally:
+        LIB.mq_ctx_free(ctx)
+
 LIB.mq_model_open.argtypes = [C.c_void_p, C.c_char_p, C.c_void_p, C.POINTER(C.c_void_p)]
 LIB.mq_model_free.argtypes = [C.c_void_p]
 LIB.mq_model_tensor_count.restype = C.c_size_t

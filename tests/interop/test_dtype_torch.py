@@ -51,7 +51,7 @@ def compare(dst_dtype, torch_dtype):
     x = values()
     want = torch.from_numpy(x).to(torch_dtype).view(torch.int16).numpy().view(np.uint16)
     nan = np.isnan(x)
-    for isa in range(LIB.mq_isa_supported() + 1):
+    for isa in mqlib.isa_levels():
         got = convert(isa, dst_dtype, x)
         gf = torch.from_numpy(got.view(np.int16)).view(torch_dtype).float().numpy()
         assert np.all(np.isnan(gf[nan])), f"isa {isa}: NaN not kept"

@@ -34,7 +34,7 @@ ptr = lambda a: a.ctypes.data if a is not None else None  # noqa: E731
 
 def run_all_isas(create, free, forward):
     outs = []
-    for isa in range(LIB.mq_isa_supported() + 1):
+    for isa in mqlib.isa_levels():
         ctx = LIB.mq_ctx_create()
         obj = C.c_void_p()
         try:

@@ -97,6 +97,22 @@ def dtypes_and_batch_shapes():
         assert torch.equal(lin(big[:, ::2].t().contiguous()), lin(big[:, ::2].t()))
         # unbatched conv input
         assert torch.allclose(q.conv(X[0]), q.conv(X[:1])[0])
+        # the fast path (dense f32 [M, K]) and the general one agree; a view with the
+        # negative bit set is read as its values, not as the memory under it
+        x2 = torch.randn(5, 64)
+        assert torch.equal(lin(x2), lin(x2.unsqueeze(0))[0])
+        assert torch.equal(lin(torch._neg_view(x2)), lin(-x2))
+        assert torch.equal(lin(nn.Parameter(x2, requires_grad=False)), lin(x2))
+    # hooks and the module call protocol still run (forward is called directly only when
+    # nn.Module.__call__ would do nothing else)
+    seen = []
+    h = lin.register_forward_pre_hook(lambda m, i: seen.append("pre"))
+    h2 = lin.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    h3 = torch.nn.modules.module.register_module_forward_hook(lambda m, i, o: seen.append("g"))
+    with torch.no_grad():
+        lin(torch.randn(2, 64))
+    h.remove(), h2.remove(), h3.remove()
+    assert seen == ["pre", "g", (2, 10)], seen
 
 
 def raises(exc, fn, *words):
@@ -261,6 +277,80 @@ def multihead_attention():
                     assert torch.allclose(r_w, g_w, atol=0.01)
             y = torch.randn(3, 7, 64) if batch_first else torch.randn(7, 3, 64)  # cross
             assert torch.allclose(mha(x, y, y)[0], q.attn(x, y, y)[0], atol=0.02)
+
+
+@case
+def multihead_attention_variants():
+    """Separate q/k/v projection weights (kdim/vdim), bias_k/bias_v and add_zero_attn: every
+    projection quantized and run on the kernels, outputs within the int8 bound of the test
+    above; each feature changes the output by more than that bound, so none goes unnoticed."""
+    torch.manual_seed(2)
+    for kw in ({"kdim": 32, "vdim": 48}, {"add_bias_kv": True}, {"add_zero_attn": True},
+               {"kdim": 32, "vdim": 48, "add_bias_kv": True, "add_zero_attn": True},
+               {"kdim": 32, "vdim": 48, "add_bias_kv": True, "bias": False}):
+        for batch_first in (False, True):
+            mha = nn.MultiheadAttention(64, 4, batch_first=batch_first, **kw).eval()
+            if kw.get("add_bias_kv"):
+                with torch.no_grad():  # a visible extra key and value
+                    mha.bias_k.normal_(0, 2)
+                    mha.bias_v.normal_(0, 2)
+            wrap = nn.Sequential()
+            wrap.add_module("attn", mha)
+            for act in ("none", "dynamic"):
+                q, rep = monoquant.quantize(wrap, bits=8, activations=act)
+                want = ["attn.in_proj_weight"] if "kdim" not in kw else \
+                    ["attn.q_proj_weight", "attn.k_proj_weight", "attn.v_proj_weight"]
+                assert rep.quantized == want + ["attn.out_proj.weight"], rep.quantized
+                assert isinstance(q.attn, monoquant.nn.QuantizedMultiheadAttention)
+                kd, vd = kw.get("kdim", 64), kw.get("vdim", 64)
+                shape = (lambda n, d: (3, n, d)) if batch_first else (lambda n, d: (n, 3, d))
+                x, k, v = torch.randn(shape(5, 64)), torch.randn(shape(7, kd)), \
+                    torch.randn(shape(7, vd))
+                mask = torch.ones(5, 7, dtype=torch.bool).triu(1)
+                kpm = torch.zeros(3, 7, dtype=torch.bool)
+                kpm[1, 4:] = True
+                unb = [t[0] if batch_first else t[:, 0] for t in (x, k, v)]
+                with torch.no_grad():
+                    for args, a in [((x, k, v), {}), ((x, k, v), {"attn_mask": mask}),
+                                    ((x, k, v), {"key_padding_mask": kpm}),
+                                    ((x, k, v), {"attn_mask": mask, "key_padding_mask": kpm,
+                                                 "average_attn_weights": False}),
+                                    ((x, k, v), {"need_weights": False}), (unb, {})]:
+                        r_out, r_w = mha(*args, **a)
+                        g_out, g_w = q.attn(*args, **a)
+                        # the bound of the test above (weight-only); dynamic int8 inputs add
+                        # their own rounding
+                        tol = 0.02 if act == "none" else 0.04
+                        assert torch.allclose(r_out, g_out, atol=tol), \
+                            (kw, act, a, (r_out - g_out).abs().max())
+                        assert (r_w is None) == (g_w is None)
+                        if r_w is not None:
+                            assert r_w.shape == g_w.shape and torch.allclose(r_w, g_w, atol=0.01)
+                    # the bound sees each feature: without it the output is off by more
+                    if kw.get("add_bias_kv") or kw.get("add_zero_attn"):
+                        saved = q.attn.bias_k, q.attn.bias_v, q.attn.add_zero_attn
+                        q.attn.bias_k = q.attn.bias_v = None
+                        q.attn.add_zero_attn = False
+                        err = (mha(x, k, v)[0] - q.attn(x, k, v)[0]).abs().max()
+                        assert err > 0.05, (kw, err)  # above both bounds
+                        q.attn.bias_k, q.attn.bias_v, q.attn.add_zero_attn = saved
+            # saved and loaded back: the same outputs
+            path = os.path.join(TMP, "mha_variant.safetensors")
+            monoquant.save(q, path, overwrite=True)
+            fresh = nn.Sequential()
+            fresh.add_module("attn", nn.MultiheadAttention(64, 4, batch_first=batch_first, **kw))
+            loaded = monoquant.load(path, fresh)
+            with torch.no_grad():
+                assert torch.equal(loaded.attn(x, k, v)[0], q.attn(x, k, v)[0]), kw
+    # a projection kept float (skip) runs as it is, beside the quantized ones
+    mha = nn.MultiheadAttention(64, 4).eval()
+    wrap = nn.Sequential()
+    wrap.add_module("attn", mha)
+    q, rep = monoquant.quantize(wrap, bits=8, skip=["attn.in_proj_weight"])
+    assert rep.quantized == ["attn.out_proj.weight"], rep.quantized
+    x = torch.randn(5, 3, 64)
+    with torch.no_grad():
+        assert torch.allclose(mha(x, x, x)[0], q.attn(x, x, x)[0], atol=0.02)
 
 
 @case

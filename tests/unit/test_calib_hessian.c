@@ -143,7 +143,7 @@ TEST(blocked_update_matches_f64_on_every_isa) {
         if (fabs(ref[i] / R) > big) big = fabs(ref[i] / R);
     int64_t shape[2] = {R, W};
     int runs = 0;
-    for (int isa = MQ_ISA_SCALAR; isa <= (int)mq_isa_supported(); isa++)
+    for (int isa = 0; isa >= 0; isa = test_next_isa(isa))
         for (int t = 1; t <= 3; t += 2) {
             CHECK(mq_ctx_set_isa(ctx, (mq_isa)isa) == MQ_OK && mq_ctx_set_threads(ctx, t) == MQ_OK);
             mq_calibrator *cal = NULL;

@@ -33,6 +33,51 @@ TEST(ctx_settings) {
     mq_ctx_free(NULL);
 }
 
+/* A context's level under MQ_ISA=value (NULL: unset); the caller's MQ_ISA is restored. */
+static mq_isa isa_under_env(const char *value) {
+    const char *was = getenv("MQ_ISA");
+    char saved[64];
+    snprintf(saved, sizeof saved, "%s", was ? was : "");
+    if (value) setenv("MQ_ISA", value, 1);
+    else unsetenv("MQ_ISA");
+    mq_ctx *ctx = mq_ctx_create();
+    mq_isa isa = ctx ? mq_ctx_isa(ctx) : (mq_isa)-1;
+    mq_ctx_free(ctx);
+    if (was) setenv("MQ_ISA", saved, 1);
+    else unsetenv("MQ_ISA");
+    return isa;
+}
+
+/* Each architecture has its own levels; another's are refused and ignored as a cap. */
+TEST(isa_levels_per_architecture) {
+    mq_ctx *ctx = mq_ctx_create();
+    mq_isa best = mq_isa_supported();
+    const char *names[] = {"scalar", "avx2", "avx512", "neon", "dotprod"};
+    for (int l = 0; l <= (int)MQ_ISA_DOTPROD; l++) CHECK_EQ_STR(mq_isa_name((mq_isa)l), names[l]);
+    CHECK_EQ_INT(mq_ctx_set_isa(ctx, (mq_isa)((int)MQ_ISA_DOTPROD + 1)), MQ_ERR_INVALID);
+    CHECK_EQ_INT(isa_under_env(NULL), best);
+    CHECK_EQ_INT(isa_under_env("scalar"), MQ_ISA_SCALAR);
+    CHECK_EQ_INT(isa_under_env("sse9"), best);
+#if defined(__aarch64__)
+    CHECK(best == MQ_ISA_NEON || best == MQ_ISA_DOTPROD);
+    CHECK_EQ_INT(mq_ctx_set_isa(ctx, MQ_ISA_AVX2), MQ_ERR_UNSUPPORTED);
+    CHECK_EQ_INT(mq_ctx_set_isa(ctx, MQ_ISA_AVX512), MQ_ERR_UNSUPPORTED);
+    CHECK_EQ_INT(mq_ctx_set_isa(ctx, MQ_ISA_NEON), MQ_OK);
+    CHECK_EQ_INT(isa_under_env("neon"), MQ_ISA_NEON);
+    CHECK_EQ_INT(isa_under_env("avx2"), best);
+    CHECK_EQ_INT(isa_under_env("dotprod"), best);
+    CHECK_EQ_INT(test_next_isa(MQ_ISA_SCALAR), MQ_ISA_NEON);
+#else
+    CHECK(best <= MQ_ISA_AVX512);
+    CHECK_EQ_INT(mq_ctx_set_isa(ctx, MQ_ISA_NEON), MQ_ERR_UNSUPPORTED);
+    CHECK_EQ_INT(mq_ctx_set_isa(ctx, MQ_ISA_DOTPROD), MQ_ERR_UNSUPPORTED);
+    CHECK_EQ_INT(isa_under_env("neon"), best);
+    CHECK_EQ_INT(isa_under_env("dotprod"), best);
+#endif
+    if (getenv("MQ_TEST_VERBOSE")) printf("# best level %s\n", mq_isa_name(best));
+    mq_ctx_free(ctx);
+}
+
 TEST(dtype_names) {
     for (int d = 1; d < MQ_DTYPE_COUNT; d++) {
         mq_dtype back = MQ_DTYPE_INVALID;
@@ -225,6 +270,7 @@ int main(void) {
     RUN(online_cpus_counted_once);
     RUN(status_strings);
     RUN(ctx_settings);
+    RUN(isa_levels_per_architecture);
     RUN(dtype_names);
     RUN(half_scalar);
     RUN(bf16_scalar);

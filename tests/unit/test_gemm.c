@@ -33,9 +33,10 @@ TEST(vector_paths_match_the_reference) {
                        {5, 5, 600}};
     void *raw;
     float *ws = ws_alloc(&raw);
-    for (int isa = MQ_ISA_AVX2; isa <= (int)mq_isa_supported(); isa++) {
+    for (int isa = test_next_isa(0); isa >= 0; isa = test_next_isa(isa)) {
         CHECK(mq_ctx_set_isa(ctx, (mq_isa)isa) == MQ_OK);
         const mq__gemm_fns *f = mq__gemm_pick(ctx);
+        CHECK_MSG(f != &mq__gemm_ref, "no vector path at %s", mq_isa_name((mq_isa)isa));
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
             int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
             int64_t lda = K + 3, ldb = N + 5, ldc = N + 2;

@@ -181,7 +181,7 @@ static int check_layer(layer *l, int64_t M, const char *what) {
             TH_FAIL("%s: reference y[%zu] = %.9g, expected %.9g", what, i, ref[i], e[i]);
             ok = 0;
         }
-    for (int isa = 0; isa <= (int)mq_isa_supported() && ok; isa++)
+    for (int isa = 0; isa >= 0 && ok; isa = test_next_isa(isa))
         for (int th = 1; th <= 3; th += 2) {
             mq_ctx_set_isa(ctx, (mq_isa)isa);
             mq_ctx_set_threads(ctx, th);
@@ -312,6 +312,47 @@ TEST(larger_shapes) {
     layer_free(&l);
 }
 
+/* One row over at least 64 channel blocks: the chunks of four blocks run the single-row
+ * kernels that hold four blocks at once (weight-only) next to the narrower ones on the last,
+ * partial chunk and block; every type, granularity and mode, K not a multiple of 8 or 32,
+ * partial last groups. */
+TEST(gemv_wide_layers) {
+    static const struct {
+        mq_qtype t;
+        mq_scheme sch;
+        mq_granularity gran;
+        int gs;
+        int zp;
+    } cfg[] = {
+        {MQ_Q_INT4, MQ_SYMMETRIC, MQ_PER_GROUP, 128, 0},  {MQ_Q_INT4, MQ_ASYMMETRIC, MQ_PER_GROUP, 32, 0},
+        {MQ_Q_UINT4, MQ_ASYMMETRIC, MQ_PER_GROUP, 8, 0},  {MQ_Q_UINT4, MQ_SYMMETRIC, MQ_PER_GROUP, 64, 1},
+        {MQ_Q_INT4, MQ_SYMMETRIC, MQ_PER_CHANNEL, 0, 0},  {MQ_Q_UINT4, MQ_SYMMETRIC, MQ_PER_TENSOR, 0, 0},
+        {MQ_Q_INT8, MQ_SYMMETRIC, MQ_PER_CHANNEL, 0, 0},  {MQ_Q_INT8, MQ_ASYMMETRIC, MQ_PER_CHANNEL, 0, 0},
+        {MQ_Q_UINT8, MQ_ASYMMETRIC, MQ_PER_GROUP, 32, 0}, {MQ_Q_UINT8, MQ_SYMMETRIC, MQ_PER_TENSOR, 0, 1},
+    };
+    static const int64_t wide_n[] = {1030, 1100, 1024}, wide_k[] = {300, 77, 520, 136};
+    char what[160];
+    for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++)
+        for (int act = 0; act < 3; act++) {
+            int64_t N = wide_n[(c + (size_t)act) % 3], K = wide_k[(c * 3 + (size_t)act) % 4];
+            int64_t M = (c + (size_t)act) % 4 == 3 ? 2 : 1;
+            layer l;
+            force_zp = cfg[c].zp;
+            make_layer(&l, cfg[c].t, cfg[c].sch, cfg[c].gran, cfg[c].gs, N, K, (mq_act_mode)act);
+            force_zp = 0;
+            if (act == MQ_ACT_STATIC) {
+                l.d.input_scale = (float)(rnd() % 100 + 1) / 1000.0f;
+                l.d.input_zero_point = (int)(rnd() % 256);
+            }
+            snprintf(what, sizeof what, "wide: type %d scheme %d gran %d gs %d act %d M %lld "
+                     "N %lld K %lld", (int)cfg[c].t, (int)cfg[c].sch, (int)cfg[c].gran, cfg[c].gs,
+                     act, (long long)M, (long long)N, (long long)K);
+            int ok = check_layer(&l, M, what);
+            layer_free(&l);
+            if (!ok) return;
+        }
+}
+
 /* Activations at the edges: all zero rows, huge values, static clamping at both ends. */
 TEST(activation_edges) {
     layer l;
@@ -327,7 +368,7 @@ TEST(activation_edges) {
     double e[40], mag[40];
     expected(&l, x, 2, e, mag);
     for (int i = 0; i < 40; i++) CHECK(fabs(y[i] - e[i]) <= 2e-6 * mag[i] + 1e-30);
-    for (int isa = 0; isa <= (int)mq_isa_supported(); isa++) {
+    for (int isa = 0; isa >= 0; isa = test_next_isa(isa)) {
         mq_ctx_set_isa(ctx, (mq_isa)isa);
         CHECK_EQ_INT(mq_linear_forward(ctx, lin, x, 2, y2), MQ_OK);
         CHECK(!memcmp(y, y2, sizeof y));
@@ -454,6 +495,7 @@ int main(void) {
     RUN(int4_all_modes);
     RUN(other_granularities);
     RUN(larger_shapes);
+    RUN(gemv_wide_layers);
     RUN(activation_edges);
     RUN(unaligned_buffers);
     RUN(description_errors);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char dir[256], in_path[512];
@@ -131,6 +132,58 @@ TEST(bad_views_rejected) {
     mq_ctx_free(ctx);
 }
 
+static int write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (!f) return 0;
+    int ok = fputs(text, f) >= 0;
+    return fclose(f) == 0 && ok;
+}
+
+/* An in-memory model given its source folder writes the folder mq_quantize_file writes for a
+ * checkpoint in that folder: the same weights, config.json with the quantization_config, the
+ * other files copied. */
+TEST(source_folder_output) {
+    mq_ctx *ctx = mq_ctx_create();
+    char hf[400], path[600], a[400], b[400], fa[700], fb[700];
+    snprintf(hf, sizeof hf, "%s/hf", dir);
+    CHECK(mkdir(hf, 0755) == 0);
+    snprintf(path, sizeof path, "%s/model.safetensors", hf);
+    CHECK(write_file(path));
+    snprintf(path, sizeof path, "%s/config.json", hf);
+    CHECK(write_text(path, "{\n  \"model_type\": \"toy\",\n  \"hidden_size\": 256\n}\n"));
+    snprintf(path, sizeof path, "%s/tokenizer.json", hf);
+    CHECK(write_text(path, "{\"version\": \"1.0\"}\n"));
+    mq_quantize_options o;
+    mq_quantize_options_default(&o);
+    o.output_folder = 1;
+    snprintf(a, sizeof a, "%s/out_file", dir);
+    snprintf(b, sizeof b, "%s/out_memory", dir);
+    CHECK_EQ_INT(mq_quantize_file(ctx, hf, a, &o, NULL), MQ_OK);
+    mq_model *m = memory_model(ctx);
+    CHECK(m != NULL);
+    if (m) {
+        CHECK_EQ_INT(mq_model_set_source_folder(m, path), MQ_ERR_IO); /* a file */
+        CHECK_EQ_INT(mq_model_set_source_folder(m, hf), MQ_OK);
+        mq_ctx_set_overwrite(ctx, 1); /* even so */
+        CHECK_EQ_INT(mq_quantize_model(ctx, m, hf, &o, NULL), MQ_ERR_INVALID);
+        CHECK_MSG_HAS(ctx, "own folder");
+        mq_ctx_set_overwrite(ctx, 0);
+        CHECK_EQ_INT(mq_quantize_model(ctx, m, b, &o, NULL), MQ_OK);
+    }
+    static const char *const names[] = {"model.safetensors", "config.json", "tokenizer.json"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(fa, sizeof fa, "%s/%s", a, names[i]);
+        snprintf(fb, sizeof fb, "%s/%s", b, names[i]);
+        CHECK_MSG(test_same_files(fa, fb), "%s differs", names[i]);
+    }
+    mq_model_free(m);
+    mq_model *f = NULL;
+    CHECK_EQ_INT(mq_model_open(ctx, in_path, NULL, &f), MQ_OK);
+    if (f) CHECK_EQ_INT(mq_model_set_source_folder(f, hf), MQ_ERR_INVALID);
+    mq_model_free(f);
+    mq_ctx_free(ctx);
+}
+
 /* mq_qmodel_linear_create runs a stored layer: weight-only INT8 output close to x W^T + b
  * with the dequantized weights, and bad indices / modes are refused. */
 TEST(qmodel_linear_create) {
@@ -186,6 +239,7 @@ int main(void) {
     RUN(views_are_not_copied);
     RUN(bad_views_rejected);
     RUN(qmodel_linear_create);
+    RUN(source_folder_output);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) return 1;

@@ -364,6 +364,14 @@ static const cfg CONFIGS[] = {
     {MQ_Q_UINT4, MQ_SYMMETRIC, MQ_PER_TENSOR, 0, MQ_SEARCH_MSE},
     {MQ_Q_FP16, MQ_SYMMETRIC, MQ_PER_CHANNEL, 0, MQ_SEARCH_MINMAX},
     {MQ_Q_BF16, MQ_SYMMETRIC, MQ_PER_CHANNEL, 0, MQ_SEARCH_MINMAX},
+    /* 4-bit groups of odd size (codes packed across group ends), one packed group per row,
+     * 8-bit groups, and the recommended INT4 g128 (a partial last group) */
+    {MQ_Q_INT4, MQ_ASYMMETRIC, MQ_PER_GROUP, 33, MQ_SEARCH_MINMAX},
+    {MQ_Q_UINT4, MQ_SYMMETRIC, MQ_PER_CHANNEL, 0, MQ_SEARCH_MINMAX},
+    {MQ_Q_INT8, MQ_ASYMMETRIC, MQ_PER_GROUP, 20, MQ_SEARCH_MINMAX},
+    {MQ_Q_UINT8, MQ_ASYMMETRIC, MQ_PER_CHANNEL, 0, MQ_SEARCH_MINMAX},
+    {MQ_Q_INT4, MQ_SYMMETRIC, MQ_PER_GROUP, 128, MQ_SEARCH_MSE},
+    {MQ_Q_UINT4, MQ_ASYMMETRIC, MQ_PER_GROUP, 64, MQ_SEARCH_MSE},
 };
 #define NCONFIGS (sizeof CONFIGS / sizeof CONFIGS[0])
 
@@ -435,7 +443,7 @@ TEST(simd_paths_equal_scalar) {
     float imp[203];
     for (int i = 0; i < 203; i++) imp[i] = (float)unif();
     int checked = 0;
-    for (int isa = MQ_ISA_AVX2; isa <= (int)best; isa++) {
+    for (int isa = test_next_isa(0); isa >= 0; isa = test_next_isa(isa)) {
         CHECK_EQ_INT(mq_ctx_set_isa(vc, (mq_isa)isa), MQ_OK);
         for (int64_t cols = 1; cols <= 203; cols += (cols < 70 ? 1 : 19)) {
             int64_t shape[2] = {7, cols};
@@ -464,6 +472,66 @@ TEST(simd_paths_equal_scalar) {
     /* on a machine without AVX2 only the scalar path exists: nothing to compare */
     CHECK(best == MQ_ISA_SCALAR || checked > 0);
     free(x);
+    mq_ctx_free(sc);
+    mq_ctx_free(vc);
+}
+
+/* F16 and BF16 sources (read in place by the vector kernels), aligned or not, against the
+ * scalar reference at one thread: every level, 3 threads, every config. */
+TEST(simd_paths_equal_scalar_half_sources) {
+    mq_isa best = mq_isa_supported();
+    mq_ctx *sc = new_ctx(1), *vc = new_ctx(3);
+    CHECK_EQ_INT(mq_ctx_set_isa(sc, MQ_ISA_SCALAR), MQ_OK);
+    enum { R = 5, C = 261 };
+    float *x = random_tensor(R * C, 1.0f);
+    for (int i = 0; i < R * C; i += 29) x[i] *= 16.0f; /* outliers */
+    uint16_t *h = malloc(R * C * 2), *bf = malloc(R * C * 2);
+    uint8_t *raw = malloc(R * C * 2 + 1);
+    for (int i = 0; i < R * C; i++) {
+        h[i] = mq_f32_to_f16(x[i]);
+        bf[i] = mq_f32_to_bf16(x[i]);
+    }
+    int checked = 0;
+    for (int isa = test_next_isa(0); isa >= 0; isa = test_next_isa(isa)) {
+        CHECK_EQ_INT(mq_ctx_set_isa(vc, (mq_isa)isa), MQ_OK);
+        for (int64_t cols = 1; cols <= C; cols += (cols < 40 ? 1 : 37)) {
+            int64_t shape[2] = {R, cols};
+            for (size_t c = 0; c < NCONFIGS; c++) {
+                mq_qspec s = spec_of(&CONFIGS[c]);
+                for (int k = 0; k < 4; k++) {
+                    mq_dtype dt = k % 2 ? MQ_BF16 : MQ_F16;
+                    const void *src = k % 2 ? (const void *)bf : (const void *)h;
+                    if (k >= 2) src = memcpy(raw + 1, src, (size_t)(R * cols) * 2);
+                    qres a = quantize_chunks(sc, &s, 2, shape, dt, src, 1);
+                    qres b = quantize_chunks(vc, &s, 2, shape, dt, src, 2);
+                    CHECK_MSG(same_result(&a, &b), "isa %s, cols %lld, config %zu, %s%s",
+                              mq_isa_name((mq_isa)isa), (long long)cols, c, mq_dtype_name(dt),
+                              k >= 2 ? " unaligned" : "");
+                    qres_free(&a);
+                    qres_free(&b);
+                    checked++;
+                }
+            }
+        }
+    }
+    CHECK(best == MQ_ISA_SCALAR || checked > 0);
+    /* a NaN in a BF16 source is reported at its row and column */
+    mq_ctx *ctx = new_ctx(2);
+    bf[3 * C + 100] = 0x7fc0;
+    int64_t shape[2] = {R, C};
+    mq_granularity grans[3] = {MQ_PER_TENSOR, MQ_PER_CHANNEL, MQ_PER_GROUP};
+    for (int g = 0; g < 3; g++) {
+        mq_qspec s = make_spec(MQ_Q_INT4, MQ_SYMMETRIC, grans[g], 64);
+        qres r = quantize_chunks(ctx, &s, 2, shape, MQ_BF16, bf, 1);
+        CHECK_EQ_INT(r.st, MQ_ERR_QUANT);
+        CHECK_MSG_HAS(ctx, "row 3, column 100");
+        qres_free(&r);
+    }
+    mq_ctx_free(ctx);
+    free(x);
+    free(h);
+    free(bf);
+    free(raw);
     mq_ctx_free(sc);
     mq_ctx_free(vc);
 }
@@ -784,6 +852,7 @@ int main(void) {
     RUN(per_tensor_in_row_chunks);
     RUN(thread_count_independence);
     RUN(simd_paths_equal_scalar);
+    RUN(simd_paths_equal_scalar_half_sources);
     RUN(source_dtypes_and_alignment);
     RUN(casts_round_to_nearest_even);
     RUN(dequantize_every_type_within_half_step);

@@ -85,14 +85,142 @@ static void compare_tables(const mq_qkernels *v, const char *name) {
     }
 }
 
+/* The in-place kernels on F32, F16 and BF16 sources at odd byte offsets, every length up to
+ * a few vectors: the reference's own pieces first (quantize4_src = quantize_src + pack4, the
+ * odd last code alone), then the vector table against it. */
+static void compare_src_kernels(const mq_qkernels *v, const char *name) {
+    const mq_qkernels *r = mq__qkernels_ref();
+    if (!v->minmax_src || !v->quantize_src) return; /* optional: rows are converted first */
+    enum { N = 200 };
+    float xf[N];
+    static uint8_t raw[3][N * 4 + 8];
+    for (int i = 0; i < N; i++) xf[i] = (unif() - 0.5f) * 24.0f;
+    xf[3] = 0.5f; /* ties */
+    xf[8] = -1.5f;
+    mq_dtype dts[3] = {MQ_F32, MQ_F16, MQ_BF16};
+    for (int i = 0; i < N; i++) {
+        uint16_t h = mq_f32_to_f16(xf[i]), b = mq_f32_to_bf16(xf[i]);
+        memcpy(raw[0] + 1 + 4 * i, &xf[i], 4);
+        memcpy(raw[1] + 3 + 2 * i, &h, 2);
+        memcpy(raw[2] + 1 + 2 * i, &b, 2);
+    }
+    const void *src[3] = {raw[0] + 1, raw[1] + 3, raw[2] + 1};
+    mq_qformat fmts[4];
+    mq__qformat(MQ_Q_INT8, &fmts[0]);
+    mq__qformat(MQ_Q_UINT8, &fmts[1]);
+    mq__qformat(MQ_Q_INT4, &fmts[2]);
+    mq__qformat(MQ_Q_UINT4, &fmts[3]);
+    for (int d = 0; d < 3; d++) {
+        for (size_t n = 1; n <= N; n += n < 80 ? 1 : 13) {
+            float a0, a1, b0, b1;
+            bool fa = r->minmax_src(src[d], dts[d], n, &a0, &a1);
+            bool fb = v->minmax_src(src[d], dts[d], n, &b0, &b1);
+            CHECK_MSG(fa && fb && a0 == b0 && a1 == b1, "%s minmax_src %s n %zu", name,
+                      mq_dtype_name(dts[d]), n);
+            for (int f = 0; f < 4; f++) {
+                float scales[3] = {1.0f, 0.0371f, 2.9f};
+                for (int k = 0; k < 3; k++) {
+                    mq_qparam p = {scales[k], fmts[f].qmin < 0 ? (k == 2 ? -3 : 0) : 7};
+                    mq_qround qr;
+                    mq__qround_init(&fmts[f], p, &qr);
+                    int32_t add = p.zp + fmts[f].code_offset;
+                    uint8_t ca[N], cb[N], pa[N / 2 + 1], pb[N / 2 + 1], pr[N / 2 + 1];
+                    r->quantize_src(src[d], dts[d], n, &qr, add, ca);
+                    v->quantize_src(src[d], dts[d], n, &qr, add, cb);
+                    CHECK_MSG(!memcmp(ca, cb, n), "%s quantize_src %s n %zu fmt %d", name,
+                              mq_dtype_name(dts[d]), n, f);
+                    if (!fmts[f].packed4 || !v->quantize4_src) continue;
+                    r->pack4(ca, n & ~(size_t)1, pr);
+                    if (n & 1) pr[n / 2] = ca[n - 1];
+                    r->quantize4_src(src[d], dts[d], n, &qr, add, pa);
+                    v->quantize4_src(src[d], dts[d], n, &qr, add, pb);
+                    CHECK_MSG(!memcmp(pr, pa, (n + 1) / 2), "reference quantize4_src n %zu", n);
+                    CHECK_MSG(!memcmp(pa, pb, (n + 1) / 2), "%s quantize4_src %s n %zu fmt %d",
+                              name, mq_dtype_name(dts[d]), n, f);
+                }
+            }
+        }
+        /* a NaN or an Inf anywhere, in the vector body or the tail */
+        static uint8_t bad[2 * 4 * 70];
+        uint16_t one = dts[d] == MQ_F16 ? 0x3c00 : 0x3f80;
+        uint16_t nan16 = dts[d] == MQ_F16 ? 0x7e00 : 0x7fc0, inf16 = dts[d] == MQ_F16 ? 0x7c00 : 0x7f80;
+        for (int pos = 0; pos < 70; pos += 3) {
+            for (int kind = 0; kind < 3; kind++) {
+                for (int i = 0; i < 70; i++) {
+                    float fv = i == pos ? (kind == 0 ? NAN : kind == 1 ? -INFINITY : INFINITY) : 1.0f;
+                    uint16_t hv = i == pos ? (kind == 0 ? nan16 : (uint16_t)(inf16 | (kind == 1) << 15)) : one;
+                    if (dts[d] == MQ_F32) memcpy(bad + 4 * i, &fv, 4);
+                    else memcpy(bad + 2 * i, &hv, 2);
+                }
+                float mn, mx;
+                CHECK_MSG(!v->minmax_src(bad, dts[d], 70, &mn, &mx), "%s %s non-finite at %d",
+                          name, mq_dtype_name(dts[d]), pos);
+            }
+        }
+    }
+}
+
+/* The search against the reference: candidates of random ranges as the quantizer makes them
+ * (stage 0 and stage 1), groups of every size, with outliers, weights (some 0), and values
+ * so large that errors overflow to Inf (and to NaN under a 0 weight). */
+static void compare_search(const mq_qkernels *v, const char *name) {
+    const mq_qkernels *r = mq__qkernels_ref();
+    if (!v->search) return; /* optional: the quantizer then runs the candidates one by one */
+    enum { N = 300 };
+    float x[N], w[N];
+    int cases = 0, differ = 0;
+    for (int trial = 0; trial < 400; trial++) {
+        size_t n = trial < 100 ? (size_t)trial + 1 : 1 + (size_t)(unif() * N);
+        if (n > N) n = N;
+        float big = trial % 37 == 5 ? 3e37f : trial % 11 == 3 ? 1e20f : 1.0f;
+        for (size_t i = 0; i < n; i++) {
+            x[i] = (unif() - 0.5f) * 2.0f * (unif() < 0.03f ? 8.0f : 1.0f) * big;
+            w[i] = trial % 3 == 0 && unif() < 0.2f ? 0.0f : unif();
+        }
+        if (trial % 9 == 0) x[n / 2] = 0.0f * x[0]; /* a signed zero */
+        float mn, mx;
+        r->minmax(x, n, &mn, &mx);
+        for (int t = 0; t < 4; t++) {
+            mq_qformat f;
+            mq__qformat(t == 0 ? MQ_Q_INT4 : t == 1 ? MQ_Q_UINT4 : t == 2 ? MQ_Q_INT8 : MQ_Q_UINT8, &f);
+            mq_scheme sch = t % 2 ? MQ_ASYMMETRIC : MQ_SYMMETRIC;
+            for (int stage = 0; stage < 2; stage++) {
+                mq_qcand cand[MQ_MAX_CANDIDATES];
+                mq_qround qr[MQ_MAX_CANDIDATES];
+                int nc = mq__qcandidates(&f, sch, mn, mx, stage, 0.8f + 0.05f * (float)(trial % 4), cand);
+                for (int c = 0; c < nc; c++) mq__qround_init(&f, cand[c].p, &qr[c]);
+                for (int wt = 0; wt < 2; wt++) {
+                    const float *wp = wt ? w : NULL;
+                    float ea = 0, eb = 0;
+                    int ba = r->search(x, wp, n, mn, mx, qr, nc, &ea);
+                    int bb = v->search(x, wp, n, mn, mx, qr, nc, &eb);
+                    CHECK_MSG(ba == bb && bits(ea) == bits(eb),
+                              "%s search n %zu type %d stage %d weighted %d: %d (%.9g) vs %d (%.9g)",
+                              name, n, t, stage, wt, ba, (double)ea, bb, (double)eb);
+                    /* and the vector sqerr agrees on every candidate */
+                    for (int c = 0; c < nc; c++) {
+                        float sa = r->sqerr(x, wp, n, &qr[c]), sb = v->sqerr(x, wp, n, &qr[c]);
+                        differ += bits(sa) != bits(sb);
+                    }
+                    cases++;
+                }
+            }
+        }
+    }
+    CHECK_EQ_INT(differ, 0);
+    CHECK(cases > 1000);
+}
+
 TEST(vector_kernels_match_reference) {
     mq_ctx *ctx = mq_ctx_create();
     int tables = 0;
-    for (int isa = MQ_ISA_AVX2; isa <= (int)mq_isa_supported(); isa++) {
+    for (int isa = test_next_isa(0); isa >= 0; isa = test_next_isa(isa)) {
         CHECK_EQ_INT(mq_ctx_set_isa(ctx, (mq_isa)isa), MQ_OK);
         const mq_qkernels *k = mq__qkernels(ctx);
         CHECK_MSG(k != mq__qkernels_ref(), "no vector table at %s", mq_isa_name((mq_isa)isa));
         compare_tables(k, mq_isa_name((mq_isa)isa));
+        compare_src_kernels(k, mq_isa_name((mq_isa)isa));
+        compare_search(k, mq_isa_name((mq_isa)isa));
         tables++;
     }
     /* a machine with AVX2 must run at least that table */
@@ -113,8 +241,36 @@ TEST(reference_rounding_is_half_to_even) {
     CHECK(!memcmp(c, want, 8));
 }
 
+/* The search's lower bound really is one: never above the full error (any lane order). */
+TEST(search_bound_below_error) {
+    const mq_qkernels *r = mq__qkernels_ref();
+    mq_qformat f;
+    mq__qformat(MQ_Q_INT4, &f);
+    float x[128];
+    int pruned = 0;
+    for (int trial = 0; trial < 200; trial++) {
+        size_t n = 1 + (size_t)trial % 128;
+        for (size_t i = 0; i < n; i++) x[i] = (unif() - 0.5f) * (unif() < 0.05f ? 10.0f : 1.0f);
+        float mn, mx;
+        r->minmax(x, n, &mn, &mx);
+        mq_qcand cand[MQ_MAX_CANDIDATES];
+        int nc = mq__qcandidates(&f, MQ_SYMMETRIC, mn, mx, 0, 1.0f, cand);
+        float best = 0;
+        for (int c = 0; c < nc; c++) {
+            mq_qround qr;
+            mq__qround_init(&f, cand[c].p, &qr);
+            float e = r->sqerr(x, NULL, n, &qr), b = mq__sqerr_bound(mn, mx, &qr);
+            CHECK_MSG(b <= e, "bound %.9g above error %.9g (n %zu)", (double)b, (double)e, n);
+            if (c == 0 || e < best) best = e;
+            else pruned += !(b < best);
+        }
+    }
+    CHECK(pruned > 0); /* the bound does prune candidates on such data */
+}
+
 int main(void) {
     RUN(vector_kernels_match_reference);
     RUN(reference_rounding_is_half_to_even);
+    RUN(search_bound_below_error);
     return test_summary();
 }
