@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define WRITER_BUF (8u << 20)
+#define WRITER_BUF (4u << 20)
 /* Buffers, block sizes and offsets of O_DIRECT writes are multiples of this. */
 #define DIRECT_ALIGN 4096u
 
