@@ -1,9 +1,12 @@
 /* The Hessian X^T X of calibrate --hessian (mq_calibrator_update, 2048 rows x 4096, f32)
- * in GFLOP/s counting the lower triangle (rows cols^2), and GPTQ speed: INT4 groups of 128 with a Hessian of 2048 calibration rows, for 4096 x 4096,
- * and with BENCH_GPTQ_LONG=1 also 11008 x 4096 and 4096 x 11008 (rows x cols), on 1 and 2
- * threads. Prints seconds (factorization of the Hessian and the whole call), effective
- * GFLOP/s (2/3 cols^3 for the factor + rows cols^2 for the sweep), and the ratio to our f32
- * product (kernels/gemm.h, 1024^3) measured in the same run. Best of BENCH_REPS (2) runs. */
+ * in GFLOP/s counting the lower triangle (rows cols^2), and GPTQ speed: INT4 groups of 128
+ * with a Hessian of 2048 calibration rows, for 4096 x 4096 in column order on 1 and 2
+ * threads and in act-order on 2; with BENCH_GPTQ_LONG=1 act-order on 1 thread too, and
+ * 11008 x 4096 and 4096 x 11008 (rows x cols: 4096 inputs and 11008 outputs, and the
+ * transpose), each in both orders on 1 and 2 threads. Prints seconds (factorization of the
+ * Hessian and the whole call), effective GFLOP/s (2/3 cols^3 for the factor + rows cols^2
+ * for the sweep), and the ratio to our f32 product (kernels/gemm.h, 1024^3) measured just
+ * before each line. Best of BENCH_REPS (2) runs. */
 #include "bench_util.h"
 #include "monoquant.h"
 #include "kernels/gemm.h"
@@ -96,8 +99,8 @@ int main(void) {
     static const int64_t shapes[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
     printf("isa %s\n", mq_isa_name(mq_ctx_isa(ctx)));
     hessian_line(ctx, reps);
-    printf("%-13s %2s %8s %8s %8s %9s %7s\n", "rows x cols", "th", "factor s", "total s",
-           "GFLOP/s", "gemm GF/s", "x gemm");
+    printf("%-13s %-5s %2s %8s %8s %8s %9s %7s\n", "rows x cols", "order", "th", "factor s",
+           "total s", "GFLOP/s", "gemm GF/s", "x gemm");
     for (int s = 0; s < (longer ? 3 : 1); s++) {
         int64_t rows = shapes[s][0], cols = shapes[s][1];
         mq_ctx_set_threads(ctx, 0);
@@ -119,13 +122,19 @@ int main(void) {
         uint8_t *data = bench_xmalloc((size_t)lay.data_bytes);
         float *scale = bench_xmalloc((size_t)lay.nscales * 4);
         double flop = 2.0 / 3.0 * (double)cols * cols * cols + (double)rows * cols * cols;
-        for (int th = 1; th <= 2; th++) {
+        int32_t *perm = NULL;
+        if (mq__gptq_order(ctx, h, cols, &perm) != MQ_OK) die(ctx, "order");
+        for (int run = 0; run < 4; run++) {
+            int ao = run / 2, th = run % 2 + 1;
+            if (ao && th == 1 && !longer) continue; /* keeps `make bench` short */
             mq_ctx_set_threads(ctx, th);
+            calib.act_order = ao;
             double g = gemm_rate(ctx, 3), tf = 1e30, tt = 1e30;
             for (int r = 0; r < reps; r++) {
                 float *u = NULL;
                 double t = bench_now();
-                if (mq__gptq_factor(ctx, h, cols, &u) != MQ_OK) die(ctx, "factor");
+                if (mq__gptq_factor(ctx, h, cols, ao ? perm : NULL, &u) != MQ_OK)
+                    die(ctx, "factor");
                 t = bench_now() - t;
                 tf = t < tf ? t : tf;
                 mq__free(ctx, u);
@@ -138,10 +147,11 @@ int main(void) {
             }
             char name[32];
             snprintf(name, sizeof name, "%lldx%lld", (long long)rows, (long long)cols);
-            printf("%-13s %2d %8.2f %8.2f %8.1f %9.1f %7.2f\n", name, th, tf, tt, flop / tt / 1e9,
-                   g, flop / tt / 1e9 / g);
+            printf("%-13s %-5s %2d %8.2f %8.2f %8.1f %9.1f %7.2f\n", name, ao ? "act" : "cols",
+                   th, tf, tt, flop / tt / 1e9, g, flop / tt / 1e9 / g);
             fflush(stdout);
         }
+        mq__free(ctx, perm);
         free(h);
         free(w);
         free(data);

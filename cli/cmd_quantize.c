@@ -20,6 +20,7 @@ typedef struct qstate {
     int qtype, scheme, gran, search, format, activations, scale_dtype;
     long long group_size, min_params;
     bool no_default_skip, skip_nonfinite, no_error_stats, strict, dry_run, clamp, weights_only;
+    bool act_order;
     double min_sqnr;
     cli_args args;
 } qstate;
@@ -70,6 +71,8 @@ static const cli_option options[] = {
                "a clipping search, or\nGPTQ (needs --calibration from `calibrate --hessian`; "
                "the\ndefault for 4-bit types when those statistics hold Hessians;\nlayers "
                "without one use the weighted mse search)"),
+    OPT_FLAG("act-order", qstate, act_order, "GPTQ: columns in decreasing order of the "
+             "Hessian's diagonal\n(groups and the stored layout unchanged)"),
     /* selection */
     OPT_FN("types", "LIST", parse_kinds, "layer kinds to quantize: linear,conv,rnn,embedding,"
            "other\n(default linear,conv,rnn)"),
@@ -304,6 +307,7 @@ static int parse_args(qstate *q, int argc, char **argv) {
     q->o.skip_nonfinite = q->skip_nonfinite;
     q->o.clamp_casts = q->clamp;
     q->o.error_stats = !q->no_error_stats;
+    q->o.act_order = q->act_order;
     q->o.calibration = q->calibration;
     q->o.key = q->key;
     q->o.include = q->include.v;
@@ -645,6 +649,14 @@ static int run_quantize(qstate *q, mq_ctx *ctx, const char *out) {
     }
     st = pick_search(ctx, q);
     if (st != MQ_OK) return cli_fail(ctx, st);
+    if (q->act_order && q->o.spec.search != MQ_SEARCH_GPTQ) {
+        cli_warn("--act-order has no effect: it orders GPTQ's columns, and the search is not "
+                 "gptq");
+        if (q->strict) {
+            fprintf(stderr, "monoquant: error: 1 warning(s) under --strict; nothing written\n");
+            return EXIT_QUANT;
+        }
+    }
     if (g_cli.progress && !g_cli.json) mq_ctx_set_progress(ctx, cli_progress, NULL);
     mq_report *rep = NULL;
     st = mq_quantize_file(ctx, q->model, out, &q->o, &rep);

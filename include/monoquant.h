@@ -409,6 +409,12 @@ typedef struct mq_calib_data {
                                  (O(cols^3), double precision; 8 * 2 * cols^2 bytes of scratch):
                                  quantize a tensor in as few calls as memory allows. The bytes
                                  do not depend on the row chunking or the thread count. */
+    /* additions after 0.2.0 */
+    int act_order;            /* MQ_SEARCH_GPTQ only: quantize the columns in decreasing order
+                                 of the Hessian's diagonal (GPTQ's act-order) instead of left
+                                 to right. Groups stay in the column order ("static groups"),
+                                 their parameters taken from the weights before any update, so
+                                 the stored layout is unchanged (docs/QUANTIZATION.md) */
 } mq_calib_data;
 
 /* struct_size, no importance, no Hessian. */
@@ -746,6 +752,10 @@ typedef struct mq_quantize_options {
                                   file of the input's folder, copied); see mq_quantize_file */
     uint64_t max_shard_size;   /* folder output: largest shard in bytes (0: 5 GB, as Hugging
                                   Face); one shard is written as model.safetensors */
+    /* additions after 0.2.0 */
+    int act_order;             /* GPTQ layers: mq_calib_data.act_order (same layout; the
+                                  compressed-tensors quantization_config says "actorder":
+                                  "weight" for its group-wise targets) */
 } mq_quantize_options;
 
 /* Defaults: struct_size, INT8 symmetric per channel (min/max), kinds linear+conv+rnn,

@@ -122,8 +122,7 @@ class LayerRule(C.Structure):
 
 
 class QuantizeOptions(C.Structure):
-    """mq_quantize_options, up to `max_shard_size` (later fields get the library's
-    defaults)."""
+    """mq_quantize_options, up to `act_order` (later fields get the library's defaults)."""
     _fields_ = _sized([
         ("spec", QSpec), ("kinds", C.c_uint), ("include", C.c_void_p), ("ninclude", C.c_size_t),
         ("exclude", C.c_void_p), ("nexclude", C.c_size_t), ("min_params", C.c_uint64),
@@ -132,7 +131,7 @@ class QuantizeOptions(C.Structure):
         ("calibration", C.c_char_p), ("out_format", C.c_int), ("dry_run", C.c_int),
         ("key", C.c_char_p), ("strict", C.c_int), ("clamp_casts", C.c_int),
         ("layout", C.c_int), ("activations", C.c_int), ("scale_dtype", C.c_int),
-        ("output_folder", C.c_int), ("max_shard_size", C.c_uint64)])
+        ("output_folder", C.c_int), ("max_shard_size", C.c_uint64), ("act_order", C.c_int)])
 
 
 class ObserverOptions(C.Structure):

@@ -207,7 +207,8 @@ def _layer_modules(model, layer_types):
 
 
 def _options(bits, dynamic, symmetric, group_size, granularity, skip, min_params, method,
-             layers, default_skip, strict, sqnr_warn_db, error_stats, include, kinds):
+             layers, default_skip, strict, sqnr_warn_db, error_stats, include, kinds,
+             act_order=False):
     qt = _qtype(bits, "bits")
     if qt == L.Q_NONE:
         raise ValueError("bits: None keeps everything; pick a target")
@@ -244,6 +245,7 @@ def _options(bits, dynamic, symmetric, group_size, granularity, skip, min_params
     o.default_skip = int(bool(default_skip))
     o.strict = int(bool(strict))
     o.error_stats = int(bool(error_stats))
+    o.act_order = int(bool(act_order))
     o.sqnr_warn_db = float(sqnr_warn_db or 0)
     keep = []
     for what, pats in (("skip", skip), ("include", include)):
@@ -278,7 +280,7 @@ _QUANTIZE_ARGS = ("bits", "dynamic", "activations", "symmetric", "group_size", "
                   "layer_types", "skip", "include", "min_params", "method", "calibration_data",
                   "observer", "per_channel_observer", "calibration_stats", "layers", "inplace",
                   "default_skip", "strict", "sqnr_warn_db", "error_stats", "kinds", "dtype",
-                  "forward", "metadata")
+                  "forward", "metadata", "act_order")
 
 
 def quantize(model, bits=8, *, dynamic=None, activations=None, symmetric=None, group_size=None,
@@ -286,7 +288,7 @@ def quantize(model, bits=8, *, dynamic=None, activations=None, symmetric=None, g
              min_params=None, method=None, calibration_data=None, observer="minmax",
              per_channel_observer=False, calibration_stats=None, layers=None, inplace=False,
              default_skip=True, strict=False, sqnr_warn_db=0.0, error_stats=True, kinds=None,
-             dtype=None, forward=None, metadata=None, config=None):
+             dtype=None, forward=None, metadata=None, config=None, act_order=False):
     """Quantizes `model` (an nn.Module or a state_dict) with the library's pipeline: the same
     plan, skips, warnings and bytes as `monoquant quantize` with the same settings.
 
@@ -306,6 +308,8 @@ def quantize(model, bits=8, *, dynamic=None, activations=None, symmetric=None, g
         every quantized layer. Stored per layer in the checkpoint (load() reads it back).
     symmetric, group_size, granularity ('tensor'|'channel'|'group'), method
         ('minmax'|'mse'|'gptq'): the quantization spec (defaults: the CLI's).
+    act_order: GPTQ quantizes the columns in decreasing order of the Hessian's diagonal
+        (the CLI's --act-order; the stored layout is the same).
     layer_types: module types to quantize (others are excluded by name).
     skip / include: glob patterns of tensor names to keep / to consider only.
     min_params: tensors with fewer elements are kept. layers: {glob: bits} overrides.
@@ -346,7 +350,7 @@ def quantize(model, bits=8, *, dynamic=None, activations=None, symmetric=None, g
     o, exclude, include_p, rules = _options(bits, activations, symmetric, group_size,
                                             granularity, skip, min_params, method, layers,
                                             default_skip, strict, sqnr_warn_db, error_stats,
-                                            include, kinds)
+                                            include, kinds, act_order)
     if method == "gptq" and calibration_data is None and calibration_stats is None:
         raise ValueError("method='gptq' needs calibration_data (or calibration_stats with "
                          "Hessians)")

@@ -160,91 +160,110 @@ INLINE void wonly_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b,
 }
 
 /* Weight-only, one row, four channel blocks: eight independent fmaf chains (the reference's
- * chain per lane) keep both FMA pipes busy where one or two blocks wait on the FMA latency.
- * 4-bit weights decode without a conversion: a field of bits [s, s + 4) or'ed into the
- * mantissa of 2^(23 - s) reads as the float 2^(23 - s) + field, and subtracting
- * 2^(23 - s) + zq leaves (float)(field - zq) exactly. 8-bit weights sign-extend with shifts. */
-enum { GV_NB = 4, GV_NH = 2 * GV_NB, GV_PF = 1024 /* bytes of prefetch distance per stream */ };
+ * chain per lane) keep both FMA pipes busy where one or two blocks wait on the FMA latency;
+ * one block half at a time (its chain is independent of the others', so the out-of-order
+ * window overlaps them with few live registers), each weight stream prefetched.
+ *
+ * Weights as signed bytes (8-bit without zero points; 4-bit as nibble - zq, formed for eight
+ * k at once): vpshufb moves byte i of every lane to the top byte with zeros below, which
+ * reads as the integer w * 2^24 and converts exactly; the activation carries the 2^-24
+ * instead (x * 2^-24 times w * 2^24 is the same product as x * w, so the fmaf chain is
+ * unchanged). Three instructions per eight weights. 8-bit weights with zero points
+ * ((w - zpw) * 2^24 may overflow) sign-extend with shifts. */
+enum { GV_NB = 4, GV_NH = 2 * GV_NB, GV_PF = 1024 /* bytes ahead per stream */, GV_CHUNK = 256 };
 
-INLINE __m256i magic_bits(int s) { return _mm256_set1_epi32((127 + 23 - s) << 23); }
-
-INLINE __m256 nib_float(__m256i t, int s, __m256 c) {
-    __m256i f = _mm256_or_si256(_mm256_and_si256(t, _mm256_set1_epi32(15 << s)), magic_bits(s));
-    return _mm256_sub_ps(_mm256_castsi256_ps(f), c);
+/* x * 2^-24 is exact for every x of the row: no nonzero |x| below 2^-102 (it would leave the
+ * normal range and lose bits). */
+static bool scale24_exact(const float *x, int64_t n) {
+    const __m256 tiny = _mm256_set1_ps(0x1p-102f), zero = _mm256_setzero_ps();
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 bad = zero;
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        __m256 a = _mm256_and_ps(_mm256_loadu_ps(x + k), absmask);
+        bad = _mm256_or_ps(bad, _mm256_and_ps(_mm256_cmp_ps(a, tiny, _CMP_LT_OQ),
+                                              _mm256_cmp_ps(a, zero, _CMP_NEQ_OQ)));
+    }
+    if (_mm256_movemask_ps(bad)) return false;
+    for (; k < n; k++) {
+        float v = x[k] < 0 ? -x[k] : x[k];
+        if (v != 0 && v < 0x1p-102f) return false;
+    }
+    return true;
 }
 
+/* top: the vpshufb form above (x scaled into xs by chunks of k); else 8-bit by shifts. */
 INLINE void wonly_gemv_k(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
-                         const bool four, const bool zp) {
+                         const bool four, const bool zp, const bool top) {
     const float *x = A->xf + m * L->Kp;
+    __m256i ctrl[4];
+UNROLL
+    for (int i = 0; i < 4; i++) {
+        int8_t c[32];
+        for (int l = 0; l < 8; l++)
+            for (int q = 0; q < 4; q++) c[4 * l + q] = q == 3 ? (int8_t)(4 * (l % 4) + i) : (int8_t)0x80;
+        ctrl[i] = _mm256_loadu_si256((const __m256i *)c);
+    }
+    const __m256 s24 = _mm256_set1_ps(0x1p-24f);
+    const __m256i low4 = _mm256_set1_epi8(15);
+    const int64_t words = four ? L->Kp / 8 : L->Kp / 4; /* 64-byte rows per block */
+    const int step = four ? 8 : 4;
     __m256 acc[GV_NH];
 UNROLL
     for (int j = 0; j < GV_NH; j++) acc[j] = _mm256_setzero_ps();
-    /* 4-bit: per field shift s in {0, 4, 8, 12, 16}, 2^(23 - s) + zero point, per half;
-     * 8-bit: the zero point, per half */
-    __m256 c[GV_NH][5];
-    __m256i zero[GV_NH];
-    const int64_t words = four ? L->Kp / 8 : L->Kp / 4; /* 32-byte rows per block half pair */
+    __m256i zero[GV_NH]; /* 4-bit: zq in every byte; 8-bit: zpw */
+    float xs[GV_CHUNK];
     for (int64_t g = 0; g < L->G; g++) {
         int64_t k0 = g * L->gs, k1 = k0 + L->gs < L->Kp ? k0 + L->gs : L->Kp;
         if (g == 0 || zp)
 UNROLL
             for (int j = 0; j < GV_NH; j++) {
-                if (four) {
-                    __m256 z = zp ? _mm256_cvtepi32_ps(_mm256_and_si256(
-                                        table_half(L->zq4, L, b + j / 2, g, j % 2),
-                                        _mm256_set1_epi32(15)))
-                                  : _mm256_set1_ps((float)L->zq_const);
-UNROLL
-                    for (int i = 0; i < 5; i++)
-                        c[j][i] = _mm256_add_ps(z, _mm256_set1_ps((float)(1 << (23 - 4 * i))));
-                } else if (zp) {
+                if (four)
+                    zero[j] = zp ? table_half(L->zq4, L, b + j / 2, g, j % 2)
+                                 : _mm256_set1_epi8((char)L->zq_const);
+                else if (zp)
                     zero[j] = table_half(L->zpw, L, b + j / 2, g, j % 2);
-                }
             }
         __m256 part[GV_NH];
 UNROLL
         for (int j = 0; j < GV_NH; j++) part[j] = _mm256_setzero_ps();
-        const int step = four ? 8 : 4;
-        for (int64_t k = k0; k < k1; k += step) {
-            const char *base = (const char *)L->w + (b * words + k / step) * 64;
+        for (int64_t c0 = k0; c0 < k1; c0 += GV_CHUNK) {
+            int64_t c1 = c0 + GV_CHUNK < k1 ? c0 + GV_CHUNK : k1; /* c1 - c0: a multiple of 8 */
+            if (top)
+                for (int64_t k = c0; k < c1; k += 8)
+                    _mm256_storeu_ps(xs + (k - c0), _mm256_mul_ps(_mm256_loadu_ps(x + k), s24));
+            for (int64_t k = c0; k < c1; k += step) {
+                const char *base = (const char *)L->w + (b * words + k / step) * 64;
 UNROLL
-            for (int j = 0; j < GV_NB; j++) _mm_prefetch(base + j * words * 64 + GV_PF, _MM_HINT_T0);
-            const float *xk = x + k;
-            /* one half at a time: its chain is independent of the others', so the
-             * out-of-order window overlaps them with fewer live registers */
+                for (int j = 0; j < GV_NB; j++) _mm_prefetch(base + j * words * 64 + GV_PF, _MM_HINT_T0);
+                const float *xk = top ? xs + (k - c0) : x + k;
 UNROLL
-            for (int j = 0; j < GV_NH; j++) {
-                __m256i v = _mm256_load_si256((const __m256i *)(base + (j / 2) * words * 64 +
-                                                                32 * (j % 2)));
-                if (four) {
-                    __m256i t = _mm256_srli_epi32(v, 16);
-                    /* k order: fields at bits 0, 8, 16, (t) 8, 4, 12, (t) 4, 28 */
-                    __m256 w;
-                    w = nib_float(v, 0, c[j][0]);
-                    part[j] = fma_acc(part[j], _mm256_broadcast_ss(xk + 0), w);
-                    w = nib_float(v, 8, c[j][2]);
-                    part[j] = fma_acc(part[j], _mm256_broadcast_ss(xk + 1), w);
-                    w = nib_float(v, 16, c[j][4]);
-                    part[j] = fma_acc(part[j], _mm256_broadcast_ss(xk + 2), w);
-                    w = nib_float(t, 8, c[j][2]);
-                    part[j] = fma_acc(part[j], _mm256_broadcast_ss(xk + 3), w);
-                    w = nib_float(v, 4, c[j][1]);
-                    part[j] = fma_acc(part[j], _mm256_broadcast_ss(xk + 4), w);
-                    w = nib_float(v, 12, c[j][3]);
-                    part[j] = fma_acc(part[j], _mm256_broadcast_ss(xk + 5), w);
-                    w = nib_float(t, 4, c[j][1]);
-                    part[j] = fma_acc(part[j], _mm256_broadcast_ss(xk + 6), w);
-                    w = _mm256_sub_ps(_mm256_castsi256_ps(_mm256_or_si256(
-                                          _mm256_srli_epi32(v, 28), magic_bits(0))),
-                                      c[j][0]);
-                    part[j] = fma_acc(part[j], _mm256_broadcast_ss(xk + 7), w);
-                } else {
+                for (int j = 0; j < GV_NH; j++) {
+                    __m256i v = _mm256_load_si256((const __m256i *)(base + (j / 2) * words * 64 +
+                                                                    32 * (j % 2)));
+                    if (four) {
+                        /* signed bytes nibble - zq: k0..k3 in lo, k4..k7 in hi */
+                        __m256i lo = _mm256_sub_epi8(_mm256_and_si256(v, low4), zero[j]);
+                        __m256i hi = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4),
+                                                     zero[j]);
 UNROLL
-                    for (int i = 0; i < 4; i++) {
-                        __m256i e = i == 3 ? _mm256_srai_epi32(v, 24)
-                                           : _mm256_srai_epi32(_mm256_slli_epi32(v, 24 - 8 * i), 24);
-                        if (zp) e = _mm256_sub_epi32(e, zero[j]);
-                        part[j] = fma_acc(part[j], _mm256_broadcast_ss(xk + i), _mm256_cvtepi32_ps(e));
+                        for (int i = 0; i < 8; i++)
+                            part[j] = fma_acc(part[j], _mm256_broadcast_ss(xk + i),
+                                              _mm256_cvtepi32_ps(_mm256_shuffle_epi8(i < 4 ? lo : hi,
+                                                                                     ctrl[i % 4])));
+                    } else if (top) {
+UNROLL
+                        for (int i = 0; i < 4; i++)
+                            part[j] = fma_acc(part[j], _mm256_broadcast_ss(xk + i),
+                                              _mm256_cvtepi32_ps(_mm256_shuffle_epi8(v, ctrl[i])));
+                    } else {
+UNROLL
+                        for (int i = 0; i < 4; i++) {
+                            __m256i e = i == 3 ? _mm256_srai_epi32(v, 24)
+                                               : _mm256_srai_epi32(_mm256_slli_epi32(v, 24 - 8 * i), 24);
+                            if (zp) e = _mm256_sub_epi32(e, zero[j]);
+                            part[j] = fma_acc(part[j], _mm256_broadcast_ss(xk + i), _mm256_cvtepi32_ps(e));
+                        }
                     }
                 }
             }
@@ -260,16 +279,20 @@ UNROLL
         store_out(L, y, b + j / 2, j % 2, _mm256_add_ps(acc[j], bias_half(L, b + j / 2, j % 2)));
 }
 
+static void wo_gemv_1x2(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
+                        int64_t ldy);
+
 static void wonly_gemv(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
                        int64_t ldy) {
-    (void)ldy;
-    if (L->kind == MQ__W_I4) {
-        if (L->has_zq4) wonly_gemv_k(L, A, m, b, y, true, true);
-        else wonly_gemv_k(L, A, m, b, y, true, false);
-    } else {
-        if (L->has_zpw) wonly_gemv_k(L, A, m, b, y, false, true);
-        else wonly_gemv_k(L, A, m, b, y, false, false);
-    }
+    bool four = L->kind == MQ__W_I4;
+    bool top = (four || !L->has_zpw) && scale24_exact(A->xf + m * L->Kp, L->Kp);
+    if (four && top && L->has_zq4) wonly_gemv_k(L, A, m, b, y, true, true, true);
+    else if (four && top) wonly_gemv_k(L, A, m, b, y, true, false, true);
+    else if (four) /* rows with tiny activations: the general tiles */
+        for (int i = 0; i < GV_NB; i += 2) wo_gemv_1x2(L, A, m, b + i, y, ldy);
+    else if (L->has_zpw) wonly_gemv_k(L, A, m, b, y, false, true, false);
+    else if (top) wonly_gemv_k(L, A, m, b, y, false, false, true);
+    else wonly_gemv_k(L, A, m, b, y, false, false, false);
 }
 
 /* Exact sum over each 32-bit lane of u8 activations (a, the same four bytes in every lane)
@@ -451,6 +474,11 @@ UNROLL
 INST_ALL(flt, float_tile)
 INST_ALL(wo, wonly_tile)
 INST_ALL(itg, int_tile)
+
+static void wo_gemv_1x2(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
+                        int64_t ldy) {
+    wo_1x2(L, A, m, b, y, ldy);
+}
 
 /* Rows [m0, m1) x blocks [b0, b1): two blocks at a time for single rows, else 4 x 1. */
 static void drive(const tile_body *tab, tile_body one_by_two, tile_body one_by_four,

@@ -115,13 +115,14 @@ mq_status mq__gptq_pack_rows(mq_ctx *ctx, const char *name, const mq_qspec *spec
     return MQ_OK;
 }
 
-char *mq__gptq_config_json(mq_ctx *ctx, const mq__gptq_shape *g) {
+char *mq__gptq_config_json(mq_ctx *ctx, const mq__gptq_shape *g, int static_groups) {
     char buf[512];
     snprintf(buf, sizeof buf,
              "{\"bits\": %d, \"group_size\": %lld, \"damp_percent\": 0.01, \"desc_act\": false, "
-             "\"static_groups\": false, \"sym\": %s, \"true_sequential\": true, "
+             "\"static_groups\": %s, \"sym\": %s, \"true_sequential\": true, "
              "\"lm_head\": false, \"quant_method\": \"gptq\", \"checkpoint_format\": \"%s\"}",
              g->bits, (long long)(g->groups == 1 ? -1 : g->group_size),
-             g->sym ? "true" : "false", g->sym ? "gptq" : "gptq_v2");
+             static_groups ? "true" : "false", g->sym ? "true" : "false",
+             g->sym ? "gptq" : "gptq_v2");
     return mq__strdup(ctx, buf);
 }

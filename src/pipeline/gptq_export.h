@@ -39,8 +39,9 @@ MQ_HIDDEN mq_status mq__gptq_pack_rows(mq_ctx *ctx, const char *name, const mq_q
                                        uint8_t *scales, uint8_t *g_idx);
 
 /* The GPTQ quantization config JSON object (quantize_config.json, and config.json's
- * quantization_config): quant_method "gptq", bits, group_size, desc_act false, sym,
+ * quantization_config): quant_method "gptq", bits, group_size, desc_act false (g_idx is
+ * always c / group_size), static_groups (act-order ran: groups kept in column order), sym,
  * checkpoint_format, and the keys AutoGPTQ / GPTQModel write. Allocated; mq__free it. */
-MQ_HIDDEN char *mq__gptq_config_json(mq_ctx *ctx, const mq__gptq_shape *g);
+MQ_HIDDEN char *mq__gptq_config_json(mq_ctx *ctx, const mq__gptq_shape *g, int static_groups);
 
 #endif

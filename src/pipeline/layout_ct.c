@@ -177,6 +177,7 @@ typedef struct ct_sig {
     mq_scale_search search;
     mq_activations act;
     int input_symmetric;
+    int actorder; /* act-order with static groups: "weight" (group strategy only) */
 } ct_sig;
 
 static ct_sig sig_of(const mq__plan_entry *e) {
@@ -189,6 +190,7 @@ static ct_sig sig_of(const mq__plan_entry *e) {
     s.search = e->spec.search;
     s.act = e->act;
     s.input_symmetric = e->act == MQ_ACTIVATIONS_STATIC ? e->input_symmetric : 1;
+    s.actorder = e->act_order && s.gran == MQ_PER_GROUP;
     return s;
 }
 
@@ -217,9 +219,12 @@ static void weight_args(mq_buf *sb, const ct_sig *s) {
                 s->bits, s->symmetric ? "true" : "false");
     if (s->gran == MQ_PER_GROUP) mq__buf_printf(sb, "%d", s->group_size);
     else mq__buf_add(sb, "null");
+    /* act-order's groups stay in column order ("weight": no weight_g_idx); compressed-tensors
+     * accepts an actorder for group strategies only (docs/FORMAT.md) */
     mq__buf_printf(sb, ", \"strategy\": \"%s\", \"block_structure\": null, \"dynamic\": false, "
-                    "\"actorder\": null, \"observer\": \"%s\", \"observer_kwargs\": {}}",
+                    "\"actorder\": %s, \"observer\": \"%s\", \"observer_kwargs\": {}}",
                 strat[(unsigned)s->gran < 3 ? s->gran : 0],
+                s->actorder ? "\"weight\"" : "null",
                 s->search == MQ_SEARCH_MSE ? "mse" : "minmax");
 }
 

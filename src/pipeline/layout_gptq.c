@@ -95,7 +95,9 @@ static mq_status gptq_hf_config(mq_ctx *ctx, const mq__plan *p, char **out) {
     if (!f) return MQ_OK;
     mq__gptq_shape g;
     MQ_TRY(mq__gptq_shape_of(ctx, f->src->name, &f->spec, 2, f->src->shape, &g));
-    *out = mq__gptq_config_json(ctx, &g);
+    int static_groups = 0;
+    for (size_t i = 0; i < p->n; i++) static_groups |= p->entries[i].act_order;
+    *out = mq__gptq_config_json(ctx, &g, static_groups);
     return *out ? MQ_OK : MQ_ERR_NOMEM;
 }
 

@@ -182,6 +182,7 @@ static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc
     mq_calib_data_init(&calib);
     calib.importance = e->importance;
     calib.hessian = e->hessian;
+    calib.act_order = e->act_order;
     int64_t rows_per_chunk = chunk_rows(L->cols);
     size_t zsz = L->has_zero_point ? mq_dtype_size(L->zero_point_dtype) : 0;
     MQ_TRY(ensure(ctx, (void **)&s->scale, &s->scale_cap, (size_t)L->nscales * sizeof(float)));
@@ -248,7 +249,11 @@ static mq_status quantize_tensor(stream *s, const mq__plan_entry *e, mq__err_acc
     float *factor = NULL;
     if (e->spec.search == MQ_SEARCH_GPTQ && e->hessian && e->spec.type != MQ_Q_FP16 &&
         e->spec.type != MQ_Q_BF16) {
-        mq_status st = mq__gptq_factor(s->ctx, e->hessian, e->layout.cols, &factor);
+        int32_t *perm = NULL;
+        mq_status st = e->act_order
+                           ? mq__gptq_order(s->ctx, e->hessian, e->layout.cols, &perm) : MQ_OK;
+        if (st == MQ_OK) st = mq__gptq_factor(s->ctx, e->hessian, e->layout.cols, perm, &factor);
+        mq__free(s->ctx, perm);
         if (st != MQ_OK) return mq__fail_prefix(s->ctx, "tensor '%s'", e->src->name);
     }
     mq_status st = quantize_chunks(s, e, acc, factor);

@@ -38,6 +38,7 @@ typedef struct mq__plan_entry {
     mq_dtype input_zp_dtype;
     float *importance;      /* [cols] mean x^2 from calibration (owned), or NULL */
     const float *hessian;   /* [cols, cols] from calibration (owned by the stats) or NULL */
+    int act_order;          /* GPTQ with a Hessian and opts->act_order: columns in act-order */
     uint64_t bytes_out;
     mq_activations act;     /* resolved: NONE, DYNAMIC or STATIC (never AUTO) */
     int input_symmetric;    /* static: the calibration's activation scheme was symmetric */

@@ -479,6 +479,8 @@ mq_status mq__plan_build(mq_ctx *ctx, const mq_model *model, const mq_quantize_o
                 e->spec.search = MQ_SEARCH_MSE;
                 if (!gptq_fallback++) gptq_first = e->src->name;
             }
+            e->act_order = o->act_order && e->spec.search == MQ_SEARCH_GPTQ &&
+                           mq__qtype_is_integer(e->spec.type);
         }
         if (e->action != MQ_ACTION_KEEP) {
             MQ_TRY(resolve_activations(p, e, o));

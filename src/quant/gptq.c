@@ -1,5 +1,5 @@
 /* The inverse-Hessian factor of GPTQ (docs/QUANTIZATION.md): U upper triangular with
- * U^T U = (H + damp I)^-1, in f32. Row i of U holds what column i's rounding error
+ * U^T U = (H + damp I)^-1, in f32, of H or of H with rows and columns in act-order. Row i of U holds what column i's rounding error
  * contributes to the later columns (U[i][j] / U[i][i]).
  *
  * With P the order-reversing permutation, P H P = R R^T (R lower) gives H = V V^T for the
@@ -78,10 +78,15 @@ typedef struct work {
     float damp;
 } work;
 
+static mq_status not_finite(mq_ctx *ctx, size_t r, size_t c, float v) {
+    return mq__fail(ctx, MQ_ERR_QUANT, "quantize: hessian[%zu][%zu] holds %s", r, c,
+                    isnan(v) ? "a NaN" : "an Inf");
+}
+
 /* P H P into a (lower triangle, upper zero), checked, with zero diagonal entries set to 1
- * and the dampening added. */
-static mq_status load_reversed(mq_ctx *ctx, const float *h, int64_t cols, float *a,
-                               float *damp_out) {
+ * and the dampening added; with `perm`, of the permuted H[perm[i]][perm[j]]. */
+static mq_status load_reversed(mq_ctx *ctx, const float *h, int64_t cols, const int32_t *perm,
+                               float *a, float *damp_out) {
     size_t n = (size_t)cols;
     for (size_t i = 0; i < n; i++) memset(a + i * n + i + 1, 0, (n - i - 1) * sizeof(float));
     /* a[i][j] = h[n-1-j][n-1-i] for j <= i (H's lower triangle), in 64 x 64 tiles of h */
@@ -89,10 +94,13 @@ static mq_status load_reversed(mq_ctx *ctx, const float *h, int64_t cols, float 
         for (size_t c0 = 0; c0 <= r0; c0 += 64)
             for (size_t hr = r0; hr < n && hr < r0 + 64; hr++)
                 for (size_t hc = c0; hc <= hr && hc < c0 + 64; hc++) {
-                    float v = h[hr * n + hc];
-                    if (!isfinite(v))
-                        return mq__fail(ctx, MQ_ERR_QUANT, "quantize: hessian[%zu][%zu] holds %s",
-                                        hr, hc, isnan(v) ? "a NaN" : "an Inf");
+                    size_t pr = hr, pc = hc;
+                    if (perm) { /* the lower-triangle entry of H[perm[hr]][perm[hc]] */
+                        pr = (size_t)perm[hr], pc = (size_t)perm[hc];
+                        if (pr < pc) pr = (size_t)perm[hc], pc = (size_t)perm[hr];
+                    }
+                    float v = h[pr * n + pc];
+                    if (!isfinite(v)) return not_finite(ctx, pr, pc, v);
                     a[(n - 1 - hc) * n + (n - 1 - hr)] = v;
                 }
     double mean = 0;
@@ -107,7 +115,7 @@ static mq_status load_reversed(mq_ctx *ctx, const float *h, int64_t cols, float 
 }
 
 /* a = R, the lower Cholesky factor, left-looking by block columns. */
-static mq_status cholesky(mq_ctx *ctx, work *w, int64_t cols) {
+static mq_status cholesky(mq_ctx *ctx, work *w, int64_t cols, const int32_t *perm) {
     size_t n = (size_t)cols;
     float *a = w->a;
     for (int64_t j0 = 0; j0 < cols; j0 += NB) {
@@ -124,10 +132,12 @@ static mq_status cholesky(mq_ctx *ctx, work *w, int64_t cols) {
         load_block(a, n, j0, jb, w->d);
         double pivot = 0;
         int bad = chol_block(w->d, jb, &pivot);
-        if (bad >= 0)
+        if (bad >= 0) {
+            int64_t col = cols - 1 - (j0 + bad);
             return mq__fail(ctx, MQ_ERR_QUANT, "quantize: the Hessian is not positive definite "
                             "after dampening by %g (pivot %g at column %lld)",
-                            (double)w->damp, pivot, (long long)(cols - 1 - (j0 + bad)));
+                            (double)w->damp, pivot, (long long)(perm ? perm[col] : col));
+        }
         store_block(a, n, j0, jb, w->d);
         if (j1 < cols) { /* rows below: P = P L_JJ^-T */
             inv_block(w->d, jb, w->x);
@@ -179,7 +189,54 @@ static mq_status invert(mq_ctx *ctx, work *w, int64_t cols) {
     return MQ_OK;
 }
 
-mq_status mq__gptq_factor(mq_ctx *ctx, const float *h, int64_t cols, float **out) {
+/* Decreasing diagonal, ties in column order: a total order, so the permutation does not
+ * depend on the sort. */
+static bool before(const float *d, int32_t i, int32_t j) {
+    return d[i] != d[j] ? d[i] > d[j] : i < j;
+}
+
+/* Merge sort of idx by `before`. */
+static void sort_order(int32_t *idx, int32_t *tmp, size_t n, const float *d) {
+    if (n < 2) return;
+    size_t m = n / 2;
+    sort_order(idx, tmp, m, d);
+    sort_order(idx + m, tmp, n - m, d);
+    size_t i = 0, j = m, k = 0;
+    while (i < m && j < n) tmp[k++] = before(d, idx[j], idx[i]) ? idx[j++] : idx[i++];
+    while (i < m) tmp[k++] = idx[i++];
+    while (j < n) tmp[k++] = idx[j++];
+    memcpy(idx, tmp, n * sizeof *idx);
+}
+
+mq_status mq__gptq_order(mq_ctx *ctx, const float *h, int64_t cols, int32_t **out) {
+    *out = NULL;
+    size_t n = (size_t)cols;
+    if (cols < 1 || cols > INT32_MAX)
+        return mq__fail(ctx, MQ_ERR_INVALID, "quantize: act-order over %lld columns",
+                        (long long)cols);
+    float *d = (float *)mq__malloc(ctx, n * sizeof(float));
+    int32_t *idx = (int32_t *)mq__malloc(ctx, n * sizeof(int32_t));
+    int32_t *tmp = (int32_t *)mq__malloc(ctx, n * sizeof(int32_t));
+    mq_status st = d && idx && tmp ? MQ_OK : MQ_ERR_NOMEM;
+    for (size_t i = 0; st == MQ_OK && i < n; i++) {
+        float v = h[i * n + i];
+        if (!isfinite(v)) st = not_finite(ctx, i, i, v);
+        d[i] = v == 0.0f ? 1.0f : v; /* as the factorization sees it, before the dampening */
+        idx[i] = (int32_t)i;
+    }
+    if (st == MQ_OK) {
+        sort_order(idx, tmp, n, d);
+        *out = idx;
+        idx = NULL;
+    }
+    mq__free(ctx, d);
+    mq__free(ctx, idx);
+    mq__free(ctx, tmp);
+    return st;
+}
+
+mq_status mq__gptq_factor(mq_ctx *ctx, const float *h, int64_t cols, const int32_t *perm,
+                          float **out) {
     *out = NULL;
     size_t n = (size_t)cols;
     if (cols < 1 || n > SIZE_MAX / sizeof(float) / n / 2)
@@ -195,8 +252,8 @@ mq_status mq__gptq_factor(mq_ctx *ctx, const float *h, int64_t cols, float **out
     w.tasks = (mq__gemm_task *)mq__malloc(ctx, (n / NB + 1) * sizeof(mq__gemm_task));
     mq_status st = MQ_ERR_NOMEM;
     if (w.a && w.t && w.bt && w.xb && w.d && w.x && w.tasks) {
-        st = load_reversed(ctx, h, cols, w.a, &w.damp);
-        if (st == MQ_OK) st = cholesky(ctx, &w, cols);
+        st = load_reversed(ctx, h, cols, perm, w.a, &w.damp);
+        if (st == MQ_OK) st = cholesky(ctx, &w, cols, perm);
         if (st == MQ_OK) st = invert(ctx, &w, cols);
     }
     if (st == MQ_OK) {
@@ -209,7 +266,7 @@ mq_status mq__gptq_factor(mq_ctx *ctx, const float *h, int64_t cols, float **out
             if (!(w.a[i * n + i] > 0.0f) || !isfinite(w.a[i * n + i])) {
                 st = mq__fail(ctx, MQ_ERR_QUANT, "quantize: the inverse Hessian is not "
                               "representable in f32 (column %zu): the Hessian is too "
-                              "ill-conditioned", i);
+                              "ill-conditioned", perm ? (size_t)perm[i] : i);
                 break;
             }
     }

@@ -193,13 +193,14 @@ static void quantize4_src_neon(const void *x, mq_dtype dt, size_t n, const mq_qr
     if (i < n) mq__quantize4_src_ref(src_at(x, dt, i), dt, n - i, p, add, dst + i / 2);
 }
 
-/* The reference's search, each candidate's error by sqerr_neon (the same bits). */
+/* The reference's search, each candidate's error by sqerr_neon (the same bits); without
+ * weights, a candidate whose lower bound (its extremes' terms) is not below the best error so
+ * far is left out: it could not replace it (the best error only decreases). */
 static int search_neon(const float *x, const float *w, size_t n, float mn, float mx,
                        const mq_qround *qr, int nc, float *err) {
-    (void)mn;
-    (void)mx;
     int best = -1;
     for (int c = 0; c < nc; c++) {
+        if (best >= 0 && !w && !(mq__sqerr_bound(mn, mx, &qr[c]) < *err)) continue;
         float e = sqerr_neon(x, w, n, &qr[c]);
         if (best < 0 || e < *err) {
             best = c;

@@ -122,15 +122,22 @@ MQ_HIDDEN void mq__qround_init(const mq_qformat *f, mq_qparam p, mq_qround *out)
  * diagonal entries set to 1 and damp = 1 % of its mean diagonal. MQ_ERR_QUANT for a
  * non-finite entry or a matrix that is not positive definite. Runs on the context's threads
  * (not from inside a parallel job). */
-MQ_HIDDEN mq_status mq__gptq_factor(mq_ctx *ctx, const float *h, int64_t cols, float **out);
+MQ_HIDDEN mq_status mq__gptq_factor(mq_ctx *ctx, const float *h, int64_t cols,
+                                    const int32_t *perm, float **out);
+/* GPTQ act-order: *out (cols int32, to mq__free) receives the columns in decreasing order of
+ * h's diagonal (a zero entry counting as 1, as in the factor), ties in column order. The
+ * factor of that order is mq__gptq_factor with `perm` = *out: U of H[perm[i]][perm[j]]
+ * (positions in its messages are H's own). */
+MQ_HIDDEN mq_status mq__gptq_order(mq_ctx *ctx, const float *h, int64_t cols, int32_t **out);
 typedef struct mq__err_acc mq__err_acc;
 /* mq_quantize_rows with the factor of calib->hessian computed once by the caller (NULL: as
- * mq_quantize_rows), for callers that quantize a tensor in many row chunks. With `err`
- * (only where mq__quantize_fuses_error, row_begin a multiple of mq__err_rows_per_part), the
- * error figures of the rows against their dequantized values are added to it in the same
- * pass, while each row is in cache: the sums mq__err_acc_add gives. *err_done (with err)
- * is false when a part's float sums overflowed: err is then untouched, and the caller sums
- * the rows through mq__err_acc_add. */
+ * mq_quantize_rows), for callers that quantize a tensor in many row chunks; with
+ * calib->act_order, the factor of mq__gptq_order's permutation. With `err` (only where
+ * mq__quantize_fuses_error, row_begin a multiple of mq__err_rows_per_part), the error
+ * figures of the rows against their dequantized values are added to it in the same pass,
+ * while each row is in cache: the sums mq__err_acc_add gives. *err_done (with err) is false
+ * when a part's float sums overflowed: err is then untouched, and the caller sums the rows
+ * through mq__err_acc_add. */
 MQ_HIDDEN mq_status mq__quantize_rows_factored(mq_ctx *ctx, const mq_qspec *spec,
                                                const mq_qlayout *layout,
                                                const mq_calib_data *calib, mq_dtype src_dtype,

@@ -27,6 +27,8 @@ typedef struct scratch {
      * the current column block (gptq_rows x GPTQ_BLOCK), the chunk's codes, a gemm workspace */
     float *gw, *ge, *gws;
     uint8_t *gcodes;
+    mq_qround *gqr;  /* act-order: rounding parameters and code offsets of the chunk's groups */
+    int32_t *gadd;
 } scratch;
 
 enum { GPTQ_BLOCK = 128 };
@@ -53,6 +55,7 @@ typedef struct qjob {
     const float *w;
     const float *gptq_u;  /* GPTQ: the factor of mq__gptq_factor */
     float *gptq_u_owned;
+    int32_t *gptq_perm;   /* act-order: the column order of mq__gptq_order, or NULL */
     int64_t gptq_rows;    /* rows per GPTQ task */
     const mq__gemm_fns *gemm;
     mq__err_acc *err_parts; /* error figures per part of rows (NULL: not asked for) */
@@ -88,6 +91,7 @@ static mq_status alloc_scratch(qjob *j) {
                             cols);
         per += round64(gr * cols * 4) + round64(gr * GPTQ_BLOCK * 4) +
                round64(MQ__GEMM_WS * 4) + round64(gr * cols);
+        if (j->gptq_perm) per += round64(gr * gpr * sizeof(mq_qround)) + round64(gr * gpr * 4);
     }
     j->nscratch = mq__thread_count(j->ctx);
     if (per > SIZE_MAX / 2 / (size_t)j->nscratch)
@@ -121,6 +125,12 @@ static mq_status alloc_scratch(qjob *j) {
             p += round64(MQ__GEMM_WS * 4);
             j->sc[t].gcodes = p;
             p += round64(gr * cols);
+            if (j->gptq_perm) {
+                j->sc[t].gqr = (mq_qround *)p;
+                p += round64(gr * gpr * sizeof(mq_qround));
+                j->sc[t].gadd = (int32_t *)p;
+                p += round64(gr * gpr * 4);
+            }
         }
     }
     return MQ_OK;
@@ -134,6 +144,7 @@ static void free_job(qjob *j) {
     mq__free(j->ctx, j->chunk_err);
     mq__free(j->ctx, j->gptq_u_owned);
     mq__free(j->ctx, j->err_parts);
+    mq__free(j->ctx, j->gptq_perm);
 }
 
 /* Source bytes of row r at an address aligned for their dtype (staged when not). */
@@ -325,6 +336,55 @@ static int64_t gptq_block_end(const mq_qlayout *L, int64_t b0) {
     return b1;
 }
 
+/* Act-order ("static groups"): row r's group parameters from its weights before any update,
+ * stored, and their rounding parameters in qr / add (one per group). */
+static mq_status static_groups(qjob *j, int64_t r, const float *x, mq_qround *qr, int32_t *add) {
+    const mq_qlayout *L = j->lay;
+    for (int64_t g = 0; g < L->groups_per_row; g++) {
+        mq_qparam p = j->tensor_param;
+        if (j->spec->granularity != MQ_PER_TENSOR) {
+            int64_t c0 = g * L->group_size;
+            int64_t n = g + 1 < L->groups_per_row ? L->group_size : L->last_group_size;
+            float mn, mx;
+            if (!j->k->minmax(x + c0, (size_t)n, &mn, &mx)) return not_finite(j, r, x, c0, n);
+            p = mq__qparam_minmax(&j->f, j->spec->scheme, mn, mx);
+            MQ_TRY(round_scale(j, r, &p));
+            MQ_TRY(check_param(j, r, c0, p, mn, mx));
+            int64_t si = r * L->groups_per_row + g;
+            j->scale[si] = p.scale;
+            store_zp(j, si, p.zp);
+        }
+        mq__qround_init(&j->f, p, &qr[g]);
+        add[g] = p.zp + j->f.code_offset;
+    }
+    return MQ_OK;
+}
+
+/* Act-order, columns [b0, b1) of one row in processing order: position c holds the tensor's
+ * column perm[c], whose code goes to codes[perm[c]] with its group's parameters. */
+static mq_status sweep_ordered(qjob *j, int64_t r, float *w, float *e, uint8_t *codes,
+                               const mq_qround *qr, const int32_t *add, int64_t b0, int64_t b1) {
+    const mq_qlayout *L = j->lay;
+    int64_t cols = L->cols, gs = L->group_size;
+    const float *U = j->gptq_u;
+    bool signed8 = !j->f.packed4 && j->f.qmin < 0;
+    for (int64_t c = b0; c < b1; c++) {
+        int64_t oc = j->gptq_perm[c], g = L->groups_per_row > 1 ? oc / gs : 0;
+        if (!isfinite(w[c]))
+            return mq__fail(j->ctx, MQ_ERR_QUANT, "quantize: row %lld: the GPTQ update made "
+                            "column %lld non-finite (Hessian too ill-conditioned)",
+                            (long long)r, (long long)oc);
+        mq__quantize_ref(&w[c], 1, &qr[g], add[g], &codes[oc]);
+        int32_t q = signed8 ? (int32_t)(int8_t)codes[oc] - (add[g] - j->f.code_offset)
+                            : (int32_t)codes[oc] - add[g];
+        const float *u = U + (size_t)c * (size_t)cols;
+        float err = (w[c] - (float)q * qr[g].scale) / u[c];
+        j->gemm->axpy((size_t)(b1 - c - 1), -err, u + c + 1, w + c + 1);
+        e[c - b0] = -err;
+    }
+    return MQ_OK;
+}
+
 /* GPTQ on rows [r0, r0 + nr) (docs/QUANTIZATION.md): columns left to right in blocks; inside
  * a block each column's rounding error e, divided by U[c][c], is subtracted from the block's
  * later columns in proportion to U[c][c+1..]; at the end of the block the errors update all
@@ -336,20 +396,35 @@ static mq_status gptq_rows(qjob *j, int tid, int64_t r0, int64_t nr, uint8_t *ds
     scratch *sc = &j->sc[tid];
     float *W = sc->gw, *E = sc->ge;
     const float *U = j->gptq_u;
+    const int32_t *perm = j->gptq_perm;
+    size_t gpr = (size_t)L->groups_per_row;
     for (int64_t i = 0; i < nr; i++) {
         const float *x = load_row(j, tid, r0 + i);
         float mn, mx;
         if (!j->k->minmax(x, (size_t)cols, &mn, &mx)) return not_finite(j, r0 + i, x, 0, cols);
-        memcpy(W + i * cols, x, (size_t)cols * sizeof(float));
+        float *w = W + i * cols;
+        if (perm) {
+            MQ_TRY(static_groups(j, r0 + i, x, sc->gqr + (size_t)i * gpr,
+                                 sc->gadd + (size_t)i * gpr));
+            for (int64_t c = 0; c < cols; c++) w[c] = x[perm[c]];
+        } else {
+            memcpy(w, x, (size_t)cols * sizeof(float));
+        }
     }
     bool signed8 = !j->f.packed4 && j->f.qmin < 0;
     for (int64_t b0 = 0; b0 < cols; ) {
-        int64_t b1 = gptq_block_end(L, b0);
+        int64_t b1 = perm ? (b0 + GPTQ_BLOCK < cols ? b0 + GPTQ_BLOCK : cols)
+                          : gptq_block_end(L, b0);
         for (int64_t i = 0; i < nr; i++) {
             int64_t r = r0 + i;
             float *w = W + i * cols, *e = E + i * GPTQ_BLOCK;
             uint8_t *codes = j->f.packed4 ? sc->gcodes + i * cols
                                           : dst0 + (size_t)i * L->row_bytes;
+            if (perm) {
+                MQ_TRY(sweep_ordered(j, r, w, e, codes, sc->gqr + (size_t)i * gpr,
+                                     sc->gadd + (size_t)i * gpr, b0, b1));
+                continue;
+            }
             mq_qparam p = j->tensor_param;
             mq_qround qr;
             int32_t add = 0;
@@ -702,13 +777,18 @@ static mq_status quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayo
         if (!calib.hessian)
             return mq__fail(ctx, MQ_ERR_INVALID, "quantize: MQ_SEARCH_GPTQ needs a Hessian "
                             "(mq_calib_data.hessian)");
+        if (calib.act_order) MQ_TRY(mq__gptq_order(ctx, calib.hessian, layout->cols,
+                                                   &j.gptq_perm));
         if (factor) {
             j.gptq_u = factor;
         } else {
-            float *u = NULL;
-            MQ_TRY(mq__gptq_factor(ctx, calib.hessian, layout->cols, &u));
-            j.gptq_u = u;
-            j.gptq_u_owned = u;
+            mq_status st = mq__gptq_factor(ctx, calib.hessian, layout->cols, j.gptq_perm,
+                                           &j.gptq_u_owned);
+            if (st != MQ_OK) {
+                free_job(&j);
+                return st;
+            }
+            j.gptq_u = j.gptq_u_owned;
         }
     } else if (!j.is_cast && spec->search != MQ_SEARCH_MINMAX && spec->search != MQ_SEARCH_MSE) {
         return mq__fail(ctx, MQ_ERR_INVALID, "quantize: unknown scale search %d",

@@ -69,6 +69,14 @@ expect_exit 0 group_size_ignored -- "$MQ" quantize --format native "$M" --bits 8
 expect_out group_size_ignored_msg "warning: --group-size 32 has no effect: int8 is per channel"
 expect_exit 3 group_size_ignored_strict -- "$MQ" quantize --format native "$M" --bits 8 --group-size 32 --strict -o "$T/gs2.safetensors"
 expect_exit 0 group_size_used_by_rule -- "$MQ" quantize --format native "$M" --bits 8 --group-size 32 --layer 'blocks.1.*=4' --strict -o "$T/gs3.safetensors"
+# --act-order without GPTQ (also as a config-file key)
+expect_exit 0 act_order_ignored -- "$MQ" quantize --format native "$M" --bits 8 --act-order -o "$T/ao.safetensors"
+expect_out act_order_ignored_msg "warning: --act-order has no effect"
+expect_exit 3 act_order_ignored_strict -- "$MQ" quantize --format native "$M" --bits 8 --act-order --strict -o "$T/ao2.safetensors"
+[ ! -e "$T/ao2.safetensors" ] && ok act_order_ignored_nothing_written || notok act_order_ignored_nothing_written "written"
+printf 'act-order\n' > "$T/ao.conf"
+expect_exit 0 act_order_config -- "$MQ" quantize --format native "$M" --bits 8 --config "$T/ao.conf" -o "$T/ao3.safetensors"
+expect_out act_order_config_msg "warning: --act-order has no effect"
 
 # scales whose grid overflows float32 (-FLT_MAX: -128 * FLT_MAX / 127.5 is -Inf)
 "$PY" "$T/st.py" "$T/wide.safetensors" blocks.0.fc.weight:16x64:-3.4028234663852886e38 blocks.1.fc.weight:16x64

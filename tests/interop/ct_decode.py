@@ -10,6 +10,10 @@
   bits up, value = field - 2^(bits-1); weight_zero_point (asymmetric) packed the same way along
   the output dimension; group size = in / scale columns;
 - int-quantized: weight I8 as it is;
+- activation order (weights' "actorder", group strategy only): null or "weight" (static
+  groups: only the quantization order changed) keep column c in group c // group_size, and
+  no weight_g_idx is stored; "group" stores weight_g_idx I32 [in], column c in group
+  g_idx[c];
 - value = (q - zero_point) * scale, exact, rounded once to the model's dtype.
 """
 import json
@@ -113,7 +117,16 @@ def decode(tensors, qcfg, dtype):
         gs = cols // s.shape[1]
         if w["strategy"] == "group":
             assert gs == w["group_size"], f"{layer}: group size {gs} vs {w['group_size']}"
-        v = (q - z.repeat_interleave(gs, 1)).to(torch.float64) * s.repeat_interleave(gs, 1)
+        order = w.get("actorder")
+        assert order in (None, "weight", "group"), f"{layer}: actorder {order!r}"
+        assert order is None or w["strategy"] == "group", f"{layer}: actorder without groups"
+        g_idx = t.pop(layer + ".weight_g_idx", None)
+        assert (g_idx is not None) == (order == "group"), f"{layer}: g_idx vs actorder {order}"
+        if g_idx is None:
+            g_idx = torch.arange(cols) // gs
+        g_idx = g_idx.to(torch.int64)
+        assert g_idx.shape == (cols,) and 0 <= g_idx.min() and g_idx.max() < s.shape[1]
+        v = (q - z[:, g_idx]).to(torch.float64) * s[:, g_idx]
         t[layer + ".weight"] = v.to(dtype)
         layers[layer] = (g, fmt)
     for name in [k for k in tensors if k.endswith(".weight") and k not in t]:

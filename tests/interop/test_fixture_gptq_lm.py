@@ -2,19 +2,25 @@
 `monoquant calibrate --hessian`, every Linear weight (lm_head included) quantized INT4 g128
 with `--search gptq`, dequantized, and the fixture's eval_lm.py run on its validation text.
 The issue's bound: at most half of plain absmax INT4's perplexity cost (F32 5.903492,
-absmax 5.942495), i.e. ppl <= 5.903492 * 1.0033."""
+absmax 5.942495), i.e. ppl <= 5.903492 * 1.0033. With --act-order (static groups): the same
+bound, and the stored layout decodes with the independent decoders (ct_decode.py, the GPTQ
+decoder of foreign_formats.py) to `monoquant dequantize`'s values."""
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
 
 import numpy as np
+import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from harness import FIXTURES, TMP, case, finish, mq  # noqa: E402
 from record_lm import record  # noqa: E402
+import ct_decode  # noqa: E402
+import foreign_formats as ff  # noqa: E402
 
 LM = os.path.join(FIXTURES, "lm")
 MODEL = os.path.join(LM, "lm_fortunes.safetensors")
@@ -56,9 +62,9 @@ def calibrate_stores_the_mean_of_x_xT():
     assert np.array_equal(h, h.T)
 
 
-def perplexity(*args):
-    q = os.path.join(TMP, "q.safetensors")
-    d = os.path.join(TMP, "d.safetensors")
+def perplexity(*args, tag="q"):
+    q = os.path.join(TMP, tag + ".safetensors")
+    d = os.path.join(TMP, tag + "_d.safetensors")
     _, out, _ = mq("quantize", "--model", MODEL, "--bits", "4", "--group-size", "128",
                    "--no-default-skip", "--json", "-o", q, *args)
     mq("dequantize", q, "-o", d)
@@ -81,6 +87,57 @@ def gptq_int4_g128_costs_at_most_half_of_absmax():
     print(f"# GPTQ INT4 g128 symmetric (default with --calibration): ppl {ppl:.6f} "
           f"(bound {BOUND:.6f})", flush=True)
     assert ppl <= BOUND, ppl
+
+
+def quantized_layers(tensors):
+    return sorted(k[:-len(".weight_scale")] for k in tensors if k.endswith(".weight_scale"))
+
+
+@case
+def act_order_keeps_the_layout_and_the_bound():
+    ppl, _ = perplexity("--calibration", STATS, "--act-order", tag="ao")
+    print(f"# GPTQ INT4 g128 symmetric --act-order: ppl {ppl:.6f} (bound {BOUND:.6f})", flush=True)
+    tensors, _, qcfg = ct_decode.read_model(os.path.join(TMP, "ao.safetensors"))
+    (g,) = qcfg["config_groups"].values()
+    assert g["weights"]["actorder"] == "weight" and g["weights"]["strategy"] == "group", g
+    decoded, _ = ct_decode.decode(tensors, qcfg, torch.float32)
+    ours = ct_decode.read_safetensors(os.path.join(TMP, "ao_d.safetensors"))[0]
+    layers = quantized_layers(tensors)
+    assert len(layers) == 17
+    for k in layers:
+        assert torch.equal(decoded[k + ".weight"], ours[k + ".weight"]), k
+    # static groups: each group's scale is min/max's of the original weights
+    mm = os.path.join(TMP, "mm.safetensors")
+    mq("quantize", "--model", MODEL, "--bits", "4", "--group-size", "128", "--no-default-skip",
+       "--search", "minmax", "-q", "-o", mm)
+    mmt = ct_decode.read_safetensors(mm)[0]
+    plain = ct_decode.read_safetensors(os.path.join(TMP, "q.safetensors"))[0]
+    moved = 0
+    for k in layers:
+        assert torch.equal(tensors[k + ".weight_scale"], mmt[k + ".weight_scale"]), k
+        moved += not torch.equal(tensors[k + ".weight_packed"], plain[k + ".weight_packed"])
+    assert moved == 17, moved  # the order changed the codes of every layer
+    assert ppl <= BOUND, ppl
+
+
+@case
+def act_order_gptq_layout_decodes():
+    src = os.path.join(TMP, "lm_folder")
+    os.makedirs(src)
+    shutil.copy(MODEL, os.path.join(src, "model.safetensors"))
+    with open(os.path.join(src, "config.json"), "w") as f:
+        json.dump({"architectures": ["TinyLM"], "model_type": "tinylm"}, f)
+    out = os.path.join(TMP, "gptq_ao")
+    mq("quantize", src, "-o", out, "--format", "gptq", "--type", "uint4", "--no-default-skip",
+       "--calibration", STATS, "--act-order", "-q")
+    qc = json.load(open(os.path.join(out, "quantize_config.json")))
+    assert qc["desc_act"] is False and qc["static_groups"] is True, qc
+    t = ff.load_safetensors(os.path.join(out, "model.safetensors"))[0]
+    gi = t["blocks.3.mlp.proj.g_idx"]
+    assert torch.equal(gi, (torch.arange(1024) // 128).to(torch.int32))
+    # F16 scales and no torch_dtype in config.json: dequantized to F16
+    ff.assert_same(ff.dequantized(out, "gptq_ao_dq"), ff.gptq_decode(out, torch.float16))
+    mq("validate", out)
 
 
 finish()

@@ -417,6 +417,27 @@ def calibration_static_and_merge():
 
 
 @case
+def gptq_act_order_same_bytes_as_cli():
+    """act_order=True reaches the library: the CLI's --act-order bytes, not the plain ones."""
+    import mqlib
+    src = os.path.join(TMP, "small_ao.safetensors")
+    mqlib.write(src, MODEL.state_dict())
+    stats = os.path.join(TMP, "gptq.stats.safetensors")
+    monoquant.calibrate(MODEL, [X[:4], X[4:]], hessian=True).save(stats)
+    files = {}
+    for ao in (False, True):
+        q, _ = monoquant.quantize(MODEL, config=monoquant.QuantizationConfig(
+            bits=4, method="gptq", calibration_stats=stats, act_order=ao))
+        files[ao] = os.path.join(TMP, f"py_ao{int(ao)}.safetensors")
+        monoquant.save(q, files[ao])
+        cli = os.path.join(TMP, f"cli_ao{int(ao)}.safetensors")
+        mq("quantize", "--format", "native", src, "-o", cli, "-q", "--bits", "4", "--search",
+           "gptq", "--calibration", stats, *(["--act-order"] if ao else []))
+        assert filecmp.cmp(files[ao], cli, shallow=False), ao
+    assert not filecmp.cmp(files[False], files[True], shallow=False)
+
+
+@case
 def inplace_replaces_layers():
     m = Small().eval()
     with torch.no_grad():

@@ -3,43 +3,12 @@
  * chunking, Hessian errors, and the unchanged storage layout. */
 #include "harness.h"
 #include "quant_helpers.h"
+#include "gptq_helpers.h"
 #include "monoquant.h"
 #include "quant/quant_internal.h"
 
 #include <math.h>
 #include <stdint.h>
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static double urand(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / 9007199254740992.0;
-}
-static double gauss(void) {
-    double u = urand() + 1e-12, v = urand();
-    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
-}
-
-/* Weights [rows, cols] and the mean x x^T of `n` inputs correlated along the channels
- * (x[c] = 0.9 x[c-1] + noise) with uneven channel magnitudes. */
-static void make_problem(int64_t rows, int64_t cols, int n, float *w, float *h) {
-    for (int64_t i = 0; i < rows * cols; i++) w[i] = (float)(0.05 * gauss());
-    double *x = calloc((size_t)cols, sizeof(double));
-    double *acc = calloc((size_t)(cols * cols), sizeof(double));
-    for (int s = 0; s < n; s++) {
-        double prev = gauss();
-        for (int64_t c = 0; c < cols; c++) {
-            prev = 0.9 * prev + 0.435889894 * gauss();
-            x[c] = prev * (1.0 + 3.0 * (double)(c % 7 == 0));
-        }
-        for (int64_t i = 0; i < cols; i++)
-            for (int64_t k = 0; k < cols; k++) acc[i * cols + k] += x[i] * x[k];
-    }
-    for (int64_t i = 0; i < cols * cols; i++) h[i] = (float)(acc[i] / n);
-    free(x);
-    free(acc);
-}
 
 /* Quantizes with the Hessian h (NULL: none). */
 static qres run_q(mq_ctx *ctx, const mq_qspec *spec, const float *h, int64_t rows, int64_t cols,
@@ -49,22 +18,6 @@ static qres run_q(mq_ctx *ctx, const mq_qspec *spec, const float *h, int64_t row
     mq_calib_data_init(&calib);
     calib.hessian = h;
     return quantize_chunks_with(ctx, spec, &calib, 2, shape, MQ_F32, w, nchunks);
-}
-
-/* sum over rows of d^T H d for d = w - q */
-static double out_err(const float *w, const float *q, const float *h, int64_t rows, int64_t n) {
-    double total = 0;
-    double *d = malloc((size_t)n * sizeof(double));
-    for (int64_t r = 0; r < rows; r++) {
-        for (int64_t c = 0; c < n; c++) d[c] = (double)w[r * n + c] - q[r * n + c];
-        for (int64_t a = 0; a < n; a++) {
-            double t = 0;
-            for (int64_t b = 0; b < n; b++) t += (double)h[a * n + b] * d[b];
-            total += d[a] * t;
-        }
-    }
-    free(d);
-    return total;
 }
 
 /* sum over rows of d^T H d, d = w - dequantized w: the output error ||X W^T - X Wq^T||^2 / n */
@@ -176,7 +129,7 @@ TEST(shared_factor_gives_the_same_bytes) {
     mq_qspec q = spec_of(MQ_Q_UINT4, MQ_ASYMMETRIC, MQ_PER_GROUP, 128, MQ_SEARCH_GPTQ);
     qres ref = run_q(ctx, &q, h, ROWS, COLS, w, 1);
     float *u = NULL;
-    CHECK(ref.st == MQ_OK && mq__gptq_factor(ctx, h, COLS, &u) == MQ_OK && u);
+    CHECK(ref.st == MQ_OK && mq__gptq_factor(ctx, h, COLS, NULL, &u) == MQ_OK && u);
     mq_calib_data calib;
     mq_calib_data_init(&calib);
     calib.hessian = h;
@@ -279,56 +232,6 @@ TEST(layout_unchanged) {
     mq_ctx_free(ctx);
 }
 
-/* ---- the column-by-column reference, in f64: U from Cholesky, inverse, Cholesky; then each
- * row swept one column at a time with every later column updated at once ---- */
-static int chol64(double *a, int64_t n) {
-    for (int64_t j = 0; j < n; j++) {
-        double *rj = a + j * n, d = rj[j];
-        for (int64_t k = 0; k < j; k++) d -= rj[k] * rj[k];
-        if (!(d > 0)) return -1;
-        rj[j] = sqrt(d);
-        for (int64_t i = j + 1; i < n; i++) {
-            double *ri = a + i * n, t = ri[j];
-            for (int64_t k = 0; k < j; k++) t -= ri[k] * rj[k];
-            ri[j] = t / rj[j];
-        }
-    }
-    return 0;
-}
-
-/* U (row-major upper) of (H + 1 % mean diag I)^-1 */
-static double *ref_factor(const float *h, int64_t n) {
-    double *a = calloc((size_t)(n * n), sizeof(double)), *b = calloc((size_t)(n * n), sizeof(double));
-    double mean = 0;
-    for (int64_t i = 0; i < n; i++) {
-        for (int64_t j = 0; j <= i; j++) a[i * n + j] = h[i * n + j];
-        if (a[i * n + i] == 0) a[i * n + i] = 1;
-        mean += a[i * n + i];
-    }
-    for (int64_t i = 0; i < n; i++) a[i * n + i] += 0.01 * mean / (double)n;
-    if (chol64(a, n)) return NULL;
-    for (int64_t i = 0; i < n; i++) { /* b = L^-1 */
-        for (int64_t j = 0; j < i; j++) {
-            double t = 0;
-            for (int64_t k = j; k < i; k++) t += a[i * n + k] * b[k * n + j];
-            b[i * n + j] = -t / a[i * n + i];
-        }
-        b[i * n + i] = 1 / a[i * n + i];
-    }
-    for (int64_t i = 0; i < n; i++) /* a = b^T b, lower */
-        for (int64_t j = 0; j <= i; j++) {
-            double t = 0;
-            for (int64_t k = i; k < n; k++) t += b[k * n + i] * b[k * n + j];
-            a[i * n + j] = t;
-        }
-    if (chol64(a, n)) return NULL;
-    memset(b, 0, (size_t)(n * n) * sizeof(double));
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = i; j < n; j++) b[i * n + j] = a[j * n + i];
-    free(a);
-    return b;
-}
-
 /* Dequantized GPTQ weights of the reference for INT4 symmetric groups of gs (gs divides n). */
 static void ref_gptq_int4(const float *w0, int64_t rows, int64_t n, int64_t gs, const double *u,
                           float *out) {
@@ -370,7 +273,7 @@ TEST(blocked_matches_column_by_column_reference) {
     make_problem(R, N, 2048, w, h);
     double *uref = ref_factor(h, N);
     float *u = NULL;
-    CHECK(uref && mq__gptq_factor(ctx, h, N, &u) == MQ_OK && u);
+    CHECK(uref && mq__gptq_factor(ctx, h, N, NULL, &u) == MQ_OK && u);
     double worst = 0;
     for (int64_t i = 0; i < N && u; i++) {
         double big = 0;

@@ -74,7 +74,7 @@ static int roundtrip(const mq_qspec *spec, int64_t n, int64_t k, const char *tag
     for (int i = 0; i < 4; i++) CHECK(mq_writer_write(wr, buf[i], (size_t)sz[i]) == MQ_OK);
     CHECK(mq_writer_commit(wr) == MQ_OK);
     mq_writer_free(wr);
-    char *cfg = mq__gptq_config_json(ctx, &g);
+    char *cfg = mq__gptq_config_json(ctx, &g, 0);
     FILE *f = fopen(cfgpath, "w");
     CHECK(f && cfg);
     if (f && cfg) fputs(cfg, f);
@@ -140,13 +140,13 @@ TEST(int8_symmetric_channel_and_uint8_asymmetric_group) {
 TEST(config_names_the_format) {
     mq_ctx *ctx = mq_ctx_create();
     mq__gptq_shape g = {4, 1, 8, 256, 2, 128};
-    char *c = mq__gptq_config_json(ctx, &g);
+    char *c = mq__gptq_config_json(ctx, &g, 0);
     CHECK(c && strstr(c, "\"quant_method\": \"gptq\"") && strstr(c, "\"bits\": 4") &&
           strstr(c, "\"group_size\": 128") && strstr(c, "\"desc_act\": false") &&
           strstr(c, "\"sym\": true") && strstr(c, "\"checkpoint_format\": \"gptq\""));
     mq__free(ctx, c);
     g.sym = 0, g.groups = 1;
-    c = mq__gptq_config_json(ctx, &g);
+    c = mq__gptq_config_json(ctx, &g, 0);
     CHECK(c && strstr(c, "\"group_size\": -1") && strstr(c, "\"sym\": false") &&
           strstr(c, "\"checkpoint_format\": \"gptq_v2\""));
     mq__free(ctx, c);

@@ -153,6 +153,10 @@ static void expected(const layer *l, const float *x, int64_t M, double *y, doubl
     free(xe);
 }
 
+/* Scales the inputs of check_layer (every fifth twice), for magnitudes near the bottom of
+ * the float range. */
+static float x_factor = 1.0f;
+
 /* Runs the layer at every level and thread count: all bit-identical, and within float
  * rounding of the double evaluation. Returns 1 when all holds. */
 static int check_layer(layer *l, int64_t M, const char *what) {
@@ -165,7 +169,8 @@ static int check_layer(layer *l, int64_t M, const char *what) {
         return 0;
     }
     float *x = malloc((size_t)(M * l->K) * 4 + 4);
-    for (int64_t i = 0; i < M * l->K; i++) x[i] = frand() * (i % 7 == 0 ? 3.0f : 1.0f);
+    for (int64_t i = 0; i < M * l->K; i++)
+        x[i] = frand() * (i % 7 == 0 ? 3.0f : 1.0f) * x_factor * (i % 5 == 0 ? x_factor : 1.0f);
     size_t ny = (size_t)(M * l->N);
     float *ref = malloc(ny * 4 + 4), *got = malloc(ny * 4 + 4);
     double *e = malloc(ny * 8 + 8), *mag = malloc(ny * 8 + 8);
@@ -353,6 +358,27 @@ TEST(gemv_wide_layers) {
         }
 }
 
+/* Inputs near the bottom of the float range, where rescaling an activation by a power of two
+ * would lose bits (kernels that move a factor between weights and activations must not). */
+TEST(tiny_activations) {
+    static const mq_qtype types[] = {MQ_Q_INT8, MQ_Q_INT8, MQ_Q_INT4};
+    static const mq_granularity grans[] = {MQ_PER_CHANNEL, MQ_PER_GROUP, MQ_PER_GROUP};
+    for (int t = 0; t < 3; t++)
+        for (int f = 0; f < 2; f++) {
+            layer l;
+            make_layer(&l, types[t], MQ_SYMMETRIC, grans[t], 32, 1030, 136, MQ_ACT_F32);
+            l.d.bias = NULL; /* a bias would round the tiny sums away */
+            memset(l.bias, 0, (size_t)l.N * 4);
+            x_factor = f ? 1e-33f : 1e-38f;
+            char what[96];
+            snprintf(what, sizeof what, "tiny activations: type %d gran %d, factor %g",
+                     (int)types[t], (int)grans[t], (double)x_factor);
+            check_layer(&l, 1, what);
+            x_factor = 1.0f;
+            layer_free(&l);
+        }
+}
+
 /* Activations at the edges: all zero rows, huge values, static clamping at both ends. */
 TEST(activation_edges) {
     layer l;
@@ -496,6 +522,7 @@ int main(void) {
     RUN(other_granularities);
     RUN(larger_shapes);
     RUN(gemv_wide_layers);
+    RUN(tiny_activations);
     RUN(activation_edges);
     RUN(unaligned_buffers);
     RUN(description_errors);
