@@ -1,5 +1,0 @@
-build2/cli/cmd_compare.o: cli/cmd_compare.c cli/cli.h include/monoquant.h \
- cli/opts.h
-cli/cli.h:
-include/monoquant.h:
-cli/opts.h:

@@ -1,9 +1,0 @@
-build2/src/io/pytorch_read.o: src/io/pytorch_read.c src/io/pickle.h \
- src/common/internal.h include/monoquant.h src/io/pytorch_internal.h \
- src/io/model_internal.h src/io/zip.h
-src/io/pickle.h:
-src/common/internal.h:
-include/monoquant.h:
-src/io/pytorch_internal.h:
-src/io/model_internal.h:
-src/io/zip.h:
