@@ -66,7 +66,8 @@ static inline float load_a(mq_dtype dt, const void *a, size_t i) {
 
 /* Element i of a part goes into lane i % LANES, in order (l->n elements came before); one
  * loop per common reference dtype, so that they vectorize. */
-static void lanes_run(mq__err_lanes *l, mq_dtype dt, const void *a, const float *b, size_t n) {
+static void lanes_run(mq__err_lanes *lp, mq_dtype dt, const void *a, const float *b, size_t n) {
+    mq__err_lanes lanes = *lp, *l = &lanes; /* a local copy: no aliasing with b, so it vectorizes */
     size_t i = 0;
     for (; i < n && (l->n + i) % LANES; i++) lanes_add(l, (int)((l->n + i) % LANES), load_a(dt, a, i), b[i]);
     size_t vend = i + (n - i) / LANES * LANES;
@@ -81,6 +82,7 @@ static void lanes_run(mq__err_lanes *l, mq_dtype dt, const void *a, const float 
     }
     for (; i < n; i++) lanes_add(l, (int)((l->n + i) % LANES), load_a(dt, a, i), b[i]);
     l->n += n;
+    *lp = lanes;
 }
 
 void mq__err_lanes_add(mq__err_lanes *l, mq_dtype a_dtype, const void *a, const float *b,
