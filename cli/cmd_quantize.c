@@ -495,9 +495,9 @@ static void print_phases(FILE *f, const mq_report *r) {
     for (int ph = MQ_PHASE_OPEN; ph <= MQ_PHASE_BACKGROUND_WRITE; ph++) {
         double sec = mq_report_phase_seconds(r, (mq_phase)ph);
         if (ph < MQ_PHASE_BACKGROUND_WRITE) sum += sec;
-        else fprintf(f, "  %-11s %8.3f s %6.1f%%  (other)\n", "", wall - sum,
+        else fprintf(f, "  %-16s %8.3f s %6.1f%%  (other)\n", "", wall - sum,
                      wall > 0 ? 100 * (wall - sum) / wall : 0);
-        fprintf(f, "  %-11s %8.3f s %6.1f%%  %s%s\n", mq_phase_name((mq_phase)ph), sec,
+        fprintf(f, "  %-16s %8.3f s %6.1f%%  %s%s\n", mq_phase_name((mq_phase)ph), sec,
                 wall > 0 ? 100 * sec / wall : 0, what[ph],
                 ph == MQ_PHASE_BACKGROUND_WRITE ? " (overlaps the above)" : "");
     }
