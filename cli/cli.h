@@ -75,7 +75,8 @@ bool cli_parse_double(const char *s, double *out);
 const char *cli_bytes(uint64_t n, char *buf, size_t cap);
 /* mq_qspec_format into buf, returning buf (for use inside printf arguments). */
 const char *cli_qspec_name(const mq_qspec *spec, char *buf, size_t cap);
-/* Writes s as a JSON string literal (quotes included). */
+/* Writes s as a JSON string literal (quotes included), escaped by the library's escaper
+ * (mq_json_string_format). */
 void cli_json_string(FILE *f, const char *s);
 /* Writes a JSON number (%.6g; NaN as null, infinities as +-1e999). */
 void cli_json_number(FILE *f, double v);

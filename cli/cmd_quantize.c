@@ -471,12 +471,36 @@ static void print_json(const qstate *q, const char *out, const mq_report *r) {
             fprintf(f, ", \"clamped\": %llu", (unsigned long long)mq_report_tensor_clamped(r, i));
         fputs("}", f);
     }
-    fputs("],\n \"warnings\": [", f);
+    fputs("],\n \"phases\": {", f);
+    for (int ph = MQ_PHASE_OPEN; ph <= MQ_PHASE_BACKGROUND_WRITE; ph++)
+        fprintf(f, "%s\"%s\": %.4f", ph ? ", " : "", mq_phase_name((mq_phase)ph),
+                mq_report_phase_seconds(r, (mq_phase)ph));
+    fputs("},\n \"warnings\": [", f);
     for (size_t i = 0; i < mq_report_warning_count(r); i++) {
         if (i) fputs(", ", f);
         cli_json_string(f, mq_report_warning(r, i));
     }
     fputs("]}\n", f);
+}
+
+/* -v: where the wall time went. */
+static void print_phases(FILE *f, const mq_report *r) {
+    static const char *const what[] = {
+        "open and map the input, plan, output header", "map input pages in",
+        "quantize (error figures in the same pass)", "error figures in a pass of their own",
+        "hand bytes to the writer", "wait for the writer", "fsync + rename",
+        "write(2) + writeback on the writer thread"};
+    double wall = mq_report_seconds(r), sum = 0;
+    fprintf(f, "time: %.3f s wall\n", wall);
+    for (int ph = MQ_PHASE_OPEN; ph <= MQ_PHASE_BACKGROUND_WRITE; ph++) {
+        double sec = mq_report_phase_seconds(r, (mq_phase)ph);
+        if (ph < MQ_PHASE_BACKGROUND_WRITE) sum += sec;
+        else fprintf(f, "  %-16s %8.3f s %6.1f%%  (other)\n", "", wall - sum,
+                     wall > 0 ? 100 * (wall - sum) / wall : 0);
+        fprintf(f, "  %-16s %8.3f s %6.1f%%  %s%s\n", mq_phase_name((mq_phase)ph), sec,
+                wall > 0 ? 100 * sec / wall : 0, what[ph],
+                ph == MQ_PHASE_BACKGROUND_WRITE ? " (overlaps the above)" : "");
+    }
 }
 
 static void print_report(const qstate *q, const char *out, const mq_report *r) {
@@ -546,6 +570,7 @@ static void print_report(const qstate *q, const char *out, const mq_report *r) {
         fprintf(f, "; file %s -> %s", cli_bytes(mq_report_file_bytes_in(r), b1, sizeof b1),
                 cli_bytes(mq_report_file_bytes_out(r), b2, sizeof b2));
     fprintf(f, "; %.2f s\n", mq_report_seconds(r));
+    if (g_cli.verbose && !q->dry_run) print_phases(f, r);
 }
 
 /* GPTQ when the statistics allow it: on the LM fixture it halves the perplexity cost of

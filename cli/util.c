@@ -119,16 +119,20 @@ const char *cli_bytes(uint64_t n, char *buf, size_t cap) {
 }
 
 void cli_json_string(FILE *f, const char *s) {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p == '\n') fputs("\\n", f);
-        else if (*p == '\t') fputs("\\t", f);
-        else if (*p == '\r') fputs("\\r", f);
-        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-        else fputc(*p, f);
+    char small[256];
+    size_t n = mq_json_string_format(s, small, sizeof small);
+    if (n < sizeof small) {
+        fputs(small, f);
+        return;
     }
-    fputc('"', f);
+    char *big = (char *)malloc(n + 1);
+    if (!big) {
+        fputs("\"\"", f);
+        return;
+    }
+    mq_json_string_format(s, big, n + 1);
+    fputs(big, f);
+    free(big);
 }
 
 void cli_json_number(FILE *f, double v) {

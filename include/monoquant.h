@@ -839,8 +839,33 @@ MQ_API size_t mq_report_warning_count(const mq_report *report);
 MQ_API const char *mq_report_warning(const mq_report *report, size_t i);
 /* The quantization_config JSON stored in the output. */
 MQ_API const char *mq_report_config_json(const mq_report *report);
-/* Wall time of the call, in seconds. */
+/* Wall time of the call, in seconds (opening the input included). */
 MQ_API double mq_report_seconds(const mq_report *report);
+/* Where the wall time went (mq_report_phase_seconds). The phases up to MQ_PHASE_SYNC follow
+ * each other on the calling thread; MQ_PHASE_BACKGROUND_WRITE runs on the output writer's
+ * own thread, overlapping them. */
+typedef enum mq_phase {
+    MQ_PHASE_OPEN,       /* opening and mapping the input, the plan, the output header */
+    MQ_PHASE_READ,       /* mapping input pages in ahead of the conversion */
+    MQ_PHASE_QUANTIZE,   /* converting tensors (error figures computed in the same pass) */
+    MQ_PHASE_ERROR,      /* error figures needing a pass of their own (casts, Hessians, GPTQ) */
+    MQ_PHASE_WRITE,      /* handing output bytes to the writer */
+    MQ_PHASE_WRITE_WAIT, /* waiting for the writer (the disk) to take more */
+    MQ_PHASE_SYNC,       /* the commit: last bytes, fsync, rename into place */
+    MQ_PHASE_BACKGROUND_WRITE /* write(2) and early writeback on the writer's thread */
+} mq_phase;
+/* Seconds spent in `phase` (0 for a dry run, or a value outside mq_phase). */
+MQ_API double mq_report_phase_seconds(const mq_report *report, mq_phase phase);
+/* "open", "read", "quantize", "error", "write", "write_wait", "sync", "background_write"
+ * (format convention: see the top). */
+MQ_API const char *mq_phase_name(mq_phase phase);
+MQ_API int mq_phase_from_name(const char *name, mq_phase *out);
+
+/* `s` (UTF-8, NUL-terminated; NULL as "") as a JSON string literal, quotes included, into
+ * buf (format convention: see the top): '"', '\\' and control characters escaped, every
+ * other byte copied. The escaper of the library's own JSON (reports, stored configs), for
+ * programs that write JSON around what the library returns. */
+MQ_API size_t mq_json_string_format(const char *s, char *buf, size_t cap);
 
 /* Short scheme name of a spec for file names and messages: "int8", "int4-g128",
  * "uint8-asym"...; "fp16", "bf16", "none" (format convention: see the top). */

@@ -64,36 +64,58 @@ mq_status mq__buf_printf(mq_buf *b, const char *fmt, ...) {
     return MQ_OK;
 }
 
-mq_status mq__json_write_string(mq_buf *b, const char *str, size_t len) {
+/* The escape of byte c into esc (its length), or 0 when c is copied as it is. */
+static size_t json_escape(uint8_t c, char esc[6]) {
     static const char hex[] = "0123456789abcdef";
+    if (c >= 0x20 && c != '"' && c != '\\') return 0;
+    esc[0] = '\\';
+    switch (c) {
+    case '"': esc[1] = '"'; return 2;
+    case '\\': esc[1] = '\\'; return 2;
+    case '\b': esc[1] = 'b'; return 2;
+    case '\f': esc[1] = 'f'; return 2;
+    case '\n': esc[1] = 'n'; return 2;
+    case '\r': esc[1] = 'r'; return 2;
+    case '\t': esc[1] = 't'; return 2;
+    default:
+        esc[1] = 'u';
+        esc[2] = '0';
+        esc[3] = '0';
+        esc[4] = hex[c >> 4];
+        esc[5] = hex[c & 15];
+        return 6;
+    }
+}
+
+mq_status mq__json_write_string(mq_buf *b, const char *str, size_t len) {
     const uint8_t *s = (const uint8_t *)str;
     MQ_TRY(mq__buf_append(b, "\"", 1));
     size_t run = 0;
     for (size_t i = 0; i < len; i++) {
-        uint8_t c = s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        char esc[6];
+        size_t k = json_escape(s[i], esc);
+        if (!k) continue;
         MQ_TRY(mq__buf_append(b, s + run, i - run));
         run = i + 1;
-        char esc[6] = {'\\', 0, 0, 0, 0, 0};
-        size_t k = 2;
-        switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
-        default:
-            esc[1] = 'u';
-            esc[2] = '0';
-            esc[3] = '0';
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
-            k = 6;
-        }
         MQ_TRY(mq__buf_append(b, esc, k));
     }
     MQ_TRY(mq__buf_append(b, s + run, len - run));
     return mq__buf_append(b, "\"", 1);
+}
+
+/* The same escape into a caller's buffer, without allocating (snprintf's convention). */
+size_t mq_json_string_format(const char *str, char *buf, size_t cap) {
+    size_t n = 0;
+#define PUT(ch) (n + 1 < cap ? (void)(buf[n] = (ch)) : (void)0, n++)
+    PUT('"');
+    for (const uint8_t *s = (const uint8_t *)(str ? str : ""); *s; s++) {
+        char esc[6];
+        size_t k = json_escape(*s, esc);
+        if (!k) PUT((char)*s);
+        for (size_t i = 0; i < k; i++) PUT(esc[i]);
+    }
+    PUT('"');
+#undef PUT
+    if (cap) buf[n < cap ? n : cap - 1] = 0;
+    return n;
 }

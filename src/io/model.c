@@ -1,5 +1,6 @@
 /* mq_model: opening a checkpoint of any supported kind, and the accessors. */
 #include "io/model_internal.h"
+#include "io/io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -303,4 +304,54 @@ void mq_open_options_default_sized(mq_open_options *opts, size_t struct_size) {
     memset(&d, 0, sizeof d);
     d.format = MQ_FORMAT_AUTO;
     mq__struct_default(opts, struct_size, &d, sizeof d);
+}
+
+/* ---- what the pipeline uses (io/io.h) ---- */
+
+const char *mq__model_path(const mq_model *m) { return m->path; }
+const char *mq__model_source_dir(const mq_model *m) { return m->source_dir; }
+
+uint64_t mq__model_mapped_bytes(const mq_model *m) {
+    uint64_t n = 0;
+    for (size_t i = 0; i < m->nmaps; i++) n += m->maps[i].len;
+    return n;
+}
+
+mq_status mq__model_ensure_index(mq_model *m, const char *where) {
+    return m->hash ? MQ_OK : mq__model_index(m, where);
+}
+
+/* The whole pages of [p, p+n) inside one of the model's file mappings: false when the range
+ * lies in an owned buffer (or is empty). */
+static bool mapped_pages(const mq_model *m, const void *p, uint64_t n, bool outer,
+                         uintptr_t *begin, uintptr_t *end) {
+    uintptr_t b = (uintptr_t)p, e = b + (uintptr_t)n;
+    for (size_t i = 0; p && n && i < m->nmaps; i++) {
+        uintptr_t mb = (uintptr_t)m->maps[i].addr, me = mb + m->maps[i].len;
+        if (!m->maps[i].addr || b < mb || e > me) continue;
+        uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+        /* outer: every page the range touches; else only pages it covers entirely */
+        *begin = outer ? b & ~(page - 1) : (b + page - 1) & ~(page - 1);
+        *end = outer ? (e + page - 1) & ~(page - 1) : e & ~(page - 1);
+        if (*end > me) *end = me;
+        return *end > *begin;
+    }
+    return false;
+}
+
+void mq__model_will_read(const mq_model *m, const void *p, uint64_t n, const void *ahead,
+                         uint64_t ahead_n) {
+    uintptr_t b, e;
+#ifdef MADV_POPULATE_READ
+    /* one call maps the pages in, instead of a fault per few pages inside the compute */
+    if (mapped_pages(m, p, n, true, &b, &e)) madvise((void *)b, e - b, MADV_POPULATE_READ);
+#else
+    (void)p, (void)n;
+#endif
+    if (mapped_pages(m, ahead, ahead_n, true, &b, &e)) madvise((void *)b, e - b, MADV_WILLNEED);
+}
+
+void mq__model_release(const mq_model *m, const void *p, uint64_t n) {
+    uintptr_t b, e;
+    if (mapped_pages(m, p, n, false, &b, &e)) madvise((void *)b, e - b, MADV_DONTNEED);
 }

@@ -10,25 +10,211 @@
 #include <unistd.h>
 
 #define WRITER_BUF (4u << 20)
+/* Buffers, block sizes and offsets of O_DIRECT writes are multiples of this. */
+#define DIRECT_ALIGN 4096u
 
 static bool has_suffix(const char *s, const char *suffix) {
     size_t n = strlen(s), k = strlen(suffix);
     return n >= k && !strcmp(s + n - k, suffix);
 }
 
-static mq_status flush_buf(mq_writer *w) {
-    size_t off = 0;
-    while (off < w->buf_len) {
-        ssize_t k = write(w->fd, w->buf + off, w->buf_len - off);
+/* Writeback is started every WRITEBACK_STEP bytes and waited for one step behind, so the
+ * final fsync finds little left to do and the dirty pages of the output stay bounded. */
+#define WRITEBACK_STEP ((uint64_t)32 << 20)
+
+/* 0 or the errno of the failed write. */
+static int write_all(int fd, const uint8_t *p, size_t n) {
+    while (n) {
+        ssize_t k = write(fd, p, n);
         if (k < 0) {
             if (errno == EINTR) continue;
-            w->failed = true;
-            return mq__fail(w->ctx, MQ_ERR_IO, "%s: write failed: %s", w->path, strerror(errno));
+            return errno;
         }
-        off += (size_t)k;
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* An aligned buffer of `n` bytes inside a new allocation kept in *raw. */
+static uint8_t *alloc_aligned(mq_ctx *ctx, size_t n, void **raw) {
+    *raw = mq__malloc(ctx, n + DIRECT_ALIGN);
+    if (!*raw) return NULL;
+    return (uint8_t *)(((uintptr_t)*raw + DIRECT_ALIGN - 1) & ~(uintptr_t)(DIRECT_ALIGN - 1));
+}
+
+/* Writes that bypass the page cache: the data goes from our buffer to the device, with no
+ * copy into the page cache and no writeback left for the fsync. Only whole aligned blocks;
+ * the first write that is not one (the tail, a patch) turns it off for good. */
+static void direct_on(mq_writer *w) {
+#ifdef O_DIRECT
+    int fl = fcntl(w->fd, F_GETFL);
+    w->direct = fl >= 0 && fcntl(w->fd, F_SETFL, fl | O_DIRECT) == 0;
+#else
+    (void)w;
+#endif
+}
+
+static void direct_off(mq_writer *w) {
+#ifdef O_DIRECT
+    if (!w->direct) return;
+    int fl = fcntl(w->fd, F_GETFL);
+    if (fl >= 0) fcntl(w->fd, F_SETFL, fl & ~O_DIRECT);
+    w->direct = false;
+#else
+    (void)w;
+#endif
+}
+
+/* 0 or the errno of the failed write of n bytes at the file's end (offset w->written). */
+static int write_block(mq_writer *w, const uint8_t *p, size_t n) {
+    if (w->direct && (n % DIRECT_ALIGN || w->written % DIRECT_ALIGN ||
+                      (uintptr_t)p % DIRECT_ALIGN))
+        direct_off(w);
+    if (w->direct) {
+        ssize_t k;
+        do k = write(w->fd, p, n);
+        while (k < 0 && errno == EINTR);
+        if (k == (ssize_t)n) return 0;
+        /* refused (a file system without it) or short: the rest through the page cache */
+        int e = errno;
+        direct_off(w);
+        if (k < 0 && e != EINVAL) return e;
+        if (k > 0) p += k, n -= (size_t)k;
+    }
+    return write_all(w->fd, p, n);
+}
+
+/* Linux: sync_file_range on the bytes written since the last step; elsewhere the final fsync
+ * does all of it. Advice only: failures (a pipe, a file system without it) are ignored. */
+static void writeback(mq_writer *w) {
+#if defined(__linux__) && defined(SYNC_FILE_RANGE_WRITE)
+    if (w->to_stdout || w->written - w->kicked < WRITEBACK_STEP) return;
+    uint64_t from = w->kicked;
+    sync_file_range(w->fd, (off_t)from, (off_t)(w->written - from), SYNC_FILE_RANGE_WRITE);
+    if (from >= WRITEBACK_STEP)
+        sync_file_range(w->fd, (off_t)(from - WRITEBACK_STEP), (off_t)WRITEBACK_STEP,
+                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                        SYNC_FILE_RANGE_WAIT_AFTER);
+    w->kicked = w->written;
+#else
+    (void)w;
+#endif
+}
+
+static void *flusher_main(void *arg) {
+    mq_writer *w = (mq_writer *)arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->pending && !w->quit) pthread_cond_wait(&w->cv, &w->mu);
+        if (!w->pending) break;
+        size_t n = w->pending;
+        bool failed = w->flush_errno != 0;
+        pthread_mutex_unlock(&w->mu);
+        uint64_t t0 = mq__now_ns();
+        int err = failed ? 0 : write_block(w, w->spare, n);
+        if (!failed && !err) {
+            w->written += n;
+            writeback(w);
+        }
+        uint64_t dt = mq__now_ns() - t0;
+        pthread_mutex_lock(&w->mu);
+        w->times.write_ns += dt;
+        if (err) w->flush_errno = err;
+        w->pending = 0;
+        pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* A second buffer and the thread that writes it; without them the writer stays synchronous. */
+static void start_flusher(mq_writer *w) {
+    w->spare = alloc_aligned(w->ctx, w->buf_cap, &w->raw[1]);
+    if (!w->spare) {
+        mq_ctx_clear_error(w->ctx);
+        return;
+    }
+    if (pthread_mutex_init(&w->mu, NULL) != 0) return;
+    if (pthread_cond_init(&w->cv, NULL) != 0) {
+        pthread_mutex_destroy(&w->mu);
+        return;
+    }
+    w->flusher = pthread_create(&w->thread, NULL, flusher_main, w) == 0;
+    if (!w->flusher) {
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
+    }
+}
+
+/* Waits until the flusher has written what it was handed; its error fails the writer. */
+static mq_status drain(mq_writer *w) {
+    if (!w->flusher) return MQ_OK;
+    pthread_mutex_lock(&w->mu);
+    if (w->pending) {
+        uint64_t t0 = mq__now_ns();
+        while (w->pending) pthread_cond_wait(&w->cv, &w->mu);
+        w->times.wait_ns += mq__now_ns() - t0;
+    }
+    int e = w->flush_errno;
+    pthread_mutex_unlock(&w->mu);
+    if (!e) return MQ_OK;
+    w->failed = true;
+    return mq__fail(w->ctx, MQ_ERR_IO, "%s: write failed: %s", w->path, strerror(e));
+}
+
+static void stop_flusher(mq_writer *w) {
+    if (!w->flusher) return;
+    pthread_mutex_lock(&w->mu);
+    w->quit = true;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    w->flusher = false;
+}
+
+/* Hands the buffer to the flusher (after it finished the previous one), or writes it. */
+static mq_status flush_buf(mq_writer *w) {
+    if (!w->buf_len) return MQ_OK;
+    if (w->flusher) {
+        MQ_TRY(drain(w));
+        uint8_t *full = w->buf;
+        w->buf = w->spare;
+        pthread_mutex_lock(&w->mu);
+        w->spare = full;
+        w->pending = w->buf_len;
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        w->buf_len = 0;
+        return MQ_OK;
+    }
+    uint64_t t0 = mq__now_ns();
+    int e = write_block(w, w->buf, w->buf_len);
+    if (!e) {
+        w->written += w->buf_len;
+        writeback(w);
+    }
+    w->times.write_ns += mq__now_ns() - t0;
+    if (e) {
+        w->failed = true;
+        return mq__fail(w->ctx, MQ_ERR_IO, "%s: write failed: %s", w->path, strerror(e));
     }
     w->buf_len = 0;
     return MQ_OK;
+}
+
+/* Everything handed over is in the file. */
+static mq_status flush_all(mq_writer *w) {
+    MQ_TRY(flush_buf(w));
+    return drain(w);
+}
+
+void mq__writer_add_times(const mq_writer *w, mq__write_times *t) {
+    t->write_ns += w->times.write_ns;
+    t->wait_ns += w->times.wait_ns;
+    t->sync_ns += w->times.sync_ns;
 }
 
 mq_status mq__writer_out(mq_writer *w, const void *data, size_t n) {
@@ -52,7 +238,8 @@ mq_status mq__writer_patch(mq_writer *w, uint64_t offset, const void *data, size
         return mq__fail(w->ctx, MQ_ERR_UNSUPPORTED, "standard output: this output cannot be "
                         "streamed (bytes already written must change); write to a file");
     }
-    MQ_TRY(flush_buf(w));
+    MQ_TRY(flush_all(w));
+    direct_off(w);
     const uint8_t *p = (const uint8_t *)data;
     while (n) {
         ssize_t k = pwrite(w->fd, p, n, (off_t)offset);
@@ -108,6 +295,9 @@ mq_status mq__writer_set_meta(mq_writer *w, const char *key, const char *value) 
 
 static void writer_release(mq_writer *w) {
     mq_ctx *ctx = w->ctx;
+    stop_flusher(w);
+    mq__free(ctx, w->raw[0]);
+    mq__free(ctx, w->raw[1]);
     if (w->be && w->be->release) w->be->release(w);
     if (w->fd >= 0 && !w->to_stdout) close(w->fd);
     if (!w->committed && w->tmp_path) mq__temp_discard(ctx, w->tmp_path);
@@ -119,7 +309,6 @@ static void writer_release(mq_writer *w) {
     mq__free(ctx, w->tensors);
     mq__free(ctx, w->sizes);
     mq__free(ctx, w->meta);
-    mq__free(ctx, w->buf);
     mq__free(ctx, w->path);
     mq__free(ctx, w->tmp_path);
 }
@@ -208,10 +397,12 @@ mq_status mq_writer_open(mq_ctx *ctx, const char *path, mq_format fmt,
     mq_status st = MQ_ERR_NOMEM;
     w->path = mq__strdup(ctx, path);
     w->buf_cap = WRITER_BUF;
-    w->buf = (uint8_t *)mq__malloc(ctx, w->buf_cap);
+    w->buf = alloc_aligned(ctx, w->buf_cap, &w->raw[0]);
     if (w->path && w->buf) st = copy_inputs(w, tensors, n, meta, nmeta);
     if (st == MQ_OK) st = open_temp(w);
     if (st == MQ_OK) st = w->be->begin(w);
+    if (st == MQ_OK && !w->to_stdout) direct_on(w);
+    if (st == MQ_OK) start_flusher(w);
     if (st != MQ_OK) {
         mq_writer_free(w);
         return st;
@@ -278,9 +469,18 @@ static void sync_dir(const char *path) {
     }
 }
 
+static mq_status commit(mq_writer *w);
+
 mq_status mq_writer_commit(mq_writer *w) {
     if (w->failed) return mq__fail(w->ctx, MQ_ERR_INVALID, "%s: writer already failed", w->path);
     if (w->committed) return MQ_OK;
+    uint64_t t0 = mq__now_ns();
+    mq_status st = commit(w);
+    w->times.sync_ns += mq__now_ns() - t0;
+    return st;
+}
+
+static mq_status commit(mq_writer *w) {
     mq_status st = advance(w);
     if (st == MQ_OK && w->cur < w->n)
         st = mq__fail(w->ctx, MQ_ERR_INVALID,
@@ -288,7 +488,8 @@ mq_status mq_writer_commit(mq_writer *w) {
                       w->tensors[w->cur].name, (unsigned long long)w->cur_done,
                       (unsigned long long)w->sizes[w->cur]);
     if (st == MQ_OK && w->be->finish) st = w->be->finish(w);
-    if (st == MQ_OK) st = flush_buf(w);
+    if (st == MQ_OK) st = flush_all(w);
+    stop_flusher(w);
     if (st == MQ_OK && w->to_stdout) {
         /* a pipe or terminal cannot be synced; a file given as standard output can */
         if (fsync(w->fd) != 0 && errno != EINVAL && errno != EROFS && errno != ENOTSUP)

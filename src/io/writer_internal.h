@@ -5,6 +5,9 @@
 #define MQ_WRITER_INTERNAL_H
 
 #include "common/internal.h"
+#include "io/io.h"
+
+#include <pthread.h>
 
 typedef struct mq_writer_backend {
     /* After the temporary file is open, before any tensor data: e.g. the safetensors header. */
@@ -41,8 +44,22 @@ struct mq_writer {
     size_t cur;              /* tensor being written */
     uint64_t cur_done;       /* its bytes so far */
     bool started_cur;        /* tensor_begin called for cur */
-    uint8_t *buf;            /* bounded output buffer */
+    uint8_t *buf;            /* bounded output buffer, being filled */
     size_t buf_len, buf_cap;
+    /* Double buffering: a full buffer goes to the flusher thread, which writes it (and starts
+     * its writeback) while the caller fills the other one. */
+    uint8_t *spare;          /* the other buffer: free, or being written (pending) */
+    void *raw[2];            /* the two allocations (buffers are aligned inside them) */
+    bool direct;             /* the file is open with O_DIRECT (whole aligned blocks only) */
+    size_t pending;          /* bytes of `spare` the flusher has yet to write (0: free) */
+    bool flusher, quit;      /* the thread runs; asked to stop */
+    int flush_errno;         /* the flusher's first write error */
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t written;        /* bytes the flusher wrote */
+    uint64_t kicked;         /* writeback started up to this offset */
+    mq__write_times times;
     uint64_t pos;            /* file offset of the next byte (buffer included) */
     bool failed, committed;
     bool to_stdout;          /* path "-": fd 1, no temporary file, no rename */
@@ -54,11 +71,8 @@ struct mq_writer {
 MQ_HIDDEN mq_status mq__writer_out(mq_writer *w, const void *data, size_t n);
 /* Overwrites bytes at an earlier offset (flushes the buffer first). */
 MQ_HIDDEN mq_status mq__writer_patch(mq_writer *w, uint64_t offset, const void *data, size_t n);
-/* Sets a metadata value before commit. Backends that write the metadata at the end
- * (meta_at_end) add or replace the entry; the others rewrite an existing entry in place
- * through replace_meta (MQ_ERR_UNSUPPORTED when the value does not fit in its reserved room,
- * MQ_ERR_INTERNAL for an unknown key). Key and value are copied. */
-MQ_HIDDEN mq_status mq__writer_set_meta(mq_writer *w, const char *key, const char *value);
+/* mq__writer_set_meta (io/io.h) rewrites metadata through the backend's replace_meta or,
+ * for meta_at_end backends, before `finish`. */
 
 MQ_HIDDEN extern const mq_writer_backend mq__safetensors_backend;
 MQ_HIDDEN extern const mq_writer_backend mq__pytorch_backend;

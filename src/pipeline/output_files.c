@@ -50,6 +50,7 @@ static mq_status open_file(mq__outputs *f, mq__emit *em, size_t i) {
 static mq_status close_file(mq__outputs *f, mq__emit *em, size_t i) {
     if (!em->w[i] || i == f->meta_file) return MQ_OK;
     MQ_TRY(mq_writer_commit(em->w[i]));
+    mq__writer_add_times(em->w[i], &em->closed);
     mq_writer_free(em->w[i]);
     em->w[i] = NULL;
     return mq__folder_add(f->folder, f->files[i]);
@@ -209,6 +210,14 @@ mq_status mq__outputs_commit(mq_ctx *ctx, mq__outputs *f, mq__emit *em, const mq
     if (st == MQ_OK) st = mq__folder_commit(f->folder);
     if (st == MQ_OK) f->bytes_out = bytes;
     return st;
+}
+
+void mq__outputs_times(const mq__emit *em, mq__write_times *t) {
+    t->write_ns += em->closed.write_ns;
+    t->wait_ns += em->closed.wait_ns;
+    t->sync_ns += em->closed.sync_ns;
+    for (size_t i = 0; i < em->nw; i++)
+        if (em->w[i]) mq__writer_add_times(em->w[i], t);
 }
 
 void mq__outputs_free(mq_ctx *ctx, mq__outputs *f, mq__emit *em) {

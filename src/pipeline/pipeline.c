@@ -4,21 +4,26 @@
  * so memory stays bounded whatever the model size. */
 #include "pipeline/pipeline_internal.h"
 #include "pipeline/hf_folder.h"
-#include "io/model_internal.h"
-#include "io/writer_internal.h"
+#include "io/io.h"
 #include "quant/quant_internal.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 /* Elements per chunk: a few MB of F32 scratch, enough rows for every thread. */
 #define CHUNK_ELEMS ((int64_t)1 << 20)
 /* Bytes of an unconverted tensor passed to the writer at a time. */
 #define COPY_SLICE ((uint64_t)8 << 20)
+
+/* Rows per chunk of a tensor with rows of `cols`: about CHUNK_ELEMS elements, in whole parts
+ * of the error figures (mq__err_rows_per_part), so that they are summed as
+ * mq_qmodel_error sums them. */
+static int64_t chunk_rows(int64_t cols) {
+    int64_t r = CHUNK_ELEMS / (cols ? cols : 1), k = mq__err_rows_per_part(cols);
+    return r < k ? k : r / k * k;
+}
 
 typedef struct stream {
     mq_ctx *ctx;
@@ -33,7 +38,30 @@ typedef struct stream {
     uint8_t *zp;
     size_t scale_cap, zp_cap;
     uint64_t done, total; /* input bytes, for progress */
+    uint64_t ns[MQ_PHASE_BACKGROUND_WRITE + 1]; /* time per phase */
 } stream;
+
+/* Phase timing: t = lap(s, t, PHASE) charges the time since t to PHASE. */
+static uint64_t lap(stream *s, uint64_t t, mq_phase phase) {
+    uint64_t now = mq__now_ns();
+    s->ns[phase] += now - t;
+    return now;
+}
+
+/* Bytes to the output stream, timed as writing. */
+static mq_status emit(stream *s, const void *p, size_t n) {
+    uint64_t t = mq__now_ns();
+    mq_status st = mq__emit_write(&s->em, p, n);
+    lap(s, t, MQ_PHASE_WRITE);
+    return st;
+}
+
+/* Input [p, p+n) is read next, [p+n, p+n+ahead) after it. */
+static void will_read(stream *s, const void *p, uint64_t n, uint64_t ahead) {
+    uint64_t t = mq__now_ns();
+    mq__model_will_read(s->model, p, n, (const uint8_t *)p + n, ahead);
+    lap(s, t, MQ_PHASE_READ);
+}
 
 static mq_status ensure(mq_ctx *ctx, void **buf, size_t *cap, size_t need) {
     if (need <= *cap) return MQ_OK;
@@ -43,20 +71,6 @@ static mq_status ensure(mq_ctx *ctx, void **buf, size_t *cap, size_t need) {
     if (!*buf) return MQ_ERR_NOMEM;
     *cap = need;
     return MQ_OK;
-}
-
-/* Drops consumed input pages from this process (they stay in the page cache). Only for
- * ranges inside a read-only file mapping of the model; owned buffers are left alone. */
-void mq__release_input(const mq_model *m, const void *p, uint64_t n) {
-    uintptr_t b = (uintptr_t)p, e = b + (uintptr_t)n;
-    for (size_t i = 0; i < m->nmaps; i++) {
-        uintptr_t mb = (uintptr_t)m->maps[i].addr, me = mb + m->maps[i].len;
-        if (!m->maps[i].addr || b < mb || e > me) continue;
-        uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-        uintptr_t ab = (b + page - 1) & ~(page - 1), ae = e & ~(page - 1);
-        if (ae > ab) madvise((void *)ab, ae - ab, MADV_DONTNEED);
-        return;
-    }
 }
 
 static mq_status progress(stream *s, const char *name, uint64_t add) {
@@ -69,8 +83,10 @@ static mq_status copy_tensor(stream *s, const mq__plan_entry *e) {
     const uint8_t *p = (const uint8_t *)t->data;
     for (uint64_t off = 0; off < t->nbytes; off += COPY_SLICE) {
         uint64_t k = t->nbytes - off < COPY_SLICE ? t->nbytes - off : COPY_SLICE;
-        MQ_TRY(mq__emit_write(&s->em, p + off, (size_t)k));
-        mq__release_input(s->model, p + off, k);
+        uint64_t next = t->nbytes - off - k < COPY_SLICE ? t->nbytes - off - k : COPY_SLICE;
+        will_read(s, p + off, k, next);
+        MQ_TRY(emit(s, p + off, (size_t)k));
+        mq__model_release(s->model, p + off, k);
         MQ_TRY(progress(s, t->name, k));
     }
     return MQ_OK;
@@ -115,24 +131,42 @@ static mq_status cast_overflow(stream *s, const mq__plan_entry *e, uint64_t firs
     return MQ_OK;
 }
 
+/* Elements of a row of `t` (its first dimension is the rows), and per chunk of a cast: whole
+ * rows, so that its error figures are summed as mq_qmodel_error sums them. */
+static uint64_t row_elems(const mq_tensor *t) {
+    return t->ndim && t->shape[0] ? t->numel / (uint64_t)t->shape[0] : t->numel;
+}
+
+static uint64_t cast_chunk(const mq_tensor *t) {
+    uint64_t n = (uint64_t)chunk_rows((int64_t)row_elems(t)) * row_elems(t);
+    return n < t->numel ? n : t->numel;
+}
+
 static mq_status cast_tensor(stream *s, const mq__plan_entry *e, mq__err_acc *acc,
                              uint64_t *clamped) {
     const mq_tensor *t = e->src;
     mq_dtype dt = e->spec.type == MQ_Q_FP16 ? MQ_F16 : MQ_BF16;
     size_t es = mq_dtype_size(t->dtype);
-    for (uint64_t off = 0; off < t->numel; off += (uint64_t)CHUNK_ELEMS) {
-        size_t n = (size_t)(t->numel - off < (uint64_t)CHUNK_ELEMS ? t->numel - off : CHUNK_ELEMS);
+    uint64_t chunk = cast_chunk(t);
+    for (uint64_t off = 0; off < t->numel; off += chunk) {
+        size_t n = (size_t)(t->numel - off < chunk ? t->numel - off : chunk);
         const uint8_t *src = (const uint8_t *)t->data + off * es;
+        uint64_t left = t->numel - off - n;
+        will_read(s, src, n * es, (left < chunk ? left : chunk) * es);
+        uint64_t tm = mq__now_ns();
         /* the source as f32 first: NaN/Inf in it, then values the cast turns into Inf */
         MQ_TRY(mq_convert(s->ctx, MQ_F32, s->deq, t->dtype, src, n));
         for (size_t i = 0; i < n; i++)
             if (!src_finite(t, src, s->deq, i)) return nonfinite_error(s, t);
         MQ_TRY(mq_convert(s->ctx, dt, s->out, t->dtype, src, n));
         MQ_TRY(cast_overflow(s, e, off, n, s->deq, clamped));
-        MQ_TRY(mq__emit_write(&s->em, s->out, n * 2));
+        lap(s, tm, MQ_PHASE_QUANTIZE);
+        MQ_TRY(emit(s, s->out, n * 2));
+        tm = mq__now_ns();
         MQ_TRY(mq_convert(s->ctx, MQ_F32, s->deq, dt, s->out, n));
-        MQ_TRY(mq__err_acc_add(s->ctx, acc, t->dtype, src, s->deq, n));
-        mq__release_input(s->model, src, n * es);
+        MQ_TRY(mq__err_acc_add(s->ctx, acc, t->dtype, src, s->deq, n, (size_t)row_elems(t)));
+        lap(s, tm, MQ_PHASE_ERROR);
+        mq__model_release(s->model, src, n * es);
         MQ_TRY(progress(s, t->name, n * es));
     }
     return MQ_OK;
@@ -149,25 +183,35 @@ static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc
     calib.importance = e->importance;
     calib.hessian = e->hessian;
     calib.act_order = e->act_order;
-    int64_t rows_per_chunk = CHUNK_ELEMS / (L->cols ? L->cols : 1);
-    if (rows_per_chunk < 1) rows_per_chunk = 1;
+    int64_t rows_per_chunk = chunk_rows(L->cols);
     size_t zsz = L->has_zero_point ? mq_dtype_size(L->zero_point_dtype) : 0;
     MQ_TRY(ensure(ctx, (void **)&s->scale, &s->scale_cap, (size_t)L->nscales * sizeof(float)));
     if (zsz) MQ_TRY(ensure(ctx, (void **)&s->zp, &s->zp_cap, (size_t)L->nscales * zsz));
     size_t es = mq_dtype_size(t->dtype);
     uint64_t row_in = (uint64_t)L->cols * es;
     int64_t scales_per_row = spec.granularity == MQ_PER_TENSOR ? 0 : L->groups_per_row;
+    /* error figures in the quantize pass where it can; the Hessian's output error needs the
+     * dequantized rows, so it keeps its own pass */
+    bool fused = s->opts->error_stats && !e->hessian && mq__quantize_fuses_error(&spec, t->dtype);
     for (int64_t rb = 0; rb < L->rows; rb += rows_per_chunk) {
         int64_t re = rb + rows_per_chunk < L->rows ? rb + rows_per_chunk : L->rows;
         int64_t nr = re - rb;
+        const uint8_t *src = (const uint8_t *)t->data + (uint64_t)rb * row_in;
+        int64_t ahead = L->rows - re < rows_per_chunk ? L->rows - re : rows_per_chunk;
+        will_read(s, src, (uint64_t)nr * row_in, (uint64_t)ahead * row_in);
+        uint64_t tm = mq__now_ns();
+        bool err_done = false;
         mq_status st = mq__quantize_rows_factored(ctx, &spec, L, &calib, t->dtype, t->data,
                                                   rb, re, s->out, s->scale,
-                                                  zsz ? s->zp : NULL, factor);
+                                                  zsz ? s->zp : NULL, factor,
+                                                  fused ? acc : NULL, &err_done);
+        tm = lap(s, tm, MQ_PHASE_QUANTIZE);
         if (st == MQ_ERR_QUANT && !strstr(mq_ctx_message(ctx), t->name))
             return mq__fail_prefix(ctx, "tensor '%s'", t->name);
         if (st != MQ_OK) return st;
         MQ_TRY(s->plan->ops->rows(&s->em, e, s->out, rb, re));
-        if (s->opts->error_stats) {
+        tm = lap(s, tm, MQ_PHASE_WRITE);
+        if (s->opts->error_stats && !err_done) {
             int64_t shape[MQ_MAX_DIMS];
             memcpy(shape, t->shape, sizeof shape);
             shape[0] = nr;
@@ -177,26 +221,27 @@ static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc
             MQ_TRY(mq_dequantize_rows(ctx, &spec, &cl, s->out, s->scale + sofs,
                                       zsz ? s->zp + sofs * zsz : NULL, 0, nr, s->deq));
             size_t n = (size_t)((uint64_t)nr * (uint64_t)L->cols);
-            MQ_TRY(mq__err_acc_add(ctx, acc, t->dtype, (const uint8_t *)t->data + (uint64_t)rb * row_in,
-                                   s->deq, n));
+            MQ_TRY(mq__err_acc_add(ctx, acc, t->dtype, src, s->deq, n, (size_t)L->cols));
             if (e->hessian && t->ndim == 2) {
                 double qa = 0, qd = 0;
-                MQ_TRY(mq__output_error(ctx, e->hessian, L->cols, t->dtype,
-                                        (const uint8_t *)t->data + (uint64_t)rb * row_in, s->deq,
-                                        nr, &qa, &qd));
+                MQ_TRY(mq__output_error(ctx, e->hessian, L->cols, t->dtype, src, s->deq, nr,
+                                        &qa, &qd));
                 acc->out_a += qa;
                 acc->out_d += qd;
                 acc->has_out = 1;
             }
+            lap(s, tm, MQ_PHASE_ERROR);
         }
         /* per-tensor parameters need every row on the first call: keep the pages until then */
         if (spec.granularity != MQ_PER_TENSOR)
-            mq__release_input(s->model, (const uint8_t *)t->data + (uint64_t)rb * row_in,
-                          (uint64_t)nr * row_in);
+            mq__model_release(s->model, src, (uint64_t)nr * row_in);
         MQ_TRY(progress(s, t->name, (uint64_t)nr * row_in));
     }
-    if (spec.granularity == MQ_PER_TENSOR) mq__release_input(s->model, t->data, t->nbytes);
-    return s->plan->ops->companions(&s->em, e, s->scale, zsz ? s->zp : NULL);
+    if (spec.granularity == MQ_PER_TENSOR) mq__model_release(s->model, t->data, t->nbytes);
+    uint64_t tm = mq__now_ns();
+    mq_status st = s->plan->ops->companions(&s->em, e, s->scale, zsz ? s->zp : NULL);
+    lap(s, tm, MQ_PHASE_WRITE);
+    return st;
 }
 
 /* GPTQ: the Hessian is factorized once per tensor, not once per chunk of rows. */
@@ -222,13 +267,12 @@ static mq_status size_buffers(stream *s, const mq__plan *p) {
     for (size_t i = 0; i < p->n; i++) {
         const mq__plan_entry *e = &p->entries[i];
         if (e->action == MQ_ACTION_CAST) {
-            uint64_t n = e->src->numel < (uint64_t)CHUNK_ELEMS ? e->src->numel : CHUNK_ELEMS;
+            uint64_t n = cast_chunk(e->src);
             if (n * 2 > out_need) out_need = (size_t)n * 2;
             if (n * 4 > f32_need) f32_need = (size_t)n * 4;
         } else if (e->action == MQ_ACTION_QUANTIZE) {
             const mq_qlayout *L = &e->layout;
-            int64_t r = CHUNK_ELEMS / (L->cols ? L->cols : 1);
-            if (r < 1) r = 1;
+            int64_t r = chunk_rows(L->cols);
             if (r > L->rows) r = L->rows;
             uint64_t ob = (uint64_t)r * L->row_bytes, fb = (uint64_t)r * (uint64_t)L->cols * 4;
             if (ob > out_need) out_need = (size_t)ob;
@@ -348,8 +392,26 @@ static mq_status strict_check(mq_ctx *ctx, const mq__plan *p, const mq_quantize_
                     list);
 }
 
+/* The report's phases; `before`: the writers' times before the commit, which took
+ * commit_ns; `after`: after it. */
+static void set_phases(const stream *s, mq_report *rep, uint64_t open_ns,
+                       const mq__write_times *before, const mq__write_times *after,
+                       uint64_t commit_ns) {
+    uint64_t ns[MQ_PHASE_BACKGROUND_WRITE + 1];
+    memcpy(ns, s->ns, sizeof ns);
+    ns[MQ_PHASE_OPEN] = open_ns;
+    /* writing as timed by the caller holds the waits and the shards' commits */
+    uint64_t inside = before->wait_ns + before->sync_ns;
+    ns[MQ_PHASE_WRITE] = ns[MQ_PHASE_WRITE] > inside ? ns[MQ_PHASE_WRITE] - inside : 0;
+    ns[MQ_PHASE_WRITE_WAIT] = before->wait_ns;
+    ns[MQ_PHASE_SYNC] = before->sync_ns + commit_ns;
+    ns[MQ_PHASE_BACKGROUND_WRITE] = after->write_ns;
+    for (int i = 0; i <= MQ_PHASE_BACKGROUND_WRITE; i++) rep->phase_s[i] = (double)ns[i] / 1e9;
+}
+
 static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *in,
-                     const char *out, const mq_quantize_options *o, mq_report *rep) {
+                     const char *out, const mq_quantize_options *o, mq_report *rep,
+                     uint64_t t0) {
     meta_list ml = {0};
     stream s = {.ctx = ctx, .model = m, .plan = p, .opts = o, .total = p->bytes_in};
     mq__outputs files = {0};
@@ -360,6 +422,7 @@ static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *in
     if (st == MQ_OK) st = build_meta(ctx, m, p, o, hf_cfg, &ml);
     if (st == MQ_OK) st = mq__outputs_open(ctx, out, p, o, ml.kv, ml.n, &files, &s.em);
     if (st == MQ_OK) st = size_buffers(&s, p);
+    uint64_t open_ns = mq__now_ns() - t0;
     for (size_t i = 0; st == MQ_OK && i < p->n; i++) {
         const mq__plan_entry *e = &p->entries[i];
         mq__err_acc acc = {0};
@@ -393,6 +456,7 @@ static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *in
     if (st == MQ_OK) st = mq__config_json(ctx, p, o, rep, &cfg_final);
     mq_writer *first = NULL;
     const char *key = own_config_key(hf_cfg);
+    uint64_t tw = mq__now_ns();
     if (st == MQ_OK) st = mq__outputs_meta_writer(&files, &s.em, &first);
     if (st == MQ_OK) {
         /* into the room reserved after the first config (build_meta); without room left the
@@ -403,9 +467,17 @@ static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *in
             st = MQ_OK;
         }
     }
+    lap(&s, tw, MQ_PHASE_WRITE);
+    mq__write_times before = {0}, after = {0};
+    mq__outputs_times(&s.em, &before);
+    uint64_t tc = mq__now_ns();
     /* an in-memory model's folder, when it was given one, is its input folder */
     if (st == MQ_OK)
-        st = mq__outputs_commit(ctx, &files, &s.em, p, in ? in : m->source_dir, hf_cfg);
+        st = mq__outputs_commit(ctx, &files, &s.em, p, in ? in : mq__model_source_dir(m),
+                                hf_cfg);
+    uint64_t commit_ns = mq__now_ns() - tc;
+    mq__outputs_times(&s.em, &after);
+    if (st == MQ_OK) set_phases(&s, rep, open_ns, &before, &after, commit_ns);
     if (st == MQ_OK) {
         rep->config_json = cfg_final;
         cfg_final = NULL;
@@ -457,8 +529,7 @@ static mq_status refuse_quantized(mq_ctx *ctx, const mq_model *m, const char *in
 }
 
 static uint64_t input_file_bytes(const mq_model *m, const char *in) {
-    uint64_t n = 0;
-    for (size_t i = 0; i < m->nmaps; i++) n += m->maps[i].len;
+    uint64_t n = mq__model_mapped_bytes(m);
     struct stat si;
     if (!n && stat(in, &si) == 0 && S_ISREG(si.st_mode)) n = (uint64_t)si.st_size;
     return n;
@@ -466,8 +537,8 @@ static uint64_t input_file_bytes(const mq_model *m, const char *in) {
 
 /* The whole job on an open model; `in` names the input in messages (NULL: in memory). */
 static mq_status quantize_open_model(mq_ctx *ctx, mq_model *m, const char *in, const char *out,
-                                     const mq_quantize_options *opts, mq_report **report) {
-    uint64_t t0 = mq__now_ns();
+                                     const mq_quantize_options *opts, mq_report **report,
+                                     uint64_t t0) {
     const char *where = in ? in : "<memory>";
     mq__plan plan = {0};
     mq_report *rep = NULL;
@@ -483,7 +554,7 @@ static mq_status quantize_open_model(mq_ctx *ctx, mq_model *m, const char *in, c
     if (st == MQ_OK) st = mq__plan_build(ctx, m, opts, stats, &plan);
     if (st == MQ_OK) st = mq__report_from_plan(ctx, &plan, &rep);
     if (st == MQ_OK && in) rep->file_bytes_in = input_file_bytes(m, in);
-    if (st == MQ_OK && !opts->dry_run) st = run(ctx, m, &plan, in, out, opts, rep);
+    if (st == MQ_OK && !opts->dry_run) st = run(ctx, m, &plan, in, out, opts, rep, t0);
     if (st == MQ_OK && opts->dry_run) st = strict_check(ctx, &plan, opts, where, false);
     if (st == MQ_OK && opts->dry_run) st = mq__config_json(ctx, &plan, opts, rep, &rep->config_json);
     if (st == MQ_OK) {
@@ -520,6 +591,7 @@ static mq_status check_args(mq_ctx *ctx, const char *what, const void *in, const
 
 mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
                            const mq_quantize_options *caller_opts, mq_report **report) {
+    uint64_t t0 = mq__now_ns();
     mq_quantize_options opts;
     MQ_TRY(check_args(ctx, "mq_quantize_file", in, out, caller_opts, &opts, report));
     mq_model *m = NULL;
@@ -527,7 +599,7 @@ mq_status mq_quantize_file(mq_ctx *ctx, const char *in, const char *out,
     mq_open_options_default(&oo);
     oo.key = opts.key;
     mq_status st = mq_model_open(ctx, in, &oo, &m);
-    if (st == MQ_OK) st = quantize_open_model(ctx, m, in, out, &opts, report);
+    if (st == MQ_OK) st = quantize_open_model(ctx, m, in, out, &opts, report, t0);
     mq_model_free(m);
     return st;
 }
@@ -536,7 +608,8 @@ mq_status mq_quantize_model(mq_ctx *ctx, mq_model *model, const char *out,
                             const mq_quantize_options *caller_opts, mq_report **report) {
     mq_quantize_options opts;
     MQ_TRY(check_args(ctx, "mq_quantize_model", model, out, caller_opts, &opts, report));
-    if (!model->hash) MQ_TRY(mq__model_index(model, "<memory>"));
+    MQ_TRY(mq__model_ensure_index(model, "<memory>"));
     /* a model opened from a file keeps its path: the output may not replace it */
-    return quantize_open_model(ctx, model, model->path, out, &opts, report);
+    return quantize_open_model(ctx, model, mq__model_path(model), out, &opts, report,
+                               mq__now_ns());
 }

@@ -5,6 +5,7 @@
 
 #include "common/internal.h"
 #include "common/strbuf.h"
+#include "io/io.h"
 
 /* Metadata keys (docs/FORMAT.md). */
 #define MQ__META_CONFIG "quantization_config"
@@ -90,6 +91,7 @@ struct mq__emit {
     size_t scratch_cap;
     uint8_t *held;          /* a family's copy of a whole tensor (mq__emit_hold) */
     size_t held_cap;
+    mq__write_times closed; /* times of the writers already committed and freed */
 };
 MQ_HIDDEN mq_status mq__emit_write(mq__emit *em, const void *data, size_t n);
 /* em->held of at least n bytes, kept across calls (for a family that needs every row of a
@@ -136,26 +138,9 @@ MQ_HIDDEN int mq__is_head_name(const char *name);
 /* The context a quantized checkpoint was opened with. */
 MQ_HIDDEN mq_ctx *mq__qmodel_ctx(const mq_qmodel *qm);
 
-/* Drops consumed input pages [p, p+n) from the process when they lie in a read-only file
- * mapping of the model (they stay in the page cache); owned buffers are left alone. */
-MQ_HIDDEN void mq__release_input(const mq_model *m, const void *p, uint64_t n);
-
 /* "type scheme granularity group_size search dtype", the per-tensor metadata value. */
 MQ_HIDDEN void mq__spec_to_meta(const mq_qspec *spec, mq_dtype orig, char *buf, size_t cap);
 MQ_HIDDEN int mq__spec_from_meta(const char *s, mq_qspec *spec, mq_dtype *orig);
-
-/* Error figures accumulated over chunks, in a fixed order (thread-count independent). */
-typedef struct mq__err_acc {
-    double sum_a2, sum_b2, sum_ab, sum_d2, max_abs;
-    uint64_t n;
-    double out_a, out_d;   /* sums of w^T H w and d^T H d (calibration Hessian), */
-    int has_out;           /* when has_out */
-} mq__err_acc;
-/* Adds n pairs: reference `a` of a float dtype, approximation `b` (parallel over the
- * context's threads, deterministic). */
-MQ_HIDDEN mq_status mq__err_acc_add(mq_ctx *ctx, mq__err_acc *acc, mq_dtype a_dtype,
-                                    const void *a, const float *b, size_t n);
-MQ_HIDDEN void mq__err_acc_finish(const mq__err_acc *acc, mq_error_stats *out);
 
 /* What became of one input tensor (mq_report_tensor_* accessors). */
 typedef struct mq__tensor_report {
@@ -188,6 +173,7 @@ struct mq_report {
     size_t nwarnings;
     char *config_json;
     double seconds;
+    double phase_s[MQ_PHASE_BACKGROUND_WRITE + 1]; /* mq_report_phase_seconds */
 };
 
 /* The quantization_config JSON for a plan; with a report, its error figures too. */
@@ -226,6 +212,8 @@ MQ_HIDDEN mq_status mq__outputs_meta_writer(mq__outputs *files, mq__emit *em, mq
  * the input path) with config.json carrying hf_config, and is renamed into place. */
 MQ_HIDDEN mq_status mq__outputs_commit(mq_ctx *ctx, mq__outputs *files, mq__emit *em,
                                        const mq__plan *p, const char *in, const char *hf_config);
+/* The times of every writer of the stream so far (added to *t). */
+MQ_HIDDEN void mq__outputs_times(const mq__emit *em, mq__write_times *t);
 /* Frees; what was not committed is removed. */
 MQ_HIDDEN void mq__outputs_free(mq_ctx *ctx, mq__outputs *files, mq__emit *em);
 

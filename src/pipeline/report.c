@@ -1,5 +1,4 @@
-/* Reports, the quantization_config JSON stored in the output, and error-figure
- * accumulation. */
+/* Reports and the quantization_config JSON stored in the output. */
 #include "pipeline/pipeline_internal.h"
 #include "quant/quant_internal.h"
 
@@ -15,138 +14,6 @@ static void json_num(mq_buf *b, double v) {
 }
 
 static void json_str(mq_buf *b, const char *s) { mq__json_write_string(b, s, strlen(s)); }
-
-/* ---- error figures -------------------------------------------------------------------- */
-
-#define ERR_GRAIN 16384
-#define LANES 16
-
-typedef struct err_job {
-    mq_dtype a_dtype;
-    const void *a;
-    const float *b;
-    mq__err_acc *parts;
-} err_job;
-
-/* Sums of one block of LANES-wide float accumulators. */
-typedef struct lanes {
-    float a2[LANES], b2[LANES], ab[LANES], d2[LANES], mx[LANES];
-} lanes;
-
-static inline void lanes_add(lanes *l, int k, float a, float b) {
-    float d = a - b, ad = d < 0 ? -d : d;
-    l->a2[k] += a * a;
-    l->b2[k] += b * b;
-    l->ab[k] += a * b;
-    l->d2[k] += d * d;
-    l->mx[k] = ad > l->mx[k] ? ad : l->mx[k];
-}
-
-static inline float bf16_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-/* Sums over one chunk in LANES float accumulators (a chunk is short enough for float), then
- * in double. One loop per reference dtype, so that the common ones vectorize. */
-static mq_status err_range(void *arg, int64_t begin, int64_t end, int tid) {
-    (void)tid;
-    err_job *j = (err_job *)arg;
-    lanes l;
-    memset(&l, 0, sizeof l);
-    const float *b = j->b;
-    int64_t i = begin, vend = begin + (end - begin) / LANES * LANES;
-    if (j->a_dtype == MQ_F32) {
-        const float *a = (const float *)j->a;
-        for (; i < vend; i += LANES)
-            for (int k = 0; k < LANES; k++) lanes_add(&l, k, a[i + k], b[i + k]);
-    } else if (j->a_dtype == MQ_BF16) {
-        const uint16_t *a = (const uint16_t *)j->a;
-        for (; i < vend; i += LANES)
-            for (int k = 0; k < LANES; k++) lanes_add(&l, k, bf16_f32(a[i + k]), b[i + k]);
-    }
-    for (int k = 0; i < end; i++, k = (k + 1) % LANES) {
-        float a;
-        switch (j->a_dtype) {
-        case MQ_F32: a = ((const float *)j->a)[i]; break;
-        case MQ_BF16: a = bf16_f32(((const uint16_t *)j->a)[i]); break;
-        case MQ_F16: a = mq_f16_to_f32(((const uint16_t *)j->a)[i]); break;
-        default: a = (float)((const double *)j->a)[i]; break;
-        }
-        lanes_add(&l, k, a, b[i]);
-    }
-    mq__err_acc acc = {0};
-    for (int k = 0; k < LANES; k++) {
-        acc.sum_a2 += l.a2[k];
-        acc.sum_b2 += l.b2[k];
-        acc.sum_ab += l.ab[k];
-        acc.sum_d2 += l.d2[k];
-        if (l.mx[k] > acc.max_abs || isnan(l.mx[k])) acc.max_abs = l.mx[k];
-    }
-    if (!isfinite(acc.sum_a2) || !isfinite(acc.sum_b2) || !isfinite(acc.sum_ab) ||
-        !isfinite(acc.sum_d2)) {
-        /* float sums overflow for values beyond ~1e19: the chunk again in double (an
-         * infinite sum of a^2 would report any error as an exact +inf dB) */
-        memset(&acc, 0, sizeof acc);
-        for (i = begin; i < end; i++) {
-            double a;
-            switch (j->a_dtype) {
-            case MQ_F32: a = ((const float *)j->a)[i]; break;
-            case MQ_BF16: a = bf16_f32(((const uint16_t *)j->a)[i]); break;
-            case MQ_F16: a = mq_f16_to_f32(((const uint16_t *)j->a)[i]); break;
-            default: a = ((const double *)j->a)[i]; break;
-            }
-            double bb = b[i], d = a - bb, ad = fabs(d);
-            acc.sum_a2 += a * a;
-            acc.sum_b2 += bb * bb;
-            acc.sum_ab += a * bb;
-            acc.sum_d2 += d * d;
-            if (ad > acc.max_abs || isnan(ad)) acc.max_abs = ad;
-        }
-    }
-    acc.n = (uint64_t)(end - begin);
-    j->parts[begin / ERR_GRAIN] = acc;
-    return MQ_OK;
-}
-
-mq_status mq__err_acc_add(mq_ctx *ctx, mq__err_acc *acc, mq_dtype a_dtype, const void *a,
-                          const float *b, size_t n) {
-    if (!n) return MQ_OK;
-    size_t nparts = (n + ERR_GRAIN - 1) / ERR_GRAIN;
-    mq__err_acc stack_parts[64];
-    mq__err_acc *parts = nparts <= 64 ? stack_parts
-                                      : (mq__err_acc *)mq__malloc(ctx, nparts * sizeof *parts);
-    if (!parts) return MQ_ERR_NOMEM;
-    err_job j = {a_dtype, a, b, parts};
-    mq_status st = nparts == 1 ? err_range(&j, 0, (int64_t)n, 0)
-                               : mq__parallel_for(ctx, (int64_t)n, ERR_GRAIN, err_range, &j);
-    /* summed in chunk order: identical for any thread count */
-    for (size_t k = 0; st == MQ_OK && k < nparts; k++) {
-        acc->sum_a2 += parts[k].sum_a2;
-        acc->sum_b2 += parts[k].sum_b2;
-        acc->sum_ab += parts[k].sum_ab;
-        acc->sum_d2 += parts[k].sum_d2;
-        if (parts[k].max_abs > acc->max_abs || isnan(parts[k].max_abs))
-            acc->max_abs = parts[k].max_abs;
-        acc->n += parts[k].n;
-    }
-    if (parts != stack_parts) mq__free(ctx, parts);
-    return st;
-}
-
-void mq__err_acc_finish(const mq__err_acc *a, mq_error_stats *out) {
-    memset(out, 0, sizeof *out);
-    out->max_abs = a->max_abs;
-    out->mse = a->n ? a->sum_d2 / (double)a->n : 0;
-    if (a->sum_d2 == 0) out->sqnr_db = INFINITY;
-    else if (a->sum_a2 == 0) out->sqnr_db = -INFINITY;
-    else out->sqnr_db = 10 * log10(a->sum_a2 / a->sum_d2);
-    out->rel_fro = a->sum_a2 > 0 ? sqrt(a->sum_d2 / a->sum_a2) : (a->sum_d2 > 0 ? INFINITY : 0);
-    double den = sqrt(a->sum_a2) * sqrt(a->sum_b2);
-    out->cosine = den > 0 ? a->sum_ab / den : (a->sum_a2 == a->sum_b2 ? 1 : 0);
-}
 
 /* ---- quantization_config -------------------------------------------------------------- */
 
@@ -415,3 +282,25 @@ const char *mq_report_warning(const mq_report *r, size_t i) {
 }
 const char *mq_report_config_json(const mq_report *r) { return r ? r->config_json : NULL; }
 double mq_report_seconds(const mq_report *r) { return r ? r->seconds : 0; }
+
+static const char *const phase_names[] = {"open",  "read",       "quantize", "error",
+                                          "write", "write_wait", "sync",     "background_write"};
+#define NPHASES (sizeof phase_names / sizeof *phase_names)
+_Static_assert(NPHASES == MQ_PHASE_BACKGROUND_WRITE + 1, "a name per mq_phase");
+
+double mq_report_phase_seconds(const mq_report *r, mq_phase phase) {
+    return r && (unsigned)phase < NPHASES ? r->phase_s[phase] : 0;
+}
+
+const char *mq_phase_name(mq_phase phase) {
+    return (unsigned)phase < NPHASES ? phase_names[phase] : "unknown";
+}
+
+int mq_phase_from_name(const char *name, mq_phase *out) {
+    for (size_t i = 0; name && i < NPHASES; i++)
+        if (!strcmp(name, phase_names[i])) {
+            if (out) *out = (mq_phase)i;
+            return 1;
+        }
+    return 0;
+}

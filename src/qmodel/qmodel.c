@@ -528,8 +528,9 @@ mq_status mq_qmodel_error(mq_qmodel *a, size_t i, mq_qmodel *b, size_t j, mq_err
                         "%lld rows", qb->name, (unsigned long long)qa->numel,
                         (long long)rows_of(qa), (unsigned long long)qb->numel, (long long)rows);
     uint64_t cols = rows ? qb->numel / (uint64_t)rows : 0;
-    int64_t step = cols ? CHUNK_ELEMS / (int64_t)cols : rows;
-    if (step < 1) step = 1;
+    /* whole parts of the error figures, as the quantize pipeline sums them */
+    int64_t step = cols ? CHUNK_ELEMS / (int64_t)cols : rows, k = mq__err_rows_per_part((int64_t)cols);
+    step = step < k ? k : step / k * k;
     size_t need = (size_t)((uint64_t)(step < rows ? step : rows) * cols * 2 + 1) * sizeof(float);
     if (need > b->buf_cap) {
         mq__free(ctx, b->buf);
@@ -544,7 +545,8 @@ mq_status mq_qmodel_error(mq_qmodel *a, size_t i, mq_qmodel *b, size_t j, mq_err
         int64_t re = rb + step < rows ? rb + step : rows;
         MQ_TRY(mq_qmodel_read_rows(a, i, rb, re, fa));
         MQ_TRY(mq_qmodel_read_rows(b, j, rb, re, fb));
-        MQ_TRY(mq__err_acc_add(ctx, &acc, MQ_F32, fa, fb, (size_t)((uint64_t)(re - rb) * cols)));
+        MQ_TRY(mq__err_acc_add(ctx, &acc, MQ_F32, fa, fb, (size_t)((uint64_t)(re - rb) * cols),
+                               (size_t)cols));
     }
     mq__err_acc_finish(&acc, out);
     return MQ_OK;
@@ -567,7 +569,7 @@ static mq_status write_plain(mq_qmodel *qm, mq_writer *w, const mq_tensor_desc *
         mq_dtype dt = descs[i].dtype;
         if (q->spec.type == MQ_Q_NONE || (dt == q->data->dtype && q->spec.type >= MQ_Q_FP16)) {
             MQ_TRY(mq_writer_write(w, q->data->data, (size_t)q->data->nbytes));
-            mq__release_input(qm->model, q->data->data, q->data->nbytes);
+            mq__model_release(qm->model, q->data->data, q->data->nbytes);
             continue;
         }
         int64_t rows = rows_of(q);
@@ -582,7 +584,7 @@ static mq_status write_plain(mq_qmodel *qm, mq_writer *w, const mq_tensor_desc *
             MQ_TRY(mq_writer_write(w, conv, n * mq_dtype_size(dt)));
             MQ_TRY(mq__progress(ctx, q->name, (uint64_t)i, (uint64_t)qm->n));
         }
-        mq__release_input(qm->model, q->data->data, q->data->nbytes);
+        mq__model_release(qm->model, q->data->data, q->data->nbytes);
     }
     return MQ_OK;
 }

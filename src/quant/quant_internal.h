@@ -129,15 +129,24 @@ MQ_HIDDEN mq_status mq__gptq_factor(mq_ctx *ctx, const float *h, int64_t cols,
  * factor of that order is mq__gptq_factor with `perm` = *out: U of H[perm[i]][perm[j]]
  * (positions in its messages are H's own). */
 MQ_HIDDEN mq_status mq__gptq_order(mq_ctx *ctx, const float *h, int64_t cols, int32_t **out);
+typedef struct mq__err_acc mq__err_acc;
 /* mq_quantize_rows with the factor of calib->hessian computed once by the caller (NULL: as
  * mq_quantize_rows), for callers that quantize a tensor in many row chunks; with
- * calib->act_order, the factor of mq__gptq_order's permutation. */
+ * calib->act_order, the factor of mq__gptq_order's permutation. With `err` (only where
+ * mq__quantize_fuses_error, row_begin a multiple of mq__err_rows_per_part), the error
+ * figures of the rows against their dequantized values are added to it in the same pass,
+ * while each row is in cache: the sums mq__err_acc_add gives. *err_done (with err) is false
+ * when a part's float sums overflowed: err is then untouched, and the caller sums the rows
+ * through mq__err_acc_add. */
 MQ_HIDDEN mq_status mq__quantize_rows_factored(mq_ctx *ctx, const mq_qspec *spec,
                                                const mq_qlayout *layout,
                                                const mq_calib_data *calib, mq_dtype src_dtype,
                                                const void *src, int64_t row_begin,
                                                int64_t row_end, void *data, float *scale,
-                                               void *zero_point, const float *factor);
+                                               void *zero_point, const float *factor,
+                                               mq__err_acc *err, bool *err_done);
+/* Integer types from F32/F16/BF16 without GPTQ: the quantize pass can add error figures. */
+MQ_HIDDEN bool mq__quantize_fuses_error(const mq_qspec *spec, mq_dtype src_dtype);
 
 /* Sums over rows [0, nr) of w^T H w and d^T H d, d = w - deq (output_error.c), for the rows
  * of `src` (src_dtype) and their dequantized values `deq` (nr x cols f32); H symmetric,
@@ -145,5 +154,38 @@ MQ_HIDDEN mq_status mq__quantize_rows_factored(mq_ctx *ctx, const mq_qspec *spec
 MQ_HIDDEN mq_status mq__output_error(mq_ctx *ctx, const float *h, int64_t cols,
                                      mq_dtype src_dtype, const void *src, const float *deq,
                                      int64_t nr, double *wsum, double *dsum);
+/* Error figures accumulated over chunks, in a fixed order (thread-count independent). */
+struct mq__err_acc {
+    double sum_a2, sum_b2, sum_ab, sum_d2, max_abs;
+    uint64_t n;
+    double out_a, out_d;   /* sums of w^T H w and d^T H d (calibration Hessian), */
+    int has_out;           /* when has_out */
+};
+/* Adds n pairs: reference `a` of a float dtype, approximation `b`, in rows of `cols` (0, or
+ * one that does not divide n: one row of n). The pairs are summed in parts
+ * (mq__err_rows_per_part whole rows from the first, or segments of 16384 elements of a
+ * longer row), each in float lanes then in double, and the parts are added in order: the
+ * same sums for any thread count, and for any split of a tensor into calls at multiples of
+ * mq__err_rows_per_part rows (parallel over the context's threads). */
+MQ_HIDDEN mq_status mq__err_acc_add(mq_ctx *ctx, mq__err_acc *acc, mq_dtype a_dtype,
+                                    const void *a, const float *b, size_t n, size_t cols);
+MQ_HIDDEN int64_t mq__err_rows_per_part(int64_t cols);
+/* Adds a part's sums (parts merged in a fixed order). */
+MQ_HIDDEN void mq__err_acc_merge(mq__err_acc *acc, const mq__err_acc *part);
+/* One part summed by its caller, as mq__err_acc_add sums it: zeroed lanes, then the part's
+ * pairs in order (any number of calls), then mq__err_lanes_sum, which returns false when a
+ * float sum overflowed (sum that part again through mq__err_acc_add, in double). */
+#define MQ__ERR_LANES 16
+#define MQ__ERR_PART 16384 /* elements of a part at most */
+typedef struct mq__err_lanes {
+    float a2[MQ__ERR_LANES], b2[MQ__ERR_LANES], ab[MQ__ERR_LANES], d2[MQ__ERR_LANES],
+        mx[MQ__ERR_LANES];
+    uint64_t n;
+} mq__err_lanes;
+/* `a`: F32, F16 or BF16 (exact in f32: the sums are those of its f32 values). */
+MQ_HIDDEN void mq__err_lanes_add(mq__err_lanes *l, mq_dtype a_dtype, const void *a,
+                                 const float *b, size_t n);
+MQ_HIDDEN bool mq__err_lanes_sum(const mq__err_lanes *l, mq__err_acc *part);
+MQ_HIDDEN void mq__err_acc_finish(const mq__err_acc *acc, mq_error_stats *out);
 
 #endif

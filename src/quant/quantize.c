@@ -20,6 +20,7 @@ typedef struct scratch {
     float *row;      /* cols f32 */
     uint8_t *stage;  /* cols * 8 bytes: an unaligned source row, or cast output */
     uint8_t *codes;  /* cols * 2 bytes: codes, or cast output */
+    float *deq;      /* cols f32: the dequantized row (error figures in the quantize pass) */
     mq_qround *qr;   /* groups_per_row: rounding parameters of a row's groups */
     int32_t *add;    /* groups_per_row: code offsets */
     /* GPTQ: a chunk of rows being updated (gptq_rows x cols), the negated scaled errors of
@@ -57,6 +58,11 @@ typedef struct qjob {
     int32_t *gptq_perm;   /* act-order: the column order of mq__gptq_order, or NULL */
     int64_t gptq_rows;    /* rows per GPTQ task */
     const mq__gemm_fns *gemm;
+    mq__err_acc *err_parts; /* error figures per part of rows (NULL: not asked for) */
+    int64_t err_rows;       /* rows per part (mq__err_rows_per_part) */
+    int64_t err_segs;       /* parts per row, when a row is longer than a part */
+    int err_overflow;       /* a part's float sums overflowed (atomic) */
+    int64_t nrows;          /* rows of this call */
     scratch *sc;
     int nscratch;
     void *block;
@@ -77,7 +83,8 @@ static mq_status alloc_scratch(qjob *j) {
                         cols);
     size_t gr = (size_t)j->gptq_rows;
     size_t per = round64(cols * 4) + round64(cols * 8) + round64(cols * 2) +
-                 round64(gpr * sizeof(mq_qround)) + round64(gpr * 4);
+                 round64(gpr * sizeof(mq_qround)) + round64(gpr * 4) +
+                 (j->err_parts ? round64(cols * 4) : 0);
     if (j->gptq_u) {
         if (gr > SIZE_MAX / 64 / cols)
             return mq__fail(j->ctx, MQ_ERR_NOMEM, "quantize: rows of %zu elements are too wide",
@@ -105,6 +112,10 @@ static mq_status alloc_scratch(qjob *j) {
         p += round64(gpr * sizeof(mq_qround));
         j->sc[t].add = (int32_t *)p;
         p += round64(gpr * 4);
+        if (j->err_parts) {
+            j->sc[t].deq = (float *)p;
+            p += round64(cols * 4);
+        }
         if (j->gptq_u) {
             j->sc[t].gw = (float *)p;
             p += round64(gr * cols * 4);
@@ -132,6 +143,7 @@ static void free_job(qjob *j) {
     mq__free(j->ctx, j->chunk_max);
     mq__free(j->ctx, j->chunk_err);
     mq__free(j->ctx, j->gptq_u_owned);
+    mq__free(j->ctx, j->err_parts);
     mq__free(j->ctx, j->gptq_perm);
 }
 
@@ -459,7 +471,35 @@ static mq_status gptq_rows(qjob *j, int tid, int64_t r0, int64_t nr, uint8_t *ds
     return MQ_OK;
 }
 
-static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst) {
+/* The row's codes dequantized into the thread's deq scratch, as mq_dequantize_rows does
+ * (the same values), while they are in cache. */
+static void row_dequantize(const qjob *j, int tid, const uint8_t *codes) {
+    const mq_qlayout *L = j->lay;
+    const mq_qround *qr = j->sc[tid].qr;
+    const int32_t *add = j->sc[tid].add;
+    uint8_t flip = L->data_dtype == MQ_I8 ? 0x80 : 0;
+    int32_t bias = L->data_dtype == MQ_I8 ? 128 : 0;
+    for (int64_t g = 0; g < L->groups_per_row; g++) {
+        int64_t c0 = g * L->group_size;
+        int64_t n = g + 1 < L->groups_per_row ? L->group_size : L->last_group_size;
+        /* add = zero point + code offset; mq_dequantize_rows subtracts the same integer */
+        j->k->dequantize(codes + c0, (size_t)n, flip, (float)(bias + add[g]), qr[g].scale,
+                         j->sc[tid].deq + c0);
+    }
+}
+
+static void part_done(qjob *j, const mq__err_lanes *l, mq__err_acc *part) {
+    if (!mq__err_lanes_sum(l, part)) __atomic_store_n(&j->err_overflow, 1, __ATOMIC_RELAXED);
+}
+
+/* A row as the kernels read it: f32, or the source's own dtype (in place). */
+typedef struct row_ref {
+    const void *p;
+    mq_dtype dtype;
+} row_ref;
+
+/* *xf (error figures asked for): the row as read, its dequantized values in sc[tid].deq. */
+static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst, row_ref *xf) {
     if (j->is_cast) return cast_row(j, tid, r, dst);
     const mq_qlayout *L = j->lay;
     /* the search reads each group a dozen times: it gets the row converted to f32 once */
@@ -512,6 +552,18 @@ static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst) {
     } else if (j->f.packed4) {
         pack4(j, codes, L->cols, dst, L->row_bytes);
     }
+    if (xf) {
+        /* direct4 left no unpacked codes: unpack them from the row just written */
+        const uint8_t *c = codes;
+        if (direct4) {
+            unpack4(dst, L->cols, j->sc[tid].codes);
+            c = j->sc[tid].codes;
+        }
+        row_dequantize(j, tid, c);
+        /* the sums read the row element by element: an unaligned source row is staged */
+        xf->p = (uintptr_t)x % mq_dtype_size(dt) ? aligned_src_row(j, tid, r) : x;
+        xf->dtype = dt;
+    }
     return MQ_OK;
 }
 
@@ -520,8 +572,34 @@ static mq_status quantize_range(void *arg, int64_t b, int64_t e, int tid) {
     MQ_TRY(check_tid(j, tid));
     if (j->gptq_u && !j->is_cast)
         return gptq_rows(j, tid, j->row_begin + b, e - b, j->data + (size_t)b * j->lay->row_bytes);
-    for (int64_t i = b; i < e; i++)
-        MQ_TRY(quantize_row(j, tid, j->row_begin + i, j->data + (size_t)i * j->lay->row_bytes));
+    if (!j->err_parts) {
+        for (int64_t i = b; i < e; i++)
+            MQ_TRY(quantize_row(j, tid, j->row_begin + i, j->data + (size_t)i * j->lay->row_bytes,
+                                NULL));
+        return MQ_OK;
+    }
+    /* error figures: b is a multiple of err_rows (the grain is), so the task holds whole parts */
+    int64_t cols = j->lay->cols, total = j->nrows;
+    mq__err_lanes l;
+    for (int64_t i = b; i < e; i++) {
+        row_ref x;
+        MQ_TRY(quantize_row(j, tid, j->row_begin + i, j->data + (size_t)i * j->lay->row_bytes,
+                            &x));
+        const float *d = j->sc[tid].deq;
+        if (j->err_segs > 1) {
+            for (int64_t c0 = 0, sg = 0; c0 < cols; c0 += MQ__ERR_PART, sg++) {
+                int64_t n = cols - c0 < MQ__ERR_PART ? cols - c0 : MQ__ERR_PART;
+                memset(&l, 0, sizeof l);
+                mq__err_lanes_add(&l, x.dtype, at(x.p, x.dtype, c0), d + c0, (size_t)n);
+                part_done(j, &l, &j->err_parts[i * j->err_segs + sg]);
+            }
+            continue;
+        }
+        if (i % j->err_rows == 0) memset(&l, 0, sizeof l);
+        mq__err_lanes_add(&l, x.dtype, x.p, d, (size_t)cols);
+        if ((i + 1) % j->err_rows == 0 || i + 1 == total)
+            part_done(j, &l, &j->err_parts[i / j->err_rows]);
+    }
     return MQ_OK;
 }
 
@@ -657,10 +735,16 @@ static mq_status job_init(mq_ctx *ctx, qjob *j, const mq_qspec *spec, const mq_q
     return MQ_OK;
 }
 
+bool mq__quantize_fuses_error(const mq_qspec *spec, mq_dtype src_dtype) {
+    return mq__qtype_is_integer(spec->type) && spec->search != MQ_SEARCH_GPTQ &&
+           (src_dtype == MQ_F32 || src_dtype == MQ_F16 || src_dtype == MQ_BF16);
+}
+
 static mq_status quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *layout,
                                const mq_calib_data *caller_calib, mq_dtype src_dtype,
                                const void *src, int64_t row_begin, int64_t row_end, void *data,
-                               float *scale, void *zero_point, const float *factor) {
+                               float *scale, void *zero_point, const float *factor,
+                               mq__err_acc *err, bool *err_done) {
     MQ_TRY(check_args(ctx, "quantize", spec, layout, row_begin, row_end, src, data, scale,
                       zero_point));
     mq_calib_data calib;
@@ -721,6 +805,22 @@ static mq_status quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayo
         j.gemm = mq__gemm_pick(ctx);
         grain = gr;
     }
+    /* error figures: parts as mq__err_acc_add makes them, merged in the same order */
+    size_t nparts = 0;
+    if (err && (!mq__quantize_fuses_error(spec, src_dtype) ||
+                row_begin % mq__err_rows_per_part(layout->cols)))
+        return mq__fail(ctx, MQ_ERR_INTERNAL, "quantize: no error figures in this pass");
+    if (err) {
+        int64_t rows = row_end - row_begin;
+        j.nrows = rows;
+        j.err_rows = mq__err_rows_per_part(layout->cols);
+        j.err_segs = (layout->cols + MQ__ERR_PART - 1) / MQ__ERR_PART;
+        nparts = j.err_segs > 1 ? (size_t)(rows * j.err_segs)
+                                : (size_t)((rows + j.err_rows - 1) / j.err_rows);
+        grain = grain < j.err_rows ? j.err_rows : grain / j.err_rows * j.err_rows;
+        j.err_parts = (mq__err_acc *)mq__calloc(ctx, nparts ? nparts : 1, sizeof *j.err_parts);
+        if (!j.err_parts) return MQ_ERR_NOMEM;
+    }
     mq_status st = alloc_scratch(&j);
     if (st == MQ_OK && !j.is_cast && spec->granularity == MQ_PER_TENSOR) {
         if (row_begin == 0) {
@@ -736,6 +836,10 @@ static mq_status quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayo
     }
     if (st == MQ_OK)
         st = mq__parallel_for(ctx, row_end - row_begin, grain, quantize_range, &j);
+    /* in part order: the same sums for any thread count */
+    bool done = err && !j.err_overflow;
+    for (size_t k = 0; st == MQ_OK && done && k < nparts; k++) mq__err_acc_merge(err, &j.err_parts[k]);
+    if (err_done) *err_done = done;
     free_job(&j);
     return st;
 }
@@ -745,16 +849,17 @@ mq_status mq_quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayout *
                            int64_t row_begin, int64_t row_end, void *data, float *scale,
                            void *zero_point) {
     return quantize_rows(ctx, spec, layout, calib, src_dtype, src, row_begin, row_end, data,
-                         scale, zero_point, NULL);
+                         scale, zero_point, NULL, NULL, NULL);
 }
 
 mq_status mq__quantize_rows_factored(mq_ctx *ctx, const mq_qspec *spec,
                                      const mq_qlayout *layout, const mq_calib_data *calib,
                                      mq_dtype src_dtype, const void *src, int64_t row_begin,
                                      int64_t row_end, void *data, float *scale,
-                                     void *zero_point, const float *factor) {
+                                     void *zero_point, const float *factor, mq__err_acc *err,
+                                     bool *err_done) {
     return quantize_rows(ctx, spec, layout, calib, src_dtype, src, row_begin, row_end, data,
-                         scale, zero_point, factor);
+                         scale, zero_point, factor, err, err_done);
 }
 
 static mq_status dequantize_range(void *arg, int64_t b, int64_t e, int tid) {

@@ -140,7 +140,7 @@ TEST(shared_factor_gives_the_same_bytes) {
         int64_t e = b + 7 < ROWS ? b + 7 : ROWS;
         CHECK(mq__quantize_rows_factored(ctx, &q, &ref.L, &calib, MQ_F32, w, b, e,
                                          data + (size_t)b * ref.L.row_bytes, scale, zp,
-                                         u) == MQ_OK);
+                                         u, NULL, NULL) == MQ_OK);
     }
     CHECK(!memcmp(data, ref.data, ref.L.data_bytes));
     CHECK(!memcmp(scale, ref.scale, (size_t)ref.L.nscales * sizeof(float)));

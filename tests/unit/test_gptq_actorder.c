@@ -217,7 +217,8 @@ TEST(threads_chunks_and_shared_factor_do_not_change_bytes) {
             int64_t e = b + 7 < R ? b + 7 : R;
             CHECK(mq__quantize_rows_factored(ctx, q, &ref.L, &calib, MQ_F32, w, b, e,
                                              data + (size_t)b * ref.L.row_bytes, scale,
-                                             ref.L.has_zero_point ? zp : NULL, u) == MQ_OK);
+                                             ref.L.has_zero_point ? zp : NULL, u, NULL,
+                                             NULL) == MQ_OK);
         }
         CHECK_MSG(!memcmp(data, ref.data, ref.L.data_bytes) &&
                   !memcmp(scale, ref.scale, (size_t)ref.L.nscales * sizeof(float)), "spec %d",

@@ -242,6 +242,18 @@ TEST(string_writer) {
     CHECK_EQ_INT(n, sizeof all);
     CHECK(!memcmp(s, all, sizeof all));
     mq__json_free(&j);
+    /* the public escaper gives the same bytes, truncating like snprintf */
+    char all_z[128], out[1024];
+    memcpy(all_z, all, sizeof all);
+    all_z[127] = 0;
+    CHECK_EQ_INT(mq_json_string_format(all_z, out, sizeof out), b.len);
+    CHECK(!memcmp(out, b.data, b.len) && !out[b.len]);
+    char small[5];
+    CHECK_EQ_INT(mq_json_string_format("a\"b", small, sizeof small), 6);
+    CHECK_EQ_STR(small, "\"a\\\"");
+    CHECK_EQ_INT(mq_json_string_format("abc", NULL, 0), 5);
+    CHECK_EQ_INT(mq_json_string_format(NULL, out, sizeof out), 2);
+    CHECK(!strcmp(out, "\"\""));
     CHECK_EQ_INT(mq__buf_printf(&b, "%d-%s", 42, "x"), MQ_OK);
     CHECK(b.len > 2 && !strcmp(b.data + b.len - 4, "42-x"));
     mq__buf_free(&b);

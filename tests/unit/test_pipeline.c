@@ -114,6 +114,87 @@ out:
     mq_ctx_free(ctx);
 }
 
+/* Rows of 3000 (parts of whole rows that do not fill 16384) and of 20000 elements (a row in
+ * two parts), over several chunks of the pipeline, F32 and BF16, INT8 per channel and INT4
+ * per group, plus an FP16 cast: the figures computed in the quantize pass equal what
+ * mq_qmodel_error computes from the file, bit for bit, with 1 and 3 threads. */
+TEST(error_figures_fused_match_file) {
+    char path[600], q[600];
+    snprintf(path, sizeof path, "%s.wide.safetensors", in_path);
+    snprintf(q, sizeof q, "%s.wide.q.safetensors", in_path);
+    mq_ctx *ctx = mq_ctx_create();
+    mq_ctx_set_overwrite(ctx, 1);
+    mq_tensor_desc d[3] = {{"odd.weight", MQ_BF16, 2, {800, 3000}},
+                           {"wide.weight", MQ_F32, 2, {70, 20000}},
+                           {"cast.weight", MQ_F32, 2, {50, 3000}}};
+    mq_writer *w = NULL;
+    int ok = mq_writer_open(ctx, path, MQ_FORMAT_AUTO, d, 3, NULL, 0, &w) == MQ_OK;
+    uint64_t seed = 99;
+    for (int t = 0; ok && t < 3; t++)
+        for (int64_t i = 0; ok && i < d[t].shape[0] * d[t].shape[1]; i++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            float v = ((float)(seed >> 40) / 16777216.0f - 0.5f) * (i % 29 == 0 ? 4.0f : 0.2f);
+            uint16_t h = mq_f32_to_bf16(v);
+            ok = d[t].dtype == MQ_BF16 ? mq_writer_write(w, &h, 2) == MQ_OK
+                                       : mq_writer_write(w, &v, 4) == MQ_OK;
+        }
+    ok = ok && mq_writer_commit(w) == MQ_OK;
+    mq_writer_free(w);
+    CHECK(ok);
+    for (int bits = 4; ok && bits <= 8; bits += 4) {
+        mq_error_stats first[3];
+        for (int k = 0; k < 2; k++) {
+            CHECK_EQ_INT(mq_ctx_set_threads(ctx, k ? 3 : 1), MQ_OK);
+            mq_quantize_options o;
+            mq_quantize_options_default(&o);
+            mq_qspec_recommended(&o.spec, bits == 8 ? MQ_Q_INT8 : MQ_Q_INT4);
+            o.layout = MQ_LAYOUT_NATIVE; /* groups of 128 over 3000 columns: a shorter last */
+            o.default_skip = 0;
+            mq_layer_rule rule = {"cast.*", MQ_Q_FP16};
+            o.rules = &rule;
+            o.nrules = 1;
+            mq_report *r = NULL;
+            CHECK_EQ_INT(mq_quantize_file(ctx, path, q, &o, &r), MQ_OK);
+            mq_qmodel *ref = NULL, *qm = NULL;
+            CHECK_EQ_INT(mq_qmodel_open(ctx, path, &ref), MQ_OK);
+            CHECK_EQ_INT(mq_qmodel_open(ctx, q, &qm), MQ_OK);
+            for (size_t i = 0; r && ref && qm && i < 3; i++) {
+                mq_error_stats es, from_file;
+                CHECK(mq_report_tensor_error(r, i, &es));
+                long j = mq_qmodel_find(qm, mq_report_tensor_name(r, i));
+                CHECK(j >= 0);
+                CHECK_EQ_INT(mq_qmodel_error(ref, i, qm, (size_t)(j < 0 ? 0 : j), &from_file),
+                             MQ_OK);
+                CHECK_MSG(es.sqnr_db == from_file.sqnr_db && es.max_abs == from_file.max_abs &&
+                              es.rel_fro == from_file.rel_fro,
+                          "int%d %s: %.17g vs %.17g", bits, mq_report_tensor_name(r, i),
+                          es.sqnr_db, from_file.sqnr_db);
+                CHECK(es.sqnr_db > 10 && es.sqnr_db < 80);
+                if (!k) first[i] = es;
+                else CHECK(!memcmp(&first[i], &es, sizeof es));
+            }
+            /* the phases: none negative; those of the calling thread fit in the wall time */
+            double sum = 0;
+            for (int ph = MQ_PHASE_OPEN; r && ph <= MQ_PHASE_BACKGROUND_WRITE; ph++) {
+                double sec = mq_report_phase_seconds(r, (mq_phase)ph);
+                mq_phase back;
+                CHECK(sec >= 0);
+                CHECK(mq_phase_from_name(mq_phase_name((mq_phase)ph), &back) && (int)back == ph);
+                if (ph < MQ_PHASE_BACKGROUND_WRITE) sum += sec;
+            }
+            CHECK(r && sum <= mq_report_seconds(r) + 1e-6);
+            CHECK(r && mq_report_phase_seconds(r, MQ_PHASE_QUANTIZE) > 0);
+            CHECK(r && mq_report_phase_seconds(r, (mq_phase)99) == 0);
+            mq_qmodel_free(ref);
+            mq_qmodel_free(qm);
+            mq_report_free(r);
+        }
+    }
+    mq_ctx_free(ctx);
+    remove(path);
+    remove(q);
+}
+
 TEST(dequantize_file_roundtrip) {
     mq_ctx *ctx = mq_ctx_create();
     CHECK_EQ_INT(mq_dequantize_file(ctx, out1, deq, MQ_DTYPE_INVALID, MQ_FORMAT_AUTO), MQ_OK);
@@ -313,6 +394,7 @@ int main(void) {
     }
     RUN(threads_identical_output);
     RUN(error_figures_match_file);
+    RUN(error_figures_fused_match_file);
     RUN(dequantize_file_roundtrip);
     RUN(refuses_input_as_output);
     RUN(nan_fails_or_is_skipped);
