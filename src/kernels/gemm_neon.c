@@ -55,42 +55,16 @@ MICRO(4)
 MICRO(5)
 MICRO(6)
 
-typedef void (*micro_fn)(int64_t, const float *, int64_t, const float *, float *, int64_t, int);
-static const micro_fn micros[7] = {NULL, micro1, micro2, micro3, micro4, micro5, micro6};
+static const mq__gemm_micro micros[7] = {NULL, micro1, micro2, micro3, micro4, micro5, micro6};
 
-/* Bp[s][k][16] = B[k][16 s + j], zero beyond column n. */
-static void pack_b(int64_t kc, int64_t n, const float *B, int64_t ldb, float *bp) {
-    for (int64_t s = 0; s * 16 < n; s++) {
-        int64_t w = n - 16 * s < 16 ? n - 16 * s : 16;
-        float *d = bp + s * kc * 16;
-        const float *src = B + 16 * s;
-        if (w == 16) {
-            for (int64_t k = 0; k < kc; k++)
-                for (int q = 0; q < 4; q++) vst1q_f32(d + 16 * k + 4 * q, vld1q_f32(src + k * ldb + 4 * q));
-        } else {
-            for (int64_t k = 0; k < kc; k++)
-                for (int64_t j = 0; j < 16; j++) d[16 * k + j] = j < w ? src[k * ldb + j] : 0.0f;
-        }
-    }
+static void pack16(int64_t kc, const float *src, int64_t ldb, float *d) {
+    for (int64_t k = 0; k < kc; k++)
+        for (int q = 0; q < 4; q++) vst1q_f32(d + 16 * k + 4 * q, vld1q_f32(src + k * ldb + 4 * q));
 }
 
 static void gemm_neon(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                       const float *B, int64_t ldb, float *C, int64_t ldc, float *ws) {
-    for (int64_t j0 = 0; j0 < N; j0 += MQ__GEMM_NC) {
-        int64_t nc = N - j0 < MQ__GEMM_NC ? N - j0 : MQ__GEMM_NC;
-        for (int64_t k0 = 0; k0 < K; k0 += MQ__GEMM_KC) {
-            int64_t kc = K - k0 < MQ__GEMM_KC ? K - k0 : MQ__GEMM_KC;
-            pack_b(kc, nc, B + k0 * ldb + j0, ldb, ws);
-            for (int64_t i = 0; i < M; i += 6) {
-                int mr = M - i < 6 ? (int)(M - i) : 6;
-                for (int64_t s = 0; s * 16 < nc; s++) {
-                    int w = nc - 16 * s < 16 ? (int)(nc - 16 * s) : 16;
-                    micros[mr](kc, A + i * lda + k0, lda, ws + s * kc * 16,
-                               C + i * ldc + j0 + 16 * s, ldc, w);
-                }
-            }
-        }
-    }
+    mq__gemm_blocked(M, N, K, A, lda, B, ldb, C, ldc, ws, micros, pack16);
 }
 
 static void axpy_neon(size_t n, float a, const float *x, float *y) {

@@ -225,37 +225,22 @@ static void bounds16(float mn, float mx, const mq_qround *qr, int nc, float *lb)
     }
 }
 
-/* Candidates in index order, up to four evaluated at once; candidate c > 0 is left out when
- * a lower bound of its error (its extremes' terms) is not below the best error so far: it
- * could not replace it (the best error only decreases). */
+/* sqerr_batch with nb a constant in each call, so that its loops unroll. */
+static void batch_avx2(const float *x, const float *w, size_t n, const mq_qround *const *q,
+                       int nb, float *e) {
+    switch (nb) {
+    case 4: sqerr_batch(x, w, n, q, 4, e); break;
+    case 3: sqerr_batch(x, w, n, q, 3, e); break;
+    case 2: sqerr_batch(x, w, n, q, 2, e); break;
+    default: sqerr_batch(x, w, n, q, 1, e); break;
+    }
+}
+
 static int search_avx2(const float *x, const float *w, size_t n, float mn, float mx,
                        const mq_qround *qr, int nc, float *err) {
-    int best = -1;
     float lb[16];
     if (!w) bounds16(mn, mx, qr, nc, lb);
-    for (int c = 0; c < nc;) {
-        const mq_qround *q[4];
-        int idx[4], nb = 0;
-        for (; c < nc && nb < 4; c++) {
-            if (best >= 0 && !w && !(lb[c] < *err)) continue;
-            q[nb] = &qr[c];
-            idx[nb++] = c;
-        }
-        float e[4];
-        switch (nb) {
-        case 4: sqerr_batch(x, w, n, q, 4, e); break;
-        case 3: sqerr_batch(x, w, n, q, 3, e); break;
-        case 2: sqerr_batch(x, w, n, q, 2, e); break;
-        case 1: sqerr_batch(x, w, n, q, 1, e); break;
-        default: break;
-        }
-        for (int k = 0; k < nb; k++)
-            if (best < 0 || e[k] < *err) {
-                best = idx[k];
-                *err = e[k];
-            }
-    }
-    return best;
+    return mq__search_batched(x, w, n, qr, nc, w ? NULL : lb, err, batch_avx2);
 }
 
 static void pack4_avx2(const uint8_t *codes, size_t n, uint8_t *dst) {

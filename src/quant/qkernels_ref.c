@@ -156,3 +156,25 @@ const mq_qkernels *mq__qkernels(const mq_ctx *ctx) {
                               MQ__ARM64_ONLY(mq__qkernels_neon()), NULL};
     return (const mq_qkernels *)mq__isa_pick(ctx, by_level, 5);
 }
+
+int mq__search_batched(const float *x, const float *w, size_t n, const mq_qround *qr, int nc,
+                       const float *lb, float *err, mq__sqerr_batch_fn batch) {
+    int best = -1;
+    for (int c = 0; c < nc;) {
+        const mq_qround *q[4];
+        int idx[4], nb = 0;
+        for (; c < nc && nb < 4; c++) {
+            if (best >= 0 && lb && !(lb[c] < *err)) continue;
+            q[nb] = &qr[c];
+            idx[nb++] = c;
+        }
+        float e[4];
+        if (nb) batch(x, w, n, q, nb, e);
+        for (int k = 0; k < nb; k++)
+            if (best < 0 || e[k] < *err) {
+                best = idx[k];
+                *err = e[k];
+            }
+    }
+    return best;
+}

@@ -66,6 +66,14 @@ MQ_HIDDEN float mq__sqerr1(float x, float w, const mq_qround *p);
 /* A lower bound of sqerr(x, NULL, n, p) from two distinct elements a and b of x (a == b:
  * one element): the sum of their terms, which every lane order can only increase. */
 MQ_HIDDEN float mq__sqerr_bound(float a, float b, const mq_qround *p);
+/* The x86 vector searches' candidate loop: candidates in index order, up to four errors per
+ * call of batch (e[k] = the error of q[k], k < nb, nb <= 4); candidate c > 0 is left out when
+ * lb (per-candidate lower bounds, NULL for none) says it cannot beat the best error so far,
+ * which only decreases. Same contract as mq_qkernels.search. */
+typedef void (*mq__sqerr_batch_fn)(const float *x, const float *w, size_t n,
+                                   const mq_qround *const *q, int nb, float *e);
+MQ_HIDDEN int mq__search_batched(const float *x, const float *w, size_t n, const mq_qround *qr,
+                                 int nc, const float *lb, float *err, mq__sqerr_batch_fn batch);
 /* The fixed reduction of the 16 error lanes. */
 MQ_HIDDEN float mq__sum_lanes16(const float lanes[16]);
 

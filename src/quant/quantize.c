@@ -230,6 +230,18 @@ static mq_status round_scale(const qjob *j, int64_t r, mq_qparam *p) {
                     mq_dtype_name(d));
 }
 
+/* A group's parameters as stored: the scale rounded to its dtype, checked, then kept at
+ * scale/zero-point index (row r, group g); c0 is the group's first column. */
+static mq_status keep_group_param(const qjob *j, int64_t r, int64_t g, int64_t c0,
+                                  mq_qparam *p, float mn, float mx) {
+    MQ_TRY(round_scale(j, r, p));
+    MQ_TRY(check_param(j, r, c0, *p, mn, mx));
+    int64_t si = r * j->lay->groups_per_row + g;
+    j->scale[si] = p->scale;
+    store_zp(j, si, p->zp);
+    return MQ_OK;
+}
+
 /* Index of the candidate with the least (weighted) squared error on x[0, n); the first wins
  * ties, so min/max is kept unless clipping helps. */
 static int best_candidate(const qjob *j, const mq_qcand *cand, int nc, const float *x,
@@ -348,11 +360,7 @@ static mq_status static_groups(qjob *j, int64_t r, const float *x, mq_qround *qr
             float mn, mx;
             if (!j->k->minmax(x + c0, (size_t)n, &mn, &mx)) return not_finite(j, r, x, c0, n);
             p = mq__qparam_minmax(&j->f, j->spec->scheme, mn, mx);
-            MQ_TRY(round_scale(j, r, &p));
-            MQ_TRY(check_param(j, r, c0, p, mn, mx));
-            int64_t si = r * L->groups_per_row + g;
-            j->scale[si] = p.scale;
-            store_zp(j, si, p.zp);
+            MQ_TRY(keep_group_param(j, r, g, c0, &p, mn, mx));
         }
         mq__qround_init(&j->f, p, &qr[g]);
         add[g] = p.zp + j->f.code_offset;
@@ -439,11 +447,7 @@ static mq_status gptq_rows(qjob *j, int tid, int64_t r0, int64_t nr, uint8_t *ds
                                             "update made columns %lld.. non-finite (Hessian "
                                             "too ill-conditioned)", (long long)r, (long long)g0);
                         p = mq__qparam_minmax(&j->f, j->spec->scheme, mn, mx);
-                        MQ_TRY(round_scale(j, r, &p));
-                        MQ_TRY(check_param(j, r, g0, p, mn, mx));
-                        int64_t si = r * L->groups_per_row + g;
-                        j->scale[si] = p.scale;
-                        store_zp(j, si, p.zp);
+                        MQ_TRY(keep_group_param(j, r, g, g0, &p, mn, mx));
                     } else if (j->spec->granularity != MQ_PER_TENSOR) {
                         int64_t si = r * L->groups_per_row + g;
                         p.scale = j->scale[si];
@@ -527,11 +531,7 @@ static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst, row_ref
         } else {
             p = search ? choose(j, (const float *)x + c0, j->w ? j->w + c0 : NULL, (size_t)n, mn, mx)
                        : mq__qparam_minmax(&j->f, j->spec->scheme, mn, mx);
-            MQ_TRY(round_scale(j, r, &p));
-            MQ_TRY(check_param(j, r, c0, p, mn, mx));
-            int64_t si = r * L->groups_per_row + g;
-            j->scale[si] = p.scale;
-            store_zp(j, si, p.zp);
+            MQ_TRY(keep_group_param(j, r, g, c0, &p, mn, mx));
         }
         mq__qround_init(&j->f, p, &qr[g]);
         add[g] = p.zp + j->f.code_offset;
