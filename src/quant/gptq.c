@@ -10,6 +10,7 @@
  * the bytes depend neither on the thread count nor on the instruction set. */
 #include "quant/quant_internal.h"
 #include "kernels/gemm.h"
+#include "quant/gptq_cols.h"
 
 #include <float.h>
 #include <math.h>
@@ -282,4 +283,10 @@ mq_status mq__gptq_factor(mq_ctx *ctx, const float *h, int64_t cols, const int32
     mq__free(ctx, w.x);
     mq__free(ctx, w.tasks);
     return st;
+}
+
+mq__gptq_cols_fn mq__gptq_cols_pick(const mq_ctx *ctx) {
+    const void *by_level[] = {NULL, NULL, MQ__X86_ONLY(&mq__gptq_cols_avx512), NULL, NULL};
+    const mq__gptq_cols_fns *f = (const mq__gptq_cols_fns *)mq__isa_pick(ctx, by_level, 5);
+    return f ? f->cols : NULL;
 }
