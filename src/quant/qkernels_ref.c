@@ -195,6 +195,18 @@ const mq_qkernels *mq__qkernels(const mq_ctx *ctx) {
     return (const mq_qkernels *)mq__isa_pick(ctx, by_level, 5);
 }
 
+int mq__search_pick(const float *e, int nc, float *err) {
+    int best = 0;
+    float be = e[0];
+    for (int c = 1; c < nc; c++) {
+        bool lt = e[c] < be; /* false for NaN: a NaN never wins, a NaN first stays */
+        best = lt ? c : best;
+        be = lt ? e[c] : be;
+    }
+    *err = be;
+    return best;
+}
+
 int mq__search_batched(const float *x, const float *w, size_t n, const mq_qround *qr, int nc,
                        const float *lb, float *err, mq__sqerr_batch_fn batch) {
     int best = -1;

@@ -103,6 +103,9 @@ typedef void (*mq__sqerr_batch_fn)(const float *x, const float *w, size_t n,
                                    const mq_qround *const *q, int nb, float *e);
 MQ_HIDDEN int mq__search_batched(const float *x, const float *w, size_t n, const mq_qround *qr,
                                  int nc, const float *lb, float *err, mq__sqerr_batch_fn batch);
+/* The search's choice among the errors e[0, nc) (nc >= 1): the first least one, as the
+ * reference's scan makes it; *err receives it. */
+MQ_HIDDEN int mq__search_pick(const float *e, int nc, float *err);
 /* The fixed reduction of the 16 error lanes. */
 MQ_HIDDEN float mq__sum_lanes16(const float lanes[16]);
 
