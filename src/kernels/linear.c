@@ -445,7 +445,7 @@ static mq_status forward_with(mq_ctx *ctx, mq_linear *lin, const float *x, int64
     j.A = &A;
     if (j.xf || j.xu) MQ_TRY(mq__parallel_for(ctx, M, 16, prep_rows, &j));
     /* fixed chunks of output channels; every output is computed the same way in any chunk */
-    int64_t grain = L->nblk >= 64 ? 4 : 1;
+    int64_t grain = L->nblk >= 64 ? 8 : 1; /* eight blocks: the widest single-row tiles */
     return mq__parallel_for(ctx, L->nblk, grain, run_blocks, &j);
 }
 
