@@ -70,13 +70,22 @@ ALWAYS_INLINE __m512i round16(const void *x, mq_dtype dt, size_t i, __mmask16 m,
     return _mm512_maskz_add_epi32(m, _mm512_cvtps_epi32(v), add);
 }
 
+/* Prefetches the source lines of elements [i, i + 64) moved `ahead` bytes on (0: none): the
+ * many-group kernels fetch the next block while they work on this one from L1. */
+ALWAYS_INLINE void prefetch64(const void *x, mq_dtype dt, size_t i, size_t ahead) {
+    if (!ahead) return;
+    const char *p = (const char *)x + i * (dt == MQ_F32 ? 4 : 2) + ahead;
+    for (int k = 0; k < (dt == MQ_F32 ? 4 : 2); k++) _mm_prefetch(p + 64 * k, _MM_HINT_T0);
+}
+
 ALWAYS_INLINE void quantize_t(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
-                              int32_t add, uint8_t *codes) {
+                              int32_t add, uint8_t *codes, size_t ahead) {
     const __m512 inv = _mm512_set1_ps(p->inv), lo = _mm512_set1_ps(p->lo),
                  hi = _mm512_set1_ps(p->hi);
     const __m512i vadd = _mm512_set1_epi32(add);
     size_t i = 0;
     for (; i + 64 <= n; i += 64) {
+        prefetch64(x, dt, i, ahead);
         __m128i a = _mm512_cvtepi32_epi8(round16(x, dt, i, 0xffff, inv, lo, hi, vadd));
         __m128i b = _mm512_cvtepi32_epi8(round16(x, dt, i + 16, 0xffff, inv, lo, hi, vadd));
         __m128i c = _mm512_cvtepi32_epi8(round16(x, dt, i + 32, 0xffff, inv, lo, hi, vadd));
@@ -93,14 +102,14 @@ ALWAYS_INLINE void quantize_t(const void *x, mq_dtype dt, size_t n, const mq_qro
 
 static void quantize_avx512(const float *x, size_t n, const mq_qround *p, int32_t add,
                             uint8_t *codes) {
-    quantize_t(x, MQ_F32, n, p, add, codes);
+    quantize_t(x, MQ_F32, n, p, add, codes, 0);
 }
 
 static void quantize_src_avx512(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
                                 int32_t add, uint8_t *codes) {
-    if (dt == MQ_F16) quantize_t(x, MQ_F16, n, p, add, codes);
-    else if (dt == MQ_BF16) quantize_t(x, MQ_BF16, n, p, add, codes);
-    else quantize_t(x, MQ_F32, n, p, add, codes);
+    if (dt == MQ_F16) quantize_t(x, MQ_F16, n, p, add, codes, 0);
+    else if (dt == MQ_BF16) quantize_t(x, MQ_BF16, n, p, add, codes, 0);
+    else quantize_t(x, MQ_F32, n, p, add, codes, 0);
 }
 
 /* Codes (< 16, absent ones 0) of each 32-bit pair joined in its low byte by a 64-bit shift
@@ -110,12 +119,13 @@ ALWAYS_INLINE __m128i pack16(__m512i q) {
 }
 
 ALWAYS_INLINE void quantize4_t(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
-                               int32_t add, uint8_t *dst) {
+                               int32_t add, uint8_t *dst, size_t ahead) {
     const __m512 inv = _mm512_set1_ps(p->inv), lo = _mm512_set1_ps(p->lo),
                  hi = _mm512_set1_ps(p->hi);
     const __m512i vadd = _mm512_set1_epi32(add);
     size_t i = 0;
     for (; i + 64 <= n; i += 64) {
+        prefetch64(x, dt, i, ahead);
         __m128i a = pack16(round16(x, dt, i, 0xffff, inv, lo, hi, vadd));
         __m128i b = pack16(round16(x, dt, i + 16, 0xffff, inv, lo, hi, vadd));
         __m128i c = pack16(round16(x, dt, i + 32, 0xffff, inv, lo, hi, vadd));
@@ -135,9 +145,9 @@ ALWAYS_INLINE void quantize4_t(const void *x, mq_dtype dt, size_t n, const mq_qr
 
 static void quantize4_src_avx512(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
                                  int32_t add, uint8_t *dst) {
-    if (dt == MQ_F16) quantize4_t(x, MQ_F16, n, p, add, dst);
-    else if (dt == MQ_BF16) quantize4_t(x, MQ_BF16, n, p, add, dst);
-    else quantize4_t(x, MQ_F32, n, p, add, dst);
+    if (dt == MQ_F16) quantize4_t(x, MQ_F16, n, p, add, dst, 0);
+    else if (dt == MQ_BF16) quantize4_t(x, MQ_BF16, n, p, add, dst, 0);
+    else quantize4_t(x, MQ_F32, n, p, add, dst, 0);
 }
 
 /* Error terms of 16 values xv (weights wv, or NULL w). */
@@ -242,6 +252,14 @@ ALWAYS_INLINE const void *src_at(const void *x, mq_dtype dt, size_t i) {
     return (const char *)x + i * (dt == MQ_F32 ? 4 : 2);
 }
 
+/* v kept in a register: the compiler would otherwise read it again as the memory operand of
+ * each use, and repeated loads of a line that comes from DRAM cost about a third of the
+ * min/max speed. */
+ALWAYS_INLINE __m512i in_register(__m512i v) {
+    __asm__("" : "+v"(v));
+    return v;
+}
+
 /* Thirty-two values from element i as two f32 vectors, in any order. BF16 is not widened:
  * `a` holds the even elements shifted up, `b` the 32-bit words as they are, each an odd
  * element with the even one's bits below its own. Clearing the low 16 bits of a float is
@@ -250,12 +268,12 @@ ALWAYS_INLINE const void *src_at(const void *x, mq_dtype dt, size_t i) {
 ALWAYS_INLINE void load32_raw(const void *x, mq_dtype dt, size_t i, __m512 *a, __m512 *b) {
     const char *p = (const char *)x;
     if (dt == MQ_BF16) {
-        __m512i v = _mm512_loadu_si512(p + 2 * i);
+        __m512i v = in_register(_mm512_loadu_si512(p + 2 * i));
         *a = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
         *b = _mm512_castsi512_ps(v);
     } else {
-        *a = load16(x, dt, i, 0xffff);
-        *b = load16(x, dt, i + 16, 0xffff);
+        *a = _mm512_castsi512_ps(in_register(_mm512_castps_si512(load16(x, dt, i, 0xffff))));
+        *b = _mm512_castsi512_ps(in_register(_mm512_castps_si512(load16(x, dt, i + 16, 0xffff))));
     }
 }
 
@@ -455,13 +473,88 @@ static bool params_minmax_avx512(const mq_qformat *f, mq_scheme scheme, size_t n
     return true;
 }
 
+/* Codes of the 16 values v, without the offset. */
+ALWAYS_INLINE __m512i codes16(__m512 v, __m512 inv, __m512 lo, __m512 hi) {
+    v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, inv), lo), hi);
+    return _mm512_cvtps_epi32(v); /* rounds in the current mode, as the reference */
+}
+
+/* Pack steps leave each 128-bit lane j holding lane j of every input in turn; these put the
+ * 4-byte and the 8-byte pieces of each input back together. */
+#define ORDER_DWORDS _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)
+#define ORDER_QWORDS _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7)
+
+/* Codes of the even and the odd elements of 32 BF16 values (load32_raw's split, the odd
+ * elements' low bits cleared), offset not added. */
+ALWAYS_INLINE void codes_pairs(const char *p, __m512 inv, __m512 lo, __m512 hi, __m512i *qe,
+                               __m512i *qo) {
+    __m512i v = in_register(_mm512_loadu_si512(p));
+    *qe = codes16(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), inv, lo, hi);
+    *qo = codes16(_mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xffff0000u))),
+                  inv, lo, hi);
+}
+
+/* One group of n values: codes at dst, or packed two per byte (packed4); prefetches `ahead`
+ * bytes on. BF16 is read as pairs, two codes joined in each 32-bit lane, and whole 64-byte
+ * stores made by saturating packs, exact as every code fits the type packed to: codes of
+ * 4-bit types are < 16, 8-bit ones lie in [-128, 127] or in [0, 255] (checked per group;
+ * other offsets, F32 and F16 take the narrowing stores of quantize_t / quantize4_t, which
+ * are faster there). */
+ALWAYS_INLINE void group_codes(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
+                               int32_t add, bool packed4, uint8_t *dst, size_t ahead) {
+    const __m512 inv = _mm512_set1_ps(p->inv), lo = _mm512_set1_ps(p->lo),
+                 hi = _mm512_set1_ps(p->hi);
+    const __m512i vadd = _mm512_set1_epi32(add);
+    const char *px = (const char *)x;
+    size_t i = 0;
+    if (dt == MQ_BF16 && packed4) {
+        const __m512i add17 = _mm512_set1_epi32(add * 17); /* the offset of both nibbles */
+        for (; i + 128 <= n; i += 128) {
+            prefetch64(x, dt, i, ahead);
+            prefetch64(x, dt, i + 64, ahead);
+            __m512i b[4];
+            for (int m = 0; m < 4; m++) {
+                __m512i qe, qo;
+                codes_pairs(px + 2 * (i + 32 * (size_t)m), inv, lo, hi, &qe, &qo);
+                b[m] = _mm512_add_epi32(_mm512_add_epi32(qe, _mm512_slli_epi32(qo, 4)), add17);
+            }
+            __m512i r = _mm512_packus_epi16(_mm512_packus_epi32(b[0], b[1]),
+                                            _mm512_packus_epi32(b[2], b[3]));
+            _mm512_storeu_si512(dst + i / 2, _mm512_permutexvar_epi32(ORDER_DWORDS, r));
+        }
+    }
+    int32_t cl = (int32_t)p->lo + add, ch = (int32_t)p->hi + add;
+    bool sgn = cl >= -128 && ch <= 127;
+    if (dt == MQ_BF16 && !packed4 && (sgn || (cl >= 0 && ch <= 255))) {
+        for (; i + 64 <= n; i += 64) {
+            prefetch64(x, dt, i, ahead);
+            __m512i w[2];
+            for (int m = 0; m < 2; m++) {
+                __m512i qe, qo;
+                codes_pairs(px + 2 * (i + 32 * (size_t)m), inv, lo, hi, &qe, &qo);
+                qe = _mm512_add_epi32(qe, vadd);
+                qo = _mm512_slli_epi32(_mm512_add_epi32(qo, vadd), 8);
+                /* odd * 256 + the even code's byte: their 16-bit word, in range */
+                w[m] = _mm512_ternarylogic_epi32(qe, qo, _mm512_set1_epi32(0xff), 0xe4);
+            }
+            __m512i r = sgn ? _mm512_packs_epi32(w[0], w[1]) : _mm512_packus_epi32(w[0], w[1]);
+            _mm512_storeu_si512(dst + i, _mm512_permutexvar_epi64(ORDER_QWORDS, r));
+        }
+    }
+    if (i == n) return;
+    if (packed4) quantize4_t(src_at(x, dt, i), dt, n - i, p, add, dst + i / 2, ahead);
+    else quantize_t(src_at(x, dt, i), dt, n - i, p, add, dst + i, ahead);
+}
+
+/* Whole groups; while group g is quantized from L1, the same bytes of the next block (the
+ * source that follows this call's span) are prefetched. */
 ALWAYS_INLINE void quantize_groups_t(const void *x, mq_dtype dt, size_t gs, size_t ng,
                                      const mq_qround *qr, const int32_t *add, bool packed4,
                                      uint8_t *dst) {
-    for (size_t g = 0; g < ng; g++) {
-        if (packed4) quantize4_t(src_at(x, dt, g * gs), dt, gs, &qr[g], add[g], dst + g * gs / 2);
-        else quantize_t(src_at(x, dt, g * gs), dt, gs, &qr[g], add[g], dst + g * gs);
-    }
+    size_t ahead = ng * gs * (dt == MQ_F32 ? 4 : 2);
+    for (size_t g = 0; g < ng; g++)
+        group_codes(src_at(x, dt, g * gs), dt, gs, &qr[g], add[g], packed4,
+                    dst + (packed4 ? g * gs / 2 : g * gs), ahead);
 }
 
 static void quantize_groups_avx512(const void *x, mq_dtype dt, size_t gs, size_t ng,
