@@ -456,6 +456,46 @@ static void tile_integer(const mq__lin *L, const mq__act *A, int64_t m0, int64_t
     drive(itg_table, L, A, m0, m1, b0, b1, y, ldy);
 }
 
-static const mq__linear_fns fns = {tile_float, tile_wonly, tile_integer};
+/* The reference's activation quantization (kernels.h) sixteen lanes at a time: the same
+ * division, clamps (vminps returns its second operand for NaN, as the scalar v < c ? v : c
+ * does), rounding and conversion; the tail under a mask. */
+static void quant_row(const mq__lin *L, const float *x, uint8_t *xu, float *sx) {
+    const int64_t K = L->K;
+    const __m512 magic = _mm512_set1_ps(0x1.8p23f);
+    float s;
+    __m512 hi, lo, zp = _mm512_setzero_ps(), qmax = _mm512_set1_ps(255.0f);
+    if (L->act == MQ_ACT_DYNAMIC) {
+        __m512 amax = _mm512_setzero_ps(); /* never NaN: vmaxps keeps it for a NaN input */
+        for (int64_t k = 0; k < K; k += 16) {
+            __mmask16 m = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1u);
+            amax = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + k)), amax);
+        }
+        float a = _mm512_reduce_max_ps(amax);
+        s = a > 0 ? a / 127.0f : 1.0f;
+        hi = _mm512_set1_ps(127.0f), lo = _mm512_set1_ps(-127.0f);
+    } else {
+        s = L->in_scale;
+        zp = _mm512_set1_ps((float)L->za);
+        hi = _mm512_set1_ps(512.0f), lo = _mm512_set1_ps(-512.0f);
+    }
+    const __m512 sv = _mm512_set1_ps(s);
+    for (int64_t k = 0; k < K; k += 16) {
+        __mmask16 m = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1u);
+        __m512 v = _mm512_div_ps(_mm512_maskz_loadu_ps(m, x + k), sv);
+        v = _mm512_max_ps(_mm512_min_ps(v, hi), lo);
+        __m512 q = _mm512_sub_ps(_mm512_add_ps(v, magic), magic);
+        __m512i u;
+        if (L->act == MQ_ACT_DYNAMIC) {
+            u = _mm512_add_epi32(_mm512_cvttps_epi32(q), _mm512_set1_epi32(128));
+        } else {
+            q = _mm512_max_ps(_mm512_min_ps(_mm512_add_ps(q, zp), qmax), _mm512_setzero_ps());
+            u = _mm512_cvttps_epi32(q);
+        }
+        _mm512_mask_cvtepi32_storeu_epi8(xu + k, m, u);
+    }
+    *sx = s;
+}
+
+static const mq__linear_fns fns = {tile_float, tile_wonly, tile_integer, quant_row};
 
 const mq__linear_fns *mq__linear_fns_avx512(void) { return &fns; }
