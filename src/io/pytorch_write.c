@@ -325,7 +325,7 @@ static mq_status pt_begin(mq_writer *w) {
     if (!s) return MQ_ERR_NOMEM;
     w->state = s;
     s->zip64_limit = U32_MAX;
-    mq__crc32_init(&s->tab);
+    mq__crc32_init(&s->tab, w->ctx);
     MQ_TRY(build_state_pickle(w));
     MQ_TRY(whole_record(w, ROOT "data.pkl", s->pk, s->pk_len));
     return whole_record(w, ROOT "byteorder", "little", 6);
@@ -389,12 +389,7 @@ static mq_status pt_tensor_end(mq_writer *w, size_t i) {
     if (r->crc == 0) return MQ_OK;
     uint8_t crc[4];
     mq__store_le32(crc, r->crc);
-    uint64_t at = r->header_off + 14, buffered_from = w->pos - w->buf_len;
-    if (at >= buffered_from) { /* still in the output buffer: no flush needed */
-        memcpy(w->buf + (at - buffered_from), crc, 4);
-        return MQ_OK;
-    }
-    return mq__writer_patch(w, at, crc, 4);
+    return mq__writer_patch(w, r->header_off + 14, crc, 4);
 }
 
 static mq_status pt_finish(mq_writer *w) {

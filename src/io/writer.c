@@ -232,27 +232,73 @@ mq_status mq__writer_out(mq_writer *w, const void *data, size_t n) {
     return MQ_OK;
 }
 
+/* 0 or the errno: n bytes at `offset`, through the page cache. */
+static int pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t offset) {
+    while (n) {
+        ssize_t k = pwrite(fd, p, n, (off_t)offset);
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        p += k;
+        n -= (size_t)k;
+        offset += (uint64_t)k;
+    }
+    return 0;
+}
+
+/* Patches bytes already in a file written with O_DIRECT without turning it off: each block
+ * they touch is read, changed and written back whole. false: not done (the caller falls back
+ * to the page cache). */
+static bool patch_direct(mq_writer *w, uint64_t offset, const uint8_t *p, size_t n) {
+    if (!w->patch_blk) {
+        w->patch_blk = alloc_aligned(w->ctx, DIRECT_ALIGN, &w->raw[2]);
+        if (!w->patch_blk) {
+            mq_ctx_clear_error(w->ctx);
+            return false;
+        }
+    }
+    while (n) {
+        uint64_t blk = offset & ~(uint64_t)(DIRECT_ALIGN - 1);
+        size_t at = (size_t)(offset - blk), k = DIRECT_ALIGN - at < n ? DIRECT_ALIGN - at : n;
+        ssize_t r;
+        do r = pread(w->fd, w->patch_blk, DIRECT_ALIGN, (off_t)blk);
+        while (r < 0 && errno == EINTR);
+        if (r != (ssize_t)DIRECT_ALIGN) return false;
+        memcpy(w->patch_blk + at, p, k);
+        do r = pwrite(w->fd, w->patch_blk, DIRECT_ALIGN, (off_t)blk);
+        while (r < 0 && errno == EINTR);
+        if (r != (ssize_t)DIRECT_ALIGN) return false; /* rewritten through the page cache */
+        offset += k;
+        p += k;
+        n -= k;
+    }
+    return true;
+}
+
 mq_status mq__writer_patch(mq_writer *w, uint64_t offset, const void *data, size_t n) {
     if (w->to_stdout) {
         w->failed = true;
         return mq__fail(w->ctx, MQ_ERR_UNSUPPORTED, "standard output: this output cannot be "
                         "streamed (bytes already written must change); write to a file");
     }
-    MQ_TRY(flush_all(w));
-    direct_off(w);
     const uint8_t *p = (const uint8_t *)data;
-    while (n) {
-        ssize_t k = pwrite(w->fd, p, n, (off_t)offset);
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            w->failed = true;
-            return mq__fail(w->ctx, MQ_ERR_IO, "%s: write failed: %s", w->path, strerror(errno));
-        }
-        p += k;
-        n -= (size_t)k;
-        offset += (uint64_t)k;
+    /* bytes still in the buffer change there */
+    uint64_t buffered_from = w->pos - w->buf_len;
+    if (offset + n > buffered_from) {
+        size_t k = offset >= buffered_from ? n : (size_t)(offset + n - buffered_from);
+        memcpy(w->buf + (offset + n - k - buffered_from), p + n - k, k);
+        n -= k;
     }
-    return MQ_OK;
+    if (!n) return MQ_OK;
+    /* the rest is in the file once the flusher is done (whole blocks while direct) */
+    MQ_TRY(drain(w));
+    if (w->direct && patch_direct(w, offset, p, n)) return MQ_OK;
+    direct_off(w);
+    int e = pwrite_all(w->fd, p, n, offset);
+    if (!e) return MQ_OK;
+    w->failed = true;
+    return mq__fail(w->ctx, MQ_ERR_IO, "%s: write failed: %s", w->path, strerror(e));
 }
 
 mq_status mq__writer_set_meta(mq_writer *w, const char *key, const char *value) {
@@ -298,6 +344,7 @@ static void writer_release(mq_writer *w) {
     stop_flusher(w);
     mq__free(ctx, w->raw[0]);
     mq__free(ctx, w->raw[1]);
+    mq__free(ctx, w->raw[2]);
     if (w->be && w->be->release) w->be->release(w);
     if (w->fd >= 0 && !w->to_stdout) close(w->fd);
     if (!w->committed && w->tmp_path) mq__temp_discard(ctx, w->tmp_path);

@@ -49,7 +49,8 @@ struct mq_writer {
     /* Double buffering: a full buffer goes to the flusher thread, which writes it (and starts
      * its writeback) while the caller fills the other one. */
     uint8_t *spare;          /* the other buffer: free, or being written (pending) */
-    void *raw[2];            /* the two allocations (buffers are aligned inside them) */
+    void *raw[3];            /* the allocations (buffers are aligned inside them) */
+    uint8_t *patch_blk;      /* one block, for patches of an O_DIRECT file (raw[2]) */
     bool direct;             /* the file is open with O_DIRECT (whole aligned blocks only) */
     size_t pending;          /* bytes of `spare` the flusher has yet to write (0: free) */
     bool flusher, quit;      /* the thread runs; asked to stop */
@@ -69,7 +70,8 @@ struct mq_writer {
 
 /* Appends bytes to the file through the buffer. */
 MQ_HIDDEN mq_status mq__writer_out(mq_writer *w, const void *data, size_t n);
-/* Overwrites bytes at an earlier offset (flushes the buffer first). */
+/* Overwrites bytes at an earlier offset: in the buffer while they are there, else in the
+ * file (after the flusher is done; an O_DIRECT file stays O_DIRECT). */
 MQ_HIDDEN mq_status mq__writer_patch(mq_writer *w, uint64_t offset, const void *data, size_t n);
 /* mq__writer_set_meta (io/io.h) rewrites metadata through the backend's replace_meta or,
  * for meta_at_end backends, before `finish`. */

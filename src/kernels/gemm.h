@@ -23,18 +23,24 @@ MQ_HIDDEN const mq__gemm_fns *mq__gemm_pick(const mq_ctx *ctx);
 MQ_HIDDEN extern const mq__gemm_fns mq__gemm_ref;
 /* NULL when the CPU lacks what the path needs. */
 MQ_HIDDEN const mq__gemm_fns *mq__gemm_fns_avx2(void);
+MQ_HIDDEN const mq__gemm_fns *mq__gemm_fns_avx512(void);
 MQ_HIDDEN const mq__gemm_fns *mq__gemm_fns_neon(void);
 
-/* The vector paths' shared blocking: B packed into 16-column panels of MQ__GEMM_KC rows
- * (zero beyond column N), C computed in tiles of up to 6 rows x 16 columns by micros[rows].
- * A micro kernel adds A[rows][kc] times the panel bp[kc][16] to C, columns below w only;
- * pack16 copies one full panel: d[16 k + j] = src[k ldb + j]. */
+/* The vector paths' shared blocking: B packed into panels of nr (16 or 32) columns and
+ * MQ__GEMM_KC rows (zero beyond column N), C computed in tiles of up to mr rows x nr columns
+ * by micros[rows]. A micro kernel adds A[rows][kc] times the panel bp[kc][nr] to C, columns
+ * below w only; pack copies one full panel: d[nr k + j] = src[k ldb + j]. */
 typedef void (*mq__gemm_micro)(int64_t kc, const float *A, int64_t lda, const float *bp,
                                float *C, int64_t ldc, int w);
-typedef void (*mq__gemm_pack16)(int64_t kc, const float *src, int64_t ldb, float *d);
+typedef void (*mq__gemm_pack)(int64_t kc, const float *src, int64_t ldb, float *d);
+typedef struct mq__gemm_tiling {
+    int mr, nr;
+    const mq__gemm_micro *micros; /* mr + 1 entries, [0] unused */
+    mq__gemm_pack pack;
+} mq__gemm_tiling;
 MQ_HIDDEN void mq__gemm_blocked(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                                 const float *B, int64_t ldb, float *C, int64_t ldc, float *ws,
-                                const mq__gemm_micro micros[7], mq__gemm_pack16 pack16);
+                                const mq__gemm_tiling *t);
 
 /* Products run as one parallel job, one task per chunk (callers outside a parallel job). */
 typedef struct mq__gemm_task {

@@ -69,9 +69,11 @@ static void pack16(int64_t kc, const float *src, int64_t ldb, float *d) {
     }
 }
 
+static const mq__gemm_tiling tiling = {6, 16, micros, pack16};
+
 static void gemm_avx2(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                       const float *B, int64_t ldb, float *C, int64_t ldc, float *ws) {
-    mq__gemm_blocked(M, N, K, A, lda, B, ldb, C, ldc, ws, micros, pack16);
+    mq__gemm_blocked(M, N, K, A, lda, B, ldb, C, ldc, ws, &tiling);
 }
 
 static void axpy_avx2(size_t n, float a, const float *x, float *y) {

@@ -62,9 +62,11 @@ static void pack16(int64_t kc, const float *src, int64_t ldb, float *d) {
         for (int q = 0; q < 4; q++) vst1q_f32(d + 16 * k + 4 * q, vld1q_f32(src + k * ldb + 4 * q));
 }
 
+static const mq__gemm_tiling tiling = {6, 16, micros, pack16};
+
 static void gemm_neon(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                       const float *B, int64_t ldb, float *C, int64_t ldc, float *ws) {
-    mq__gemm_blocked(M, N, K, A, lda, B, ldb, C, ldc, ws, micros, pack16);
+    mq__gemm_blocked(M, N, K, A, lda, B, ldb, C, ldc, ws, &tiling);
 }
 
 static void axpy_neon(size_t n, float a, const float *x, float *y) {

@@ -25,7 +25,8 @@ static void axpy_ref(size_t n, float a, const float *x, float *y) {
 const mq__gemm_fns mq__gemm_ref = {gemm_ref, axpy_ref};
 
 const mq__gemm_fns *mq__gemm_pick(const mq_ctx *ctx) {
-    const void *by_level[] = {&mq__gemm_ref, MQ__X86_ONLY(mq__gemm_fns_avx2()), NULL,
+    const void *by_level[] = {&mq__gemm_ref, MQ__X86_ONLY(mq__gemm_fns_avx2()),
+                              MQ__X86_ONLY(mq__gemm_fns_avx512()),
                               MQ__ARM64_ONLY(mq__gemm_fns_neon()), NULL};
     return (const mq__gemm_fns *)mq__isa_pick(ctx, by_level, 5);
 }
@@ -66,10 +67,11 @@ enum { MAX_SPLIT = 64 };
 mq_status mq__gemm_parallel(mq_ctx *ctx, int64_t M, int64_t N, int64_t K, const float *A,
                             int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc) {
     if (M < 1 || N < 1 || K < 1) return MQ_OK;
-    /* rows in multiples of the vector kernels' 6-row tile, a few chunks per thread */
+    /* rows in multiples of the vector kernels' row tiles (6 and 12), a few chunks per thread */
     int64_t grain = M / (4 * (int64_t)mq__thread_count(ctx));
-    grain = grain < 48 ? 48 : (grain + 5) / 6 * 6;
-    if ((M + grain - 1) / grain > MAX_SPLIT) grain = ((M + MAX_SPLIT - 1) / MAX_SPLIT + 5) / 6 * 6;
+    grain = grain < 48 ? 48 : (grain + 11) / 12 * 12;
+    if ((M + grain - 1) / grain > MAX_SPLIT)
+        grain = ((M + MAX_SPLIT - 1) / MAX_SPLIT + 11) / 12 * 12;
     mq__gemm_task t[MAX_SPLIT];
     int64_t n = 0;
     for (int64_t r = 0; r < M; r += grain, n++)

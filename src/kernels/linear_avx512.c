@@ -16,6 +16,16 @@ INLINE __m512 fma_acc(__m512 acc, __m512 x, __m512 w) {
 #endif
 }
 
+/* acc + w * (*x broadcast), fused, the broadcast folded into the instruction. */
+INLINE __m512 fma_bcast(__m512 acc, __m512 w, const float *x) {
+#if defined(__clang__)
+    return _mm512_fmadd_ps(w, _mm512_set1_ps(*x), acc);
+#else
+    __asm__("vfmadd231ps %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*x));
+    return acc;
+#endif
+}
+
 INLINE __m512 load_wf(const mq__lin *L, int64_t b, int64_t k, const mq__wkind kind) {
     int64_t i = (b * L->K + k) * MQ__LANES;
     if (kind == MQ__W_F32) return _mm512_load_ps((const float *)L->w + i);
@@ -154,6 +164,119 @@ INLINE void wonly_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b,
                        int64_t ldy, const int MR, const int NB) {
     if (L->kind == MQ__W_I4) wonly_tile_k(L, A, m, b, y, ldy, MR, NB, true);
     else wonly_tile_k(L, A, m, b, y, ldy, MR, NB, false);
+}
+
+/* Weight-only, one row, NB channel blocks (NB independent fmaf chains, the reference's chain
+ * per lane, so both FMA pipes stay busy): the words of all NB blocks loaded, then each k
+ * of the word over all blocks, so consecutive FMAs are independent; the activation is a
+ * broadcast operand of the FMA (no register per k). Every weight stream prefetched. Decoding costs one instruction per 16 weights before the convert:
+ *  - 4-bit: vpermps reads only the low four bits of each index lane, so the word shifted
+ *    right by the nibble's position picks (float)(nibble - zq) from a 16-entry table directly
+ *    (no convert); with per-group zero points the table holds (float)nibble and the lane's
+ *    (float)zq is subtracted (exact for these small integers).
+ *  - 8-bit without zero points: byte i of every lane moved to the top byte with zeros below
+ *    (vpslld, vpshufb or vpandd) reads as the integer w * 2^24 and converts exactly; the
+ *    activation carries the 2^-24 instead (x * 2^-24 times w * 2^24 is the same product as
+ *    x * w, so the fmaf chain is unchanged). */
+enum { GV_PF = 1024 /* bytes ahead per stream */, GV_CHUNK = 256 };
+enum { GV_I8, GV_I4, GV_I4Z };
+
+/* x * 2^-24 is exact for every x of the row: no nonzero |x| below 2^-102 (it would leave the
+ * normal range and lose bits). */
+static bool scale24_exact(const float *x, int64_t n) {
+    const __m512 tiny = _mm512_set1_ps(0x1p-102f);
+    __mmask16 bad = 0;
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        __m512 a = _mm512_abs_ps(_mm512_loadu_ps(x + k));
+        bad |= _mm512_cmp_ps_mask(a, tiny, _CMP_LT_OQ) & _mm512_cmp_ps_mask(a, _mm512_setzero_ps(),
+                                                                             _CMP_NEQ_OQ);
+    }
+    if (bad) return false;
+    for (; k < n; k++) {
+        float v = x[k] < 0 ? -x[k] : x[k];
+        if (v != 0 && v < 0x1p-102f) return false;
+    }
+    return true;
+}
+
+/* y: the row's outputs. */
+INLINE void wonly_gemv_k(const mq__lin *L, const mq__act *A, int64_t m, int64_t b, float *y,
+                         const int NB, const int mode) {
+    const float *x = A->xf + m * L->Kp;
+    const bool four = mode != GV_I8;
+    const int64_t words = four ? L->Kp / 8 : L->Kp / 4; /* 64-byte words per block */
+    const int step = four ? 8 : 4;
+    const __m512 table = _mm512_sub_ps(
+        _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_ps(mode == GV_I4 ? (float)L->zq_const : 0.0f));
+    __m512i ctrl[4]; /* vpshufb: byte i of each lane to the top byte, zeros below */
+    for (int i = 1; i < 3; i++) {
+        int8_t c[64];
+        for (int l = 0; l < 16; l++)
+            for (int q = 0; q < 4; q++) c[4 * l + q] = q == 3 ? (int8_t)(4 * (l % 4) + i) : (int8_t)0x80;
+        ctrl[i] = _mm512_loadu_si512(c);
+    }
+    const __m512 s24 = _mm512_set1_ps(0x1p-24f);
+    const __m512i top = _mm512_set1_epi32((int)0xff000000u);
+    __m512 acc[8], zf[8];
+UNROLL
+    for (int j = 0; j < NB; j++) acc[j] = _mm512_setzero_ps();
+    __attribute__((aligned(64))) float xs[GV_CHUNK];
+    for (int64_t g = 0; g < L->G; g++) {
+        int64_t k0 = g * L->gs, k1 = k0 + L->gs < L->Kp ? k0 + L->gs : L->Kp;
+        __m512 part[8];
+UNROLL
+        for (int j = 0; j < NB; j++) {
+            part[j] = _mm512_setzero_ps();
+            if (mode == GV_I4Z)
+                zf[j] = _mm512_cvtepi32_ps(_mm512_and_si512(
+                    _mm512_load_si512(L->zq4 + mq__gidx(L, b + j, g)), _mm512_set1_epi32(15)));
+        }
+        for (int64_t c0 = k0; c0 < k1; c0 += GV_CHUNK) {
+            int64_t c1 = c0 + GV_CHUNK < k1 ? c0 + GV_CHUNK : k1; /* c1 - c0: a multiple of 8 */
+            if (!four)
+                for (int64_t k = c0; k < c1; k += 8) /* k1 - c0 may not be a multiple of 16 */
+                    _mm256_store_ps(xs + (k - c0), _mm256_mul_ps(_mm256_loadu_ps(x + k),
+                                                                 _mm512_castps512_ps256(s24)));
+            for (int64_t k = c0; k < c1; k += step) {
+                const char *base = (const char *)L->w + (b * words + k / step) * 64;
+                const float *xk = four ? x + k : xs + (k - c0);
+                __m512i v[8];
+UNROLL
+                for (int j = 0; j < NB; j++) {
+                    const char *p = base + j * words * 64;
+                    _mm_prefetch(p + GV_PF, _MM_HINT_T0);
+                    v[j] = _mm512_load_si512(p);
+                }
+UNROLL
+                for (int i = 0; i < step; i++)
+UNROLL
+                    for (int j = 0; j < NB; j++) {
+                        __m512 w;
+                        if (four) {
+                            int sh = 8 * (i % 4) + 4 * (i / 4);
+                            w = _mm512_permutexvar_ps(sh ? _mm512_srli_epi32(v[j], sh) : v[j], table);
+                            if (mode == GV_I4Z) w = _mm512_sub_ps(w, zf[j]);
+                        } else {
+                            __m512i e = i == 0 ? _mm512_slli_epi32(v[j], 24)
+                                      : i == 3 ? _mm512_and_si512(v[j], top)
+                                               : _mm512_shuffle_epi8(v[j], ctrl[i]);
+                            w = _mm512_cvtepi32_ps(e);
+                        }
+                        part[j] = fma_bcast(part[j], w, xk + i);
+                    }
+            }
+        }
+UNROLL
+        for (int j = 0; j < NB; j++)
+            acc[j] = _mm512_fmadd_ps(_mm512_load_ps(L->scale + mq__gidx(L, b + j, g)), part[j],
+                                     acc[j]);
+    }
+UNROLL
+    for (int j = 0; j < NB; j++)
+        store_out(L, y, b + j,
+                  _mm512_add_ps(acc[j], _mm512_load_ps(L->bias + (b + j) * MQ__LANES)));
 }
 
 /* acc += u8 a x s8 w per 32-bit lane (vpdpbusd). GCC 12 surrounds the builtin with register
@@ -302,8 +425,30 @@ static void tile_float(const mq__lin *L, const mq__act *A, int64_t m0, int64_t m
         drive(flt_table, L, &P, m0, m1, b0, b1, y, ldy);
     }
 }
+#define GEMV(NB, mode)                                                                          \
+    static void gv_##NB##_##mode(const mq__lin *L, const mq__act *A, int64_t m, int64_t b,     \
+                                 float *y) {                                                    \
+        wonly_gemv_k(L, A, m, b, y, NB, mode);                                                  \
+    }
+GEMV(8, GV_I8) GEMV(4, GV_I8) GEMV(8, GV_I4) GEMV(4, GV_I4) GEMV(8, GV_I4Z) GEMV(4, GV_I4Z)
+
+/* Single rows: eight blocks at a time, then four, the rest (and rows that cannot take the
+ * 2^-24 form) by the general tiles. */
 static void tile_wonly(const mq__lin *L, const mq__act *A, int64_t m0, int64_t m1, int64_t b0,
                        int64_t b1, float *y, int64_t ldy) {
+    if (m1 - m0 == 1 && b1 - b0 >= 4) {
+        void (*f8)(const mq__lin *, const mq__act *, int64_t, int64_t, float *) = NULL, (*f4)(
+            const mq__lin *, const mq__act *, int64_t, int64_t, float *) = NULL;
+        if (L->kind == MQ__W_I4 && L->has_zq4) f8 = gv_8_GV_I4Z, f4 = gv_4_GV_I4Z;
+        else if (L->kind == MQ__W_I4) f8 = gv_8_GV_I4, f4 = gv_4_GV_I4;
+        else if (!L->has_zpw && scale24_exact(A->xf + m0 * L->Kp, L->Kp))
+            f8 = gv_8_GV_I8, f4 = gv_4_GV_I8;
+        if (f8) {
+            float *yr = y + m0 * ldy;
+            for (; b0 + 8 <= b1; b0 += 8) f8(L, A, m0, b0, yr);
+            for (; b0 + 4 <= b1; b0 += 4) f4(L, A, m0, b0, yr);
+        }
+    }
     drive(wo_table, L, A, m0, m1, b0, b1, y, ldy);
 }
 static void tile_integer(const mq__lin *L, const mq__act *A, int64_t m0, int64_t m1, int64_t b0,
@@ -311,6 +456,46 @@ static void tile_integer(const mq__lin *L, const mq__act *A, int64_t m0, int64_t
     drive(itg_table, L, A, m0, m1, b0, b1, y, ldy);
 }
 
-static const mq__linear_fns fns = {tile_float, tile_wonly, tile_integer};
+/* The reference's activation quantization (kernels.h) sixteen lanes at a time: the same
+ * division, clamps (vminps returns its second operand for NaN, as the scalar v < c ? v : c
+ * does), rounding and conversion; the tail under a mask. */
+static void quant_row(const mq__lin *L, const float *x, uint8_t *xu, float *sx) {
+    const int64_t K = L->K;
+    const __m512 magic = _mm512_set1_ps(0x1.8p23f);
+    float s;
+    __m512 hi, lo, zp = _mm512_setzero_ps(), qmax = _mm512_set1_ps(255.0f);
+    if (L->act == MQ_ACT_DYNAMIC) {
+        __m512 amax = _mm512_setzero_ps(); /* never NaN: vmaxps keeps it for a NaN input */
+        for (int64_t k = 0; k < K; k += 16) {
+            __mmask16 m = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1u);
+            amax = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + k)), amax);
+        }
+        float a = _mm512_reduce_max_ps(amax);
+        s = a > 0 ? a / 127.0f : 1.0f;
+        hi = _mm512_set1_ps(127.0f), lo = _mm512_set1_ps(-127.0f);
+    } else {
+        s = L->in_scale;
+        zp = _mm512_set1_ps((float)L->za);
+        hi = _mm512_set1_ps(512.0f), lo = _mm512_set1_ps(-512.0f);
+    }
+    const __m512 sv = _mm512_set1_ps(s);
+    for (int64_t k = 0; k < K; k += 16) {
+        __mmask16 m = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1u);
+        __m512 v = _mm512_div_ps(_mm512_maskz_loadu_ps(m, x + k), sv);
+        v = _mm512_max_ps(_mm512_min_ps(v, hi), lo);
+        __m512 q = _mm512_sub_ps(_mm512_add_ps(v, magic), magic);
+        __m512i u;
+        if (L->act == MQ_ACT_DYNAMIC) {
+            u = _mm512_add_epi32(_mm512_cvttps_epi32(q), _mm512_set1_epi32(128));
+        } else {
+            q = _mm512_max_ps(_mm512_min_ps(_mm512_add_ps(q, zp), qmax), _mm512_setzero_ps());
+            u = _mm512_cvttps_epi32(q);
+        }
+        _mm512_mask_cvtepi32_storeu_epi8(xu + k, m, u);
+    }
+    *sx = s;
+}
+
+static const mq__linear_fns fns = {tile_float, tile_wonly, tile_integer, quant_row};
 
 const mq__linear_fns *mq__linear_fns_avx512(void) { return &fns; }

@@ -3,6 +3,7 @@
 
 #include <float.h>
 #include <immintrin.h>
+#include <string.h>
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
@@ -331,10 +332,100 @@ static void sqerr_fix_avx2(const float *x, size_t n, float k, const mq_qfix *q, 
     }
 }
 
+ALWAYS_INLINE bool minmax_groups_t(const void *x, mq_dtype dt, size_t gs, size_t ng, float *mn,
+                                   float *mx) {
+    for (size_t g = 0; g < ng; g++)
+        if (!minmax_t(offset(x, dt, g * gs), dt, gs, &mn[g], &mx[g])) return false;
+    return true;
+}
+
+static bool minmax_groups_avx2(const void *x, mq_dtype dt, size_t gs, size_t ng, float *mn,
+                               float *mx) {
+    if (dt == MQ_F16) return minmax_groups_t(x, MQ_F16, gs, ng, mn, mx);
+    if (dt == MQ_BF16) return minmax_groups_t(x, MQ_BF16, gs, ng, mn, mx);
+    return minmax_groups_t(x, MQ_F32, gs, ng, mn, mx);
+}
+
+/* mq__params_minmax_ref on 8 groups at a time, one group per lane: the same IEEE operations
+ * in the same order (max(a, b) is a > b ? a : b, as the reference's conditions; the
+ * conversion rounds as nearbyintf). */
+static bool params_minmax_avx2(const mq_qformat *f, mq_scheme scheme, size_t ng,
+                               const float *mn, const float *mx, float *scale, uint8_t *zp8,
+                               mq_qround *qr, int32_t *add) {
+    const __m256 zero = _mm256_setzero_ps(), big = _mm256_set1_ps(FLT_MAX),
+                 nbig = _mm256_set1_ps(-FLT_MAX);
+    const __m256i qmin = _mm256_set1_epi32(f->qmin), qmax = _mm256_set1_epi32(f->qmax);
+    for (size_t g = 0; g < ng; g += 8) {
+        size_t n = ng - g < 8 ? ng - g : 8;
+        float bl[8] = {0}, bh[8] = {0};
+        memcpy(bl, mn + g, n * sizeof(float));
+        memcpy(bh, mx + g, n * sizeof(float));
+        __m256 lo = _mm256_min_ps(_mm256_loadu_ps(bl), zero);
+        __m256 hi = _mm256_max_ps(_mm256_loadu_ps(bh), zero);
+        __m256 s;
+        __m256i zp;
+        if (scheme == MQ_SYMMETRIC) {
+            __m256 amax = _mm256_max_ps(_mm256_xor_ps(lo, _mm256_set1_ps(-0.0f)), hi);
+            s = _mm256_div_ps(amax, _mm256_set1_ps((float)(f->qmax - f->qmin) / 2.0f));
+            s = _mm256_max_ps(s, _mm256_set1_ps(FLT_EPSILON));
+            zp = _mm256_set1_epi32(f->qmin < 0 ? 0 : (f->qmin + f->qmax + 1) / 2);
+        } else {
+            s = _mm256_div_ps(_mm256_sub_ps(hi, lo), _mm256_set1_ps((float)(f->qmax - f->qmin)));
+            s = _mm256_max_ps(s, _mm256_set1_ps(FLT_EPSILON));
+            zp = _mm256_sub_epi32(qmin, _mm256_cvtps_epi32(_mm256_div_ps(lo, s)));
+            zp = _mm256_min_epi32(_mm256_max_epi32(zp, qmin), qmax);
+        }
+        __m256 ql = _mm256_cvtepi32_ps(_mm256_sub_epi32(qmin, zp));
+        __m256 qh = _mm256_cvtepi32_ps(_mm256_sub_epi32(qmax, zp));
+        __m256 a = _mm256_mul_ps(ql, s), b = _mm256_mul_ps(qh, s);
+        __m256 ok = _mm256_and_ps(_mm256_cmp_ps(s, zero, _CMP_GT_OQ),
+                                  _mm256_cmp_ps(s, big, _CMP_LE_OQ));
+        ok = _mm256_and_ps(ok, _mm256_and_ps(_mm256_cmp_ps(a, nbig, _CMP_GE_OQ),
+                                             _mm256_cmp_ps(a, big, _CMP_LE_OQ)));
+        ok = _mm256_and_ps(ok, _mm256_and_ps(_mm256_cmp_ps(b, nbig, _CMP_GE_OQ),
+                                             _mm256_cmp_ps(b, big, _CMP_LE_OQ)));
+        unsigned want = (1u << n) - 1;
+        if (((unsigned)_mm256_movemask_ps(ok) & want) != want) return false;
+        __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.0f), s);
+        float vs[8], vi[8], vl[8], vh[8];
+        int32_t vz[8];
+        _mm256_storeu_ps(vs, s);
+        _mm256_storeu_ps(vi, inv);
+        _mm256_storeu_ps(vl, ql);
+        _mm256_storeu_ps(vh, qh);
+        _mm256_storeu_si256((__m256i *)vz, zp);
+        for (size_t k = 0; k < n; k++) {
+            scale[g + k] = vs[k];
+            if (zp8) zp8[g + k] = (uint8_t)vz[k];
+            qr[g + k] = (mq_qround){vs[k], vi[k], vl[k], vh[k]};
+            add[g + k] = vz[k] + f->code_offset;
+        }
+    }
+    return true;
+}
+
+ALWAYS_INLINE void quantize_groups_t(const void *x, mq_dtype dt, size_t gs, size_t ng,
+                                     const mq_qround *qr, const int32_t *add, bool packed4,
+                                     uint8_t *dst) {
+    for (size_t g = 0; g < ng; g++) {
+        if (packed4) quantize4_t(offset(x, dt, g * gs), dt, gs, &qr[g], add[g], dst + g * gs / 2);
+        else quantize_t(offset(x, dt, g * gs), dt, gs, &qr[g], add[g], dst + g * gs);
+    }
+}
+
+static void quantize_groups_avx2(const void *x, mq_dtype dt, size_t gs, size_t ng,
+                                 const mq_qround *qr, const int32_t *add, bool packed4,
+                                 uint8_t *dst) {
+    if (dt == MQ_F16) quantize_groups_t(x, MQ_F16, gs, ng, qr, add, packed4, dst);
+    else if (dt == MQ_BF16) quantize_groups_t(x, MQ_BF16, gs, ng, qr, add, packed4, dst);
+    else quantize_groups_t(x, MQ_F32, gs, ng, qr, add, packed4, dst);
+}
+
 const mq_qkernels *mq__qkernels_avx2(void) {
     static const mq_qkernels k = {minmax_avx2,       quantize_avx2,      sqerr_avx2,
                                   pack4_avx2,        dequantize_avx2,    minmax_src_avx2,
                                   quantize_src_avx2, quantize4_src_avx2, search_avx2,
+                                  minmax_groups_avx2, params_minmax_avx2, quantize_groups_avx2,
                                   sqerr_fix_avx2};
     return &k;
 }

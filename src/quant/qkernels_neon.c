@@ -247,10 +247,27 @@ static void sqerr_fix_neon(const float *x, size_t n, float k, const mq_qfix *q, 
     }
 }
 
+static bool minmax_groups_neon(const void *x, mq_dtype dt, size_t gs, size_t ng, float *mn,
+                               float *mx) {
+    for (size_t g = 0; g < ng; g++)
+        if (!minmax_src_neon(src_at(x, dt, g * gs), dt, gs, &mn[g], &mx[g])) return false;
+    return true;
+}
+
+static void quantize_groups_neon(const void *x, mq_dtype dt, size_t gs, size_t ng,
+                                 const mq_qround *qr, const int32_t *add, bool packed4,
+                                 uint8_t *dst) {
+    for (size_t g = 0; g < ng; g++) {
+        if (packed4) quantize4_src_neon(src_at(x, dt, g * gs), dt, gs, &qr[g], add[g], dst + g * gs / 2);
+        else quantize_src_neon(src_at(x, dt, g * gs), dt, gs, &qr[g], add[g], dst + g * gs);
+    }
+}
+
 const mq_qkernels *mq__qkernels_neon(void) {
     static const mq_qkernels k = {minmax_neon,       quantize_neon,      sqerr_neon,
                                   pack4_neon,        dequantize_neon,    minmax_src_neon,
                                   quantize_src_neon, quantize4_src_neon, search_neon,
+                                  minmax_groups_neon, mq__params_minmax_ref, quantize_groups_neon,
                                   sqerr_fix_neon};
     return &k;
 }

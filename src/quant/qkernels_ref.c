@@ -101,6 +101,43 @@ void mq__quantize4_src_ref(const void *x, mq_dtype dt, size_t n, const mq_qround
     }
 }
 
+static inline const void *src_at(const void *x, mq_dtype dt, size_t i) {
+    return (const char *)x + i * (dt == MQ_F32 ? 4 : 2);
+}
+
+bool mq__minmax_groups_ref(const void *x, mq_dtype dt, size_t gs, size_t ng, float *mn,
+                           float *mx) {
+    for (size_t g = 0; g < ng; g++)
+        if (!mq__minmax_src_ref(src_at(x, dt, g * gs), dt, gs, &mn[g], &mx[g])) return false;
+    return true;
+}
+
+/* The min/max path of the quantizer, group by group: the rule, the finiteness check, then
+ * the values the quantize kernels take. */
+bool mq__params_minmax_ref(const mq_qformat *f, mq_scheme scheme, size_t ng, const float *mn,
+                           const float *mx, float *scale, uint8_t *zp8, mq_qround *qr,
+                           int32_t *add) {
+    for (size_t g = 0; g < ng; g++) {
+        mq_qparam p = mq__qparam_minmax(f, scheme, mn[g], mx[g]);
+        if (!mq__qparam_finite(p.scale, p.zp, f->qmin, f->qmax)) return false;
+        scale[g] = p.scale;
+        if (zp8) zp8[g] = (uint8_t)p.zp;
+        mq__qround_init(f, p, &qr[g]);
+        add[g] = p.zp + f->code_offset;
+    }
+    return true;
+}
+
+void mq__quantize_groups_ref(const void *x, mq_dtype dt, size_t gs, size_t ng,
+                             const mq_qround *qr, const int32_t *add, bool packed4,
+                             uint8_t *dst) {
+    for (size_t g = 0; g < ng; g++) {
+        if (packed4) mq__quantize4_src_ref(src_at(x, dt, g * gs), dt, gs, &qr[g], add[g],
+                                           dst + g * gs / 2);
+        else mq__quantize_src_ref(src_at(x, dt, g * gs), dt, gs, &qr[g], add[g], dst + g * gs);
+    }
+}
+
 float mq__sqerr1(float x, float w, const mq_qround *p) {
     float r = clamp_round(x, p);
     float y = r * p->scale;
@@ -166,7 +203,9 @@ const mq_qkernels *mq__qkernels_ref(void) {
                                   sqerr_ref,             mq__pack4_ref,
                                   mq__dequantize_ref,    mq__minmax_src_ref,
                                   mq__quantize_src_ref,  mq__quantize4_src_ref,
-                                  search_ref,            mq__sqerr_fix_ref};
+                                  search_ref,            mq__minmax_groups_ref,
+                                  mq__params_minmax_ref, mq__quantize_groups_ref,
+                                  mq__sqerr_fix_ref};
     return &k;
 }
 

@@ -545,6 +545,47 @@ typedef struct row_ref {
     mq_dtype dtype;
 } row_ref;
 
+/* Groups handed to the many-group kernels at a time: their min/max pass and their quantize
+ * pass read the same few KB while they are in L1. */
+enum { GROUP_BLOCK = 16 };
+
+/* The min/max rule on a row read in place, through the kernels that take many groups at
+ * once (the codes go straight to dst, packed when packed4); the parameters are stored and
+ * left in qr / add as the general loop leaves them. false when a group holds a NaN or an Inf
+ * or gets a scale that overflows: the general loop then finds and reports it. */
+static bool quantize_row_groups(const qjob *j, const void *x, mq_dtype dt, int64_t r,
+                                bool packed4, uint8_t *dst, mq_qround *qr, int32_t *add) {
+    const mq_qlayout *L = j->lay;
+    const mq_qkernels *k = j->k;
+    int64_t gpr = L->groups_per_row, gs = L->group_size;
+    float *scale = j->scale + r * gpr;
+    uint8_t *zp8 = j->zp ? j->zp + r * gpr : NULL;
+    for (int64_t g0 = 0; g0 < gpr; g0 += GROUP_BLOCK) {
+        int64_t nb = gpr - g0 < GROUP_BLOCK ? gpr - g0 : GROUP_BLOCK;
+        /* the last group may be shorter */
+        int64_t full = g0 + nb == gpr && L->last_group_size != gs ? nb - 1 : nb;
+        const void *xb = at(x, dt, g0 * gs);
+        float mn[GROUP_BLOCK], mx[GROUP_BLOCK];
+        if (full && !k->minmax_groups(xb, dt, (size_t)gs, (size_t)full, mn, mx)) return false;
+        if (full < nb && !k->minmax_src(at(xb, dt, full * gs), dt, (size_t)L->last_group_size,
+                                        &mn[full], &mx[full]))
+            return false;
+        if (!k->params_minmax(&j->f, j->spec->scheme, (size_t)nb, mn, mx, scale + g0,
+                              zp8 ? zp8 + g0 : NULL, qr + g0, add + g0))
+            return false;
+        uint8_t *out = dst + (packed4 ? g0 * gs / 2 : g0 * gs);
+        if (full)
+            k->quantize_groups(xb, dt, (size_t)gs, (size_t)full, qr + g0, add + g0, packed4, out);
+        if (full < nb) {
+            const void *xl = at(xb, dt, full * gs);
+            size_t n = (size_t)L->last_group_size;
+            if (packed4) k->quantize4_src(xl, dt, n, &qr[g0 + full], add[g0 + full], out + full * gs / 2);
+            else k->quantize_src(xl, dt, n, &qr[g0 + full], add[g0 + full], out + full * gs);
+        }
+    }
+    return true;
+}
+
 /* *xf (error figures asked for): the row as read, its dequantized values in sc[tid].deq. */
 static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst, row_ref *xf) {
     if (j->is_cast) return cast_row(j, tid, r, dst);
@@ -560,6 +601,15 @@ static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst, row_ref
     uint8_t *codes = j->f.packed4 ? j->sc[tid].codes : dst;
     mq_qround *qr = j->sc[tid].qr;
     int32_t *add = j->sc[tid].add;
+    /* many groups per kernel call: min/max of a block of groups, their parameters at once,
+     * then their codes */
+    bool groups = in_place && j->spec->search == MQ_SEARCH_MINMAX &&
+                  j->spec->granularity != MQ_PER_TENSOR && j->k->minmax_groups &&
+                  j->k->params_minmax && j->k->quantize_groups &&
+                  L->scale_dtype != MQ_F16 && L->scale_dtype != MQ_BF16 &&
+                  (!j->f.packed4 || direct4);
+    if (groups && quantize_row_groups(j, x, dt, r, j->f.packed4, dst, qr, add))
+        goto codes_done;
     /* parameters of every group first, then the quantization: the divisions of one group
      * overlap the work of the others */
     for (int64_t g = 0; g < L->groups_per_row; g++) {
@@ -589,6 +639,7 @@ static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst, row_ref
         else
             j->k->quantize((const float *)x + c0, (size_t)n, &qr[g], add[g], codes + c0);
     }
+codes_done:
     if (direct4) {
         size_t b = (size_t)(L->cols + 1) / 2;
         memset(dst + b, 0, (size_t)L->row_bytes - b);

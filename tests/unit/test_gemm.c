@@ -1,6 +1,6 @@
 /* The f32 product of kernels/gemm.h: every vector path gives the scalar reference's bits on
- * odd shapes and strides (partial tiles, partial strips, K across the cache blocks), and the
- * threaded driver gives the same bits for any thread count. */
+ * odd shapes and strides (every partial row tile, partial column panels, K and N across the
+ * cache blocks), and the threaded driver gives the same bits for any thread count. */
 #include "harness.h"
 #include "monoquant.h"
 #include "kernels/gemm.h"
@@ -29,8 +29,15 @@ static float *ws_alloc(void **raw) {
 
 TEST(vector_paths_match_the_reference) {
     mq_ctx *ctx = mq_ctx_create();
-    int shapes[][3] = {{1, 1, 1}, {7, 17, 3}, {6, 16, 256}, {13, 33, 257}, {25, 300, 520},
-                       {5, 5, 600}};
+    /* every row count of a 6- and a 12-row tile (M 1..25), partial 16- and 32-column panels,
+     * N and K across the 256 blocks */
+    int shapes[33][3] = {{6, 16, 256}, {12, 32, 257}, {13, 33, 257}, {25, 300, 520},
+                         {5, 5, 600}, {24, 64, 1}, {11, 47, 300}, {36, 545, 40}};
+    for (int m = 1; m <= 25; m++) {
+        shapes[7 + m][0] = m;
+        shapes[7 + m][1] = 17 + 2 * m;
+        shapes[7 + m][2] = m % 3 ? 3 + m : 1;
+    }
     void *raw;
     float *ws = ws_alloc(&raw);
     for (int isa = test_next_isa(0); isa >= 0; isa = test_next_isa(isa)) {
