@@ -226,6 +226,65 @@ static int search_avx512(const float *x, const float *w, size_t n, float mn, flo
     return mq__search_pick(e, nc, err);
 }
 
+/* Fixed-point errors (mq_qfix) of NC candidates, 32 values per vector; the 32-bit lanes
+ * (at most 2 * 2^26 per vector) are widened every 256 values. */
+ALWAYS_INLINE void sqerr_fix_t(const float *x, size_t n, float k, const mq_qfix *q, int NC,
+                               int64_t *d) {
+    __m512i vm[MQ_MAX_CANDIDATES], vl[MQ_MAX_CANDIDATES], vh[MQ_MAX_CANDIDATES];
+    #pragma GCC unroll 16
+    for (int c = 0; c < NC; c++) {
+        vm[c] = _mm512_set1_epi16((short)q[c].m);
+        vl[c] = _mm512_set1_epi16((short)q[c].lo);
+        vh[c] = _mm512_set1_epi16((short)q[c].hi);
+        d[c] = 0;
+    }
+    const __m512 vk = _mm512_set1_ps(k);
+    const __m512i half = _mm512_set1_epi16(128), mask = _mm512_set1_epi16(-256);
+    for (size_t b = 0; b < n; b += 256) {
+        size_t end = n - b < 256 ? n : b + 256;
+        __m512i acc[MQ_MAX_CANDIDATES];
+        #pragma GCC unroll 16
+        for (int c = 0; c < NC; c++) acc[c] = _mm512_setzero_si512();
+        for (size_t i = b; i < end; i += 32) {
+            /* absent values are X = 0, whose term is 0 */
+            __m512 a = _mm512_maskz_loadu_ps(tail_mask(end - i), x + i);
+            __m512 e = _mm512_maskz_loadu_ps(i + 16 < end ? tail_mask(end - i - 16) : 0,
+                                             x + i + 16);
+            __m256i xa = _mm512_cvtepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(a, vk)));
+            __m256i xe = _mm512_cvtepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(e, vk)));
+            __m512i X = _mm512_inserti64x4(_mm512_castsi256_si512(xa), xe, 1);
+            #pragma GCC unroll 16
+            for (int c = 0; c < NC; c++) {
+                __m512i t = _mm512_mulhrs_epi16(X, vm[c]);
+                __m512i v = _mm512_min_epi16(_mm512_max_epi16(t, vl[c]), vh[c]);
+                v = _mm512_and_si512(_mm512_add_epi16(v, half), mask);
+                __m512i e16 = _mm512_sub_epi16(t, v);
+                acc[c] = _mm512_add_epi32(acc[c], _mm512_madd_epi16(e16, e16));
+            }
+        }
+        #pragma GCC unroll 16
+        for (int c = 0; c < NC; c++) {
+            __m512i w = _mm512_add_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc[c])),
+                                         _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc[c], 1)));
+            d[c] += _mm512_reduce_add_epi64(w);
+        }
+    }
+}
+
+#define SQERR_FIX_CASE(c) \
+    case c: sqerr_fix_t(x, n, k, q, c, d); break;
+
+static void sqerr_fix_avx512(const float *x, size_t n, float k, const mq_qfix *q, int nc,
+                             int64_t *d) {
+    switch (nc) {
+        SQERR_FIX_CASE(1) SQERR_FIX_CASE(2) SQERR_FIX_CASE(3) SQERR_FIX_CASE(4)
+        SQERR_FIX_CASE(5) SQERR_FIX_CASE(6) SQERR_FIX_CASE(7) SQERR_FIX_CASE(8)
+        SQERR_FIX_CASE(9) SQERR_FIX_CASE(10) SQERR_FIX_CASE(11) SQERR_FIX_CASE(12)
+        SQERR_FIX_CASE(13) SQERR_FIX_CASE(14) SQERR_FIX_CASE(15) SQERR_FIX_CASE(16)
+    default: mq__sqerr_fix_ref(x, n, k, q, nc, d); break;
+    }
+}
+
 static void pack4_avx512(const uint8_t *codes, size_t n, uint8_t *dst) {
     const __m512i pair = _mm512_set1_epi16(0x1001); /* even code * 1 + odd code * 16 */
     size_t i = 0;
@@ -620,6 +679,7 @@ const mq_qkernels *mq__qkernels_avx512(void) {
                                   dequantize_avx512,   minmax_src_avx512,
                                   quantize_src_avx512, quantize4_src_avx512,
                                   search_avx512,       minmax_groups_avx512,
-                                  params_minmax_avx512, quantize_groups_avx512};
+                                  params_minmax_avx512, quantize_groups_avx512,
+                                  sqerr_fix_avx512};
     return &k;
 }
