@@ -358,12 +358,14 @@ static mq_status crc_pieces(void *arg, int64_t begin, int64_t end, int tid) {
     return MQ_OK;
 }
 
-/* CRC-32 of the data going by. Large chunks are split into pieces checksummed on the
- * context's threads and combined: the result is the same as one serial pass. */
+/* CRC-32 of the data going by. With the slice-by-8 reference (no carry-less multiply),
+ * large chunks are split into pieces checksummed on the context's threads and combined: the
+ * result is the same as one serial pass. The folding paths run at memory speed, where waking
+ * the threads costs more than it saves. */
 static void pt_observe(mq_writer *w, const void *data, size_t n) {
     pt_state *s = (pt_state *)w->state;
     size_t pieces = n / CRC_PIECE + (n % CRC_PIECE != 0);
-    if (pieces >= 2 && mq__thread_count(w->ctx) > 1) {
+    if (pieces >= 2 && s->tab.update == mq__crc32_raw && mq__thread_count(w->ctx) > 1) {
         crc_job j = {&s->tab, (const uint8_t *)data, n, NULL};
         if (mq__grow(w->ctx, (void **)&s->piece_crc, &s->piece_cap, pieces, sizeof *s->piece_crc) ==
             MQ_OK) {

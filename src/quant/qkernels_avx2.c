@@ -269,6 +269,69 @@ static void dequantize_avx2(const uint8_t *codes, size_t n, uint8_t flip, float 
     if (i < n) mq__dequantize_ref(codes + i, n - i, flip, sub, scale, out + i);
 }
 
+/* Fixed-point errors (mq_qfix) of NC candidates, 16 values per vector (the pair order of
+ * the packs does not matter: the sums are exact); the 32-bit lanes (at most 2 * 2^26 per
+ * vector) are widened every 128 values. */
+ALWAYS_INLINE void sqerr_fix_t(const float *x, size_t n, float k, const mq_qfix *q, int NC,
+                               int64_t *d) {
+    __m256i vm[MQ_MAX_CANDIDATES], vl[MQ_MAX_CANDIDATES], vh[MQ_MAX_CANDIDATES];
+    #pragma GCC unroll 16
+    for (int c = 0; c < NC; c++) {
+        vm[c] = _mm256_set1_epi16((short)q[c].m);
+        vl[c] = _mm256_set1_epi16((short)q[c].lo);
+        vh[c] = _mm256_set1_epi16((short)q[c].hi);
+        d[c] = 0;
+    }
+    const __m256 vk = _mm256_set1_ps(k);
+    const __m256i half = _mm256_set1_epi16(128), mask = _mm256_set1_epi16(-256);
+    size_t full = n / 16 * 16;
+    for (size_t b = 0; b < full; b += 128) {
+        size_t end = full - b < 128 ? full : b + 128;
+        __m256i acc[MQ_MAX_CANDIDATES];
+        #pragma GCC unroll 16
+        for (int c = 0; c < NC; c++) acc[c] = _mm256_setzero_si256();
+        for (size_t i = b; i < end; i += 16) {
+            __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), vk));
+            __m256i e = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8), vk));
+            __m256i X = _mm256_packs_epi32(a, e); /* |X| <= 2^14: no saturation */
+            #pragma GCC unroll 16
+            for (int c = 0; c < NC; c++) {
+                __m256i t = _mm256_mulhrs_epi16(X, vm[c]);
+                __m256i v = _mm256_min_epi16(_mm256_max_epi16(t, vl[c]), vh[c]);
+                v = _mm256_and_si256(_mm256_add_epi16(v, half), mask);
+                __m256i e16 = _mm256_sub_epi16(t, v);
+                acc[c] = _mm256_add_epi32(acc[c], _mm256_madd_epi16(e16, e16));
+            }
+        }
+        #pragma GCC unroll 16
+        for (int c = 0; c < NC; c++) {
+            __m256i w = _mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(acc[c])),
+                                         _mm256_cvtepi32_epi64(_mm256_extracti128_si256(acc[c], 1)));
+            __m128i h = _mm_add_epi64(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+            d[c] += _mm_cvtsi128_si64(h) + _mm_extract_epi64(h, 1);
+        }
+    }
+    if (full < n) {
+        int64_t t[MQ_MAX_CANDIDATES];
+        mq__sqerr_fix_ref(x + full, n - full, k, q, NC, t);
+        for (int c = 0; c < NC; c++) d[c] += t[c];
+    }
+}
+
+#define SQERR_FIX_CASE(c) \
+    case c: sqerr_fix_t(x, n, k, q, c, d); break;
+
+static void sqerr_fix_avx2(const float *x, size_t n, float k, const mq_qfix *q, int nc,
+                           int64_t *d) {
+    switch (nc) {
+        SQERR_FIX_CASE(1) SQERR_FIX_CASE(2) SQERR_FIX_CASE(3) SQERR_FIX_CASE(4)
+        SQERR_FIX_CASE(5) SQERR_FIX_CASE(6) SQERR_FIX_CASE(7) SQERR_FIX_CASE(8)
+        SQERR_FIX_CASE(9) SQERR_FIX_CASE(10) SQERR_FIX_CASE(11) SQERR_FIX_CASE(12)
+        SQERR_FIX_CASE(13) SQERR_FIX_CASE(14) SQERR_FIX_CASE(15) SQERR_FIX_CASE(16)
+    default: mq__sqerr_fix_ref(x, n, k, q, nc, d); break;
+    }
+}
+
 ALWAYS_INLINE bool minmax_groups_t(const void *x, mq_dtype dt, size_t gs, size_t ng, float *mn,
                                    float *mx) {
     for (size_t g = 0; g < ng; g++)
@@ -362,6 +425,7 @@ const mq_qkernels *mq__qkernels_avx2(void) {
     static const mq_qkernels k = {minmax_avx2,       quantize_avx2,      sqerr_avx2,
                                   pack4_avx2,        dequantize_avx2,    minmax_src_avx2,
                                   quantize_src_avx2, quantize4_src_avx2, search_avx2,
-                                  minmax_groups_avx2, params_minmax_avx2, quantize_groups_avx2};
+                                  minmax_groups_avx2, params_minmax_avx2, quantize_groups_avx2,
+                                  sqerr_fix_avx2};
     return &k;
 }

@@ -169,6 +169,26 @@ static int search_ref(const float *x, const float *w, size_t n, float mn, float 
     return best;
 }
 
+/* floor(v / 2^s) without relying on the shift of negative values. */
+static inline int32_t floor_shift(int32_t v, int s) {
+    int32_t d = (int32_t)1 << s, q = v / d;
+    return v % d < 0 ? q - 1 : q;
+}
+
+void mq__sqerr_fix_ref(const float *x, size_t n, float k, const mq_qfix *q, int nc,
+                       int64_t *d) {
+    for (int c = 0; c < nc; c++) d[c] = 0;
+    for (size_t i = 0; i < n; i++) {
+        int32_t X = (int32_t)round_int(x[i] * k);
+        for (int c = 0; c < nc; c++) {
+            int32_t t = floor_shift(X * q[c].m + 16384, 15);
+            int32_t v = t < q[c].lo ? q[c].lo : t > q[c].hi ? q[c].hi : t;
+            int32_t e = t - floor_shift(v + 128, 8) * 256;
+            d[c] += (int64_t)(e * e);
+        }
+    }
+}
+
 void mq__dequantize_ref(const uint8_t *codes, size_t n, uint8_t flip, float sub, float scale,
                         float *out) {
     for (size_t i = 0; i < n; i++) {
@@ -184,7 +204,8 @@ const mq_qkernels *mq__qkernels_ref(void) {
                                   mq__dequantize_ref,    mq__minmax_src_ref,
                                   mq__quantize_src_ref,  mq__quantize4_src_ref,
                                   search_ref,            mq__minmax_groups_ref,
-                                  mq__params_minmax_ref, mq__quantize_groups_ref};
+                                  mq__params_minmax_ref, mq__quantize_groups_ref,
+                                  mq__sqerr_fix_ref};
     return &k;
 }
 

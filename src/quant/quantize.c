@@ -264,6 +264,38 @@ static int best_candidate(const qjob *j, const mq_qcand *cand, int nc, const flo
     return best;
 }
 
+/* A fixed-point error: d / m^2 in units common to a group's candidates. */
+typedef struct fix_err {
+    int64_t d;
+    int32_t m;
+} fix_err;
+
+/* a < b, exactly: a.d * b.m^2 < b.d * a.m^2 */
+static bool fix_less(fix_err a, fix_err b) {
+    __extension__ typedef unsigned __int128 u128;
+    return (u128)(uint64_t)a.d * (uint64_t)(b.m * b.m) < (u128)(uint64_t)b.d * (uint64_t)(a.m * a.m);
+}
+
+/* best_candidate for 4-bit types without weights: the fixed-point errors (mq_qfix) of the
+ * values scaled by MQ_QFIX_ONE / amax. */
+static int best_candidate_fix(const qjob *j, const mq_qcand *cand, int nc, const float *x,
+                              size_t n, float amax, fix_err *err) {
+    mq_qfix q[MQ_MAX_CANDIDATES];
+    int64_t d[MQ_MAX_CANDIDATES];
+    for (int c = 0; c < nc; c++) q[c] = mq__qfix_init(&j->f, cand[c].p, amax);
+    (j->k->sqerr_fix ? j->k->sqerr_fix : mq__sqerr_fix_ref)(x, n, MQ_QFIX_ONE / amax, q, nc, d);
+    int best = 0;
+    *err = (fix_err){d[0], q[0].m};
+    for (int c = 1; c < nc; c++) {
+        fix_err e = {d[c], q[c].m};
+        if (fix_less(e, *err)) {
+            best = c;
+            *err = e;
+        }
+    }
+    return best;
+}
+
 /* Parameters of one group (or row): min/max, or the two-stage search. */
 static mq_qparam choose(const qjob *j, const float *x, const float *w, size_t n, float mn,
                         float mx) {
@@ -271,6 +303,17 @@ static mq_qparam choose(const qjob *j, const float *x, const float *w, size_t n,
     mq_qcand cand[MQ_MAX_CANDIDATES];
     int nc = mq__qcandidates(&j->f, j->spec->scheme, mn, mx, 0, 1.0f, cand);
     if (nc == 1) return cand[0].p;
+    /* 4-bit without weights: errors in fixed point, on ranges where every candidate's scale
+     * is above the FLT_EPSILON floor and m lands in [3413, 16168] */
+    float amax = -mn > mx ? -mn : mx;
+    if (j->f.bits == 4 && !w && amax >= 1e-5f && amax <= 1e30f) {
+        fix_err e0, e1;
+        mq_qcand win = cand[best_candidate_fix(j, cand, nc, x, n, amax, &e0)];
+        nc = mq__qcandidates(&j->f, j->spec->scheme, mn, mx, 1, win.ratio, cand);
+        if (nc == 0) return win.p;
+        int b = best_candidate_fix(j, cand, nc, x, n, amax, &e1);
+        return fix_less(e1, e0) ? cand[b].p : win.p;
+    }
     float e0, e1;
     mq_qcand win = cand[best_candidate(j, cand, nc, x, w, n, mn, mx, &e0)];
     nc = mq__qcandidates(&j->f, j->spec->scheme, mn, mx, 1, win.ratio, cand);
