@@ -618,14 +618,58 @@ ALWAYS_INLINE void codes_pairs(const char *p, __m512 inv, __m512 lo, __m512 hi, 
                   inv, lo, hi);
 }
 
-/* One group of n values: codes at dst, or packed two per byte (packed4); prefetches `ahead`
- * bytes on. BF16 is read as pairs, two codes joined in each 32-bit lane, and whole 64-byte
- * stores made by saturating packs, exact as every code fits the type packed to: codes of
+/* A run of codes stored in 64-byte pieces on whole cache lines: a destination 4-byte aligned
+ * but not on a line gets each line from two pieces (one vpermt2d), the first and the last
+ * line masked; a 64-byte store across two lines costs about as much as two. Others (odd
+ * addresses) store the pieces as they are. */
+typedef struct line_writer {
+    uint8_t *at;     /* where the next piece goes */
+    __m512i prev;    /* the last piece (its last s dwords are not stored yet) */
+    __m512i idx;     /* lane i: i + 16 - s, from prev below 16, from the new piece above */
+    unsigned s;      /* dwords from the line start to `at` */
+    bool pending;    /* prev's tail waits for the next line */
+} line_writer;
+
+ALWAYS_INLINE void writer_init(line_writer *w, uint8_t *at) {
+    unsigned off = (unsigned)((uintptr_t)at & 63);
+    w->at = at;
+    w->s = off % 4 ? 0 : off / 4;
+    w->idx = _mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                              _mm512_set1_epi32(16 - (int)w->s));
+    w->prev = _mm512_setzero_si512();
+    w->pending = false;
+}
+
+ALWAYS_INLINE void writer_put(line_writer *w, __m512i v) {
+    if (!w->s) {
+        _mm512_storeu_si512(w->at, v);
+    } else {
+        uint8_t *line = w->at - 4 * w->s;
+        __m512i out = _mm512_permutex2var_epi32(w->prev, w->idx, v);
+        if (w->pending) _mm512_store_si512(line, out);
+        else _mm512_mask_storeu_epi32(line, (__mmask16)(0xffffu << w->s), out);
+        w->prev = v;
+        w->pending = true;
+    }
+    w->at += 64;
+}
+
+/* The tail of the last piece; the writer then stands at w->at with nothing pending. */
+ALWAYS_INLINE void writer_flush(line_writer *w) {
+    if (!w->pending) return;
+    __m512i out = _mm512_permutex2var_epi32(w->prev, w->idx, w->prev);
+    _mm512_mask_storeu_epi32(w->at - 4 * w->s, (__mmask16)((1u << w->s) - 1), out);
+    w->pending = false;
+}
+
+/* One group of n values: codes at w->at, or packed two per byte (packed4); prefetches
+ * `ahead` bytes on. BF16 is read as pairs, two codes joined in each 32-bit lane, and 64-byte
+ * pieces made by saturating packs, exact as every code fits the type packed to: codes of
  * 4-bit types are < 16, 8-bit ones lie in [-128, 127] or in [0, 255] (checked per group;
  * other offsets, F32 and F16 take the narrowing stores of quantize_t / quantize4_t, which
- * are faster there). */
+ * are faster there, as do the last values short of a piece). */
 ALWAYS_INLINE void group_codes(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
-                               int32_t add, bool packed4, uint8_t *dst, size_t ahead) {
+                               int32_t add, bool packed4, line_writer *w, size_t ahead) {
     const __m512 inv = _mm512_set1_ps(p->inv), lo = _mm512_set1_ps(p->lo),
                  hi = _mm512_set1_ps(p->hi);
     const __m512i vadd = _mm512_set1_epi32(add);
@@ -644,7 +688,7 @@ ALWAYS_INLINE void group_codes(const void *x, mq_dtype dt, size_t n, const mq_qr
             }
             __m512i r = _mm512_packus_epi16(_mm512_packus_epi32(b[0], b[1]),
                                             _mm512_packus_epi32(b[2], b[3]));
-            _mm512_storeu_si512(dst + i / 2, _mm512_permutexvar_epi32(ORDER_DWORDS, r));
+            writer_put(w, _mm512_permutexvar_epi32(ORDER_DWORDS, r));
         }
     }
     int32_t cl = (int32_t)p->lo + add, ch = (int32_t)p->hi + add;
@@ -652,33 +696,38 @@ ALWAYS_INLINE void group_codes(const void *x, mq_dtype dt, size_t n, const mq_qr
     if (dt == MQ_BF16 && !packed4 && (sgn || (cl >= 0 && ch <= 255))) {
         for (; i + 64 <= n; i += 64) {
             prefetch64(x, dt, i, ahead);
-            __m512i w[2];
+            __m512i v[2];
             for (int m = 0; m < 2; m++) {
                 __m512i qe, qo;
                 codes_pairs(px + 2 * (i + 32 * (size_t)m), inv, lo, hi, &qe, &qo);
                 qe = _mm512_add_epi32(qe, vadd);
                 qo = _mm512_slli_epi32(_mm512_add_epi32(qo, vadd), 8);
                 /* odd * 256 + the even code's byte: their 16-bit word, in range */
-                w[m] = _mm512_ternarylogic_epi32(qe, qo, _mm512_set1_epi32(0xff), 0xe4);
+                v[m] = _mm512_ternarylogic_epi32(qe, qo, _mm512_set1_epi32(0xff), 0xe4);
             }
-            __m512i r = sgn ? _mm512_packs_epi32(w[0], w[1]) : _mm512_packus_epi32(w[0], w[1]);
-            _mm512_storeu_si512(dst + i, _mm512_permutexvar_epi64(ORDER_QWORDS, r));
+            __m512i r = sgn ? _mm512_packs_epi32(v[0], v[1]) : _mm512_packus_epi32(v[0], v[1]);
+            writer_put(w, _mm512_permutexvar_epi64(ORDER_QWORDS, r));
         }
     }
     if (i == n) return;
-    if (packed4) quantize4_t(src_at(x, dt, i), dt, n - i, p, add, dst + i / 2, ahead);
-    else quantize_t(src_at(x, dt, i), dt, n - i, p, add, dst + i, ahead);
+    writer_flush(w);
+    uint8_t *rest = w->at;
+    if (packed4) quantize4_t(src_at(x, dt, i), dt, n - i, p, add, rest, ahead);
+    else quantize_t(src_at(x, dt, i), dt, n - i, p, add, rest, ahead);
+    writer_init(w, rest + (packed4 ? (n - i + 1) / 2 : n - i));
 }
 
-/* Whole groups; while group g is quantized from L1, the same bytes of the next block (the
- * source that follows this call's span) are prefetched. */
+/* Whole groups, their codes one run; while group g is quantized from L1, the same bytes of
+ * the next block (the source that follows this call's span) are prefetched. */
 ALWAYS_INLINE void quantize_groups_t(const void *x, mq_dtype dt, size_t gs, size_t ng,
                                      const mq_qround *qr, const int32_t *add, bool packed4,
                                      uint8_t *dst) {
     size_t ahead = ng * gs * (dt == MQ_F32 ? 4 : 2);
+    line_writer w;
+    writer_init(&w, dst);
     for (size_t g = 0; g < ng; g++)
-        group_codes(src_at(x, dt, g * gs), dt, gs, &qr[g], add[g], packed4,
-                    dst + (packed4 ? g * gs / 2 : g * gs), ahead);
+        group_codes(src_at(x, dt, g * gs), dt, gs, &qr[g], add[g], packed4, &w, ahead);
+    writer_flush(&w);
 }
 
 static void quantize_groups_avx512(const void *x, mq_dtype dt, size_t gs, size_t ng,

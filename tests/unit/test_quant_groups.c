@@ -230,7 +230,11 @@ TEST(reference_params_are_the_rule) {
 TEST(quantize_groups_match_reference) {
     const mq_qkernels *r = mq__qkernels_ref();
     mq_ctx *ctx = mq_ctx_create();
-    static uint8_t buf[4 * 256 * 20 + 8], ca[256 * 20 + 8], cb[256 * 20 + 8];
+    static uint8_t buf[4 * 256 * 20 + 8], ca[256 * 20 + 8];
+    static _Alignas(64) uint8_t cbuf[256 * 20 + 192];
+    /* destinations on a line, on 4 bytes, and odd */
+    const size_t offs[7] = {64, 65, 68, 80, 100, 124, 66};
+    int tried = 0;
     mq_qtype types[4] = {MQ_Q_INT8, MQ_Q_UINT8, MQ_Q_INT4, MQ_Q_UINT4};
     for (int isa = test_next_isa(0); isa >= 0; isa = test_next_isa(isa)) {
         CHECK_EQ_INT(mq_ctx_set_isa(ctx, (mq_isa)isa), MQ_OK);
@@ -257,13 +261,15 @@ TEST(quantize_groups_match_reference) {
                         }
                         CHECK(r->params_minmax(&f, scheme, ng, mn, mx, sc, NULL, qr, add));
                         size_t bytes = f.packed4 ? (ng * gs + 1) / 2 : ng * gs;
+                        uint8_t *cb = cbuf + offs[tried++ % 7];
                         memset(ca, 0xa5, bytes + 8);
-                        memset(cb, 0xa5, bytes + 8);
+                        memset(cbuf, 0xa5, sizeof cbuf);
                         r->quantize_groups(x, dts[d], gs, ng, qr, add, f.packed4, ca);
                         v->quantize_groups(x, dts[d], gs, ng, qr, add, f.packed4, cb);
-                        CHECK_MSG(!memcmp(ca, cb, bytes + 8), "%s %s %s gs %zu ng %zu",
-                                  mq_isa_name((mq_isa)isa), mq_dtype_name(dts[d]), f.name, gs,
-                                  ng);
+                        CHECK_MSG(!memcmp(ca, cb, bytes + 8) && cb[-1] == 0xa5 && cb[-4] == 0xa5,
+                                  "%s %s %s gs %zu ng %zu at %zu", mq_isa_name((mq_isa)isa),
+                                  mq_dtype_name(dts[d]), f.name, gs, ng,
+                                  (size_t)(cb - cbuf) % 64);
                         /* the reference is its single-group kernels, group after group */
                         for (size_t g = 0; g < ng; g++) {
                             const uint8_t *xg = x + g * gs * esize(dts[d]);
