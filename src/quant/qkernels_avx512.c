@@ -207,14 +207,79 @@ static float sqerr_avx512(const float *x, const float *w, size_t n, const mq_qro
     return e;
 }
 
+/* Squared errors of nb <= 4 candidates in one pass over x: x is loaded once, and the
+ * candidates' accumulators are independent chains the core overlaps. */
+ALWAYS_INLINE void sqerr_batch(const float *x, const float *w, size_t n,
+                               const mq_qround *const *q, int nb, float *out) {
+    __m512 scale[4], inv[4], lo[4], hi[4], acc[4];
+    #pragma GCC unroll 4
+    for (int k = 0; k < nb; k++) {
+        scale[k] = _mm512_set1_ps(q[k]->scale);
+        inv[k] = _mm512_set1_ps(q[k]->inv);
+        lo[k] = _mm512_set1_ps(q[k]->lo);
+        hi[k] = _mm512_set1_ps(q[k]->hi);
+        acc[k] = _mm512_setzero_ps();
+    }
+    for (size_t i = 0; i < n; i += 16) {
+        /* absent elements are 0 and add exactly 0 */
+        __mmask16 m = tail_mask(n - i);
+        __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+        __m512 wv = w ? _mm512_maskz_loadu_ps(m, w + i) : xv;
+        #pragma GCC unroll 4
+        for (int k = 0; k < nb; k++)
+            acc[k] = _mm512_add_ps(acc[k], err16(xv, w, wv, scale[k], inv[k], lo[k], hi[k]));
+    }
+    #pragma GCC unroll 4
+    for (int k = 0; k < nb; k++) out[k] = sum_lanes16(acc[k]);
+}
+
+/* mq__sqerr_bound of every candidate at once, one candidate per lane (the same operations,
+ * so the same values). */
+static void bounds16(float mn, float mx, const mq_qround *qr, int nc, float *lb) {
+    float s[16], inv[16], lo[16], hi[16];
+    for (int c = 0; c < 16; c++) {
+        const mq_qround *q = &qr[c < nc ? c : 0];
+        s[c] = q->scale;
+        inv[c] = q->inv;
+        lo[c] = q->lo;
+        hi[c] = q->hi;
+    }
+    __m512 vs = _mm512_loadu_ps(s), vi = _mm512_loadu_ps(inv), vl = _mm512_loadu_ps(lo),
+           vh = _mm512_loadu_ps(hi), e = _mm512_setzero_ps();
+    for (int k = 0; k < (mn == mx ? 1 : 2); k++) {
+        __m512 x = _mm512_set1_ps(k ? mx : mn);
+        __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(x, vi), vl), vh);
+        v = _mm512_roundscale_ps(v, _MM_FROUND_CUR_DIRECTION);
+        __m512 d = _mm512_sub_ps(x, _mm512_mul_ps(v, vs));
+        e = k ? _mm512_add_ps(e, _mm512_mul_ps(d, d)) : _mm512_mul_ps(d, d);
+    }
+    _mm512_storeu_ps(lb, e);
+}
+
+/* sqerr_batch with nb a constant in each call, so that its loops unroll. */
+static void batch_avx512(const float *x, const float *w, size_t n, const mq_qround *const *q,
+                         int nb, float *e) {
+    switch (nb) {
+    case 4: sqerr_batch(x, w, n, q, 4, e); break;
+    case 3: sqerr_batch(x, w, n, q, 3, e); break;
+    case 2: sqerr_batch(x, w, n, q, 2, e); break;
+    default: sqerr_batch(x, w, n, q, 1, e); break;
+    }
+}
+
 /* sqerr_all with the count a constant in each instance, so that its loops unroll. */
 #define SQERR_ALL_CASE(k) \
     case k: w ? sqerr_all(x, w, n, qr, k, e) : sqerr_all(x, NULL, n, qr, k, e); break;
 
 static int search_avx512(const float *x, const float *w, size_t n, float mn, float mx,
                          const mq_qround *qr, int nc, float *err) {
-    (void)mn;
-    (void)mx;
+    /* long rows (per channel): four candidates per pass, leaving out those whose lower
+     * bound cannot beat the best so far, saves more than the branches cost */
+    if (n > 512 && !w) {
+        float lb[16];
+        bounds16(mn, mx, qr, nc, lb);
+        return mq__search_batched(x, w, n, qr, nc, lb, err, batch_avx512);
+    }
     float e[MQ_MAX_CANDIDATES];
     switch (nc) {
         SQERR_ALL_CASE(1) SQERR_ALL_CASE(2) SQERR_ALL_CASE(3) SQERR_ALL_CASE(4)
