@@ -1,8 +1,9 @@
 /* End-to-end quantize time against `cp` and `cp` + `sync` of the same file, input in the
  * page cache. monoquant fsyncs its output before renaming it into place, so `cp` + `sync`
  * of the copy is the fair baseline; plain `cp` is shown too. The runs alternate (cp,
- * cp+sync, INT8, INT4, INT8 without error figures, then again), each rep gives a ratio per
- * pair, and the medians are printed, which is steadier than best-of on a shared machine.
+ * cp+sync, INT8, INT4, INT8 without error figures, INT8 written as a PyTorch .pt, then
+ * again), each rep gives a ratio per pair, and the medians are printed, which is steadier
+ * than best-of on a shared machine.
  * monoquant's own share in fsync + rename comes from its JSON report ("phases"); cp+sync's
  * is (cp+sync - cp) / (cp+sync). Also prints the child's peak RSS (goal: bounded,
  * independent of the model size).
@@ -118,7 +119,7 @@ static double median(const double *v, int n) {
     return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 }
 
-enum { V_CP, V_CPS, V_Q8, V_Q4, V_Q8E, NV };
+enum { V_CP, V_CPS, V_Q8, V_Q4, V_Q8E, V_Q8PT, NV };
 
 int main(int argc, char **argv) {
     (void)argc;
@@ -137,10 +138,11 @@ int main(int argc, char **argv) {
         if (slash) snprintf(slash, sizeof cli - (size_t)(slash - cli), "/../monoquant");
         else snprintf(cli, sizeof cli, "build/monoquant");
     }
-    char in[600], out[600], cpy[600], js[600];
+    char in[600], out[600], out_pt[600], cpy[600], js[600];
     int pid = (int)getpid();
     snprintf(in, sizeof in, "%s/bench_pipeline_%d.bf16.safetensors", dir, pid);
     snprintf(out, sizeof out, "%s/bench_pipeline_%d.q.safetensors", dir, pid);
+    snprintf(out_pt, sizeof out_pt, "%s/bench_pipeline_%d.q.pt", dir, pid);
     snprintf(cpy, sizeof cpy, "%s/bench_pipeline_%d.cp.safetensors", dir, pid);
     snprintf(js, sizeof js, "%s/bench_pipeline_%d.json", dir, pid);
     if (!generate(in, mb)) {
@@ -150,14 +152,15 @@ int main(int argc, char **argv) {
     warm(in);
     double t[NV][MAX_REPS], rss[NV] = {0}, sync_share[NV][MAX_REPS];
     static const char *const label[NV] = {"cp", "cp+sync", "bf16 -> int8", "bf16 -> int4",
-                                          "bf16 -> int8 -E"};
+                                          "bf16 -> int8 -E", "bf16 -> int8 .pt"};
     int rc = 0;
     for (int r = 0; r < reps && !rc; r++) {
         for (int v = 0; v < NV && !rc; v++) {
             char *cp_argv[] = {"cp", in, cpy, NULL};
             char *cps_argv[] = {"sh", "-c", "cp \"$0\" \"$1\" && sync \"$1\"", in, cpy, NULL};
+            const char *o = v == V_Q8PT ? out_pt : out;
             char *q_argv[] = {cli, "--json", "--threads", (char *)threads, "quantize", in,
-                              "--bits", v == V_Q4 ? "4" : "8", "-o", out,
+                              "--bits", v == V_Q4 ? "4" : "8", "-o", (char *)o,
                               v == V_Q8E ? "--no-error-stats" : NULL, NULL};
             char *const *a = v == V_CP ? cp_argv : v == V_CPS ? cps_argv : q_argv;
             double m = 0;
@@ -170,7 +173,7 @@ int main(int argc, char **argv) {
                 double s = json_number(js, "sync"), w = json_number(js, "seconds");
                 sync_share[v][r] = s >= 0 && w > 0 ? s / w : -1;
             }
-            unlink(v >= V_Q8 ? out : cpy);
+            unlink(v == V_Q8PT ? out_pt : v >= V_Q8 ? out : cpy);
         }
     }
     unlink(in);

@@ -257,7 +257,8 @@ int main(int argc, char **argv) {
            "throughput / memcpy on as many threads. Buffers are allocated and touched once.\n"
            "cpu ratio = the same ratio of bytes per CPU second (all threads), the fairer one on\n"
            "a machine shared with other jobs; in cache = the first 64 rows quantized again and\n"
-           "again (the kernels' own speed, wall time)\n",
+           "again (the kernels' own speed, wall time). The 4-bit MSE rows run the search with\n"
+           "errors in 16-bit fixed point, the INT8 one with float errors (docs/QUANTIZATION.md)\n",
            REPS);
     printf("%-34s %3s %8s %8s %8s %6s %6s %9s %9s\n", "case", "thr", "GB/s in", "memcpy1",
            "memcpy2", "ratio", "ratio2", "cpu ratio", "in cache");

@@ -370,7 +370,8 @@ typedef enum mq_scale_search {
                              ranges (ratios 1.1 .. 0.5 of the range, then the winner's
                              neighbours and, for asymmetric, zero points one step either
                              way); the least (weighted) squared error wins, ties keep
-                             min/max (docs/QUANTIZATION.md) */
+                             min/max; 4-bit groups without weights measure it in 16-bit
+                             fixed point (docs/QUANTIZATION.md) */
     MQ_SEARCH_GPTQ        /* needs mq_calib_data.hessian: each row is quantized column by
                              column, left to right, and each column's rounding error is spread
                              over the columns not yet quantized through the inverse Hessian (GPTQ,

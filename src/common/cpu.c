@@ -20,6 +20,7 @@ void mq__cpu_detect(mq_cpu *cpu, mq_isa *best) {
     if (!__get_cpuid(1, &a, &b, &c, &d)) return;
     bool osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
     bool fma = (c >> 12) & 1, f16c = (c >> 29) & 1;
+    cpu->pclmul = (c >> 1) & 1;
     if (!osxsave || !avx) return;
     uint64_t xcr0 = xgetbv0();
     bool os_avx = (xcr0 & 0x6) == 0x6;             /* XMM and YMM state */
@@ -37,6 +38,7 @@ void mq__cpu_detect(mq_cpu *cpu, mq_isa *best) {
         cpu->avx512bw = (b >> 30) & 1;
         cpu->avx512vl = (b >> 31) & 1;
         cpu->avx512vnni = (c >> 11) & 1;
+        cpu->vpclmulqdq = (c >> 10) & 1;
     }
     if (mq__cpu_level_ok(cpu, MQ_ISA_AVX2)) *best = MQ_ISA_AVX2;
     if (mq__cpu_level_ok(cpu, MQ_ISA_AVX512)) *best = MQ_ISA_AVX512;
@@ -47,13 +49,22 @@ void mq__cpu_detect(mq_cpu *cpu, mq_isa *best) {
 #ifndef HWCAP_ASIMDDP
 #define HWCAP_ASIMDDP (1ul << 20)
 #endif
+#ifndef HWCAP_PMULL
+#define HWCAP_PMULL (1ul << 4)
+#endif
+#ifndef HWCAP_CRC32
+#define HWCAP_CRC32 (1ul << 7)
+#endif
 #endif
 
 void mq__cpu_detect(mq_cpu *cpu, mq_isa *best) {
     *cpu = (mq_cpu){0};
     cpu->neon = true;
 #if defined(__linux__)
-    cpu->dotprod = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+    unsigned long hw = getauxval(AT_HWCAP);
+    cpu->dotprod = (hw & HWCAP_ASIMDDP) != 0;
+    cpu->pmull = (hw & HWCAP_PMULL) != 0;
+    cpu->crc32 = (hw & HWCAP_CRC32) != 0;
 #endif
     *best = MQ_ISA_NEON;
     if (mq__cpu_level_ok(cpu, MQ_ISA_DOTPROD)) *best = MQ_ISA_DOTPROD;

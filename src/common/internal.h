@@ -27,6 +27,9 @@ typedef struct mq_cpu {
     bool avx2, fma, f16c;
     bool avx512f, avx512bw, avx512vl, avx512dq, avx512vnni;
     bool neon, dotprod; /* ARM64: Advanced SIMD; SDOT/UDOT (HWCAP_ASIMDDP) */
+    /* carry-less multiply and CRC instructions (io/crc32*.c), checked beside the level gate */
+    bool pclmul, vpclmulqdq; /* x86 */
+    bool pmull, crc32;       /* ARM64 (HWCAP_PMULL, HWCAP_CRC32) */
 } mq_cpu;
 
 typedef struct mq_pool mq_pool;

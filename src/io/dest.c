@@ -100,7 +100,7 @@ mq_status mq__temp_open(mq_ctx *ctx, const char *dest, const mq__dest_info *info
     for (unsigned attempt = 0; attempt < 100; attempt++) {
         char *t = temp_name(ctx, dest);
         if (!t) return MQ_ERR_NOMEM;
-        int f = open(t, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        int f = open(t, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666); /* RDWR: patches */
         if (f >= 0) {
             mq_status st = mq__temp_register(ctx, t);
             /* keep the destination's permissions (a read-only file stays read-only) */

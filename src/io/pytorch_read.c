@@ -76,7 +76,7 @@ static mq_status check_archive(pt_reader *r) {
 static mq_status check_crc(pt_reader *r, const mq_zip_entry *e, const char *what) {
     mq_crc32 *c = (mq_crc32 *)mq__malloc(r->ctx, sizeof *c);
     if (!c) return MQ_ERR_NOMEM;
-    mq__crc32_init(c);
+    mq__crc32_init(c, r->ctx);
     uint32_t crc = mq__crc32_update(c, 0, r->zip.data + e->data_off, (size_t)e->size);
     mq__free(r->ctx, c);
     if (crc != e->crc)

@@ -325,7 +325,7 @@ static mq_status pt_begin(mq_writer *w) {
     if (!s) return MQ_ERR_NOMEM;
     w->state = s;
     s->zip64_limit = U32_MAX;
-    mq__crc32_init(&s->tab);
+    mq__crc32_init(&s->tab, w->ctx);
     MQ_TRY(build_state_pickle(w));
     MQ_TRY(whole_record(w, ROOT "data.pkl", s->pk, s->pk_len));
     return whole_record(w, ROOT "byteorder", "little", 6);
@@ -358,12 +358,14 @@ static mq_status crc_pieces(void *arg, int64_t begin, int64_t end, int tid) {
     return MQ_OK;
 }
 
-/* CRC-32 of the data going by. Large chunks are split into pieces checksummed on the
- * context's threads and combined: the result is the same as one serial pass. */
+/* CRC-32 of the data going by. With the slice-by-8 reference (no carry-less multiply),
+ * large chunks are split into pieces checksummed on the context's threads and combined: the
+ * result is the same as one serial pass. The folding paths run at memory speed, where waking
+ * the threads costs more than it saves. */
 static void pt_observe(mq_writer *w, const void *data, size_t n) {
     pt_state *s = (pt_state *)w->state;
     size_t pieces = n / CRC_PIECE + (n % CRC_PIECE != 0);
-    if (pieces >= 2 && mq__thread_count(w->ctx) > 1) {
+    if (pieces >= 2 && s->tab.update == mq__crc32_raw && mq__thread_count(w->ctx) > 1) {
         crc_job j = {&s->tab, (const uint8_t *)data, n, NULL};
         if (mq__grow(w->ctx, (void **)&s->piece_crc, &s->piece_cap, pieces, sizeof *s->piece_crc) ==
             MQ_OK) {
@@ -389,12 +391,7 @@ static mq_status pt_tensor_end(mq_writer *w, size_t i) {
     if (r->crc == 0) return MQ_OK;
     uint8_t crc[4];
     mq__store_le32(crc, r->crc);
-    uint64_t at = r->header_off + 14, buffered_from = w->pos - w->buf_len;
-    if (at >= buffered_from) { /* still in the output buffer: no flush needed */
-        memcpy(w->buf + (at - buffered_from), crc, 4);
-        return MQ_OK;
-    }
-    return mq__writer_patch(w, at, crc, 4);
+    return mq__writer_patch(w, r->header_off + 14, crc, 4);
 }
 
 static mq_status pt_finish(mq_writer *w) {

@@ -102,6 +102,51 @@ static void writeback(mq_writer *w) {
 #endif
 }
 
+/* 0 or the errno: n bytes at `offset`, through the page cache. */
+static int pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t offset) {
+    while (n) {
+        ssize_t k = pwrite(fd, p, n, (off_t)offset);
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        p += k;
+        n -= (size_t)k;
+        offset += (uint64_t)k;
+    }
+    return 0;
+}
+
+/* Patches bytes already in a file written with O_DIRECT without turning it off: each block
+ * they touch is read, changed and written back whole. false: not done (the caller falls back
+ * to the page cache). */
+static bool patch_direct(mq_writer *w, uint64_t offset, const uint8_t *p, size_t n) {
+    if (!w->patch_blk) return false;
+    while (n) {
+        uint64_t blk = offset & ~(uint64_t)(DIRECT_ALIGN - 1);
+        size_t at = (size_t)(offset - blk), k = DIRECT_ALIGN - at < n ? DIRECT_ALIGN - at : n;
+        ssize_t r;
+        do r = pread(w->fd, w->patch_blk, DIRECT_ALIGN, (off_t)blk);
+        while (r < 0 && errno == EINTR);
+        if (r != (ssize_t)DIRECT_ALIGN) return false;
+        memcpy(w->patch_blk + at, p, k);
+        do r = pwrite(w->fd, w->patch_blk, DIRECT_ALIGN, (off_t)blk);
+        while (r < 0 && errno == EINTR);
+        if (r != (ssize_t)DIRECT_ALIGN) return false; /* rewritten through the page cache */
+        offset += k;
+        p += k;
+        n -= k;
+    }
+    return true;
+}
+
+/* 0 or the errno: patches bytes that are in the file (O_DIRECT kept where it can be). */
+static int patch_file(mq_writer *w, uint64_t offset, const uint8_t *p, size_t n) {
+    if (w->direct && patch_direct(w, offset, p, n)) return 0;
+    direct_off(w);
+    return pwrite_all(w->fd, p, n, offset);
+}
+
 static void *flusher_main(void *arg) {
     mq_writer *w = (mq_writer *)arg;
     pthread_mutex_lock(&w->mu);
@@ -117,9 +162,19 @@ static void *flusher_main(void *arg) {
             w->written += n;
             writeback(w);
         }
-        uint64_t dt = mq__now_ns() - t0;
         pthread_mutex_lock(&w->mu);
-        w->times.write_ns += dt;
+        /* patches queued while this buffer was in flight: they follow it */
+        while (!err && !failed && w->npatch) {
+            mq__writer_patch_rec q[MQ__WRITER_MAX_PATCH];
+            size_t nq = w->npatch;
+            memcpy(q, w->patches, nq * sizeof *q);
+            w->npatch = 0;
+            pthread_mutex_unlock(&w->mu);
+            for (size_t i = 0; !err && i < nq; i++) err = patch_file(w, q[i].offset, q[i].data, q[i].n);
+            pthread_mutex_lock(&w->mu);
+        }
+        w->npatch = 0;
+        w->times.write_ns += mq__now_ns() - t0;
         if (err) w->flush_errno = err;
         w->pending = 0;
         pthread_cond_broadcast(&w->cv);
@@ -238,21 +293,37 @@ mq_status mq__writer_patch(mq_writer *w, uint64_t offset, const void *data, size
         return mq__fail(w->ctx, MQ_ERR_UNSUPPORTED, "standard output: this output cannot be "
                         "streamed (bytes already written must change); write to a file");
     }
-    MQ_TRY(flush_all(w));
-    direct_off(w);
     const uint8_t *p = (const uint8_t *)data;
-    while (n) {
-        ssize_t k = pwrite(w->fd, p, n, (off_t)offset);
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            w->failed = true;
-            return mq__fail(w->ctx, MQ_ERR_IO, "%s: write failed: %s", w->path, strerror(errno));
-        }
-        p += k;
-        n -= (size_t)k;
-        offset += (uint64_t)k;
+    /* bytes still in the buffer change there */
+    uint64_t buffered_from = w->pos - w->buf_len;
+    if (offset + n > buffered_from) {
+        size_t k = offset >= buffered_from ? n : (size_t)(offset + n - buffered_from);
+        memcpy(w->buf + (offset + n - k - buffered_from), p + n - k, k);
+        n -= k;
     }
-    return MQ_OK;
+    if (!n) return MQ_OK;
+    if (w->direct && !w->patch_blk) { /* a block for read-modify-write, made once */
+        w->patch_blk = alloc_aligned(w->ctx, DIRECT_ALIGN, &w->raw[2]);
+        if (!w->patch_blk) mq_ctx_clear_error(w->ctx);
+    }
+    /* the rest: after the buffer in flight (queued for the flusher, no wait), or now */
+    if (w->flusher && n <= sizeof w->patches[0].data) {
+        pthread_mutex_lock(&w->mu);
+        bool queued = w->pending && w->npatch < MQ__WRITER_MAX_PATCH;
+        if (queued) {
+            mq__writer_patch_rec *q = &w->patches[w->npatch++];
+            q->offset = offset;
+            q->n = (uint8_t)n;
+            memcpy(q->data, p, n);
+        }
+        pthread_mutex_unlock(&w->mu);
+        if (queued) return MQ_OK;
+    }
+    MQ_TRY(drain(w));
+    int e = patch_file(w, offset, p, n);
+    if (!e) return MQ_OK;
+    w->failed = true;
+    return mq__fail(w->ctx, MQ_ERR_IO, "%s: write failed: %s", w->path, strerror(e));
 }
 
 mq_status mq__writer_set_meta(mq_writer *w, const char *key, const char *value) {
@@ -298,6 +369,7 @@ static void writer_release(mq_writer *w) {
     stop_flusher(w);
     mq__free(ctx, w->raw[0]);
     mq__free(ctx, w->raw[1]);
+    mq__free(ctx, w->raw[2]);
     if (w->be && w->be->release) w->be->release(w);
     if (w->fd >= 0 && !w->to_stdout) close(w->fd);
     if (!w->committed && w->tmp_path) mq__temp_discard(ctx, w->tmp_path);

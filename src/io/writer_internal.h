@@ -9,6 +9,14 @@
 
 #include <pthread.h>
 
+/* A patch of bytes already handed to the flusher, applied after the buffer in flight. */
+#define MQ__WRITER_MAX_PATCH 8
+typedef struct mq__writer_patch_rec {
+    uint64_t offset;
+    uint8_t data[8];
+    uint8_t n;
+} mq__writer_patch_rec;
+
 typedef struct mq_writer_backend {
     /* After the temporary file is open, before any tensor data: e.g. the safetensors header. */
     mq_status (*begin)(mq_writer *w);
@@ -49,7 +57,10 @@ struct mq_writer {
     /* Double buffering: a full buffer goes to the flusher thread, which writes it (and starts
      * its writeback) while the caller fills the other one. */
     uint8_t *spare;          /* the other buffer: free, or being written (pending) */
-    void *raw[2];            /* the two allocations (buffers are aligned inside them) */
+    void *raw[3];            /* the allocations (buffers are aligned inside them) */
+    uint8_t *patch_blk;      /* one block, for patches of an O_DIRECT file (raw[2]) */
+    mq__writer_patch_rec patches[MQ__WRITER_MAX_PATCH]; /* queued for the flusher (mu) */
+    size_t npatch;
     bool direct;             /* the file is open with O_DIRECT (whole aligned blocks only) */
     size_t pending;          /* bytes of `spare` the flusher has yet to write (0: free) */
     bool flusher, quit;      /* the thread runs; asked to stop */
@@ -69,7 +80,10 @@ struct mq_writer {
 
 /* Appends bytes to the file through the buffer. */
 MQ_HIDDEN mq_status mq__writer_out(mq_writer *w, const void *data, size_t n);
-/* Overwrites bytes at an earlier offset (flushes the buffer first). */
+/* Overwrites bytes at an earlier offset: in the buffer while they are there; else (up to 8
+ * bytes) queued for the flusher to apply after the buffer it is writing, or in the file at
+ * once when nothing is in flight. An O_DIRECT file stays O_DIRECT. Errors of a queued patch
+ * fail the writer at its next wait (as a failed write does). */
 MQ_HIDDEN mq_status mq__writer_patch(mq_writer *w, uint64_t offset, const void *data, size_t n);
 /* mq__writer_set_meta (io/io.h) rewrites metadata through the backend's replace_meta or,
  * for meta_at_end backends, before `finish`. */

@@ -18,55 +18,6 @@
 #define CENTRAL_LEN   46u
 #define LOCAL_LEN     30u
 
-/* Product of two polynomials modulo the CRC polynomial, in the reflected bit order the CRC
- * uses (bit 31 is x^0). */
-static uint32_t mulmod(uint32_t a, uint32_t b) {
-    uint32_t prod = 0;
-    for (uint32_t bit = 1u << 31; bit; bit >>= 1) {
-        if (a & bit) prod ^= b;
-        b = (b >> 1) ^ (0xEDB88320u & (0u - (b & 1))); /* b *= x */
-    }
-    return prod;
-}
-
-void mq__crc32_init(mq_crc32 *c) {
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t r = i;
-        for (int k = 0; k < 8; k++) r = (r >> 1) ^ (0xEDB88320u & (0u - (r & 1)));
-        c->t[0][i] = r;
-    }
-    c->pow[0] = 1u << 30; /* x^1 */
-    for (int k = 1; k < 64; k++) c->pow[k] = mulmod(c->pow[k - 1], c->pow[k - 1]);
-    for (int s = 1; s < 8; s++)
-        for (int i = 0; i < 256; i++)
-            c->t[s][i] = (c->t[s - 1][i] >> 8) ^ c->t[0][c->t[s - 1][i] & 0xFF];
-}
-
-uint32_t mq__crc32_combine(const mq_crc32 *c, uint32_t crc_a, uint32_t crc_b, uint64_t len_b) {
-    /* CRC(A B) = CRC(A) * x^(8 len_b) + CRC(B) for the pre- and post-inverted CRC */
-    uint32_t shift = 1u << 31; /* x^0 */
-    uint64_t bits = len_b;
-    /* x^(8 len) is the product of x^(2^k) over the set bits of 8 len */
-    for (int k = 3; bits && k < 64; k++, bits >>= 1)
-        if (bits & 1) shift = mulmod(shift, c->pow[k]);
-    return mulmod(shift, crc_a) ^ crc_b;
-}
-
-uint32_t mq__crc32_update(const mq_crc32 *c, uint32_t crc, const void *data, size_t n) {
-    const uint8_t *p = (const uint8_t *)data;
-    crc = ~crc;
-    while (n >= 8) {
-        uint32_t lo = mq__load_le32(p) ^ crc, hi = mq__load_le32(p + 4);
-        crc = c->t[7][lo & 0xFF] ^ c->t[6][(lo >> 8) & 0xFF] ^ c->t[5][(lo >> 16) & 0xFF] ^
-              c->t[4][lo >> 24] ^ c->t[3][hi & 0xFF] ^ c->t[2][(hi >> 8) & 0xFF] ^
-              c->t[1][(hi >> 16) & 0xFF] ^ c->t[0][hi >> 24];
-        p += 8;
-        n -= 8;
-    }
-    while (n--) crc = (crc >> 8) ^ c->t[0][(crc ^ *p++) & 0xFF];
-    return ~crc;
-}
-
 /* [off, off + n) lies inside [0, len). */
 static bool in_range(uint64_t off, uint64_t n, uint64_t len) {
     return off <= len && n <= len - off;

@@ -5,6 +5,7 @@
 #define MQ_ZIP_H
 
 #include "common/internal.h"
+#include "io/crc32.h"
 
 typedef struct mq_zip_entry {
     const char *name; /* points into the archive: not NUL-terminated */
@@ -40,18 +41,5 @@ MQ_HIDDEN void mq__zip_close(mq_ctx *ctx, mq_zip *z);
 MQ_HIDDEN mq_status mq__zip_stored(mq_ctx *ctx, const char *path, const mq_zip_entry *e);
 /* Entry with exactly this name, or NULL. */
 MQ_HIDDEN const mq_zip_entry *mq__zip_find(const mq_zip *z, const char *name, size_t name_len);
-
-/* CRC-32 (the zip polynomial), slice-by-8. The tables are built once per user. */
-typedef struct mq_crc32 {
-    uint32_t t[8][256];
-    uint32_t pow[64]; /* x^(2^k) modulo the CRC polynomial, for combining */
-} mq_crc32;
-MQ_HIDDEN void mq__crc32_init(mq_crc32 *c);
-/* Continues a CRC: start with crc = 0. */
-MQ_HIDDEN uint32_t mq__crc32_update(const mq_crc32 *c, uint32_t crc, const void *data, size_t n);
-/* CRC of A followed by B from crc_a = CRC(A), crc_b = CRC(B) and B's length: lets pieces be
- * checksummed in parallel with a result identical to one serial pass. */
-MQ_HIDDEN uint32_t mq__crc32_combine(const mq_crc32 *c, uint32_t crc_a, uint32_t crc_b,
-                                     uint64_t len_b);
 
 #endif

@@ -62,10 +62,14 @@ typedef struct mq__act {
 typedef void (*mq__tile_fn)(const mq__lin *L, const mq__act *A, int64_t m0, int64_t m1,
                             int64_t b0, int64_t b1, float *y, int64_t ldy);
 
+/* Dynamic and static modes: the row's K activations as u8 (xu[0..K)) and its scale. */
+typedef void (*mq__quant_row_fn)(const mq__lin *L, const float *x, uint8_t *xu, float *sx);
+
 typedef struct mq__linear_fns {
     mq__tile_fn float_w;  /* F32/F16/BF16 weights */
     mq__tile_fn wonly;    /* integer weights, f32 activations */
     mq__tile_fn integer;  /* integer weights, u8 activations */
+    mq__quant_row_fn quant_row; /* NULL: the reference's */
 } mq__linear_fns;
 
 MQ_HIDDEN extern const mq__linear_fns mq__linear_ref;
@@ -82,6 +86,32 @@ MQ_HIDDEN void mq__neon_tile_float(const mq__lin *L, const mq__act *A, int64_t m
                                    int64_t b0, int64_t b1, float *y, int64_t ldy);
 MQ_HIDDEN void mq__neon_tile_wonly(const mq__lin *L, const mq__act *A, int64_t m0, int64_t m1,
                                    int64_t b0, int64_t b1, float *y, int64_t ldy);
+
+/* Activation quantization, one element (the reference's arithmetic, which the vector rows
+ * repeat lane by lane): v = x / s clamped (NaN to the upper bound), rounded half to even by
+ * adding and subtracting 1.5 * 2^23 (exact for |v| <= 2^22 in the default rounding mode).
+ * Dynamic: s = max|x| / 127 (1 for an all-zero row), u8 = round(v) + 128 with v in
+ * [-127, 127]. Static: v in [-512, 512], u8 = round(v) + zero point clamped to [0, 255]. */
+static inline float mq__round_even(float v) {
+    const float magic = 0x1.8p23f;
+    float t = v + magic;
+    return t - magic;
+}
+static inline uint8_t mq__quant_dyn1(float x, float s) {
+    float v = x / s;
+    v = v < 127.0f ? v : 127.0f;
+    v = v > -127.0f ? v : -127.0f;
+    return (uint8_t)((int)mq__round_even(v) + 128);
+}
+static inline uint8_t mq__quant_static1(float x, float s, float zp) {
+    float v = x / s;
+    v = v < 512.0f ? v : 512.0f; /* beyond this the clamp to [0, 255] decides */
+    v = v > -512.0f ? v : -512.0f;
+    float q = mq__round_even(v) + zp;
+    q = q < 255.0f ? q : 255.0f;
+    q = q > 0.0f ? q : 0.0f;
+    return (uint8_t)(int)q;
+}
 
 /* Index of (channel block b, group g, lane) in the per-group tables. */
 static inline int64_t mq__gidx(const mq__lin *L, int64_t b, int64_t g) {

@@ -310,46 +310,11 @@ mq_status mq_linear_create(mq_ctx *ctx, const mq_linear_desc *caller_desc, mq_li
 
 /* ---- activations ---------------------------------------------------------------------- */
 
-/* Round half to even for |v| <= 2^22 (the default rounding mode does the work). */
-static inline float round_even(float v) {
-    const float magic = 0x1.8p23f;
-    float t = v + magic;
-    return t - magic;
-}
-
-static void quantize_row(const mq__lin *L, const float *x, uint8_t *xu, float *sx) {
-    int64_t K = L->K;
-    if (L->act == MQ_ACT_DYNAMIC) {
-        float amax = 0;
-        for (int64_t k = 0; k < K; k++) amax = fmaxf(amax, fabsf(x[k]));
-        float s = amax > 0 ? amax / 127.0f : 1.0f;
-        for (int64_t k = 0; k < K; k++) {
-            float v = x[k] / s;
-            v = v < 127.0f ? v : 127.0f; /* NaN becomes 127 */
-            v = v > -127.0f ? v : -127.0f;
-            xu[k] = (uint8_t)((int)round_even(v) + 128);
-        }
-        *sx = s;
-    } else {
-        float s = L->in_scale, zp = (float)L->za;
-        for (int64_t k = 0; k < K; k++) {
-            float v = x[k] / s;
-            v = v < 512.0f ? v : 512.0f; /* beyond this the clamp to [0, 255] decides */
-            v = v > -512.0f ? v : -512.0f;
-            float q = round_even(v) + zp;
-            q = q < 255.0f ? q : 255.0f;
-            q = q > 0.0f ? q : 0.0f;
-            xu[k] = (uint8_t)(int)q;
-        }
-        *sx = s;
-    }
-    memset(xu + K, L->za, (size_t)(L->Kp - K));
-}
-
 typedef struct fwd_job {
     const mq__lin *L;
     const mq__act *A;
     mq__tile_fn fn;
+    mq__quant_row_fn quant_row;
     float *y;
     const float *x;
     uint8_t *xu;
@@ -369,7 +334,8 @@ static mq_status prep_rows(void *arg, int64_t m0, int64_t m1, int tid) {
             continue;
         }
         uint8_t *xu = j->xu + m * L->Kp;
-        quantize_row(L, x, xu, &j->sx[m]);
+        j->quant_row(L, x, xu, &j->sx[m]);
+        memset(xu + L->K, L->za, (size_t)(L->Kp - L->K));
         if (j->xusum)
             for (int64_t g = 0; g < L->G; g++) {
                 int64_t k0 = g * L->gs, k1 = k0 + L->gs < L->Kp ? k0 + L->gs : L->Kp;
@@ -424,7 +390,8 @@ static mq_status forward_with(mq_ctx *ctx, mq_linear *lin, const float *x, int64
     char *s = (char *)scratch(ctx, lin, (size_t)total + 256);
     if (!s) return MQ_ERR_NOMEM;
     s += (64 - ((uintptr_t)s & 63)) & 63;
-    fwd_job j = {.L = L, .x = x, .y = y};
+    fwd_job j = {.L = L, .x = x, .y = y,
+                 .quant_row = fns->quant_row ? fns->quant_row : mq__linear_ref.quant_row};
     mq__act A = {.M = M, .k0 = 0, .k1 = L->K};
     if (L->act == MQ_ACT_F32 && (L->kind == MQ__W_I8 || L->kind == MQ__W_I4)) {
         j.xf = (float *)s;

@@ -5,6 +5,7 @@
 #include "kernels/tile.h"
 
 #include <immintrin.h>
+#include <math.h>
 
 /* acc + x * w, fused; the asm form keeps GCC from copying accumulators around. */
 INLINE __m256 fma_acc(__m256 acc, __m256 x, __m256 w) {
@@ -506,6 +507,50 @@ static void tile_integer(const mq__lin *L, const mq__act *A, int64_t m0, int64_t
     drive(itg_table, itg_1x2, NULL, L, A, m0, m1, b0, b1, y, ldy);
 }
 
-static const mq__linear_fns fns = {tile_float, tile_wonly, tile_integer};
+/* The reference's activation quantization (kernels.h) eight lanes at a time: the same
+ * division, clamps (vminps returns its second operand for NaN, as the scalar v < c ? v : c
+ * does), rounding and conversion; the tail by the scalar code. */
+static void quant_row(const mq__lin *L, const float *x, uint8_t *xu, float *sx) {
+    const int64_t K = L->K;
+    const __m256 magic = _mm256_set1_ps(0x1.8p23f);
+    const bool dyn = L->act == MQ_ACT_DYNAMIC;
+    float s;
+    int64_t k = 0;
+    if (dyn) {
+        __m256 amax = _mm256_setzero_ps(); /* never NaN: vmaxps keeps it for a NaN input */
+        const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+        for (; k + 8 <= K; k += 8)
+            amax = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + k), absmask), amax);
+        float lanes[8], a = 0;
+        _mm256_storeu_ps(lanes, amax);
+        for (int i = 0; i < 8; i++) a = fmaxf(a, lanes[i]);
+        for (; k < K; k++) a = fmaxf(a, fabsf(x[k]));
+        s = a > 0 ? a / 127.0f : 1.0f;
+    } else {
+        s = L->in_scale;
+    }
+    const __m256 sv = _mm256_set1_ps(s), zp = _mm256_set1_ps((float)L->za);
+    const __m256 hi = _mm256_set1_ps(dyn ? 127.0f : 512.0f), lo = _mm256_set1_ps(dyn ? -127.0f : -512.0f);
+    for (k = 0; k + 8 <= K; k += 8) {
+        __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + k), sv);
+        v = _mm256_max_ps(_mm256_min_ps(v, hi), lo);
+        __m256 q = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
+        __m256i u;
+        if (dyn) {
+            u = _mm256_add_epi32(_mm256_cvttps_epi32(q), _mm256_set1_epi32(128));
+        } else {
+            q = _mm256_max_ps(_mm256_min_ps(_mm256_add_ps(q, zp), _mm256_set1_ps(255.0f)),
+                              _mm256_setzero_ps());
+            u = _mm256_cvttps_epi32(q);
+        }
+        __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
+        _mm_storel_epi64((__m128i *)(xu + k), _mm_packus_epi16(w, w));
+    }
+    for (; k < K; k++)
+        xu[k] = dyn ? mq__quant_dyn1(x[k], s) : mq__quant_static1(x[k], s, (float)L->za);
+    *sx = s;
+}
+
+static const mq__linear_fns fns = {tile_float, tile_wonly, tile_integer, quant_row};
 
 const mq__linear_fns *mq__linear_fns_avx2(void) { return &fns; }

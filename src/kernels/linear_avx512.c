@@ -16,6 +16,16 @@ INLINE __m512 fma_acc(__m512 acc, __m512 x, __m512 w) {
 #endif
 }
 
+/* acc + w * (*x broadcast), fused, the broadcast folded into the instruction. */
+INLINE __m512 fma_bcast(__m512 acc, __m512 w, const float *x) {
+#if defined(__clang__)
+    return _mm512_fmadd_ps(w, _mm512_set1_ps(*x), acc);
+#else
+    __asm__("vfmadd231ps %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*x));
+    return acc;
+#endif
+}
+
 INLINE __m512 load_wf(const mq__lin *L, int64_t b, int64_t k, const mq__wkind kind) {
     int64_t i = (b * L->K + k) * MQ__LANES;
     if (kind == MQ__W_F32) return _mm512_load_ps((const float *)L->w + i);
@@ -157,8 +167,9 @@ INLINE void wonly_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b,
 }
 
 /* Weight-only, one row, NB channel blocks (NB independent fmaf chains, the reference's chain
- * per lane, so both FMA pipes stay busy), one block's 64-byte word at a time, every weight
- * stream prefetched. Decoding costs one instruction per 16 weights before the convert:
+ * per lane, so both FMA pipes stay busy): the words of all NB blocks loaded, then each k
+ * of the word over all blocks, so consecutive FMAs are independent; the activation is a
+ * broadcast operand of the FMA (no register per k). Every weight stream prefetched. Decoding costs one instruction per 16 weights before the convert:
  *  - 4-bit: vpermps reads only the low four bits of each index lane, so the word shifted
  *    right by the nibble's position picks (float)(nibble - zq) from a 16-entry table directly
  *    (no convert); with per-group zero points the table holds (float)nibble and the lane's
@@ -231,27 +242,30 @@ UNROLL
             for (int64_t k = c0; k < c1; k += step) {
                 const char *base = (const char *)L->w + (b * words + k / step) * 64;
                 const float *xk = four ? x + k : xs + (k - c0);
+                __m512i v[8];
 UNROLL
                 for (int j = 0; j < NB; j++) {
                     const char *p = base + j * words * 64;
                     _mm_prefetch(p + GV_PF, _MM_HINT_T0);
-                    __m512i v = _mm512_load_si512(p);
+                    v[j] = _mm512_load_si512(p);
+                }
 UNROLL
-                    for (int i = 0; i < step; i++) {
+                for (int i = 0; i < step; i++)
+UNROLL
+                    for (int j = 0; j < NB; j++) {
                         __m512 w;
                         if (four) {
                             int sh = 8 * (i % 4) + 4 * (i / 4);
-                            w = _mm512_permutexvar_ps(sh ? _mm512_srli_epi32(v, sh) : v, table);
+                            w = _mm512_permutexvar_ps(sh ? _mm512_srli_epi32(v[j], sh) : v[j], table);
                             if (mode == GV_I4Z) w = _mm512_sub_ps(w, zf[j]);
                         } else {
-                            __m512i e = i == 0 ? _mm512_slli_epi32(v, 24)
-                                      : i == 3 ? _mm512_and_si512(v, top)
-                                               : _mm512_shuffle_epi8(v, ctrl[i]);
+                            __m512i e = i == 0 ? _mm512_slli_epi32(v[j], 24)
+                                      : i == 3 ? _mm512_and_si512(v[j], top)
+                                               : _mm512_shuffle_epi8(v[j], ctrl[i]);
                             w = _mm512_cvtepi32_ps(e);
                         }
-                        part[j] = fma_acc(part[j], _mm512_set1_ps(xk[i]), w);
+                        part[j] = fma_bcast(part[j], w, xk + i);
                     }
-                }
             }
         }
 UNROLL
@@ -442,6 +456,46 @@ static void tile_integer(const mq__lin *L, const mq__act *A, int64_t m0, int64_t
     drive(itg_table, L, A, m0, m1, b0, b1, y, ldy);
 }
 
-static const mq__linear_fns fns = {tile_float, tile_wonly, tile_integer};
+/* The reference's activation quantization (kernels.h) sixteen lanes at a time: the same
+ * division, clamps (vminps returns its second operand for NaN, as the scalar v < c ? v : c
+ * does), rounding and conversion; the tail under a mask. */
+static void quant_row(const mq__lin *L, const float *x, uint8_t *xu, float *sx) {
+    const int64_t K = L->K;
+    const __m512 magic = _mm512_set1_ps(0x1.8p23f);
+    float s;
+    __m512 hi, lo, zp = _mm512_setzero_ps(), qmax = _mm512_set1_ps(255.0f);
+    if (L->act == MQ_ACT_DYNAMIC) {
+        __m512 amax = _mm512_setzero_ps(); /* never NaN: vmaxps keeps it for a NaN input */
+        for (int64_t k = 0; k < K; k += 16) {
+            __mmask16 m = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1u);
+            amax = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + k)), amax);
+        }
+        float a = _mm512_reduce_max_ps(amax);
+        s = a > 0 ? a / 127.0f : 1.0f;
+        hi = _mm512_set1_ps(127.0f), lo = _mm512_set1_ps(-127.0f);
+    } else {
+        s = L->in_scale;
+        zp = _mm512_set1_ps((float)L->za);
+        hi = _mm512_set1_ps(512.0f), lo = _mm512_set1_ps(-512.0f);
+    }
+    const __m512 sv = _mm512_set1_ps(s);
+    for (int64_t k = 0; k < K; k += 16) {
+        __mmask16 m = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1u);
+        __m512 v = _mm512_div_ps(_mm512_maskz_loadu_ps(m, x + k), sv);
+        v = _mm512_max_ps(_mm512_min_ps(v, hi), lo);
+        __m512 q = _mm512_sub_ps(_mm512_add_ps(v, magic), magic);
+        __m512i u;
+        if (L->act == MQ_ACT_DYNAMIC) {
+            u = _mm512_add_epi32(_mm512_cvttps_epi32(q), _mm512_set1_epi32(128));
+        } else {
+            q = _mm512_max_ps(_mm512_min_ps(_mm512_add_ps(q, zp), qmax), _mm512_setzero_ps());
+            u = _mm512_cvttps_epi32(q);
+        }
+        _mm512_mask_cvtepi32_storeu_epi8(xu + k, m, u);
+    }
+    *sx = s;
+}
+
+static const mq__linear_fns fns = {tile_float, tile_wonly, tile_integer, quant_row};
 
 const mq__linear_fns *mq__linear_fns_avx512(void) { return &fns; }

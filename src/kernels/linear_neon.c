@@ -242,6 +242,7 @@ static void tile_integer(const mq__lin *L, const mq__act *A, int64_t m0, int64_t
     drive(itg_table, itg_1x2, L, A, m0, m1, b0, b1, y, ldy);
 }
 
-static const mq__linear_fns fns = {mq__neon_tile_float, mq__neon_tile_wonly, tile_integer};
+static const mq__linear_fns fns = {mq__neon_tile_float, mq__neon_tile_wonly, tile_integer,
+                                   NULL /* the reference's activation quantization */};
 
 const mq__linear_fns *mq__linear_fns_neon(void) { return &fns; }

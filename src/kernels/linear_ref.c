@@ -77,4 +77,17 @@ static void tile_integer(const mq__lin *L, const mq__act *A, int64_t m0, int64_t
         }
 }
 
-const mq__linear_fns mq__linear_ref = {tile_float, tile_wonly, tile_integer};
+static void quant_row(const mq__lin *L, const float *x, uint8_t *xu, float *sx) {
+    if (L->act == MQ_ACT_DYNAMIC) {
+        float amax = 0;
+        for (int64_t k = 0; k < L->K; k++) amax = fmaxf(amax, fabsf(x[k]));
+        float s = amax > 0 ? amax / 127.0f : 1.0f;
+        for (int64_t k = 0; k < L->K; k++) xu[k] = mq__quant_dyn1(x[k], s);
+        *sx = s;
+    } else {
+        for (int64_t k = 0; k < L->K; k++) xu[k] = mq__quant_static1(x[k], L->in_scale, (float)L->za);
+        *sx = L->in_scale;
+    }
+}
+
+const mq__linear_fns mq__linear_ref = {tile_float, tile_wonly, tile_integer, quant_row};

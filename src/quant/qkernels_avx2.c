@@ -3,6 +3,7 @@
 
 #include <float.h>
 #include <immintrin.h>
+#include <string.h>
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
@@ -268,9 +269,163 @@ static void dequantize_avx2(const uint8_t *codes, size_t n, uint8_t flip, float 
     if (i < n) mq__dequantize_ref(codes + i, n - i, flip, sub, scale, out + i);
 }
 
+/* Fixed-point errors (mq_qfix) of NC candidates, 16 values per vector (the pair order of
+ * the packs does not matter: the sums are exact); the 32-bit lanes (at most 2 * 2^26 per
+ * vector) are widened every 128 values. */
+ALWAYS_INLINE void sqerr_fix_t(const float *x, size_t n, float k, const mq_qfix *q, int NC,
+                               int64_t *d) {
+    __m256i vm[MQ_MAX_CANDIDATES], vl[MQ_MAX_CANDIDATES], vh[MQ_MAX_CANDIDATES];
+    #pragma GCC unroll 16
+    for (int c = 0; c < NC; c++) {
+        vm[c] = _mm256_set1_epi16((short)q[c].m);
+        vl[c] = _mm256_set1_epi16((short)q[c].lo);
+        vh[c] = _mm256_set1_epi16((short)q[c].hi);
+        d[c] = 0;
+    }
+    const __m256 vk = _mm256_set1_ps(k);
+    const __m256i half = _mm256_set1_epi16(128), mask = _mm256_set1_epi16(-256);
+    size_t full = n / 16 * 16;
+    for (size_t b = 0; b < full; b += 128) {
+        size_t end = full - b < 128 ? full : b + 128;
+        __m256i acc[MQ_MAX_CANDIDATES];
+        #pragma GCC unroll 16
+        for (int c = 0; c < NC; c++) acc[c] = _mm256_setzero_si256();
+        for (size_t i = b; i < end; i += 16) {
+            __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), vk));
+            __m256i e = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8), vk));
+            __m256i X = _mm256_packs_epi32(a, e); /* |X| <= 2^14: no saturation */
+            #pragma GCC unroll 16
+            for (int c = 0; c < NC; c++) {
+                __m256i t = _mm256_mulhrs_epi16(X, vm[c]);
+                __m256i v = _mm256_min_epi16(_mm256_max_epi16(t, vl[c]), vh[c]);
+                v = _mm256_and_si256(_mm256_add_epi16(v, half), mask);
+                __m256i e16 = _mm256_sub_epi16(t, v);
+                acc[c] = _mm256_add_epi32(acc[c], _mm256_madd_epi16(e16, e16));
+            }
+        }
+        #pragma GCC unroll 16
+        for (int c = 0; c < NC; c++) {
+            __m256i w = _mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(acc[c])),
+                                         _mm256_cvtepi32_epi64(_mm256_extracti128_si256(acc[c], 1)));
+            __m128i h = _mm_add_epi64(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+            d[c] += _mm_cvtsi128_si64(h) + _mm_extract_epi64(h, 1);
+        }
+    }
+    if (full < n) {
+        int64_t t[MQ_MAX_CANDIDATES];
+        mq__sqerr_fix_ref(x + full, n - full, k, q, NC, t);
+        for (int c = 0; c < NC; c++) d[c] += t[c];
+    }
+}
+
+#define SQERR_FIX_CASE(c) \
+    case c: sqerr_fix_t(x, n, k, q, c, d); break;
+
+static void sqerr_fix_avx2(const float *x, size_t n, float k, const mq_qfix *q, int nc,
+                           int64_t *d) {
+    switch (nc) {
+        SQERR_FIX_CASE(1) SQERR_FIX_CASE(2) SQERR_FIX_CASE(3) SQERR_FIX_CASE(4)
+        SQERR_FIX_CASE(5) SQERR_FIX_CASE(6) SQERR_FIX_CASE(7) SQERR_FIX_CASE(8)
+        SQERR_FIX_CASE(9) SQERR_FIX_CASE(10) SQERR_FIX_CASE(11) SQERR_FIX_CASE(12)
+        SQERR_FIX_CASE(13) SQERR_FIX_CASE(14) SQERR_FIX_CASE(15) SQERR_FIX_CASE(16)
+    default: mq__sqerr_fix_ref(x, n, k, q, nc, d); break;
+    }
+}
+
+ALWAYS_INLINE bool minmax_groups_t(const void *x, mq_dtype dt, size_t gs, size_t ng, float *mn,
+                                   float *mx) {
+    for (size_t g = 0; g < ng; g++)
+        if (!minmax_t(offset(x, dt, g * gs), dt, gs, &mn[g], &mx[g])) return false;
+    return true;
+}
+
+static bool minmax_groups_avx2(const void *x, mq_dtype dt, size_t gs, size_t ng, float *mn,
+                               float *mx) {
+    if (dt == MQ_F16) return minmax_groups_t(x, MQ_F16, gs, ng, mn, mx);
+    if (dt == MQ_BF16) return minmax_groups_t(x, MQ_BF16, gs, ng, mn, mx);
+    return minmax_groups_t(x, MQ_F32, gs, ng, mn, mx);
+}
+
+/* mq__params_minmax_ref on 8 groups at a time, one group per lane: the same IEEE operations
+ * in the same order (max(a, b) is a > b ? a : b, as the reference's conditions; the
+ * conversion rounds as nearbyintf). */
+static bool params_minmax_avx2(const mq_qformat *f, mq_scheme scheme, size_t ng,
+                               const float *mn, const float *mx, float *scale, uint8_t *zp8,
+                               mq_qround *qr, int32_t *add) {
+    const __m256 zero = _mm256_setzero_ps(), big = _mm256_set1_ps(FLT_MAX),
+                 nbig = _mm256_set1_ps(-FLT_MAX);
+    const __m256i qmin = _mm256_set1_epi32(f->qmin), qmax = _mm256_set1_epi32(f->qmax);
+    for (size_t g = 0; g < ng; g += 8) {
+        size_t n = ng - g < 8 ? ng - g : 8;
+        float bl[8] = {0}, bh[8] = {0};
+        memcpy(bl, mn + g, n * sizeof(float));
+        memcpy(bh, mx + g, n * sizeof(float));
+        __m256 lo = _mm256_min_ps(_mm256_loadu_ps(bl), zero);
+        __m256 hi = _mm256_max_ps(_mm256_loadu_ps(bh), zero);
+        __m256 s;
+        __m256i zp;
+        if (scheme == MQ_SYMMETRIC) {
+            __m256 amax = _mm256_max_ps(_mm256_xor_ps(lo, _mm256_set1_ps(-0.0f)), hi);
+            s = _mm256_div_ps(amax, _mm256_set1_ps((float)(f->qmax - f->qmin) / 2.0f));
+            s = _mm256_max_ps(s, _mm256_set1_ps(FLT_EPSILON));
+            zp = _mm256_set1_epi32(f->qmin < 0 ? 0 : (f->qmin + f->qmax + 1) / 2);
+        } else {
+            s = _mm256_div_ps(_mm256_sub_ps(hi, lo), _mm256_set1_ps((float)(f->qmax - f->qmin)));
+            s = _mm256_max_ps(s, _mm256_set1_ps(FLT_EPSILON));
+            zp = _mm256_sub_epi32(qmin, _mm256_cvtps_epi32(_mm256_div_ps(lo, s)));
+            zp = _mm256_min_epi32(_mm256_max_epi32(zp, qmin), qmax);
+        }
+        __m256 ql = _mm256_cvtepi32_ps(_mm256_sub_epi32(qmin, zp));
+        __m256 qh = _mm256_cvtepi32_ps(_mm256_sub_epi32(qmax, zp));
+        __m256 a = _mm256_mul_ps(ql, s), b = _mm256_mul_ps(qh, s);
+        __m256 ok = _mm256_and_ps(_mm256_cmp_ps(s, zero, _CMP_GT_OQ),
+                                  _mm256_cmp_ps(s, big, _CMP_LE_OQ));
+        ok = _mm256_and_ps(ok, _mm256_and_ps(_mm256_cmp_ps(a, nbig, _CMP_GE_OQ),
+                                             _mm256_cmp_ps(a, big, _CMP_LE_OQ)));
+        ok = _mm256_and_ps(ok, _mm256_and_ps(_mm256_cmp_ps(b, nbig, _CMP_GE_OQ),
+                                             _mm256_cmp_ps(b, big, _CMP_LE_OQ)));
+        unsigned want = (1u << n) - 1;
+        if (((unsigned)_mm256_movemask_ps(ok) & want) != want) return false;
+        __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.0f), s);
+        float vs[8], vi[8], vl[8], vh[8];
+        int32_t vz[8];
+        _mm256_storeu_ps(vs, s);
+        _mm256_storeu_ps(vi, inv);
+        _mm256_storeu_ps(vl, ql);
+        _mm256_storeu_ps(vh, qh);
+        _mm256_storeu_si256((__m256i *)vz, zp);
+        for (size_t k = 0; k < n; k++) {
+            scale[g + k] = vs[k];
+            if (zp8) zp8[g + k] = (uint8_t)vz[k];
+            qr[g + k] = (mq_qround){vs[k], vi[k], vl[k], vh[k]};
+            add[g + k] = vz[k] + f->code_offset;
+        }
+    }
+    return true;
+}
+
+ALWAYS_INLINE void quantize_groups_t(const void *x, mq_dtype dt, size_t gs, size_t ng,
+                                     const mq_qround *qr, const int32_t *add, bool packed4,
+                                     uint8_t *dst) {
+    for (size_t g = 0; g < ng; g++) {
+        if (packed4) quantize4_t(offset(x, dt, g * gs), dt, gs, &qr[g], add[g], dst + g * gs / 2);
+        else quantize_t(offset(x, dt, g * gs), dt, gs, &qr[g], add[g], dst + g * gs);
+    }
+}
+
+static void quantize_groups_avx2(const void *x, mq_dtype dt, size_t gs, size_t ng,
+                                 const mq_qround *qr, const int32_t *add, bool packed4,
+                                 uint8_t *dst) {
+    if (dt == MQ_F16) quantize_groups_t(x, MQ_F16, gs, ng, qr, add, packed4, dst);
+    else if (dt == MQ_BF16) quantize_groups_t(x, MQ_BF16, gs, ng, qr, add, packed4, dst);
+    else quantize_groups_t(x, MQ_F32, gs, ng, qr, add, packed4, dst);
+}
+
 const mq_qkernels *mq__qkernels_avx2(void) {
     static const mq_qkernels k = {minmax_avx2,       quantize_avx2,      sqerr_avx2,
                                   pack4_avx2,        dequantize_avx2,    minmax_src_avx2,
-                                  quantize_src_avx2, quantize4_src_avx2, search_avx2};
+                                  quantize_src_avx2, quantize4_src_avx2, search_avx2,
+                                  minmax_groups_avx2, params_minmax_avx2, quantize_groups_avx2,
+                                  sqerr_fix_avx2};
     return &k;
 }

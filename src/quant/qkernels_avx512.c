@@ -3,6 +3,7 @@
 
 #include <float.h>
 #include <immintrin.h>
+#include <math.h>
 
 static inline __mmask16 tail_mask(size_t left) {
     return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
@@ -69,13 +70,22 @@ ALWAYS_INLINE __m512i round16(const void *x, mq_dtype dt, size_t i, __mmask16 m,
     return _mm512_maskz_add_epi32(m, _mm512_cvtps_epi32(v), add);
 }
 
+/* Prefetches the source lines of elements [i, i + 64) moved `ahead` bytes on (0: none): the
+ * many-group kernels fetch the next block while they work on this one from L1. */
+ALWAYS_INLINE void prefetch64(const void *x, mq_dtype dt, size_t i, size_t ahead) {
+    if (!ahead) return;
+    const char *p = (const char *)x + i * (dt == MQ_F32 ? 4 : 2) + ahead;
+    for (int k = 0; k < (dt == MQ_F32 ? 4 : 2); k++) _mm_prefetch(p + 64 * k, _MM_HINT_T0);
+}
+
 ALWAYS_INLINE void quantize_t(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
-                              int32_t add, uint8_t *codes) {
+                              int32_t add, uint8_t *codes, size_t ahead) {
     const __m512 inv = _mm512_set1_ps(p->inv), lo = _mm512_set1_ps(p->lo),
                  hi = _mm512_set1_ps(p->hi);
     const __m512i vadd = _mm512_set1_epi32(add);
     size_t i = 0;
     for (; i + 64 <= n; i += 64) {
+        prefetch64(x, dt, i, ahead);
         __m128i a = _mm512_cvtepi32_epi8(round16(x, dt, i, 0xffff, inv, lo, hi, vadd));
         __m128i b = _mm512_cvtepi32_epi8(round16(x, dt, i + 16, 0xffff, inv, lo, hi, vadd));
         __m128i c = _mm512_cvtepi32_epi8(round16(x, dt, i + 32, 0xffff, inv, lo, hi, vadd));
@@ -92,14 +102,14 @@ ALWAYS_INLINE void quantize_t(const void *x, mq_dtype dt, size_t n, const mq_qro
 
 static void quantize_avx512(const float *x, size_t n, const mq_qround *p, int32_t add,
                             uint8_t *codes) {
-    quantize_t(x, MQ_F32, n, p, add, codes);
+    quantize_t(x, MQ_F32, n, p, add, codes, 0);
 }
 
 static void quantize_src_avx512(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
                                 int32_t add, uint8_t *codes) {
-    if (dt == MQ_F16) quantize_t(x, MQ_F16, n, p, add, codes);
-    else if (dt == MQ_BF16) quantize_t(x, MQ_BF16, n, p, add, codes);
-    else quantize_t(x, MQ_F32, n, p, add, codes);
+    if (dt == MQ_F16) quantize_t(x, MQ_F16, n, p, add, codes, 0);
+    else if (dt == MQ_BF16) quantize_t(x, MQ_BF16, n, p, add, codes, 0);
+    else quantize_t(x, MQ_F32, n, p, add, codes, 0);
 }
 
 /* Codes (< 16, absent ones 0) of each 32-bit pair joined in its low byte by a 64-bit shift
@@ -109,12 +119,13 @@ ALWAYS_INLINE __m128i pack16(__m512i q) {
 }
 
 ALWAYS_INLINE void quantize4_t(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
-                               int32_t add, uint8_t *dst) {
+                               int32_t add, uint8_t *dst, size_t ahead) {
     const __m512 inv = _mm512_set1_ps(p->inv), lo = _mm512_set1_ps(p->lo),
                  hi = _mm512_set1_ps(p->hi);
     const __m512i vadd = _mm512_set1_epi32(add);
     size_t i = 0;
     for (; i + 64 <= n; i += 64) {
+        prefetch64(x, dt, i, ahead);
         __m128i a = pack16(round16(x, dt, i, 0xffff, inv, lo, hi, vadd));
         __m128i b = pack16(round16(x, dt, i + 16, 0xffff, inv, lo, hi, vadd));
         __m128i c = pack16(round16(x, dt, i + 32, 0xffff, inv, lo, hi, vadd));
@@ -134,9 +145,9 @@ ALWAYS_INLINE void quantize4_t(const void *x, mq_dtype dt, size_t n, const mq_qr
 
 static void quantize4_src_avx512(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
                                  int32_t add, uint8_t *dst) {
-    if (dt == MQ_F16) quantize4_t(x, MQ_F16, n, p, add, dst);
-    else if (dt == MQ_BF16) quantize4_t(x, MQ_BF16, n, p, add, dst);
-    else quantize4_t(x, MQ_F32, n, p, add, dst);
+    if (dt == MQ_F16) quantize4_t(x, MQ_F16, n, p, add, dst, 0);
+    else if (dt == MQ_BF16) quantize4_t(x, MQ_BF16, n, p, add, dst, 0);
+    else quantize4_t(x, MQ_F32, n, p, add, dst, 0);
 }
 
 /* Error terms of 16 values xv (weights wv, or NULL w). */
@@ -196,14 +207,79 @@ static float sqerr_avx512(const float *x, const float *w, size_t n, const mq_qro
     return e;
 }
 
+/* Squared errors of nb <= 4 candidates in one pass over x: x is loaded once, and the
+ * candidates' accumulators are independent chains the core overlaps. */
+ALWAYS_INLINE void sqerr_batch(const float *x, const float *w, size_t n,
+                               const mq_qround *const *q, int nb, float *out) {
+    __m512 scale[4], inv[4], lo[4], hi[4], acc[4];
+    #pragma GCC unroll 4
+    for (int k = 0; k < nb; k++) {
+        scale[k] = _mm512_set1_ps(q[k]->scale);
+        inv[k] = _mm512_set1_ps(q[k]->inv);
+        lo[k] = _mm512_set1_ps(q[k]->lo);
+        hi[k] = _mm512_set1_ps(q[k]->hi);
+        acc[k] = _mm512_setzero_ps();
+    }
+    for (size_t i = 0; i < n; i += 16) {
+        /* absent elements are 0 and add exactly 0 */
+        __mmask16 m = tail_mask(n - i);
+        __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+        __m512 wv = w ? _mm512_maskz_loadu_ps(m, w + i) : xv;
+        #pragma GCC unroll 4
+        for (int k = 0; k < nb; k++)
+            acc[k] = _mm512_add_ps(acc[k], err16(xv, w, wv, scale[k], inv[k], lo[k], hi[k]));
+    }
+    #pragma GCC unroll 4
+    for (int k = 0; k < nb; k++) out[k] = sum_lanes16(acc[k]);
+}
+
+/* mq__sqerr_bound of every candidate at once, one candidate per lane (the same operations,
+ * so the same values). */
+static void bounds16(float mn, float mx, const mq_qround *qr, int nc, float *lb) {
+    float s[16], inv[16], lo[16], hi[16];
+    for (int c = 0; c < 16; c++) {
+        const mq_qround *q = &qr[c < nc ? c : 0];
+        s[c] = q->scale;
+        inv[c] = q->inv;
+        lo[c] = q->lo;
+        hi[c] = q->hi;
+    }
+    __m512 vs = _mm512_loadu_ps(s), vi = _mm512_loadu_ps(inv), vl = _mm512_loadu_ps(lo),
+           vh = _mm512_loadu_ps(hi), e = _mm512_setzero_ps();
+    for (int k = 0; k < (mn == mx ? 1 : 2); k++) {
+        __m512 x = _mm512_set1_ps(k ? mx : mn);
+        __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(x, vi), vl), vh);
+        v = _mm512_roundscale_ps(v, _MM_FROUND_CUR_DIRECTION);
+        __m512 d = _mm512_sub_ps(x, _mm512_mul_ps(v, vs));
+        e = k ? _mm512_add_ps(e, _mm512_mul_ps(d, d)) : _mm512_mul_ps(d, d);
+    }
+    _mm512_storeu_ps(lb, e);
+}
+
+/* sqerr_batch with nb a constant in each call, so that its loops unroll. */
+static void batch_avx512(const float *x, const float *w, size_t n, const mq_qround *const *q,
+                         int nb, float *e) {
+    switch (nb) {
+    case 4: sqerr_batch(x, w, n, q, 4, e); break;
+    case 3: sqerr_batch(x, w, n, q, 3, e); break;
+    case 2: sqerr_batch(x, w, n, q, 2, e); break;
+    default: sqerr_batch(x, w, n, q, 1, e); break;
+    }
+}
+
 /* sqerr_all with the count a constant in each instance, so that its loops unroll. */
 #define SQERR_ALL_CASE(k) \
     case k: w ? sqerr_all(x, w, n, qr, k, e) : sqerr_all(x, NULL, n, qr, k, e); break;
 
 static int search_avx512(const float *x, const float *w, size_t n, float mn, float mx,
                          const mq_qround *qr, int nc, float *err) {
-    (void)mn;
-    (void)mx;
+    /* long rows (per channel): four candidates per pass, leaving out those whose lower
+     * bound cannot beat the best so far, saves more than the branches cost */
+    if (n > 512 && !w) {
+        float lb[16];
+        bounds16(mn, mx, qr, nc, lb);
+        return mq__search_batched(x, w, n, qr, nc, lb, err, batch_avx512);
+    }
     float e[MQ_MAX_CANDIDATES];
     switch (nc) {
         SQERR_ALL_CASE(1) SQERR_ALL_CASE(2) SQERR_ALL_CASE(3) SQERR_ALL_CASE(4)
@@ -213,6 +289,65 @@ static int search_avx512(const float *x, const float *w, size_t n, float mn, flo
     default: return -1;
     }
     return mq__search_pick(e, nc, err);
+}
+
+/* Fixed-point errors (mq_qfix) of NC candidates, 32 values per vector; the 32-bit lanes
+ * (at most 2 * 2^26 per vector) are widened every 256 values. */
+ALWAYS_INLINE void sqerr_fix_t(const float *x, size_t n, float k, const mq_qfix *q, int NC,
+                               int64_t *d) {
+    __m512i vm[MQ_MAX_CANDIDATES], vl[MQ_MAX_CANDIDATES], vh[MQ_MAX_CANDIDATES];
+    #pragma GCC unroll 16
+    for (int c = 0; c < NC; c++) {
+        vm[c] = _mm512_set1_epi16((short)q[c].m);
+        vl[c] = _mm512_set1_epi16((short)q[c].lo);
+        vh[c] = _mm512_set1_epi16((short)q[c].hi);
+        d[c] = 0;
+    }
+    const __m512 vk = _mm512_set1_ps(k);
+    const __m512i half = _mm512_set1_epi16(128), mask = _mm512_set1_epi16(-256);
+    for (size_t b = 0; b < n; b += 256) {
+        size_t end = n - b < 256 ? n : b + 256;
+        __m512i acc[MQ_MAX_CANDIDATES];
+        #pragma GCC unroll 16
+        for (int c = 0; c < NC; c++) acc[c] = _mm512_setzero_si512();
+        for (size_t i = b; i < end; i += 32) {
+            /* absent values are X = 0, whose term is 0 */
+            __m512 a = _mm512_maskz_loadu_ps(tail_mask(end - i), x + i);
+            __m512 e = _mm512_maskz_loadu_ps(i + 16 < end ? tail_mask(end - i - 16) : 0,
+                                             x + i + 16);
+            __m256i xa = _mm512_cvtepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(a, vk)));
+            __m256i xe = _mm512_cvtepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(e, vk)));
+            __m512i X = _mm512_inserti64x4(_mm512_castsi256_si512(xa), xe, 1);
+            #pragma GCC unroll 16
+            for (int c = 0; c < NC; c++) {
+                __m512i t = _mm512_mulhrs_epi16(X, vm[c]);
+                __m512i v = _mm512_min_epi16(_mm512_max_epi16(t, vl[c]), vh[c]);
+                v = _mm512_and_si512(_mm512_add_epi16(v, half), mask);
+                __m512i e16 = _mm512_sub_epi16(t, v);
+                acc[c] = _mm512_add_epi32(acc[c], _mm512_madd_epi16(e16, e16));
+            }
+        }
+        #pragma GCC unroll 16
+        for (int c = 0; c < NC; c++) {
+            __m512i w = _mm512_add_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc[c])),
+                                         _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc[c], 1)));
+            d[c] += _mm512_reduce_add_epi64(w);
+        }
+    }
+}
+
+#define SQERR_FIX_CASE(c) \
+    case c: sqerr_fix_t(x, n, k, q, c, d); break;
+
+static void sqerr_fix_avx512(const float *x, size_t n, float k, const mq_qfix *q, int nc,
+                             int64_t *d) {
+    switch (nc) {
+        SQERR_FIX_CASE(1) SQERR_FIX_CASE(2) SQERR_FIX_CASE(3) SQERR_FIX_CASE(4)
+        SQERR_FIX_CASE(5) SQERR_FIX_CASE(6) SQERR_FIX_CASE(7) SQERR_FIX_CASE(8)
+        SQERR_FIX_CASE(9) SQERR_FIX_CASE(10) SQERR_FIX_CASE(11) SQERR_FIX_CASE(12)
+        SQERR_FIX_CASE(13) SQERR_FIX_CASE(14) SQERR_FIX_CASE(15) SQERR_FIX_CASE(16)
+    default: mq__sqerr_fix_ref(x, n, k, q, nc, d); break;
+    }
 }
 
 static void pack4_avx512(const uint8_t *codes, size_t n, uint8_t *dst) {
@@ -237,11 +372,392 @@ static void dequantize_avx512(const uint8_t *codes, size_t n, uint8_t flip, floa
     }
 }
 
+ALWAYS_INLINE const void *src_at(const void *x, mq_dtype dt, size_t i) {
+    return (const char *)x + i * (dt == MQ_F32 ? 4 : 2);
+}
+
+/* v kept in a register: the compiler would otherwise read it again as the memory operand of
+ * each use, and repeated loads of a line that comes from DRAM cost about a third of the
+ * min/max speed. */
+ALWAYS_INLINE __m512i in_register(__m512i v) {
+    __asm__("" : "+v"(v));
+    return v;
+}
+
+/* Thirty-two values from element i as two f32 vectors, in any order. BF16 is not widened:
+ * `a` holds the even elements shifted up, `b` the 32-bit words as they are, each an odd
+ * element with the even one's bits below its own. Clearing the low 16 bits of a float is
+ * monotonic, so min and max over such words, cleared once at the end, are those of the odd
+ * elements (a NaN or an Inf with bits below reads as a NaN, which is reported anyway). */
+ALWAYS_INLINE void load32_raw(const void *x, mq_dtype dt, size_t i, __m512 *a, __m512 *b) {
+    const char *p = (const char *)x;
+    if (dt == MQ_BF16) {
+        __m512i v = in_register(_mm512_loadu_si512(p + 2 * i));
+        *a = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+        *b = _mm512_castsi512_ps(v);
+    } else {
+        *a = _mm512_castsi512_ps(in_register(_mm512_castps_si512(load16(x, dt, i, 0xffff))));
+        *b = _mm512_castsi512_ps(in_register(_mm512_castps_si512(load16(x, dt, i + 16, 0xffff))));
+    }
+}
+
+/* The low bits load32_raw leaves below BF16 values, cleared. */
+ALWAYS_INLINE __m512 clear_raw(__m512 v, mq_dtype dt) {
+    if (dt != MQ_BF16) return v;
+    return _mm512_castsi512_ps(
+        _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32((int)0xffff0000u)));
+}
+
+/* The largest magnitude's bits of a and b (as load32_raw gives them) joined into *e: BF16
+ * words as two 16-bit halves, F32 and F16 (widened) as 32-bit lanes. A NaN or an Inf has the
+ * largest magnitude bits of all; min and max would drop a NaN in their first operand. */
+ALWAYS_INLINE void bits_max(__m512i *e, __m512 a, __m512 b, mq_dtype dt) {
+    if (dt == MQ_BF16) {
+        *e = _mm512_max_epu16(*e, _mm512_and_si512(_mm512_castps_si512(b),
+                                                   _mm512_set1_epi32(0x7fff7fff)));
+        return;
+    }
+    const __m512i abs = _mm512_set1_epi32(0x7fffffff);
+    *e = _mm512_max_epu32(*e, _mm512_and_si512(_mm512_castps_si512(a), abs));
+    *e = _mm512_max_epu32(*e, _mm512_and_si512(_mm512_castps_si512(b), abs));
+}
+
+/* No NaN and no Inf among the values bits_max saw. */
+ALWAYS_INLINE bool bits_finite(__m512i e, mq_dtype dt) {
+    if (dt == MQ_BF16) return _mm512_cmpge_epu16_mask(e, _mm512_set1_epi16(0x7f80)) == 0;
+    return _mm512_cmpge_epu32_mask(e, _mm512_set1_epi32(0x7f800000)) == 0;
+}
+
+/* Min and max of x[0, n), n >= 1, as 16 lanes each (before clear_raw); *bad: bits_max of
+ * every value. */
+ALWAYS_INLINE void range_t(const void *x, mq_dtype dt, size_t n, __m512 *lo, __m512 *hi,
+                           __m512i *bad) {
+    __m512 l0 = _mm512_set1_ps(INFINITY), h0 = _mm512_set1_ps(-INFINITY), l1 = l0, h1 = h0;
+    __m512i e = *bad;
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m512 a, b, c, d;
+        load32_raw(x, dt, i, &a, &b);
+        load32_raw(x, dt, i + 32, &c, &d);
+        l0 = _mm512_min_ps(l0, _mm512_min_ps(a, b));
+        h0 = _mm512_max_ps(h0, _mm512_max_ps(a, b));
+        l1 = _mm512_min_ps(l1, _mm512_min_ps(c, d));
+        h1 = _mm512_max_ps(h1, _mm512_max_ps(c, d));
+        bits_max(&e, a, b, dt);
+        bits_max(&e, c, d, dt);
+    }
+    if (i + 32 <= n) {
+        __m512 a, b;
+        load32_raw(x, dt, i, &a, &b);
+        l0 = _mm512_min_ps(l0, _mm512_min_ps(a, b));
+        h0 = _mm512_max_ps(h0, _mm512_max_ps(a, b));
+        bits_max(&e, a, b, dt);
+        i += 32;
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        __m512 a = load16(x, dt, i, m); /* widened exactly */
+        l1 = _mm512_mask_min_ps(l1, m, l1, a);
+        h1 = _mm512_mask_max_ps(h1, m, h1, a);
+        bits_max(&e, a, a, dt); /* BF16 widened: 16-bit halves, the low one 0 */
+    }
+    *lo = _mm512_min_ps(l0, l1);
+    *hi = _mm512_max_ps(h0, h1);
+    *bad = e;
+}
+
+/* Two vectors of 16 lanes reduced to one, each lane of the result the min (or max) of two
+ * lanes of one input: the steps of a tree that leaves group g's reduction in lane
+ * g of one vector (before the last permutation). */
+ALWAYS_INLINE __m512 mm(__m512 a, __m512 b, int max) {
+    return max ? _mm512_max_ps(a, b) : _mm512_min_ps(a, b);
+}
+ALWAYS_INLINE __m512 join1(__m512 a, __m512 b, int max) { /* 128-bit halves */
+    return mm(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xee), max);
+}
+ALWAYS_INLINE __m512 join2(__m512 a, __m512 b, int max) { /* 128-bit quarters */
+    return mm(_mm512_shuffle_f32x4(a, b, 0x88), _mm512_shuffle_f32x4(a, b, 0xdd), max);
+}
+ALWAYS_INLINE __m512 join3(__m512 a, __m512 b, int max) { /* 64-bit pairs */
+    return mm(_mm512_shuffle_ps(a, b, 0x44), _mm512_shuffle_ps(a, b, 0xee), max);
+}
+ALWAYS_INLINE __m512 join4(__m512 a, __m512 b, int max) { /* single lanes */
+    return mm(_mm512_shuffle_ps(a, b, 0x88), _mm512_shuffle_ps(a, b, 0xdd), max);
+}
+
+/* min/max of 16 groups of gs elements at once: each group's 16 lanes, then a tree of
+ * shuffles leaves group g in lane g; the divisions that follow get 16 groups per vector. */
+ALWAYS_INLINE bool minmax16_t(const void *x, mq_dtype dt, size_t gs, float *mn, float *mx) {
+    __m512 l2[4], h2[4];
+    __m512i bad = _mm512_setzero_si512();
+    for (int q = 0; q < 4; q++) {
+        __m512 l1[2], h1[2];
+        for (int p = 0; p < 2; p++) {
+            size_t g = (size_t)(4 * q + 2 * p);
+            __m512 la, ha, lb, hb;
+            range_t(src_at(x, dt, g * gs), dt, gs, &la, &ha, &bad);
+            range_t(src_at(x, dt, (g + 1) * gs), dt, gs, &lb, &hb, &bad);
+            l1[p] = join1(la, lb, 0);
+            h1[p] = join1(ha, hb, 1);
+        }
+        l2[q] = join2(l1[0], l1[1], 0);
+        h2[q] = join2(h1[0], h1[1], 1);
+    }
+    /* lane 4k + i now holds group k + 4i */
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    __m512 l = join4(join3(l2[0], l2[1], 0), join3(l2[2], l2[3], 0), 0);
+    __m512 h = join4(join3(h2[0], h2[1], 1), join3(h2[2], h2[3], 1), 1);
+    _mm512_storeu_ps(mn, clear_raw(_mm512_permutexvar_ps(order, l), dt));
+    _mm512_storeu_ps(mx, clear_raw(_mm512_permutexvar_ps(order, h), dt));
+    return bits_finite(bad, dt);
+}
+
+ALWAYS_INLINE bool minmax_groups_t(const void *x, mq_dtype dt, size_t gs, size_t ng, float *mn,
+                                   float *mx) {
+    size_t g = 0;
+    if (gs == 128) /* the common size, its loops unrolled */
+        for (; g + 16 <= ng; g += 16)
+            if (!minmax16_t(src_at(x, dt, g * gs), dt, 128, mn + g, mx + g)) return false;
+    if (gs % 32 == 0)
+        for (; g + 16 <= ng; g += 16)
+            if (!minmax16_t(src_at(x, dt, g * gs), dt, gs, mn + g, mx + g)) return false;
+    for (; g < ng; g++) {
+        /* single groups (per channel): F32 and F16 as minmax_src (its NaN compare is cheaper
+         * than bits_max on widened values) */
+        if (dt != MQ_BF16) {
+            if (!minmax_t(src_at(x, dt, g * gs), dt, gs, &mn[g], &mx[g])) return false;
+            continue;
+        }
+        __m512 l, h;
+        __m512i bad = _mm512_setzero_si512();
+        range_t(src_at(x, dt, g * gs), dt, gs, &l, &h, &bad);
+        if (!bits_finite(bad, dt)) return false;
+        mn[g] = _mm512_reduce_min_ps(clear_raw(l, dt));
+        mx[g] = _mm512_reduce_max_ps(clear_raw(h, dt));
+    }
+    return true;
+}
+
+static bool minmax_groups_avx512(const void *x, mq_dtype dt, size_t gs, size_t ng, float *mn,
+                                 float *mx) {
+    if (dt == MQ_F16) return minmax_groups_t(x, MQ_F16, gs, ng, mn, mx);
+    if (dt == MQ_BF16) return minmax_groups_t(x, MQ_BF16, gs, ng, mn, mx);
+    return minmax_groups_t(x, MQ_F32, gs, ng, mn, mx);
+}
+
+/* mq__params_minmax_ref on up to 16 groups (lanes m), one group per lane: the same IEEE
+ * operations in the same order (max(a, b) is a > b ? a : b, as the reference's conditions;
+ * the conversion rounds as nearbyintf). */
+static bool params_minmax_avx512(const mq_qformat *f, mq_scheme scheme, size_t ng,
+                                 const float *mn, const float *mx, float *scale, uint8_t *zp8,
+                                 mq_qround *qr, int32_t *add) {
+    const __m512 zero = _mm512_setzero_ps(), big = _mm512_set1_ps(FLT_MAX);
+    const __m512i qmin = _mm512_set1_epi32(f->qmin), qmax = _mm512_set1_epi32(f->qmax);
+    for (size_t g = 0; g < ng; g += 16) {
+        __mmask16 m = tail_mask(ng - g);
+        __m512 lo = _mm512_min_ps(_mm512_maskz_loadu_ps(m, mn + g), zero);
+        __m512 hi = _mm512_max_ps(_mm512_maskz_loadu_ps(m, mx + g), zero);
+        __m512 s;
+        __m512i zp;
+        if (scheme == MQ_SYMMETRIC) {
+            __m512 amax = _mm512_max_ps(_mm512_xor_ps(lo, _mm512_set1_ps(-0.0f)), hi); /* -lo > hi ? -lo : hi */
+            s = _mm512_div_ps(amax, _mm512_set1_ps((float)(f->qmax - f->qmin) / 2.0f));
+            s = _mm512_max_ps(s, _mm512_set1_ps(FLT_EPSILON));
+            zp = _mm512_set1_epi32(f->qmin < 0 ? 0 : (f->qmin + f->qmax + 1) / 2);
+        } else {
+            s = _mm512_div_ps(_mm512_sub_ps(hi, lo), _mm512_set1_ps((float)(f->qmax - f->qmin)));
+            s = _mm512_max_ps(s, _mm512_set1_ps(FLT_EPSILON));
+            zp = _mm512_sub_epi32(qmin, _mm512_cvtps_epi32(_mm512_div_ps(lo, s)));
+            zp = _mm512_min_epi32(_mm512_max_epi32(zp, qmin), qmax);
+        }
+        __m512 ql = _mm512_cvtepi32_ps(_mm512_sub_epi32(qmin, zp));
+        __m512 qh = _mm512_cvtepi32_ps(_mm512_sub_epi32(qmax, zp));
+        __m512 a = _mm512_mul_ps(ql, s), b = _mm512_mul_ps(qh, s);
+        const __m512 nb = _mm512_set1_ps(-FLT_MAX);
+        __mmask16 ok = _mm512_cmp_ps_mask(s, zero, _CMP_GT_OQ) &
+                       _mm512_cmp_ps_mask(s, big, _CMP_LE_OQ) &
+                       _mm512_cmp_ps_mask(a, nb, _CMP_GE_OQ) &
+                       _mm512_cmp_ps_mask(a, big, _CMP_LE_OQ) &
+                       _mm512_cmp_ps_mask(b, nb, _CMP_GE_OQ) & _mm512_cmp_ps_mask(b, big, _CMP_LE_OQ);
+        if ((ok & m) != m) return false;
+        __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), s);
+        _mm512_mask_storeu_ps(scale + g, m, s);
+        if (zp8) _mm512_mask_cvtepi32_storeu_epi8(zp8 + g, m, zp);
+        _mm512_mask_storeu_epi32(add + g, m, _mm512_add_epi32(zp, _mm512_set1_epi32(f->code_offset)));
+        /* {scale, inv, lo, hi} of each group: a 4 x 16 transpose */
+        __m512 t0 = _mm512_unpacklo_ps(s, inv), t1 = _mm512_unpackhi_ps(s, inv);
+        __m512 t2 = _mm512_unpacklo_ps(ql, qh), t3 = _mm512_unpackhi_ps(ql, qh);
+        __m512d u0 = _mm512_unpacklo_pd(_mm512_castps_pd(t0), _mm512_castps_pd(t2));
+        __m512d u1 = _mm512_unpackhi_pd(_mm512_castps_pd(t0), _mm512_castps_pd(t2));
+        __m512d u2 = _mm512_unpacklo_pd(_mm512_castps_pd(t1), _mm512_castps_pd(t3));
+        __m512d u3 = _mm512_unpackhi_pd(_mm512_castps_pd(t1), _mm512_castps_pd(t3));
+        /* u0 holds groups 0, 4, 8, 12; u1 1, 5, 9, 13; u2 2, 6, ..; u3 3, 7, .. */
+        __m512d v0 = _mm512_shuffle_f64x2(u0, u1, 0x44), v1 = _mm512_shuffle_f64x2(u2, u3, 0x44);
+        __m512d v2 = _mm512_shuffle_f64x2(u0, u1, 0xee), v3 = _mm512_shuffle_f64x2(u2, u3, 0xee);
+        __m512d o[4] = {_mm512_shuffle_f64x2(v0, v1, 0x88), _mm512_shuffle_f64x2(v0, v1, 0xdd),
+                        _mm512_shuffle_f64x2(v2, v3, 0x88), _mm512_shuffle_f64x2(v2, v3, 0xdd)};
+        size_t left = ng - g < 16 ? ng - g : 16;
+        for (int k = 0; k < 4; k++) {
+            size_t in = left > 4 * (size_t)k ? left - 4 * (size_t)k : 0;
+            __mmask8 bm = (__mmask8)(in >= 4 ? 0xff : (1u << (2 * in)) - 1);
+            _mm512_mask_storeu_pd((double *)(qr + g + 4 * (size_t)k), bm, o[k]);
+        }
+    }
+    return true;
+}
+
+/* Codes of the 16 values v, without the offset. */
+ALWAYS_INLINE __m512i codes16(__m512 v, __m512 inv, __m512 lo, __m512 hi) {
+    v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, inv), lo), hi);
+    return _mm512_cvtps_epi32(v); /* rounds in the current mode, as the reference */
+}
+
+/* Pack steps leave each 128-bit lane j holding lane j of every input in turn; these put the
+ * 4-byte and the 8-byte pieces of each input back together. */
+#define ORDER_DWORDS _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)
+#define ORDER_QWORDS _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7)
+
+/* Codes of the even and the odd elements of 32 BF16 values (load32_raw's split, the odd
+ * elements' low bits cleared), offset not added. */
+ALWAYS_INLINE void codes_pairs(const char *p, __m512 inv, __m512 lo, __m512 hi, __m512i *qe,
+                               __m512i *qo) {
+    __m512i v = in_register(_mm512_loadu_si512(p));
+    *qe = codes16(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), inv, lo, hi);
+    *qo = codes16(_mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xffff0000u))),
+                  inv, lo, hi);
+}
+
+/* A run of codes stored in 64-byte pieces on whole cache lines: a destination 4-byte aligned
+ * but not on a line gets each line from two pieces (one vpermt2d), the first and the last
+ * line masked; a 64-byte store across two lines costs about as much as two. Others (odd
+ * addresses) store the pieces as they are. */
+typedef struct line_writer {
+    uint8_t *at;     /* where the next piece goes */
+    __m512i prev;    /* the last piece (its last s dwords are not stored yet) */
+    __m512i idx;     /* lane i: i + 16 - s, from prev below 16, from the new piece above */
+    unsigned s;      /* dwords from the line start to `at` */
+    bool pending;    /* prev's tail waits for the next line */
+} line_writer;
+
+ALWAYS_INLINE void writer_init(line_writer *w, uint8_t *at) {
+    unsigned off = (unsigned)((uintptr_t)at & 63);
+    w->at = at;
+    w->s = off % 4 ? 0 : off / 4;
+    w->idx = _mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                              _mm512_set1_epi32(16 - (int)w->s));
+    w->prev = _mm512_setzero_si512();
+    w->pending = false;
+}
+
+ALWAYS_INLINE void writer_put(line_writer *w, __m512i v) {
+    if (!w->s) {
+        _mm512_storeu_si512(w->at, v);
+    } else {
+        uint8_t *line = w->at - 4 * w->s;
+        __m512i out = _mm512_permutex2var_epi32(w->prev, w->idx, v);
+        if (w->pending) _mm512_store_si512(line, out);
+        else _mm512_mask_storeu_epi32(line, (__mmask16)(0xffffu << w->s), out);
+        w->prev = v;
+        w->pending = true;
+    }
+    w->at += 64;
+}
+
+/* The tail of the last piece; the writer then stands at w->at with nothing pending. */
+ALWAYS_INLINE void writer_flush(line_writer *w) {
+    if (!w->pending) return;
+    __m512i out = _mm512_permutex2var_epi32(w->prev, w->idx, w->prev);
+    _mm512_mask_storeu_epi32(w->at - 4 * w->s, (__mmask16)((1u << w->s) - 1), out);
+    w->pending = false;
+}
+
+/* One group of n values: codes at w->at, or packed two per byte (packed4); prefetches
+ * `ahead` bytes on. BF16 is read as pairs, two codes joined in each 32-bit lane, and 64-byte
+ * pieces made by saturating packs, exact as every code fits the type packed to: codes of
+ * 4-bit types are < 16, 8-bit ones lie in [-128, 127] or in [0, 255] (checked per group;
+ * other offsets, F32 and F16 take the narrowing stores of quantize_t / quantize4_t, which
+ * are faster there, as do the last values short of a piece). */
+ALWAYS_INLINE void group_codes(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
+                               int32_t add, bool packed4, line_writer *w, size_t ahead) {
+    const __m512 inv = _mm512_set1_ps(p->inv), lo = _mm512_set1_ps(p->lo),
+                 hi = _mm512_set1_ps(p->hi);
+    const __m512i vadd = _mm512_set1_epi32(add);
+    const char *px = (const char *)x;
+    size_t i = 0;
+    if (dt == MQ_BF16 && packed4) {
+        const __m512i add17 = _mm512_set1_epi32(add * 17); /* the offset of both nibbles */
+        for (; i + 128 <= n; i += 128) {
+            prefetch64(x, dt, i, ahead);
+            prefetch64(x, dt, i + 64, ahead);
+            __m512i b[4];
+            for (int m = 0; m < 4; m++) {
+                __m512i qe, qo;
+                codes_pairs(px + 2 * (i + 32 * (size_t)m), inv, lo, hi, &qe, &qo);
+                b[m] = _mm512_add_epi32(_mm512_add_epi32(qe, _mm512_slli_epi32(qo, 4)), add17);
+            }
+            __m512i r = _mm512_packus_epi16(_mm512_packus_epi32(b[0], b[1]),
+                                            _mm512_packus_epi32(b[2], b[3]));
+            writer_put(w, _mm512_permutexvar_epi32(ORDER_DWORDS, r));
+        }
+    }
+    int32_t cl = (int32_t)p->lo + add, ch = (int32_t)p->hi + add;
+    bool sgn = cl >= -128 && ch <= 127;
+    if (dt == MQ_BF16 && !packed4 && (sgn || (cl >= 0 && ch <= 255))) {
+        for (; i + 64 <= n; i += 64) {
+            prefetch64(x, dt, i, ahead);
+            __m512i v[2];
+            for (int m = 0; m < 2; m++) {
+                __m512i qe, qo;
+                codes_pairs(px + 2 * (i + 32 * (size_t)m), inv, lo, hi, &qe, &qo);
+                qe = _mm512_add_epi32(qe, vadd);
+                qo = _mm512_slli_epi32(_mm512_add_epi32(qo, vadd), 8);
+                /* odd * 256 + the even code's byte: their 16-bit word, in range */
+                v[m] = _mm512_ternarylogic_epi32(qe, qo, _mm512_set1_epi32(0xff), 0xe4);
+            }
+            __m512i r = sgn ? _mm512_packs_epi32(v[0], v[1]) : _mm512_packus_epi32(v[0], v[1]);
+            writer_put(w, _mm512_permutexvar_epi64(ORDER_QWORDS, r));
+        }
+    }
+    if (i == n) return;
+    writer_flush(w);
+    uint8_t *rest = w->at;
+    if (packed4) quantize4_t(src_at(x, dt, i), dt, n - i, p, add, rest, ahead);
+    else quantize_t(src_at(x, dt, i), dt, n - i, p, add, rest, ahead);
+    writer_init(w, rest + (packed4 ? (n - i + 1) / 2 : n - i));
+}
+
+/* Whole groups, their codes one run; while group g is quantized from L1, the same bytes of
+ * the next block (the source that follows this call's span) are prefetched. */
+ALWAYS_INLINE void quantize_groups_t(const void *x, mq_dtype dt, size_t gs, size_t ng,
+                                     const mq_qround *qr, const int32_t *add, bool packed4,
+                                     uint8_t *dst) {
+    size_t ahead = ng * gs * (dt == MQ_F32 ? 4 : 2);
+    line_writer w;
+    writer_init(&w, dst);
+    if (gs == 128) /* the common size, its loops unrolled */
+        for (size_t g = 0; g < ng; g++)
+            group_codes(src_at(x, dt, g * 128), dt, 128, &qr[g], add[g], packed4, &w, ahead);
+    else
+        for (size_t g = 0; g < ng; g++)
+            group_codes(src_at(x, dt, g * gs), dt, gs, &qr[g], add[g], packed4, &w, ahead);
+    writer_flush(&w);
+}
+
+static void quantize_groups_avx512(const void *x, mq_dtype dt, size_t gs, size_t ng,
+                                   const mq_qround *qr, const int32_t *add, bool packed4,
+                                   uint8_t *dst) {
+    if (dt == MQ_F16) quantize_groups_t(x, MQ_F16, gs, ng, qr, add, packed4, dst);
+    else if (dt == MQ_BF16) quantize_groups_t(x, MQ_BF16, gs, ng, qr, add, packed4, dst);
+    else quantize_groups_t(x, MQ_F32, gs, ng, qr, add, packed4, dst);
+}
+
 const mq_qkernels *mq__qkernels_avx512(void) {
     static const mq_qkernels k = {minmax_avx512,       quantize_avx512,
                                   sqerr_avx512,        pack4_avx512,
                                   dequantize_avx512,   minmax_src_avx512,
                                   quantize_src_avx512, quantize4_src_avx512,
-                                  search_avx512};
+                                  search_avx512,       minmax_groups_avx512,
+                                  params_minmax_avx512, quantize_groups_avx512,
+                                  sqerr_fix_avx512};
     return &k;
 }

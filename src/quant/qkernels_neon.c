@@ -210,9 +210,64 @@ static int search_neon(const float *x, const float *w, size_t n, float mn, float
     return best;
 }
 
+/* Fixed-point errors (mq_qfix), 8 values per vector: FCVTNS rounds X as the reference does,
+ * SQRDMULH is the rounding (X * m + 2^14) >> 15 (no saturation: |X| <= 2^14, m < 2^14);
+ * squares (<= 2^26) go to two 32-bit accumulators, widened every 128 values. */
+static void sqerr_fix_neon(const float *x, size_t n, float k, const mq_qfix *q, int nc,
+                           int64_t *d) {
+    const int16x8_t half = vdupq_n_s16(128), mask = vdupq_n_s16(-256);
+    const float32x4_t vk = vdupq_n_f32(k);
+    size_t full = n / 8 * 8;
+    for (int c = 0; c < nc; c++) d[c] = 0;
+    for (size_t b = 0; b < full; b += 128) {
+        size_t end = full - b < 128 ? full : b + 128;
+        int32x4_t acc0[MQ_MAX_CANDIDATES], acc1[MQ_MAX_CANDIDATES];
+        for (int c = 0; c < nc; c++) acc0[c] = acc1[c] = vdupq_n_s32(0);
+        for (size_t i = b; i < end; i += 8) {
+            int32x4_t a = vcvtnq_s32_f32(vmulq_f32(vld1q_f32(x + i), vk));
+            int32x4_t e = vcvtnq_s32_f32(vmulq_f32(vld1q_f32(x + i + 4), vk));
+            int16x8_t X = vcombine_s16(vmovn_s32(a), vmovn_s32(e));
+            for (int c = 0; c < nc; c++) {
+                int16x8_t t = vqrdmulhq_s16(X, vdupq_n_s16((int16_t)q[c].m));
+                int16x8_t v = vminq_s16(vmaxq_s16(t, vdupq_n_s16((int16_t)q[c].lo)),
+                                        vdupq_n_s16((int16_t)q[c].hi));
+                v = vandq_s16(vaddq_s16(v, half), mask);
+                int16x8_t e16 = vsubq_s16(t, v);
+                acc0[c] = vmlal_s16(acc0[c], vget_low_s16(e16), vget_low_s16(e16));
+                acc1[c] = vmlal_high_s16(acc1[c], e16, e16);
+            }
+        }
+        for (int c = 0; c < nc; c++)
+            d[c] += vaddvq_s64(vaddq_s64(vpaddlq_s32(acc0[c]), vpaddlq_s32(acc1[c])));
+    }
+    if (full < n) {
+        int64_t t[MQ_MAX_CANDIDATES];
+        mq__sqerr_fix_ref(x + full, n - full, k, q, nc, t);
+        for (int c = 0; c < nc; c++) d[c] += t[c];
+    }
+}
+
+static bool minmax_groups_neon(const void *x, mq_dtype dt, size_t gs, size_t ng, float *mn,
+                               float *mx) {
+    for (size_t g = 0; g < ng; g++)
+        if (!minmax_src_neon(src_at(x, dt, g * gs), dt, gs, &mn[g], &mx[g])) return false;
+    return true;
+}
+
+static void quantize_groups_neon(const void *x, mq_dtype dt, size_t gs, size_t ng,
+                                 const mq_qround *qr, const int32_t *add, bool packed4,
+                                 uint8_t *dst) {
+    for (size_t g = 0; g < ng; g++) {
+        if (packed4) quantize4_src_neon(src_at(x, dt, g * gs), dt, gs, &qr[g], add[g], dst + g * gs / 2);
+        else quantize_src_neon(src_at(x, dt, g * gs), dt, gs, &qr[g], add[g], dst + g * gs);
+    }
+}
+
 const mq_qkernels *mq__qkernels_neon(void) {
     static const mq_qkernels k = {minmax_neon,       quantize_neon,      sqerr_neon,
                                   pack4_neon,        dequantize_neon,    minmax_src_neon,
-                                  quantize_src_neon, quantize4_src_neon, search_neon};
+                                  quantize_src_neon, quantize4_src_neon, search_neon,
+                                  minmax_groups_neon, mq__params_minmax_ref, quantize_groups_neon,
+                                  sqerr_fix_neon};
     return &k;
 }

@@ -101,6 +101,43 @@ void mq__quantize4_src_ref(const void *x, mq_dtype dt, size_t n, const mq_qround
     }
 }
 
+static inline const void *src_at(const void *x, mq_dtype dt, size_t i) {
+    return (const char *)x + i * (dt == MQ_F32 ? 4 : 2);
+}
+
+bool mq__minmax_groups_ref(const void *x, mq_dtype dt, size_t gs, size_t ng, float *mn,
+                           float *mx) {
+    for (size_t g = 0; g < ng; g++)
+        if (!mq__minmax_src_ref(src_at(x, dt, g * gs), dt, gs, &mn[g], &mx[g])) return false;
+    return true;
+}
+
+/* The min/max path of the quantizer, group by group: the rule, the finiteness check, then
+ * the values the quantize kernels take. */
+bool mq__params_minmax_ref(const mq_qformat *f, mq_scheme scheme, size_t ng, const float *mn,
+                           const float *mx, float *scale, uint8_t *zp8, mq_qround *qr,
+                           int32_t *add) {
+    for (size_t g = 0; g < ng; g++) {
+        mq_qparam p = mq__qparam_minmax(f, scheme, mn[g], mx[g]);
+        if (!mq__qparam_finite(p.scale, p.zp, f->qmin, f->qmax)) return false;
+        scale[g] = p.scale;
+        if (zp8) zp8[g] = (uint8_t)p.zp;
+        mq__qround_init(f, p, &qr[g]);
+        add[g] = p.zp + f->code_offset;
+    }
+    return true;
+}
+
+void mq__quantize_groups_ref(const void *x, mq_dtype dt, size_t gs, size_t ng,
+                             const mq_qround *qr, const int32_t *add, bool packed4,
+                             uint8_t *dst) {
+    for (size_t g = 0; g < ng; g++) {
+        if (packed4) mq__quantize4_src_ref(src_at(x, dt, g * gs), dt, gs, &qr[g], add[g],
+                                           dst + g * gs / 2);
+        else mq__quantize_src_ref(src_at(x, dt, g * gs), dt, gs, &qr[g], add[g], dst + g * gs);
+    }
+}
+
 float mq__sqerr1(float x, float w, const mq_qround *p) {
     float r = clamp_round(x, p);
     float y = r * p->scale;
@@ -132,6 +169,26 @@ static int search_ref(const float *x, const float *w, size_t n, float mn, float 
     return best;
 }
 
+/* floor(v / 2^s) without relying on the shift of negative values. */
+static inline int32_t floor_shift(int32_t v, int s) {
+    int32_t d = (int32_t)1 << s, q = v / d;
+    return v % d < 0 ? q - 1 : q;
+}
+
+void mq__sqerr_fix_ref(const float *x, size_t n, float k, const mq_qfix *q, int nc,
+                       int64_t *d) {
+    for (int c = 0; c < nc; c++) d[c] = 0;
+    for (size_t i = 0; i < n; i++) {
+        int32_t X = (int32_t)round_int(x[i] * k);
+        for (int c = 0; c < nc; c++) {
+            int32_t t = floor_shift(X * q[c].m + 16384, 15);
+            int32_t v = t < q[c].lo ? q[c].lo : t > q[c].hi ? q[c].hi : t;
+            int32_t e = t - floor_shift(v + 128, 8) * 256;
+            d[c] += (int64_t)(e * e);
+        }
+    }
+}
+
 void mq__dequantize_ref(const uint8_t *codes, size_t n, uint8_t flip, float sub, float scale,
                         float *out) {
     for (size_t i = 0; i < n; i++) {
@@ -146,7 +203,9 @@ const mq_qkernels *mq__qkernels_ref(void) {
                                   sqerr_ref,             mq__pack4_ref,
                                   mq__dequantize_ref,    mq__minmax_src_ref,
                                   mq__quantize_src_ref,  mq__quantize4_src_ref,
-                                  search_ref};
+                                  search_ref,            mq__minmax_groups_ref,
+                                  mq__params_minmax_ref, mq__quantize_groups_ref,
+                                  mq__sqerr_fix_ref};
     return &k;
 }
 

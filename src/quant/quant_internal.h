@@ -13,6 +13,16 @@ typedef struct mq_qround {
     float lo, hi;
 } mq_qround;
 
+/* A 4-bit candidate in the fixed-point error of the scale search (mq__qfix_init): values enter
+ * as X = nearbyint(x * k), |X| <= 2^14; t = (X * m + 2^14) >> 15 is x / scale in units of
+ * 1/256 of a step; it is clamped to [lo, hi] (multiples of 256) and rounded half up to a
+ * multiple of 256. */
+typedef struct mq_qfix {
+    int32_t m, lo, hi; /* each fits in 16 bits */
+} mq_qfix;
+#define MQ_QFIX_ONE 16384.0f /* X of the largest |x|; m <= 16383, so |t| <= 8192 */
+struct mq_qformat;
+
 typedef struct mq_qkernels {
     /* Min and max of x[0, n), n >= 1. Returns false when x holds a NaN or an Inf. */
     bool (*minmax)(const float *x, size_t n, float *mn, float *mx);
@@ -41,6 +51,30 @@ typedef struct mq_qkernels {
      * that provably lose (a lower bound of their error), which changes no result. */
     int (*search)(const float *x, const float *w, size_t n, float mn, float mx,
                   const mq_qround *qr, int nc, float *err);
+    /* The min/max rule on ng whole groups of gs elements of a source read in place (F32, F16
+     * or BF16, any alignment; group g = x[g * gs, (g + 1) * gs)), many groups per call so
+     * that vector tables work on several groups at once. A table may leave these NULL.
+     * minmax_groups: mn[g], mx[g] as minmax_src gives them; false when x holds a NaN or an
+     * Inf (mn, mx then unspecified). */
+    bool (*minmax_groups)(const void *x, mq_dtype dt, size_t gs, size_t ng, float *mn,
+                          float *mx);
+    /* mq__qparam_minmax of each range [mn[g], mx[g]] (finite), g < ng: scale[g], zp8[g] (the
+     * zero point's low byte; zp8 NULL: not stored), qr[g] (mq__qround_init) and add[g] =
+     * zero point + f->code_offset. false when a scale fails mq__qparam_finite (outputs then
+     * unspecified). */
+    bool (*params_minmax)(const struct mq_qformat *f, mq_scheme scheme, size_t ng,
+                          const float *mn, const float *mx, float *scale, uint8_t *zp8,
+                          mq_qround *qr, int32_t *add);
+    /* quantize_src of each group with qr[g], add[g], codes of group g at dst + g * gs; with
+     * packed4 (gs even, or ng 1), quantize4_src instead, at dst + g * gs / 2. */
+    void (*quantize_groups)(const void *x, mq_dtype dt, size_t gs, size_t ng,
+                            const mq_qround *qr, const int32_t *add, bool packed4,
+                            uint8_t *dst);
+    /* d[c] = sum over x[0, n) of (t - round(clamp(t)))^2 in 1/256 steps (mq_qfix) for the
+     * candidates q[0, nc); exact integers, so any summation order gives the same. A table
+     * may leave it NULL (the reference's then runs). */
+    void (*sqerr_fix)(const float *x, size_t n, float k, const mq_qfix *q, int nc,
+                      int64_t *d);
 } mq_qkernels;
 
 MQ_HIDDEN const mq_qkernels *mq__qkernels(const mq_ctx *ctx);
@@ -61,6 +95,14 @@ MQ_HIDDEN void mq__quantize_src_ref(const void *x, mq_dtype dt, size_t n, const 
                                     int32_t add, uint8_t *codes);
 MQ_HIDDEN void mq__quantize4_src_ref(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
                                      int32_t add, uint8_t *dst);
+MQ_HIDDEN bool mq__minmax_groups_ref(const void *x, mq_dtype dt, size_t gs, size_t ng, float *mn,
+                                     float *mx);
+MQ_HIDDEN bool mq__params_minmax_ref(const struct mq_qformat *f, mq_scheme scheme, size_t ng,
+                                     const float *mn, const float *mx, float *scale,
+                                     uint8_t *zp8, mq_qround *qr, int32_t *add);
+MQ_HIDDEN void mq__quantize_groups_ref(const void *x, mq_dtype dt, size_t gs, size_t ng,
+                                       const mq_qround *qr, const int32_t *add, bool packed4,
+                                       uint8_t *dst);
 /* Squared error of the one value x (weight w) under p, as every sqerr computes it. */
 MQ_HIDDEN float mq__sqerr1(float x, float w, const mq_qround *p);
 /* A lower bound of sqerr(x, NULL, n, p) from two distinct elements a and b of x (a == b:
@@ -74,6 +116,8 @@ typedef void (*mq__sqerr_batch_fn)(const float *x, const float *w, size_t n,
                                    const mq_qround *const *q, int nb, float *e);
 MQ_HIDDEN int mq__search_batched(const float *x, const float *w, size_t n, const mq_qround *qr,
                                  int nc, const float *lb, float *err, mq__sqerr_batch_fn batch);
+MQ_HIDDEN void mq__sqerr_fix_ref(const float *x, size_t n, float k, const mq_qfix *q, int nc,
+                                 int64_t *d);
 /* The search's choice among the errors e[0, nc) (nc >= 1): the first least one, as the
  * reference's scan makes it; *err receives it. */
 MQ_HIDDEN int mq__search_pick(const float *e, int nc, float *err);
@@ -127,6 +171,19 @@ MQ_HIDDEN mq_qparam mq__qparam_minmax(const mq_qformat *f, mq_scheme scheme, flo
 MQ_HIDDEN int mq__qcandidates(const mq_qformat *f, mq_scheme scheme, float mn, float mx,
                               int stage, float center, mq_qcand *out);
 MQ_HIDDEN void mq__qround_init(const mq_qformat *f, mq_qparam p, mq_qround *out);
+/* The fixed-point form of a 4-bit candidate (scale, zero point zp) for values scaled by
+ * k = MQ_QFIX_ONE / amax (amax = max|x|): m = round(512 * amax / scale), clamped to
+ * [1, 16383]; lo = (qmin - zp) * 256, hi = (qmax - zp) * 256. */
+static inline mq_qfix mq__qfix_init(const mq_qformat *f, mq_qparam p, float amax) {
+    /* t = x / scale * 256 = X * 256 / (k * scale) = X * m / 2^15; the rounding adds and
+     * subtracts 1.5 * 2^23 as the reference's round does */
+    float m = 512.0f * amax;
+    m = m / p.scale;
+    m = m + 0x1.8p23f;
+    m = m - 0x1.8p23f;
+    m = m < 1.0f ? 1.0f : m > 16383.0f ? 16383.0f : m;
+    return (mq_qfix){(int32_t)m, (f->qmin - p.zp) * 256, (f->qmax - p.zp) * 256};
+}
 
 /* GPTQ: *out (cols x cols floats, to mq__free) receives U, upper triangular (zeros below),
  * row-major, with U^T U = (H' + damp I)^-1 where H' is `h` (lower triangle read) with zero

@@ -266,6 +266,38 @@ static int best_candidate(const qjob *j, const mq_qcand *cand, int nc, const flo
     return best;
 }
 
+/* A fixed-point error: d / m^2 in units common to a group's candidates. */
+typedef struct fix_err {
+    int64_t d;
+    int32_t m;
+} fix_err;
+
+/* a < b, exactly: a.d * b.m^2 < b.d * a.m^2 */
+static bool fix_less(fix_err a, fix_err b) {
+    __extension__ typedef unsigned __int128 u128;
+    return (u128)(uint64_t)a.d * (uint64_t)(b.m * b.m) < (u128)(uint64_t)b.d * (uint64_t)(a.m * a.m);
+}
+
+/* best_candidate for 4-bit types without weights: the fixed-point errors (mq_qfix) of the
+ * values scaled by MQ_QFIX_ONE / amax. */
+static int best_candidate_fix(const qjob *j, const mq_qcand *cand, int nc, const float *x,
+                              size_t n, float amax, fix_err *err) {
+    mq_qfix q[MQ_MAX_CANDIDATES];
+    int64_t d[MQ_MAX_CANDIDATES];
+    for (int c = 0; c < nc; c++) q[c] = mq__qfix_init(&j->f, cand[c].p, amax);
+    (j->k->sqerr_fix ? j->k->sqerr_fix : mq__sqerr_fix_ref)(x, n, MQ_QFIX_ONE / amax, q, nc, d);
+    int best = 0;
+    *err = (fix_err){d[0], q[0].m};
+    for (int c = 1; c < nc; c++) {
+        fix_err e = {d[c], q[c].m};
+        if (fix_less(e, *err)) {
+            best = c;
+            *err = e;
+        }
+    }
+    return best;
+}
+
 /* Parameters of one group (or row): min/max, or the two-stage search. */
 static mq_qparam choose(const qjob *j, const float *x, const float *w, size_t n, float mn,
                         float mx) {
@@ -273,6 +305,17 @@ static mq_qparam choose(const qjob *j, const float *x, const float *w, size_t n,
     mq_qcand cand[MQ_MAX_CANDIDATES];
     int nc = mq__qcandidates(&j->f, j->spec->scheme, mn, mx, 0, 1.0f, cand);
     if (nc == 1) return cand[0].p;
+    /* 4-bit without weights: errors in fixed point, on ranges where every candidate's scale
+     * is above the FLT_EPSILON floor and m lands in [3413, 16168] */
+    float amax = -mn > mx ? -mn : mx;
+    if (j->f.bits == 4 && !w && amax >= 1e-5f && amax <= 1e30f) {
+        fix_err e0, e1;
+        mq_qcand win = cand[best_candidate_fix(j, cand, nc, x, n, amax, &e0)];
+        nc = mq__qcandidates(&j->f, j->spec->scheme, mn, mx, 1, win.ratio, cand);
+        if (nc == 0) return win.p;
+        int b = best_candidate_fix(j, cand, nc, x, n, amax, &e1);
+        return fix_less(e1, e0) ? cand[b].p : win.p;
+    }
     float e0, e1;
     mq_qcand win = cand[best_candidate(j, cand, nc, x, w, n, mn, mx, &e0)];
     nc = mq__qcandidates(&j->f, j->spec->scheme, mn, mx, 1, win.ratio, cand);
@@ -597,6 +640,47 @@ typedef struct row_ref {
     mq_dtype dtype;
 } row_ref;
 
+/* Groups handed to the many-group kernels at a time: their min/max pass and their quantize
+ * pass read the same few KB while they are in L1. */
+enum { GROUP_BLOCK = 16 };
+
+/* The min/max rule on a row read in place, through the kernels that take many groups at
+ * once (the codes go straight to dst, packed when packed4); the parameters are stored and
+ * left in qr / add as the general loop leaves them. false when a group holds a NaN or an Inf
+ * or gets a scale that overflows: the general loop then finds and reports it. */
+static bool quantize_row_groups(const qjob *j, const void *x, mq_dtype dt, int64_t r,
+                                bool packed4, uint8_t *dst, mq_qround *qr, int32_t *add) {
+    const mq_qlayout *L = j->lay;
+    const mq_qkernels *k = j->k;
+    int64_t gpr = L->groups_per_row, gs = L->group_size;
+    float *scale = j->scale + r * gpr;
+    uint8_t *zp8 = j->zp ? j->zp + r * gpr : NULL;
+    for (int64_t g0 = 0; g0 < gpr; g0 += GROUP_BLOCK) {
+        int64_t nb = gpr - g0 < GROUP_BLOCK ? gpr - g0 : GROUP_BLOCK;
+        /* the last group may be shorter */
+        int64_t full = g0 + nb == gpr && L->last_group_size != gs ? nb - 1 : nb;
+        const void *xb = at(x, dt, g0 * gs);
+        float mn[GROUP_BLOCK], mx[GROUP_BLOCK];
+        if (full && !k->minmax_groups(xb, dt, (size_t)gs, (size_t)full, mn, mx)) return false;
+        if (full < nb && !k->minmax_src(at(xb, dt, full * gs), dt, (size_t)L->last_group_size,
+                                        &mn[full], &mx[full]))
+            return false;
+        if (!k->params_minmax(&j->f, j->spec->scheme, (size_t)nb, mn, mx, scale + g0,
+                              zp8 ? zp8 + g0 : NULL, qr + g0, add + g0))
+            return false;
+        uint8_t *out = dst + (packed4 ? g0 * gs / 2 : g0 * gs);
+        if (full)
+            k->quantize_groups(xb, dt, (size_t)gs, (size_t)full, qr + g0, add + g0, packed4, out);
+        if (full < nb) {
+            const void *xl = at(xb, dt, full * gs);
+            size_t n = (size_t)L->last_group_size;
+            if (packed4) k->quantize4_src(xl, dt, n, &qr[g0 + full], add[g0 + full], out + full * gs / 2);
+            else k->quantize_src(xl, dt, n, &qr[g0 + full], add[g0 + full], out + full * gs);
+        }
+    }
+    return true;
+}
+
 /* *xf (error figures asked for): the row as read, its dequantized values in sc[tid].deq. */
 static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst, row_ref *xf) {
     if (j->is_cast) return cast_row(j, tid, r, dst);
@@ -612,6 +696,15 @@ static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst, row_ref
     uint8_t *codes = j->f.packed4 ? j->sc[tid].codes : dst;
     mq_qround *qr = j->sc[tid].qr;
     int32_t *add = j->sc[tid].add;
+    /* many groups per kernel call: min/max of a block of groups, their parameters at once,
+     * then their codes */
+    bool groups = in_place && j->spec->search == MQ_SEARCH_MINMAX &&
+                  j->spec->granularity != MQ_PER_TENSOR && j->k->minmax_groups &&
+                  j->k->params_minmax && j->k->quantize_groups &&
+                  L->scale_dtype != MQ_F16 && L->scale_dtype != MQ_BF16 &&
+                  (!j->f.packed4 || direct4);
+    if (groups && quantize_row_groups(j, x, dt, r, j->f.packed4, dst, qr, add))
+        goto codes_done;
     /* parameters of every group first, then the quantization: the divisions of one group
      * overlap the work of the others */
     for (int64_t g = 0; g < L->groups_per_row; g++) {
@@ -641,6 +734,7 @@ static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst, row_ref
         else
             j->k->quantize((const float *)x + c0, (size_t)n, &qr[g], add[g], codes + c0);
     }
+codes_done:
     if (direct4) {
         size_t b = (size_t)(L->cols + 1) / 2;
         memset(dst + b, 0, (size_t)L->row_bytes - b);

@@ -44,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         free(buf);
         return 0;
     }
-    mq__crc32_init(crc);
+    mq__crc32_init(crc, NULL);
     uint8_t storage[64];
     for (int i = 0; i < 64; i++) storage[i] = (uint8_t)(i * 37);
     size_t pos = 0, cdpos = 0;

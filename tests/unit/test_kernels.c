@@ -411,6 +411,66 @@ TEST(activation_edges) {
     mq_ctx_free(ctx);
 }
 
+/* Activation quantization read back through an identity INT8 layer (y[n] = (u8 of x[n] -
+ * zero point) * activation scale): every level gives the reference's bits on ties, clamps,
+ * NaN, infinities, signed zeros, subnormals and K around the vector widths; the reference
+ * rounds ties to even. */
+TEST(activation_quantization) {
+    static const int64_t ks[] = {1, 7, 8, 15, 16, 17, 77, 300};
+    const int M = 4;
+    for (int act = MQ_ACT_DYNAMIC; act <= MQ_ACT_STATIC; act++)
+        for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+            int64_t K = ks[ki], N = K;
+            int8_t *w = (int8_t *)calloc((size_t)(N * K), 1);
+            float *sc = (float *)malloc((size_t)N * 4), *x = (float *)malloc((size_t)(M * K) * 4);
+            float *y = (float *)malloc((size_t)(M * N) * 4), *y2 = (float *)malloc((size_t)(M * N) * 4);
+            for (int64_t n = 0; n < N; n++) w[n * K + n] = 1, sc[n] = 1.0f;
+            float in_scale = 0.5f;
+            for (int64_t k = 0; k < K; k++) {
+                /* row 0: ties (the scale is 1 dynamic, 0.5 static) */
+                if (act == MQ_ACT_DYNAMIC)
+                    x[k] = k == 0 ? 127.0f : (float)((k * 37) % 253 - 126) + 0.5f;
+                else
+                    x[k] = ((float)((k * 37) % 1041 - 520) + 0.5f) * in_scale;
+                /* row 1: random, with NaN, signed zeros and subnormals */
+                float r = frand() * (act == MQ_ACT_DYNAMIC ? 3.0f : 300.0f);
+                x[K + k] = k % 5 == 1 ? NAN : k % 5 == 2 ? -0.0f : k % 5 == 3 ? 1e-40f : r;
+                /* row 2: infinities (static; dynamic scales them to NaN) and large values */
+                x[2 * K + k] = act == MQ_ACT_STATIC && k % 3 == 0 ? (k % 2 ? -INFINITY : INFINITY)
+                                                                  : r * 1e30f;
+                x[3 * K + k] = 0.0f; /* row 3: zeros */
+            }
+            mq_linear_desc d;
+            mq_linear_desc_init(&d, MQ_Q_INT8, N, K, w);
+            d.act = (mq_act_mode)act;
+            d.scale = sc;
+            d.input_scale = in_scale;
+            d.input_zero_point = 3;
+            mq_ctx *ctx = mq_ctx_create();
+            mq_linear *lin = NULL;
+            CHECK_EQ_INT(mq_linear_create(ctx, &d, &lin), MQ_OK);
+            mq_ctx_set_isa(ctx, MQ_ISA_SCALAR);
+            CHECK_EQ_INT(mq_linear_forward(ctx, lin, x, M, y), MQ_OK);
+            for (int64_t k = 0; k < K; k++) {
+                double v = act == MQ_ACT_DYNAMIC ? nearbyint(x[k])
+                                                 : fmin(fmax(nearbyint(x[k] / in_scale) + 3, 0), 255) - 3;
+                CHECK(y[k] == (float)(v * (act == MQ_ACT_DYNAMIC ? 1.0 : in_scale)));
+            }
+            for (int isa = test_next_isa(0); isa >= 0; isa = test_next_isa(isa)) {
+                mq_ctx_set_isa(ctx, (mq_isa)isa);
+                CHECK_EQ_INT(mq_linear_forward(ctx, lin, x, M, y2), MQ_OK);
+                if (memcmp(y, y2, (size_t)(M * N) * 4)) {
+                    CHECK_MSG(0, "activation quantization: act %d K %lld isa %d", act,
+                              (long long)K, isa);
+                    break;
+                }
+            }
+            mq_linear_free(lin);
+            mq_ctx_free(ctx);
+            free(w), free(sc), free(x), free(y), free(y2);
+        }
+}
+
 /* Weight, scale, zero-point and bias buffers at odd addresses (straight from a mapped file)
  * give the same layer. */
 TEST(unaligned_buffers) {
@@ -524,6 +584,7 @@ int main(void) {
     RUN(gemv_wide_layers);
     RUN(tiny_activations);
     RUN(activation_edges);
+    RUN(activation_quantization);
     RUN(unaligned_buffers);
     RUN(description_errors);
     return test_summary();

@@ -166,7 +166,7 @@ static void compare_src_kernels(const mq_qkernels *v, const char *name) {
 static void compare_search(const mq_qkernels *v, const char *name) {
     const mq_qkernels *r = mq__qkernels_ref();
     if (!v->search) return; /* optional: the quantizer then runs the candidates one by one */
-    enum { N = 300 };
+    enum { N = 1100 }; /* short groups and per-channel rows (kernels may switch strategy) */
     float x[N], w[N];
     int cases = 0, differ = 0;
     for (int trial = 0; trial < 400; trial++) {
@@ -211,6 +211,45 @@ static void compare_search(const mq_qkernels *v, const char *name) {
     CHECK(cases > 1000);
 }
 
+/* The fixed-point errors against the reference: 4-bit candidates of both stages, groups of
+ * every size up to 300 (tails and several 32-bit blocks), values at the largest |x|. */
+static void compare_sqerr_fix(const mq_qkernels *v, const char *name) {
+    if (!v->sqerr_fix) return; /* optional: the quantizer then runs the reference's */
+    enum { N = 700 };
+    float x[N];
+    int cases = 0;
+    for (int trial = 0; trial < 300; trial++) {
+        size_t n = trial < 100 ? (size_t)trial + 1 : 1 + (size_t)(unif() * N);
+        if (n > N) n = N;
+        for (size_t i = 0; i < n; i++)
+            x[i] = (unif() - 0.5f) * 2.0f * (unif() < 0.03f ? 8.0f : 1.0f);
+        if (trial % 5 == 1) x[n - 1] = -8.0f; /* the extreme last, in a tail */
+        float mn, mx;
+        mq__qkernels_ref()->minmax(x, n, &mn, &mx);
+        float amax = -mn > mx ? -mn : mx;
+        if (!(amax > 0)) continue;
+        for (int t = 0; t < 2; t++) {
+            mq_qformat f;
+            mq__qformat(t ? MQ_Q_UINT4 : MQ_Q_INT4, &f);
+            for (int stage = 0; stage < 2; stage++) {
+                mq_qcand cand[MQ_MAX_CANDIDATES];
+                mq_qfix q[MQ_MAX_CANDIDATES];
+                int nc = mq__qcandidates(&f, t ? MQ_ASYMMETRIC : MQ_SYMMETRIC, mn, mx, stage,
+                                         0.5f + 0.05f * (float)(trial % 13), cand);
+                for (int c = 0; c < nc; c++) q[c] = mq__qfix_init(&f, cand[c].p, amax);
+                int64_t a[MQ_MAX_CANDIDATES], b[MQ_MAX_CANDIDATES];
+                mq__sqerr_fix_ref(x, n, MQ_QFIX_ONE / amax, q, nc, a);
+                v->sqerr_fix(x, n, MQ_QFIX_ONE / amax, q, nc, b);
+                for (int c = 0; c < nc; c++)
+                    CHECK_MSG(a[c] == b[c], "%s sqerr_fix n %zu type %d stage %d cand %d: %lld vs %lld",
+                              name, n, t, stage, c, (long long)a[c], (long long)b[c]);
+                cases++;
+            }
+        }
+    }
+    CHECK(cases > 1000);
+}
+
 TEST(vector_kernels_match_reference) {
     mq_ctx *ctx = mq_ctx_create();
     int tables = 0;
@@ -221,6 +260,7 @@ TEST(vector_kernels_match_reference) {
         compare_tables(k, mq_isa_name((mq_isa)isa));
         compare_src_kernels(k, mq_isa_name((mq_isa)isa));
         compare_search(k, mq_isa_name((mq_isa)isa));
+        compare_sqerr_fix(k, mq_isa_name((mq_isa)isa));
         tables++;
     }
     /* a machine with AVX2 must run at least that table */
