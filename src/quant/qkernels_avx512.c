@@ -515,10 +515,19 @@ ALWAYS_INLINE bool minmax16_t(const void *x, mq_dtype dt, size_t gs, float *mn, 
 ALWAYS_INLINE bool minmax_groups_t(const void *x, mq_dtype dt, size_t gs, size_t ng, float *mn,
                                    float *mx) {
     size_t g = 0;
+    if (gs == 128) /* the common size, its loops unrolled */
+        for (; g + 16 <= ng; g += 16)
+            if (!minmax16_t(src_at(x, dt, g * gs), dt, 128, mn + g, mx + g)) return false;
     if (gs % 32 == 0)
         for (; g + 16 <= ng; g += 16)
             if (!minmax16_t(src_at(x, dt, g * gs), dt, gs, mn + g, mx + g)) return false;
     for (; g < ng; g++) {
+        /* single groups (per channel): F32 and F16 as minmax_src (its NaN compare is cheaper
+         * than bits_max on widened values) */
+        if (dt != MQ_BF16) {
+            if (!minmax_t(src_at(x, dt, g * gs), dt, gs, &mn[g], &mx[g])) return false;
+            continue;
+        }
         __m512 l, h;
         __m512i bad = _mm512_setzero_si512();
         range_t(src_at(x, dt, g * gs), dt, gs, &l, &h, &bad);
@@ -725,8 +734,12 @@ ALWAYS_INLINE void quantize_groups_t(const void *x, mq_dtype dt, size_t gs, size
     size_t ahead = ng * gs * (dt == MQ_F32 ? 4 : 2);
     line_writer w;
     writer_init(&w, dst);
-    for (size_t g = 0; g < ng; g++)
-        group_codes(src_at(x, dt, g * gs), dt, gs, &qr[g], add[g], packed4, &w, ahead);
+    if (gs == 128) /* the common size, its loops unrolled */
+        for (size_t g = 0; g < ng; g++)
+            group_codes(src_at(x, dt, g * 128), dt, 128, &qr[g], add[g], packed4, &w, ahead);
+    else
+        for (size_t g = 0; g < ng; g++)
+            group_codes(src_at(x, dt, g * gs), dt, gs, &qr[g], add[g], packed4, &w, ahead);
     writer_flush(&w);
 }
 
