@@ -1,18 +1,25 @@
 /* The Hessian X^T X of calibrate --hessian (mq_calibrator_update, 2048 rows x 4096, f32)
- * in GFLOP/s counting the lower triangle (rows cols^2), and GPTQ speed: INT4 groups of 128
- * with a Hessian of 2048 calibration rows, for 4096 x 4096 in column order on 1 and 2
- * threads and in act-order on 2; with BENCH_GPTQ_LONG=1 act-order on 1 thread too, and
+ * and GPTQ speed (INT4 groups of 128, a Hessian of 2048 calibration rows) for 4096 x 4096,
  * 11008 x 4096 and 4096 x 11008 (rows x cols: 4096 inputs and 11008 outputs, and the
- * transpose), each in both orders on 1 and 2 threads. Prints seconds (factorization of the
- * Hessian and the whole call), effective GFLOP/s (2/3 cols^3 for the factor + rows cols^2
- * for the sweep), and the ratio to our f32 product (kernels/gemm.h, 1024^3) measured just
- * before each line. Best of BENCH_REPS (2) runs. */
+ * transpose) in column order on 1 and 2 threads, and 4096 x 4096 in act-order on 2; with
+ * BENCH_GPTQ_LONG=1 every shape in both orders on 1 and 2 threads, best of BENCH_REPS.
+ *
+ * Every line carries the ratio to our f32 product (kernels/gemm.h, 1024^3, same thread
+ * count) measured just before it. One-thread figures are the calling thread's CPU time
+ * (fairer on a shared machine), two-thread figures wall time. Flop counts: the Hessian
+ * rows cols^2 (the lower triangle it computes: half of the full 2 rows cols^2 product),
+ * timed on a batch after a first one (buffers warm); GPTQ 2/3 cols^3 for the factor
+ * (Cholesky and triangular inverse, cols^3/3 each) + rows cols^2 for the sweep. The factor
+ * is timed alone first; "total" is the whole mq_quantize_rows call, factor included. Best
+ * of BENCH_REPS (2) runs on 4096 x 4096, one run on the larger shapes unless
+ * BENCH_GPTQ_LONG=1. */
 #include "bench_util.h"
 #include "monoquant.h"
 #include "kernels/gemm.h"
 #include "quant/quant_internal.h"
 
 #include <math.h>
+#include <time.h>
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static float frand(void) {
@@ -24,17 +31,25 @@ static void die(mq_ctx *ctx, const char *what) {
     exit(1);
 }
 
+/* thread CPU time on 1 thread, wall time otherwise */
+static double clock_for(int threads) {
+    if (threads > 1) return bench_now();
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 /* our f32 product, GFLOP/s, best of reps */
-static double gemm_rate(mq_ctx *ctx, int reps) {
+static double gemm_rate(mq_ctx *ctx, int threads, int reps) {
     int64_t n = 1024;
     float *a = bench_xmalloc((size_t)(n * n) * 4), *b = bench_xmalloc((size_t)(n * n) * 4);
     float *c = bench_xmalloc((size_t)(n * n) * 4);
     for (int64_t i = 0; i < n * n; i++) a[i] = b[i] = c[i] = 1e-3f * frand();
     double best = 1e30;
     for (int r = 0; r < reps; r++) {
-        double t = bench_now();
+        double t = clock_for(threads);
         if (mq__gemm_parallel(ctx, n, n, n, a, n, b, n, c, n) != MQ_OK) die(ctx, "gemm");
-        t = bench_now() - t;
+        t = clock_for(threads) - t;
         best = t < best ? t : best;
     }
     free(a);
@@ -63,6 +78,15 @@ static float *make_hessian(mq_ctx *ctx, int64_t cols, int64_t m) {
     return h;
 }
 
+static double process_cpu(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* One calibrator per thread count; a first batch warms its buffers (a calibration feeds
+ * many), then the best of reps batches. For 2 threads "cpu" is the process CPU time over the
+ * 1-thread time: the extra work of the split (2 / cpu is the scaling on two free cores). */
 static void hessian_line(mq_ctx *ctx, int reps) {
     int64_t rows = 2048, cols = 4096;
     float *x = bench_xmalloc((size_t)(rows * cols) * 4);
@@ -71,22 +95,27 @@ static void hessian_line(mq_ctx *ctx, int reps) {
     double one = 0;
     for (int th = 1; th <= 2; th++) {
         mq_ctx_set_threads(ctx, th);
-        double g = gemm_rate(ctx, 3), best = 1e30;
+        double g = gemm_rate(ctx, th, 3), best = 1e30, cpu = 1e30;
+        mq_calibrator *cal = NULL;
+        if (mq_calibrator_create(ctx, NULL, &cal) || mq_calibrator_set_hessian(cal, 1) ||
+            mq_calibrator_add_layer(cal, "fc", cols) ||
+            mq_calibrator_update(cal, "fc", MQ_F32, x, 2, shape, -1))
+            die(ctx, "calibrator");
         for (int r = 0; r < reps; r++) {
-            mq_calibrator *cal = NULL;
-            if (mq_calibrator_create(ctx, NULL, &cal) || mq_calibrator_set_hessian(cal, 1) ||
-                mq_calibrator_add_layer(cal, "fc", cols))
-                die(ctx, "calibrator");
-            double t = bench_now();
+            double t = clock_for(th), c = process_cpu();
             if (mq_calibrator_update(cal, "fc", MQ_F32, x, 2, shape, -1)) die(ctx, "update");
-            t = bench_now() - t;
+            t = clock_for(th) - t;
+            c = process_cpu() - c;
             best = t < best ? t : best;
-            mq_calibrator_free(cal);
+            cpu = c < cpu ? c : cpu;
         }
+        mq_calibrator_free(cal);
         double rate = (double)rows * cols * cols / best / 1e9;
         if (th == 1) one = best;
-        printf("hessian 2048x4096 %d th: %.2f s, %.1f GFLOP/s, gemm %.1f GFLOP/s, x gemm %.2f, "
-               "x 1 thread %.2f\n", th, best, rate, g, rate / g, one / best);
+        printf("hessian 2048x4096 %d th: %.3f s, %.1f GFLOP/s, gemm %.1f GFLOP/s, x gemm %.2f, "
+               "x 1 thread %.2f", th, best, rate, g, rate / g, one / best);
+        if (th > 1) printf(", cpu %.2f", cpu / one);
+        printf("\n");
         fflush(stdout);
     }
     free(x);
@@ -97,12 +126,14 @@ int main(void) {
     bool longer = getenv("BENCH_GPTQ_LONG") && atoi(getenv("BENCH_GPTQ_LONG"));
     mq_ctx *ctx = mq_ctx_create();
     static const int64_t shapes[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
-    printf("isa %s\n", mq_isa_name(mq_ctx_isa(ctx)));
+    printf("isa %s; 1 thread: thread CPU time, 2 threads: wall time\n",
+           mq_isa_name(mq_ctx_isa(ctx)));
     hessian_line(ctx, reps);
     printf("%-13s %-5s %2s %8s %8s %8s %9s %7s\n", "rows x cols", "order", "th", "factor s",
            "total s", "GFLOP/s", "gemm GF/s", "x gemm");
-    for (int s = 0; s < (longer ? 3 : 1); s++) {
+    for (int s = 0; s < 3; s++) {
         int64_t rows = shapes[s][0], cols = shapes[s][1];
+        int sreps = s == 0 || longer ? reps : 1;
         mq_ctx_set_threads(ctx, 0);
         float *h = make_hessian(ctx, cols, 2048);
         float *w = bench_xmalloc((size_t)(rows * cols) * 4);
@@ -126,23 +157,23 @@ int main(void) {
         if (mq__gptq_order(ctx, h, cols, &perm) != MQ_OK) die(ctx, "order");
         for (int run = 0; run < 4; run++) {
             int ao = run / 2, th = run % 2 + 1;
-            if (ao && th == 1 && !longer) continue; /* keeps `make bench` short */
+            if (ao && !longer && (th == 1 || s > 0)) continue; /* keeps `make bench` short */
             mq_ctx_set_threads(ctx, th);
             calib.act_order = ao;
-            double g = gemm_rate(ctx, 3), tf = 1e30, tt = 1e30;
-            for (int r = 0; r < reps; r++) {
+            double g = gemm_rate(ctx, th, 3), tf = 1e30, tt = 1e30;
+            for (int r = 0; r < sreps; r++) {
                 float *u = NULL;
-                double t = bench_now();
+                double t = clock_for(th);
                 if (mq__gptq_factor(ctx, h, cols, ao ? perm : NULL, &u) != MQ_OK)
                     die(ctx, "factor");
-                t = bench_now() - t;
+                t = clock_for(th) - t;
                 tf = t < tf ? t : tf;
                 mq__free(ctx, u);
-                t = bench_now();
+                t = clock_for(th);
                 if (mq_quantize_rows(ctx, &q, &lay, &calib, MQ_F32, w, 0, rows, data, scale,
                                      NULL) != MQ_OK)
                     die(ctx, "quantize");
-                t = bench_now() - t;
+                t = clock_for(th) - t;
                 tt = t < tt ? t : tt;
             }
             char name[32];

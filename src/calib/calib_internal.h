@@ -135,10 +135,8 @@ struct mq_calibrator {
     cal_layer *layers;
     size_t n, cap;
     bool hessian;
-    float *hbuf;     /* a batch as f32 rows, reused */
+    float *hbuf;     /* a batch as f32 column blocks (calibrator.c), reused */
     size_t hbuf_cap;
-    float *tbuf;     /* the batch transposed (channels x rows), reused */
-    size_t tbuf_cap;
     float *tiles;    /* per thread: HT_M x HT_N f32 partial sums, and a gemm workspace */
     int ntiles;
 };

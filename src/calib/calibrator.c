@@ -40,7 +40,6 @@ void mq_calibrator_free(mq_calibrator *cal) {
     for (size_t i = 0; i < cal->n; i++) layer_release(cal->ctx, &cal->layers[i]);
     mq__free(cal->ctx, cal->layers);
     mq__free(cal->ctx, cal->hbuf);
-    mq__free(cal->ctx, cal->tbuf);
     mq__free(cal->ctx, cal->tiles);
     mq__free(cal->ctx, cal);
 }
@@ -134,44 +133,67 @@ mq_status mq_calibrator_set_hessian(mq_calibrator *cal, int enable) {
     return MQ_OK;
 }
 
-/* The lower triangle of X^T X as a blocked symmetric rank-k update: tiles of HT_M x HT_N
- * channels on or below the diagonal, each summing the batch's rows in chunks of HT_K as f32
- * products (kernels/gemm.h: one fmaf chain per entry, in row order) added to the f64
- * accumulator chunk by chunk. Each tile is one task with a fixed order, so the sums do not
- * depend on the thread count or the instruction set. */
-enum { HT_M = 96, HT_N = 256, HT_K = 64, HT_TILE = HT_M * HT_N + MQ__GEMM_WS };
+/* The lower triangle of X^T X as a blocked symmetric rank-k update. The batch is first
+ * copied as f32 into column blocks of HT_N channels (block b: rows x HT_N, contiguous), so a
+ * tile reads contiguous memory. Tiles of HT_M x HT_N channels on or below the diagonal each
+ * sum the batch's rows in chunks of HT_K as f32 products (kernels/gemm.h gemm_tn: one fmaf
+ * chain per entry, in row order, from zero) added to the f64 accumulator chunk by chunk
+ * (128 rows: between the per-chunk work of clearing and adding, and the f32 error, which
+ * grows with the chunk).
+ * Each tile is one task with a fixed order, so the sums do not depend on the thread count or
+ * the instruction set. */
+enum { HT_M = 128, HT_N = 256, HT_K = 128, HT_TILE = HT_M * HT_N + MQ__GEMM_WS };
 
 typedef struct hess_pass {
     mq_ctx *ctx;
     const mq__gemm_fns *f;
     double *xtx;
-    const float *x, *xt; /* rows x c and its transpose */
+    const void *x; /* rows x c of dtype */
+    mq_dtype dtype;
+    float *xb;     /* the column blocks */
     int64_t rows, c, ncol_tiles;
     float *tiles;
     int ntiles;
 } hess_pass;
 
+/* Column blocks [b, e) of the batch into xb as f32. */
+static mq_status block_range(void *arg, int64_t b, int64_t e, int tid) {
+    (void)tid;
+    const hess_pass *p = (const hess_pass *)arg;
+    size_t esz = mq_dtype_size(p->dtype);
+    for (int64_t blk = b; blk < e; blk++) {
+        int64_t c0 = blk * HT_N, w = p->c - c0 < HT_N ? p->c - c0 : HT_N;
+        float *d = p->xb + blk * p->rows * HT_N;
+        for (int64_t r = 0; r < p->rows; r++) {
+            const uint8_t *s = (const uint8_t *)p->x + (size_t)(r * p->c + c0) * esz;
+            if (p->dtype == MQ_F32) memcpy(d + r * HT_N, s, (size_t)w * sizeof(float));
+            else MQ_TRY(mq_convert(p->ctx, MQ_F32, d + r * HT_N, p->dtype, s, (size_t)w));
+        }
+    }
+    return MQ_OK;
+}
+
 static mq_status hess_range(void *arg, int64_t b, int64_t e, int tid) {
     const hess_pass *p = (const hess_pass *)arg;
     if (tid < 0 || tid >= p->ntiles)
         return mq__fail(p->ctx, MQ_ERR_INTERNAL, "calibrator: worker %d without scratch", tid);
-    int64_t C = p->c;
+    int64_t C = p->c, rows = p->rows;
     float *tmp = p->tiles + (size_t)tid * HT_TILE, *ws = tmp + HT_M * HT_N;
     for (int64_t t = b; t < e; t++) {
         int64_t i0 = t / p->ncol_tiles * HT_M, j0 = t % p->ncol_tiles * HT_N;
         if (j0 > i0 + HT_M - 1 || i0 >= C) continue; /* above the diagonal */
         int64_t m = C - i0 < HT_M ? C - i0 : HT_M;
         int64_t j1 = j0 + HT_N < i0 + m ? j0 + HT_N : i0 + m, n = j1 - j0;
-        for (int64_t k0 = 0; k0 < p->rows; k0 += HT_K) {
-            int64_t kc = p->rows - k0 < HT_K ? p->rows - k0 : HT_K;
+        /* HT_N is a multiple of HT_M: rows i0.. lie in one block */
+        const float *a = p->xb + i0 / HT_N * rows * HT_N + i0 % HT_N;
+        const float *bm = p->xb + j0 / HT_N * rows * HT_N;
+        for (int64_t k0 = 0; k0 < rows; k0 += HT_K) {
+            int64_t kc = rows - k0 < HT_K ? rows - k0 : HT_K;
             memset(tmp, 0, (size_t)(m * n) * sizeof(float));
-            p->f->gemm(m, n, kc, p->xt + i0 * p->rows + k0, p->rows, p->x + k0 * C + j0, C, tmp,
-                       n, ws);
+            p->f->gemm_tn(m, n, kc, a + k0 * HT_N, HT_N, bm + k0 * HT_N, HT_N, tmp, n, ws);
             for (int64_t i = 0; i < m; i++) {
-                double *acc = p->xtx + (i0 + i) * C;
-                const float *s = tmp + i * n;
                 int64_t jend = i0 + i + 1 < j1 ? i0 + i + 1 : j1;
-                for (int64_t j = j0; j < jend; j++) acc[j] += (double)s[j - j0];
+                p->f->add_f64((size_t)(jend - j0), tmp + i * n, p->xtx + (i0 + i) * C + j0);
             }
         }
     }
@@ -193,19 +215,11 @@ static mq_status hessian_update(mq_calibrator *cal, cal_layer *l, mq_dtype dtype
     mq_ctx *ctx = cal->ctx;
     int64_t C = l->channels, rows = (int64_t)(numel / (uint64_t)C);
     if (!rows) return MQ_OK;
-    const float *f = (const float *)x;
-    if (dtype != MQ_F32 || ((uintptr_t)x & 3)) {
-        MQ_TRY(grow_f32(ctx, &cal->hbuf, &cal->hbuf_cap, (size_t)numel));
-        if (dtype == MQ_F32) memcpy(cal->hbuf, x, (size_t)numel * sizeof(float));
-        else mq_convert(ctx, MQ_F32, cal->hbuf, dtype, x, (size_t)numel);
-        f = cal->hbuf;
-    }
-    MQ_TRY(grow_f32(ctx, &cal->tbuf, &cal->tbuf_cap, (size_t)numel));
-    for (int64_t r0 = 0; r0 < rows; r0 += 64) /* transpose in 64 x 64 tiles */
-        for (int64_t c0 = 0; c0 < C; c0 += 64)
-            for (int64_t c = c0; c < C && c < c0 + 64; c++)
-                for (int64_t r = r0; r < rows && r < r0 + 64; r++)
-                    cal->tbuf[c * rows + r] = f[r * C + c];
+    int64_t nblk = (C + HT_N - 1) / HT_N;
+    if ((uint64_t)rows > SIZE_MAX / sizeof(float) / HT_N / (uint64_t)nblk)
+        return mq__fail(ctx, MQ_ERR_NOMEM, "calibrator: a batch of %lld rows is too large",
+                        (long long)rows);
+    MQ_TRY(grow_f32(ctx, &cal->hbuf, &cal->hbuf_cap, (size_t)(rows * nblk * HT_N)));
     int nt = mq__thread_count(ctx);
     if (cal->ntiles < nt) {
         mq__free(ctx, cal->tiles);
@@ -215,9 +229,10 @@ static mq_status hessian_update(mq_calibrator *cal, cal_layer *l, mq_dtype dtype
         cal->ntiles = nt;
     }
     float *tiles = (float *)(((uintptr_t)cal->tiles + 63) & ~(uintptr_t)63);
-    hess_pass hp = {ctx, mq__gemm_pick(ctx), l->xtx, f, cal->tbuf, rows, C,
-                    (C + HT_N - 1) / HT_N, tiles, cal->ntiles};
-    int64_t ntask = (C + HT_M - 1) / HT_M * hp.ncol_tiles;
+    hess_pass hp = {ctx,  mq__gemm_pick(ctx), l->xtx, x, dtype, cal->hbuf, rows, C, nblk, tiles,
+                    cal->ntiles};
+    MQ_TRY(mq__parallel_for(ctx, nblk, 1, block_range, &hp));
+    int64_t ntask = (C + HT_M - 1) / HT_M * nblk;
     return mq__parallel_for(ctx, ntask, 1, hess_range, &hp);
 }
 

@@ -7,8 +7,14 @@
 
 #include "common/internal.h"
 
-/* Floats of workspace a gemm call needs (packed panels of B). */
-enum { MQ__GEMM_KC = 256, MQ__GEMM_NC = 256, MQ__GEMM_WS = MQ__GEMM_KC * MQ__GEMM_NC };
+/* Floats of workspace a gemm call needs (packed panels of B, and one row tile of A for
+ * gemm_tn). */
+enum {
+    MQ__GEMM_KC = 256,
+    MQ__GEMM_NC = 256,
+    MQ__GEMM_MR = 16, /* rows of the largest tile, rounded up */
+    MQ__GEMM_WS = MQ__GEMM_KC * MQ__GEMM_NC + MQ__GEMM_MR * MQ__GEMM_KC
+};
 
 typedef struct mq__gemm_fns {
     /* C[M][N] (row stride ldc) += A[M][K] (lda) B[K][N] (ldb), as above; ws holds
@@ -17,6 +23,13 @@ typedef struct mq__gemm_fns {
                  int64_t ldb, float *C, int64_t ldc, float *ws);
     /* y[i] = fmaf(a, x[i], y[i]) for i < n. */
     void (*axpy)(size_t n, float a, const float *x, float *y);
+    /* As gemm with A given transposed, stored K x M (row stride lda): C += A^T B, each
+     * c = fmaf(A[k][i], B[k][j], c) in k order (X^T X without a transposed copy). */
+    void (*gemm_tn)(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                    const float *B, int64_t ldb, float *C, int64_t ldc, float *ws);
+    /* acc[i] += (double)x[i] for i < n (exact conversion, one rounding: the same bits on
+     * every path). */
+    void (*add_f64)(size_t n, const float *x, double *acc);
 } mq__gemm_fns;
 
 MQ_HIDDEN const mq__gemm_fns *mq__gemm_pick(const mq_ctx *ctx);
@@ -37,10 +50,14 @@ typedef struct mq__gemm_tiling {
     int mr, nr;
     const mq__gemm_micro *micros; /* mr + 1 entries, [0] unused */
     mq__gemm_pack pack;
+    /* Optional (NULL: A's row tile is copied row-major first): as micros, with A given
+     * transposed, element (r, k) at A[k lda + r]. */
+    const mq__gemm_micro *micros_t;
 } mq__gemm_tiling;
+/* trans_a: A stored K x M (gemm_tn); each row tile of A is copied row-major first. */
 MQ_HIDDEN void mq__gemm_blocked(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                                 const float *B, int64_t ldb, float *C, int64_t ldc, float *ws,
-                                const mq__gemm_tiling *t);
+                                const mq__gemm_tiling *t, bool trans_a);
 
 /* Products run as one parallel job, one task per chunk (callers outside a parallel job). */
 typedef struct mq__gemm_task {

@@ -69,11 +69,16 @@ static void pack16(int64_t kc, const float *src, int64_t ldb, float *d) {
     }
 }
 
-static const mq__gemm_tiling tiling = {6, 16, micros, pack16};
+static const mq__gemm_tiling tiling = {6, 16, micros, pack16, NULL};
 
 static void gemm_avx2(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                       const float *B, int64_t ldb, float *C, int64_t ldc, float *ws) {
-    mq__gemm_blocked(M, N, K, A, lda, B, ldb, C, ldc, ws, &tiling);
+    mq__gemm_blocked(M, N, K, A, lda, B, ldb, C, ldc, ws, &tiling, false);
+}
+
+static void gemm_tn_avx2(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                         const float *B, int64_t ldb, float *C, int64_t ldc, float *ws) {
+    mq__gemm_blocked(M, N, K, A, lda, B, ldb, C, ldc, ws, &tiling, true);
 }
 
 static void axpy_avx2(size_t n, float a, const float *x, float *y) {
@@ -84,6 +89,14 @@ static void axpy_avx2(size_t n, float a, const float *x, float *y) {
     for (; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
 }
 
-static const mq__gemm_fns fns = {gemm_avx2, axpy_avx2};
+static void add_f64_avx2(size_t n, const float *x, double *acc) {
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        _mm256_storeu_pd(acc + i, _mm256_add_pd(_mm256_loadu_pd(acc + i),
+                                                _mm256_cvtps_pd(_mm_loadu_ps(x + i))));
+    for (; i < n; i++) acc[i] += (double)x[i];
+}
+
+static const mq__gemm_fns fns = {gemm_avx2, axpy_avx2, gemm_tn_avx2, add_f64_avx2};
 
 const mq__gemm_fns *mq__gemm_fns_avx2(void) { return &fns; }

@@ -22,9 +22,10 @@ static inline __mmask16 lanes(int n) {
     return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
 }
 
-/* C[rows][32] (only the first nc columns are real) += A[rows][kc] Bp[kc][32]. */
-INLINE void micro(int rows, int64_t kc, const float *a, int64_t lda, const float *bp, float *c,
-                  int64_t ldc, int nc) {
+/* C[rows][32] (only the first nc columns are real) += A[rows][kc] Bp[kc][32]; with ta, A is
+ * given transposed (element (r, k) at a[k lda + r]). */
+INLINE void micro(int rows, bool ta, int64_t kc, const float *a, int64_t lda, const float *bp,
+                  float *c, int64_t ldc, int nc) {
     __m512 acc[MR][2];
     __mmask16 m0 = lanes(nc), m1 = lanes(nc - 16);
     UNROLL_MR
@@ -41,7 +42,7 @@ INLINE void micro(int rows, int64_t kc, const float *a, int64_t lda, const float
         __m512 b0 = _mm512_loadu_ps(bp + 32 * k), b1 = _mm512_loadu_ps(bp + 32 * k + 16);
         UNROLL_MR
         for (int r = 0; r < rows; r++) {
-            __m512 av = _mm512_set1_ps(a[r * lda + k]);
+            __m512 av = _mm512_set1_ps(ta ? a[k * lda + r] : a[r * lda + k]);
             acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
             acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
         }
@@ -61,7 +62,11 @@ INLINE void micro(int rows, int64_t kc, const float *a, int64_t lda, const float
 #define MICRO(R)                                                                           \
     static void micro##R(int64_t kc, const float *a, int64_t lda, const float *bp, float *c, \
                          int64_t ldc, int nc) {                                            \
-        micro(R, kc, a, lda, bp, c, ldc, nc);                                              \
+        micro(R, false, kc, a, lda, bp, c, ldc, nc);                                       \
+    }                                                                                      \
+    static void micro##R##t(int64_t kc, const float *a, int64_t lda, const float *bp,        \
+                            float *c, int64_t ldc, int nc) {                               \
+        micro(R, true, kc, a, lda, bp, c, ldc, nc);                                        \
     }
 MICRO(1)
 MICRO(2)
@@ -79,6 +84,9 @@ MICRO(12)
 static const mq__gemm_micro micros[MR + 1] = {NULL,    micro1,  micro2, micro3, micro4,
                                               micro5,  micro6,  micro7, micro8, micro9,
                                               micro10, micro11, micro12};
+static const mq__gemm_micro micros_t[MR + 1] = {NULL,     micro1t,  micro2t, micro3t, micro4t,
+                                                micro5t,  micro6t,  micro7t, micro8t, micro9t,
+                                                micro10t, micro11t, micro12t};
 
 static void pack32(int64_t kc, const float *src, int64_t ldb, float *d) {
     for (int64_t k = 0; k < kc; k++) {
@@ -87,11 +95,16 @@ static void pack32(int64_t kc, const float *src, int64_t ldb, float *d) {
     }
 }
 
-static const mq__gemm_tiling tiling = {MR, 32, micros, pack32};
+static const mq__gemm_tiling tiling = {MR, 32, micros, pack32, micros_t};
 
 static void gemm_avx512(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                         const float *B, int64_t ldb, float *C, int64_t ldc, float *ws) {
-    mq__gemm_blocked(M, N, K, A, lda, B, ldb, C, ldc, ws, &tiling);
+    mq__gemm_blocked(M, N, K, A, lda, B, ldb, C, ldc, ws, &tiling, false);
+}
+
+static void gemm_tn_avx512(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                           const float *B, int64_t ldb, float *C, int64_t ldc, float *ws) {
+    mq__gemm_blocked(M, N, K, A, lda, B, ldb, C, ldc, ws, &tiling, true);
 }
 
 static void axpy_avx512(size_t n, float a, const float *x, float *y) {
@@ -106,6 +119,14 @@ static void axpy_avx512(size_t n, float a, const float *x, float *y) {
     }
 }
 
-static const mq__gemm_fns fns = {gemm_avx512, axpy_avx512};
+static void add_f64_avx512(size_t n, const float *x, double *acc) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm512_storeu_pd(acc + i, _mm512_add_pd(_mm512_loadu_pd(acc + i),
+                                                _mm512_cvtps_pd(_mm256_loadu_ps(x + i))));
+    for (; i < n; i++) acc[i] += (double)x[i];
+}
+
+static const mq__gemm_fns fns = {gemm_avx512, axpy_avx512, gemm_tn_avx512, add_f64_avx512};
 
 const mq__gemm_fns *mq__gemm_fns_avx512(void) { return &fns; }

@@ -62,11 +62,16 @@ static void pack16(int64_t kc, const float *src, int64_t ldb, float *d) {
         for (int q = 0; q < 4; q++) vst1q_f32(d + 16 * k + 4 * q, vld1q_f32(src + k * ldb + 4 * q));
 }
 
-static const mq__gemm_tiling tiling = {6, 16, micros, pack16};
+static const mq__gemm_tiling tiling = {6, 16, micros, pack16, NULL};
 
 static void gemm_neon(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                       const float *B, int64_t ldb, float *C, int64_t ldc, float *ws) {
-    mq__gemm_blocked(M, N, K, A, lda, B, ldb, C, ldc, ws, &tiling);
+    mq__gemm_blocked(M, N, K, A, lda, B, ldb, C, ldc, ws, &tiling, false);
+}
+
+static void gemm_tn_neon(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                         const float *B, int64_t ldb, float *C, int64_t ldc, float *ws) {
+    mq__gemm_blocked(M, N, K, A, lda, B, ldb, C, ldc, ws, &tiling, true);
 }
 
 static void axpy_neon(size_t n, float a, const float *x, float *y) {
@@ -76,6 +81,13 @@ static void axpy_neon(size_t n, float a, const float *x, float *y) {
     for (; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
 }
 
-static const mq__gemm_fns fns = {gemm_neon, axpy_neon};
+static void add_f64_neon(size_t n, const float *x, double *acc) {
+    size_t i = 0;
+    for (; i + 2 <= n; i += 2)
+        vst1q_f64(acc + i, vaddq_f64(vld1q_f64(acc + i), vcvt_f64_f32(vld1_f32(x + i))));
+    for (; i < n; i++) acc[i] += (double)x[i];
+}
+
+static const mq__gemm_fns fns = {gemm_neon, axpy_neon, gemm_tn_neon, add_f64_neon};
 
 const mq__gemm_fns *mq__gemm_fns_neon(void) { return &fns; }

@@ -18,11 +18,28 @@ static void gemm_ref(int64_t M, int64_t N, int64_t K, const float *A, int64_t ld
     }
 }
 
+static void gemm_tn_ref(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                        const float *B, int64_t ldb, float *C, int64_t ldc, float *ws) {
+    (void)ws;
+    for (int64_t i = 0; i < M; i++) {
+        float *c = C + i * ldc;
+        for (int64_t k = 0; k < K; k++) {
+            const float *b = B + k * ldb;
+            float ak = A[k * lda + i];
+            for (int64_t j = 0; j < N; j++) c[j] = fmaf(ak, b[j], c[j]);
+        }
+    }
+}
+
 static void axpy_ref(size_t n, float a, const float *x, float *y) {
     for (size_t i = 0; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
 }
 
-const mq__gemm_fns mq__gemm_ref = {gemm_ref, axpy_ref};
+static void add_f64_ref(size_t n, const float *x, double *acc) {
+    for (size_t i = 0; i < n; i++) acc[i] += (double)x[i];
+}
+
+const mq__gemm_fns mq__gemm_ref = {gemm_ref, axpy_ref, gemm_tn_ref, add_f64_ref};
 
 const mq__gemm_fns *mq__gemm_pick(const mq_ctx *ctx) {
     const void *by_level[] = {&mq__gemm_ref, MQ__X86_ONLY(mq__gemm_fns_avx2()),

@@ -10,10 +10,14 @@
  * the bytes depend neither on the thread count nor on the instruction set. */
 #include "quant/quant_internal.h"
 #include "kernels/gemm.h"
+#include "quant/gptq_cols.h"
 
 #include <float.h>
 #include <math.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 enum { NB = 128 };
 
@@ -89,11 +93,12 @@ static mq_status load_reversed(mq_ctx *ctx, const float *h, int64_t cols, const 
                                float *a, float *damp_out) {
     size_t n = (size_t)cols;
     for (size_t i = 0; i < n; i++) memset(a + i * n + i + 1, 0, (n - i - 1) * sizeof(float));
-    /* a[i][j] = h[n-1-j][n-1-i] for j <= i (H's lower triangle), in 64 x 64 tiles of h */
-    for (size_t r0 = 0; r0 < n; r0 += 64)
-        for (size_t c0 = 0; c0 <= r0; c0 += 64)
-            for (size_t hr = r0; hr < n && hr < r0 + 64; hr++)
-                for (size_t hc = c0; hc <= hr && hc < c0 + 64; hc++) {
+    /* a[i][j] = h[n-1-j][n-1-i] for j <= i (H's lower triangle), in 16 x 16 tiles of h: the
+     * writes go down columns of a, a few pages at a time */
+    for (size_t r0 = 0; r0 < n; r0 += 16)
+        for (size_t c0 = 0; c0 <= r0; c0 += 16)
+            for (size_t hr = r0; hr < n && hr < r0 + 16; hr++)
+                for (size_t hc = c0; hc <= hr && hc < c0 + 16; hc++) {
                     size_t pr = hr, pc = hc;
                     if (perm) { /* the lower-triangle entry of H[perm[hr]][perm[hc]] */
                         pr = (size_t)perm[hr], pc = (size_t)perm[hc];
@@ -122,10 +127,11 @@ static mq_status cholesky(mq_ctx *ctx, work *w, int64_t cols, const int32_t *per
         int jb = cols - j0 < NB ? (int)(cols - j0) : NB;
         int64_t j1 = j0 + jb;
         if (j0 > 0) { /* columns [j0, j1) -= L[j0:, :j0] L[j0:j1, :j0]^T */
-            for (int c = 0; c < jb; c++) {
-                const float *row = a + ((size_t)j0 + c) * n;
-                for (int64_t k = 0; k < j0; k++) w->bt[k * jb + c] = -row[k];
-            }
+            for (int64_t k0 = 0; k0 < j0; k0 += 16) /* in 16-row strips of bt */
+                for (int c = 0; c < jb; c++) {
+                    const float *row = a + ((size_t)j0 + c) * n;
+                    for (int64_t k = k0; k < j0 && k < k0 + 16; k++) w->bt[k * jb + c] = -row[k];
+                }
             MQ_TRY(mq__gemm_parallel(ctx, cols - j0, jb, j0, a + j0 * n, (int64_t)n, w->bt, jb,
                                      a + j0 * n + j0, (int64_t)n));
         }
@@ -235,6 +241,19 @@ mq_status mq__gptq_order(mq_ctx *ctx, const float *h, int64_t cols, int32_t **ou
     return st;
 }
 
+/* The factor is written once over, page by page: on Linux, ask for transparent huge pages
+ * (where enabled for madvise), one fault per 2 MB instead of per 4 KB. Advice only. */
+static void huge_pages(void *p, size_t bytes) {
+#ifdef MADV_HUGEPAGE
+    uintptr_t b = ((uintptr_t)p + 4095) & ~(uintptr_t)4095;
+    uintptr_t e = ((uintptr_t)p + bytes) & ~(uintptr_t)4095;
+    if (p && e > b + (4u << 20)) (void)madvise((void *)b, e - b, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
+
 mq_status mq__gptq_factor(mq_ctx *ctx, const float *h, int64_t cols, const int32_t *perm,
                           float **out) {
     *out = NULL;
@@ -244,6 +263,7 @@ mq_status mq__gptq_factor(mq_ctx *ctx, const float *h, int64_t cols, const int32
                         (long long)cols);
     work w = {0};
     w.a = (float *)mq__malloc(ctx, n * n * sizeof(float));
+    huge_pages(w.a, n * n * sizeof(float));
     w.t = (float *)mq__malloc(ctx, n * NB * sizeof(float));
     w.bt = (float *)mq__malloc(ctx, n * NB * sizeof(float));
     w.xb = (float *)mq__malloc(ctx, NB * NB * sizeof(float));
@@ -282,4 +302,10 @@ mq_status mq__gptq_factor(mq_ctx *ctx, const float *h, int64_t cols, const int32
     mq__free(ctx, w.x);
     mq__free(ctx, w.tasks);
     return st;
+}
+
+mq__gptq_cols_fn mq__gptq_cols_pick(const mq_ctx *ctx) {
+    const void *by_level[] = {NULL, NULL, MQ__X86_ONLY(&mq__gptq_cols_avx512), NULL, NULL};
+    const mq__gptq_cols_fns *f = (const mq__gptq_cols_fns *)mq__isa_pick(ctx, by_level, 5);
+    return f ? f->cols : NULL;
 }

@@ -207,14 +207,79 @@ static float sqerr_avx512(const float *x, const float *w, size_t n, const mq_qro
     return e;
 }
 
+/* Squared errors of nb <= 4 candidates in one pass over x: x is loaded once, and the
+ * candidates' accumulators are independent chains the core overlaps. */
+ALWAYS_INLINE void sqerr_batch(const float *x, const float *w, size_t n,
+                               const mq_qround *const *q, int nb, float *out) {
+    __m512 scale[4], inv[4], lo[4], hi[4], acc[4];
+    #pragma GCC unroll 4
+    for (int k = 0; k < nb; k++) {
+        scale[k] = _mm512_set1_ps(q[k]->scale);
+        inv[k] = _mm512_set1_ps(q[k]->inv);
+        lo[k] = _mm512_set1_ps(q[k]->lo);
+        hi[k] = _mm512_set1_ps(q[k]->hi);
+        acc[k] = _mm512_setzero_ps();
+    }
+    for (size_t i = 0; i < n; i += 16) {
+        /* absent elements are 0 and add exactly 0 */
+        __mmask16 m = tail_mask(n - i);
+        __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+        __m512 wv = w ? _mm512_maskz_loadu_ps(m, w + i) : xv;
+        #pragma GCC unroll 4
+        for (int k = 0; k < nb; k++)
+            acc[k] = _mm512_add_ps(acc[k], err16(xv, w, wv, scale[k], inv[k], lo[k], hi[k]));
+    }
+    #pragma GCC unroll 4
+    for (int k = 0; k < nb; k++) out[k] = sum_lanes16(acc[k]);
+}
+
+/* mq__sqerr_bound of every candidate at once, one candidate per lane (the same operations,
+ * so the same values). */
+static void bounds16(float mn, float mx, const mq_qround *qr, int nc, float *lb) {
+    float s[16], inv[16], lo[16], hi[16];
+    for (int c = 0; c < 16; c++) {
+        const mq_qround *q = &qr[c < nc ? c : 0];
+        s[c] = q->scale;
+        inv[c] = q->inv;
+        lo[c] = q->lo;
+        hi[c] = q->hi;
+    }
+    __m512 vs = _mm512_loadu_ps(s), vi = _mm512_loadu_ps(inv), vl = _mm512_loadu_ps(lo),
+           vh = _mm512_loadu_ps(hi), e = _mm512_setzero_ps();
+    for (int k = 0; k < (mn == mx ? 1 : 2); k++) {
+        __m512 x = _mm512_set1_ps(k ? mx : mn);
+        __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(x, vi), vl), vh);
+        v = _mm512_roundscale_ps(v, _MM_FROUND_CUR_DIRECTION);
+        __m512 d = _mm512_sub_ps(x, _mm512_mul_ps(v, vs));
+        e = k ? _mm512_add_ps(e, _mm512_mul_ps(d, d)) : _mm512_mul_ps(d, d);
+    }
+    _mm512_storeu_ps(lb, e);
+}
+
+/* sqerr_batch with nb a constant in each call, so that its loops unroll. */
+static void batch_avx512(const float *x, const float *w, size_t n, const mq_qround *const *q,
+                         int nb, float *e) {
+    switch (nb) {
+    case 4: sqerr_batch(x, w, n, q, 4, e); break;
+    case 3: sqerr_batch(x, w, n, q, 3, e); break;
+    case 2: sqerr_batch(x, w, n, q, 2, e); break;
+    default: sqerr_batch(x, w, n, q, 1, e); break;
+    }
+}
+
 /* sqerr_all with the count a constant in each instance, so that its loops unroll. */
 #define SQERR_ALL_CASE(k) \
     case k: w ? sqerr_all(x, w, n, qr, k, e) : sqerr_all(x, NULL, n, qr, k, e); break;
 
 static int search_avx512(const float *x, const float *w, size_t n, float mn, float mx,
                          const mq_qround *qr, int nc, float *err) {
-    (void)mn;
-    (void)mx;
+    /* long rows (per channel): four candidates per pass, leaving out those whose lower
+     * bound cannot beat the best so far, saves more than the branches cost */
+    if (n > 512 && !w) {
+        float lb[16];
+        bounds16(mn, mx, qr, nc, lb);
+        return mq__search_batched(x, w, n, qr, nc, lb, err, batch_avx512);
+    }
     float e[MQ_MAX_CANDIDATES];
     switch (nc) {
         SQERR_ALL_CASE(1) SQERR_ALL_CASE(2) SQERR_ALL_CASE(3) SQERR_ALL_CASE(4)
@@ -450,10 +515,19 @@ ALWAYS_INLINE bool minmax16_t(const void *x, mq_dtype dt, size_t gs, float *mn, 
 ALWAYS_INLINE bool minmax_groups_t(const void *x, mq_dtype dt, size_t gs, size_t ng, float *mn,
                                    float *mx) {
     size_t g = 0;
+    if (gs == 128) /* the common size, its loops unrolled */
+        for (; g + 16 <= ng; g += 16)
+            if (!minmax16_t(src_at(x, dt, g * gs), dt, 128, mn + g, mx + g)) return false;
     if (gs % 32 == 0)
         for (; g + 16 <= ng; g += 16)
             if (!minmax16_t(src_at(x, dt, g * gs), dt, gs, mn + g, mx + g)) return false;
     for (; g < ng; g++) {
+        /* single groups (per channel): F32 and F16 as minmax_src (its NaN compare is cheaper
+         * than bits_max on widened values) */
+        if (dt != MQ_BF16) {
+            if (!minmax_t(src_at(x, dt, g * gs), dt, gs, &mn[g], &mx[g])) return false;
+            continue;
+        }
         __m512 l, h;
         __m512i bad = _mm512_setzero_si512();
         range_t(src_at(x, dt, g * gs), dt, gs, &l, &h, &bad);
@@ -477,6 +551,8 @@ static bool minmax_groups_avx512(const void *x, mq_dtype dt, size_t gs, size_t n
 static bool params_minmax_avx512(const mq_qformat *f, mq_scheme scheme, size_t ng,
                                  const float *mn, const float *mx, float *scale, uint8_t *zp8,
                                  mq_qround *qr, int32_t *add) {
+    /* a few groups (per channel): the scalar rule is quicker than a vector of divisions */
+    if (ng < 4) return mq__params_minmax_ref(f, scheme, ng, mn, mx, scale, zp8, qr, add);
     const __m512 zero = _mm512_setzero_ps(), big = _mm512_set1_ps(FLT_MAX);
     const __m512i qmin = _mm512_set1_epi32(f->qmin), qmax = _mm512_set1_epi32(f->qmax);
     for (size_t g = 0; g < ng; g += 16) {
@@ -660,8 +736,12 @@ ALWAYS_INLINE void quantize_groups_t(const void *x, mq_dtype dt, size_t gs, size
     size_t ahead = ng * gs * (dt == MQ_F32 ? 4 : 2);
     line_writer w;
     writer_init(&w, dst);
-    for (size_t g = 0; g < ng; g++)
-        group_codes(src_at(x, dt, g * gs), dt, gs, &qr[g], add[g], packed4, &w, ahead);
+    if (gs == 128) /* the common size, its loops unrolled */
+        for (size_t g = 0; g < ng; g++)
+            group_codes(src_at(x, dt, g * 128), dt, 128, &qr[g], add[g], packed4, &w, ahead);
+    else
+        for (size_t g = 0; g < ng; g++)
+            group_codes(src_at(x, dt, g * gs), dt, gs, &qr[g], add[g], packed4, &w, ahead);
     writer_flush(&w);
 }
 

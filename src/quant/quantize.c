@@ -5,6 +5,7 @@
  * the row converted to f32 in per-thread scratch. */
 #include "quant/quant_internal.h"
 #include "kernels/gemm.h"
+#include "quant/gptq_cols.h"
 
 #include <float.h>
 #include <math.h>
@@ -58,6 +59,7 @@ typedef struct qjob {
     int32_t *gptq_perm;   /* act-order: the column order of mq__gptq_order, or NULL */
     int64_t gptq_rows;    /* rows per GPTQ task */
     const mq__gemm_fns *gemm;
+    mq__gptq_cols_fn gptq_cols; /* column order: the loop across rows, or NULL */
     mq__err_acc *err_parts; /* error figures per part of rows (NULL: not asked for) */
     int64_t err_rows;       /* rows per part (mq__err_rows_per_part) */
     int64_t err_segs;       /* parts per row, when a row is longer than a part */
@@ -436,6 +438,91 @@ static mq_status sweep_ordered(qjob *j, int64_t r, float *w, float *e, uint8_t *
     return MQ_OK;
 }
 
+/* Row r's quantization parameters at column c of the block [b0, b1) (c starts a group or
+ * the block), as gptq_rows finds them: from the updated weights when c starts a group (the
+ * group's columns are in the row, w, when the group starts the block, else in the block's
+ * column copy wb, lane `lane`), else stored or per tensor. */
+static mq_status lane_params(qjob *j, int64_t r, int64_t c, int64_t b0, const float *w,
+                             const float *wb, int lane, mq_qround *qr, int32_t *add) {
+    const mq_qlayout *L = j->lay;
+    int64_t gs = L->group_size, g = c / gs, g0 = g * gs;
+    int64_t n = g + 1 < L->groups_per_row ? gs : L->last_group_size;
+    mq_qparam p = j->tensor_param;
+    if (j->spec->granularity != MQ_PER_TENSOR && c == g0) {
+        float mn = 0, mx = 0;
+        bool ok;
+        if (g0 == b0) {
+            ok = j->k->minmax(w + g0, (size_t)n, &mn, &mx);
+        } else {
+            const float *x = wb + (g0 - b0) * MQ__GPTQ_LANES + lane;
+            mn = mx = x[0];
+            ok = isfinite(mn);
+            for (int64_t k = 1; k < n && ok; k++) {
+                float v = x[k * MQ__GPTQ_LANES];
+                ok = isfinite(v);
+                mn = v < mn ? v : mn;
+                mx = v > mx ? v : mx;
+            }
+        }
+        if (!ok)
+            return mq__fail(j->ctx, MQ_ERR_QUANT, "quantize: row %lld: the GPTQ update made "
+                            "columns %lld.. non-finite (Hessian too ill-conditioned)",
+                            (long long)r, (long long)g0);
+        p = mq__qparam_minmax(&j->f, j->spec->scheme, mn, mx);
+        MQ_TRY(keep_group_param(j, r, g, g0, &p, mn, mx));
+    } else if (j->spec->granularity != MQ_PER_TENSOR) {
+        int64_t si = r * L->groups_per_row + g;
+        p.scale = j->scale[si];
+        p.zp = load_zp(j, j->zp, si);
+    }
+    mq__qround_init(&j->f, p, qr);
+    *add = p.zp + j->f.code_offset;
+    return MQ_OK;
+}
+
+/* Columns [b0, b1) of gptq_rows' rows in groups of 16, each held column by column and swept
+ * by j->gptq_cols: the row loop's operations in the same order per element. The scaled
+ * errors go to E column by column (E[c - b0][i], row stride nr). */
+static mq_status gptq_block_lanes(qjob *j, int64_t r0, int64_t nr, int64_t b0, int64_t b1,
+                                  float *W, float *E, uint8_t *dst0, uint8_t *gcodes) {
+    const mq_qlayout *L = j->lay;
+    int64_t cols = L->cols, gs = L->group_size, nb = b1 - b0;
+    _Alignas(64) float wb[GPTQ_BLOCK * MQ__GPTQ_LANES];
+    _Alignas(64) uint8_t cb[GPTQ_BLOCK * MQ__GPTQ_LANES];
+    mq_qround qr[MQ__GPTQ_LANES];
+    int32_t add[MQ__GPTQ_LANES];
+    const float *U = j->gptq_u + (size_t)b0 * (size_t)cols + b0;
+    for (int64_t i0 = 0; i0 < nr; i0 += MQ__GPTQ_LANES) {
+        int nrow = nr - i0 < MQ__GPTQ_LANES ? (int)(nr - i0) : MQ__GPTQ_LANES;
+        for (int64_t c = 0; c < nb; c++)
+            for (int r = 0; r < MQ__GPTQ_LANES; r++)
+                wb[c * MQ__GPTQ_LANES + r] = r < nrow ? W[(i0 + r) * cols + b0 + c] : 0.0f;
+        for (int r = nrow; r < MQ__GPTQ_LANES; r++) { /* idle lanes: any finite rounding */
+            qr[r] = (mq_qround){1.0f, 1.0f, 0.0f, 0.0f};
+            add[r] = 0;
+        }
+        for (int64_t c = b0; c < b1;) {
+            int64_t c1 = (c / gs + 1) * gs < b1 ? (c / gs + 1) * gs : b1;
+            for (int r = 0; r < nrow; r++)
+                MQ_TRY(lane_params(j, r0 + i0 + r, c, b0, W + (i0 + r) * cols, wb, r, &qr[r],
+                                   &add[r]));
+            int64_t bad = j->gptq_cols(c - b0, c1 - b0, nb, wb, U, cols, qr, add, cb,
+                                       E + i0, nr, nrow);
+            if (bad >= 0)
+                return mq__fail(j->ctx, MQ_ERR_QUANT, "quantize: rows %lld..: the GPTQ update "
+                                "made column %lld non-finite (Hessian too ill-conditioned)",
+                                (long long)(r0 + i0), (long long)(b0 + bad));
+            c = c1;
+        }
+        for (int r = 0; r < nrow; r++) {
+            int64_t i = i0 + r;
+            uint8_t *codes = j->f.packed4 ? gcodes + i * cols : dst0 + (size_t)i * L->row_bytes;
+            for (int64_t c = 0; c < nb; c++) codes[b0 + c] = cb[c * MQ__GPTQ_LANES + r];
+        }
+    }
+    return MQ_OK;
+}
+
 /* GPTQ on rows [r0, r0 + nr) (docs/QUANTIZATION.md): columns left to right in blocks; inside
  * a block each column's rounding error e, divided by U[c][c], is subtracted from the block's
  * later columns in proportion to U[c][c+1..]; at the end of the block the errors update all
@@ -466,6 +553,14 @@ static mq_status gptq_rows(qjob *j, int tid, int64_t r0, int64_t nr, uint8_t *ds
     for (int64_t b0 = 0; b0 < cols; ) {
         int64_t b1 = perm ? (b0 + GPTQ_BLOCK < cols ? b0 + GPTQ_BLOCK : cols)
                           : gptq_block_end(L, b0);
+        if (j->gptq_cols) { /* the same sweep across rows, E stored transposed */
+            MQ_TRY(gptq_block_lanes(j, r0, nr, b0, b1, W, E, dst0, sc->gcodes));
+            if (b1 < cols)
+                j->gemm->gemm_tn(nr, cols - b1, b1 - b0, E, nr,
+                                 U + (size_t)b0 * (size_t)cols + b1, cols, W + b1, cols, sc->gws);
+            b0 = b1;
+            continue;
+        }
         for (int64_t i = 0; i < nr; i++) {
             int64_t r = r0 + i;
             float *w = W + i * cols, *e = E + i * GPTQ_BLOCK;
@@ -897,6 +992,7 @@ static mq_status quantize_rows(mq_ctx *ctx, const mq_qspec *spec, const mq_qlayo
         gr = gr > 120 ? 120 : gr < 6 ? 6 : (gr + 5) / 6 * 6;
         j.gptq_rows = gr;
         j.gemm = mq__gemm_pick(ctx);
+        j.gptq_cols = j.gptq_perm ? NULL : mq__gptq_cols_pick(ctx);
         grain = gr;
     }
     /* error figures: parts as mq__err_acc_add makes them, merged in the same order */

@@ -180,8 +180,58 @@ TEST(blocked_update_matches_f64_on_every_isa) {
     mq_ctx_free(ctx);
 }
 
+/* The saved Hessian of one batch (dtype, rows x w) into out (w x w): 1, or 0 on failure. */
+static int hessian_of(mq_ctx *ctx, mq_dtype dt, const void *x, int64_t rows, int64_t w,
+                      const char *name, float *out) {
+    mq_calibrator *cal = NULL;
+    int64_t shape[2] = {rows, w};
+    int ok = mq_calibrator_create(ctx, NULL, &cal) == MQ_OK &&
+             mq_calibrator_set_hessian(cal, 1) == MQ_OK &&
+             mq_calibrator_add_layer(cal, "fc", w) == MQ_OK &&
+             mq_calibrator_update(cal, "fc", dt, x, 2, shape, -1) == MQ_OK &&
+             mq_calibrator_save(cal, tmp_path(name), NULL, 0) == MQ_OK;
+    mq_calibrator_free(cal);
+    mq_calib_stats *st = NULL;
+    mq_layer_stats ls;
+    ok = ok && mq_calib_stats_open(ctx, tmp_path(name), &st) == MQ_OK &&
+         stats_of(st, "fc", &ls) && ls.hessian;
+    if (ok) memcpy(out, ls.hessian, sizeof(float) * (size_t)(w * w));
+    mq_calib_stats_free(st);
+    return ok;
+}
+
+/* BF16 input and F32 input at an odd address go through the same f32 column blocks: the
+ * same bytes as aligned F32 input of the same values. */
+TEST(bf16_and_unaligned_inputs_as_f32) {
+    enum { W = 270, R = 140 };
+    mq_ctx *ctx = mq_ctx_create();
+    CHECK(mq_ctx_set_threads(ctx, 2) == MQ_OK);
+    float *x = malloc(sizeof(float) * W * R), *h[3];
+    uint16_t *xb = malloc(2 * W * R);
+    unsigned char *raw = malloc(sizeof(float) * W * R + 1);
+    for (int i = 0; i < 3; i++) h[i] = malloc(sizeof(float) * W * W);
+    fill(x, W * R, 9);
+    CHECK(mq_convert(ctx, MQ_BF16, xb, MQ_F32, x, W * R) == MQ_OK);
+    CHECK(mq_convert(ctx, MQ_F32, x, MQ_BF16, xb, W * R) == MQ_OK); /* the values bf16 holds */
+    memcpy(raw + 1, x, sizeof(float) * W * R);
+    CHECK(hessian_of(ctx, MQ_F32, x, R, W, "in_f32.safetensors", h[0]));
+    CHECK(hessian_of(ctx, MQ_BF16, xb, R, W, "in_bf16.safetensors", h[1]));
+    CHECK(hessian_of(ctx, MQ_F32, raw + 1, R, W, "in_odd.safetensors", h[2]));
+    CHECK(!memcmp(h[0], h[1], sizeof(float) * W * W));
+    CHECK(!memcmp(h[0], h[2], sizeof(float) * W * W));
+    double big = 0;
+    for (int i = 0; i < W * W; i++) big = fabs(h[0][i]) > big ? fabs(h[0][i]) : big;
+    CHECK(big > 0);
+    for (int i = 0; i < 3; i++) free(h[i]);
+    free(x);
+    free(xb);
+    free(raw);
+    mq_ctx_free(ctx);
+}
+
 int main(void) {
     RUN(blocked_update_matches_f64_on_every_isa);
+    RUN(bf16_and_unaligned_inputs_as_f32);
     RUN(mean_of_outer_products_threads_and_merge);
     RUN(enable_before_layers);
     return test_summary();

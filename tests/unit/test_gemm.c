@@ -1,6 +1,7 @@
 /* The f32 product of kernels/gemm.h: every vector path gives the scalar reference's bits on
  * odd shapes and strides (every partial row tile, partial column panels, K and N across the
- * cache blocks), and the threaded driver gives the same bits for any thread count. */
+ * cache blocks), for gemm and for gemm_tn (A transposed, which equals gemm on the transposed
+ * copy), and the threaded driver gives the same bits for any thread count. */
 #include "harness.h"
 #include "monoquant.h"
 #include "kernels/gemm.h"
@@ -54,11 +55,32 @@ TEST(vector_paths_match_the_reference) {
             f->gemm(M, N, K, A, lda, B, ldb, C1, ldc, ws);
             CHECK_MSG(!memcmp(C0, C1, (size_t)(M * ldc) * 4), "isa %d shape %lldx%lldx%lld",
                       isa, (long long)M, (long long)N, (long long)K);
+            /* gemm_tn: A stored transposed (K x M, row stride M + 7), the same bits as gemm */
+            int64_t ldt = M + 7;
+            float *At = malloc((size_t)(K * ldt) * 4), *C2 = rand_buf((size_t)(M * ldc));
+            for (int64_t i = 0; i < M; i++)
+                for (int64_t k = 0; k < K; k++) At[k * ldt + i] = A[i * lda + k];
+            memcpy(C1, C2, (size_t)(M * ldc) * 4);
+            mq__gemm_ref.gemm_tn(M, N, K, At, ldt, B, ldb, C1, ldc, NULL);
+            f->gemm_tn(M, N, K, At, ldt, B, ldb, C2, ldc, ws);
+            CHECK_MSG(!memcmp(C1, C2, (size_t)(M * ldc) * 4), "gemm_tn isa %d shape %lldx%lldx%lld",
+                      isa, (long long)M, (long long)N, (long long)K);
+            memcpy(C2, C1, (size_t)(M * ldc) * 4);
+            mq__gemm_ref.gemm(M, N, K, A, lda, B, ldb, C2, ldc, NULL);
+            mq__gemm_ref.gemm_tn(M, N, K, At, ldt, B, ldb, C1, ldc, NULL);
+            CHECK(!memcmp(C1, C2, (size_t)(M * ldc) * 4));
+            free(At);
+            free(C2);
             float y0[37], y1[37], x[37];
             for (int i = 0; i < 37; i++) y0[i] = y1[i] = frand(), x[i] = frand();
             mq__gemm_ref.axpy(37, -0.37f, x, y0);
             f->axpy(37, -0.37f, x, y1);
             CHECK(!memcmp(y0, y1, sizeof y0));
+            double d0[37], d1[37];
+            for (int i = 0; i < 37; i++) d0[i] = d1[i] = (double)frand() * 1e3;
+            mq__gemm_ref.add_f64((size_t)(s % 8 + 30), x, d0);
+            f->add_f64((size_t)(s % 8 + 30), x, d1);
+            CHECK(!memcmp(d0, d1, sizeof d0));
             free(A);
             free(B);
             free(C0);

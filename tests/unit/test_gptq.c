@@ -344,7 +344,44 @@ TEST(output_error_sums) {
     mq_ctx_free(ctx);
 }
 
+/* The column loop across rows (AVX-512) and the row loop give the same bytes: every level
+ * against the scalar one, for 37 rows (a partial group of 16 rows) x 300 columns (a partial
+ * last block), groups inside a block (32), across blocks (per channel), per tensor, signed
+ * and unsigned, 4 and 8 bits, on 1 and 3 threads. */
+TEST(every_level_same_bytes_each_scheme) {
+    enum { R = 37, C = 300 };
+    mq_ctx *ctx = mq_ctx_create();
+    float *w = malloc(R * C * sizeof(float)), *h = malloc(C * C * sizeof(float));
+    make_problem(R, C, 400, w, h);
+    mq_qspec specs[] = {
+        spec_of(MQ_Q_INT4, MQ_SYMMETRIC, MQ_PER_GROUP, 128, MQ_SEARCH_GPTQ),
+        spec_of(MQ_Q_INT4, MQ_ASYMMETRIC, MQ_PER_GROUP, 32, MQ_SEARCH_GPTQ),
+        spec_of(MQ_Q_UINT4, MQ_ASYMMETRIC, MQ_PER_CHANNEL, 0, MQ_SEARCH_GPTQ),
+        spec_of(MQ_Q_INT8, MQ_SYMMETRIC, MQ_PER_CHANNEL, 0, MQ_SEARCH_GPTQ),
+        spec_of(MQ_Q_UINT8, MQ_ASYMMETRIC, MQ_PER_TENSOR, 0, MQ_SEARCH_GPTQ),
+        spec_of(MQ_Q_INT8, MQ_ASYMMETRIC, MQ_PER_GROUP, 96, MQ_SEARCH_GPTQ),
+    };
+    for (size_t k = 0; k < sizeof specs / sizeof specs[0]; k++) {
+        CHECK(mq_ctx_set_isa(ctx, MQ_ISA_SCALAR) == MQ_OK && mq_ctx_set_threads(ctx, 1) == MQ_OK);
+        qres ref = run_q(ctx, &specs[k], h, R, C, w, 1);
+        CHECK_MSG(ref.st == MQ_OK, "spec %zu", k);
+        for (int isa = test_next_isa(0); isa >= 0; isa = test_next_isa(isa))
+            for (int t = 1; t <= 3; t += 2) {
+                CHECK(mq_ctx_set_isa(ctx, (mq_isa)isa) == MQ_OK &&
+                      mq_ctx_set_threads(ctx, t) == MQ_OK);
+                qres r = run_q(ctx, &specs[k], h, R, C, w, 2);
+                CHECK_MSG(same_result(&ref, &r), "spec %zu isa %d threads %d", k, isa, t);
+                qres_free(&r);
+            }
+        qres_free(&ref);
+    }
+    free(w);
+    free(h);
+    mq_ctx_free(ctx);
+}
+
 int main(void) {
+    RUN(every_level_same_bytes_each_scheme);
     RUN(gptq_lowers_output_error);
     RUN(diagonal_hessian_is_round_to_nearest);
     RUN(threads_and_chunking_do_not_change_bytes);

@@ -166,7 +166,7 @@ static void compare_src_kernels(const mq_qkernels *v, const char *name) {
 static void compare_search(const mq_qkernels *v, const char *name) {
     const mq_qkernels *r = mq__qkernels_ref();
     if (!v->search) return; /* optional: the quantizer then runs the candidates one by one */
-    enum { N = 300 };
+    enum { N = 1100 }; /* short groups and per-channel rows (kernels may switch strategy) */
     float x[N], w[N];
     int cases = 0, differ = 0;
     for (int trial = 0; trial < 400; trial++) {
