@@ -551,6 +551,8 @@ static bool minmax_groups_avx512(const void *x, mq_dtype dt, size_t gs, size_t n
 static bool params_minmax_avx512(const mq_qformat *f, mq_scheme scheme, size_t ng,
                                  const float *mn, const float *mx, float *scale, uint8_t *zp8,
                                  mq_qround *qr, int32_t *add) {
+    /* a few groups (per channel): the scalar rule is quicker than a vector of divisions */
+    if (ng < 4) return mq__params_minmax_ref(f, scheme, ng, mn, mx, scale, zp8, qr, add);
     const __m512 zero = _mm512_setzero_ps(), big = _mm512_set1_ps(FLT_MAX);
     const __m512i qmin = _mm512_set1_epi32(f->qmin), qmax = _mm512_set1_epi32(f->qmax);
     for (size_t g = 0; g < ng; g += 16) {
