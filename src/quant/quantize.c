@@ -440,8 +440,8 @@ static mq_status sweep_ordered(qjob *j, int64_t r, float *w, float *e, uint8_t *
 
 /* Row r's quantization parameters at column c of the block [b0, b1) (c starts a group or
  * the block), as gptq_rows finds them: from the updated weights when c starts a group (the
- * group's columns are in the row, w, when the group starts the block, else in the block's
- * column copy wb, lane `lane`), else stored or per tensor. */
+ * group's columns are in the row, w, when the group starts the block or wb is NULL, else in
+ * the block's column copy wb, lane `lane`), else stored or per tensor. */
 static mq_status lane_params(qjob *j, int64_t r, int64_t c, int64_t b0, const float *w,
                              const float *wb, int lane, mq_qround *qr, int32_t *add) {
     const mq_qlayout *L = j->lay;
@@ -451,7 +451,7 @@ static mq_status lane_params(qjob *j, int64_t r, int64_t c, int64_t b0, const fl
     if (j->spec->granularity != MQ_PER_TENSOR && c == g0) {
         float mn = 0, mx = 0;
         bool ok;
-        if (g0 == b0) {
+        if (g0 == b0 || !wb) {
             ok = j->k->minmax(w + g0, (size_t)n, &mn, &mx);
         } else {
             const float *x = wb + (g0 - b0) * MQ__GPTQ_LANES + lane;
@@ -571,31 +571,14 @@ static mq_status gptq_rows(qjob *j, int tid, int64_t r0, int64_t nr, uint8_t *ds
                                      sc->gadd + (size_t)i * gpr, b0, b1));
                 continue;
             }
-            mq_qparam p = j->tensor_param;
             mq_qround qr;
             int32_t add = 0;
             for (int64_t c = b0; c < b1; c++) {
-                if (c % gs == 0 || c == b0) {
-                    int64_t g = c / gs, g0 = g * gs;
-                    int64_t n = g + 1 < L->groups_per_row ? gs : L->last_group_size;
-                    if (j->spec->granularity != MQ_PER_TENSOR && c == g0) {
-                        float mn, mx;
-                        if (!j->k->minmax(w + g0, (size_t)n, &mn, &mx))
-                            return mq__fail(j->ctx, MQ_ERR_QUANT, "quantize: row %lld: the GPTQ "
-                                            "update made columns %lld.. non-finite (Hessian "
-                                            "too ill-conditioned)", (long long)r, (long long)g0);
-                        p = mq__qparam_minmax(&j->f, j->spec->scheme, mn, mx);
-                        MQ_TRY(keep_group_param(j, r, g, g0, &p, mn, mx));
-                    } else if (j->spec->granularity != MQ_PER_TENSOR) {
-                        int64_t si = r * L->groups_per_row + g;
-                        p.scale = j->scale[si];
-                        p.zp = load_zp(j, j->zp, si);
-                    }
-                    mq__qround_init(&j->f, p, &qr);
-                    add = p.zp + j->f.code_offset;
-                }
+                if (c % gs == 0 || c == b0)
+                    MQ_TRY(lane_params(j, r, c, b0, w, NULL, 0, &qr, &add));
                 mq__quantize_ref(&w[c], 1, &qr, add, &codes[c]);
-                int32_t q = signed8 ? (int32_t)(int8_t)codes[c] - p.zp : (int32_t)codes[c] - add;
+                int32_t q = signed8 ? (int32_t)(int8_t)codes[c] - (add - j->f.code_offset)
+                                    : (int32_t)codes[c] - add;
                 const float *u = U + (size_t)c * (size_t)cols;
                 float err = (w[c] - (float)q * qr.scale) / u[c];
                 j->gemm->axpy((size_t)(b1 - c - 1), -err, u + c + 1, w + c + 1);
