@@ -141,6 +141,7 @@ test:
 DEMO_MODEL := $(BUILD)/demo/demo_model.safetensors
 $(DEMO_MODEL): $(BUILD)/examples/make_demo_model
 	@mkdir -p $(dir $@)
+	@rm -f $@ # a build product: rebuilt when the generator changes (the generator never replaces a file)
 	$(BUILD)/examples/make_demo_model $@
 
 demo: all $(DEMO_MODEL)
