@@ -296,7 +296,7 @@ TEST(quantize_groups_match_reference) {
 TEST(quantize_groups_extreme_params) {
     const mq_qkernels *r = mq__qkernels_ref();
     mq_ctx *ctx = mq_ctx_create();
-    static uint8_t buf[2 * 256 * 6 + 8], ca[256 * 6 + 8], cb[256 * 6 + 8];
+    static uint8_t buf[4 * 256 * 6 + 8], ca[256 * 6 + 8], cb[256 * 6 + 8];
     mq_qtype types[4] = {MQ_Q_INT8, MQ_Q_UINT8, MQ_Q_INT4, MQ_Q_UINT4};
     const float scales[5] = {1e-30f, 1e-10f, 3e-10f, 0.01f, FLT_EPSILON};
     int tried = 0;
