@@ -134,15 +134,20 @@ mq_status mq_calibrator_set_hessian(mq_calibrator *cal, int enable) {
 }
 
 /* The lower triangle of X^T X as a blocked symmetric rank-k update. The batch is first
- * copied as f32 into column blocks of HT_N channels (block b: rows x HT_N, contiguous), so a
- * tile reads contiguous memory. Tiles of HT_M x HT_N channels on or below the diagonal each
- * sum the batch's rows in chunks of HT_K as f32 products (kernels/gemm.h gemm_tn: one fmaf
- * chain per entry, in row order, from zero) added to the f64 accumulator chunk by chunk
- * (128 rows: between the per-chunk work of clearing and adding, and the f32 error, which
- * grows with the chunk).
+ * copied as f32 into column blocks of HT_N channels, so a tile reads contiguous memory: with
+ * the kernel's panels_f64, as panels of P channels (panel q: rows x P, zero beyond the last
+ * channel), else as blocks (block b: rows x HT_N). Tiles of HT_M x HT_N channels on or below
+ * the diagonal each sum the batch's rows in chunks of HT_K as f32 products (kernels/gemm.h
+ * gemm_tn: one fmaf chain per entry, in row order, from zero) added to the f64 accumulator
+ * chunk by chunk (128 rows: between the per-chunk work of clearing and adding, and the f32
+ * error, which grows with the chunk). The tile's accumulator is worked on in a contiguous
+ * copy: in place its rows lie C doubles apart and share a few cache sets, so it would leave
+ * the L2 cache between chunks (and with two threads, run at memory speed).
  * Each tile is one task with a fixed order, so the sums do not depend on the thread count or
  * the instruction set. */
-enum { HT_M = 128, HT_N = 256, HT_K = 128, HT_TILE = HT_M * HT_N + MQ__GEMM_WS };
+enum { HT_M = 128, HT_N = 256, HT_K = 128, P = MQ__GEMM_PANEL };
+/* per thread: the f32 chunk tile, a gemm workspace, then the f64 tile (64-byte aligned) */
+enum { HT_TILE = HT_M * HT_N + MQ__GEMM_WS + 2 * HT_M * HT_N };
 
 typedef struct hess_pass {
     mq_ctx *ctx;
@@ -150,7 +155,7 @@ typedef struct hess_pass {
     double *xtx;
     const void *x; /* rows x c of dtype */
     mq_dtype dtype;
-    float *xb;     /* the column blocks */
+    float *xb;     /* the column blocks or panels */
     int64_t rows, c, ncol_tiles;
     float *tiles;
     int ntiles;
@@ -161,13 +166,29 @@ static mq_status block_range(void *arg, int64_t b, int64_t e, int tid) {
     (void)tid;
     const hess_pass *p = (const hess_pass *)arg;
     size_t esz = mq_dtype_size(p->dtype);
+    bool panels = p->f->panels_f64 != NULL;
+    float row[HT_N];
     for (int64_t blk = b; blk < e; blk++) {
         int64_t c0 = blk * HT_N, w = p->c - c0 < HT_N ? p->c - c0 : HT_N;
         float *d = p->xb + blk * p->rows * HT_N;
         for (int64_t r = 0; r < p->rows; r++) {
             const uint8_t *s = (const uint8_t *)p->x + (size_t)(r * p->c + c0) * esz;
-            if (p->dtype == MQ_F32) memcpy(d + r * HT_N, s, (size_t)w * sizeof(float));
-            else MQ_TRY(mq_convert(p->ctx, MQ_F32, d + r * HT_N, p->dtype, s, (size_t)w));
+            if (!panels) {
+                if (p->dtype == MQ_F32) memcpy(d + r * HT_N, s, (size_t)w * sizeof(float));
+                else MQ_TRY(mq_convert(p->ctx, MQ_F32, d + r * HT_N, p->dtype, s, (size_t)w));
+                continue;
+            }
+            const float *v = (const float *)(const void *)s;
+            if (p->dtype != MQ_F32) {
+                MQ_TRY(mq_convert(p->ctx, MQ_F32, row, p->dtype, s, (size_t)w));
+                v = row;
+            }
+            for (int64_t q = 0; q * P < w; q++) {
+                int64_t n = w - q * P < P ? w - q * P : P;
+                float *dq = d + q * p->rows * P + r * P;
+                memcpy(dq, v + q * P, (size_t)n * sizeof(float));
+                memset(dq + n, 0, (size_t)(P - n) * sizeof(float));
+            }
         }
     }
     return MQ_OK;
@@ -179,22 +200,54 @@ static mq_status hess_range(void *arg, int64_t b, int64_t e, int tid) {
         return mq__fail(p->ctx, MQ_ERR_INTERNAL, "calibrator: worker %d without scratch", tid);
     int64_t C = p->c, rows = p->rows;
     float *tmp = p->tiles + (size_t)tid * HT_TILE, *ws = tmp + HT_M * HT_N;
+    double *acc = (double *)(ws + MQ__GEMM_WS); /* HT_M x HT_N */
+    bool panels = p->f->panels_f64 != NULL;
     for (int64_t t = b; t < e; t++) {
         int64_t i0 = t / p->ncol_tiles * HT_M, j0 = t % p->ncol_tiles * HT_N;
         if (j0 > i0 + HT_M - 1 || i0 >= C) continue; /* above the diagonal */
         int64_t m = C - i0 < HT_M ? C - i0 : HT_M;
         int64_t j1 = j0 + HT_N < i0 + m ? j0 + HT_N : i0 + m, n = j1 - j0;
-        /* HT_N is a multiple of HT_M: rows i0.. lie in one block */
-        const float *a = p->xb + i0 / HT_N * rows * HT_N + i0 % HT_N;
-        const float *bm = p->xb + j0 / HT_N * rows * HT_N;
+        /* Entries computed per row: with panels, whole panels up to the diagonal (zeroed
+         * where they are not the accumulator's), else the tile's n. */
+        int64_t mp = panels ? (m + P - 1) / P * P : m;
+        for (int64_t i = 0; i < mp; i++) {
+            int64_t jend = i >= m ? j0 : i0 + i + 1 < j1 ? i0 + i + 1 : j1;
+            int64_t w = panels ? ((i0 + i / P * P + P - 1 - j0) / P + 1) * P : n;
+            w = w < (n + P - 1) / P * P ? w : (n + P - 1) / P * P;
+            if (i < m)
+                memcpy(acc + i * HT_N, p->xtx + (i0 + i) * C + j0,
+                       (size_t)(jend - j0) * sizeof(double));
+            if (panels)
+                memset(acc + i * HT_N + (jend - j0), 0, (size_t)(w - (jend - j0)) * sizeof(double));
+        }
         for (int64_t k0 = 0; k0 < rows; k0 += HT_K) {
             int64_t kc = rows - k0 < HT_K ? rows - k0 : HT_K;
+            if (panels) {
+                /* B panel by B panel: each is read once per chunk from memory, then from L1
+                 * for the tile's A panels on or below the diagonal */
+                const float *xa = p->xb + i0 / P * rows * P + k0 * P;
+                const float *xj = p->xb + j0 / P * rows * P + k0 * P;
+                for (int64_t q = 0; q * P < n; q++) {
+                    int64_t a0 = j0 + q * P > i0 ? (j0 + q * P - i0) / P : 0;
+                    p->f->panels_f64(kc, xa + a0 * rows * P, (m + P - 1) / P - a0, rows * P,
+                                     xj + q * rows * P, acc + a0 * P * HT_N + q * P, HT_N);
+                }
+                continue;
+            }
+            /* HT_N is a multiple of HT_M: rows i0.. lie in one block */
+            const float *xa = p->xb + i0 / HT_N * rows * HT_N + i0 % HT_N;
+            const float *xj = p->xb + j0 / HT_N * rows * HT_N;
             memset(tmp, 0, (size_t)(m * n) * sizeof(float));
-            p->f->gemm_tn(m, n, kc, a + k0 * HT_N, HT_N, bm + k0 * HT_N, HT_N, tmp, n, ws);
+            p->f->gemm_tn(m, n, kc, xa + k0 * HT_N, HT_N, xj + k0 * HT_N, HT_N, tmp, n, ws);
             for (int64_t i = 0; i < m; i++) {
                 int64_t jend = i0 + i + 1 < j1 ? i0 + i + 1 : j1;
-                p->f->add_f64((size_t)(jend - j0), tmp + i * n, p->xtx + (i0 + i) * C + j0);
+                p->f->add_f64((size_t)(jend - j0), tmp + i * n, acc + i * HT_N);
             }
+        }
+        for (int64_t i = 0; i < m; i++) {
+            int64_t jend = i0 + i + 1 < j1 ? i0 + i + 1 : j1;
+            memcpy(p->xtx + (i0 + i) * C + j0, acc + i * HT_N,
+                   (size_t)(jend - j0) * sizeof(double));
         }
     }
     return MQ_OK;

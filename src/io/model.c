@@ -352,6 +352,15 @@ void mq__model_will_read(const mq_model *m, const void *p, uint64_t n, const voi
 }
 
 void mq__model_release(const mq_model *m, const void *p, uint64_t n) {
-    uintptr_t b, e;
-    if (mapped_pages(m, p, n, false, &b, &e)) madvise((void *)b, e - b, MADV_DONTNEED);
+    /* each mapping's share of the range: a range handed back in one piece may span two
+     * mappings that happen to be adjacent */
+    uintptr_t rb = (uintptr_t)p, re = rb + (uintptr_t)n, page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    for (size_t i = 0; p && n && i < m->nmaps; i++) {
+        uintptr_t mb = (uintptr_t)m->maps[i].addr, me = mb + m->maps[i].len;
+        if (!m->maps[i].addr || re <= mb || rb >= me) continue;
+        uintptr_t b = rb > mb ? rb : mb, e = re < me ? re : me;
+        b = (b + page - 1) & ~(page - 1); /* only pages the range covers entirely */
+        if (e != me) e &= ~(page - 1);
+        if (e > b) madvise((void *)b, e - b, MADV_DONTNEED);
+    }
 }

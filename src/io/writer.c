@@ -21,6 +21,9 @@ static bool has_suffix(const char *s, const char *suffix) {
 /* Writeback is started every WRITEBACK_STEP bytes and waited for one step behind, so the
  * final fsync finds little left to do and the dirty pages of the output stay bounded. */
 #define WRITEBACK_STEP ((uint64_t)32 << 20)
+/* An early sync is asked for every this many bytes written: large enough that the syncs
+ * cost little more than the one final fsync, small enough to leave it little to do. */
+uint64_t mq__writer_sync_step = (uint64_t)128 << 20;
 
 /* 0 or the errno of the failed write. */
 static int write_all(int fd, const uint8_t *p, size_t n) {
@@ -147,6 +150,65 @@ static int patch_file(mq_writer *w, uint64_t offset, const uint8_t *p, size_t n)
     return pwrite_all(w->fd, p, n, offset);
 }
 
+/* Asks the syncer for an fdatasync once mq__writer_sync_step more bytes are in the file. */
+static void sync_kick(mq_writer *w) {
+    if (!w->syncer) return;
+    pthread_mutex_lock(&w->sync_mu);
+    if (w->written - w->sync_target >= mq__writer_sync_step) {
+        w->sync_target = w->written;
+        pthread_cond_signal(&w->sync_cv);
+    }
+    pthread_mutex_unlock(&w->sync_mu);
+}
+
+static void *syncer_main(void *arg) {
+    mq_writer *w = (mq_writer *)arg;
+    pthread_mutex_lock(&w->sync_mu);
+    for (;;) {
+        while (w->sync_target <= w->synced && !w->sync_quit)
+            pthread_cond_wait(&w->sync_cv, &w->sync_mu);
+        if (w->sync_quit) break;
+        uint64_t target = w->sync_target;
+        pthread_mutex_unlock(&w->sync_mu);
+        int e = fdatasync(w->fd) != 0 ? errno : 0;
+        pthread_mutex_lock(&w->sync_mu);
+        if (e && !w->sync_errno) w->sync_errno = e;
+        w->synced = target;
+    }
+    pthread_mutex_unlock(&w->sync_mu);
+    return NULL;
+}
+
+/* Early syncs are an optimization: without the thread, the final fsync does all of it. */
+static void start_syncer(mq_writer *w) {
+    if (!w->flusher || w->to_stdout) return;
+    if (pthread_mutex_init(&w->sync_mu, NULL) != 0) return;
+    if (pthread_cond_init(&w->sync_cv, NULL) != 0) {
+        pthread_mutex_destroy(&w->sync_mu);
+        return;
+    }
+    w->syncer = pthread_create(&w->sync_thread, NULL, syncer_main, w) == 0;
+    if (!w->syncer) {
+        pthread_cond_destroy(&w->sync_cv);
+        pthread_mutex_destroy(&w->sync_mu);
+    }
+}
+
+/* Waits for an early sync in progress; 0 or the errno of a failed one. The flusher must
+ * have stopped (it asks for syncs). */
+static int stop_syncer(mq_writer *w) {
+    if (!w->syncer) return w->sync_errno;
+    pthread_mutex_lock(&w->sync_mu);
+    w->sync_quit = true;
+    pthread_cond_signal(&w->sync_cv);
+    pthread_mutex_unlock(&w->sync_mu);
+    pthread_join(w->sync_thread, NULL);
+    pthread_cond_destroy(&w->sync_cv);
+    pthread_mutex_destroy(&w->sync_mu);
+    w->syncer = false;
+    return w->sync_errno;
+}
+
 static void *flusher_main(void *arg) {
     mq_writer *w = (mq_writer *)arg;
     pthread_mutex_lock(&w->mu);
@@ -161,6 +223,7 @@ static void *flusher_main(void *arg) {
         if (!failed && !err) {
             w->written += n;
             writeback(w);
+            sync_kick(w);
         }
         pthread_mutex_lock(&w->mu);
         /* patches queued while this buffer was in flight: they follow it */
@@ -367,6 +430,7 @@ mq_status mq__writer_set_meta(mq_writer *w, const char *key, const char *value) 
 static void writer_release(mq_writer *w) {
     mq_ctx *ctx = w->ctx;
     stop_flusher(w);
+    stop_syncer(w);
     mq__free(ctx, w->raw[0]);
     mq__free(ctx, w->raw[1]);
     mq__free(ctx, w->raw[2]);
@@ -475,6 +539,7 @@ mq_status mq_writer_open(mq_ctx *ctx, const char *path, mq_format fmt,
     if (st == MQ_OK) st = w->be->begin(w);
     if (st == MQ_OK && !w->to_stdout) direct_on(w);
     if (st == MQ_OK) start_flusher(w);
+    if (st == MQ_OK) start_syncer(w);
     if (st != MQ_OK) {
         mq_writer_free(w);
         return st;
@@ -562,6 +627,10 @@ static mq_status commit(mq_writer *w) {
     if (st == MQ_OK && w->be->finish) st = w->be->finish(w);
     if (st == MQ_OK) st = flush_all(w);
     stop_flusher(w);
+    /* an error seen by an early sync is reported to it only, not again to the fsync below */
+    int se = stop_syncer(w);
+    if (st == MQ_OK && se)
+        st = mq__fail(w->ctx, MQ_ERR_IO, "%s: fsync failed: %s", w->path, strerror(se));
     if (st == MQ_OK && w->to_stdout) {
         /* a pipe or terminal cannot be synced; a file given as standard output can */
         if (fsync(w->fd) != 0 && errno != EINVAL && errno != EROFS && errno != ENOTSUP)

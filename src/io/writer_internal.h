@@ -70,6 +70,16 @@ struct mq_writer {
     pthread_cond_t cv;
     uint64_t written;        /* bytes the flusher wrote */
     uint64_t kicked;         /* writeback started up to this offset */
+    /* Early syncs: a third thread runs fdatasync on what the flusher has written, so that the
+     * device's own write cache is emptied while the caller still computes and the final fsync
+     * finds little left. */
+    bool syncer, sync_quit;  /* the thread runs; asked to stop */
+    uint64_t sync_target;    /* written bytes to sync next (sync_mu) */
+    uint64_t synced;         /* bytes covered by the last early sync */
+    int sync_errno;          /* the first failed early sync (its error is reported once) */
+    pthread_t sync_thread;
+    pthread_mutex_t sync_mu;
+    pthread_cond_t sync_cv;
     mq__write_times times;
     uint64_t pos;            /* file offset of the next byte (buffer included) */
     bool failed, committed;
@@ -87,6 +97,9 @@ MQ_HIDDEN mq_status mq__writer_out(mq_writer *w, const void *data, size_t n);
 MQ_HIDDEN mq_status mq__writer_patch(mq_writer *w, uint64_t offset, const void *data, size_t n);
 /* mq__writer_set_meta (io/io.h) rewrites metadata through the backend's replace_meta or,
  * for meta_at_end backends, before `finish`. */
+
+/* Bytes between early syncs (tests lower it). */
+MQ_HIDDEN extern uint64_t mq__writer_sync_step;
 
 MQ_HIDDEN extern const mq_writer_backend mq__safetensors_backend;
 MQ_HIDDEN extern const mq_writer_backend mq__pytorch_backend;

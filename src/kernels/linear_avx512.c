@@ -169,7 +169,11 @@ INLINE void wonly_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b,
 /* Weight-only, one row, NB channel blocks (NB independent fmaf chains, the reference's chain
  * per lane, so both FMA pipes stay busy): the words of all NB blocks loaded, then each k
  * of the word over all blocks, so consecutive FMAs are independent; the activation is a
- * broadcast operand of the FMA (no register per k). Every weight stream prefetched. Decoding costs one instruction per 16 weights before the convert:
+ * broadcast operand of the FMA (no register per k). Every weight stream is prefetched GV_PF
+ * bytes ahead; near the end of the blocks the prefetch moves on to the same stream of the next
+ * NB blocks (the caller's next tile), and each group's scales are prefetched GV_SPF groups
+ * ahead: otherwise those lines are demand misses from memory, which the long loop body
+ * cannot hide. Decoding costs one instruction per 16 weights before the convert:
  *  - 4-bit: vpermps reads only the low four bits of each index lane, so the word shifted
  *    right by the nibble's position picks (float)(nibble - zq) from a 16-entry table directly
  *    (no convert); with per-group zero points the table holds (float)nibble and the lane's
@@ -178,7 +182,7 @@ INLINE void wonly_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b,
  *    (vpslld, vpshufb or vpandd) reads as the integer w * 2^24 and converts exactly; the
  *    activation carries the 2^-24 instead (x * 2^-24 times w * 2^24 is the same product as
  *    x * w, so the fmaf chain is unchanged). */
-enum { GV_PF = 1024 /* bytes ahead per stream */, GV_CHUNK = 256 };
+enum { GV_PF = 1024 /* bytes ahead per stream */, GV_SPF = 4 /* groups ahead */, GV_CHUNK = 256 };
 enum { GV_I8, GV_I4, GV_I4Z };
 
 /* x * 2^-24 is exact for every x of the row: no nonzero |x| below 2^-102 (it would leave the
@@ -229,6 +233,11 @@ UNROLL
 UNROLL
         for (int j = 0; j < NB; j++) {
             part[j] = _mm512_setzero_ps();
+            if (L->G > GV_SPF) { /* may point past the table: a prefetch is only a hint */
+                int64_t pg = g + GV_SPF, pb = b + j;
+                if (pg >= L->G) pg -= L->G, pb += NB;
+                _mm_prefetch((const char *)(L->scale + mq__gidx(L, pb, pg)), _MM_HINT_T0);
+            }
             if (mode == GV_I4Z)
                 zf[j] = _mm512_cvtepi32_ps(_mm512_and_si512(
                     _mm512_load_si512(L->zq4 + mq__gidx(L, b + j, g)), _mm512_set1_epi32(15)));
@@ -242,11 +251,13 @@ UNROLL
             for (int64_t k = c0; k < c1; k += step) {
                 const char *base = (const char *)L->w + (b * words + k / step) * 64;
                 const float *xk = four ? x + k : xs + (k - c0);
+                const int64_t pf = k / step + GV_PF / 64 < words ? GV_PF
+                                                                  : GV_PF + (NB - 1) * words * 64;
                 __m512i v[8];
 UNROLL
                 for (int j = 0; j < NB; j++) {
                     const char *p = base + j * words * 64;
-                    _mm_prefetch(p + GV_PF, _MM_HINT_T0);
+                    _mm_prefetch(p + pf, _MM_HINT_T0);
                     v[j] = _mm512_load_si512(p);
                 }
 UNROLL

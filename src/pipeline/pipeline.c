@@ -38,6 +38,7 @@ typedef struct stream {
     uint8_t *zp;
     size_t scale_cap, zp_cap;
     uint64_t done, total; /* input bytes, for progress */
+    const uint8_t *rel_begin, *rel_end; /* consumed input not yet handed back */
     uint64_t ns[MQ_PHASE_BACKGROUND_WRITE + 1]; /* time per phase */
 } stream;
 
@@ -63,6 +64,33 @@ static void will_read(stream *s, const void *p, uint64_t n, uint64_t ahead) {
     lap(s, t, MQ_PHASE_READ);
 }
 
+/* Consumed input is handed back RELEASE_STEP at a time, ending on a huge-page boundary:
+ * each call makes the kernel interrupt the other threads to flush their TLBs, and a range
+ * that ends inside a huge page mapping splits it. */
+#define RELEASE_STEP ((uint64_t)8 << 20)
+#define HUGE_PAGE ((uintptr_t)2 << 20)
+
+/* all: the whole pending range; else up to its last huge-page boundary. */
+static void release_pending(stream *s, bool all) {
+    const uint8_t *e = all ? s->rel_end
+                           : (const uint8_t *)((uintptr_t)s->rel_end & ~(HUGE_PAGE - 1));
+    if (e > s->rel_begin) {
+        mq__model_release(s->model, s->rel_begin, (uint64_t)(e - s->rel_begin));
+        s->rel_begin = e;
+    }
+    if (all) s->rel_begin = s->rel_end = NULL;
+}
+
+static void release(stream *s, const void *p, uint64_t n) {
+    const uint8_t *b = (const uint8_t *)p;
+    if (b != s->rel_end) {
+        release_pending(s, true);
+        s->rel_begin = b;
+    }
+    s->rel_end = b + n;
+    if ((uint64_t)(s->rel_end - s->rel_begin) >= RELEASE_STEP) release_pending(s, false);
+}
+
 static mq_status ensure(mq_ctx *ctx, void **buf, size_t *cap, size_t need) {
     if (need <= *cap) return MQ_OK;
     mq__free(ctx, *buf);
@@ -86,7 +114,7 @@ static mq_status copy_tensor(stream *s, const mq__plan_entry *e) {
         uint64_t next = t->nbytes - off - k < COPY_SLICE ? t->nbytes - off - k : COPY_SLICE;
         will_read(s, p + off, k, next);
         MQ_TRY(emit(s, p + off, (size_t)k));
-        mq__model_release(s->model, p + off, k);
+        release(s, p + off, k);
         MQ_TRY(progress(s, t->name, k));
     }
     return MQ_OK;
@@ -166,7 +194,7 @@ static mq_status cast_tensor(stream *s, const mq__plan_entry *e, mq__err_acc *ac
         MQ_TRY(mq_convert(s->ctx, MQ_F32, s->deq, dt, s->out, n));
         MQ_TRY(mq__err_acc_add(s->ctx, acc, t->dtype, src, s->deq, n, (size_t)row_elems(t)));
         lap(s, tm, MQ_PHASE_ERROR);
-        mq__model_release(s->model, src, n * es);
+        release(s, src, n * es);
         MQ_TRY(progress(s, t->name, n * es));
     }
     return MQ_OK;
@@ -234,10 +262,10 @@ static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc
         }
         /* per-tensor parameters need every row on the first call: keep the pages until then */
         if (spec.granularity != MQ_PER_TENSOR)
-            mq__model_release(s->model, src, (uint64_t)nr * row_in);
+            release(s, src, (uint64_t)nr * row_in);
         MQ_TRY(progress(s, t->name, (uint64_t)nr * row_in));
     }
-    if (spec.granularity == MQ_PER_TENSOR) mq__model_release(s->model, t->data, t->nbytes);
+    if (spec.granularity == MQ_PER_TENSOR) release(s, t->data, t->nbytes);
     uint64_t tm = mq__now_ns();
     mq_status st = s->plan->ops->companions(&s->em, e, s->scale, zsz ? s->zp : NULL);
     lap(s, tm, MQ_PHASE_WRITE);
@@ -451,6 +479,7 @@ static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *in
                                    tr->error.sqnr_db, o->sqnr_warn_db);
         }
     }
+    release_pending(&s, true);
     /* strict: decided before the commit, so the destination stays untouched */
     if (st == MQ_OK) st = strict_check(ctx, p, o, out, true);
     if (st == MQ_OK) st = mq__config_json(ctx, p, o, rep, &cfg_final);

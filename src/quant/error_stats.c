@@ -1,6 +1,6 @@
 /* Error figures of an approximation: mq_error_stats_compute in double, and the accumulator
  * the pipeline and the quantize pass use (float lanes per part, parts summed in order). */
-#include "quant/quant_internal.h"
+#include "quant/error_lanes.h"
 
 #include <math.h>
 #include <string.h>
@@ -64,30 +64,49 @@ static inline float load_a(mq_dtype dt, const void *a, size_t i) {
     }
 }
 
-/* Element i of a part goes into lane i % LANES, in order (l->n elements came before); one
- * loop per common reference dtype, so that they vectorize. */
-static void lanes_run(mq__err_lanes *lp, mq_dtype dt, const void *a, const float *b, size_t n) {
+/* The scalar blocks: pair k of each block of LANES pairs into lane k. */
+static void blocks_ref(mq__err_lanes *lp, mq_dtype dt, const void *a, const float *b,
+                       size_t nblk) {
     mq__err_lanes lanes = *lp, *l = &lanes; /* a local copy: no aliasing with b, so it vectorizes */
-    size_t i = 0;
-    for (; i < n && (l->n + i) % LANES; i++) lanes_add(l, (int)((l->n + i) % LANES), load_a(dt, a, i), b[i]);
-    size_t vend = i + (n - i) / LANES * LANES;
+    size_t n = nblk * LANES;
     if (dt == MQ_F32) {
         const float *fa = (const float *)a;
-        for (; i < vend; i += LANES)
+        for (size_t i = 0; i < n; i += LANES)
             for (int k = 0; k < LANES; k++) lanes_add(l, k, fa[i + k], b[i + k]);
-    } else if (dt == MQ_BF16) {
+    } else {
         const uint16_t *ha = (const uint16_t *)a;
-        for (; i < vend; i += LANES)
+        for (size_t i = 0; i < n; i += LANES)
             for (int k = 0; k < LANES; k++) lanes_add(l, k, bf16_f32(ha[i + k]), b[i + k]);
     }
-    for (; i < n; i++) lanes_add(l, (int)((l->n + i) % LANES), load_a(dt, a, i), b[i]);
-    l->n += n;
     *lp = lanes;
 }
 
-void mq__err_lanes_add(mq__err_lanes *l, mq_dtype a_dtype, const void *a, const float *b,
-                       size_t n) {
-    lanes_run(l, a_dtype, a, b, n);
+static const mq__err_lanes_kernel *pick(const mq_ctx *ctx) {
+    static const mq__err_lanes_kernel ref = {blocks_ref};
+    const void *by_level[] = {&ref, MQ__X86_ONLY(mq__err_lanes_kernel_avx2()),
+                              MQ__X86_ONLY(mq__err_lanes_kernel_avx512()), NULL, NULL};
+    return (const mq__err_lanes_kernel *)mq__isa_pick(ctx, by_level, 5);
+}
+
+/* Element i of a part goes into lane i % LANES, in order (l->n elements came before): whole
+ * blocks of the common reference dtypes through the context's kernel, the rest here. */
+static void lanes_run(const mq_ctx *ctx, mq__err_lanes *l, mq_dtype dt, const void *a,
+                      const float *b, size_t n) {
+    size_t i = 0;
+    for (; i < n && (l->n + i) % LANES; i++) lanes_add(l, (int)((l->n + i) % LANES), load_a(dt, a, i), b[i]);
+    if (dt == MQ_F32 || dt == MQ_BF16) {
+        size_t nblk = (n - i) / LANES;
+        if (nblk)
+            pick(ctx)->blocks(l, dt, (const uint8_t *)a + i * mq_dtype_size(dt), b + i, nblk);
+        i += nblk * LANES;
+    }
+    for (; i < n; i++) lanes_add(l, (int)((l->n + i) % LANES), load_a(dt, a, i), b[i]);
+    l->n += n;
+}
+
+void mq__err_lanes_add(const mq_ctx *ctx, mq__err_lanes *l, mq_dtype a_dtype, const void *a,
+                       const float *b, size_t n) {
+    lanes_run(ctx, l, a_dtype, a, b, n);
 }
 
 bool mq__err_lanes_sum(const mq__err_lanes *l, mq__err_acc *part) {
@@ -108,6 +127,7 @@ bool mq__err_lanes_sum(const mq__err_lanes *l, mq__err_acc *part) {
 }
 
 typedef struct err_job {
+    const mq_ctx *ctx;
     mq_dtype a_dtype;
     const void *a;
     const float *b;
@@ -132,7 +152,8 @@ static mq__err_acc part_sums(const err_job *j, size_t begin, size_t end) {
     mq__err_lanes l;
     memset(&l, 0, sizeof l);
     size_t es = mq_dtype_size(j->a_dtype);
-    lanes_run(&l, j->a_dtype, (const uint8_t *)j->a + begin * es, j->b + begin, end - begin);
+    lanes_run(j->ctx, &l, j->a_dtype, (const uint8_t *)j->a + begin * es, j->b + begin,
+              end - begin);
     mq__err_acc acc;
     if (mq__err_lanes_sum(&l, &acc)) return acc;
     memset(&acc, 0, sizeof acc);
@@ -183,7 +204,7 @@ mq_status mq__err_acc_add(mq_ctx *ctx, mq__err_acc *acc, mq_dtype a_dtype, const
     mq__err_acc *parts = nparts <= 64 ? stack_parts
                                       : (mq__err_acc *)mq__malloc(ctx, nparts * sizeof *parts);
     if (!parts) return MQ_ERR_NOMEM;
-    err_job j = {a_dtype, a, b, cols, rows_pp, segs, parts};
+    err_job j = {ctx, a_dtype, a, b, cols, rows_pp, segs, parts};
     mq_status st = MQ_OK;
     size_t whole = segs > 1 ? nparts : rows / rows_pp;
     if (whole == 1) parts_range(&j, 0, 1, 0);

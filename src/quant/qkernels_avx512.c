@@ -608,27 +608,6 @@ static bool params_minmax_avx512(const mq_qformat *f, mq_scheme scheme, size_t n
     return true;
 }
 
-/* Codes of the 16 values v, without the offset. */
-ALWAYS_INLINE __m512i codes16(__m512 v, __m512 inv, __m512 lo, __m512 hi) {
-    v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, inv), lo), hi);
-    return _mm512_cvtps_epi32(v); /* rounds in the current mode, as the reference */
-}
-
-/* Pack steps leave each 128-bit lane j holding lane j of every input in turn; these put the
- * 4-byte and the 8-byte pieces of each input back together. */
-#define ORDER_DWORDS _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)
-#define ORDER_QWORDS _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7)
-
-/* Codes of the even and the odd elements of 32 BF16 values (load32_raw's split, the odd
- * elements' low bits cleared), offset not added. */
-ALWAYS_INLINE void codes_pairs(const char *p, __m512 inv, __m512 lo, __m512 hi, __m512i *qe,
-                               __m512i *qo) {
-    __m512i v = in_register(_mm512_loadu_si512(p));
-    *qe = codes16(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), inv, lo, hi);
-    *qo = codes16(_mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xffff0000u))),
-                  inv, lo, hi);
-}
-
 /* A run of codes stored in 64-byte pieces on whole cache lines: a destination 4-byte aligned
  * but not on a line gets each line from two pieces (one vpermt2d), the first and the last
  * line masked; a 64-byte store across two lines costs about as much as two. Others (odd
@@ -673,51 +652,81 @@ ALWAYS_INLINE void writer_flush(line_writer *w) {
     w->pending = false;
 }
 
+/* The 32-bit codes of the even and the odd elements of 32 BF16 values (load32_raw's split,
+ * the odd elements' low bits cleared), clamped above only when `top` (to hi, an integer), as
+ * signed 16-bit words: each 128-bit lane holds four even codes, then the four odd ones. A
+ * value at or above 2^31 converts to INT_MIN: `top` is needed unless none can be. */
+ALWAYS_INLINE __m512i words_pairs(const char *p, __m512 inv, __m512 hi, bool top) {
+    __m512i v = in_register(_mm512_loadu_si512(p));
+    __m512 e = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), inv);
+    __m512 o = _mm512_mul_ps(
+        _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xffff0000u))), inv);
+    if (top) {
+        e = _mm512_min_ps(e, hi);
+        o = _mm512_min_ps(o, hi);
+    }
+    /* the conversion rounds in the current mode, as the reference */
+    return _mm512_packs_epi32(_mm512_cvtps_epi32(e), _mm512_cvtps_epi32(o));
+}
+
+/* A pack of words_pairs (a, b) holds in lane L a's even codes 4L..4L+3, a's odd ones, then
+ * b's: the bytes of each lane interleaved, then a's 8-byte pieces before b's. */
+#define PAIRS_BYTES                                                                       \
+    _mm512_broadcast_i32x4(_mm_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15))
+#define PAIRS_QWORDS _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7)
+
 /* One group of n values: codes at w->at, or packed two per byte (packed4); prefetches
- * `ahead` bytes on. BF16 is read as pairs, two codes joined in each 32-bit lane, and 64-byte
- * pieces made by saturating packs, exact as every code fits the type packed to: codes of
- * 4-bit types are < 16, 8-bit ones lie in [-128, 127] or in [0, 255] (checked per group;
- * other offsets, F32 and F16 take the narrowing stores of quantize_t / quantize4_t, which
- * are faster there, as do the last values short of a piece). */
+ * `ahead` bytes on. BF16 is read as pairs (words_pairs), and the clamp below is the
+ * saturation of the packs: the code of a value under lo is lo + add, which is the least
+ * value of the type packed to (0 for 4-bit and unsigned 8-bit codes, -128 for signed 8-bit
+ * ones); values above hi are clamped in float (the packs' upper bounds are 15, 127 or 255
+ * only for some). F32 and F16, other offsets and the last values short of a piece take the
+ * narrowing stores of quantize_t / quantize4_t, which are faster there. */
 ALWAYS_INLINE void group_codes(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
                                int32_t add, bool packed4, line_writer *w, size_t ahead) {
-    const __m512 inv = _mm512_set1_ps(p->inv), lo = _mm512_set1_ps(p->lo),
-                 hi = _mm512_set1_ps(p->hi);
-    const __m512i vadd = _mm512_set1_epi32(add);
     const char *px = (const char *)x;
     size_t i = 0;
-    if (dt == MQ_BF16 && packed4) {
-        const __m512i add17 = _mm512_set1_epi32(add * 17); /* the offset of both nibbles */
-        for (; i + 128 <= n; i += 128) {
-            prefetch64(x, dt, i, ahead);
-            prefetch64(x, dt, i + 64, ahead);
-            __m512i b[4];
-            for (int m = 0; m < 4; m++) {
-                __m512i qe, qo;
-                codes_pairs(px + 2 * (i + 32 * (size_t)m), inv, lo, hi, &qe, &qo);
-                b[m] = _mm512_add_epi32(_mm512_add_epi32(qe, _mm512_slli_epi32(qo, 4)), add17);
-            }
-            __m512i r = _mm512_packus_epi16(_mm512_packus_epi32(b[0], b[1]),
-                                            _mm512_packus_epi32(b[2], b[3]));
-            writer_put(w, _mm512_permutexvar_epi32(ORDER_DWORDS, r));
-        }
-    }
     int32_t cl = (int32_t)p->lo + add, ch = (int32_t)p->hi + add;
-    bool sgn = cl >= -128 && ch <= 127;
-    if (dt == MQ_BF16 && !packed4 && (sgn || (cl >= 0 && ch <= 255))) {
-        for (; i + 64 <= n; i += 64) {
-            prefetch64(x, dt, i, ahead);
-            __m512i v[2];
-            for (int m = 0; m < 2; m++) {
-                __m512i qe, qo;
-                codes_pairs(px + 2 * (i + 32 * (size_t)m), inv, lo, hi, &qe, &qo);
-                qe = _mm512_add_epi32(qe, vadd);
-                qo = _mm512_slli_epi32(_mm512_add_epi32(qo, vadd), 8);
-                /* odd * 256 + the even code's byte: their 16-bit word, in range */
-                v[m] = _mm512_ternarylogic_epi32(qe, qo, _mm512_set1_epi32(0xff), 0xe4);
+    /* integer bounds whose codes pass the 16-bit words unsaturated */
+    bool whole = p->lo >= -32000.0f && p->hi <= 32000.0f && (float)(int32_t)p->lo == p->lo &&
+                 (float)(int32_t)p->hi == p->hi;
+    bool s8 = whole && cl == -128 && ch >= cl && ch <= 127;
+    bool u8 = whole && cl == 0 && ch >= 0 && ch <= (packed4 ? 15 : 255);
+    if (dt == MQ_BF16 && (u8 || (s8 && !packed4))) {
+        const __m512 inv = _mm512_set1_ps(p->inv), hi = _mm512_set1_ps(p->hi);
+        const __m512i add16 = _mm512_set1_epi16((short)add); /* cl - lo: fits */
+        if (packed4) {
+            const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 16, 20, 24, 28,
+                                                    18, 22, 26, 30);
+            for (; i + 128 <= n; i += 128) {
+                prefetch64(x, dt, i, ahead);
+                prefetch64(x, dt, i + 64, ahead);
+                const char *q = px + 2 * i;
+                __m512i wa = _mm512_adds_epi16(words_pairs(q, inv, hi, true), add16);
+                __m512i wb = _mm512_adds_epi16(words_pairs(q + 64, inv, hi, true), add16);
+                __m512i wc = _mm512_adds_epi16(words_pairs(q + 128, inv, hi, true), add16);
+                __m512i wd = _mm512_adds_epi16(words_pairs(q + 192, inv, hi, true), add16);
+                /* lane L: a's even codes, a's odd ones, b's, each < 16; the odd ones joined
+                 * above the even ones in the low 4 bytes of each 64-bit lane */
+                __m512i ab = _mm512_packus_epi16(wa, wb), cd = _mm512_packus_epi16(wc, wd);
+                ab = _mm512_or_si512(ab, _mm512_srli_epi64(ab, 28));
+                cd = _mm512_or_si512(cd, _mm512_srli_epi64(cd, 28));
+                writer_put(w, _mm512_permutex2var_epi32(ab, order, cd));
             }
-            __m512i r = sgn ? _mm512_packs_epi32(v[0], v[1]) : _mm512_packus_epi32(v[0], v[1]);
-            writer_put(w, _mm512_permutexvar_epi64(ORDER_QWORDS, r));
+        } else {
+            const __m512i bytes = PAIRS_BYTES;
+            for (; i + 64 <= n; i += 64) {
+                prefetch64(x, dt, i, ahead);
+                __m512i wa = words_pairs(px + 2 * i, inv, hi, true);
+                __m512i wb = words_pairs(px + 2 * i + 64, inv, hi, true);
+                if (add) {
+                    wa = _mm512_adds_epi16(wa, add16);
+                    wb = _mm512_adds_epi16(wb, add16);
+                }
+                __m512i r = s8 ? _mm512_packs_epi16(wa, wb) : _mm512_packus_epi16(wa, wb);
+                r = _mm512_shuffle_epi8(r, bytes);
+                writer_put(w, _mm512_permutexvar_epi64(PAIRS_QWORDS, r));
+            }
         }
     }
     if (i == n) return;

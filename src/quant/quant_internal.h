@@ -284,8 +284,8 @@ typedef struct mq__err_lanes {
     uint64_t n;
 } mq__err_lanes;
 /* `a`: F32, F16 or BF16 (exact in f32: the sums are those of its f32 values). */
-MQ_HIDDEN void mq__err_lanes_add(mq__err_lanes *l, mq_dtype a_dtype, const void *a,
-                                 const float *b, size_t n);
+MQ_HIDDEN void mq__err_lanes_add(const mq_ctx *ctx, mq__err_lanes *l, mq_dtype a_dtype,
+                                 const void *a, const float *b, size_t n);
 MQ_HIDDEN bool mq__err_lanes_sum(const mq__err_lanes *l, mq__err_acc *part);
 MQ_HIDDEN void mq__err_acc_finish(const mq__err_acc *acc, mq_error_stats *out);
 

@@ -783,13 +783,13 @@ static mq_status quantize_range(void *arg, int64_t b, int64_t e, int tid) {
             for (int64_t c0 = 0, sg = 0; c0 < cols; c0 += MQ__ERR_PART, sg++) {
                 int64_t n = cols - c0 < MQ__ERR_PART ? cols - c0 : MQ__ERR_PART;
                 memset(&l, 0, sizeof l);
-                mq__err_lanes_add(&l, x.dtype, at(x.p, x.dtype, c0), d + c0, (size_t)n);
+                mq__err_lanes_add(j->ctx, &l, x.dtype, at(x.p, x.dtype, c0), d + c0, (size_t)n);
                 part_done(j, &l, &j->err_parts[i * j->err_segs + sg]);
             }
             continue;
         }
         if (i % j->err_rows == 0) memset(&l, 0, sizeof l);
-        mq__err_lanes_add(&l, x.dtype, x.p, d, (size_t)cols);
+        mq__err_lanes_add(j->ctx, &l, x.dtype, x.p, d, (size_t)cols);
         if ((i + 1) % j->err_rows == 0 || i + 1 == total)
             part_done(j, &l, &j->err_parts[i / j->err_rows]);
     }

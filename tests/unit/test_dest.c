@@ -2,8 +2,10 @@
  * standard output, signal-time cleanup. */
 #include "harness.h"
 #include "io/dest.h"
+#include "io/writer_internal.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/stat.h>
@@ -229,6 +231,73 @@ TEST(standard_output) {
     mq_ctx_free(ctx);
 }
 
+/* The writer's early syncs come here (this definition replaces libc's in this program):
+ * counted, and failed on demand. */
+static volatile int fdatasync_calls, fdatasync_fail;
+
+int fdatasync(int fd) {
+    fdatasync_calls++;
+    if (fdatasync_fail) {
+        errno = EIO;
+        return -1;
+    }
+    return fsync(fd);
+}
+
+/* A 24 MB tensor written in 1 MB pieces with an early sync asked for every 4 MB; waits
+ * (up to 10 s) until the syncer has run before the commit. */
+static mq_status write_synced(mq_ctx *ctx, const char *path) {
+    enum { PIECE = 1 << 18, PIECES = 24 };
+    mq_tensor_desc d = {"t", MQ_F32, 1, {(int64_t)PIECE * PIECES}};
+    float *v = (float *)malloc(PIECE * sizeof *v);
+    mq_writer *w = NULL;
+    mq_status st = v ? mq_writer_open(ctx, path, MQ_FORMAT_SAFETENSORS, &d, 1, NULL, 0, &w)
+                     : MQ_ERR_NOMEM;
+    for (int k = 0; st == MQ_OK && k < PIECES; k++) {
+        for (int i = 0; i < PIECE; i++) v[i] = (float)(k * PIECE + i);
+        st = mq_writer_write(w, v, PIECE * sizeof *v);
+    }
+    for (int t = 0; st == MQ_OK && !fdatasync_calls && t < 1000; t++) usleep(10000);
+    if (st == MQ_OK) st = mq_writer_commit(w);
+    mq_writer_free(w);
+    free(v);
+    return st;
+}
+
+TEST(early_syncs) {
+    char p[700];
+    path_in(p, sizeof p, "synced.safetensors");
+    uint64_t step = mq__writer_sync_step;
+    mq__writer_sync_step = 4u << 20;
+    mq_ctx *ctx = mq_ctx_create();
+    fdatasync_calls = 0;
+    CHECK_EQ_INT(write_synced(ctx, p), MQ_OK);
+    CHECK(fdatasync_calls > 0);
+    mq_model *m = NULL;
+    CHECK_EQ_INT(mq_model_open(ctx, p, NULL, &m), MQ_OK);
+    const mq_tensor *t = m ? mq_model_tensor(m, 0) : NULL;
+    CHECK(t && t->numel == 24u << 18);
+    if (t && t->numel == 24u << 18) {
+        const float *f = (const float *)t->data;
+        int same = 1;
+        for (uint64_t i = 0; i < t->numel; i += 4093) same &= f[i] == (float)i;
+        CHECK(same && f[t->numel - 1] == (float)(t->numel - 1));
+    }
+    mq_model_free(m);
+    unlink(p);
+    /* a failed early sync fails the commit: its error is not reported again to the fsync */
+    fdatasync_calls = 0;
+    fdatasync_fail = 1;
+    CHECK_EQ_INT(write_synced(ctx, p), MQ_ERR_IO);
+    CHECK_MSG_HAS(ctx, "fsync failed");
+    fdatasync_fail = 0;
+    CHECK(fdatasync_calls > 0);
+    CHECK_EQ_INT(access(p, F_OK) != 0, 1);
+    CHECK_EQ_INT(temps_in(dir), 0);
+    mq__writer_sync_step = step;
+    mq_ctx_free(ctx);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "%s/test_destXXXXXX", test_tmpdir());
     if (!mkdtemp(dir)) {
@@ -241,6 +310,7 @@ int main(void) {
     RUN(long_names_and_temp_pattern);
     RUN(remove_temporaries);
     RUN(standard_output);
+    RUN(early_syncs);
     rmdir(dir);
     return test_summary();
 }

@@ -290,6 +290,63 @@ TEST(quantize_groups_match_reference) {
     mq_ctx_free(ctx);
 }
 
+/* Parameters no min/max rule makes: products at or beyond 2^31 and infinite ones (the vector
+ * conversion gives INT_MIN there), a fractional bound, offsets a saturating pack cannot
+ * take, an empty range; the codes still equal the reference's. */
+TEST(quantize_groups_extreme_params) {
+    const mq_qkernels *r = mq__qkernels_ref();
+    mq_ctx *ctx = mq_ctx_create();
+    static uint8_t buf[4 * 256 * 6 + 8], ca[256 * 6 + 8], cb[256 * 6 + 8];
+    mq_qtype types[4] = {MQ_Q_INT8, MQ_Q_UINT8, MQ_Q_INT4, MQ_Q_UINT4};
+    const float scales[5] = {1e-30f, 1e-10f, 3e-10f, 0.01f, FLT_EPSILON};
+    int tried = 0;
+    for (int isa = test_next_isa(0); isa >= 0; isa = test_next_isa(isa)) {
+        CHECK_EQ_INT(mq_ctx_set_isa(ctx, (mq_isa)isa), MQ_OK);
+        const mq_qkernels *v = mq__qkernels(ctx);
+        if (!v->quantize_groups) continue;
+        for (int d = 0; d < 3; d++) {
+            for (int t = 0; t < 4; t++) {
+                mq_qformat f;
+                mq__qformat(types[t], &f);
+                for (size_t gs = 64; gs <= 256; gs *= 2) {
+                    enum { NG = 6 };
+                    uint8_t *x = buf + 2;
+                    fill(x, dts[d], gs, NG);
+                    mq_qround qr[NG];
+                    int32_t add[NG];
+                    for (int g = 0; g < NG; g++) {
+                        mq_qparam p = {scales[(g + t) % 5],
+                                       f.qmin + (int32_t)(rnd() % (uint32_t)(f.qmax - f.qmin + 1))};
+                        mq__qround_init(&f, p, &qr[g]);
+                        add[g] = p.zp + f.code_offset;
+                    }
+                    /* hand-made bounds (codes kept in a byte, < 16 for 4-bit types): a
+                     * large offset, a fractional bound, an empty range, and a least code
+                     * that is not the type's */
+                    int32_t top = f.packed4 ? 15 : 255;
+                    qr[1].lo = (float)(-20 - top);
+                    qr[1].hi = -20.0f;
+                    add[1] = 20 + top;
+                    qr[2].lo += 0.5f;
+                    qr[3].hi = qr[3].lo;
+                    qr[4].hi -= 1.0f;
+                    add[4] += 1;
+                    size_t bytes = f.packed4 ? NG * gs / 2 : NG * gs;
+                    memset(ca, 0xa5, sizeof ca);
+                    memset(cb, 0xa5, sizeof cb);
+                    r->quantize_groups(x, dts[d], gs, NG, qr, add, f.packed4, ca);
+                    v->quantize_groups(x, dts[d], gs, NG, qr, add, f.packed4, cb);
+                    CHECK_MSG(!memcmp(ca, cb, bytes + 8), "%s %s %s gs %zu",
+                              mq_isa_name((mq_isa)isa), mq_dtype_name(dts[d]), f.name, gs);
+                    tried++;
+                }
+            }
+        }
+    }
+    CHECK(tried >= 36);
+    mq_ctx_free(ctx);
+}
+
 /* Whole tensors through mq_quantize_rows at every level: identical data, scales and zero
  * points, for per-channel and per-group min/max (group sizes that divide the rows and that do
  * not), F32/F16/BF16 sources at aligned and odd addresses. */
@@ -400,6 +457,7 @@ int main(void) {
     RUN(params_minmax_match_reference);
     RUN(reference_params_are_the_rule);
     RUN(quantize_groups_match_reference);
+    RUN(quantize_groups_extreme_params);
     RUN(quantize_rows_same_at_every_level);
     RUN(quantize_rows_same_errors_at_every_level);
     return test_summary();
