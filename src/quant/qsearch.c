@@ -7,12 +7,6 @@ bool mq__search_fix_applies(const mq_qformat *f, float mn, float mx) {
     return f->bits == 4 && amax >= MQ_QFIX_AMIN && amax <= MQ_QFIX_AMAX;
 }
 
-bool mq__fix_less(mq_fix_err a, mq_fix_err b) {
-    __extension__ typedef unsigned __int128 u128;
-    return (u128)(uint64_t)a.d * (uint64_t)(b.m * b.m) <
-           (u128)(uint64_t)b.d * (uint64_t)(a.m * a.m);
-}
-
 /* The first candidate of least error; *err receives it. */
 static int best_candidate_fix(const mq_qformat *f, const mq_qcand *cand, int nc, const float *x,
                               size_t n, float amax, mq__sqerr_fix_fn sqerr, mq_fix_err *err) {

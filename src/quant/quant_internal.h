@@ -205,7 +205,11 @@ typedef struct mq_fix_err {
     int32_t m;
 } mq_fix_err;
 /* a < b, exactly: a.d * b.m^2 < b.d * a.m^2 */
-MQ_HIDDEN bool mq__fix_less(mq_fix_err a, mq_fix_err b);
+static inline bool mq__fix_less(mq_fix_err a, mq_fix_err b) {
+    __extension__ typedef unsigned __int128 u128;
+    return (u128)(uint64_t)a.d * (uint64_t)(b.m * b.m) <
+           (u128)(uint64_t)b.d * (uint64_t)(a.m * a.m);
+}
 typedef void (*mq__sqerr_fix_fn)(const float *x, size_t n, float k, const mq_qfix *q, int nc,
                                  int64_t *d);
 /* The 4-bit search without weights of x[0, n) of range [mn, mx] (mq__search_fix_applies):

@@ -270,13 +270,13 @@ static int best_candidate(const qjob *j, const mq_qcand *cand, int nc, const flo
 static mq_qparam choose(const qjob *j, const float *x, const float *w, size_t n, float mn,
                         float mx) {
     if (j->spec->search != MQ_SEARCH_MSE) return mq__qparam_minmax(&j->f, j->spec->scheme, mn, mx);
-    mq_qcand cand[MQ_MAX_CANDIDATES];
-    int nc = mq__qcandidates(&j->f, j->spec->scheme, mn, mx, 0, 1.0f, cand);
-    if (nc == 1) return cand[0].p;
-    /* 4-bit without weights: errors in fixed point */
+    /* 4-bit without weights: errors in fixed point (never a zero range) */
     if (!w && mq__search_fix_applies(&j->f, mn, mx))
         return mq__search_fix(&j->f, j->spec->scheme, x, n, mn, mx,
                               j->k->sqerr_fix ? j->k->sqerr_fix : mq__sqerr_fix_ref);
+    mq_qcand cand[MQ_MAX_CANDIDATES];
+    int nc = mq__qcandidates(&j->f, j->spec->scheme, mn, mx, 0, 1.0f, cand);
+    if (nc == 1) return cand[0].p;
     float e0, e1;
     mq_qcand win = cand[best_candidate(j, cand, nc, x, w, n, mn, mx, &e0)];
     nc = mq__qcandidates(&j->f, j->spec->scheme, mn, mx, 1, win.ratio, cand);
