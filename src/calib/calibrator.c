@@ -134,15 +134,21 @@ mq_status mq_calibrator_set_hessian(mq_calibrator *cal, int enable) {
 }
 
 /* The lower triangle of X^T X as a blocked symmetric rank-k update. The batch is first
- * copied as f32 into column blocks of HT_N channels (block b: rows x HT_N, contiguous), so a
- * tile reads contiguous memory. Tiles of HT_M x HT_N channels on or below the diagonal each
- * sum the batch's rows in chunks of HT_K as f32 products (kernels/gemm.h gemm_tn: one fmaf
- * chain per entry, in row order, from zero) added to the f64 accumulator chunk by chunk
- * (128 rows: between the per-chunk work of clearing and adding, and the f32 error, which
- * grows with the chunk).
+ * copied as f32 into column blocks of HT_N channels, so a tile reads contiguous memory: with
+ * the kernel's panels_f64, chunk by chunk of HT_K rows as panels of P channels (in a chunk of
+ * kc rows, panel q: kc x P at q kc P, zero beyond the last channel; a tile's panels are
+ * neighbours, which the hardware prefetch follows), else as blocks (block b: rows x HT_N). Tiles of HT_M x HT_N channels on or below
+ * the diagonal each sum the batch's rows in chunks of HT_K as f32 products (kernels/gemm.h
+ * gemm_tn: one fmaf chain per entry, in row order, from zero) added to the f64 accumulator
+ * chunk by chunk (128 rows: between the per-chunk work of clearing and adding, and the f32
+ * error, which grows with the chunk). The tile's accumulator is worked on in a contiguous
+ * copy: in place its rows lie C doubles apart and share a few cache sets, so it would leave
+ * the L2 cache between chunks (and with two threads, run at memory speed).
  * Each tile is one task with a fixed order, so the sums do not depend on the thread count or
  * the instruction set. */
-enum { HT_M = 128, HT_N = 256, HT_K = 128, HT_TILE = HT_M * HT_N + MQ__GEMM_WS };
+enum { HT_M = 128, HT_N = 256, HT_K = 128, P = MQ__GEMM_PANEL };
+/* per thread: the f32 chunk tile, a gemm workspace, then the f64 tile (64-byte aligned) */
+enum { HT_TILE = HT_M * HT_N + MQ__GEMM_WS + 2 * HT_M * HT_N };
 
 typedef struct hess_pass {
     mq_ctx *ctx;
@@ -150,24 +156,89 @@ typedef struct hess_pass {
     double *xtx;
     const void *x; /* rows x c of dtype */
     mq_dtype dtype;
-    float *xb;     /* the column blocks */
-    int64_t rows, c, ncol_tiles;
+    float *xb;     /* the column blocks or panels */
+    int64_t rows, c, ncol_tiles, cp; /* cp: channels rounded up to panels */
     float *tiles;
     int ntiles;
+    /* the update's other passes, run as tasks of its parallel jobs */
+    mq_observer *obs;
+    int ndim, axis;
+    const int64_t *shape;
+    mq_status obs_st;
+    double *sum_sq;
+    float *max_abs;
+    int64_t ntask; /* tiles; then one statistics task per block */
 } hess_pass;
 
 /* Column blocks [b, e) of the batch into xb as f32. */
+static mq_status block_range(void *arg, int64_t b, int64_t e, int tid);
+
+/* Task 0 the observer's update, then the column blocks: the copy changes no state, so when the
+ * observer refuses the batch (a non-finite value) the layer is left as it was. */
+static mq_status copy_range(void *arg, int64_t b, int64_t e, int tid) {
+    hess_pass *p = (hess_pass *)arg;
+    for (int64_t t = b; t < e; t++) {
+        if (t) {
+            MQ_TRY(block_range(arg, t - 1, t, tid));
+            continue;
+        }
+        p->obs_st = mq_observer_update_strided(p->obs, p->dtype, p->x, p->ndim, p->shape, NULL,
+                                               p->axis);
+        MQ_TRY(p->obs_st);
+    }
+    return MQ_OK;
+}
+
+/* sum_sq and max_abs of block blk's channels from xb, row by row (stats_chunk's order). */
+static void stats_block(const hess_pass *p, int64_t blk) {
+    bool panels = p->f->panels_f64 != NULL;
+    int64_t c0 = blk * HT_N, w = p->c - c0 < HT_N ? p->c - c0 : HT_N;
+    for (int64_t r = 0; r < p->rows; r++) {
+        int64_t k0 = r / HT_K * HT_K, kc = p->rows - k0 < HT_K ? p->rows - k0 : HT_K;
+        for (int64_t j = 0; j < w; j += panels ? P : HT_N) {
+            const float *v = panels ? p->xb + k0 * p->cp + (c0 + j) / P * kc * P + (r - k0) * P
+                                    : p->xb + blk * p->rows * HT_N + r * HT_N;
+            int64_t n = w - j < (panels ? P : HT_N) ? w - j : (panels ? P : HT_N);
+            double *sq = p->sum_sq + c0 + j;
+            float *m = p->max_abs + c0 + j;
+            for (int64_t i = 0; i < n; i++) {
+                sq[i] += (double)v[i] * v[i];
+                float a = fabsf(v[i]);
+                m[i] = a > m[i] ? a : m[i];
+            }
+        }
+    }
+}
+
 static mq_status block_range(void *arg, int64_t b, int64_t e, int tid) {
     (void)tid;
     const hess_pass *p = (const hess_pass *)arg;
     size_t esz = mq_dtype_size(p->dtype);
+    bool panels = p->f->panels_f64 != NULL;
+    float row[HT_N];
     for (int64_t blk = b; blk < e; blk++) {
         int64_t c0 = blk * HT_N, w = p->c - c0 < HT_N ? p->c - c0 : HT_N;
         float *d = p->xb + blk * p->rows * HT_N;
         for (int64_t r = 0; r < p->rows; r++) {
             const uint8_t *s = (const uint8_t *)p->x + (size_t)(r * p->c + c0) * esz;
-            if (p->dtype == MQ_F32) memcpy(d + r * HT_N, s, (size_t)w * sizeof(float));
-            else MQ_TRY(mq_convert(p->ctx, MQ_F32, d + r * HT_N, p->dtype, s, (size_t)w));
+            if (!panels) {
+                if (p->dtype == MQ_F32) memcpy(d + r * HT_N, s, (size_t)w * sizeof(float));
+                else MQ_TRY(mq_convert(p->ctx, MQ_F32, d + r * HT_N, p->dtype, s, (size_t)w));
+                continue;
+            }
+            const float *v = (const float *)(const void *)s;
+            if (p->dtype != MQ_F32) {
+                MQ_TRY(mq_convert(p->ctx, MQ_F32, row, p->dtype, s, (size_t)w));
+                v = row;
+            }
+            int64_t k0 = r / HT_K * HT_K, kc = p->rows - k0 < HT_K ? p->rows - k0 : HT_K;
+            float *dr = p->xb + k0 * p->cp + c0 / P * kc * P + (r - k0) * P;
+            for (int64_t q = 0; q * P < w; q++) {
+                int64_t n = w - q * P < P ? w - q * P : P;
+                float *dq = dr + q * kc * P;
+                memcpy(dq, v + q * P, (size_t)n * sizeof(float));
+                memset(dq + n, 0, (size_t)(P - n) * sizeof(float));
+            }
         }
     }
     return MQ_OK;
@@ -179,23 +250,65 @@ static mq_status hess_range(void *arg, int64_t b, int64_t e, int tid) {
         return mq__fail(p->ctx, MQ_ERR_INTERNAL, "calibrator: worker %d without scratch", tid);
     int64_t C = p->c, rows = p->rows;
     float *tmp = p->tiles + (size_t)tid * HT_TILE, *ws = tmp + HT_M * HT_N;
+    double *acc = (double *)(ws + MQ__GEMM_WS); /* HT_M x HT_N */
+    bool panels = p->f->panels_f64 != NULL;
     for (int64_t t = b; t < e; t++) {
         int64_t i0 = t / p->ncol_tiles * HT_M, j0 = t % p->ncol_tiles * HT_N;
         if (j0 > i0 + HT_M - 1 || i0 >= C) continue; /* above the diagonal */
         int64_t m = C - i0 < HT_M ? C - i0 : HT_M;
         int64_t j1 = j0 + HT_N < i0 + m ? j0 + HT_N : i0 + m, n = j1 - j0;
-        /* HT_N is a multiple of HT_M: rows i0.. lie in one block */
-        const float *a = p->xb + i0 / HT_N * rows * HT_N + i0 % HT_N;
-        const float *bm = p->xb + j0 / HT_N * rows * HT_N;
+        /* Entries computed per row: with panels, whole panels up to the diagonal (zeroed
+         * where they are not the accumulator's), else the tile's n. */
+        int64_t mp = panels ? (m + P - 1) / P * P : m;
+        for (int64_t i = 0; i < mp; i++) {
+            int64_t jend = i >= m ? j0 : i0 + i + 1 < j1 ? i0 + i + 1 : j1;
+            int64_t w = panels ? ((i0 + i / P * P + P - 1 - j0) / P + 1) * P : n;
+            w = w < (n + P - 1) / P * P ? w : (n + P - 1) / P * P;
+            if (i < m)
+                memcpy(acc + i * HT_N, p->xtx + (i0 + i) * C + j0,
+                       (size_t)(jend - j0) * sizeof(double));
+            if (panels)
+                memset(acc + i * HT_N + (jend - j0), 0, (size_t)(w - (jend - j0)) * sizeof(double));
+        }
         for (int64_t k0 = 0; k0 < rows; k0 += HT_K) {
             int64_t kc = rows - k0 < HT_K ? rows - k0 : HT_K;
+            if (panels) {
+                /* B panel by B panel: each is read once per chunk from memory, then from L1
+                 * for the tile's A panels on or below the diagonal */
+                const float *xa = p->xb + k0 * p->cp + i0 / P * kc * P;
+                const float *xj = p->xb + k0 * p->cp + j0 / P * kc * P;
+                for (int64_t q = 0; q * P < n; q++) {
+                    int64_t a0 = j0 + q * P > i0 ? (j0 + q * P - i0) / P : 0;
+                    p->f->panels_f64(kc, xa + a0 * kc * P, (m + P - 1) / P - a0, kc * P,
+                                     xj + q * kc * P, acc + a0 * P * HT_N + q * P, HT_N);
+                }
+                continue;
+            }
+            /* HT_N is a multiple of HT_M: rows i0.. lie in one block */
+            const float *xa = p->xb + i0 / HT_N * rows * HT_N + i0 % HT_N;
+            const float *xj = p->xb + j0 / HT_N * rows * HT_N;
             memset(tmp, 0, (size_t)(m * n) * sizeof(float));
-            p->f->gemm_tn(m, n, kc, a + k0 * HT_N, HT_N, bm + k0 * HT_N, HT_N, tmp, n, ws);
+            p->f->gemm_tn(m, n, kc, xa + k0 * HT_N, HT_N, xj + k0 * HT_N, HT_N, tmp, n, ws);
             for (int64_t i = 0; i < m; i++) {
                 int64_t jend = i0 + i + 1 < j1 ? i0 + i + 1 : j1;
-                p->f->add_f64((size_t)(jend - j0), tmp + i * n, p->xtx + (i0 + i) * C + j0);
+                p->f->add_f64((size_t)(jend - j0), tmp + i * n, acc + i * HT_N);
             }
         }
+        for (int64_t i = 0; i < m; i++) {
+            int64_t jend = i0 + i + 1 < j1 ? i0 + i + 1 : j1;
+            memcpy(p->xtx + (i0 + i) * C + j0, acc + i * HT_N,
+                   (size_t)(jend - j0) * sizeof(double));
+        }
+    }
+    return MQ_OK;
+}
+
+/* The tiles, then the statistics. */
+static mq_status tile_range(void *arg, int64_t b, int64_t e, int tid) {
+    const hess_pass *p = (const hess_pass *)arg;
+    for (int64_t t = b; t < e; t++) {
+        if (t < p->ntask) MQ_TRY(hess_range(arg, t, t + 1, tid));
+        else stats_block(p, t - p->ntask);
     }
     return MQ_OK;
 }
@@ -210,11 +323,13 @@ static mq_status grow_f32(mq_ctx *ctx, float **buf, size_t *cap, size_t n) {
     return MQ_OK;
 }
 
-static mq_status hessian_update(mq_calibrator *cal, cal_layer *l, mq_dtype dtype, const void *x,
-                                uint64_t numel) {
+/* The observer's update, the statistics and the Hessian of a batch of rows x C (channels
+ * last), as two parallel jobs. */
+static mq_status hessian_update(mq_calibrator *cal, cal_layer *l, const char *what,
+                                mq_dtype dtype, const void *x, int ndim, const int64_t *shape,
+                                int channel_axis, uint64_t numel) {
     mq_ctx *ctx = cal->ctx;
     int64_t C = l->channels, rows = (int64_t)(numel / (uint64_t)C);
-    if (!rows) return MQ_OK;
     int64_t nblk = (C + HT_N - 1) / HT_N;
     if ((uint64_t)rows > SIZE_MAX / sizeof(float) / HT_N / (uint64_t)nblk)
         return mq__fail(ctx, MQ_ERR_NOMEM, "calibrator: a batch of %lld rows is too large",
@@ -229,11 +344,30 @@ static mq_status hessian_update(mq_calibrator *cal, cal_layer *l, mq_dtype dtype
         cal->ntiles = nt;
     }
     float *tiles = (float *)(((uintptr_t)cal->tiles + 63) & ~(uintptr_t)63);
-    hess_pass hp = {ctx,  mq__gemm_pick(ctx), l->xtx, x, dtype, cal->hbuf, rows, C, nblk, tiles,
-                    cal->ntiles};
-    MQ_TRY(mq__parallel_for(ctx, nblk, 1, block_range, &hp));
-    int64_t ntask = (C + HT_M - 1) / HT_M * nblk;
-    return mq__parallel_for(ctx, ntask, 1, hess_range, &hp);
+    hess_pass hp = {.ctx = ctx,
+                    .f = mq__gemm_pick(ctx),
+                    .xtx = l->xtx,
+                    .x = x,
+                    .dtype = dtype,
+                    .xb = cal->hbuf,
+                    .rows = rows,
+                    .c = C,
+                    .ncol_tiles = nblk,
+                    .cp = (C + P - 1) / P * P,
+                    .tiles = tiles,
+                    .ntiles = cal->ntiles,
+                    .obs = l->obs,
+                    .ndim = ndim,
+                    .axis = channel_axis,
+                    .shape = shape,
+                    .obs_st = MQ_OK,
+                    .sum_sq = l->sum_sq,
+                    .max_abs = l->max_abs,
+                    .ntask = (C + HT_M - 1) / HT_M * nblk};
+    mq_status st = mq__parallel_for(ctx, 1 + nblk, 1, copy_range, &hp);
+    if (hp.obs_st != MQ_OK) return mq__fail_prefix(ctx, "%s", what);
+    MQ_TRY(st);
+    return mq__parallel_for(ctx, hp.ntask + nblk, 1, tile_range, &hp);
 }
 
 mq_status mq_calibrator_update(mq_calibrator *cal, const char *layer, mq_dtype dtype,
@@ -247,17 +381,16 @@ mq_status mq_calibrator_update(mq_calibrator *cal, const char *layer, mq_dtype d
     mq_batch_view view;
     MQ_TRY(mq__batch_view_init(ctx, what, dtype, x, ndim, shape, NULL, channel_axis, false,
                                l->channels, &view));
-    mq_status st = mq_observer_update_strided(l->obs, dtype, x, ndim, shape, NULL, channel_axis);
-    if (st != MQ_OK) return mq__fail_prefix(ctx, "%s", what);
-    stats_pass sp = {l->sum_sq, l->max_abs};
-    mq__batch_view_walk(&view, stats_chunk, &sp);
-    if (l->xtx && !l->no_hessian) {
-        int axis = channel_axis < 0 ? channel_axis + ndim : channel_axis;
-        if (axis == ndim - 1) {
-            MQ_TRY(hessian_update(cal, l, dtype, x, view.numel));
-        } else {
-            l->no_hessian = true; /* Conv inputs: Linear layers only */
-        }
+    int axis = channel_axis < 0 ? channel_axis + ndim : channel_axis;
+    if (l->xtx && !l->no_hessian && axis == ndim - 1 && view.numel) {
+        MQ_TRY(hessian_update(cal, l, what, dtype, x, ndim, shape, channel_axis, view.numel));
+    } else {
+        mq_status st = mq_observer_update_strided(l->obs, dtype, x, ndim, shape, NULL,
+                                                  channel_axis);
+        if (st != MQ_OK) return mq__fail_prefix(ctx, "%s", what);
+        stats_pass sp = {l->sum_sq, l->max_abs};
+        mq__batch_view_walk(&view, stats_chunk, &sp);
+        if (l->xtx && axis != ndim - 1) l->no_hessian = true; /* Conv inputs: Linear layers only */
     }
     l->rows += view.numel / (uint64_t)l->channels;
     return MQ_OK;

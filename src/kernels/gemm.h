@@ -13,6 +13,7 @@ enum {
     MQ__GEMM_KC = 256,
     MQ__GEMM_NC = 256,
     MQ__GEMM_MR = 16, /* rows of the largest tile, rounded up */
+    MQ__GEMM_PANEL = 32, /* channels per panel of panels_f64 */
     MQ__GEMM_WS = MQ__GEMM_KC * MQ__GEMM_NC + MQ__GEMM_MR * MQ__GEMM_KC
 };
 
@@ -30,6 +31,14 @@ typedef struct mq__gemm_fns {
     /* acc[i] += (double)x[i] for i < n (exact conversion, one rounding: the same bits on
      * every path). */
     void (*add_f64)(size_t n, const float *x, double *acc);
+    /* Optional (NULL: a zeroed C, gemm_tn and add_f64 instead): one f32 chunk of X^T X added
+     * into f64, with X (K x channels) stored in panels of P = MQ__GEMM_PANEL channels, element
+     * (k, j) of a panel at p[k P + j]. For the panels q < na of a (panel q at a + q ps), the
+     * one panel b, and i, j < P: acc[q P + i][j] (row stride ldacc) += (double)c, c the chain
+     * of gemm_tn from zero, c = fmaf(a[q ps + k P + i], b[k P + j], c) for k = 0..K-1: the
+     * same bits as the composition. */
+    void (*panels_f64)(int64_t K, const float *a, int64_t na, int64_t ps, const float *b,
+                       double *acc, int64_t ldacc);
 } mq__gemm_fns;
 
 MQ_HIDDEN const mq__gemm_fns *mq__gemm_pick(const mq_ctx *ctx);

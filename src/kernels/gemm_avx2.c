@@ -97,6 +97,7 @@ static void add_f64_avx2(size_t n, const float *x, double *acc) {
     for (; i < n; i++) acc[i] += (double)x[i];
 }
 
-static const mq__gemm_fns fns = {gemm_avx2, axpy_avx2, gemm_tn_avx2, add_f64_avx2};
+static const mq__gemm_fns fns = {gemm_avx2, axpy_avx2, gemm_tn_avx2, add_f64_avx2,
+                                 NULL /* panels_f64 */};
 
 const mq__gemm_fns *mq__gemm_fns_avx2(void) { return &fns; }

@@ -127,6 +127,48 @@ static void add_f64_avx512(size_t n, const float *x, double *acc) {
     for (; i < n; i++) acc[i] += (double)x[i];
 }
 
-static const mq__gemm_fns fns = {gemm_avx512, axpy_avx512, gemm_tn_avx512, add_f64_avx512};
+/* acc[rows][32] += (double)(A^T Bp over kc, f32 from zero); A^T element (r, k) at a[32 k + r]
+ * (a panel of gemm.h's panels_f64). */
+INLINE void micro_f64(int rows, int64_t kc, const float *a, const float *bp, double *acc,
+                      int64_t ldacc) {
+    __m512 c[MR][2];
+    UNROLL_MR
+    for (int r = 0; r < rows; r++) c[r][0] = c[r][1] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_loadu_ps(bp + 32 * k), b1 = _mm512_loadu_ps(bp + 32 * k + 16);
+        UNROLL_MR
+        for (int r = 0; r < rows; r++) {
+            __m512 av = _mm512_set1_ps(a[32 * k + r]);
+            c[r][0] = _mm512_fmadd_ps(av, b0, c[r][0]);
+            c[r][1] = _mm512_fmadd_ps(av, b1, c[r][1]);
+        }
+    }
+    UNROLL_MR
+    for (int r = 0; r < rows; r++) {
+        double *d = acc + r * ldacc;
+        for (int h = 0; h < 2; h++) {
+            __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(c[r][h]));
+            __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(c[r][h], 1));
+            _mm512_storeu_pd(d + 16 * h, _mm512_add_pd(_mm512_loadu_pd(d + 16 * h), lo));
+            _mm512_storeu_pd(d + 16 * h + 8, _mm512_add_pd(_mm512_loadu_pd(d + 16 * h + 8), hi));
+        }
+    }
+}
+
+_Static_assert(MQ__GEMM_PANEL == 32 && MR == 12, "a panel's rows as tiles of 12, 12 and 8");
+
+static void panels_f64_avx512(int64_t K, const float *a, int64_t na, int64_t ps, const float *b,
+                              double *acc, int64_t ldacc) {
+    for (int64_t q = 0; q < na; q++) {
+        const float *aq = a + q * ps;
+        double *d = acc + q * 32 * ldacc;
+        micro_f64(12, K, aq, b, d, ldacc);
+        micro_f64(12, K, aq + 12, b, d + 12 * ldacc, ldacc);
+        micro_f64(8, K, aq + 24, b, d + 24 * ldacc, ldacc);
+    }
+}
+
+static const mq__gemm_fns fns = {gemm_avx512, axpy_avx512, gemm_tn_avx512, add_f64_avx512,
+                                 panels_f64_avx512};
 
 const mq__gemm_fns *mq__gemm_fns_avx512(void) { return &fns; }

@@ -88,6 +88,7 @@ static void add_f64_neon(size_t n, const float *x, double *acc) {
     for (; i < n; i++) acc[i] += (double)x[i];
 }
 
-static const mq__gemm_fns fns = {gemm_neon, axpy_neon, gemm_tn_neon, add_f64_neon};
+static const mq__gemm_fns fns = {gemm_neon, axpy_neon, gemm_tn_neon, add_f64_neon,
+                                 NULL /* panels_f64 */};
 
 const mq__gemm_fns *mq__gemm_fns_neon(void) { return &fns; }

@@ -39,7 +39,19 @@ static void add_f64_ref(size_t n, const float *x, double *acc) {
     for (size_t i = 0; i < n; i++) acc[i] += (double)x[i];
 }
 
-const mq__gemm_fns mq__gemm_ref = {gemm_ref, axpy_ref, gemm_tn_ref, add_f64_ref};
+static void panels_f64_ref(int64_t K, const float *a, int64_t na, int64_t ps, const float *b,
+                           double *acc, int64_t ldacc) {
+    enum { P = MQ__GEMM_PANEL };
+    for (int64_t q = 0; q < na; q++)
+        for (int i = 0; i < P; i++)
+            for (int j = 0; j < P; j++) {
+                float c = 0;
+                for (int64_t k = 0; k < K; k++) c = fmaf(a[q * ps + k * P + i], b[k * P + j], c);
+                acc[(q * P + i) * ldacc + j] += (double)c;
+            }
+}
+
+const mq__gemm_fns mq__gemm_ref = {gemm_ref, axpy_ref, gemm_tn_ref, add_f64_ref, panels_f64_ref};
 
 const mq__gemm_fns *mq__gemm_pick(const mq_ctx *ctx) {
     const void *by_level[] = {&mq__gemm_ref, MQ__X86_ONLY(mq__gemm_fns_avx2()),

@@ -163,7 +163,9 @@ INLINE void wonly_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b,
 /* Weight-only, one row, four channel blocks: eight independent fmaf chains (the reference's
  * chain per lane) keep both FMA pipes busy where one or two blocks wait on the FMA latency;
  * one block half at a time (its chain is independent of the others', so the out-of-order
- * window overlaps them with few live registers), each weight stream prefetched.
+ * window overlaps them with few live registers). Each weight stream is prefetched GV_PF bytes
+ * ahead, near the end of the blocks the same stream of the next GV_NB blocks (the caller's
+ * next tile), and each group's scales GV_SPF groups ahead (as the AVX-512 kernel).
  *
  * Weights as signed bytes (8-bit without zero points; 4-bit as nibble - zq, formed for eight
  * k at once): vpshufb moves byte i of every lane to the top byte with zeros below, which
@@ -171,7 +173,8 @@ INLINE void wonly_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b,
  * instead (x * 2^-24 times w * 2^24 is the same product as x * w, so the fmaf chain is
  * unchanged). Three instructions per eight weights. 8-bit weights with zero points
  * ((w - zpw) * 2^24 may overflow) sign-extend with shifts. */
-enum { GV_NB = 4, GV_NH = 2 * GV_NB, GV_PF = 1024 /* bytes ahead per stream */, GV_CHUNK = 256 };
+enum { GV_NB = 4, GV_NH = 2 * GV_NB, GV_PF = 1024 /* bytes ahead per stream */,
+       GV_SPF = 4 /* groups ahead */, GV_CHUNK = 256 };
 
 /* x * 2^-24 is exact for every x of the row: no nonzero |x| below 2^-102 (it would leave the
  * normal range and lose bits). */
@@ -228,6 +231,13 @@ UNROLL
         __m256 part[GV_NH];
 UNROLL
         for (int j = 0; j < GV_NH; j++) part[j] = _mm256_setzero_ps();
+        if (L->G > GV_SPF) /* may point past the table: a prefetch is only a hint */
+UNROLL
+            for (int j = 0; j < GV_NB; j++) {
+                int64_t pg = g + GV_SPF, pb = b + j;
+                if (pg >= L->G) pg -= L->G, pb += GV_NB;
+                _mm_prefetch((const char *)(L->scale + mq__gidx(L, pb, pg)), _MM_HINT_T0);
+            }
         for (int64_t c0 = k0; c0 < k1; c0 += GV_CHUNK) {
             int64_t c1 = c0 + GV_CHUNK < k1 ? c0 + GV_CHUNK : k1; /* c1 - c0: a multiple of 8 */
             if (top)
@@ -235,8 +245,10 @@ UNROLL
                     _mm256_storeu_ps(xs + (k - c0), _mm256_mul_ps(_mm256_loadu_ps(x + k), s24));
             for (int64_t k = c0; k < c1; k += step) {
                 const char *base = (const char *)L->w + (b * words + k / step) * 64;
+                const int64_t pf = k / step + GV_PF / 64 < words
+                                       ? GV_PF : GV_PF + (GV_NB - 1) * words * 64;
 UNROLL
-                for (int j = 0; j < GV_NB; j++) _mm_prefetch(base + j * words * 64 + GV_PF, _MM_HINT_T0);
+                for (int j = 0; j < GV_NB; j++) _mm_prefetch(base + j * words * 64 + pf, _MM_HINT_T0);
                 const float *xk = top ? xs + (k - c0) : x + k;
 UNROLL
                 for (int j = 0; j < GV_NH; j++) {

@@ -229,10 +229,67 @@ TEST(bf16_and_unaligned_inputs_as_f32) {
     mq_ctx_free(ctx);
 }
 
+/* The whole file of a path into a new buffer (*n bytes), or NULL. */
+static unsigned char *file_bytes(const char *path, long *n) {
+    FILE *f = fopen(path, "rb");
+    unsigned char *b = NULL;
+    if (f && fseek(f, 0, SEEK_END) == 0 && (*n = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (b = malloc((size_t)*n)) && fread(b, 1, (size_t)*n, f) != (size_t)*n) {
+        free(b);
+        b = NULL;
+    }
+    if (f) fclose(f);
+    return b;
+}
+
+/* A batch the observer refuses (a NaN) on the Hessian path: the error names the layer and the
+ * value's place, and the layer is left as it was (statistics, Hessian and observer: the saved
+ * file has the same bytes as without that batch), on 1 and 2 threads. */
+TEST(refused_batch_leaves_the_layer) {
+    enum { W = 70, R = 9 };
+    mq_ctx *ctx = mq_ctx_create();
+    float x[R * W], bad[R * W];
+    fill(x, R * W, 3);
+    memcpy(bad, x, sizeof bad);
+    bad[5 * W + 3] = NAN;
+    int64_t shape[2] = {R, W};
+    for (int t = 1; t <= 2; t++) {
+        CHECK(mq_ctx_set_threads(ctx, t) == MQ_OK);
+        unsigned char *bytes[2] = {NULL, NULL};
+        long n[2] = {0, 0};
+        for (int k = 0; k < 2; k++) {
+            mq_calibrator *cal = NULL;
+            CHECK(mq_calibrator_create(ctx, NULL, &cal) == MQ_OK);
+            CHECK(mq_calibrator_set_hessian(cal, 1) == MQ_OK);
+            CHECK(mq_calibrator_add_layer(cal, "fc", W) == MQ_OK);
+            CHECK(mq_calibrator_update(cal, "fc", MQ_F32, x, 2, shape, -1) == MQ_OK);
+            if (k) {
+                CHECK(mq_calibrator_update(cal, "fc", MQ_F32, bad, 2, shape, -1) != MQ_OK);
+                const char *msg = mq_ctx_message(ctx);
+                CHECK_MSG(strstr(msg, "layer 'fc'") && strstr(msg, "[5, 3]"), "%s", msg);
+            }
+            CHECK(mq_calibrator_update(cal, "fc", MQ_F32, x, 2, shape, -1) == MQ_OK);
+            char name[64];
+            snprintf(name, sizeof name, "%s_%d.safetensors", k ? "refused" : "plain", t);
+            const char *path = tmp_path(name);
+            CHECK_MSG(mq_calibrator_save(cal, path, NULL, 0) == MQ_OK, "%s", mq_ctx_message(ctx));
+            mq_calibrator_free(cal);
+            bytes[k] = file_bytes(path, &n[k]);
+            CHECK(bytes[k] != NULL);
+        }
+        CHECK_MSG(bytes[0] && bytes[1] && n[0] == n[1] && !memcmp(bytes[0], bytes[1], (size_t)n[0]),
+                  "threads %d", t);
+        free(bytes[0]);
+        free(bytes[1]);
+    }
+    mq_ctx_free(ctx);
+}
+
 int main(void) {
     RUN(blocked_update_matches_f64_on_every_isa);
     RUN(bf16_and_unaligned_inputs_as_f32);
     RUN(mean_of_outer_products_threads_and_merge);
     RUN(enable_before_layers);
+    RUN(refused_batch_leaves_the_layer);
     return test_summary();
 }

@@ -1,7 +1,8 @@
 /* The f32 product of kernels/gemm.h: every vector path gives the scalar reference's bits on
  * odd shapes and strides (every partial row tile, partial column panels, K and N across the
  * cache blocks), for gemm and for gemm_tn (A transposed, which equals gemm on the transposed
- * copy), and the threaded driver gives the same bits for any thread count. */
+ * copy), and the threaded driver gives the same bits for any thread count; panels_f64 gives
+ * the bits of the product it stands for. */
 #include "harness.h"
 #include "monoquant.h"
 #include "kernels/gemm.h"
@@ -91,6 +92,44 @@ TEST(vector_paths_match_the_reference) {
     mq_ctx_free(ctx);
 }
 
+/* panels_f64 (the Hessian's chunk step on channel panels), where a path has it: the bits of
+ * a zeroed C, gemm_tn and add_f64 (the reference's), K across the row tiles' loops. */
+TEST(panels_f64_is_the_composition) {
+    enum { P = MQ__GEMM_PANEL };
+    mq_ctx *ctx = mq_ctx_create();
+    static const int64_t ks[] = {1, 5, 127, 128, 131, 300};
+    int checked = 0;
+    for (int isa = 0; isa >= 0; isa = test_next_isa(isa)) {
+        CHECK(mq_ctx_set_isa(ctx, (mq_isa)isa) == MQ_OK);
+        const mq__gemm_fns *f = mq__gemm_pick(ctx);
+        if (!f->panels_f64) continue;
+        for (size_t s = 0; s < sizeof ks / sizeof ks[0]; s++) {
+            int64_t K = ks[s], na = s % 2 ? 3 : 1, ps = K * P + 48, ld = P + 9;
+            float *a = rand_buf((size_t)(na * ps)), *b = rand_buf((size_t)(K * P));
+            float c[P * P];
+            double *acc0 = malloc(sizeof(double) * (size_t)(na * P * ld));
+            double *acc1 = malloc(sizeof(double) * (size_t)(na * P * ld));
+            for (int64_t i = 0; i < na * P * ld; i++) acc0[i] = acc1[i] = (double)frand() * 50;
+            for (int64_t q = 0; q < na; q++) {
+                memset(c, 0, sizeof c);
+                mq__gemm_ref.gemm_tn(P, P, K, a + q * ps, P, b, P, c, P, NULL);
+                for (int i = 0; i < P; i++)
+                    mq__gemm_ref.add_f64(P, c + i * P, acc0 + (q * P + i) * ld);
+            }
+            f->panels_f64(K, a, na, ps, b, acc1, ld);
+            CHECK_MSG(!memcmp(acc0, acc1, sizeof(double) * (size_t)(na * P * ld)),
+                      "isa %d K %lld", isa, (long long)K);
+            checked++;
+            free(a);
+            free(b);
+            free(acc0);
+            free(acc1);
+        }
+    }
+    CHECK(checked > 0);
+    mq_ctx_free(ctx);
+}
+
 TEST(threads_do_not_change_bits) {
     mq_ctx *ctx = mq_ctx_create();
     int64_t M = 301, N = 70, K = 300;
@@ -115,6 +154,7 @@ TEST(threads_do_not_change_bits) {
 
 int main(void) {
     RUN(vector_paths_match_the_reference);
+    RUN(panels_f64_is_the_composition);
     RUN(threads_do_not_change_bits);
     return test_summary();
 }
