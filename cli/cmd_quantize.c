@@ -486,7 +486,7 @@ static void print_json(const qstate *q, const char *out, const mq_report *r) {
 /* -v: where the wall time went. */
 static void print_phases(FILE *f, const mq_report *r) {
     static const char *const what[] = {
-        "open and map the input, plan, output header", "map input pages in",
+        "open and map the input, plan, output header", "read the input (or map its pages in)",
         "quantize (error figures in the same pass)", "error figures in a pass of their own",
         "hand bytes to the writer", "wait for the writer", "fsync + rename",
         "write(2) + writeback on the writer thread"};

@@ -21,6 +21,12 @@ MQ_HIDDEN mq_status mq__model_ensure_index(mq_model *m, const char *where);
  * file mapping of the model; advice only, never fails. */
 MQ_HIDDEN void mq__model_will_read(const mq_model *m, const void *p, uint64_t n,
                                    const void *ahead, uint64_t ahead_n);
+/* Copies input [p, p+n) into dst with pread(2) when it lies in one of the model's file
+ * mappings (*done true): on some virtual machines the first touch of each newly mapped page
+ * costs more than the copy. *done false: not mapped (an owned buffer), nothing read. A short
+ * read (the file shrank) is an MQ_ERR_IO "input changed while reading". */
+MQ_HIDDEN mq_status mq__model_read(const mq_model *m, const void *p, uint64_t n, void *dst,
+                                   bool *done);
 /* Drops consumed input pages [p, p+n) from the process when they lie in a read-only file
  * mapping of the model (they stay in the page cache); owned buffers are left alone. */
 MQ_HIDDEN void mq__model_release(const mq_model *m, const void *p, uint64_t n);

@@ -61,6 +61,7 @@ static void model_release(mq_model *m) {
     }
     for (size_t i = 0; i < m->nmaps; i++) {
         if (m->maps[i].addr && m->maps[i].len) munmap(m->maps[i].addr, m->maps[i].len);
+        if (m->maps[i].fd >= 0) close(m->maps[i].fd);
         mq__free(ctx, m->maps[i].path);
     }
     for (size_t i = 0; i < m->nowned; i++) mq__free(ctx, m->owned[i]);
@@ -227,13 +228,13 @@ mq_status mq__model_map_file(mq_model *m, const char *path, const uint8_t **addr
             return mq__fail(ctx, MQ_ERR_IO, "%s: cannot map: %s", path, strerror(e));
         }
     }
-    close(fd);
     char *pc = mq__strdup(ctx, path);
     if (!pc) {
         if (p) munmap(p, n);
+        close(fd);
         return MQ_ERR_NOMEM;
     }
-    m->maps[m->nmaps++] = (mq_mapping){p, n, pc};
+    m->maps[m->nmaps++] = (mq_mapping){p, n, pc, fd};
     *addr = (const uint8_t *)p;
     *len = n;
     return MQ_OK;
@@ -349,6 +350,32 @@ void mq__model_will_read(const mq_model *m, const void *p, uint64_t n, const voi
     (void)p, (void)n;
 #endif
     if (mapped_pages(m, ahead, ahead_n, true, &b, &e)) madvise((void *)b, e - b, MADV_WILLNEED);
+}
+
+mq_status mq__model_read(const mq_model *m, const void *p, uint64_t n, void *dst, bool *done) {
+    *done = false;
+    uintptr_t b = (uintptr_t)p;
+    for (size_t i = 0; p && n && i < m->nmaps; i++) {
+        const mq_mapping *mp = &m->maps[i];
+        uintptr_t mb = (uintptr_t)mp->addr;
+        if (!mp->addr || mp->fd < 0 || b < mb || b + n > mb + mp->len) continue;
+        uint64_t off = b - mb;
+        uint8_t *d = (uint8_t *)dst;
+        while (n) {
+            ssize_t k = pread(mp->fd, d, (size_t)n, (off_t)off);
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0)
+                return mq__fail(m->ctx, MQ_ERR_IO, "input changed while reading: %s: %s at "
+                                "offset %llu", mp->path, k < 0 ? strerror(errno) : "the file "
+                                "shrank", (unsigned long long)off);
+            d += k;
+            n -= (uint64_t)k;
+            off += (uint64_t)k;
+        }
+        *done = true;
+        return MQ_OK;
+    }
+    return MQ_OK;
 }
 
 void mq__model_release(const mq_model *m, const void *p, uint64_t n) {

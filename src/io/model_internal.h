@@ -9,6 +9,7 @@ typedef struct mq_mapping {
     void *addr;
     size_t len;
     char *path;
+    int fd; /* kept open for mq__model_read; -1 when none */
 } mq_mapping;
 
 struct mq_model {

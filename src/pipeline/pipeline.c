@@ -32,6 +32,8 @@ typedef struct stream {
     mq__emit em;
     const mq_quantize_options *opts;
     uint8_t *out;        /* converted chunk */
+    uint8_t *in;         /* a chunk of source rows read from the file */
+    size_t in_cap;
     float *deq;          /* F32 scratch: the dequantized chunk */
     size_t out_cap, f32_cap;
     float *scale;        /* whole-tensor scales */
@@ -112,6 +114,18 @@ static mq_status copy_tensor(stream *s, const mq__plan_entry *e) {
     for (uint64_t off = 0; off < t->nbytes; off += COPY_SLICE) {
         uint64_t k = t->nbytes - off < COPY_SLICE ? t->nbytes - off : COPY_SLICE;
         uint64_t next = t->nbytes - off - k < COPY_SLICE ? t->nbytes - off - k : COPY_SLICE;
+        /* through the buffer, as quantized rows are (size_buffers made it large enough) */
+        bool got = false;
+        if (k <= s->in_cap) {
+            uint64_t tr = mq__now_ns();
+            MQ_TRY(mq__model_read(s->model, p + off, k, s->in, &got));
+            lap(s, tr, MQ_PHASE_READ);
+        }
+        if (got) {
+            MQ_TRY(emit(s, s->in, (size_t)k));
+            MQ_TRY(progress(s, t->name, k));
+            continue;
+        }
         will_read(s, p + off, k, next);
         MQ_TRY(emit(s, p + off, (size_t)k));
         release(s, p + off, k);
@@ -221,15 +235,31 @@ static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc
     /* error figures in the quantize pass where it can; the Hessian's output error needs the
      * dequantized rows, so it keeps its own pass */
     bool fused = s->opts->error_stats && !e->hessian && mq__quantize_fuses_error(&spec, t->dtype);
+    /* rows read into a reused buffer rather than through the mapping (mq__model_read), where
+     * each chunk needs only its own rows: not per-tensor parameters, GPTQ or the Hessian */
+    bool buffered = spec.granularity != MQ_PER_TENSOR && !factor && !e->hessian &&
+                    s->in_cap >= (uint64_t)(rows_per_chunk < L->rows ? rows_per_chunk : L->rows) * row_in;
     for (int64_t rb = 0; rb < L->rows; rb += rows_per_chunk) {
         int64_t re = rb + rows_per_chunk < L->rows ? rb + rows_per_chunk : L->rows;
         int64_t nr = re - rb;
         const uint8_t *src = (const uint8_t *)t->data + (uint64_t)rb * row_in;
-        int64_t ahead = L->rows - re < rows_per_chunk ? L->rows - re : rows_per_chunk;
-        will_read(s, src, (uint64_t)nr * row_in, (uint64_t)ahead * row_in);
+        const void *rows = t->data; /* where row 0 is: the quantizer takes absolute rows */
+        bool got = false;
+        if (buffered) {
+            uint64_t tr = mq__now_ns();
+            MQ_TRY(mq__model_read(s->model, src, (uint64_t)nr * row_in, s->in, &got));
+            lap(s, tr, MQ_PHASE_READ);
+        }
+        if (got) {
+            src = s->in;
+            rows = (const void *)((uintptr_t)s->in - (uintptr_t)((uint64_t)rb * row_in));
+        } else {
+            int64_t ahead = L->rows - re < rows_per_chunk ? L->rows - re : rows_per_chunk;
+            will_read(s, src, (uint64_t)nr * row_in, (uint64_t)ahead * row_in);
+        }
         uint64_t tm = mq__now_ns();
         bool err_done = false;
-        mq_status st = mq__quantize_rows_factored(ctx, &spec, L, &calib, t->dtype, t->data,
+        mq_status st = mq__quantize_rows_factored(ctx, &spec, L, &calib, t->dtype, rows,
                                                   rb, re, s->out, s->scale,
                                                   zsz ? s->zp : NULL, factor,
                                                   fused ? acc : NULL, &err_done);
@@ -261,7 +291,7 @@ static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc
             lap(s, tm, MQ_PHASE_ERROR);
         }
         /* per-tensor parameters need every row on the first call: keep the pages until then */
-        if (spec.granularity != MQ_PER_TENSOR)
+        if (spec.granularity != MQ_PER_TENSOR && !got)
             release(s, src, (uint64_t)nr * row_in);
         MQ_TRY(progress(s, t->name, (uint64_t)nr * row_in));
     }
@@ -291,10 +321,13 @@ static mq_status quantize_tensor(stream *s, const mq__plan_entry *e, mq__err_acc
 
 /* Sizes the scratch buffers for the largest chunk of the plan. */
 static mq_status size_buffers(stream *s, const mq__plan *p) {
-    size_t out_need = 1, f32_need = 1;
+    size_t out_need = 1, f32_need = 1, in_need = 0;
     for (size_t i = 0; i < p->n; i++) {
         const mq__plan_entry *e = &p->entries[i];
-        if (e->action == MQ_ACTION_CAST) {
+        if (e->action == MQ_ACTION_KEEP) {
+            uint64_t k = e->src->nbytes < COPY_SLICE ? e->src->nbytes : COPY_SLICE;
+            if (k > in_need) in_need = (size_t)k;
+        } else if (e->action == MQ_ACTION_CAST) {
             uint64_t n = cast_chunk(e->src);
             if (n * 2 > out_need) out_need = (size_t)n * 2;
             if (n * 4 > f32_need) f32_need = (size_t)n * 4;
@@ -303,16 +336,20 @@ static mq_status size_buffers(stream *s, const mq__plan *p) {
             int64_t r = chunk_rows(L->cols);
             if (r > L->rows) r = L->rows;
             uint64_t ob = (uint64_t)r * L->row_bytes, fb = (uint64_t)r * (uint64_t)L->cols * 4;
+            uint64_t ib = (uint64_t)r * (uint64_t)L->cols * mq_dtype_size(e->src->dtype);
+            if (ib > in_need) in_need = (size_t)ib;
             if (ob > out_need) out_need = (size_t)ob;
             if (fb > f32_need) f32_need = (size_t)fb;
         }
     }
     MQ_TRY(ensure(s->ctx, (void **)&s->out, &s->out_cap, out_need));
+    if (in_need) MQ_TRY(ensure(s->ctx, (void **)&s->in, &s->in_cap, in_need));
     return ensure(s->ctx, (void **)&s->deq, &s->f32_cap, f32_need);
 }
 
 static void free_stream(stream *s) {
     mq__free(s->ctx, s->out);
+    mq__free(s->ctx, s->in);
     mq__free(s->ctx, s->deq);
     mq__free(s->ctx, s->scale);
     mq__free(s->ctx, s->zp);

@@ -769,6 +769,6 @@ const mq_qkernels *mq__qkernels_avx512(void) {
                                   quantize_src_avx512, quantize4_src_avx512,
                                   search_avx512,       minmax_groups_avx512,
                                   params_minmax_avx512, quantize_groups_avx512,
-                                  sqerr_fix_avx512};
+                                  sqerr_fix_avx512,    mq__search_fix_avx512};
     return &k;
 }

@@ -205,7 +205,7 @@ const mq_qkernels *mq__qkernels_ref(void) {
                                   mq__quantize_src_ref,  mq__quantize4_src_ref,
                                   search_ref,            mq__minmax_groups_ref,
                                   mq__params_minmax_ref, mq__quantize_groups_ref,
-                                  mq__sqerr_fix_ref};
+                                  mq__sqerr_fix_ref,     NULL};
     return &k;
 }
 

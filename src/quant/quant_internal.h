@@ -22,6 +22,7 @@ typedef struct mq_qfix {
 } mq_qfix;
 #define MQ_QFIX_ONE 16384.0f /* X of the largest |x|; m <= 16383, so |t| <= 8192 */
 struct mq_qformat;
+struct mq_qparam;
 
 typedef struct mq_qkernels {
     /* Min and max of x[0, n), n >= 1. Returns false when x holds a NaN or an Inf. */
@@ -75,6 +76,13 @@ typedef struct mq_qkernels {
      * may leave it NULL (the reference's then runs). */
     void (*sqerr_fix)(const float *x, size_t n, float k, const mq_qfix *q, int nc,
                       int64_t *d);
+    /* mq__search_fix of ng whole groups of gs elements of a source read in place (F32, F16
+     * or BF16, any alignment; group g = x[g * gs, (g + 1) * gs)) whose ranges [mn[g], mx[g]]
+     * pass mq__search_fix_applies: p[g]. A table may leave it NULL (callers then run
+     * mq__search_fix on rows converted to f32). */
+    void (*search_fix)(const struct mq_qformat *f, mq_scheme scheme, const void *x, mq_dtype dt,
+                       size_t gs, size_t ng, const float *mn, const float *mx,
+                       struct mq_qparam *p);
 } mq_qkernels;
 
 MQ_HIDDEN const mq_qkernels *mq__qkernels(const mq_ctx *ctx);
@@ -184,6 +192,35 @@ static inline mq_qfix mq__qfix_init(const mq_qformat *f, mq_qparam p, float amax
     m = m < 1.0f ? 1.0f : m > 16383.0f ? 16383.0f : m;
     return (mq_qfix){(int32_t)m, (f->qmin - p.zp) * 256, (f->qmax - p.zp) * 256};
 }
+
+/* The ranges whose 4-bit search runs in fixed point: amax = max(-mn, mx) in
+ * [MQ_QFIX_AMIN, MQ_QFIX_AMAX], where every candidate's scale is above the FLT_EPSILON floor
+ * and m lands in [3413, 16168]. */
+#define MQ_QFIX_AMIN 1e-5f
+#define MQ_QFIX_AMAX 1e30f
+MQ_HIDDEN bool mq__search_fix_applies(const mq_qformat *f, float mn, float mx);
+/* A fixed-point error: d / m^2 in units common to a group's candidates. */
+typedef struct mq_fix_err {
+    int64_t d;
+    int32_t m;
+} mq_fix_err;
+/* a < b, exactly: a.d * b.m^2 < b.d * a.m^2 */
+static inline bool mq__fix_less(mq_fix_err a, mq_fix_err b) {
+    __extension__ typedef unsigned __int128 u128;
+    return (u128)(uint64_t)a.d * (uint64_t)(b.m * b.m) <
+           (u128)(uint64_t)b.d * (uint64_t)(a.m * a.m);
+}
+typedef void (*mq__sqerr_fix_fn)(const float *x, size_t n, float k, const mq_qfix *q, int nc,
+                                 int64_t *d);
+/* The 4-bit search without weights of x[0, n) of range [mn, mx] (mq__search_fix_applies):
+ * the two stages of mq__qcandidates, each candidate's error from `sqerr` (mq_qfix of
+ * mq__qfix_init, values scaled by MQ_QFIX_ONE / amax), the first least error of each stage
+ * (mq__fix_less), the stage-1 winner only when its error is below the stage-0 winner's. */
+MQ_HIDDEN mq_qparam mq__search_fix(const mq_qformat *f, mq_scheme scheme, const float *x,
+                                   size_t n, float mn, float mx, mq__sqerr_fix_fn sqerr);
+MQ_HIDDEN void mq__search_fix_avx512(const mq_qformat *f, mq_scheme scheme, const void *x,
+                                     mq_dtype dt, size_t gs, size_t ng, const float *mn,
+                                     const float *mx, mq_qparam *p);
 
 /* GPTQ: *out (cols x cols floats, to mq__free) receives U, upper triangular (zeros below),
  * row-major, with U^T U = (H' + damp I)^-1 where H' is `h` (lower triangle read) with zero

@@ -266,56 +266,17 @@ static int best_candidate(const qjob *j, const mq_qcand *cand, int nc, const flo
     return best;
 }
 
-/* A fixed-point error: d / m^2 in units common to a group's candidates. */
-typedef struct fix_err {
-    int64_t d;
-    int32_t m;
-} fix_err;
-
-/* a < b, exactly: a.d * b.m^2 < b.d * a.m^2 */
-static bool fix_less(fix_err a, fix_err b) {
-    __extension__ typedef unsigned __int128 u128;
-    return (u128)(uint64_t)a.d * (uint64_t)(b.m * b.m) < (u128)(uint64_t)b.d * (uint64_t)(a.m * a.m);
-}
-
-/* best_candidate for 4-bit types without weights: the fixed-point errors (mq_qfix) of the
- * values scaled by MQ_QFIX_ONE / amax. */
-static int best_candidate_fix(const qjob *j, const mq_qcand *cand, int nc, const float *x,
-                              size_t n, float amax, fix_err *err) {
-    mq_qfix q[MQ_MAX_CANDIDATES];
-    int64_t d[MQ_MAX_CANDIDATES];
-    for (int c = 0; c < nc; c++) q[c] = mq__qfix_init(&j->f, cand[c].p, amax);
-    (j->k->sqerr_fix ? j->k->sqerr_fix : mq__sqerr_fix_ref)(x, n, MQ_QFIX_ONE / amax, q, nc, d);
-    int best = 0;
-    *err = (fix_err){d[0], q[0].m};
-    for (int c = 1; c < nc; c++) {
-        fix_err e = {d[c], q[c].m};
-        if (fix_less(e, *err)) {
-            best = c;
-            *err = e;
-        }
-    }
-    return best;
-}
-
 /* Parameters of one group (or row): min/max, or the two-stage search. */
 static mq_qparam choose(const qjob *j, const float *x, const float *w, size_t n, float mn,
                         float mx) {
     if (j->spec->search != MQ_SEARCH_MSE) return mq__qparam_minmax(&j->f, j->spec->scheme, mn, mx);
+    /* 4-bit without weights: errors in fixed point (never a zero range) */
+    if (!w && mq__search_fix_applies(&j->f, mn, mx))
+        return mq__search_fix(&j->f, j->spec->scheme, x, n, mn, mx,
+                              j->k->sqerr_fix ? j->k->sqerr_fix : mq__sqerr_fix_ref);
     mq_qcand cand[MQ_MAX_CANDIDATES];
     int nc = mq__qcandidates(&j->f, j->spec->scheme, mn, mx, 0, 1.0f, cand);
     if (nc == 1) return cand[0].p;
-    /* 4-bit without weights: errors in fixed point, on ranges where every candidate's scale
-     * is above the FLT_EPSILON floor and m lands in [3413, 16168] */
-    float amax = -mn > mx ? -mn : mx;
-    if (j->f.bits == 4 && !w && amax >= 1e-5f && amax <= 1e30f) {
-        fix_err e0, e1;
-        mq_qcand win = cand[best_candidate_fix(j, cand, nc, x, n, amax, &e0)];
-        nc = mq__qcandidates(&j->f, j->spec->scheme, mn, mx, 1, win.ratio, cand);
-        if (nc == 0) return win.p;
-        int b = best_candidate_fix(j, cand, nc, x, n, amax, &e1);
-        return fix_less(e1, e0) ? cand[b].p : win.p;
-    }
     float e0, e1;
     mq_qcand win = cand[best_candidate(j, cand, nc, x, w, n, mn, mx, &e0)];
     nc = mq__qcandidates(&j->f, j->spec->scheme, mn, mx, 1, win.ratio, cand);
@@ -664,18 +625,71 @@ static bool quantize_row_groups(const qjob *j, const void *x, mq_dtype dt, int64
     return true;
 }
 
+/* The 4-bit search without weights on a row read in place (4-bit codes packed as they are
+ * made): min/max of a block of groups at once, the block's fixed-point search (search_fix; a
+ * group outside its ranges gets the general search on the row converted to f32), the
+ * parameters kept, then the block's codes. *done is false when a group holds a NaN or an
+ * Inf: the general loop then finds and reports it. */
+static mq_status quantize_row_search(qjob *j, int tid, const void *x, mq_dtype dt, int64_t r,
+                                     uint8_t *dst, mq_qround *qr, int32_t *add, bool *done) {
+    const mq_qlayout *L = j->lay;
+    const mq_qkernels *k = j->k;
+    int64_t gpr = L->groups_per_row, gs = L->group_size;
+    const float *row = NULL; /* the row as f32, converted when a group needs it */
+    *done = false;
+    for (int64_t g0 = 0; g0 < gpr; g0 += GROUP_BLOCK) {
+        int64_t nb = gpr - g0 < GROUP_BLOCK ? gpr - g0 : GROUP_BLOCK;
+        int64_t full = g0 + nb == gpr && L->last_group_size != gs ? nb - 1 : nb;
+        const void *xb = at(x, dt, g0 * gs);
+        float mn[GROUP_BLOCK], mx[GROUP_BLOCK];
+        mq_qparam p[GROUP_BLOCK];
+        if (full && !k->minmax_groups(xb, dt, (size_t)gs, (size_t)full, mn, mx)) return MQ_OK;
+        if (full < nb && !k->minmax_src(at(xb, dt, full * gs), dt, (size_t)L->last_group_size,
+                                        &mn[full], &mx[full]))
+            return MQ_OK;
+        for (int64_t g = 0; g < nb;) {
+            int64_t n = g < full ? gs : L->last_group_size, e = g + 1;
+            if (!mq__search_fix_applies(&j->f, mn[g], mx[g])) {
+                if (!row) row = load_row(j, tid, r);
+                p[g] = choose(j, row + (g0 + g) * gs, NULL, (size_t)n, mn[g], mx[g]);
+                g++;
+                continue;
+            }
+            while (e < full && mq__search_fix_applies(&j->f, mn[e], mx[e])) e++;
+            k->search_fix(&j->f, j->spec->scheme, at(xb, dt, g * gs), dt, (size_t)n,
+                          (size_t)(e - g), mn + g, mx + g, p + g);
+            g = e;
+        }
+        for (int64_t g = 0; g < nb; g++) {
+            MQ_TRY(keep_group_param(j, r, g0 + g, (g0 + g) * gs, &p[g], mn[g], mx[g]));
+            mq__qround_init(&j->f, p[g], &qr[g0 + g]);
+            add[g0 + g] = p[g].zp + j->f.code_offset;
+        }
+        uint8_t *out = dst + g0 * gs / 2;
+        if (full) k->quantize_groups(xb, dt, (size_t)gs, (size_t)full, qr + g0, add + g0, true, out);
+        if (full < nb)
+            k->quantize4_src(at(xb, dt, full * gs), dt, (size_t)L->last_group_size,
+                             &qr[g0 + full], add[g0 + full], out + full * gs / 2);
+    }
+    *done = true;
+    return MQ_OK;
+}
+
 /* *xf (error figures asked for): the row as read, its dequantized values in sc[tid].deq. */
 static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst, row_ref *xf) {
     if (j->is_cast) return cast_row(j, tid, r, dst);
     const mq_qlayout *L = j->lay;
-    /* the search reads each group a dozen times: it gets the row converted to f32 once */
-    bool search = j->spec->search == MQ_SEARCH_MSE && j->spec->granularity != MQ_PER_TENSOR;
-    bool in_place = j->in_place && !search;
-    const void *x = in_place ? src_row(j, r) : (const void *)load_row(j, tid, r);
-    mq_dtype dt = in_place ? j->src_dtype : MQ_F32;
     /* 4-bit codes packed as they are made when every group starts on a byte */
     bool direct4 = j->f.packed4 && j->k->quantize4_src &&
                    (L->group_size % 2 == 0 || L->groups_per_row == 1);
+    /* the search reads each group a dozen times: it gets the row converted to f32 once,
+     * unless the table's fixed-point search reads the source itself */
+    bool search = j->spec->search == MQ_SEARCH_MSE && j->spec->granularity != MQ_PER_TENSOR;
+    bool fix = search && direct4 && j->in_place && !j->w && j->f.bits == 4 &&
+               j->k->search_fix && j->k->minmax_groups && j->k->quantize_groups;
+    bool in_place = j->in_place && (!search || fix);
+    const void *x = in_place ? src_row(j, r) : (const void *)load_row(j, tid, r);
+    mq_dtype dt = in_place ? j->src_dtype : MQ_F32;
     uint8_t *codes = j->f.packed4 ? j->sc[tid].codes : dst;
     mq_qround *qr = j->sc[tid].qr;
     int32_t *add = j->sc[tid].add;
@@ -688,6 +702,13 @@ static mq_status quantize_row(qjob *j, int tid, int64_t r, uint8_t *dst, row_ref
                   (!j->f.packed4 || direct4);
     if (groups && quantize_row_groups(j, x, dt, r, j->f.packed4, dst, qr, add))
         goto codes_done;
+    if (fix) {
+        bool done;
+        MQ_TRY(quantize_row_search(j, tid, x, dt, r, dst, qr, add, &done));
+        if (done) goto codes_done;
+        x = load_row(j, tid, r); /* the loop below reports the NaN or the Inf */
+        dt = MQ_F32;
+    }
     /* parameters of every group first, then the quantization: the divisions of one group
      * overlap the work of the others */
     for (int64_t g = 0; g < L->groups_per_row; g++) {

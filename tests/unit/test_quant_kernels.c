@@ -250,6 +250,74 @@ static void compare_sqerr_fix(const mq_qkernels *v, const char *name) {
     CHECK(cases > 1000);
 }
 
+/* The many-group fixed-point search against mq__search_fix on the reference's errors: F32,
+ * F16 and BF16 sources at odd byte offsets, INT4 / UINT4, both schemes, groups of every size
+ * up to a few chunks (and past 1024 values), shapes that clip hard (winners at the grid's
+ * ends), one-sided ranges (zero points at their bounds), few distinct values (ties), and the
+ * ends of the fixed-point ranges. */
+static void compare_search_fix(const mq_qkernels *v, const char *name) {
+    if (!v->search_fix) return; /* optional: the quantizer then runs mq__search_fix */
+    enum { NMAX = 1300, NG = 5 };
+    static float xf[NG * NMAX];
+    static uint8_t raw[NG * NMAX * 4 + 8];
+    mq_dtype dts[3] = {MQ_F32, MQ_F16, MQ_BF16};
+    int cases = 0, clipped = 0;
+    for (int trial = 0; trial < 280; trial++) {
+        size_t gs = trial < 70 ? (size_t)trial + 1 : trial % 9 == 0 ? 1025 + (size_t)(unif() * 270)
+                                                                    : 1 + (size_t)(unif() * 600);
+        size_t ng = 1 + (size_t)trial % NG;
+        int shape = trial % 7;
+        float scale = trial % 17 == 3 ? 2e-5f : trial % 17 == 5 ? 3e29f : 1.0f;
+        mq_dtype dt = dts[trial % 3];
+        for (size_t i = 0; i < ng * gs; i++) {
+            float u = (unif() - 0.5f) * 2.0f;
+            float x = shape == 0 ? u * (unif() < 0.03f ? 8.0f : 1.0f)  /* outliers */
+                    : shape == 1 ? u                                     /* uniform */
+                    : shape == 2 ? (i % gs == 0 ? 50.0f : u * 0.2f)      /* one far value */
+                    : shape == 6 ? (i % gs == 0 ? (trial / 7 % 2 ? -1.0f : 1.0f) : u * 0.6f)
+                    : shape == 3 ? 1.0f + unif()                         /* all positive */
+                    : shape == 4 ? -0.5f - unif() * unif()               /* all negative */
+                                 : (float)((int)(u * 4.0f)) * 0.25f;     /* few values */
+            x *= scale;
+            /* the values as the source holds them */
+            if (dt == MQ_F16) x = mq_f16_to_f32(mq_f32_to_f16(x));
+            if (dt == MQ_BF16) x = mq_bf16_to_f32(mq_f32_to_bf16(x));
+            xf[i] = x;
+        }
+        size_t off = 1 + (size_t)trial % 3;
+        for (size_t i = 0; i < ng * gs; i++) {
+            uint16_t h = dt == MQ_F16 ? mq_f32_to_f16(xf[i]) : mq_f32_to_bf16(xf[i]);
+            if (dt == MQ_F32) memcpy(raw + off + 4 * i, &xf[i], 4);
+            else memcpy(raw + off + 2 * i, &h, 2);
+        }
+        float mn[NG], mx[NG];
+        for (size_t g = 0; g < ng; g++) mq__minmax_ref(xf + g * gs, gs, &mn[g], &mx[g]);
+        for (int t = 0; t < 4; t++) {
+            mq_qformat f;
+            mq__qformat(t < 2 ? MQ_Q_INT4 : MQ_Q_UINT4, &f);
+            mq_scheme sch = t % 2 ? MQ_ASYMMETRIC : MQ_SYMMETRIC;
+            bool all = true;
+            for (size_t g = 0; g < ng; g++) all = all && mq__search_fix_applies(&f, mn[g], mx[g]);
+            if (!all) continue;
+            mq_qparam p[NG];
+            v->search_fix(&f, sch, raw + off, dt, gs, ng, mn, mx, p);
+            for (size_t g = 0; g < ng; g++) {
+                mq_qparam want = mq__search_fix(&f, sch, xf + g * gs, gs, mn[g], mx[g],
+                                                mq__sqerr_fix_ref);
+                CHECK_MSG(bits(p[g].scale) == bits(want.scale) && p[g].zp == want.zp,
+                          "%s search_fix %s gs %zu group %zu type %d shape %d: %.9g/%d vs %.9g/%d",
+                          name, mq_dtype_name(dt), gs, g, t, shape, (double)p[g].scale, p[g].zp,
+                          (double)want.scale, want.zp);
+                float amax = -mn[g] > mx[g] ? -mn[g] : mx[g];
+                clipped += want.scale * (float)(f.qmax - f.qmin) < amax * 1.2f;
+                cases++;
+            }
+        }
+    }
+    CHECK(cases > 1000);
+    CHECK(clipped > 100); /* winners at small ratios: stage 1 below the stage-0 grid */
+}
+
 TEST(vector_kernels_match_reference) {
     mq_ctx *ctx = mq_ctx_create();
     int tables = 0;
@@ -261,6 +329,7 @@ TEST(vector_kernels_match_reference) {
         compare_src_kernels(k, mq_isa_name((mq_isa)isa));
         compare_search(k, mq_isa_name((mq_isa)isa));
         compare_sqerr_fix(k, mq_isa_name((mq_isa)isa));
+        compare_search_fix(k, mq_isa_name((mq_isa)isa));
         tables++;
     }
     /* a machine with AVX2 must run at least that table */

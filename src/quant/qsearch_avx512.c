@@ -1,0 +1,474 @@
+/* mq__search_fix with AVX-512: the same choices as the scalar code, found as follows.
+ * - The candidates of a stage sit in the lanes of one vector: their ratios, scales, zero
+ *   points and m, each lane computed with the scalar code's operations in its order.
+ * - A group's values (X, 16-bit fixed point) are split once into those that no candidate of
+ *   the stage clamps and the rest. For the first, t lies in [lo, hi], and its error
+ *   t - round(t / 256) * 256 (half up) is the low byte of t as a signed byte: 4 operations
+ *   per 32 values and candidate instead of 7.
+ * - The sums are exact integers (any order does), summed across lanes in one transposed
+ *   tree for all candidates; the first least error d / m^2 comes from an exact tournament
+ *   over the lanes (ties keep the lower index, as the scalar scan does).
+ * - Groups go through each step in blocks: the steps of one group form a long chain (a
+ *   split is read right after it is written), those of different groups overlap. */
+#include "quant/quant_internal.h"
+
+#include <float.h>
+#include <immintrin.h>
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+enum {
+    CHUNK = 256, /* values split and summed at a time (32-bit lane sums cannot overflow) */
+    BLOCK = 8,   /* groups taken through each step together */
+    SYM0 = 13,   /* candidates of stage 0 and stage 1, symmetric and asymmetric; the */
+    SYM1 = 2,    /* asymmetric stage 1 has 8 slots, a slot whose zero point would leave */
+    ASYM0 = 11,  /* the range repeats slot 0 (equal error, a higher index: never chosen) */
+    ASYM1 = 8
+};
+
+static inline __mmask16 tail_mask(size_t left) {
+    return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+}
+
+/* Sixteen values from element i (lanes outside m: 0), widened exactly to f32. */
+ALWAYS_INLINE __m512 load16(const void *x, mq_dtype dt, size_t i, __mmask16 m) {
+    const char *p = (const char *)x;
+    if (dt == MQ_F32) return _mm512_maskz_loadu_ps(m, p + 4 * i);
+    __m256i h = _mm256_maskz_loadu_epi16(m, p + 2 * i);
+    if (dt == MQ_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* A stage's candidates, one per lane. */
+typedef struct lanes {
+    __m512 ratio, scale;
+    __m512i zp, m, lo, hi; /* int32; lo, hi: (qmin - zp) * 256, (qmax - zp) * 256 */
+} lanes;
+
+/* mq__qfix_init's m and bounds of each lane. */
+ALWAYS_INLINE void fix_lanes(const mq_qformat *f, float amax, lanes *c) {
+    __m512 m = _mm512_div_ps(_mm512_set1_ps(512.0f * amax), c->scale);
+    m = _mm512_sub_ps(_mm512_add_ps(m, _mm512_set1_ps(0x1.8p23f)), _mm512_set1_ps(0x1.8p23f));
+    m = _mm512_min_ps(_mm512_max_ps(m, _mm512_set1_ps(1.0f)), _mm512_set1_ps(16383.0f));
+    c->m = _mm512_cvttps_epi32(m);
+    c->lo = _mm512_slli_epi32(_mm512_sub_epi32(_mm512_set1_epi32(f->qmin), c->zp), 8);
+    c->hi = _mm512_slli_epi32(_mm512_sub_epi32(_mm512_set1_epi32(f->qmax), c->zp), 8);
+}
+
+/* symmetric_param / asymmetric_param of qparams.c at each lane's ratio (a ratio of 1 gives
+ * the same as their unscaled branch: x * 1.0f == x). */
+ALWAYS_INLINE void params(const mq_qformat *f, bool sym, float lo, float hi, lanes *c) {
+    if (sym) {
+        float amax = -lo > hi ? -lo : hi;
+        float half = (float)(f->qmax - f->qmin) / 2.0f;
+        __m512 s = _mm512_div_ps(_mm512_mul_ps(_mm512_set1_ps(amax), c->ratio),
+                                 _mm512_set1_ps(half));
+        c->scale = _mm512_max_ps(s, _mm512_set1_ps(FLT_EPSILON));
+        c->zp = _mm512_set1_epi32(f->qmin < 0 ? 0 : (f->qmin + f->qmax + 1) / 2);
+        return;
+    }
+    __m512 s = _mm512_div_ps(_mm512_mul_ps(_mm512_set1_ps(hi - lo), c->ratio),
+                             _mm512_set1_ps((float)(f->qmax - f->qmin)));
+    s = _mm512_max_ps(s, _mm512_set1_ps(FLT_EPSILON));
+    c->scale = s;
+    /* nearbyintf: the current rounding mode, as the conversion's */
+    __m512i r = _mm512_cvtps_epi32(_mm512_div_ps(_mm512_mul_ps(_mm512_set1_ps(lo), c->ratio), s));
+    __m512i zp = _mm512_sub_epi32(_mm512_set1_epi32(f->qmin), r);
+    c->zp = _mm512_min_epi32(_mm512_max_epi32(zp, _mm512_set1_epi32(f->qmin)),
+                             _mm512_set1_epi32(f->qmax));
+}
+
+/* The bounds of a stage's candidates (lanes `used`): the largest m, least hi, largest lo. */
+ALWAYS_INLINE void stage_bounds(const lanes *c, __mmask16 used, int32_t *mb, int32_t *hb,
+                                int32_t *lb) {
+    *mb = _mm512_mask_reduce_max_epi32(used, c->m);
+    *hb = _mm512_mask_reduce_min_epi32(used, c->hi);
+    *lb = _mm512_mask_reduce_max_epi32(used, c->lo);
+}
+
+/* A chunk's X split into the values that no candidate clamps (s[0, ns)) and the others
+ * (l[0, nl), zeros after them). */
+typedef struct split {
+    _Alignas(64) int32_t s[CHUNK + 16];
+    _Alignas(64) int32_t pad[32]; /* read (and masked off) before l */
+    _Alignas(64) int32_t l[CHUNK + 48];
+    int ns, nl;
+    bool whole;         /* of the whole group, made for candidates with */
+    int32_t mb, hb, lb; /* m <= mb, hi >= hb, lo <= lb */
+} split;
+
+/* X of a chunk split for candidates with m <= mb, hi >= hb >= 0 and lo <= lb <= 0: a value
+ * is small when X * mb lies in [lb, hb] * 2^15, so that for every such candidate t lies in
+ * [lo, hi] (t is monotonic in m, toward 0 for smaller m). */
+ALWAYS_INLINE void split_chunk(const void *x, mq_dtype dt, size_t n, float k, int32_t mb,
+                               int32_t hb, int32_t lb, split *sp) {
+    const __m512 vk = _mm512_set1_ps(k);
+    /* X * mb <= hb * 2^15 for X <= xh, X * mb >= lb * 2^15 for X >= xl */
+    const __m512i vh = _mm512_set1_epi32(hb * 32768 / mb);
+    const __m512i vl = _mm512_set1_epi32(-(-lb * 32768 / mb));
+    int32_t *s = sp->s, *l = sp->l;
+    int ns = 0;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i X = _mm512_cvtps_epi32(_mm512_mul_ps(load16(x, dt, i, 0xffff), vk));
+        __mmask16 small = _mm512_mask_cmple_epi32_mask(_mm512_cmpge_epi32_mask(X, vl), X, vh);
+        _mm512_storeu_si512(s + ns, _mm512_maskz_compress_epi32(small, X));
+        _mm512_storeu_si512(l + (i - (size_t)ns), _mm512_maskz_compress_epi32((__mmask16)~small, X));
+        ns += __builtin_popcount(small);
+    }
+    int nl = (int)i - ns;
+    if (i < n) {
+        __mmask16 valid = tail_mask(n - i);
+        __m512i X = _mm512_cvtps_epi32(_mm512_mul_ps(load16(x, dt, i, valid), vk));
+        __mmask16 small = _mm512_mask_cmple_epi32_mask(_mm512_cmpge_epi32_mask(X, vl), X, vh) & valid;
+        __mmask16 large = valid & (__mmask16)~small;
+        _mm512_storeu_si512(s + ns, _mm512_maskz_compress_epi32(small, X));
+        _mm512_storeu_si512(l + nl, _mm512_maskz_compress_epi32(large, X));
+        ns += __builtin_popcount(small);
+        nl += __builtin_popcount(large);
+    }
+    /* X = 0 has no error: zeros complete the last vector */
+    _mm512_storeu_si512(l + nl, _mm512_setzero_si512());
+    _mm512_storeu_si512(l + nl + 16, _mm512_setzero_si512());
+    sp->ns = ns;
+    sp->nl = nl;
+    sp->mb = mb;
+    sp->hb = hb;
+    sp->lb = lb;
+}
+
+/* Lane c of the result: the sum of the 16 lanes of a[c], c < NC (u32: the caller checked
+ * that no sum reaches 2^32). */
+ALWAYS_INLINE __m512i lane_sums(const __m512i *a, int NC) {
+    const __m512i z = _mm512_setzero_si512();
+    __m512i p[8], q[4], h[2];
+    #pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        if (2 * i >= NC) {
+            p[i] = z;
+            continue;
+        }
+        __m512i b = 2 * i + 1 < NC ? a[2 * i + 1] : z;
+        p[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(a[2 * i], b),
+                                _mm512_unpackhi_epi32(a[2 * i], b));
+    }
+    #pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        if (4 * i >= NC) {
+            q[i] = z;
+            continue;
+        }
+        q[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(p[2 * i], p[2 * i + 1]),
+                                _mm512_unpackhi_epi64(p[2 * i], p[2 * i + 1]));
+    }
+    #pragma GCC unroll 2
+    for (int i = 0; i < 2; i++) {
+        if (8 * i >= NC) {
+            h[i] = z;
+            continue;
+        }
+        h[i] = _mm512_add_epi32(_mm512_shuffle_i32x4(q[2 * i], q[2 * i + 1], 0x88),
+                                _mm512_shuffle_i32x4(q[2 * i], q[2 * i + 1], 0xdd));
+    }
+    return _mm512_add_epi32(_mm512_shuffle_i32x4(h[0], h[1], 0x88),
+                            _mm512_shuffle_i32x4(h[0], h[1], 0xdd));
+}
+
+/* 32 values from p as 16-bit lanes (the pack interleaves the halves: the sums do not mind). */
+ALWAYS_INLINE __m512i load32(const int32_t *p) {
+    return _mm512_packs_epi32(_mm512_loadu_si512(p), _mm512_loadu_si512(p + 16));
+}
+
+/* The squared errors of the NC candidates (m, lo, hi in 16-bit lanes; m <= mb) over a split
+ * chunk, added to d (two vectors of 8 u64 lanes: candidates 0-7, 8-15). */
+ALWAYS_INLINE void chunk_sums(const split *sp, const lanes *c, int32_t mb, int NC, bool SYM,
+                              __m512i *d) {
+    _Alignas(64) int32_t m[16], lo[16], hi[16];
+    _mm512_store_si512(m, c->m);
+    _mm512_store_si512(lo, c->lo);
+    _mm512_store_si512(hi, c->hi);
+    __m512i vm[MQ_MAX_CANDIDATES], acc[MQ_MAX_CANDIDATES];
+    #pragma GCC unroll 16
+    for (int i = 0; i < NC; i++) {
+        vm[i] = _mm512_set1_epi16((short)m[i]);
+        acc[i] = _mm512_setzero_si512();
+    }
+    int nf = sp->ns / 32, rest = sp->ns % 32;
+    for (int v = 0; v < nf; v++) {
+        __m512i X = load32(sp->s + 32 * v);
+        #pragma GCC unroll 16
+        for (int i = 0; i < NC; i++) {
+            __m512i t = _mm512_mulhrs_epi16(X, vm[i]);
+            __m512i e = _mm512_srai_epi16(_mm512_slli_epi16(t, 8), 8);
+            acc[i] = _mm512_dpwssd_epi32(acc[i], e, e);
+        }
+    }
+    /* the small values past the last full vector, then the others */
+    const int32_t *l = sp->l - rest, *sl = sp->s + 32 * nf;
+    __mmask16 r0 = tail_mask((size_t)rest), r1 = rest > 16 ? tail_mask((size_t)rest - 16) : 0;
+    int nl = (rest + sp->nl + 31) / 32;
+    const __m512i half = _mm512_set1_epi16(128), mask = _mm512_set1_epi16(-256);
+    for (int v = 0; v < nl; v++) {
+        __m512i a = _mm512_loadu_si512(l + 32 * v), b = _mm512_loadu_si512(l + 32 * v + 16);
+        if (v == 0) {
+            a = _mm512_mask_loadu_epi32(a, r0, sl);
+            b = _mm512_mask_loadu_epi32(b, r1, sl + 16);
+        }
+        __m512i X = _mm512_packs_epi32(a, b);
+        #pragma GCC unroll 16
+        for (int i = 0; i < NC; i++) {
+            __m512i vl = _mm512_set1_epi16((short)lo[SYM ? 0 : i]);
+            __m512i vh = _mm512_set1_epi16((short)hi[SYM ? 0 : i]);
+            __m512i t = _mm512_mulhrs_epi16(X, vm[i]);
+            __m512i u = _mm512_min_epi16(_mm512_max_epi16(t, vl), vh);
+            u = _mm512_and_si512(_mm512_add_epi16(u, half), mask);
+            __m512i e = _mm512_sub_epi16(t, u);
+            acc[i] = _mm512_dpwssd_epi32(acc[i], e, e);
+        }
+    }
+    /* |e| <= max(|t|, 128) and |t| <= (16384 m + 16384) >> 15: the lane sums of a chunk stay
+     * below 2^31; their total across lanes may not, then it is summed in 64 bits */
+    uint64_t tm = ((uint64_t)mb * 16384 + 16384) >> 15, em = tm > 128 ? tm : 128;
+    uint64_t bound = (uint64_t)nf * 32 * 16384 + (uint64_t)nl * 32 * em * em;
+    if (bound < ((uint64_t)1 << 32)) {
+        __m512i s = lane_sums(acc, NC);
+        d[0] = _mm512_add_epi64(d[0], _mm512_cvtepu32_epi64(_mm512_castsi512_si256(s)));
+        d[1] = _mm512_add_epi64(d[1], _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(s, 1)));
+        return;
+    }
+    _Alignas(64) uint64_t sums[16] = {0};
+    #pragma GCC unroll 16
+    for (int i = 0; i < NC; i++) {
+        __m512i w = _mm512_add_epi64(_mm512_and_si512(acc[i], _mm512_set1_epi64(0xffffffff)),
+                                     _mm512_srli_epi64(acc[i], 32));
+        sums[i] = (uint64_t)_mm512_reduce_add_epi64(w);
+    }
+    d[0] = _mm512_add_epi64(d[0], _mm512_load_si512(sums));
+    d[1] = _mm512_add_epi64(d[1], _mm512_load_si512(sums + 8));
+}
+
+/* One step of the tournament: lane i against lane i + k (the later index), b winning only
+ * when its error is below: b.d * a.m2 < a.d * b.m2, exact in u64 (d < 2^36, m2 < 2^28). */
+ALWAYS_INLINE void duel(__m512i *d, __m512i *m2, __m512i *ix, __m512i bd, __m512i bm2,
+                        __m512i bix) {
+    __mmask8 b = _mm512_cmplt_epu64_mask(_mm512_mullo_epi64(bd, *m2), _mm512_mullo_epi64(*d, bm2));
+    *d = _mm512_mask_blend_epi64(b, *d, bd);
+    *m2 = _mm512_mask_blend_epi64(b, *m2, bm2);
+    *ix = _mm512_mask_blend_epi64(b, *ix, bix);
+}
+
+/* The first least error d[c] / m[c]^2 over lanes c < NC (each d below dmax): its index;
+ * *err receives it. */
+ALWAYS_INLINE int pick(const __m512i *d, __m512i m, int NC, uint64_t dmax, mq_fix_err *err) {
+    _Alignas(64) int32_t ms[16];
+    _Alignas(64) uint64_t ds[16];
+    _mm512_store_si512(ms, m);
+    if (dmax >= ((uint64_t)1 << 36)) { /* long groups: the scalar scan in 128 bits */
+        _mm512_store_si512(ds, d[0]);
+        _mm512_store_si512(ds + 8, d[1]);
+        int best = 0;
+        *err = (mq_fix_err){(int64_t)ds[0], ms[0]};
+        for (int c = 1; c < NC; c++) {
+            mq_fix_err e = {(int64_t)ds[c], ms[c]};
+            if (mq__fix_less(e, *err)) {
+                best = c;
+                *err = e;
+            }
+        }
+        return best;
+    }
+    __m512i m2 = _mm512_mullo_epi32(m, m);
+    __m512i a[2] = {_mm512_cvtepu32_epi64(_mm512_castsi512_si256(m2)),
+                    _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(m2, 1))};
+    __m512i dd[2] = {d[0], d[1]};
+    __m512i ix[2] = {_mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0),
+                     _mm512_set_epi64(15, 14, 13, 12, 11, 10, 9, 8)};
+    int nv = NC > 8 ? 2 : 1;
+    /* lanes past NC repeat lane 0: equal error, a higher index */
+    if (NC % 8) {
+        __mmask8 used = (__mmask8)((1u << (NC % 8)) - 1);
+        __m512i d0 = _mm512_broadcastq_epi64(_mm512_castsi512_si128(dd[0]));
+        __m512i a0 = _mm512_broadcastq_epi64(_mm512_castsi512_si128(a[0]));
+        dd[nv - 1] = _mm512_mask_blend_epi64(used, d0, dd[nv - 1]);
+        a[nv - 1] = _mm512_mask_blend_epi64(used, a0, a[nv - 1]);
+    }
+    /* neighbours, then pairs, then fours: each lane keeps a run of indices, the lower run
+     * first, so ties keep the lower index */
+    #pragma GCC unroll 2
+    for (int v = 0; v < nv; v++) {
+        duel(&dd[v], &a[v], &ix[v], _mm512_unpackhi_epi64(dd[v], dd[v]),
+             _mm512_unpackhi_epi64(a[v], a[v]), _mm512_unpackhi_epi64(ix[v], ix[v]));
+        if (NC > 2)
+            duel(&dd[v], &a[v], &ix[v], _mm512_permutex_epi64(dd[v], 0xfe),
+                 _mm512_permutex_epi64(a[v], 0xfe), _mm512_permutex_epi64(ix[v], 0xfe));
+        if (NC > 4)
+            duel(&dd[v], &a[v], &ix[v], _mm512_shuffle_i64x2(dd[v], dd[v], 0xfe),
+                 _mm512_shuffle_i64x2(a[v], a[v], 0xfe), _mm512_shuffle_i64x2(ix[v], ix[v], 0xfe));
+    }
+    if (nv == 2) duel(&dd[0], &a[0], &ix[0], dd[1], a[1], ix[1]);
+    int best = _mm_cvtsi128_si32(_mm512_castsi512_si128(ix[0]));
+    *err = (mq_fix_err){_mm_cvtsi128_si64(_mm512_castsi512_si128(dd[0])), ms[best]};
+    return best;
+}
+
+/* A stage's sums over a group of n values; *dmax: a bound of every sum. The split serves
+ * when it was made for bounds that hold for these candidates, else chunks are split anew. */
+ALWAYS_INLINE void group_sums(const void *x, mq_dtype dt, size_t n, float k, const lanes *c,
+                              int NC, bool SYM, split *sp, __m512i *d, uint64_t *dmax) {
+    int32_t mb, hb, lb;
+    stage_bounds(c, (__mmask16)((1u << NC) - 1), &mb, &hb, &lb);
+    d[0] = d[1] = _mm512_setzero_si512();
+    uint64_t tm = ((uint64_t)mb * 16384 + 16384) >> 15, em = tm > 128 ? tm : 128;
+    *dmax = (uint64_t)n * em * em;
+    if (sp->whole && mb <= sp->mb && hb >= sp->hb && lb <= sp->lb) {
+        chunk_sums(sp, c, mb, NC, SYM, d);
+        return;
+    }
+    for (size_t c0 = 0; c0 < n; c0 += CHUNK) {
+        size_t len = n - c0 < CHUNK ? n - c0 : CHUNK;
+        split_chunk((const char *)x + c0 * (dt == MQ_F32 ? 4 : 2), dt, len, k, mb, hb, lb, sp);
+        sp->whole = n <= CHUNK;
+        chunk_sums(sp, c, mb, NC, SYM, d);
+    }
+}
+
+ALWAYS_INLINE mq_qparam lane_param(const lanes *c, int i) {
+    _Alignas(64) float s[16];
+    _Alignas(64) int32_t z[16];
+    _mm512_store_ps(s, c->scale);
+    _mm512_store_si512(z, c->zp);
+    return (mq_qparam){s[i], z[i]};
+}
+
+/* A group's state between the steps. */
+typedef struct gstate {
+    lanes c0;
+    float lo, hi, amax, k;
+    int w0;
+    mq_fix_err e0;
+} gstate;
+
+/* Step 1: the stage-0 candidates (PyTorch's rule, then ratios 1.1 (symmetric only) down to
+ * 0.5 by 0.05, as mq__qcandidates computes them) and, for short groups, the split. */
+ALWAYS_INLINE void step0(const mq_qformat *f, bool SYM, const void *x, mq_dtype dt, size_t n,
+                         float mn, float mx, gstate *g, split *sp) {
+    g->lo = mn < 0.0f ? mn : 0.0f;
+    g->hi = mx > 0.0f ? mx : 0.0f;
+    g->amax = -mn > mx ? -mn : mx;
+    g->k = MQ_QFIX_ONE / g->amax;
+    lanes *c = &g->c0;
+    c->ratio = SYM ? _mm512_setr_ps(1.0f, 1.0f - 0.05f * -2.0f, 1.0f - 0.05f * -1.0f,
+                                    1.0f - 0.05f * 1.0f, 1.0f - 0.05f * 2.0f,
+                                    1.0f - 0.05f * 3.0f, 1.0f - 0.05f * 4.0f,
+                                    1.0f - 0.05f * 5.0f, 1.0f - 0.05f * 6.0f,
+                                    1.0f - 0.05f * 7.0f, 1.0f - 0.05f * 8.0f,
+                                    1.0f - 0.05f * 9.0f, 1.0f - 0.05f * 10.0f, 1.0f, 1.0f, 1.0f)
+                   : _mm512_setr_ps(1.0f, 1.0f - 0.05f * 1.0f, 1.0f - 0.05f * 2.0f,
+                                    1.0f - 0.05f * 3.0f, 1.0f - 0.05f * 4.0f,
+                                    1.0f - 0.05f * 5.0f, 1.0f - 0.05f * 6.0f,
+                                    1.0f - 0.05f * 7.0f, 1.0f - 0.05f * 8.0f,
+                                    1.0f - 0.05f * 9.0f, 1.0f - 0.05f * 10.0f, 1.0f, 1.0f,
+                                    1.0f, 1.0f, 1.0f);
+    params(f, SYM, g->lo, g->hi, c);
+    fix_lanes(f, g->amax, c);
+    sp->whole = false;
+    if (n > CHUNK) return;
+    int32_t mb, hb, lb;
+    stage_bounds(c, (__mmask16)((1u << (SYM ? SYM0 : ASYM0)) - 1), &mb, &hb, &lb);
+    if (!SYM) { /* stage 1 moves zero points by one step: the split serves it too */
+        hb = hb - 256 > 0 ? hb - 256 : 0;
+        lb = lb + 256 < 0 ? lb + 256 : 0;
+    }
+    split_chunk(x, dt, n, g->k, mb, hb, lb, sp);
+    sp->whole = true;
+}
+
+/* Step 2: stage 0's errors and winner. */
+ALWAYS_INLINE void step1(bool SYM, const void *x, mq_dtype dt, size_t n, gstate *g, split *sp) {
+    __m512i d[2];
+    uint64_t dmax;
+    if (SYM) {
+        group_sums(x, dt, n, g->k, &g->c0, SYM0, true, sp, d, &dmax);
+        g->w0 = pick(d, g->c0.m, SYM0, dmax, &g->e0);
+    } else {
+        group_sums(x, dt, n, g->k, &g->c0, ASYM0, false, sp, d, &dmax);
+        g->w0 = pick(d, g->c0.m, ASYM0, dmax, &g->e0);
+    }
+}
+
+/* Step 3: stage 1, half a step either side of the winner's ratio (asymmetric: and the zero
+ * point one step either way at those ratios and the winner's), and the group's choice. */
+ALWAYS_INLINE mq_qparam step2(const mq_qformat *f, bool SYM, const void *x, mq_dtype dt,
+                              size_t n, gstate *g, split *sp) {
+    _Alignas(64) float r[16];
+    _mm512_store_ps(r, g->c0.ratio);
+    __m512 center = _mm512_set1_ps(r[g->w0]);
+    lanes c1;
+    __m512i d[2];
+    uint64_t dmax;
+    mq_fix_err e1;
+    int w1;
+    if (SYM) {
+        c1.ratio = _mm512_add_ps(center, _mm512_setr_ps(0.025f * -1.0f, 0.025f * 1.0f, 0, 0, 0,
+                                                        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0));
+        params(f, true, g->lo, g->hi, &c1);
+        fix_lanes(f, g->amax, &c1);
+        group_sums(x, dt, n, g->k, &c1, SYM1, true, sp, d, &dmax);
+        w1 = pick(d, c1.m, SYM1, dmax, &e1);
+    } else {
+        c1.ratio = _mm512_add_ps(center, _mm512_setr_ps(0.025f * -1.0f, 0.025f * -1.0f,
+                                                        0.025f * -1.0f, 0.025f * 0.0f,
+                                                        0.025f * 0.0f, 0.025f * 1.0f,
+                                                        0.025f * 1.0f, 0.025f * 1.0f, 0, 0, 0,
+                                                        0, 0, 0, 0, 0));
+        params(f, false, g->lo, g->hi, &c1);
+        const __m512i dz = _mm512_setr_epi32(0, -1, 1, -1, 1, 0, -1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+        const __m512i zero = _mm512_setzero_si512();
+        __mmask16 ok = _mm512_cmpeq_epi32_mask(dz, zero) |
+                       _mm512_mask_cmpgt_epi32_mask(_mm512_cmplt_epi32_mask(dz, zero), c1.zp,
+                                                    _mm512_set1_epi32(f->qmin)) |
+                       _mm512_mask_cmplt_epi32_mask(_mm512_cmpgt_epi32_mask(dz, zero), c1.zp,
+                                                    _mm512_set1_epi32(f->qmax));
+        c1.zp = _mm512_add_epi32(c1.zp, dz);
+        /* a slot left out repeats slot 0 */
+        c1.zp = _mm512_mask_blend_epi32(ok, _mm512_permutexvar_epi32(zero, c1.zp), c1.zp);
+        c1.scale = _mm512_mask_blend_ps(ok, _mm512_permutexvar_ps(zero, c1.scale), c1.scale);
+        fix_lanes(f, g->amax, &c1);
+        group_sums(x, dt, n, g->k, &c1, ASYM1, false, sp, d, &dmax);
+        w1 = pick(d, c1.m, ASYM1, dmax, &e1);
+    }
+    return mq__fix_less(e1, g->e0) ? lane_param(&c1, w1) : lane_param(&g->c0, g->w0);
+}
+
+ALWAYS_INLINE void search_t(const mq_qformat *f, bool SYM, const void *x, mq_dtype dt,
+                            size_t gs, size_t ng, const float *mn, const float *mx,
+                            mq_qparam *p) {
+    gstate st[BLOCK];
+    split sp[BLOCK];
+    size_t esz = dt == MQ_F32 ? 4 : 2;
+    for (size_t g0 = 0; g0 < ng; g0 += BLOCK) {
+        size_t nb = ng - g0 < BLOCK ? ng - g0 : BLOCK;
+        const char *xb = (const char *)x + g0 * gs * esz;
+        for (size_t b = 0; b < nb; b++)
+            step0(f, SYM, xb + b * gs * esz, dt, gs, mn[g0 + b], mx[g0 + b], &st[b], &sp[b]);
+        for (size_t b = 0; b < nb; b++) step1(SYM, xb + b * gs * esz, dt, gs, &st[b], &sp[b]);
+        for (size_t b = 0; b < nb; b++)
+            p[g0 + b] = step2(f, SYM, xb + b * gs * esz, dt, gs, &st[b], &sp[b]);
+    }
+}
+
+void mq__search_fix_avx512(const mq_qformat *f, mq_scheme scheme, const void *x, mq_dtype dt,
+                           size_t gs, size_t ng, const float *mn, const float *mx,
+                           mq_qparam *p) {
+    bool sym = scheme == MQ_SYMMETRIC;
+    if (dt == MQ_BF16) {
+        if (sym) search_t(f, true, x, MQ_BF16, gs, ng, mn, mx, p);
+        else search_t(f, false, x, MQ_BF16, gs, ng, mn, mx, p);
+    } else if (dt == MQ_F16) {
+        if (sym) search_t(f, true, x, MQ_F16, gs, ng, mn, mx, p);
+        else search_t(f, false, x, MQ_F16, gs, ng, mn, mx, p);
+    } else {
+        if (sym) search_t(f, true, x, MQ_F32, gs, ng, mn, mx, p);
+        else search_t(f, false, x, MQ_F32, gs, ng, mn, mx, p);
+    }
+}
