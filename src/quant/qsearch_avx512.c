@@ -90,8 +90,7 @@ ALWAYS_INLINE void stage_bounds(const lanes *c, __mmask16 used, int32_t *mb, int
  * (l[0, nl), zeros after them). */
 typedef struct split {
     _Alignas(64) int32_t s[CHUNK + 16];
-    _Alignas(64) int32_t pad[32]; /* read (and masked off) before l */
-    _Alignas(64) int32_t l[CHUNK + 48];
+    _Alignas(64) int32_t lbuf[32 + CHUNK + 48]; /* l = lbuf + 32: read (masked off) below l */
     int ns, nl;
     bool whole;         /* of the whole group, made for candidates with */
     int32_t mb, hb, lb; /* m <= mb, hi >= hb, lo <= lb */
@@ -106,7 +105,7 @@ ALWAYS_INLINE void split_chunk(const void *x, mq_dtype dt, size_t n, float k, in
     /* X * mb <= hb * 2^15 for X <= xh, X * mb >= lb * 2^15 for X >= xl */
     const __m512i vh = _mm512_set1_epi32(hb * 32768 / mb);
     const __m512i vl = _mm512_set1_epi32(-(-lb * 32768 / mb));
-    int32_t *s = sp->s, *l = sp->l;
+    int32_t *s = sp->s, *l = sp->lbuf + 32;
     int ns = 0;
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
@@ -204,7 +203,7 @@ ALWAYS_INLINE void chunk_sums(const split *sp, const lanes *c, int32_t mb, int N
         }
     }
     /* the small values past the last full vector, then the others */
-    const int32_t *l = sp->l - rest, *sl = sp->s + 32 * nf;
+    const int32_t *l = sp->lbuf + 32 - rest, *sl = sp->s + 32 * nf;
     __mmask16 r0 = tail_mask((size_t)rest), r1 = rest > 16 ? tail_mask((size_t)rest - 16) : 0;
     int nl = (rest + sp->nl + 31) / 32;
     const __m512i half = _mm512_set1_epi16(128), mask = _mm512_set1_epi16(-256);
