@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -203,10 +204,39 @@ mq_status mq__model_index(mq_model *m, const char *where) {
     return MQ_OK;
 }
 
+/* A mapped file's descriptor is kept for mq__model_read only while few are: at most 64 and
+ * an eighth of the process's limit, so that a model of thousands of shards, or a host
+ * process short of descriptors, still opens (its other files are read through the mapping,
+ * the same bytes). */
+static bool keep_fd(mq_model *m) {
+    if (m->fds_scarce || m->nfds >= 64) return false;
+    struct rlimit rl;
+    return getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+           m->nfds < rl.rlim_cur / 8;
+}
+
+/* open(2) that, out of descriptors, gives back the kept ones and tries once more. */
+static int open_input(mq_model *m, const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0 || (errno != EMFILE && errno != ENFILE) || !m->nfds) return fd;
+    int e = errno;
+    m->fds_scarce = true;
+    for (size_t i = 0; i < m->nmaps; i++)
+        if (m->maps[i].fd >= 0) {
+            close(m->maps[i].fd);
+            m->maps[i].fd = -1;
+        }
+    m->nfds = 0;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno != EMFILE && errno != ENFILE) e = errno;
+    if (fd < 0) errno = e;
+    return fd;
+}
+
 mq_status mq__model_map_file(mq_model *m, const char *path, const uint8_t **addr, size_t *len) {
     mq_ctx *ctx = m->ctx;
     MQ_TRY(mq__grow(ctx, (void **)&m->maps, &m->cap_maps, m->nmaps + 1, sizeof *m->maps));
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open_input(m, path);
     if (fd < 0) return mq__fail(ctx, MQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
@@ -233,6 +263,12 @@ mq_status mq__model_map_file(mq_model *m, const char *path, const uint8_t **addr
         if (p) munmap(p, n);
         close(fd);
         return MQ_ERR_NOMEM;
+    }
+    if (p && keep_fd(m)) {
+        m->nfds++;
+    } else {
+        close(fd);
+        fd = -1;
     }
     m->maps[m->nmaps++] = (mq_mapping){p, n, pc, fd};
     *addr = (const uint8_t *)p;
