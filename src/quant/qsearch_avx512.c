@@ -13,6 +13,7 @@
 #include "quant/quant_internal.h"
 
 #include <float.h>
+#include <math.h>
 #include <immintrin.h>
 
 #include "quant/qload_avx512.h"
@@ -66,9 +67,18 @@ ALWAYS_INLINE void params(const mq_qformat *f, bool sym, float lo, float hi, lan
                              _mm512_set1_epi32(f->qmax));
 }
 
-/* The bounds of a stage's candidates (lanes `used`): the largest m, least hi, largest lo. */
-ALWAYS_INLINE void stage_bounds(const lanes *c, __mmask16 used, int32_t *mb, int32_t *hb,
-                                int32_t *lb) {
+/* The bounds of a stage's candidates (lanes c < NC): the largest m, least hi, largest lo.
+ * Symmetric: one zero point, and m (a rounded 512 amax / scale, scale growing with the
+ * ratio) largest at the least ratio, lane `least` (stage 0: 12, ratio 0.5; stage 1: 0). */
+ALWAYS_INLINE void stage_bounds(const lanes *c, int NC, bool SYM, int least, int32_t *mb,
+                                int32_t *hb, int32_t *lb) {
+    if (SYM) {
+        *mb = _mm_extract_epi32(_mm512_extracti32x4_epi32(c->m, least / 4), least % 4);
+        *hb = _mm_cvtsi128_si32(_mm512_castsi512_si128(c->hi));
+        *lb = _mm_cvtsi128_si32(_mm512_castsi512_si128(c->lo));
+        return;
+    }
+    __mmask16 used = (__mmask16)((1u << NC) - 1);
     *mb = _mm512_mask_reduce_max_epi32(used, c->m);
     *hb = _mm512_mask_reduce_min_epi32(used, c->hi);
     *lb = _mm512_mask_reduce_max_epi32(used, c->lo);
@@ -234,79 +244,45 @@ ALWAYS_INLINE void chunk_sums(const split *sp, const lanes *c, int32_t mb, int N
     d[1] = _mm512_add_epi64(d[1], _mm512_load_si512(sums + 8));
 }
 
-/* One step of the tournament: lane i against lane i + k (the later index), b winning only
- * when its error is below: b.d * a.m2 < a.d * b.m2, exact in u64 (d < 2^36, m2 < 2^28). */
-ALWAYS_INLINE void duel(__m512i *d, __m512i *m2, __m512i *ix, __m512i bd, __m512i bm2,
-                        __m512i bix) {
-    __mmask8 b = _mm512_cmplt_epu64_mask(_mm512_mullo_epi64(bd, *m2), _mm512_mullo_epi64(*d, bm2));
-    *d = _mm512_mask_blend_epi64(b, *d, bd);
-    *m2 = _mm512_mask_blend_epi64(b, *m2, bm2);
-    *ix = _mm512_mask_blend_epi64(b, *ix, bix);
-}
-
-/* The first least error d[c] / m[c]^2 over lanes c < NC (each d below dmax): its index;
- * *err receives it. */
-ALWAYS_INLINE int pick(const __m512i *d, __m512i m, int NC, uint64_t dmax, mq_fix_err *err) {
-    _Alignas(64) int32_t ms[16];
+/* The first least error d[c] / m[c]^2 over lanes c < NC: its index; *err receives it.
+ * Each error is first estimated in float (relative error below 2^-22: the conversions of d
+ * and m^2 and one division); every lane whose estimate is within 2^-19 of the least one is
+ * a possible winner, and the exact winner is among them. One such lane is the winner; more
+ * (ties, near ties) are compared exactly, in index order, as the scalar scan does. */
+ALWAYS_INLINE int pick(const __m512i *d, __m512i m, int NC, mq_fix_err *err) {
     _Alignas(64) uint64_t ds[16];
+    _Alignas(64) int32_t ms[16];
+    __mmask16 used = (__mmask16)((1u << NC) - 1);
+    __m512 df = _mm512_castps256_ps512(_mm512_cvtepu64_ps(d[0]));
+    if (NC > 8) df = _mm512_insertf32x8(df, _mm512_cvtepu64_ps(d[1]), 1);
+    __m512 mf = _mm512_cvtepi32_ps(m);
+    __m512 e = _mm512_mask_div_ps(_mm512_set1_ps(INFINITY), used, df, _mm512_mul_ps(mf, mf));
+    float least = _mm512_reduce_min_ps(e);
+    __mmask16 near = _mm512_mask_cmp_ps_mask(used, e, _mm512_set1_ps(least * (1.0f + 0x1p-19f)),
+                                             _CMP_LE_OQ);
+    _mm512_store_si512(ds, d[0]);
+    if (NC > 8) _mm512_store_si512(ds + 8, d[1]);
     _mm512_store_si512(ms, m);
-    if (dmax >= ((uint64_t)1 << 36)) { /* long groups: the scalar scan in 128 bits */
-        _mm512_store_si512(ds, d[0]);
-        _mm512_store_si512(ds + 8, d[1]);
-        int best = 0;
-        *err = (mq_fix_err){(int64_t)ds[0], ms[0]};
-        for (int c = 1; c < NC; c++) {
-            mq_fix_err e = {(int64_t)ds[c], ms[c]};
-            if (mq__fix_less(e, *err)) {
-                best = c;
-                *err = e;
-            }
+    int best = __builtin_ctz(near);
+    *err = (mq_fix_err){(int64_t)ds[best], ms[best]};
+    for (unsigned rest = (unsigned)near & ((unsigned)near - 1); rest; rest &= rest - 1) {
+        int c = __builtin_ctz(rest);
+        mq_fix_err ec = {(int64_t)ds[c], ms[c]};
+        if (mq__fix_less(ec, *err)) {
+            best = c;
+            *err = ec;
         }
-        return best;
     }
-    __m512i m2 = _mm512_mullo_epi32(m, m);
-    __m512i a[2] = {_mm512_cvtepu32_epi64(_mm512_castsi512_si256(m2)),
-                    _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(m2, 1))};
-    __m512i dd[2] = {d[0], d[1]};
-    __m512i ix[2] = {_mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0),
-                     _mm512_set_epi64(15, 14, 13, 12, 11, 10, 9, 8)};
-    int nv = NC > 8 ? 2 : 1;
-    /* lanes past NC repeat lane 0: equal error, a higher index */
-    if (NC % 8) {
-        __mmask8 used = (__mmask8)((1u << (NC % 8)) - 1);
-        __m512i d0 = _mm512_broadcastq_epi64(_mm512_castsi512_si128(dd[0]));
-        __m512i a0 = _mm512_broadcastq_epi64(_mm512_castsi512_si128(a[0]));
-        dd[nv - 1] = _mm512_mask_blend_epi64(used, d0, dd[nv - 1]);
-        a[nv - 1] = _mm512_mask_blend_epi64(used, a0, a[nv - 1]);
-    }
-    /* neighbours, then pairs, then fours: each lane keeps a run of indices, the lower run
-     * first, so ties keep the lower index */
-    #pragma GCC unroll 2
-    for (int v = 0; v < nv; v++) {
-        duel(&dd[v], &a[v], &ix[v], _mm512_unpackhi_epi64(dd[v], dd[v]),
-             _mm512_unpackhi_epi64(a[v], a[v]), _mm512_unpackhi_epi64(ix[v], ix[v]));
-        if (NC > 2)
-            duel(&dd[v], &a[v], &ix[v], _mm512_permutex_epi64(dd[v], 0xfe),
-                 _mm512_permutex_epi64(a[v], 0xfe), _mm512_permutex_epi64(ix[v], 0xfe));
-        if (NC > 4)
-            duel(&dd[v], &a[v], &ix[v], _mm512_shuffle_i64x2(dd[v], dd[v], 0xfe),
-                 _mm512_shuffle_i64x2(a[v], a[v], 0xfe), _mm512_shuffle_i64x2(ix[v], ix[v], 0xfe));
-    }
-    if (nv == 2) duel(&dd[0], &a[0], &ix[0], dd[1], a[1], ix[1]);
-    int best = _mm_cvtsi128_si32(_mm512_castsi512_si128(ix[0]));
-    *err = (mq_fix_err){_mm_cvtsi128_si64(_mm512_castsi512_si128(dd[0])), ms[best]};
     return best;
 }
 
-/* A stage's sums over a group of n values; *dmax: a bound of every sum. The split serves
- * when it was made for bounds that hold for these candidates, else chunks are split anew. */
+/* A stage's sums over a group of n values. The split serves when it was made for bounds
+ * that hold for these candidates, else chunks are split anew. */
 ALWAYS_INLINE void group_sums(const void *x, mq_dtype dt, size_t n, float k, const lanes *c,
-                              int NC, bool SYM, split *sp, __m512i *d, uint64_t *dmax) {
+                              int NC, bool SYM, split *sp, __m512i *d) {
     int32_t mb, hb, lb;
-    stage_bounds(c, (__mmask16)((1u << NC) - 1), &mb, &hb, &lb);
+    stage_bounds(c, NC, SYM, NC == SYM0 ? SYM0 - 1 : 0, &mb, &hb, &lb);
     d[0] = d[1] = _mm512_setzero_si512();
-    uint64_t tm = ((uint64_t)mb * 16384 + 16384) >> 15, em = tm > 128 ? tm : 128;
-    *dmax = (uint64_t)n * em * em;
     if (sp->whole && mb <= sp->mb && hb >= sp->hb && lb <= sp->lb) {
         chunk_sums(sp, c, mb, NC, SYM, d);
         return;
@@ -361,7 +337,7 @@ ALWAYS_INLINE void step0(const mq_qformat *f, bool SYM, const void *x, mq_dtype 
     sp->whole = false;
     if (n > CHUNK) return;
     int32_t mb, hb, lb;
-    stage_bounds(c, (__mmask16)((1u << (SYM ? SYM0 : ASYM0)) - 1), &mb, &hb, &lb);
+    stage_bounds(c, SYM ? SYM0 : ASYM0, SYM, SYM0 - 1, &mb, &hb, &lb);
     if (!SYM) { /* stage 1 moves zero points by one step: the split serves it too */
         hb = hb - 256 > 0 ? hb - 256 : 0;
         lb = lb + 256 < 0 ? lb + 256 : 0;
@@ -373,13 +349,12 @@ ALWAYS_INLINE void step0(const mq_qformat *f, bool SYM, const void *x, mq_dtype 
 /* Step 2: stage 0's errors and winner. */
 ALWAYS_INLINE void step1(bool SYM, const void *x, mq_dtype dt, size_t n, gstate *g, split *sp) {
     __m512i d[2];
-    uint64_t dmax;
     if (SYM) {
-        group_sums(x, dt, n, g->k, &g->c0, SYM0, true, sp, d, &dmax);
-        g->w0 = pick(d, g->c0.m, SYM0, dmax, &g->e0);
+        group_sums(x, dt, n, g->k, &g->c0, SYM0, true, sp, d);
+        g->w0 = pick(d, g->c0.m, SYM0, &g->e0);
     } else {
-        group_sums(x, dt, n, g->k, &g->c0, ASYM0, false, sp, d, &dmax);
-        g->w0 = pick(d, g->c0.m, ASYM0, dmax, &g->e0);
+        group_sums(x, dt, n, g->k, &g->c0, ASYM0, false, sp, d);
+        g->w0 = pick(d, g->c0.m, ASYM0, &g->e0);
     }
 }
 
@@ -392,7 +367,6 @@ ALWAYS_INLINE mq_qparam step2(const mq_qformat *f, bool SYM, const void *x, mq_d
     __m512 center = _mm512_set1_ps(r[g->w0]);
     lanes c1;
     __m512i d[2];
-    uint64_t dmax;
     mq_fix_err e1;
     int w1;
     if (SYM) {
@@ -400,8 +374,8 @@ ALWAYS_INLINE mq_qparam step2(const mq_qformat *f, bool SYM, const void *x, mq_d
                                                         0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0));
         params(f, true, g->lo, g->hi, &c1);
         fix_lanes(f, g->amax, &c1);
-        group_sums(x, dt, n, g->k, &c1, SYM1, true, sp, d, &dmax);
-        w1 = pick(d, c1.m, SYM1, dmax, &e1);
+        group_sums(x, dt, n, g->k, &c1, SYM1, true, sp, d);
+        w1 = pick(d, c1.m, SYM1, &e1);
     } else {
         c1.ratio = _mm512_add_ps(center, _mm512_setr_ps(0.025f * -1.0f, 0.025f * -1.0f,
                                                         0.025f * -1.0f, 0.025f * 0.0f,
@@ -421,8 +395,8 @@ ALWAYS_INLINE mq_qparam step2(const mq_qformat *f, bool SYM, const void *x, mq_d
         c1.zp = _mm512_mask_blend_epi32(ok, _mm512_permutexvar_epi32(zero, c1.zp), c1.zp);
         c1.scale = _mm512_mask_blend_ps(ok, _mm512_permutexvar_ps(zero, c1.scale), c1.scale);
         fix_lanes(f, g->amax, &c1);
-        group_sums(x, dt, n, g->k, &c1, ASYM1, false, sp, d, &dmax);
-        w1 = pick(d, c1.m, ASYM1, dmax, &e1);
+        group_sums(x, dt, n, g->k, &c1, ASYM1, false, sp, d);
+        w1 = pick(d, c1.m, ASYM1, &e1);
     }
     return mq__fix_less(e1, g->e0) ? lane_param(&c1, w1) : lane_param(&g->c0, g->w0);
 }
