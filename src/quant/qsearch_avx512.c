@@ -73,7 +73,8 @@ ALWAYS_INLINE void params(const mq_qformat *f, bool sym, float lo, float hi, lan
 ALWAYS_INLINE void stage_bounds(const lanes *c, int NC, bool SYM, int least, int32_t *mb,
                                 int32_t *hb, int32_t *lb) {
     if (SYM) {
-        *mb = _mm_extract_epi32(_mm512_extracti32x4_epi32(c->m, least / 4), least % 4);
+        *mb = _mm_cvtsi128_si32(
+            _mm512_castsi512_si128(_mm512_permutexvar_epi32(_mm512_set1_epi32(least), c->m)));
         *hb = _mm_cvtsi128_si32(_mm512_castsi512_si128(c->hi));
         *lb = _mm_cvtsi128_si32(_mm512_castsi512_si128(c->lo));
         return;
@@ -176,15 +177,13 @@ ALWAYS_INLINE __m512i load32(const int32_t *p) {
     return _mm512_packs_epi32(_mm512_loadu_si512(p), _mm512_loadu_si512(p + 16));
 }
 
-/* The squared errors of the NC candidates (m, lo, hi in 16-bit lanes; m <= mb) over a split
- * chunk, added to d (two vectors of 8 u64 lanes: candidates 0-7, 8-15). */
-ALWAYS_INLINE void chunk_sums(const split *sp, const lanes *c, int32_t mb, int NC, bool SYM,
-                              __m512i *d) {
-    _Alignas(64) int32_t m[16], lo[16], hi[16];
-    _mm512_store_si512(m, c->m);
-    _mm512_store_si512(lo, c->lo);
-    _mm512_store_si512(hi, c->hi);
-    __m512i vm[MQ_MAX_CANDIDATES], acc[MQ_MAX_CANDIDATES];
+/* The squared errors of NC candidates (m[i], lo[i], hi[i]: symmetric, lo[0], hi[0]) over a
+ * split chunk, in the 16 u32 lanes of acc[i]. Returns a bound of the sum of the lanes:
+ * |e| <= max(|t|, 128) and |t| <= (16384 mb + 16384) >> 15 (every m <= mb), and the fast
+ * values have |e| <= 128. */
+ALWAYS_INLINE uint64_t stage_acc(const split *sp, const int32_t *m, const int32_t *lo,
+                                 const int32_t *hi, int32_t mb, int NC, bool SYM, __m512i *acc) {
+    __m512i vm[MQ_MAX_CANDIDATES];
     #pragma GCC unroll 16
     for (int i = 0; i < NC; i++) {
         vm[i] = _mm512_set1_epi16((short)m[i]);
@@ -223,10 +222,22 @@ ALWAYS_INLINE void chunk_sums(const split *sp, const lanes *c, int32_t mb, int N
             acc[i] = _mm512_dpwssd_epi32(acc[i], e, e);
         }
     }
-    /* |e| <= max(|t|, 128) and |t| <= (16384 m + 16384) >> 15: the lane sums of a chunk stay
-     * below 2^31; their total across lanes may not, then it is summed in 64 bits */
     uint64_t tm = ((uint64_t)mb * 16384 + 16384) >> 15, em = tm > 128 ? tm : 128;
-    uint64_t bound = (uint64_t)nf * 32 * 16384 + (uint64_t)nl * 32 * em * em;
+    return (uint64_t)nf * 32 * 16384 + (uint64_t)nl * 32 * em * em;
+}
+
+/* The squared errors of the NC candidates (m <= mb) over a split chunk, added to d (two
+ * vectors of 8 u64 lanes: candidates 0-7, 8-15). */
+ALWAYS_INLINE void chunk_sums(const split *sp, const lanes *c, int32_t mb, int NC, bool SYM,
+                              __m512i *d) {
+    _Alignas(64) int32_t m[16], lo[16], hi[16];
+    _mm512_store_si512(m, c->m);
+    _mm512_store_si512(lo, c->lo);
+    _mm512_store_si512(hi, c->hi);
+    __m512i acc[MQ_MAX_CANDIDATES];
+    uint64_t bound = stage_acc(sp, m, lo, hi, mb, NC, SYM, acc);
+    /* the lane sums of a chunk stay below 2^31; their total across lanes may not, then it
+     * is summed in 64 bits */
     if (bound < ((uint64_t)1 << 32)) {
         __m512i s = lane_sums(acc, NC);
         d[0] = _mm512_add_epi64(d[0], _mm512_cvtepu32_epi64(_mm512_castsi512_si256(s)));
@@ -401,6 +412,75 @@ ALWAYS_INLINE mq_qparam step2(const mq_qformat *f, bool SYM, const void *x, mq_d
     return mq__fix_less(e1, g->e0) ? lane_param(&c1, w1) : lane_param(&g->c0, g->w0);
 }
 
+/* Step 3, symmetric, for a block of nb <= 8 short groups at once: group b's two stage-1
+ * candidates in lanes 2b (center - 0.025) and 2b + 1 (center + 0.025), their setup, sums and
+ * choices computed together. A group whose split does not serve (a stage-1 m above the
+ * split's) or whose sums could reach 2^32 takes step2. */
+ALWAYS_INLINE void step2_sym_block(const mq_qformat *f, const void *x, mq_dtype dt, size_t n,
+                                   size_t nb, gstate *st, split *sp, mq_qparam *p) {
+    _Alignas(64) float ctr[16], amax[16], r0[16], sc1[16];
+    _Alignas(64) int32_t m[16], lo[16], hi[16];
+    _Alignas(64) uint64_t e0d[8] = {0}, e0m[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    for (size_t b = 0; b < 8; b++) {
+        size_t g = b < nb ? b : 0; /* unused lanes repeat group 0 */
+        _mm512_store_ps(r0, st[g].c0.ratio);
+        ctr[2 * b] = ctr[2 * b + 1] = r0[st[g].w0];
+        amax[2 * b] = amax[2 * b + 1] = -st[g].lo > st[g].hi ? -st[g].lo : st[g].hi;
+        e0d[b] = (uint64_t)st[g].e0.d;
+        e0m[b] = (uint64_t)st[g].e0.m;
+    }
+    /* params and fix_lanes of the symmetric stage 1, each lane with its group's amax */
+    const __m512 va = _mm512_load_ps(amax);
+    __m512 ratio = _mm512_add_ps(_mm512_load_ps(ctr),
+                                 _mm512_setr_ps(0.025f * -1.0f, 0.025f * 1.0f, 0.025f * -1.0f,
+                                                0.025f * 1.0f, 0.025f * -1.0f, 0.025f * 1.0f,
+                                                0.025f * -1.0f, 0.025f * 1.0f, 0.025f * -1.0f,
+                                                0.025f * 1.0f, 0.025f * -1.0f, 0.025f * 1.0f,
+                                                0.025f * -1.0f, 0.025f * 1.0f, 0.025f * -1.0f,
+                                                0.025f * 1.0f));
+    float half = (float)(f->qmax - f->qmin) / 2.0f;
+    __m512 scale = _mm512_div_ps(_mm512_mul_ps(va, ratio), _mm512_set1_ps(half));
+    scale = _mm512_max_ps(scale, _mm512_set1_ps(FLT_EPSILON));
+    __m512 mf = _mm512_div_ps(_mm512_mul_ps(_mm512_set1_ps(512.0f), va), scale);
+    mf = _mm512_sub_ps(_mm512_add_ps(mf, _mm512_set1_ps(0x1.8p23f)), _mm512_set1_ps(0x1.8p23f));
+    mf = _mm512_min_ps(_mm512_max_ps(mf, _mm512_set1_ps(1.0f)), _mm512_set1_ps(16383.0f));
+    __m512i vm = _mm512_cvttps_epi32(mf);
+    _mm512_store_si512(m, vm);
+    _mm512_store_ps(sc1, scale);
+    int32_t zp = f->qmin < 0 ? 0 : (f->qmin + f->qmax + 1) / 2;
+    lo[0] = (f->qmin - zp) * 256;
+    hi[0] = (f->qmax - zp) * 256;
+    __m512i acc[16];
+    unsigned own = 0; /* groups done here */
+    for (size_t b = 0; b < nb; b++) {
+        int32_t mb = m[2 * b];
+        acc[2 * b] = acc[2 * b + 1] = _mm512_setzero_si512();
+        if (!sp[b].whole || mb > sp[b].mb || hi[0] < sp[b].hb || lo[0] > sp[b].lb) continue;
+        if (stage_acc(&sp[b], m + 2 * b, lo, hi, mb, 2, true, acc + 2 * b) >> 32) continue;
+        own |= 1u << b;
+    }
+    for (size_t b = nb; b < 8; b++) acc[2 * b] = acc[2 * b + 1] = _mm512_setzero_si512();
+    /* group b's sums: u64 lane b, low half candidate 0, high half candidate 1 */
+    __m512i s = lane_sums(acc, 16);
+    const __m512i lo32 = _mm512_set1_epi64(0xffffffff);
+    __m512i d0 = _mm512_and_si512(s, lo32), d1 = _mm512_srli_epi64(s, 32);
+    __m512i q0 = _mm512_mul_epu32(vm, vm), m1 = _mm512_srli_epi64(vm, 32);
+    __m512i q1 = _mm512_mul_epu32(m1, m1);
+    /* the first least of the two (d < 2^32, m^2 < 2^28), then against stage 0 (d < 2^36) */
+    __mmask8 w1 = _mm512_cmplt_epu64_mask(_mm512_mul_epu32(d1, q0), _mm512_mul_epu32(d0, q1));
+    __m512i d = _mm512_mask_blend_epi64(w1, d0, d1), q = _mm512_mask_blend_epi64(w1, q0, q1);
+    __m512i ed = _mm512_load_si512(e0d), em = _mm512_load_si512(e0m);
+    __m512i eq = _mm512_mul_epu32(em, em);
+    __mmask8 better = _mm512_cmplt_epu64_mask(_mm512_mullo_epi64(d, eq),
+                                              _mm512_mullo_epi64(ed, q));
+    for (size_t b = 0; b < nb; b++) {
+        if (!(own >> b & 1)) p[b] = step2(f, true, (const char *)x + b * n * (dt == MQ_F32 ? 4 : 2),
+                                        dt, n, &st[b], &sp[b]);
+        else if (better >> b & 1) p[b] = (mq_qparam){sc1[2 * b + (w1 >> b & 1)], zp};
+        else p[b] = lane_param(&st[b].c0, st[b].w0);
+    }
+}
+
 ALWAYS_INLINE void search_t(const mq_qformat *f, bool SYM, const void *x, mq_dtype dt,
                             size_t gs, size_t ng, const float *mn, const float *mx,
                             mq_qparam *p) {
@@ -413,6 +493,10 @@ ALWAYS_INLINE void search_t(const mq_qformat *f, bool SYM, const void *x, mq_dty
         for (size_t b = 0; b < nb; b++)
             step0(f, SYM, xb + b * gs * esz, dt, gs, mn[g0 + b], mx[g0 + b], &st[b], &sp[b]);
         for (size_t b = 0; b < nb; b++) step1(SYM, xb + b * gs * esz, dt, gs, &st[b], &sp[b]);
+        if (SYM && gs <= CHUNK) {
+            step2_sym_block(f, xb, dt, gs, nb, st, sp, p + g0);
+            continue;
+        }
         for (size_t b = 0; b < nb; b++)
             p[g0 + b] = step2(f, SYM, xb + b * gs * esz, dt, gs, &st[b], &sp[b]);
     }
