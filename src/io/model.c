@@ -388,30 +388,50 @@ void mq__model_will_read(const mq_model *m, const void *p, uint64_t n, const voi
     if (mapped_pages(m, ahead, ahead_n, true, &b, &e)) madvise((void *)b, e - b, MADV_WILLNEED);
 }
 
-mq_status mq__model_read(const mq_model *m, const void *p, uint64_t n, void *dst, bool *done) {
-    *done = false;
+/* The file mapping of the model that holds [p, p+n), or NULL. */
+static const mq_mapping *file_mapping(const mq_model *m, const void *p, uint64_t n) {
     uintptr_t b = (uintptr_t)p;
     for (size_t i = 0; p && n && i < m->nmaps; i++) {
         const mq_mapping *mp = &m->maps[i];
         uintptr_t mb = (uintptr_t)mp->addr;
-        if (!mp->addr || mp->fd < 0 || b < mb || b + n > mb + mp->len) continue;
-        uint64_t off = b - mb;
-        uint8_t *d = (uint8_t *)dst;
-        while (n) {
-            ssize_t k = pread(mp->fd, d, (size_t)n, (off_t)off);
-            if (k < 0 && errno == EINTR) continue;
-            if (k <= 0)
-                return mq__fail(m->ctx, MQ_ERR_IO, "input changed while reading: %s: %s at "
-                                "offset %llu", mp->path, k < 0 ? strerror(errno) : "the file "
-                                "shrank", (unsigned long long)off);
-            d += k;
-            n -= (uint64_t)k;
-            off += (uint64_t)k;
-        }
-        *done = true;
-        return MQ_OK;
+        if (mp->addr && mp->fd >= 0 && b >= mb && b + n <= mb + mp->len) return mp;
     }
+    return NULL;
+}
+
+/* n bytes of the file at *off into dst: 0, the errno, or -1 when the file ends first;
+ * *off is where it stopped. Touches nothing but dst (any thread may call it). */
+static int pread_whole(int fd, uint8_t *dst, uint64_t n, uint64_t *off) {
+    while (n) {
+        ssize_t k = pread(fd, dst, (size_t)n, (off_t)*off);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) return errno ? errno : EIO;
+        if (k == 0) return -1;
+        dst += k;
+        n -= (uint64_t)k;
+        *off += (uint64_t)k;
+    }
+    return 0;
+}
+
+mq_status mq__model_read(const mq_model *m, const void *p, uint64_t n, void *dst, bool *done) {
+    *done = false;
+    const mq_mapping *mp = file_mapping(m, p, n);
+    if (!mp) return MQ_OK;
+    uint64_t off = (uint64_t)((uintptr_t)p - (uintptr_t)mp->addr);
+    int e = pread_whole(mp->fd, (uint8_t *)dst, n, &off);
+    if (e)
+        return mq__fail(m->ctx, MQ_ERR_IO, "input changed while reading: %s: %s at offset %llu",
+                        mp->path, e > 0 ? strerror(e) : "the file shrank",
+                        (unsigned long long)off);
+    *done = true;
     return MQ_OK;
+}
+
+bool mq__model_pread(const mq_model *m, const void *p, uint64_t n, void *dst) {
+    const mq_mapping *mp = file_mapping(m, p, n);
+    uint64_t off = mp ? (uint64_t)((uintptr_t)p - (uintptr_t)mp->addr) : 0;
+    return mp && pread_whole(mp->fd, (uint8_t *)dst, n, &off) == 0;
 }
 
 void mq__model_release(const mq_model *m, const void *p, uint64_t n) {

@@ -1,17 +1,21 @@
 /* mq_quantize_file end to end on synthetic checkpoints: output identical for any thread
  * count, error figures that agree with the file read back, NaN handling, refusing the
- * input as output, allocation failures, and mq_dequantize_file. */
+ * input as output, allocation failures, failed input reads (read-ahead and not), and
+ * mq_dequantize_file. */
 #include "harness.h"
 #include "monoquant.h"
 #include "api_helpers.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static char in_path[512], out1[512], out2[512], deq[512];
@@ -322,6 +326,53 @@ static int file_holds(const char *path, const char *text) {
     return n == strlen(text) && !memcmp(buf, text, n);
 }
 
+/* Input reads come here (this definition replaces libc's in this program). A failing read
+ * scribbles on the buffer first. Mode 1 fails the reads of other threads than the main one
+ * (the read-ahead; the writer's block patches fall back on their own), mode 2 every read. */
+static pthread_t main_thread;
+static volatile int pread_fail, pread_failed;
+
+ssize_t pread(int fd, void *buf, size_t n, off_t off) {
+    if (pread_fail == 2 || (pread_fail == 1 && !pthread_equal(pthread_self(), main_thread))) {
+        memset(buf, 0x7f, n);
+        pread_failed++;
+        errno = EIO;
+        return -1;
+    }
+    return (ssize_t)syscall(SYS_pread64, fd, buf, n, off);
+}
+
+/* A piece the read-ahead could not read is read again by the caller: the same output. When
+ * that read fails too, the call fails as before, with nothing left behind. */
+TEST(failed_reads) {
+    char dir[600], dest[700];
+    snprintf(dir, sizeof dir, "%s/readsXXXXXX", test_tmpdir());
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(dest, sizeof dest, "%s/out.safetensors", dir);
+    mq_quantize_options o;
+    int4_options(&o);
+    mq_ctx *ctx = mq_ctx_create();
+    mq_ctx_set_overwrite(ctx, 1);
+    mq_ctx_set_threads(ctx, 2);
+    main_thread = pthread_self();
+    CHECK_EQ_INT(mq_quantize_file(ctx, in_path, out1, &o, NULL), MQ_OK);
+    pread_failed = 0;
+    pread_fail = 1;
+    CHECK_EQ_INT(mq_quantize_file(ctx, in_path, out2, &o, NULL), MQ_OK);
+    pread_fail = 0;
+    CHECK(pread_failed > 0); /* the read-ahead did read (and fail) */
+    CHECK(test_same_files(out1, out2));
+    pread_failed = 0;
+    pread_fail = 2;
+    CHECK_EQ_INT(mq_quantize_file(ctx, in_path, dest, &o, NULL), MQ_ERR_IO);
+    pread_fail = 0;
+    CHECK(pread_failed > 0);
+    CHECK_MSG_HAS(ctx, "input changed while reading");
+    CHECK_EQ_INT(entries_in(dir), 0);
+    mq_ctx_free(ctx);
+    rmdir(dir);
+}
+
 /* Strict mode decides before the commit: no output, no temporary file, an existing
  * destination untouched; for warnings of the plan and for those found while writing. */
 TEST(strict_fails_before_commit) {
@@ -480,6 +531,7 @@ int main(void) {
     RUN(nan_fails_or_is_skipped);
     RUN(allocation_failures_are_clean);
     RUN(strict_fails_before_commit);
+    RUN(failed_reads);
     RUN(many_shards_few_descriptors);
     if (!getenv("KEEP")) remove(in_path);
     remove(out1);
