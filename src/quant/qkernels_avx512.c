@@ -750,15 +750,25 @@ ALWAYS_INLINE __m512i words_pairs(const char *p, __m512 inv, __m512 hi, bool top
  * only for some). F32 and F16, other offsets and the last values short of a piece take the
  * narrowing stores of quantize_t / quantize4_t, which are faster there. */
 ALWAYS_INLINE void group_codes(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
-                               int32_t add, bool packed4, line_writer *w, size_t ahead) {
+                               int32_t add, bool packed4, line_writer *w, size_t ahead,
+                               int mode) {
     const char *px = (const char *)x;
     size_t i = 0;
-    int32_t cl = (int32_t)p->lo + add, ch = (int32_t)p->hi + add;
-    /* integer bounds whose codes pass the 16-bit words unsaturated */
-    bool whole = p->lo >= -32000.0f && p->hi <= 32000.0f && (float)(int32_t)p->lo == p->lo &&
-                 (float)(int32_t)p->hi == p->hi;
-    bool s8 = whole && cl == -128 && ch >= cl && ch <= 127;
-    bool u8 = whole && cl == 0 && ch >= 0 && ch <= (packed4 ? 15 : 255);
+    bool s8, u8;
+    if (mode >= 0) { /* codes_modes' answer */
+        s8 = mode == 2;
+        u8 = mode == 1;
+    } else {
+        /* integer bounds whose codes pass the 16-bit words unsaturated */
+        bool whole = p->lo >= -32000.0f && p->lo <= 32000.0f && p->hi >= -32000.0f &&
+                     p->hi <= 32000.0f && (float)(int32_t)p->lo == p->lo &&
+                     (float)(int32_t)p->hi == p->hi;
+        /* sums that wrap as the vector ones do */
+        int32_t cl = whole ? (int32_t)((uint32_t)(int32_t)p->lo + (uint32_t)add) : 1;
+        int32_t ch = whole ? (int32_t)((uint32_t)(int32_t)p->hi + (uint32_t)add) : 1;
+        s8 = whole && cl == -128 && ch >= cl && ch <= 127;
+        u8 = whole && cl == 0 && ch >= 0 && ch <= (packed4 ? 15 : 255);
+    }
     if (dt == MQ_BF16 && (u8 || (s8 && !packed4))) {
         const __m512 inv = _mm512_set1_ps(p->inv), hi = _mm512_set1_ps(p->hi);
         const __m512i add16 = _mm512_set1_epi16((short)add); /* cl - lo: fits */
@@ -804,6 +814,32 @@ ALWAYS_INLINE void group_codes(const void *x, mq_dtype dt, size_t n, const mq_qr
     writer_init(w, rest + (packed4 ? (n - i + 1) / 2 : n - i));
 }
 
+/* group_codes' choice for 16 groups at once, the same conditions in vectors: bit g of *u8 or
+ * *s8 set when group g takes the unsigned or signed pack path. */
+ALWAYS_INLINE void codes_modes(const mq_qround *qr, const int32_t *add, bool packed4,
+                               __mmask16 *u8, __mmask16 *s8) {
+    const __m512i sel = _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23,
+                                          27, 31);
+    const float *q = (const float *)qr;
+    __m512 a = _mm512_permutex2var_ps(_mm512_loadu_ps(q), sel, _mm512_loadu_ps(q + 16));
+    __m512 b = _mm512_permutex2var_ps(_mm512_loadu_ps(q + 32), sel, _mm512_loadu_ps(q + 48));
+    __m512 lo = _mm512_shuffle_f32x4(a, b, 0x44), hi = _mm512_shuffle_f32x4(a, b, 0xee);
+    const __m512 lim = _mm512_set1_ps(32000.0f), nlim = _mm512_set1_ps(-32000.0f);
+    __mmask16 whole =
+        _mm512_cmp_ps_mask(lo, nlim, _CMP_GE_OQ) & _mm512_cmp_ps_mask(lo, lim, _CMP_LE_OQ) &
+        _mm512_cmp_ps_mask(hi, nlim, _CMP_GE_OQ) & _mm512_cmp_ps_mask(hi, lim, _CMP_LE_OQ) &
+        _mm512_cmp_ps_mask(_mm512_roundscale_ps(lo, _MM_FROUND_TO_ZERO), lo, _CMP_EQ_OQ) &
+        _mm512_cmp_ps_mask(_mm512_roundscale_ps(hi, _MM_FROUND_TO_ZERO), hi, _CMP_EQ_OQ);
+    __m512i va = _mm512_loadu_si512(add);
+    __m512i cl = _mm512_add_epi32(_mm512_cvttps_epi32(lo), va);
+    __m512i ch = _mm512_add_epi32(_mm512_cvttps_epi32(hi), va);
+    *s8 = whole & _mm512_cmpeq_epi32_mask(cl, _mm512_set1_epi32(-128)) &
+          _mm512_cmpge_epi32_mask(ch, cl) & _mm512_cmple_epi32_mask(ch, _mm512_set1_epi32(127));
+    *u8 = whole & _mm512_cmpeq_epi32_mask(cl, _mm512_setzero_si512()) &
+          _mm512_cmpge_epi32_mask(ch, _mm512_setzero_si512()) &
+          _mm512_cmple_epi32_mask(ch, _mm512_set1_epi32(packed4 ? 15 : 255));
+}
+
 /* Whole groups, their codes one run; while group g is quantized from L1, the same bytes of
  * the next block (the source that follows this call's span) are prefetched. */
 ALWAYS_INLINE void quantize_groups_t(const void *x, mq_dtype dt, size_t gs, size_t ng,
@@ -812,12 +848,23 @@ ALWAYS_INLINE void quantize_groups_t(const void *x, mq_dtype dt, size_t gs, size
     size_t ahead = ng * gs * (dt == MQ_F32 ? 4 : 2);
     line_writer w;
     writer_init(&w, dst);
+    size_t g = 0;
+    if (gs == 128 && dt == MQ_BF16) /* the common case: modes of 16 groups at once */
+        for (; g + 16 <= ng; g += 16) {
+            __mmask16 u8, s8;
+            codes_modes(qr + g, add + g, packed4, &u8, &s8);
+            for (size_t k = 0; k < 16; k++) {
+                int mode = (u8 >> k) & 1 ? 1 : (s8 >> k) & 1 ? 2 : 0;
+                group_codes(src_at(x, dt, (g + k) * 128), dt, 128, &qr[g + k], add[g + k],
+                            packed4, &w, ahead, mode);
+            }
+        }
     if (gs == 128) /* the common size, its loops unrolled */
-        for (size_t g = 0; g < ng; g++)
-            group_codes(src_at(x, dt, g * 128), dt, 128, &qr[g], add[g], packed4, &w, ahead);
+        for (; g < ng; g++)
+            group_codes(src_at(x, dt, g * 128), dt, 128, &qr[g], add[g], packed4, &w, ahead, -1);
     else
-        for (size_t g = 0; g < ng; g++)
-            group_codes(src_at(x, dt, g * gs), dt, gs, &qr[g], add[g], packed4, &w, ahead);
+        for (; g < ng; g++)
+            group_codes(src_at(x, dt, g * gs), dt, gs, &qr[g], add[g], packed4, &w, ahead, -1);
     writer_flush(&w);
 }
 
