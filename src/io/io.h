@@ -27,6 +27,9 @@ MQ_HIDDEN void mq__model_will_read(const mq_model *m, const void *p, uint64_t n,
  * read (the file shrank) is an MQ_ERR_IO "input changed while reading". */
 MQ_HIDDEN mq_status mq__model_read(const mq_model *m, const void *p, uint64_t n, void *dst,
                                    bool *done);
+/* mq__model_read for another thread: no message, the context untouched. true: read whole;
+ * false: not mapped, or failed (dst may hold part of it; mq__model_read tells why). */
+MQ_HIDDEN bool mq__model_pread(const mq_model *m, const void *p, uint64_t n, void *dst);
 /* Drops consumed input pages [p, p+n) from the process when they lie in a read-only file
  * mapping of the model (they stay in the page cache); owned buffers are left alone. */
 MQ_HIDDEN void mq__model_release(const mq_model *m, const void *p, uint64_t n);

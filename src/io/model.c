@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -203,10 +204,39 @@ mq_status mq__model_index(mq_model *m, const char *where) {
     return MQ_OK;
 }
 
+/* A mapped file's descriptor is kept for mq__model_read only while few are: at most 64 and
+ * an eighth of the process's limit, so that a model of thousands of shards, or a host
+ * process short of descriptors, still opens (its other files are read through the mapping,
+ * the same bytes). */
+static bool keep_fd(mq_model *m) {
+    if (m->fds_scarce || m->nfds >= 64) return false;
+    struct rlimit rl;
+    return getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+           m->nfds < rl.rlim_cur / 8;
+}
+
+/* open(2) that, out of descriptors, gives back the kept ones and tries once more. */
+static int open_input(mq_model *m, const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0 || (errno != EMFILE && errno != ENFILE) || !m->nfds) return fd;
+    int e = errno;
+    m->fds_scarce = true;
+    for (size_t i = 0; i < m->nmaps; i++)
+        if (m->maps[i].fd >= 0) {
+            close(m->maps[i].fd);
+            m->maps[i].fd = -1;
+        }
+    m->nfds = 0;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno != EMFILE && errno != ENFILE) e = errno;
+    if (fd < 0) errno = e;
+    return fd;
+}
+
 mq_status mq__model_map_file(mq_model *m, const char *path, const uint8_t **addr, size_t *len) {
     mq_ctx *ctx = m->ctx;
     MQ_TRY(mq__grow(ctx, (void **)&m->maps, &m->cap_maps, m->nmaps + 1, sizeof *m->maps));
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open_input(m, path);
     if (fd < 0) return mq__fail(ctx, MQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
@@ -233,6 +263,12 @@ mq_status mq__model_map_file(mq_model *m, const char *path, const uint8_t **addr
         if (p) munmap(p, n);
         close(fd);
         return MQ_ERR_NOMEM;
+    }
+    if (p && keep_fd(m)) {
+        m->nfds++;
+    } else {
+        close(fd);
+        fd = -1;
     }
     m->maps[m->nmaps++] = (mq_mapping){p, n, pc, fd};
     *addr = (const uint8_t *)p;
@@ -352,30 +388,50 @@ void mq__model_will_read(const mq_model *m, const void *p, uint64_t n, const voi
     if (mapped_pages(m, ahead, ahead_n, true, &b, &e)) madvise((void *)b, e - b, MADV_WILLNEED);
 }
 
-mq_status mq__model_read(const mq_model *m, const void *p, uint64_t n, void *dst, bool *done) {
-    *done = false;
+/* The file mapping of the model that holds [p, p+n), or NULL. */
+static const mq_mapping *file_mapping(const mq_model *m, const void *p, uint64_t n) {
     uintptr_t b = (uintptr_t)p;
     for (size_t i = 0; p && n && i < m->nmaps; i++) {
         const mq_mapping *mp = &m->maps[i];
         uintptr_t mb = (uintptr_t)mp->addr;
-        if (!mp->addr || mp->fd < 0 || b < mb || b + n > mb + mp->len) continue;
-        uint64_t off = b - mb;
-        uint8_t *d = (uint8_t *)dst;
-        while (n) {
-            ssize_t k = pread(mp->fd, d, (size_t)n, (off_t)off);
-            if (k < 0 && errno == EINTR) continue;
-            if (k <= 0)
-                return mq__fail(m->ctx, MQ_ERR_IO, "input changed while reading: %s: %s at "
-                                "offset %llu", mp->path, k < 0 ? strerror(errno) : "the file "
-                                "shrank", (unsigned long long)off);
-            d += k;
-            n -= (uint64_t)k;
-            off += (uint64_t)k;
-        }
-        *done = true;
-        return MQ_OK;
+        if (mp->addr && mp->fd >= 0 && b >= mb && b + n <= mb + mp->len) return mp;
     }
+    return NULL;
+}
+
+/* n bytes of the file at *off into dst: 0, the errno, or -1 when the file ends first;
+ * *off is where it stopped. Touches nothing but dst (any thread may call it). */
+static int pread_whole(int fd, uint8_t *dst, uint64_t n, uint64_t *off) {
+    while (n) {
+        ssize_t k = pread(fd, dst, (size_t)n, (off_t)*off);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) return errno ? errno : EIO;
+        if (k == 0) return -1;
+        dst += k;
+        n -= (uint64_t)k;
+        *off += (uint64_t)k;
+    }
+    return 0;
+}
+
+mq_status mq__model_read(const mq_model *m, const void *p, uint64_t n, void *dst, bool *done) {
+    *done = false;
+    const mq_mapping *mp = file_mapping(m, p, n);
+    if (!mp) return MQ_OK;
+    uint64_t off = (uint64_t)((uintptr_t)p - (uintptr_t)mp->addr);
+    int e = pread_whole(mp->fd, (uint8_t *)dst, n, &off);
+    if (e)
+        return mq__fail(m->ctx, MQ_ERR_IO, "input changed while reading: %s: %s at offset %llu",
+                        mp->path, e > 0 ? strerror(e) : "the file shrank",
+                        (unsigned long long)off);
+    *done = true;
     return MQ_OK;
+}
+
+bool mq__model_pread(const mq_model *m, const void *p, uint64_t n, void *dst) {
+    const mq_mapping *mp = file_mapping(m, p, n);
+    uint64_t off = mp ? (uint64_t)((uintptr_t)p - (uintptr_t)mp->addr) : 0;
+    return mp && pread_whole(mp->fd, (uint8_t *)dst, n, &off) == 0;
 }
 
 void mq__model_release(const mq_model *m, const void *p, uint64_t n) {

@@ -23,6 +23,8 @@ struct mq_model {
     size_t nmeta, cap_meta;
     mq_mapping *maps;        /* files mapped read-only */
     size_t nmaps, cap_maps;
+    size_t nfds;             /* mappings whose fd is kept (bounded: see mq__model_map_file) */
+    bool fds_scarce;         /* an open ran out of descriptors: keep no more */
     void **owned;            /* buffers owned by the model (materialized tensors) */
     size_t nowned, cap_owned;
     /* name lookup: open-addressing hash of tensor indices, built by mq__model_index */

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -39,11 +40,26 @@ static int write_all(int fd, const uint8_t *p, size_t n) {
     return 0;
 }
 
-/* An aligned buffer of `n` bytes inside a new allocation kept in *raw. */
-static uint8_t *alloc_aligned(mq_ctx *ctx, size_t n, void **raw) {
-    *raw = mq__malloc(ctx, n + DIRECT_ALIGN);
+/* A buffer of `n` bytes aligned to `align` (a power of two) inside a new allocation kept in
+ * *raw. */
+static uint8_t *alloc_aligned(mq_ctx *ctx, size_t n, size_t align, void **raw) {
+    *raw = mq__malloc(ctx, n + align);
     if (!*raw) return NULL;
-    return (uint8_t *)(((uintptr_t)*raw + DIRECT_ALIGN - 1) & ~(uintptr_t)(DIRECT_ALIGN - 1));
+    return (uint8_t *)(((uintptr_t)*raw + align - 1) & ~(uintptr_t)(align - 1));
+}
+
+/* The output buffers sit on huge pages where Linux has them for madvise: an O_DIRECT write
+ * from 4 KB pages reaches the virtual disk as one segment per page (a 4 MB write was split
+ * into several requests, and the writer managed 0.6 GB/s), from 2 MB pages as two segments
+ * (1.6 GB/s measured). Fewer first-touch faults too. Advice only. */
+#define HUGE_ALIGN ((size_t)2 << 20)
+
+static uint8_t *alloc_out_buf(mq_ctx *ctx, size_t n, void **raw) {
+    uint8_t *p = alloc_aligned(ctx, n, HUGE_ALIGN, raw);
+#ifdef MADV_HUGEPAGE
+    if (p) (void)madvise(p, n, MADV_HUGEPAGE);
+#endif
+    return p;
 }
 
 /* Writes that bypass the page cache: the data goes from our buffer to the device, with no
@@ -179,32 +195,41 @@ static void *syncer_main(void *arg) {
     return NULL;
 }
 
+/* A helper thread with its mutex and condition variable; false (nothing left to undo) when
+ * one of them cannot be made. */
+static bool start_thread(pthread_t *t, pthread_mutex_t *mu, pthread_cond_t *cv,
+                         void *(*fn)(void *), void *arg) {
+    if (pthread_mutex_init(mu, NULL) != 0) return false;
+    if (pthread_cond_init(cv, NULL) == 0) {
+        if (pthread_create(t, NULL, fn, arg) == 0) return true;
+        pthread_cond_destroy(cv);
+    }
+    pthread_mutex_destroy(mu);
+    return false;
+}
+
+/* Sets *quit under the mutex, wakes the thread, joins it and frees what start_thread made. */
+static void stop_thread(pthread_t t, pthread_mutex_t *mu, pthread_cond_t *cv, bool *quit) {
+    pthread_mutex_lock(mu);
+    *quit = true;
+    pthread_cond_broadcast(cv);
+    pthread_mutex_unlock(mu);
+    pthread_join(t, NULL);
+    pthread_cond_destroy(cv);
+    pthread_mutex_destroy(mu);
+}
+
 /* Early syncs are an optimization: without the thread, the final fsync does all of it. */
 static void start_syncer(mq_writer *w) {
-    if (!w->flusher || w->to_stdout) return;
-    if (pthread_mutex_init(&w->sync_mu, NULL) != 0) return;
-    if (pthread_cond_init(&w->sync_cv, NULL) != 0) {
-        pthread_mutex_destroy(&w->sync_mu);
-        return;
-    }
-    w->syncer = pthread_create(&w->sync_thread, NULL, syncer_main, w) == 0;
-    if (!w->syncer) {
-        pthread_cond_destroy(&w->sync_cv);
-        pthread_mutex_destroy(&w->sync_mu);
-    }
+    if (w->flusher && !w->to_stdout)
+        w->syncer = start_thread(&w->sync_thread, &w->sync_mu, &w->sync_cv, syncer_main, w);
 }
 
 /* Waits for an early sync in progress; 0 or the errno of a failed one. The flusher must
  * have stopped (it asks for syncs). */
 static int stop_syncer(mq_writer *w) {
     if (!w->syncer) return w->sync_errno;
-    pthread_mutex_lock(&w->sync_mu);
-    w->sync_quit = true;
-    pthread_cond_signal(&w->sync_cv);
-    pthread_mutex_unlock(&w->sync_mu);
-    pthread_join(w->sync_thread, NULL);
-    pthread_cond_destroy(&w->sync_cv);
-    pthread_mutex_destroy(&w->sync_mu);
+    stop_thread(w->sync_thread, &w->sync_mu, &w->sync_cv, &w->sync_quit);
     w->syncer = false;
     return w->sync_errno;
 }
@@ -248,21 +273,12 @@ static void *flusher_main(void *arg) {
 
 /* A second buffer and the thread that writes it; without them the writer stays synchronous. */
 static void start_flusher(mq_writer *w) {
-    w->spare = alloc_aligned(w->ctx, w->buf_cap, &w->raw[1]);
+    w->spare = alloc_out_buf(w->ctx, w->buf_cap, &w->raw[1]);
     if (!w->spare) {
         mq_ctx_clear_error(w->ctx);
         return;
     }
-    if (pthread_mutex_init(&w->mu, NULL) != 0) return;
-    if (pthread_cond_init(&w->cv, NULL) != 0) {
-        pthread_mutex_destroy(&w->mu);
-        return;
-    }
-    w->flusher = pthread_create(&w->thread, NULL, flusher_main, w) == 0;
-    if (!w->flusher) {
-        pthread_cond_destroy(&w->cv);
-        pthread_mutex_destroy(&w->mu);
-    }
+    w->flusher = start_thread(&w->thread, &w->mu, &w->cv, flusher_main, w);
 }
 
 /* Waits until the flusher has written what it was handed; its error fails the writer. */
@@ -283,13 +299,7 @@ static mq_status drain(mq_writer *w) {
 
 static void stop_flusher(mq_writer *w) {
     if (!w->flusher) return;
-    pthread_mutex_lock(&w->mu);
-    w->quit = true;
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-    pthread_join(w->thread, NULL);
-    pthread_cond_destroy(&w->cv);
-    pthread_mutex_destroy(&w->mu);
+    stop_thread(w->thread, &w->mu, &w->cv, &w->quit);
     w->flusher = false;
 }
 
@@ -366,7 +376,7 @@ mq_status mq__writer_patch(mq_writer *w, uint64_t offset, const void *data, size
     }
     if (!n) return MQ_OK;
     if (w->direct && !w->patch_blk) { /* a block for read-modify-write, made once */
-        w->patch_blk = alloc_aligned(w->ctx, DIRECT_ALIGN, &w->raw[2]);
+        w->patch_blk = alloc_aligned(w->ctx, DIRECT_ALIGN, DIRECT_ALIGN, &w->raw[2]);
         if (!w->patch_blk) mq_ctx_clear_error(w->ctx);
     }
     /* the rest: after the buffer in flight (queued for the flusher, no wait), or now */
@@ -533,7 +543,7 @@ mq_status mq_writer_open(mq_ctx *ctx, const char *path, mq_format fmt,
     mq_status st = MQ_ERR_NOMEM;
     w->path = mq__strdup(ctx, path);
     w->buf_cap = WRITER_BUF;
-    w->buf = alloc_aligned(ctx, w->buf_cap, &w->raw[0]);
+    w->buf = alloc_out_buf(ctx, w->buf_cap, &w->raw[0]);
     if (w->path && w->buf) st = copy_inputs(w, tensors, n, meta, nmeta);
     if (st == MQ_OK) st = open_temp(w);
     if (st == MQ_OK) st = w->be->begin(w);

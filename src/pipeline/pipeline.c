@@ -4,6 +4,7 @@
  * so memory stays bounded whatever the model size. */
 #include "pipeline/pipeline_internal.h"
 #include "pipeline/hf_folder.h"
+#include "pipeline/readahead.h"
 #include "io/io.h"
 #include "quant/quant_internal.h"
 
@@ -33,7 +34,11 @@ typedef struct stream {
     const mq_quantize_options *opts;
     uint8_t *out;        /* converted chunk */
     uint8_t *in;         /* a chunk of source rows read from the file */
+    uint8_t *in_next;    /* the next piece, being read ahead (as large as `in`) */
     size_t in_cap;
+    mq__readahead ra;
+    const void *after;   /* the first piece the next tensor reads into `in` (after_n 0: none) */
+    uint64_t after_n;
     float *deq;          /* F32 scratch: the dequantized chunk */
     size_t out_cap, f32_cap;
     float *scale;        /* whole-tensor scales */
@@ -103,6 +108,25 @@ static mq_status ensure(mq_ctx *ctx, void **buf, size_t *cap, size_t need) {
     return MQ_OK;
 }
 
+/* Input [p, p+n) into s->in (*got), read ahead or now, then asks for [next, next+next_n)
+ * in the spare buffer. *got false: not in a file mapping (read it there). */
+static mq_status read_piece(stream *s, const void *p, uint64_t n, const void *next,
+                            uint64_t next_n, bool *got) {
+    uint64_t t = mq__now_ns();
+    *got = mq__readahead_take(&s->ra, p, n, s->in_next);
+    if (*got) {
+        uint8_t *full = s->in_next;
+        s->in_next = s->in;
+        s->in = full;
+    } else {
+        mq_status st = mq__model_read(s->model, p, n, s->in, got);
+        if (st != MQ_OK) return st;
+    }
+    if (*got && next_n <= s->in_cap) mq__readahead_ask(&s->ra, next, next_n, s->in_next);
+    lap(s, t, MQ_PHASE_READ);
+    return MQ_OK;
+}
+
 static mq_status progress(stream *s, const char *name, uint64_t add) {
     s->done += add;
     return mq__progress(s->ctx, name, s->done, s->total);
@@ -116,11 +140,9 @@ static mq_status copy_tensor(stream *s, const mq__plan_entry *e) {
         uint64_t next = t->nbytes - off - k < COPY_SLICE ? t->nbytes - off - k : COPY_SLICE;
         /* through the buffer, as quantized rows are (size_buffers made it large enough) */
         bool got = false;
-        if (k <= s->in_cap) {
-            uint64_t tr = mq__now_ns();
-            MQ_TRY(mq__model_read(s->model, p + off, k, s->in, &got));
-            lap(s, tr, MQ_PHASE_READ);
-        }
+        if (k <= s->in_cap)
+            MQ_TRY(read_piece(s, p + off, k, next ? p + off + k : s->after,
+                              next ? next : s->after_n, &got));
         if (got) {
             MQ_TRY(emit(s, s->in, (size_t)k));
             MQ_TRY(progress(s, t->name, k));
@@ -214,6 +236,34 @@ static mq_status cast_tensor(stream *s, const mq__plan_entry *e, mq__err_acc *ac
     return MQ_OK;
 }
 
+/* Bytes of input of the first chunk of rows of a quantized tensor. */
+static uint64_t first_chunk_bytes(const mq__plan_entry *e) {
+    const mq_qlayout *L = &e->layout;
+    int64_t r = chunk_rows(L->cols);
+    return (uint64_t)(r < L->rows ? r : L->rows) * (uint64_t)L->cols *
+           mq_dtype_size(e->src->dtype);
+}
+
+/* Rows of the quantized tensor are read into the reused buffer rather than through the
+ * mapping (mq__model_read), where each chunk needs only its own rows: not per-tensor
+ * parameters or the Hessian (GPTQ needs one too). */
+static bool reads_buffered(const stream *s, const mq__plan_entry *e) {
+    return e->spec.granularity != MQ_PER_TENSOR && !e->hessian &&
+           s->in_cap >= first_chunk_bytes(e);
+}
+
+/* The first piece entry `e` reads into the buffer, for the read-ahead (n 0: none). */
+static void first_piece(const stream *s, const mq__plan_entry *e, const void **p,
+                        uint64_t *n) {
+    *p = e->src->data;
+    *n = 0;
+    if (e->action == MQ_ACTION_KEEP)
+        *n = e->src->nbytes < COPY_SLICE ? e->src->nbytes : COPY_SLICE;
+    else if (e->action == MQ_ACTION_QUANTIZE && reads_buffered(s, e))
+        *n = first_chunk_bytes(e);
+    if (*n > s->in_cap) *n = 0;
+}
+
 static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc *acc,
                                  const float *factor) {
     mq_ctx *ctx = s->ctx;
@@ -235,10 +285,7 @@ static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc
     /* error figures in the quantize pass where it can; the Hessian's output error needs the
      * dequantized rows, so it keeps its own pass */
     bool fused = s->opts->error_stats && !e->hessian && mq__quantize_fuses_error(&spec, t->dtype);
-    /* rows read into a reused buffer rather than through the mapping (mq__model_read), where
-     * each chunk needs only its own rows: not per-tensor parameters, GPTQ or the Hessian */
-    bool buffered = spec.granularity != MQ_PER_TENSOR && !factor && !e->hessian &&
-                    s->in_cap >= (uint64_t)(rows_per_chunk < L->rows ? rows_per_chunk : L->rows) * row_in;
+    bool buffered = !factor && reads_buffered(s, e);
     for (int64_t rb = 0; rb < L->rows; rb += rows_per_chunk) {
         int64_t re = rb + rows_per_chunk < L->rows ? rb + rows_per_chunk : L->rows;
         int64_t nr = re - rb;
@@ -246,9 +293,10 @@ static mq_status quantize_chunks(stream *s, const mq__plan_entry *e, mq__err_acc
         const void *rows = t->data; /* where row 0 is: the quantizer takes absolute rows */
         bool got = false;
         if (buffered) {
-            uint64_t tr = mq__now_ns();
-            MQ_TRY(mq__model_read(s->model, src, (uint64_t)nr * row_in, s->in, &got));
-            lap(s, tr, MQ_PHASE_READ);
+            int64_t ahead = L->rows - re < rows_per_chunk ? L->rows - re : rows_per_chunk;
+            MQ_TRY(read_piece(s, src, (uint64_t)nr * row_in,
+                              ahead ? src + (uint64_t)nr * row_in : s->after,
+                              ahead ? (uint64_t)ahead * row_in : s->after_n, &got));
         }
         if (got) {
             src = s->in;
@@ -344,12 +392,20 @@ static mq_status size_buffers(stream *s, const mq__plan *p) {
     }
     MQ_TRY(ensure(s->ctx, (void **)&s->out, &s->out_cap, out_need));
     if (in_need) MQ_TRY(ensure(s->ctx, (void **)&s->in, &s->in_cap, in_need));
+    /* read-ahead for input in files: a second buffer and its thread */
+    if (in_need && mq__model_mapped_bytes(s->model)) {
+        s->in_next = (uint8_t *)mq__malloc(s->ctx, in_need);
+        if (!s->in_next) return MQ_ERR_NOMEM;
+        mq__readahead_start(&s->ra, s->model);
+    }
     return ensure(s->ctx, (void **)&s->deq, &s->f32_cap, f32_need);
 }
 
 static void free_stream(stream *s) {
+    mq__readahead_stop(&s->ra); /* before its buffer goes */
     mq__free(s->ctx, s->out);
     mq__free(s->ctx, s->in);
+    mq__free(s->ctx, s->in_next);
     mq__free(s->ctx, s->deq);
     mq__free(s->ctx, s->scale);
     mq__free(s->ctx, s->zp);
@@ -492,6 +548,8 @@ static mq_status run(mq_ctx *ctx, const mq_model *m, mq__plan *p, const char *in
         const mq__plan_entry *e = &p->entries[i];
         mq__err_acc acc = {0};
         mq__tensor_report *tr = &rep->tensors[i];
+        s.after_n = 0;
+        if (i + 1 < p->n) first_piece(&s, &p->entries[i + 1], &s.after, &s.after_n);
         if (e->action == MQ_ACTION_KEEP) st = copy_tensor(&s, e);
         else if (e->action == MQ_ACTION_CAST) st = cast_tensor(&s, e, &acc, &tr->clamped);
         else st = quantize_tensor(&s, e, &acc);

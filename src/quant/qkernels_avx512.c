@@ -37,13 +37,117 @@ ALWAYS_INLINE bool minmax_t(const void *x, mq_dtype dt, size_t n, float *mn, flo
     return nan == 0 && l >= -FLT_MAX && h <= FLT_MAX;
 }
 
+/* BF16 min/max in 16-bit integers: t(x) = x ^ ((x >> 15) & 0x7fff) maps the BF16 bits to
+ * signed words in the order of their values (-0 just below +0; NaNs beyond the infinities,
+ * positive ones above +Inf, negative ones below -Inf), and t(t(x)) = x. Two operations per
+ * 32 values map them, a signed min and max take their range: no widening and no separate
+ * NaN test (a NaN or an Inf is a max word >= t(+Inf) or a min word <= t(-Inf)). */
+ALWAYS_INLINE __m512i bf16_order(__m512i v) {
+    /* a ^ (b & c) */
+    return _mm512_ternarylogic_epi32(v, _mm512_srai_epi16(v, 15), _mm512_set1_epi16(0x7fff), 0x78);
+}
+
+/* The ordered words' min (*lo) and max (*hi) of BF16 x[0, n), n >= 1, per word lane. */
+ALWAYS_INLINE void range_bf16(const char *p, size_t n, __m512i *lo, __m512i *hi) {
+    __m512i l0 = _mm512_set1_epi16(0x7fff), h0 = _mm512_set1_epi16((short)0x8000);
+    __m512i l1 = l0, h1 = h0;
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m512i a = bf16_order(_mm512_loadu_si512(p + 2 * i));
+        __m512i b = bf16_order(_mm512_loadu_si512(p + 2 * i + 64));
+        l0 = _mm512_min_epi16(l0, a);
+        h0 = _mm512_max_epi16(h0, a);
+        l1 = _mm512_min_epi16(l1, b);
+        h1 = _mm512_max_epi16(h1, b);
+    }
+    for (; i < n; i += 32) {
+        __mmask32 m = n - i >= 32 ? 0xffffffffu : (1u << (n - i)) - 1;
+        __m512i a = bf16_order(_mm512_maskz_loadu_epi16(m, p + 2 * i));
+        l0 = _mm512_mask_min_epi16(l0, m, l0, a);
+        h0 = _mm512_mask_max_epi16(h0, m, h0, a);
+    }
+    *lo = _mm512_min_epi16(l0, l1);
+    *hi = _mm512_max_epi16(h0, h1);
+}
+
+/* Ordered words lo (min) and hi (max) of one range: false when it holds a NaN or an Inf. */
+ALWAYS_INLINE bool bf16_finite(__m512i lo, __m512i hi) {
+    return (_mm512_cmpgt_epi16_mask(hi, _mm512_set1_epi16(0x7f7f)) |
+            _mm512_cmplt_epi16_mask(lo, _mm512_set1_epi16((short)0x8080))) == 0;
+}
+
+/* An ordered word back to its BF16 value as f32, in the low 16 bits of each 32-bit lane. */
+ALWAYS_INLINE __m512 bf16_value(__m512i t) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(bf16_order(t), 16));
+}
+
+ALWAYS_INLINE __m512i mm16(__m512i a, __m512i b, int max) {
+    return max ? _mm512_max_epi16(a, b) : _mm512_min_epi16(a, b);
+}
+#define SHUF32(a, b, imm)                                                                     \
+    _mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b), imm))
+
+/* min/max of 16 BF16 groups of gs elements: each group's 32 word lanes, then the tree of
+ * minmax16_t on words leaves group g's two words in dword lane g (before the permutation). */
+ALWAYS_INLINE bool minmax16_bf16(const char *x, size_t gs, float *mn, float *mx) {
+    __m512i l2[4], h2[4];
+    for (int q = 0; q < 4; q++) {
+        __m512i l1[2], h1[2];
+        for (int p = 0; p < 2; p++) {
+            size_t g = (size_t)(4 * q + 2 * p);
+            __m512i la, ha, lb, hb;
+            range_bf16(x + 2 * g * gs, gs, &la, &ha);
+            range_bf16(x + 2 * (g + 1) * gs, gs, &lb, &hb);
+            l1[p] = mm16(_mm512_shuffle_i32x4(la, lb, 0x44), _mm512_shuffle_i32x4(la, lb, 0xee), 0);
+            h1[p] = mm16(_mm512_shuffle_i32x4(ha, hb, 0x44), _mm512_shuffle_i32x4(ha, hb, 0xee), 1);
+        }
+        l2[q] = mm16(_mm512_shuffle_i32x4(l1[0], l1[1], 0x88), _mm512_shuffle_i32x4(l1[0], l1[1], 0xdd), 0);
+        h2[q] = mm16(_mm512_shuffle_i32x4(h1[0], h1[1], 0x88), _mm512_shuffle_i32x4(h1[0], h1[1], 0xdd), 1);
+    }
+    __m512i l3a = mm16(_mm512_unpacklo_epi64(l2[0], l2[1]), _mm512_unpackhi_epi64(l2[0], l2[1]), 0);
+    __m512i l3b = mm16(_mm512_unpacklo_epi64(l2[2], l2[3]), _mm512_unpackhi_epi64(l2[2], l2[3]), 0);
+    __m512i h3a = mm16(_mm512_unpacklo_epi64(h2[0], h2[1]), _mm512_unpackhi_epi64(h2[0], h2[1]), 1);
+    __m512i h3b = mm16(_mm512_unpacklo_epi64(h2[2], h2[3]), _mm512_unpackhi_epi64(h2[2], h2[3]), 1);
+    __m512i l = mm16(SHUF32(l3a, l3b, 0x88), SHUF32(l3a, l3b, 0xdd), 0);
+    __m512i h = mm16(SHUF32(h3a, h3b, 0x88), SHUF32(h3a, h3b, 0xdd), 1);
+    /* the two words of each dword, then lane 4k + i holds group k + 4i */
+    l = _mm512_min_epi16(l, _mm512_rol_epi32(l, 16));
+    h = _mm512_max_epi16(h, _mm512_rol_epi32(h, 16));
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    _mm512_storeu_ps(mn, _mm512_permutexvar_ps(order, bf16_value(l)));
+    _mm512_storeu_ps(mx, _mm512_permutexvar_ps(order, bf16_value(h)));
+    return bf16_finite(l, h);
+}
+
+/* min/max of one BF16 group of n elements. */
+ALWAYS_INLINE bool minmax1_bf16(const char *x, size_t n, float *mn, float *mx) {
+    __m512i l, h;
+    range_bf16(x, n, &l, &h);
+    __m256i l8 = _mm256_min_epi16(_mm512_castsi512_si256(l), _mm512_extracti64x4_epi64(l, 1));
+    __m256i h8 = _mm256_max_epi16(_mm512_castsi512_si256(h), _mm512_extracti64x4_epi64(h, 1));
+    __m128i l4 = _mm_min_epi16(_mm256_castsi256_si128(l8), _mm256_extracti128_si256(l8, 1));
+    __m128i h4 = _mm_max_epi16(_mm256_castsi256_si128(h8), _mm256_extracti128_si256(h8, 1));
+    l4 = _mm_min_epi16(l4, _mm_srli_si128(l4, 8));
+    h4 = _mm_max_epi16(h4, _mm_srli_si128(h4, 8));
+    l4 = _mm_min_epi16(l4, _mm_srli_si128(l4, 4));
+    h4 = _mm_max_epi16(h4, _mm_srli_si128(h4, 4));
+    l4 = _mm_min_epi16(l4, _mm_srli_si128(l4, 2));
+    h4 = _mm_max_epi16(h4, _mm_srli_si128(h4, 2));
+    __m512i lh = _mm512_castsi128_si512(_mm_unpacklo_epi16(l4, h4)); /* word 0: min, 1: max */
+    __m512 v = bf16_value(_mm512_unpacklo_epi16(lh, lh));
+    *mn = _mm512_cvtss_f32(v);
+    *mx = _mm512_cvtss_f32(_mm512_castsi512_ps(_mm512_srli_epi64(_mm512_castps_si512(v), 32)));
+    return bf16_finite(_mm512_set1_epi16((short)_mm_extract_epi16(l4, 0)),
+                       _mm512_set1_epi16((short)_mm_extract_epi16(h4, 0)));
+}
+
 static bool minmax_avx512(const float *x, size_t n, float *mn, float *mx) {
     return minmax_t(x, MQ_F32, n, mn, mx);
 }
 
 static bool minmax_src_avx512(const void *x, mq_dtype dt, size_t n, float *mn, float *mx) {
     if (dt == MQ_F16) return minmax_t(x, MQ_F16, n, mn, mx);
-    if (dt == MQ_BF16) return minmax_t(x, MQ_BF16, n, mn, mx);
+    if (dt == MQ_BF16) return minmax1_bf16((const char *)x, n, mn, mx);
     return minmax_t(x, MQ_F32, n, mn, mx);
 }
 
@@ -370,51 +474,27 @@ ALWAYS_INLINE __m512i in_register(__m512i v) {
     return v;
 }
 
-/* Thirty-two values from element i as two f32 vectors, in any order. BF16 is not widened:
- * `a` holds the even elements shifted up, `b` the 32-bit words as they are, each an odd
- * element with the even one's bits below its own. Clearing the low 16 bits of a float is
- * monotonic, so min and max over such words, cleared once at the end, are those of the odd
- * elements (a NaN or an Inf with bits below reads as a NaN, which is reported anyway). */
+/* Thirty-two F32 or F16 values (widened) from element i as two f32 vectors. (BF16 has its
+ * own min/max in 16-bit integers below.) */
 ALWAYS_INLINE void load32_raw(const void *x, mq_dtype dt, size_t i, __m512 *a, __m512 *b) {
-    const char *p = (const char *)x;
-    if (dt == MQ_BF16) {
-        __m512i v = in_register(_mm512_loadu_si512(p + 2 * i));
-        *a = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
-        *b = _mm512_castsi512_ps(v);
-    } else {
-        *a = _mm512_castsi512_ps(in_register(_mm512_castps_si512(load16(x, dt, i, 0xffff))));
-        *b = _mm512_castsi512_ps(in_register(_mm512_castps_si512(load16(x, dt, i + 16, 0xffff))));
-    }
+    *a = _mm512_castsi512_ps(in_register(_mm512_castps_si512(load16(x, dt, i, 0xffff))));
+    *b = _mm512_castsi512_ps(in_register(_mm512_castps_si512(load16(x, dt, i + 16, 0xffff))));
 }
 
-/* The low bits load32_raw leaves below BF16 values, cleared. */
-ALWAYS_INLINE __m512 clear_raw(__m512 v, mq_dtype dt) {
-    if (dt != MQ_BF16) return v;
-    return _mm512_castsi512_ps(
-        _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32((int)0xffff0000u)));
-}
-
-/* The largest magnitude's bits of a and b (as load32_raw gives them) joined into *e: BF16
- * words as two 16-bit halves, F32 and F16 (widened) as 32-bit lanes. A NaN or an Inf has the
- * largest magnitude bits of all; min and max would drop a NaN in their first operand. */
-ALWAYS_INLINE void bits_max(__m512i *e, __m512 a, __m512 b, mq_dtype dt) {
-    if (dt == MQ_BF16) {
-        *e = _mm512_max_epu16(*e, _mm512_and_si512(_mm512_castps_si512(b),
-                                                   _mm512_set1_epi32(0x7fff7fff)));
-        return;
-    }
+/* The largest magnitude's bits of a and b joined into *e. A NaN or an Inf has the largest
+ * magnitude bits of all; min and max would drop a NaN in their first operand. */
+ALWAYS_INLINE void bits_max(__m512i *e, __m512 a, __m512 b) {
     const __m512i abs = _mm512_set1_epi32(0x7fffffff);
     *e = _mm512_max_epu32(*e, _mm512_and_si512(_mm512_castps_si512(a), abs));
     *e = _mm512_max_epu32(*e, _mm512_and_si512(_mm512_castps_si512(b), abs));
 }
 
 /* No NaN and no Inf among the values bits_max saw. */
-ALWAYS_INLINE bool bits_finite(__m512i e, mq_dtype dt) {
-    if (dt == MQ_BF16) return _mm512_cmpge_epu16_mask(e, _mm512_set1_epi16(0x7f80)) == 0;
+ALWAYS_INLINE bool bits_finite(__m512i e) {
     return _mm512_cmpge_epu32_mask(e, _mm512_set1_epi32(0x7f800000)) == 0;
 }
 
-/* Min and max of x[0, n), n >= 1, as 16 lanes each (before clear_raw); *bad: bits_max of
+/* Min and max of x[0, n) (F32 or F16), n >= 1, as 16 lanes each; *bad: bits_max of
  * every value. */
 ALWAYS_INLINE void range_t(const void *x, mq_dtype dt, size_t n, __m512 *lo, __m512 *hi,
                            __m512i *bad) {
@@ -429,15 +509,15 @@ ALWAYS_INLINE void range_t(const void *x, mq_dtype dt, size_t n, __m512 *lo, __m
         h0 = _mm512_max_ps(h0, _mm512_max_ps(a, b));
         l1 = _mm512_min_ps(l1, _mm512_min_ps(c, d));
         h1 = _mm512_max_ps(h1, _mm512_max_ps(c, d));
-        bits_max(&e, a, b, dt);
-        bits_max(&e, c, d, dt);
+        bits_max(&e, a, b);
+        bits_max(&e, c, d);
     }
     if (i + 32 <= n) {
         __m512 a, b;
         load32_raw(x, dt, i, &a, &b);
         l0 = _mm512_min_ps(l0, _mm512_min_ps(a, b));
         h0 = _mm512_max_ps(h0, _mm512_max_ps(a, b));
-        bits_max(&e, a, b, dt);
+        bits_max(&e, a, b);
         i += 32;
     }
     for (; i < n; i += 16) {
@@ -445,7 +525,7 @@ ALWAYS_INLINE void range_t(const void *x, mq_dtype dt, size_t n, __m512 *lo, __m
         __m512 a = load16(x, dt, i, m); /* widened exactly */
         l1 = _mm512_mask_min_ps(l1, m, l1, a);
         h1 = _mm512_mask_max_ps(h1, m, h1, a);
-        bits_max(&e, a, a, dt); /* BF16 widened: 16-bit halves, the low one 0 */
+        bits_max(&e, a, a);
     }
     *lo = _mm512_min_ps(l0, l1);
     *hi = _mm512_max_ps(h0, h1);
@@ -493,34 +573,35 @@ ALWAYS_INLINE bool minmax16_t(const void *x, mq_dtype dt, size_t gs, float *mn, 
     const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     __m512 l = join4(join3(l2[0], l2[1], 0), join3(l2[2], l2[3], 0), 0);
     __m512 h = join4(join3(h2[0], h2[1], 1), join3(h2[2], h2[3], 1), 1);
-    _mm512_storeu_ps(mn, clear_raw(_mm512_permutexvar_ps(order, l), dt));
-    _mm512_storeu_ps(mx, clear_raw(_mm512_permutexvar_ps(order, h), dt));
-    return bits_finite(bad, dt);
+    _mm512_storeu_ps(mn, _mm512_permutexvar_ps(order, l));
+    _mm512_storeu_ps(mx, _mm512_permutexvar_ps(order, h));
+    return bits_finite(bad);
 }
 
 ALWAYS_INLINE bool minmax_groups_t(const void *x, mq_dtype dt, size_t gs, size_t ng, float *mn,
                                    float *mx) {
     size_t g = 0;
+    if (dt == MQ_BF16) {
+        const char *p = (const char *)x;
+        if (gs == 128) /* the common size, its loops unrolled */
+            for (; g + 16 <= ng; g += 16)
+                if (!minmax16_bf16(p + 2 * g * 128, 128, mn + g, mx + g)) return false;
+        for (; g + 16 <= ng; g += 16)
+            if (!minmax16_bf16(p + 2 * g * gs, gs, mn + g, mx + g)) return false;
+        for (; g < ng; g++)
+            if (!minmax1_bf16(p + 2 * g * gs, gs, &mn[g], &mx[g])) return false;
+        return true;
+    }
     if (gs == 128) /* the common size, its loops unrolled */
         for (; g + 16 <= ng; g += 16)
             if (!minmax16_t(src_at(x, dt, g * gs), dt, 128, mn + g, mx + g)) return false;
     if (gs % 32 == 0)
         for (; g + 16 <= ng; g += 16)
             if (!minmax16_t(src_at(x, dt, g * gs), dt, gs, mn + g, mx + g)) return false;
-    for (; g < ng; g++) {
-        /* single groups (per channel): F32 and F16 as minmax_src (its NaN compare is cheaper
-         * than bits_max on widened values) */
-        if (dt != MQ_BF16) {
-            if (!minmax_t(src_at(x, dt, g * gs), dt, gs, &mn[g], &mx[g])) return false;
-            continue;
-        }
-        __m512 l, h;
-        __m512i bad = _mm512_setzero_si512();
-        range_t(src_at(x, dt, g * gs), dt, gs, &l, &h, &bad);
-        if (!bits_finite(bad, dt)) return false;
-        mn[g] = _mm512_reduce_min_ps(clear_raw(l, dt));
-        mx[g] = _mm512_reduce_max_ps(clear_raw(h, dt));
-    }
+    /* single groups (per channel) as minmax_src: its NaN compare is cheaper than bits_max
+     * on widened values */
+    for (; g < ng; g++)
+        if (!minmax_t(src_at(x, dt, g * gs), dt, gs, &mn[g], &mx[g])) return false;
     return true;
 }
 
@@ -638,8 +719,8 @@ ALWAYS_INLINE void writer_flush(line_writer *w) {
     w->pending = false;
 }
 
-/* The 32-bit codes of the even and the odd elements of 32 BF16 values (load32_raw's split,
- * the odd elements' low bits cleared), clamped above only when `top` (to hi, an integer), as
+/* The 32-bit codes of the even and the odd elements of 32 BF16 values (one 64-byte load: the
+ * even elements shifted up, the odd ones with the low bits cleared), clamped above only when `top` (to hi, an integer), as
  * signed 16-bit words: each 128-bit lane holds four even codes, then the four odd ones. A
  * value at or above 2^31 converts to INT_MIN: `top` is needed unless none can be. */
 ALWAYS_INLINE __m512i words_pairs(const char *p, __m512 inv, __m512 hi, bool top) {
@@ -669,15 +750,25 @@ ALWAYS_INLINE __m512i words_pairs(const char *p, __m512 inv, __m512 hi, bool top
  * only for some). F32 and F16, other offsets and the last values short of a piece take the
  * narrowing stores of quantize_t / quantize4_t, which are faster there. */
 ALWAYS_INLINE void group_codes(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
-                               int32_t add, bool packed4, line_writer *w, size_t ahead) {
+                               int32_t add, bool packed4, line_writer *w, size_t ahead,
+                               int mode) {
     const char *px = (const char *)x;
     size_t i = 0;
-    int32_t cl = (int32_t)p->lo + add, ch = (int32_t)p->hi + add;
-    /* integer bounds whose codes pass the 16-bit words unsaturated */
-    bool whole = p->lo >= -32000.0f && p->hi <= 32000.0f && (float)(int32_t)p->lo == p->lo &&
-                 (float)(int32_t)p->hi == p->hi;
-    bool s8 = whole && cl == -128 && ch >= cl && ch <= 127;
-    bool u8 = whole && cl == 0 && ch >= 0 && ch <= (packed4 ? 15 : 255);
+    bool s8, u8;
+    if (mode >= 0) { /* codes_modes' answer */
+        s8 = mode == 2;
+        u8 = mode == 1;
+    } else {
+        /* integer bounds whose codes pass the 16-bit words unsaturated */
+        bool whole = p->lo >= -32000.0f && p->lo <= 32000.0f && p->hi >= -32000.0f &&
+                     p->hi <= 32000.0f && (float)(int32_t)p->lo == p->lo &&
+                     (float)(int32_t)p->hi == p->hi;
+        /* sums that wrap as the vector ones do */
+        int32_t cl = whole ? (int32_t)((uint32_t)(int32_t)p->lo + (uint32_t)add) : 1;
+        int32_t ch = whole ? (int32_t)((uint32_t)(int32_t)p->hi + (uint32_t)add) : 1;
+        s8 = whole && cl == -128 && ch >= cl && ch <= 127;
+        u8 = whole && cl == 0 && ch >= 0 && ch <= (packed4 ? 15 : 255);
+    }
     if (dt == MQ_BF16 && (u8 || (s8 && !packed4))) {
         const __m512 inv = _mm512_set1_ps(p->inv), hi = _mm512_set1_ps(p->hi);
         const __m512i add16 = _mm512_set1_epi16((short)add); /* cl - lo: fits */
@@ -723,6 +814,32 @@ ALWAYS_INLINE void group_codes(const void *x, mq_dtype dt, size_t n, const mq_qr
     writer_init(w, rest + (packed4 ? (n - i + 1) / 2 : n - i));
 }
 
+/* group_codes' choice for 16 groups at once, the same conditions in vectors: bit g of *u8 or
+ * *s8 set when group g takes the unsigned or signed pack path. */
+ALWAYS_INLINE void codes_modes(const mq_qround *qr, const int32_t *add, bool packed4,
+                               __mmask16 *u8, __mmask16 *s8) {
+    const __m512i sel = _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23,
+                                          27, 31);
+    const float *q = (const float *)qr;
+    __m512 a = _mm512_permutex2var_ps(_mm512_loadu_ps(q), sel, _mm512_loadu_ps(q + 16));
+    __m512 b = _mm512_permutex2var_ps(_mm512_loadu_ps(q + 32), sel, _mm512_loadu_ps(q + 48));
+    __m512 lo = _mm512_shuffle_f32x4(a, b, 0x44), hi = _mm512_shuffle_f32x4(a, b, 0xee);
+    const __m512 lim = _mm512_set1_ps(32000.0f), nlim = _mm512_set1_ps(-32000.0f);
+    __mmask16 whole =
+        _mm512_cmp_ps_mask(lo, nlim, _CMP_GE_OQ) & _mm512_cmp_ps_mask(lo, lim, _CMP_LE_OQ) &
+        _mm512_cmp_ps_mask(hi, nlim, _CMP_GE_OQ) & _mm512_cmp_ps_mask(hi, lim, _CMP_LE_OQ) &
+        _mm512_cmp_ps_mask(_mm512_roundscale_ps(lo, _MM_FROUND_TO_ZERO), lo, _CMP_EQ_OQ) &
+        _mm512_cmp_ps_mask(_mm512_roundscale_ps(hi, _MM_FROUND_TO_ZERO), hi, _CMP_EQ_OQ);
+    __m512i va = _mm512_loadu_si512(add);
+    __m512i cl = _mm512_add_epi32(_mm512_cvttps_epi32(lo), va);
+    __m512i ch = _mm512_add_epi32(_mm512_cvttps_epi32(hi), va);
+    *s8 = whole & _mm512_cmpeq_epi32_mask(cl, _mm512_set1_epi32(-128)) &
+          _mm512_cmpge_epi32_mask(ch, cl) & _mm512_cmple_epi32_mask(ch, _mm512_set1_epi32(127));
+    *u8 = whole & _mm512_cmpeq_epi32_mask(cl, _mm512_setzero_si512()) &
+          _mm512_cmpge_epi32_mask(ch, _mm512_setzero_si512()) &
+          _mm512_cmple_epi32_mask(ch, _mm512_set1_epi32(packed4 ? 15 : 255));
+}
+
 /* Whole groups, their codes one run; while group g is quantized from L1, the same bytes of
  * the next block (the source that follows this call's span) are prefetched. */
 ALWAYS_INLINE void quantize_groups_t(const void *x, mq_dtype dt, size_t gs, size_t ng,
@@ -731,12 +848,23 @@ ALWAYS_INLINE void quantize_groups_t(const void *x, mq_dtype dt, size_t gs, size
     size_t ahead = ng * gs * (dt == MQ_F32 ? 4 : 2);
     line_writer w;
     writer_init(&w, dst);
+    size_t g = 0;
+    if (gs == 128 && dt == MQ_BF16) /* the common case: modes of 16 groups at once */
+        for (; g + 16 <= ng; g += 16) {
+            __mmask16 u8, s8;
+            codes_modes(qr + g, add + g, packed4, &u8, &s8);
+            for (size_t k = 0; k < 16; k++) {
+                int mode = (u8 >> k) & 1 ? 1 : (s8 >> k) & 1 ? 2 : 0;
+                group_codes(src_at(x, dt, (g + k) * 128), dt, 128, &qr[g + k], add[g + k],
+                            packed4, &w, ahead, mode);
+            }
+        }
     if (gs == 128) /* the common size, its loops unrolled */
-        for (size_t g = 0; g < ng; g++)
-            group_codes(src_at(x, dt, g * 128), dt, 128, &qr[g], add[g], packed4, &w, ahead);
+        for (; g < ng; g++)
+            group_codes(src_at(x, dt, g * 128), dt, 128, &qr[g], add[g], packed4, &w, ahead, -1);
     else
-        for (size_t g = 0; g < ng; g++)
-            group_codes(src_at(x, dt, g * gs), dt, gs, &qr[g], add[g], packed4, &w, ahead);
+        for (; g < ng; g++)
+            group_codes(src_at(x, dt, g * gs), dt, gs, &qr[g], add[g], packed4, &w, ahead, -1);
     writer_flush(&w);
 }
 

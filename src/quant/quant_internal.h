@@ -27,7 +27,9 @@ struct mq_qparam;
 typedef struct mq_qkernels {
     /* Min and max of x[0, n), n >= 1. Returns false when x holds a NaN or an Inf. */
     bool (*minmax)(const float *x, size_t n, float *mn, float *mx);
-    /* codes[i] = (uint8_t)((int)round(clamp(x[i] * inv, lo, hi)) + add). */
+    /* codes[i] = (uint8_t)((int)round(clamp(x[i] * inv, lo, hi)) + add). lo, hi and add come
+     * from a format's range (mq__qround_init), so each sum lies in [-128, 263]: vector tables
+     * narrow through 16-bit saturating packs and keep the low byte, which is exact there. */
     void (*quantize)(const float *x, size_t n, const mq_qround *p, int32_t add, uint8_t *codes);
     /* Sum of w[i] * (x[i] - round(clamp(x[i] * inv, lo, hi)) * scale)^2 (w NULL: 1). */
     float (*sqerr)(const float *x, const float *w, size_t n, const mq_qround *p);

@@ -1,15 +1,21 @@
 /* mq_quantize_file end to end on synthetic checkpoints: output identical for any thread
  * count, error figures that agree with the file read back, NaN handling, refusing the
- * input as output, allocation failures, and mq_dequantize_file. */
+ * input as output, allocation failures, failed input reads (read-ahead and not), and
+ * mq_dequantize_file. */
 #include "harness.h"
 #include "monoquant.h"
 #include "api_helpers.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static char in_path[512], out1[512], out2[512], deq[512];
@@ -320,6 +326,53 @@ static int file_holds(const char *path, const char *text) {
     return n == strlen(text) && !memcmp(buf, text, n);
 }
 
+/* Input reads come here (this definition replaces libc's in this program). A failing read
+ * scribbles on the buffer first. Mode 1 fails the reads of other threads than the main one
+ * (the read-ahead; the writer's block patches fall back on their own), mode 2 every read. */
+static pthread_t main_thread;
+static volatile int pread_fail, pread_failed;
+
+ssize_t pread(int fd, void *buf, size_t n, off_t off) {
+    if (pread_fail == 2 || (pread_fail == 1 && !pthread_equal(pthread_self(), main_thread))) {
+        memset(buf, 0x7f, n);
+        pread_failed++;
+        errno = EIO;
+        return -1;
+    }
+    return (ssize_t)syscall(SYS_pread64, fd, buf, n, off);
+}
+
+/* A piece the read-ahead could not read is read again by the caller: the same output. When
+ * that read fails too, the call fails as before, with nothing left behind. */
+TEST(failed_reads) {
+    char dir[600], dest[700];
+    snprintf(dir, sizeof dir, "%s/readsXXXXXX", test_tmpdir());
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(dest, sizeof dest, "%s/out.safetensors", dir);
+    mq_quantize_options o;
+    int4_options(&o);
+    mq_ctx *ctx = mq_ctx_create();
+    mq_ctx_set_overwrite(ctx, 1);
+    mq_ctx_set_threads(ctx, 2);
+    main_thread = pthread_self();
+    CHECK_EQ_INT(mq_quantize_file(ctx, in_path, out1, &o, NULL), MQ_OK);
+    pread_failed = 0;
+    pread_fail = 1;
+    CHECK_EQ_INT(mq_quantize_file(ctx, in_path, out2, &o, NULL), MQ_OK);
+    pread_fail = 0;
+    CHECK(pread_failed > 0); /* the read-ahead did read (and fail) */
+    CHECK(test_same_files(out1, out2));
+    pread_failed = 0;
+    pread_fail = 2;
+    CHECK_EQ_INT(mq_quantize_file(ctx, in_path, dest, &o, NULL), MQ_ERR_IO);
+    pread_fail = 0;
+    CHECK(pread_failed > 0);
+    CHECK_MSG_HAS(ctx, "input changed while reading");
+    CHECK_EQ_INT(entries_in(dir), 0);
+    mq_ctx_free(ctx);
+    rmdir(dir);
+}
+
 /* Strict mode decides before the commit: no output, no temporary file, an existing
  * destination untouched; for warnings of the plan and for those found while writing. */
 TEST(strict_fails_before_commit) {
@@ -382,6 +435,84 @@ TEST(strict_fails_before_commit) {
     rmdir(dir);
 }
 
+/* A model of many shards quantizes to the same bytes whether its files are read through kept
+ * descriptors or through their mappings, and still opens when the process may hold fewer
+ * descriptors than it has shards. */
+enum { NSHARDS = 100 };
+
+static int write_many_shards(const char *dir, char *index) {
+    mkdir(dir, 0755);
+    size_t cap = 64 + (size_t)NSHARDS * 64, len = 0;
+    char *json = malloc(cap);
+    if (!json) return 0;
+    len += (size_t)snprintf(json + len, cap - len, "{\"weight_map\": {");
+    int ok = 1;
+    for (int i = 0; ok && i < NSHARDS; i++) {
+        char name[32], file[64], path[640];
+        snprintf(name, sizeof name, "l%03d.weight", i);
+        snprintf(file, sizeof file, "s%03d.safetensors", i);
+        snprintf(path, sizeof path, "%s/%s", dir, file);
+        len += (size_t)snprintf(json + len, cap - len, "%s\"%s\": \"%s\"", i ? ", " : "", name,
+                                file);
+        mq_ctx *ctx = mq_ctx_create();
+        mq_tensor_desc d = {name, MQ_F32, 2, {16, 64}};
+        mq_writer *w = NULL;
+        ok = mq_writer_open(ctx, path, MQ_FORMAT_AUTO, &d, 1, NULL, 0, &w) == MQ_OK;
+        for (int j = 0; ok && j < 16 * 64; j++) {
+            float v = (float)((i * 37 + j * 11) % 101 - 50) / 64.0f;
+            ok = mq_writer_write(w, &v, 4) == MQ_OK;
+        }
+        ok = ok && mq_writer_commit(w) == MQ_OK;
+        mq_writer_free(w);
+        mq_ctx_free(ctx);
+    }
+    snprintf(json + len, cap - len, "}}");
+    snprintf(index, 640, "%s/model.safetensors.index.json", dir);
+    FILE *f = fopen(index, "w");
+    ok = ok && f && fputs(json, f) >= 0;
+    if (f) ok = fclose(f) == 0 && ok;
+    free(json);
+    return ok;
+}
+
+TEST(many_shards_few_descriptors) {
+    char dir[512], index[640];
+    snprintf(dir, sizeof dir, "%s/test_pipeline_shards", test_tmpdir());
+    CHECK(write_many_shards(dir, index));
+    mq_quantize_options o;
+    int4_options(&o);
+    struct rlimit old;
+    CHECK(getrlimit(RLIMIT_NOFILE, &old) == 0);
+    /* default limit; 40 descriptors (fewer than the shards); 40 with all but 4 taken, so that
+     * the model runs out and gives back the ones it kept */
+    for (int k = 0; k < 3; k++) {
+        struct rlimit low = {40, old.rlim_max};
+        if (k) CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);
+        int taken[40], ntaken = 0;
+        while (k == 2 && ntaken < 40 && (taken[ntaken] = dup(2)) >= 0) ntaken++;
+        for (int i = 0; i < 4 && ntaken > 0; i++) close(taken[--ntaken]);
+        mq_ctx *ctx = mq_ctx_create();
+        mq_ctx_set_overwrite(ctx, 1);
+        mq_ctx_set_threads(ctx, 2);
+        mq_report *r = NULL;
+        mq_status st = mq_quantize_file(ctx, index, k ? out2 : out1, &o, &r);
+        CHECK_MSG(st == MQ_OK, "case %d: %s", k, mq_ctx_message(ctx));
+        CHECK(r && mq_report_action_count(r, MQ_ACTION_QUANTIZE) == NSHARDS);
+        mq_report_free(r);
+        mq_ctx_free(ctx);
+        while (ntaken > 0) close(taken[--ntaken]);
+        if (k) CHECK(setrlimit(RLIMIT_NOFILE, &old) == 0);
+        if (k) CHECK(test_same_files(out1, out2));
+    }
+    for (int i = 0; i < NSHARDS; i++) {
+        char path[640];
+        snprintf(path, sizeof path, "%s/s%03d.safetensors", dir, i);
+        remove(path);
+    }
+    remove(index);
+    rmdir(dir);
+}
+
 int main(void) {
     const char *d = test_tmpdir();
     snprintf(in_path, sizeof in_path, "%s/test_pipeline_in.safetensors", d);
@@ -400,6 +531,8 @@ int main(void) {
     RUN(nan_fails_or_is_skipped);
     RUN(allocation_failures_are_clean);
     RUN(strict_fails_before_commit);
+    RUN(failed_reads);
+    RUN(many_shards_few_descriptors);
     if (!getenv("KEEP")) remove(in_path);
     remove(out1);
     remove(out2);

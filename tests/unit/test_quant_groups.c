@@ -296,7 +296,8 @@ TEST(quantize_groups_match_reference) {
 TEST(quantize_groups_extreme_params) {
     const mq_qkernels *r = mq__qkernels_ref();
     mq_ctx *ctx = mq_ctx_create();
-    static uint8_t buf[4 * 256 * 6 + 8], ca[256 * 6 + 8], cb[256 * 6 + 8];
+    enum { NG = 18 }; /* 16 groups at once, then single ones */
+    static uint8_t buf[4 * 256 * NG + 8], ca[256 * NG + 8], cb[256 * NG + 8];
     mq_qtype types[4] = {MQ_Q_INT8, MQ_Q_UINT8, MQ_Q_INT4, MQ_Q_UINT4};
     const float scales[5] = {1e-30f, 1e-10f, 3e-10f, 0.01f, FLT_EPSILON};
     int tried = 0;
@@ -309,7 +310,6 @@ TEST(quantize_groups_extreme_params) {
                 mq_qformat f;
                 mq__qformat(types[t], &f);
                 for (size_t gs = 64; gs <= 256; gs *= 2) {
-                    enum { NG = 6 };
                     uint8_t *x = buf + 2;
                     fill(x, dts[d], gs, NG);
                     mq_qround qr[NG];
@@ -331,6 +331,20 @@ TEST(quantize_groups_extreme_params) {
                     qr[3].hi = qr[3].lo;
                     qr[4].hi -= 1.0f;
                     add[4] += 1;
+                    /* bounds beyond 16-bit words, otherwise a pack path's */
+                    int32_t least = f.qmin < 0 && !f.packed4 ? -128 : 0;
+                    qr[6].lo = -40000.0f;
+                    qr[6].hi = -39997.0f;
+                    add[6] = 40000 + least;
+                    /* 8-bit: a top half a code above the pack's, rounded past it */
+                    qr[11].hi -= 0.5f;
+                    if (!f.packed4) {
+                        qr[11].lo = (float)(least - 8);
+                        qr[11].hi = (float)((least == -128 ? 127 : top) - 8) + 0.5f;
+                        add[11] = 8;
+                    }
+                    qr[13].lo = qr[13].hi = 0.0f;
+                    add[13] = least;
                     size_t bytes = f.packed4 ? NG * gs / 2 : NG * gs;
                     memset(ca, 0xa5, sizeof ca);
                     memset(cb, 0xa5, sizeof cb);
