@@ -177,7 +177,13 @@ INLINE void wonly_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b,
  *  - 4-bit: vpermps reads only the low four bits of each index lane, so the word shifted
  *    right by the nibble's position picks (float)(nibble - zq) from a 16-entry table directly
  *    (no convert); with per-group zero points the table holds (float)nibble and the lane's
- *    (float)zq is subtracted (exact for these small integers).
+ *    (float)zq is subtracted (exact for these small integers). The nibble at bit 16 of the
+ *    same (shifted) word needs no shift of its own: vpermw reads bits 16..20 as the index
+ *    of the high half of each float (their low halves are zero), the low half zeroed by the
+ *    mask; so three shifts per eight nibbles instead of seven. Without zero points, the top
+ *    nibble as a signed integer (xor 8 for INT4) converts to (nibble - zq) * 2^28 exactly and
+ *    x * 2^-28 is used instead of x (rows with a nonzero |x| < 2^-98 skip this): a convert on
+ *    the shift ports instead of a permute, which shares a port with the FMAs.
  *  - 8-bit without zero points: byte i of every lane moved to the top byte with zeros below
  *    (vpslld, vpshufb or vpandd) reads as the integer w * 2^24 and converts exactly; the
  *    activation carries the 2^-24 instead (x * 2^-24 times w * 2^24 is the same product as
