@@ -13,6 +13,7 @@
 #include "quant/quant_internal.h"
 
 #include <float.h>
+#include <math.h>
 #include <immintrin.h>
 
 #include "quant/qload_avx512.h"
@@ -66,9 +67,19 @@ ALWAYS_INLINE void params(const mq_qformat *f, bool sym, float lo, float hi, lan
                              _mm512_set1_epi32(f->qmax));
 }
 
-/* The bounds of a stage's candidates (lanes `used`): the largest m, least hi, largest lo. */
-ALWAYS_INLINE void stage_bounds(const lanes *c, __mmask16 used, int32_t *mb, int32_t *hb,
-                                int32_t *lb) {
+/* The bounds of a stage's candidates (lanes c < NC): the largest m, least hi, largest lo.
+ * Symmetric: one zero point, and m (a rounded 512 amax / scale, scale growing with the
+ * ratio) largest at the least ratio, lane `least` (stage 0: 12, ratio 0.5; stage 1: 0). */
+ALWAYS_INLINE void stage_bounds(const lanes *c, int NC, bool SYM, int least, int32_t *mb,
+                                int32_t *hb, int32_t *lb) {
+    if (SYM) {
+        *mb = _mm_cvtsi128_si32(
+            _mm512_castsi512_si128(_mm512_permutexvar_epi32(_mm512_set1_epi32(least), c->m)));
+        *hb = _mm_cvtsi128_si32(_mm512_castsi512_si128(c->hi));
+        *lb = _mm_cvtsi128_si32(_mm512_castsi512_si128(c->lo));
+        return;
+    }
+    __mmask16 used = (__mmask16)((1u << NC) - 1);
     *mb = _mm512_mask_reduce_max_epi32(used, c->m);
     *hb = _mm512_mask_reduce_min_epi32(used, c->hi);
     *lb = _mm512_mask_reduce_max_epi32(used, c->lo);
@@ -166,15 +177,13 @@ ALWAYS_INLINE __m512i load32(const int32_t *p) {
     return _mm512_packs_epi32(_mm512_loadu_si512(p), _mm512_loadu_si512(p + 16));
 }
 
-/* The squared errors of the NC candidates (m, lo, hi in 16-bit lanes; m <= mb) over a split
- * chunk, added to d (two vectors of 8 u64 lanes: candidates 0-7, 8-15). */
-ALWAYS_INLINE void chunk_sums(const split *sp, const lanes *c, int32_t mb, int NC, bool SYM,
-                              __m512i *d) {
-    _Alignas(64) int32_t m[16], lo[16], hi[16];
-    _mm512_store_si512(m, c->m);
-    _mm512_store_si512(lo, c->lo);
-    _mm512_store_si512(hi, c->hi);
-    __m512i vm[MQ_MAX_CANDIDATES], acc[MQ_MAX_CANDIDATES];
+/* The squared errors of NC candidates (m[i], lo[i], hi[i]: symmetric, lo[0], hi[0]) over a
+ * split chunk, in the 16 u32 lanes of acc[i]. Returns a bound of the sum of the lanes:
+ * |e| <= max(|t|, 128) and |t| <= (16384 mb + 16384) >> 15 (every m <= mb), and the fast
+ * values have |e| <= 128. */
+ALWAYS_INLINE uint64_t stage_acc(const split *sp, const int32_t *m, const int32_t *lo,
+                                 const int32_t *hi, int32_t mb, int NC, bool SYM, __m512i *acc) {
+    __m512i vm[MQ_MAX_CANDIDATES];
     #pragma GCC unroll 16
     for (int i = 0; i < NC; i++) {
         vm[i] = _mm512_set1_epi16((short)m[i]);
@@ -213,10 +222,22 @@ ALWAYS_INLINE void chunk_sums(const split *sp, const lanes *c, int32_t mb, int N
             acc[i] = _mm512_dpwssd_epi32(acc[i], e, e);
         }
     }
-    /* |e| <= max(|t|, 128) and |t| <= (16384 m + 16384) >> 15: the lane sums of a chunk stay
-     * below 2^31; their total across lanes may not, then it is summed in 64 bits */
     uint64_t tm = ((uint64_t)mb * 16384 + 16384) >> 15, em = tm > 128 ? tm : 128;
-    uint64_t bound = (uint64_t)nf * 32 * 16384 + (uint64_t)nl * 32 * em * em;
+    return (uint64_t)nf * 32 * 16384 + (uint64_t)nl * 32 * em * em;
+}
+
+/* The squared errors of the NC candidates (m <= mb) over a split chunk, added to d (two
+ * vectors of 8 u64 lanes: candidates 0-7, 8-15). */
+ALWAYS_INLINE void chunk_sums(const split *sp, const lanes *c, int32_t mb, int NC, bool SYM,
+                              __m512i *d) {
+    _Alignas(64) int32_t m[16], lo[16], hi[16];
+    _mm512_store_si512(m, c->m);
+    _mm512_store_si512(lo, c->lo);
+    _mm512_store_si512(hi, c->hi);
+    __m512i acc[MQ_MAX_CANDIDATES];
+    uint64_t bound = stage_acc(sp, m, lo, hi, mb, NC, SYM, acc);
+    /* the lane sums of a chunk stay below 2^31; their total across lanes may not, then it
+     * is summed in 64 bits */
     if (bound < ((uint64_t)1 << 32)) {
         __m512i s = lane_sums(acc, NC);
         d[0] = _mm512_add_epi64(d[0], _mm512_cvtepu32_epi64(_mm512_castsi512_si256(s)));
@@ -234,79 +255,45 @@ ALWAYS_INLINE void chunk_sums(const split *sp, const lanes *c, int32_t mb, int N
     d[1] = _mm512_add_epi64(d[1], _mm512_load_si512(sums + 8));
 }
 
-/* One step of the tournament: lane i against lane i + k (the later index), b winning only
- * when its error is below: b.d * a.m2 < a.d * b.m2, exact in u64 (d < 2^36, m2 < 2^28). */
-ALWAYS_INLINE void duel(__m512i *d, __m512i *m2, __m512i *ix, __m512i bd, __m512i bm2,
-                        __m512i bix) {
-    __mmask8 b = _mm512_cmplt_epu64_mask(_mm512_mullo_epi64(bd, *m2), _mm512_mullo_epi64(*d, bm2));
-    *d = _mm512_mask_blend_epi64(b, *d, bd);
-    *m2 = _mm512_mask_blend_epi64(b, *m2, bm2);
-    *ix = _mm512_mask_blend_epi64(b, *ix, bix);
-}
-
-/* The first least error d[c] / m[c]^2 over lanes c < NC (each d below dmax): its index;
- * *err receives it. */
-ALWAYS_INLINE int pick(const __m512i *d, __m512i m, int NC, uint64_t dmax, mq_fix_err *err) {
-    _Alignas(64) int32_t ms[16];
+/* The first least error d[c] / m[c]^2 over lanes c < NC: its index; *err receives it.
+ * Each error is first estimated in float (relative error below 2^-22: the conversions of d
+ * and m^2 and one division); every lane whose estimate is within 2^-19 of the least one is
+ * a possible winner, and the exact winner is among them. One such lane is the winner; more
+ * (ties, near ties) are compared exactly, in index order, as the scalar scan does. */
+ALWAYS_INLINE int pick(const __m512i *d, __m512i m, int NC, mq_fix_err *err) {
     _Alignas(64) uint64_t ds[16];
+    _Alignas(64) int32_t ms[16];
+    __mmask16 used = (__mmask16)((1u << NC) - 1);
+    __m512 df = _mm512_castps256_ps512(_mm512_cvtepu64_ps(d[0]));
+    if (NC > 8) df = _mm512_insertf32x8(df, _mm512_cvtepu64_ps(d[1]), 1);
+    __m512 mf = _mm512_cvtepi32_ps(m);
+    __m512 e = _mm512_mask_div_ps(_mm512_set1_ps(INFINITY), used, df, _mm512_mul_ps(mf, mf));
+    float least = _mm512_reduce_min_ps(e);
+    __mmask16 near = _mm512_mask_cmp_ps_mask(used, e, _mm512_set1_ps(least * (1.0f + 0x1p-19f)),
+                                             _CMP_LE_OQ);
+    _mm512_store_si512(ds, d[0]);
+    if (NC > 8) _mm512_store_si512(ds + 8, d[1]);
     _mm512_store_si512(ms, m);
-    if (dmax >= ((uint64_t)1 << 36)) { /* long groups: the scalar scan in 128 bits */
-        _mm512_store_si512(ds, d[0]);
-        _mm512_store_si512(ds + 8, d[1]);
-        int best = 0;
-        *err = (mq_fix_err){(int64_t)ds[0], ms[0]};
-        for (int c = 1; c < NC; c++) {
-            mq_fix_err e = {(int64_t)ds[c], ms[c]};
-            if (mq__fix_less(e, *err)) {
-                best = c;
-                *err = e;
-            }
+    int best = __builtin_ctz(near);
+    *err = (mq_fix_err){(int64_t)ds[best], ms[best]};
+    for (unsigned rest = (unsigned)near & ((unsigned)near - 1); rest; rest &= rest - 1) {
+        int c = __builtin_ctz(rest);
+        mq_fix_err ec = {(int64_t)ds[c], ms[c]};
+        if (mq__fix_less(ec, *err)) {
+            best = c;
+            *err = ec;
         }
-        return best;
     }
-    __m512i m2 = _mm512_mullo_epi32(m, m);
-    __m512i a[2] = {_mm512_cvtepu32_epi64(_mm512_castsi512_si256(m2)),
-                    _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(m2, 1))};
-    __m512i dd[2] = {d[0], d[1]};
-    __m512i ix[2] = {_mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0),
-                     _mm512_set_epi64(15, 14, 13, 12, 11, 10, 9, 8)};
-    int nv = NC > 8 ? 2 : 1;
-    /* lanes past NC repeat lane 0: equal error, a higher index */
-    if (NC % 8) {
-        __mmask8 used = (__mmask8)((1u << (NC % 8)) - 1);
-        __m512i d0 = _mm512_broadcastq_epi64(_mm512_castsi512_si128(dd[0]));
-        __m512i a0 = _mm512_broadcastq_epi64(_mm512_castsi512_si128(a[0]));
-        dd[nv - 1] = _mm512_mask_blend_epi64(used, d0, dd[nv - 1]);
-        a[nv - 1] = _mm512_mask_blend_epi64(used, a0, a[nv - 1]);
-    }
-    /* neighbours, then pairs, then fours: each lane keeps a run of indices, the lower run
-     * first, so ties keep the lower index */
-    #pragma GCC unroll 2
-    for (int v = 0; v < nv; v++) {
-        duel(&dd[v], &a[v], &ix[v], _mm512_unpackhi_epi64(dd[v], dd[v]),
-             _mm512_unpackhi_epi64(a[v], a[v]), _mm512_unpackhi_epi64(ix[v], ix[v]));
-        if (NC > 2)
-            duel(&dd[v], &a[v], &ix[v], _mm512_permutex_epi64(dd[v], 0xfe),
-                 _mm512_permutex_epi64(a[v], 0xfe), _mm512_permutex_epi64(ix[v], 0xfe));
-        if (NC > 4)
-            duel(&dd[v], &a[v], &ix[v], _mm512_shuffle_i64x2(dd[v], dd[v], 0xfe),
-                 _mm512_shuffle_i64x2(a[v], a[v], 0xfe), _mm512_shuffle_i64x2(ix[v], ix[v], 0xfe));
-    }
-    if (nv == 2) duel(&dd[0], &a[0], &ix[0], dd[1], a[1], ix[1]);
-    int best = _mm_cvtsi128_si32(_mm512_castsi512_si128(ix[0]));
-    *err = (mq_fix_err){_mm_cvtsi128_si64(_mm512_castsi512_si128(dd[0])), ms[best]};
     return best;
 }
 
-/* A stage's sums over a group of n values; *dmax: a bound of every sum. The split serves
- * when it was made for bounds that hold for these candidates, else chunks are split anew. */
+/* A stage's sums over a group of n values. The split serves when it was made for bounds
+ * that hold for these candidates, else chunks are split anew. */
 ALWAYS_INLINE void group_sums(const void *x, mq_dtype dt, size_t n, float k, const lanes *c,
-                              int NC, bool SYM, split *sp, __m512i *d, uint64_t *dmax) {
+                              int NC, bool SYM, split *sp, __m512i *d) {
     int32_t mb, hb, lb;
-    stage_bounds(c, (__mmask16)((1u << NC) - 1), &mb, &hb, &lb);
+    stage_bounds(c, NC, SYM, NC == SYM0 ? SYM0 - 1 : 0, &mb, &hb, &lb);
     d[0] = d[1] = _mm512_setzero_si512();
-    uint64_t tm = ((uint64_t)mb * 16384 + 16384) >> 15, em = tm > 128 ? tm : 128;
-    *dmax = (uint64_t)n * em * em;
     if (sp->whole && mb <= sp->mb && hb >= sp->hb && lb <= sp->lb) {
         chunk_sums(sp, c, mb, NC, SYM, d);
         return;
@@ -361,7 +348,7 @@ ALWAYS_INLINE void step0(const mq_qformat *f, bool SYM, const void *x, mq_dtype 
     sp->whole = false;
     if (n > CHUNK) return;
     int32_t mb, hb, lb;
-    stage_bounds(c, (__mmask16)((1u << (SYM ? SYM0 : ASYM0)) - 1), &mb, &hb, &lb);
+    stage_bounds(c, SYM ? SYM0 : ASYM0, SYM, SYM0 - 1, &mb, &hb, &lb);
     if (!SYM) { /* stage 1 moves zero points by one step: the split serves it too */
         hb = hb - 256 > 0 ? hb - 256 : 0;
         lb = lb + 256 < 0 ? lb + 256 : 0;
@@ -373,13 +360,12 @@ ALWAYS_INLINE void step0(const mq_qformat *f, bool SYM, const void *x, mq_dtype 
 /* Step 2: stage 0's errors and winner. */
 ALWAYS_INLINE void step1(bool SYM, const void *x, mq_dtype dt, size_t n, gstate *g, split *sp) {
     __m512i d[2];
-    uint64_t dmax;
     if (SYM) {
-        group_sums(x, dt, n, g->k, &g->c0, SYM0, true, sp, d, &dmax);
-        g->w0 = pick(d, g->c0.m, SYM0, dmax, &g->e0);
+        group_sums(x, dt, n, g->k, &g->c0, SYM0, true, sp, d);
+        g->w0 = pick(d, g->c0.m, SYM0, &g->e0);
     } else {
-        group_sums(x, dt, n, g->k, &g->c0, ASYM0, false, sp, d, &dmax);
-        g->w0 = pick(d, g->c0.m, ASYM0, dmax, &g->e0);
+        group_sums(x, dt, n, g->k, &g->c0, ASYM0, false, sp, d);
+        g->w0 = pick(d, g->c0.m, ASYM0, &g->e0);
     }
 }
 
@@ -392,7 +378,6 @@ ALWAYS_INLINE mq_qparam step2(const mq_qformat *f, bool SYM, const void *x, mq_d
     __m512 center = _mm512_set1_ps(r[g->w0]);
     lanes c1;
     __m512i d[2];
-    uint64_t dmax;
     mq_fix_err e1;
     int w1;
     if (SYM) {
@@ -400,8 +385,8 @@ ALWAYS_INLINE mq_qparam step2(const mq_qformat *f, bool SYM, const void *x, mq_d
                                                         0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0));
         params(f, true, g->lo, g->hi, &c1);
         fix_lanes(f, g->amax, &c1);
-        group_sums(x, dt, n, g->k, &c1, SYM1, true, sp, d, &dmax);
-        w1 = pick(d, c1.m, SYM1, dmax, &e1);
+        group_sums(x, dt, n, g->k, &c1, SYM1, true, sp, d);
+        w1 = pick(d, c1.m, SYM1, &e1);
     } else {
         c1.ratio = _mm512_add_ps(center, _mm512_setr_ps(0.025f * -1.0f, 0.025f * -1.0f,
                                                         0.025f * -1.0f, 0.025f * 0.0f,
@@ -421,10 +406,79 @@ ALWAYS_INLINE mq_qparam step2(const mq_qformat *f, bool SYM, const void *x, mq_d
         c1.zp = _mm512_mask_blend_epi32(ok, _mm512_permutexvar_epi32(zero, c1.zp), c1.zp);
         c1.scale = _mm512_mask_blend_ps(ok, _mm512_permutexvar_ps(zero, c1.scale), c1.scale);
         fix_lanes(f, g->amax, &c1);
-        group_sums(x, dt, n, g->k, &c1, ASYM1, false, sp, d, &dmax);
-        w1 = pick(d, c1.m, ASYM1, dmax, &e1);
+        group_sums(x, dt, n, g->k, &c1, ASYM1, false, sp, d);
+        w1 = pick(d, c1.m, ASYM1, &e1);
     }
     return mq__fix_less(e1, g->e0) ? lane_param(&c1, w1) : lane_param(&g->c0, g->w0);
+}
+
+/* Step 3, symmetric, for a block of nb <= 8 short groups at once: group b's two stage-1
+ * candidates in lanes 2b (center - 0.025) and 2b + 1 (center + 0.025), their setup, sums and
+ * choices computed together. A group whose split does not serve (a stage-1 m above the
+ * split's) or whose sums could reach 2^32 takes step2. */
+ALWAYS_INLINE void step2_sym_block(const mq_qformat *f, const void *x, mq_dtype dt, size_t n,
+                                   size_t nb, gstate *st, split *sp, mq_qparam *p) {
+    _Alignas(64) float ctr[16], amax[16], r0[16], sc1[16];
+    _Alignas(64) int32_t m[16], lo[16], hi[16];
+    _Alignas(64) uint64_t e0d[8] = {0}, e0m[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    for (size_t b = 0; b < 8; b++) {
+        size_t g = b < nb ? b : 0; /* unused lanes repeat group 0 */
+        _mm512_store_ps(r0, st[g].c0.ratio);
+        ctr[2 * b] = ctr[2 * b + 1] = r0[st[g].w0];
+        amax[2 * b] = amax[2 * b + 1] = -st[g].lo > st[g].hi ? -st[g].lo : st[g].hi;
+        e0d[b] = (uint64_t)st[g].e0.d;
+        e0m[b] = (uint64_t)st[g].e0.m;
+    }
+    /* params and fix_lanes of the symmetric stage 1, each lane with its group's amax */
+    const __m512 va = _mm512_load_ps(amax);
+    __m512 ratio = _mm512_add_ps(_mm512_load_ps(ctr),
+                                 _mm512_setr_ps(0.025f * -1.0f, 0.025f * 1.0f, 0.025f * -1.0f,
+                                                0.025f * 1.0f, 0.025f * -1.0f, 0.025f * 1.0f,
+                                                0.025f * -1.0f, 0.025f * 1.0f, 0.025f * -1.0f,
+                                                0.025f * 1.0f, 0.025f * -1.0f, 0.025f * 1.0f,
+                                                0.025f * -1.0f, 0.025f * 1.0f, 0.025f * -1.0f,
+                                                0.025f * 1.0f));
+    float half = (float)(f->qmax - f->qmin) / 2.0f;
+    __m512 scale = _mm512_div_ps(_mm512_mul_ps(va, ratio), _mm512_set1_ps(half));
+    scale = _mm512_max_ps(scale, _mm512_set1_ps(FLT_EPSILON));
+    __m512 mf = _mm512_div_ps(_mm512_mul_ps(_mm512_set1_ps(512.0f), va), scale);
+    mf = _mm512_sub_ps(_mm512_add_ps(mf, _mm512_set1_ps(0x1.8p23f)), _mm512_set1_ps(0x1.8p23f));
+    mf = _mm512_min_ps(_mm512_max_ps(mf, _mm512_set1_ps(1.0f)), _mm512_set1_ps(16383.0f));
+    __m512i vm = _mm512_cvttps_epi32(mf);
+    _mm512_store_si512(m, vm);
+    _mm512_store_ps(sc1, scale);
+    int32_t zp = f->qmin < 0 ? 0 : (f->qmin + f->qmax + 1) / 2;
+    lo[0] = (f->qmin - zp) * 256;
+    hi[0] = (f->qmax - zp) * 256;
+    __m512i acc[16];
+    unsigned own = 0; /* groups done here */
+    for (size_t b = 0; b < nb; b++) {
+        int32_t mb = m[2 * b];
+        acc[2 * b] = acc[2 * b + 1] = _mm512_setzero_si512();
+        if (!sp[b].whole || mb > sp[b].mb || hi[0] < sp[b].hb || lo[0] > sp[b].lb) continue;
+        if (stage_acc(&sp[b], m + 2 * b, lo, hi, mb, 2, true, acc + 2 * b) >> 32) continue;
+        own |= 1u << b;
+    }
+    for (size_t b = nb; b < 8; b++) acc[2 * b] = acc[2 * b + 1] = _mm512_setzero_si512();
+    /* group b's sums: u64 lane b, low half candidate 0, high half candidate 1 */
+    __m512i s = lane_sums(acc, 16);
+    const __m512i lo32 = _mm512_set1_epi64(0xffffffff);
+    __m512i d0 = _mm512_and_si512(s, lo32), d1 = _mm512_srli_epi64(s, 32);
+    __m512i q0 = _mm512_mul_epu32(vm, vm), m1 = _mm512_srli_epi64(vm, 32);
+    __m512i q1 = _mm512_mul_epu32(m1, m1);
+    /* the first least of the two (d < 2^32, m^2 < 2^28), then against stage 0 (d < 2^36) */
+    __mmask8 w1 = _mm512_cmplt_epu64_mask(_mm512_mul_epu32(d1, q0), _mm512_mul_epu32(d0, q1));
+    __m512i d = _mm512_mask_blend_epi64(w1, d0, d1), q = _mm512_mask_blend_epi64(w1, q0, q1);
+    __m512i ed = _mm512_load_si512(e0d), em = _mm512_load_si512(e0m);
+    __m512i eq = _mm512_mul_epu32(em, em);
+    __mmask8 better = _mm512_cmplt_epu64_mask(_mm512_mullo_epi64(d, eq),
+                                              _mm512_mullo_epi64(ed, q));
+    for (size_t b = 0; b < nb; b++) {
+        if (!(own >> b & 1)) p[b] = step2(f, true, (const char *)x + b * n * (dt == MQ_F32 ? 4 : 2),
+                                        dt, n, &st[b], &sp[b]);
+        else if (better >> b & 1) p[b] = (mq_qparam){sc1[2 * b + (w1 >> b & 1)], zp};
+        else p[b] = lane_param(&st[b].c0, st[b].w0);
+    }
 }
 
 ALWAYS_INLINE void search_t(const mq_qformat *f, bool SYM, const void *x, mq_dtype dt,
@@ -439,6 +493,10 @@ ALWAYS_INLINE void search_t(const mq_qformat *f, bool SYM, const void *x, mq_dty
         for (size_t b = 0; b < nb; b++)
             step0(f, SYM, xb + b * gs * esz, dt, gs, mn[g0 + b], mx[g0 + b], &st[b], &sp[b]);
         for (size_t b = 0; b < nb; b++) step1(SYM, xb + b * gs * esz, dt, gs, &st[b], &sp[b]);
+        if (SYM && gs <= CHUNK) {
+            step2_sym_block(f, xb, dt, gs, nb, st, sp, p + g0);
+            continue;
+        }
         for (size_t b = 0; b < nb; b++)
             p[g0 + b] = step2(f, SYM, xb + b * gs * esz, dt, gs, &st[b], &sp[b]);
     }

@@ -253,11 +253,12 @@ static void compare_sqerr_fix(const mq_qkernels *v, const char *name) {
 /* The many-group fixed-point search against mq__search_fix on the reference's errors: F32,
  * F16 and BF16 sources at odd byte offsets, INT4 / UINT4, both schemes, groups of every size
  * up to a few chunks (and past 1024 values), shapes that clip hard (winners at the grid's
- * ends), one-sided ranges (zero points at their bounds), few distinct values (ties), and the
- * ends of the fixed-point ranges. */
+ * ends), one-sided ranges (zero points at their bounds), few distinct values (ties), the
+ * ends of the fixed-point ranges, and 1 to 11 groups per call (kernels may take groups in
+ * blocks of 8: a full block and a partial one). */
 static void compare_search_fix(const mq_qkernels *v, const char *name) {
     if (!v->search_fix) return; /* optional: the quantizer then runs mq__search_fix */
-    enum { NMAX = 1300, NG = 5 };
+    enum { NMAX = 1300, NG = 11 };
     static float xf[NG * NMAX];
     static uint8_t raw[NG * NMAX * 4 + 8];
     mq_dtype dts[3] = {MQ_F32, MQ_F16, MQ_BF16};
