@@ -177,18 +177,24 @@ INLINE void wonly_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b,
  *  - 4-bit: vpermps reads only the low four bits of each index lane, so the word shifted
  *    right by the nibble's position picks (float)(nibble - zq) from a 16-entry table directly
  *    (no convert); with per-group zero points the table holds (float)nibble and the lane's
- *    (float)zq is subtracted (exact for these small integers).
+ *    (float)zq is subtracted (exact for these small integers). The nibble at bit 16 of the
+ *    same (shifted) word needs no shift of its own: vpermw reads bits 16..20 as the index
+ *    of the high half of each float (their low halves are zero), the low half zeroed by the
+ *    mask; so three shifts per eight nibbles instead of seven. Without zero points, the top
+ *    nibble as a signed integer (xor 8 for INT4) converts to (nibble - zq) * 2^28 exactly and
+ *    x * 2^-28 is used instead of x (rows with a nonzero |x| < 2^-98 skip this): a convert on
+ *    the shift ports instead of a permute, which shares a port with the FMAs.
  *  - 8-bit without zero points: byte i of every lane moved to the top byte with zeros below
  *    (vpslld, vpshufb or vpandd) reads as the integer w * 2^24 and converts exactly; the
  *    activation carries the 2^-24 instead (x * 2^-24 times w * 2^24 is the same product as
  *    x * w, so the fmaf chain is unchanged). */
 enum { GV_PF = 1024 /* bytes ahead per stream */, GV_SPF = 4 /* groups ahead */, GV_CHUNK = 256 };
-enum { GV_I8, GV_I4, GV_I4Z };
+enum { GV_I8, GV_I4, GV_I4Z, GV_I4T };
 
 /* x * 2^-24 is exact for every x of the row: no nonzero |x| below 2^-102 (it would leave the
  * normal range and lose bits). */
-static bool scale24_exact(const float *x, int64_t n) {
-    const __m512 tiny = _mm512_set1_ps(0x1p-102f);
+static bool scale_exact(const float *x, int64_t n, float lowest) {
+    const __m512 tiny = _mm512_set1_ps(lowest);
     __mmask16 bad = 0;
     int64_t k = 0;
     for (; k + 16 <= n; k += 16) {
@@ -199,7 +205,7 @@ static bool scale24_exact(const float *x, int64_t n) {
     if (bad) return false;
     for (; k < n; k++) {
         float v = x[k] < 0 ? -x[k] : x[k];
-        if (v != 0 && v < 0x1p-102f) return false;
+        if (v != 0 && v < lowest) return false;
     }
     return true;
 }
@@ -213,7 +219,10 @@ INLINE void wonly_gemv_k(const mq__lin *L, const mq__act *A, int64_t m, int64_t 
     const int step = four ? 8 : 4;
     const __m512 table = _mm512_sub_ps(
         _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_ps(mode == GV_I4 ? (float)L->zq_const : 0.0f));
+        _mm512_set1_ps(mode == GV_I4 || mode == GV_I4T ? (float)L->zq_const : 0.0f));
+    const __m512i top4 = _mm512_set1_epi32((int)0xf0000000u), sign = _mm512_set1_epi32(INT32_MIN);
+    const __m256i hi16 = _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(table), 16));
+    const __m512i table16 = _mm512_inserti64x4(_mm512_castsi256_si512(hi16), hi16, 1);
     __m512i ctrl[4]; /* vpshufb: byte i of each lane to the top byte, zeros below */
     for (int i = 1; i < 3; i++) {
         int8_t c[64];
@@ -248,6 +257,8 @@ UNROLL
                 for (int64_t k = c0; k < c1; k += 8) /* k1 - c0 may not be a multiple of 16 */
                     _mm256_store_ps(xs + (k - c0), _mm256_mul_ps(_mm256_loadu_ps(x + k),
                                                                  _mm512_castps512_ps256(s24)));
+            if (mode == GV_I4T) /* x[k + 7] * 2^-28 of every step */
+                for (int64_t k = c0; k < c1; k += 8) xs[(k - c0) / 8] = x[k + 7] * 0x1p-28f;
             for (int64_t k = c0; k < c1; k += step) {
                 const char *base = (const char *)L->w + (b * words + k / step) * 64;
                 const float *xk = four ? x + k : xs + (k - c0);
@@ -267,7 +278,14 @@ UNROLL
                         __m512 w;
                         if (four) {
                             int sh = 8 * (i % 4) + 4 * (i / 4);
-                            w = _mm512_permutexvar_ps(sh ? _mm512_srli_epi32(v[j], sh) : v[j], table);
+                            __m512i src = sh % 16 ? _mm512_srli_epi32(v[j], sh % 16) : v[j];
+                            w = sh < 16 ? _mm512_permutexvar_ps(src, table)
+                                        : _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(
+                                              (__mmask32)0xaaaaaaaau, src, table16));
+                            if (mode == GV_I4T && i == 7) /* the top nibble: (nibble - zq) * 2^28 */
+                                w = L->zq_const ? _mm512_cvtepi32_ps(_mm512_ternarylogic_epi32(
+                                                      v[j], top4, sign, 0x6a)) /* (v & top4) ^ sign */
+                                                : _mm512_cvtepu32_ps(_mm512_and_si512(v[j], top4));
                             if (mode == GV_I4Z) w = _mm512_sub_ps(w, zf[j]);
                         } else {
                             __m512i e = i == 0 ? _mm512_slli_epi32(v[j], 24)
@@ -275,7 +293,8 @@ UNROLL
                                                : _mm512_shuffle_epi8(v[j], ctrl[i]);
                             w = _mm512_cvtepi32_ps(e);
                         }
-                        part[j] = fma_bcast(part[j], w, xk + i);
+                        part[j] = fma_bcast(part[j], w, mode == GV_I4T && i == 7 ? xs + (k - c0) / 8
+                                                                                 : xk + i);
                     }
             }
         }
@@ -441,7 +460,7 @@ static void tile_float(const mq__lin *L, const mq__act *A, int64_t m0, int64_t m
                                  float *y) {                                                    \
         wonly_gemv_k(L, A, m, b, y, NB, mode);                                                  \
     }
-GEMV(8, GV_I8) GEMV(4, GV_I8) GEMV(8, GV_I4) GEMV(4, GV_I4) GEMV(8, GV_I4Z) GEMV(4, GV_I4Z)
+GEMV(8, GV_I8) GEMV(4, GV_I8) GEMV(8, GV_I4) GEMV(4, GV_I4) GEMV(8, GV_I4Z) GEMV(4, GV_I4Z) GEMV(8, GV_I4T) GEMV(4, GV_I4T)
 
 /* Single rows: eight blocks at a time, then four, the rest (and rows that cannot take the
  * 2^-24 form) by the general tiles. */
@@ -451,8 +470,10 @@ static void tile_wonly(const mq__lin *L, const mq__act *A, int64_t m0, int64_t m
         void (*f8)(const mq__lin *, const mq__act *, int64_t, int64_t, float *) = NULL, (*f4)(
             const mq__lin *, const mq__act *, int64_t, int64_t, float *) = NULL;
         if (L->kind == MQ__W_I4 && L->has_zq4) f8 = gv_8_GV_I4Z, f4 = gv_4_GV_I4Z;
+        else if (L->kind == MQ__W_I4 && scale_exact(A->xf + m0 * L->Kp, L->Kp, 0x1p-98f))
+            f8 = gv_8_GV_I4T, f4 = gv_4_GV_I4T;
         else if (L->kind == MQ__W_I4) f8 = gv_8_GV_I4, f4 = gv_4_GV_I4;
-        else if (!L->has_zpw && scale24_exact(A->xf + m0 * L->Kp, L->Kp))
+        else if (!L->has_zpw && scale_exact(A->xf + m0 * L->Kp, L->Kp, 0x1p-102f))
             f8 = gv_8_GV_I8, f4 = gv_4_GV_I8;
         if (f8) {
             float *yr = y + m0 * ldy;
