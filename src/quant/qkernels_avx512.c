@@ -37,6 +37,14 @@ ALWAYS_INLINE bool minmax_t(const void *x, mq_dtype dt, size_t n, float *mn, flo
     return nan == 0 && l >= -FLT_MAX && h <= FLT_MAX;
 }
 
+/* v kept in a register: the compiler would otherwise read it again as the memory operand of
+ * each use, and repeated loads of a line that comes from DRAM cost about a third of the
+ * min/max speed. */
+ALWAYS_INLINE __m512i in_register(__m512i v) {
+    __asm__("" : "+v"(v));
+    return v;
+}
+
 /* BF16 min/max in 16-bit integers: t(x) = x ^ ((x >> 15) & 0x7fff) maps the BF16 bits to
  * signed words in the order of their values (-0 just below +0; NaNs beyond the infinities,
  * positive ones above +Inf, negative ones below -Inf), and t(t(x)) = x. Two operations per
@@ -53,8 +61,8 @@ ALWAYS_INLINE void range_bf16(const char *p, size_t n, __m512i *lo, __m512i *hi)
     __m512i l1 = l0, h1 = h0;
     size_t i = 0;
     for (; i + 64 <= n; i += 64) {
-        __m512i a = bf16_order(_mm512_loadu_si512(p + 2 * i));
-        __m512i b = bf16_order(_mm512_loadu_si512(p + 2 * i + 64));
+        __m512i a = bf16_order(in_register(_mm512_loadu_si512(p + 2 * i)));
+        __m512i b = bf16_order(in_register(_mm512_loadu_si512(p + 2 * i + 64)));
         l0 = _mm512_min_epi16(l0, a);
         h0 = _mm512_max_epi16(h0, a);
         l1 = _mm512_min_epi16(l1, b);
@@ -464,14 +472,6 @@ static void dequantize_avx512(const uint8_t *codes, size_t n, uint8_t flip, floa
 
 ALWAYS_INLINE const void *src_at(const void *x, mq_dtype dt, size_t i) {
     return (const char *)x + i * (dt == MQ_F32 ? 4 : 2);
-}
-
-/* v kept in a register: the compiler would otherwise read it again as the memory operand of
- * each use, and repeated loads of a line that comes from DRAM cost about a third of the
- * min/max speed. */
-ALWAYS_INLINE __m512i in_register(__m512i v) {
-    __asm__("" : "+v"(v));
-    return v;
 }
 
 /* Thirty-two F32 or F16 values (widened) from element i as two f32 vectors. (BF16 has its

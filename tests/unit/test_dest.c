@@ -233,10 +233,10 @@ TEST(standard_output) {
 
 /* The writer's early syncs come here (this definition replaces libc's in this program):
  * counted, and failed on demand. */
-static volatile int fdatasync_calls, fdatasync_fail;
+static int fdatasync_calls, fdatasync_fail; /* the calls: counted by the syncer, polled */
 
 int fdatasync(int fd) {
-    fdatasync_calls++;
+    __atomic_fetch_add(&fdatasync_calls, 1, __ATOMIC_SEQ_CST);
     if (fdatasync_fail) {
         errno = EIO;
         return -1;
@@ -257,7 +257,10 @@ static mq_status write_synced(mq_ctx *ctx, const char *path) {
         for (int i = 0; i < PIECE; i++) v[i] = (float)(k * PIECE + i);
         st = mq_writer_write(w, v, PIECE * sizeof *v);
     }
-    for (int t = 0; st == MQ_OK && !fdatasync_calls && t < 1000; t++) usleep(10000);
+    for (int t = 0; st == MQ_OK && t < 1000; t++) {
+        if (__atomic_load_n(&fdatasync_calls, __ATOMIC_SEQ_CST)) break;
+        usleep(10000);
+    }
     if (st == MQ_OK) st = mq_writer_commit(w);
     mq_writer_free(w);
     free(v);

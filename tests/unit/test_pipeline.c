@@ -330,12 +330,12 @@ static int file_holds(const char *path, const char *text) {
  * scribbles on the buffer first. Mode 1 fails the reads of other threads than the main one
  * (the read-ahead; the writer's block patches fall back on their own), mode 2 every read. */
 static pthread_t main_thread;
-static volatile int pread_fail, pread_failed;
+static int pread_fail, pread_failed; /* set between calls; counted by any thread */
 
 ssize_t pread(int fd, void *buf, size_t n, off_t off) {
     if (pread_fail == 2 || (pread_fail == 1 && !pthread_equal(pthread_self(), main_thread))) {
         memset(buf, 0x7f, n);
-        pread_failed++;
+        __atomic_fetch_add(&pread_failed, 1, __ATOMIC_SEQ_CST);
         errno = EIO;
         return -1;
     }
