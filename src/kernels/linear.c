@@ -6,6 +6,9 @@
 
 #include <math.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 struct mq_linear {
     mq_ctx *ctx;          /* allocator for the object and its scratch */
@@ -29,6 +32,20 @@ static void *alloc_aligned(mq_ctx *ctx, uint64_t bytes, void **raw) {
     *raw = p;
     if (!p) return NULL;
     return p + ((64 - ((uintptr_t)p & 63)) & 63);
+}
+
+/* Integer weights are read once per call, every call from memory when they do not fit the
+ * caches: on Linux, ask for transparent huge pages (where enabled for madvise) before the
+ * repacking writes them, so the reads do not walk the page tables every 4 KB. Advice only. */
+static void huge_pages(void *p, uint64_t bytes) {
+#ifdef MADV_HUGEPAGE
+    uintptr_t b = ((uintptr_t)p + 4095) & ~(uintptr_t)4095;
+    uintptr_t e = ((uintptr_t)p + bytes) & ~(uintptr_t)4095;
+    if (p && e > b + (4u << 20)) (void)madvise((void *)b, e - b, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)bytes;
+#endif
 }
 
 void mq_linear_desc_init_sized(mq_linear_desc *desc, size_t struct_size, mq_qtype type,
@@ -213,6 +230,7 @@ static mq_status repack_int(mq_ctx *ctx, mq_linear *lin, const mq_linear_desc *d
     L->scale = (float *)alloc_aligned(ctx, tab, &lin->raw[1]);
     L->k1 = (int32_t *)alloc_aligned(ctx, tab, &lin->raw[2]);
     if (!L->w || !L->scale || !L->k1) return MQ_ERR_NOMEM;
+    huge_pages(L->w, wbytes);
     if (L->has_zpw && !(L->zpw = (int32_t *)alloc_aligned(ctx, tab, &lin->raw[3])))
         return MQ_ERR_NOMEM;
     if (L->has_zq4 && !(L->zq4 = (uint32_t *)alloc_aligned(ctx, tab, &lin->raw[4])))
