@@ -92,7 +92,8 @@ typedef struct split {
     _Alignas(64) int32_t lbuf[32 + CHUNK + 48]; /* l = lbuf + 32: read (masked off) below l */
     int ns, nl;
     bool whole;         /* of the whole group, made for candidates with */
-    int32_t mb, hb, lb; /* m <= mb, hi >= hb, lo <= lb */
+    int32_t mb, hb, lb; /* m <= mb, hi >= hb, lo <= lb (mb 0: none yet) */
+    int32_t xh, xl;     /* their bounds of X (below) */
 } split;
 
 /* X of a chunk split for candidates with m <= mb, hi >= hb >= 0 and lo <= lb <= 0: a value
@@ -101,9 +102,14 @@ typedef struct split {
 ALWAYS_INLINE void split_chunk(const void *x, mq_dtype dt, size_t n, float k, int32_t mb,
                                int32_t hb, int32_t lb, split *sp) {
     const __m512 vk = _mm512_set1_ps(k);
-    /* X * mb <= hb * 2^15 for X <= xh, X * mb >= lb * 2^15 for X >= xl */
-    const __m512i vh = _mm512_set1_epi32(hb * 32768 / mb);
-    const __m512i vl = _mm512_set1_epi32(-(-lb * 32768 / mb));
+    /* X * mb <= hb * 2^15 for X <= xh, X * mb >= lb * 2^15 for X >= xl (the last split's
+     * when its bounds were the same: mb rarely changes between groups) */
+    if (mb != sp->mb || hb != sp->hb || lb != sp->lb) {
+        sp->xh = hb * 32768 / mb;
+        sp->xl = -(-lb * 32768 / mb);
+    }
+    const __m512i vh = _mm512_set1_epi32(sp->xh);
+    const __m512i vl = _mm512_set1_epi32(sp->xl);
     int32_t *s = sp->s, *l = sp->lbuf + 32;
     int ns = 0;
     size_t i = 0;
@@ -486,6 +492,7 @@ ALWAYS_INLINE void search_t(const mq_qformat *f, bool SYM, const void *x, mq_dty
                             mq_qparam *p) {
     gstate st[BLOCK];
     split sp[BLOCK];
+    for (int b = 0; b < BLOCK; b++) sp[b].mb = 0;
     size_t esz = dt == MQ_F32 ? 4 : 2;
     for (size_t g0 = 0; g0 < ng; g0 += BLOCK) {
         size_t nb = ng - g0 < BLOCK ? ng - g0 : BLOCK;
