@@ -1,10 +1,10 @@
-/* Quantized Linear throughput: GEMV 4096x4096 and 11008x4096, GEMM 4096x4096 at M = 32, per
+/* Quantized Linear throughput: GEMV 4096x4096, 11008x4096 and 512x4096, GEMM 4096x4096 at M = 32, per
  * weight type and mode, weights hot (one copy, cache-resident where it fits) and cold (cycled
  * through copies larger than the caches), on 1 and 2 threads, with the best instruction set
  * of the CPU (MQ_ISA=avx2|scalar caps it). Prints GFLOP/s, weight GB/s, and ratios to f32
  * weights, to a read-bandwidth loop and (M > 1) to our f32 GEMM, all measured in the same run.
  * One-thread times are CPU time of the calling thread, two-thread times wall-clock time.
- * BENCH_SHAPE=0|1|2 runs one shape only, BENCH_KIND=substring the f32 row and the matching
+ * BENCH_SHAPE=0|1|2|3 runs one shape only, BENCH_KIND=substring the f32 row and the matching
  * types, BENCH_THREADS=1 the 1-thread rows. */
 #include "bench_util.h"
 #include "monoquant.h"
@@ -191,8 +191,10 @@ int main(void) {
            "1 thread %.1f GB/s, 2 threads %.1f GB/s\n", mq_isa_name(mq_ctx_isa(ctx)),
            read_loop_name, RBUF_BYTES >> 20, read_bw(RBUF_BYTES, 16u << 20, 1, 40),
            read_bw(RBUF_BYTES, 16u << 20, 2, 40));
+    /* 512x4096: a narrow layer (as grouped-query k/v projections), whose few channel blocks
+     * are split over the threads in chunks too */
     static const struct { int64_t M, N, K; } shapes[] = {{1, 4096, 4096}, {1, 11008, 4096},
-                                                         {32, 4096, 4096}};
+                                                         {32, 4096, 4096}, {1, 512, 4096}};
     /* source weights, shared by all copies: random codes and floats */
     size_t maxe = 11008u * 4096u;
     float *wf = malloc(maxe * 4), *sc = malloc(11008u * 64 * 4);
@@ -208,7 +210,7 @@ int main(void) {
     printf("%-5s %-12s %-8s %-4s %2s %9s %8s %8s %7s %8s %6s %7s %8s %6s\n", "M", "N x K", "type",
            "w", "th", "ms", "GFLOP/s", "wGB/s", "x f32", "x readBW", "rdGB/s", "x gemm",
            "gemm ms", "x 1th");
-    for (size_t s = 0; s < 3; s++) {
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
         if (only && (size_t)atoi(only) != s) continue;
         int64_t M = shapes[s].M, N = shapes[s].N, K = shapes[s].K;
         float *x = malloc((size_t)(M * K) * 4), *y = malloc((size_t)(M * N) * 4);

@@ -847,7 +847,8 @@ MQ_API double mq_report_seconds(const mq_report *report);
  * own thread, overlapping them. */
 typedef enum mq_phase {
     MQ_PHASE_OPEN,       /* opening and mapping the input, the plan, the output header */
-    MQ_PHASE_READ,       /* reading input (or mapping its pages in) ahead of the conversion */
+    MQ_PHASE_READ,       /* reading input (or mapping its pages in, or waiting for the reader
+                          * thread) ahead of the conversion */
     MQ_PHASE_QUANTIZE,   /* converting tensors (error figures computed in the same pass) */
     MQ_PHASE_ERROR,      /* error figures needing a pass of their own (casts, Hessians, GPTQ) */
     MQ_PHASE_WRITE,      /* handing output bytes to the writer */

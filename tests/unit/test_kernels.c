@@ -317,10 +317,11 @@ TEST(larger_shapes) {
     layer_free(&l);
 }
 
-/* One row over at least 64 channel blocks: the chunks of four blocks run the single-row
- * kernels that hold four blocks at once (weight-only) next to the narrower ones on the last,
- * partial chunk and block; every type, granularity and mode, K not a multiple of 8 or 32,
- * partial last groups. */
+/* One row over many channel blocks: the chunks of four or eight blocks run the single-row
+ * kernels that hold that many blocks at once (weight-only) next to the narrower ones on the
+ * last, partial chunk and block; every type, granularity and mode, K not a multiple of 8 or
+ * 32, partial last groups. Narrow layers (13 and 33 blocks) are cut into chunks of a size
+ * that depends on the thread count. */
 TEST(gemv_wide_layers) {
     static const struct {
         mq_qtype t;
@@ -335,11 +336,11 @@ TEST(gemv_wide_layers) {
         {MQ_Q_INT8, MQ_SYMMETRIC, MQ_PER_CHANNEL, 0, 0},  {MQ_Q_INT8, MQ_ASYMMETRIC, MQ_PER_CHANNEL, 0, 0},
         {MQ_Q_UINT8, MQ_ASYMMETRIC, MQ_PER_GROUP, 32, 0}, {MQ_Q_UINT8, MQ_SYMMETRIC, MQ_PER_TENSOR, 0, 1},
     };
-    static const int64_t wide_n[] = {1030, 1100, 1024}, wide_k[] = {300, 77, 520, 136};
+    static const int64_t wide_n[] = {1030, 1100, 1024, 200, 520}, wide_k[] = {300, 77, 520, 136};
     char what[160];
     for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++)
         for (int act = 0; act < 3; act++) {
-            int64_t N = wide_n[(c + (size_t)act) % 3], K = wide_k[(c * 3 + (size_t)act) % 4];
+            int64_t N = wide_n[(c + (size_t)act) % 5], K = wide_k[(c * 3 + (size_t)act) % 4];
             int64_t M = (c + (size_t)act) % 4 == 3 ? 2 : 1;
             layer l;
             force_zp = cfg[c].zp;
