@@ -35,7 +35,8 @@ endif
 AVX2_FLAGS    := -mavx2 -mfma -mf16c
 AVX512_FLAGS  := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma -mf16c
 DOTPROD_FLAGS := -march=armv8.2-a+dotprod
-isa_flags = $(if $(findstring _avx512,$1),$(AVX512_FLAGS),$(if $(findstring _avx2,$1),$(AVX2_FLAGS),$(if $(findstring _dotprod,$1),$(DOTPROD_FLAGS))))
+# *_vbmi2_avx512.c: entries of the AVX-512 level called only when the CPU also has VBMI2
+isa_flags = $(if $(findstring _vbmi2_avx512,$1),$(AVX512_FLAGS) -mavx512vbmi2,$(if $(findstring _avx512,$1),$(AVX512_FLAGS),$(if $(findstring _avx2,$1),$(AVX2_FLAGS),$(if $(findstring _dotprod,$1),$(DOTPROD_FLAGS)))))
 TARGET_ARCH_NAME := $(shell $(CC) -dumpmachine 2>/dev/null)
 IS_X86 := $(filter x86_64% i386% i486% i586% i686%,$(TARGET_ARCH_NAME))
 IS_ARM64 := $(filter aarch64%,$(TARGET_ARCH_NAME))

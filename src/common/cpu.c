@@ -38,6 +38,7 @@ void mq__cpu_detect(mq_cpu *cpu, mq_isa *best) {
         cpu->avx512bw = (b >> 30) & 1;
         cpu->avx512vl = (b >> 31) & 1;
         cpu->avx512vnni = (c >> 11) & 1;
+        cpu->avx512vbmi2 = (c >> 6) & 1;
         cpu->vpclmulqdq = (c >> 10) & 1;
     }
     if (mq__cpu_level_ok(cpu, MQ_ISA_AVX2)) *best = MQ_ISA_AVX2;

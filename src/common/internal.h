@@ -26,6 +26,7 @@
 typedef struct mq_cpu {
     bool avx2, fma, f16c;
     bool avx512f, avx512bw, avx512vl, avx512dq, avx512vnni;
+    bool avx512vbmi2; /* beside the AVX-512 gate: entries of that level that can use it */
     bool neon, dotprod; /* ARM64: Advanced SIMD; SDOT/UDOT (HWCAP_ASIMDDP) */
     /* carry-less multiply and CRC instructions (io/crc32*.c), checked beside the level gate */
     bool pclmul, vpclmulqdq; /* x86 */

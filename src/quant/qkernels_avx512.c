@@ -904,13 +904,18 @@ static void quantize_groups_avx512(const void *x, mq_dtype dt, size_t gs, size_t
     else quantize_groups_t(x, MQ_F32, gs, ng, qr, add, packed4, dst);
 }
 
+#define AVX512_TABLE(search_fix)                                                           \
+    {minmax_avx512,        quantize_avx512,        sqerr_avx512,         pack4_avx512,         \
+     dequantize_avx512,    minmax_src_avx512,      quantize_src_avx512,  quantize4_src_avx512, \
+     search_avx512,        minmax_groups_avx512,   params_minmax_avx512, quantize_groups_avx512, \
+     sqerr_fix_avx512,     search_fix}
+
 const mq_qkernels *mq__qkernels_avx512(void) {
-    static const mq_qkernels k = {minmax_avx512,       quantize_avx512,
-                                  sqerr_avx512,        pack4_avx512,
-                                  dequantize_avx512,   minmax_src_avx512,
-                                  quantize_src_avx512, quantize4_src_avx512,
-                                  search_avx512,       minmax_groups_avx512,
-                                  params_minmax_avx512, quantize_groups_avx512,
-                                  sqerr_fix_avx512,    mq__search_fix_avx512};
+    static const mq_qkernels k = AVX512_TABLE(mq__search_fix_avx512);
+    return &k;
+}
+
+const mq_qkernels *mq__qkernels_avx512_vbmi2(void) {
+    static const mq_qkernels k = AVX512_TABLE(mq__search_fix_avx512_vbmi2);
     return &k;
 }

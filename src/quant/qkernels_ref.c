@@ -213,7 +213,11 @@ const mq_qkernels *mq__qkernels(const mq_ctx *ctx) {
     const void *by_level[] = {mq__qkernels_ref(), MQ__X86_ONLY(mq__qkernels_avx2()),
                               MQ__X86_ONLY(mq__qkernels_avx512()),
                               MQ__ARM64_ONLY(mq__qkernels_neon()), NULL};
-    return (const mq_qkernels *)mq__isa_pick(ctx, by_level, 5);
+    const mq_qkernels *k = (const mq_qkernels *)mq__isa_pick(ctx, by_level, 5);
+#if defined(__x86_64__) || defined(__i386__)
+    if (k == mq__qkernels_avx512() && ctx->cpu.avx512vbmi2) return mq__qkernels_avx512_vbmi2();
+#endif
+    return k;
 }
 
 int mq__search_pick(const float *e, int nc, float *err) {

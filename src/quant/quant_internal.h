@@ -91,6 +91,9 @@ MQ_HIDDEN const mq_qkernels *mq__qkernels(const mq_ctx *ctx);
 MQ_HIDDEN const mq_qkernels *mq__qkernels_ref(void);
 MQ_HIDDEN const mq_qkernels *mq__qkernels_avx2(void);
 MQ_HIDDEN const mq_qkernels *mq__qkernels_avx512(void);
+/* The AVX-512 table with the entries that need VBMI2 (mq__qkernels picks it when the CPU
+ * reports VBMI2). */
+MQ_HIDDEN const mq_qkernels *mq__qkernels_avx512_vbmi2(void);
 MQ_HIDDEN const mq_qkernels *mq__qkernels_neon(void);
 
 /* Scalar pieces the vector files reuse for their tails. */
@@ -223,6 +226,10 @@ MQ_HIDDEN mq_qparam mq__search_fix(const mq_qformat *f, mq_scheme scheme, const 
 MQ_HIDDEN void mq__search_fix_avx512(const mq_qformat *f, mq_scheme scheme, const void *x,
                                      mq_dtype dt, size_t gs, size_t ng, const float *mn,
                                      const float *mx, mq_qparam *p);
+/* The same with VBMI2 (same results; for CPUs that report it). */
+MQ_HIDDEN void mq__search_fix_avx512_vbmi2(const mq_qformat *f, mq_scheme scheme,
+                                           const void *x, mq_dtype dt, size_t gs, size_t ng,
+                                           const float *mn, const float *mx, mq_qparam *p);
 
 /* GPTQ: *out (cols x cols floats, to mq__free) receives U, upper triangular (zeros below),
  * row-major, with U^T U = (H' + damp I)^-1 where H' is `h` (lower triangle read) with zero

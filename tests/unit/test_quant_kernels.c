@@ -333,6 +333,21 @@ TEST(vector_kernels_match_reference) {
         compare_search_fix(k, mq_isa_name((mq_isa)isa));
         tables++;
     }
+#if defined(__x86_64__) || defined(__i386__)
+    /* the AVX-512 entries that need VBMI2 replace the plain ones when the CPU has it: each
+     * table of that level is compared on its own (the plain one on every AVX-512 CPU) */
+    if (mq_ctx_set_isa(ctx, MQ_ISA_AVX512) == MQ_OK) {
+        bool vbmi2 = ctx->cpu.avx512vbmi2;
+        ctx->cpu.avx512vbmi2 = false;
+        CHECK(mq__qkernels(ctx) == mq__qkernels_avx512());
+        if (vbmi2) {
+            ctx->cpu.avx512vbmi2 = true;
+            CHECK(mq__qkernels(ctx) == mq__qkernels_avx512_vbmi2());
+            compare_search_fix(mq__qkernels_avx512(), "avx512 without vbmi2");
+        }
+        ctx->cpu.avx512vbmi2 = vbmi2;
+    }
+#endif
     /* a machine with AVX2 must run at least that table */
     CHECK(mq_isa_supported() == MQ_ISA_SCALAR || tables > 0);
     mq_ctx_free(ctx);
