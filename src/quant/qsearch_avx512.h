@@ -440,53 +440,55 @@ ALWAYS_INLINE void step1(bool SYM, bool W16, const void *x, mq_dtype dt, size_t 
     }
 }
 
-/* Step 3: stage 1, half a step either side of the winner's ratio (asymmetric: and the zero
- * point one step either way at those ratios and the winner's), and the group's choice. */
-ALWAYS_INLINE mq_qparam step2(const mq_qformat *f, bool SYM, bool W16, const void *x,
-                              mq_dtype dt, size_t n, gstate *g, split *sp) {
+/* The asymmetric stage 1's 8 slots: half a step either side of the stage-0 winner's ratio,
+ * and the zero point one step either way at those ratios and the winner's. */
+ALWAYS_INLINE void asym1_lanes(const mq_qformat *f, const gstate *g, lanes *c1) {
+    _Alignas(64) float r[16];
+    _mm512_store_ps(r, g->c0.ratio);
+    __m512 center = _mm512_set1_ps(r[g->w0]);
+    c1->ratio = _mm512_add_ps(center, _mm512_setr_ps(0.025f * -1.0f, 0.025f * -1.0f,
+                                                    0.025f * -1.0f, 0.025f * 0.0f,
+                                                    0.025f * 0.0f, 0.025f * 1.0f,
+                                                    0.025f * 1.0f, 0.025f * 1.0f, 0, 0, 0,
+                                                    0, 0, 0, 0, 0));
+    params(f, false, g->lo, g->hi, c1);
+    const __m512i dz = _mm512_setr_epi32(0, -1, 1, -1, 1, 0, -1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i zero = _mm512_setzero_si512();
+    __mmask16 ok = _mm512_cmpeq_epi32_mask(dz, zero) |
+                   _mm512_mask_cmpgt_epi32_mask(_mm512_cmplt_epi32_mask(dz, zero), c1->zp,
+                                                _mm512_set1_epi32(f->qmin)) |
+                   _mm512_mask_cmplt_epi32_mask(_mm512_cmpgt_epi32_mask(dz, zero), c1->zp,
+                                                _mm512_set1_epi32(f->qmax));
+    c1->zp = _mm512_add_epi32(c1->zp, dz);
+    /* a slot left out repeats slot 0 */
+    c1->zp = _mm512_mask_blend_epi32(ok, _mm512_permutexvar_epi32(zero, c1->zp), c1->zp);
+    c1->scale = _mm512_mask_blend_ps(ok, _mm512_permutexvar_ps(zero, c1->scale), c1->scale);
+    fix_lanes(f, g->amax, c1);
+}
+
+/* Step 3, symmetric: stage 1, half a step either side of the winner's ratio, and the group's
+ * choice. */
+ALWAYS_INLINE mq_qparam step2_sym(const mq_qformat *f, bool W16, const void *x, mq_dtype dt,
+                                  size_t n, gstate *g, split *sp) {
     _Alignas(64) float r[16];
     _mm512_store_ps(r, g->c0.ratio);
     __m512 center = _mm512_set1_ps(r[g->w0]);
     lanes c1;
     __m512i d[2];
     mq_fix_err e1;
-    int w1;
-    if (SYM) {
-        c1.ratio = _mm512_add_ps(center, _mm512_setr_ps(0.025f * -1.0f, 0.025f * 1.0f, 0, 0, 0,
-                                                        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0));
-        params(f, true, g->lo, g->hi, &c1);
-        fix_lanes(f, g->amax, &c1);
-        group_sums(x, dt, n, g->k, &c1, SYM1, true, W16, sp, d);
-        w1 = pick(d, c1.m, SYM1, &e1);
-    } else {
-        c1.ratio = _mm512_add_ps(center, _mm512_setr_ps(0.025f * -1.0f, 0.025f * -1.0f,
-                                                        0.025f * -1.0f, 0.025f * 0.0f,
-                                                        0.025f * 0.0f, 0.025f * 1.0f,
-                                                        0.025f * 1.0f, 0.025f * 1.0f, 0, 0, 0,
-                                                        0, 0, 0, 0, 0));
-        params(f, false, g->lo, g->hi, &c1);
-        const __m512i dz = _mm512_setr_epi32(0, -1, 1, -1, 1, 0, -1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-        const __m512i zero = _mm512_setzero_si512();
-        __mmask16 ok = _mm512_cmpeq_epi32_mask(dz, zero) |
-                       _mm512_mask_cmpgt_epi32_mask(_mm512_cmplt_epi32_mask(dz, zero), c1.zp,
-                                                    _mm512_set1_epi32(f->qmin)) |
-                       _mm512_mask_cmplt_epi32_mask(_mm512_cmpgt_epi32_mask(dz, zero), c1.zp,
-                                                    _mm512_set1_epi32(f->qmax));
-        c1.zp = _mm512_add_epi32(c1.zp, dz);
-        /* a slot left out repeats slot 0 */
-        c1.zp = _mm512_mask_blend_epi32(ok, _mm512_permutexvar_epi32(zero, c1.zp), c1.zp);
-        c1.scale = _mm512_mask_blend_ps(ok, _mm512_permutexvar_ps(zero, c1.scale), c1.scale);
-        fix_lanes(f, g->amax, &c1);
-        group_sums(x, dt, n, g->k, &c1, ASYM1, false, W16, sp, d);
-        w1 = pick(d, c1.m, ASYM1, &e1);
-    }
+    c1.ratio = _mm512_add_ps(center, _mm512_setr_ps(0.025f * -1.0f, 0.025f * 1.0f, 0, 0, 0, 0, 0,
+                                                    0, 0, 0, 0, 0, 0, 0, 0, 0));
+    params(f, true, g->lo, g->hi, &c1);
+    fix_lanes(f, g->amax, &c1);
+    group_sums(x, dt, n, g->k, &c1, SYM1, true, W16, sp, d);
+    int w1 = pick(d, c1.m, SYM1, &e1);
     return mq__fix_less(e1, g->e0) ? lane_param(&c1, w1) : lane_param(&g->c0, g->w0);
 }
 
 /* Step 3, symmetric, for a block of nb <= 8 short groups at once: group b's two stage-1
  * candidates in lanes 2b (center - 0.025) and 2b + 1 (center + 0.025), their setup, sums and
  * choices computed together. A group whose split does not serve (a stage-1 m above the
- * split's) or whose sums could reach 2^32 takes step2. */
+ * split's) or whose sums could reach 2^32 takes step2_sym. */
 ALWAYS_INLINE void step2_sym_block(const mq_qformat *f, bool W16, const void *x, mq_dtype dt,
                                    size_t n, size_t nb, gstate *st, split *sp, mq_qparam *p) {
     _Alignas(64) float ctr[16], amax[16], r0[16], sc1[16];
@@ -546,10 +548,28 @@ ALWAYS_INLINE void step2_sym_block(const mq_qformat *f, bool W16, const void *x,
                                               _mm512_mullo_epi64(ed, q));
     for (size_t b = 0; b < nb; b++) {
         if (!(own >> b & 1))
-            p[b] = step2(f, true, W16, (const char *)x + b * n * (dt == MQ_F32 ? 4 : 2), dt, n,
-                         &st[b], &sp[b]);
+            p[b] = step2_sym(f, W16, (const char *)x + b * n * (dt == MQ_F32 ? 4 : 2), dt, n,
+                             &st[b], &sp[b]);
         else if (better >> b & 1) p[b] = (mq_qparam){sc1[2 * b + (w1 >> b & 1)], zp};
         else p[b] = lane_param(&st[b].c0, st[b].w0);
+    }
+}
+
+/* Step 3, asymmetric, for a block of nb groups: each step for all groups before the next
+ * (the setup and the choice are chains of divisions and reductions; groups overlap). */
+ALWAYS_INLINE void step2_asym_block(const mq_qformat *f, bool W16, const void *x, mq_dtype dt,
+                                    size_t n, size_t nb, gstate *st, split *sp, mq_qparam *p) {
+    lanes c1[BLOCK];
+    __m512i d[BLOCK][2];
+    for (size_t b = 0; b < nb; b++) asym1_lanes(f, &st[b], &c1[b]);
+    for (size_t b = 0; b < nb; b++)
+        group_sums((const char *)x + b * n * (dt == MQ_F32 ? 4 : 2), dt, n, st[b].k, &c1[b],
+                   ASYM1, false, W16, &sp[b], d[b]);
+    for (size_t b = 0; b < nb; b++) {
+        mq_fix_err e1;
+        int w1 = pick(d[b], c1[b].m, ASYM1, &e1);
+        p[b] = mq__fix_less(e1, st[b].e0) ? lane_param(&c1[b], w1)
+                                           : lane_param(&st[b].c0, st[b].w0);
     }
 }
 
@@ -566,12 +586,11 @@ ALWAYS_INLINE void search_t(const mq_qformat *f, bool SYM, bool W16, const void 
         for (size_t b = 0; b < nb; b++)
             step0(f, SYM, W16, xb + b * gs * esz, dt, gs, mn[g0 + b], mx[g0 + b], &st[b], &sp[b]);
         for (size_t b = 0; b < nb; b++) step1(SYM, W16, xb + b * gs * esz, dt, gs, &st[b], &sp[b]);
-        if (SYM && gs <= CHUNK) {
-            step2_sym_block(f, W16, xb, dt, gs, nb, st, sp, p + g0);
-            continue;
-        }
-        for (size_t b = 0; b < nb; b++)
-            p[g0 + b] = step2(f, SYM, W16, xb + b * gs * esz, dt, gs, &st[b], &sp[b]);
+        if (!SYM) step2_asym_block(f, W16, xb, dt, gs, nb, st, sp, p + g0);
+        else if (gs <= CHUNK) step2_sym_block(f, W16, xb, dt, gs, nb, st, sp, p + g0);
+        else
+            for (size_t b = 0; b < nb; b++)
+                p[g0 + b] = step2_sym(f, W16, xb + b * gs * esz, dt, gs, &st[b], &sp[b]);
     }
 }
 

@@ -250,6 +250,69 @@ static void compare_sqerr_fix(const mq_qkernels *v, const char *name) {
     CHECK(cases > 1000);
 }
 
+/* Symmetric INT4 groups of 128 with exact ties between different candidates (errors d / m^2
+ * equal as fractions; random data never makes them), found by a search over seeds and
+ * edits: X = x * 16384 from a small generator, then two values set so that the tie is
+ * exact. kind 0: stage-0 candidates 6 and 7 (ratios 0.8, 0.75) tie as the least (the first
+ * must win); kind 1: the two stage-1 candidates tie, below the stage-0 winner (the first
+ * must win); kind 2: the stage-1 winner ties the stage-0 winner (stage 0 must stay). */
+static void compare_search_fix_ties(const mq_qkernels *v, const char *name) {
+    static const struct { int kind, amp, p; uint32_t seed; int i1, v1, i2, v2; } tie[3] = {
+        {0, 3, 1, 49, 72, -14926, 4, 11350},
+        {1, 8, 4, 7629, 36, -14353, 110, 4593},
+        {2, 2, 1, 79, 3, -14339, 65, -13576}};
+    enum { N = 128, NG = 9 };
+    static float x[NG * N];
+    float mn[NG], mx[NG];
+    mq_qformat f;
+    mq__qformat(MQ_Q_INT4, &f);
+    for (int g = 0; g < NG; g++) {
+        int t = g % 3;
+        float *xg = x + g * N;
+        uint32_t s = tie[t].seed;
+        for (int i = 0; i < N; i++) {
+            s = s * 1664525u + 1013904223u;
+            int64_t r = (int64_t)(s >> 17) - 16384, X = r;
+            for (int k = 1; k < tie[t].p; k++) X = X * (r < 0 ? -r : r) / 16384;
+            X = X * tie[t].amp / 8;
+            X = X > 16383 ? 16383 : X < -16383 ? -16383 : X;
+            xg[i] = (float)X / 16384.0f;
+        }
+        xg[0] = 1.0f;
+        xg[tie[t].i1] = (float)tie[t].v1 / 16384.0f;
+        xg[tie[t].i2] = (float)tie[t].v2 / 16384.0f;
+        mq__minmax_ref(xg, N, &mn[g], &mx[g]);
+        /* the tie is there: the reference's errors of the two candidates */
+        mq_qcand c0[MQ_MAX_CANDIDATES], c1[MQ_MAX_CANDIDATES];
+        mq_qfix q0[MQ_MAX_CANDIDATES], q1[MQ_MAX_CANDIDATES];
+        int64_t d0[MQ_MAX_CANDIDATES], d1[MQ_MAX_CANDIDATES];
+        int n0 = mq__qcandidates(&f, MQ_SYMMETRIC, mn[g], mx[g], 0, 1.0f, c0);
+        for (int c = 0; c < n0; c++) q0[c] = mq__qfix_init(&f, c0[c].p, 1.0f);
+        mq__sqerr_fix_ref(xg, N, MQ_QFIX_ONE, q0, n0, d0);
+        int w = 0;
+        for (int c = 1; c < n0; c++)
+            if (mq__fix_less((mq_fix_err){d0[c], q0[c].m}, (mq_fix_err){d0[w], q0[w].m})) w = c;
+        int n1 = mq__qcandidates(&f, MQ_SYMMETRIC, mn[g], mx[g], 1, c0[w].ratio, c1);
+        for (int c = 0; c < n1; c++) q1[c] = mq__qfix_init(&f, c1[c].p, 1.0f);
+        mq__sqerr_fix_ref(xg, N, MQ_QFIX_ONE, q1, n1, d1);
+        mq_fix_err a = {d0[w], q0[w].m}, b = {d1[1], q1[1].m};
+        if (tie[t].kind == 1) a = (mq_fix_err){d1[0], q1[0].m};
+        if (tie[t].kind == 0) b = (mq_fix_err){d0[7], q0[7].m};
+        CHECK_MSG(mx[g] == 1.0f && (tie[t].kind != 0 || w == 6) &&
+                      a.m != b.m && !mq__fix_less(a, b) && !mq__fix_less(b, a),
+                  "tie case %d: no exact tie (winner %d)", t, w);
+    }
+    mq_qparam p[NG];
+    v->search_fix(&f, MQ_SYMMETRIC, x, MQ_F32, N, NG, mn, mx, p);
+    for (int g = 0; g < NG; g++) {
+        mq_qparam want = mq__search_fix(&f, MQ_SYMMETRIC, x + g * N, N, mn[g], mx[g],
+                                        mq__sqerr_fix_ref);
+        CHECK_MSG(bits(p[g].scale) == bits(want.scale) && p[g].zp == want.zp,
+                  "%s search_fix tie case %d: %.9g vs %.9g", name, g % 3, (double)p[g].scale,
+                  (double)want.scale);
+    }
+}
+
 /* The many-group fixed-point search against mq__search_fix on the reference's errors: F32,
  * F16 and BF16 sources at odd byte offsets, INT4 / UINT4, both schemes, groups of every size
  * up to a few chunks (and past 1024 values), shapes that clip hard (winners at the grid's
@@ -258,6 +321,7 @@ static void compare_sqerr_fix(const mq_qkernels *v, const char *name) {
  * blocks of 8: a full block and a partial one). */
 static void compare_search_fix(const mq_qkernels *v, const char *name) {
     if (!v->search_fix) return; /* optional: the quantizer then runs mq__search_fix */
+    compare_search_fix_ties(v, name);
     enum { NMAX = 1300, NG = 11 };
     static float xf[NG * NMAX];
     static uint8_t raw[NG * NMAX * 4 + 8];
