@@ -611,10 +611,12 @@ static void block_codes(const qjob *j, const void *x, mq_dtype dt, int64_t g0, b
 /* The min/max rule on a row read in place, through the kernels that take many groups at
  * once (the codes go straight to dst, packed when packed4); the parameters are stored and
  * left in qr / add as the general loop leaves them. false when a group holds a NaN or an Inf
- * or gets a scale that overflows: the general loop then finds and reports it. The codes of a
- * block are made after the next block's min/max and parameters, so they do not wait for the
- * parameters just stored (about 7 % faster for groups of 128), and the source of both blocks
- * stays in L1. */
+ * or gets a scale that overflows: the general loop then finds and reports it. BF16: the
+ * codes of a block are made after the next block's min/max and parameters, so they do not
+ * wait for the parameters just stored (AVX-512, groups of 128: about 7 % faster), and the
+ * source of both blocks stays in L1. F32 and F16 keep the plain order: from DRAM the lag
+ * made f32 -> INT4 g128 about 20 % slower with AVX-512 (its codes kernel prefetches the next
+ * block, then already read) and 10-20 % slower with AVX2. */
 static bool quantize_row_groups(const qjob *j, const void *x, mq_dtype dt, int64_t r,
                                 bool packed4, uint8_t *dst, mq_qround *qr, int32_t *add) {
     const mq_qlayout *L = j->lay;
@@ -622,6 +624,7 @@ static bool quantize_row_groups(const qjob *j, const void *x, mq_dtype dt, int64
     int64_t gpr = L->groups_per_row, gs = L->group_size;
     float *scale = j->scale + r * gpr;
     uint8_t *zp8 = j->zp ? j->zp + r * gpr : NULL;
+    bool lag = dt == MQ_BF16;
     for (int64_t g0 = 0; g0 < gpr; g0 += GROUP_BLOCK) {
         int64_t nb = gpr - g0 < GROUP_BLOCK ? gpr - g0 : GROUP_BLOCK;
         /* the last group may be shorter */
@@ -635,9 +638,10 @@ static bool quantize_row_groups(const qjob *j, const void *x, mq_dtype dt, int64
         if (!k->params_minmax(&j->f, j->spec->scheme, (size_t)nb, mn, mx, scale + g0,
                               zp8 ? zp8 + g0 : NULL, qr + g0, add + g0))
             return false;
-        if (g0) block_codes(j, x, dt, g0 - GROUP_BLOCK, packed4, dst, qr, add);
+        if (!lag) block_codes(j, x, dt, g0, packed4, dst, qr, add);
+        else if (g0) block_codes(j, x, dt, g0 - GROUP_BLOCK, packed4, dst, qr, add);
     }
-    block_codes(j, x, dt, (gpr - 1) / GROUP_BLOCK * GROUP_BLOCK, packed4, dst, qr, add);
+    if (lag) block_codes(j, x, dt, (gpr - 1) / GROUP_BLOCK * GROUP_BLOCK, packed4, dst, qr, add);
     return true;
 }
 
