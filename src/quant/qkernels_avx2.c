@@ -426,6 +426,7 @@ const mq_qkernels *mq__qkernels_avx2(void) {
                                   pack4_avx2,        dequantize_avx2,    minmax_src_avx2,
                                   quantize_src_avx2, quantize4_src_avx2, search_avx2,
                                   minmax_groups_avx2, params_minmax_avx2, quantize_groups_avx2,
-                                  sqerr_fix_avx2,      NULL};
+                                  sqerr_fix_avx2,      NULL,
+                                  NULL};
     return &k;
 }

@@ -161,6 +161,76 @@ ALWAYS_INLINE bool minmax1_bf16(const char *x, size_t n, float *mn, float *mx, c
                        _mm512_set1_epi16((short)_mm_extract_epi16(h4, 0)));
 }
 
+/* max |x| of BF16 x[0, n), n >= 1, per word lane, as magnitude words (x & 0x7fff: their order
+ * is that of |x|, a NaN above +Inf): one AND (with the load) and one max per 32 values, half
+ * of range_bf16's work. Prefetches as range_bf16. */
+ALWAYS_INLINE __m512i absmax_bf16(const char *p, size_t n, const char *pf) {
+    const __m512i mag = _mm512_set1_epi16(0x7fff);
+    if (n == 128) { /* the common group size: two chains of two */
+        if (pf) {
+            _mm_prefetch(pf, _MM_HINT_T0);
+            _mm_prefetch(pf + 64, _MM_HINT_T0);
+        }
+        __m512i a = _mm512_and_si512(_mm512_loadu_si512(p), mag);
+        __m512i b = _mm512_and_si512(_mm512_loadu_si512(p + 64), mag);
+        __m512i c = _mm512_and_si512(_mm512_loadu_si512(p + 128), mag);
+        __m512i d = _mm512_and_si512(_mm512_loadu_si512(p + 192), mag);
+        return _mm512_max_epi16(_mm512_max_epi16(a, b), _mm512_max_epi16(c, d));
+    }
+    __m512i m0 = _mm512_setzero_si512(), m1 = m0;
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        if (pf) _mm_prefetch(pf + i, _MM_HINT_T0);
+        m0 = _mm512_max_epi16(m0, _mm512_and_si512(_mm512_loadu_si512(p + 2 * i), mag));
+        m1 = _mm512_max_epi16(m1, _mm512_and_si512(_mm512_loadu_si512(p + 2 * i + 64), mag));
+    }
+    for (; i < n; i += 32) { /* absent values are 0, below every magnitude */
+        __mmask32 m = n - i >= 32 ? 0xffffffffu : (1u << (n - i)) - 1;
+        m0 = _mm512_max_epi16(m0, _mm512_and_si512(_mm512_maskz_loadu_epi16(m, p + 2 * i), mag));
+    }
+    return _mm512_max_epi16(m0, m1);
+}
+
+/* max |x| of 16 BF16 groups of gs elements (minmax16_bf16's tree, max only) into mx, its
+ * negation into mn; false when one holds a NaN or an Inf (a magnitude word above that of
+ * FLT_MAX's BF16). */
+ALWAYS_INLINE bool absmax16_bf16(const char *x, size_t gs, float *mn, float *mx, const char *pf) {
+    __m512i h2[4];
+    for (int q = 0; q < 4; q++) {
+        __m512i h1[2];
+        for (int p = 0; p < 2; p++) {
+            size_t g = (size_t)(4 * q + 2 * p);
+            __m512i a = absmax_bf16(x + 2 * g * gs, gs, pf + g * gs);
+            __m512i b = absmax_bf16(x + 2 * (g + 1) * gs, gs, pf + (g + 1) * gs);
+            h1[p] = mm16(_mm512_shuffle_i32x4(a, b, 0x44), _mm512_shuffle_i32x4(a, b, 0xee), 1);
+        }
+        h2[q] = mm16(_mm512_shuffle_i32x4(h1[0], h1[1], 0x88), _mm512_shuffle_i32x4(h1[0], h1[1], 0xdd), 1);
+    }
+    __m512i h3a = mm16(_mm512_unpacklo_epi64(h2[0], h2[1]), _mm512_unpackhi_epi64(h2[0], h2[1]), 1);
+    __m512i h3b = mm16(_mm512_unpacklo_epi64(h2[2], h2[3]), _mm512_unpackhi_epi64(h2[2], h2[3]), 1);
+    __m512i h = mm16(SHUF32(h3a, h3b, 0x88), SHUF32(h3a, h3b, 0xdd), 1);
+    h = _mm512_max_epi16(h, _mm512_rol_epi32(h, 16)); /* both words of a dword: its group's */
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    __m512i a = _mm512_permutexvar_epi32(order, _mm512_slli_epi32(h, 16));
+    _mm512_storeu_si512(mx, a);
+    _mm512_storeu_si512(mn, _mm512_xor_si512(a, _mm512_set1_epi32((int)0x80000000u)));
+    return _mm512_cmpgt_epi16_mask(h, _mm512_set1_epi16(0x7f7f)) == 0;
+}
+
+/* max |x| of one BF16 group of n elements (pf: range_bf16). */
+ALWAYS_INLINE bool absmax1_bf16(const char *x, size_t n, float *mn, float *mx, const char *pf) {
+    __m512i h = absmax_bf16(x, n, pf);
+    __m256i h8 = _mm256_max_epi16(_mm512_castsi512_si256(h), _mm512_extracti64x4_epi64(h, 1));
+    __m128i h4 = _mm_max_epi16(_mm256_castsi256_si128(h8), _mm256_extracti128_si256(h8, 1));
+    h4 = _mm_max_epi16(h4, _mm_srli_si128(h4, 8));
+    h4 = _mm_max_epi16(h4, _mm_srli_si128(h4, 4));
+    h4 = _mm_max_epi16(h4, _mm_srli_si128(h4, 2));
+    uint32_t w = (uint16_t)_mm_extract_epi16(h4, 0);
+    *mx = _mm_cvtss_f32(_mm_castsi128_ps(_mm_cvtsi32_si128((int)(w << 16))));
+    *mn = -*mx;
+    return w <= 0x7f7f;
+}
+
 static bool minmax_avx512(const float *x, size_t n, float *mn, float *mx) {
     return minmax_t(x, MQ_F32, n, mn, mx);
 }
@@ -625,6 +695,32 @@ static bool minmax_groups_avx512(const void *x, mq_dtype dt, size_t gs, size_t n
     return minmax_groups_t(x, MQ_F32, gs, ng, mn, mx);
 }
 
+static bool absmax_groups_avx512(const void *x, mq_dtype dt, size_t gs, size_t ng, float *mn,
+                                 float *mx) {
+    if (dt != MQ_BF16) { /* F32 and F16: from their min and max */
+        if (!minmax_groups_avx512(x, dt, gs, ng, mn, mx)) return false;
+        for (size_t g = 0; g < ng; g += 16) {
+            __mmask16 m = tail_mask(ng - g);
+            __m512 l = _mm512_maskz_loadu_ps(m, mn + g), h = _mm512_maskz_loadu_ps(m, mx + g);
+            __m512 a = _mm512_max_ps(_mm512_xor_ps(l, _mm512_set1_ps(-0.0f)), h);
+            _mm512_mask_storeu_ps(mx + g, m, a);
+            _mm512_mask_storeu_ps(mn + g, m, _mm512_xor_ps(a, _mm512_set1_ps(-0.0f)));
+        }
+        return true;
+    }
+    /* prefetches as minmax_groups_t */
+    const char *p = (const char *)x, *pf = p + PF_AHEAD;
+    size_t g = 0;
+    if (gs == 128) /* the common size, its loops unrolled */
+        for (; g + 16 <= ng; g += 16)
+            if (!absmax16_bf16(p + 2 * g * 128, 128, mn + g, mx + g, pf + g * 128)) return false;
+    for (; g + 16 <= ng; g += 16)
+        if (!absmax16_bf16(p + 2 * g * gs, gs, mn + g, mx + g, pf + g * gs)) return false;
+    for (; g < ng; g++)
+        if (!absmax1_bf16(p + 2 * g * gs, gs, &mn[g], &mx[g], pf + g * gs)) return false;
+    return true;
+}
+
 /* mq__params_minmax_ref on up to 16 groups (lanes m), one group per lane: the same IEEE
  * operations in the same order (max(a, b) is a > b ? a : b, as the reference's conditions;
  * the conversion rounds as nearbyintf). */
@@ -742,20 +838,43 @@ ALWAYS_INLINE void prefetch_write(const uint8_t *p) {
 }
 
 /* The 32-bit codes of the even and the odd elements of 32 BF16 values (one 64-byte load: the
- * even elements shifted up, the odd ones with the low bits cleared), clamped above only when `top` (to hi, an integer), as
- * signed 16-bit words: each 128-bit lane holds four even codes, then the four odd ones. A
- * value at or above 2^31 converts to INT_MIN: `top` is needed unless none can be. */
-ALWAYS_INLINE __m512i words_pairs(const char *p, __m512 inv, __m512 hi, bool top) {
-    __m512i v = in_register(_mm512_loadu_si512(p));
+ * even elements shifted up, the odd ones with the low bits cleared) as signed 16-bit words:
+ * each 128-bit lane holds four even codes, then the four odd ones. Clamped above (a value at
+ * or above 2^31 would convert to INT_MIN) on the words (`word`: min with wtop, see
+ * word_top), else on the products (min with hi, an integer). */
+ALWAYS_INLINE __m512i words_pairs(const char *p, __m512 inv, __m512 hi, __m512i wtop,
+                                  bool word) {
+    __m512i v = word ? _mm512_min_epi16(_mm512_loadu_si512(p), wtop)
+                     : in_register(_mm512_loadu_si512(p));
     __m512 e = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), inv);
     __m512 o = _mm512_mul_ps(
         _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xffff0000u))), inv);
-    if (top) {
+    if (!word) {
         e = _mm512_min_ps(e, hi);
         o = _mm512_min_ps(o, hi);
     }
     /* the conversion rounds in the current mode, as the reference */
     return _mm512_packs_epi32(_mm512_cvtps_epi32(e), _mm512_cvtps_epi32(o));
+}
+
+/* The clamp above of the pack path on the BF16 words: min(word, top) as signed 16-bit
+ * integers changes no negative value (their words are negative) and, inv > 0, keeps the
+ * order of the positive ones and of their products. a = hi * scale is within 2^-23 of
+ * hi / inv (inv = 1 / scale rounded), the value whose product is hi; let t0 be its BF16
+ * truncation, normal: BF16 steps are 2^-8 to 2^-7 of the value, so the product of t0 - 1
+ * lies in (hi (1 - 2^-6), hi] and that of t0 + 2 above hi. For hi in [1, 31] the codes of
+ * t0 - 1 and of every larger value are hi's: top = t0 - 1. Where hi's code is the pack's
+ * saturation (`sat`: 127 or 255, 8-bit), top = t0 + 2: the products above hi round to at
+ * least hi and saturate to its code, and none reaches 2^31 (where the conversion gives
+ * INT_MIN). One op per 32 values instead of two float min. -1: no word clamp. */
+static inline int32_t word_top(float scale, float hi, bool sat) {
+    float a = hi * scale;
+    uint32_t ab;
+    memcpy(&ab, &a, 4);
+    int32_t t0 = (int32_t)(ab >> 16);
+    if (t0 < 0x80 || t0 > (sat ? 0x7f7d : 0x7f7f) || !(hi >= 1.0f) || (!sat && !(hi <= 31.0f)))
+        return -1; /* (top stays finite: an Inf is clamped too) */
+    return sat ? t0 + 2 : t0 - 1;
 }
 
 /* A pack of words_pairs (a, b) holds in lane L a's even codes 4L..4L+3, a's odd ones, then
@@ -764,20 +883,66 @@ ALWAYS_INLINE __m512i words_pairs(const char *p, __m512 inv, __m512 hi, bool top
     _mm512_broadcast_i32x4(_mm_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15))
 #define PAIRS_QWORDS _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7)
 
+/* group_codes' pack path on BF16 from element 0 to the last whole piece: the next element. */
+ALWAYS_INLINE size_t pack_codes(const char *px, size_t n, const mq_qround *p, int32_t add,
+                                bool packed4, bool s8, __m512i wtop, bool word, line_writer *w,
+                                const char *pf) {
+    const __m512 inv = _mm512_set1_ps(p->inv), hi = _mm512_set1_ps(p->hi);
+    const __m512i add16 = _mm512_set1_epi16((short)add); /* cl - lo: fits */
+    size_t i = 0;
+    if (packed4) {
+        const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 16, 20, 24, 28,
+                                                18, 22, 26, 30);
+        for (; i + 128 <= n; i += 128) {
+            _mm_prefetch(pf + i, _MM_HINT_T0);
+            _mm_prefetch(pf + i + 64, _MM_HINT_T0);
+            const char *q = px + 2 * i;
+            __m512i wa = _mm512_adds_epi16(words_pairs(q, inv, hi, wtop, word), add16);
+            __m512i wb = _mm512_adds_epi16(words_pairs(q + 64, inv, hi, wtop, word), add16);
+            __m512i wc = _mm512_adds_epi16(words_pairs(q + 128, inv, hi, wtop, word), add16);
+            __m512i wd = _mm512_adds_epi16(words_pairs(q + 192, inv, hi, wtop, word), add16);
+            /* lane L: a's even codes, a's odd ones, b's, each < 16; the odd ones joined
+             * above the even ones in the low 4 bytes of each 64-bit lane */
+            __m512i ab = _mm512_packus_epi16(wa, wb), cd = _mm512_packus_epi16(wc, wd);
+            ab = _mm512_or_si512(ab, _mm512_srli_epi64(ab, 28));
+            cd = _mm512_or_si512(cd, _mm512_srli_epi64(cd, 28));
+            writer_put(w, _mm512_permutex2var_epi32(ab, order, cd));
+        }
+    } else {
+        const __m512i bytes = PAIRS_BYTES;
+        for (; i + 64 <= n; i += 64) {
+            _mm_prefetch(pf + i, _MM_HINT_T0);
+            prefetch_write(w->at + PW_AHEAD);
+            __m512i wa = words_pairs(px + 2 * i, inv, hi, wtop, word);
+            __m512i wb = words_pairs(px + 2 * i + 64, inv, hi, wtop, word);
+            if (add) {
+                wa = _mm512_adds_epi16(wa, add16);
+                wb = _mm512_adds_epi16(wb, add16);
+            }
+            __m512i r = s8 ? _mm512_packs_epi16(wa, wb) : _mm512_packus_epi16(wa, wb);
+            r = _mm512_shuffle_epi8(r, bytes);
+            writer_put(w, _mm512_permutexvar_epi64(PAIRS_QWORDS, r));
+        }
+    }
+    return i;
+}
+
 /* One group of n values: codes at w->at, or packed two per byte (packed4); prefetches
  * `ahead` bytes on, or BF16 on the pack path a line at pf + i for each 128 bytes read
  * (PF_AHEAD). BF16 is read as pairs (words_pairs), and the clamp below is the
  * saturation of the packs: the code of a value under lo is lo + add, which is the least
  * value of the type packed to (0 for 4-bit and unsigned 8-bit codes, -128 for signed 8-bit
- * ones); values above hi are clamped in float (the packs' upper bounds are 15, 127 or 255
- * only for some). F32 and F16, other offsets and the last values short of a piece take the
- * narrowing stores of quantize_t / quantize4_t, which are faster there. */
+ * ones); values above hi are clamped on the words (top >= 0, word_top) or in float (the
+ * packs' upper bounds are 15, 127 or 255 only for some). mode: codes_modes' answer (-1:
+ * found here). F32 and F16, other offsets and the last values short of a piece
+ * take the narrowing stores of quantize_t / quantize4_t, which are faster there. */
 ALWAYS_INLINE void group_codes(const void *x, mq_dtype dt, size_t n, const mq_qround *p,
                                int32_t add, bool packed4, line_writer *w, size_t ahead,
                                int mode, const char *pf) {
     const char *px = (const char *)x;
     size_t i = 0;
-    bool s8, u8;
+    bool s8, u8, word = false;
+    __m512i wtop = _mm512_setzero_si512();
     if (mode >= 0) { /* codes_modes' answer */
         s8 = mode == 2;
         u8 = mode == 1;
@@ -791,44 +956,16 @@ ALWAYS_INLINE void group_codes(const void *x, mq_dtype dt, size_t n, const mq_qr
         int32_t ch = whole ? (int32_t)((uint32_t)(int32_t)p->hi + (uint32_t)add) : 1;
         s8 = whole && cl == -128 && ch >= cl && ch <= 127;
         u8 = whole && cl == 0 && ch >= 0 && ch <= (packed4 ? 15 : 255);
+        /* long groups (per channel): the scalar rule's latency is spread over many values */
+        if (dt == MQ_BF16 && (u8 || (s8 && !packed4)) && n >= 512) {
+            int32_t top = word_top(p->scale, p->hi, !packed4 && ch == (s8 ? 127 : 255));
+            word = top >= 0;
+            wtop = _mm512_set1_epi16((short)top);
+        }
     }
     if (dt == MQ_BF16 && (u8 || (s8 && !packed4))) {
-        const __m512 inv = _mm512_set1_ps(p->inv), hi = _mm512_set1_ps(p->hi);
-        const __m512i add16 = _mm512_set1_epi16((short)add); /* cl - lo: fits */
-        if (packed4) {
-            const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 16, 20, 24, 28,
-                                                    18, 22, 26, 30);
-            for (; i + 128 <= n; i += 128) {
-                _mm_prefetch(pf + i, _MM_HINT_T0);
-                _mm_prefetch(pf + i + 64, _MM_HINT_T0);
-                const char *q = px + 2 * i;
-                __m512i wa = _mm512_adds_epi16(words_pairs(q, inv, hi, true), add16);
-                __m512i wb = _mm512_adds_epi16(words_pairs(q + 64, inv, hi, true), add16);
-                __m512i wc = _mm512_adds_epi16(words_pairs(q + 128, inv, hi, true), add16);
-                __m512i wd = _mm512_adds_epi16(words_pairs(q + 192, inv, hi, true), add16);
-                /* lane L: a's even codes, a's odd ones, b's, each < 16; the odd ones joined
-                 * above the even ones in the low 4 bytes of each 64-bit lane */
-                __m512i ab = _mm512_packus_epi16(wa, wb), cd = _mm512_packus_epi16(wc, wd);
-                ab = _mm512_or_si512(ab, _mm512_srli_epi64(ab, 28));
-                cd = _mm512_or_si512(cd, _mm512_srli_epi64(cd, 28));
-                writer_put(w, _mm512_permutex2var_epi32(ab, order, cd));
-            }
-        } else {
-            const __m512i bytes = PAIRS_BYTES;
-            for (; i + 64 <= n; i += 64) {
-                _mm_prefetch(pf + i, _MM_HINT_T0);
-                prefetch_write(w->at + PW_AHEAD);
-                __m512i wa = words_pairs(px + 2 * i, inv, hi, true);
-                __m512i wb = words_pairs(px + 2 * i + 64, inv, hi, true);
-                if (add) {
-                    wa = _mm512_adds_epi16(wa, add16);
-                    wb = _mm512_adds_epi16(wb, add16);
-                }
-                __m512i r = s8 ? _mm512_packs_epi16(wa, wb) : _mm512_packus_epi16(wa, wb);
-                r = _mm512_shuffle_epi8(r, bytes);
-                writer_put(w, _mm512_permutexvar_epi64(PAIRS_QWORDS, r));
-            }
-        }
+        if (word) i = pack_codes(px, n, p, add, packed4, s8, wtop, true, w, pf);
+        else i = pack_codes(px, n, p, add, packed4, s8, wtop, false, w, pf);
     }
     if (i == n) return;
     writer_flush(w);
@@ -908,7 +1045,7 @@ static void quantize_groups_avx512(const void *x, mq_dtype dt, size_t gs, size_t
     {minmax_avx512,        quantize_avx512,        sqerr_avx512,         pack4_avx512,         \
      dequantize_avx512,    minmax_src_avx512,      quantize_src_avx512,  quantize4_src_avx512, \
      search_avx512,        minmax_groups_avx512,   params_minmax_avx512, quantize_groups_avx512, \
-     sqerr_fix_avx512,     search_fix}
+     sqerr_fix_avx512,     search_fix,             absmax_groups_avx512}
 
 const mq_qkernels *mq__qkernels_avx512(void) {
     static const mq_qkernels k = AVX512_TABLE(mq__search_fix_avx512);

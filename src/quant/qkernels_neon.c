@@ -268,6 +268,7 @@ const mq_qkernels *mq__qkernels_neon(void) {
                                   pack4_neon,        dequantize_neon,    minmax_src_neon,
                                   quantize_src_neon, quantize4_src_neon, search_neon,
                                   minmax_groups_neon, mq__params_minmax_ref, quantize_groups_neon,
-                                  sqerr_fix_neon,      NULL};
+                                  sqerr_fix_neon,      NULL,
+                                  NULL};
     return &k;
 }

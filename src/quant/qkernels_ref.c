@@ -112,6 +112,17 @@ bool mq__minmax_groups_ref(const void *x, mq_dtype dt, size_t gs, size_t ng, flo
     return true;
 }
 
+bool mq__absmax_groups_ref(const void *x, mq_dtype dt, size_t gs, size_t ng, float *mn,
+                           float *mx) {
+    for (size_t g = 0; g < ng; g++) {
+        float l, h;
+        if (!mq__minmax_src_ref(src_at(x, dt, g * gs), dt, gs, &l, &h)) return false;
+        mx[g] = -l > h ? -l : h;
+        mn[g] = -mx[g];
+    }
+    return true;
+}
+
 /* The min/max path of the quantizer, group by group: the rule, the finiteness check, then
  * the values the quantize kernels take. */
 bool mq__params_minmax_ref(const mq_qformat *f, mq_scheme scheme, size_t ng, const float *mn,
@@ -205,7 +216,8 @@ const mq_qkernels *mq__qkernels_ref(void) {
                                   mq__quantize_src_ref,  mq__quantize4_src_ref,
                                   search_ref,            mq__minmax_groups_ref,
                                   mq__params_minmax_ref, mq__quantize_groups_ref,
-                                  mq__sqerr_fix_ref,     NULL};
+                                  mq__sqerr_fix_ref,     NULL,
+                                  mq__absmax_groups_ref};
     return &k;
 }
 

@@ -85,6 +85,13 @@ typedef struct mq_qkernels {
     void (*search_fix)(const struct mq_qformat *f, mq_scheme scheme, const void *x, mq_dtype dt,
                        size_t gs, size_t ng, const float *mn, const float *mx,
                        struct mq_qparam *p);
+    /* minmax_groups for the symmetric rule, which sees only the largest magnitude
+     * (mq__qparam_minmax gives the same for [-a, a] as for [mn, mx], a = max(-mn, mx)):
+     * mn[g] = -a, mx[g] = a of group g (as values: a zero's sign may differ); false when x
+     * holds a NaN or an Inf. Vector tables find a with about half the work of the min and
+     * the max. A table may leave it NULL. */
+    bool (*absmax_groups)(const void *x, mq_dtype dt, size_t gs, size_t ng, float *mn,
+                          float *mx);
 } mq_qkernels;
 
 MQ_HIDDEN const mq_qkernels *mq__qkernels(const mq_ctx *ctx);
@@ -110,6 +117,8 @@ MQ_HIDDEN void mq__quantize4_src_ref(const void *x, mq_dtype dt, size_t n, const
                                      int32_t add, uint8_t *dst);
 MQ_HIDDEN bool mq__minmax_groups_ref(const void *x, mq_dtype dt, size_t gs, size_t ng, float *mn,
                                      float *mx);
+MQ_HIDDEN bool mq__absmax_groups_ref(const void *x, mq_dtype dt, size_t gs, size_t ng,
+                                     float *mn, float *mx);
 MQ_HIDDEN bool mq__params_minmax_ref(const struct mq_qformat *f, mq_scheme scheme, size_t ng,
                                      const float *mn, const float *mx, float *scale,
                                      uint8_t *zp8, mq_qround *qr, int32_t *add);

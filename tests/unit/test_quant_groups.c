@@ -87,8 +87,47 @@ TEST(minmax_groups_match_reference) {
     mq_ctx_free(ctx);
 }
 
+/* absmax_groups: the range [-a, a], a = max(-mn, mx) of the reference's min and max, at every
+ * level that has it (the reference's own included). */
+TEST(absmax_groups_match_reference) {
+    const mq_qkernels *r = mq__qkernels_ref();
+    mq_ctx *ctx = mq_ctx_create();
+    static uint8_t buf[4 * 256 * 40 + 8];
+    int cases = 0;
+    for (int isa = 0; isa >= 0; isa = test_next_isa(isa)) {
+        CHECK_EQ_INT(mq_ctx_set_isa(ctx, (mq_isa)isa), MQ_OK);
+        const mq_qkernels *v = mq__qkernels(ctx);
+        if (!v->absmax_groups) continue;
+        for (int d = 0; d < 3; d++) {
+            for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+                size_t gs = sizes[s];
+                for (size_t ng = 1; ng <= 40; ng += ng < 18 ? 1 : 11) {
+                    uint8_t *x = buf + 1 + (ng & 2); /* odd and even byte offsets */
+                    fill(x, dts[d], gs, ng);
+                    float a0[40], a1[40], b0[40], b1[40];
+                    CHECK(r->minmax_groups(x, dts[d], gs, ng, a0, a1));
+                    bool fb = v->absmax_groups(x, dts[d], gs, ng, b0, b1);
+                    CHECK_MSG(fb, "%s %s gs %zu ng %zu: finite data", mq_isa_name((mq_isa)isa),
+                              mq_dtype_name(dts[d]), gs, ng);
+                    for (size_t g = 0; g < ng; g++) {
+                        float a = -a0[g] > a1[g] ? -a0[g] : a1[g];
+                        CHECK_MSG(b1[g] == a && b0[g] == -a,
+                                  "%s %s gs %zu ng %zu group %zu: [%g, %g] vs [%g, %g]",
+                                  mq_isa_name((mq_isa)isa), mq_dtype_name(dts[d]), gs, ng, g,
+                                  (double)-a, (double)a, (double)b0[g], (double)b1[g]);
+                    }
+                    cases++;
+                }
+            }
+        }
+    }
+    CHECK(cases > 0);
+    mq_ctx_free(ctx);
+}
+
 /* A NaN (several payloads, either sign) or an Inf at any position of 16 or 17 groups, even or
- * odd element: every level reports it; the largest finite values do not count. */
+ * odd element: every level reports it (minmax_groups and absmax_groups); the largest finite
+ * values do not count. */
 TEST(minmax_groups_find_non_finite) {
     mq_ctx *ctx = mq_ctx_create();
     static uint8_t buf[4 * 128 * 17 + 8];
@@ -117,6 +156,9 @@ TEST(minmax_groups_find_non_finite) {
                         CHECK_MSG(!v->minmax_groups(x, dt, gs, ng, mn, mx),
                                   "%s %s gs %zu: kind %d at %zu not found",
                                   mq_isa_name((mq_isa)isa), mq_dtype_name(dt), gs, kind, pos);
+                        CHECK_MSG(!v->absmax_groups || !v->absmax_groups(x, dt, gs, ng, mn, mx),
+                                  "%s %s gs %zu: absmax: kind %d at %zu not found",
+                                  mq_isa_name((mq_isa)isa), mq_dtype_name(dt), gs, kind, pos);
                     }
                 }
                 /* the largest finite values are finite */
@@ -126,6 +168,9 @@ TEST(minmax_groups_find_non_finite) {
                 put(x, dt, gs + 6, -big);
                 float mn[17], mx[17];
                 CHECK(v->minmax_groups(x, dt, gs, ng, mn, mx) && mx[0] == big && mn[1] == -big);
+                if (v->absmax_groups)
+                    CHECK(v->absmax_groups(x, dt, gs, ng, mn, mx) && mx[0] == big && mx[1] == big &&
+                          mn[1] == -big);
             }
         }
     }
@@ -361,6 +406,73 @@ TEST(quantize_groups_extreme_params) {
     mq_ctx_free(ctx);
 }
 
+/* Long BF16 groups (the vector pack path clamps the 16-bit words above, at a bound found from
+ * hi and the scale): values on every word around that bound and around hi's, ties of the
+ * rounding, +-Inf, tiny and huge scales, 8-bit tops at and below the pack's saturation; the
+ * codes equal the reference's. */
+TEST(quantize_groups_long_bf16_top) {
+    const mq_qkernels *r = mq__qkernels_ref();
+    mq_ctx *ctx = mq_ctx_create();
+    enum { GS = 600, NG = 3 };
+    static uint8_t x[2 * GS * NG + 8], ca[GS * NG + 8], cb[GS * NG + 8];
+    mq_qtype types[4] = {MQ_Q_INT8, MQ_Q_UINT8, MQ_Q_INT4, MQ_Q_UINT4};
+    const float scales[7] = {0.01f, 3.7e-3f, 1e-30f, 2e36f, FLT_EPSILON, 0.4f, 2.67e36f};
+    int tried = 0;
+    for (int isa = test_next_isa(0); isa >= 0; isa = test_next_isa(isa)) {
+        CHECK_EQ_INT(mq_ctx_set_isa(ctx, (mq_isa)isa), MQ_OK);
+        const mq_qkernels *v = mq__qkernels(ctx);
+        if (!v->quantize_groups) continue;
+        for (int t = 0; t < 4; t++) {
+            mq_qformat f;
+            mq__qformat(types[t], &f);
+            for (int sc = 0; sc < 7; sc++) {
+                for (int zk = 0; zk < 4; zk++) {
+                    mq_qround qr[NG];
+                    int32_t add[NG];
+                    for (int g = 0; g < NG; g++) {
+                        /* symmetric, lowest, highest and a random zero point */
+                        int32_t span = f.qmax - f.qmin;
+                        int32_t zp = zk == 0 ? (f.qmin < 0 ? 0 : (f.qmin + f.qmax + 1) / 2)
+                                   : zk == 1 ? f.qmin : zk == 2 ? f.qmax - 1
+                                             : f.qmin + (int32_t)(rnd() % (uint32_t)(span + 1));
+                        mq_qparam p = {scales[(sc + g) % 7], zp};
+                        mq__qround_init(&f, p, &qr[g]);
+                        add[g] = p.zp + f.code_offset;
+                    }
+                    if (zk == 3 && !f.packed4) qr[1].hi -= 3.0f; /* a top below the saturation */
+                    for (int g = 0; g < NG; g++) {
+                        /* words around the values whose products are hi and hi + 1/2 */
+                        float at[2] = {qr[g].hi * qr[g].scale, (qr[g].hi + 0.5f) * qr[g].scale};
+                        for (size_t i = 0; i < GS; i++) {
+                            uint16_t h;
+                            if (i < 160) {
+                                uint32_t u = test_f32_bits(at[i / 80]);
+                                h = (uint16_t)((u >> 16) + (uint32_t)(i % 80) - 40u);
+                                if ((h & 0x7f80) == 0x7f80) h = 0x3f80;
+                            } else if (i < 170) {
+                                h = i % 2 ? 0x7f80 : 0xff80; /* +-Inf */
+                            } else {
+                                h = mq_f32_to_bf16((unif() - 0.45f) * 2.2f * at[1]);
+                            }
+                            put16(x + 2, (size_t)g * GS + i, h);
+                        }
+                    }
+                    size_t bytes = f.packed4 ? NG * GS / 2 : NG * GS;
+                    memset(ca, 0xa5, sizeof ca);
+                    memset(cb, 0xa5, sizeof cb);
+                    r->quantize_groups(x + 2, MQ_BF16, GS, NG, qr, add, f.packed4, ca);
+                    v->quantize_groups(x + 2, MQ_BF16, GS, NG, qr, add, f.packed4, cb);
+                    CHECK_MSG(!memcmp(ca, cb, bytes + 8), "%s %s scale %g zp kind %d",
+                              mq_isa_name((mq_isa)isa), f.name, (double)scales[sc], zk);
+                    tried++;
+                }
+            }
+        }
+    }
+    CHECK(tried >= 96 || test_next_isa(0) < 0);
+    mq_ctx_free(ctx);
+}
+
 /* Whole tensors through mq_quantize_rows at every level: identical data, scales and zero
  * points, for per-channel and per-group min/max (group sizes that divide the rows and that do
  * not), F32/F16/BF16 sources at aligned and odd addresses. */
@@ -467,11 +579,13 @@ TEST(quantize_rows_same_errors_at_every_level) {
 
 int main(void) {
     RUN(minmax_groups_match_reference);
+    RUN(absmax_groups_match_reference);
     RUN(minmax_groups_find_non_finite);
     RUN(params_minmax_match_reference);
     RUN(reference_params_are_the_rule);
     RUN(quantize_groups_match_reference);
     RUN(quantize_groups_extreme_params);
+    RUN(quantize_groups_long_bf16_top);
     RUN(quantize_rows_same_at_every_level);
     RUN(quantize_rows_same_errors_at_every_level);
     return test_summary();
