@@ -170,10 +170,15 @@ INLINE void wonly_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b,
  * per lane, so both FMA pipes stay busy): the words of all NB blocks loaded, then each k
  * of the word over all blocks, so consecutive FMAs are independent; the activation is a
  * broadcast operand of the FMA (no register per k). Every weight stream is prefetched GV_PF
- * bytes ahead; near the end of the blocks the prefetch moves on to the same stream of the next
- * NB blocks (the caller's next tile), and each group's scales are prefetched GV_SPF groups
- * ahead: otherwise those lines are demand misses from memory, which the long loop body
- * cannot hide. Decoding costs one instruction per 16 weights before the convert:
+ * bytes ahead, 8-bit stream j GV_PF + j * GV_STAG: the blocks are equally long, so with one
+ * distance the NB prefetches of a step would go to the same offset in NB blocks at once
+ * (8-bit weights from DRAM about 10 % slower so; 4-bit ones, bound by their decode, ran
+ * 1-2 % slower staggered). In the last GV_PF bytes of the blocks the prefetches move on to
+ * the same streams of the next NB blocks (the caller's next tile; the first j * GV_STAG bytes
+ * of stream j are left to the loads there: a condition per stream measured slower), and each
+ * group's scales are prefetched GV_SPF groups ahead: otherwise those lines are demand misses
+ * from memory, which the long loop body cannot hide. Decoding costs one instruction per 16
+ * weights before the convert:
  *  - 4-bit: vpermps reads only the low four bits of each index lane, so the word shifted
  *    right by the nibble's position picks (float)(nibble - zq) from a 16-entry table directly
  *    (no convert); with per-group zero points the table holds (float)nibble and the lane's
@@ -188,7 +193,12 @@ INLINE void wonly_tile(const mq__lin *L, const mq__act *A, int64_t m, int64_t b,
  *    (vpslld, vpshufb or vpandd) reads as the integer w * 2^24 and converts exactly; the
  *    activation carries the 2^-24 instead (x * 2^-24 times w * 2^24 is the same product as
  *    x * w, so the fmaf chain is unchanged). */
-enum { GV_PF = 1024 /* bytes ahead per stream */, GV_SPF = 4 /* groups ahead */, GV_CHUNK = 256 };
+enum {
+    GV_PF = 1024,  /* bytes ahead per weight stream... */
+    GV_STAG = 256, /* ...plus this much per stream index (8-bit) */
+    GV_SPF = 4,    /* groups ahead for the scales */
+    GV_CHUNK = 256
+};
 enum { GV_I8, GV_I4, GV_I4Z, GV_I4T };
 
 /* x * 2^-24 is exact for every x of the row: no nonzero |x| below 2^-102 (it would leave the
@@ -268,7 +278,7 @@ UNROLL
 UNROLL
                 for (int j = 0; j < NB; j++) {
                     const char *p = base + j * words * 64;
-                    _mm_prefetch(p + pf, _MM_HINT_T0);
+                    _mm_prefetch(p + pf + (four ? 0 : j * GV_STAG), _MM_HINT_T0);
                     v[j] = _mm512_load_si512(p);
                 }
 UNROLL
