@@ -55,27 +55,37 @@ ALWAYS_INLINE __m512i bf16_order(__m512i v) {
     return _mm512_ternarylogic_epi32(v, _mm512_srai_epi16(v, 15), _mm512_set1_epi16(0x7fff), 0x78);
 }
 
-/* The BF16 many-group kernels prefetch the source PF_AHEAD bytes beyond what they read, one
- * line for every two lines read: the min/max pass of a span fetches the first half of the
- * span PF_AHEAD bytes on, the codes pass the second half. From DRAM this keeps misses in
- * flight while both passes compute, at about the rate the rows are consumed; fetching the
- * next span from the codes pass alone (a line per line read) was 10-15 % slower. */
+/* The BF16 many-group kernels prefetch the source PF_AHEAD bytes beyond what they read.
+ * Groups of a row or more (per channel) spread it over both passes, one line for every two
+ * lines read: the min/max pass of a span fetches the first half of the span, the codes pass
+ * the second half (fetching the next span from the codes pass alone was 10-15 % slower).
+ * Shorter groups fetch the whole span in the min/max pass, a line per line read: since that
+ * pass takes max |x| (symmetric) it runs about three times as fast as the codes, and from
+ * DRAM bf16 -> INT4 g128 (1 thread) went 22.1 -> 23.2 GB/s. */
 enum { PF_AHEAD = 8192 };
 
-/* The distance for groups of a row or more (per channel): their single-group passes run
- * faster, and from DRAM 16 KB was about 5 % faster than 8 KB for bf16 -> INT8 per channel (1
- * thread; groups of 128 lost with it). */
+/* The distance: 16 KB for groups of a row or more, whose single-group passes run faster
+ * (from DRAM 16 KB was about 5 % faster than 8 KB for bf16 -> INT8 per channel, 1 thread;
+ * 24 and 32 KB were slower, and groups of 128 lost with 16 KB). */
 ALWAYS_INLINE size_t pf_ahead(size_t gs) { return gs >= 1024 ? 16384 : PF_AHEAD; }
 
+/* 2 when the min/max pass fetches the whole span (group g's part at pf + 2 * g * gs), 1 when
+ * the first half (at pf + g * gs). */
+ALWAYS_INLINE size_t pf_share(size_t gs) { return gs >= 1024 ? 1 : 2; }
+
 /* The ordered words' min (*lo) and max (*hi) of BF16 x[0, n), n >= 1, per word lane;
- * prefetches a line at pf + i for each 128 bytes read (pf NULL: none). */
+ * prefetches for each 128 bytes read a line at pf + i (f 1) or two at pf + 2 i (f 2; pf
+ * NULL: none). */
 ALWAYS_INLINE void range_bf16(const char *p, size_t n, __m512i *lo, __m512i *hi,
-                              const char *pf) {
+                              const char *pf, size_t f) {
     __m512i l0 = _mm512_set1_epi16(0x7fff), h0 = _mm512_set1_epi16((short)0x8000);
     __m512i l1 = l0, h1 = h0;
     size_t i = 0;
     for (; i + 64 <= n; i += 64) {
-        if (pf) _mm_prefetch(pf + i, _MM_HINT_T0);
+        if (pf) {
+            _mm_prefetch(pf + f * i, _MM_HINT_T0);
+            if (f == 2) _mm_prefetch(pf + 2 * i + 64, _MM_HINT_T0);
+        }
         __m512i a = bf16_order(in_register(_mm512_loadu_si512(p + 2 * i)));
         __m512i b = bf16_order(in_register(_mm512_loadu_si512(p + 2 * i + 64)));
         l0 = _mm512_min_epi16(l0, a);
@@ -112,17 +122,17 @@ ALWAYS_INLINE __m512i mm16(__m512i a, __m512i b, int max) {
 
 /* min/max of 16 BF16 groups of gs elements: each group's 32 word lanes, then the tree of
  * minmax16_t on words leaves group g's two words in dword lane g (before the permutation).
- * Group g prefetches from pf + g * gs (range_bf16). */
+ * Group g prefetches from pf + f * g * gs (range_bf16). */
 ALWAYS_INLINE bool minmax16_bf16(const char *x, size_t gs, float *mn, float *mx,
-                                 const char *pf) {
+                                 const char *pf, size_t f) {
     __m512i l2[4], h2[4];
     for (int q = 0; q < 4; q++) {
         __m512i l1[2], h1[2];
         for (int p = 0; p < 2; p++) {
             size_t g = (size_t)(4 * q + 2 * p);
             __m512i la, ha, lb, hb;
-            range_bf16(x + 2 * g * gs, gs, &la, &ha, pf + g * gs);
-            range_bf16(x + 2 * (g + 1) * gs, gs, &lb, &hb, pf + (g + 1) * gs);
+            range_bf16(x + 2 * g * gs, gs, &la, &ha, pf + f * g * gs, f);
+            range_bf16(x + 2 * (g + 1) * gs, gs, &lb, &hb, pf + f * (g + 1) * gs, f);
             l1[p] = mm16(_mm512_shuffle_i32x4(la, lb, 0x44), _mm512_shuffle_i32x4(la, lb, 0xee), 0);
             h1[p] = mm16(_mm512_shuffle_i32x4(ha, hb, 0x44), _mm512_shuffle_i32x4(ha, hb, 0xee), 1);
         }
@@ -145,9 +155,10 @@ ALWAYS_INLINE bool minmax16_bf16(const char *x, size_t gs, float *mn, float *mx,
 }
 
 /* min/max of one BF16 group of n elements (pf: range_bf16). */
-ALWAYS_INLINE bool minmax1_bf16(const char *x, size_t n, float *mn, float *mx, const char *pf) {
+ALWAYS_INLINE bool minmax1_bf16(const char *x, size_t n, float *mn, float *mx, const char *pf,
+                                size_t f) {
     __m512i l, h;
-    range_bf16(x, n, &l, &h, pf);
+    range_bf16(x, n, &l, &h, pf, f);
     __m256i l8 = _mm256_min_epi16(_mm512_castsi512_si256(l), _mm512_extracti64x4_epi64(l, 1));
     __m256i h8 = _mm256_max_epi16(_mm512_castsi512_si256(h), _mm512_extracti64x4_epi64(h, 1));
     __m128i l4 = _mm_min_epi16(_mm256_castsi256_si128(l8), _mm256_extracti128_si256(l8, 1));
@@ -169,13 +180,11 @@ ALWAYS_INLINE bool minmax1_bf16(const char *x, size_t n, float *mn, float *mx, c
 /* max |x| of BF16 x[0, n), n >= 1, per word lane, as magnitude words (x & 0x7fff: their order
  * is that of |x|, a NaN above +Inf): one AND (with the load) and one max per 32 values, half
  * of range_bf16's work. Prefetches as range_bf16. */
-ALWAYS_INLINE __m512i absmax_bf16(const char *p, size_t n, const char *pf) {
+ALWAYS_INLINE __m512i absmax_bf16(const char *p, size_t n, const char *pf, size_t f) {
     const __m512i mag = _mm512_set1_epi16(0x7fff);
     if (n == 128) { /* the common group size: two chains of two */
-        if (pf) {
-            _mm_prefetch(pf, _MM_HINT_T0);
-            _mm_prefetch(pf + 64, _MM_HINT_T0);
-        }
+        if (pf)
+            for (size_t k = 0; k < 2 * f; k++) _mm_prefetch(pf + 64 * k, _MM_HINT_T0);
         __m512i a = _mm512_and_si512(_mm512_loadu_si512(p), mag);
         __m512i b = _mm512_and_si512(_mm512_loadu_si512(p + 64), mag);
         __m512i c = _mm512_and_si512(_mm512_loadu_si512(p + 128), mag);
@@ -185,7 +194,10 @@ ALWAYS_INLINE __m512i absmax_bf16(const char *p, size_t n, const char *pf) {
     __m512i m0 = _mm512_setzero_si512(), m1 = m0;
     size_t i = 0;
     for (; i + 64 <= n; i += 64) {
-        if (pf) _mm_prefetch(pf + i, _MM_HINT_T0);
+        if (pf) {
+            _mm_prefetch(pf + f * i, _MM_HINT_T0);
+            if (f == 2) _mm_prefetch(pf + 2 * i + 64, _MM_HINT_T0);
+        }
         m0 = _mm512_max_epi16(m0, _mm512_and_si512(_mm512_loadu_si512(p + 2 * i), mag));
         m1 = _mm512_max_epi16(m1, _mm512_and_si512(_mm512_loadu_si512(p + 2 * i + 64), mag));
     }
@@ -199,14 +211,15 @@ ALWAYS_INLINE __m512i absmax_bf16(const char *p, size_t n, const char *pf) {
 /* max |x| of 16 BF16 groups of gs elements (minmax16_bf16's tree, max only) into mx, its
  * negation into mn; false when one holds a NaN or an Inf (a magnitude word above that of
  * FLT_MAX's BF16). */
-ALWAYS_INLINE bool absmax16_bf16(const char *x, size_t gs, float *mn, float *mx, const char *pf) {
+ALWAYS_INLINE bool absmax16_bf16(const char *x, size_t gs, float *mn, float *mx, const char *pf,
+                                 size_t f) {
     __m512i h2[4];
     for (int q = 0; q < 4; q++) {
         __m512i h1[2];
         for (int p = 0; p < 2; p++) {
             size_t g = (size_t)(4 * q + 2 * p);
-            __m512i a = absmax_bf16(x + 2 * g * gs, gs, pf + g * gs);
-            __m512i b = absmax_bf16(x + 2 * (g + 1) * gs, gs, pf + (g + 1) * gs);
+            __m512i a = absmax_bf16(x + 2 * g * gs, gs, pf + f * g * gs, f);
+            __m512i b = absmax_bf16(x + 2 * (g + 1) * gs, gs, pf + f * (g + 1) * gs, f);
             h1[p] = mm16(_mm512_shuffle_i32x4(a, b, 0x44), _mm512_shuffle_i32x4(a, b, 0xee), 1);
         }
         h2[q] = mm16(_mm512_shuffle_i32x4(h1[0], h1[1], 0x88), _mm512_shuffle_i32x4(h1[0], h1[1], 0xdd), 1);
@@ -223,8 +236,9 @@ ALWAYS_INLINE bool absmax16_bf16(const char *x, size_t gs, float *mn, float *mx,
 }
 
 /* max |x| of one BF16 group of n elements (pf: range_bf16). */
-ALWAYS_INLINE bool absmax1_bf16(const char *x, size_t n, float *mn, float *mx, const char *pf) {
-    __m512i h = absmax_bf16(x, n, pf);
+ALWAYS_INLINE bool absmax1_bf16(const char *x, size_t n, float *mn, float *mx, const char *pf,
+                                size_t f) {
+    __m512i h = absmax_bf16(x, n, pf, f);
     __m256i h8 = _mm256_max_epi16(_mm512_castsi512_si256(h), _mm512_extracti64x4_epi64(h, 1));
     __m128i h4 = _mm_max_epi16(_mm256_castsi256_si128(h8), _mm256_extracti128_si256(h8, 1));
     h4 = _mm_max_epi16(h4, _mm_srli_si128(h4, 8));
@@ -242,7 +256,7 @@ static bool minmax_avx512(const float *x, size_t n, float *mn, float *mx) {
 
 static bool minmax_src_avx512(const void *x, mq_dtype dt, size_t n, float *mn, float *mx) {
     if (dt == MQ_F16) return minmax_t(x, MQ_F16, n, mn, mx);
-    if (dt == MQ_BF16) return minmax1_bf16((const char *)x, n, mn, mx, NULL);
+    if (dt == MQ_BF16) return minmax1_bf16((const char *)x, n, mn, mx, NULL, 1);
     return minmax_t(x, MQ_F32, n, mn, mx);
 }
 
@@ -665,21 +679,29 @@ ALWAYS_INLINE bool minmax16_t(const void *x, mq_dtype dt, size_t gs, float *mn, 
     return bits_finite(bad);
 }
 
+/* minmax_groups_t on BF16 with pf_share(gs) == f, a constant in each instance. */
+ALWAYS_INLINE bool minmax_groups_bf16(const char *p, size_t gs, size_t ng, float *mn,
+                                      float *mx, size_t f) {
+    /* the span (or its first half) pf_ahead bytes on: group g's part at pf + f * g * gs */
+    const char *pf = p + pf_ahead(gs);
+    size_t g = 0;
+    if (gs == 128) /* the common size, its loops unrolled */
+        for (; g + 16 <= ng; g += 16)
+            if (!minmax16_bf16(p + 2 * g * 128, 128, mn + g, mx + g, pf + f * g * 128, f))
+                return false;
+    for (; g + 16 <= ng; g += 16)
+        if (!minmax16_bf16(p + 2 * g * gs, gs, mn + g, mx + g, pf + f * g * gs, f)) return false;
+    for (; g < ng; g++)
+        if (!minmax1_bf16(p + 2 * g * gs, gs, &mn[g], &mx[g], pf + f * g * gs, f)) return false;
+    return true;
+}
+
 ALWAYS_INLINE bool minmax_groups_t(const void *x, mq_dtype dt, size_t gs, size_t ng, float *mn,
                                    float *mx) {
     size_t g = 0;
-    if (dt == MQ_BF16) {
-        /* the first half of the span PF_AHEAD bytes on: group g's part at pf + g * gs */
-        const char *p = (const char *)x, *pf = p + pf_ahead(gs);
-        if (gs == 128) /* the common size, its loops unrolled */
-            for (; g + 16 <= ng; g += 16)
-                if (!minmax16_bf16(p + 2 * g * 128, 128, mn + g, mx + g, pf + g * 128)) return false;
-        for (; g + 16 <= ng; g += 16)
-            if (!minmax16_bf16(p + 2 * g * gs, gs, mn + g, mx + g, pf + g * gs)) return false;
-        for (; g < ng; g++)
-            if (!minmax1_bf16(p + 2 * g * gs, gs, &mn[g], &mx[g], pf + g * gs)) return false;
-        return true;
-    }
+    if (dt == MQ_BF16)
+        return pf_share(gs) == 1 ? minmax_groups_bf16((const char *)x, gs, ng, mn, mx, 1)
+                                 : minmax_groups_bf16((const char *)x, gs, ng, mn, mx, 2);
     if (gs == 128) /* the common size, its loops unrolled */
         for (; g + 16 <= ng; g += 16)
             if (!minmax16_t(src_at(x, dt, g * gs), dt, 128, mn + g, mx + g)) return false;
@@ -700,6 +722,23 @@ static bool minmax_groups_avx512(const void *x, mq_dtype dt, size_t gs, size_t n
     return minmax_groups_t(x, MQ_F32, gs, ng, mn, mx);
 }
 
+/* absmax_groups on BF16 with pf_share(gs) == f, a constant in each instance; prefetches as
+ * minmax_groups_t. */
+ALWAYS_INLINE bool absmax_groups_bf16(const char *p, size_t gs, size_t ng, float *mn,
+                                      float *mx, size_t f) {
+    const char *pf = p + pf_ahead(gs);
+    size_t g = 0;
+    if (gs == 128) /* the common size, its loops unrolled */
+        for (; g + 16 <= ng; g += 16)
+            if (!absmax16_bf16(p + 2 * g * 128, 128, mn + g, mx + g, pf + f * g * 128, f))
+                return false;
+    for (; g + 16 <= ng; g += 16)
+        if (!absmax16_bf16(p + 2 * g * gs, gs, mn + g, mx + g, pf + f * g * gs, f)) return false;
+    for (; g < ng; g++)
+        if (!absmax1_bf16(p + 2 * g * gs, gs, &mn[g], &mx[g], pf + f * g * gs, f)) return false;
+    return true;
+}
+
 static bool absmax_groups_avx512(const void *x, mq_dtype dt, size_t gs, size_t ng, float *mn,
                                  float *mx) {
     if (dt != MQ_BF16) { /* F32 and F16: from their min and max */
@@ -713,17 +752,8 @@ static bool absmax_groups_avx512(const void *x, mq_dtype dt, size_t gs, size_t n
         }
         return true;
     }
-    /* prefetches as minmax_groups_t */
-    const char *p = (const char *)x, *pf = p + PF_AHEAD;
-    size_t g = 0;
-    if (gs == 128) /* the common size, its loops unrolled */
-        for (; g + 16 <= ng; g += 16)
-            if (!absmax16_bf16(p + 2 * g * 128, 128, mn + g, mx + g, pf + g * 128)) return false;
-    for (; g + 16 <= ng; g += 16)
-        if (!absmax16_bf16(p + 2 * g * gs, gs, mn + g, mx + g, pf + g * gs)) return false;
-    for (; g < ng; g++)
-        if (!absmax1_bf16(p + 2 * g * gs, gs, &mn[g], &mx[g], pf + g * gs)) return false;
-    return true;
+    return pf_share(gs) == 1 ? absmax_groups_bf16((const char *)x, gs, ng, mn, mx, 1)
+                             : absmax_groups_bf16((const char *)x, gs, ng, mn, mx, 2);
 }
 
 /* mq__params_minmax_ref on up to 16 groups (lanes m), one group per lane: the same IEEE
@@ -899,8 +929,10 @@ ALWAYS_INLINE size_t pack_codes(const char *px, size_t n, const mq_qround *p, in
         const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 16, 20, 24, 28,
                                                 18, 22, 26, 30);
         for (; i + 128 <= n; i += 128) {
-            _mm_prefetch(pf + i, _MM_HINT_T0);
-            _mm_prefetch(pf + i + 64, _MM_HINT_T0);
+            if (pf) {
+                _mm_prefetch(pf + i, _MM_HINT_T0);
+                _mm_prefetch(pf + i + 64, _MM_HINT_T0);
+            }
             const char *q = px + 2 * i;
             __m512i wa = _mm512_adds_epi16(words_pairs(q, inv, hi, wtop, word), add16);
             __m512i wb = _mm512_adds_epi16(words_pairs(q + 64, inv, hi, wtop, word), add16);
@@ -916,7 +948,7 @@ ALWAYS_INLINE size_t pack_codes(const char *px, size_t n, const mq_qround *p, in
     } else {
         const __m512i bytes = PAIRS_BYTES;
         for (; i + 64 <= n; i += 64) {
-            _mm_prefetch(pf + i, _MM_HINT_T0);
+            if (pf) _mm_prefetch(pf + i, _MM_HINT_T0);
             prefetch_write(w->at + PW_AHEAD);
             __m512i wa = words_pairs(px + 2 * i, inv, hi, wtop, word);
             __m512i wb = words_pairs(px + 2 * i + 64, inv, hi, wtop, word);
@@ -934,7 +966,7 @@ ALWAYS_INLINE size_t pack_codes(const char *px, size_t n, const mq_qround *p, in
 
 /* One group of n values: codes at w->at, or packed two per byte (packed4); prefetches
  * `ahead` bytes on, or BF16 on the pack path a line at pf + i for each 128 bytes read
- * (PF_AHEAD). BF16 is read as pairs (words_pairs), and the clamp below is the
+ * (pf_ahead; pf NULL: none). BF16 is read as pairs (words_pairs), and the clamp below is the
  * saturation of the packs: the code of a value under lo is lo + add, which is the least
  * value of the type packed to (0 for 4-bit and unsigned 8-bit codes, -128 for signed 8-bit
  * ones); values above hi are clamped on the words (top >= 0, word_top) or in float (the
@@ -1008,12 +1040,14 @@ ALWAYS_INLINE void codes_modes(const mq_qround *qr, const int32_t *add, bool pac
 
 /* Whole groups, their codes one run. F32 and F16: while group g is quantized from L1, the
  * same bytes of the next block (the source that follows this call's span) are prefetched;
- * BF16: the second half of the span PF_AHEAD bytes on (minmax_groups_t fetched the first). */
+ * BF16 groups of a row or more: the second half of the span pf_ahead bytes on
+ * (minmax_groups_t fetched the first; it fetches all of shorter groups' spans). */
 ALWAYS_INLINE void quantize_groups_t(const void *x, mq_dtype dt, size_t gs, size_t ng,
                                      const mq_qround *qr, const int32_t *add, bool packed4,
                                      uint8_t *dst) {
     size_t ahead = dt == MQ_BF16 ? 0 : ng * gs * (dt == MQ_F32 ? 4 : 2);
-    const char *pf = (const char *)x + pf_ahead(gs) + ng * gs; /* BF16: group g's part at pf + g * gs */
+    /* BF16: group g's part at pf + g * gs, or none */
+    const char *pf = pf_share(gs) == 1 ? (const char *)x + pf_ahead(gs) + ng * gs : NULL;
     line_writer w;
     writer_init(&w, dst);
     size_t g = 0;
@@ -1024,17 +1058,17 @@ ALWAYS_INLINE void quantize_groups_t(const void *x, mq_dtype dt, size_t gs, size
             for (size_t k = 0; k < 16; k++) {
                 int mode = (u8 >> k) & 1 ? 1 : (s8 >> k) & 1 ? 2 : 0;
                 group_codes(src_at(x, dt, (g + k) * 128), dt, 128, &qr[g + k], add[g + k],
-                            packed4, &w, ahead, mode, pf + (g + k) * 128);
+                            packed4, &w, ahead, mode, pf ? pf + (g + k) * 128 : NULL);
             }
         }
     if (gs == 128) /* the common size, its loops unrolled */
         for (; g < ng; g++)
             group_codes(src_at(x, dt, g * 128), dt, 128, &qr[g], add[g], packed4, &w, ahead, -1,
-                        pf + g * 128);
+                        pf ? pf + g * 128 : NULL);
     else
         for (; g < ng; g++)
             group_codes(src_at(x, dt, g * gs), dt, gs, &qr[g], add[g], packed4, &w, ahead, -1,
-                        pf + g * gs);
+                        pf ? pf + g * gs : NULL);
     writer_flush(&w);
 }
 
