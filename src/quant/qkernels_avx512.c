@@ -679,20 +679,26 @@ ALWAYS_INLINE bool minmax16_t(const void *x, mq_dtype dt, size_t gs, float *mn, 
     return bits_finite(bad);
 }
 
-/* minmax_groups_t on BF16 with pf_share(gs) == f, a constant in each instance. */
-ALWAYS_INLINE bool minmax_groups_bf16(const char *p, size_t gs, size_t ng, float *mn,
-                                      float *mx, size_t f) {
+/* minmax_groups_t (or with `absmax`, absmax_groups) on BF16 with pf_share(gs) == f; f and
+ * absmax are constants in each instance. */
+ALWAYS_INLINE bool range_groups_bf16(const char *p, size_t gs, size_t ng, float *mn, float *mx,
+                                     size_t f, const bool absmax) {
     /* the span (or its first half) pf_ahead bytes on: group g's part at pf + f * g * gs */
     const char *pf = p + pf_ahead(gs);
     size_t g = 0;
+#define RANGE16(gsz)                                                                                (absmax ? absmax16_bf16(p + 2 * g * (gsz), gsz, mn + g, mx + g, pf + f * g * (gsz), f)                 : minmax16_bf16(p + 2 * g * (gsz), gsz, mn + g, mx + g, pf + f * g * (gsz), f))
     if (gs == 128) /* the common size, its loops unrolled */
         for (; g + 16 <= ng; g += 16)
-            if (!minmax16_bf16(p + 2 * g * 128, 128, mn + g, mx + g, pf + f * g * 128, f))
-                return false;
+            if (!RANGE16(128)) return false;
     for (; g + 16 <= ng; g += 16)
-        if (!minmax16_bf16(p + 2 * g * gs, gs, mn + g, mx + g, pf + f * g * gs, f)) return false;
-    for (; g < ng; g++)
-        if (!minmax1_bf16(p + 2 * g * gs, gs, &mn[g], &mx[g], pf + f * g * gs, f)) return false;
+        if (!RANGE16(gs)) return false;
+#undef RANGE16
+    for (; g < ng; g++) {
+        const char *x = p + 2 * g * gs, *pg = pf + f * g * gs;
+        if (!(absmax ? absmax1_bf16(x, gs, &mn[g], &mx[g], pg, f)
+                     : minmax1_bf16(x, gs, &mn[g], &mx[g], pg, f)))
+            return false;
+    }
     return true;
 }
 
@@ -700,8 +706,8 @@ ALWAYS_INLINE bool minmax_groups_t(const void *x, mq_dtype dt, size_t gs, size_t
                                    float *mx) {
     size_t g = 0;
     if (dt == MQ_BF16)
-        return pf_share(gs) == 1 ? minmax_groups_bf16((const char *)x, gs, ng, mn, mx, 1)
-                                 : minmax_groups_bf16((const char *)x, gs, ng, mn, mx, 2);
+        return pf_share(gs) == 1 ? range_groups_bf16((const char *)x, gs, ng, mn, mx, 1, false)
+                                 : range_groups_bf16((const char *)x, gs, ng, mn, mx, 2, false);
     if (gs == 128) /* the common size, its loops unrolled */
         for (; g + 16 <= ng; g += 16)
             if (!minmax16_t(src_at(x, dt, g * gs), dt, 128, mn + g, mx + g)) return false;
@@ -722,23 +728,6 @@ static bool minmax_groups_avx512(const void *x, mq_dtype dt, size_t gs, size_t n
     return minmax_groups_t(x, MQ_F32, gs, ng, mn, mx);
 }
 
-/* absmax_groups on BF16 with pf_share(gs) == f, a constant in each instance; prefetches as
- * minmax_groups_t. */
-ALWAYS_INLINE bool absmax_groups_bf16(const char *p, size_t gs, size_t ng, float *mn,
-                                      float *mx, size_t f) {
-    const char *pf = p + pf_ahead(gs);
-    size_t g = 0;
-    if (gs == 128) /* the common size, its loops unrolled */
-        for (; g + 16 <= ng; g += 16)
-            if (!absmax16_bf16(p + 2 * g * 128, 128, mn + g, mx + g, pf + f * g * 128, f))
-                return false;
-    for (; g + 16 <= ng; g += 16)
-        if (!absmax16_bf16(p + 2 * g * gs, gs, mn + g, mx + g, pf + f * g * gs, f)) return false;
-    for (; g < ng; g++)
-        if (!absmax1_bf16(p + 2 * g * gs, gs, &mn[g], &mx[g], pf + f * g * gs, f)) return false;
-    return true;
-}
-
 static bool absmax_groups_avx512(const void *x, mq_dtype dt, size_t gs, size_t ng, float *mn,
                                  float *mx) {
     if (dt != MQ_BF16) { /* F32 and F16: from their min and max */
@@ -752,8 +741,8 @@ static bool absmax_groups_avx512(const void *x, mq_dtype dt, size_t gs, size_t n
         }
         return true;
     }
-    return pf_share(gs) == 1 ? absmax_groups_bf16((const char *)x, gs, ng, mn, mx, 1)
-                             : absmax_groups_bf16((const char *)x, gs, ng, mn, mx, 2);
+    return pf_share(gs) == 1 ? range_groups_bf16((const char *)x, gs, ng, mn, mx, 1, true)
+                             : range_groups_bf16((const char *)x, gs, ng, mn, mx, 2, true);
 }
 
 /* mq__params_minmax_ref on up to 16 groups (lanes m), one group per lane: the same IEEE
