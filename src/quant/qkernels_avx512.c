@@ -679,6 +679,12 @@ ALWAYS_INLINE bool minmax16_t(const void *x, mq_dtype dt, size_t gs, float *mn, 
     return bits_finite(bad);
 }
 
+/* 16 groups: minmax16_bf16, or absmax16_bf16 when `absmax` (a constant in each instance). */
+ALWAYS_INLINE bool range16_bf16(const char *x, size_t gs, float *mn, float *mx, const char *pf,
+                                size_t f, const bool absmax) {
+    return absmax ? absmax16_bf16(x, gs, mn, mx, pf, f) : minmax16_bf16(x, gs, mn, mx, pf, f);
+}
+
 /* minmax_groups_t (or with `absmax`, absmax_groups) on BF16 with pf_share(gs) == f; f and
  * absmax are constants in each instance. */
 ALWAYS_INLINE bool range_groups_bf16(const char *p, size_t gs, size_t ng, float *mn, float *mx,
@@ -686,13 +692,13 @@ ALWAYS_INLINE bool range_groups_bf16(const char *p, size_t gs, size_t ng, float 
     /* the span (or its first half) pf_ahead bytes on: group g's part at pf + f * g * gs */
     const char *pf = p + pf_ahead(gs);
     size_t g = 0;
-#define RANGE16(gsz)                                                                                (absmax ? absmax16_bf16(p + 2 * g * (gsz), gsz, mn + g, mx + g, pf + f * g * (gsz), f)                 : minmax16_bf16(p + 2 * g * (gsz), gsz, mn + g, mx + g, pf + f * g * (gsz), f))
     if (gs == 128) /* the common size, its loops unrolled */
         for (; g + 16 <= ng; g += 16)
-            if (!RANGE16(128)) return false;
+            if (!range16_bf16(p + 2 * g * 128, 128, mn + g, mx + g, pf + f * g * 128, f, absmax))
+                return false;
     for (; g + 16 <= ng; g += 16)
-        if (!RANGE16(gs)) return false;
-#undef RANGE16
+        if (!range16_bf16(p + 2 * g * gs, gs, mn + g, mx + g, pf + f * g * gs, f, absmax))
+            return false;
     for (; g < ng; g++) {
         const char *x = p + 2 * g * gs, *pg = pf + f * g * gs;
         if (!(absmax ? absmax1_bf16(x, gs, &mn[g], &mx[g], pg, f)
