@@ -1072,7 +1072,9 @@ MQ_API const mq_observer_options *mq_observer_get_options(const mq_observer *obs
 
 /* Observes one batch: a contiguous row-major [rows, cols] float matrix. Per channel, the
  * channels are the columns (cols must equal opts.channels). A batch with no elements is
- * ignored. NaN or Inf: MQ_ERR_QUANT naming the element, and the observer is unchanged. */
+ * ignored. NaN or Inf: MQ_ERR_QUANT naming the element, and the observer is unchanged. A batch
+ * that would take the value or batch count past INT64_MAX (possible only from a restored
+ * state): MQ_ERR_UNSUPPORTED, the observer unchanged; mq_observer_merge likewise. */
 MQ_API mq_status mq_observer_update(mq_observer *obs, const float *x, int64_t rows,
                                     int64_t cols);
 /* Observes one batch held in any layout: `ndim` (1..MQ_MAX_DIMS) dims of `shape`, element

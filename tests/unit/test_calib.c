@@ -510,6 +510,51 @@ TEST(state_round_trip_and_validation) {
     mq_ctx_free(ctx);
 }
 
+/* A restored state may claim counts near INT64_MAX: a batch or a merge that would overflow
+ * them is refused before anything changes; reaching the limit exactly is fine. */
+static void set_counter(mq_observer *o, size_t i, int64_t v) {
+    mq_tensor t;
+    CHECK_EQ_INT(mq_observer_state_tensor(o, i, &t), MQ_OK); /* 2: count, 3: batches */
+    t.data = &v;
+    CHECK_EQ_INT(mq_observer_state_set(o, &t), MQ_OK);
+}
+
+TEST(counts_that_would_overflow_are_refused) {
+    mq_ctx *ctx = mq_ctx_create();
+    float x[6] = {-1, 2, 0.5f, 3, -4, 1};
+    for (int k = MQ_OBS_MINMAX; k <= MQ_OBS_MSE; k++) {
+        mq_observer *a = make(ctx, (mq_observer_kind)k, MQ_Q_INT8, MQ_SYMMETRIC, 3);
+        mq_observer *b = make(ctx, (mq_observer_kind)k, MQ_Q_INT8, MQ_SYMMETRIC, 3);
+        mq_observer *c = make(ctx, (mq_observer_kind)k, MQ_Q_INT8, MQ_SYMMETRIC, 3);
+        CHECK_EQ_INT(mq_observer_update(a, x, 1, 3), MQ_OK);
+        CHECK_EQ_INT(mq_observer_update(b, x, 2, 3), MQ_OK);
+        float s0[3], s1[3];
+        int32_t z0[3], z1[3];
+        set_counter(b, 2, INT64_MAX - 2);
+        qp1(b, s0, z0, NULL, NULL);
+        CHECK_EQ_INT(mq_observer_update(b, x + 3, 1, 3), MQ_ERR_UNSUPPORTED);
+        CHECK_MSG(strstr(mq_ctx_message(ctx), "overflow") != NULL, "%s", mq_ctx_message(ctx));
+        CHECK_EQ_INT(mq_observer_merge(b, a), MQ_ERR_UNSUPPORTED);
+        CHECK(mq_observer_count(b) == (uint64_t)INT64_MAX - 2 && mq_observer_batches(b) == 1);
+        qp1(b, s1, z1, NULL, NULL);
+        CHECK(!memcmp(s0, s1, sizeof s0) && !memcmp(z0, z1, sizeof z0));
+        set_counter(b, 2, INT64_MAX - 3); /* exactly to the limit */
+        CHECK_EQ_INT(mq_observer_update(b, x + 3, 1, 3), MQ_OK);
+        CHECK(mq_observer_count(b) == (uint64_t)INT64_MAX && mq_observer_batches(b) == 2);
+        set_counter(b, 2, 6);
+        set_counter(b, 3, INT64_MAX);
+        CHECK_EQ_INT(mq_observer_update(b, x, 1, 3), MQ_ERR_UNSUPPORTED);
+        CHECK(mq_observer_count(b) == 6);
+        CHECK_EQ_INT(mq_observer_merge(c, b), MQ_OK); /* into an empty observer: no sum */
+        CHECK_EQ_INT(mq_observer_merge(c, a), MQ_ERR_UNSUPPORTED);
+        CHECK(mq_observer_count(c) == 6 && mq_observer_batches(c) == (uint64_t)INT64_MAX);
+        mq_observer_free(a);
+        mq_observer_free(b);
+        mq_observer_free(c);
+    }
+    mq_ctx_free(ctx);
+}
+
 TEST(qparams_do_not_depend_on_threads) {
     enum { R = 300, C = 16 };
     static float x[R * C];
@@ -570,6 +615,7 @@ int main(void) {
     RUN(percentile_of_uniform_values);
     RUN(mse_keeps_uniform_range);
     RUN(state_round_trip_and_validation);
+    RUN(counts_that_would_overflow_are_refused);
     RUN(qparams_do_not_depend_on_threads);
     RUN(allocation_failures_are_clean);
     return test_summary();
