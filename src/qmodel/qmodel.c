@@ -219,6 +219,17 @@ static mq_status need_settings(mq_qmodel *qm) {
     return mq__fail(qm->ctx, qm->cfg_status, "%s", qm->cfg_error ? qm->cfg_error : "");
 }
 
+/* The metadata records the type asked for. GPTQ stores unsigned values with zero points
+ * whatever it was, and reads back as INT4/INT8 when symmetric, UINT4/UINT8 when asymmetric:
+ * of one width and scheme, the signed and the unsigned type hold the same values there (the
+ * zero point moved by 8 or 128). */
+static bool same_values_type(const mq_qtensor *t, mq_qtype asked) {
+    if (t->spec.type == asked) return true;
+    bool gptq = t->storage && strncmp(t->storage, "gptq", 4) == 0;
+    return gptq && mq__qtype_is_integer(asked) && mq__qtype_is_integer(t->spec.type) &&
+           mq__qtype_bits(asked) == mq__qtype_bits(t->spec.type);
+}
+
 static mq_status open_logical(mq_qmodel *qm, const char *path) {
     mq_ctx *ctx = qm->ctx;
     const mq_model *m = qm->model;
@@ -350,7 +361,7 @@ static mq_status open_logical(mq_qmodel *qm, const char *path) {
         if (!mq__spec_from_meta(mq_model_metadata_value(m, i), &s, &orig))
             return bad(ctx, path, key + pl, "unreadable entry in the metadata");
         if (j < 0) return bad(ctx, path, key + pl, "listed in the metadata but not stored");
-        if (qm->t[j].spec.type != s.type)
+        if (!same_values_type(&qm->t[j], s.type))
             return bad(ctx, path, key + pl, "stored differently than the metadata says");
         if ((s.type == MQ_Q_FP16 && qm->t[j].data->dtype != MQ_F16) ||
             (s.type == MQ_Q_BF16 && qm->t[j].data->dtype != MQ_BF16))
