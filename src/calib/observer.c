@@ -352,24 +352,23 @@ static void widen_range(float *min_val, float *max_val, const float *lo, const f
 }
 
 /* The counters after adding `values` values in `batches` batches must fit: a restored state
- * may claim counts near the limit, and the check comes before anything changes. */
-static mq_status check_counts(const mq_observer *obs, const char *what, int64_t values,
-                              int64_t batches) {
-    if (obs->count > INT64_MAX - values || obs->batches > INT64_MAX - batches)
+ * may claim counts near the limit (never negative), and the check comes before anything
+ * changes. */
+static mq_status check_counts(const mq_observer *obs, const char *what, uint64_t values,
+                              uint64_t batches) {
+    if (values > (uint64_t)(INT64_MAX - obs->count) ||
+        batches > (uint64_t)(INT64_MAX - obs->batches))
         return mq__fail(obs->ctx, MQ_ERR_UNSUPPORTED, "%s: %lld values in %lld batches "
-                        "already observed; %lld more values in %lld batches overflow the counts",
-                        what, (long long)obs->count, (long long)obs->batches, (long long)values,
-                        (long long)batches);
+                        "already observed; %llu more values in %llu batches overflow the counts",
+                        what, (long long)obs->count, (long long)obs->batches,
+                        (unsigned long long)values, (unsigned long long)batches);
     return MQ_OK;
 }
 
 static mq_status observe(mq_observer *obs, const mq_batch_view *view) {
     if (!view->numel) return MQ_OK;
     MQ_TRY(check_state(obs));
-    if (view->numel > (uint64_t)INT64_MAX)
-        return mq__fail(obs->ctx, MQ_ERR_UNSUPPORTED, "observer: a batch of %llu values",
-                        (unsigned long long)view->numel);
-    MQ_TRY(check_counts(obs, "observer", (int64_t)view->numel, 1));
+    MQ_TRY(check_counts(obs, "observer", view->numel, 1));
     int64_t np = obs->np;
     for (int64_t c = 0; c < np; c++) obs->bmin[c] = INFINITY, obs->bmax[c] = -INFINITY;
     range_pass rp = {obs->bmin, obs->bmax, false, 0, 0};
@@ -471,7 +470,7 @@ mq_status mq_observer_merge(mq_observer *dst, const mq_observer *src) {
     mq_status st = check_state(src);
     if (st != MQ_OK) return mq__fail(dst->ctx, st, "%s", mq_ctx_message(src->ctx));
     if (src->count == 0) return MQ_OK;
-    MQ_TRY(check_counts(dst, "observer merge", src->count, src->batches));
+    MQ_TRY(check_counts(dst, "observer merge", (uint64_t)src->count, (uint64_t)src->batches));
     int64_t np = dst->np;
     if (dst->count == 0) {
         memcpy(dst->min_val, src->min_val, (size_t)np * sizeof(float));
